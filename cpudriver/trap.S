@@ -1,0 +1,147 @@
+# trap.S: the common trap path.
+#
+# Every interrupt and exception enters through a stub in vectors.S, which
+# pushes an error code (0 where the processor pushes none) and the vector
+# number, then jumps here. The stack then holds a trap frame:
+#
+#   frame + 0   r15 r14 r13 r12 r11 r10 r9 r8 rbp rdi rsi rdx rcx rbx rax
+#   frame + 120 vector
+#   frame + 128 error code
+#   frame + 136 rip, cs, rflags, rsp, ss      (pushed by the processor)
+#
+# trap_dispatch decides by cause: an interrupt is acknowledged; a fault in
+# user mode is reported and kills the program (not the core, not the
+# machine); a page fault in the kernel's user-copy loop returns an error to
+# the system call; any other kernel fault is a panic.
+
+TF_RAX = 112
+TF_VECTOR = 120
+TF_ERROR = 128
+TF_RIP = 136
+TF_CS = 144
+TF_RSP = 160
+
+trap_common:
+    test qword ptr [rsp + 24], 3      # cs of the interrupted code
+    jz trap_common_from_kernel
+    swapgs                            # from user: GS becomes the per-core block
+trap_common_from_kernel:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    cld
+    mov rdi, rsp
+    call trap_dispatch
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16                       # vector and error code
+    test qword ptr [rsp + 8], 3
+    jz trap_return_to_kernel
+    swapgs
+trap_return_to_kernel:
+    iretq
+
+# trap_dispatch: handle one trap.
+#   in: rdi = trap frame
+trap_dispatch:
+    push rbx
+    mov rbx, rdi
+    mov rax, qword ptr [rbx + TF_VECTOR]
+    cmp rax, 32
+    jae trap_interrupt
+    test qword ptr [rbx + TF_CS], 3
+    jnz trap_user_fault
+    cmp rax, 14
+    jne trap_kernel_panic
+    # a page fault inside the user-copy loop: the user passed a bad pointer
+    mov rax, qword ptr [rbx + TF_RIP]
+    lea rcx, [rip + user_access_begin]
+    cmp rax, rcx
+    jb trap_kernel_panic
+    lea rcx, [rip + user_access_end]
+    cmp rax, rcx
+    jae trap_kernel_panic
+    lea rax, [rip + user_access_fault]
+    mov qword ptr [rbx + TF_RIP], rax
+    pop rbx
+    ret
+
+trap_interrupt:
+    mov rax, APIC_BASE
+    mov dword ptr [rax + 0xB0], 0     # end of interrupt
+    pop rbx
+    ret
+
+# A user program faulted: say what and where, then the program is gone.
+trap_user_fault:
+    lea rdi, [rip + str_user_fault]
+    call print_str
+    mov rdi, rbx
+    call print_fault
+    lea rdi, [rip + str_killed]
+    call print_str
+    jmp program_finished
+
+# The kernel itself faulted: nothing sensible is left to do on this core.
+trap_kernel_panic:
+    lea rdi, [rip + str_kernel_panic]
+    call print_str
+    mov rdi, rbx
+    call print_fault
+    call print_newline
+    mov al, 1
+    out POWER_PORT, al
+trap_kernel_panic_hang:
+    jmp trap_kernel_panic_hang
+
+# print_fault: "<name> at rip X [address Y] error Z"
+#   in: rdi = trap frame
+print_fault:
+    push rbx
+    mov rbx, rdi
+    mov rax, qword ptr [rbx + TF_VECTOR]
+    lea rcx, [rip + exception_names]
+    mov rdi, qword ptr [rcx + rax * 8]
+    call print_str
+    lea rdi, [rip + str_at_rip]
+    call print_str
+    mov rdi, qword ptr [rbx + TF_RIP]
+    call print_hex
+    cmp qword ptr [rbx + TF_VECTOR], 14
+    jne print_fault_error
+    lea rdi, [rip + str_address]
+    call print_str
+    mov rdi, cr2
+    call print_hex
+print_fault_error:
+    lea rdi, [rip + str_error]
+    call print_str
+    mov rdi, qword ptr [rbx + TF_ERROR]
+    call print_hex
+    pop rbx
+    ret

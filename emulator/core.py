@@ -1,0 +1,241 @@
+"""One x86-64 core: a unicorn instance, its clock, and its wiring.
+
+A Core owns one `unicorn.Uc` in 64-bit mode. It maps the machine's shared
+physical memory (no copy), its own local APIC, and hooks that hand every
+trap to emulator/traps.py and every port access to the devices. It counts
+what the final table of `sprat boot` shows: instructions retired, modeled
+cycles, system calls, interrupts and IPIs.
+
+The core's clock (`cycles`) is modeled time: one cycle per instruction plus
+whatever the interconnect's cost model charges, and a halted core's clock
+jumps to the moment something wakes it. The scheduler (emulator/scheduler.py)
+decides which core runs next and for how long; a core only runs when asked.
+
+States:
+  OFF      powered but not started: waits for INIT then STARTUP IPIs
+  RUNNING  executing, or ready to
+  HALTED   executed `hlt`; an interrupt will wake it (if IF is set)
+  STOPPED  switched itself off through the power port (exit code kept)
+  FAILED   a machine-level failure (triple fault, access outside RAM)
+"""
+
+import enum
+import heapq
+from dataclasses import dataclass
+
+from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_64, UC_HOOK_INTR, UC_HOOK_INSN,
+                     UC_HOOK_INSN_INVALID, UC_HOOK_MEM_UNMAPPED)
+from unicorn import x86_const as x86
+
+from emulator import traps
+from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, Registers, SavedContext,
+                               retired_instructions)
+from emulator.devices.apic import APIC_BASE, APIC_SIZE, LocalApic
+from emulator.devices.console import CONSOLE_PORT
+from emulator.devices.power import POWER_PORT
+from emulator.paging import read_virtual, write_virtual
+
+# Each unicorn reserves a translation buffer; the default (1 GiB of address
+# space) does not scale to 64 cores, and sprat's code is small.
+TRANSLATION_BUFFER_BYTES = 16 << 20
+
+HLT_OPCODE = 0xF4
+RFLAGS_IF = 1 << 9
+
+
+class CoreState(enum.Enum):
+    OFF = "off"
+    RUNNING = "running"
+    HALTED = "halted"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass
+class CoreStats:
+    instructions: int = 0
+    syscalls: int = 0
+    interrupts: int = 0
+    ipis_received: int = 0
+    ipis_sent: int = 0
+
+
+class Core:
+    def __init__(self, core_id: int, memory, bus):
+        self.id = core_id
+        self.memory = memory
+        self.bus = bus
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.uc.ctl_set_tcg_buffer_size(TRANSLATION_BUFFER_BYTES)
+        memory.map_into(self.uc)
+        self.apic = LocalApic(self, bus)
+        self.uc.mmio_map(APIC_BASE, APIC_SIZE, self.apic.read, None, self.apic.write, None)
+        self.regs = Registers(self.uc)
+        self.context = SavedContext(self.uc)
+        self.stats = CoreStats()
+        self.state = CoreState.OFF
+        self.cycles = 0               # modeled time at the start of the current quantum
+        self.extra_cycles = 0         # charged during the quantum by the cost model
+        self.exit_code = None
+        self.failure = None           # one line, when state is FAILED
+        self.init_received = False
+        self._pending = []            # heap of (arrival cycle, sequence, vector)
+        self._sequence = 0
+        self._quantum = 0
+        self._in_quantum = False
+        self._stop_requested = False
+        self._install_hooks()
+
+    # --- Wiring -----------------------------------------------------------
+    def _install_hooks(self):
+        uc = self.uc
+        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, aux1=x86.UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_INSN, self._on_port_out, aux1=x86.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._on_port_in, aux1=x86.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid_instruction)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+
+    def _on_interrupt(self, uc, vector, _):
+        self.context.save()
+        software = self.context.read_i32(EXCEPTION_IS_INT) == 1
+        error_code = self.context.read_i32(ERROR_CODE) & 0xFFFF_FFFF
+        self._deliver(vector, error_code, software)
+
+    def _on_invalid_instruction(self, uc, _):
+        self._deliver(traps.INVALID_OPCODE, None, False)
+        return True     # go on, at the handler
+
+    def _on_syscall(self, uc, _):
+        self.stats.syscalls += 1
+        traps.deliver_syscall(self)
+
+    def _on_port_out(self, uc, port, size, value, _):
+        if port == CONSOLE_PORT:
+            self.bus.console.write_byte(self.id, value)
+        elif port == POWER_PORT:
+            self.exit_code = value & 0xFF
+            self.state = CoreState.STOPPED
+            self.request_stop()
+
+    def _on_port_in(self, uc, port, size, _):
+        return (1 << (8 * size)) - 1     # nothing answers: the bus floats high
+
+    def _on_unmapped(self, uc, access, address, size, value, _):
+        self.fail(f"access to non-existent physical memory at {address:#x}")
+        return False
+
+    def _deliver(self, vector, error_code, software):
+        try:
+            traps.deliver_interrupt(self, vector, error_code, software)
+        except traps.TripleFault as fault:
+            self.fail(f"triple fault at RIP {self.rip:#x}: {fault}")
+
+    # --- Host access to this core's view of memory ------------------------
+    def read_virtual(self, address: int, length: int) -> bytes:
+        return read_virtual(self.memory, self.regs.read(x86.UC_X86_REG_CR0),
+                            self.regs.read(x86.UC_X86_REG_CR3), address, length)
+
+    def write_virtual(self, address: int, data: bytes) -> None:
+        write_virtual(self.memory, self.regs.read(x86.UC_X86_REG_CR0),
+                      self.regs.read(x86.UC_X86_REG_CR3), address, data)
+
+    def read_msr(self, msr: int) -> int:
+        return self.uc.reg_read(x86.UC_X86_REG_MSR, msr)
+
+    @property
+    def rip(self) -> int:
+        return self.regs.read(x86.UC_X86_REG_RIP)
+
+    @property
+    def privilege(self) -> int:
+        return self.regs.read(x86.UC_X86_REG_CS) & 3
+
+    # --- Time ---------------------------------------------------------------
+    def now(self) -> int:
+        """Modeled time, exact even in the middle of a quantum."""
+        if not self._in_quantum:
+            return self.cycles
+        return self.cycles + retired_instructions(self.uc, self._quantum) + self.extra_cycles
+
+    def charge(self, cycles: int) -> None:
+        """Add modeled cycles to this core (the cost model calls this)."""
+        self.extra_cycles += cycles
+
+    # --- Power and interrupts -------------------------------------------------
+    def start(self, rip: int, at_cycle: int) -> None:
+        """Begin executing at `rip` in 64-bit mode with paging off (our reset state)."""
+        self.regs.write(x86.UC_X86_REG_RIP, rip)
+        self.cycles = max(self.cycles, at_cycle)
+        self.state = CoreState.RUNNING
+
+    def raise_interrupt(self, vector: int, arrival: int) -> None:
+        heapq.heappush(self._pending, (arrival, self._sequence, vector))
+        self._sequence += 1
+
+    def next_event(self) -> int | None:
+        """The modeled time of the earliest pending interrupt or timer expiry."""
+        times = []
+        if self._pending:
+            times.append(self._pending[0][0])
+        if self.apic.timer_deadline is not None:
+            times.append(self.apic.timer_deadline)
+        return min(times) if times else None
+
+    def interrupts_enabled(self) -> bool:
+        return bool(self.regs.read(x86.UC_X86_REG_RFLAGS) & RFLAGS_IF)
+
+    def take_due_interrupts(self) -> bool:
+        """Deliver one arrived interrupt if IF allows; True if one was delivered."""
+        now = self.cycles
+        if self.apic.timer_deadline is not None and self.apic.timer_deadline <= now:
+            vector = self.apic.timer_expired(self.apic.timer_deadline)
+            if vector is not None:
+                self.raise_interrupt(vector, now)
+        if not self._pending or self._pending[0][0] > now or not self.interrupts_enabled():
+            return False
+        _, _, vector = heapq.heappop(self._pending)
+        if self.state is CoreState.HALTED:
+            self.state = CoreState.RUNNING
+        self._deliver(vector, None, False)
+        return True
+
+    def fail(self, reason: str) -> None:
+        if self.state is not CoreState.FAILED:
+            self.failure = reason
+            self.state = CoreState.FAILED
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self._in_quantum:
+            self.uc.emu_stop()
+
+    # --- Running ----------------------------------------------------------------
+    def run(self, quantum: int) -> int:
+        """Run at most `quantum` instructions; return how many retired."""
+        self._quantum = quantum
+        self._stop_requested = False
+        self.extra_cycles = 0
+        self._in_quantum = True
+        try:
+            self.uc.emu_start(self.rip, 0, count=quantum)
+        except UcError as error:
+            if self.state is not CoreState.FAILED:
+                self.fail(f"unicorn stopped at RIP {self.rip:#x}: {error}")
+        finally:
+            self._in_quantum = False
+        retired = retired_instructions(self.uc, quantum)
+        self.stats.instructions += retired
+        self.cycles += retired + self.extra_cycles
+        self.extra_cycles = 0
+        if retired < quantum and not self._stop_requested and self._halted_here():
+            self.state = CoreState.HALTED
+        return retired
+
+    def _halted_here(self) -> bool:
+        """Did the quantum end early because of `hlt`? (unicorn stops on it)"""
+        try:
+            return self.read_virtual(self.rip - 1, 1)[0] == HLT_OPCODE
+        except Exception:
+            return False

@@ -1,0 +1,140 @@
+"""The sprat machine: N cores, one shared physical memory, and the devices.
+
+    machine = Machine(cores=4, output=print)
+    machine.memory.write(0x200000, code)    # the boot loader's job
+    machine.power_on(entry=0x200000, registers={...})
+    result = machine.run(max_cycles=10**8)
+
+Core 0 (the bootstrap processor) starts at the entry point in 64-bit mode
+with paging off, the state a boot loader leaves it in; every other core
+waits, as on real x86, for an INIT and a STARTUP IPI from a running core
+(emulator/devices/apic.py). The machine also plays the part of the system
+bus: it carries IPIs between local APICs.
+
+`run` returns when no core can run any more, or when the cycle budget is
+spent. The machine knows nothing of operating systems: any x86-64 guest
+that speaks to these devices can run on it.
+"""
+
+from dataclasses import dataclass
+
+from unicorn import x86_const as x86
+
+from emulator.core import Core, CoreState
+from emulator.cpustate import check_layout
+from emulator.devices.apic import (DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP,
+                                   IPI_LATENCY_CYCLES)
+from emulator.devices.console import Console
+from emulator.errors import SpratError
+from emulator.memory import PhysicalMemory
+from emulator.scheduler import DEFAULT_QUANTUM, Scheduler
+
+MAX_CORES = 64
+DEFAULT_MEMORY = 64 << 20
+STARTUP_PAGE_SIZE = 4096      # a STARTUP IPI's vector names a 4 KiB page
+
+
+@dataclass
+class RunResult:
+    clean: bool          # every core switched itself off with exit code 0
+    reason: str          # one line: why the run ended
+    cycles: int          # the highest core clock
+
+
+class Machine:
+    def __init__(self, cores: int, memory_size: int = DEFAULT_MEMORY,
+                 quantum: int = DEFAULT_QUANTUM, output=None):
+        if not 1 <= cores <= MAX_CORES:
+            raise SpratError(f"--cores must be between 1 and {MAX_CORES}, got {cores}")
+        if quantum < 1:
+            raise SpratError(f"--quantum must be at least 1 instruction, got {quantum}")
+        check_layout()
+        self.n_cores = cores
+        self.memory = PhysicalMemory(memory_size)
+        self.console = Console(cores, output or (lambda core, line: None))
+        self.cores = [Core(i, self.memory, self) for i in range(cores)]
+        self.scheduler = Scheduler(self.cores, quantum)
+        self.observers = []       # callables(event, **fields), e.g. the message trace
+
+    def power_on(self, entry: int, registers: dict[int, int] | None = None) -> None:
+        """Start the bootstrap processor (core 0) at `entry`."""
+        bsp = self.cores[0]
+        for register, value in (registers or {}).items():
+            bsp.regs.write(register, value)
+        bsp.start(entry, 0)
+
+    # --- The bus: IPIs between local APICs ----------------------------------
+    def send_ipi(self, source: int, target: int, mode: int, vector: int, now: int) -> None:
+        if not 0 <= target < self.n_cores:
+            return                      # nobody at that APIC ID: the IPI is lost
+        sender, receiver = self.cores[source], self.cores[target]
+        arrival = now + IPI_LATENCY_CYCLES
+        sender.stats.ipis_sent += 1
+        receiver.stats.ipis_received += 1
+        self._notify("ipi", source=source, target=target, mode=mode, vector=vector, time=now)
+        if mode == DELIVERY_INIT:
+            if receiver.state is CoreState.OFF:
+                receiver.init_received = True
+        elif mode == DELIVERY_STARTUP:
+            if receiver.state is CoreState.OFF and receiver.init_received:
+                receiver.start(vector * STARTUP_PAGE_SIZE, arrival)
+        elif mode == DELIVERY_FIXED and vector >= 16:
+            receiver.raise_interrupt(vector, arrival)
+
+    def _notify(self, event: str, **fields) -> None:
+        for observer in self.observers:
+            observer(event, **fields)
+
+    # --- Running --------------------------------------------------------------
+    def run(self, max_cycles: int | None = None) -> RunResult:
+        """Run until no core can run, or until every clock passes max_cycles."""
+        while True:
+            core, time = self.scheduler.next_core()
+            if core is None:
+                break
+            if max_cycles is not None and time >= max_cycles:
+                self.console.flush()
+                return RunResult(False, self._budget_reason(max_cycles), self.elapsed())
+            limit = None if max_cycles is None else max_cycles - time
+            self.scheduler.run_one(core, time, limit)
+        self.console.flush()
+        return self._outcome()
+
+    def step(self, core_id: int, count: int = 1) -> int:
+        """Run exactly `count` instructions of one core (the debugger's step)."""
+        core = self.cores[core_id]
+        done = 0
+        while done < count and core.state in (CoreState.RUNNING, CoreState.HALTED):
+            time = self.scheduler.ready_time(core)
+            if time is None:
+                break
+            done += self.scheduler.run_one(core, time, count - done) or 0
+            if core.state is CoreState.HALTED:
+                break
+        return done
+
+    def elapsed(self) -> int:
+        return max(core.cycles for core in self.cores)
+
+    def _budget_reason(self, max_cycles):
+        busy = [c for c in self.cores if c.state is CoreState.RUNNING]
+        where = f" (core {busy[0].id} still running at RIP {busy[0].rip:#x})" if busy else ""
+        return f"cycle budget of {max_cycles:,} cycles exhausted{where}"
+
+    def _outcome(self) -> RunResult:
+        for core in self.cores:
+            if core.state is CoreState.FAILED:
+                return RunResult(False, f"core {core.id}: {core.failure}", self.elapsed())
+        for core in self.cores:
+            if core.state is CoreState.OFF:
+                return RunResult(False, f"core {core.id} was never started", self.elapsed())
+            if core.state is CoreState.HALTED:
+                return RunResult(False, f"core {core.id} halted at RIP {core.rip:#x} and nothing "
+                                        f"will wake it", self.elapsed())
+            if core.exit_code:
+                return RunResult(False, f"core {core.id} stopped with exit code {core.exit_code}",
+                                 self.elapsed())
+        return RunResult(True, "every core halted cleanly", self.elapsed())
+
+    def register_names(self):
+        return x86
