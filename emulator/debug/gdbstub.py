@@ -1,0 +1,991 @@
+"""A GDB remote-serial-protocol server: real gdb debugging sprat's cores.
+
+    server = GdbServer(target)              # any emulator.debug.target.Target
+    print('target remote 127.0.0.1:%d' % server.port)
+    reason = server.serve_one()             # one gdb session, then returns
+    server.close()
+
+gdb connects over TCP (loopback only: whoever reaches this port can read and
+write every byte of the machine) and sends short text packets; this module
+answers them by calling the Target. Each core is a gdb thread (core c is
+thread c + 1, as thread ids must be positive); `Hg` picks whose registers
+and memory `g`/`m` see, and every stop reply names the core that stopped.
+
+Read it top to bottom:
+  1. framing: `$data#checksum`, the `+`/`-` acks, run-length and `}`
+     escapes (`PacketReader`, `frame`, `escape_binary`, `unescape_binary`);
+  2. registers: the target description gdb asks for (`target_xml`) and the
+     byte layout of the `g` packet, both made from target.REGISTERS;
+  3. one session (`Session`): a method per packet, `_packet_g` for `g`;
+  4. the listening socket (`GdbServer`).
+
+What is not here: the machine (see target.py), gdb's non-stop mode, tracepoints,
+file I/O, and multiprocess thread ids. Unknown packets get gdb's "not
+supported" (an empty reply); broken ones get an error reply or a NAK, never
+an exception. The protocol is in the GDB manual's "Remote Protocol" appendix;
+set the logger 'emulator.debug.gdbstub' to DEBUG to watch a conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import select
+import socket
+import threading
+from collections import deque
+from typing import Callable, NamedTuple
+
+from emulator.debug.target import (REGISTERS, SIGTRAP, Register, StopEvent, Target,
+                                   TargetError)
+from emulator.errors import SpratError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = '127.0.0.1'
+
+# Largest packet body either side sends, announced in qSupported. 16 KiB
+# lets gdb move 8 KiB of memory per m/M packet, plenty for a teaching OS.
+PACKET_SIZE = 0x4000
+
+# Memory requests are split so that no target call crosses a page: a read
+# that runs into an unmapped page then returns the mapped part before it.
+PAGE_SIZE = 0x1000
+
+# Error replies carry a Unix errno in decimal, as QEMU's and most stubs'
+# do; gdb only shows them.
+E_MALFORMED = 'E01'   # the packet itself makes no sense
+E_NO_THREAD = 'E03'   # ESRCH: no such thread (core)
+E_TARGET = 'E05'      # EIO: the target failed at something it should do
+E_MEMORY = 'E14'      # EFAULT: unmapped memory
+E_INVALID = 'E22'     # EINVAL: well-formed, but a bad value
+E_XFER = 'E00'        # qXfer: unknown object or annex (the manual's choice)
+
+# A send that cannot finish within this time means gdb stopped reading:
+# the session is dropped rather than hanging the server.
+SEND_TIMEOUT_S = 10.0
+
+INTERRUPT_BYTE = 0x03  # Ctrl-C, sent raw (not in a packet) while running
+
+
+# --------------------------------------------------------------------------
+# 1. Framing
+# --------------------------------------------------------------------------
+
+def checksum(body: bytes) -> int:
+    """The packet checksum: sum of the body's bytes, modulo 256."""
+    return sum(body) & 0xFF
+
+
+def frame(body: str) -> bytes:
+    """`$body#cs`, ready to send (body must already be escaped if binary)."""
+    raw = body.encode('latin-1')
+    return b'$%s#%02x' % (raw, checksum(raw))
+
+
+# The bytes that would end or confuse a frame if sent raw inside one;
+# gdb escapes '*' too, so that it is never read as run-length encoding.
+_MUST_ESCAPE = frozenset(b'$#}*')
+
+
+def escape_binary(data: bytes) -> str:
+    """Binary data as packet text: `}` then the byte XOR 0x20 for $ # } *."""
+    out = bytearray()
+    for byte in data:
+        if byte in _MUST_ESCAPE:
+            out += bytes([ord('}'), byte ^ 0x20])
+        else:
+            out.append(byte)
+    return out.decode('latin-1')
+
+
+def unescape_binary(text: str) -> bytes:
+    """Undo escape_binary; ValueError on a `}` with nothing after it."""
+    raw = text.encode('latin-1')
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i] == ord('}'):
+            if i + 1 == len(raw):
+                raise ValueError('escape character at end of data')
+            out.append(raw[i + 1] ^ 0x20)
+            i += 2
+        else:
+            out.append(raw[i])
+            i += 1
+    return bytes(out)
+
+
+def expand_run_length(body: bytes) -> bytes:
+    """Undo run-length encoding: `X*n` is X repeated 1 + (n - 29) times.
+
+    Only stubs' replies are meant to be compressed, but the framing allows
+    it both ways, and since gdb escapes a literal '*' in binary data,
+    expanding here can never damage what gdb sends.
+    """
+    if b'*' not in body:
+        return body
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        if body[i] == ord('*'):
+            if not out or i + 1 == len(body):
+                raise ValueError('run-length marker with no character to repeat')
+            repeat = body[i + 1] - 29
+            if repeat < 0:
+                raise ValueError('run-length count below zero')
+            out += out[-1:] * repeat
+            i += 2
+        else:
+            out.append(body[i])
+            i += 1
+    return bytes(out)
+
+
+class Frame(NamedTuple):
+    """One thing that arrived from gdb.
+
+    kind: 'packet' (data = body text), 'damaged' (checksum wrong or cut
+    short: ask again), 'invalid' (arrived intact, cannot be a packet:
+    too long, bad run-length), 'interrupt' (Ctrl-C), 'ack' or 'nak'.
+    """
+
+    kind: str
+    data: str = ''
+
+
+class PacketReader:
+    """Turns the byte stream from gdb into Frames; feed it whatever recv got.
+
+    A push parser rather than blocking reads, so the same reader serves
+    the quiet time (waiting for the next command) and the busy time (the
+    machine is running and only Ctrl-C is expected).
+    """
+
+    def __init__(self, max_body: int = PACKET_SIZE) -> None:
+        self.max_body = max_body
+        self._state = 'idle'        # 'idle' -> 'body' -> 'checksum' -> 'idle'
+        self._body = bytearray()
+        self._too_long = False
+        self._sum_digits = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames: list[Frame] = []
+        for byte in data:
+            found = self._step(byte)
+            if found is not None:
+                frames.append(found)
+        return frames
+
+    def _step(self, byte: int) -> Frame | None:
+        if self._state == 'idle':
+            return self._idle(byte)
+        if byte == ord('$'):
+            # A '$' can never be inside a packet (binary data escapes it):
+            # the packet being read was cut short, and a new one begins.
+            self._start()
+            return Frame('damaged', 'truncated by a new packet')
+        if self._state == 'body':
+            return self._in_body(byte)
+        return self._in_checksum(byte)
+
+    def _idle(self, byte: int) -> Frame | None:
+        if byte == ord('$'):
+            self._start()
+        elif byte == INTERRUPT_BYTE:
+            return Frame('interrupt')
+        elif byte == ord('+'):
+            return Frame('ack')
+        elif byte == ord('-'):
+            return Frame('nak')
+        # Anything else between packets is line noise: ignored, as gdb does.
+        return None
+
+    def _start(self) -> None:
+        self._state = 'body'
+        self._body.clear()
+        self._too_long = False
+        self._sum_digits.clear()
+
+    def _in_body(self, byte: int) -> Frame | None:
+        if byte == ord('#'):
+            self._state = 'checksum'
+        elif len(self._body) < self.max_body:
+            self._body.append(byte)
+        else:
+            # Keep reading to the '#' so the stream stays in step, but do
+            # not keep the bytes: memory use stays bounded.
+            self._too_long = True
+        return None
+
+    def _in_checksum(self, byte: int) -> Frame | None:
+        self._sum_digits.append(byte)
+        if len(self._sum_digits) < 2:
+            return None
+        self._state = 'idle'
+        try:
+            expected = int(self._sum_digits.decode('latin-1'), 16)
+        except ValueError:
+            return Frame('damaged', 'checksum is not two hex digits')
+        if self._too_long:
+            return Frame('invalid', 'longer than PacketSize')
+        if expected != checksum(self._body):
+            return Frame('damaged', 'checksum mismatch')
+        try:
+            body = expand_run_length(bytes(self._body))
+        except ValueError as error:
+            return Frame('invalid', str(error))
+        return Frame('packet', body.decode('latin-1'))
+
+
+# --------------------------------------------------------------------------
+# 2. Registers: the target description and the `g` packet layout
+# --------------------------------------------------------------------------
+
+# EFLAGS bits gdb shows by name (`info registers eflags` -> [ IF ZF ]).
+_EFLAGS_BITS = (('CF', 0), ('', 1), ('PF', 2), ('AF', 4), ('ZF', 6), ('SF', 7),
+                ('TF', 8), ('IF', 9), ('DF', 10), ('OF', 11), ('NT', 14),
+                ('RF', 16), ('VM', 17), ('AC', 18), ('VIF', 19), ('VIP', 20),
+                ('ID', 21))
+
+
+def target_xml() -> str:
+    """The amd64 target description gdb reads with qXfer:features:read.
+
+    Made from REGISTERS, so the description and the `g` layout can never
+    disagree: gdb numbers registers in the order they appear here.
+    """
+    lines = ['<?xml version="1.0"?>',
+             '<!DOCTYPE target SYSTEM "gdb-target.dtd">',
+             '<target version="1.0">',
+             '  <architecture>i386:x86-64</architecture>']
+    features: dict[str, list[str]] = {}
+    for reg in REGISTERS:
+        group = f' group="{reg.group}"' if reg.group else ''
+        features.setdefault(reg.feature, []).append(
+            f'    <reg name="{reg.name}" bitsize="{reg.bits}" type="{reg.gdb_type}"{group}/>')
+    for name, regs in features.items():
+        lines.append(f'  <feature name="{name}">')
+        if any('i386_eflags' in r for r in regs):
+            lines += _eflags_type()
+        lines += regs
+        lines.append('  </feature>')
+    lines.append('</target>')
+    return '\n'.join(lines) + '\n'
+
+
+def _eflags_type() -> list[str]:
+    fields = [f'      <field name="{n}" start="{b}" end="{b}"/>' for n, b in _EFLAGS_BITS]
+    return ['    <flags id="i386_eflags" size="4">', *fields, '    </flags>']
+
+
+def encode_register(value: int | None, bits: int) -> str:
+    """Little-endian hex for `g`/`p`; 'xx' per byte when unavailable."""
+    size = bits // 8
+    if value is None:
+        return 'xx' * size
+    return (value & ((1 << bits) - 1)).to_bytes(size, 'little').hex()
+
+
+# --------------------------------------------------------------------------
+# Parsing helpers: every malformed field becomes a PacketError, which the
+# session turns into an error reply. Nothing here trusts its input.
+# --------------------------------------------------------------------------
+
+def _unsupported(packet: str) -> str:
+    """The empty reply: gdb's word for "this stub does not know that packet"."""
+    return ''
+
+
+class PacketError(Exception):
+    """A packet we cannot act on; str(error) is the error reply to send."""
+
+
+_HEX = re.compile(r'[0-9a-fA-F]+')
+
+
+def parse_hex(text: str, bits: int = 64) -> int:
+    """A hex number that must fit in `bits` bits."""
+    if not _HEX.fullmatch(text):
+        raise PacketError(E_MALFORMED)
+    value = int(text, 16)
+    if value >> bits:
+        raise PacketError(E_INVALID)
+    return value
+
+
+def parse_hex_bytes(text: str) -> bytes:
+    """Hex pairs to bytes (bytes.fromhex alone would accept spaces)."""
+    if (text and not _HEX.fullmatch(text)) or len(text) % 2:
+        raise PacketError(E_MALFORMED)
+    return bytes.fromhex(text)
+
+
+def parse_addr_length(text: str) -> tuple[int, int]:
+    """`addr,length` as in m, M, X and qXfer."""
+    addr, comma, length = text.partition(',')
+    if not comma:
+        raise PacketError(E_MALFORMED)
+    return parse_hex(addr), parse_hex(length, bits=32)
+
+
+def page_chunks(addr: int, length: int) -> list[tuple[int, int]]:
+    """Split [addr, addr + length) at page boundaries: [(addr, length)...]."""
+    chunks = []
+    while length > 0:
+        size = min(length, PAGE_SIZE - addr % PAGE_SIZE)
+        chunks.append((addr, size))
+        addr, length = addr + size, length - size
+    return chunks
+
+
+# --------------------------------------------------------------------------
+# 3. One gdb session
+# --------------------------------------------------------------------------
+
+class Session:
+    """One connected gdb: reads packets, answers them, drives the target.
+
+    All-stop: the machine is stopped whenever the session waits for a
+    packet. A run (`c`, `s`, `vCont`) goes to a worker thread so that this
+    thread can keep reading the socket for gdb's Ctrl-C meanwhile.
+    """
+
+    def __init__(self, sock: socket.socket, target: Target) -> None:
+        self.sock = sock
+        self.target = target
+        self.reader = PacketReader()
+        self.pending: deque[Frame] = deque()  # read, not yet handled
+        self.ack_mode = True          # until QStartNoAckMode
+        self.gdb_features: set[str] = set()
+        first = target.cores()[0]
+        # Before anything ran, the machine is simply stopped: report SIGTRAP
+        # as stubs conventionally do, which gdb shows without fuss.
+        self.last_stop = StopEvent(first, 'interrupt', signal=SIGTRAP)
+        self.g_core = first           # Hg: whose registers and memory
+        self.c_core: int | None = None  # Hc: who `s` steps; None = last stopped
+        self.breakpoints: dict[int, set[str]] = {}  # addr -> {'0', '1'}
+        self.watchpoints: set[tuple[int, int]] = set()
+        self.last_reply = b''
+        self.ended: str | None = None  # 'detach', 'kill', 'disconnect'
+
+    # -- the loop ------------------------------------------------------
+
+    def run(self) -> str:
+        """Serve until gdb detaches, kills or goes away; return which."""
+        try:
+            while self.ended is None:
+                if not self.pending:
+                    self._receive()
+                while self.pending and self.ended is None:
+                    self._on_frame(self.pending.popleft())
+        finally:
+            self._remove_debug_state()
+        return self.ended
+
+    def _receive(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return  # an idle gdb is fine; the timeout only bounds sends
+        except OSError:
+            data = b''
+        if not data:
+            self.ended = 'disconnect'
+            return
+        self.pending.extend(self.reader.feed(data))
+
+    def _on_frame(self, frame_: Frame) -> None:
+        if frame_.kind == 'packet':
+            self._ack()
+            log.debug('<- %s', frame_.data[:200])
+            reply = self.dispatch(frame_.data)
+            if reply is not None and self.ended != 'disconnect':
+                self._send(reply)
+        elif frame_.kind == 'damaged':
+            log.debug('<- damaged packet (%s)', frame_.data)
+            self._reject()
+        elif frame_.kind == 'invalid':
+            log.debug('<- invalid packet (%s)', frame_.data)
+            self._ack()
+            self._send(E_MALFORMED)
+        elif frame_.kind == 'nak' and self.ack_mode and self.last_reply:
+            self._write(self.last_reply)
+        # 'ack' needs nothing; 'interrupt' while stopped is a late Ctrl-C
+        # whose stop was already reported.
+
+    def _reject(self) -> None:
+        # With acks, '-' asks gdb to send it again; without them an error
+        # reply is the only way to keep one answer per packet.
+        if self.ack_mode:
+            self._write(b'-')
+        else:
+            self._send(E_MALFORMED)
+
+    def _ack(self) -> None:
+        if self.ack_mode:
+            self._write(b'+')
+
+    def _send(self, reply: str) -> None:
+        log.debug('-> %s', reply[:200])
+        self.last_reply = frame(reply)
+        self._write(self.last_reply)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.ended = 'disconnect'
+
+    # -- dispatch --------------------------------------------------------
+
+    def dispatch(self, packet: str) -> str | None:
+        """The reply to one packet; None when the packet takes no reply.
+
+        The catch-all at the end is the last line of defence: a bug in a
+        handler or the target must cost gdb one error reply, not the
+        connection.
+        """
+        try:
+            return self._handler(packet)(packet)
+        except PacketError as error:
+            return str(error)
+        except TargetError as error:
+            log.debug('target refused: %s', error)
+            return E_TARGET
+        except Exception:  # noqa: BLE001 -- see the docstring
+            log.exception('gdb stub: packet %r failed', packet[:80])
+            return E_TARGET
+
+    def _handler(self, packet: str) -> Callable[[str], str | None]:
+        """`_packet_g` answers `g`; `_packet_qC` answers `qC`; `?` is special."""
+        if not packet:
+            return _unsupported
+        if packet[0] == '?':
+            return self._stop_reason
+        if packet[0] in 'qQv':
+            # Named packets: the name runs to the first ':', ';', ',' or '?'
+            # (so 'vCont?' and 'vCont;c' both reach _packet_vCont).
+            name = re.split('[:;,?]', packet, maxsplit=1)[0]
+            return getattr(self, f'_packet_{name}', _unsupported)
+        return getattr(self, f'_packet_{packet[0]}', _unsupported)
+
+    # -- threads ---------------------------------------------------------
+
+    def _core_of_thread(self, text: str) -> int:
+        """A thread id from gdb (hex, thread = core + 1) to a core."""
+        core = parse_hex(text) - 1
+        if core not in self.target.cores():
+            raise PacketError(E_NO_THREAD)
+        return core
+
+    def _thread(self, core: int) -> str:
+        return f'{core + 1:x}'
+
+    def _packet_H(self, packet: str) -> str:
+        """Hg/Hc <thread>: pick the core for registers/memory or for `s`."""
+        op, thread = packet[1:2], packet[2:]
+        if op not in ('g', 'c'):
+            return ''
+        if thread in ('-1', '0'):     # all threads / any thread
+            if op == 'c':
+                self.c_core = None
+            return 'OK'
+        core = self._core_of_thread(thread)
+        if op == 'g':
+            self.g_core = core
+        else:
+            self.c_core = core
+        return 'OK'
+
+    def _packet_T(self, packet: str) -> str:
+        """T<thread>: is the thread alive? Cores always are."""
+        self._core_of_thread(packet[1:])
+        return 'OK'
+
+    def _packet_qfThreadInfo(self, packet: str) -> str:
+        return 'm' + ','.join(self._thread(c) for c in self.target.cores())
+
+    def _packet_qsThreadInfo(self, packet: str) -> str:
+        return 'l'  # the whole list went in qfThreadInfo's one reply
+
+    def _packet_qC(self, packet: str) -> str:
+        return 'QC' + self._thread(self.last_stop.core)
+
+    def _packet_qThreadExtraInfo(self, packet: str) -> str:
+        """What `info threads` shows beside each thread: core and ring."""
+        core = self._core_of_thread(packet.partition(',')[2])
+        cs = self.target.read_registers(core).get('cs')
+        text = f'core {core}' if cs is None else f'core {core} ring {cs & 3}'
+        return text.encode().hex()
+
+    def _packet_qAttached(self, packet: str) -> str:
+        # '1': gdb attached to a machine that was already there, so quitting
+        # gdb detaches instead of killing the machine.
+        return '1'
+
+    # -- general queries -------------------------------------------------
+
+    def _packet_qSupported(self, packet: str) -> str:
+        self.gdb_features = set(packet.partition(':')[2].split(';'))
+        return ';'.join((f'PacketSize={PACKET_SIZE:x}', 'qXfer:features:read+',
+                         'vContSupported+', 'QStartNoAckMode+',
+                         'swbreak+', 'hwbreak+'))
+
+    def _packet_QStartNoAckMode(self, packet: str) -> str:
+        # This packet's own reply is still acked by gdb; the '+' it sends
+        # for it is ignored like every other ack.
+        self.ack_mode = False
+        return 'OK'
+
+    def _packet_qOffsets(self, packet: str) -> str:
+        return 'Text=0;Data=0;Bss=0'  # the kernel runs where it was linked
+
+    def _packet_qXfer(self, packet: str) -> str:
+        """qXfer:features:read:target.xml:offset,length"""
+        parts = packet.split(':')
+        if len(parts) != 5:
+            raise PacketError(E_MALFORMED)
+        _, obj, op, annex, window = parts
+        if (obj, op, annex) != ('features', 'read', 'target.xml'):
+            return E_XFER if (obj, op) == ('features', 'read') else ''
+        offset, length = parse_addr_length(window)
+        document = target_xml().encode()
+        chunk = document[offset:offset + min(length, PACKET_SIZE // 2)]
+        more = offset + len(chunk) < len(document)
+        return ('m' if more else 'l') + escape_binary(chunk)
+
+    def _stop_reason(self, packet: str) -> str:
+        """?: why is the machine stopped? Asked once, on connecting."""
+        return self.stop_reply(self.last_stop)
+
+    # -- registers ---------------------------------------------------------
+
+    def _packet_g(self, packet: str) -> str:
+        values = self.target.read_registers(self.g_core)
+        return ''.join(encode_register(values.get(r.name), r.bits) for r in REGISTERS)
+
+    def _packet_G(self, packet: str) -> str:
+        """Write every register whose value changed (cs and friends rarely
+        do, and some targets cannot write them)."""
+        data = packet[1:]
+        if len(data) != sum(r.bits // 4 for r in REGISTERS):
+            raise PacketError(E_INVALID)
+        current = self.target.read_registers(self.g_core)
+        at = 0
+        for reg in REGISTERS:
+            digits = data[at:at + reg.bits // 4]
+            at += reg.bits // 4
+            if reg.name not in current or digits.startswith('x'):
+                continue
+            value = int.from_bytes(parse_hex_bytes(digits), 'little')
+            if value != current[reg.name]:
+                self.target.write_register(self.g_core, reg.name, value)
+        return 'OK'
+
+    def _register(self, text: str) -> Register:
+        number = parse_hex(text, bits=16)
+        if number >= len(REGISTERS):
+            raise PacketError(E_INVALID)
+        return REGISTERS[number]
+
+    def _packet_p(self, packet: str) -> str:
+        reg = self._register(packet[1:])
+        value = self.target.read_registers(self.g_core).get(reg.name)
+        return encode_register(value, reg.bits)
+
+    def _packet_P(self, packet: str) -> str:
+        number, equals, digits = packet[1:].partition('=')
+        reg = self._register(number)
+        raw = parse_hex_bytes(digits)
+        if not equals or len(raw) != reg.bits // 8:
+            raise PacketError(E_INVALID)
+        self.target.write_register(self.g_core, reg.name, int.from_bytes(raw, 'little'))
+        return 'OK'
+
+    # -- memory ------------------------------------------------------------
+
+    def _packet_m(self, packet: str) -> str:
+        """m addr,length: as many bytes as are readable from addr on."""
+        addr, length = parse_addr_length(packet[1:])
+        length = min(length, (PACKET_SIZE - 1) // 2)
+        if addr + length > 1 << 64:
+            return E_MEMORY
+        data = self._read_memory(addr, length)
+        if length and not data:
+            return E_MEMORY
+        return data.hex()
+
+    def _read_memory(self, addr: int, length: int) -> bytes:
+        data = bytearray()
+        for chunk_addr, size in page_chunks(addr, length):
+            try:
+                chunk = self.target.read_memory(self.g_core, chunk_addr, size)
+            except TargetError:
+                break
+            if not chunk:
+                break
+            data += chunk[:size]
+            if len(chunk) < size:
+                break
+        return bytes(data)
+
+    def _packet_M(self, packet: str) -> str:
+        """M addr,length:hex"""
+        header, colon, digits = packet[1:].partition(':')
+        addr, length = parse_addr_length(header)
+        data = parse_hex_bytes(digits)
+        if not colon or len(data) != length:
+            raise PacketError(E_INVALID)
+        return self._write_memory(addr, data)
+
+    def _packet_X(self, packet: str) -> str:
+        """X addr,length:binary -- M with escaped raw bytes instead of hex."""
+        header, colon, binary = packet[1:].partition(':')
+        addr, length = parse_addr_length(header)
+        try:
+            data = unescape_binary(binary)
+        except ValueError:
+            raise PacketError(E_MALFORMED) from None
+        if not colon or len(data) != length:
+            raise PacketError(E_INVALID)
+        return self._write_memory(addr, data)   # length 0: gdb probing for X
+
+    def _write_memory(self, addr: int, data: bytes) -> str:
+        if addr + len(data) > 1 << 64:
+            return E_MEMORY
+        try:
+            for chunk_addr, size in page_chunks(addr, len(data)):
+                offset = chunk_addr - addr
+                self.target.write_memory(self.g_core, chunk_addr, data[offset:offset + size])
+        except TargetError:
+            return E_MEMORY
+        return 'OK'
+
+    # -- breakpoints and watchpoints --------------------------------------
+
+    def _packet_Z(self, packet: str) -> str:
+        return self._breakpoint(packet, insert=True)
+
+    def _packet_z(self, packet: str) -> str:
+        return self._breakpoint(packet, insert=False)
+
+    def _breakpoint(self, packet: str, insert: bool) -> str:
+        """Z/z type,addr,kind. 0 (software) and 1 (hardware) both become
+        engine breakpoints; 2 is a write watchpoint of `kind` bytes."""
+        fields = packet[1:].split(';')[0].split(',')
+        if len(fields) != 3:
+            raise PacketError(E_MALFORMED)
+        kind_of_point, addr, size = fields[0], parse_hex(fields[1]), parse_hex(fields[2], 32)
+        if kind_of_point in ('0', '1'):
+            self._change_breakpoint(kind_of_point, addr, insert)
+        elif kind_of_point == '2':
+            if size == 0:
+                raise PacketError(E_INVALID)
+            self._change_watchpoint(addr, size, insert)
+        else:
+            return ''   # read and access watchpoints: not supported
+        return 'OK'
+
+    def _change_breakpoint(self, kind: str, addr: int, insert: bool) -> None:
+        # A software and a hardware breakpoint at one address share one
+        # engine hook; inserting twice is allowed and must change nothing.
+        kinds = self.breakpoints.get(addr, set())
+        if insert and not kinds:
+            self.target.add_breakpoint(addr)
+        if insert:
+            self.breakpoints[addr] = kinds | {kind}
+        elif kind in kinds:
+            kinds.discard(kind)
+            if not kinds:
+                del self.breakpoints[addr]
+                self.target.remove_breakpoint(addr)
+
+    def _change_watchpoint(self, addr: int, size: int, insert: bool) -> None:
+        if insert and (addr, size) not in self.watchpoints:
+            self.target.add_watchpoint(addr, size)
+            self.watchpoints.add((addr, size))
+        elif not insert and (addr, size) in self.watchpoints:
+            self.watchpoints.discard((addr, size))
+            self.target.remove_watchpoint(addr, size)
+
+    def _remove_debug_state(self) -> None:
+        """Leave no hook behind when gdb goes, however it goes."""
+        try:
+            for addr in list(self.breakpoints):
+                self.target.remove_breakpoint(addr)
+            for addr, size in list(self.watchpoints):
+                self.target.remove_watchpoint(addr, size)
+        except Exception:  # noqa: BLE001 -- cleanup must not hide why we ended
+            log.exception('gdb stub: removing breakpoints failed')
+        self.breakpoints.clear()
+        self.watchpoints.clear()
+
+    # -- running -----------------------------------------------------------
+
+    def _packet_vCont(self, packet: str) -> str:
+        """vCont? lists actions; vCont;s:2;c steps thread 2, vCont;c runs."""
+        if packet == 'vCont?':
+            # gdb ignores vCont unless both c and C are offered.
+            return 'vCont;c;C;s;S'
+        if not packet.startswith('vCont;'):
+            return ''
+        step_cores, run = [], False
+        for action in packet[len('vCont;'):].split(';'):
+            op, colon, thread = action.partition(':')
+            # No thread, or -1, means every thread the action applies to.
+            core = self._core_of_thread(thread) if colon and thread != '-1' else None
+            if op in ('s', 'c') or (op[:1] in ('S', 'C') and _HEX.fullmatch(op[1:])):
+                if op[0] in 'sS':
+                    step_cores.append(core)
+                else:
+                    run = True
+            else:
+                raise PacketError(E_INVALID)
+        # All-stop with one stepping thread: "continue the others" may be
+        # read as "keep them still" -- that is what step() does.
+        if step_cores:
+            core = step_cores[0]
+            return self._step(self._default_core() if core is None else core)
+        return self._resume() if run else ''
+
+    def _default_core(self) -> int:
+        return self.last_stop.core if self.c_core is None else self.c_core
+
+    def _packet_c(self, packet: str) -> str:
+        """c [addr]: run all cores (from addr on the current core, if given)."""
+        self._set_pc(packet[1:])
+        return self._resume()
+
+    def _packet_C(self, packet: str) -> str:
+        """C sig[;addr]: as c; signals mean nothing to the machine."""
+        self._set_pc(packet[1:].partition(';')[2])
+        return self._resume()
+
+    def _packet_s(self, packet: str) -> str:
+        self._set_pc(packet[1:])
+        return self._step(self._default_core())
+
+    def _packet_S(self, packet: str) -> str:
+        self._set_pc(packet[1:].partition(';')[2])
+        return self._step(self._default_core())
+
+    def _set_pc(self, addr: str) -> None:
+        if addr:
+            self.target.write_register(self._default_core(), 'rip', parse_hex(addr))
+
+    def _step(self, core: int) -> str:
+        return self._run(lambda: self.target.step(core))
+
+    def _resume(self) -> str:
+        return self._run(self.target.resume)
+
+    def _run(self, start: Callable[[], StopEvent]) -> str:
+        """Run the machine on a worker thread; here, watch for Ctrl-C.
+
+        The worker pokes a socketpair when it is done, so this thread
+        sleeps in select() on "gdb said something" or "the run ended",
+        with no polling delay on either.
+        """
+        outcome: dict[str, object] = {}
+        done_r, done_w = socket.socketpair()
+
+        def work() -> None:
+            try:
+                outcome['event'] = start()
+            except Exception as error:  # noqa: BLE001 -- reported to gdb below
+                outcome['error'] = error
+            finally:
+                done_w.send(b'.')
+
+        worker = threading.Thread(target=work, name='gdbstub-run', daemon=True)
+        with done_r, done_w:
+            worker.start()
+            self._watch_while_running(done_r)
+            worker.join()
+        return self._finish_run(outcome)
+
+    def _watch_while_running(self, done: socket.socket) -> None:
+        # A Ctrl-C may have come in the same read as the command that
+        # started this run: it is queued behind it, and it is for this run.
+        interrupted = self._interrupt_if_asked(already=False)
+        while True:
+            readable, _, _ = select.select([self.sock, done], [], [])
+            if done in readable:
+                return
+            frames = self._receive_while_running()
+            if frames is None:
+                # gdb went away mid-run: stop the machine and wait for it
+                # (on the worker's socketpair, not on the dead connection).
+                if not interrupted:
+                    self.target.request_interrupt()
+                done.recv(1)
+                return
+            # gdb sends nothing but Ctrl-C while the machine runs; anything
+            # else that came anyway is answered after the stop reply.
+            self.pending.extend(frames)
+            interrupted = self._interrupt_if_asked(already=interrupted)
+
+    def _interrupt_if_asked(self, already: bool) -> bool:
+        """Take the Ctrl-Cs out of `pending`; the first one stops the run."""
+        asked = any(f.kind == 'interrupt' for f in self.pending)
+        if asked:
+            self.pending = deque(f for f in self.pending if f.kind != 'interrupt')
+            if not already:   # once is enough
+                self.target.request_interrupt()
+        return already or asked
+
+    def _receive_while_running(self) -> list[Frame] | None:
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return []
+        except OSError:
+            data = b''
+        if not data:
+            self.ended = 'disconnect'
+            return None
+        return self.reader.feed(data)
+
+    def _finish_run(self, outcome: dict) -> str:
+        if 'error' in outcome:
+            log.error('gdb stub: the target failed while running: %s', outcome['error'])
+            return E_TARGET
+        event = outcome['event']
+        self.last_stop = event
+        self.g_core = event.core   # gdb expects the stopped thread selected
+        return self.stop_reply(event)
+
+    def stop_reply(self, event: StopEvent) -> str:
+        """`T05thread:2;core:1;` and friends, or `W00` when the machine ended."""
+        if event.reason == 'exited':
+            return f'W{event.exit_code & 0xFF:02x}'
+        reply = f'T{event.signal & 0xFF:02x}thread:{self._thread(event.core)};core:{event.core:x};'
+        if event.reason == 'watchpoint' and event.addr is not None:
+            reply += f'watch:{event.addr:x};'
+        elif event.reason == 'breakpoint':
+            reply += self._breakpoint_kind(event.core)
+        return reply
+
+    def _breakpoint_kind(self, core: int) -> str:
+        # swbreak/hwbreak tell gdb the pc already points at the breakpoint,
+        # so it must not back it up by one as it does after a real int3.
+        # Only sent if gdb said it understands them.
+        try:
+            pc = self.target.read_registers(core).get('rip')
+        except TargetError:
+            return ''
+        kinds = self.breakpoints.get(pc, set())
+        if '0' in kinds and 'swbreak+' in self.gdb_features:
+            return 'swbreak:;'
+        if '1' in kinds and 'hwbreak+' in self.gdb_features:
+            return 'hwbreak:;'
+        return ''
+
+    # -- ending ------------------------------------------------------------
+
+    def _packet_D(self, packet: str) -> str:
+        """Detach: gdb leaves, the machine stays (the caller may resume it)."""
+        self._remove_debug_state()
+        self._send('OK')
+        self.ended = 'detach'
+        return None
+
+    def _packet_k(self, packet: str) -> None:
+        """Kill: no reply is expected; the connection ends."""
+        self.target.kill()
+        self.ended = 'kill'
+        return None
+
+    def _packet_vKill(self, packet: str) -> None:
+        self.target.kill()
+        self._send('OK')
+        self.ended = 'kill'
+        return None
+
+
+# --------------------------------------------------------------------------
+# 4. The listening socket
+# --------------------------------------------------------------------------
+
+class GdbServer:
+    """Listens on 127.0.0.1 and serves one gdb at a time.
+
+    `port=0` picks a free port; `.port` says which. `serve_one()` serves a
+    single session and returns how it ended ('detach', 'kill',
+    'disconnect', or 'closed' if close() came first); after 'detach' the
+    machine is stopped and the caller decides whether to run it on.
+    """
+
+    # How often a waiting accept() looks whether close() was called.
+    ACCEPT_POLL_S = 0.2
+
+    def __init__(self, target: Target, host: str = LOOPBACK, port: int = 0) -> None:
+        if host != LOOPBACK:
+            # Anyone who can connect owns the machine's memory: never listen
+            # beyond this host.
+            raise SpratError(f'the GDB stub listens on {LOOPBACK} only, not {host}')
+        self.target = target
+        self._closed = threading.Event()
+        self._session_sock: socket.socket | None = None
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._listener.bind((LOOPBACK, port))
+        except OSError as error:
+            self._listener.close()
+            raise SpratError(f'cannot listen for gdb on {LOOPBACK}:{port}: {error.strerror}') from None
+        self._listener.listen(1)
+        self._listener.settimeout(self.ACCEPT_POLL_S)
+        self.port = self._listener.getsockname()[1]
+
+    def serve_one(self) -> str:
+        """Wait for gdb, serve it until it goes; return how it ended."""
+        sock = self._accept()
+        if sock is None:
+            return 'closed'
+        log.info('gdb connected')
+        try:
+            reason = Session(sock, self.target).run()
+        finally:
+            self._session_sock = None
+            sock.close()
+        log.info('gdb session ended: %s', reason)
+        return reason
+
+    def serve_forever(self) -> None:
+        """Serve gdb sessions one after another until close()."""
+        while not self._closed.is_set():
+            self.serve_one()
+
+    def close(self) -> None:
+        """Stop listening and end the current session, if any (thread-safe)."""
+        self._closed.set()
+        sock = self._session_sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)   # wakes the session's recv
+            except OSError:
+                pass
+        self._listener.close()
+
+    def _accept(self) -> socket.socket | None:
+        while not self._closed.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return None  # closed under us
+            sock.settimeout(SEND_TIMEOUT_S)
+            # gdb's packets are tiny and each waits for an answer: send now.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._session_sock = sock
+            return sock
+        return None
+
+    def __enter__(self) -> GdbServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,236 @@
+"""The coherence directory: who holds each 64-byte line, and what an access costs.
+
+Memory in sprat is one host buffer shared by every core, so data is always
+coherent for free. What is NOT free on a real machine is moving a cache line
+from the core that wrote it to the core that reads it. This directory keeps,
+for each tracked line, the MOESI state each core's cache would have, and
+charges every access by that state and by the distance (topology.py)
+between the requesting core and the core(s) holding the line:
+
+    directory = CoherenceDirectory(load_topology("amd-4x4"))
+    cycles = directory.access(core=0, addr=0x5000, is_write=True, now=1200)
+
+MOESI, the state of one line in one core's cache:
+
+    M  Modified   the only copy, dirty (memory is stale)
+    O  Owned      dirty, other cores may hold S copies; this core supplies it
+    E  Exclusive  the only copy, clean
+    S  Shared     a clean copy; others may hold copies too
+    I  Invalid    no copy
+
+What an access does (this core = "me"; the line's owner is the core in M,
+O or E, if any; the state machine is `_serve`, all in one place):
+
+    access  my state  cost                         then
+    ------  --------  ---------------------------  --------------------------
+    read    M/O/E/S   l1_hit                       unchanged
+    read    I         owner -> me transfer          me: S; owner M->O, E->S
+                      else nearest S copy, or       me: S
+                      memory if no copy             me: E (the only copy)
+    write   M/E       l1_hit                        me: M
+    write   O/S       invalidate the others:        me: M, others: I
+                      max(l1_hit, farthest sharer)
+    write   I         fetch (as a read) while       me: M, others: I
+                      invalidating the others,
+                      max(fetch, farthest sharer)
+
+"Transfer" costs come from Topology.transfer_cycles: a shared-cache
+transfer, a same-package transfer, an n-hop transfer. Invalidations run in
+parallel, so a write waits for the farthest copy, not for their sum.
+Lines are never evicted: a core keeps its copy until another core's write
+invalidates it (the tracked pages are small message channels).
+
+Causality. Cores run one after another, each with its own modeled clock,
+so a reader's clock may be behind the writer's even though it already sees
+the written bytes in host memory. Each line remembers when it was last
+written (the writer's modeled time when the write completed). A core that
+gets the line from elsewhere after another core wrote it at time t is
+charged at least enough to bring its clock to t + transfer_cycles: what a
+benchmark measures then does not depend on how the scheduler interleaved
+the cores. The extra cycles are counted as `waits`.
+
+Counters, per core and per line: hits, transfers (served by another
+cache), memory_fills, invalidations (copies destroyed by a write), and per
+core the causality `waits` in cycles.
+
+Speed: access() runs from a unicorn memory hook on every access to a
+tracked page, so it allocates nothing after a line's first touch: sharers
+are a bit mask (bit c = core c holds a copy), costs come from a table
+precomputed from the topology.
+
+What does not live here: the topology (topology.py), which pages are
+tracked and the memory hook (the emulator's memory module).
+"""
+
+from __future__ import annotations
+
+from emulator.interconnect.topology import Topology
+
+LINE_SHIFT = 6            # 64-byte cache lines on every machine sprat models
+LINE_SIZE = 1 << LINE_SHIFT
+
+NO_OWNER = -1
+NEVER_WRITTEN = -1
+
+
+class _Line:
+    """The directory entry of one line: its copies, owner, last write, counters."""
+
+    __slots__ = ("sharers", "owner", "owner_state", "written_at", "writer",
+                 "hits", "transfers", "memory_fills", "invalidations")
+
+    def __init__(self):
+        self.sharers = 0              # bit c set: core c holds a valid copy
+        self.owner = NO_OWNER         # core holding it in M, O or E
+        self.owner_state = "I"        # "M", "O" or "E" while there is an owner
+        self.written_at = 0           # modeled time the last write completed
+        self.writer = NEVER_WRITTEN   # core that wrote it last
+        self.hits = 0
+        self.transfers = 0
+        self.memory_fills = 0
+        self.invalidations = 0
+
+
+class CoherenceDirectory:
+    """MOESI directory over the tracked lines of one machine."""
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        n = topology.n_cores()
+        # _cost[me][other]: cycles for core `me` to get a line core `other` holds.
+        self._cost = [[topology.transfer_cycles(me, other) for other in range(n)]
+                      for me in range(n)]
+        self._l1_hit = topology.l1_hit
+        self._memory = topology.memory
+        self._lines: dict[int, _Line] = {}
+        self.hits = [0] * n
+        self.transfers = [0] * n
+        self.memory_fills = [0] * n
+        self.invalidations = [0] * n
+        self.waits = [0] * n
+
+    # -- the one entry point of the memory hook --
+
+    def access(self, core: int, addr: int, is_write: bool, now: int) -> int:
+        """Cycles to charge `core` for reading/writing the line holding `addr`.
+
+        `now` is the core's modeled clock when the access starts.
+        """
+        key = addr >> LINE_SHIFT
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = _Line()
+        writer = line.writer
+        cycles = self._serve(core, line, is_write)
+        if writer != core and writer != NEVER_WRITTEN:
+            # Causality: the data cannot be here before it was written + the trip.
+            # (A hit never waits: the copy was fetched after that write.)
+            earliest = line.written_at + self._cost[core][writer]
+            if now + cycles < earliest:
+                self.waits[core] += earliest - now - cycles
+                cycles = earliest - now
+        if is_write:
+            line.written_at = now + cycles
+            line.writer = core
+        return cycles
+
+    def read(self, core: int, addr: int, now: int) -> int:
+        return self.access(core, addr, False, now)
+
+    def write(self, core: int, addr: int, now: int) -> int:
+        return self.access(core, addr, True, now)
+
+    # -- the state machine --
+
+    def _serve(self, me: int, line: _Line, is_write: bool) -> int:
+        """Apply one access to `line` by core `me`: update its MOESI states,
+        count what happened, return the cycles it costs (before causality)."""
+        bit = 1 << me
+        mine = line.sharers & bit
+        others = line.sharers & ~bit
+        cost = self._cost[me]
+
+        if not is_write:
+            if mine:                                   # M, O, E or S: a hit
+                return self._count_hit(me, line)
+            cycles = self._fetch(me, line, others)
+            line.sharers |= bit
+            if line.owner == NO_OWNER and not others:  # nobody else had it
+                line.owner, line.owner_state = me, "E"
+            elif line.owner_state == "M":              # dirty data now shared
+                line.owner_state = "O"
+            elif line.owner_state == "E":              # clean: all copies are S now
+                line.owner, line.owner_state = NO_OWNER, "I"
+            return cycles
+
+        if mine and line.owner == me and line.owner_state in ("M", "E"):
+            line.owner_state = "M"                     # no one else has a copy
+            return self._count_hit(me, line)
+        # Become the only holder: invalidate every other copy, in parallel,
+        # while fetching the data if we do not have it (O or S: we do).
+        farthest = 0
+        copies = others
+        while copies:
+            low = copies & -copies
+            farthest = max(farthest, cost[low.bit_length() - 1])
+            copies ^= low
+        if others:
+            n = others.bit_count()
+            self.invalidations[me] += n
+            line.invalidations += n
+        if mine:
+            cycles = max(self._l1_hit, farthest)
+        else:
+            cycles = max(self._fetch(me, line, others), farthest)
+        line.sharers, line.owner, line.owner_state = bit, me, "M"
+        return cycles
+
+    def _fetch(self, me: int, line: _Line, others: int) -> int:
+        """Cycles to bring in a line `me` does not hold, and count where it came from."""
+        cost = self._cost[me]
+        if line.owner != NO_OWNER:                     # M, O or E elsewhere supplies it
+            cycles = cost[line.owner]
+            from_cache = True
+        else:                                          # only S copies, or none
+            cycles = self._memory
+            copies = others
+            while copies:                              # the nearest S copy, if cheaper
+                low = copies & -copies
+                cycles = min(cycles, cost[low.bit_length() - 1])
+                copies ^= low
+            from_cache = cycles < self._memory
+        if from_cache:
+            self.transfers[me] += 1
+            line.transfers += 1
+        else:
+            self.memory_fills[me] += 1
+            line.memory_fills += 1
+        return cycles
+
+    def _count_hit(self, me: int, line: _Line) -> int:
+        self.hits[me] += 1
+        line.hits += 1
+        return self._l1_hit
+
+    # -- looking inside (tests, `sprat debug`, benches) --
+
+    def state(self, core: int, addr: int) -> str:
+        """The MOESI state of `addr`'s line in `core`'s cache: "M", "O", "E", "S" or "I"."""
+        line = self._lines.get(addr >> LINE_SHIFT)
+        if line is None or not line.sharers >> core & 1:
+            return "I"
+        return line.owner_state if line.owner == core else "S"
+
+    def core_stats(self, core: int) -> dict[str, int]:
+        return {"hits": self.hits[core], "transfers": self.transfers[core],
+                "memory_fills": self.memory_fills[core],
+                "invalidations": self.invalidations[core], "waits": self.waits[core]}
+
+    def line_stats(self, addr: int) -> dict[str, int]:
+        line = self._lines.get(addr >> LINE_SHIFT) or _Line()
+        return {"hits": line.hits, "transfers": line.transfers,
+                "memory_fills": line.memory_fills, "invalidations": line.invalidations}
+
+    def tracked_lines(self) -> list[int]:
+        """Addresses of the lines touched so far, in order."""
+        return sorted(key << LINE_SHIFT for key in self._lines)

@@ -1,0 +1,126 @@
+"""The text of `sprat topology show NAME`: one machine, readable in a terminal.
+
+    print(render_topology(load_topology("amd-8x4")))
+
+Prints the name and description, the clock, the packages and their cores,
+which cores share which cache, the package links, the latency table (cycles
+and ns) and a core-to-core distance matrix. The matrix uses one character
+per core pair so that 32 or 64 cores still fit in a terminal:
+
+    .  same core      s  shared cache     p  same package     1-9  hops
+
+(+ for 10 hops or more), with a space between packages.
+
+What does not live here: the topology itself (topology.py).
+"""
+
+from __future__ import annotations
+
+from emulator.interconnect.topology import Topology
+
+RELATION_MARK = {"same-core": ".", "shared-cache": "s", "same-package": "p"}
+
+
+def render_topology(topo: Topology) -> str:
+    sections = [
+        _header(topo),
+        _packages(topo),
+        _caches(topo),
+        _links(topo),
+        _latencies(topo),
+        _matrix(topo),
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _header(topo: Topology) -> str:
+    return (f"{topo.name}\n{topo.description}\n"
+            f"clock: {topo.freq_ghz:g} GHz ({topo.ns(1):.3f} ns per cycle), "
+            f"{_plural(topo.n_cores(), 'core')} in {_plural(len(topo.packages), 'package')}")
+
+
+def _core_list(cores) -> str:
+    """0,1,2,3 -> "0-3"; 0,2 -> "0,2"."""
+    cores = sorted(cores)
+    if cores == list(range(cores[0], cores[-1] + 1)) and len(cores) > 2:
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(str(core) for core in cores)
+
+
+def _packages(topo: Topology) -> str:
+    lines = ["packages:"]
+    for index, cores in enumerate(topo.packages):
+        lines.append(f"  package {index}: cores {_core_list(cores)}")
+    return "\n".join(lines)
+
+
+def _caches(topo: Topology) -> str:
+    lines = ["shared caches:"]
+    for level, groups in topo.shared_caches:
+        shared = [group for group in groups if len(group) > 1]
+        if shared:
+            lines.append(f"  {level}: " + "  ".join(f"[{_core_list(g)}]" for g in shared))
+    if len(lines) == 1:
+        lines.append("  none (every core has private caches)")
+    return "\n".join(lines)
+
+
+def _links(topo: Topology) -> str:
+    if not topo.links:
+        return ""
+    pairs = ", ".join(f"{a}-{b}" for a, b in topo.links)
+    return (f"package links (1 hop each): {pairs}\n"
+            f"farthest packages: {_plural(topo.max_hops(), 'hop')} apart")
+
+
+def _latencies(topo: Topology) -> str:
+    rows = [
+        ("L1 hit", topo.l1_hit),
+        ("L2 hit", topo.l2_hit),
+        ("L3 hit", topo.l3_hit),
+        ("shared-cache transfer", topo.shared_cache_transfer),
+        ("same-package transfer", topo.same_package_transfer),
+    ]
+    rows += [(f"{hops}-hop transfer", cycles)
+             for hops, cycles in enumerate(topo.hop_transfer[:topo.max_hops()], start=1)]
+    rows.append(("memory", topo.memory))
+    lines = ["latencies:                  cycles        ns"]
+    for label, cycles in rows:
+        if cycles is not None:
+            lines.append(f"  {label:<24}{cycles:>6}  {topo.ns(cycles):>8.1f}")
+    return "\n".join(lines)
+
+
+def _mark(topo: Topology, a: int, b: int) -> str:
+    relation = topo.relation(a, b)
+    if relation in RELATION_MARK:
+        return RELATION_MARK[relation]
+    hops = topo.hops(a, b)
+    return str(hops) if hops < 10 else "+"
+
+
+def _matrix(topo: Topology) -> str:
+    """Rows: from core; columns: to core; packages separated by a space."""
+    n = topo.n_cores()
+    order = [core for cores in topo.packages for core in cores]
+    width = len(str(n - 1))
+
+    def row_of(cells):
+        groups, at = [], 0
+        for cores in topo.packages:
+            groups.append("".join(cells[at:at + len(cores)]))
+            at += len(cores)
+        return " ".join(groups)
+
+    lines = ["core-to-core distance (. same core, s shared cache, "
+             "p same package, 1-9 hops):"]
+    for digit in range(width):                      # column numbers, written downwards
+        cells = [str(core).rjust(width)[digit] for core in order]
+        lines.append(" " * (width + 3) + row_of(cells))
+    for a in order:
+        lines.append(f"  {str(a).rjust(width)} " + row_of([_mark(topo, a, b) for b in order]))
+    return "\n".join(lines)

@@ -1,0 +1,328 @@
+"""Reading a machine description from a TOML file, with errors a person can act on.
+
+A topology file (and every preset in `presets/`) looks like this:
+
+    name = "amd-2x2"
+    description = "2 x 2-core AMD Opteron 2220"
+    freq_ghz = 2.8
+    packages = [[0, 1], [2, 3]]          # core ids, one list per package
+
+    [caches]                             # optional: who shares which cache
+    L3 = [[0, 1], [2, 3]]                # groups of cores, per level (L2, L3)
+
+    [links]                              # the package interconnect
+    pairs = [[0, 1]]                     # each pair is one hop, both ways
+
+    [latency]                            # cycles
+    l1_hit = 3
+    l2_hit = 12
+    l3_hit = 40                          # only if some cores share an L3
+    shared_cache_transfer = 100          # only if some cores share a cache
+    same_package_transfer = 168          # only if a package has cores sharing no cache
+    hop_transfer = [182]                 # cycles for a line 1 hop away, 2 hops, ...
+    memory = 168                         # (or one number: n hops cost n times it)
+
+`read_topology_fields(path)` checks every field and returns the keyword
+arguments of `Topology`. Any problem raises SpratError as
+`path:line: field: what is wrong`. tomllib reports the line of a syntax
+error; for everything else we find the line of the key by a plain scan of
+the text (good enough for files written by hand, and it never hides an
+error: at worst it points at line 1).
+
+What does not live here: the Topology class and its queries (topology.py).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections import deque
+from pathlib import Path
+
+from emulator.errors import SpratError
+
+TOP_KEYS = ("name", "description", "freq_ghz", "packages", "caches", "links", "latency")
+CACHE_LEVELS = ("L2", "L3")
+LATENCY_KEYS = (
+    "l1_hit", "l2_hit", "l3_hit", "shared_cache_transfer",
+    "same_package_transfer", "hop_transfer", "memory",
+)
+
+
+# -- the package graph (also used by Topology, which is built from these fields) --
+
+def package_hops(n_packages: int, links) -> list[list[int | None]]:
+    """Hop counts between packages by breadth-first search; None if unreachable."""
+    neighbours = [[] for _ in range(n_packages)]
+    for a, b in links:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    table = []
+    for start in range(n_packages):
+        dist = [None] * n_packages
+        dist[start] = 0
+        queue = deque([start])
+        while queue:
+            here = queue.popleft()
+            for there in neighbours[here]:
+                if dist[there] is None:
+                    dist[there] = dist[here] + 1
+                    queue.append(there)
+        table.append(dist)
+    return table
+
+
+# -- finding the line a field is on --
+
+_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-]+)\s*\]")
+
+
+def _line_of(text: str, section: str | None, key: str | None) -> int:
+    """Line number (1-based) of `key` inside table `section` (None: top level).
+
+    With key None, the line of the `[section]` header. A plain scan: it
+    knows table headers and `key =` lines, which is all a topology uses.
+    """
+    current = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            current = header.group(1)
+            if key is None and current == section:
+                return number
+            continue
+        if key is not None and current == section:
+            if re.match(r'^\s*"?%s"?\s*=' % re.escape(key), line):
+                return number
+    return 1
+
+
+class _Where:
+    """Builds `path:line: field:` prefixes for one file's errors."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.text = text
+
+    def fail(self, section: str | None, key: str | None, message: str):
+        line = _line_of(self.text, section, key)
+        field = ".".join(part for part in (section, key) if part)
+        raise SpratError(f"{self.path}:{line}: {field}: {message}")
+
+
+# -- reading the file --
+
+def read_topology_fields(path: Path) -> dict:
+    """Parse and check a topology file; return Topology keyword arguments."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpratError(f"{path}: cannot read topology file: {error.strerror}")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpratError(_syntax_message(path, error))
+    where = _Where(path, text)
+    _check_known_keys(doc, where)
+    fields = {
+        "name": _string(doc, "name", where),
+        "description": _string(doc, "description", where),
+        "freq_ghz": _frequency(doc, where),
+    }
+    packages = _packages(doc, where)
+    fields["packages"] = packages
+    fields["shared_caches"] = _caches(doc, packages, where)
+    fields["links"] = _links(doc, len(packages), where)
+    fields.update(_latencies(doc, fields, where))
+    return fields
+
+
+def _syntax_message(path: Path, error: tomllib.TOMLDecodeError) -> str:
+    # tomllib ends its message with "(at line L, column C)": move L to the front.
+    message = str(error)
+    found = re.search(r"\(at line (\d+), column \d+\)", message)
+    line = found.group(1) if found else "1"
+    message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+    message = re.sub(r"\s*\(at end of document\)", "", message)
+    return f"{path}:{line}: TOML syntax error: {message}"
+
+
+def _check_known_keys(doc: dict, where: _Where):
+    for key in doc:
+        if key not in TOP_KEYS:
+            where.fail(None, key, f"unknown field (expected one of: {', '.join(TOP_KEYS)})")
+    for required in ("name", "description", "freq_ghz", "packages", "latency"):
+        if required not in doc:
+            where.fail(None, None, f"missing field '{required}'")
+    for section in ("caches", "links", "latency"):
+        if section in doc and not isinstance(doc[section], dict):
+            where.fail(None, section, "must be a table ([%s])" % section)
+
+
+def _string(doc: dict, key: str, where: _Where) -> str:
+    value = doc[key]
+    if not isinstance(value, str) or (key == "name" and not value.strip()):
+        where.fail(None, key, "must be a non-empty string")
+    return value
+
+
+def _frequency(doc: dict, where: _Where) -> float:
+    value = doc["freq_ghz"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        where.fail(None, "freq_ghz", "must be a positive number of GHz")
+    return float(value)
+
+
+def _int_list(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(item, int) and not isinstance(item, bool) for item in value)
+
+
+def _packages(doc: dict, where: _Where) -> tuple:
+    raw = doc["packages"]
+    if not isinstance(raw, list) or not raw or not all(_int_list(p) and p for p in raw):
+        where.fail(None, "packages", "must be a list of non-empty lists of core ids")
+    seen = {}
+    for index, cores in enumerate(raw):
+        for core in cores:
+            if core < 0:
+                where.fail(None, "packages", f"core id {core} is negative")
+            if core in seen:
+                where.fail(None, "packages",
+                           f"core {core} is listed twice (packages {seen[core]} and {index})")
+            seen[core] = index
+    for core in range(len(seen)):
+        if core not in seen:
+            where.fail(None, "packages",
+                       f"core {core} is missing: core ids must be 0..{len(seen) - 1}")
+    return tuple(tuple(cores) for cores in raw)
+
+
+def _caches(doc: dict, packages: tuple, where: _Where) -> tuple:
+    raw = doc.get("caches", {})
+    package_of = {core: index for index, cores in enumerate(packages) for core in cores}
+    levels = []
+    for level, groups in raw.items():
+        if level not in CACHE_LEVELS:
+            where.fail("caches", level,
+                       f"unknown cache level (expected {' or '.join(CACHE_LEVELS)})")
+        if not isinstance(groups, list) or not all(_int_list(g) and g for g in groups):
+            where.fail("caches", level, "must be a list of non-empty lists of core ids")
+        in_group = set()
+        for group in groups:
+            for core in group:
+                if core not in package_of:
+                    where.fail("caches", level, f"core {core} is not in any package")
+                if core in in_group:
+                    where.fail("caches", level, f"core {core} is in two {level} groups")
+                in_group.add(core)
+            if len({package_of[core] for core in group}) > 1:
+                where.fail("caches", level,
+                           f"group {group} spans packages: a cache is inside one package")
+        levels.append((level, tuple(tuple(group) for group in groups)))
+    return tuple(sorted(levels))
+
+
+def _links(doc: dict, n_packages: int, where: _Where) -> tuple:
+    raw = doc.get("links", {})
+    for key in raw:
+        if key != "pairs":
+            where.fail("links", key, "unknown field (expected 'pairs')")
+    pairs = raw.get("pairs", [])
+    if not isinstance(pairs, list) or not all(_int_list(p) and len(p) == 2 for p in pairs):
+        where.fail("links", "pairs", "must be a list of [package, package] pairs")
+    seen = set()
+    for a, b in pairs:
+        for package in (a, b):
+            if not 0 <= package < n_packages:
+                where.fail("links", "pairs",
+                           f"link [{a}, {b}] names package {package}, "
+                           f"but packages are 0..{n_packages - 1}")
+        if a == b:
+            where.fail("links", "pairs", f"link [{a}, {b}] joins a package to itself")
+        if (min(a, b), max(a, b)) in seen:
+            where.fail("links", "pairs", f"link [{a}, {b}] is listed twice")
+        seen.add((min(a, b), max(a, b)))
+    hops = package_hops(n_packages, pairs)
+    for package in range(n_packages):
+        if hops[0][package] is None:
+            section, key = ("links", "pairs") if "links" in doc else (None, "packages")
+            where.fail(section, key, f"package {package} cannot be reached from package 0")
+    return tuple((a, b) for a, b in pairs)
+
+
+def _latencies(doc: dict, fields: dict, where: _Where) -> dict:
+    raw = doc["latency"]
+    for key in raw:
+        if key not in LATENCY_KEYS:
+            where.fail("latency", key,
+                       f"unknown latency (expected one of: {', '.join(LATENCY_KEYS)})")
+    needs = _needed_latencies(fields)
+    out = {}
+    for key in LATENCY_KEYS:
+        if key == "hop_transfer":
+            continue
+        if key not in raw:
+            if needs[key]:
+                where.fail("latency", None, f"missing latency '{key}' ({needs[key]})")
+            out[key] = None
+            continue
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            where.fail("latency", key, "must be a positive whole number of cycles")
+        out[key] = value
+    out["hop_transfer"] = _hop_transfer(raw, fields, needs, where)
+    return out
+
+
+def _needed_latencies(fields: dict) -> dict:
+    """For each latency: why this machine needs it ('' if it does not)."""
+    levels = dict(fields["shared_caches"])
+    sharing = any(len(group) > 1 for groups in levels.values() for group in groups)
+    n_packages = len(fields["packages"])
+    return {
+        "l1_hit": "every machine has an L1",
+        "l2_hit": "every machine has an L2",
+        "l3_hit": "caches.L3 is set" if "L3" in levels else "",
+        "shared_cache_transfer": "some cores share a cache" if sharing else "",
+        "same_package_transfer":
+            "a package has cores that share no cache" if _unshared_pair(fields) else "",
+        "hop_transfer": f"there are {n_packages} packages" if n_packages > 1 else "",
+        "memory": "every machine has memory",
+    }
+
+
+def _unshared_pair(fields: dict) -> bool:
+    """True if two cores of one package share no cache (they need same_package_transfer)."""
+    sharers = {}
+    for _, groups in fields["shared_caches"]:
+        for group in groups:
+            for core in group:
+                sharers.setdefault(core, set()).update(group)
+    for cores in fields["packages"]:
+        for a in cores:
+            if any(b != a and b not in sharers.get(a, ()) for b in cores):
+                return True
+    return False
+
+
+def _hop_transfer(raw: dict, fields: dict, needs: dict, where: _Where) -> tuple:
+    n_packages = len(fields["packages"])
+    if "hop_transfer" not in raw:
+        if needs["hop_transfer"]:
+            where.fail("latency", None,
+                       f"missing latency 'hop_transfer' ({needs['hop_transfer']})")
+        return ()
+    value = raw["hop_transfer"]
+    diameter = max(max(row) for row in package_hops(n_packages, fields["links"]))
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        # One number: a line n hops away costs n times it.
+        return tuple(value * hops for hops in range(1, diameter + 1)) or (value,)
+    if not _int_list(value) or not value or any(v <= 0 for v in value):
+        where.fail("latency", "hop_transfer",
+                   "must be positive cycles: one number (per hop) or a list (1 hop, 2 hops, ...)")
+    if len(value) < diameter:
+        where.fail("latency", "hop_transfer",
+                   f"lists {len(value)} hop counts, but some packages are {diameter} hops apart")
+    return tuple(value)

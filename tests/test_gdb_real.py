@@ -1,0 +1,153 @@
+"""The GDB stub against the real gdb: what a student will actually type.
+
+Each test serves a FakeTarget (emulator/debug/target.py) on a background
+thread and runs `gdb -batch` against it with a list of commands, then reads
+gdb's output. Every wait has a timeout, so a stub that stops answering
+fails the test instead of hanging it. Skipped only if gdb is not installed.
+"""
+
+import re
+import shutil
+import signal
+import subprocess
+import threading
+
+import pytest
+
+from emulator.debug.gdbstub import GdbServer
+from emulator.debug.target import FakeTarget
+
+GDB = shutil.which('gdb') or '/usr/bin/gdb'
+GDB_TIMEOUT_S = 60
+
+pytestmark = pytest.mark.skipif(shutil.which(GDB) is None,
+                                reason='gdb is not installed (apt-get install gdb)')
+
+DATA_ADDR = 0x2000
+DATA = bytes.fromhex('deadbeef')
+NCORES = 4
+
+
+class Served:
+    """A FakeTarget served for exactly one gdb session on a thread."""
+
+    def __init__(self, target: FakeTarget) -> None:
+        self.target = target
+        self.server = GdbServer(target)
+        self.result: dict = {}
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.result['ended'] = self.server.serve_one()
+        except BaseException as error:
+            self.result['error'] = error
+
+    def gdb_command(self, *commands: str) -> list[str]:
+        line = [GDB, '-nx', '-batch', '-ex', 'set architecture i386:x86-64',
+                '-ex', f'target remote 127.0.0.1:{self.server.port}']
+        for command in commands:
+            line += ['-ex', command]
+        return line
+
+    def run_gdb(self, *commands: str) -> str:
+        done = subprocess.run(self.gdb_command(*commands), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=GDB_TIMEOUT_S)
+        assert done.returncode == 0, f'gdb failed:\n{done.stdout}'
+        return done.stdout
+
+    def ended(self) -> str:
+        self.thread.join(GDB_TIMEOUT_S)
+        assert not self.thread.is_alive(), 'the stub is still serving after gdb left'
+        assert 'error' not in self.result, f'the stub raised {self.result.get("error")!r}'
+        return self.result['ended']
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(GDB_TIMEOUT_S)
+
+
+@pytest.fixture
+def served():
+    target = FakeTarget(ncores=NCORES)
+    target.write_memory(0, DATA_ADDR, DATA)
+    served = Served(target)
+    yield served
+    served.close()
+
+
+def test_gdb_sees_cores_registers_memory_and_stops_at_a_breakpoint(served):
+    core1_rip = served.target.regs[1]['rip']
+    output = served.run_gdb(
+        'info threads', 'thread 2', 'info registers rip', f'x/4xb {DATA_ADDR:#x}',
+        f'break *{core1_rip + 5:#x}', 'continue', 'stepi', 'info registers rip', 'detach')
+
+    threads = re.findall(r'^\*?\s+(\d+)\s+Thread (\d+) \(core (\d+) ring (\d)\)', output, re.M)
+    assert [t[0] for t in threads] == [str(n + 1) for n in range(NCORES)], \
+        f'gdb should list one thread per core:\n{output}'
+    assert threads[0][2:] == ('0', '0') and threads[2][2:] == ('2', '3')
+
+    rips = re.findall(r'^rip\s+(0x[0-9a-f]+)', output, re.M)
+    assert rips[0] == hex(core1_rip), f'thread 2 should show core 1 rip:\n{output}'
+    assert re.search(r'0x2000:\s+0xde\s+0xad\s+0xbe\s+0xef', output), \
+        f'x/4xb should show the fake memory:\n{output}'
+    assert f'Thread 2 hit Breakpoint 1, 0x{core1_rip + 5:016x}' in output, \
+        f'the breakpoint stop was not reported:\n{output}'
+    assert rips[1] == hex(core1_rip + 6), f'stepi should move one instruction:\n{output}'
+    assert served.target.regs[1]['rip'] == core1_rip + 6
+
+    assert '[Inferior 1 (Remote target) detached]' in output
+    assert served.ended() == 'detach'
+    assert served.target.breakpoints == set(), 'detach must leave no breakpoint behind'
+
+
+def test_gdb_writes_registers_and_memory_and_catches_a_watchpoint(served):
+    target = served.target
+    target.memory[2] = FakeTarget.STORE          # core 0: nop, nop, store
+    target.regs[0].update(rdi=0x3000, rax=0x42)
+    output = served.run_gdb(
+        'watch *(char*)0x3000', 'continue', 'delete',
+        'thread 3', 'set $rbx = 0x1234', f'set {{int}}{DATA_ADDR:#x} = 0x11223344',
+        'p $cr3', 'p $st0', 'info registers eflags', 'kill')
+    assert 'Thread 1 hit Hardware watchpoint 1: *(char*)0x3000' in output, output
+    assert "New value = 66 'B'" in output
+    assert target.regs[2]['rbx'] == 0x1234
+    assert target.read_memory(0, DATA_ADDR, 4) == bytes.fromhex('44332211')
+    assert '= <unavailable>' in output, 'x87 registers are declared but not modelled'
+    assert re.search(r'eflags\s+0x202\s+\[ IF \]', output)
+    assert served.ended() == 'kill' and target.killed
+
+
+class SignallingTarget(FakeTarget):
+    """A FakeTarget that says when resume() has started."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.running = threading.Event()
+
+    def resume(self):
+        self.running.set()
+        return super().resume()
+
+
+def test_gdb_ctrl_c_interrupts_a_running_machine():
+    target = SignallingTarget(ncores=2, max_ticks=None)
+    for core in range(2):  # `jmp $` on every core: runs until interrupted
+        target.write_memory(0, target.regs[core]['rip'], b'\xeb\xfe')
+    served = Served(target)
+    try:
+        gdb = subprocess.Popen(served.gdb_command('continue', 'info threads', 'detach'),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        try:
+            assert target.running.wait(GDB_TIMEOUT_S), 'gdb never resumed the machine'
+            gdb.send_signal(signal.SIGINT)   # what Ctrl-C at the terminal does
+            output, _ = gdb.communicate(timeout=GDB_TIMEOUT_S)
+        finally:
+            gdb.kill()
+        assert 'received signal SIGINT' in output, output
+        assert served.ended() == 'detach'
+    finally:
+        served.close()

@@ -1,0 +1,289 @@
+"""Topologies: the four presets, generic machines, user TOML files and their errors."""
+
+import re
+import textwrap
+
+import pytest
+from hypothesis import given, strategies as st
+
+from emulator.errors import SpratError
+from emulator.interconnect.render import render_topology
+from emulator.interconnect.topology import generic, list_presets, load_topology
+
+PRESETS = ["amd-2x2", "amd-4x4", "amd-8x4", "intel-2x4"]
+
+
+# -- the presets --
+
+def test_presets_are_the_four_machines_of_the_paper():
+    assert list_presets() == PRESETS
+
+
+@pytest.mark.parametrize("name, cores, packages, ghz", [
+    ("intel-2x4", 8, 2, 2.66),
+    ("amd-2x2", 4, 2, 2.8),
+    ("amd-4x4", 16, 4, 2.5),
+    ("amd-8x4", 32, 8, 2.0),
+])
+def test_preset_has_the_papers_shape(name, cores, packages, ghz):
+    topo = load_topology(name)
+    assert topo.name == name
+    assert topo.n_cores() == cores
+    assert len(topo.packages) == packages
+    assert topo.freq_ghz == ghz
+
+
+def test_intel_cores_share_l2_in_pairs_and_cross_the_bus_otherwise():
+    topo = load_topology("intel-2x4")
+    assert topo.relation(0, 0) == "same-core"
+    assert topo.relation(0, 1) == "shared-cache"
+    assert topo.shared_level(0, 1) == "L2"
+    assert topo.relation(0, 2) == "same-package"
+    assert topo.relation(0, 5) == "1-hop"
+    assert topo.hops(0, 3) == 0
+
+
+def test_amd_2x2_shares_no_cache_and_is_one_hop_apart():
+    topo = load_topology("amd-2x2")
+    assert topo.relation(0, 1) == "same-package"
+    assert topo.relation(1, 2) == "1-hop"
+    assert topo.max_hops() == 1
+
+
+def test_amd_4x4_is_a_square_with_two_hop_diagonals():
+    topo = load_topology("amd-4x4")
+    assert topo.relation(0, 3) == "shared-cache"
+    assert topo.shared_level(0, 3) == "L3"
+    hops_from_package_0 = sorted(topo.hops(0, first) for first in (0, 4, 8, 12))
+    assert hops_from_package_0 == [0, 1, 1, 2]
+
+
+def test_amd_8x4_packages_are_at_most_two_hops_apart():
+    topo = load_topology("amd-8x4")
+    assert topo.max_hops() == 2
+    assert {topo.relation(0, b) for b in range(32)} == {
+        "same-core", "shared-cache", "1-hop", "2-hop"}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_farther_transfers_cost_more_on_every_preset(name):
+    topo = load_topology(name)
+    costs = [topo.l1_hit, topo.shared_cache_transfer, topo.same_package_transfer,
+             *topo.hop_transfer]
+    present = [cost for cost in costs if cost is not None]
+    assert present == sorted(present) and len(set(present)) == len(present), (
+        f"{name}: transfer costs should grow with distance, got {present}")
+
+
+def test_hops_are_symmetric_and_relation_matches_transfer_cost():
+    topo = load_topology("amd-8x4")
+    for a in range(topo.n_cores()):
+        for b in range(topo.n_cores()):
+            assert topo.hops(a, b) == topo.hops(b, a)
+            assert topo.transfer_cycles(a, b) == topo.transfer_cycles(b, a)
+
+
+def test_ns_converts_cycles_at_the_machine_clock():
+    assert load_topology("amd-8x4").ns(200) == pytest.approx(100.0)
+    assert load_topology("intel-2x4").ns(266) == pytest.approx(100.0)
+
+
+def test_package_of_names_the_package_holding_a_core():
+    topo = load_topology("amd-4x4")
+    assert [topo.package_of(core) for core in (0, 3, 4, 15)] == [0, 0, 1, 3]
+
+
+# -- generic machines for `sprat boot --cores N` --
+
+@given(st.integers(min_value=1, max_value=64))
+def test_generic_machine_has_every_core_and_a_cost_for_every_pair(n):
+    topo = generic(n)
+    assert topo.n_cores() == n
+    assert sorted(core for cores in topo.packages for core in cores) == list(range(n))
+    assert all(len(cores) <= 4 for cores in topo.packages)
+    for b in range(n):
+        assert topo.transfer_cycles(0, b) > 0
+    assert len(topo.hop_transfer) >= topo.max_hops()
+
+
+def test_generic_packages_form_a_ring():
+    topo = generic(64)
+    assert len(topo.packages) == 16
+    assert topo.hops(0, 4) == 1          # package 0 to 1
+    assert topo.hops(0, 60) == 1         # package 0 to 15: the ring closes
+    assert topo.max_hops() == 8
+
+
+@pytest.mark.parametrize("n", [0, 65, -1])
+def test_generic_refuses_core_counts_outside_1_to_64(n):
+    with pytest.raises(SpratError, match="between 1 and 64"):
+        generic(n)
+
+
+def test_unknown_topology_name_says_what_exists():
+    with pytest.raises(SpratError, match=r"unknown topology 'amd-9x9'.*intel-2x4"):
+        load_topology("amd-9x9")
+
+
+# -- user topology files --
+
+GOOD = """\
+name = "tiny"
+description = "two packages of two cores"
+freq_ghz = 2
+packages = [[0, 1], [2, 3]]
+
+[caches]
+L2 = [[0, 1], [2, 3]]
+
+[links]
+pairs = [[0, 1]]
+
+[latency]
+l1_hit = 3
+l2_hit = 12
+shared_cache_transfer = 40
+hop_transfer = 150
+memory = 200
+"""
+
+
+def write(tmp_path, text, name="machine.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_user_topology_file_loads_like_a_preset(tmp_path):
+    topo = load_topology(write(tmp_path, GOOD))
+    assert topo.name == "tiny"
+    assert topo.freq_ghz == 2.0
+    assert topo.relation(0, 1) == "shared-cache"
+    assert topo.transfer_cycles(0, 3) == 150
+
+
+def test_single_number_hop_transfer_grows_with_each_hop(tmp_path):
+    text = GOOD.replace("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [2, 3], [4, 5]]\n\n[caches]")
+    text = text.replace("L2 = [[0, 1], [2, 3]]", "L2 = [[0, 1], [2, 3], [4, 5]]")
+    text = text.replace("pairs = [[0, 1]]", "pairs = [[0, 1], [1, 2]]")
+    topo = load_topology(write(tmp_path, text))
+    assert topo.transfer_cycles(0, 2) == 150
+    assert topo.transfer_cycles(0, 4) == 300
+
+
+def edit(replace, by):
+    assert replace in GOOD, replace
+    return GOOD.replace(replace, by)
+
+
+BAD_FILES = [
+    # (what is wrong, file text, field named in the message, text of the line it points at)
+    ("syntax error", edit("freq_ghz = 2", "freq_ghz = = 2"),
+     "TOML syntax error", "freq_ghz = = 2"),
+    ("missing field", edit("memory = 200\n", ""),
+     "latency: missing latency 'memory'", "[latency]"),
+    ("missing top-level field", edit('description = "two packages of two cores"\n', ""),
+     "missing field 'description'", 'name = "tiny"'),
+    ("wrong type", edit("freq_ghz = 2", 'freq_ghz = "fast"'),
+     "freq_ghz: must be a positive number", 'freq_ghz = "fast"'),
+    ("unknown field", edit('name = "tiny"', 'name = "tiny"\ncolour = "blue"'),
+     "colour: unknown field", 'colour = "blue"'),
+    ("unknown latency", edit("memory = 200", "memory = 200\nl4_hit = 90"),
+     "latency.l4_hit: unknown latency", "l4_hit = 90"),
+    ("core listed twice", edit("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [1, 3]]\n\n[caches]"),
+     "packages: core 1 is listed twice (packages 0 and 1)", "packages = [[0, 1], [1, 3]]"),
+    ("core missing", edit("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [2, 4]]\n\n[caches]"),
+     "packages: core 3 is missing", "packages = [[0, 1], [2, 4]]"),
+    ("link to unknown package", edit("pairs = [[0, 1]]", "pairs = [[0, 1], [1, 7]]"),
+     "links.pairs: link [1, 7] names package 7", "pairs = [[0, 1], [1, 7]]"),
+    ("link to itself", edit("pairs = [[0, 1]]", "pairs = [[0, 1], [1, 1]]"),
+     "links.pairs: link [1, 1] joins a package to itself", "pairs = [[0, 1], [1, 1]]"),
+    ("link twice", edit("pairs = [[0, 1]]", "pairs = [[0, 1], [1, 0]]"),
+     "links.pairs: link [1, 0] is listed twice", "pairs = [[0, 1], [1, 0]]"),
+    ("unreachable package", edit("pairs = [[0, 1]]", "pairs = []"),
+     "links.pairs: package 1 cannot be reached", "pairs = []"),
+    ("cache across packages", edit("L2 = [[0, 1], [2, 3]]", "L2 = [[0, 2]]"),
+     "caches.L2: group [0, 2] spans packages", "L2 = [[0, 2]]"),
+    ("unknown cache level", edit("L2 = [[0, 1], [2, 3]]", "L4 = [[0, 1]]"),
+     "caches.L4: unknown cache level", "L4 = [[0, 1]]"),
+    ("cache names unknown core", edit("L2 = [[0, 1], [2, 3]]", "L2 = [[0, 9]]"),
+     "caches.L2: core 9 is not in any package", "L2 = [[0, 9]]"),
+    ("negative latency", edit("l2_hit = 12", "l2_hit = -12"),
+     "latency.l2_hit: must be a positive whole number", "l2_hit = -12"),
+    ("latency not a number", edit("l2_hit = 12", "l2_hit = true"),
+     "latency.l2_hit: must be a positive whole number", "l2_hit = true"),
+    ("hop list too short", edit("pairs = [[0, 1]]", "pairs = [[0, 1]]").replace(
+        "hop_transfer = 150", "hop_transfer = []"),
+     "latency.hop_transfer: must be positive cycles", "hop_transfer = []"),
+    ("latency needed by the shape", edit("shared_cache_transfer = 40\n", ""),
+     "missing latency 'shared_cache_transfer' (some cores share a cache)", "[latency]"),
+    ("same-package latency needed", edit("L2 = [[0, 1], [2, 3]]", "L2 = [[2, 3]]"),
+     "missing latency 'same_package_transfer'", "[latency]"),
+    ("packages wrong type", edit("[[0, 1], [2, 3]]\n\n[caches]", '"all"\n\n[caches]'),
+     "packages: must be a list of non-empty lists", 'packages = "all"'),
+]
+
+
+@pytest.mark.parametrize("problem, text, field, line_text", BAD_FILES,
+                         ids=[case[0] for case in BAD_FILES])
+def test_bad_topology_file_names_the_field_and_its_line(tmp_path, problem, text, field,
+                                                        line_text):
+    path = write(tmp_path, text)
+    with pytest.raises(SpratError) as caught:
+        load_topology(path)
+    message = str(caught.value)
+    found = re.match(r"^(.+):(\d+): (.*)$", message)
+    assert found, f"{problem}: message should be 'path:line: ...', got {message!r}"
+    assert found.group(1) == str(path)
+    assert field in found.group(3), f"{problem}: {message!r} should mention {field!r}"
+    lines = text.splitlines()
+    pointed = lines[int(found.group(2)) - 1]
+    assert pointed.strip() == line_text, (
+        f"{problem}: error points at line {found.group(2)} ({pointed!r}), "
+        f"expected the line {line_text!r}")
+    assert "\n" not in message
+
+
+def test_hop_list_shorter_than_the_farthest_packages_is_refused(tmp_path):
+    text = GOOD.replace("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [2, 3], [4, 5]]\n\n[caches]")
+    text = text.replace("L2 = [[0, 1], [2, 3]]", "L2 = [[0, 1], [2, 3], [4, 5]]")
+    text = text.replace("pairs = [[0, 1]]", "pairs = [[0, 1], [1, 2]]")
+    text = text.replace("hop_transfer = 150", "hop_transfer = [150]")
+    with pytest.raises(SpratError, match=r":\d+: latency.hop_transfer: lists 1 hop counts, "
+                                         r"but some packages are 2 hops apart"):
+        load_topology(write(tmp_path, text))
+
+
+def test_unreadable_file_is_a_user_error(tmp_path):
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    with pytest.raises(SpratError):
+        load_topology(folder)
+
+
+# -- `sprat topology show` --
+
+def test_render_shows_the_hop_matrix_of_32_cores_compactly():
+    text = render_topology(load_topology("amd-8x4"))
+    assert "core-to-core distance" in text
+    rows = [line for line in text.splitlines() if re.match(r"^ {2,3}\d{1,2} [.sp12]", line)]
+    assert len(rows) == 32
+    assert rows[0].split(None, 1)[1] == ".sss 1111 2222 2222 1111 2222 2222 1111"
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_render_lists_packages_caches_and_latencies_in_cycles_and_ns(name):
+    topo = load_topology(name)
+    text = render_topology(topo)
+    assert topo.description in text
+    assert f"{topo.freq_ghz:g} GHz" in text
+    assert "package 1: cores" in text
+    assert re.search(r"memory\s+%d\s+%.1f" % (topo.memory, topo.ns(topo.memory)), text)
+    assert "1-hop transfer" in text
+
+
+def test_render_marks_same_package_cores_on_intel():
+    text = render_topology(load_topology("intel-2x4"))
+    assert "L2: [0,1]  [2,3]  [4,5]  [6,7]" in text
+    assert "  0 .spp 1111" in text
