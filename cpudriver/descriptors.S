@@ -10,6 +10,7 @@ GDT_USER_DATA = 0x00CFF2000000FFFF    # DPL 3
 GDT_USER_CODE = 0x00AFFA000000FFFF    # 64-bit code, DPL 3
 GDT_LIMIT = 7 * 8 - 1
 TSS_LIMIT = 103
+BREAKPOINT_GATE_ATTRIBUTES = 3 * 16 + 5   # the attribute byte of gate 3
 STAR_SELECTORS = 0x10 * 65536 + KERNEL_CS   # STAR[63:48] = 0x10, STAR[47:32] = KERNEL_CS
 
 # load_descriptors: build and load the GDT and TSS, reload the segments.
@@ -73,7 +74,9 @@ load_descriptors_reloaded:
 
 # build_idt: point all 256 vectors at their stubs in vectors.S, and load it.
 # Every gate is an interrupt gate (IF cleared on entry) of DPL 0, so a user
-# `int n` is a #GP: user code enters the kernel by `syscall` only.
+# `int n` is a #GP: user code enters the kernel by `syscall` only. The one
+# exception, as on every x86 OS, is vector 3: `int3` from user code is a
+# breakpoint (#BP), the debugger's way in, so its gate has DPL 3.
 #   in: rdi = private area
 #   clobbers: rax rcx rdx rsi r8
 build_idt:
@@ -97,6 +100,7 @@ build_idt_gate:
     inc rcx
     cmp rcx, 256
     jb build_idt_gate
+    mov byte ptr [rdi + PC_IDT + BREAKPOINT_GATE_ATTRIBUTES], 0xEE   # present, DPL 3
     sub rsp, 16
     mov word ptr [rsp], 256 * 16 - 1
     lea rax, [rdi + PC_IDT]

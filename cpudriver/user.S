@@ -51,27 +51,35 @@ program_finished:
 program_finished_hang:
     jmp program_finished_hang
 
-# find_module: the first boot module for this core.
+# find_module: the boot module for this core: the first one named for it
+# (core=N in the image), else the first one for every core.
 #   in: rdi = core id
 #   out: rax = the module's entry in the boot information, or 0
 find_module:
+    call find_module_for
+    test rax, rax
+    jnz find_module_done
+    mov rdi, ALL_CORES
+    call find_module_for
+find_module_done:
+    ret
+
+# find_module_for: the first module whose core field equals rdi (or 0).
+find_module_for:
     mov rdx, BOOT_INFO
     mov rcx, qword ptr [rdx + BI_N_MODULES]
     lea rax, [rdx + BI_MODULES]
-find_module_next:
+find_module_for_next:
     test rcx, rcx
-    jz find_module_none
-    mov rsi, qword ptr [rax + 16]     # the core it is for, or ALL_CORES
-    cmp rsi, rdi
-    je find_module_found
-    cmp rsi, -1
-    je find_module_found
+    jz find_module_for_none
+    cmp qword ptr [rax + 16], rdi     # the core it is for, or ALL_CORES
+    je find_module_for_found
     add rax, MODULE_ENTRY_SIZE
     dec rcx
-    jmp find_module_next
-find_module_none:
+    jmp find_module_for_next
+find_module_for_none:
     xor eax, eax
-find_module_found:
+find_module_for_found:
     ret
 
 # map_user_program: fill this core's user page table.

@@ -1,0 +1,139 @@
+"""The boot loader: from a menu.lst-style image to a machine ready to run.
+
+    system = boot_image("images/default.lst", cores=4, output=print)
+    result = system.machine.run(max_cycles=10**8)
+
+What it does, in the order a real loader (GRUB with multiboot) would:
+  1. read the image (kernel/image.py): one `kernel` line, `module` lines;
+  2. assemble the CPU driver for KERNEL_BASE and each module for USER_BASE
+     (emulator/assembler.py caches the results);
+  3. copy them into physical memory (modules page aligned, from MODULES_BASE);
+  4. write the boot information the CPU driver reads (layout in
+     cpudriver/layout.py): number of cores, memory size, the module table;
+  5. start core 0 at the CPU driver's first byte with RDI = boot information.
+The CPU driver does the rest: page tables, descriptor tables, the other
+cores, ring 3.
+
+Module arguments understood here: `core=N` runs the module on core N only
+(default: every core that has no module of its own); any other `name=NUMBER`
+becomes the assembler constant NAME in that module (`iterations=1000` ->
+ITERATIONS), so one program can be built with different parameters.
+"""
+
+import struct
+from dataclasses import dataclass, field
+
+from unicorn import x86_const as x86
+
+from cpudriver import layout
+from emulator.assembler import Program, assemble_file
+from emulator.errors import SpratError
+from emulator.machine import DEFAULT_MEMORY, Machine
+from emulator.scheduler import DEFAULT_QUANTUM
+from kernel.image import BootImage, parse_image
+
+PAGE = 4096
+
+
+@dataclass
+class LoadedModule:
+    name: str               # the path as written in the image
+    core: int | None        # None: every core
+    physical: int
+    program: Program
+
+
+@dataclass
+class System:
+    """A booted machine and what was loaded into it (for the debugger and the trace)."""
+    machine: Machine
+    image: BootImage
+    kernel: Program
+    modules: list[LoadedModule] = field(default_factory=list)
+
+    def module_for_core(self, core: int) -> LoadedModule | None:
+        """The module the CPU driver will pick for `core` (see cpudriver/user.S)."""
+        for wanted in (core, None):
+            for module in self.modules:
+                if module.core == wanted:
+                    return module
+        return None
+
+
+def user_defines() -> dict[str, int]:
+    """The constants a user program may use (system call numbers, its address space)."""
+    names = ("SYS_EXIT", "SYS_PRINT", "SYS_CORE_ID", "USER_BASE", "USER_STACK_TOP", "MAX_PRINT")
+    return {name: getattr(layout, name) for name in names}
+
+
+def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
+               memory_size: int = DEFAULT_MEMORY, output=None) -> System:
+    """Parse, assemble and load an image; return a System ready to run."""
+    image = parse_image(path)
+    kernel = assemble_file(image.kernel.path, layout.KERNEL_BASE, defines=layout.defines())
+    if len(kernel.code) > layout.KERNEL_MAX_SIZE:
+        raise SpratError(f"{image.kernel.path}: the CPU driver is {len(kernel.code)} bytes, "
+                         f"more than the {layout.KERNEL_MAX_SIZE} bytes it may occupy")
+    machine = Machine(cores, memory_size=memory_size, quantum=quantum, output=output)
+    machine.memory.write(layout.KERNEL_BASE, kernel.code)
+    system = System(machine, image, kernel)
+    _load_modules(system, cores)
+    _write_boot_info(system)
+    machine.power_on(layout.KERNEL_BASE, {x86.UC_X86_REG_RDI: layout.BOOT_INFO})
+    return system
+
+
+def _load_modules(system: System, cores: int) -> None:
+    image, memory = system.image, system.machine.memory
+    if len(image.modules) > layout.MAX_MODULES:
+        raise SpratError(f"{image.path}: {len(image.modules)} modules, at most {layout.MAX_MODULES}")
+    address = layout.MODULES_BASE
+    for entry in image.modules:
+        where = f"{image.path}:{entry.line}"
+        core = _module_core(entry, cores, where)
+        defines = user_defines() | _numeric_options(entry, where)
+        program = assemble_file(entry.path, layout.USER_BASE, defines=defines)
+        if len(program.code) > layout.USER_MAX_IMAGE:
+            raise SpratError(f"{where}: module {entry.path.name} is {len(program.code)} bytes, "
+                             f"more than a program may be ({layout.USER_MAX_IMAGE})")
+        if address + len(program.code) > memory.size:
+            raise SpratError(f"{where}: module {entry.path.name} does not fit in "
+                             f"{memory.size >> 20} MiB of memory")
+        memory.write(address, program.code)
+        system.modules.append(LoadedModule(entry.args[0] if entry.args else entry.path.name,
+                                           core, address, program))
+        address += (len(program.code) + PAGE - 1) // PAGE * PAGE
+
+
+def _module_core(entry, cores: int, where: str) -> int | None:
+    value = entry.options.get("core", "all")
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise SpratError(f"{where}: core={value} is not a core number (or 'all')")
+    core = int(value)
+    if core >= cores:
+        raise SpratError(f"{where}: core={core}, but the machine has only {cores} cores")
+    return core
+
+
+def _numeric_options(entry, where: str) -> dict[str, int]:
+    defines = {}
+    for name, value in entry.options.items():
+        if name == "core":
+            continue
+        try:
+            defines[name.upper()] = int(value, 0)
+        except ValueError:
+            raise SpratError(f"{where}: {name}={value} is not a number") from None
+    return defines
+
+
+def _write_boot_info(system: System) -> None:
+    memory = system.machine.memory
+    info = struct.pack("<QQQQ", layout.BOOT_MAGIC, system.machine.n_cores, memory.size,
+                       len(system.modules))
+    for module in system.modules:
+        core = layout.ALL_CORES if module.core is None else module.core
+        info += struct.pack("<QQQQ", module.physical, len(module.program.code), core, 0)
+    memory.write(layout.BOOT_INFO, info)

@@ -1,0 +1,5 @@
+import sys
+
+from sprat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""`sprat bench ...`: measurements, printed as tables (or JSON rows).
+
+Each bench is a module here with `add_parser(subparsers)` and `run(args)`.
+A bench measures against a baseline taken in the same run and prints
+ratios, so that numbers from different hosts can be compared. Progress
+goes to stderr, results to stdout.
+"""
+
+import sys
+
+from sprat.table import format_json, format_table
+
+
+def add_parser(subparsers) -> None:
+    from sprat.bench import boot
+    parser = subparsers.add_parser(
+        "bench", help="measure the machine and the OS",
+        description="Run a benchmark and print its table (--json for rows as JSON).")
+    benches = parser.add_subparsers(dest="bench", metavar="BENCH", required=True,
+                                    parser_class=type(parser))
+    for module in (boot,):
+        module.add_parser(benches)
+
+
+def add_output_options(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON objects")
+
+
+def emit(args, title: str, headers, rows, notes=()) -> None:
+    """Print one table of rows (or JSON), with a title and notes."""
+    if args.json:
+        print(format_json(headers, rows))
+        return
+    print(title)
+    print(format_table(headers, rows))
+    for note in notes:
+        print(note)
+    print()
+
+
+def progress(message: str) -> None:
+    print(f"  ... {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,67 @@
+"""The `sprat` command: the tools a person runs.
+
+    sprat boot [IMAGE] [--cores N] [--quantum Q] [--max-cycles C]
+    sprat bench boot [--json]
+    sprat topology list | show NAME
+
+Every subcommand lives in its own module under sprat/ and registers itself
+here with `add_parser(subparsers)` and a `run(args) -> exit status`.
+
+Errors a person can cause (a bad image, a bad option, a bad file) are
+SpratErrors: one line on stderr, exit status 2, never a traceback. A run
+that fails inside the machine (a kernel panic, the cycle budget spent)
+exits with status 1 and a one-line reason.
+"""
+
+import argparse
+import sys
+
+from emulator.errors import SpratError
+
+EXIT_OK = 0
+EXIT_MACHINE_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and still exit status 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sprat import bench, boot, topology
+
+    parser = OneLineParser(
+        prog="sprat",
+        description="A teaching multikernel: boot a Barrelfish-style OS on many emulated "
+                    "x86-64 cores, watch its messages, measure what they cost.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                       parser_class=OneLineParser)
+    for module in (boot, bench, topology):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except SpratError as error:
+        print(f"sprat: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sprat: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Shared helpers: boot a machine with given programs and capture its console."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+USER_LIBRARY = ROOT / "userland" / "lib" / "sprat.S"
+
+
+@dataclass
+class Run:
+    system: object
+    result: object
+    lines: list = field(default_factory=list)
+
+    def output(self, core):
+        return [line for c, line in self.lines if c == core]
+
+    @property
+    def machine(self):
+        return self.system.machine
+
+
+def write_image(directory: Path, programs: dict[str, str], module_args: dict[str, str] = None,
+                kernel="/cpudriver/cpudriver.S") -> Path:
+    """An image with the real CPU driver and the given programs (name -> source)."""
+    module_args = module_args or {}
+    lines = [f"kernel {kernel}"]
+    for name, source in programs.items():
+        (directory / f"{name}.S").write_text(f'{source}\n.include "{USER_LIBRARY}"\n')
+        lines.append(f"module {name}.S {module_args.get(name, '')}".rstrip())
+    image = directory / "test.lst"
+    image.write_text("\n".join(lines) + "\n")
+    return image
+
+
+def boot_and_run(image, cores=1, quantum=None, max_cycles=10**7, setup=None) -> Run:
+    from emulator.scheduler import DEFAULT_QUANTUM
+    from kernel.boot import boot_image
+    lines = []
+    system = boot_image(image, cores=cores, quantum=quantum or DEFAULT_QUANTUM,
+                        output=lambda core, line: lines.append((core, line)))
+    if setup:
+        setup(system)
+    result = system.machine.run(max_cycles=max_cycles)
+    return Run(system, result, lines)
+
+
+@pytest.fixture
+def run_programs(tmp_path):
+    """run_programs({"name": source}, cores=..., module_args=...) -> Run"""
+    def run(programs, cores=1, module_args=None, **kwargs):
+        image = write_image(tmp_path, programs, module_args)
+        return boot_and_run(image, cores=cores, **kwargs)
+    return run
