@@ -21,7 +21,7 @@ ADDRESS_MASK = 0x000F_FFFF_FFFF_F000
 CR0_PG = 1 << 31
 
 
-@dataclass(frozen=True)
+@dataclass
 class PageFault(Exception):
     """The walk failed: what the silicon would report as #PF."""
     address: int

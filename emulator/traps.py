@@ -117,6 +117,11 @@ def deliver_interrupt(core, vector: int, error_code: int | None = None,
     """
     try:
         _vector_through_idt(core, vector, error_code, software, return_rip)
+    except _GateTooPrivileged:
+        # `int n` through a gate the caller may not use is a #GP at the int
+        # instruction, whose error code names the gate (index * 8, IDT bit 2).
+        deliver_interrupt(core, GENERAL_PROTECTION, vector * 8 + 2,
+                          return_rip=_software_interrupt_start(core, vector))
     except _DeliveryFault as first:
         # A fault while delivering becomes a double fault; a fault while
         # delivering that is a triple fault.
@@ -133,6 +138,21 @@ class _DeliveryFault(Exception):
     pass
 
 
+class _GateTooPrivileged(Exception):
+    pass
+
+
+def _software_interrupt_start(core, vector):
+    """The address of the `int n` (2 bytes) or `int3` (1 byte) just executed."""
+    rip = core.regs.read(x86.UC_X86_REG_RIP)
+    try:
+        if vector == BREAKPOINT and core.read_virtual(rip - 1, 1) == b"\xcc":
+            return rip - 1
+    except PageFault:
+        pass
+    return rip - 2
+
+
 def _vector_through_idt(core, vector, error_code, software, return_rip):
     regs = core.regs
     rip = regs.read(x86.UC_X86_REG_RIP) if return_rip is None else return_rip
@@ -144,7 +164,7 @@ def _vector_through_idt(core, vector, error_code, software, return_rip):
 
     handler, selector, gate_type, gate_dpl, ist = _read_gate(core, vector)
     if software and gate_dpl < cpl:
-        raise _DeliveryFault(f"int {vector:#x} from ring {cpl} through a gate of DPL {gate_dpl}")
+        raise _GateTooPrivileged()
     cs_descriptor = _read_descriptor(core, selector)
     new_cpl = (cs_descriptor[3] >> DESC_DPL_SHIFT) & 3
 

@@ -24,19 +24,23 @@ def snapshot_at(symbol, frame_words=7):
     def setup(system):
         address = system.kernel.symbols[symbol]
         for core in system.machine.cores:
-            def hook(uc, addr, size, core=core):
-                if seen:
-                    return
-                rsp = core.regs.read(x86.UC_X86_REG_RSP)
-                words = struct.unpack(f"<{frame_words}Q", core.read_virtual(rsp, 8 * frame_words))
-                seen.append({
-                    "core": core.id, "cpl": core.privilege, "rsp": rsp, "stack": words,
-                    "rcx": core.regs.read(x86.UC_X86_REG_RCX),
-                    "r11": core.regs.read(x86.UC_X86_REG_R11),
-                    "rflags": core.regs.read(x86.UC_X86_REG_RFLAGS),
-                    "cr2": core.regs.read(x86.UC_X86_REG_CR2),
-                })
-            core.uc.hook_add(UC_HOOK_CODE, hook, begin=address, end=address)
+            core.uc.hook_add(UC_HOOK_CODE, recorder(core), begin=address, end=address)
+
+    def recorder(core):
+        def hook(uc, addr, size, _):
+            if seen:
+                return
+            rsp = core.regs.read(x86.UC_X86_REG_RSP)
+            words = struct.unpack(f"<{frame_words}Q", core.read_virtual(rsp, 8 * frame_words)
+                                  if frame_words else b"")
+            seen.append({
+                "core": core.id, "cpl": core.privilege, "rsp": rsp, "stack": words,
+                "rcx": core.regs.read(x86.UC_X86_REG_RCX),
+                "r11": core.regs.read(x86.UC_X86_REG_R11),
+                "rflags": core.regs.read(x86.UC_X86_REG_RFLAGS),
+                "cr2": core.regs.read(x86.UC_X86_REG_CR2),
+            })
+        return hook
     return setup, seen
 
 
@@ -101,7 +105,7 @@ def test_int3_from_user_is_a_breakpoint_trap_after_the_instruction(run_programs)
 
 
 def test_syscall_enters_the_kernel_at_lstar_with_rcx_and_r11(run_programs):
-    setup, seen = snapshot_at("syscall_entry", frame_words=1)
+    setup, seen = snapshot_at("syscall_entry", frame_words=0)
     run = run_programs({"call": """
 start:
     mov eax, SYS_CORE_ID
