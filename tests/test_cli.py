@@ -1,0 +1,106 @@
+"""The `sprat` command: output, exit status, and one-line errors for bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sprat.cli import main
+from tests.conftest import ROOT
+
+
+def run_cli(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status, err, *words):
+    assert status == 2, f"bad input must exit 2, got {status}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], f"{word!r} missing from {lines[0]!r}"
+
+
+def test_boot_with_no_arguments_runs_the_default_image_on_four_cores(capsys):
+    status, out, err = run_cli(capsys, "boot")
+    assert status == 0, err
+    for core in range(4):
+        assert f"[core {core}] hello from core {core} of 4" in out
+    assert "every core halted cleanly" in out
+    table = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert [row[0] for row in table] == ["0", "1", "2", "3"]
+    assert all(row[1] == "stopped" for row in table)
+
+
+def test_two_boots_print_identical_bytes(capsys):
+    first = run_cli(capsys, "boot", "--cores", "6", "--quantum", "333")
+    second = run_cli(capsys, "boot", "--cores", "6", "--quantum", "333")
+    assert first == second
+
+
+@pytest.mark.parametrize("cores", ["0", "1000", "-3", "many"])
+def test_bad_core_counts_are_refused(capsys, cores):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["boot", "--cores", cores])
+    _, err = capsys.readouterr()
+    assert_one_line_error(exit_info.value.code, err, "--cores")
+
+
+def test_missing_image(capsys, tmp_path):
+    status, _, err = run_cli(capsys, "boot", str(tmp_path / "nope.lst"))
+    assert_one_line_error(status, err, "nope.lst", "no such image")
+
+
+def test_malformed_image_line_names_file_and_line(capsys, tmp_path):
+    image = tmp_path / "bad.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodle /userland/hello.S\n")
+    status, _, err = run_cli(capsys, "boot", str(image))
+    assert_one_line_error(status, err, "bad.lst:2")
+
+
+def test_module_that_is_not_there(capsys, tmp_path):
+    image = tmp_path / "missing.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodule /userland/nope.S\n")
+    status, _, err = run_cli(capsys, "boot", str(image))
+    assert_one_line_error(status, err, "missing.lst:2", "nope.S")
+
+
+def test_assembly_error_names_source_file_and_line(capsys, tmp_path):
+    (tmp_path / "broken.S").write_text("start:\n    mov rax, 1\n    frobnicate rax\n")
+    image = tmp_path / "broken.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodule broken.S\n")
+    status, _, err = run_cli(capsys, "boot", str(image))
+    assert_one_line_error(status, err, "broken.S:3")
+
+
+def test_module_for_a_core_the_machine_lacks(capsys, tmp_path):
+    image = tmp_path / "far.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodule /userland/hello.S core=9\n")
+    status, _, err = run_cli(capsys, "boot", str(image), "--cores", "2")
+    assert_one_line_error(status, err, "far.lst:2", "core=9")
+
+
+def test_cycle_budget_is_a_machine_failure_with_a_reason(capsys, tmp_path):
+    image = tmp_path / "long.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodule /userland/spin.S iterations=1000000\n")
+    status, out, err = run_cli(capsys, "boot", str(image), "--cores", "1", "--max-cycles", "100000")
+    assert status == 1
+    assert "cycle budget" in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_explains_every_boot_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["boot", "--help"])
+    out, _ = capsys.readouterr()
+    for option in ("--cores", "--quantum", "--max-cycles", "IMAGE"):
+        assert option.lower() in out.lower()
+
+
+def test_the_installed_command_prints_no_traceback_on_bad_input(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "sprat", "boot", str(tmp_path / "x.lst")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
