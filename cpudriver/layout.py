@@ -12,12 +12,16 @@ Physical memory
   0x0020_0000  the CPU driver image: one 2 MiB page, mapped read-only + exec
   0x0040_0000  per-core areas, 64 KiB each (page tables, stacks, GDT, TSS, IDT)
   0x0080_0000  modules from the boot image, each page aligned
+  0x0100_0000  URPC channel frames (2 MiB): shared by all cores, and the
+               only memory the cost model tracks (emulator/cost.py)
   0xFEE0_0000  the local APIC (each core sees its own)
 
 Each core's page tables map physical RAM 1:1 for the kernel (supervisor
 only, 2 MiB pages, no-execute except the CPU driver's page) and its user
 program at USER_BASE (PML4 slot 1): the module's pages read-only and
-executable, then a private stack just below USER_STACK_TOP.
+executable, then a private stack just below USER_STACK_TOP; and the channel
+frames at USER_CHANNELS, read-write and no-execute, the same frames on
+every core.
 """
 
 from emulator.devices.console import CONSOLE_PORT  # noqa: F401 (for the assembler)
@@ -30,6 +34,11 @@ BOOT_INFO = 0x0000_9000
 PERCORE_BASE = 0x0040_0000
 PERCORE_SIZE = 0x0001_0000
 MODULES_BASE = 0x0080_0000
+MODULES_END = 0x0100_0000
+CHANNELS_PHYS = 0x0100_0000
+CHANNELS_SIZE = 0x0020_0000
+CHANNEL_SIZE = 0x1000                  # one URPC channel (one direction) per page
+N_CHANNELS = CHANNELS_SIZE // CHANNEL_SIZE
 APIC_BASE = 0xFEE0_0000
 APIC_PD_INDEX = (APIC_BASE >> 21) & 511     # its 2 MiB slot in the 4th GiB
 
@@ -37,6 +46,7 @@ USER_BASE = 0x0000_0080_0000_0000
 USER_STACK_PAGES = 4
 USER_STACK_TOP = USER_BASE + 0x0020_0000
 USER_MAX_IMAGE = 0x0020_0000 - USER_STACK_PAGES * 4096
+USER_CHANNELS = USER_BASE + 0x0020_0000  # the second 2 MiB of the user half
 
 # Inside a core's private area (offsets from its base).
 PC_DATA = 0x0000       # per-core variables (below)
@@ -51,7 +61,8 @@ PC_PDPT_USER = 0x6000
 PC_PD_USER = 0x7000
 PC_PT_USER = 0x8000
 PC_PT_USER_STACK = PC_PT_USER + (512 - USER_STACK_PAGES) * 8   # the stack's PTEs
-PC_KSTACK_TOP = 0xC000
+PC_PT_CHANNELS = 0x9000                # maps the channel frames at USER_CHANNELS
+PC_KSTACK_TOP = 0xC000                 # the kernel stack: 0xA000 up to here
 PC_USTACK = 0xC000     # USER_STACK_PAGES pages
 
 # Per-core variables, reached through GS once the CPU driver is up.

@@ -5,7 +5,8 @@
 #              supervisor only, no-execute except the CPU driver's page;
 #              and the local APIC page (uncached) at 0xFEE00000.
 #   PML4[1] -> user PDPT -> PD -> PT: the user program at USER_BASE,
-#              filled in later by map_user_program (user.S).
+#              filled in later by map_user_program (user.S); and a second
+#              PT mapping the shared channel frames at USER_CHANNELS.
 
 PTE_P = 1
 PTE_W = 2
@@ -67,6 +68,21 @@ build_page_tables_apic:
     lea rax, [rdi + PC_PT_USER]
     or rax, PTE_P | PTE_W | PTE_U
     mov qword ptr [rdi + PC_PD_USER], rax
+    lea rax, [rdi + PC_PT_CHANNELS]
+    or rax, PTE_P | PTE_W | PTE_U
+    mov qword ptr [rdi + PC_PD_USER + 8], rax
+    # the channel frames: the same physical pages on every core, read-write
+    xor edx, edx
+build_page_tables_channel:
+    mov rax, rdx
+    shl rax, 12
+    add rax, CHANNELS_PHYS
+    or rax, PTE_P | PTE_W | PTE_U
+    bts rax, 63
+    mov qword ptr [rdi + PC_PT_CHANNELS + rdx * 8], rax
+    inc rdx
+    cmp rdx, N_CHANNELS
+    jb build_page_tables_channel
     ret
 
 # enable_paging: PAE + long mode + no-execute + syscall, then CR3 and CR0.PG.

@@ -15,10 +15,13 @@ States:
   OFF      powered but not started: waits for INIT then STARTUP IPIs
   RUNNING  executing, or ready to
   HALTED   executed `hlt`; an interrupt will wake it (if IF is set)
+  WAITING  parked polling a tracked cache line (emulator/cost.py) until
+           another core writes it
   STOPPED  switched itself off through the power port (exit code kept)
   FAILED   a machine-level failure (triple fault, access outside RAM)
 """
 
+import ctypes
 import enum
 import heapq
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_64, UC_HOOK_INTR, UC_HOOK_INSN,
                      UC_HOOK_INSN_INVALID, UC_HOOK_MEM_UNMAPPED)
 from unicorn import x86_const as x86
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from emulator import traps
 from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, Registers, SavedContext,
@@ -47,6 +51,7 @@ class CoreState(enum.Enum):
     OFF = "off"
     RUNNING = "running"
     HALTED = "halted"
+    WAITING = "waiting"
     STOPPED = "stopped"
     FAILED = "failed"
 
@@ -84,6 +89,9 @@ class Core:
         self._quantum = 0
         self._in_quantum = False
         self._stop_requested = False
+        self.tracked_reads = []        # the cost model's parking state (emulator/cost.py)
+        self.waiting_on = ()
+        self.skip_pause = False
         self._install_hooks()
 
     # --- Wiring -----------------------------------------------------------
@@ -95,6 +103,18 @@ class Core:
         uc.hook_add(UC_HOOK_INSN, self._on_port_in, aux1=x86.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid_instruction)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        # The Python binding refuses an RDTSC hook; the C API takes one with
+        # the CPUID callback's shape (return 1: the hook did the instruction).
+        self._rdtsc_callback = HOOK_INSN_CPUID_CFUNC(self._on_rdtsc)
+        uc._Uc__do_hook_add(UC_HOOK_INSN, self._rdtsc_callback, 1, 0,
+                            ctypes.c_int(x86.UC_X86_INS_RDTSC))
+
+    def _on_rdtsc(self, _handle, _user_data):
+        """The time stamp counter is the core's modeled clock: deterministic."""
+        now = self.now()
+        self.regs.write(x86.UC_X86_REG_RAX, now & 0xFFFF_FFFF)
+        self.regs.write(x86.UC_X86_REG_RDX, (now >> 32) & 0xFFFF_FFFF)
+        return 1
 
     def _on_interrupt(self, uc, vector, _):
         self.context.save()

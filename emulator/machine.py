@@ -14,18 +14,23 @@ bus: it carries IPIs between local APICs.
 `run` returns when no core can run any more, or when the cycle budget is
 spent. The machine knows nothing of operating systems: any x86-64 guest
 that speaks to these devices can run on it.
+
+The interconnect is a parameter: `topology` (emulator/interconnect/) says
+which cores share caches and how far apart packages are, and the cost
+model (emulator/cost.py) charges accesses to tracked memory by it. With
+`cost_model=False` nothing is tracked and memory is free, for comparison.
 """
 
 from dataclasses import dataclass
-
-from unicorn import x86_const as x86
 
 from emulator.core import Core, CoreState
 from emulator.cpustate import check_layout
 from emulator.devices.apic import (DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP,
                                    IPI_LATENCY_CYCLES)
 from emulator.devices.console import Console
+from emulator.cost import CostModel
 from emulator.errors import SpratError
+from emulator.interconnect import generic
 from emulator.memory import PhysicalMemory
 from emulator.scheduler import DEFAULT_QUANTUM, Scheduler
 
@@ -43,9 +48,13 @@ class RunResult:
 
 class Machine:
     def __init__(self, cores: int, memory_size: int = DEFAULT_MEMORY,
-                 quantum: int = DEFAULT_QUANTUM, output=None):
+                 quantum: int = DEFAULT_QUANTUM, output=None, topology=None,
+                 cost_model: bool = True):
         if not 1 <= cores <= MAX_CORES:
             raise SpratError(f"--cores must be between 1 and {MAX_CORES}, got {cores}")
+        if topology is not None and topology.n_cores() != cores:
+            raise SpratError(f"topology {topology.name} has {topology.n_cores()} cores, "
+                             f"not {cores}")
         if quantum < 1:
             raise SpratError(f"--quantum must be at least 1 instruction, got {quantum}")
         check_layout()
@@ -55,6 +64,8 @@ class Machine:
         self.cores = [Core(i, self.memory, self) for i in range(cores)]
         self.scheduler = Scheduler(self.cores, quantum)
         self.observers = []       # callables(event, **fields), e.g. the message trace
+        self.topology = topology or generic(cores)
+        self.cost = CostModel(self, self.topology) if cost_model else None
 
     def power_on(self, entry: int, registers: dict[int, int] | None = None) -> None:
         """Start the bootstrap processor (core 0) at `entry`."""
@@ -131,10 +142,11 @@ class Machine:
             if core.state is CoreState.HALTED:
                 return RunResult(False, f"core {core.id} halted at RIP {core.rip:#x} and nothing "
                                         f"will wake it", self.elapsed())
+            if core.state is CoreState.WAITING:
+                return RunResult(False, f"core {core.id} waits at RIP {core.rip:#x} for a write "
+                                        f"to physical line {core.waiting_on[0] << 6:#x} that no core "
+                                        f"will make", self.elapsed())
             if core.exit_code:
                 return RunResult(False, f"core {core.id} stopped with exit code {core.exit_code}",
                                  self.elapsed())
         return RunResult(True, "every core halted cleanly", self.elapsed())
-
-    def register_names(self):
-        return x86

@@ -27,6 +27,7 @@ from unicorn import x86_const as x86
 
 from cpudriver import layout
 from emulator.assembler import Program, assemble_file
+from emulator.cost import find_pause_sites
 from emulator.errors import SpratError
 from emulator.machine import DEFAULT_MEMORY, Machine
 from emulator.scheduler import DEFAULT_QUANTUM
@@ -62,23 +63,30 @@ class System:
 
 def user_defines() -> dict[str, int]:
     """The constants a user program may use (system call numbers, its address space)."""
-    names = ("SYS_EXIT", "SYS_PRINT", "SYS_CORE_ID", "USER_BASE", "USER_STACK_TOP", "MAX_PRINT")
+    names = ("SYS_EXIT", "SYS_PRINT", "SYS_CORE_ID", "USER_BASE", "USER_STACK_TOP", "MAX_PRINT",
+             "USER_CHANNELS", "CHANNEL_SIZE", "N_CHANNELS")
     return {name: getattr(layout, name) for name in names}
 
 
 def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
-               memory_size: int = DEFAULT_MEMORY, output=None) -> System:
-    """Parse, assemble and load an image; return a System ready to run."""
+               memory_size: int = DEFAULT_MEMORY, output=None, topology=None,
+               cost_model: bool = True) -> System:
+    """Parse, assemble and load an image; return a System ready to run.
+
+    With a `topology`, the machine has its cores (and `cores` must agree).
+    """
     image = parse_image(path)
     kernel = assemble_file(image.kernel.path, layout.KERNEL_BASE, defines=layout.defines())
     if len(kernel.code) > layout.KERNEL_MAX_SIZE:
         raise SpratError(f"{image.kernel.path}: the CPU driver is {len(kernel.code)} bytes, "
                          f"more than the {layout.KERNEL_MAX_SIZE} bytes it may occupy")
-    machine = Machine(cores, memory_size=memory_size, quantum=quantum, output=output)
+    machine = Machine(cores, memory_size=memory_size, quantum=quantum, output=output,
+                      topology=topology, cost_model=cost_model)
     machine.memory.write(layout.KERNEL_BASE, kernel.code)
     system = System(machine, image, kernel)
     _load_modules(system, cores)
     _write_boot_info(system)
+    _track_channels(system)
     machine.power_on(layout.KERNEL_BASE, {x86.UC_X86_REG_RDI: layout.BOOT_INFO})
     return system
 
@@ -96,9 +104,10 @@ def _load_modules(system: System, cores: int) -> None:
         if len(program.code) > layout.USER_MAX_IMAGE:
             raise SpratError(f"{where}: module {entry.path.name} is {len(program.code)} bytes, "
                              f"more than a program may be ({layout.USER_MAX_IMAGE})")
-        if address + len(program.code) > memory.size:
-            raise SpratError(f"{where}: module {entry.path.name} does not fit in "
-                             f"{memory.size >> 20} MiB of memory")
+        if address + len(program.code) > layout.MODULES_END:
+            raise SpratError(f"{where}: module {entry.path.name} does not fit: the modules "
+                             f"of an image may take {(layout.MODULES_END - layout.MODULES_BASE) >> 20}"
+                             f" MiB in all")
         memory.write(address, program.code)
         system.modules.append(LoadedModule(entry.args[0] if entry.args else entry.path.name,
                                            core, address, program))
@@ -127,6 +136,16 @@ def _numeric_options(entry, where: str) -> dict[str, int]:
         except ValueError:
             raise SpratError(f"{where}: {name}={value} is not a number") from None
     return defines
+
+
+def _track_channels(system: System) -> None:
+    """Tell the cost model where the channels are, and where programs poll them."""
+    cost = system.machine.cost
+    if cost is None:
+        return
+    cost.track(layout.CHANNELS_PHYS, layout.CHANNELS_SIZE)
+    for module in system.modules:
+        cost.add_pause_sites(find_pause_sites(module.program))
 
 
 def _write_boot_info(system: System) -> None:

@@ -1,0 +1,119 @@
+"""The cost model's wiring: tracked memory, the charging hook, parked cores.
+
+Memory in sprat is one host buffer, so every core sees every store at once
+and for free. What a real machine charges is moving cache lines between
+cores; emulator/interconnect/coherence.py knows those rules. This module
+connects them to the cores:
+
+  * `track(physical, size)` puts a memory hook on that range of physical
+    memory on every core. Each read or write in it is charged to the
+    accessing core's clock by the coherence directory, by line state and
+    by distance. Only tracked ranges pay (a memory hook slows a core, see
+    DESIGN.md section 6), so the OS tracks its message channels and little
+    else. (Unicorn 2.1 hands memory hooks the physical address once paging
+    is on, verified by experiment: whatever virtual address a core uses,
+    the directory sees the same line.)
+
+  * Parking. A receiver polls a channel's control word in a loop with
+    `pause`. Burning host time on that loop would make a 64-core machine
+    crawl, so when a core executes `pause` after reading tracked lines, it
+    is parked (state WAITING) until some core writes one of the lines it
+    read since its previous `pause` (a server polling many channels waits
+    on all of them, like MONITOR/MWAIT on several lines).
+    Its clock does not move while parked; when it reads the line again the
+    directory charges it up to the write time plus the transfer latency
+    (causality), exactly as if it had spun. Unicorn cannot hook an opcode,
+    so the loader tells us where the `pause` instructions are
+    (`add_pause_sites`).
+"""
+
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
+
+from emulator.core import CoreState
+from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
+
+PAUSE = b"\xf3\x90"
+MAX_WATCHED_LINES = 64     # a poll loop reading more lines than this is not parked
+
+
+class CostModel:
+    def __init__(self, machine, topology):
+        self.machine = machine
+        self.topology = topology
+        self.directory = CoherenceDirectory(topology)
+        self.windows = []                 # (physical, size)
+        self.waiters = {}                 # line number -> cores parked on it
+        self.pause_sites = set()
+
+    # --- Tracked windows ----------------------------------------------------
+    def track(self, physical: int, size: int) -> None:
+        """Charge every access to physical [physical, physical + size) on every core."""
+        self.windows.append((physical, size))
+        for core in self.machine.cores:
+            core.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._access_hook(core),
+                             begin=physical, end=physical + size - 1)
+
+    def _access_hook(self, core):
+        directory, waiters = self.directory, self.waiters
+        core_id = core.id
+
+        def on_access(uc, access, address, size, value, _):
+            write = access == UC_MEM_WRITE
+            first = address >> LINE_SHIFT
+            last = (address + size - 1) >> LINE_SHIFT
+            for line in range(first, last + 1):
+                core.charge(directory.access(core_id, line << LINE_SHIFT, write, core.now()))
+                if write:
+                    if line in waiters:
+                        self._wake(line)
+                elif len(core.tracked_reads) < MAX_WATCHED_LINES:
+                    core.tracked_reads.append(line)
+        return on_access
+
+    # --- Parking cores that poll -------------------------------------------------
+    def add_pause_sites(self, addresses) -> None:
+        """Hook these `pause` instructions (virtual addresses) on every core."""
+        for address in sorted(set(addresses) - self.pause_sites):
+            self.pause_sites.add(address)
+            for core in self.machine.cores:
+                core.uc.hook_add(UC_HOOK_CODE, self._pause_hook(core), begin=address, end=address)
+                core.uc.ctl_remove_cache(address, address + 1)
+
+    def _pause_hook(self, core):
+        def on_pause(uc, address, size, _):
+            if core.skip_pause:
+                core.skip_pause = False      # resuming after a wake-up: let it run
+                return
+            lines = tuple(set(core.tracked_reads))
+            core.tracked_reads.clear()
+            if not lines or size != 2 or core.read_virtual(address, 2) != PAUSE:
+                return
+            core.state = CoreState.WAITING
+            core.waiting_on = lines
+            for line in lines:
+                self.waiters.setdefault(line, []).append(core)
+            core.request_stop()
+        return on_pause
+
+    def _wake(self, line: int) -> None:
+        for core in self.waiters.pop(line):
+            for other in core.waiting_on:
+                if other != line:
+                    self.waiters[other].remove(core)
+                    if not self.waiters[other]:
+                        del self.waiters[other]
+            core.state = CoreState.RUNNING
+            core.waiting_on = ()
+            core.skip_pause = True
+
+    # --- Counters -------------------------------------------------------------------
+    def core_counters(self, core: int) -> dict:
+        return self.directory.core_stats(core)
+
+
+def find_pause_sites(program) -> list[int]:
+    """Addresses of every `pause` in an assembled program (capstone)."""
+    import capstone
+    disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    return [insn.address for insn in disassembler.disasm(program.code, program.base)
+            if insn.mnemonic == "pause"]
