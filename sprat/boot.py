@@ -58,6 +58,22 @@ def add_machine_options(parser) -> None:
     parser.add_argument("--quantum", type=positive_argument, default=DEFAULT_QUANTUM, metavar="Q",
                         help="instructions a core runs before the scheduler picks again "
                              f"(default {DEFAULT_QUANTUM:,}); changes host speed, not results")
+    parser.add_argument("--topology", metavar="T", default=None,
+                        help="the machine's interconnect: a preset (see `sprat topology list`) "
+                             "or a TOML file; the core count follows it")
+
+
+def machine_shape(args):
+    """(cores, topology) from --cores and --topology; they must agree."""
+    from emulator.errors import SpratError
+    from emulator.interconnect import load_topology
+    if args.topology is None:
+        return args.cores or DEFAULT_CORES, None
+    topology = load_topology(args.topology)
+    if args.cores is not None and args.cores != topology.n_cores():
+        raise SpratError(f"--cores {args.cores} disagrees with topology {topology.name}, "
+                         f"which has {topology.n_cores()} cores (leave --cores out)")
+    return topology.n_cores(), topology
 
 
 def add_parser(subparsers) -> None:
@@ -80,8 +96,9 @@ def run(args) -> int:
     from kernel.boot import boot_image
     from sprat.cli import EXIT_MACHINE_FAILURE, EXIT_OK
 
-    cores = args.cores or DEFAULT_CORES
-    system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line)
+    cores, topology = machine_shape(args)
+    system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
+                        topology=topology)
     try:
         result = system.machine.run(max_cycles=args.max_cycles)
     except KeyboardInterrupt:
