@@ -33,7 +33,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from emulator import traps
 from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, Registers, SavedContext,
-                               retired_instructions)
+                               emu_counter, retired_instructions)
 from emulator.devices.apic import APIC_BASE, APIC_SIZE, LocalApic
 from emulator.devices.console import CONSOLE_PORT
 from emulator.devices.power import POWER_PORT
@@ -76,6 +76,7 @@ class Core:
         self.apic = LocalApic(self, bus)
         self.uc.mmio_map(APIC_BASE, APIC_SIZE, self.apic.read, None, self.apic.write, None)
         self.regs = Registers(self.uc)
+        self._emu_counter = emu_counter(self.uc)    # unicorn's count of this quantum
         self.context = SavedContext(self.uc)
         self.stats = CoreStats()
         self.state = CoreState.OFF
@@ -176,7 +177,7 @@ class Core:
         """Modeled time, exact even in the middle of a quantum."""
         if not self._in_quantum:
             return self.cycles
-        return self.cycles + retired_instructions(self.uc, self._quantum) + self.extra_cycles
+        return self.cycles + min(self._emu_counter.value, self._quantum) + self.extra_cycles
 
     def charge(self, cycles: int) -> None:
         """Add modeled cycles to this core (the cost model calls this)."""

@@ -28,6 +28,7 @@ connects them to the cores:
 """
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
+from unicorn.unicorn_py3.unicorn import HOOK_MEM_ACCESS_CFUNC
 
 from emulator.core import CoreState
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
@@ -43,31 +44,50 @@ class CostModel:
         self.directory = CoherenceDirectory(topology)
         self.windows = []                 # (physical, size)
         self.waiters = {}                 # line number -> cores parked on it
+        self.versions = {}                # line number -> how many writes it has had
         self.pause_sites = set()
+        self._callbacks = []
 
     # --- Tracked windows ----------------------------------------------------
     def track(self, physical: int, size: int) -> None:
         """Charge every access to physical [physical, physical + size) on every core."""
         self.windows.append((physical, size))
         for core in self.machine.cores:
-            core.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._access_hook(core),
-                             begin=physical, end=physical + size - 1)
+            # A raw ctypes callback, not the binding's hook_add: this runs on
+            # every access to a channel, and the binding's wrapper costs a
+            # third again as much as the work.
+            callback = HOOK_MEM_ACCESS_CFUNC(self._access_hook(core))
+            self._callbacks.append(callback)            # unicorn holds a bare pointer
+            core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, callback,
+                                     physical, physical + size - 1)
 
     def _access_hook(self, core):
-        directory, waiters = self.directory, self.waiters
+        access = self.directory.access
+        waiters = self.waiters
+        watched = core.tracked_reads
+        now = core.now
         core_id = core.id
 
-        def on_access(uc, access, address, size, value, _):
-            write = access == UC_MEM_WRITE
-            first = address >> LINE_SHIFT
-            last = (address + size - 1) >> LINE_SHIFT
-            for line in range(first, last + 1):
-                core.charge(directory.access(core_id, line << LINE_SHIFT, write, core.now()))
-                if write:
-                    if line in waiters:
-                        self._wake(line)
-                elif len(core.tracked_reads) < MAX_WATCHED_LINES:
-                    core.tracked_reads.append(line)
+        versions = self.versions
+
+        def charge_line(line, write):
+            core.extra_cycles += access(core_id, line << LINE_SHIFT, write, now())
+            if write:
+                versions[line] = versions.get(line, 0) + 1
+                if line in waiters:
+                    self._wake(line)
+            elif len(watched) < MAX_WATCHED_LINES:
+                watched.append((line, versions.get(line, 0)))
+
+        def on_access(_handle, kind, address, size, _value, _user_data):
+            try:
+                write = kind == UC_MEM_WRITE
+                line = address >> LINE_SHIFT
+                charge_line(line, write)
+                if (address + size - 1) >> LINE_SHIFT != line:      # straddles two lines
+                    charge_line(line + 1, write)
+            except BaseException as error:      # a bug in sprat: stop this core, say so
+                core.fail(f"internal error in the cost model: {error!r}")
         return on_access
 
     # --- Parking cores that poll -------------------------------------------------
@@ -84,10 +104,16 @@ class CostModel:
             if core.skip_pause:
                 core.skip_pause = False      # resuming after a wake-up: let it run
                 return
-            lines = tuple(set(core.tracked_reads))
+            reads = set(core.tracked_reads)
             core.tracked_reads.clear()
-            if not lines or size != 2 or core.read_virtual(address, 2) != PAUSE:
+            if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
                 return
+            # Like MONITOR/MWAIT: a write that came after the read (say, while
+            # this core's quantum ended between its read and this pause)
+            # means there is something new to see, so do not sleep.
+            if any(self.versions.get(line, 0) != version for line, version in reads):
+                return
+            lines = tuple(sorted({line for line, _ in reads}))
             core.state = CoreState.WAITING
             core.waiting_on = lines
             for line in lines:
@@ -112,8 +138,11 @@ class CostModel:
 
 
 def find_pause_sites(program) -> list[int]:
-    """Addresses of every `pause` in an assembled program (capstone)."""
-    import capstone
-    disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    return [insn.address for insn in disassembler.disasm(program.code, program.base)
-            if insn.mnemonic == "pause"]
+    """Addresses of every `pause` instruction in an assembled program.
+
+    Programs mix code and data, so rather than disassembling blindly this
+    looks at the start of every statement the assembler placed.
+    """
+    code, base = program.code, program.base
+    return sorted({address for address, _, _ in program.source_lines
+                   if code[address - base:address - base + 2] == PAUSE})

@@ -99,10 +99,14 @@ class SavedContext:
         return struct.unpack("<I4xQII", ctypes.string_at(offset, SEGMENT_SIZE))
 
 
+def emu_counter(uc: Uc) -> ctypes.c_uint64:
+    """unicorn's instruction counter for the current emu_start, as a live ctypes view."""
+    return ctypes.c_uint64.from_address(uc._uch.value + EMU_COUNTER)
+
+
 def retired_instructions(uc: Uc, quantum: int) -> int:
     """How many instructions the last emu_start(count=quantum) executed."""
-    counter = ctypes.c_uint64.from_address(uc._uch.value + EMU_COUNTER).value
-    return min(counter, quantum)
+    return min(emu_counter(uc).value, quantum)
 
 
 def check_layout() -> None:

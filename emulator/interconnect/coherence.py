@@ -120,6 +120,20 @@ class CoherenceDirectory:
         line = self._lines.get(key)
         if line is None:
             line = self._lines[key] = _Line()
+        elif line.sharers >> core & 1:
+            # The common case, a hit, decided first: it never waits (the copy
+            # was fetched after any other core's write) and needs no fetch.
+            if not is_write:
+                self.hits[core] += 1
+                line.hits += 1
+                return self._l1_hit
+            if line.owner == core and line.owner_state != "O":
+                line.owner_state = "M"
+                self.hits[core] += 1
+                line.hits += 1
+                line.written_at = now + self._l1_hit
+                line.writer = core
+                return self._l1_hit
         writer = line.writer
         cycles = self._serve(core, line, is_write)
         if writer != core and writer != NEVER_WRITTEN:
