@@ -19,3 +19,22 @@ def test_bench_boot_json_rows_have_the_documented_fields(capsys):
         assert set(row) == {"cores", "mips_sprat", "mips_unicorn", "ratio"}
         assert row["mips_sprat"] > 0 and row["mips_unicorn"] > 0
         assert abs(row["ratio"] - row["mips_sprat"] / row["mips_unicorn"]) < 1e-9
+
+
+def test_bench_urpc_json_rows_cover_every_distance_and_the_host(capsys):
+    status = main(["bench", "urpc", "--topology", "amd-4x4", "--rounds", "20", "--messages", "40",
+                   "--host-messages", "200", "--json"])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    rows = json.loads(out)
+    cases = [r for r in rows if "case" in r]
+    assert [r["relation"] for r in cases] == ["shared-cache", "1-hop", "2-hop"]
+    for row in cases:
+        for field in ("case", "latency_cycles", "latency_ns", "throughput_msgs_per_kcycle",
+                      "icache_lines", "dcache_lines"):
+            assert field in row
+        assert row["latency_cycles"] > 0 and row["icache_lines"] > 0 and row["dcache_lines"] > 0
+    latencies = [r["latency_cycles"] for r in cases]
+    assert latencies == sorted(latencies), "farther pairs must not be cheaper"
+    host = [r for r in rows if "host_msgs_per_s" in r]
+    assert len(host) == 1 and set(host[0]) == {"host_msgs_per_s", "mips_model_on", "mips_model_off"}

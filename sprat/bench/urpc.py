@@ -1,0 +1,199 @@
+"""`sprat bench urpc`: what a message costs, per pair of cores, per machine.
+
+For each topology (default: the four machines of the Barrelfish paper) and
+each kind of pair the machine has (cores sharing a cache, in one package,
+one or two interconnect hops apart), the guest measures itself with rdtsc,
+as the paper's benchmarks did:
+
+  latency     one-way: half the round trip of userland/urpc_pingpong.S,
+              after warm-up rounds
+  throughput  messages per thousand cycles, pipelined: userland/urpc_stream.S
+              sends back to back and the receiver times the stream
+  footprint   distinct instruction-cache and data-cache lines that one send
+              (on the sender) and one receive (on the receiver) touch
+
+The paper's Table 2 figures are printed beside sprat's where they are
+known (emulator/interconnect/PAPER.md says which are). None of the model's
+latencies was fitted to them.
+
+A last table measures the host: one-way messages per host second on two
+cores, and guest instructions per host second with the cost model on and off.
+"""
+
+import tempfile
+import time
+from pathlib import Path
+
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+from unicorn import x86_const as x86
+
+from sprat.bench import add_output_options, emit, progress
+
+RELATIONS = ("shared-cache", "same-package", "1-hop", "2-hop", "3-hop")
+ROUNDS = 200
+WARMUP = 20
+STREAM = 2000
+HOST_STREAM = 20000
+
+
+def add_parser(benches) -> None:
+    import argparse
+    parser = benches.add_parser(
+        "urpc", help="URPC latency, throughput and cache footprint per core pair",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_options(parser)
+    parser.add_argument("--topology", metavar="T", action="append",
+                        help="a preset or TOML file (repeatable; default: the four presets)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"ping-pong rounds ({ROUNDS})")
+    parser.add_argument("--messages", type=int, default=STREAM,
+                        help=f"messages in the throughput stream ({STREAM})")
+    parser.add_argument("--host-messages", type=int, default=HOST_STREAM,
+                        help=f"messages in the host-speed stream ({HOST_STREAM})")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from emulator.interconnect import list_presets, load_topology
+    names = args.topology or list_presets()
+    rows = []
+    for name in names:
+        topology = load_topology(name)
+        for relation, peer in core_pairs(topology):
+            progress(f"{topology.name}: cores 0 and {peer} ({relation})")
+            rows.append(measure_case(topology, relation, peer, args.rounds, args.messages))
+    host = measure_host(args.host_messages)
+    if args.json:
+        import json
+        print(json.dumps([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+                         + [host], indent=1))
+        return 0
+    headers = ["case", "latency_cycles", "latency_ns", "throughput_msgs_per_kcycle",
+               "icache_lines", "dcache_lines", "paper_cycles", "paper_msgs_per_kcycle"]
+    emit(args, "URPC: one-way latency, pipelined throughput, cache lines of send + receive",
+         headers, [[row[h] for h in headers] for row in rows],
+         ["paper: Baumann et al., SOSP 2009, Table 2 ('-' where the value is not on record, "
+          "see emulator/interconnect/PAPER.md)",
+          "LMP (same-core messages through the CPU driver) needs dispatchers: not measured yet"])
+    emit(args, "host speed: urpc_stream.S on two cores",
+         ["host_msgs_per_s", "mips_model_on", "mips_model_off"],
+         [[host["host_msgs_per_s"], host["mips_model_on"], host["mips_model_off"]]],
+         ["goal: at least 100,000 one-way messages per host second"])
+    return 0
+
+
+def core_pairs(topology):
+    """(relation, core) for the first core at each distance from core 0."""
+    found = {}
+    for core in range(1, topology.n_cores()):
+        found.setdefault(topology.relation(0, core), core)
+    return [(relation, found[relation]) for relation in RELATIONS if relation in found]
+
+
+def measure_case(topology, relation, peer, rounds, messages) -> dict:
+    from emulator.interconnect.paper import URPC, paper_case
+    round_trip, footprint = pingpong(topology, peer, rounds)
+    latency = round_trip / (2 * rounds)
+    stream_cycles = stream(topology, peer, messages)
+    paper = URPC.get(topology.name, {}).get(paper_case(topology.name, relation) or "", None)
+    return {
+        "case": f"{topology.name} {relation} (0->{peer})",
+        "topology": topology.name, "relation": relation, "cores": [0, peer],
+        "latency_cycles": round(latency, 1),
+        "latency_ns": round(topology.ns(latency), 1),
+        "throughput_msgs_per_kcycle": round(1000 * (messages - 1) / stream_cycles, 2),
+        "icache_lines": footprint[0], "dcache_lines": footprint[1],
+        "paper_cycles": paper.cycles if paper else None,
+        "paper_msgs_per_kcycle": paper.msgs_per_kcycle if paper else None,
+    }
+
+
+# --- running the guest programs ------------------------------------------------------
+def boot(topology, lines, cost_model=True):
+    from kernel.boot import boot_image
+    with tempfile.TemporaryDirectory() as directory:
+        image = Path(directory) / "bench.lst"
+        image.write_text("kernel /cpudriver/cpudriver.S\n" + "".join(f"module {l}\n" for l in lines))
+        output = []
+        system = boot_image(image, cores=topology.n_cores(), topology=topology,
+                            output=lambda core, line: output.append(line), cost_model=cost_model)
+    return system, output
+
+
+def run_to_end(system, output):
+    result = system.machine.run(max_cycles=10**10)
+    if not result.clean:
+        raise SystemExit(f"bench program failed: {result.reason}; output: {output[-3:]}")
+
+
+def reported_cycles(output, prefix) -> int:
+    for line in output:
+        if line.startswith(prefix):
+            return int(line.split()[-1])
+    raise SystemExit(f"the bench program did not report '{prefix}': {output[-3:]}")
+
+
+def pingpong(topology, peer, rounds):
+    system, output = boot(topology, [
+        f"/userland/urpc_pingpong.S core=0 role=0 send=0 recv=1 rounds={rounds} warmup={WARMUP}",
+        f"/userland/urpc_pingpong.S core={peer} role=1 send=1 recv=0 rounds={rounds} "
+        f"warmup={WARMUP}"])
+    sender = Footprint(system, 0, "urpc_send", "urpc_send_end")
+    receiver = Footprint(system, peer, "urpc_recv", "urpc_recv_end")
+    run_to_end(system, output)
+    instruction_lines = sender.instruction_lines | receiver.instruction_lines
+    data_lines = sender.data_lines | receiver.data_lines
+    return reported_cycles(output, "pingpong"), (len(instruction_lines), len(data_lines))
+
+
+def stream(topology, peer, messages) -> int:
+    system, output = boot(topology, [
+        f"/userland/urpc_stream.S core=0 role=0 channel=2 count={messages}",
+        f"/userland/urpc_stream.S core={peer} role=1 channel=2 count={messages}"])
+    run_to_end(system, output)
+    return reported_cycles(output, "stream")
+
+
+class Footprint:
+    """Cache lines one call of a routine touches on one core (the Nth call, warmed up)."""
+
+    def __init__(self, system, core_id, entry, exit_label, call=WARMUP + 2):
+        self.core = system.machine.cores[core_id]
+        program = system.module_for_core(core_id).program
+        self.start, self.end = program.symbols[entry], program.symbols[exit_label]
+        self.call, self.calls, self.armed = call, 0, False
+        self.instruction_lines, self.data_lines = set(), set()
+        uc = self.core.uc
+        uc.hook_add(UC_HOOK_CODE, self._on_code, begin=self.start, end=self.end)
+        uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._on_data)
+
+    def _on_code(self, uc, address, size, _):
+        if address == self.start:
+            self.calls += 1
+            self.armed = self.calls == self.call
+        if self.armed:
+            self.instruction_lines.update(range(address >> 6, (address + size - 1 >> 6) + 1))
+            if address == self.end:
+                self.armed = False
+
+    def _on_data(self, uc, access, address, size, value, _):
+        if self.armed:
+            self.data_lines.update(range(address >> 6, (address + size - 1 >> 6) + 1))
+
+
+# --- the host's speed ---------------------------------------------------------------------
+def measure_host(messages) -> dict:
+    from emulator.interconnect import generic
+    topology = generic(2)
+    progress(f"host speed: {messages:,} messages, cost model on and off")
+    lines = [f"/userland/urpc_stream.S core=0 role=0 channel=1 count={messages}",
+             f"/userland/urpc_stream.S core=1 role=1 channel=1 count={messages}"]
+    speeds = {}
+    for cost_model in (True, False):
+        system, output = boot(topology, lines, cost_model=cost_model)
+        start = time.perf_counter()
+        run_to_end(system, output)
+        elapsed = time.perf_counter() - start
+        instructions = sum(core.stats.instructions for core in system.machine.cores)
+        speeds[cost_model] = (messages / elapsed, instructions / elapsed / 1e6)
+    return {"host_msgs_per_s": round(speeds[True][0]), "mips_model_on": round(speeds[True][1], 2),
+            "mips_model_off": round(speeds[False][1], 2)}
