@@ -4,7 +4,8 @@
 # the image, in 64-bit mode with paging off and RDI pointing at the boot
 # information. The APs start, when the BSP sends them INIT and STARTUP IPIs,
 # at the trampoline page in the same state; the trampoline jumps to
-# ap_entry. From there both run core_init with their own core id.
+# ap_entry. From there both run core_init with their own core id, which
+# ends by entering the core's first dispatcher (dispatch.S).
 
 # kernel_entry: the BSP's entry point.
 #   in: rdi = boot information (BOOT_INFO)
@@ -27,7 +28,7 @@ ap_entry:
     shr r12, 24
     jmp core_init
 
-# core_init: set up this core and run its user program. Never returns.
+# core_init: set up this core and run its dispatchers. Never returns.
 #   in: r12 = core id
 core_init:
     # r13 = this core's private area
@@ -58,11 +59,12 @@ core_init:
     call init_syscall_msrs
 
     test r12, r12
-    jnz core_init_user
+    jnz core_init_dispatchers
     call start_aps
-core_init_user:
+core_init_dispatchers:
     mov rdi, r12
-    call run_user_program             # does not return
+    call create_dispatchers
+    jmp run_first_dispatcher          # does not return
 
 # init_percpu_variables: fill the variables reached through GS.
 #   in: rdi = private area, rsi = core id

@@ -10,18 +10,20 @@ Physical memory
   0x0000_8000  AP trampoline page (a STARTUP IPI's vector 0x08 points here)
   0x0000_9000  boot information, written by the loader (see kernel/boot.py)
   0x0020_0000  the CPU driver image: one 2 MiB page, mapped read-only + exec
-  0x0040_0000  per-core areas, 64 KiB each (page tables, stacks, GDT, TSS, IDT)
-  0x0080_0000  modules from the boot image, each page aligned
-  0x0100_0000  URPC channel frames (2 MiB): shared by all cores, and the
+  0x0040_0000  modules from the boot image, each page aligned (4 MiB)
+  0x0080_0000  URPC channel frames (2 MiB): shared by all cores, and the
                only memory the cost model tracks (emulator/cost.py)
+  0x0100_0000  per-core areas, 256 KiB each: the core's page tables, GDT,
+               TSS, IDT, kernel stack, and its dispatchers
   0xFEE0_0000  the local APIC (each core sees its own)
 
-Each core's page tables map physical RAM 1:1 for the kernel (supervisor
-only, 2 MiB pages, no-execute except the CPU driver's page) and its user
-program at USER_BASE (PML4 slot 1): the module's pages read-only and
-executable, then a private stack just below USER_STACK_TOP; and the channel
-frames at USER_CHANNELS, read-write and no-execute, the same frames on
-every core.
+A dispatcher runs one program on one core. Each has its own page tables:
+the kernel half (physical RAM 1:1, supervisor only, 2 MiB pages,
+no-execute except the CPU driver's page) is the core's and the same for
+all its dispatchers; the user half maps the program at USER_BASE (PML4
+slot 1): the module's pages read-only and executable, a private stack just
+below USER_STACK_TOP, and the channel frames at USER_CHANNELS, read-write
+and no-execute, the same frames on every core.
 """
 
 from emulator.devices.console import CONSOLE_PORT  # noqa: F401 (for the assembler)
@@ -31,19 +33,19 @@ KERNEL_BASE = 0x0020_0000
 KERNEL_MAX_SIZE = 0x0020_0000
 TRAMPOLINE = 0x0000_8000
 BOOT_INFO = 0x0000_9000
-PERCORE_BASE = 0x0040_0000
-PERCORE_SIZE = 0x0001_0000
-MODULES_BASE = 0x0080_0000
-MODULES_END = 0x0100_0000
-CHANNELS_PHYS = 0x0100_0000
+MODULES_BASE = 0x0040_0000
+MODULES_END = 0x0080_0000
+CHANNELS_PHYS = 0x0080_0000
 CHANNELS_SIZE = 0x0020_0000
 CHANNEL_SIZE = 0x1000                  # one URPC channel (one direction) per page
 N_CHANNELS = CHANNELS_SIZE // CHANNEL_SIZE
+PERCORE_BASE = 0x0100_0000
+PERCORE_SIZE = 0x0004_0000
 APIC_BASE = 0xFEE0_0000
 APIC_PD_INDEX = (APIC_BASE >> 21) & 511     # its 2 MiB slot in the 4th GiB
 
 USER_BASE = 0x0000_0080_0000_0000
-USER_STACK_PAGES = 4
+USER_STACK_PAGES = 3
 USER_STACK_TOP = USER_BASE + 0x0020_0000
 USER_MAX_IMAGE = 0x0020_0000 - USER_STACK_PAGES * 4096
 USER_CHANNELS = USER_BASE + 0x0020_0000  # the second 2 MiB of the user half
@@ -53,17 +55,40 @@ PC_DATA = 0x0000       # per-core variables (below)
 PC_GDT = 0x0100
 PC_TSS = 0x0200
 PC_IDT = 0x1000
-PC_PML4 = 0x2000
+PC_PML4 = 0x2000       # the boot page tables: the kernel half only
 PC_PDPT_KERNEL = 0x3000
 PC_PD_LOW = 0x4000     # 0-1 GiB, 2 MiB pages
 PC_PD_APIC = 0x5000    # 3-4 GiB, for the APIC page
-PC_PDPT_USER = 0x6000
-PC_PD_USER = 0x7000
-PC_PT_USER = 0x8000
-PC_PT_USER_STACK = PC_PT_USER + (512 - USER_STACK_PAGES) * 8   # the stack's PTEs
 PC_PT_CHANNELS = 0x9000                # maps the channel frames at USER_CHANNELS
 PC_KSTACK_TOP = 0xC000                 # the kernel stack: 0xA000 up to here
-PC_USTACK = 0xC000     # USER_STACK_PAGES pages
+PC_DISPATCHERS = 0x10000               # MAX_DISPATCHERS slots of DISPATCHER_SIZE
+MAX_DISPATCHERS = 6
+DISPATCHER_SIZE = 0x8000
+DISPATCHER_SHIFT = 15                  # log2(DISPATCHER_SIZE)
+
+# Inside a dispatcher's slot.
+D_DCB = 0x0000         # the dispatcher control block (below)
+D_PML4 = 0x1000
+D_PDPT_USER = 0x2000
+D_PD_USER = 0x3000
+D_PT_USER = 0x4000
+D_USTACK = 0x5000      # USER_STACK_PAGES pages
+D_PT_USER_STACK = D_PT_USER + (512 - USER_STACK_PAGES) * 8   # the stack's PTEs
+
+# The dispatcher control block.
+DCB_STATE = 0x00       # one of the DISPATCHER_* states
+DCB_CR3 = 0x08
+DCB_FRAME = 0x40       # its registers while it is not running: a trap frame
+DISPATCHER_EMPTY = 0
+DISPATCHER_RUNNABLE = 1
+DISPATCHER_WAITING = 2  # in lmp_recv, until a message comes
+DISPATCHER_EXITED = 3
+TRAP_FRAME_SIZE = 22 * 8
+
+# Interrupt vectors the CPU driver uses, and the time slice.
+TIMER_VECTOR = 32
+SYSCALL_VECTOR = 256   # marks a trap frame built by syscall_entry
+TIME_SLICE_CYCLES = 100_000
 
 # Per-core variables, reached through GS once the CPU driver is up.
 PCV_SELF = 0x00
@@ -72,7 +97,10 @@ PCV_KERNEL_RSP = 0x10
 PCV_USER_RSP = 0x18
 PCV_SCRATCH = 0x20
 PCV_N_CORES = 0x28
-PCV_SYSCALLS = 0x30
+PCV_CURRENT = 0x30         # the running dispatcher's slot address
+PCV_N_DISPATCHERS = 0x38
+PCV_RESCHEDULE = 0x40      # set: switch dispatchers before returning to user mode
+PCV_NEXT = 0x48            # a dispatcher to switch to first (LMP hands over), or 0
 
 # Boot information block (written by the loader, read by every core).
 BOOT_MAGIC = 0x3149_4254_4152_5053       # "SPRATBI1", little endian
@@ -96,7 +124,12 @@ TSS_SELECTOR = 0x28
 SYS_EXIT = 0
 SYS_PRINT = 1
 SYS_CORE_ID = 2
-N_SYSCALLS = 3
+SYS_YIELD = 3
+SYS_DISPATCHER_ID = 4
+SYS_LMP_SEND = 5
+SYS_LMP_RECV = 6
+SYS_LMP_CALL = 7
+N_SYSCALLS = 8
 MAX_PRINT = 4096
 
 

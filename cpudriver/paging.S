@@ -4,9 +4,9 @@
 #   PML4[0] -> kernel PDPT: physical RAM mapped 1:1 with 2 MiB pages,
 #              supervisor only, no-execute except the CPU driver's page;
 #              and the local APIC page (uncached) at 0xFEE00000.
-#   PML4[1] -> user PDPT -> PD -> PT: the user program at USER_BASE,
-#              filled in later by map_user_program (user.S); and a second
-#              PT mapping the shared channel frames at USER_CHANNELS.
+# and a page table that maps the shared channel frames, which every
+# dispatcher's user half will point to (dispatch.S builds the user halves,
+# one per dispatcher: PML4[1] -> PDPT -> PD -> PT).
 
 PTE_P = 1
 PTE_W = 2
@@ -20,13 +20,10 @@ PTE_NX_HIGH = 0x80000000          # bit 63, in the upper dword
 #   in: rdi = private area, rsi = core id
 #   clobbers: rax rcx rdx r8
 build_page_tables:
-    # PML4: kernel half and user half
+    # the boot PML4: the kernel half only
     lea rax, [rdi + PC_PDPT_KERNEL]
     or rax, PTE_P | PTE_W
     mov qword ptr [rdi + PC_PML4], rax
-    lea rax, [rdi + PC_PDPT_USER]
-    or rax, PTE_P | PTE_W | PTE_U
-    mov qword ptr [rdi + PC_PML4 + 8], rax
     # kernel PDPT: GiB 0 (RAM) and GiB 3 (the APIC)
     lea rax, [rdi + PC_PD_LOW]
     or rax, PTE_P | PTE_W
@@ -61,16 +58,6 @@ build_page_tables_apic:
     mov rax, APIC_BASE | PTE_P | PTE_W | PTE_PS | PTE_PCD | PTE_PWT
     bts rax, 63
     mov qword ptr [rdi + PC_PD_APIC + APIC_PD_INDEX * 8], rax
-    # user half: PDPT[0] -> PD, PD[0] -> PT (the PT is filled by user.S)
-    lea rax, [rdi + PC_PD_USER]
-    or rax, PTE_P | PTE_W | PTE_U
-    mov qword ptr [rdi + PC_PDPT_USER], rax
-    lea rax, [rdi + PC_PT_USER]
-    or rax, PTE_P | PTE_W | PTE_U
-    mov qword ptr [rdi + PC_PD_USER], rax
-    lea rax, [rdi + PC_PT_CHANNELS]
-    or rax, PTE_P | PTE_W | PTE_U
-    mov qword ptr [rdi + PC_PD_USER + 8], rax
     # the channel frames: the same physical pages on every core, read-write
     xor edx, edx
 build_page_tables_channel:

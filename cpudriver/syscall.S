@@ -1,75 +1,170 @@
 # syscall.S: how user code asks the kernel for something.
 #
-# User code puts the call number in rax and arguments in rdi, rsi, rdx and
-# executes `syscall`. The processor (emulator/traps.py) saves the user's
+# User code puts the call number in rax and arguments in rdi, rsi, rdx, r10
+# and executes `syscall`. The processor (emulator/traps.py) saves the user's
 # rip in rcx and rflags in r11, masks interrupts and jumps here, still on
 # the user's stack: the first job is to switch to this core's kernel stack,
-# which is found through GS. The result comes back in rax (negative: an
+# found through GS, and to lay out the same trap frame an interrupt would
+# (trap.S), so that every way back to user mode, and every switch between
+# dispatchers, is the same. The result comes back in rax (negative: an
 # error); every register but rax, rcx and r11 is preserved.
+#
+# Calls (userland/lib/sprat.S has the stubs):
+#   SYS_EXIT(status)                 this dispatcher is finished
+#   SYS_PRINT(buffer, length)        write to the console
+#   SYS_CORE_ID()                    -> the core's number
+#   SYS_YIELD()                      let the next dispatcher on this core run
+#   SYS_DISPATCHER_ID()              -> this dispatcher's number on its core
+#   SYS_LMP_SEND(to, w0, w1, w2)     an LMP message to dispatcher `to` on this
+#                                    core, which runs next; -EAGAIN if it is
+#                                    not waiting in SYS_LMP_RECV
+#   SYS_LMP_RECV()                   wait for an LMP message: rax = the sender,
+#                                    rdi, rsi, rdx = its three words
+#   SYS_LMP_CALL(to, w0, w1, w2)     send, then wait for the answer, in one
+#                                    call (an RPC: the reply comes as from
+#                                    SYS_LMP_RECV)
 
 ENOSYS = 38
 EFAULT = 14
 EINVAL = 22
+EAGAIN = 11
 
 syscall_entry:
     swapgs
-    mov qword ptr gs:[PCV_SCRATCH], rax      # only rax has an absolute form
+    mov qword ptr gs:[PCV_SCRATCH], rax      # only rax has an absolute gs: form
     mov rax, rsp
     mov qword ptr gs:[PCV_USER_RSP], rax
     mov rax, qword ptr gs:[PCV_KERNEL_RSP]
     mov rsp, rax
     mov rax, qword ptr gs:[PCV_SCRATCH]
-    push rcx                          # user rip
+    # what an interrupt from ring 3 would have pushed ...
+    push USER_SS
+    push rax                          # (a slot for the user's rsp)
+    mov rax, qword ptr gs:[PCV_USER_RSP]
+    xchg qword ptr [rsp], rax
     push r11                          # user rflags
-    push rdi
-    push rsi
-    push rdx
-    push r8
-    push r9
-    push r10
+    push USER_CS
+    push rcx                          # user rip
+    # ... and what a vector stub would have
+    push 0
+    push SYSCALL_VECTOR
+    jmp trap_save
+
+# syscall_dispatch: run the handler for frame.rax; its result goes to frame.rax.
+#   in: rdi = trap frame
+syscall_dispatch:
+    push rbx
+    mov rbx, rdi
+    mov rax, qword ptr [rbx + TF_RAX]
     cmp rax, N_SYSCALLS
     jae syscall_unknown
-    lea r10, [rip + syscall_table]
-    call qword ptr [r10 + rax * 8]
-syscall_return:
-    pop r10
-    pop r9
-    pop r8
-    pop rdx
-    pop rsi
-    pop rdi
-    pop r11
-    pop rcx
-    mov qword ptr gs:[PCV_SCRATCH], rax
-    mov rax, qword ptr gs:[PCV_USER_RSP]
-    mov rsp, rax
-    mov rax, qword ptr gs:[PCV_SCRATCH]
-    swapgs
-    sysret
+    lea r8, [rip + syscall_table]
+    mov r8, qword ptr [r8 + rax * 8]
+    mov rdi, qword ptr [rbx + TF_RDI]
+    mov rsi, qword ptr [rbx + TF_RSI]
+    mov rdx, qword ptr [rbx + TF_RDX]
+    mov rcx, qword ptr [rbx + TF_R10]
+    call r8
+syscall_result:
+    mov qword ptr [rbx + TF_RAX], rax
+    pop rbx
+    ret
 syscall_unknown:
     mov rax, -ENOSYS
-    jmp syscall_return
+    jmp syscall_result
 
 syscall_table:
     .quad sys_exit                    # SYS_EXIT
     .quad sys_print                   # SYS_PRINT
     .quad sys_core_id                 # SYS_CORE_ID
+    .quad sys_yield                   # SYS_YIELD
+    .quad sys_dispatcher_id           # SYS_DISPATCHER_ID
+    .quad sys_lmp_send                # SYS_LMP_SEND
+    .quad sys_lmp_recv                # SYS_LMP_RECV
+    .quad sys_lmp_call                # SYS_LMP_CALL
 
-# sys_exit(status): the program is finished.
+# sys_exit(status): this dispatcher is finished (a word if it failed).
 sys_exit:
     test rdi, rdi
-    jz program_finished
+    jz exit_current_dispatcher
     push rdi
     lea rdi, [rip + str_exit_status]
     call print_str
     pop rdi
     call print_dec
     call print_newline
-    jmp program_finished
+    jmp exit_current_dispatcher
+
+# exit_current_dispatcher: it will never run again; switch away.
+exit_current_dispatcher:
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    mov qword ptr [rax + DCB_STATE], DISPATCHER_EXITED
+    call request_reschedule
+    xor eax, eax
+    ret
 
 # sys_core_id() -> the id of the core the caller runs on
 sys_core_id:
     mov rax, qword ptr gs:[PCV_CORE_ID]
+    ret
+
+# sys_dispatcher_id() -> the caller's index among this core's dispatchers
+sys_dispatcher_id:
+    jmp current_index
+
+# sys_yield(): give the core to the next runnable dispatcher (if any).
+sys_yield:
+    call request_reschedule
+    xor eax, eax
+    ret
+
+# sys_lmp_send(to, w0, w1, w2) -> 0 or -EINVAL / -EAGAIN
+# Local message passing: the three words go straight into the receiver's
+# saved registers, and the receiver runs next (the sender stays runnable):
+# one kernel entry, no buffer, no copy through memory.
+sys_lmp_send:
+    mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
+    cmp rdi, rax
+    jae sys_lmp_send_invalid
+    call dispatcher_slot              # rax = the receiver's slot
+    cmp qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
+    jne sys_lmp_send_again
+    mov r8, rax
+    mov qword ptr [r8 + DCB_FRAME + TF_RDI], rsi
+    mov qword ptr [r8 + DCB_FRAME + TF_RSI], rdx
+    mov qword ptr [r8 + DCB_FRAME + TF_RDX], rcx
+    mov qword ptr [r8 + DCB_STATE], DISPATCHER_RUNNABLE
+    mov qword ptr gs:[PCV_NEXT], rax  # hand the core over to the receiver
+    call request_reschedule
+    call current_index                # the sender's number, for the receiver
+    mov qword ptr [r8 + DCB_FRAME + TF_RAX], rax
+    xor eax, eax
+    ret
+sys_lmp_send_invalid:
+    mov rax, -EINVAL
+    ret
+sys_lmp_send_again:
+    mov rax, -EAGAIN
+    ret
+
+# sys_lmp_recv(): wait until a message comes. sys_lmp_send fills in the
+# result (rax = sender, rdi rsi rdx = the words) while we are switched out.
+sys_lmp_recv:
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    mov qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
+    call request_reschedule
+    mov rax, -EAGAIN                  # (overwritten when a message arrives)
+    ret
+
+# sys_lmp_call(to, w0, w1, w2): sys_lmp_send, then wait as sys_lmp_recv.
+sys_lmp_call:
+    call sys_lmp_send
+    test rax, rax
+    jnz sys_lmp_call_done             # not sent: say why
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    mov qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
+    xor eax, eax                      # (overwritten by the reply)
+sys_lmp_call_done:
     ret
 
 # sys_print(buffer, length) -> 0, or -EFAULT / -EINVAL

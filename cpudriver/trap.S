@@ -2,30 +2,41 @@
 #
 # Every interrupt and exception enters through a stub in vectors.S, which
 # pushes an error code (0 where the processor pushes none) and the vector
-# number, then jumps here. The stack then holds a trap frame:
+# number, then jumps here; syscall_entry (syscall.S) builds the same frame
+# with vector SYSCALL_VECTOR. The stack then holds a trap frame:
 #
 #   frame + 0   r15 r14 r13 r12 r11 r10 r9 r8 rbp rdi rsi rdx rcx rbx rax
 #   frame + 120 vector
 #   frame + 128 error code
 #   frame + 136 rip, cs, rflags, rsp, ss      (pushed by the processor)
 #
-# trap_dispatch decides by cause: an interrupt is acknowledged; a fault in
-# user mode is reported and kills the program (not the core, not the
-# machine); a page fault in the kernel's user-copy loop returns an error to
-# the system call; any other kernel fault is a panic.
+# trap_dispatch decides by cause: a system call goes to its handler; the
+# timer ends a time slice; a fault in user mode is reported and kills the
+# dispatcher (not the core, not the machine); a page fault in the kernel's
+# user-copy loop returns an error to the system call; any other kernel
+# fault is a panic. Before going back to user mode it switches dispatchers
+# if something asked for it (dispatch.S). Everything leaves through
+# trap_return.
 
+TF_R10 = 40
+TF_R8 = 56
+TF_RDI = 72
+TF_RSI = 80
+TF_RDX = 88
 TF_RAX = 112
 TF_VECTOR = 120
 TF_ERROR = 128
 TF_RIP = 136
 TF_CS = 144
+TF_RFLAGS = 152
 TF_RSP = 160
+TF_SS = 168
 
 trap_common:
     test qword ptr [rsp + 24], 3      # cs of the interrupted code
-    jz trap_common_from_kernel
+    jz trap_save
     swapgs                            # from user: GS becomes the per-core block
-trap_common_from_kernel:
+trap_save:
     push rax
     push rbx
     push rcx
@@ -44,6 +55,7 @@ trap_common_from_kernel:
     cld
     mov rdi, rsp
     call trap_dispatch
+trap_return:
     pop r15
     pop r14
     pop r13
@@ -72,6 +84,8 @@ trap_dispatch:
     push rbx
     mov rbx, rdi
     mov rax, qword ptr [rbx + TF_VECTOR]
+    cmp rax, SYSCALL_VECTOR
+    je trap_syscall
     cmp rax, 32
     jae trap_interrupt
     test qword ptr [rbx + TF_CS], 3
@@ -91,13 +105,33 @@ trap_dispatch:
     pop rbx
     ret
 
+trap_syscall:
+    mov rdi, rbx
+    call syscall_dispatch
+    jmp trap_done
+
 trap_interrupt:
-    mov rax, APIC_BASE
-    mov dword ptr [rax + 0xB0], 0     # end of interrupt
+    mov rcx, APIC_BASE
+    mov dword ptr [rcx + 0xB0], 0     # end of interrupt
+    cmp rax, TIMER_VECTOR
+    jne trap_done
+    call request_reschedule           # the time slice is over
+    jmp trap_done
+
+# Back to user mode, through another dispatcher if one should run now.
+trap_done:
+    test qword ptr [rbx + TF_CS], 3
+    jz trap_done_return
+    mov rax, qword ptr gs:[PCV_RESCHEDULE]
+    test rax, rax
+    jz trap_done_return
+    mov rdi, rbx
+    call schedule
+trap_done_return:
     pop rbx
     ret
 
-# A user program faulted: say what and where, then the program is gone.
+# A user program faulted: say what and where; that dispatcher is gone.
 trap_user_fault:
     lea rdi, [rip + str_user_fault]
     call print_str
@@ -105,7 +139,8 @@ trap_user_fault:
     call print_fault
     lea rdi, [rip + str_killed]
     call print_str
-    jmp program_finished
+    call exit_current_dispatcher
+    jmp trap_done
 
 # The kernel itself faulted: nothing sensible is left to do on this core.
 trap_kernel_panic:

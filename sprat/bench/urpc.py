@@ -16,6 +16,10 @@ The paper's Table 2 figures are printed beside sprat's where they are
 known (emulator/interconnect/PAPER.md says which are). None of the model's
 latencies was fitted to them.
 
+Beside it, LMP: two dispatchers on one core passing a message through the
+CPU driver (userland/lmp_pingpong.S), one-way latency as half a round trip,
+next to the paper's Table 1 LRPC figure for the same machine.
+
 A last table measures the host: one-way messages per host second on two
 cores, and guest instructions per host second with the cost model on and off.
 """
@@ -55,25 +59,30 @@ def add_parser(benches) -> None:
 def run(args) -> int:
     from emulator.interconnect import list_presets, load_topology
     names = args.topology or list_presets()
-    rows = []
+    rows, lmp_rows = [], []
     for name in names:
         topology = load_topology(name)
         for relation, peer in core_pairs(topology):
             progress(f"{topology.name}: cores 0 and {peer} ({relation})")
             rows.append(measure_case(topology, relation, peer, args.rounds, args.messages))
+        progress(f"{topology.name}: LMP on core 0")
+        lmp_rows.append(measure_lmp(topology, args.rounds))
     host = measure_host(args.host_messages)
     if args.json:
         import json
-        print(json.dumps([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
-                         + [host], indent=1))
+        print(json.dumps(rows + lmp_rows + [host], indent=1))
         return 0
     headers = ["case", "latency_cycles", "latency_ns", "throughput_msgs_per_kcycle",
                "icache_lines", "dcache_lines", "paper_cycles", "paper_msgs_per_kcycle"]
     emit(args, "URPC: one-way latency, pipelined throughput, cache lines of send + receive",
          headers, [[row[h] for h in headers] for row in rows],
          ["paper: Baumann et al., SOSP 2009, Table 2 ('-' where the value is not on record, "
-          "see emulator/interconnect/PAPER.md)",
-          "LMP (same-core messages through the CPU driver) needs dispatchers: not measured yet"])
+          "see emulator/interconnect/PAPER.md)"])
+    lmp_headers = ["case", "latency_cycles", "latency_ns", "paper_lrpc_cycles"]
+    emit(args, "LMP: two dispatchers on one core, through the CPU driver",
+         lmp_headers, [[row[h] for h in lmp_headers] for row in lmp_rows],
+         ["paper_lrpc_cycles: the paper's Table 1 (LRPC on one core), for scale; sprat charges "
+          "a trap only its instructions"])
     emit(args, "host speed: urpc_stream.S on two cores",
          ["host_msgs_per_s", "mips_model_on", "mips_model_off"],
          [[host["host_msgs_per_s"], host["mips_model_on"], host["mips_model_off"]]],
@@ -105,6 +114,20 @@ def measure_case(topology, relation, peer, rounds, messages) -> dict:
         "paper_cycles": paper.cycles if paper else None,
         "paper_msgs_per_kcycle": paper.msgs_per_kcycle if paper else None,
     }
+
+
+def measure_lmp(topology, rounds) -> dict:
+    from emulator.interconnect.paper import LRPC
+    system, output = boot(topology, [
+        f"/userland/lmp_pingpong.S core=0 role=0 rounds={rounds} warmup={WARMUP}",
+        f"/userland/lmp_pingpong.S core=0 role=1 rounds={rounds} warmup={WARMUP}"])
+    run_to_end(system, output)
+    latency = reported_cycles(output, "lmp") / (2 * rounds)
+    paper = LRPC.get(topology.name)
+    return {"case": f"{topology.name} lmp (core 0)", "topology": topology.name,
+            "relation": "same-core", "cores": [0, 0],
+            "latency_cycles": round(latency, 1), "latency_ns": round(topology.ns(latency), 1),
+            "paper_lrpc_cycles": paper[0] if paper else None}
 
 
 # --- running the guest programs ------------------------------------------------------

@@ -1,16 +1,25 @@
 # libsprat: what every user program links with (include it at the end).
 #
-# System calls: number in rax, arguments in rdi, rsi, rdx; `syscall`;
+# System calls: number in rax, arguments in rdi, rsi, rdx, r10; `syscall`;
 # the result in rax (negative: -errno). A system call preserves every
-# register but rax, rcx and r11. The routines below follow the System V
-# convention: arguments rdi, rsi, rdx; result rax; rbx rbp r12-r15 kept.
+# register but rax, rcx and r11 (and lmp_recv's results). The routines
+# below follow the System V convention: arguments rdi, rsi, rdx, rcx;
+# result rax; rbx rbp r12-r15 kept.
 #
-# A program starts at its first byte with rdi = core id, rsi = number of
-# cores, and a 16 KiB stack. Its image is read-only: keep data on the stack.
+# A program runs in a dispatcher (cpudriver/dispatch.S). It starts at its
+# first byte with rdi = core id, rsi = number of cores, rdx = its dispatcher
+# number on that core, and a 12 KiB stack. Its image is read-only: keep
+# data on the stack.
 
 SYS_EXIT = 0
 SYS_PRINT = 1
 SYS_CORE_ID = 2
+SYS_YIELD = 3
+SYS_DISPATCHER_ID = 4
+SYS_LMP_SEND = 5
+SYS_LMP_RECV = 6
+SYS_LMP_CALL = 7
+EAGAIN = 11
 
 # exit(status): never returns.
 exit:
@@ -28,6 +37,54 @@ print:
 # core_id() -> the core this program runs on
 core_id:
     mov eax, SYS_CORE_ID
+    syscall
+    ret
+
+# yield(): let the next dispatcher on this core run.
+yield:
+    mov eax, SYS_YIELD
+    syscall
+    ret
+
+# dispatcher_id() -> this dispatcher's number on its core
+dispatcher_id:
+    mov eax, SYS_DISPATCHER_ID
+    syscall
+    ret
+
+# lmp_send(to, w0, w1, w2) -> 0 or -errno: three words to dispatcher `to`
+# on this core. If it is not waiting for a message yet, yield and try again.
+lmp_send:
+    mov r10, rcx                      # the kernel takes the 4th argument in r10
+lmp_send_again:
+    mov eax, SYS_LMP_SEND
+    syscall
+    cmp rax, -EAGAIN
+    jne lmp_send_done
+    mov eax, SYS_YIELD
+    syscall
+    jmp lmp_send_again
+lmp_send_done:
+    ret
+
+# lmp_call(to, w0, w1, w2) -> like lmp_recv: the answer. Send and wait for
+# the reply in one system call (yield and retry until `to` is waiting).
+lmp_call:
+    mov r10, rcx
+lmp_call_again:
+    mov eax, SYS_LMP_CALL
+    syscall
+    cmp rax, -EAGAIN
+    jne lmp_call_done
+    mov eax, SYS_YIELD
+    syscall
+    jmp lmp_call_again
+lmp_call_done:
+    ret
+
+# lmp_recv() -> rax = the sender's dispatcher number; rdi, rsi, rdx = the words
+lmp_recv:
+    mov eax, SYS_LMP_RECV
     syscall
     ret
 

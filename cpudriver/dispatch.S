@@ -1,0 +1,310 @@
+# dispatch.S: dispatchers, and switching between them.
+#
+# A dispatcher runs one program on this core: the CPU driver's record of it
+# is a dispatcher control block (DCB) holding its state, its page tables
+# (CR3) and, while it is not running, its registers as a trap frame. The
+# boot image says which programs run where: a core gets a dispatcher for
+# every module named for it (core=N), or, if there is none, for every
+# module meant for all cores.
+#
+# Switching is done on the trap frame at the top of the kernel stack: every
+# way into the kernel from user mode (an interrupt, an exception, a system
+# call) leaves the interrupted dispatcher's registers there, and every way
+# out returns through trap_return's `iretq`. So `schedule` copies that frame
+# into the current DCB, picks the next dispatcher, copies its saved frame
+# onto the stack and loads its CR3: the `iretq` then resumes the other one.
+#
+# The choice is round robin, except that a dispatcher that has just handed
+# a message over (LMP, syscall.S) lets the receiver run first. A periodic
+# APIC timer forces a switch every TIME_SLICE_CYCLES when a core has more
+# than one dispatcher.
+
+# create_dispatchers: a dispatcher for each of this core's modules.
+#   in: rdi = core id.  out: rax = how many.  clobbers: everything but r12-r15
+create_dispatchers:
+    push r12
+    push r13
+    push r14
+    mov r12, rdi
+    call create_dispatchers_for       # the modules named for this core
+    test rax, rax
+    jnz create_dispatchers_done
+    mov rdi, ALL_CORES
+    call create_dispatchers_for       # else the ones for every core
+create_dispatchers_done:
+    mov qword ptr gs:[PCV_N_DISPATCHERS], rax
+    pop r14
+    pop r13
+    pop r12
+    ret
+
+# create_dispatchers_for: one dispatcher per module whose core field is rdi.
+#   in: rdi = the core field to match, r12 = core id.  out: rax = how many
+create_dispatchers_for:
+    mov r13, BOOT_INFO
+    mov rcx, qword ptr [r13 + BI_N_MODULES]
+    lea r13, [r13 + BI_MODULES]       # r13 = the module entry being looked at
+    xor r14d, r14d                    # r14 = dispatchers made
+create_dispatchers_for_next:
+    test rcx, rcx
+    jz create_dispatchers_for_done
+    cmp qword ptr [r13 + 16], rdi     # the core it is for, or ALL_CORES
+    jne create_dispatchers_for_skip
+    cmp r14, MAX_DISPATCHERS
+    jae create_dispatchers_for_done
+    push rcx
+    push rdi
+    mov rdi, r14
+    mov rsi, r13
+    call make_dispatcher
+    pop rdi
+    pop rcx
+    inc r14
+create_dispatchers_for_skip:
+    add r13, MODULE_ENTRY_SIZE
+    dec rcx
+    jmp create_dispatchers_for_next
+create_dispatchers_for_done:
+    mov rax, r14
+    ret
+
+# dispatcher_slot: the address of dispatcher `index` on this core.
+#   in: rdi = index.  out: rax.  clobbers: nothing else
+dispatcher_slot:
+    mov rax, qword ptr gs:[PCV_SELF]
+    push rdi
+    imul rdi, rdi, DISPATCHER_SIZE
+    add rax, rdi
+    add rax, PC_DISPATCHERS
+    pop rdi
+    ret
+
+# make_dispatcher: build dispatcher `index`'s page tables and first frame.
+#   in: rdi = index, rsi = module entry (physical base, size, core)
+#   clobbers: rax rcx rdx rsi rdi r8 r9 r10 r11
+make_dispatcher:
+    mov r9, rdi                       # r9 = index
+    call dispatcher_slot
+    mov r8, rax                       # r8 = the slot
+    # page tables: the core's kernel half, and a user half of its own
+    mov rax, qword ptr gs:[PCV_SELF]
+    lea rax, [rax + PC_PDPT_KERNEL]
+    or rax, PTE_P | PTE_W
+    mov qword ptr [r8 + D_PML4], rax
+    lea rax, [r8 + D_PDPT_USER]
+    or rax, PTE_P | PTE_W | PTE_U
+    mov qword ptr [r8 + D_PML4 + 8], rax
+    lea rax, [r8 + D_PD_USER]
+    or rax, PTE_P | PTE_W | PTE_U
+    mov qword ptr [r8 + D_PDPT_USER], rax
+    lea rax, [r8 + D_PT_USER]
+    or rax, PTE_P | PTE_W | PTE_U
+    mov qword ptr [r8 + D_PD_USER], rax
+    mov rax, qword ptr gs:[PCV_SELF]
+    lea rax, [rax + PC_PT_CHANNELS]
+    or rax, PTE_P | PTE_W | PTE_U
+    mov qword ptr [r8 + D_PD_USER + 8], rax
+    mov rdi, r8
+    call map_program
+    # the registers it starts with: at USER_BASE, in ring 3, interrupts on,
+    # rdi = core id, rsi = number of cores, rdx = its index on this core
+    lea rax, [r8 + D_PML4]
+    mov qword ptr [r8 + DCB_CR3], rax
+    lea rdi, [r8 + DCB_FRAME]
+    mov rax, qword ptr gs:[PCV_CORE_ID]
+    mov qword ptr [rdi + TF_RDI], rax
+    mov rax, qword ptr gs:[PCV_N_CORES]
+    mov qword ptr [rdi + TF_RSI], rax
+    mov qword ptr [rdi + TF_RDX], r9
+    mov rax, USER_BASE
+    mov qword ptr [rdi + TF_RIP], rax
+    mov qword ptr [rdi + TF_CS], USER_CS
+    mov qword ptr [rdi + TF_RFLAGS], 0x202
+    mov rax, USER_STACK_TOP
+    mov qword ptr [rdi + TF_RSP], rax
+    mov qword ptr [rdi + TF_SS], USER_SS
+    mov qword ptr [r8 + DCB_STATE], DISPATCHER_RUNNABLE
+    ret
+
+# map_program: fill a dispatcher's user page table: the module's pages
+# read-only and executable from USER_BASE, its stack at the top.
+#   in: rdi = dispatcher slot, rsi = module entry.  clobbers: rax rcx rdx rsi r10
+map_program:
+    lea rdx, [rdi + D_PT_USER]
+    mov rcx, qword ptr [rsi + 8]      # size in bytes -> pages
+    mov rsi, qword ptr [rsi]          # physical base
+    add rcx, 4095
+    shr rcx, 12
+map_program_page:
+    test rcx, rcx
+    jz map_program_stack
+    mov rax, rsi
+    or rax, PTE_P | PTE_U             # read-only, executable
+    mov qword ptr [rdx], rax
+    add rdx, 8
+    add rsi, 4096
+    dec rcx
+    jmp map_program_page
+map_program_stack:
+    lea rdx, [rdi + D_PT_USER_STACK]
+    lea rsi, [rdi + D_USTACK]
+    mov rcx, USER_STACK_PAGES
+map_program_stack_page:
+    mov rax, rsi
+    or rax, PTE_P | PTE_W | PTE_U
+    bts rax, 63                       # a stack is data: no-execute
+    mov qword ptr [rdx], rax
+    add rdx, 8
+    add rsi, 4096
+    dec rcx
+    jnz map_program_stack_page
+    ret
+
+# run_first_dispatcher: enter user mode in dispatcher 0. Never returns.
+run_first_dispatcher:
+    mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
+    test rax, rax
+    jz run_first_dispatcher_none
+    cmp rax, 1
+    jbe run_first_dispatcher_go
+    call start_time_slices            # several dispatchers share this core
+run_first_dispatcher_go:
+    xor edi, edi
+    call dispatcher_slot
+    mov qword ptr gs:[PCV_CURRENT], rax
+    mov rax, qword ptr gs:[PCV_KERNEL_RSP]
+    lea rsp, [rax - TRAP_FRAME_SIZE]  # the frame trap_return will pop
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    mov rdi, rsp
+    call load_dispatcher
+    jmp trap_return
+run_first_dispatcher_none:
+    lea rdi, [rip + str_no_program]
+    call print_str
+    xor eax, eax
+    out POWER_PORT, al
+run_first_dispatcher_hang:
+    jmp run_first_dispatcher_hang
+
+# start_time_slices: a periodic APIC timer interrupt every time slice.
+#   clobbers: rax
+start_time_slices:
+    mov rax, APIC_BASE
+    mov dword ptr [rax + 0x3E0], 0xB                      # divide by 1
+    mov dword ptr [rax + 0x320], TIMER_VECTOR | 0x20000   # periodic
+    mov dword ptr [rax + 0x380], TIME_SLICE_CYCLES
+    ret
+
+# schedule: switch to the next dispatcher that can run.
+#   in: rdi = the trap frame of the current dispatcher (top of kernel stack)
+#   out: the frame and CR3 are the next dispatcher's
+#   clobbers: rax rcx rdx rsi rdi r8
+schedule:
+    push rbx
+    mov rbx, rdi
+    xor eax, eax
+    mov qword ptr gs:[PCV_RESCHEDULE], rax
+    # save the current dispatcher's registers in its DCB
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    mov rsi, rbx
+    lea rdi, [rax + DCB_FRAME]
+    mov rcx, TRAP_FRAME_SIZE / 8
+    rep movsq
+    call pick_next
+    test rax, rax
+    jz schedule_nothing_left
+    mov qword ptr gs:[PCV_CURRENT], rax
+    mov rdi, rbx
+    call load_dispatcher
+    pop rbx
+    ret
+schedule_nothing_left:
+    # rdx = 1 if some dispatcher still waits for a message that can never come
+    test rdx, rdx
+    jnz schedule_deadlock
+    xor eax, eax
+    out POWER_PORT, al                # everything ran to its end: a clean stop
+    jmp schedule_nothing_left
+schedule_deadlock:
+    lea rdi, [rip + str_deadlock]
+    call print_str
+schedule_deadlock_stop:
+    mov al, 3
+    out POWER_PORT, al
+    jmp schedule_deadlock_stop
+
+# load_dispatcher: make `slot` the running dispatcher.
+#   in: rax = its slot, rdi = the trap frame to fill.  clobbers: rcx rdx rsi rdi
+load_dispatcher:
+    lea rsi, [rax + DCB_FRAME]
+    mov rcx, TRAP_FRAME_SIZE / 8
+    rep movsq
+    mov rdx, qword ptr [rax + DCB_CR3]
+    mov rcx, cr3
+    cmp rcx, rdx
+    je load_dispatcher_done           # the same address space: keep the TLB
+    mov cr3, rdx
+load_dispatcher_done:
+    ret
+
+# pick_next: the dispatcher to run next: PCV_NEXT if it was set (an LMP
+# hand-over), else the first runnable one after the current, round robin
+# (the current one last).
+#   out: rax = its slot, or 0 if none can run (then rdx = 1 if one waits)
+#   clobbers: rcx rdx rsi rdi r8
+pick_next:
+    mov rax, qword ptr gs:[PCV_NEXT]  # take PCV_NEXT, leaving it 0
+    mov rcx, rax
+    xor eax, eax
+    mov qword ptr gs:[PCV_NEXT], rax
+    mov rax, rcx
+    test rax, rax
+    jz pick_next_round_robin
+    cmp qword ptr [rax + DCB_STATE], DISPATCHER_RUNNABLE
+    je pick_next_done
+pick_next_round_robin:
+    mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
+    mov r8, rax                       # r8 = n
+    call current_index
+    mov rsi, rax                      # rsi = the current index
+    xor ecx, ecx                      # rcx = how many looked at
+    xor edx, edx                      # rdx = 1 once a waiting one is seen
+pick_next_look:
+    cmp rcx, r8
+    jae pick_next_none
+    inc rcx
+    inc rsi                           # the next index, wrapping around
+    cmp rsi, r8
+    jb pick_next_in_range
+    xor esi, esi
+pick_next_in_range:
+    mov rdi, rsi
+    call dispatcher_slot
+    cmp qword ptr [rax + DCB_STATE], DISPATCHER_RUNNABLE
+    je pick_next_done
+    cmp qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
+    jne pick_next_look
+    mov edx, 1
+    jmp pick_next_look
+pick_next_none:
+    xor eax, eax
+pick_next_done:
+    ret
+
+# current_index: the running dispatcher's index on this core.
+#   out: rax.  clobbers: rcx
+current_index:
+    mov rax, qword ptr gs:[PCV_SELF]
+    mov rcx, rax
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    sub rax, rcx
+    sub rax, PC_DISPATCHERS
+    shr rax, DISPATCHER_SHIFT         # DISPATCHER_SIZE is a power of two
+    ret
+
+# request_reschedule: switch dispatchers before going back to user mode.
+#   clobbers: rax
+request_reschedule:
+    mov eax, 1
+    mov qword ptr gs:[PCV_RESCHEDULE], rax
+    ret

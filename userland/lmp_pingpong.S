@@ -1,0 +1,80 @@
+# lmp_pingpong.S: two dispatchers on one core pass a message back and forth
+# through the CPU driver (LMP), ROUNDS times.
+#
+# Dispatcher 0 (ROLE=0) times the round trips with rdtsc after WARMUP rounds
+# and prints:   lmp rounds 1000 cycles 123456
+# Dispatcher 1 (ROLE=1) answers every message to its sender.
+#
+# Image arguments: role=0|1 rounds=N warmup=N (both modules on one core)
+
+ROLE = 0
+PEER = 1
+ROUNDS = 100
+WARMUP = 16
+
+start:
+    mov rax, ROLE
+    test rax, rax
+    jnz pong
+
+ping:
+    mov r12, WARMUP
+ping_warmup:
+    call round_trip
+    dec r12
+    jnz ping_warmup
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov r13, rax
+    mov r12, ROUNDS
+ping_measured:
+    call round_trip
+    dec r12
+    jnz ping_measured
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, r13
+    mov r13, rax
+    lea rdi, [rip + text_rounds]
+    call print_cstr
+    mov rdi, ROUNDS
+    call print_u64
+    lea rdi, [rip + text_cycles]
+    call print_cstr
+    mov rdi, r13
+    call print_u64
+    lea rdi, [rip + text_newline]
+    call print_cstr
+    xor edi, edi
+    call exit
+
+# round_trip: send r12 to the peer and wait for the answer (one call).
+round_trip:
+    mov rdi, PEER
+    mov rsi, r12
+    xor edx, edx
+    xor ecx, ecx
+    call lmp_call
+    ret
+
+pong:
+    mov r12, WARMUP + ROUNDS
+pong_next:
+    call lmp_recv                     # rax = who sent it, rdi = its word
+    mov rsi, rdi
+    mov rdi, rax
+    xor edx, edx
+    xor ecx, ecx
+    call lmp_send
+    dec r12
+    jnz pong_next
+    xor edi, edi
+    call exit
+
+text_rounds:  .asciz "lmp rounds "
+text_cycles:  .asciz " cycles "
+text_newline: .asciz "\n"
+
+.include "lib/sprat.S"
