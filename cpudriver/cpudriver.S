@@ -12,6 +12,7 @@
 #   trap.S        the common trap path: save, dispatch, report, return
 #   syscall.S     the system call entry and the calls themselves
 #   dispatch.S    dispatchers: one per program, and switching between them
+#   inbox.S       requests from other cores' CPU drivers (spawn)
 #   console.S     printing to the debug console
 #
 # Conventions: System V registers (arguments rdi rsi rdx rcx, result rax,
@@ -24,6 +25,7 @@
 .include "trap.S"
 .include "syscall.S"
 .include "dispatch.S"
+.include "inbox.S"
 .include "console.S"
 .include "vectors.S"
 .include "strings.S"

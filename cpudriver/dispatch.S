@@ -17,7 +17,8 @@
 # The choice is round robin, except that a dispatcher that has just handed
 # a message over (LMP, syscall.S) lets the receiver run first. A periodic
 # APIC timer forces a switch every TIME_SLICE_CYCLES when a core has more
-# than one dispatcher.
+# than one dispatcher. A core with nothing to run idles in `hlt` until a
+# request from another core (inbox.S) gives it a new dispatcher.
 
 # create_dispatchers: a dispatcher for each of this core's modules.
 #   in: rdi = core id.  out: rax = how many.  clobbers: everything but r12-r15
@@ -160,31 +161,96 @@ map_program_stack_page:
     jnz map_program_stack_page
     ret
 
-# run_first_dispatcher: enter user mode in dispatcher 0. Never returns.
+# run_first_dispatcher: enter user mode in dispatcher 0 (or idle if this
+# core has none yet). Never returns.
 run_first_dispatcher:
+    xor edi, edi
+    call dispatcher_slot
+    mov qword ptr gs:[PCV_CURRENT], rax
     mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
     test rax, rax
-    jz run_first_dispatcher_none
+    jz idle
     cmp rax, 1
     jbe run_first_dispatcher_go
     call start_time_slices            # several dispatchers share this core
 run_first_dispatcher_go:
-    xor edi, edi
-    call dispatcher_slot
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    jmp run_dispatcher
+
+# run_dispatcher: leave the kernel into dispatcher `slot`, on a fresh stack.
+#   in: rax = its slot.  Never returns.
+run_dispatcher:
     mov qword ptr gs:[PCV_CURRENT], rax
+    mov rcx, rax
     mov rax, qword ptr gs:[PCV_KERNEL_RSP]
     lea rsp, [rax - TRAP_FRAME_SIZE]  # the frame trap_return will pop
-    mov rax, qword ptr gs:[PCV_CURRENT]
+    mov rax, rcx
     mov rdi, rsp
     call load_dispatcher
     jmp trap_return
-run_first_dispatcher_none:
-    lea rdi, [rip + str_no_program]
-    call print_str
-    xor eax, eax
-    out POWER_PORT, al
-run_first_dispatcher_hang:
-    jmp run_first_dispatcher_hang
+
+# idle: nothing to run; sleep until an interrupt brings work (a spawn
+# request in the inbox). `sti; hlt` cannot miss it: an interrupt is taken
+# only after the instruction that follows sti, so it wakes the hlt.
+idle:
+    mov rax, qword ptr gs:[PCV_KERNEL_RSP]
+    mov rsp, rax
+    mov rax, APIC_BASE
+    mov dword ptr [rax + 0x380], 0    # no time slices while there is nothing to slice
+idle_wait:
+    call pick_next
+    test rax, rax
+    jz idle_sleep
+    mov rcx, rax
+    mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
+    cmp rax, 1
+    mov rax, rcx
+    jbe run_dispatcher
+    call start_time_slices            # (clobbers rax only)
+    mov rax, rcx
+    jmp run_dispatcher
+idle_sleep:
+    sti
+    hlt
+    cli
+    jmp idle_wait
+
+# spawn_here: a new dispatcher on this core for boot module `module`.
+#   in: rdi = module index, rsi = the argument it gets in r8
+#   out: rax = its dispatcher number, or -EINVAL / -ENOMEM
+#   clobbers: rcx rdx rsi rdi r8-r11
+spawn_here:
+    mov rax, BOOT_INFO
+    cmp rdi, qword ptr [rax + BI_N_MODULES]
+    jae spawn_here_invalid
+    mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
+    cmp rax, MAX_DISPATCHERS
+    jae spawn_here_full
+    push rsi
+    push rax
+    imul rsi, rdi, MODULE_ENTRY_SIZE
+    mov rdi, BOOT_INFO + BI_MODULES
+    add rsi, rdi
+    mov rdi, rax
+    call make_dispatcher
+    pop rdi                           # its number
+    pop rsi                           # its argument
+    call dispatcher_slot
+    mov qword ptr [rax + DCB_FRAME + TF_R8], rsi
+    lea rax, [rdi + 1]
+    mov qword ptr gs:[PCV_N_DISPATCHERS], rax
+    cmp rax, 2
+    jb spawn_here_done
+    call start_time_slices            # now the core is shared
+spawn_here_done:
+    mov rax, rdi
+    ret
+spawn_here_invalid:
+    mov rax, -EINVAL
+    ret
+spawn_here_full:
+    mov rax, -ENOMEM
+    ret
 
 # start_time_slices: a periodic APIC timer interrupt every time slice.
 #   clobbers: rax
@@ -221,11 +287,7 @@ schedule:
 schedule_nothing_left:
     # rdx = 1 if some dispatcher still waits for a message that can never come
     test rdx, rdx
-    jnz schedule_deadlock
-    xor eax, eax
-    out POWER_PORT, al                # everything ran to its end: a clean stop
-    jmp schedule_nothing_left
-schedule_deadlock:
+    jz idle                           # everything ran to its end: wait for work
     lea rdi, [rip + str_deadlock]
     call print_str
 schedule_deadlock_stop:

@@ -12,7 +12,9 @@ Physical memory
   0x0020_0000  the CPU driver image: one 2 MiB page, mapped read-only + exec
   0x0040_0000  modules from the boot image, each page aligned (4 MiB)
   0x0080_0000  URPC channel frames (2 MiB): shared by all cores, and the
-               only memory the cost model tracks (emulator/cost.py)
+               only memory the cost model tracks (emulator/cost.py); the
+               last MAX_CORES pages are the CPU drivers' inboxes, where one
+               core's CPU driver asks another's for something (spawn)
   0x0100_0000  per-core areas, 256 KiB each: the core's page tables, GDT,
                TSS, IDT, kernel stack, and its dispatchers
   0xFEE0_0000  the local APIC (each core sees its own)
@@ -39,6 +41,9 @@ CHANNELS_PHYS = 0x0080_0000
 CHANNELS_SIZE = 0x0020_0000
 CHANNEL_SIZE = 0x1000                  # one URPC channel (one direction) per page
 N_CHANNELS = CHANNELS_SIZE // CHANNEL_SIZE
+MAX_CORES = 64
+N_USER_CHANNELS = N_CHANNELS - MAX_CORES   # the rest are the CPU drivers' inboxes
+KERNEL_INBOXES = CHANNELS_PHYS + N_USER_CHANNELS * CHANNEL_SIZE   # core k's: + k pages
 PERCORE_BASE = 0x0100_0000
 PERCORE_SIZE = 0x0004_0000
 APIC_BASE = 0xFEE0_0000
@@ -87,6 +92,7 @@ TRAP_FRAME_SIZE = 22 * 8
 
 # Interrupt vectors the CPU driver uses, and the time slice.
 TIMER_VECTOR = 32
+INBOX_VECTOR = 33      # "look in your inbox": the IPI that goes with a request
 SYSCALL_VECTOR = 256   # marks a trap frame built by syscall_entry
 TIME_SLICE_CYCLES = 100_000
 
@@ -101,6 +107,7 @@ PCV_CURRENT = 0x30         # the running dispatcher's slot address
 PCV_N_DISPATCHERS = 0x38
 PCV_RESCHEDULE = 0x40      # set: switch dispatchers before returning to user mode
 PCV_NEXT = 0x48            # a dispatcher to switch to first (LMP hands over), or 0
+PCV_INBOX_SEEN = 0x50      # requests taken from this core's inbox so far
 
 # Boot information block (written by the loader, read by every core).
 BOOT_MAGIC = 0x3149_4254_4152_5053       # "SPRATBI1", little endian
@@ -129,7 +136,15 @@ SYS_DISPATCHER_ID = 4
 SYS_LMP_SEND = 5
 SYS_LMP_RECV = 6
 SYS_LMP_CALL = 7
-N_SYSCALLS = 8
+SYS_SPAWN = 8
+N_SYSCALLS = 9
+
+# A CPU driver's inbox (one page): a ring of requests from other cores.
+INBOX_TICKET = 0x00     # next free ticket: senders take one with `lock xadd`
+INBOX_TAKEN = 0x40      # how many requests the owner has taken (its own line)
+INBOX_SLOTS_OFFSET = 0x80
+INBOX_SLOTS = 16
+REQUEST_SPAWN = 1
 MAX_PRINT = 4096
 
 

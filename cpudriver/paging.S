@@ -68,7 +68,7 @@ build_page_tables_channel:
     bts rax, 63
     mov qword ptr [rdi + PC_PT_CHANNELS + rdx * 8], rax
     inc rdx
-    cmp rdx, N_CHANNELS
+    cmp rdx, N_USER_CHANNELS          # not the CPU drivers' inboxes after them
     jb build_page_tables_channel
     ret
 

@@ -7,7 +7,6 @@ str_at_rip:       .asciz " at rip "
 str_address:      .asciz ", address "
 str_error:        .asciz ", error "
 str_exit_status:  .asciz "cpu driver: program exited with status "
-str_no_program:   .asciz "cpu driver: no program for this core in the boot image\n"
 str_deadlock:     .asciz "cpu driver: every dispatcher left waits for a message that cannot come\n"
 
 str_exc_0:  .asciz "#DE divide error"

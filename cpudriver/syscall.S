@@ -23,11 +23,17 @@
 #   SYS_LMP_CALL(to, w0, w1, w2)     send, then wait for the answer, in one
 #                                    call (an RPC: the reply comes as from
 #                                    SYS_LMP_RECV)
+#   SYS_SPAWN(module, core, arg)     start boot module `module` in a new
+#                                    dispatcher on `core` (which gets `arg`
+#                                    in r8): here -> its number; on another
+#                                    core -> 0, asked of that core's CPU
+#                                    driver through its inbox (inbox.S)
 
 ENOSYS = 38
 EFAULT = 14
 EINVAL = 22
 EAGAIN = 11
+ENOMEM = 12
 
 syscall_entry:
     swapgs
@@ -82,6 +88,7 @@ syscall_table:
     .quad sys_lmp_send                # SYS_LMP_SEND
     .quad sys_lmp_recv                # SYS_LMP_RECV
     .quad sys_lmp_call                # SYS_LMP_CALL
+    .quad sys_spawn                   # SYS_SPAWN
 
 # sys_exit(status): this dispatcher is finished (a word if it failed).
 sys_exit:
@@ -165,6 +172,31 @@ sys_lmp_call:
     mov qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
     xor eax, eax                      # (overwritten by the reply)
 sys_lmp_call_done:
+    ret
+
+# sys_spawn(module, core, argument) -> dispatcher number, 0, or -errno
+sys_spawn:
+    mov rax, qword ptr gs:[PCV_N_CORES]
+    cmp rsi, rax
+    jae sys_spawn_invalid
+    mov rax, BOOT_INFO
+    cmp rdi, qword ptr [rax + BI_N_MODULES]
+    jae sys_spawn_invalid
+    mov rax, qword ptr gs:[PCV_CORE_ID]
+    cmp rsi, rax
+    jne sys_spawn_remote
+    mov rsi, rdx
+    jmp spawn_here
+sys_spawn_remote:
+    mov rcx, rdx                      # word 2: the argument
+    mov rdx, rdi                      # word 1: the module
+    mov rdi, rsi                      # to that core
+    mov rsi, REQUEST_SPAWN
+    call post_request
+    xor eax, eax                      # asked; the other core does it
+    ret
+sys_spawn_invalid:
+    mov rax, -EINVAL
     ret
 
 # sys_print(buffer, length) -> 0, or -EFAULT / -EINVAL

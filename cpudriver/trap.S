@@ -113,9 +113,14 @@ trap_syscall:
 trap_interrupt:
     mov rcx, APIC_BASE
     mov dword ptr [rcx + 0xB0], 0     # end of interrupt
+    cmp rax, INBOX_VECTOR
+    je trap_inbox
     cmp rax, TIMER_VECTOR
     jne trap_done
     call request_reschedule           # the time slice is over
+    jmp trap_done
+trap_inbox:
+    call take_requests                # another core asked for something
     jmp trap_done
 
 # Back to user mode, through another dispatcher if one should run now.

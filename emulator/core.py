@@ -33,7 +33,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from emulator import traps
 from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, Registers, SavedContext,
-                               emu_counter, retired_instructions)
+                               emu_counter, retired_instructions, set_instruction_limit)
 from emulator.devices.apic import APIC_BASE, APIC_SIZE, LocalApic
 from emulator.devices.console import CONSOLE_PORT
 from emulator.devices.power import POWER_PORT
@@ -215,11 +215,21 @@ class Core:
                 self.raise_interrupt(vector, now)
         if not self._pending or self._pending[0][0] > now or not self.interrupts_enabled():
             return False
+        if self._in_sti_shadow():
+            return False
         _, _, vector = heapq.heappop(self._pending)
         if self.state is CoreState.HALTED:
             self.state = CoreState.RUNNING
         self._deliver(vector, None, False)
         return True
+
+    def _in_sti_shadow(self) -> bool:
+        """Was the last instruction `sti`? Then no interrupt until the next one
+        has run (Intel SDM: STI), which makes `sti; hlt` safe for idle loops."""
+        try:
+            return self.read_virtual(self.rip - 1, 1) == b"\xfb"
+        except Exception:
+            return False
 
     def fail(self, reason: str) -> None:
         if self.state is not CoreState.FAILED:
@@ -231,6 +241,28 @@ class Core:
         self._stop_requested = True
         if self._in_quantum:
             self.uc.emu_stop()
+
+    # --- Stopping at an exact instruction (the debugger, emulator/debug/) ------
+    def stop_before_this_instruction(self) -> None:
+        """From a code hook: end the quantum before the hooked instruction runs.
+
+        Unicorn's own counting hook runs before every other code hook, so
+        the instruction is already counted though it will not execute
+        (verified by experiment): the quantum is cut to the ones before it.
+        """
+        self._quantum = min(self._quantum, self._emu_counter.value - 1)
+        self.request_stop()
+
+    def stop_after_this_instruction(self) -> None:
+        """From a memory hook: end the quantum as soon as this instruction is done.
+
+        emu_stop here would leave RIP on an instruction whose store already
+        happened, to be repeated on resume (DESIGN.md section 6). Lowering
+        unicorn's instruction limit instead stops before the next one.
+        """
+        self._quantum = min(self._quantum, self._emu_counter.value)
+        set_instruction_limit(self.uc, self._quantum)
+        self._stop_requested = True
 
     # --- Running ----------------------------------------------------------------
     def run(self, quantum: int) -> int:
@@ -246,11 +278,15 @@ class Core:
                 self.fail(f"unicorn stopped at RIP {self.rip:#x}: {error}")
         finally:
             self._in_quantum = False
-        retired = retired_instructions(self.uc, quantum)
+        # self._quantum, not quantum: a debugger stop may have cut it short.
+        retired = retired_instructions(self.uc, self._quantum)
         self.stats.instructions += retired
         self.cycles += retired + self.extra_cycles
         self.extra_cycles = 0
-        if retired < quantum and not self._stop_requested and self._halted_here():
+        # The counter passes `quantum` only when the quantum ran out; if it did
+        # not, unicorn stopped by itself: `hlt` (even as the quantum's last one).
+        if self._emu_counter.value <= quantum and not self._stop_requested \
+                and self._halted_here():
             self.state = CoreState.HALTED
         return retired
 

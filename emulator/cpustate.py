@@ -40,6 +40,11 @@ HF_CPL_MASK = 0x3
 # uc_struct->emu_counter: unicorn counts instructions for emu_start(count=N)
 # in its own hook; the counter is one past N when the quantum ran out.
 EMU_COUNTER = 1368
+# uc_struct->emu_count: the N of emu_start(count=N). Unicorn's counting hook
+# compares against it before every instruction, so lowering it in the middle
+# of a quantum ends the quantum at an exact instruction (the debugger's
+# watchpoints, emulator/debug/engine.py).
+EMU_COUNT = 1376
 
 
 class Registers:
@@ -104,6 +109,11 @@ def emu_counter(uc: Uc) -> ctypes.c_uint64:
     return ctypes.c_uint64.from_address(uc._uch.value + EMU_COUNTER)
 
 
+def set_instruction_limit(uc: Uc, count: int) -> None:
+    """Make the running emu_start stop before its instruction number count + 1."""
+    ctypes.c_uint64.from_address(uc._uch.value + EMU_COUNT).value = count
+
+
 def retired_instructions(uc: Uc, quantum: int) -> int:
     """How many instructions the last emu_start(count=quantum) executed."""
     return min(emu_counter(uc).value, quantum)
@@ -143,6 +153,8 @@ def check_layout() -> None:
         problems.append("old_exception / exception_is_int")
     if retired_instructions(uc, 100) != 4:
         problems.append("emu_counter")
+    if ctypes.c_uint64.from_address(uc._uch.value + EMU_COUNT).value != 100:
+        problems.append("emu_count")
     hflags = context.read_u32(HFLAGS)
     if not hflags & (1 << 15):        # HF_CS64: the engine is in 64-bit mode
         problems.append("hflags")

@@ -124,6 +124,10 @@ class Machine:
                 break
         return done
 
+    def outcome(self) -> RunResult:
+        """How the machine stands: why it ended, once no core can run (the debugger asks)."""
+        return self._outcome()
+
     def elapsed(self) -> int:
         return max(core.cycles for core in self.cores)
 
@@ -139,9 +143,9 @@ class Machine:
         for core in self.cores:
             if core.state is CoreState.OFF:
                 return RunResult(False, f"core {core.id} was never started", self.elapsed())
-            if core.state is CoreState.HALTED:
-                return RunResult(False, f"core {core.id} halted at RIP {core.rip:#x} and nothing "
-                                        f"will wake it", self.elapsed())
+            if core.state is CoreState.HALTED and not core.interrupts_enabled():
+                return RunResult(False, f"core {core.id} halted at RIP {core.rip:#x} with "
+                                        f"interrupts off: nothing will wake it", self.elapsed())
             if core.state is CoreState.WAITING:
                 return RunResult(False, f"core {core.id} waits at RIP {core.rip:#x} for a write "
                                         f"to physical line {core.waiting_on[0] << 6:#x} that no core "
@@ -149,4 +153,6 @@ class Machine:
             if core.exit_code:
                 return RunResult(False, f"core {core.id} stopped with exit code {core.exit_code}",
                                  self.elapsed())
+        # What is left: cores switched off with code 0, and cores idle in `hlt`
+        # waiting for an interrupt that no one will send: the machine is quiet.
         return RunResult(True, "every core halted cleanly", self.elapsed())

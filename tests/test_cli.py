@@ -32,7 +32,7 @@ def test_boot_with_no_arguments_runs_the_default_image_on_four_cores(capsys):
     assert "every core halted cleanly" in out
     table = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
     assert [row[0] for row in table] == ["0", "1", "2", "3"]
-    assert all(row[1] == "stopped" for row in table)
+    assert all(row[1] == "halted" for row in table), "every core should end idle"
 
 
 def test_two_boots_print_identical_bytes(capsys):
