@@ -15,7 +15,8 @@ The CPU driver does the rest: page tables, descriptor tables, the other
 cores, ring 3.
 
 Module arguments understood here: `core=N` runs the module on core N only
-(default: every core that has no module of its own); any other `name=NUMBER`
+(default: every core that has no module of its own); `nospawn` loads it but
+starts it nowhere (a program spawns it, as in Barrelfish); any other `name=NUMBER`
 becomes the assembler constant NAME in that module (`iterations=1000` ->
 ITERATIONS), so one program can be built with different parameters.
 """
@@ -34,6 +35,7 @@ from emulator.scheduler import DEFAULT_QUANTUM
 from kernel.image import BootImage, parse_image
 
 PAGE = 4096
+NOSPAWN = -2          # a module no core starts at boot (matches no core id)
 
 
 @dataclass
@@ -51,6 +53,11 @@ class System:
     image: BootImage
     kernel: Program
     modules: list[LoadedModule] = field(default_factory=list)
+
+    def dispatchers(self, core: int) -> int:
+        """How many dispatchers the CPU driver of `core` has made (its variables)."""
+        base = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
+        return self.machine.memory.read_u64(base + layout.PCV_N_DISPATCHERS)
 
     def module_for_core(self, core: int) -> LoadedModule | None:
         """The module the CPU driver will pick for `core` (see cpudriver/user.S)."""
@@ -116,6 +123,8 @@ def _load_modules(system: System, cores: int) -> None:
 
 
 def _module_core(entry, cores: int, where: str) -> int | None:
+    if "nospawn" in entry.args[1:]:
+        return NOSPAWN
     value = entry.options.get("core", "all")
     if value == "all":
         return None
@@ -154,6 +163,6 @@ def _write_boot_info(system: System) -> None:
     info = struct.pack("<QQQQ", layout.BOOT_MAGIC, system.machine.n_cores, memory.size,
                        len(system.modules))
     for module in system.modules:
-        core = layout.ALL_CORES if module.core is None else module.core
+        core = layout.ALL_CORES if module.core is None else module.core & 0xFFFF_FFFF_FFFF_FFFF
         info += struct.pack("<QQQQ", module.physical, len(module.program.code), core, 0)
     memory.write(layout.BOOT_INFO, info)

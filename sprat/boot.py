@@ -23,7 +23,7 @@ DEFAULT_CORES = 4
 DEFAULT_MAX_CYCLES = 100_000_000
 
 TABLE_HEADERS = ["core", "state", "instructions", "cycles", "syscalls", "interrupts",
-                 "ipis_in", "ipis_out", "exit"]
+                 "ipis_in", "ipis_out", "dispatchers", "exit"]
 
 
 def cores_argument(text: str) -> int:
@@ -103,9 +103,9 @@ def run(args) -> int:
         result = system.machine.run(max_cycles=args.max_cycles)
     except KeyboardInterrupt:
         system.machine.console.flush()
-        print(core_table(system.machine))
+        print(core_table(system))
         raise
-    print(core_table(system.machine))
+    print(core_table(system))
     if result.clean:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
@@ -113,10 +113,12 @@ def run(args) -> int:
     return EXIT_MACHINE_FAILURE
 
 
-def core_table(machine) -> str:
+def core_table(system) -> str:
+    """What each core did; `dispatchers` counts the programs its CPU driver ran."""
     rows = []
-    for core in machine.cores:
+    for core in system.machine.cores:
         s = core.stats
         rows.append([core.id, core.state.value, s.instructions, core.cycles, s.syscalls,
-                     s.interrupts, s.ipis_received, s.ipis_sent, core.exit_code])
+                     s.interrupts, s.ipis_received, s.ipis_sent, system.dispatchers(core.id),
+                     core.exit_code])
     return format_table(TABLE_HEADERS, rows)

@@ -8,8 +8,8 @@
 #
 # A program runs in a dispatcher (cpudriver/dispatch.S). It starts at its
 # first byte with rdi = core id, rsi = number of cores, rdx = its dispatcher
-# number on that core, and a 12 KiB stack. Its image is read-only: keep
-# data on the stack.
+# number on that core, r8 = the argument its spawner gave (0 at boot), and
+# a 12 KiB stack. Its image is read-only: keep data on the stack.
 
 SYS_EXIT = 0
 SYS_PRINT = 1
@@ -19,6 +19,7 @@ SYS_DISPATCHER_ID = 4
 SYS_LMP_SEND = 5
 SYS_LMP_RECV = 6
 SYS_LMP_CALL = 7
+SYS_SPAWN = 8
 EAGAIN = 11
 
 # exit(status): never returns.
@@ -85,6 +86,14 @@ lmp_call_done:
 # lmp_recv() -> rax = the sender's dispatcher number; rdi, rsi, rdx = the words
 lmp_recv:
     mov eax, SYS_LMP_RECV
+    syscall
+    ret
+
+# spawn(module, core, argument) -> its dispatcher number (on this core),
+# 0 (asked of another core), or -errno. `module` counts the image's module
+# lines from 0; `argument` arrives in the new program's r8.
+spawn:
+    mov eax, SYS_SPAWN
     syscall
     ret
 
