@@ -35,6 +35,7 @@ from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 
 PAUSE = b"\xf3\x90"
 MAX_WATCHED_LINES = 64     # a poll loop reading more lines than this is not parked
+TOO_MANY = (-1, -1)        # marks a read list that overflowed
 
 
 class CostModel:
@@ -78,6 +79,8 @@ class CostModel:
                     self._wake(line)
             elif len(watched) < MAX_WATCHED_LINES:
                 watched.append((line, versions.get(line, 0)))
+            elif watched[-1] is not TOO_MANY:
+                watched.append(TOO_MANY)     # no longer sure what it polls: never park it
 
         def on_access(_handle, kind, address, size, _value, _user_data):
             try:
@@ -106,7 +109,8 @@ class CostModel:
                 return
             reads = set(core.tracked_reads)
             core.tracked_reads.clear()
-            if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
+            if not reads or TOO_MANY in reads or size != 2 \
+                    or core.read_virtual(address, 2) != PAUSE:
                 return
             # Like MONITOR/MWAIT: a write that came after the read (say, while
             # this core's quantum ended between its read and this pause)

@@ -12,8 +12,13 @@ is never ready. When no core is ready, the machine is done.
 
 The quantum is a trade-off (DESIGN.md section 6): a larger one is faster on
 the host (each emu_start costs ~20 us), a smaller one interleaves cores more
-finely. It does not change modeled message costs, which the interconnect
-charges by causality, not by interleaving.
+finely. The coherence model charges by causality, so message latencies
+between cores that wait for each other (a ping-pong, a request and its
+reply) come out the same for any quantum above a few dozen instructions
+(tests/test_urpc.py checks this). Contended shared memory is different:
+with a large quantum a core makes many updates while its lines stay in its
+cache before another core runs, so `sprat bench shm-vs-msg` measures with
+a quantum of 1. Small quanta cost host time, not accuracy.
 """
 
 from emulator.core import CoreState

@@ -57,7 +57,8 @@ def add_machine_options(parser) -> None:
                              "or the topology's)")
     parser.add_argument("--quantum", type=positive_argument, default=DEFAULT_QUANTUM, metavar="Q",
                         help="instructions a core runs before the scheduler picks again "
-                             f"(default {DEFAULT_QUANTUM:,}); changes host speed, not results")
+                             f"(default {DEFAULT_QUANTUM:,}); larger is faster; message latencies "
+                             "do not depend on it, contended shared-memory costs do (use 1)")
     parser.add_argument("--topology", metavar="T", default=None,
                         help="the machine's interconnect: a preset (see `sprat topology list`) "
                              "or a TOML file; the core count follows it")

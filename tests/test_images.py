@@ -21,7 +21,8 @@ def test_spawn_on_a_core_that_does_not_exist_is_refused(tmp_path):
                      "module /userland/spawn_parent.S core=0 child=1 on=7\n"
                      "module /userland/spawn_child.S nospawn\n")
     run = boot_and_run(image, cores=2)
-    assert run.output(0)[-1] == "parent: spawn failed"
+    assert run.output(0)[1:] == ["parent: spawn failed",
+                                 "cpu driver: program exited with status 1"]
 
 
 def test_faults_image_stops_each_culprit_with_its_report_and_ends_cleanly():
