@@ -40,3 +40,14 @@ def test_bench_urpc_json_rows_cover_every_distance_and_the_host(capsys):
     assert latencies == sorted(latencies), "farther pairs must not be cheaper"
     host = [r for r in rows if "host_msgs_per_s" in r]
     assert len(host) == 1 and set(host[0]) == {"host_msgs_per_s", "mips_model_on", "mips_model_off"}
+
+
+def test_bench_syscall_rows_order_the_kernel_paths_by_their_work(capsys):
+    status = main(["bench", "syscall", "--iterations", "20", "--json"])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    rows = {row["operation"]: row for row in json.loads(out)}
+    null, switch, lmp = (rows[name] for name in ("null system call", "context switch (yield)",
+                                                 "LMP round trip"))
+    assert 0 < null["instructions"] < switch["instructions"] < lmp["instructions"]
+    assert lmp["paper_lrpc_cycles"] == 757        # amd-2x2, the paper's Table 1

@@ -1,0 +1,85 @@
+"""`sprat bench syscall`: what entering the kernel costs, in modeled cycles.
+
+Each row runs a guest loop N times and 2N times on an otherwise idle core
+and divides the difference by N, so that booting and exiting cancel out:
+
+  null system call   syscall + sysret-equivalent return (SYS_CORE_ID)
+  context switch     two dispatchers on one core yielding to each other
+  LMP round trip     lmp_call and the reply, between two dispatchers
+                     (userland/lmp_pingpong.S), beside the Barrelfish
+                     paper's Table 1 LRPC figure for the machine
+
+sprat charges an instruction one cycle and a trap nothing more than its
+instructions (the silicon's pipeline flush and TLB effects are not
+modeled), so the rows count the CPU driver's work: compare them with each
+other, and with the paper's column for scale.
+"""
+
+import tempfile
+from pathlib import Path
+
+from sprat.bench import add_output_options, emit, progress
+
+ITERATIONS = 200
+
+
+def add_parser(benches) -> None:
+    import argparse
+    parser = benches.add_parser(
+        "syscall", help="cost of a system call, a context switch, an LMP round trip",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_options(parser)
+    parser.add_argument("--topology", default="amd-2x2", metavar="T",
+                        help="machine whose clock and paper figures to use (default amd-2x2)")
+    parser.add_argument("--iterations", type=int, default=ITERATIONS,
+                        help=f"N (default {ITERATIONS})")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from emulator.interconnect import load_topology
+    from emulator.interconnect.paper import LRPC
+    topology = load_topology(args.topology)
+    n = args.iterations
+    cases = [
+        ("null system call", 1,
+         lambda k: [f"/userland/syscall_loop.S core=0 kind=0 iterations={k}"]),
+        ("context switch (yield)", 2,
+         lambda k: [f"/userland/syscall_loop.S core=0 kind=1 iterations={k}"] * 2),
+        ("LMP round trip", 1,
+         lambda k: [f"/userland/lmp_pingpong.S core=0 role={r} rounds={k} warmup=1"
+                    for r in (0, 1)]),
+    ]
+    rows = []
+    for name, per_iteration, modules in cases:
+        progress(name)
+        instructions, cycles = difference(topology, modules, n)
+        events = n * per_iteration
+        paper = LRPC.get(topology.name, (None,))[0] if name.startswith("LMP") else None
+        rows.append([name, round(cycles / events, 1), round(instructions / events, 1),
+                     round(topology.ns(cycles / events), 1), paper])
+    headers = ["operation", "cycles", "instructions", "ns", "paper_lrpc_cycles"]
+    emit(args, f"kernel entry costs on {topology.name} (core 0, per operation)", headers, rows,
+         ["paper_lrpc_cycles: Baumann et al., SOSP 2009, Table 1 (LRPC round trip on one core)",
+          "capability invocations: see docs/capabilities.md (not yet wired to the CPU driver)"])
+    return 0
+
+
+def difference(topology, modules, n):
+    """(instructions, cycles) that N more iterations cost on core 0."""
+    totals = [measure(topology, modules(k)) for k in (n, 2 * n)]
+    return totals[1][0] - totals[0][0], totals[1][1] - totals[0][1]
+
+
+def measure(topology, modules):
+    from kernel.boot import boot_image
+    with tempfile.TemporaryDirectory() as directory:
+        image = Path(directory) / "syscall.lst"
+        image.write_text("kernel /cpudriver/cpudriver.S\n" +
+                         "".join(f"module {m}\n" for m in modules))
+        system = boot_image(image, cores=topology.n_cores(), topology=topology)
+    result = system.machine.run(max_cycles=10**9)
+    if not result.clean:
+        raise SystemExit(f"bench program failed: {result.reason}")
+    core = system.machine.cores[0]
+    return core.stats.instructions, core.cycles
