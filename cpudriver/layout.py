@@ -29,6 +29,7 @@ and no-execute, the same frames on every core.
 """
 
 from emulator.devices.console import CONSOLE_PORT  # noqa: F401 (for the assembler)
+from emulator.devices.hypercall import HYPERCALL_PORT  # noqa: F401
 from emulator.devices.power import POWER_PORT  # noqa: F401
 
 KERNEL_BASE = 0x0020_0000
@@ -137,7 +138,8 @@ SYS_LMP_SEND = 5
 SYS_LMP_RECV = 6
 SYS_LMP_CALL = 7
 SYS_SPAWN = 8
-N_SYSCALLS = 9
+SYS_INVOKE = 9
+N_SYSCALLS = 10
 
 # A CPU driver's inbox (one page): a ring of requests from other cores.
 INBOX_TICKET = 0x00     # next free ticket: senders take one with `lock xadd`

@@ -23,6 +23,9 @@
 #   SYS_LMP_CALL(to, w0, w1, w2)     send, then wait for the answer, in one
 #                                    call (an RPC: the reply comes as from
 #                                    SYS_LMP_RECV)
+#   SYS_INVOKE(op, a, b, c, d)       a capability invocation (kernel/caps/),
+#                                    served in Python through the hypercall
+#                                    port; -errno if refused
 #   SYS_SPAWN(module, core, arg)     start boot module `module` in a new
 #                                    dispatcher on `core` (which gets `arg`
 #                                    in r8): here -> its number; on another
@@ -89,6 +92,7 @@ syscall_table:
     .quad sys_lmp_recv                # SYS_LMP_RECV
     .quad sys_lmp_call                # SYS_LMP_CALL
     .quad sys_spawn                   # SYS_SPAWN
+    .quad sys_invoke                  # SYS_INVOKE
 
 # sys_exit(status): this dispatcher is finished (a word if it failed).
 sys_exit:
@@ -172,6 +176,27 @@ sys_lmp_call:
     mov qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
     xor eax, eax                      # (overwritten by the reply)
 sys_lmp_call_done:
+    ret
+
+# sys_invoke(op, a, b, c, d) -> the capability system's answer.
+# The rules live in Python (kernel/caps/), reached through the hypercall
+# port with the same registers. If the operation changed this dispatcher's
+# page tables, rdx comes back saying what the TLB must forget: 0 nothing,
+# -1 everything (reload CR3), else the one virtual page to invlpg.
+sys_invoke:
+    mov r10, rcx                      # (syscall_dispatch passed r10 in rcx)
+    mov r8, qword ptr [rbx + TF_R8]   # rbx: syscall_dispatch's trap frame
+    out HYPERCALL_PORT, al
+    test rdx, rdx
+    jz sys_invoke_done
+    cmp rdx, -1
+    je sys_invoke_flush_all
+    invlpg [rdx]
+    ret
+sys_invoke_flush_all:
+    mov rcx, cr3
+    mov cr3, rcx
+sys_invoke_done:
     ret
 
 # sys_spawn(module, core, argument) -> dispatcher number, 0, or -errno

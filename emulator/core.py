@@ -36,6 +36,7 @@ from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, Registers, SavedCon
                                emu_counter, retired_instructions, set_instruction_limit)
 from emulator.devices.apic import APIC_BASE, APIC_SIZE, LocalApic
 from emulator.devices.console import CONSOLE_PORT
+from emulator.devices.hypercall import HYPERCALL_PORT
 from emulator.devices.power import POWER_PORT
 from emulator.paging import read_virtual, write_virtual
 
@@ -134,6 +135,8 @@ class Core:
     def _on_port_out(self, uc, port, size, value, _):
         if port == CONSOLE_PORT:
             self.bus.console.write_byte(self.id, value)
+        elif port == HYPERCALL_PORT:
+            self.bus.hypercall(self)
         elif port == POWER_PORT:
             self.exit_code = value & 0xFF
             self.state = CoreState.STOPPED

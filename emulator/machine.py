@@ -28,7 +28,10 @@ from emulator.cpustate import check_layout
 from emulator.devices.apic import (DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP,
                                    IPI_LATENCY_CYCLES)
 from emulator.devices.console import Console
+from unicorn import x86_const as x86
+
 from emulator.cost import CostModel
+from emulator.devices.hypercall import ENOSYS
 from emulator.errors import SpratError
 from emulator.interconnect import generic
 from emulator.memory import PhysicalMemory
@@ -64,6 +67,7 @@ class Machine:
         self.cores = [Core(i, self.memory, self) for i in range(cores)]
         self.scheduler = Scheduler(self.cores, quantum)
         self.observers = []       # callables(event, **fields), e.g. the message trace
+        self._hypercall_handler = None
         self.topology = topology or generic(cores)
         self.cost = CostModel(self, self.topology) if cost_model else None
 
@@ -91,6 +95,21 @@ class Machine:
                 receiver.start(vector * STARTUP_PAGE_SIZE, arrival)
         elif mode == DELIVERY_FIXED and vector >= 16:
             receiver.raise_interrupt(vector, arrival)
+
+    # --- The hypercall port (emulator/devices/hypercall.py) -------------------
+    def set_hypercall_handler(self, handler) -> None:
+        """`handler(core)` serves `out HYPERCALL_PORT` from that core's kernel."""
+        self._hypercall_handler = handler
+
+    def hypercall(self, core) -> None:
+        handler = self._hypercall_handler
+        if handler is None:
+            core.regs.write(x86.UC_X86_REG_RAX, -ENOSYS)
+            return
+        try:
+            handler(core)
+        except SpratError as error:        # the OS's service refused: a machine fault
+            core.fail(f"hypercall: {error}")
 
     def _notify(self, event: str, **fields) -> None:
         for observer in self.observers:

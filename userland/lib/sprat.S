@@ -20,6 +20,7 @@ SYS_LMP_SEND = 5
 SYS_LMP_RECV = 6
 SYS_LMP_CALL = 7
 SYS_SPAWN = 8
+SYS_INVOKE = 9
 EAGAIN = 11
 
 # exit(status): never returns.
@@ -94,6 +95,14 @@ lmp_recv:
 # lines from 0; `argument` arrives in the new program's r8.
 spawn:
     mov eax, SYS_SPAWN
+    syscall
+    ret
+
+# invoke(operation, a, b, c, d) -> 0 or a result, or -error: a capability
+# invocation (the operations and errors: docs/capabilities.md).
+invoke:
+    mov r10, rcx
+    mov eax, SYS_INVOKE
     syscall
     ret
 
