@@ -23,30 +23,19 @@ ping_warmup:
     call round_trip
     dec r12
     jnz ping_warmup
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
-    mov r13, rax
+    call clock
+    mov r13, rax                      # r13 = start of the measured rounds
     mov r12, ROUNDS
 ping_measured:
     call round_trip
     dec r12
     jnz ping_measured
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
+    call clock
     sub rax, r13
-    mov r13, rax
-    lea rdi, [rip + text_rounds]
-    call print_cstr
-    mov rdi, ROUNDS
-    call print_u64
-    lea rdi, [rip + text_cycles]
-    call print_cstr
-    mov rdi, r13
-    call print_u64
-    lea rdi, [rip + text_newline]
-    call print_cstr
+    lea rdi, [rip + text_label]
+    mov rsi, ROUNDS
+    mov rdx, rax
+    call report
     xor edi, edi
     call exit
 
@@ -73,8 +62,7 @@ pong_next:
     xor edi, edi
     call exit
 
-text_rounds:  .asciz "lmp rounds "
-text_cycles:  .asciz " cycles "
-text_newline: .asciz "\n"
+text_label: .asciz "lmp rounds"
 
+.include "lib/measure.S"
 .include "lib/sprat.S"

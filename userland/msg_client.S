@@ -106,7 +106,7 @@ send:
     mov rsi, rbp
     jmp urpc_send                     # its ret returns to our caller
 
-text_msg: .asciz "msg"
+text_msg: .asciz "msg updates"
 
 .include "lib/urpc.S"
 .include "lib/measure.S"

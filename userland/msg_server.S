@@ -130,7 +130,7 @@ serve_line:
 serve_done:
     ret
 
-text_server: .asciz "server"
+text_server: .asciz "server updates"
 
 .include "lib/urpc.S"
 .include "lib/measure.S"

@@ -91,7 +91,7 @@ update_line:
     jnz update_line
     ret
 
-text_shm: .asciz "shm"
+text_shm: .asciz "shm updates"
 
 .include "lib/urpc.S"
 .include "lib/measure.S"

@@ -60,9 +60,7 @@ receive_next:
     call urpc_recv
     test r12, r12
     jnz receive_check
-    rdtsc                             # the clock starts at the first message
-    shl rdx, 32
-    or rax, rdx
+    call clock                        # the clock starts at the first message
     mov r13, rax
 receive_check:
     xor ecx, ecx
@@ -76,21 +74,12 @@ receive_word:
     inc r12
     cmp r12, COUNT
     jb receive_next
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
+    call clock
     sub rax, r13
-    mov r13, rax
-    lea rdi, [rip + text_messages]
-    call print_cstr
-    mov rdi, COUNT
-    call print_u64
-    lea rdi, [rip + text_cycles]
-    call print_cstr
-    mov rdi, r13
-    call print_u64
-    lea rdi, [rip + text_newline]
-    call print_cstr
+    lea rdi, [rip + text_label]
+    mov rsi, COUNT
+    mov rdx, rax
+    call report
     xor edi, edi
     call exit
 receive_wrong:
@@ -103,10 +92,10 @@ receive_wrong:
     mov edi, 1
     call exit
 
-text_messages: .asciz "stream messages "
-text_cycles:   .asciz " cycles "
+text_label:    .asciz "stream messages"
 text_wrong:    .asciz "stream: wrong message at "
 text_newline:  .asciz "\n"
 
 .include "lib/urpc.S"
+.include "lib/measure.S"
 .include "lib/sprat.S"

@@ -48,7 +48,7 @@ report:
     mov rbx, rsi
     mov r12, rdx
     call print_cstr
-    lea rdi, [rip + report_updates]
+    lea rdi, [rip + report_space]
     call print_cstr
     mov rdi, rbx
     call print_u64
@@ -62,6 +62,6 @@ report:
     pop rbx
     ret
 
-report_updates: .asciz " updates "
+report_space:   .asciz " "
 report_cycles:  .asciz " cycles "
 report_newline: .asciz "\n"
