@@ -10,6 +10,7 @@
 The run is deterministic: the same image and options print the same bytes.
 """
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help="stop (exit 1) when every core's modeled clock passes "
                                           f"C cycles (default {DEFAULT_MAX_CYCLES:,})")
+    from sprat.debug import add_gdb_option, add_trace_option    # --gdb PORT, --trace FILE
+    add_gdb_option(parser)
+    add_trace_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -100,18 +104,46 @@ def run(args) -> int:
     cores, topology = machine_shape(args)
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
                         topology=topology)
-    try:
-        result = system.machine.run(max_cycles=args.max_cycles)
-    except KeyboardInterrupt:
-        system.machine.console.flush()
-        print(core_table(system))
-        raise
+    with recording(system.machine, args.trace):
+        if args.gdb is not None and serve_gdb_first(system, args) == "kill":
+            print("sprat: gdb killed the run", file=sys.stderr)
+            return EXIT_MACHINE_FAILURE
+        try:
+            result = system.machine.run(max_cycles=args.max_cycles)
+        except KeyboardInterrupt:
+            system.machine.console.flush()
+            print(core_table(system))
+            raise
     print(core_table(system))
     if result.clean:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
     print(f"sprat: {result.reason}", file=sys.stderr)
     return EXIT_MACHINE_FAILURE
+
+
+@contextlib.contextmanager
+def recording(machine, path):
+    """--trace FILE: record the machine's messages and IPIs while the block runs."""
+    from sprat.debug import open_trace
+    stream = open_trace(machine, path) if path else None
+    try:
+        yield
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def serve_gdb_first(system, args) -> str:
+    """--gdb PORT: gdb drives the machine from its first instruction; once gdb
+    detaches, the run goes on as if it had never been stopped."""
+    from emulator.debug.engine import DebugEngine
+    from sprat.debug import serve_gdb
+    engine = DebugEngine(system.machine, max_cycles=args.max_cycles)
+    try:
+        return serve_gdb(engine, args.gdb, sys.stdout)
+    finally:
+        engine.close()
 
 
 def core_table(system) -> str:

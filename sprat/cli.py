@@ -1,6 +1,8 @@
 """The `sprat` command: the tools a person runs.
 
-    sprat boot [IMAGE] [--cores N] [--quantum Q] [--max-cycles C]
+    sprat boot [IMAGE] [--cores N] [--quantum Q] [--max-cycles C] [--gdb PORT] [--trace FILE]
+    sprat debug [IMAGE] [--cores N] [--script FILE] [--gdb PORT]
+    sprat trace FILE [--plot OUT.png]
     sprat bench boot [--json]
     sprat topology list | show NAME
 
@@ -32,7 +34,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sprat import bench, boot, topology
+    from sprat import bench, boot, debug, topology, trace
 
     parser = OneLineParser(
         prog="sprat",
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "x86-64 cores, watch its messages, measure what they cost.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
                                        parser_class=OneLineParser)
-    for module in (boot, bench, topology):
+    for module in (boot, debug, trace, bench, topology):
         module.add_parser(subparsers)
     return parser
 

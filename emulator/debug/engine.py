@@ -1,0 +1,544 @@
+"""The debug engine: stop a sprat machine at an exact instruction, on any core.
+
+    engine = DebugEngine(machine)
+    engine.add_breakpoint(0x200123)            # every core; cores={2}: core 2 only
+    event = engine.resume()                    # StopEvent(core=2, reason='breakpoint')
+    engine.step(2)                             # exactly one instruction of core 2
+    engine.read_registers(2)["rip"]
+
+This is the `Target` of emulator/debug/target.py, so the GDB stub drives
+it as it is; the `sprat debug` prompt (sprat/debug.py) drives it too.
+Between calls the whole machine is stopped.
+
+How each kind of stop is made (DESIGN.md section 6 says why):
+
+  breakpoint  a UC_HOOK_CODE on that one address, on every core. It fires
+              before the instruction runs, and ends the quantum there
+              (Core.stop_before_this_instruction): the instruction is
+              neither executed nor counted. Unicorn caches translated code,
+              so every add and delete flushes that address.
+              Resuming from a breakpoint would hit it again at once, so the
+              address each core stands on when a run starts is skipped once:
+              only as that core's first instruction of the run.
+  watchpoint  a UC_HOOK_MEM_WRITE on the watched bytes. Unicorn hands memory
+              hooks *physical* addresses once paging is on (verified), so
+              the virtual range is translated through each core's page
+              tables before each of its quanta, and hooked there: a store
+              through a mapping made in the middle of a quantum is seen from
+              the next quantum on (a step is a quantum of one). The hook lets the store happen and ends the quantum right
+              after the instruction (Core.stop_after_this_instruction).
+              Stores the host makes for the guest (the interrupt frame that
+              emulator/traps.py pushes) are not watched.
+  fault       a UC_HOOK_INTR added after the core's own: when it runs, the
+              exception has been delivered, so the core stops at the first
+              instruction of the guest's handler, and the frame on the stack
+              says where the fault was.
+  step        exactly one event on one core while the others keep still:
+              one instruction, or -- when an interrupt is due on that core --
+              the delivery of that interrupt, which lands at the handler's
+              first instruction and executes nothing. A `syscall`, like a
+              faulting instruction, is one instruction that lands in its
+              handler.
+  resume      the machine's own scheduler, one quantum at a time, until a
+              hook stops a core, a core fails, no core can run (the end), the
+              cycle budget is spent, or request_interrupt is called.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_WRITE
+from unicorn import x86_const as x86
+
+from emulator import traps
+from emulator.core import CoreState
+from emulator.cpustate import emu_counter
+from emulator.debug.target import StopEvent, TargetError
+from emulator.paging import PageFault, translate
+
+PAGE = 4096
+ADDRESS_MASK = 2**64 - 1
+FIRST_EXTERNAL_VECTOR = 32      # 0..31 are the CPU's exceptions (Intel SDM vol. 3, 6.3)
+WIDEST_STORE = 8                # a store starting this far before a watch can overlap it
+MAX_WATCH_LENGTH = 0x10000      # each watched page costs a hook and a page walk per run
+
+_GPRS = ('rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'rsp',
+         'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15')
+# gdb's register names (emulator/debug/target.py) -> unicorn's register ids.
+_REGISTER_IDS = {
+    **{name: getattr(x86, f"UC_X86_REG_{name.upper()}") for name in
+       (*_GPRS, 'rip', 'cs', 'ss', 'ds', 'es', 'fs', 'gs',
+        'fs_base', 'gs_base', 'cr0', 'cr2', 'cr3', 'cr4', 'cr8')},
+    'eflags': x86.UC_X86_REG_EFLAGS,
+}
+_MSRS = {'k_gs_base': 0xC000_0102, 'efer': 0xC000_0080}
+# Unicorn writes only 16 bits for a selector and 32 for eflags: the rest of
+# the (reused) buffer would be whatever the previous read left there.
+_MASKS = {**{name: 0xFFFF for name in ('cs', 'ss', 'ds', 'es', 'fs', 'gs')},
+          'eflags': 0xFFFF_FFFF}
+# Writing a segment selector or a control register from outside would not
+# do what the silicon does (DESIGN.md section 6: writing CS does not change
+# the privilege), so only these may be changed.
+WRITABLE_REGISTERS = frozenset((*_GPRS, 'rip', 'eflags'))
+
+
+@dataclass
+class Breakpoint:
+    number: int
+    address: int
+    cores: frozenset[int] | None = None     # None: every core
+    condition: Callable | None = None       # condition(core) -> bool, checked at each hit
+    temporary: bool = False                 # the engine's own (run_until), not listed
+    hits: int = 0
+
+    def applies(self, core) -> bool:
+        return ((self.cores is None or core.id in self.cores)
+                and (self.condition is None or self.condition(core)))
+
+
+@dataclass
+class Watchpoint:
+    number: int
+    address: int
+    length: int
+    hits: int = 0
+    # Per core: the hooked pieces (physical, virtual, size) and their hooks.
+    pieces: dict = field(default_factory=dict)
+    hooks: dict = field(default_factory=dict)
+
+    def virtual_of(self, core: int, physical: int) -> int:
+        """The watched virtual address a store to `physical` hit."""
+        for start, virtual, size in self.pieces.get(core, ()):
+            if start - WIDEST_STORE < physical < start + size:
+                return virtual + max(0, physical - start)
+        return self.address
+
+
+@dataclass
+class Fault:
+    """A CPU exception a core took (the handler has not run yet)."""
+    core: int
+    vector: int
+    rip: int | None             # where it happened, from the pushed frame
+    error_code: int | None
+    address: int | None         # CR2, for a page fault
+
+    def __str__(self) -> str:
+        text = traps.exception_name(self.vector)
+        if self.rip is not None:
+            text += f" at rip {self.rip:#x}"
+        if self.error_code is not None:
+            text += f", error code {self.error_code:#x}"
+        if self.address is not None:
+            text += f", address {self.address:#x}"
+        return text
+
+
+class DebugEngine:
+    """Breakpoints, watchpoints, steps and runs of one machine (a Target)."""
+
+    def __init__(self, machine, max_cycles: int | None = None):
+        self.machine = machine
+        self.max_cycles = max_cycles        # None: a run may go on for ever
+        self._breakpoints: list[Breakpoint] = []        # the temporary ones too
+        self.watchpoints: dict[int, Watchpoint] = {}
+        self.stop_causes: list = []         # the breakpoints or watchpoint of the last stop
+        self.fault: Fault | None = None     # the last stop's fault, if it was one
+        self.end_reason: str | None = None  # why the machine can run no more
+        self.killed = False
+        self._numbers = itertools.count(1)
+        self._code_hooks: dict[int, list] = {}      # address -> a hook on every core
+        self._counters = [emu_counter(core.uc) for core in machine.cores]
+        self._resume_points: dict[int, int] = {}
+        self._stop: StopEvent | None = None
+        self._interrupt = threading.Event()
+        self._last_core = 0
+        self._fault_hooks = [core.uc.hook_add(UC_HOOK_INTR, self._fault_hook(core))
+                             for core in machine.cores]
+
+    def close(self) -> None:
+        """Take every hook out: the machine runs on as if it had never been debugged."""
+        for breakpoint_ in list(self._breakpoints):
+            self._forget_breakpoint(breakpoint_)
+        for number in list(self.watchpoints):
+            self.delete(number)
+        for core, handle in zip(self.machine.cores, self._fault_hooks):
+            core.uc.hook_del(handle)
+        self._fault_hooks = []
+
+    # --- Registers and memory ---------------------------------------------------
+    def cores(self) -> list[int]:
+        return list(range(self.machine.n_cores))
+
+    def core(self, core_id: int):
+        if not isinstance(core_id, int) or not 0 <= core_id < self.machine.n_cores:
+            raise TargetError(f"no core {core_id}: cores are 0 to {self.machine.n_cores - 1}")
+        return self.machine.cores[core_id]
+
+    def read_registers(self, core_id: int) -> dict[str, int]:
+        core = self.core(core_id)
+        values = {name: core.regs.read(reg) & _MASKS.get(name, ADDRESS_MASK)
+                  for name, reg in _REGISTER_IDS.items()}
+        for name, msr in _MSRS.items():
+            values[name] = core.read_msr(msr)
+        return values
+
+    def write_register(self, core_id: int, name: str, value: int) -> None:
+        core = self.core(core_id)
+        if name not in WRITABLE_REGISTERS:
+            raise TargetError(f"register {name} cannot be changed from the debugger")
+        core.regs.write(_REGISTER_IDS[name], value)
+
+    def read_memory(self, core_id: int, address: int, length: int) -> bytes:
+        """Bytes at a virtual address as the core sees it (TargetError if unmapped)."""
+        core = self.core(core_id)
+        if length <= 0:
+            return b""
+        try:
+            return core.read_virtual(address, length)
+        except (PageFault, IndexError, OverflowError):
+            raise TargetError(f"{address:#x} is not mapped on core {core_id}") from None
+
+    def write_memory(self, core_id: int, address: int, data: bytes) -> None:
+        """Store bytes at a virtual address, read-only pages included (as ptrace does)."""
+        pieces = [(self._physical(core_id, virtual), chunk)
+                  for virtual, chunk in _page_pieces(address, data)]
+        if not pieces:
+            return
+        for physical, chunk in pieces:
+            self.machine.memory.write(physical, chunk)
+        # The bytes may be code some core has already translated.
+        for core in self.machine.cores:
+            _flush_code(core, address, len(data))
+
+    def _physical(self, core_id: int, address: int) -> int:
+        core = self.core(core_id)
+        try:
+            physical = translate(self.machine.memory, core.regs.read(x86.UC_X86_REG_CR0),
+                                 core.regs.read(x86.UC_X86_REG_CR3), address)
+        except (PageFault, OverflowError):
+            physical = None
+        if physical is None or not self.machine.memory.contains(physical):
+            raise TargetError(f"{address:#x} is not mapped on core {core_id}")
+        return physical
+
+    # --- Breakpoints --------------------------------------------------------------
+    def add_breakpoint(self, address: int, cores=None, condition=None,
+                       temporary: bool = False) -> Breakpoint:
+        """Stop any core (or one of `cores`) about to execute `address`."""
+        address &= ADDRESS_MASK
+        cores = None if cores is None else frozenset(cores)
+        number = 0 if temporary else next(self._numbers)
+        breakpoint_ = Breakpoint(number, address, cores, condition, temporary)
+        self._breakpoints.append(breakpoint_)
+        if address not in self._code_hooks:
+            self._hook_code(address)
+        return breakpoint_
+
+    @property
+    def breakpoints(self) -> dict[int, Breakpoint]:
+        """The breakpoints a person set, by number."""
+        return {b.number: b for b in self._breakpoints if not b.temporary}
+
+    def remove_breakpoint(self, address: int) -> None:
+        """Forget every breakpoint at `address` (what gdb's z0 asks)."""
+        for breakpoint_ in list(self._breakpoints):
+            if breakpoint_.address == address & ADDRESS_MASK:
+                self._forget_breakpoint(breakpoint_)
+
+    def delete(self, number: int) -> bool:
+        """Delete breakpoint or watchpoint `number`; False if there is none."""
+        if number in self.breakpoints:
+            self._forget_breakpoint(self.breakpoints[number])
+            return True
+        if number in self.watchpoints:
+            self._unhook_watch(self.watchpoints.pop(number))
+            return True
+        return False
+
+    def breakpoints_at(self, address: int, core) -> list[Breakpoint]:
+        """The breakpoints that would stop `core` at `address`."""
+        return [b for b in self._breakpoints if b.address == address and b.applies(core)]
+
+    def _forget_breakpoint(self, breakpoint_: Breakpoint) -> None:
+        self._breakpoints.remove(breakpoint_)
+        address = breakpoint_.address
+        if not any(b.address == address for b in self._breakpoints):
+            self._unhook_code(address)
+
+    def _hook_code(self, address: int) -> None:
+        handles = []
+        for core in self.machine.cores:
+            handles.append(core.uc.hook_add(UC_HOOK_CODE, self._breakpoint_hook(core),
+                                            begin=address, end=address))
+            # Unicorn may keep running an old translation without the hook.
+            _flush_code(core, address, 1)
+        self._code_hooks[address] = handles
+
+    def _unhook_code(self, address: int) -> None:
+        for core, handle in zip(self.machine.cores, self._code_hooks.pop(address)):
+            core.uc.hook_del(handle)
+            # A deleted single-address hook can go on firing until flushed.
+            _flush_code(core, address, 1)
+
+    def _breakpoint_hook(self, core):
+        counter = self._counters[core.id]
+
+        def on_code(uc, address, size, _):
+            try:
+                if address == self._resume_points.get(core.id) and counter.value == 1:
+                    return      # where this core stopped last time: skip once
+                hits = self.breakpoints_at(address, core)
+                if hits:
+                    self._report(StopEvent(core.id, 'breakpoint', addr=address), hits)
+                    core.stop_before_this_instruction()
+            except Exception as error:      # a bug in sprat, not the guest's: say so
+                core.fail(f"internal error in a debugger hook: {error!r}")
+        return on_code
+
+    # --- Watchpoints ----------------------------------------------------------------
+    def add_watchpoint(self, address: int, length: int) -> Watchpoint:
+        """Stop any core right after it stores to [address, address + length)."""
+        if not 1 <= length <= MAX_WATCH_LENGTH:
+            raise TargetError(f"a watchpoint covers 1 to {MAX_WATCH_LENGTH:#x} bytes, not {length}")
+        watch = Watchpoint(next(self._numbers), address & ADDRESS_MASK, length)
+        self.watchpoints[watch.number] = watch
+        self._place_watch(watch)
+        return watch
+
+    def remove_watchpoint(self, address: int, length: int) -> None:
+        for number, watch in list(self.watchpoints.items()):
+            if (watch.address, watch.length) == (address & ADDRESS_MASK, length):
+                self._unhook_watch(self.watchpoints.pop(number))
+
+    def _place_watches(self, cores) -> None:
+        for watch in self.watchpoints.values():
+            self._place_watch(watch, cores)
+
+    def _place_watch(self, watch: Watchpoint, cores=None) -> None:
+        """Hook the physical bytes behind the watched range, on these cores (default all)."""
+        for core in self.machine.cores if cores is None else cores:
+            pieces = self._translate_range(core, watch.address, watch.length)
+            if pieces == watch.pieces.get(core.id):
+                continue        # the page tables did not move it
+            for handle in watch.hooks.pop(core.id, ()):
+                core.uc.hook_del(handle)
+            watch.pieces[core.id] = pieces
+            watch.hooks[core.id] = [
+                core.uc.hook_add(UC_HOOK_MEM_WRITE, self._watch_hook(core, watch),
+                                 begin=max(0, physical - WIDEST_STORE + 1),
+                                 end=physical + size - 1)
+                for physical, _, size in pieces]
+            if sum(size for _, _, size in pieces) < watch.length:
+                watch.hooks[core.id].append(
+                    core.uc.hook_add(UC_HOOK_MEM_WRITE, self._unmapped_watch_hook(core, watch)))
+
+    def _unhook_watch(self, watch: Watchpoint) -> None:
+        for core in self.machine.cores:
+            for handle in watch.hooks.pop(core.id, ()):
+                core.uc.hook_del(handle)
+        watch.pieces.clear()
+
+    def _translate_range(self, core, address: int, length: int) -> list[tuple[int, int, int]]:
+        """(physical, virtual, size) of each mapped page piece of a virtual range."""
+        pieces = []
+        end = min(address + length, 2**64)
+        while address < end:
+            size = min(end - address, PAGE - (address & (PAGE - 1)))
+            try:
+                pieces.append((self._physical(core.id, address), address, size))
+            except TargetError:
+                pass        # not mapped on this core (yet): nothing to hook
+            address += size
+        return pieces
+
+    def _watch_hook(self, core, watch: Watchpoint):
+        def on_write(uc, access, address, size, value, _):
+            try:
+                if any(start < address + size and address < start + length
+                       for start, _, length in watch.pieces.get(core.id, ())):
+                    self._report(StopEvent(core.id, 'watchpoint',
+                                           addr=watch.virtual_of(core.id, address)), [watch])
+                    core.stop_after_this_instruction()
+            except Exception as error:
+                core.fail(f"internal error in a debugger hook: {error!r}")
+        return on_write
+
+    def _unmapped_watch_hook(self, core, watch: Watchpoint):
+        """While part of a watched range is unmapped on a core, check every store
+        of that core against a fresh translation. Slow, but the OS may map a
+        page and store to it within one quantum (it builds a program's stack
+        and runs it), and a watch set at boot must not miss that."""
+        def on_any_write(uc, access, address, size, value, _):
+            try:
+                for start, virtual, length in self._translate_range(core, watch.address,
+                                                                    watch.length):
+                    if start < address + size and address < start + length:
+                        self._report(StopEvent(core.id, 'watchpoint',
+                                               addr=virtual + max(0, address - start)), [watch])
+                        core.stop_after_this_instruction()
+                        return
+            except Exception as error:
+                core.fail(f"internal error in a debugger hook: {error!r}")
+        return on_any_write
+
+    # --- Faults -----------------------------------------------------------------
+    def _fault_hook(self, core):
+        def on_interrupt(uc, vector, _):
+            if vector >= FIRST_EXTERNAL_VECTOR:
+                return      # `int n` to a system call gate: not a fault
+            try:
+                self.fault = self._describe_fault(core, vector)
+            except Exception:
+                self.fault = Fault(core.id, vector, None, None, None)
+            self._report(StopEvent(core.id, 'fault'), [])
+            core.request_stop()
+        return on_interrupt
+
+    def _describe_fault(self, core, vector: int) -> Fault:
+        """Read the frame the delivery pushed: [error code], rip, cs, rflags, ..."""
+        if core.state is CoreState.FAILED:
+            return Fault(core.id, vector, None, None, None)
+        has_code = vector in traps.VECTORS_WITH_ERROR_CODE
+        rsp = core.regs.read(x86.UC_X86_REG_RSP)
+        words = core.read_virtual(rsp, 16)
+        error_code = int.from_bytes(words[:8], "little") if has_code else None
+        rip = int.from_bytes(words[8:16] if has_code else words[:8], "little")
+        address = core.regs.read(x86.UC_X86_REG_CR2) if vector == traps.PAGE_FAULT else None
+        return Fault(core.id, vector, rip, error_code, address)
+
+    # --- Running ------------------------------------------------------------------
+    def step(self, core_id: int) -> StopEvent:
+        """One instruction of one core (or the delivery of its due interrupt)."""
+        core = self.core(core_id)
+        try:
+            self._begin_run()
+            time = self.machine.scheduler.ready_time(core)
+            if time is None:
+                return StopEvent(core_id, 'step')       # cannot move by itself
+            core.cycles = max(core.cycles, time)        # a halted core sleeps to its event
+            if not core.take_due_interrupts() and core.state is CoreState.RUNNING:
+                self._place_watches([core])
+                core.run(1)
+            return self._stopped(core) or self._after_step(core)
+        finally:
+            self._end_run()
+
+    def resume(self) -> StopEvent:
+        """Run every core until something stops the machine (see the module doc)."""
+        scheduler = self.machine.scheduler
+        try:
+            self._begin_run()
+            while not self._interrupt.is_set():
+                core, time = scheduler.next_core()
+                if core is None:
+                    return self._the_end()
+                if self.max_cycles is not None and time >= self.max_cycles:
+                    return self._out_of_budget(core)
+                limit = None if self.max_cycles is None else self.max_cycles - time
+                self._last_core = core.id
+                self._place_watches([core])     # its page tables may have changed
+                scheduler.run_one(core, time, limit)
+                self._resume_points.pop(core.id, None)
+                event = self._stopped(core)
+                if event:
+                    return event
+            return StopEvent(self._last_core, 'interrupt')
+        finally:
+            # Cleared on the way out (target.py): a request that came before
+            # the run got going must still stop it.
+            self._end_run()
+
+    def run_until(self, core_id: int, address: int, condition=None) -> StopEvent:
+        """Resume until `core_id` is about to run `address` (and `condition`),
+        or until anything else stops the machine first."""
+        temporary = self.add_breakpoint(address, cores={core_id}, condition=condition,
+                                        temporary=True)
+        try:
+            return self.resume()
+        finally:
+            self._forget_breakpoint(temporary)
+
+    def request_interrupt(self) -> None:
+        self._interrupt.set()
+
+    def kill(self) -> None:
+        self.killed = True
+
+    def cannot_run(self, core_id: int) -> str | None:
+        """Why a step of this core would do nothing, or None if it can move."""
+        core = self.core(core_id)
+        if self.machine.scheduler.ready_time(core) is not None:
+            return None
+        if core.state is CoreState.OFF:
+            return f"core {core_id} is off: it waits for INIT and STARTUP IPIs from a running core"
+        if core.state is CoreState.HALTED:
+            return f"core {core_id} is halted and no interrupt will wake it"
+        if core.state is CoreState.WAITING:
+            return (f"core {core_id} waits for another core to write a line it polls: "
+                    f"`continue` runs the others")
+        if core.state is CoreState.STOPPED:
+            return f"core {core_id} has stopped (exit code {core.exit_code})"
+        return f"core {core_id} has failed: {core.failure}"
+
+    def _begin_run(self) -> None:
+        self._stop = None
+        self.stop_causes = []
+        self.fault = None
+        self._resume_points = {core.id: core.rip for core in self.machine.cores}
+
+    def _end_run(self) -> None:
+        self._resume_points = {}
+        self._interrupt.clear()
+
+    def _report(self, event: StopEvent, causes: list) -> None:
+        """A hook asks to stop; the first request of a run wins."""
+        if self._stop is None:
+            self._stop = event
+            self.stop_causes = causes
+            for cause in causes:
+                cause.hits += 1
+
+    def _stopped(self, core) -> StopEvent | None:
+        if self._stop is not None:
+            return self._stop
+        if core.state is CoreState.FAILED:
+            return StopEvent(core.id, 'fault')
+        return None
+
+    def _after_step(self, core) -> StopEvent:
+        if self.machine.scheduler.next_core()[0] is None:
+            return self._the_end(core.id)
+        return StopEvent(core.id, 'step')
+
+    def _the_end(self, core_id: int | None = None) -> StopEvent:
+        self.machine.console.flush()
+        result = self.machine.outcome()
+        self.end_reason = result.reason
+        codes = [c.exit_code for c in self.machine.cores if c.exit_code]
+        code = 0 if result.clean else (codes[0] if codes else 1)
+        return StopEvent(self._last_core if core_id is None else core_id, 'exited', exit_code=code)
+
+    def _out_of_budget(self, core) -> StopEvent:
+        self.end_reason = (f"cycle budget of {self.max_cycles:,} cycles spent "
+                           f"(core {core.id} still running at rip {core.rip:#x})")
+        return StopEvent(core.id, 'exited', exit_code=1)
+
+
+def _flush_code(core, address: int, length: int) -> None:
+    """Make `core` translate [address, address + length) afresh (unicorn wants begin < end)."""
+    end = min(address + length, ADDRESS_MASK)
+    core.uc.ctl_remove_cache(min(address, end - 1), end)
+
+
+def _page_pieces(address: int, data: bytes):
+    """Split a store at page boundaries: (virtual address, bytes) pieces."""
+    offset = 0
+    while offset < len(data):
+        size = min(len(data) - offset, PAGE - ((address + offset) & (PAGE - 1)))
+        yield address + offset, data[offset:offset + size]
+        offset += size

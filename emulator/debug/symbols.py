@@ -1,0 +1,167 @@
+"""Symbols: what an address is called, and where a name is, core by core.
+
+    symbols = SymbolTable(shared=[kernel], per_core={0: [hello], 2: [spin, ping]},
+                          read=engine.read_memory)
+    symbols.describe(0x200123, core=2)     # -> "trap_common+3"
+    symbols.source(0x200123, core=2)       # -> "cpudriver/trap.S:42"
+    symbols.lookup("start", core=2)        # -> Location(0x8000000000, {2}, (spin,))
+
+Every assembled source is a `Program` (emulator/assembler.py) with a table
+label -> address. Some programs are seen by every core at the same address
+(the CPU driver); others only by the cores that run them: every user
+program is linked at the same virtual address, in its own address space,
+so *which* program an address belongs to depends on the core -- and, when a
+core runs several programs in turn, on which one is mapped right now. That
+is the one idea of this module. The mapped one is found by looking: of the
+programs that could be there, the one whose first bytes are in memory at
+its base address (through `read(core, address, length)`, the core's view).
+
+A name given by a person resolves to a `Location`: the address, the cores
+on which that name means that address (None: every core) and, for a user
+label, the programs that have it there. A breakpoint on a user label can
+then stop only when one of those is running, not every program that
+happens to have code at the same address.
+
+Names in addresses: `NAME`, `NAME+OFFSET`, numbers (`0x200000`, `4096`)
+and `NUMBER+OFFSET`. Registers (`$rsp`) are the debugger's business, not
+this module's: they need a live core.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TERM = re.compile(r'\s*([A-Za-z_.$][\w.$]*|0[xX][0-9a-fA-F_]+|\d[\d_]*)\s*')
+
+
+class SymbolError(ValueError):
+    """A name that is not a symbol, or an address that does not parse."""
+
+
+# How many bytes of a program are compared with memory to tell it is mapped.
+IDENTIFYING_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Location:
+    address: int
+    cores: frozenset[int] | None = None     # None: the address means this on every core
+    programs: tuple | None = None           # a user label's programs (None: no matter)
+
+
+class SymbolTable:
+    def __init__(self, shared=(), per_core: dict | None = None, read=None):
+        """`shared`: programs every core sees; `per_core`: core -> the programs it
+        may run; `read(core, address, length) -> bytes`: to tell which is mapped."""
+        self.shared = list(shared)
+        self.per_core = {core: list(programs) for core, programs in (per_core or {}).items()}
+        self.read = read
+
+    # --- Address -> name ------------------------------------------------------
+    def program_at(self, address: int, core: int):
+        """The program whose code holds `address` as `core` sees it, or None."""
+        for program in self.shared:
+            if program.base <= address < program.end:
+                return program
+        candidates = [p for p in self.per_core.get(core, ()) if p.base <= address < p.end]
+        if len(candidates) > 1:
+            mapped = [p for p in candidates if self.is_mapped(p, core)]
+            candidates = mapped or candidates
+        return candidates[0] if candidates else None
+
+    def running(self, programs, core: int) -> bool:
+        """Is one of `programs` the one mapped on `core` now? (a breakpoint's condition)"""
+        return any(self.is_mapped(program, core) for program in programs)
+
+    def is_mapped(self, program, core: int) -> bool:
+        """Is `program` the one in `core`'s address space right now?"""
+        if self.read is None:
+            return True
+        length = min(IDENTIFYING_BYTES, len(program.code))
+        try:
+            return self.read(core, program.base, length) == program.code[:length]
+        except Exception:       # unmapped: not this one
+            return False
+
+    def describe(self, address: int, core: int) -> str | None:
+        """`label` or `label+offset` (decimal offset, as gdb writes it)."""
+        program = self.program_at(address, core)
+        found = program.symbol_at(address) if program else None
+        if found is None:
+            return None
+        name, offset = found
+        return f"{name}+{offset}" if offset else name
+
+    def source(self, address: int, core: int) -> str | None:
+        """`file:line` of the statement that assembled to `address`."""
+        program = self.program_at(address, core)
+        found = program.line_at(address) if program else None
+        return f"{found[0]}:{found[1]}" if found else None
+
+    def label_at(self, address: int, core: int) -> str | None:
+        """The label defined exactly at `address`, if any."""
+        described = self.describe(address, core)
+        return described if described and "+" not in described else None
+
+    # --- Name -> address ----------------------------------------------------
+    def lookup(self, name: str, core: int | None = None) -> Location:
+        """Where `name` is: a shared program's label first, then the cores' own.
+
+        With `core`, only that core's program is searched (besides the shared
+        ones). Without, every core's: the name must mean one address.
+        """
+        for program in self.shared:
+            if name in program.symbols:
+                return Location(program.symbols[name])
+        cores = [core] if core is not None else sorted(self.per_core)
+        programs = []
+        for c in cores:
+            for program in self.per_core.get(c, ()):
+                if name in program.symbols and program not in programs:
+                    programs.append(program)
+        if not programs:
+            where = f" on core {core}" if core is not None else ""
+            raise SymbolError(f"no symbol {name!r}{where}")
+        if len({program.symbols[name] for program in programs}) > 1:
+            raise SymbolError(f"{name!r} is at different addresses in different programs: "
+                              f"say which core (`core K`)")
+        running = frozenset(c for c in cores
+                            if any(p in programs for p in self.per_core.get(c, ())))
+        return Location(programs[0].symbols[name], running, tuple(programs))
+
+    def resolve(self, text: str, core: int | None = None) -> Location:
+        """An address as a person writes it: a number, a name, either + an offset."""
+        parts = text.split("+")
+        if not all(parts):
+            raise SymbolError(f"cannot read {text!r} as an address")
+        location = self._term(parts[0], core)
+        offset = sum(self._number(part) for part in parts[1:])
+        return Location((location.address + offset) & (2**64 - 1), location.cores,
+                        location.programs)
+
+    def _term(self, text: str, core: int | None) -> Location:
+        match = _TERM.fullmatch(text)
+        if not match:
+            raise SymbolError(f"cannot read {text!r} as an address")
+        word = match.group(1)
+        if word[0].isdigit():
+            return Location(self._number(word))
+        return self.lookup(word, core)
+
+    @staticmethod
+    def _number(text: str) -> int:
+        try:
+            return int(text.strip().replace("_", ""), 0)
+        except ValueError:
+            raise SymbolError(f"{text.strip()!r} is not a number") from None
+
+    def names(self) -> list[str]:
+        """Every label, for completion at the prompt."""
+        found = set()
+        for program in self.shared:
+            found.update(program.symbols)
+        for programs in self.per_core.values():
+            for program in programs:
+                found.update(program.symbols)
+        return sorted(found)

@@ -1,0 +1,93 @@
+"""The message trace: every event the machine reports, one JSON line each.
+
+    with open("run.trace", "w") as out:
+        machine.observers.append(TraceRecorder(out))
+        machine.run()
+    events = read_trace("run.trace")     # [{"event": "ipi", "time": 812, ...}, ...]
+
+The machine tells its observers about what crosses between cores
+(`machine._notify(event, **fields)`): an `ipi` (source, target, mode,
+vector, time) and, from the channels, a `send` or `recv` (time, core,
+peer, channel, words, seq). The recorder knows none of these by name: it
+writes whatever event comes, with its fields, so a new kind of event is
+traced the day something reports it. Keys are sorted and nothing of the
+host (no wall-clock time) goes in: the same run gives the same file.
+
+`MessageLog` is the in-memory cousin the debugger's `msgs` command reads:
+the last few sends and receives on each channel.
+
+Reading a trace back and drawing it is sprat/trace.py's business.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+
+from emulator.errors import SpratError
+
+MESSAGE_EVENTS = ("send", "recv")
+
+
+class TraceRecorder:
+    """A machine observer that writes each event as a line of JSON."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.events = 0
+
+    def __call__(self, event: str, **fields) -> None:
+        record = {"event": event, **fields}
+        self.stream.write(json.dumps(record, sort_keys=True, default=_plain) + "\n")
+        self.events += 1
+
+
+class MessageLog:
+    """The last `keep` message events (send and recv) of each channel."""
+
+    def __init__(self, keep: int = 8):
+        self.keep = keep
+        self.channels: dict[object, deque] = {}
+
+    def __call__(self, event: str, **fields) -> None:
+        if event not in MESSAGE_EVENTS:
+            return
+        channel = fields.get("channel")
+        if channel not in self.channels:
+            self.channels[channel] = deque(maxlen=self.keep)
+        self.channels[channel].append({"event": event, **fields})
+
+
+def read_trace(path) -> list[dict]:
+    """The events of a trace file, in order (SpratError if it is not one)."""
+    events = []
+    try:
+        with open(path, encoding="utf-8") as stream:
+            for number, line in enumerate(stream, 1):
+                if line.strip():
+                    events.append(_parse_line(line, path, number))
+    except OSError as error:
+        raise SpratError(f"cannot read trace {path}: {error.strerror}") from None
+    return events
+
+
+def _parse_line(line: str, path, number: int) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        raise SpratError(f"{path}:{number}: not a trace line (JSON expected)") from None
+    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+        raise SpratError(f"{path}:{number}: a trace line needs an \"event\" field")
+    return record
+
+
+def _plain(value):
+    """JSON for what is not JSON already: sequences (message words) and enums."""
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if hasattr(value, "value"):
+        return value.value
+    try:
+        return list(value)
+    except TypeError:
+        return str(value)

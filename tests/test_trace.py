@@ -1,0 +1,98 @@
+"""The message trace: recording what the machine reports, and `sprat trace`."""
+
+import json
+
+from emulator.debug.trace import MessageLog, TraceRecorder, read_trace
+from sprat import cli
+from sprat.trace import messages, summary
+
+from conftest import ROOT
+
+DEFAULT_IMAGE = ROOT / "images" / "default.lst"
+
+
+def send(time, core, peer, channel, seq, words=(1, 2)):
+    return {"event": "send", "time": time, "core": core, "peer": peer, "channel": channel,
+            "seq": seq, "words": list(words)}
+
+
+def recv(time, core, peer, channel, seq, words=(1, 2)):
+    return {"event": "recv", "time": time, "core": core, "peer": peer, "channel": channel,
+            "seq": seq, "words": list(words)}
+
+
+def write_trace(path, events):
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+def test_boot_trace_records_every_ipi_with_its_fields(tmp_path, capsys):
+    trace = tmp_path / "boot.trace"
+    assert cli.main(["boot", "--cores", "4", "--trace", str(trace)]) == 0
+    events = read_trace(trace)
+    ipis = [e for e in events if e["event"] == "ipi"]
+    assert len(ipis) == 6, "INIT and STARTUP for each of cores 1 to 3"
+    assert {e["target"] for e in ipis} == {1, 2, 3}
+    assert all(set(e) == {"event", "source", "target", "mode", "vector", "time"} for e in ipis)
+
+
+def test_the_same_boot_gives_the_same_trace(tmp_path, capsys):
+    traces = []
+    for n in range(2):
+        path = tmp_path / f"{n}.trace"
+        cli.main(["boot", "--trace", str(path)])
+        traces.append(path.read_bytes())
+    assert traces[0] == traces[1]
+
+
+def test_recorder_writes_any_event_with_all_its_fields(tmp_path):
+    path = tmp_path / "t.trace"
+    with open(path, "w") as stream:
+        recorder = TraceRecorder(stream)
+        recorder("send", time=5, core=0, peer=1, channel=2, words=(7, 8), seq=1)
+        recorder("something_new", time=9, detail="x")
+    events = read_trace(path)
+    assert events[0] == send(5, 0, 1, 2, 1, (7, 8))
+    assert events[1] == {"event": "something_new", "time": 9, "detail": "x"}
+
+
+def test_message_log_keeps_the_last_messages_of_each_channel():
+    log = MessageLog(keep=2)
+    for seq in range(5):
+        log("send", **{k: v for k, v in send(seq, 0, 1, "a", seq).items() if k != "event"})
+    log("ipi", source=0, target=1, mode=0, vector=40, time=3)
+    assert [e["seq"] for e in log.channels["a"]] == [3, 4]
+    assert list(log.channels) == ["a"]
+
+
+def test_sends_and_receives_pair_up_by_channel_and_sequence():
+    events = [send(10, 0, 1, 3, 0), send(12, 0, 1, 3, 1), recv(40, 1, 0, 3, 0),
+              send(15, 2, 1, 4, 0), recv(90, 1, 0, 3, 1)]
+    paired = messages(events)
+    assert [(m["send"]["seq"], m["recv"] and m["recv"]["time"]) for m in paired] == \
+        [(0, 40), (1, 90), (0, None)]
+    table = summary(events)
+    assert "events: 2 recv, 3 send, from t=10 to t=90" in table
+    row3 = next(line for line in table.splitlines() if line.split()[:1] == ["3"])
+    assert row3.split() == ["3", "0", "1", "2", "2", "4", "30", "54.00", "78"]
+
+
+def test_trace_command_prints_a_table_and_draws_a_chart(tmp_path, capsys):
+    path = write_trace(tmp_path / "m.trace", [
+        {"event": "ipi", "source": 0, "target": 1, "mode": 0, "vector": 40, "time": 5},
+        send(10, 0, 1, 3, 0), recv(40, 1, 0, 3, 0)])
+    chart = tmp_path / "m.png"
+    assert cli.main(["trace", str(path), "--plot", str(chart)]) == 0
+    out = capsys.readouterr().out
+    assert "latency_mean" in out and "fixed" in out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_broken_trace_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.trace"
+    bad.write_text('{"event": "ipi"}\nnot json\n')
+    assert cli.main(["trace", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sprat: error: ") and ":2: not a trace line" in err
+    assert err.count("\n") == 1
+    assert cli.main(["trace", str(tmp_path / "missing.trace")]) == 2
