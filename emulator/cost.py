@@ -122,7 +122,7 @@ class CostModel:
             core.waiting_on = lines
             for line in lines:
                 self.waiters.setdefault(line, []).append(core)
-            core.request_stop()
+            core.stop_before_this_instruction()     # the pause runs when it wakes
         return on_pause
 
     def _wake(self, line: int) -> None:

@@ -104,7 +104,7 @@ def run(args) -> int:
     cores, topology = machine_shape(args)
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
                         topology=topology)
-    with recording(system.machine, args.trace):
+    with recording(system, args.trace):
         if args.gdb is not None and serve_gdb_first(system, args) == "kill":
             print("sprat: gdb killed the run", file=sys.stderr)
             return EXIT_MACHINE_FAILURE
@@ -123,10 +123,13 @@ def run(args) -> int:
 
 
 @contextlib.contextmanager
-def recording(machine, path):
+def recording(system, path):
     """--trace FILE: record the machine's messages and IPIs while the block runs."""
+    from kernel.tracepoints import install_message_tracepoints
     from sprat.debug import open_trace
-    stream = open_trace(machine, path) if path else None
+    stream = open_trace(system.machine, path) if path else None
+    if stream is not None:
+        install_message_tracepoints(system)
     try:
         yield
     finally:

@@ -39,6 +39,7 @@ from emulator.debug.engine import DebugEngine
 from emulator.debug.symbols import Location, SymbolError, SymbolTable
 from emulator.debug.target import TargetError
 from emulator.debug.trace import MessageLog, TraceRecorder
+from kernel.tracepoints import install_message_tracepoints
 from emulator.errors import SpratError
 from sprat.boot import DEFAULT_MAX_CYCLES, add_machine_options, machine_shape, positive_argument
 from sprat.table import format_table
@@ -159,6 +160,7 @@ def attach(system, max_cycles=None, trace=None) -> Debuggee:
                           read=engine.read_memory)
     messages = MessageLog(keep=MESSAGES_SHOWN)
     system.machine.observers.append(messages)
+    install_message_tracepoints(system)
     trace_file = open_trace(system.machine, trace) if trace else None
     return Debuggee(system, engine, symbols, messages, trace_file)
 

@@ -109,7 +109,9 @@ def _channel_rows(events) -> list[list]:
     rows = []
     for channel in sorted(by_channel, key=str):
         row = by_channel[channel]
-        pairs = sorted(row["pairs"], key=str)
+        # a send made before the receiver was first seen names no peer
+        known = {pair for pair in row["pairs"] if pair[1] is not None}
+        pairs = sorted(known or row["pairs"], key=str)
         source, target = pairs[0] if len(pairs) == 1 else ("many", "many") if pairs else ("-", "-")
         latencies = row["latencies"]
         rows.append([channel, source, target, row["sends"], row["recvs"], row["words"],

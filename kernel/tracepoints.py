@@ -1,0 +1,64 @@
+"""Message tracepoints: telling the machine's observers about URPC messages.
+
+The machine sees loads and stores, not messages. The OS knows where in its
+programs a message becomes visible and where one is taken, because
+userland/lib/urpc.S marks the two places with labels:
+
+  urpc_send_commit  about to store the control word: the payload is in
+                    the slot (rdx), rcx is the message number + 1
+  urpc_received     the payload is copied out (to rsi), rcx is the message
+                    number + 1, rdi the receiver's end (its ring first)
+
+A code hook on each (only when someone listens: `sprat boot --trace`, the
+debugger's `msgs`) reads the message and reports a `send` or `recv` event
+through `machine._notify`, with the modeled time, the core, the channel,
+the seven words and the message number. `peer` is the core last seen at
+the other end of the same channel (None until there is one).
+"""
+
+import struct
+
+from unicorn import UC_HOOK_CODE
+from unicorn import x86_const as x86
+
+from cpudriver import layout
+
+PAYLOAD_WORDS = 7
+
+
+def install_message_tracepoints(system) -> None:
+    """Hook the send and receive points of every program that links URPC."""
+    ends = {}                                  # channel -> {"send": core, "recv": core}
+    for module in system.modules:
+        program = module.program
+        for label, event in (("urpc_send_commit", "send"), ("urpc_received", "recv")):
+            address = program.symbols.get(label)
+            if address is None:
+                continue
+            expected = program.code[address - program.base:address - program.base + 4]
+            for core in system.machine.cores:
+                hook = _tracepoint(system.machine, core, event, expected, ends)
+                core.uc.hook_add(UC_HOOK_CODE, hook, begin=address, end=address)
+                core.uc.ctl_remove_cache(address, address + 1)
+
+
+def _tracepoint(machine, core, event, expected, ends):
+    def on_message(uc, address, size, _):
+        # Several programs share virtual addresses: is this one of ours?
+        if core.read_virtual(address, len(expected)) != expected:
+            return
+        regs = core.regs
+        sequence = regs.read(x86.UC_X86_REG_RCX) - 1
+        if event == "send":
+            slot = regs.read(x86.UC_X86_REG_RDX)
+            ring, words = slot & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(slot, 8 * PAYLOAD_WORDS)
+        else:
+            ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
+            words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), 8 * PAYLOAD_WORDS)
+        channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
+        sides = ends.setdefault(channel, {})
+        sides[event] = core.id
+        other = sides.get("recv" if event == "send" else "send")
+        machine._notify(event, time=core.now(), core=core.id, peer=other, channel=channel,
+                        seq=sequence, words=list(struct.unpack(f"<{PAYLOAD_WORDS}Q", words)))
+    return on_message
