@@ -29,6 +29,7 @@ PAYLOAD_WORDS = 7
 def install_message_tracepoints(system) -> None:
     """Hook the send and receive points of every program that links URPC."""
     ends = {}                                  # channel -> {"send": core, "recv": core}
+    hooked = set()                             # programs built alike share their hooks
     for module in system.modules:
         program = module.program
         for label, event in (("urpc_send_commit", "send"), ("urpc_received", "recv")):
@@ -36,6 +37,9 @@ def install_message_tracepoints(system) -> None:
             if address is None:
                 continue
             expected = program.code[address - program.base:address - program.base + 4]
+            if (address, expected) in hooked:
+                continue
+            hooked.add((address, expected))
             for core in system.machine.cores:
                 hook = _tracepoint(system.machine, core, event, expected, ends)
                 core.uc.hook_add(UC_HOOK_CODE, hook, begin=address, end=address)
