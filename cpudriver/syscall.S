@@ -26,6 +26,13 @@
 #   SYS_INVOKE(op, a, b, c, d)       a capability invocation (kernel/caps/),
 #                                    served in Python through the hypercall
 #                                    port; -errno if refused
+#   SYS_CHANNEL_UNMAP(page)          remove channel page `page` from this
+#                                    core's page tables, WITHOUT flushing
+#                                    the TLB (a stale entry may live on)
+#   SYS_CHANNEL_MAP(page)            put it back (read-write)
+#   SYS_INVLPG(page)                 forget the TLB entry for that page
+#                                    (these three serve the TLB shootdown
+#                                    study until frames come from caps)
 #   SYS_SPAWN(module, core, arg)     start boot module `module` in a new
 #                                    dispatcher on `core` (which gets `arg`
 #                                    in r8): here -> its number; on another
@@ -93,6 +100,9 @@ syscall_table:
     .quad sys_lmp_call                # SYS_LMP_CALL
     .quad sys_spawn                   # SYS_SPAWN
     .quad sys_invoke                  # SYS_INVOKE
+    .quad sys_channel_unmap           # SYS_CHANNEL_UNMAP
+    .quad sys_channel_map             # SYS_CHANNEL_MAP
+    .quad sys_invlpg                  # SYS_INVLPG
 
 # sys_exit(status): this dispatcher is finished (a word if it failed).
 sys_exit:
@@ -197,6 +207,55 @@ sys_invoke_flush_all:
     mov rcx, cr3
     mov cr3, rcx
 sys_invoke_done:
+    ret
+
+# channel_pte: the address of channel page rdi's entry in this core's page
+# table, or 0 if there is no such user channel page.  out: rax
+channel_pte:
+    xor eax, eax
+    cmp rdi, N_USER_CHANNELS
+    jae channel_pte_done
+    mov rax, qword ptr gs:[PCV_SELF]
+    lea rax, [rax + PC_PT_CHANNELS + rdi * 8]
+channel_pte_done:
+    ret
+
+# sys_channel_unmap(page) -> 0 or -EINVAL. The TLB is left alone on purpose:
+# until sys_invlpg, this core may still reach the page through a stale entry.
+sys_channel_unmap:
+    call channel_pte
+    test rax, rax
+    jz sys_channel_invalid
+    mov qword ptr [rax], 0
+    xor eax, eax
+    ret
+
+# sys_channel_map(page) -> 0 or -EINVAL: map it again, read-write, no-execute.
+sys_channel_map:
+    call channel_pte
+    test rax, rax
+    jz sys_channel_invalid
+    mov rcx, rdi
+    shl rcx, 12
+    add rcx, CHANNELS_PHYS
+    or rcx, PTE_P | PTE_W | PTE_U
+    bts rcx, 63
+    mov qword ptr [rax], rcx
+    xor eax, eax
+    ret
+
+# sys_invlpg(page) -> 0 or -EINVAL: drop this core's TLB entry for the page.
+sys_invlpg:
+    cmp rdi, N_USER_CHANNELS
+    jae sys_channel_invalid
+    shl rdi, 12
+    mov rax, USER_CHANNELS
+    add rdi, rax
+    invlpg [rdi]
+    xor eax, eax
+    ret
+sys_channel_invalid:
+    mov rax, -EINVAL
     ret
 
 # sys_spawn(module, core, argument) -> dispatcher number, 0, or -errno

@@ -71,7 +71,8 @@ class System:
 def user_defines() -> dict[str, int]:
     """The constants a user program may use (system call numbers, its address space)."""
     names = ("SYS_EXIT", "SYS_PRINT", "SYS_CORE_ID", "SYS_YIELD", "SYS_DISPATCHER_ID",
-             "SYS_LMP_SEND", "SYS_LMP_RECV", "SYS_LMP_CALL", "SYS_SPAWN", "SYS_INVOKE", "USER_BASE",
+             "SYS_LMP_SEND", "SYS_LMP_RECV", "SYS_LMP_CALL", "SYS_SPAWN", "SYS_INVOKE",
+             "SYS_CHANNEL_UNMAP", "SYS_CHANNEL_MAP", "SYS_INVLPG", "USER_BASE",
              "USER_STACK_TOP", "MAX_PRINT", "USER_CHANNELS", "CHANNEL_SIZE", "N_USER_CHANNELS")
     return {name: getattr(layout, name) for name in names}
 
