@@ -24,7 +24,7 @@ after_invlpg:
 wrong:
     mov edi, 1
     call exit
-stale: .asciz "stale TLB entry still works"
+stale: .asciz "stale TLB entry still works\\n"
 """
 
 
