@@ -37,7 +37,7 @@ def program(sequence) -> str:
     return "\n".join(lines) + f'\n.include "{USER_LIBRARY}"\n'
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(calls)
 def test_random_system_calls_never_break_the_kernel(tmp_path, sequence):
     (tmp_path / "hostile.S").write_text(program(sequence))
