@@ -138,11 +138,12 @@ SYS_LMP_SEND = 5
 SYS_LMP_RECV = 6
 SYS_LMP_CALL = 7
 SYS_SPAWN = 8
-SYS_INVOKE = 9
 SYS_CHANNEL_UNMAP = 10
 SYS_CHANNEL_MAP = 11
 SYS_INVLPG = 12
 N_SYSCALLS = 13
+SYS_INVOKE = 32          # SYS_INVOKE + op: a capability invocation (kernel/caps/invoke.py)
+MAX_INVOCATION = 31
 
 # A CPU driver's inbox (one page): a ring of requests from other cores.
 INBOX_TICKET = 0x00     # next free ticket: senders take one with `lock xadd`

@@ -23,9 +23,10 @@
 #   SYS_LMP_CALL(to, w0, w1, w2)     send, then wait for the answer, in one
 #                                    call (an RPC: the reply comes as from
 #                                    SYS_LMP_RECV)
-#   SYS_INVOKE(op, a, b, c, d)       a capability invocation (kernel/caps/),
+#   SYS_INVOKE + op (a .. f)         capability invocation `op` with up to
+#                                    six arguments (kernel/caps/invoke.py),
 #                                    served in Python through the hypercall
-#                                    port; -errno if refused
+#                                    port; -error if refused
 #   SYS_CHANNEL_UNMAP(page)          remove channel page `page` from this
 #                                    core's page tables, WITHOUT flushing
 #                                    the TLB (a stale entry may live on)
@@ -72,6 +73,8 @@ syscall_dispatch:
     push rbx
     mov rbx, rdi
     mov rax, qword ptr [rbx + TF_RAX]
+    cmp rax, SYS_INVOKE
+    jae syscall_invoke
     cmp rax, N_SYSCALLS
     jae syscall_unknown
     lea r8, [rip + syscall_table]
@@ -88,6 +91,11 @@ syscall_result:
 syscall_unknown:
     mov rax, -ENOSYS
     jmp syscall_result
+syscall_invoke:
+    cmp rax, SYS_INVOKE + MAX_INVOCATION
+    ja syscall_unknown
+    call sys_invoke
+    jmp syscall_result
 
 syscall_table:
     .quad sys_exit                    # SYS_EXIT
@@ -99,7 +107,7 @@ syscall_table:
     .quad sys_lmp_recv                # SYS_LMP_RECV
     .quad sys_lmp_call                # SYS_LMP_CALL
     .quad sys_spawn                   # SYS_SPAWN
-    .quad sys_invoke                  # SYS_INVOKE
+    .quad sys_unknown                 # 9: unused
     .quad sys_channel_unmap           # SYS_CHANNEL_UNMAP
     .quad sys_channel_map             # SYS_CHANNEL_MAP
     .quad sys_invlpg                  # SYS_INVLPG
@@ -188,14 +196,22 @@ sys_lmp_call:
 sys_lmp_call_done:
     ret
 
-# sys_invoke(op, a, b, c, d) -> the capability system's answer.
-# The rules live in Python (kernel/caps/), reached through the hypercall
-# port with the same registers. If the operation changed this dispatcher's
-# page tables, rdx comes back saying what the TLB must forget: 0 nothing,
-# -1 everything (reload CR3), else the one virtual page to invlpg.
+# sys_invoke: capability invocation frame.rax - SYS_INVOKE, its arguments
+# in the caller's rdi rsi rdx r10 r8 r9. The rules live in Python
+# (kernel/caps/), reached through the hypercall port: rax = the operation,
+# the six arguments in the same registers. If the operation changed this
+# dispatcher's page tables, rdx comes back saying what the TLB must forget:
+# 0 nothing, -1 everything (reload CR3), else the one virtual page to invlpg.
+#   in: rbx = the trap frame (syscall_dispatch's)
 sys_invoke:
-    mov r10, rcx                      # (syscall_dispatch passed r10 in rcx)
-    mov r8, qword ptr [rbx + TF_R8]   # rbx: syscall_dispatch's trap frame
+    mov rax, qword ptr [rbx + TF_RAX]
+    sub rax, SYS_INVOKE
+    mov rdi, qword ptr [rbx + TF_RDI]
+    mov rsi, qword ptr [rbx + TF_RSI]
+    mov rdx, qword ptr [rbx + TF_RDX]
+    mov r10, qword ptr [rbx + TF_R10]
+    mov r8, qword ptr [rbx + TF_R8]
+    mov r9, qword ptr [rbx + TF_R9]
     out HYPERCALL_PORT, al
     test rdx, rdx
     jz sys_invoke_done
@@ -207,6 +223,11 @@ sys_invoke_flush_all:
     mov rcx, cr3
     mov cr3, rcx
 sys_invoke_done:
+    ret
+
+# sys_unknown: a system call number nobody has.
+sys_unknown:
+    mov rax, -ENOSYS
     ret
 
 # channel_pte: the address of channel page rdi's entry in this core's page

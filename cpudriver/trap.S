@@ -19,6 +19,7 @@
 # trap_return.
 
 TF_R10 = 40
+TF_R9 = 48
 TF_R8 = 56
 TF_RDI = 72
 TF_RSI = 80

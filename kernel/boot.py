@@ -32,6 +32,8 @@ from emulator.cost import find_pause_sites
 from emulator.errors import SpratError
 from emulator.machine import DEFAULT_MEMORY, Machine
 from emulator.scheduler import DEFAULT_QUANTUM
+from kernel.caps import defines as caps_defines
+from kernel.capservice import CapabilityService
 from kernel.image import BootImage, parse_image
 
 PAGE = 4096
@@ -74,7 +76,7 @@ def user_defines() -> dict[str, int]:
              "SYS_LMP_SEND", "SYS_LMP_RECV", "SYS_LMP_CALL", "SYS_SPAWN", "SYS_INVOKE",
              "SYS_CHANNEL_UNMAP", "SYS_CHANNEL_MAP", "SYS_INVLPG", "USER_BASE",
              "USER_STACK_TOP", "MAX_PRINT", "USER_CHANNELS", "CHANNEL_SIZE", "N_USER_CHANNELS")
-    return {name: getattr(layout, name) for name in names}
+    return {name: getattr(layout, name) for name in names} | caps_defines()
 
 
 def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
@@ -96,6 +98,7 @@ def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
     _load_modules(system, cores)
     _write_boot_info(system)
     _track_channels(system)
+    machine.set_hypercall_handler(CapabilityService(machine))
     machine.power_on(layout.KERNEL_BASE, {x86.UC_X86_REG_RDI: layout.BOOT_INFO})
     return system
 

@@ -35,5 +35,19 @@ def test_faults_image_stops_each_culprit_with_its_report_and_ends_cleanly():
     assert "#PF page fault at rip 0x400000" in foreign_jump
     assert "error 0x15" in foreign_jump                  # present, user, instruction fetch
     assert all("program killed" in line for line in (kernel_write, privileged, foreign_jump))
-    assert run.output(3) == ["hello from core 3 of 4"]
+    assert run.output(3) == [
+        "faulty: invoking slot 9, which holds no capability, was refused: error 104",
+        "cpu driver: program exited with status 1",
+        "hello from core 3 of 4"]
     assert not any("not enforced" in line for _, line in run.lines)
+
+
+def test_caps_image_maps_a_frame_made_from_ram_and_unmap_really_unmaps():
+    run = boot_and_run(IMAGES / "caps.lst", cores=1)
+    assert run.result.clean, run.result.reason
+    out = run.output(0)
+    assert out[:3] == ["retype: PD, PT and frame made", "overlap refused: error 111",
+                       "frame mapped, it holds 4660"]
+    touch = run.system.modules[0].program.symbols["touch_again"]
+    assert out[-1].startswith(f"cpu driver: user fault: #PF page fault at rip {touch:#x}")
+    assert "address 0x8040000000" in out[-1]

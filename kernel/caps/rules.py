@@ -199,6 +199,8 @@ def check_entry(vnode: mdb.Capability, entry: int, kernel_entries) -> None:
         refuse(ErrorCode.INVALID_ENTRY, f"entry {entry} is not 0..{ENTRIES_PER_VNODE - 1}")
     if vnode.type == CapType.VNODE_PML4 and entry in kernel_entries:
         refuse(ErrorCode.INVALID_ENTRY, f"PML4 entry {entry} belongs to the kernel")
+    if entry in vnode.obj.info.get("boot_entries", ()):
+        refuse(ErrorCode.INVALID_ENTRY, f"entry {entry} was made at boot: it is the CPU driver's")
 
 
 def check_map(vnode: mdb.Capability, entry: int, src: mdb.Capability, rights: int,

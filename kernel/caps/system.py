@@ -43,17 +43,24 @@ class CapabilitySystem:
         return CSpace(mdb.place_cap(obj, Rights.ALL, 0, None, 0))
 
     def create(self, cspace: CSpace, address: int, obj_type: CapType, base: int, size_bits: int,
-               rights: Rights = Rights.ALL) -> Capability:
+               rights: Rights = Rights.ALL, adopt: tuple[int, int] | None = None) -> Capability:
         """Boot: put a capability to memory nobody else holds into slot `address`.
 
         The region must lie in RAM and overlap no other original. RAM and
         Frames keep their contents (a boot module stays loaded); any other
-        object starts as a retype would make it."""
+        object starts as a retype would make it, unless `adopt` = (PML4
+        address, virtual address its range starts at): then a page table the
+        CPU driver built at boot keeps its entries, those entries stay the
+        CPU driver's (rules.check_entry refuses them), and what is mapped
+        under it is flushed in that address space."""
         if obj_type == CapType.ENDPOINT:
             raise CapError(ErrorCode.RETYPE_NOT_ALLOWED, "an ENDPOINT is retyped from a DISPATCHER")
         cnode, index = self._free_slots(cspace, address, 1, "copy")
         obj = self._original(obj_type, base, size_bits)
-        if obj_type not in (CapType.RAM, CapType.FRAME):
+        if adopt and obj_type in VNODE_TYPES:
+            obj.info["boot_entries"] = vspace.present_entries(self.memory, obj)
+            obj.info["boot_address_space"] = adopt
+        elif obj_type not in (CapType.RAM, CapType.FRAME):
             self._initialise(obj)
         return mdb.place_cap(obj, rules.check_rights_value(rights), 0, cnode, index)
 

@@ -18,6 +18,7 @@ Whether another core has the address space loaded is the shootdown
 protocol's business, not this module's.
 """
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from kernel.caps.mdb import Capability, KernelObject, Mapping
@@ -89,6 +90,9 @@ def address_spaces(vnode: KernelObject, memo: dict) -> dict:
     """
     if vnode.type == CapType.VNODE_PML4:
         return {vnode: {0}}
+    if "boot_address_space" in vnode.info:        # a table the CPU driver built (adopted)
+        pml4, prefix = vnode.info["boot_address_space"]
+        return {BootPml4(pml4): {prefix}}
     if id(vnode) in memo:
         return memo[id(vnode)]
     found = {}
@@ -111,6 +115,17 @@ def _merge(known, prefixes, offset):
 def canonical(address: int) -> int:
     """Sign-extend bit 47, as x86-64 virtual addresses must be."""
     return address | 0xFFFF_0000_0000_0000 if address & (1 << 47) else address
+
+
+@dataclass(frozen=True)
+class BootPml4:
+    """A PML4 the CPU driver built at boot, known only by its address."""
+    base: int
+
+
+def present_entries(memory, vnode: KernelObject) -> frozenset:
+    """The entries of a table that are in use (present) right now."""
+    return frozenset(i for i, pte in enumerate(read_entries(memory, vnode)) if pte & 1)
 
 
 def read_entries(memory, vnode: KernelObject) -> list[int]:

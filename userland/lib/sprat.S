@@ -20,7 +20,6 @@ SYS_LMP_SEND = 5
 SYS_LMP_RECV = 6
 SYS_LMP_CALL = 7
 SYS_SPAWN = 8
-SYS_INVOKE = 9
 EAGAIN = 11
 
 # exit(status): never returns.
@@ -98,11 +97,35 @@ spawn:
     syscall
     ret
 
-# invoke(operation, a, b, c, d) -> 0 or a result, or -error: a capability
-# invocation (the operations and errors: docs/capabilities.md).
-invoke:
+# Capability invocations (docs/capabilities.md): each returns 0 (or what
+# was asked) or -error. Capabilities are named by address: root slot k is
+# CADDR_ROOT | k. System call SYS_INVOKE + operation, arguments as for any
+# call (the 4th in r10), up to six.
+cap_retype:                           # (src, offset, type, size_bits, count, dest)
+    mov eax, SYS_INVOKE + CAP_RETYPE
+    jmp cap_invoke
+cap_copy:                             # (src, dest)
+    mov eax, SYS_INVOKE + CAP_COPY
+    jmp cap_invoke
+cap_mint:                             # (src, dest, rights, badge)
+    mov eax, SYS_INVOKE + CAP_MINT
+    jmp cap_invoke
+cap_delete:                           # (cap)
+    mov eax, SYS_INVOKE + CAP_DELETE
+    jmp cap_invoke
+cap_revoke:                           # (cap)
+    mov eax, SYS_INVOKE + CAP_REVOKE
+    jmp cap_invoke
+cap_identify:                         # (cap, field) -> the field's value
+    mov eax, SYS_INVOKE + CAP_IDENTIFY
+    jmp cap_invoke
+cap_map:                              # (vnode, entry, src, rights, offset)
+    mov eax, SYS_INVOKE + CAP_MAP
+    jmp cap_invoke
+cap_unmap:                            # (vnode, entry)
+    mov eax, SYS_INVOKE + CAP_UNMAP
+cap_invoke:
     mov r10, rcx
-    mov eax, SYS_INVOKE
     syscall
     ret
 
