@@ -47,7 +47,8 @@ def test_bench_syscall_rows_order_the_kernel_paths_by_their_work(capsys):
     out, _ = capsys.readouterr()
     assert status == 0
     rows = {row["operation"]: row for row in json.loads(out)}
-    null, switch, lmp = (rows[name] for name in ("null system call", "context switch (yield)",
-                                                 "LMP round trip"))
+    null, invoke, switch, lmp = (rows[name] for name in (
+        "null system call", "capability invocation", "context switch (yield)", "LMP round trip"))
     assert 0 < null["instructions"] < switch["instructions"] < lmp["instructions"]
+    assert null["instructions"] < invoke["instructions"]
     assert lmp["paper_lrpc_cycles"] == 757        # amd-2x2, the paper's Table 1
