@@ -48,3 +48,72 @@ def test_random_system_calls_never_break_the_kernel(tmp_path, sequence):
         assert core.state is not CoreState.FAILED, f"core {core.id}: {core.failure}"
         assert core.exit_code != PANIC, f"kernel panic on core {core.id}: {run.output(core.id)}"
     assert not any("KERNEL PANIC" in line for _, line in run.lines)
+
+
+# --- capability invocations: nothing is ever mapped without a capability ------------
+
+from kernel.caps import CapType  # noqa: E402
+from kernel.caps.invoke import Op  # noqa: E402
+
+ROOT_SLOT = 1 << 16
+slots = st.sampled_from([ROOT_SLOT | k for k in range(8)] + [k for k in range(4)] + [2**64 - 1])
+cap_args = st.one_of(slots, st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 15, 511, 0x1000,
+                                             0x2000, 0x4000]), interesting)
+invocations = st.lists(st.tuples(st.sampled_from(list(Op) + [0, 9, 31]),
+                                 cap_args, cap_args, cap_args, cap_args, cap_args, cap_args),
+                       min_size=1, max_size=25)
+
+
+def invocation_program(sequence) -> str:
+    lines = ["start:"]
+    for op, *args in sequence:
+        lines.append(f"    mov eax, {layout.SYS_INVOKE + int(op)}")
+        for register, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
+            lines.append(f"    mov {register}, {value:#x}")
+        lines.append("    syscall")
+    lines += ["    xor edi, edi", "    call exit"]
+    return "\n".join(lines) + f'\n.include "{USER_LIBRARY}"\n'
+
+
+def user_leaves(memory, pml4):
+    """(virtual, physical) of every present 4 KiB or large page in the user half."""
+    def walk(table, level, virtual):
+        for index in range(512):
+            if level == 0 and index == 0:
+                continue                              # the kernel's half
+            entry = memory.read_u64(table + 8 * index)
+            if not entry & 1:
+                continue
+            address = virtual | index << (39 - 9 * level)
+            physical = entry & 0x000F_FFFF_FFFF_F000
+            if level == 3 or (level in (1, 2) and entry & 0x80):
+                yield address, physical, 1 << (39 - 9 * level)
+            else:
+                yield from walk(physical, level + 1, address)
+    yield from walk(pml4, 0, 0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(invocations)
+def test_no_invocation_sequence_maps_memory_without_a_capability(tmp_path, sequence):
+    (tmp_path / "grabby.S").write_text(invocation_program(sequence))
+    image = tmp_path / "grabby.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodule grabby.S core=0\n")
+    run = boot_and_run(image, cores=1, max_cycles=3_000_000)
+    core = run.machine.cores[0]
+    assert core.state is not CoreState.FAILED, core.failure
+    assert core.exit_code != PANIC
+    slot = layout.PERCORE_BASE + layout.PC_DISPATCHERS
+    module = run.system.modules[0]
+    allowed = [(module.physical, -(-len(module.program.code) // 4096) * 4096),
+               (slot + layout.D_USTACK, layout.USER_STACK_PAGES * 4096),
+               (layout.CHANNELS_PHYS, layout.N_USER_CHANNELS * layout.CHANNEL_SIZE)]
+    service = run.machine._hypercall_handler
+    cspace = service.cspaces.get((0, 0))
+    if cspace is not None:
+        allowed += [(cap.base, 1 << cap.size_bits) for cap in service.systems[0].held(cspace)
+                    if cap.type == CapType.FRAME]
+    for virtual, physical, size in user_leaves(run.machine.memory, slot + layout.D_PML4):
+        assert any(base <= physical and physical + size <= base + length
+                   for base, length in allowed), \
+            f"{virtual:#x} maps physical {physical:#x}, which no capability of the program covers"
