@@ -64,9 +64,26 @@ invocations = st.lists(st.tuples(st.sampled_from(list(Op) + [0, 9, 31]),
                        min_size=1, max_size=25)
 
 
+R = ROOT_SLOT
+RW = 3
+# A valid start, so that mappings exist for the random tail to attack: a PD,
+# a PT and two frames from the RAM in slot 0, mapped under the PDPT (slot 1),
+# and a copy of one frame's capability (so delete and revoke have work).
+MAPPED_START = [
+    (Op.RETYPE, R | 0, 0x0000, CapType.VNODE_PD, 12, 1, R | 2),
+    (Op.RETYPE, R | 0, 0x1000, CapType.VNODE_PT, 12, 1, R | 3),
+    (Op.RETYPE, R | 0, 0x2000, CapType.FRAME, 12, 2, R | 4),
+    (Op.MAP, R | 1, 1, R | 2, RW, 0, 0),
+    (Op.MAP, R | 2, 0, R | 3, RW, 0, 0),
+    (Op.MAP, R | 3, 0, R | 4, RW, 0, 0),
+    (Op.MAP, R | 3, 1, R | 5, RW, 0, 0),
+    (Op.COPY, R | 4, R | 6, 0, 0, 0, 0),
+]
+
+
 def invocation_program(sequence) -> str:
     lines = ["start:"]
-    for op, *args in sequence:
+    for op, *args in MAPPED_START + list(sequence):
         lines.append(f"    mov eax, {layout.SYS_INVOKE + int(op)}")
         for register, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
             lines.append(f"    mov {register}, {value:#x}")
@@ -113,6 +130,7 @@ def test_no_invocation_sequence_maps_memory_without_a_capability(tmp_path, seque
     if cspace is not None:
         allowed += [(cap.base, 1 << cap.size_bits) for cap in service.systems[0].held(cspace)
                     if cap.type == CapType.FRAME]
+    assert cspace is not None, "the valid start never reached the capability system"
     for virtual, physical, size in user_leaves(run.machine.memory, slot + layout.D_PML4):
         assert any(base <= physical and physical + size <= base + length
                    for base, length in allowed), \
