@@ -30,6 +30,8 @@ and no-execute, the same frames on every core.
 
 from emulator.devices.console import CONSOLE_PORT  # noqa: F401 (for the assembler)
 from emulator.devices.hypercall import HYPERCALL_PORT  # noqa: F401
+
+HYPERCALL_LMP = 64          # the hypercall that resolves an LMP endpoint (kernel/capservice.py)
 from emulator.devices.power import POWER_PORT  # noqa: F401
 
 KERNEL_BASE = 0x0020_0000
@@ -141,7 +143,8 @@ SYS_SPAWN = 8
 SYS_CHANNEL_UNMAP = 10
 SYS_CHANNEL_MAP = 11
 SYS_INVLPG = 12
-N_SYSCALLS = 13
+SYS_LMP_SEND_EP = 13
+N_SYSCALLS = 14
 SYS_INVOKE = 32          # SYS_INVOKE + op: a capability invocation (kernel/caps/invoke.py)
 MAX_INVOCATION = 31
 

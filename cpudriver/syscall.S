@@ -34,6 +34,11 @@
 #   SYS_INVLPG(page)                 forget the TLB entry for that page
 #                                    (these three serve the TLB shootdown
 #                                    study until frames come from caps)
+#   SYS_LMP_SEND_EP(ep, w0, w1, cap) LMP through an EndPoint capability, and
+#                                    optionally a capability along (copied
+#                                    into the receiver's slot 255): the
+#                                    receiver gets rdi rsi = w0 w1, rdx = 1
+#                                    if a capability came
 #   SYS_SPAWN(module, core, arg)     start boot module `module` in a new
 #                                    dispatcher on `core` (which gets `arg`
 #                                    in r8): here -> its number; on another
@@ -111,6 +116,7 @@ syscall_table:
     .quad sys_channel_unmap           # SYS_CHANNEL_UNMAP
     .quad sys_channel_map             # SYS_CHANNEL_MAP
     .quad sys_invlpg                  # SYS_INVLPG
+    .quad sys_lmp_send_ep             # SYS_LMP_SEND_EP
 
 # sys_exit(status): this dispatcher is finished (a word if it failed).
 sys_exit:
@@ -183,6 +189,26 @@ sys_lmp_recv:
     mov qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
     call request_reschedule
     mov rax, -EAGAIN                  # (overwritten when a message arrives)
+    ret
+
+# sys_lmp_send_ep(endpoint, w0, w1, cap) -> 0 or -error
+# Which dispatcher an endpoint names, and the capability transfer, are the
+# capability system's (kernel/capservice.py, through the hypercall port);
+# the hand-over itself is sys_lmp_send's.
+sys_lmp_send_ep:
+    push rsi
+    push rdx
+    mov rsi, rcx                      # the capability to give (0: none)
+    mov rax, HYPERCALL_LMP
+    out HYPERCALL_PORT, al            # rax = the receiver, rdx = 1 if a cap went
+    mov rcx, rdx
+    pop rdx
+    pop rsi
+    test rax, rax
+    js sys_lmp_send_ep_refused
+    mov rdi, rax
+    jmp sys_lmp_send                  # w0, w1, and "a capability came"
+sys_lmp_send_ep_refused:
     ret
 
 # sys_lmp_call(to, w0, w1, w2): sys_lmp_send, then wait as sys_lmp_recv.

@@ -34,6 +34,7 @@ from emulator.machine import DEFAULT_MEMORY, Machine
 from emulator.scheduler import DEFAULT_QUANTUM
 from kernel.caps import defines as caps_defines
 from kernel.capservice import CapabilityService
+from kernel.capservice import defines as slot_defines
 from kernel.image import BootImage, parse_image
 
 PAGE = 4096
@@ -74,9 +75,9 @@ def user_defines() -> dict[str, int]:
     """The constants a user program may use (system call numbers, its address space)."""
     names = ("SYS_EXIT", "SYS_PRINT", "SYS_CORE_ID", "SYS_YIELD", "SYS_DISPATCHER_ID",
              "SYS_LMP_SEND", "SYS_LMP_RECV", "SYS_LMP_CALL", "SYS_SPAWN", "SYS_INVOKE",
-             "SYS_CHANNEL_UNMAP", "SYS_CHANNEL_MAP", "SYS_INVLPG", "USER_BASE",
+             "SYS_CHANNEL_UNMAP", "SYS_CHANNEL_MAP", "SYS_INVLPG", "SYS_LMP_SEND_EP", "USER_BASE",
              "USER_STACK_TOP", "MAX_PRINT", "USER_CHANNELS", "CHANNEL_SIZE", "N_USER_CHANNELS")
-    return {name: getattr(layout, name) for name in names} | caps_defines()
+    return {name: getattr(layout, name) for name in names} | caps_defines() | slot_defines()
 
 
 def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,

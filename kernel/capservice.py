@@ -8,23 +8,32 @@ the CPU driver's per-core variables), hands the invocation to that core's
 (negative: -error), rdx what the TLB must forget in the caller's address
 space (0 nothing, -1 everything, else one virtual page).
 
-Every dispatcher's CSpace is made the first time it invokes anything, with
-two capabilities in its root CNode:
+Every dispatcher's CSpace is made the first time anything on its core
+invokes a capability, with these in its root CNode:
 
-    slot 0   RAM: 32 KiB of its own to retype (frames, page tables, CNodes)
-    slot 1   its user PDPT (the table under USER_BASE): entry 0, which the
-             CPU driver made at boot for the program and its channels,
-             stays the CPU driver's; entries 1..511 (each 1 GiB of virtual
-             space from USER_BASE + 1 GiB) are the program's to map
+    slot 0     RAM: 32 KiB of its own to retype (frames, page tables, CNodes)
+    slot 1     its user PDPT (the table under USER_BASE): entry 0, which the
+               CPU driver made at boot for the program and its channels,
+               stays the CPU driver's; entries 1..511 (each 1 GiB of virtual
+               space from USER_BASE + 1 GiB) are the program's to map
+    slot 240   its Dispatcher (adopted: the CPU driver's control block)
+    slot 241   an EndPoint to itself, retyped from it
+    slot 248+j an EndPoint to dispatcher j of the same core (LMP)
+    slot 255   where a capability sent to it over LMP arrives
 
-The memory for both comes from a region set aside per dispatcher above the
-per-core areas (CAPS_BASE).
+The memory for the CNode and the RAM comes from a region set aside per
+dispatcher above the per-core areas (CAPS_BASE).
+
+The same port serves LMP over an endpoint (HYPERCALL_LMP): the CPU driver
+asks which dispatcher an endpoint names, and, if the sender gives a
+capability, it is copied into the receiver's slot 255 (GRANT needed) before
+the CPU driver hands the message over (cpudriver/syscall.S).
 """
 
 from unicorn import x86_const as x86
 
 from cpudriver import layout
-from kernel.caps import CapabilitySystem, CapType, root_caddr
+from kernel.caps import CapabilitySystem, CapError, CapType, root_caddr
 
 CAPS_BASE = 0x0200_0000            # above the per-core areas (layout.py)
 DISPATCHER_CAPS = 0x10000          # each dispatcher's share: CNode, then RAM
@@ -33,7 +42,21 @@ RAM_OFFSET = 0x8000
 RAM_BITS = 15                      # 32 KiB
 SLOT_RAM = 0
 SLOT_PDPT = 1
+SLOT_DISPATCHER = 240
+SLOT_SELF_ENDPOINT = 241
+SLOT_PEERS = 248                   # + the peer's index on this core
+SLOT_RECEIVE = 255
+DISPATCHER_BITS = 10
+HYPERCALL_LMP = layout.HYPERCALL_LMP   # rax: resolve an endpoint for LMP (not a cap operation)
+EAGAIN = 11                        # the CPU driver's errno for "not waiting yet"
 FLUSH_ALL = (1 << 64) - 1
+
+
+def defines() -> dict[str, int]:
+    """The slot numbers, for user programs (as assembler constants)."""
+    return {"SLOT_RAM": SLOT_RAM, "SLOT_PDPT": SLOT_PDPT, "SLOT_DISPATCHER": SLOT_DISPATCHER,
+            "SLOT_SELF_ENDPOINT": SLOT_SELF_ENDPOINT, "SLOT_PEERS": SLOT_PEERS,
+            "SLOT_RECEIVE": SLOT_RECEIVE}
 
 
 class CapabilityService:
@@ -51,14 +74,64 @@ class CapabilityService:
             regs.write(x86.UC_X86_REG_RDX, 0)
             return
         dispatcher, slot = self._caller(core.id)
-        system = self._system(core.id)
-        cspace = self.cspaces.get((core.id, dispatcher)) or self._boot_cspace(core.id, dispatcher, slot)
+        self._prepare_core(core.id)
+        cspace = self.cspaces[(core.id, dispatcher)]
         operation = regs.read(x86.UC_X86_REG_RAX)
-        args = [regs.read(r) for r in (x86.UC_X86_REG_RDI, x86.UC_X86_REG_RSI, x86.UC_X86_REG_RDX,
-                                       x86.UC_X86_REG_R10, x86.UC_X86_REG_R8, x86.UC_X86_REG_R9)]
-        result, flushes = system.invoke(cspace, operation, args)
+        if operation == HYPERCALL_LMP:
+            result, flush = self._lmp(core.id, cspace, regs.read(x86.UC_X86_REG_RDI),
+                                      regs.read(x86.UC_X86_REG_RSI))
+        else:
+            args = [regs.read(r) for r in (x86.UC_X86_REG_RDI, x86.UC_X86_REG_RSI,
+                                           x86.UC_X86_REG_RDX, x86.UC_X86_REG_R10,
+                                           x86.UC_X86_REG_R8, x86.UC_X86_REG_R9)]
+            result, flushes = self._system(core.id).invoke(cspace, operation, args)
+            flush = self._flush_word(flushes, slot + layout.D_PML4)
         regs.write(x86.UC_X86_REG_RAX, result)
-        regs.write(x86.UC_X86_REG_RDX, self._flush_word(flushes, slot + layout.D_PML4))
+        regs.write(x86.UC_X86_REG_RDX, flush)
+
+    # --- LMP over an endpoint --------------------------------------------------------
+    def _lmp(self, core: int, cspace, endpoint: int, give: int) -> tuple[int, int]:
+        """(the receiver's index, 1 if a capability went along) or (-error, 0)."""
+        system = self._system(core)
+        try:
+            cap = system.lookup(cspace, endpoint)
+            if cap.type != CapType.ENDPOINT:
+                return -106, 0                         # WRONG_TYPE
+            target_core, target = cap.obj.parent.info["dispatcher"]
+            if target_core != core:
+                return -101, 0                         # INVALID_ARGUMENT: LMP stays on a core
+            if self._state(core, target) != layout.DISPATCHER_WAITING:
+                return -EAGAIN, 0
+            if give:
+                system.transfer(cspace, give, self.cspaces[(core, target)],
+                                root_caddr(SLOT_RECEIVE))
+            return target, 1 if give else 0
+        except CapError as error:
+            return -int(error.code), 0
+
+    def _state(self, core: int, index: int) -> int:
+        return self.machine.memory.read_u64(self._slot(core, index) + layout.DCB_STATE)
+
+    @staticmethod
+    def _slot(core: int, index: int) -> int:
+        return (layout.PERCORE_BASE + core * layout.PERCORE_SIZE + layout.PC_DISPATCHERS
+                + index * layout.DISPATCHER_SIZE)
+
+    def _prepare_core(self, core: int) -> None:
+        """CSpaces for every dispatcher of `core`, and endpoints between them all."""
+        area = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
+        count = self.machine.memory.read_u64(area + layout.PCV_N_DISPATCHERS)
+        count = min(count, layout.MAX_DISPATCHERS)
+        for index in range(count):
+            if (core, index) not in self.cspaces:
+                self._boot_cspace(core, index, self._slot(core, index))
+        system = self._system(core)
+        for index in range(count):
+            mine = self.cspaces[(core, index)]
+            for peer in range(count):
+                if mine.root.obj.slots[SLOT_PEERS + peer] is None:
+                    system.transfer(self.cspaces[(core, peer)], root_caddr(SLOT_SELF_ENDPOINT),
+                                    mine, root_caddr(SLOT_PEERS + peer))
 
     def _caller(self, core: int) -> tuple[int, int]:
         """(index, slot address) of the dispatcher running on `core`."""
@@ -79,6 +152,11 @@ class CapabilityService:
         system.create(cspace, root_caddr(SLOT_RAM), CapType.RAM, base + RAM_OFFSET, RAM_BITS)
         system.create(cspace, root_caddr(SLOT_PDPT), CapType.VNODE_PDPT, slot + layout.D_PDPT_USER,
                       12, adopt=(slot + layout.D_PML4, layout.USER_BASE))
+        me = system.create(cspace, root_caddr(SLOT_DISPATCHER), CapType.DISPATCHER,
+                           slot + layout.D_DCB, DISPATCHER_BITS, adopt=(0, 0))
+        me.obj.info["dispatcher"] = (core, dispatcher)
+        system.retype(cspace, root_caddr(SLOT_DISPATCHER), 0, CapType.ENDPOINT, 0, 1,
+                      root_caddr(SLOT_SELF_ENDPOINT))
         self.cspaces[(core, dispatcher)] = cspace
         return cspace
 

@@ -51,3 +51,16 @@ def test_caps_image_maps_a_frame_made_from_ram_and_unmap_really_unmaps():
     touch = run.system.modules[0].program.symbols["touch_again"]
     assert out[-1].startswith(f"cpu driver: user fault: #PF page fault at rip {touch:#x}")
     assert "address 0x8040000000" in out[-1]
+
+
+def test_lmp_image_shares_a_frame_by_sending_its_capability():
+    run = boot_and_run(IMAGES / "lmp.lst", cores=2)
+    assert run.result.clean, run.result.reason
+    assert run.output(0) == ["taker: mapped the frame I was given; it holds 23063",
+                             "giver: sent my frame's capability over LMP"]
+    assert run.output(1)[0].startswith("lmp rounds 100 cycles ")
+    service = run.machine._hypercall_handler
+    giver, taker = service.cspaces[(0, 0)], service.cspaces[(0, 1)]
+    given = service.systems[0].lookup(taker, (1 << 16) | 255)
+    assert given.obj is service.systems[0].lookup(giver, (1 << 16) | 4).obj, \
+        "the taker holds a copy of the giver's frame capability"

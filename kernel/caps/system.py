@@ -60,6 +60,8 @@ class CapabilitySystem:
         if adopt and obj_type in VNODE_TYPES:
             obj.info["boot_entries"] = vspace.present_entries(self.memory, obj)
             obj.info["boot_address_space"] = adopt
+        elif adopt and obj_type == CapType.DISPATCHER:
+            pass                          # a running dispatcher's control block: keep it
         elif obj_type not in (CapType.RAM, CapType.FRAME):
             self._initialise(obj)
         return mdb.place_cap(obj, rules.check_rights_value(rights), 0, cnode, index)
@@ -102,6 +104,14 @@ class CapabilitySystem:
         rules.check_store(cnode, cap.obj)
         mdb.place_cap(cap.obj, cap.rights, cap.badge, cnode, index)
         return []
+
+    def transfer(self, src_cspace: CSpace, src: int, dest_cspace: CSpace, dest: int) -> None:
+        """Give another dispatcher a copy (LMP's capability transfer): needs GRANT."""
+        cap = src_cspace.lookup(src)
+        rules.check_transfer(cap)
+        cnode, index = self._free_slots(dest_cspace, dest, 1, "copy")
+        rules.check_store(cnode, cap.obj)
+        mdb.place_cap(cap.obj, cap.rights, cap.badge, cnode, index)
 
     def mint(self, cspace: CSpace, src: int, dest: int, rights: int, badge: int) -> list[Flush]:
         """A copy with fewer rights, and for an endpoint perhaps a badge."""

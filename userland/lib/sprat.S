@@ -20,6 +20,7 @@ SYS_LMP_SEND = 5
 SYS_LMP_RECV = 6
 SYS_LMP_CALL = 7
 SYS_SPAWN = 8
+SYS_LMP_SEND_EP = 13
 EAGAIN = 11
 
 # exit(status): never returns.
@@ -81,6 +82,23 @@ lmp_call_again:
     syscall
     jmp lmp_call_again
 lmp_call_done:
+    ret
+
+# lmp_send_ep(endpoint, w0, w1, cap) -> 0 or -error: LMP through an EndPoint
+# capability (root slot SLOT_PEERS + j names dispatcher j of this core),
+# giving a copy of capability `cap` too (0: none; it arrives in the
+# receiver's slot SLOT_RECEIVE and its lmp_recv sees rdx = 1).
+lmp_send_ep:
+    mov r10, rcx
+lmp_send_ep_again:
+    mov eax, SYS_LMP_SEND_EP
+    syscall
+    cmp rax, -EAGAIN
+    jne lmp_send_ep_done
+    mov eax, SYS_YIELD
+    syscall
+    jmp lmp_send_ep_again
+lmp_send_ep_done:
     ret
 
 # lmp_recv() -> rax = the sender's dispatcher number; rdi, rsi, rdx = the words
