@@ -16,7 +16,7 @@
 # user-copy loop returns an error to the system call; any other kernel
 # fault is a panic. Before going back to user mode it switches dispatchers
 # if something asked for it (dispatch.S). Everything leaves through
-# trap_return.
+# trap_return: by `sysret` if the frame is a system call's, else `iretq`.
 
 TF_R10 = 40
 TF_R9 = 48
@@ -57,6 +57,8 @@ trap_save:
     mov rdi, rsp
     call trap_dispatch
 trap_return:
+    cmp qword ptr [rsp + TF_VECTOR], SYSCALL_VECTOR
+    je syscall_return
     pop r15
     pop r14
     pop r13
@@ -78,6 +80,33 @@ trap_return:
     swapgs
 trap_return_to_kernel:
     iretq
+
+# syscall_return: the way back for a dispatcher that entered by `syscall`
+# (its frame says so): `sysret`, the cheap inverse of `syscall`. It takes
+# the user's rip from rcx and rflags from r11 (so those two are lost, as
+# the system call convention says) and leaves rsp to us: load it last,
+# with interrupts still masked.
+syscall_return:
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    mov rcx, qword ptr [rsp + 16]     # rip (past vector and error code)
+    mov r11, qword ptr [rsp + 32]     # rflags
+    mov rsp, qword ptr [rsp + 40]     # the user's stack
+    swapgs
+    sysret
 
 # trap_dispatch: handle one trap.
 #   in: rdi = trap frame

@@ -199,3 +199,21 @@ def test_a_faulting_program_is_killed_but_the_other_cores_finish(run_programs):
     assert "#PF page fault" in run.output(1)[0]
     for core in (0, 2, 3):
         assert run.output(core) == ["still here"]
+
+
+def test_a_system_call_returns_by_sysret_and_an_interrupt_by_iretq(run_programs):
+    hits = {"syscall_return": 0, "trap_return_to_kernel": 0}
+
+    def setup(system):
+        core = system.machine.cores[0]
+        for label in hits:
+            address = system.kernel.symbols[label]
+
+            def count(uc, addr, size, _, label=label):
+                hits[label] += 1
+            core.uc.hook_add(UC_HOOK_CODE, count, begin=address, end=address)
+    run = run_programs({"calls": "start:\n    call core_id\n    call core_id\n    xor edi, edi\n"
+                                 "    call exit\n"}, setup=setup)
+    assert run.result.clean
+    assert hits["syscall_return"] == 2, "each of the two system calls should leave by sysret"
+    assert hits["trap_return_to_kernel"] == 1, "the first entry to ring 3 is an iretq"
