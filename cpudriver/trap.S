@@ -57,8 +57,6 @@ trap_save:
     mov rdi, rsp
     call trap_dispatch
 trap_return:
-    cmp qword ptr [rsp + TF_VECTOR], SYSCALL_VECTOR
-    je syscall_return
     pop r15
     pop r14
     pop r13
@@ -74,6 +72,8 @@ trap_return:
     pop rcx
     pop rbx
     pop rax
+    cmp qword ptr [rsp], SYSCALL_VECTOR
+    je syscall_return
     add rsp, 16                       # vector and error code
     test qword ptr [rsp + 8], 3
     jz trap_return_to_kernel
@@ -87,21 +87,6 @@ trap_return_to_kernel:
 # the system call convention says) and leaves rsp to us: load it last,
 # with interrupts still masked.
 syscall_return:
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
     mov rcx, qword ptr [rsp + 16]     # rip (past vector and error code)
     mov r11, qword ptr [rsp + 32]     # rflags
     mov rsp, qword ptr [rsp + 40]     # the user's stack

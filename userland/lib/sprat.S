@@ -11,16 +11,11 @@
 # number on that core, r8 = the argument its spawner gave (0 at boot), and
 # a 12 KiB stack. Its image is read-only: keep data on the stack.
 
-SYS_EXIT = 0
-SYS_PRINT = 1
-SYS_CORE_ID = 2
-SYS_YIELD = 3
-SYS_DISPATCHER_ID = 4
-SYS_LMP_SEND = 5
-SYS_LMP_RECV = 6
-SYS_LMP_CALL = 7
-SYS_SPAWN = 8
-SYS_LMP_SEND_EP = 13
+# The system call numbers (SYS_EXIT, SYS_PRINT, ...), the capability
+# constants (CAP_*, CAPTYPE_*, CAPRIGHT_*, CADDR_ROOT, SLOT_*) and the
+# address-space constants (USER_BASE, USER_CHANNELS, ...) are given to every
+# program by the loader, from cpudriver/layout.py, kernel/caps/ and
+# kernel/capservice.py, so that they are written down once.
 EAGAIN = 11
 
 # exit(status): never returns.
