@@ -182,10 +182,6 @@ class Core:
             return self.cycles
         return self.cycles + min(self._emu_counter.value, self._quantum) + self.extra_cycles
 
-    def charge(self, cycles: int) -> None:
-        """Add modeled cycles to this core (the cost model calls this)."""
-        self.extra_cycles += cycles
-
     # --- Power and interrupts -------------------------------------------------
     def start(self, rip: int, at_cycle: int) -> None:
         """Begin executing at `rip` in 64-bit mode with paging off (our reset state)."""

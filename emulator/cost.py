@@ -136,9 +136,6 @@ class CostModel:
             core.waiting_on = ()
             core.skip_pause = True
 
-    # --- Counters -------------------------------------------------------------------
-    def core_counters(self, core: int) -> dict:
-        return self.directory.core_stats(core)
 
 
 def find_pause_sites(program) -> list[int]:
