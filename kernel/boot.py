@@ -35,6 +35,7 @@ from emulator.scheduler import DEFAULT_QUANTUM
 from kernel.caps import defines as caps_defines
 from kernel.capservice import CapabilityService
 from kernel.capservice import defines as slot_defines
+from kernel import skb
 from kernel.image import BootImage, parse_image
 
 PAGE = 4096
@@ -56,6 +57,7 @@ class System:
     image: BootImage
     kernel: Program
     modules: list[LoadedModule] = field(default_factory=list)
+    skb: object = None      # kernel/skb.py's answer, once monitor 0 has asked
 
     def dispatchers(self, core: int) -> int:
         """How many dispatchers the CPU driver of `core` has made (its variables)."""
@@ -99,6 +101,7 @@ def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
     _load_modules(system, cores)
     _write_boot_info(system)
     _track_channels(system)
+    skb.attach(system)
     machine.set_hypercall_handler(CapabilityService(machine))
     machine.power_on(layout.KERNEL_BASE, {x86.UC_X86_REG_RDI: layout.BOOT_INFO})
     return system

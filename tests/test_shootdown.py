@@ -1,0 +1,88 @@
+"""TLB shootdown by the monitors: it really invalidates, and the protocols rank as in the paper.
+
+The monitors (userland/monitor.S) are built with probe=1 here: between its
+unmap and its invlpg each one reads the page and counts whether it still
+saw the initiator's value there. Those reads succeeding on every core shows
+the stale TLB entry is real until the shootdown reaches the core; a touch
+after the shootdown faulting on every core shows it is gone once it is
+complete.
+"""
+
+import json
+
+import pytest
+
+from emulator.interconnect import load_topology
+from kernel.skb import PROTOCOLS
+from sprat.bench.tlb import MODE_TLB, MODE_TOUCH, MODE_UNMAP, run_shootdowns
+from sprat.cli import main
+
+AMD_4X4 = load_topology("amd-4x4")
+
+
+def test_every_protocol_invalidates_every_core_each_seeing_its_stale_entry_first():
+    rows = run_shootdowns(AMD_4X4, MODE_TLB, [6, 16], PROTOCOLS, probe=True)
+    assert {(r["protocol"], r["cores"]) for r in rows} == \
+        {(p, n) for p in PROTOCOLS for n in (6, 16)}
+    for row in rows:
+        assert row["acked"] == row["cores"], f"not every core invalidated: {row}"
+        assert row["stale"] == row["cores"] - 1, \
+            f"a core did not see the page through its stale TLB entry before invlpg: {row}"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_once_the_shootdown_completes_every_core_faults_on_the_page(protocol):
+    lines, booted = [], []
+    run_shootdowns(AMD_4X4, MODE_TOUCH, [6], [protocol], probe=True, lines=lines,
+                   booted_system=booted.append)
+    touch = booted[0].modules[0].program.symbols["touch_read"]
+    faulted = sorted({core for core, line in lines
+                      if f"#PF page fault at rip {touch:#x}" in line})
+    assert faulted == [1, 2, 3, 4, 5], f"{protocol}: the cores that faulted: {faulted}"
+    assert not [line for _, line in lines if "still mapped" in line]
+
+
+@pytest.fixture(scope="module")
+def at_32_cores():
+    """{protocol: cycles} for one shootdown over the 32 cores of amd-8x4."""
+    rows = run_shootdowns(load_topology("amd-8x4"), MODE_TLB, [32], PROTOCOLS)
+    return {r["protocol"]: r["cycles"] for r in rows}
+
+
+def test_numa_multicast_is_fastest_at_32_cores_then_multicast_the_others_far_behind(at_32_cores):
+    t = at_32_cores
+    assert t["numa-multicast"] < t["multicast"], t
+    assert min(t["unicast"], t["broadcast"]) > 1.5 * t["multicast"], t
+
+
+def test_unmap_end_to_end_costs_more_than_the_protocol_and_grows_with_cores(at_32_cores):
+    rows = run_shootdowns(load_topology("amd-8x4"), MODE_UNMAP, [1, 8, 32], ["numa-multicast"])
+    cycles = [r["cycles"] for r in rows]
+    assert cycles == sorted(cycles) and cycles[0] < cycles[-1], rows
+    assert cycles[-1] > at_32_cores["numa-multicast"]
+
+
+def test_bench_tlb_json_rows_and_plot(capsys, tmp_path):
+    plot = tmp_path / "tlb.png"
+    status = main(["bench", "tlb", "--topology", "amd-2x2", "--cores", "2,4", "--json",
+                   "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    rows = json.loads(out)
+    assert {(r["protocol"], r["cores"]) for r in rows} == \
+        {(p, n) for p in PROTOCOLS for n in (2, 4)}
+    assert all(set(r) == {"protocol", "cores", "latency_cycles"} for r in rows)
+    assert plot.stat().st_size > 0
+
+
+def test_bench_unmap_json_rows(capsys):
+    status = main(["bench", "unmap", "--topology", "amd-2x2", "--cores", "1,4", "--json"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert [(r["cores"], set(r)) for r in json.loads(out)] == \
+        [(1, {"cores", "latency_cycles"}), (4, {"cores", "latency_cycles"})]
+
+
+def test_bench_refuses_a_machine_the_monitors_cannot_serve(capsys):
+    assert main(["bench", "tlb", "--cores", "64"]) == 2
+    assert "none of 64" in capsys.readouterr().err

@@ -1,0 +1,68 @@
+"""The SKB: latencies the monitors measure at boot, and the routing trees built from them."""
+
+import pytest
+
+from emulator.interconnect import load_topology
+from kernel.skb import PROTOCOLS, SystemKnowledgeBase, covered
+
+AMD_8X4 = load_topology("amd-8x4")
+
+
+def modeled_skb(topology=AMD_8X4):
+    """An SKB whose round trips are four line transfers, as a URPC round trip roughly is."""
+    n = topology.n_cores()
+    return SystemKnowledgeBase(topology, {(a, b): 4 * topology.transfer_cycles(a, b)
+                                          for a in range(n) for b in range(n) if a != b})
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("root", [0, 13])
+def test_routing_tree_covers_each_core_exactly_once(protocol, root):
+    skb = modeled_skb()
+    for n in range(1, 33):
+        cores = set(range(n)) | {root}
+        reached = covered(skb.route(protocol, cores, root))
+        assert sorted(reached) == sorted(cores - {root}), \
+            f"{protocol} from core {root} over {n} cores reaches {sorted(reached)}"
+
+
+@pytest.mark.parametrize("protocol", ["multicast", "numa-multicast"])
+def test_multicast_sends_one_message_per_other_package(protocol):
+    skb = modeled_skb()
+    routes = skb.route(protocol, range(32))
+    remote = [r for r in routes if AMD_8X4.package_of(r.child) != 0]
+    assert sorted(AMD_8X4.package_of(r.child) for r in remote) == list(range(1, 8))
+    for route in remote:
+        package = AMD_8X4.package_of(route.child)
+        assert {AMD_8X4.package_of(core) for core in route.forwards} <= {package}, \
+            f"the aggregator of package {package} forwards outside it: {route}"
+
+
+def test_numa_multicast_serves_farthest_packages_first_and_its_own_last():
+    skb = modeled_skb()
+    routes = skb.route("numa-multicast", range(32))
+    remote = [skb.latency(0, r.child) for r in routes[:-1]]
+    assert remote == sorted(remote, reverse=True), f"not farthest first: {routes}"
+    assert AMD_8X4.package_of(routes[-1].child) == 0 and len(routes[-1].forwards) == 2
+
+
+def test_numa_multicast_on_one_package_is_plain_multicast():
+    skb = modeled_skb()
+    assert skb.route("numa-multicast", range(4)) == skb.route("multicast", range(4))
+
+
+def test_monitors_measure_latencies_at_boot_that_follow_the_topology():
+    from sprat.bench.tlb import MODE_TLB, run_shootdowns
+    topology = load_topology("amd-4x4")
+    booted = []
+    run_shootdowns(topology, MODE_TLB, [2], ["unicast"], booted_system=booted.append)
+    skb = booted[0].skb
+    assert skb is not None, "monitor 0 never asked the SKB"
+    n = topology.n_cores()
+    assert set(skb.round_trips) == {(a, b) for a in range(n) for b in range(n) if a != b}
+    for (a, b), cycles in skb.round_trips.items():
+        assert cycles == skb.round_trips[(b, a)]
+        for (c, d), other in skb.round_trips.items():
+            if topology.transfer_cycles(a, b) < topology.transfer_cycles(c, d):
+                assert cycles < other, (f"cores {a}-{b} ({topology.relation(a, b)}) measured "
+                                        f"{cycles}, {c}-{d} ({topology.relation(c, d)}) {other}")
