@@ -514,6 +514,16 @@ collect_next:
     bsf rdi, r12
     jz collect_done
     btr r12, rdi
+    call take_ack
+    jmp collect_next
+collect_done:
+    pop r12
+    ret
+
+# take_ack(core): wait for the acknowledgement from `core`, add its counts
+# into ACK.
+#   in: rdi = the core.  clobbers: rax rcx rdx rsi rdi
+take_ack:
     call recv_end
     mov rdi, rax
     lea rsi, [r15 + ACK_IN]
@@ -522,9 +532,6 @@ collect_next:
     add qword ptr [r15 + ACK + ACK_COUNT], rax
     mov rax, qword ptr [r15 + ACK_IN + ACK_STALE]
     add qword ptr [r15 + ACK + ACK_STALE], rax
-    jmp collect_next
-collect_done:
-    pop r12
     ret
 
 # touch_page: read the page of the request; after a shootdown this faults
@@ -669,14 +676,7 @@ root_run_ack:
     mov rdi, r13
     shl rdi, 4
     mov rdi, qword ptr [r12 + rdi]
-    call recv_end
-    mov rdi, rax
-    lea rsi, [r15 + ACK_IN]
-    call urpc_recv
-    mov rax, qword ptr [r15 + ACK_IN + ACK_COUNT]
-    add qword ptr [r15 + ACK + ACK_COUNT], rax
-    mov rax, qword ptr [r15 + ACK_IN + ACK_STALE]
-    add qword ptr [r15 + ACK + ACK_STALE], rax
+    call take_ack
     inc r13
     jmp root_run_ack
 root_run_done:
