@@ -16,6 +16,7 @@ invokes a capability, with these in its root CNode:
                CPU driver made at boot for the program and its channels,
                stays the CPU driver's; entries 1..511 (each 1 GiB of virtual
                space from USER_BASE + 1 GiB) are the program's to map
+    slot 232+r RAM: its core's copy of shared region r (below)
     slot 240   its Dispatcher (adopted: the CPU driver's control block)
     slot 241   an EndPoint to itself, retyped from it
     slot 248+j an EndPoint to dispatcher j of the same core (LMP)
@@ -23,6 +24,19 @@ invokes a capability, with these in its root CNode:
 
 The memory for the CNode and the RAM comes from a region set aside per
 dispatcher above the per-core areas (CAPS_BASE).
+
+Shared regions: N_SHARED_REGIONS regions of 2**SHARED_REGION_BITS bytes at
+SHARED_REGIONS_BASE, above the capability areas of MAX_CORES cores, are
+memory every core holds a capability to. Each core's CapabilitySystem is
+one replica, as each Barrelfish CPU driver has its own capability
+database: the kernel holds that core's original of each region (no
+dispatcher can revoke it away) and every dispatcher there gets a copy.
+A program may retype part of its copy (the region is then in use on its
+core); a retype of a whole region is the monitors' business: they LOCK
+every core's copy, retype on one, and UNLOCK the others marking them
+retyped elsewhere (two-phase commit, userland/monitor.S; the rules are
+kernel/caps/rules.py's). `region_state(core, region)` says where a core's
+copy stands, for tests and tools.
 
 The same port serves LMP over an endpoint (HYPERCALL_LMP): the CPU driver
 asks which dispatcher an endpoint names, and, if the sender gives a
@@ -46,17 +60,33 @@ SLOT_DISPATCHER = 240
 SLOT_SELF_ENDPOINT = 241
 SLOT_PEERS = 248                   # + the peer's index on this core
 SLOT_RECEIVE = 255
+SLOT_REGIONS = 232                 # + the shared region's number
+SHARED_REGIONS_BASE = 0x0380_0000  # above the capability areas (asserted below)
+SHARED_REGION_BITS = 16            # 64 KiB each
+N_SHARED_REGIONS = 4
+SHARED_REGIONS_END = SHARED_REGIONS_BASE + (N_SHARED_REGIONS << SHARED_REGION_BITS)
 DISPATCHER_BITS = 10
 HYPERCALL_LMP = layout.HYPERCALL_LMP   # rax: resolve an endpoint for LMP (not a cap operation)
 EAGAIN = 11                        # the CPU driver's errno for "not waiting yet"
 FLUSH_ALL = (1 << 64) - 1
 
+assert CAPS_BASE + layout.MAX_CORES * layout.MAX_DISPATCHERS * DISPATCHER_CAPS \
+    <= SHARED_REGIONS_BASE, "the shared regions overlap the dispatchers' capability areas"
+assert SLOT_REGIONS + N_SHARED_REGIONS <= SLOT_DISPATCHER, "the shared regions' slots overlap"
+
 
 def defines() -> dict[str, int]:
-    """The slot numbers, for user programs (as assembler constants)."""
+    """The slot numbers and the shared regions, for user programs (as assembler constants)."""
     return {"SLOT_RAM": SLOT_RAM, "SLOT_PDPT": SLOT_PDPT, "SLOT_DISPATCHER": SLOT_DISPATCHER,
             "SLOT_SELF_ENDPOINT": SLOT_SELF_ENDPOINT, "SLOT_PEERS": SLOT_PEERS,
-            "SLOT_RECEIVE": SLOT_RECEIVE}
+            "SLOT_RECEIVE": SLOT_RECEIVE, "SLOT_REGIONS": SLOT_REGIONS,
+            "N_SHARED_REGIONS": N_SHARED_REGIONS, "SHARED_REGION_BITS": SHARED_REGION_BITS,
+            "SHARED_REGIONS_BASE": SHARED_REGIONS_BASE}
+
+
+def region_base(region: int) -> int:
+    """The physical address of shared region `region`."""
+    return SHARED_REGIONS_BASE + (region << SHARED_REGION_BITS)
 
 
 class CapabilityService:
@@ -64,8 +94,11 @@ class CapabilityService:
         self.machine = machine
         end = CAPS_BASE + machine.n_cores * layout.MAX_DISPATCHERS * DISPATCHER_CAPS
         self.enabled = end <= machine.memory.size
+        # (the regions lie above the capability areas: if they fit, those do)
+        self.regions_fit = SHARED_REGIONS_END <= machine.memory.size
         self.systems = {}              # core -> CapabilitySystem
         self.cspaces = {}              # (core, dispatcher) -> CSpace
+        self.regions = {}              # core -> the kernel's original of each shared region
 
     def __call__(self, core) -> None:
         regs = core.regs
@@ -141,9 +174,27 @@ class CapabilityService:
         return index, slot
 
     def _system(self, core: int) -> CapabilitySystem:
+        """The core's capability system, made with its originals of the shared regions."""
         if core not in self.systems:
-            self.systems[core] = CapabilitySystem(self.machine.memory)
+            system = CapabilitySystem(self.machine.memory)
+            if self.regions_fit:
+                self.regions[core] = [system.create(None, None, CapType.RAM, region_base(region),
+                                                    SHARED_REGION_BITS)
+                                      for region in range(N_SHARED_REGIONS)]
+            self.systems[core] = system
         return self.systems[core]
+
+    # --- for tests and tools ---------------------------------------------------------
+    def region_state(self, core: int, region: int) -> str:
+        """Where core `core`'s copy of shared region `region` stands: "free", "in use"
+        (descendants on that core), "locked" or "retyped elsewhere"
+        (CapabilitySystem.lock_state)."""
+        if not self.regions_fit:
+            raise ValueError(f"no shared regions: memory ends below {SHARED_REGIONS_END:#x}")
+        if not 0 <= core < self.machine.n_cores or not 0 <= region < N_SHARED_REGIONS:
+            raise ValueError(f"no region {region} on core {core}")
+        self._system(core)             # a core that never invoked: its regions are untouched
+        return CapabilitySystem.lock_state(self.regions[core][region].obj)
 
     def _boot_cspace(self, core: int, dispatcher: int, slot: int):
         system = self._system(core)
@@ -157,6 +208,8 @@ class CapabilityService:
         me.obj.info["dispatcher"] = (core, dispatcher)
         system.retype(cspace, root_caddr(SLOT_DISPATCHER), 0, CapType.ENDPOINT, 0, 1,
                       root_caddr(SLOT_SELF_ENDPOINT))
+        for region, original in enumerate(self.regions.get(core, ())):
+            system.give(original, cspace, root_caddr(SLOT_REGIONS + region))
         self.cspaces[(core, dispatcher)] = cspace
         return cspace
 

@@ -19,6 +19,11 @@ The hypercall layer needs only what is exported here: `CapabilitySystem`
 `CapError` and `ErrorCode`, and `Flush`; `defines()` gives the numbers as
 assembler constants for the guest library. docs/capabilities.md has the rules
 as tables (generated from rules.py by `python3 -m kernel.caps.doc`).
+
+Memory every core holds a capability to (kernel/capservice.py's shared
+regions) is retyped by agreement between the monitors: LOCK and UNLOCK are
+each core's votes, and `CapabilitySystem.lock_state` says where a core's
+copy stands.
 """
 
 from kernel.caps.cspace import CADDR_ROOT, CSpace, caddr, root_caddr

@@ -32,6 +32,10 @@ class ErrorCode(IntEnum):
     ENTRY_EMPTY = 116
     NOT_MAPPABLE = 117
     CNODE_CYCLE = 118
+    LOCKED = 119
+    HAS_DESCENDANTS = 120
+    RETYPED_ELSEWHERE = 121
+    NOT_LOCKED = 122
 
 
 MEANINGS = {
@@ -54,6 +58,11 @@ MEANINGS = {
     ErrorCode.ENTRY_EMPTY: "the page-table entry maps nothing",
     ErrorCode.NOT_MAPPABLE: "that capability cannot be mapped into that level",
     ErrorCode.CNODE_CYCLE: "a CNode would end up inside itself",
+    ErrorCode.LOCKED: ("the object is locked: only the copy holding the lock may retype "
+                      "or unlock it, nothing may revoke it, and that copy stays"),
+    ErrorCode.HAS_DESCENDANTS: "the object has live descendants on this core: it is in use here",
+    ErrorCode.RETYPED_ELSEWHERE: "the object was retyped on another core: never again here",
+    ErrorCode.NOT_LOCKED: "the object is not locked",
 }
 
 

@@ -32,6 +32,8 @@ class Op(IntEnum):
     IDENTIFY = 6
     MAP = 7
     UNMAP = 8
+    LOCK = 9
+    UNLOCK = 10
 
 
 class Field(IntEnum):
@@ -67,6 +69,12 @@ OPERATIONS = {
     Op.MAP: Operation("map", ("vnode", "entry", "src", "rights", "offset"),
                       "entry of the page table maps src: a Frame page at offset, or a table"),
     Op.UNMAP: Operation("unmap", ("vnode", "entry"), "clear the entry; returns the flushes"),
+    Op.LOCK: Operation("lock", ("cap",),
+                       "lock the object through this copy: this core's yes vote in a "
+                       "two-phase commit"),
+    Op.UNLOCK: Operation("unlock", ("cap", "retyped_elsewhere"),
+                         "release the lock; if retyped_elsewhere != 0, the object is another "
+                         "core's from now on: never retyped or locked here again"),
 }
 
 

@@ -13,6 +13,11 @@ Two things are kept apart, as in Barrelfish:
 So "the descendants of a capability" are the descendants of its object,
 whichever copy was used to make them, and "every copy" is `obj.caps`.
 
+An object may also be locked (`locked_by`: the copy that took the lock)
+and marked `retyped_elsewhere`: a core's votes in the monitors' two-phase
+commit over memory every core holds a copy of (rules.check_lock says what
+they forbid).
+
 An object lives while something names it: a capability, or a child (an
 object whose last capability is deleted but which still has children stays
 in the tree, unnamed, until they go). This module only holds the records and
@@ -36,6 +41,8 @@ class KernelObject:
     slots: list | None = None                   # a CNode's slots
     entries: dict = field(default_factory=dict)  # a VNode's mappings, by entry index
     info: dict = field(default_factory=dict)    # what the kernel above attaches
+    locked_by: "Capability | None" = None       # the copy holding its lock (LOCK)
+    retyped_elsewhere: bool = False             # UNLOCK said so: never retyped here again
     live: bool = True
 
     @property
@@ -134,6 +141,29 @@ def unlink_object(obj: KernelObject) -> None:
 def is_unnamed(obj: KernelObject) -> bool:
     """Nothing names it any more: no capability and no child. It must go."""
     return not obj.caps and not obj.children
+
+
+def doomed(caps: list) -> list:
+    """Every capability that deleting `caps` would take: them, and what sits in
+    a CNode that goes with its last capability. A dry run of system._delete_caps
+    that changes nothing, so that a rule can refuse the deletion before it starts."""
+    gone_caps, gone_objects = set(), set()
+    found, pending = [], list(caps)
+    while pending:
+        cap = pending.pop()
+        if not cap.live or id(cap) in gone_caps:
+            continue
+        gone_caps.add(id(cap))
+        found.append(cap)
+        obj = cap.obj
+        while (obj is not None and id(obj) not in gone_objects
+               and all(id(c) in gone_caps for c in obj.caps)
+               and all(id(child) in gone_objects for child in obj.children)):
+            gone_objects.add(id(obj))
+            if obj.type == CapType.CNODE:
+                pending.extend(c for c in obj.slots if c is not None)
+            obj = obj.parent
+    return found
 
 
 def descendants(obj: KernelObject) -> list:

@@ -23,6 +23,13 @@ The rules that are not a table:
             through other CNodes (a cycle no delete could ever free)
   map       a page-table entry maps a Frame page or the next level's table;
             the PTE is writable only with WRITE and no-execute unless EXECUTE
+  lock      a RAM object with no descendants on this core may be locked
+            through one copy; until that copy unlocks it, only that copy
+            retypes it, nothing revokes it, and that copy is not deleted.
+            An unlock may mark it retyped elsewhere: then it is never
+            retyped nor locked here again. (Each core's capability system
+            is one replica; the monitors lock every core's copy of shared
+            memory before one of them retypes it: two-phase commit.)
 """
 
 from kernel.caps import mdb
@@ -62,6 +69,8 @@ NEEDS = {
     ("map", "source"): R.READ,
     ("unmap", "page table"): R.WRITE,
     ("transfer", "capability"): R.GRANT,    # to another dispatcher (LMP/monitor)
+    ("lock", "capability"): R.WRITE,        # it holds off retypes: what a retype needs
+    ("unlock", "capability"): R.WRITE,
 }
 
 MAX_RETYPE_COUNT = 256          # no more objects than the largest CNode has slots
@@ -142,6 +151,18 @@ def check_no_overlap(src: mdb.KernelObject, start: int, end: int) -> None:
                    f"is already there")
 
 
+def check_not_locked(src: mdb.Capability) -> None:
+    """A locked object is retyped only through the copy that holds the lock; one
+    retyped elsewhere, never.
+
+    The monitor that started a two-phase commit retypes its own locked copy
+    once every core has voted yes, before it unlocks."""
+    if src.obj.retyped_elsewhere:
+        refuse(ErrorCode.RETYPED_ELSEWHERE, "it was retyped on another core")
+    if src.obj.locked_by is not None and src.obj.locked_by is not src:
+        refuse(ErrorCode.LOCKED, "another copy holds its lock")
+
+
 def retyped_rights(src: mdb.Capability) -> Rights:
     """New objects get the source's rights: a retype never adds any."""
     return src.rights
@@ -166,12 +187,31 @@ def check_mint(src: mdb.Capability, rights: int, badge: int) -> tuple[Rights, in
 
 
 def check_revoke(cap: mdb.Capability) -> None:
-    """Revoke deletes every other copy: it may not take away rights the caller lacks."""
+    """Revoke deletes every other copy: it may not take away rights the caller lacks,
+    nor a copy the kernel holds for itself, nor touch a locked object.
+
+    The kernel holds the original of each shared region on each core, so
+    that every dispatcher there gets a copy and no dispatcher can revoke the
+    others' away."""
     check_rights(cap, "revoke", "capability")
+    if cap.obj.locked_by is not None:
+        refuse(ErrorCode.LOCKED, "the object is locked")
     for other in cap.obj.caps:
         if other.rights & ~cap.rights:
             refuse(ErrorCode.NO_RIGHTS,
                    f"a copy holds {(other.rights & ~cap.rights).name}, which this one lacks")
+        if other.cnode is None and other is not cap:
+            refuse(ErrorCode.NO_RIGHTS, "a copy is the kernel's own")
+
+
+def check_lock_holders_stay(doomed: list) -> None:
+    """A copy that holds a lock is not deleted, directly or with what goes with it
+    (the CNode it sits in, an object revoked above it): it unlocks first.
+
+    `doomed` is every capability the operation would delete (mdb.doomed)."""
+    for cap in doomed:
+        if cap.obj.locked_by is cap:
+            refuse(ErrorCode.LOCKED, f"a copy to delete holds the lock on a {cap.type.name}")
 
 
 def check_slot_writable(cnode_cap: mdb.Capability, operation: str) -> None:
@@ -189,6 +229,39 @@ def check_store(dest_cnode: mdb.KernelObject, cap_obj: mdb.KernelObject) -> None
 def check_transfer(cap: mdb.Capability) -> None:
     """Handing a capability to another dispatcher needs GRANT on it."""
     check_rights(cap, "transfer", "capability")
+
+
+# -- lock and unlock: a core's votes in a two-phase commit -------------------------
+
+def check_lock(cap: mdb.Capability) -> None:
+    """Only RAM is locked, and only if never retyped elsewhere, not
+    locked already, and without descendants on this core (not in use here).
+
+    RAM because a lock is a promise about a retype: only RAM is retyped
+    into what the memory becomes. The checks go from the most lasting
+    refusal to the most passing one."""
+    check_type(cap, (CapType.RAM,), "lock")
+    check_rights(cap, "lock", "capability")
+    if cap.obj.retyped_elsewhere:
+        refuse(ErrorCode.RETYPED_ELSEWHERE, "it was retyped on another core")
+    if cap.obj.locked_by is not None:
+        refuse(ErrorCode.LOCKED, "it is locked already")
+    if cap.obj.children:
+        refuse(ErrorCode.HAS_DESCENDANTS, f"{len(cap.obj.children)} objects were retyped "
+               f"from it on this core")
+
+
+def check_unlock(cap: mdb.Capability) -> None:
+    """Unlock through the copy that holds the lock.
+
+    The lock is that copy's: another dispatcher holding a copy of the same
+    memory cannot release a monitor's vote."""
+    check_type(cap, (CapType.RAM,), "unlock")
+    check_rights(cap, "unlock", "capability")
+    if cap.obj.locked_by is None:
+        refuse(ErrorCode.NOT_LOCKED, "it is not locked")
+    if cap.obj.locked_by is not cap:
+        refuse(ErrorCode.LOCKED, "another copy holds its lock")
 
 
 # -- map and unmap --------------------------------------------------------------
@@ -266,12 +339,15 @@ def check_unmap(vnode: mdb.Capability, entry: int, kernel_entries) -> None:
 # Which rule functions each operation applies (docs/capabilities.md prints
 # the first paragraph of each docstring: the rules as they are enforced).
 RULES = {
-    "retype": (check_retype, check_no_overlap, retyped_rights, check_slot_writable),
+    "retype": (check_retype, check_not_locked, check_no_overlap, retyped_rights,
+               check_slot_writable),
     "copy": (check_store, check_slot_writable),
     "mint": (check_mint, check_store, check_slot_writable),
-    "delete": (check_slot_writable,),
-    "revoke": (check_revoke,),
+    "delete": (check_slot_writable, check_lock_holders_stay),
+    "revoke": (check_revoke, check_lock_holders_stay),
     "identify": (),
     "map": (check_map, check_entry, pte_for),
     "unmap": (check_unmap, check_entry),
+    "lock": (check_lock,),
+    "unlock": (check_unlock,),
 }

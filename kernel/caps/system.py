@@ -12,9 +12,20 @@ the CPU driver must do (vspace.Flush).
     system.retype(cspace, root_caddr(1), 0, CapType.FRAME, 12, 4, caddr(0, 0))
     system.invoke(cspace, Op.MAP, [vnode, entry, frame, rights, offset])  # from user code
 
-`new_cspace` and `create` are the kernel's own, for boot: they make
-capabilities from nothing, and no invocation reaches them. Everything else
-is what user code may ask for, through `invoke` (invoke.py).
+`new_cspace`, `create` and `give` are the kernel's own, for boot: they make
+capabilities from nothing (or hand out copies of the kernel's), and no
+invocation reaches them. Everything else is what user code may ask for,
+through `invoke` (invoke.py).
+
+Each core has its own CapabilitySystem: one replica of the capabilities of
+memory every core holds a copy of (the shared regions, kernel/capservice.py).
+`lock` and `unlock` are how that core votes when the monitors agree, by
+two-phase commit, that one core retypes such memory; `lock_state` says
+where a core's copy stands:
+
+    system.lock(cspace, region)            # vote yes: no retype here till unlock
+    system.unlock(cspace, region, 1)       # committed elsewhere: never retype here
+    system.lock_state(cap.obj)             # "free", "in use", "locked", "retyped elsewhere"
 """
 
 from kernel.caps import mdb, rules, vspace
@@ -23,6 +34,12 @@ from kernel.caps.errors import CapError, ErrorCode
 from kernel.caps.mdb import Capability, KernelObject
 from kernel.caps.types import SIZES, VNODE_TYPES, CapType, Rights
 from kernel.caps.vspace import Flush
+
+# What lock_state says of an object: the first of these that holds.
+RETYPED_ELSEWHERE = "retyped elsewhere"     # an UNLOCK marked it: never retyped here again
+LOCKED = "locked"                           # a copy holds its lock (a yes vote, or a commit)
+IN_USE = "in use"                           # it has live descendants on this core
+FREE = "free"                               # none of these: a LOCK would be granted
 
 
 class CapabilitySystem:
@@ -42,9 +59,12 @@ class CapabilitySystem:
         obj = self._original(CapType.CNODE, base, size_bits)
         return CSpace(mdb.place_cap(obj, Rights.ALL, 0, None, 0))
 
-    def create(self, cspace: CSpace, address: int, obj_type: CapType, base: int, size_bits: int,
-               rights: Rights = Rights.ALL, adopt: tuple[int, int] | None = None) -> Capability:
-        """Boot: put a capability to memory nobody else holds into slot `address`.
+    def create(self, cspace: CSpace | None, address: int | None, obj_type: CapType, base: int,
+               size_bits: int, rights: Rights = Rights.ALL,
+               adopt: tuple[int, int] | None = None) -> Capability:
+        """Boot: put a capability to memory nobody else holds into slot `address`,
+        or, with cspace None, keep it in no slot: the kernel holds it (`give` hands
+        out copies, and no revoke can take it, rules.check_revoke).
 
         The region must lie in RAM and overlap no other original. RAM and
         Frames keep their contents (a boot module stays loaded); any other
@@ -55,7 +75,8 @@ class CapabilitySystem:
         under it is flushed in that address space."""
         if obj_type == CapType.ENDPOINT:
             raise CapError(ErrorCode.RETYPE_NOT_ALLOWED, "an ENDPOINT is retyped from a DISPATCHER")
-        cnode, index = self._free_slots(cspace, address, 1, "copy")
+        cnode, index = (self._free_slots(cspace, address, 1, "copy") if cspace is not None
+                        else (None, 0))
         obj = self._original(obj_type, base, size_bits)
         if adopt and obj_type in VNODE_TYPES:
             obj.info["boot_entries"] = vspace.present_entries(self.memory, obj)
@@ -65,6 +86,13 @@ class CapabilitySystem:
         elif obj_type not in (CapType.RAM, CapType.FRAME):
             self._initialise(obj)
         return mdb.place_cap(obj, rules.check_rights_value(rights), 0, cnode, index)
+
+    def give(self, cap: Capability, cspace: CSpace, address: int) -> Capability:
+        """Boot: a copy of a capability the kernel holds (same rights and badge) into
+        slot `address` of a dispatcher's CSpace."""
+        cnode, index = self._free_slots(cspace, address, 1, "copy")
+        rules.check_store(cnode, cap.obj)
+        return mdb.place_cap(cap.obj, cap.rights, cap.badge, cnode, index)
 
     def _original(self, obj_type: CapType, base: int, size_bits: int) -> KernelObject:
         obj_type = CapType(obj_type)
@@ -88,6 +116,7 @@ class CapabilitySystem:
         """`count` new objects from the source's memory, into slots dest, dest+1, ..."""
         cap = cspace.lookup(src)
         start, size = rules.check_retype(cap, new_type, size_bits, offset, count)
+        rules.check_not_locked(cap)
         cnode, index = self._free_slots(cspace, dest, count, "retype")
         rules.check_no_overlap(cap.obj, start, start + count * size)
         for i in range(count):
@@ -130,6 +159,7 @@ class CapabilitySystem:
         if slot.cap is None:
             raise CapError(ErrorCode.SLOT_EMPTY, f"slot {address:#x} is empty")
         rules.check_slot_writable(slot.cnode_cap, "delete")
+        rules.check_lock_holders_stay(mdb.doomed([slot.cap]))
         return self._delete_caps([slot.cap])
 
     def revoke(self, cspace: CSpace, address: int) -> list[Flush]:
@@ -137,7 +167,10 @@ class CapabilitySystem:
         cap = cspace.lookup(address)
         rules.check_revoke(cap)
         obj = cap.obj
-        flushes = self._delete_caps([other for other in obj.caps if other is not cap])
+        others = [other for other in obj.caps if other is not cap]
+        rules.check_lock_holders_stay(
+            mdb.doomed(others + [copy for below in mdb.descendants(obj) for copy in below.caps]))
+        flushes = self._delete_caps(others)
         while obj.live and obj.children:
             leaf = obj.children[-1]                 # a descendant without descendants ...
             while leaf.children:
@@ -167,6 +200,23 @@ class CapabilitySystem:
         rules.check_unmap(vnode_cap, entry, self.kernel_entries)
         return vspace.remove(self.memory, vnode_cap.obj.entries[entry])
 
+    def lock(self, cspace: CSpace, address: int) -> list[Flush]:
+        """Lock the object through this copy: a core's yes vote in a two-phase commit."""
+        cap = cspace.lookup(address)
+        rules.check_lock(cap)
+        cap.obj.locked_by = cap
+        return []
+
+    def unlock(self, cspace: CSpace, address: int, retyped_elsewhere: int) -> list[Flush]:
+        """Release the lock; retyped_elsewhere != 0 marks the object as another core's
+        memory from now on (the commit went the other core's way)."""
+        cap = cspace.lookup(address)
+        rules.check_unlock(cap)
+        cap.obj.locked_by = None
+        if retyped_elsewhere:
+            cap.obj.retyped_elsewhere = True
+        return []
+
     def invoke(self, cspace: CSpace, operation: int, args: list[int]) -> tuple[int, list[Flush]]:
         """The hypercall layer's entry: see invoke.py."""
         from kernel.caps.invoke import invoke
@@ -177,6 +227,20 @@ class CapabilitySystem:
     def lookup(self, cspace: CSpace, address: int) -> Capability:
         """The capability at a slot (e.g. an endpoint to send on); CapError if none."""
         return cspace.lookup(address)
+
+    @staticmethod
+    def lock_state(obj: KernelObject) -> str:
+        """Where this core's copy of an object stands, for two-phase commit:
+        RETYPED_ELSEWHERE, LOCKED, IN_USE (descendants here) or FREE, the
+        first that holds. FREE is exactly when a LOCK would be granted (to a
+        RAM copy with WRITE)."""
+        if obj.retyped_elsewhere:
+            return RETYPED_ELSEWHERE
+        if obj.locked_by is not None:
+            return LOCKED
+        if obj.children:
+            return IN_USE
+        return FREE
 
     def objects(self) -> list[KernelObject]:
         """Every live object, originals first."""
