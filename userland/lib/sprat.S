@@ -137,6 +137,12 @@ cap_map:                              # (vnode, entry, src, rights, offset)
     jmp cap_invoke
 cap_unmap:                            # (vnode, entry)
     mov eax, SYS_INVOKE + CAP_UNMAP
+    jmp cap_invoke
+cap_lock:                             # (cap): the monitors' two-phase commit
+    mov eax, SYS_INVOKE + CAP_LOCK
+    jmp cap_invoke
+cap_unlock:                           # (cap, retyped_elsewhere)
+    mov eax, SYS_INVOKE + CAP_UNLOCK
 cap_invoke:
     mov r10, rcx
     syscall

@@ -1,0 +1,123 @@
+# twophase.S: ask monitor 0 to retype shared regions; print what the
+# monitors agreed.
+#
+# Runs on core 0 beside monitor 0 (dispatcher MONITOR of this core). Each
+# step of PLAN (four bits a step, lowest first, STEPS of them) asks for one
+# retype of a whole shared region into a frame: bits 0-1 the region, bit 2
+# set asks for an impossible type instead (the initiator's own retype then
+# fails after every core voted yes: a failure in the middle). The monitors
+# run a two-phase commit (userland/monitor.S, "3. agreement") and answer:
+#
+#   retype region 0: committed, transaction 1
+#   retype region 1: refused by core 2, error 120 (in use there): rolled back on every core
+#
+# At the end it stops the monitors; built with show=1 they print their
+# replicas, which must all agree.
+#
+# Image arguments: plan=NIBBLES steps=N
+
+MONITOR = 0
+PLAN = 0x6010                         # region 0, 1, 0 again, 2 with a bad type
+STEPS = 4
+OP_STOP = 4                           # as in userland/monitor.S
+OP_RETYPE = 5
+IMPOSSIBLE = 4                        # a step's bit: ask for a type that cannot be
+BAD_TYPE = 0xFF
+
+start:
+    mov r12, PLAN                     # r12 = the steps left, lowest first
+    mov r13, STEPS                    # r13 = how many
+next_step:
+    test r13, r13
+    jz finished
+    mov rbx, r12
+    and rbx, 0xF                      # rbx = this step
+    call retype
+    shr r12, 4
+    dec r13
+    jmp next_step
+finished:
+    mov edi, MONITOR
+    mov esi, OP_STOP
+    xor edx, edx
+    xor ecx, ecx
+    call lmp_call
+    xor edi, edi
+    call exit
+
+# retype: ask for step rbx and print the answer.
+#   clobbers: rax rcx rdx rsi rdi r8-r11 r14 r15
+retype:
+    mov rdx, rbx
+    and rdx, 3                        # w1 = the region
+    mov ecx, CAPTYPE_FRAME
+    mov eax, BAD_TYPE
+    test rbx, IMPOSSIBLE
+    cmovnz ecx, eax
+    shl rcx, 8                        # w2 = type << 8
+    mov esi, OP_RETYPE
+    mov edi, MONITOR
+    call lmp_call                     # rdi = verdict, rsi = refuser, rdx = txn
+    mov r14, rdi
+    mov r15, rsi
+    push rdx
+    lea rdi, [rip + text_retype]
+    call print_cstr
+    mov rdi, rbx
+    and rdi, 3
+    call print_u64
+    test r14, r14
+    jnz retype_refused
+    lea rdi, [rip + text_committed]
+    call print_cstr
+    pop rdi
+    call print_u64
+    jmp retype_done
+retype_refused:
+    pop rdi
+    lea rdi, [rip + text_refused]
+    call print_cstr
+    mov rdi, r15
+    call print_u64
+    lea rdi, [rip + text_error]
+    call print_cstr
+    mov rdi, r14
+    call print_u64
+    call print_reason
+    lea rdi, [rip + text_rolled_back]
+    call print_cstr
+retype_done:
+    lea rdi, [rip + text_newline]
+    jmp print_cstr
+
+# print_reason: " (what error r14 means)" for the refusals a commit meets.
+#   clobbers: rax rcx rdx rsi rdi r8-r11
+print_reason:
+    lea rdi, [rip + text_in_use]
+    cmp r14, CAPERR_HAS_DESCENDANTS
+    je print_reason_go
+    lea rdi, [rip + text_locked]
+    cmp r14, CAPERR_LOCKED
+    je print_reason_go
+    lea rdi, [rip + text_elsewhere]
+    cmp r14, CAPERR_RETYPED_ELSEWHERE
+    je print_reason_go
+    lea rdi, [rip + text_not_allowed]
+    cmp r14, CAPERR_RETYPE_NOT_ALLOWED
+    je print_reason_go
+    ret
+print_reason_go:
+    jmp print_cstr
+
+text_retype:      .asciz "retype region "
+text_committed:   .asciz ": committed, transaction "
+text_refused:     .asciz ": refused by core "
+text_error:       .asciz ", error "
+text_rolled_back: .asciz ": rolled back on every core"
+text_newline:     .asciz "\n"
+text_in_use:      .asciz " (in use there)"
+text_locked:      .asciz " (locked by another commit)"
+text_elsewhere:   .asciz " (retyped on another core)"
+text_not_allowed: .asciz " (cannot be retyped into that)"
+
+.include "lib/sprat.S"
