@@ -86,6 +86,8 @@ D_PT_USER_STACK = D_PT_USER + (512 - USER_STACK_PAGES) * 8   # the stack's PTEs
 # The dispatcher control block.
 DCB_STATE = 0x00       # one of the DISPATCHER_* states
 DCB_CR3 = 0x08
+DCB_FLAGS = 0x10       # from its boot module's line: DCB_FLAG_MONITOR
+DCB_FLAG_MONITOR = 1   # this dispatcher is its core's monitor (privileged calls)
 DCB_FRAME = 0x40       # its registers while it is not running: a trap frame
 DISPATCHER_EMPTY = 0
 DISPATCHER_RUNNABLE = 1
