@@ -49,7 +49,7 @@ create_dispatchers_for:
 create_dispatchers_for_next:
     test rcx, rcx
     jz create_dispatchers_for_done
-    cmp qword ptr [r13 + 16], rdi     # the core it is for, or ALL_CORES
+    cmp qword ptr [r13 + MODULE_CORE], rdi   # the core it is for, or ALL_CORES
     jne create_dispatchers_for_skip
     cmp r14, MAX_DISPATCHERS
     jae create_dispatchers_for_done
@@ -81,12 +81,15 @@ dispatcher_slot:
     ret
 
 # make_dispatcher: build dispatcher `index`'s page tables and first frame.
-#   in: rdi = index, rsi = module entry (physical base, size, core)
+#   in: rdi = index, rsi = module entry (MODULE_* in cpudriver/layout.py)
 #   clobbers: rax rcx rdx rsi rdi r8 r9 r10 r11
 make_dispatcher:
     mov r9, rdi                       # r9 = index
     call dispatcher_slot
     mov r8, rax                       # r8 = the slot
+    # what its image line said it is (DCB_FLAG_MONITOR: it may boot cores)
+    mov rax, qword ptr [rsi + MODULE_FLAGS]
+    mov qword ptr [r8 + DCB_FLAGS], rax
     # page tables: the core's kernel half, and a user half of its own
     mov rax, qword ptr gs:[PCV_SELF]
     lea rax, [rax + PC_PDPT_KERNEL]
@@ -132,8 +135,8 @@ make_dispatcher:
 #   in: rdi = dispatcher slot, rsi = module entry.  clobbers: rax rcx rdx rsi r10
 map_program:
     lea rdx, [rdi + D_PT_USER]
-    mov rcx, qword ptr [rsi + 8]      # size in bytes -> pages
-    mov rsi, qword ptr [rsi]          # physical base
+    mov rcx, qword ptr [rsi + MODULE_SIZE]      # size in bytes -> pages
+    mov rsi, qword ptr [rsi + MODULE_PHYSICAL]  # physical base
     add rcx, 4095
     shr rcx, 12
 map_program_page:

@@ -8,7 +8,8 @@ two can never disagree.
 
 Physical memory
   0x0000_8000  AP trampoline page (a STARTUP IPI's vector 0x08 points here)
-  0x0000_9000  boot information, written by the loader (see kernel/boot.py)
+  0x0000_9000  boot information, written by the loader (see kernel/boot.py);
+               the CPU drivers write one word of it: which cores were started
   0x0020_0000  the CPU driver image: one 2 MiB page, mapped read-only + exec
   0x0040_0000  modules from the boot image, each page aligned (4 MiB)
   0x0080_0000  URPC channel frames (2 MiB): shared by all cores, and the
@@ -120,10 +121,19 @@ BI_MAGIC = 0x00
 BI_N_CORES = 0x08
 BI_MEMORY_SIZE = 0x10
 BI_N_MODULES = 0x18
-BI_MODULES = 0x20
-MODULE_ENTRY_SIZE = 0x20                 # physical base, size, core (-1: all), reserved
+BI_CORES_STARTED = 0x20                  # bit k: core k was sent its STARTUP (boot.S start_core)
+BI_MODULES = 0x40                        # the module table, MAX_MODULES entries:
+MODULE_ENTRY_SIZE = 0x20
+MODULE_PHYSICAL = 0x00                   #   where the loader put it
+MODULE_SIZE = 0x08                       #   its size in bytes
+MODULE_CORE = 0x10                       #   the core it runs on, ALL_CORES, or none (-2)
+MODULE_FLAGS = 0x18                      #   MODULE_FLAG_* from its image line
+MODULE_FLAG_MONITOR = 1                  # `monitor`: it may boot cores (-> DCB_FLAG_MONITOR)
 MAX_MODULES = 64
 ALL_CORES = 0xFFFF_FFFF_FFFF_FFFF
+# The CPU driver copies a module's flags into its dispatcher's DCB_FLAGS as
+# they are: the bits must mean the same in both.
+assert MODULE_FLAG_MONITOR == DCB_FLAG_MONITOR
 
 # Segment selectors (the GDT the CPU driver builds).
 KERNEL_CS = 0x08
@@ -146,9 +156,22 @@ SYS_CHANNEL_UNMAP = 10
 SYS_CHANNEL_MAP = 11
 SYS_INVLPG = 12
 SYS_LMP_SEND_EP = 13
-N_SYSCALLS = 14
+SYS_START_CORE = 14      # monitors only: boot another core (boot.S start_core)
+N_SYSCALLS = 15
 SYS_INVOKE = 32          # SYS_INVOKE + op: a capability invocation (kernel/caps/invoke.py)
 MAX_INVOCATION = 31
+
+# What a system call returns when it fails, negated (Linux's numbers). Here,
+# not in syscall.S, because keystone mis-assembles `mov rax, -EBUSY` in a file
+# included before the definition (a load from address 16, no error), and
+# because user programs get them too (kernel/boot.py user_defines).
+EPERM = 1                # not allowed to this caller (SYS_START_CORE: not a monitor)
+EAGAIN = 11
+ENOMEM = 12
+EFAULT = 14
+EBUSY = 16               # SYS_START_CORE: that core was started already
+EINVAL = 22
+ENOSYS = 38
 
 # A CPU driver's inbox (one page): a ring of requests from other cores.
 INBOX_TICKET = 0x00     # next free ticket: senders take one with `lock xadd`

@@ -44,12 +44,14 @@
 #                                    in r8): here -> its number; on another
 #                                    core -> 0, asked of that core's CPU
 #                                    driver through its inbox (inbox.S)
-
-ENOSYS = 38
-EFAULT = 14
-EINVAL = 22
-EAGAIN = 11
-ENOMEM = 12
+#   SYS_START_CORE(core)             boot another core (INIT and STARTUP
+#                                    IPIs, boot.S start_core): only a
+#                                    monitor may (-EPERM); -EINVAL for no
+#                                    such core or the caller's own; -EBUSY
+#                                    if it was started already
+#
+# The error numbers (EINVAL, ...) come from cpudriver/layout.py, like the
+# call numbers, so that user programs get the same ones.
 
 syscall_entry:
     swapgs
@@ -117,6 +119,7 @@ syscall_table:
     .quad sys_channel_map             # SYS_CHANNEL_MAP
     .quad sys_invlpg                  # SYS_INVLPG
     .quad sys_lmp_send_ep             # SYS_LMP_SEND_EP
+    .quad sys_start_core              # SYS_START_CORE
 
 # sys_exit(status): this dispatcher is finished (a word if it failed).
 sys_exit:
@@ -327,6 +330,27 @@ sys_spawn_remote:
     xor eax, eax                      # asked; the other core does it
     ret
 sys_spawn_invalid:
+    mov rax, -EINVAL
+    ret
+
+# sys_start_core(core) -> 0, or -EPERM / -EINVAL / -EBUSY
+# Booting a core is the monitor's decision (boot.S says why), so only a
+# dispatcher whose boot module is flagged `monitor` may ask.
+sys_start_core:
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    test qword ptr [rax + DCB_FLAGS], DCB_FLAG_MONITOR
+    jz sys_start_core_refused
+    mov rax, qword ptr gs:[PCV_N_CORES]
+    cmp rdi, rax
+    jae sys_start_core_invalid
+    mov rax, qword ptr gs:[PCV_CORE_ID]
+    cmp rdi, rax
+    je sys_start_core_invalid         # we are running already
+    jmp start_core
+sys_start_core_refused:
+    mov rax, -EPERM
+    ret
+sys_start_core_invalid:
     mov rax, -EINVAL
     ret
 

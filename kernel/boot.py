@@ -12,13 +12,16 @@ What it does, in the order a real loader (GRUB with multiboot) would:
      cpudriver/layout.py): number of cores, memory size, the module table;
   5. start core 0 at the CPU driver's first byte with RDI = boot information.
 The CPU driver does the rest: page tables, descriptor tables, the other
-cores, ring 3.
+cores (unless a monitor on core 0 will: cpudriver/boot.S), ring 3.
 
 Module arguments understood here: `core=N` runs the module on core N only
 (default: every core that has no module of its own); `nospawn` loads it but
-starts it nowhere (a program spawns it, as in Barrelfish); any other `name=NUMBER`
-becomes the assembler constant NAME in that module (`iterations=1000` ->
-ITERATIONS), so one program can be built with different parameters.
+starts it nowhere (a program spawns it, as in Barrelfish); `monitor` makes
+it a monitor, which may boot cores (SYS_START_CORE), and a monitor on core 0
+means the CPU driver leaves the other cores to it (cpudriver/boot.S); any
+other `name=NUMBER` becomes the assembler constant NAME in that module
+(`iterations=1000` -> ITERATIONS), so one program can be built with
+different parameters. Other bare words are left to the program.
 """
 
 import struct
@@ -40,6 +43,7 @@ from kernel.image import BootImage, parse_image
 
 PAGE = 4096
 NOSPAWN = -2          # a module no core starts at boot (matches no core id)
+CORES_STARTED_AT_POWER_ON = 1 << 0   # the machine starts the BSP; the CPU drivers, the rest
 
 
 @dataclass
@@ -48,6 +52,7 @@ class LoadedModule:
     core: int | None        # None: every core
     physical: int
     program: Program
+    flags: int = 0          # layout.MODULE_FLAG_*: MONITOR
 
 
 @dataclass
@@ -77,7 +82,9 @@ def user_defines() -> dict[str, int]:
     """The constants a user program may use (system call numbers, its address space)."""
     names = ("SYS_EXIT", "SYS_PRINT", "SYS_CORE_ID", "SYS_YIELD", "SYS_DISPATCHER_ID",
              "SYS_LMP_SEND", "SYS_LMP_RECV", "SYS_LMP_CALL", "SYS_SPAWN", "SYS_INVOKE",
-             "SYS_CHANNEL_UNMAP", "SYS_CHANNEL_MAP", "SYS_INVLPG", "SYS_LMP_SEND_EP", "USER_BASE",
+             "SYS_CHANNEL_UNMAP", "SYS_CHANNEL_MAP", "SYS_INVLPG", "SYS_LMP_SEND_EP",
+             "SYS_START_CORE", "EPERM", "EAGAIN", "ENOMEM", "EFAULT", "EBUSY", "EINVAL",
+             "ENOSYS", "USER_BASE",
              "USER_STACK_TOP", "MAX_PRINT", "USER_CHANNELS", "CHANNEL_SIZE", "N_USER_CHANNELS")
     return {name: getattr(layout, name) for name in names} | caps_defines() | slot_defines()
 
@@ -126,7 +133,7 @@ def _load_modules(system: System, cores: int) -> None:
                              f" MiB in all")
         memory.write(address, program.code)
         system.modules.append(LoadedModule(entry.args[0] if entry.args else entry.path.name,
-                                           core, address, program))
+                                           core, address, program, _module_flags(entry)))
         address += (len(program.code) + PAGE - 1) // PAGE * PAGE
 
 
@@ -142,6 +149,11 @@ def _module_core(entry, cores: int, where: str) -> int | None:
     if core >= cores:
         raise SpratError(f"{where}: core={core}, but the machine has only {cores} cores")
     return core
+
+
+def _module_flags(entry) -> int:
+    """The bare words that mean something to the CPU driver, as MODULE_FLAG_* bits."""
+    return layout.MODULE_FLAG_MONITOR if "monitor" in entry.args[1:] else 0
 
 
 def _numeric_options(entry, where: str) -> dict[str, int]:
@@ -168,9 +180,17 @@ def _track_channels(system: System) -> None:
 
 def _write_boot_info(system: System) -> None:
     memory = system.machine.memory
-    info = struct.pack("<QQQQ", layout.BOOT_MAGIC, system.machine.n_cores, memory.size,
-                       len(system.modules))
+    header = struct.pack("<QQQQQ", layout.BOOT_MAGIC, system.machine.n_cores, memory.size,
+                         len(system.modules), CORES_STARTED_AT_POWER_ON)
+    info = header.ljust(layout.BI_MODULES, b"\0")
     for module in system.modules:
         core = layout.ALL_CORES if module.core is None else module.core & 0xFFFF_FFFF_FFFF_FFFF
-        info += struct.pack("<QQQQ", module.physical, len(module.program.code), core, 0)
+        info += struct.pack("<QQQQ", module.physical, len(module.program.code), core,
+                            module.flags)
     memory.write(layout.BOOT_INFO, info)
+
+
+def cores_started(system: System) -> list[int]:
+    """The cores the CPU drivers have started so far (BI_CORES_STARTED), core 0 included."""
+    mask = system.machine.memory.read_u64(layout.BOOT_INFO + layout.BI_CORES_STARTED)
+    return [core for core in range(system.machine.n_cores) if mask >> core & 1]

@@ -74,12 +74,12 @@ def test_replicas_agree_after_any_interleaving(tmp_path_factory, steps, users, q
     directory = tmp_path_factory.mktemp("twophase")
     image = directory / "random.lst"
     lines = ["kernel /cpudriver/cpudriver.S",
-             "module /userland/monitor.S core=0",
+             "module /userland/monitor.S core=0 monitor",
              f"module /userland/twophase.S core=0 plan={plan_word(steps)} steps={len(steps)}"]
     for core, (region, delay) in sorted(users.items()):
         lines += [f"module /userland/region_user.S core={core} region={region} delay={delay}",
-                  f"module /userland/monitor.S core={core}"]
-    lines.append("module /userland/monitor.S")
+                  f"module /userland/monitor.S core={core} monitor"]
+    lines.append("module /userland/monitor.S monitor")
     image.write_text("\n".join(lines) + "\n")
 
     run = boot_and_run(image, cores=CORES, quantum=quantum, max_cycles=10**9)

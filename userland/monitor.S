@@ -154,6 +154,7 @@ FRAME = 2048
 start:
     mov rbx, rdi                      # rbx = our core, for the whole run
     mov rbp, rsi                      # rbp = how many cores the machine has
+    call boot_other_cores
     mov rsp, REPLICA                  # the stack goes below the replica
     call init_replica
     sub rsp, FRAME
@@ -1131,6 +1132,7 @@ text_rolled_back:  .asciz " rolled back)\n"
 text_too_many:     .asciz "monitor: more cores than the pair channels serve (32)\n"
 text_still_mapped: .asciz "monitor: the page is still mapped after the shootdown\n"
 
+.include "monitor_boot.S"
 .include "lib/urpc.S"
 .include "lib/measure.S"
 .include "lib/sprat.S"

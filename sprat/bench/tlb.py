@@ -155,7 +155,7 @@ def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
     output = [] if lines is None else lines
     protocol_mask = sum(1 << PROTOCOLS.index(p) for p in protocols)
     count_mask = sum(1 << (n - 1) for n in counts)
-    monitor = f"/userland/monitor.S probe={int(probe)}"
+    monitor = f"/userland/monitor.S monitor probe={int(probe)}"
     with tempfile.TemporaryDirectory() as directory:
         image = Path(directory) / "shootdown.lst"
         image.write_text(f"kernel /cpudriver/cpudriver.S\n"

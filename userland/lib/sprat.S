@@ -11,12 +11,12 @@
 # number on that core, r8 = the argument its spawner gave (0 at boot), and
 # a 12 KiB stack. Its image is read-only: keep data on the stack.
 
-# The system call numbers (SYS_EXIT, SYS_PRINT, ...), the capability
-# constants (CAP_*, CAPTYPE_*, CAPRIGHT_*, CADDR_ROOT, SLOT_*) and the
-# address-space constants (USER_BASE, USER_CHANNELS, ...) are given to every
-# program by the loader, from cpudriver/layout.py, kernel/caps/ and
-# kernel/capservice.py, so that they are written down once.
-EAGAIN = 11
+# The system call numbers (SYS_EXIT, SYS_PRINT, ...), the error numbers
+# they return (EAGAIN, EPERM, ...), the capability constants (CAP_*,
+# CAPTYPE_*, CAPRIGHT_*, CADDR_ROOT, SLOT_*) and the address-space constants
+# (USER_BASE, USER_CHANNELS, ...) are given to every program by the loader,
+# from cpudriver/layout.py, kernel/caps/ and kernel/capservice.py, so that
+# they are written down once.
 
 # exit(status): never returns.
 exit:
@@ -110,6 +110,15 @@ spawn:
     syscall
     ret
 
+# start_core(core) -> 0 or -errno: boot another core (INIT and STARTUP
+# IPIs from this core's CPU driver). Only a monitor may (its image line says
+# `monitor`; others get -EPERM); -EINVAL for no such core or our own, -EBUSY
+# if it was started already.
+start_core:
+    mov eax, SYS_START_CORE
+    syscall
+    ret
+
 # Capability invocations (docs/capabilities.md): each returns 0 (or what
 # was asked) or -error. Capabilities are named by address: root slot k is
 # CADDR_ROOT | k. System call SYS_INVOKE + operation, arguments as for any
@@ -181,3 +190,16 @@ print_u64_divide:
     call print
     add rsp, 40
     ret
+
+# print_i64(value): print a signed number in decimal (an error: -16).
+print_i64:
+    test rdi, rdi
+    jns print_u64
+    push rdi
+    lea rdi, [rip + print_i64_minus]
+    mov esi, 1
+    call print
+    pop rdi
+    neg rdi
+    jmp print_u64
+print_i64_minus: .ascii "-"
