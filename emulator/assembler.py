@@ -680,7 +680,7 @@ def _keystone_source(unit: _Unit, statements: list[_Statement],
     """The text keystone assembles: markers, statements, then the address table."""
     out = [f".equ {name}, {value}" for name, value in unit.defines.items()]
     labels = []
-    known = dict(unit.defines)
+    known = _all_constants(unit, statements)
     for i, st in enumerate(statements):
         out.append(f"__sprat_s{i}:")
         for label in st.labels + st.numbered:
@@ -705,6 +705,25 @@ def _keystone_source(unit: _Unit, statements: list[_Statement],
 # instruction: keystone then only ever does arithmetic on literals.
 _NAME = re.compile(r"(?<![\w.$])([A-Za-z_][\w$]*)(?![\w$])")
 _ARITHMETIC = re.compile(r"^[\s0-9a-fA-FxX+\-*/%()<>|&^~]*$")
+
+
+def _all_constants(unit: _Unit, statements: list[_Statement]) -> dict[str, int]:
+    """Every constant's value, wherever in the program it is defined.
+
+    Keystone takes a symbol it has not met yet for an address: `mov rdi,
+    BASE + LATER`, with LATER defined further down (say in a file included
+    at the end), silently became a load from memory. So constants are
+    learnt before any instruction is folded, in as many passes as it takes
+    for definitions that use constants defined after them."""
+    known = dict(unit.defines)
+    constants = [st for st in statements if st.kind == "constant"]
+    for _ in range(len(constants) + 1):
+        learnt = len(known)
+        for st in constants:
+            _learn_constant(st, known)
+        if len(known) == learnt:
+            break
+    return known
 
 
 def _learn_constant(st: _Statement, known: dict[str, int]) -> None:
