@@ -10,6 +10,9 @@ The core's clock (`cycles`) is modeled time: one cycle per instruction plus
 whatever the interconnect's cost model charges, and a halted core's clock
 jumps to the moment something wakes it. The scheduler (emulator/scheduler.py)
 decides which core runs next and for how long; a core only runs when asked.
+What moves during a quantum lives in `clock`, a C struct (Clock), so that
+the cost model's C hit path (emulator/_hitpath.c) can read the time and
+charge cycles exactly as `now()` and the Python path do.
 
 States:
   OFF      powered but not started: waits for INIT then STARTUP IPIs
@@ -57,6 +60,17 @@ class CoreState(enum.Enum):
     FAILED = "failed"
 
 
+class Clock(ctypes.Structure):
+    """What `now()` needs during a quantum; emulator/_hitpath.c has the same
+    struct (struct clock): change both together."""
+    _fields_ = [
+        ("start", ctypes.c_int64),        # `cycles` when this quantum began
+        ("quantum", ctypes.c_int64),      # instructions this quantum may run
+        ("charged", ctypes.c_int64),      # cycles the cost model charged in it
+        ("emu_counter", ctypes.c_void_p),  # unicorn's instruction count (uint64_t *)
+    ]
+
+
 @dataclass
 class CoreStats:
     instructions: int = 0
@@ -78,21 +92,19 @@ class Core:
         self.uc.mmio_map(APIC_BASE, APIC_SIZE, self.apic.read, None, self.apic.write, None)
         self.regs = Registers(self.uc)
         self._emu_counter = emu_counter(self.uc)    # unicorn's count of this quantum
+        self.clock = Clock(emu_counter=ctypes.addressof(self._emu_counter))
         self.context = SavedContext(self.uc)
         self.stats = CoreStats()
         self.state = CoreState.OFF
         self.cycles = 0               # modeled time at the start of the current quantum
-        self.extra_cycles = 0         # charged during the quantum by the cost model
         self.exit_code = None
         self.failure = None           # one line, when state is FAILED
         self.init_received = False
         self._pending = []            # heap of (arrival cycle, sequence, vector)
         self._sequence = 0
-        self._quantum = 0
         self._in_quantum = False
         self._stop_requested = False
-        self.tracked_reads = []        # the cost model's parking state (emulator/cost.py)
-        self.waiting_on = ()
+        self.waiting_on = ()           # the cost model's parking state (emulator/cost.py)
         self.skip_pause = False
         self._install_hooks()
 
@@ -180,7 +192,8 @@ class Core:
         """Modeled time, exact even in the middle of a quantum."""
         if not self._in_quantum:
             return self.cycles
-        return self.cycles + min(self._emu_counter.value, self._quantum) + self.extra_cycles
+        clock = self.clock
+        return clock.start + min(self._emu_counter.value, clock.quantum) + clock.charged
 
     # --- Power and interrupts -------------------------------------------------
     def start(self, rip: int, at_cycle: int) -> None:
@@ -249,7 +262,7 @@ class Core:
         the instruction is already counted though it will not execute
         (verified by experiment): the quantum is cut to the ones before it.
         """
-        self._quantum = min(self._quantum, self._emu_counter.value - 1)
+        self.clock.quantum = min(self.clock.quantum, self._emu_counter.value - 1)
         self.request_stop()
 
     def stop_after_this_instruction(self) -> None:
@@ -259,16 +272,18 @@ class Core:
         happened, to be repeated on resume (DESIGN.md section 6). Lowering
         unicorn's instruction limit instead stops before the next one.
         """
-        self._quantum = min(self._quantum, self._emu_counter.value)
-        set_instruction_limit(self.uc, self._quantum)
+        self.clock.quantum = min(self.clock.quantum, self._emu_counter.value)
+        set_instruction_limit(self.uc, self.clock.quantum)
         self._stop_requested = True
 
     # --- Running ----------------------------------------------------------------
     def run(self, quantum: int) -> int:
         """Run at most `quantum` instructions; return how many retired."""
-        self._quantum = quantum
+        clock = self.clock
+        clock.start = self.cycles       # `cycles` does not move during a quantum
+        clock.quantum = quantum
+        clock.charged = 0
         self._stop_requested = False
-        self.extra_cycles = 0
         self._in_quantum = True
         try:
             self.uc.emu_start(self.rip, 0, count=quantum)
@@ -277,11 +292,11 @@ class Core:
                 self.fail(f"unicorn stopped at RIP {self.rip:#x}: {error}")
         finally:
             self._in_quantum = False
-        # self._quantum, not quantum: a debugger stop may have cut it short.
-        retired = retired_instructions(self.uc, self._quantum)
+        # clock.quantum, not quantum: a debugger stop may have cut it short.
+        retired = retired_instructions(self.uc, clock.quantum)
         self.stats.instructions += retired
-        self.cycles += retired + self.extra_cycles
-        self.extra_cycles = 0
+        self.cycles += retired + clock.charged
+        clock.charged = 0
         # The counter passes `quantum` only when the quantum ran out; if it did
         # not, unicorn stopped by itself: `hlt` (even as the quantum's last one).
         if self._emu_counter.value <= quantum and not self._stop_requested \

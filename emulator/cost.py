@@ -25,73 +25,123 @@ connects them to the cores:
     (causality), exactly as if it had spun. Unicorn cannot hook an opcode,
     so the loader tells us where the `pause` instructions are
     (`add_pause_sites`).
+
+  * Speed. Most tracked accesses are cache hits, and crossing from unicorn
+    into Python costs more than charging one. So the memory hook is
+    emulator/_hitpath.c when it is built: it serves the hits in C, and
+    asks the Python code below (`_python_hook`) about everything else.
+    Both paths keep the same state, in C memory (emulator/hitpath.py), and
+    give the same results; `hit_path` says which one runs ("C", or "pure
+    Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one).
 """
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
-from unicorn.unicorn_py3.unicorn import HOOK_MEM_ACCESS_CFUNC
+import ctypes
 
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
+from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
+
+from emulator import hitpath
 from emulator.core import CoreState
+from emulator.hitpath import SharedLine, Watch, Window
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 
 PAUSE = b"\xf3\x90"
-MAX_WATCHED_LINES = 64     # a poll loop reading more lines than this is not parked
-TOO_MANY = (-1, -1)        # marks a read list that overflowed
 
 
 class CostModel:
     def __init__(self, machine, topology):
         self.machine = machine
         self.topology = topology
-        self.directory = CoherenceDirectory(topology)
+        reason = hitpath.why_pure()
+        self.hit_path = "C" if reason is None else f"pure Python ({reason})"
+        # On the C path, the directory counts hits and keeps the entries of
+        # tracked lines (`track`) in C memory, where C serves hits too; the
+        # pure Python path keeps them in Python objects, which it reads faster.
+        self.hits = (ctypes.c_uint64 * topology.n_cores())() if self.hit_path == "C" else None
+        self.directory = CoherenceDirectory(topology, hits=self.hits)
+        self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
         self.windows = []                 # (physical, size)
         self.waiters = {}                 # line number -> cores parked on it
-        self.versions = {}                # line number -> how many writes it has had
         self.pause_sites = set()
-        self._callbacks = []
+        self._keep = []                   # what unicorn and C hold bare pointers to
 
     # --- Tracked windows ----------------------------------------------------
     def track(self, physical: int, size: int) -> None:
         """Charge every access to physical [physical, physical + size) on every core."""
         self.windows.append((physical, size))
+        first = physical >> LINE_SHIFT
+        if self.hit_path == "C":
+            lines = (SharedLine * (((physical + size - 1) >> LINE_SHIFT) - first + 1))()
+            self.directory.keep_lines_in(first, lines)
         for core in self.machine.cores:
+            serve, charge = self._python_hook(core)
+            if self.hit_path == "C":
+                window = Window(lines=ctypes.addressof(lines), first_line=first,
+                                n_lines=len(lines), clock=ctypes.addressof(core.clock),
+                                core_hits=ctypes.addressof(self.hits)
+                                + core.id * ctypes.sizeof(ctypes.c_uint64),
+                                watch=ctypes.addressof(self.watches[core.id]),
+                                l1_hit=self.topology.l1_hit, core=core.id,
+                                serve=serve, charge=charge)
+                self._keep.append(window)
+                hitpath.add_hook(core.uc, window, physical, physical + size - 1)
+                continue
             # A raw ctypes callback, not the binding's hook_add: this runs on
-            # every access to a channel, and the binding's wrapper costs a
-            # third again as much as the work.
-            callback = HOOK_MEM_ACCESS_CFUNC(self._access_hook(core))
-            self._callbacks.append(callback)            # unicorn holds a bare pointer
+            # every access, and the binding's wrapper costs a third again as
+            # much as the work.
+            def on_access(_uc, kind, address, size, _value, _data, charge=charge, now=core.now):
+                charge(kind == UC_MEM_WRITE, address, size, now())
+            callback = HOOK_MEM_ACCESS_CFUNC(on_access)
+            self._keep.append(callback)
             core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, callback,
                                      physical, physical + size - 1)
 
-    def _access_hook(self, core):
+    def _python_hook(self, core):
+        """The Python half of `core`'s memory hook: serve and charge.
+
+        serve(write, line, now) -> cycles: what this access to line number
+            `line`, begun at modeled time `now`, costs, by the directory;
+            a write wakes the cores parked on the line.
+        charge(write, address, size, now): serve every line the access
+            touches and record it: the cycles on the core's clock, and a
+            read in the lines its poll loop watches.
+        The pure Python path calls charge for every access. The C hit path
+        (emulator/_hitpath.c) serves hits itself, calls serve for the other
+        accesses and records them as charge does, and calls charge only for
+        an access to two lines or to a line new to the directory.
+        """
         access = self.directory.access
+        writes = self.directory.writes
         waiters = self.waiters
-        watched = core.tracked_reads
-        now = core.now
+        watch = self.watches[core.id]
+        clock = core.clock
         core_id = core.id
 
-        versions = self.versions
-
-        def charge_line(line, write):
-            core.extra_cycles += access(core_id, line << LINE_SHIFT, write, now())
-            if write:
-                versions[line] = versions.get(line, 0) + 1
-                if line in waiters:
-                    self._wake(line)
-            elif len(watched) < MAX_WATCHED_LINES:
-                watched.append((line, versions.get(line, 0)))
-            elif watched[-1] is not TOO_MANY:
-                watched.append(TOO_MANY)     # no longer sure what it polls: never park it
-
-        def on_access(_handle, kind, address, size, _value, _user_data):
+        def serve(write, line, now):
             try:
-                write = kind == UC_MEM_WRITE
-                line = address >> LINE_SHIFT
-                charge_line(line, write)
-                if (address + size - 1) >> LINE_SHIFT != line:      # straddles two lines
-                    charge_line(line + 1, write)
+                cycles = access(core_id, line << LINE_SHIFT, write, now)
+                if write and line in waiters:
+                    self._wake(line)
+                return cycles
             except BaseException as error:      # a bug in sprat: stop this core, say so
                 core.fail(f"internal error in the cost model: {error!r}")
-        return on_access
+                return 0
+
+        def charge(write, address, size, now):
+            try:
+                line = address >> LINE_SHIFT
+                last = (address + size - 1) >> LINE_SHIFT      # line + 1 if it straddles two
+                while True:
+                    cycles = serve(write, line, now)
+                    clock.charged += cycles
+                    if not write:
+                        watch.add(line, writes(line))
+                    if line == last:
+                        return
+                    line, now = line + 1, now + cycles
+            except BaseException as error:
+                core.fail(f"internal error in the cost model: {error!r}")
+        return serve, charge
 
     # --- Parking cores that poll -------------------------------------------------
     def add_pause_sites(self, addresses) -> None:
@@ -99,23 +149,34 @@ class CostModel:
         for address in sorted(set(addresses) - self.pause_sites):
             self.pause_sites.add(address)
             for core in self.machine.cores:
-                core.uc.hook_add(UC_HOOK_CODE, self._pause_hook(core), begin=address, end=address)
+                callback = HOOK_CODE_CFUNC(self._pause_hook(core))     # raw, as above
+                self._keep.append(callback)
+                core.uc._Uc__do_hook_add(UC_HOOK_CODE, callback, address, address)
                 core.uc.ctl_remove_cache(address, address + 1)
 
     def _pause_hook(self, core):
-        def on_pause(uc, address, size, _):
+        watch = self.watches[core.id]
+        writes = self.directory.writes
+
+        def on_pause(_uc, address, size, _data):
+            try:
+                pause(address, size)
+            except BaseException as error:      # a bug in sprat: stop this core, say so
+                core.fail(f"internal error in the cost model: {error!r}")
+
+        def pause(address, size):
             if core.skip_pause:
                 core.skip_pause = False      # resuming after a wake-up: let it run
                 return
-            reads = set(core.tracked_reads)
-            core.tracked_reads.clear()
-            if not reads or TOO_MANY in reads or size != 2 \
-                    or core.read_virtual(address, 2) != PAUSE:
+            reads = watch.take()     # None: too many lines to watch
+            if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
                 return
             # Like MONITOR/MWAIT: a write that came after the read (say, while
             # this core's quantum ended between its read and this pause)
-            # means there is something new to see, so do not sleep.
-            if any(self.versions.get(line, 0) != version for line, version in reads):
+            # means there is something new to see, so do not sleep. (So a
+            # parked core holds a copy of every line it waits on, and the
+            # first write to one is a miss: the C hit path never has to wake it.)
+            if any(writes(line) != count for line, count in reads):
                 return
             lines = tuple(sorted({line for line, _ in reads}))
             core.state = CoreState.WAITING

@@ -51,15 +51,21 @@ the cores. The extra cycles are counted as `waits`.
 
 Counters, per core and per line: hits, transfers (served by another
 cache), memory_fills, invalidations (copies destroyed by a write), and per
-core the causality `waits` in cycles.
+core the causality `waits` in cycles. Each line also counts its writes
+(`writes`), so that a core polling it can tell whether anything changed
+(emulator/cost.py parks such cores).
 
 Speed: access() runs from a unicorn memory hook on every access to a
 tracked page, so it allocates nothing after a line's first touch: sharers
 are a bit mask (bit c = core c holds a copy), costs come from a table
-precomputed from the topology.
+precomputed from the topology. The cost model goes further: it has the
+directory keep the entries of its tracked lines and the hit counters in C
+memory (`keep_lines_in`, `hits=`), where emulator/_hitpath.c serves the
+hits without calling Python. That C code only ever takes the first two
+rows of the table above; every state change is made here.
 
 What does not live here: the topology (topology.py), which pages are
-tracked and the memory hook (the emulator's memory module).
+tracked and the memory hook (emulator/cost.py).
 """
 
 from __future__ import annotations
@@ -74,10 +80,14 @@ NEVER_WRITTEN = -1
 
 
 class _Line:
-    """The directory entry of one line: its copies, owner, last write, counters."""
+    """The directory entry of one line: its copies, owner, last write, counters.
+
+    emulator/hitpath.py has the same fields in a C struct (SharedLine) for
+    the lines the cost model tracks; change both together.
+    """
 
     __slots__ = ("sharers", "owner", "owner_state", "written_at", "writer",
-                 "hits", "transfers", "memory_fills", "invalidations")
+                 "hits", "transfers", "memory_fills", "invalidations", "writes")
 
     def __init__(self):
         self.sharers = 0              # bit c set: core c holds a valid copy
@@ -89,12 +99,15 @@ class _Line:
         self.transfers = 0
         self.memory_fills = 0
         self.invalidations = 0
+        self.writes = 0               # every write, hit or not
 
 
 class CoherenceDirectory:
     """MOESI directory over the tracked lines of one machine."""
 
-    def __init__(self, topology: Topology):
+    def __init__(self, topology: Topology, hits=None):
+        """`hits`: where to count each core's hits (a list by default; the
+        cost model passes an array in C memory that its hit path counts in)."""
         self.topology = topology
         n = topology.n_cores()
         # _cost[me][other]: cycles for core `me` to get a line core `other` holds.
@@ -103,7 +116,8 @@ class CoherenceDirectory:
         self._l1_hit = topology.l1_hit
         self._memory = topology.memory
         self._lines: dict[int, _Line] = {}
-        self.hits = [0] * n
+        self._stores = []             # (first key, end key, records): keep_lines_in
+        self.hits = [0] * n if hits is None else hits
         self.transfers = [0] * n
         self.memory_fills = [0] * n
         self.invalidations = [0] * n
@@ -119,10 +133,11 @@ class CoherenceDirectory:
         key = addr >> LINE_SHIFT
         line = self._lines.get(key)
         if line is None:
-            line = self._lines[key] = _Line()
+            line = self._lines[key] = self._new_line(key)
         elif line.sharers >> core & 1:
             # The common case, a hit, decided first: it never waits (the copy
             # was fetched after any other core's write) and needs no fetch.
+            # (emulator/_hitpath.c does the same for hits in C.)
             if not is_write:
                 self.hits[core] += 1
                 line.hits += 1
@@ -133,6 +148,7 @@ class CoherenceDirectory:
                 line.hits += 1
                 line.written_at = now + self._l1_hit
                 line.writer = core
+                line.writes += 1
                 return self._l1_hit
         writer = line.writer
         cycles = self._serve(core, line, is_write)
@@ -146,6 +162,7 @@ class CoherenceDirectory:
         if is_write:
             line.written_at = now + cycles
             line.writer = core
+            line.writes += 1
         return cycles
 
     def read(self, core: int, addr: int, now: int) -> int:
@@ -154,30 +171,51 @@ class CoherenceDirectory:
     def write(self, core: int, addr: int, now: int) -> int:
         return self.access(core, addr, True, now)
 
+    # -- where entries live --
+
+    def keep_lines_in(self, first_key: int, records) -> None:
+        """Keep the entries of lines first_key, first_key + 1, ... in `records`.
+
+        `records` is a sequence of objects with _Line's fields: the cost
+        model passes a ctypes array, so that its C hit path reads and
+        counts in the same entries this directory uses. A line already in
+        the directory keeps its entry.
+        """
+        self._stores.append((first_key, first_key + len(records), records))
+
+    def _new_line(self, key: int) -> _Line:
+        for first, end, records in self._stores:
+            if first <= key < end:
+                line = records[key - first]
+                _Line.__init__(line)       # a fresh entry's fields, set on the record
+                return line
+        return _Line()
+
     # -- the state machine --
 
     def _serve(self, me: int, line: _Line, is_write: bool) -> int:
         """Apply one access to `line` by core `me`: update its MOESI states,
         count what happened, return the cycles it costs (before causality)."""
         bit = 1 << me
-        mine = line.sharers & bit
-        others = line.sharers & ~bit
+        sharers, owner, state = line.sharers, line.owner, line.owner_state
+        mine = sharers & bit
+        others = sharers & ~bit
         cost = self._cost[me]
 
         if not is_write:
             if mine:                                   # M, O, E or S: a hit
                 return self._count_hit(me, line)
             cycles = self._fetch(me, line, others)
-            line.sharers |= bit
-            if line.owner == NO_OWNER and not others:  # nobody else had it
+            line.sharers = sharers | bit
+            if owner == NO_OWNER and not others:       # nobody else had it
                 line.owner, line.owner_state = me, "E"
-            elif line.owner_state == "M":              # dirty data now shared
+            elif state == "M":                         # dirty data now shared
                 line.owner_state = "O"
-            elif line.owner_state == "E":              # clean: all copies are S now
+            elif state == "E":                         # clean: all copies are S now
                 line.owner, line.owner_state = NO_OWNER, "I"
             return cycles
 
-        if mine and line.owner == me and line.owner_state in ("M", "E"):
+        if mine and owner == me and state in ("M", "E"):
             line.owner_state = "M"                     # no one else has a copy
             return self._count_hit(me, line)
         # Become the only holder: invalidate every other copy, in parallel,
@@ -202,8 +240,9 @@ class CoherenceDirectory:
     def _fetch(self, me: int, line: _Line, others: int) -> int:
         """Cycles to bring in a line `me` does not hold, and count where it came from."""
         cost = self._cost[me]
-        if line.owner != NO_OWNER:                     # M, O or E elsewhere supplies it
-            cycles = cost[line.owner]
+        owner = line.owner
+        if owner != NO_OWNER:                          # M, O or E elsewhere supplies it
+            cycles = cost[owner]
             from_cache = True
         else:                                          # only S copies, or none
             cycles = self._memory
@@ -244,6 +283,11 @@ class CoherenceDirectory:
         line = self._lines.get(addr >> LINE_SHIFT) or _Line()
         return {"hits": line.hits, "transfers": line.transfers,
                 "memory_fills": line.memory_fills, "invalidations": line.invalidations}
+
+    def writes(self, key: int) -> int:
+        """How many writes line number `key` (address >> LINE_SHIFT) has had."""
+        line = self._lines.get(key)
+        return 0 if line is None else line.writes
 
     def tracked_lines(self) -> list[int]:
         """Addresses of the lines touched so far, in order."""
