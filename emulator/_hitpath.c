@@ -32,9 +32,9 @@
  * line Modified. The first write to it is a miss, and Python wakes it.
  *
  * Nothing is copied between C and Python: the structs below are the very
- * memory Python uses, through ctypes mirrors (Clock in emulator/core.py,
- * SharedLine, Watch and Window in emulator/hitpath.py). Change both sides
- * together; hitpath.py compares the layouts when it loads this module.
+ * memory Python uses, through ctypes mirrors (SharedClock, SharedLine, Watch
+ * and Window in emulator/hitpath.py). Change both sides together;
+ * hitpath.py compares the layouts when it loads this module.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -46,7 +46,7 @@
 #define MAX_WATCHED_LINES 64     /* reads remembered between two pauses (hitpath.py) */
 #define UC_MEM_WRITE 17          /* unicorn.h, enum uc_mem_type (checked by hitpath.py) */
 
-struct clock {                   /* a core's clock during a quantum: Clock, core.py */
+struct clock {                   /* a core's clock during a quantum: SharedClock */
     int64_t start;               /* core.cycles when the quantum began */
     int64_t quantum;             /* instructions the quantum may run */
     int64_t charged;             /* cycles the cost model charged in it */

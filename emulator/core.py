@@ -10,9 +10,10 @@ The core's clock (`cycles`) is modeled time: one cycle per instruction plus
 whatever the interconnect's cost model charges, and a halted core's clock
 jumps to the moment something wakes it. The scheduler (emulator/scheduler.py)
 decides which core runs next and for how long; a core only runs when asked.
-What moves during a quantum lives in `clock`, a C struct (Clock), so that
-the cost model's C hit path (emulator/_hitpath.c) can read the time and
-charge cycles exactly as `now()` and the Python path do.
+What moves during a quantum lives in `clock` (Clock): where the quantum
+began, how long it may run, what the cost model charged in it. The cost
+model's C hit path replaces it with an equal clock in C memory
+(emulator/hitpath.py), which its C code reads and charges too.
 
 States:
   OFF      powered but not started: waits for INIT then STARTUP IPIs
@@ -60,15 +61,15 @@ class CoreState(enum.Enum):
     FAILED = "failed"
 
 
-class Clock(ctypes.Structure):
-    """What `now()` needs during a quantum; emulator/_hitpath.c has the same
-    struct (struct clock): change both together."""
-    _fields_ = [
-        ("start", ctypes.c_int64),        # `cycles` when this quantum began
-        ("quantum", ctypes.c_int64),      # instructions this quantum may run
-        ("charged", ctypes.c_int64),      # cycles the cost model charged in it
-        ("emu_counter", ctypes.c_void_p),  # unicorn's instruction count (uint64_t *)
-    ]
+class Clock:
+    """What `now()` needs during a quantum, besides unicorn's instruction count."""
+
+    __slots__ = ("start", "quantum", "charged")
+
+    def __init__(self):
+        self.start = 0        # `cycles` when this quantum began
+        self.quantum = 0      # instructions this quantum may run
+        self.charged = 0      # cycles the cost model charged in it
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Core:
         self.uc.mmio_map(APIC_BASE, APIC_SIZE, self.apic.read, None, self.apic.write, None)
         self.regs = Registers(self.uc)
         self._emu_counter = emu_counter(self.uc)    # unicorn's count of this quantum
-        self.clock = Clock(emu_counter=ctypes.addressof(self._emu_counter))
+        self.clock = Clock()
         self.context = SavedContext(self.uc)
         self.stats = CoreStats()
         self.state = CoreState.OFF

@@ -42,7 +42,8 @@ from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
 from emulator.core import CoreState
-from emulator.hitpath import SharedLine, Watch, Window
+from emulator.cpustate import emu_counter
+from emulator.hitpath import SharedClock, SharedLine, Watch, Window
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 
 PAUSE = b"\xf3\x90"
@@ -54,11 +55,15 @@ class CostModel:
         self.topology = topology
         reason = hitpath.why_pure()
         self.hit_path = "C" if reason is None else f"pure Python ({reason})"
-        # On the C path, the directory counts hits and keeps the entries of
-        # tracked lines (`track`) in C memory, where C serves hits too; the
-        # pure Python path keeps them in Python objects, which it reads faster.
+        # On the C path, the directory's hit counters and the entries of
+        # tracked lines (`track`), and the cores' clocks, live in C memory,
+        # where C serves hits too; the pure Python path keeps them in Python
+        # objects, which Python reads faster.
         self.hits = (ctypes.c_uint64 * topology.n_cores())() if self.hit_path == "C" else None
         self.directory = CoherenceDirectory(topology, hits=self.hits)
+        if self.hit_path == "C":
+            for core in machine.cores:      # the clocks too, before anything reads them
+                core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)))
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
         self.windows = []                 # (physical, size)
         self.waiters = {}                 # line number -> cores parked on it

@@ -16,7 +16,8 @@ structs mirror the C ones field for field:
     Watch        the lines a core read since its last `pause` (parking, cost.py)
     Window       one core's hook on one tracked window: what the C hook gets
                  as its user_data
-    Clock        the core's clock during a quantum (emulator/core.py)
+    SharedClock  a core's clock during a quantum (core.clock, emulator/core.py),
+                 with where to find unicorn's instruction count
 
 plus the directory's per-core hit counters, a ctypes array. The cost model
 keeps its state in these on both paths, and the same Python code decides
@@ -44,10 +45,20 @@ from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE, UcError
 from unicorn.unicorn_const import UC_ERR_OK
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
-from emulator.core import Clock
 
 PURE_ENV = "SPRAT_PURE_COST_MODEL"
 MAX_WATCHED_LINES = 64     # a poll loop reading more lines than this is not parked
+
+
+class SharedClock(ctypes.Structure):
+    """A core's clock in C memory (core.py's Clock, and the instruction count
+    that now() adds): struct clock in _hitpath.c."""
+    _fields_ = [
+        ("start", ctypes.c_int64),
+        ("quantum", ctypes.c_int64),
+        ("charged", ctypes.c_int64),
+        ("emu_counter", ctypes.c_void_p),       # uint64_t *: cpustate.emu_counter()
+    ]
 
 
 class SharedLine(ctypes.Structure):
@@ -101,7 +112,7 @@ class Window(ctypes.Structure):
         ("lines", ctypes.c_void_p),             # SharedLine array of the window
         ("first_line", ctypes.c_uint64),        # line number of lines[0]
         ("n_lines", ctypes.c_uint64),
-        ("clock", ctypes.c_void_p),             # the core's Clock
+        ("clock", ctypes.c_void_p),             # the core's SharedClock
         ("core_hits", ctypes.c_void_p),         # its counter in directory.hits
         ("watch", ctypes.c_void_p),             # its Watch
         ("l1_hit", ctypes.c_int64),
@@ -119,7 +130,7 @@ def _load():
         return None, "emulator/_hitpath.c is not built; `pip install -e .` builds it, given a C compiler"
     except ImportError as error:
         return None, f"emulator/_hitpath.c is built but does not load: {error}"
-    mirrors = {"clock": Clock, "line": SharedLine, "watch": Watch, "window": Window}
+    mirrors = {"clock": SharedClock, "line": SharedLine, "watch": Watch, "window": Window}
     layouts = getattr(_hitpath, "layouts", {})
     differ = [f"struct {name}" for name, mirror in mirrors.items()
               if layouts.get(name) != _layout(mirror)]
