@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from emulator import hitpath
+from emulator.core import Core
 from emulator.interconnect import load_topology
 from emulator.interconnect.coherence import CoherenceDirectory
 from tests.conftest import write_image
@@ -45,6 +46,21 @@ def test_forcing_the_pure_path_is_reported(monkeypatch):
 
 
 # --- running one workload on either path ------------------------------------------------
+ACCESS = CoherenceDirectory.access
+STOP_BEFORE = Core.stop_before_this_instruction
+
+
+def counting(monkeypatch, cls, name, function):
+    """Replace cls.name by `function` that counts its calls; the count, in a list."""
+    calls = [0]
+
+    def counted(*args):
+        calls[0] += 1
+        return function(*args)
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
 def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs=None):
     """Boot `modules` on `topology` on the given path ("C" or "pure"), run them
     to the end; everything the model computed, as plain data."""
@@ -54,6 +70,10 @@ def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs
         monkeypatch.setenv(hitpath.PURE_ENV, "1")
     else:
         monkeypatch.delenv(hitpath.PURE_ENV, raising=False)
+    # How many accesses reach the Python directory (the C path serves hits
+    # itself), and how many times a core parked in a poll loop.
+    directory_calls = counting(monkeypatch, CoherenceDirectory, "access", ACCESS)
+    parks = counting(monkeypatch, Core, "stop_before_this_instruction", STOP_BEFORE)
     output = []
     with tempfile.TemporaryDirectory() as directory:
         if programs:
@@ -69,7 +89,7 @@ def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs
         assert machine.cost.hit_path.startswith("C" if path == "C" else "pure Python")
         if setup:
             setup(system)
-        DIRECTORY_CALLS[0] = 0
+        directory_calls[0] = 0
         result = machine.run(max_cycles=10**9)
     directory = machine.cost.directory
     lines = directory.tracked_lines()
@@ -83,26 +103,16 @@ def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs
         "lines": {line: (directory.line_stats(line), directory.writes(line >> 6),
                          "".join(directory.state(core, line) for core in cores))
                   for line in lines},
-        "directory_calls": DIRECTORY_CALLS[0],
+        "parks": parks[0],
+        "directory_calls": directory_calls[0],
     }
 
 
-DIRECTORY_CALLS = [0]
-
-
 def assert_same_on_both_paths(monkeypatch, **workload):
-    # Count the accesses that reach the Python directory: hits in C do not.
-    access = CoherenceDirectory.access
-
-    def counted(*args):
-        DIRECTORY_CALLS[0] += 1
-        return access(*args)
-    monkeypatch.setattr(CoherenceDirectory, "access", counted)
-
     c = run(monkeypatch, "C", **workload)
     pure = run(monkeypatch, "pure", **workload)
     assert c["result"][0], f"the workload failed: {c['result'][1]}; output {c['output'][-3:]}"
-    for key in ("result", "output", "cores", "core_stats"):
+    for key in ("result", "output", "cores", "core_stats", "parks"):
         assert c[key] == pure[key], f"{key} differ between the C and the pure Python path"
     assert c["lines"].keys() == pure["lines"].keys(), "the paths touched different lines"
     for line, seen in c["lines"].items():
@@ -148,10 +158,11 @@ def test_lines_many_cores_update_in_place_are_the_same_on_both_paths(monkeypatch
 
 @needs_c
 def test_a_server_parked_on_many_channels_is_the_same_on_both_paths(monkeypatch):
-    assert_same_on_both_paths(
+    c = assert_same_on_both_paths(
         monkeypatch, topology=load_topology("amd-2x2"),
         modules=["/userland/msg_server.S core=0 lines=4 clients=3 updates=15 warmup=5",
                  "/userland/msg_client.S clients=3 updates=15 warmup=5"])
+    assert c["parks"] > 10, f"only {c['parks']} parks: the workload does not exercise parking"
 
 
 @needs_c
