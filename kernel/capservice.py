@@ -19,6 +19,9 @@ invokes a capability, with these in its root CNode:
     slot 232+r RAM: its core's copy of shared region r (below)
     slot 240   its Dispatcher (adopted: the CPU driver's control block)
     slot 241   an EndPoint to itself, retyped from it
+    slot 242   the KERNEL capability, if it is its core's monitor (the CPU
+               driver copies its boot module's flags into DCB_FLAGS, and
+               DCB_FLAG_MONITOR says so); empty in every other dispatcher
     slot 248+j an EndPoint to dispatcher j of the same core (LMP)
     slot 255   where a capability sent to it over LMP arrives
 
@@ -38,6 +41,16 @@ retyped elsewhere (two-phase commit, userland/monitor.S; the rules are
 kernel/caps/rules.py's). `region_state(core, region)` says where a core's
 copy stands, for tests and tools.
 
+Moving capabilities between cores is the monitors' business, as in
+Barrelfish: the kernel holds one KERNEL capability per core and gives a
+copy to that core's monitors, which alone may TAKE a capability out of a
+dispatcher's CSpace, GIVE one to it, and IMPORT one another core's monitor
+described (kernel/caps/rules.py). A dispatcher is named there by its index
+on the core, as here: each CSpace is registered with its core's
+CapabilitySystem under that index, so that kernel/caps knows nothing of
+cores. `slot_state(core, dispatcher, address)` says whether what a slot
+holds is foreign (imported) or where it stands, for tests and tools.
+
 The same port serves LMP over an endpoint (HYPERCALL_LMP): the CPU driver
 asks which dispatcher an endpoint names, and, if the sender gives a
 capability, it is copied into the receiver's slot 255 (GRANT needed) before
@@ -47,7 +60,7 @@ the CPU driver hands the message over (cpudriver/syscall.S).
 from unicorn import x86_const as x86
 
 from cpudriver import layout
-from kernel.caps import CapabilitySystem, CapError, CapType, root_caddr
+from kernel.caps import CapabilitySystem, CapError, CapType, Rights, root_caddr
 
 CAPS_BASE = 0x0200_0000            # above the per-core areas (layout.py)
 DISPATCHER_CAPS = 0x10000          # each dispatcher's share: CNode, then RAM
@@ -58,6 +71,7 @@ SLOT_RAM = 0
 SLOT_PDPT = 1
 SLOT_DISPATCHER = 240
 SLOT_SELF_ENDPOINT = 241
+SLOT_KERNEL = 242                  # monitors only
 SLOT_PEERS = 248                   # + the peer's index on this core
 SLOT_RECEIVE = 255
 SLOT_REGIONS = 232                 # + the shared region's number
@@ -66,6 +80,7 @@ SHARED_REGION_BITS = 16            # 64 KiB each
 N_SHARED_REGIONS = 4
 SHARED_REGIONS_END = SHARED_REGIONS_BASE + (N_SHARED_REGIONS << SHARED_REGION_BITS)
 DISPATCHER_BITS = 10
+KERNEL_RIGHTS = Rights.READ | Rights.WRITE   # no GRANT: it is never handed on
 HYPERCALL_LMP = layout.HYPERCALL_LMP   # rax: resolve an endpoint for LMP (not a cap operation)
 EAGAIN = 11                        # the CPU driver's errno for "not waiting yet"
 FLUSH_ALL = (1 << 64) - 1
@@ -73,13 +88,15 @@ FLUSH_ALL = (1 << 64) - 1
 assert CAPS_BASE + layout.MAX_CORES * layout.MAX_DISPATCHERS * DISPATCHER_CAPS \
     <= SHARED_REGIONS_BASE, "the shared regions overlap the dispatchers' capability areas"
 assert SLOT_REGIONS + N_SHARED_REGIONS <= SLOT_DISPATCHER, "the shared regions' slots overlap"
+assert SLOT_SELF_ENDPOINT < SLOT_KERNEL < SLOT_PEERS, "the kernel capability's slot is taken"
+assert SLOT_PEERS + layout.MAX_DISPATCHERS <= SLOT_RECEIVE, "the peers' slots overlap"
 
 
 def defines() -> dict[str, int]:
     """The slot numbers and the shared regions, for user programs (as assembler constants)."""
     return {"SLOT_RAM": SLOT_RAM, "SLOT_PDPT": SLOT_PDPT, "SLOT_DISPATCHER": SLOT_DISPATCHER,
-            "SLOT_SELF_ENDPOINT": SLOT_SELF_ENDPOINT, "SLOT_PEERS": SLOT_PEERS,
-            "SLOT_RECEIVE": SLOT_RECEIVE, "SLOT_REGIONS": SLOT_REGIONS,
+            "SLOT_SELF_ENDPOINT": SLOT_SELF_ENDPOINT, "SLOT_KERNEL": SLOT_KERNEL,
+            "SLOT_PEERS": SLOT_PEERS, "SLOT_RECEIVE": SLOT_RECEIVE, "SLOT_REGIONS": SLOT_REGIONS,
             "N_SHARED_REGIONS": N_SHARED_REGIONS, "SHARED_REGION_BITS": SHARED_REGION_BITS,
             "SHARED_REGIONS_BASE": SHARED_REGIONS_BASE}
 
@@ -99,6 +116,7 @@ class CapabilityService:
         self.systems = {}              # core -> CapabilitySystem
         self.cspaces = {}              # (core, dispatcher) -> CSpace
         self.regions = {}              # core -> the kernel's original of each shared region
+        self.kernels = {}              # core -> the kernel's KERNEL capability (monitors: copies)
 
     def __call__(self, core) -> None:
         regs = core.regs
@@ -151,7 +169,10 @@ class CapabilityService:
                 + index * layout.DISPATCHER_SIZE)
 
     def _prepare_core(self, core: int) -> None:
-        """CSpaces for every dispatcher of `core`, and endpoints between them all."""
+        """CSpaces for every dispatcher of `core`, and endpoints between them all.
+
+        An empty peer slot is filled again from the peer's own endpoint, unless
+        that is gone too (deleted, or taken by its monitor): then it stays empty."""
         area = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
         count = self.machine.memory.read_u64(area + layout.PCV_N_DISPATCHERS)
         count = min(count, layout.MAX_DISPATCHERS)
@@ -163,8 +184,12 @@ class CapabilityService:
             mine = self.cspaces[(core, index)]
             for peer in range(count):
                 if mine.root.obj.slots[SLOT_PEERS + peer] is None:
-                    system.transfer(self.cspaces[(core, peer)], root_caddr(SLOT_SELF_ENDPOINT),
-                                    mine, root_caddr(SLOT_PEERS + peer))
+                    try:
+                        system.transfer(self.cspaces[(core, peer)],
+                                        root_caddr(SLOT_SELF_ENDPOINT), mine,
+                                        root_caddr(SLOT_PEERS + peer))
+                    except CapError:
+                        pass                # a refusal changes nothing: the slot stays empty
 
     def _caller(self, core: int) -> tuple[int, int]:
         """(index, slot address) of the dispatcher running on `core`."""
@@ -174,9 +199,11 @@ class CapabilityService:
         return index, slot
 
     def _system(self, core: int) -> CapabilitySystem:
-        """The core's capability system, made with its originals of the shared regions."""
+        """The core's capability system, made with its KERNEL capability and its
+        originals of the shared regions."""
         if core not in self.systems:
             system = CapabilitySystem(self.machine.memory)
+            self.kernels[core] = system.create(None, None, CapType.KERNEL, 0, 0, KERNEL_RIGHTS)
             if self.regions_fit:
                 self.regions[core] = [system.create(None, None, CapType.RAM, region_base(region),
                                                     SHARED_REGION_BITS)
@@ -196,10 +223,23 @@ class CapabilityService:
         self._system(core)             # a core that never invoked: its regions are untouched
         return CapabilitySystem.lock_state(self.regions[core][region].obj)
 
+    def slot_state(self, core: int, dispatcher: int, address: int) -> str:
+        """Where the object in a slot of a dispatcher's CSpace stands: "foreign"
+        if IMPORT made it, else as region_state says (CapabilitySystem.lock_state)."""
+        if (core, dispatcher) not in self.cspaces:
+            raise ValueError(f"dispatcher {dispatcher} of core {core} has no CSpace (yet)")
+        cap = self.systems[core].lookup(self.cspaces[(core, dispatcher)], address)
+        return CapabilitySystem.lock_state(cap.obj)
+
+    def _is_monitor(self, slot: int) -> bool:
+        """Whether the dispatcher whose slot is at `slot` is its core's monitor."""
+        flags = self.machine.memory.read_u64(slot + layout.D_DCB + layout.DCB_FLAGS)
+        return bool(flags & layout.DCB_FLAG_MONITOR)
+
     def _boot_cspace(self, core: int, dispatcher: int, slot: int):
         system = self._system(core)
         base = CAPS_BASE + (core * layout.MAX_DISPATCHERS + dispatcher) * DISPATCHER_CAPS
-        cspace = system.new_cspace(base, CNODE_BITS)
+        cspace = system.new_cspace(base, CNODE_BITS, dispatcher=dispatcher)
         system.create(cspace, root_caddr(SLOT_RAM), CapType.RAM, base + RAM_OFFSET, RAM_BITS)
         system.create(cspace, root_caddr(SLOT_PDPT), CapType.VNODE_PDPT, slot + layout.D_PDPT_USER,
                       12, adopt=(slot + layout.D_PML4, layout.USER_BASE))
@@ -210,6 +250,8 @@ class CapabilityService:
                       root_caddr(SLOT_SELF_ENDPOINT))
         for region, original in enumerate(self.regions.get(core, ())):
             system.give(original, cspace, root_caddr(SLOT_REGIONS + region))
+        if self._is_monitor(slot):
+            system.give(self.kernels[core], cspace, root_caddr(SLOT_KERNEL))
         self.cspaces[(core, dispatcher)] = cspace
         return cspace
 

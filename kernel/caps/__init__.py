@@ -23,7 +23,10 @@ as tables (generated from rules.py by `python3 -m kernel.caps.doc`).
 Memory every core holds a capability to (kernel/capservice.py's shared
 regions) is retyped by agreement between the monitors: LOCK and UNLOCK are
 each core's votes, and `CapabilitySystem.lock_state` says where a core's
-copy stands.
+copy stands. Capabilities move between cores through the monitors, which
+alone hold the KERNEL capability: TAKE and GIVE move one between CSpaces of
+a core, and IMPORT makes a foreign copy of what another core's monitor
+described (docs/capabilities.md, "Moving a capability to another core").
 """
 
 from kernel.caps.cspace import CADDR_ROOT, CSpace, caddr, root_caddr

@@ -48,9 +48,9 @@ def names(types) -> str:
 def types_table() -> str:
     mapped_into = {t: [v for v, sources in rules.MAPPABLE.items() if t in sources] for t in CapType}
     rows = [(t.name, int(t), size_text(t) if t in SIZES else "-", names(rules.RETYPE.get(t, ())),
-             names(mapped_into[t])) for t in CapType]
+             names(mapped_into[t]), "yes" if t in rules.IMPORTABLE else "-") for t in CapType]
     return table(("type", "number", "size in bytes (aligned to it)", "retypes into",
-                  "mappable into"), rows)
+                  "mappable into", "IMPORT makes it"), rows)
 
 
 def mapping_table() -> str:
@@ -78,8 +78,8 @@ def first_paragraph(function) -> str:
 def operations_table() -> str:
     rows = []
     for op, spec in OPERATIONS.items():
-        checks = " ".join(first_paragraph(rule) for rule in rules.RULES[spec.method])
-        rows.append((int(op), op.name, ", ".join(spec.args), needs_text(spec.method),
+        checks = " ".join(first_paragraph(rule) for rule in rules.RULES[op.name.lower()])
+        rows.append((int(op), op.name, ", ".join(spec.args), needs_text(op.name.lower()),
                      checks or "-", spec.effect))
     return table(("number", "operation", "arguments", "rights needed", "rules checked",
                   "effect"), rows)

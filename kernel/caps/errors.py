@@ -36,11 +36,14 @@ class ErrorCode(IntEnum):
     HAS_DESCENDANTS = 120
     RETYPED_ELSEWHERE = 121
     NOT_LOCKED = 122
+    FOREIGN = 123
+    MAPPED = 124
 
 
 MEANINGS = {
     ErrorCode.INVALID_OPERATION: "no such operation number",
-    ErrorCode.INVALID_ARGUMENT: "an argument is missing or is not a 64-bit value",
+    ErrorCode.INVALID_ARGUMENT: ("an argument is missing, is not a 64-bit value, or is not one "
+                                 "the operation takes (rights bits, a field, a dispatcher)"),
     ErrorCode.INVALID_ADDRESS: "the capability address names no slot",
     ErrorCode.NOT_A_CNODE: "the address goes through a slot that holds no CNode",
     ErrorCode.SLOT_EMPTY: "the slot holds no capability",
@@ -63,6 +66,9 @@ MEANINGS = {
     ErrorCode.HAS_DESCENDANTS: "the object has live descendants on this core: it is in use here",
     ErrorCode.RETYPED_ELSEWHERE: "the object was retyped on another core: never again here",
     ErrorCode.NOT_LOCKED: "the object is not locked",
+    ErrorCode.FOREIGN: ("the object lives on another core (IMPORT made this copy): it is never "
+                        "retyped or locked here"),
+    ErrorCode.MAPPED: "the capability still maps pages: unmap them before it moves",
 }
 
 

@@ -34,6 +34,9 @@ class Op(IntEnum):
     UNMAP = 8
     LOCK = 9
     UNLOCK = 10
+    TAKE = 11
+    GIVE = 12
+    IMPORT = 13
 
 
 class Field(IntEnum):
@@ -47,7 +50,8 @@ class Field(IntEnum):
 
 @dataclass(frozen=True)
 class Operation:
-    method: str                 # the CapabilitySystem method that does it
+    method: str                 # the CapabilitySystem method that does it (rules.NEEDS and
+                                # rules.RULES name the operation: Op's name, in lower case)
     args: tuple[str, ...]
     effect: str                 # for docs/capabilities.md
 
@@ -75,6 +79,16 @@ OPERATIONS = {
     Op.UNLOCK: Operation("unlock", ("cap", "retyped_elsewhere"),
                          "release the lock; if retyped_elsewhere != 0, the object is another "
                          "core's from now on: never retyped or locked here again"),
+    Op.TAKE: Operation("take", ("kernel", "dispatcher", "src", "dest"),
+                       "move the capability in slot src of this core's dispatcher number "
+                       "dispatcher into the caller's slot dest: src is empty after"),
+    Op.GIVE: Operation("give_away", ("kernel", "src", "dispatcher", "dest"),
+                       "move the caller's capability in slot src into slot dest of this "
+                       "core's dispatcher number dispatcher: src is empty after"),
+    Op.IMPORT: Operation("import_foreign",
+                         ("kernel", "type", "base", "size_bits", "rights", "dest"),
+                         "a foreign copy in slot dest: a capability to memory another core "
+                         "owns, with these rights; never retyped or locked here"),
 }
 
 

@@ -16,7 +16,11 @@ whichever copy was used to make them, and "every copy" is `obj.caps`.
 An object may also be locked (`locked_by`: the copy that took the lock)
 and marked `retyped_elsewhere`: a core's votes in the monitors' two-phase
 commit over memory every core holds a copy of (rules.check_lock says what
-they forbid).
+they forbid). An object IMPORT made is `foreign`: memory another core owns,
+named here by a root of this core's tree that is never retyped.
+
+A capability moves (TAKE, GIVE) by changing slots and nothing else: the same
+record, with its copies, descendants, lock and mappings (`move_cap`).
 
 An object lives while something names it: a capability, or a child (an
 object whose last capability is deleted but which still has children stays
@@ -43,6 +47,7 @@ class KernelObject:
     info: dict = field(default_factory=dict)    # what the kernel above attaches
     locked_by: "Capability | None" = None       # the copy holding its lock (LOCK)
     retyped_elsewhere: bool = False             # UNLOCK said so: never retyped here again
+    foreign: bool = False                       # IMPORT made it: another core's memory
     live: bool = True
 
     @property
@@ -121,6 +126,15 @@ def place_cap(obj: KernelObject, rights: Rights, badge: int,
         assert cnode.slots[index] is None, "place_cap into a full slot"
         cnode.slots[index] = cap
     return cap
+
+
+def move_cap(cap: Capability, cnode: KernelObject, index: int) -> None:
+    """Put `cap` into empty slot `index` of `cnode` and empty the slot it was in."""
+    assert cnode.slots[index] is None, "move_cap into a full slot"
+    if cap.cnode is not None and cap.cnode.slots[cap.index] is cap:
+        cap.cnode.slots[cap.index] = None
+    cap.cnode, cap.index = cnode, index
+    cnode.slots[index] = cap
 
 
 def unlink_cap(cap: Capability) -> None:

@@ -11,6 +11,7 @@ The tables:
   RETYPE    what each type may be retyped into
   MAPPABLE  what each page-table level may point to
   NEEDS     the rights each operation needs, on which capability
+  IMPORTABLE what IMPORT may make: what one core can describe to another
 
 The rules that are not a table:
   retype    the new objects are naturally aligned, lie inside the source, and
@@ -30,6 +31,18 @@ The rules that are not a table:
             retyped nor locked here again. (Each core's capability system
             is one replica; the monitors lock every core's copy of shared
             memory before one of them retypes it: two-phase commit.)
+  kernel    the KERNEL capability is never copied, minted nor handed to
+            another dispatcher: the kernel puts one into each monitor's
+            CSpace (kernel/capservice.py), and TAKE, GIVE and IMPORT need it
+  move      TAKE and GIVE move one capability between two CSpaces of a
+            core: it needs GRANT, maps nothing, holds no lock, and is no
+            CNode nor the KERNEL capability. Its copies, descendants and
+            derivation stay as they were: only its slot changes
+  import    IMPORT makes a foreign copy: RAM or a Frame another core owns,
+            aligned to its size, in RAM, overlapping nothing of this core
+            (the same foreign object again gets one more copy). A foreign
+            object is copied, minted, mapped, deleted here, never retyped
+            nor locked: what is made of it is its home core's business
 """
 
 from kernel.caps import mdb
@@ -45,6 +58,14 @@ RETYPE = {
     T.FRAME: (T.FRAME,),
     T.DISPATCHER: (T.ENDPOINT,),    # endpoints are views of it: any number, no memory
 }
+
+# Memory one core can describe to another in a message (type, base, size,
+# rights): RAM and Frames are nothing but memory. A CNode holds capabilities
+# of its core, a page table entries its core's capabilities made, a
+# dispatcher is run by its core's CPU driver, an endpoint is a view of such
+# a dispatcher (LMP stays on a core), and the KERNEL capability is each
+# core's own: none of those means anything on another core.
+IMPORTABLE = (T.RAM, T.FRAME)
 
 MAPPABLE = {
     T.VNODE_PML4: (T.VNODE_PDPT,),
@@ -71,6 +92,16 @@ NEEDS = {
     ("transfer", "capability"): R.GRANT,    # to another dispatcher (LMP/monitor)
     ("lock", "capability"): R.WRITE,        # it holds off retypes: what a retype needs
     ("unlock", "capability"): R.WRITE,
+    ("take", "kernel capability"): R.WRITE,
+    ("take", "capability"): R.GRANT,        # it goes to another dispatcher: a hand-over
+    ("take", "source CNode"): R.WRITE,
+    ("take", "destination CNode"): R.WRITE,
+    ("give", "kernel capability"): R.WRITE,
+    ("give", "capability"): R.GRANT,
+    ("give", "source CNode"): R.WRITE,
+    ("give", "destination CNode"): R.WRITE,
+    ("import", "kernel capability"): R.WRITE,
+    ("import", "destination CNode"): R.WRITE,
 }
 
 MAX_RETYPE_COUNT = 256          # no more objects than the largest CNode has slots
@@ -139,6 +170,15 @@ def check_retype(src: mdb.Capability, new_type: int, size_bits: int, offset: int
     return start, size
 
 
+def check_not_foreign(src: mdb.Capability) -> None:
+    """A foreign copy (IMPORT) is never retyped nor locked here.
+
+    Its memory is another core's: only that core's capability system knows
+    what else was made of it, so only there can a retype be checked."""
+    if src.obj.foreign:
+        refuse(ErrorCode.FOREIGN, f"the {src.type.name} lives on another core")
+
+
 def check_no_overlap(src: mdb.KernelObject, start: int, end: int) -> None:
     """No live descendant of the source may overlap [start, end).
 
@@ -169,6 +209,15 @@ def retyped_rights(src: mdb.Capability) -> Rights:
 
 
 # -- copy, mint, revoke, store --------------------------------------------------
+
+def check_copyable(cap: mdb.Capability, operation: str) -> None:
+    """The KERNEL capability is never copied, minted nor handed on.
+
+    It is what makes a dispatcher its core's monitor: only the kernel gives
+    it, at boot, to the dispatchers its boot modules name monitors."""
+    if cap.type == CapType.KERNEL:
+        refuse(ErrorCode.WRONG_TYPE, f"{operation} does not work on the KERNEL capability")
+
 
 def check_mint(src: mdb.Capability, rights: int, badge: int) -> tuple[Rights, int]:
     """The rights and badge of a minted copy: rights only removed, a badge set once."""
@@ -214,9 +263,11 @@ def check_lock_holders_stay(doomed: list) -> None:
             refuse(ErrorCode.LOCKED, f"a copy to delete holds the lock on a {cap.type.name}")
 
 
-def check_slot_writable(cnode_cap: mdb.Capability, operation: str) -> None:
+def check_slot_writable(cnode_cap: mdb.Capability, operation: str,
+                        role: str | None = None) -> None:
     """Changing a slot needs WRITE on the CNode capability that leads to it."""
-    role = "its CNode" if operation == "delete" else "destination CNode"
+    if role is None:
+        role = "its CNode" if operation == "delete" else "destination CNode"
     check_rights(cnode_cap, operation, role)
 
 
@@ -228,20 +279,22 @@ def check_store(dest_cnode: mdb.KernelObject, cap_obj: mdb.KernelObject) -> None
 
 def check_transfer(cap: mdb.Capability) -> None:
     """Handing a capability to another dispatcher needs GRANT on it."""
+    check_copyable(cap, "transfer")
     check_rights(cap, "transfer", "capability")
 
 
 # -- lock and unlock: a core's votes in a two-phase commit -------------------------
 
 def check_lock(cap: mdb.Capability) -> None:
-    """Only RAM is locked, and only if never retyped elsewhere, not
-    locked already, and without descendants on this core (not in use here).
+    """Only RAM is locked, and only if not foreign, never retyped elsewhere,
+    not locked already, and without descendants on this core (not in use here).
 
     RAM because a lock is a promise about a retype: only RAM is retyped
     into what the memory becomes. The checks go from the most lasting
     refusal to the most passing one."""
     check_type(cap, (CapType.RAM,), "lock")
     check_rights(cap, "lock", "capability")
+    check_not_foreign(cap)
     if cap.obj.retyped_elsewhere:
         refuse(ErrorCode.RETYPED_ELSEWHERE, "it was retyped on another core")
     if cap.obj.locked_by is not None:
@@ -262,6 +315,78 @@ def check_unlock(cap: mdb.Capability) -> None:
         refuse(ErrorCode.NOT_LOCKED, "it is not locked")
     if cap.obj.locked_by is not cap:
         refuse(ErrorCode.LOCKED, "another copy holds its lock")
+
+
+# -- the kernel capability: moving capabilities between cores --------------------
+
+def check_kernel(cap: mdb.Capability, operation: str) -> None:
+    """The first argument is the KERNEL capability: only a monitor holds one."""
+    check_type(cap, (CapType.KERNEL,), operation)
+    check_rights(cap, operation, "kernel capability")
+
+
+def check_move(cap: mdb.Capability, operation: str) -> None:
+    """A capability moves if it has GRANT, maps nothing, holds no lock, and is
+    neither a CNode nor the KERNEL capability.
+
+    A move hands the capability to another dispatcher, so it needs what a
+    transfer needs. What it mapped would stay mapped in the old holder's
+    page tables after it left: that is unmapped first. A lock is a core's
+    vote, kept by the copy that took it. A CNode would take every
+    capability inside it along, past their own GRANT, and no other core
+    could make one from a description; the KERNEL capability never leaves
+    its monitor."""
+    check_copyable(cap, operation)
+    if cap.type == CapType.CNODE:
+        refuse(ErrorCode.WRONG_TYPE, f"{operation} does not move a CNode")
+    check_rights(cap, operation, "capability")
+    if cap.obj.locked_by is cap:
+        refuse(ErrorCode.LOCKED, "this copy holds the object's lock: it unlocks first")
+    if cap.mappings:
+        refuse(ErrorCode.MAPPED, f"it maps {len(cap.mappings)} entries")
+
+
+def check_import(new_type: int, size_bits: int, rights: int) -> tuple[CapType, Rights]:
+    """IMPORT makes a type IMPORTABLE names, of a size SIZES allows, with
+    nothing but rights in its rights."""
+    if new_type not in IMPORTABLE:
+        refuse(ErrorCode.WRONG_TYPE, f"a {type_name(new_type)} cannot come from another core")
+    new_type = CapType(new_type)
+    allowed = SIZES[new_type]
+    if not allowed.min_bits <= size_bits <= allowed.max_bits:
+        refuse(ErrorCode.INVALID_SIZE, f"a {new_type.name} is 2**{allowed.min_bits}.."
+               f"2**{allowed.max_bits} bytes, not 2**{size_bits}")
+    return new_type, check_rights_value(rights)
+
+
+def check_placement(base: int, size: int, memory) -> None:
+    """An object made from nothing (at boot, or by IMPORT) is aligned to its
+    size and lies in RAM."""
+    if not size:
+        return                                      # it owns no memory
+    if base % size:
+        refuse(ErrorCode.MISALIGNED, f"{base:#x} is not a multiple of its size {size:#x}")
+    if not memory.contains(base, size):
+        refuse(ErrorCode.OUT_OF_RANGE, f"{base:#x}+{size:#x} is not in RAM")
+
+
+def check_import_overlap(originals: list, new_type: CapType, base: int,
+                         size: int) -> "mdb.KernelObject | None":
+    """An import overlaps nothing of this core, unless it is exactly a foreign
+    object this core has already (same type, base and size): then it is one
+    more copy of that object.
+
+    Looking at the originals is enough: everything else lies inside one.
+    Returns that foreign object, or None for a new one."""
+    for other in originals:
+        if not other.overlaps(base, base + size):
+            continue
+        if other.foreign and (other.type, other.base, other.size) == (new_type, base, size):
+            return other
+        whose = "a foreign" if other.foreign else "this core's"
+        refuse(ErrorCode.OVERLAP, f"{base:#x}..{base + size:#x} overlaps {whose} "
+               f"{other.type.name} at {other.base:#x}..{other.end:#x}")
+    return None
 
 
 # -- map and unmap --------------------------------------------------------------
@@ -339,10 +464,10 @@ def check_unmap(vnode: mdb.Capability, entry: int, kernel_entries) -> None:
 # Which rule functions each operation applies (docs/capabilities.md prints
 # the first paragraph of each docstring: the rules as they are enforced).
 RULES = {
-    "retype": (check_retype, check_not_locked, check_no_overlap, retyped_rights,
-               check_slot_writable),
-    "copy": (check_store, check_slot_writable),
-    "mint": (check_mint, check_store, check_slot_writable),
+    "retype": (check_not_foreign, check_retype, check_not_locked, check_no_overlap,
+               retyped_rights, check_slot_writable),
+    "copy": (check_copyable, check_store, check_slot_writable),
+    "mint": (check_copyable, check_mint, check_store, check_slot_writable),
     "delete": (check_slot_writable, check_lock_holders_stay),
     "revoke": (check_revoke, check_lock_holders_stay),
     "identify": (),
@@ -350,4 +475,8 @@ RULES = {
     "unmap": (check_unmap, check_entry),
     "lock": (check_lock,),
     "unlock": (check_unlock,),
+    "take": (check_kernel, check_move, check_slot_writable),
+    "give": (check_kernel, check_move, check_slot_writable),
+    "import": (check_kernel, check_import, check_placement, check_import_overlap,
+               check_slot_writable),
 }

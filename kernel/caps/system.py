@@ -14,7 +14,7 @@ the CPU driver must do (vspace.Flush).
 
 `new_cspace`, `create` and `give` are the kernel's own, for boot: they make
 capabilities from nothing (or hand out copies of the kernel's), and no
-invocation reaches them. Everything else is what user code may ask for,
+invocation reaches them (GIVE, the invocation, is `give_away`: a move). Everything else is what user code may ask for,
 through `invoke` (invoke.py).
 
 Each core has its own CapabilitySystem: one replica of the capabilities of
@@ -25,7 +25,18 @@ where a core's copy stands:
 
     system.lock(cspace, region)            # vote yes: no retype here till unlock
     system.unlock(cspace, region, 1)       # committed elsewhere: never retype here
-    system.lock_state(cap.obj)             # "free", "in use", "locked", "retyped elsewhere"
+    system.lock_state(cap.obj)             # "foreign", "retyped elsewhere", "locked", ...
+
+A monitor moves capabilities between cores with the KERNEL capability the
+kernel gave it: TAKE one out of a dispatcher's CSpace into its own, and
+GIVE one of its own to a dispatcher (both a move within this core), and
+IMPORT one that another core's monitor described to it (a foreign copy:
+another core's memory, never retyped here). TAKE and GIVE name the other
+dispatcher by its index on the core: the CSpaces `new_cspace` was told
+the index of (`dispatchers`).
+
+    system.invoke(monitor, Op.TAKE, [kernel, 2, src, dest])    # dispatcher 2's src -> dest
+    system.invoke(monitor, Op.IMPORT, [kernel, CapType.FRAME, base, 12, rights, dest])
 """
 
 from kernel.caps import mdb, rules, vspace
@@ -36,6 +47,7 @@ from kernel.caps.types import SIZES, VNODE_TYPES, CapType, Rights
 from kernel.caps.vspace import Flush
 
 # What lock_state says of an object: the first of these that holds.
+FOREIGN = "foreign"                         # IMPORT made it: another core's memory
 RETYPED_ELSEWHERE = "retyped elsewhere"     # an UNLOCK marked it: never retyped here again
 LOCKED = "locked"                           # a copy holds its lock (a yes vote, or a commit)
 IN_USE = "in use"                           # it has live descendants on this core
@@ -51,13 +63,18 @@ class CapabilitySystem:
         self.kernel_pml4 = kernel_pml4          # copied into every new PML4 (its kernel entries)
         self.kernel_entries = frozenset(kernel_entries)
         self.originals: list[KernelObject] = []  # made from nothing: the derivation tree's roots
+        self.dispatchers: dict[int, CSpace] = {}  # index on this core -> its CSpace (TAKE, GIVE)
 
     # -- boot: capabilities from nothing -------------------------------------
 
-    def new_cspace(self, base: int, size_bits: int = 14) -> CSpace:
-        """A CSpace whose root CNode takes 2**size_bits bytes at `base` (kernel memory)."""
+    def new_cspace(self, base: int, size_bits: int = 14, dispatcher: int | None = None) -> CSpace:
+        """A CSpace whose root CNode takes 2**size_bits bytes at `base` (kernel memory);
+        with `dispatcher`, TAKE and GIVE find it as that dispatcher of this core."""
         obj = self._original(CapType.CNODE, base, size_bits)
-        return CSpace(mdb.place_cap(obj, Rights.ALL, 0, None, 0))
+        cspace = CSpace(mdb.place_cap(obj, Rights.ALL, 0, None, 0))
+        if dispatcher is not None:
+            self.dispatchers[dispatcher] = cspace
+        return cspace
 
     def create(self, cspace: CSpace | None, address: int | None, obj_type: CapType, base: int,
                size_bits: int, rights: Rights = Rights.ALL,
@@ -100,8 +117,7 @@ class CapabilitySystem:
         if allowed is None or not allowed.min_bits <= size_bits <= allowed.max_bits:
             raise CapError(ErrorCode.INVALID_SIZE, f"no {obj_type.name} of 2**{size_bits} bytes")
         size = 1 << size_bits if size_bits else 0
-        if size and (base % size or not self.memory.contains(base, size)):
-            raise CapError(ErrorCode.OUT_OF_RANGE, f"{base:#x}+{size:#x} is not aligned RAM")
+        rules.check_placement(base, size, self.memory)
         obj = mdb.new_object(obj_type, base if size else 0, size, None)
         for other in self.originals:
             if other.overlaps(obj.base, obj.end) and obj.owns_memory:
@@ -115,6 +131,7 @@ class CapabilitySystem:
                count: int, dest: int) -> list[Flush]:
         """`count` new objects from the source's memory, into slots dest, dest+1, ..."""
         cap = cspace.lookup(src)
+        rules.check_not_foreign(cap)
         start, size = rules.check_retype(cap, new_type, size_bits, offset, count)
         rules.check_not_locked(cap)
         cnode, index = self._free_slots(cspace, dest, count, "retype")
@@ -128,6 +145,7 @@ class CapabilitySystem:
     def copy(self, cspace: CSpace, src: int, dest: int) -> list[Flush]:
         """Another capability to the same object, with the same rights and badge."""
         cap = cspace.lookup(src)
+        rules.check_copyable(cap, "copy")
         rules.check_rights(cap, "copy", "source")
         cnode, index = self._free_slots(cspace, dest, 1, "copy")
         rules.check_store(cnode, cap.obj)
@@ -145,6 +163,7 @@ class CapabilitySystem:
     def mint(self, cspace: CSpace, src: int, dest: int, rights: int, badge: int) -> list[Flush]:
         """A copy with fewer rights, and for an endpoint perhaps a badge."""
         cap = cspace.lookup(src)
+        rules.check_copyable(cap, "mint")
         rules.check_rights(cap, "mint", "source")
         new_rights, new_badge = rules.check_mint(cap, rights, badge)
         cnode, index = self._free_slots(cspace, dest, 1, "mint")
@@ -217,6 +236,40 @@ class CapabilitySystem:
             cap.obj.retyped_elsewhere = True
         return []
 
+    # -- the monitor's: with the KERNEL capability ----------------------------------
+
+    def take(self, cspace: CSpace, kernel: int, dispatcher: int, src: int,
+             dest: int) -> list[Flush]:
+        """Move the capability in slot `src` of dispatcher `dispatcher` into slot `dest`."""
+        rules.check_kernel(cspace.lookup(kernel), "take")
+        return self._move("take", self._dispatcher(dispatcher), src, cspace, dest)
+
+    def give_away(self, cspace: CSpace, kernel: int, src: int, dispatcher: int,
+                  dest: int) -> list[Flush]:
+        """Move the capability in slot `src` into slot `dest` of dispatcher `dispatcher`."""
+        rules.check_kernel(cspace.lookup(kernel), "give")
+        return self._move("give", cspace, src, self._dispatcher(dispatcher), dest)
+
+    def import_foreign(self, cspace: CSpace, kernel: int, obj_type: int, base: int,
+                       size_bits: int, rights: int, dest: int) -> list[Flush]:
+        """A foreign copy in slot `dest`: a capability to memory another core owns.
+
+        Its contents stay (it is that core's memory, in use there). It is a
+        root of this core's tree, as an original is, so that nothing made
+        here later overlaps it; and it goes with its last copy."""
+        rules.check_kernel(cspace.lookup(kernel), "import")
+        obj_type, rights = rules.check_import(obj_type, size_bits, rights)
+        size = 1 << size_bits
+        rules.check_placement(base, size, self.memory)
+        obj = rules.check_import_overlap(self.originals, obj_type, base, size)
+        cnode, index = self._free_slots(cspace, dest, 1, "import")
+        if obj is None:
+            obj = mdb.new_object(obj_type, base, size, None)
+            obj.foreign = True
+            self.originals.append(obj)
+        mdb.place_cap(obj, rights, 0, cnode, index)
+        return []
+
     def invoke(self, cspace: CSpace, operation: int, args: list[int]) -> tuple[int, list[Flush]]:
         """The hypercall layer's entry: see invoke.py."""
         from kernel.caps.invoke import invoke
@@ -231,9 +284,11 @@ class CapabilitySystem:
     @staticmethod
     def lock_state(obj: KernelObject) -> str:
         """Where this core's copy of an object stands, for two-phase commit:
-        RETYPED_ELSEWHERE, LOCKED, IN_USE (descendants here) or FREE, the
-        first that holds. FREE is exactly when a LOCK would be granted (to a
-        RAM copy with WRITE)."""
+        FOREIGN (IMPORT made it), RETYPED_ELSEWHERE, LOCKED, IN_USE
+        (descendants here) or FREE, the first that holds. FREE is exactly
+        when a LOCK would be granted (to a RAM copy with WRITE)."""
+        if obj.foreign:
+            return FOREIGN
         if obj.retyped_elsewhere:
             return RETYPED_ELSEWHERE
         if obj.locked_by is not None:
@@ -279,6 +334,26 @@ class CapabilitySystem:
         if any(slots[slot.index + i] is not None for i in range(count)):
             raise CapError(ErrorCode.SLOT_IN_USE, f"a slot in {dest:#x}..+{count} is not empty")
         return slot.cnode_cap.obj, slot.index
+
+    def _dispatcher(self, index: int) -> CSpace:
+        """The CSpace of dispatcher `index` of this core (any 64-bit value may come)."""
+        cspace = self.dispatchers.get(index)
+        if cspace is None:
+            raise CapError(ErrorCode.INVALID_ARGUMENT, f"no dispatcher {index} on this core")
+        return cspace
+
+    def _move(self, operation: str, src_cspace: CSpace, src: int, dest_cspace: CSpace,
+              dest: int) -> list[Flush]:
+        """The same capability record into another slot: its copies, descendants and
+        place in the derivation tree do not change."""
+        slot = src_cspace.slot(src)
+        if slot.cap is None:
+            raise CapError(ErrorCode.SLOT_EMPTY, f"slot {src:#x} is empty")
+        rules.check_move(slot.cap, operation)
+        rules.check_slot_writable(slot.cnode_cap, operation, "source CNode")
+        cnode, index = self._free_slots(dest_cspace, dest, 1, operation)
+        mdb.move_cap(slot.cap, cnode, index)
+        return []
 
     def _initialise(self, obj: KernelObject) -> None:
         """New objects start zeroed: no one reads what the memory held before."""
