@@ -143,6 +143,7 @@ class Core:
 
     def _on_syscall(self, uc, _):
         self.stats.syscalls += 1
+        self._entering_kernel()
         traps.deliver_syscall(self)
 
     def _on_port_out(self, uc, port, size, value, _):
@@ -163,10 +164,18 @@ class Core:
         return False
 
     def _deliver(self, vector, error_code, software):
+        self._entering_kernel()
         try:
             traps.deliver_interrupt(self, vector, error_code, software)
         except traps.TripleFault as fault:
             self.fail(f"triple fault at RIP {self.rip:#x}: {fault}")
+
+    def _entering_kernel(self) -> None:
+        # A `pause` parks a core on the lines read since the previous one
+        # (emulator/cost.py), but only if they were all read by the code now
+        # polling: once the kernel runs it may switch to another dispatcher.
+        if self.bus.cost is not None:
+            self.bus.cost.forget_reads(self)
 
     # --- Host access to this core's view of memory ------------------------
     def read_virtual(self, address: int, length: int) -> bytes:
@@ -233,6 +242,10 @@ class Core:
         _, _, vector = heapq.heappop(self._pending)
         if self.state is CoreState.HALTED:
             self.state = CoreState.RUNNING
+        elif self.state is CoreState.WAITING:
+            # Parked in a poll loop until its time slice ran out: a real core
+            # would have spun until the timer interrupted it. Let it.
+            self.bus.cost.unpark(self)
         self._deliver(vector, None, False)
         return True
 

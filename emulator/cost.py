@@ -191,6 +191,21 @@ class CostModel:
             core.stop_before_this_instruction()     # the pause runs when it wakes
         return on_pause
 
+    def forget_reads(self, core) -> None:
+        """The core enters its kernel: what it read so far is no poll loop's."""
+        self.watches[core.id].take()
+
+    def unpark(self, core) -> None:
+        """An interrupt came for a parked core: it stops waiting for its lines."""
+        for line in core.waiting_on:
+            waiting = self.waiters.get(line)
+            if waiting and core in waiting:
+                waiting.remove(core)
+                if not waiting:
+                    del self.waiters[line]
+        core.state = CoreState.RUNNING
+        core.waiting_on = ()
+
     def _wake(self, line: int) -> None:
         for core in self.waiters.pop(line):
             for other in core.waiting_on:

@@ -7,8 +7,11 @@ interrupt is due. Nothing depends on the host: the same image with the same
 options gives the same run, instruction for instruction.
 
 A halted core is not run at all: it is "ready" at the time of its next
-interrupt, and its clock jumps there. A core that is off, stopped or failed
-is never ready. When no core is ready, the machine is done.
+interrupt, and its clock jumps there. So is a core parked in a poll loop
+(emulator/cost.py): a write to a line it polls wakes it, and so does its
+next interrupt (a time slice ending, when its core has several
+dispatchers), with its clock where it would be had it spun till then.
+A core that is off, stopped or failed is never ready. When no core is ready, the machine is done.
 
 The quantum is a trade-off (DESIGN.md section 6): a larger one is faster on
 the host (each emu_start costs ~20 us), a smaller one interleaves cores more
@@ -39,6 +42,12 @@ class Scheduler:
         if core.state is CoreState.RUNNING:
             return core.cycles
         if core.state is CoreState.HALTED and core.interrupts_enabled():
+            event = core.next_event()
+            return None if event is None else max(event, core.cycles)
+        if core.state is CoreState.WAITING:
+            # Parked polling (emulator/cost.py) until a line is written, or
+            # until its next interrupt: a time slice's end lets the core's
+            # other dispatchers run, as it would on a spinning core.
             event = core.next_event()
             return None if event is None else max(event, core.cycles)
         return None
