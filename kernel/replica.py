@@ -1,14 +1,16 @@
 """The monitors' replicas, as the host reads them (tests, tools).
 
 Each monitor (userland/monitor.S) keeps its replica of the shared regions'
-records in the top page of its own stack, a page no other core can see.
-The monitors agree on every change by two-phase commit; this module reads
+records and of the domain table in the top page of its own stack, a page
+no other core can see. The monitors agree on every change (two-phase
+commit for retypes, one phase for the domain table); this module reads
 each replica out of guest memory so that a test can check they did:
 
     replicas = read_replicas(system)          # {core: Replica}
     assert len({r.regions for r in replicas.values()}) == 1
 
-The layout is monitor.S's (REPLICA_* and REGION_* there).
+The layout is the monitor's (REPLICA_* and REGION_* in userland/monitor_agree.S,
+REPLICA_DOMAINS in userland/monitor_domains.S).
 """
 
 import struct
@@ -20,6 +22,8 @@ MAGIC = int.from_bytes(b"MONITOR1", "little")
 HEADER = struct.Struct("<QQQQ")          # magic, core, commits, aborts
 REGIONS_OFFSET = 64
 REGION = struct.Struct("<QqQQ")          # state, owner, version, pending
+DOMAINS_OFFSET = 256                     # monitor_domains.S: REPLICA_DOMAINS
+MAX_DOMAINS = 8
 STATES = {0: "free", 1: "retyped"}
 # The replica is the top page of the dispatcher's user stack (D_USTACK).
 REPLICA_IN_SLOT = layout.D_USTACK + (layout.USER_STACK_PAGES - 1) * 4096
@@ -39,6 +43,7 @@ class Replica:
     commits: int
     aborts: int
     regions: tuple[Region, ...]
+    domains: tuple[int, ...]     # per domain, the mask of cores it has a dispatcher on
 
 
 def read_replicas(system, regions: int | None = None) -> dict[int, Replica]:
@@ -56,7 +61,9 @@ def read_replicas(system, regions: int | None = None) -> dict[int, Replica]:
                 continue
             records = tuple(_region(memory.read(page + REGIONS_OFFSET + r * REGION.size,
                                                 REGION.size)) for r in range(count))
-            found[core] = Replica(owner_core, commits, aborts, records)
+            masks = struct.unpack(f"<{MAX_DOMAINS}Q",
+                                  memory.read(page + DOMAINS_OFFSET, 8 * MAX_DOMAINS))
+            found[core] = Replica(owner_core, commits, aborts, records, masks)
     return found
 
 

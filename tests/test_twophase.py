@@ -62,24 +62,35 @@ def plan_word(steps) -> int:
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(st.integers(0, 7), min_size=1, max_size=6),
+@given(steps=st.lists(st.integers(0, 7), min_size=1, max_size=5),
+       other=st.tuples(st.integers(1, CORES - 1), st.lists(st.integers(0, 7), max_size=4)),
        users=st.dictionaries(st.integers(1, CORES - 1),
                              st.tuples(st.integers(0, N_SHARED_REGIONS - 1),
                                        st.integers(0, 400_000)), max_size=3),
        quantum=st.sampled_from([1, 7, 100, 10_000]))
-def test_replicas_agree_after_any_interleaving(tmp_path_factory, steps, users, quantum):
-    """Programs on other cores use regions at random moments while monitor 0
-    runs retypes: whatever the interleaving, every replica holds the same
-    records, no lock is left, and a retyped region is in use nowhere else."""
+def test_replicas_agree_after_any_interleaving(tmp_path_factory, steps, other, users, quantum):
+    """Programs on two cores ask for retypes at once (one through its own
+    monitor, which forwards to monitor 0) while programs on other cores use
+    regions at random moments: whatever the interleaving, every replica
+    holds the same records, no lock is left, and a retyped region is in use
+    nowhere else."""
+    other_core, other_steps = other
+    clients = 2 if other_steps else 1
     directory = tmp_path_factory.mktemp("twophase")
     image = directory / "random.lst"
     lines = ["kernel /cpudriver/cpudriver.S",
              "module /userland/monitor.S core=0 monitor",
-             f"module /userland/twophase.S core=0 plan={plan_word(steps)} steps={len(steps)}"]
-    for core, (region, delay) in sorted(users.items()):
-        lines += [f"module /userland/region_user.S core={core} region={region} delay={delay}",
-                  f"module /userland/monitor.S core={core} monitor"]
-    lines.append("module /userland/monitor.S monitor")
+             f"module /userland/twophase.S core=0 plan={plan_word(steps)} steps={len(steps)} "
+             f"clients={clients}"]
+    for core in range(1, CORES):
+        lines.append(f"module /userland/monitor.S core={core} monitor")
+        if core in users:
+            region, delay = users[core]
+            lines.append(f"module /userland/region_user.S core={core} region={region} "
+                         f"delay={delay}")
+        if core == other_core and other_steps:
+            lines.append(f"module /userland/twophase.S core={core} "
+                         f"plan={plan_word(other_steps)} steps={len(other_steps)} stop=0")
     image.write_text("\n".join(lines) + "\n")
 
     run = boot_and_run(image, cores=CORES, quantum=quantum, max_cycles=10**9)
@@ -88,14 +99,17 @@ def test_replicas_agree_after_any_interleaving(tmp_path_factory, steps, users, q
     assert sorted(replicas) == list(range(CORES))
     assert len({(r.regions, r.commits, r.aborts) for r in replicas.values()}) == 1
     records = replicas[0].regions
-    answers = [line for line in run.output(0) if line.startswith("retype region")]
-    assert len(answers) == len(steps)
+    answers = [line for _, line in run.lines if line.startswith("retype region")]
+    assert len(answers) == len(steps) + len(other_steps)
     assert replicas[0].commits == sum("committed" in line for line in answers)
+    transactions = [int(line.rsplit(" ", 1)[1]) for line in answers if "committed" in line]
+    assert len(set(transactions)) == len(transactions)      # one commit per transaction
     for region, record in enumerate(records):
         assert record.pending == 0
         held = states(run, region)
         assert "locked" not in held
         if record.state == "retyped":
+            assert record.version == 1                      # retyped once, by one core
             assert held[0] == "in use"
             assert held[1:] == ["retyped elsewhere"] * (CORES - 1)
         else:

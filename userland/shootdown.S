@@ -1,7 +1,7 @@
 # shootdown.S: ask the monitor for TLB shootdowns, and time them.
 #
-# Runs on core 0 beside monitor 0 (userland/monitor.S, dispatcher MONITOR
-# of this core), and talks to it over LMP. For every protocol p in the
+# Runs on core 0 beside monitor 0 (userland/monitor.S), and asks it on
+# this core's client rings (lib/monitor_client.S). For every protocol p in the
 # mask PROTOCOLS (bit 0 unicast, 1 broadcast, 2 multicast, 3 NUMA-aware
 # multicast) and every core count n in the mask COUNTS (bit n-1: n cores,
 # cores 0 .. n-1 sharing the page, a spanning domain's cores) it does,
@@ -11,9 +11,14 @@
 #              it, so that every TLB holds it;
 #   MODE 0     "shoot it down": the monitor times one shootdown itself and
 #              we print     shootdown protocol P cores N cycles C acked A stale S
-#   MODE 1     end to end: our own unmap (a system call), then the request
-#              to the monitor, which runs the NUMA-aware multicast; timed
-#              here:        unmap cores N cycles C acked A stale S
+#   MODE 1     end to end, in a spanning domain: first our domain spans
+#              cores 0 .. n-1 (MONITOR_SPAN starts boot module MEMBER,
+#              userland/span_member.S, on each core it lacks, and every
+#              monitor records the domain's cores; the members stay until
+#              we set the done word in DOMAIN_PAGE); then our own unmap (a
+#              system call), then the request to the monitor, which runs
+#              the NUMA-aware multicast; timed here:
+#                           unmap cores N cycles C acked A stale S
 #   MODE 2     like MODE 0 once, then every other core touches the page,
 #              which must fault now (the tests)
 #
@@ -21,23 +26,26 @@
 # read the page after their PTE was gone, before their invlpg (monitors
 # built with probe=1; otherwise 0). At the end we stop the monitors.
 #
-# Image arguments: protocols=MASK counts=MASK mode=0|1|2 page=P
+# Image arguments: protocols=MASK counts=MASK mode=0|1|2 page=P member=MODULE
 
-MONITOR = 0                           # monitor 0's dispatcher on this core
 PROTOCOLS = 15
 COUNTS = 0x8080808A                    # 2, 4, 8, 16, 24, 32 cores
 MODE = 0
 PAGE = 362
 NUMA_MULTICAST = 3
-OP_PREPARE = 1                        # as in userland/monitor.S
-OP_INVALIDATE = 2
-OP_TOUCH = 3
-OP_STOP = 4
 MAX_PROTOCOLS = 4
 RUNS = 2                              # a warm-up run, then the reported one
+ENDS = USER_STACK_TOP - 256           # our ends of the client rings
+SPANNED = ENDS + 128                  # how many cores our domain spans so far
+MEMBER = 0                            # the image's span_member.S module (mode 1)
+DOMAIN = 1                            # our domain's number
+DOMAIN_PAGE = 363                     # its done word: our members leave when it is set
 
 start:
     mov rbp, rsi                      # rbp = how many cores the machine has
+    mov rsp, ENDS                     # our ends of the client rings, above the stack
+    mov rdi, rsp
+    call monitor_open
     xor r12d, r12d                    # r12 = the protocol
     mov rax, MODE
     cmp rax, 1
@@ -69,11 +77,13 @@ protocol_done:
     cmp rax, 1
     jne next_protocol                 # end to end uses one protocol only
 finished:
-    mov rdi, MONITOR
-    mov esi, OP_STOP
+    mov rax, USER_CHANNELS + DOMAIN_PAGE * 4096
+    mov qword ptr [rax], 1            # our domain is done: its members leave
+    mov rdi, ENDS
+    mov esi, MONITOR_STOP
     xor edx, edx
     xor ecx, ecx
-    call lmp_call
+    call monitor_call
     xor edi, edi
     call exit
 
@@ -83,14 +93,19 @@ measure:
     push rbx
     push r15
     push rbp
+    mov rax, MODE
+    cmp rax, 1
+    jne measure_spanned
+    call span_domain
+measure_spanned:
     mov r14, RUNS
 measure_run:
-    mov rdi, OP_PREPARE
+    mov rdi, MONITOR_MAP_PAGE
     call ask
     mov rax, MODE
     cmp rax, 1
     je measure_end_to_end
-    mov rdi, OP_INVALIDATE
+    mov rdi, MONITOR_SHOOTDOWN
     call ask                          # rdi = cycles, as the monitor timed them
     mov rbx, rdi
     jmp measure_ran
@@ -100,7 +115,7 @@ measure_end_to_end:
     mov eax, SYS_CHANNEL_UNMAP        # our own PTE ...
     mov edi, PAGE
     syscall
-    mov rdi, OP_INVALIDATE            # ... and the monitor does the rest
+    mov rdi, MONITOR_SHOOTDOWN        # ... and the monitor does the rest
     call ask
     call clock
     sub rax, rbx
@@ -143,7 +158,7 @@ measure_print_rest:
     mov rax, MODE
     cmp rax, 2
     jne measure_done
-    mov rdi, OP_TOUCH
+    mov rdi, MONITOR_TOUCH_PAGE
     call ask
 measure_done:
     pop rbp
@@ -151,17 +166,50 @@ measure_done:
     pop rbx
     ret
 
+# span_domain: have our domain span cores 0 .. r13-1: a dispatcher of
+# module MEMBER on each core it does not have one on yet.
+#   clobbers: rax rcx rdx rsi rdi r8-r11
+span_domain:
+    mov rax, SPANNED
+    mov rcx, qword ptr [rax]
+    test rcx, rcx
+    jnz span_next
+    inc rcx                           # core 0 is ours already
+span_next:
+    cmp rcx, r13
+    jae span_done
+    push rcx
+    mov rdx, MEMBER << 8              # w2 = module << 8 | core
+    or rdx, rcx
+    mov r8, DOMAIN | DOMAIN_PAGE << 8   # w3: its argument
+    mov rcx, rdx
+    mov edx, DOMAIN                   # w1 = the domain
+    mov esi, MONITOR_SPAN
+    mov rdi, ENDS
+    call monitor_call
+    pop rcx
+    inc rcx
+    jmp span_next
+span_done:
+    mov rax, SPANNED
+    mov qword ptr [rax], rcx
+    ret
+
 # ask(op) -> rdi, rsi, rdx = the monitor's answer: op on PAGE, protocol
 # r12, cores r13.
 #   clobbers: rax rcx rdx rsi rdi r8-r11
 ask:
-    mov rsi, rdi                      # w0 = the op
+    mov rsi, rdi                      # the op
     mov rcx, r12                      # w2 = protocol << 8 | cores
     shl rcx, 8
     or rcx, r13
     mov edx, PAGE                     # w1 = the page
-    mov edi, MONITOR
-    jmp lmp_call                      # its ret returns to our caller
+    mov rdi, ENDS
+    call monitor_call
+    mov rdi, rax
+    mov rsi, rdx
+    mov rdx, rcx
+    ret
 
 text_shootdown: .asciz "shootdown protocol "
 text_unmap:     .asciz "unmap cores "
@@ -171,5 +219,7 @@ text_acked:     .asciz " acked "
 text_stale:     .asciz " stale "
 text_newline:   .asciz "\n"
 
+.include "lib/monitor_client.S"
+.include "lib/urpc.S"
 .include "lib/measure.S"
 .include "lib/sprat.S"

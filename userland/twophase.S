@@ -1,7 +1,8 @@
 # twophase.S: ask monitor 0 to retype shared regions; print what the
 # monitors agreed.
 #
-# Runs on core 0 beside monitor 0 (dispatcher MONITOR of this core). Each
+# Runs beside a monitor and asks it on the core's client rings (any core
+# will do: a monitor forwards its program's requests to monitor 0). Each
 # step of PLAN (four bits a step, lowest first, STEPS of them) asks for one
 # retype of a whole shared region into a frame: bits 0-1 the region, bit 2
 # set asks for an impossible type instead (the initiator's own retype then
@@ -11,20 +12,27 @@
 #   retype region 0: committed, transaction 1
 #   retype region 1: refused by core 2, error 120 (in use there): rolled back on every core
 #
-# At the end it stops the monitors; built with show=1 they print their
-# replicas, which must all agree.
+# At the end it counts itself done in the word DONE of page DONE_PAGE;
+# with stop=1 (the default) it then waits until CLIENTS programs have, and
+# stops the monitors; built with show=1 they print their replicas, which
+# must all agree.
 #
-# Image arguments: plan=NIBBLES steps=N
+# Image arguments: plan=NIBBLES steps=N stop=0|1 clients=N
 
-MONITOR = 0
 PLAN = 0x6010                         # region 0, 1, 0 again, 2 with a bad type
 STEPS = 4
-OP_STOP = 4                           # as in userland/monitor.S
-OP_RETYPE = 5
+ENDS = USER_STACK_TOP - 256           # our ends of the client rings
+STOP = 1
+CLIENTS = 1
+DONE_PAGE = 363
+DONE = 8                              # (word 0 of that page is a domain's, tests)
 IMPOSSIBLE = 4                        # a step's bit: ask for a type that cannot be
 BAD_TYPE = 0xFF
 
 start:
+    mov rsp, ENDS                     # the stack goes below them
+    mov rdi, rsp
+    call monitor_open
     mov r12, PLAN                     # r12 = the steps left, lowest first
     mov r13, STEPS                    # r13 = how many
 next_step:
@@ -37,11 +45,27 @@ next_step:
     dec r13
     jmp next_step
 finished:
-    mov edi, MONITOR
-    mov esi, OP_STOP
+    mov rax, USER_CHANNELS + DONE_PAGE * 4096 + DONE
+    lock inc qword ptr [rax]          # one more client done
+    mov rcx, STOP
+    test rcx, rcx
+    jz finished_quietly
+wait_for_the_others:
+    cmp qword ptr [rax], CLIENTS
+    jae stop_monitors
+    mov eax, SYS_YIELD
+    syscall
+    mov rax, USER_CHANNELS + DONE_PAGE * 4096 + DONE
+    jmp wait_for_the_others
+finished_quietly:
+    xor edi, edi
+    call exit
+stop_monitors:
+    mov rdi, ENDS
+    mov esi, MONITOR_STOP
     xor edx, edx
     xor ecx, ecx
-    call lmp_call
+    call monitor_call
     xor edi, edi
     call exit
 
@@ -55,12 +79,12 @@ retype:
     test rbx, IMPOSSIBLE
     cmovnz ecx, eax
     shl rcx, 8                        # w2 = type << 8
-    mov esi, OP_RETYPE
-    mov edi, MONITOR
-    call lmp_call                     # rdi = verdict, rsi = refuser, rdx = txn
-    mov r14, rdi
-    mov r15, rsi
-    push rdx
+    mov esi, MONITOR_RETYPE
+    mov rdi, ENDS
+    call monitor_call                 # rax = verdict, rdx = refuser, rcx = txn
+    mov r14, rax
+    mov r15, rdx
+    push rcx
     lea rdi, [rip + text_retype]
     call print_cstr
     mov rdi, rbx
@@ -120,4 +144,6 @@ text_locked:      .asciz " (locked by another commit)"
 text_elsewhere:   .asciz " (retyped on another core)"
 text_not_allowed: .asciz " (cannot be retyped into that)"
 
+.include "lib/monitor_client.S"
+.include "lib/urpc.S"
 .include "lib/sprat.S"

@@ -15,8 +15,12 @@ then asks monitor 0 for shootdowns of one page shared by cores 0 .. N-1:
            broadcast (one message on a ring every core reads), multicast
            (one per package, forwarded inside it) and NUMA-aware multicast
            (the SKB's tree from the measured latencies);
-  unmap    the whole unmap as the program sees it: its system call, the
-           LMP request to its monitor, the NUMA-aware multicast and the
+  unmap    the whole unmap in a spanning domain as the program sees it:
+           the program's domain first spans cores 0 .. N-1 (a dispatcher
+           on each, recorded in every monitor's domain table); then its
+           unmap system call, its request on its core's client ring to
+           monitor 0 (a same-core URPC ring: the monitor gets the core when
+           the program yields it), the NUMA-aware multicast, the
            acknowledgements, and the answer back.
 
 Every run maps the page on the N cores and reads it (so every TLB holds
@@ -118,9 +122,10 @@ def run_unmap(args) -> int:
          ["cores", "latency_cycles", "latency_ns"],
          [[r["cores"], r["latency_cycles"], round(topology.ns(r["latency_cycles"]))]
           for r in rows],
-         ["the program's rdtsc around its unmap system call and its LMP request to "
-          "monitor 0, which runs the NUMA-aware multicast and answers when every core "
-          "has acknowledged"])
+         ["the program's rdtsc around its unmap system call and its request to "
+          "monitor 0 (on its core's client ring), which runs the NUMA-aware multicast "
+          "and answers when every core has acknowledged; the domain has a dispatcher "
+          "on each of the N cores"])
     return 0
 
 
@@ -161,8 +166,9 @@ def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
         image.write_text(f"kernel /cpudriver/cpudriver.S\n"
                          f"module {monitor} core=0\n"
                          f"module /userland/shootdown.S core=0 protocols={protocol_mask} "
-                         f"counts={count_mask} mode={mode}\n"
-                         f"module {monitor}\n")
+                         f"counts={count_mask} mode={mode} member=3\n"
+                         f"module {monitor}\n"
+                         f"module /userland/span_member.S nospawn\n")
         system = boot_image(image, cores=topology.n_cores(), topology=topology,
                             output=lambda core, line: output.append((core, line)))
     if booted_system:

@@ -152,6 +152,15 @@ cap_lock:                             # (cap): the monitors' two-phase commit
     jmp cap_invoke
 cap_unlock:                           # (cap, retyped_elsewhere)
     mov eax, SYS_INVOKE + CAP_UNLOCK
+    jmp cap_invoke
+cap_take:                             # (kernel, dispatcher, src, dest): monitors
+    mov eax, SYS_INVOKE + CAP_TAKE
+    jmp cap_invoke
+cap_give:                             # (kernel, src, dispatcher, dest): monitors
+    mov eax, SYS_INVOKE + CAP_GIVE
+    jmp cap_invoke
+cap_import:                           # (kernel, type, base, size_bits, rights, dest): monitors
+    mov eax, SYS_INVOKE + CAP_IMPORT
 cap_invoke:
     mov r10, rcx
     syscall
