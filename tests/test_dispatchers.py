@@ -175,3 +175,46 @@ def test_a_faulting_dispatcher_leaves_its_neighbour_running(tmp_path):
     run = boot_and_run(image, cores=1)
     assert run.result.clean, run.result.reason
     assert "#PF page fault" in run.output(0)[0] and run.output(0)[1] == "still here"
+
+
+POLLER = """
+start:
+    mov rbx, USER_CHANNELS + 40 * 4096
+poll:
+    cmp qword ptr [rbx], 0            # parks the core: nobody writes it ...
+    jne seen
+    pause
+    jmp poll
+seen:
+    lea rdi, [rip + text]
+    call print_cstr
+    xor edi, edi
+    call exit
+text: .asciz "the poller saw it\\n"
+"""
+
+SETTER = """
+start:
+    mov ecx, 300000                   # ... until its neighbour has worked a while
+work:
+    dec ecx
+    jnz work
+    mov rbx, USER_CHANNELS + 40 * 4096
+    mov qword ptr [rbx], 1
+    lea rdi, [rip + text]
+    call print_cstr
+    xor edi, edi
+    call exit
+text: .asciz "the setter set it\\n"
+"""
+
+
+def test_a_dispatcher_parked_in_a_poll_loop_lets_its_neighbour_run_when_its_slice_ends(tmp_path):
+    # A core parked on a line gives it up at its next timer interrupt, as a
+    # spinning core would: its neighbour runs, writes the line, and the
+    # poller sees it. (Before, the poller's core slept for good.)
+    image = image_of(tmp_path, [(POLLER, "core=0"), (SETTER, "core=0")])
+    run = boot_and_run(image, cores=1)
+    assert run.result.clean, run.result.reason
+    assert run.output(0) == ["the setter set it", "the poller saw it"]
+    assert run.machine.cores[0].cycles > 300000      # the setter's loop ran in slices
