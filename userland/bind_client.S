@@ -24,8 +24,8 @@ COUNT = 3
 RETRY = 1
 ENDS = USER_STACK_TOP - 256           # our ends of the client rings
 FRAME = CADDR_ROOT | 20               # the frame we send along
-SEND = 0                              # in our frame: the channel's send end,
-RECV = 32                             #   its receive end,
+SEND = 0                              # in our frame: the channel's ends (bound_open),
+RECV = SEND + BOUND_RECV
 MESSAGE = 64                          #   a message
 LOCAL = 128
 
@@ -87,16 +87,10 @@ bind_answered:
     call print_u64
     lea rdi, [rip + text_newline]
     call print_cstr
-    mov rdi, r12                      # we send on the channel's first page ...
-    call urpc_channel
-    mov rsi, rax
-    lea rdi, [rsp + SEND]
-    call urpc_init
-    lea rdi, [r12 + 1]                # ... and hear on its second
-    call urpc_channel
-    mov rsi, rax
-    lea rdi, [rsp + RECV]
-    call urpc_init
+    lea rdi, [rsp + SEND]             # our ends: we send on the channel's first page
+    mov rsi, r12
+    xor edx, edx
+    call bound_open
     mov r14d, 1                       # r14 = the number we send
 talk:
     mov qword ptr [rsp + MESSAGE], r14

@@ -15,8 +15,8 @@
 SERVICE = 7
 COUNT = 3
 ENDS = USER_STACK_TOP - 256
-SEND = 0
-RECV = 32
+SEND = 0                              # our ends of the channel (bound_open)
+RECV = SEND + BOUND_RECV
 MESSAGE = 64
 LOCAL = 128
 
@@ -54,16 +54,10 @@ start:
     jz serve
     call show_capability
 serve:
-    mov rdi, r12                      # the client sends on the channel's first page
-    call urpc_channel
-    mov rsi, rax
-    lea rdi, [rsp + RECV]
-    call urpc_init
-    lea rdi, [r12 + 1]
-    call urpc_channel
-    mov rsi, rax
-    lea rdi, [rsp + SEND]
-    call urpc_init
+    lea rdi, [rsp + SEND]             # our ends: the client sends on the first page
+    mov rsi, r12
+    mov edx, 1
+    call bound_open
     mov rbx, COUNT
 serve_next:
     lea rdi, [rsp + RECV]

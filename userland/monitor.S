@@ -434,6 +434,18 @@ relay_answer:
     mov qword ptr [r15 + NEWS + 24], rax
     jmp answer_here
 
+# reply(result): our reply to monitor 0's request: ACK with the result
+# (a vote: 0 yes, else why not; an acknowledgement: 0) and who we are.
+#   clobbers: rax rcx rdx rsi rdi r8
+reply:
+    mov qword ptr [r15 + ACK + VOTE_RESULT], rdi
+    mov qword ptr [r15 + ACK + VOTE_CORE], rbx
+    xor edi, edi
+    call send_end
+    mov rdi, rax
+    lea rsi, [r15 + ACK]
+    jmp urpc_send
+
 # recv_reply(core): wait for the next reply from `core` into ACK_IN. A
 # request that its monitor forwarded before the reply is kept in DEFERRED
 # for the main loop (one per core at most: a program waits for its answer

@@ -103,16 +103,15 @@ prepare_retype:
     call region_copy
     call cap_lock
     neg rax                           # 0 (yes) or the error code (no)
-    mov qword ptr [r15 + ACK + VOTE_RESULT], rax
-    mov qword ptr [r15 + ACK + VOTE_CORE], rbx
+    mov rdi, rax
     test rax, rax
-    jnz prepare_vote
+    jnz reply                         # no: nothing is locked, nothing to record
     mov rdi, qword ptr [r15 + MSG + MSG_REGION]
     call region_record
     mov rcx, qword ptr [r15 + MSG + MSG_TXN]
     mov qword ptr [rax + REGION_PENDING], rcx
-prepare_vote:
-    jmp reply_to_initiator
+    xor edi, edi
+    jmp reply
 
 # commit_retype: phase 2, the region was retyped by the initiator: our
 # copy may never be retyped again, and the record says whose it is.
@@ -141,14 +140,8 @@ abort_retype:
 abort_recorded:
     call count_abort
 acknowledge_decision:
-    mov qword ptr [r15 + ACK + VOTE_RESULT], 0
-    mov qword ptr [r15 + ACK + VOTE_CORE], rbx
-reply_to_initiator:
-    mov rdi, qword ptr [r15 + MSG + MSG_INITIATOR]
-    call send_end
-    mov rdi, rax
-    lea rsi, [r15 + ACK]
-    jmp urpc_send                     # its ret returns from handle
+    xor edi, edi
+    jmp reply
 
 # record_commit(region, owner): the region is retyped, by `owner`.
 #   clobbers: rax
@@ -294,6 +287,7 @@ show_replica:
     test rax, rax
     jz show_done
     push r12
+    push r13
     lea rdi, [rip + text_monitor]
     call print_cstr
     mov rdi, rbx
@@ -308,24 +302,21 @@ show_region:
     call print_u64
     mov rdi, r12
     call region_record
-    cmp qword ptr [rax + REGION_STATE], RETYPED
-    je show_retyped
+    mov r13, rax                      # r13 = its record
     lea rdi, [rip + text_free]
-    call print_cstr
-    jmp show_version
-show_retyped:
+    cmp qword ptr [r13 + REGION_STATE], RETYPED
+    jne show_state
     lea rdi, [rip + text_retyped_by]
     call print_cstr
-    mov rdi, r12
-    call region_record
-    mov rdi, qword ptr [rax + REGION_OWNER]
+    mov rdi, qword ptr [r13 + REGION_OWNER]
     call print_u64
+    jmp show_version
+show_state:
+    call print_cstr
 show_version:
     lea rdi, [rip + text_version]
     call print_cstr
-    mov rdi, r12
-    call region_record
-    mov rdi, qword ptr [rax + REGION_VERSION]
+    mov rdi, qword ptr [r13 + REGION_VERSION]
     call print_u64
     inc r12
     cmp r12, N_SHARED_REGIONS
@@ -346,6 +337,7 @@ show_counts:
     call print_u64
     lea rdi, [rip + text_rolled_back]
     call print_cstr
+    pop r13
     pop r12
 show_done:
     ret

@@ -198,13 +198,8 @@ root_bind_refused:
 bound_here:
     lea rdi, [r15 + MSG]
     call deliver_binding
-    mov qword ptr [r15 + ACK + VOTE_RESULT], rax
-    mov qword ptr [r15 + ACK + VOTE_CORE], rbx
-    xor edi, edi
-    call send_end
     mov rdi, rax
-    lea rsi, [r15 + ACK]
-    jmp urpc_send
+    jmp reply
 
 # deliver_binding(message) -> rax = 0 or a capability error: make the
 # capability that travels with an OP_BOUND message (if any) on our core,

@@ -73,13 +73,8 @@ domain_here:
     mov rcx, qword ptr [r15 + MSG + DOMAIN_MASK]
     mov qword ptr [rax], rcx
 domain_here_ack:
-    mov qword ptr [r15 + ACK + VOTE_RESULT], 0
-    mov qword ptr [r15 + ACK + VOTE_CORE], rbx
     xor edi, edi
-    call send_end
-    mov rdi, rax
-    lea rsi, [r15 + ACK]
-    jmp urpc_send
+    jmp reply
 
 # domain_record(domain) -> rax = the address of its mask in our replica
 #   clobbers: nothing else

@@ -128,3 +128,32 @@ monitor_wait_got:
     mov rcx, qword ptr [rbx + MONITOR_BUFFER + 24]
     pop rbx
     ret
+
+# bound_open(ends, channel, side): our two ends of a channel the monitors
+# set up for a bind (MONITOR_BIND): the client (side 0) sends on page
+# `channel` and hears on `channel + 1`, the server (side 1) the other way.
+#   in: rdi = room for BOUND_ENDS_SIZE bytes: the send end at BOUND_SEND,
+#   the receive end at BOUND_RECV.  clobbers: rax rcx rdx rsi rdi
+BOUND_SEND = 0
+BOUND_RECV = URPC_END_SIZE
+BOUND_ENDS_SIZE = 2 * URPC_END_SIZE
+bound_open:
+    push rbx
+    push r12
+    mov rbx, rdi
+    lea r12, [rsi + rdx]              # r12 = the page we send on
+    xor rdx, 1
+    add rsi, rdx                      # rsi = the page we hear on
+    mov rdi, rsi
+    call urpc_channel
+    mov rsi, rax
+    lea rdi, [rbx + BOUND_RECV]
+    call urpc_init
+    mov rdi, r12
+    call urpc_channel
+    mov rsi, rax
+    lea rdi, [rbx + BOUND_SEND]
+    call urpc_init
+    pop r12
+    pop rbx
+    ret
