@@ -16,7 +16,7 @@ LIBRARY = ROOT / "userland" / "lib"
 
 SPANNER = """
 ENDS = USER_STACK_TOP - 256
-DONE_PAGE = 363
+DONE_PAGE = MONITOR_FIRST_PAGE + 1
 start:
     mov rsp, ENDS
     mov rdi, rsp

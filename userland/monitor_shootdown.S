@@ -34,6 +34,7 @@
 # core read it (which faults once it is gone).
 
 BROADCAST = 1                         # protocol numbers, as in kernel/skb.py
+PROTOCOLS = 4
 FIRST_VALUE = 0x7A6E0000              # what the initiator writes into the page
 MSG_PAGE = 8                          # a request's words after MSG_OP
 MSG_SUBTREE = 16                      # the cores the receiver forwards it to
@@ -200,6 +201,8 @@ touch_read:
 # root_shootdown: map the page on every core of the request, or shoot it
 # down; answer (cycles, cores that acknowledged, stale reads seen).
 root_shootdown:
+    call check_page_request
+    jnz refuse_page_request
     call root_run
     mov rsi, rax
     mov rdx, qword ptr [r15 + ACK + ACK_COUNT]
@@ -208,12 +211,45 @@ root_shootdown:
 
 # root_touch: have cores 1 .. cores-1 read the page (no acknowledgement).
 root_touch:
+    call check_page_request
+    jnz refuse_page_request
     mov qword ptr [r15 + OUT + MSG_OP], OP_TOUCH
     mov rax, qword ptr [r15 + REQUEST + 8]
     mov qword ptr [r15 + OUT + MSG_PAGE], rax
     mov rdi, qword ptr [r15 + REQUEST + 24]
     call send_to_all
     xor esi, esi
+    xor edx, edx
+    xor ecx, ecx
+    jmp answer
+
+# check_page_request -> ZF set if REQUEST is one we may run: a page of the
+# programs' part of the window (MONITOR_FIRST_PAGE and up: the pages below
+# are the monitors' own channels), a protocol the SKB has routes for, and
+# 1 .. (cores we have) cores. Anything else is a program's mistake, or
+# worse: it must not make the monitors unmap their own channels.
+#   clobbers: rax
+check_page_request:
+    mov rax, qword ptr [r15 + REQUEST + 8]
+    cmp rax, MONITOR_FIRST_PAGE
+    jb check_page_request_bad
+    cmp rax, N_USER_CHANNELS
+    jae check_page_request_bad
+    cmp qword ptr [r15 + REQUEST + 16], PROTOCOLS
+    jae check_page_request_bad
+    mov rax, qword ptr [r15 + REQUEST + 24]
+    test rax, rax
+    jz check_page_request_bad
+    cmp rax, rbp
+    ja check_page_request_bad
+    xor eax, eax                      # ZF set: fine
+    ret
+check_page_request_bad:
+    or eax, 1                         # ZF clear
+    ret
+
+refuse_page_request:
+    mov rsi, -1
     xor edx, edx
     xor ecx, ecx
     jmp answer

@@ -31,7 +31,7 @@
 PROTOCOLS = 15
 COUNTS = 0x8080808A                    # 2, 4, 8, 16, 24, 32 cores
 MODE = 0
-PAGE = 362
+PAGE = MONITOR_FIRST_PAGE             # the page shot down: the programs' first
 NUMA_MULTICAST = 3
 MAX_PROTOCOLS = 4
 RUNS = 2                              # a warm-up run, then the reported one
@@ -39,7 +39,7 @@ ENDS = USER_STACK_TOP - 256           # our ends of the client rings
 SPANNED = ENDS + 128                  # how many cores our domain spans so far
 MEMBER = 0                            # the image's span_member.S module (mode 1)
 DOMAIN = 1                            # our domain's number
-DOMAIN_PAGE = 363                     # its done word: our members leave when it is set
+DOMAIN_PAGE = MONITOR_FIRST_PAGE + 1  # its done word: our members leave when it is set
 
 start:
     mov rbp, rsi                      # rbp = how many cores the machine has

@@ -22,6 +22,8 @@
 # answer is: w0 MONITOR_ANSWER, w1..w3 results. Include after lib/urpc.S.
 
 MONITOR_CLIENT_PAGE = 364             # 22 pages: two rings per core, 3 to a page
+MONITOR_FIRST_PAGE = 418              # the window's pages from here on are the
+                                      # programs' to share, map and shoot down
 MONITOR_RINGS_PER_PAGE = 3
 MONITOR_RING_BYTES = 1088             # a URPC ring (1024) and its ack line (64)
 MONITOR_ENDS_SIZE = 2 * URPC_END_SIZE + 64   # the two ends, a message buffer
@@ -33,6 +35,7 @@ MONITOR_NEWS = 0x4E4557               # "NEW": w0 of news we did not ask for
 
 # What a program may ask (w0), with its words and the answer's:
 MONITOR_MAP_PAGE = 1                  # (page, protocol << 8 | cores) -> (cycles, cores, 0)
+                                      #   or -1: no such page, protocol or count
 MONITOR_SHOOTDOWN = 2                 # (page, protocol << 8 | cores) -> (cycles, cores, stale)
 MONITOR_TOUCH_PAGE = 3                # (page, protocol << 8 | cores): others read it
 MONITOR_STOP = 4                      # () -> (0, 0, 0): every monitor exits
