@@ -25,34 +25,43 @@ REGION_PENDING = 24
 MAGIC_WORD = 0x31524F54494E4F4D        # "MONITOR1", little endian
 RETYPED = 1
 NO_OWNER = -1
-SLOT_RETYPED = 236                    # + region: where monitor 0 keeps what it made
+SLOT_RETYPED = 236                    # + region: a new object on its way to the asker
 MSG_REGION = 8                        # a 2PC message's words after MSG_OP
 MSG_TXN = 16                          # the transaction's number
-MSG_INITIATOR = 24                    # the core that retypes the region
+MSG_INITIATOR = 24                    # the asker's core: the one that retypes
+MSG_TYPE = 32                         # what the region becomes
+MSG_DISPATCHER = 40                   # the asking program's dispatcher
+MSG_DEST = 48                         # where in its CSpace the new object goes
 
 # Every core's capability system has its own copy of each shared region's
 # RAM capability (kernel/capservice.py, slot SLOT_REGIONS + r), and every
 # monitor a record of each region in its replica. A retype of the whole
 # region must happen on one core only, and only if the region is in use
 # nowhere: a program on some core may have retyped part of its copy
-# (its own frames there), and only that core knows. So monitor 0 runs a
-# two-phase commit:
+# (its own frames there), and only that core knows. So a retype, which a
+# program on any core may ask for (MONITOR_RETYPE: region, type << 8,
+# where the new object goes in its CSpace), is a two-phase commit run by
+# monitor 0, in which every monitor, monitor 0 too, plays the same part:
 #
-#   phase 1   it locks its own copy (CAP_LOCK: refused if the copy has
-#             descendants here), then asks every other monitor to do the
-#             same (OP_PREPARE_RETYPE); each answers with its vote: 0, or
-#             the error its lock got. A yes holds the lock: from now on
-#             nothing on that core can retype its copy.
-#   decide    all yes: monitor 0 retypes its copy (if that fails, it is a
-#             no after all). Any no: abort.
-#   phase 2   OP_COMMIT: each unlocks its copy marking it retyped elsewhere
-#             (CAP_UNLOCK, 1), and records the region as retyped by monitor
-#             0. OP_ABORT: each that voted yes unlocks, and nothing else
-#             changes: every replica is as it was. Both are acknowledged, so
-#             when the client hears the answer every replica has applied it.
+#   phase 1   OP_PREPARE_RETYPE. Each monitor locks its copy (CAP_LOCK:
+#             refused if the copy has descendants on its core) and votes:
+#             0, or the error its lock got. A yes holds the lock: from now
+#             on nothing on that core can retype its copy. The asker's
+#             monitor also does the retype, tentatively: it retypes its
+#             locked copy and gives the new object to the asker. If that
+#             fails, its vote is no (a failure in the middle). Monitor 0
+#             votes first, and asks no one else if it says no.
+#   decide    every vote yes: commit. Any no: abort.
+#   phase 2   OP_COMMIT: each unlocks its copy, marking it retyped
+#             elsewhere except on the asker's core, and records the region
+#             as retyped by the asker's core. OP_ABORT: each that voted yes
+#             unlocks, and the asker's monitor takes the new object back
+#             and deletes it: every replica is as it was. Both are
+#             acknowledged, so when the program hears the answer every
+#             replica has applied it.
 #
-# Monitor 0 is the only initiator, so replicas apply the same decisions in
-# the same order (each pair ring is FIFO).
+# Monitor 0 is the only one that starts a transaction, so replicas apply
+# the same decisions in the same order (each pair ring is FIFO).
 
 # init_replica: an empty replica at REPLICA: every region free.
 #   in: rbx = our core.  clobbers: rax rcx rdi
@@ -99,49 +108,131 @@ region_copy:
 
 # prepare_retype: phase 1 on this core: lock our copy, vote.
 prepare_retype:
+    call vote
+    mov rdi, rax
+    jmp reply
+
+# commit_retype: phase 2 on this core, the region is retyped.
+commit_retype:
+    call apply_commit
+    xor edi, edi
+    jmp reply
+
+# abort_retype: phase 2 on this core, it is not: undo what we did.
+abort_retype:
+    call apply_abort
+    xor edi, edi
+    jmp reply
+
+# vote -> rax = 0 (yes) or why not: phase 1 of the transaction in MSG.
+#   clobbers: everything but rbx rbp r15
+vote:
     mov rdi, qword ptr [r15 + MSG + MSG_REGION]
     call region_copy
     call cap_lock
-    neg rax                           # 0 (yes) or the error code (no)
-    mov rdi, rax
     test rax, rax
-    jnz reply                         # no: nothing is locked, nothing to record
+    jnz vote_no                       # nothing is locked, nothing to record
     mov rdi, qword ptr [r15 + MSG + MSG_REGION]
     call region_record
     mov rcx, qword ptr [r15 + MSG + MSG_TXN]
     mov qword ptr [rax + REGION_PENDING], rcx
-    xor edi, edi
-    jmp reply
+    cmp qword ptr [r15 + MSG + MSG_INITIATOR], rbx
+    jne vote_yes
+    mov rdi, qword ptr [r15 + MSG + MSG_REGION]   # the asker's: retype now
+    xor esi, esi                      # (src, offset, type, size_bits, count, dest)
+    mov rdx, qword ptr [r15 + MSG + MSG_TYPE]
+    mov ecx, SHARED_REGION_BITS
+    mov r8d, 1
+    call new_object_slot
+    mov r9, rax
+    call region_copy
+    call cap_retype
+    test rax, rax
+    jnz vote_undo
+    mov rdi, qword ptr [r15 + MSG + MSG_REGION]   # and hand it over:
+    call new_object_slot
+    mov rsi, rax
+    mov rdi, KERNEL                   # (kernel, src, dispatcher, dest)
+    mov rdx, qword ptr [r15 + MSG + MSG_DISPATCHER]
+    mov rcx, qword ptr [r15 + MSG + MSG_DEST]
+    call cap_give
+    test rax, rax
+    jnz vote_undo_retype
+vote_yes:
+    xor eax, eax
+    ret
+vote_undo_retype:
+    push rax
+    mov rdi, qword ptr [r15 + MSG + MSG_REGION]
+    call new_object_slot
+    mov rdi, rax
+    call cap_delete
+    pop rax
+vote_undo:
+    push rax                          # it failed: undo the lock, vote no
+    call release_lock
+    pop rax
+vote_no:
+    neg rax
+    ret
 
-# commit_retype: phase 2, the region was retyped by the initiator: our
-# copy may never be retyped again, and the record says whose it is.
-commit_retype:
+# apply_commit: phase 2, the transaction in MSG committed.
+#   clobbers: everything but rbx rbp r15
+apply_commit:
     mov rdi, qword ptr [r15 + MSG + MSG_REGION]
     call region_copy
-    mov esi, 1                        # retyped elsewhere
+    xor esi, esi
+    cmp qword ptr [r15 + MSG + MSG_INITIATOR], rbx
+    setne sil                         # retyped elsewhere, unless here
     call cap_unlock
     mov rdi, qword ptr [r15 + MSG + MSG_REGION]
     mov rsi, qword ptr [r15 + MSG + MSG_INITIATOR]
-    call record_commit
-    jmp acknowledge_decision
+    jmp record_commit
 
-# abort_retype: phase 2, no retype: undo our lock if we voted yes.
-abort_retype:
+# apply_abort: phase 2, the transaction in MSG did not commit: if we voted
+# yes, undo the lock (and, on the asker's core, the tentative retype).
+#   clobbers: everything but rbx rbp r15
+apply_abort:
+    call count_abort
     mov rdi, qword ptr [r15 + MSG + MSG_REGION]
     call region_record
     mov rcx, qword ptr [r15 + MSG + MSG_TXN]
     cmp qword ptr [rax + REGION_PENDING], rcx
-    jne abort_recorded                # we voted no: nothing was locked
+    jne apply_abort_done              # we voted no: nothing to undo
+    cmp qword ptr [r15 + MSG + MSG_INITIATOR], rbx
+    jne release_lock
+    mov rdi, qword ptr [r15 + MSG + MSG_REGION]   # take the new object back ...
+    call new_object_slot
+    mov rcx, rax                      # (kernel, dispatcher, src, dest)
+    mov rdi, KERNEL
+    mov rsi, qword ptr [r15 + MSG + MSG_DISPATCHER]
+    mov rdx, qword ptr [r15 + MSG + MSG_DEST]
+    call cap_take
+    mov rdi, qword ptr [r15 + MSG + MSG_REGION]   # ... and delete it
+    call new_object_slot
+    mov rdi, rax
+    call cap_delete
+    jmp release_lock
+apply_abort_done:
+    ret
+
+# release_lock: unlock our copy of MSG's region; nothing pending.
+#   clobbers: rax rcx rdx rsi rdi r8-r11
+release_lock:
+    mov rdi, qword ptr [r15 + MSG + MSG_REGION]
+    call region_record
     mov qword ptr [rax + REGION_PENDING], 0
     mov rdi, qword ptr [r15 + MSG + MSG_REGION]
     call region_copy
     xor esi, esi
-    call cap_unlock
-abort_recorded:
-    call count_abort
-acknowledge_decision:
-    xor edi, edi
-    jmp reply
+    jmp cap_unlock
+
+# new_object_slot(region) -> rax: where the asker's monitor makes its object
+#   clobbers: nothing else
+new_object_slot:
+    lea rax, [rdi + SLOT_RETYPED]
+    or rax, CADDR_ROOT
+    ret
 
 # record_commit(region, owner): the region is retyped, by `owner`.
 #   clobbers: rax
@@ -162,68 +253,38 @@ count_abort:
     inc qword ptr [rax + REPLICA_ABORTS]
     ret
 
-# root_retype: the client asked (w1 = region, w2 = type << 8) for the region
-# to become one object of that type (its whole size). Two-phase commit;
-# the answer is (0 or the refusal's error code, the core that refused or
-# -1, the transaction's number).
+# root_retype: the program on core ORIGIN asked (w1 = region, w2 = type
+# << 8, w3 = where the new object goes in its CSpace) for the region to
+# become one object of that type (its whole size). Two-phase commit; the
+# answer is (0 or the refusal's error code, the core that refused or -1,
+# the transaction's number).
 root_retype:
     mov qword ptr [r15 + VERDICT], 0
     mov qword ptr [r15 + REFUSER], -1
     inc qword ptr [r15 + TXN]
-    mov rdi, qword ptr [r15 + REQUEST + 8]
-    cmp rdi, N_SHARED_REGIONS
+    cmp qword ptr [r15 + REQUEST + 8], N_SHARED_REGIONS
     jae root_retype_invalid
-    call region_copy
-    call cap_lock                     # our own vote comes first
+    mov edi, OP_PREPARE_RETYPE        # phase 1: our own vote first
+    call transaction_message
+    call vote
     test rax, rax
-    jnz root_retype_refused_here
-    mov rdi, qword ptr [r15 + REQUEST + 8]
-    call region_record
-    mov rcx, qword ptr [r15 + TXN]
-    mov qword ptr [rax + REGION_PENDING], rcx
-    mov edi, OP_PREPARE_RETYPE        # phase 1
-    call root_decision_message
+    jnz root_retype_refused_here      # nobody else was asked: nothing to undo
     mov rdi, rbp
     call send_to_all
     call gather_votes
+    mov edi, OP_COMMIT                # phase 2
     cmp qword ptr [r15 + VERDICT], 0
-    jne root_retype_abort
-    mov rdi, qword ptr [r15 + REQUEST + 8]   # everyone said yes: do it
-    mov rsi, 0
-    mov rdx, qword ptr [r15 + REQUEST + 16]   # the type
-    mov ecx, SHARED_REGION_BITS
-    mov r8d, 1
-    lea r9, [rdi + SLOT_RETYPED]
-    or r9, CADDR_ROOT
-    call region_copy
-    call cap_retype
-    test rax, rax
-    jz root_retype_commit
-    neg rax                           # it failed here after all: abort
-    mov qword ptr [r15 + VERDICT], rax
-    mov qword ptr [r15 + REFUSER], 0
-root_retype_abort:
-    mov rdi, qword ptr [r15 + REQUEST + 8]
-    call region_copy
-    xor esi, esi
-    call cap_unlock
-    mov rdi, qword ptr [r15 + REQUEST + 8]
-    call region_record
-    mov qword ptr [rax + REGION_PENDING], 0
-    call count_abort
+    je root_retype_decided
     mov edi, OP_ABORT
-    jmp root_retype_phase2
-root_retype_commit:
-    mov rdi, qword ptr [r15 + REQUEST + 8]
-    call region_copy
-    xor esi, esi                      # ours has the new object under it
-    call cap_unlock
-    mov rdi, qword ptr [r15 + REQUEST + 8]
-    xor esi, esi                      # owner: core 0
-    call record_commit
-    mov edi, OP_COMMIT
-root_retype_phase2:
-    call root_decision_message
+root_retype_decided:
+    call transaction_message
+    cmp qword ptr [r15 + MSG + MSG_OP], OP_COMMIT
+    jne root_retype_abort
+    call apply_commit
+    jmp root_retype_tell
+root_retype_abort:
+    call apply_abort
+root_retype_tell:
     mov rdi, rbp
     call send_to_all
     call gather_votes                 # the acknowledgements (all say 0)
@@ -233,24 +294,35 @@ root_retype_answer:
     mov rcx, qword ptr [r15 + TXN]
     jmp answer
 root_retype_refused_here:
-    neg rax
     mov qword ptr [r15 + VERDICT], rax
     mov qword ptr [r15 + REFUSER], 0
-    jmp root_retype_answer            # nobody else was asked: nothing to undo
+    jmp root_retype_answer
 root_retype_invalid:
     mov qword ptr [r15 + VERDICT], CAPERR_INVALID_ARGUMENT
     mov qword ptr [r15 + REFUSER], 0
     jmp root_retype_answer
 
-# root_decision_message(op): OUT = op on REQUEST's region, this transaction.
-#   clobbers: rax
-root_decision_message:
+# transaction_message(op): OUT = op for this transaction, and a copy in
+# MSG, where our own part (vote, apply_*) reads it like everyone else's.
+#   clobbers: rax rcx rsi rdi
+transaction_message:
     mov qword ptr [r15 + OUT + MSG_OP], rdi
     mov rax, qword ptr [r15 + REQUEST + 8]
     mov qword ptr [r15 + OUT + MSG_REGION], rax
     mov rax, qword ptr [r15 + TXN]
     mov qword ptr [r15 + OUT + MSG_TXN], rax
-    mov qword ptr [r15 + OUT + MSG_INITIATOR], 0
+    mov rax, qword ptr [r15 + ORIGIN]
+    mov qword ptr [r15 + OUT + MSG_INITIATOR], rax
+    mov rax, qword ptr [r15 + REQUEST + 16]
+    mov qword ptr [r15 + OUT + MSG_TYPE], rax
+    mov rax, qword ptr [r15 + REQUEST + 40]
+    mov qword ptr [r15 + OUT + MSG_DISPATCHER], rax
+    mov rax, qword ptr [r15 + REQUEST + 32]
+    mov qword ptr [r15 + OUT + MSG_DEST], rax
+    lea rsi, [r15 + OUT]
+    lea rdi, [r15 + MSG]
+    mov ecx, 8
+    rep movsq
     ret
 
 # gather_votes: one answer from each of cores 1 .. rbp-1, in order; the

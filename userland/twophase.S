@@ -9,7 +9,7 @@
 # fails after every core voted yes: a failure in the middle). The monitors
 # run a two-phase commit (userland/monitor.S, "3. agreement") and answer:
 #
-#   retype region 0: committed, transaction 1
+#   retype region 0: committed, transaction 1; the new frame is ours, at physical 58720256
 #   retype region 1: refused by core 2, error 120 (in use there): rolled back on every core
 #
 # At the end it counts itself done in the word DONE of page DONE_PAGE;
@@ -28,6 +28,7 @@ DONE_PAGE = MONITOR_FIRST_PAGE + 1
 DONE = 8                              # (word 0 of that page is a domain's, tests)
 IMPOSSIBLE = 4                        # a step's bit: ask for a type that cannot be
 BAD_TYPE = 0xFF
+NEW_OBJECT = CADDR_ROOT | 20          # + region: where a retype's new object goes
 
 start:
     mov rsp, ENDS                     # the stack goes below them
@@ -79,6 +80,7 @@ retype:
     test rbx, IMPOSSIBLE
     cmovnz ecx, eax
     shl rcx, 8                        # w2 = type << 8
+    lea r8, [rdx + NEW_OBJECT]        # w3 = where the new object goes
     mov esi, MONITOR_RETYPE
     mov rdi, ENDS
     call monitor_call                 # rax = verdict, rdx = refuser, rcx = txn
@@ -95,6 +97,15 @@ retype:
     lea rdi, [rip + text_committed]
     call print_cstr
     pop rdi
+    call print_u64
+    lea rdi, [rip + text_ours]        # the new frame is ours: where is it?
+    call print_cstr
+    mov rdi, rbx
+    and rdi, 3
+    add rdi, NEW_OBJECT
+    mov esi, CAPFIELD_BASE
+    call cap_identify
+    mov rdi, rax
     call print_u64
     jmp retype_done
 retype_refused:
@@ -135,6 +146,7 @@ print_reason_go:
 
 text_retype:      .asciz "retype region "
 text_committed:   .asciz ": committed, transaction "
+text_ours:        .asciz "; the new frame is ours, at physical "
 text_refused:     .asciz ": refused by core "
 text_error:       .asciz ", error "
 text_rolled_back: .asciz ": rolled back on every core"
