@@ -53,11 +53,9 @@ PAGE = 4096
 # The channel pages of userland/monitor.S
 PAIR_STRIDE = 32
 SKB_PAGE = 343
-SKB_INBOUND = 1024
 LATENCY_PAGE = 344
 ROUTE_PAGE = 346
 ROUTE_BYTES = 512
-TARGET_PAGE = 362             # the page the shootdown benches unmap
 SKB_QUERY = 0x534B42          # monitor 0's rax at skb_query
 
 
@@ -129,11 +127,6 @@ class SystemKnowledgeBase:
             routes.append(Route(nearest, tuple(core for core in mates if core != nearest)))
         return routes
 
-    def inbound(self, core: int, root: int = 0) -> set[int]:
-        """The cores that may send `core` a request: the root and its package mates."""
-        package = self.topology.packages[self.topology.package_of(core)]
-        return ({root} | set(package)) - {core}
-
 
 def covered(routes: list[Route]) -> list[int]:
     """Every core a list of routes reaches, once per time it reaches it."""
@@ -173,9 +166,6 @@ def answer_query(machine, n: int) -> SystemKnowledgeBase:
     round_trips = {(a, b): memory.read_u64(table + (a * PAIR_STRIDE + b) * 8)
                    for a in range(n) for b in range(n) if a != b}
     skb = SystemKnowledgeBase(machine.topology, round_trips)
-    for core in range(n):
-        mask = sum(1 << other for other in skb.inbound(core) if other < n)
-        memory.write_u64(channel_address(SKB_PAGE) + SKB_INBOUND + core * 8, mask)
     for number, protocol in enumerate(PROTOCOLS):
         for cores in range(1, n + 1):
             routes = skb.route(protocol, range(cores))

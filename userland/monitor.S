@@ -39,8 +39,7 @@
 #                        page from page PAIR_PAGES: a channel for every
 #                        ordered pair of cores, so any tree can be built
 #   broadcast ring       page BROADCAST_PAGE: core 0 writes, all others read
-#   SKB page             SKB_PAGE: the boot counter, the ready flag, and
-#                        per core the mask of cores it takes requests from
+#   SKB page             SKB_PAGE: the boot counter and the ready flag
 #   latency table        LATENCY_PAGE (two pages): round trip a <-> b in
 #                        cycles at qword a * PAIR_STRIDE + b
 #   routing tables       ROUTE_PAGE (sixteen pages): for protocol p and n
@@ -62,7 +61,6 @@ BROADCAST_PAGE = 342
 SKB_PAGE = 343
 SKB_MEASURED = 0                      # the boot barrier: monitors done measuring
 SKB_READY = 64                        # 1 once the SKB has written the routes
-SKB_INBOUND = 1024                    # per core: a mask of cores that send it requests
 LATENCY_PAGE = 344
 ROUTE_PAGE = 346
 ROUTE_BYTES = 512
@@ -105,7 +103,6 @@ ACK = 1792                            # our reply (word 0: OP_REPLY)
 ACK_IN = 1856                         # a reply coming in
 NEWS = 1920                           # a message to our client
 EXPECTED = 1984                       # root: what it last wrote into the page
-INBOUND = 1992                        # the cores we take shootdown requests from
 ORIGIN = 2000                         # the core whose program asked what we run
 T0 = 2008                             # a clock reading
 REQUEST = 2016                        # root: op, w1, w2 >> 8, w2 & 255, w3,

@@ -155,8 +155,7 @@ pong_next:
     ret
 
 # meet_the_skb: wait until every monitor has measured; monitor 0 asks the
-# SKB for the routes and says they are ready; everyone learns whom to
-# listen to.
+# SKB for the routes and says they are ready.
 #   clobbers: rax rcx rdx rsi rdi
 meet_the_skb:
     mov rdi, USER_CHANNELS + SKB_PAGE * 4096 + SKB_MEASURED
@@ -170,13 +169,11 @@ meet_the_skb:
 skb_query:
     nop                               # kernel/skb.py answers here (a host hook)
     mov qword ptr [rcx + SKB_READY], 1
-    jmp meet_inbound
+    ret
 meet_wait:
     cmp qword ptr [rcx + SKB_READY], 1
-    je meet_inbound
+    je meet_done
     pause
     jmp meet_wait
-meet_inbound:
-    mov rax, qword ptr [rcx + SKB_INBOUND + rbx * 8]
-    mov qword ptr [r15 + INBOUND], rax
+meet_done:
     ret
