@@ -1,50 +1,70 @@
-/* The cost model's hit path in C: an accelerator for emulator/cost.py, as
- * Modules/_heapqmodule.c is for Lib/heapq.py.
+/* The cost model's fast path in C: an accelerator for emulator/cost.py and
+ * emulator/interconnect/coherence.py, as Modules/_heapqmodule.c is for
+ * Lib/heapq.py.
  *
- * Every access to a tracked page runs a unicorn memory hook, and most of
- * them are cache hits: the core reads a line it holds, or writes a line it
- * holds Modified. In Python a hit costs ~1.6 us, half of it the crossing
- * from unicorn into Python. on_access below is registered as the memory
- * hook itself (emulator/hitpath.py), and splits the work so:
+ * Every access to a tracked page runs a unicorn memory hook. In Python an
+ * access costs over a microsecond, half of it the crossing from unicorn
+ * into Python. on_access below is registered as the memory hook itself
+ * (emulator/hitpath.py), and splits the work so:
  *
- *   a hit                      served here, without Python;
- *   anything else on one line  the directory decides what it costs and
- *                              what changes (cost.py's serve(), in Python),
- *                              and this hook records the answer as it
- *                              records a hit;
- *   two lines at once, or a    all in Python (cost.py's charge()).
- *   line new to the directory
+ *   an access to one line the      served here, without Python, by the
+ *   directory holds                directory's rules, mirrored below;
+ *                                  after a write to a line cores are
+ *                                  parked on, Python wakes them
+ *                                  (cost.py's wake());
+ *   two lines at once, or a line   all in Python (cost.py's charge()).
+ *   new to the directory
  *
- * The MOESI rules stay in one place, emulator/interconnect/coherence.py;
- * this file only recognises the two rows of its table that change no state.
+ * The MOESI rules are written for people in one place,
+ * emulator/interconnect/coherence.py: read them there. serve_here() and
+ * fetch() below mirror CoherenceDirectory.access, _serve and _fetch line
+ * for line, and exist only to be fast; change both sides together.
+ * tests/test_hitpath.py runs the same accesses through both, on their own
+ * and in whole workloads, and insists on the same cycles, states and
+ * counters.
  *
  * What is recorded here must be exactly what the Python path records, so
- * that a run is the same, cycle for cycle, with or without this file
- * (tests/test_hitpath.py compares them):
+ * that a run is the same, cycle for cycle, with or without this file:
  *   - charge the cycles to the core's clock;
- *   - a hit: count it, for the core and for the line;
+ *   - count hits, transfers, memory fills, invalidations and causality
+ *     waits, for the core and for the line, as the directory does;
  *   - a read: remember (line, its writes so far) for parking (cost.py);
- *   - a write hit: record when it completes and by whom, count the write.
+ *   - a write: record when it completes and by whom, count the write.
  *
- * A write hit never has to wake a parked core: a parked core read every
- * line it waits on and no write came since (cost.py checks that before
- * parking it), so it still holds a copy, and no other core can hold that
- * line Modified. The first write to it is a miss, and Python wakes it.
+ * Parking and waking cores stay in Python: cost.py keeps, for every
+ * tracked line, how many cores are parked on it (`parked`), and this hook
+ * calls its wake() after a write to a line with parked cores.
+ *
+ * on_pause, further down, is the hook on every `pause` instruction the
+ * loader found (cost.py, add_pause_sites). It makes the tests that begin
+ * cost.py's on_pause(), which most pauses fail (the core was just woken,
+ * or read no lines it can watch, or the bytes there are another
+ * dispatcher's code, read through the page tables as paging.py reads
+ * them), and calls Python only to park the core.
  *
  * Nothing is copied between C and Python: the structs below are the very
- * memory Python uses, through ctypes mirrors (SharedClock, SharedLine, Watch
- * and Window in emulator/hitpath.py). Change both sides together;
- * hitpath.py compares the layouts when it loads this module.
+ * memory Python uses, through ctypes mirrors (SharedClock, SharedLine,
+ * SharedDirectory, Watch and Window in emulator/hitpath.py). Change both
+ * sides together; hitpath.py compares the layouts when it loads this module.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define LINE_SHIFT 6             /* 64-byte lines (coherence.py) */
+#define NO_OWNER (-1)            /* coherence.py */
+#define NEVER_WRITTEN (-1)       /* coherence.py */
 #define MAX_WATCHED_LINES 64     /* reads remembered between two pauses (hitpath.py) */
 #define UC_MEM_WRITE 17          /* unicorn.h, enum uc_mem_type (checked by hitpath.py) */
+#define UC_X86_REG_CR0 50        /* unicorn/x86.h, enum uc_x86_reg (checked too) */
+#define UC_X86_REG_CR3 53
+#define CR0_PG ((uint64_t)1 << 31)                  /* emulator/paging.py */
+#define PTE_PRESENT ((uint64_t)1 << 0)
+#define PTE_LARGE ((uint64_t)1 << 7)
+#define ADDRESS_MASK ((uint64_t)0x000FFFFFFFFFF000)
 
 struct clock {                   /* a core's clock during a quantum: SharedClock */
     int64_t start;               /* core.cycles when the quantum began */
@@ -55,32 +75,163 @@ struct clock {                   /* a core's clock during a quantum: SharedClock
 
 struct line {                    /* a directory entry: SharedLine, hitpath.py */
     uint64_t sharers;            /* bit c: core c holds a valid copy */
-    int32_t owner;               /* core holding it M, O or E, or -1 */
+    int32_t owner;               /* core holding it M, O or E, or NO_OWNER */
     wchar_t owner_state;         /* 'M', 'O', 'E' or 'I' (ctypes.c_wchar) */
     int64_t written_at;          /* modeled time the last write completed */
-    int32_t writer;              /* core that wrote it last, or -1 */
+    int32_t writer;              /* core that wrote it last, or NEVER_WRITTEN */
     uint64_t hits, transfers, memory_fills, invalidations, writes;
+};
+
+struct directory {               /* the rest of the directory: SharedDirectory */
+    int64_t n_cores;
+    int64_t l1_hit;              /* cycles of a hit (the topology's) */
+    int64_t memory;              /* cycles of a fill from memory */
+    const int64_t *cost;         /* [me * n_cores + other]: cycles for me to get a
+                                    line other holds (the directory's _cost) */
+    uint64_t *hits;              /* per core, as the directory counts them */
+    uint64_t *transfers;
+    uint64_t *memory_fills;
+    uint64_t *invalidations;
+    uint64_t *waits;             /* causality waits, in cycles */
 };
 
 struct watch {                   /* lines a core read since its last pause: Watch */
     int32_t count;
     int32_t overflowed;          /* read more than MAX_WATCHED_LINES: never park */
+    int32_t woken;               /* woken from parking: the next pause just runs */
     int64_t line[MAX_WATCHED_LINES];
     uint64_t writes[MAX_WATCHED_LINES];
 };
 
+struct pause_hook {              /* one core's hook on its `pause` sites: PauseHook */
+    struct watch *watch;
+    const uint8_t *memory;       /* the machine's physical memory (memory.py) */
+    uint64_t memory_size;
+    int (*reg_read)(void *uc, int regid, void *value);   /* unicorn's uc_reg_read */
+    PyObject *pause;             /* cost.py's on_pause(address, size): decide it all */
+    PyObject *checked_pause;     /* cost.py's on_checked_pause(): decide the rest */
+};
+
 struct window {                  /* one core's hook on one tracked range: Window */
     struct line *lines;          /* the directory's entries for the range */
+    const int32_t *parked;       /* per line of the range: cores parked on it (cost.py) */
     uint64_t first_line;         /* line number (address >> LINE_SHIFT) of lines[0] */
     uint64_t n_lines;
+    struct directory *directory;
     struct clock *clock;
-    uint64_t *core_hits;         /* the directory's hit counter for this core */
     struct watch *watch;
-    int64_t l1_hit;              /* cycles a hit costs (the topology's) */
-    int32_t core;
-    PyObject *serve;             /* cost.py's serve(write, line, now): a miss's cost */
+    int64_t core;
+    PyObject *wake;              /* cost.py's wake(line): wakes the cores parked on it */
     PyObject *charge;            /* cost.py's charge(write, address, size, now) */
 };
+
+/* --- The directory's rules (a mirror of coherence.py) --------------------- */
+
+/* CoherenceDirectory._fetch: cycles to bring in a line `me` does not hold,
+ * and count where it came from. */
+static int64_t fetch(struct directory *d, int64_t me, struct line *line, uint64_t others)
+{
+    const int64_t *cost = &d->cost[me * d->n_cores];
+    int64_t cycles;
+    int from_cache;
+
+    if (line->owner != NO_OWNER) {                 /* M, O or E elsewhere supplies it */
+        cycles = cost[line->owner];
+        from_cache = 1;
+    } else {                                       /* only S copies, or none */
+        cycles = d->memory;
+        for (uint64_t copies = others; copies; copies &= copies - 1)
+            if (cost[__builtin_ctzll(copies)] < cycles)    /* the nearest S copy */
+                cycles = cost[__builtin_ctzll(copies)];
+        from_cache = cycles < d->memory;
+    }
+    if (from_cache) {
+        d->transfers[me]++;
+        line->transfers++;
+    } else {
+        d->memory_fills[me]++;
+        line->memory_fills++;
+    }
+    return cycles;
+}
+
+/* CoherenceDirectory.access, for a line the directory holds, begun at
+ * modeled time `now`: the cycles it costs; its states and counters updated. */
+static int64_t serve_here(struct directory *d, int64_t me, struct line *line, int write,
+                          int64_t now)
+{
+    const int64_t *cost = &d->cost[me * d->n_cores];
+    uint64_t bit = (uint64_t)1 << me;
+    uint64_t sharers = line->sharers;
+    uint64_t mine = sharers & bit, others = sharers & ~bit;
+    int32_t owner = line->owner, writer = line->writer;
+    wchar_t state = line->owner_state;
+    int64_t cycles;
+
+    /* The hits (access's first test). */
+    if (mine && !write) {
+        d->hits[me]++;
+        line->hits++;
+        return d->l1_hit;
+    }
+    if (mine && owner == me && state != L'O') {    /* M, or E -> M */
+        line->owner_state = L'M';
+        d->hits[me]++;
+        line->hits++;
+        line->written_at = now + d->l1_hit;
+        line->writer = (int32_t)me;
+        line->writes++;
+        return d->l1_hit;
+    }
+
+    /* The misses (_serve). */
+    if (!write) {
+        cycles = fetch(d, me, line, others);
+        line->sharers = sharers | bit;
+        if (owner == NO_OWNER && !others) {        /* nobody else had it */
+            line->owner = (int32_t)me;
+            line->owner_state = L'E';
+        } else if (state == L'M') {                /* dirty data now shared */
+            line->owner_state = L'O';
+        } else if (state == L'E') {                /* clean: all copies are S now */
+            line->owner = NO_OWNER;
+            line->owner_state = L'I';
+        }
+    } else {
+        /* Become the only holder: invalidate every other copy, in parallel,
+         * while fetching the data if we do not have it. */
+        int64_t farthest = 0;
+        for (uint64_t copies = others; copies; copies &= copies - 1)
+            if (cost[__builtin_ctzll(copies)] > farthest)
+                farthest = cost[__builtin_ctzll(copies)];
+        if (others) {
+            int n = __builtin_popcountll(others);
+            d->invalidations[me] += n;
+            line->invalidations += n;
+        }
+        cycles = mine ? d->l1_hit : fetch(d, me, line, others);
+        if (farthest > cycles)
+            cycles = farthest;
+        line->sharers = bit;
+        line->owner = (int32_t)me;
+        line->owner_state = L'M';
+    }
+
+    /* Causality (access). */
+    if (writer != me && writer != NEVER_WRITTEN) {
+        int64_t earliest = line->written_at + cost[writer];
+        if (now + cycles < earliest) {
+            d->waits[me] += earliest - now - cycles;
+            cycles = earliest - now;
+        }
+    }
+    if (write) {
+        line->written_at = now + cycles;
+        line->writer = (int32_t)me;
+        line->writes++;
+    }
+    return cycles;
+}
 
 /* --- The hook ------------------------------------------------------------ */
 
@@ -105,32 +256,28 @@ static void watch(struct watch *watch, uint64_t line, uint64_t writes)
     }
 }
 
-/* Call a function of cost.py with integer arguments; return its result as
- * an integer (None: 0). Unicorn runs with the GIL released (ctypes released
- * it to call uc_emu_start), so take it first. The functions catch their own
- * errors (they fail the core); one that escapes anyway is a bug in sprat,
- * reported as Python reports errors in callbacks. */
-static int64_t call_python(PyObject *function, int n, const int64_t *values)
+/* Call a function of cost.py with integer arguments. Unicorn runs with
+ * the GIL released (ctypes released it to call uc_emu_start), so take it
+ * first. The functions catch their own errors (they fail the core); one
+ * that escapes anyway is a bug in sprat, reported as Python reports errors
+ * in callbacks. */
+static void call_python(PyObject *function, int n, const int64_t *values)
 {
     PyGILState_STATE gil = PyGILState_Ensure();
     PyObject *args[4];
     PyObject *result = NULL;
-    int64_t answer = 0;
     int made = 0;
 
     while (made < n && (args[made] = PyLong_FromLongLong(values[made])) != NULL)
         made++;
     if (made == n)
         result = PyObject_Vectorcall(function, args, n, NULL);
-    if (result != NULL && result != Py_None)
-        answer = PyLong_AsLongLong(result);
     if (PyErr_Occurred())
         PyErr_WriteUnraisable(function);
     Py_XDECREF(result);
     while (made > 0)
         Py_DECREF(args[--made]);
     PyGILState_Release(gil);
-    return answer;
 }
 
 /* The memory hook unicorn calls (registered by emulator/hitpath.py). */
@@ -138,10 +285,11 @@ static void on_access(void *uc, int type, uint64_t address, int size,
                       int64_t value, void *user_data)
 {
     struct window *w = user_data;
-    int64_t write = type == UC_MEM_WRITE;
+    int write = type == UC_MEM_WRITE;
     uint64_t key = address >> LINE_SHIFT;
     uint64_t index = key - w->first_line;      /* wraps to huge if below the range */
     struct line *line = NULL;
+    int64_t cycles;
 
     /* The record of a line the directory holds (it sets owner_state, 'I' at
      * least, when it takes the record: coherence.py, _new_line). */
@@ -154,28 +302,88 @@ static void on_access(void *uc, int type, uint64_t address, int size,
          * all of it in Python, cost.py's charge(write, address, size, now). */
         int64_t args[4] = {write, (int64_t)address, size, now(w->clock)};
         call_python(w->charge, 4, args);
-    } else if (!write && (line->sharers >> w->core & 1)) {
-        /* A read hit (M, O, E or S). */
-        (*w->core_hits)++;
-        line->hits++;
-        w->clock->charged += w->l1_hit;
+        return;
+    }
+    cycles = serve_here(w->directory, w->core, line, write, now(w->clock));
+    w->clock->charged += cycles;
+    if (!write) {
         watch(w->watch, key, line->writes);
-    } else if (write && line->owner == w->core && line->owner_state == L'M') {
-        /* A write hit (E -> M is a change of state: Python's). */
-        int64_t start = now(w->clock);
-        (*w->core_hits)++;
-        line->hits++;
-        line->written_at = start + w->l1_hit;
-        line->writer = w->core;
-        line->writes++;
-        w->clock->charged += w->l1_hit;
+    } else if (w->parked[index]) {
+        /* Cores are parked on this line: cost.py's wake(line) wakes them. */
+        int64_t args[1] = {(int64_t)key};
+        call_python(w->wake, 1, args);
+    }
+}
+
+/* --- The pause hook ------------------------------------------------------- */
+
+/* paging.translate in emulator/paging.py, for a read: the physical address
+ * of `address` in the address space of `cr3`, or -1 where that walk fails. */
+static int64_t translate(const struct pause_hook *hook, uint64_t cr0, uint64_t cr3,
+                         uint64_t address)
+{
+    uint64_t table = cr3 & ADDRESS_MASK;
+
+    if (!(cr0 & CR0_PG))
+        return (int64_t)address;
+    for (int level = 0, shift = 39; level < 4; level++, shift -= 9) {
+        uint64_t at = table + ((address >> shift) & 0x1FF) * 8, entry;
+        if (at + 8 > hook->memory_size)
+            return -1;
+        memcpy(&entry, hook->memory + at, 8);
+        if (!(entry & PTE_PRESENT))
+            return -1;
+        if (shift == 12 || ((level == 1 || level == 2) && (entry & PTE_LARGE))) {
+            uint64_t page_mask = ((uint64_t)1 << shift) - 1;
+            return (int64_t)((entry & ADDRESS_MASK & ~page_mask) | (address & page_mask));
+        }
+        table = entry & ADDRESS_MASK;
+    }
+    return -1;
+}
+
+/* Are the two bytes at `address`, as the core sees memory, a `pause`
+ * (f3 90)? 1 yes, 0 no, -1 cannot tell here (the walk fails, or the bytes
+ * straddle two pages): Python's read_virtual will. */
+static int is_pause(void *uc, const struct pause_hook *hook, uint64_t address)
+{
+    uint64_t cr0 = 0, cr3 = 0;
+    int64_t physical;
+
+    if ((address & 0xFFF) == 0xFFF
+            || hook->reg_read(uc, UC_X86_REG_CR0, &cr0) != 0
+            || hook->reg_read(uc, UC_X86_REG_CR3, &cr3) != 0)
+        return -1;
+    physical = translate(hook, cr0, cr3, address);
+    if (physical < 0 || (uint64_t)physical + 2 > hook->memory_size)
+        return -1;
+    return hook->memory[physical] == 0xF3 && hook->memory[physical + 1] == 0x90;
+}
+
+/* The code hook on every `pause` site (registered by emulator/hitpath.py).
+ * cost.py's on_pause() decides whether the core parks there; this makes the
+ * same first tests, in the same order, and leaves Python only the rest
+ * (on_checked_pause), or all of it where it cannot tell. */
+static void on_pause(void *uc, uint64_t address, uint32_t size, void *user_data)
+{
+    struct pause_hook *hook = user_data;
+    struct watch *watch = hook->watch;
+    int answer;
+
+    if (watch->woken) {                         /* resuming after a wake-up */
+        watch->woken = 0;
+        return;
+    }
+    if (watch->count == 0 || watch->overflowed || size != 2
+            || (answer = is_pause(uc, hook, address)) == 0) {
+        watch->count = watch->overflowed = 0;   /* nothing to park on: Watch.take() */
+        return;
+    }
+    if (answer == 1) {
+        call_python(hook->checked_pause, 0, NULL);
     } else {
-        /* Not a hit: the directory decides what it costs and what changes,
-         * cost.py's serve(write, line, now); recorded here as a hit is. */
-        int64_t args[3] = {write, (int64_t)key, now(w->clock)};
-        w->clock->charged += call_python(w->serve, 3, args);
-        if (!write)
-            watch(w->watch, key, line->writes);
+        int64_t args[2] = {(int64_t)address, size};
+        call_python(hook->pause, 2, args);
     }
 }
 
@@ -197,25 +405,35 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnn) s:(nnnnnnnnnnn) s:(nnnnn) s:(nnnnnnnnnnn)}",
+        "{s:(nnnnn) s:(nnnnnnnnnnn) s:(nnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
         AT(clock, charged), AT(clock, emu_counter),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
         AT(line, owner_state), AT(line, written_at), AT(line, writer), AT(line, hits),
         AT(line, transfers), AT(line, memory_fills), AT(line, invalidations), AT(line, writes),
+        "directory", (Py_ssize_t)sizeof(struct directory), AT(directory, n_cores),
+        AT(directory, l1_hit), AT(directory, memory), AT(directory, cost), AT(directory, hits),
+        AT(directory, transfers), AT(directory, memory_fills), AT(directory, invalidations),
+        AT(directory, waits),
         "watch", (Py_ssize_t)sizeof(struct watch), AT(watch, count), AT(watch, overflowed),
-        AT(watch, line), AT(watch, writes),
-        "window", (Py_ssize_t)sizeof(struct window), AT(window, lines), AT(window, first_line),
-        AT(window, n_lines), AT(window, clock), AT(window, core_hits), AT(window, watch),
-        AT(window, l1_hit), AT(window, core), AT(window, serve), AT(window, charge));
+        AT(watch, woken), AT(watch, line), AT(watch, writes),
+        "pause_hook", (Py_ssize_t)sizeof(struct pause_hook), AT(pause_hook, watch),
+        AT(pause_hook, memory), AT(pause_hook, memory_size), AT(pause_hook, reg_read),
+        AT(pause_hook, pause), AT(pause_hook, checked_pause),
+        "window", (Py_ssize_t)sizeof(struct window), AT(window, lines), AT(window, parked),
+        AT(window, first_line), AT(window, n_lines), AT(window, directory), AT(window, clock),
+        AT(window, watch), AT(window, core), AT(window, wake), AT(window, charge));
 }
 
 static int init_module(PyObject *module)
 {
     return add(module, "on_access", PyLong_FromVoidPtr((void *)on_access))
+        || add(module, "on_pause", PyLong_FromVoidPtr((void *)on_pause))
         || add(module, "layouts", layouts())
         || PyModule_AddIntMacro(module, MAX_WATCHED_LINES)
-        || PyModule_AddIntMacro(module, UC_MEM_WRITE) ? -1 : 0;
+        || PyModule_AddIntMacro(module, UC_MEM_WRITE)
+        || PyModule_AddIntMacro(module, UC_X86_REG_CR0)
+        || PyModule_AddIntMacro(module, UC_X86_REG_CR3) ? -1 : 0;
 }
 
 static PyModuleDef_Slot module_slots[] = {
@@ -226,7 +444,7 @@ static PyModuleDef_Slot module_slots[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "emulator._hitpath",
-    .m_doc = "The cost model's hit path in C (see emulator/hitpath.py).",
+    .m_doc = "The cost model's fast path in C (see emulator/hitpath.py).",
     .m_size = 0,
     .m_slots = module_slots,
 };

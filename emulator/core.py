@@ -106,7 +106,6 @@ class Core:
         self._in_quantum = False
         self._stop_requested = False
         self.waiting_on = ()           # the cost model's parking state (emulator/cost.py)
-        self.skip_pause = False
         self._install_hooks()
 
     # --- Wiring -----------------------------------------------------------

@@ -26,13 +26,15 @@ connects them to the cores:
     so the loader tells us where the `pause` instructions are
     (`add_pause_sites`).
 
-  * Speed. Most tracked accesses are cache hits, and crossing from unicorn
-    into Python costs more than charging one. So the memory hook is
-    emulator/_hitpath.c when it is built: it serves the hits in C, and
-    asks the Python code below (`_python_hook`) about everything else.
-    Both paths keep the same state, in C memory (emulator/hitpath.py), and
-    give the same results; `hit_path` says which one runs ("C", or "pure
-    Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one).
+  * Speed. Crossing from unicorn into Python costs more than charging an
+    access. So when emulator/_hitpath.c is built, its C functions are the
+    hooks: the memory hook serves accesses in C, by a mirror of the
+    directory's rules, and the pause hook lets run the pauses that cannot
+    park. They leave to the Python code below what changes parking (a
+    core parks, a write wakes the cores parked on a line) and what is rare
+    (an access to two lines at once, or to a line new to the directory).
+    Both paths give the same results; `hit_path` says which one runs ("C",
+    or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one).
 """
 
 import ctypes
@@ -43,7 +45,7 @@ from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 from emulator import hitpath
 from emulator.core import CoreState
 from emulator.cpustate import emu_counter
-from emulator.hitpath import SharedClock, SharedLine, Watch, Window
+from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 
 PAUSE = b"\xf3\x90"
@@ -55,19 +57,22 @@ class CostModel:
         self.topology = topology
         reason = hitpath.why_pure()
         self.hit_path = "C" if reason is None else f"pure Python ({reason})"
-        # On the C path, the directory's hit counters and the entries of
-        # tracked lines (`track`), and the cores' clocks, live in C memory,
-        # where C serves hits too; the pure Python path keeps them in Python
+        # On the C path, the directory's counters and the entries of tracked
+        # lines (`track`), and the cores' clocks, live in C memory, where C
+        # serves accesses too; the pure Python path keeps them in Python
         # objects, which Python reads faster.
-        self.hits = (ctypes.c_uint64 * topology.n_cores())() if self.hit_path == "C" else None
-        self.directory = CoherenceDirectory(topology, hits=self.hits)
-        if self.hit_path == "C":
+        in_c = self.hit_path == "C"
+        self.directory = CoherenceDirectory(topology, counters=hitpath.counters if in_c else None)
+        self._shared_directory = hitpath.share(self.directory) if in_c else None
+        if in_c:
             for core in machine.cores:      # the clocks too, before anything reads them
                 core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)))
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
         self.windows = []                 # (physical, size)
         self.waiters = {}                 # line number -> cores parked on it
+        self._parked = []                 # C path: (first line, end line, cores parked per line)
         self.pause_sites = set()
+        self._pause_hooks = {}            # C path: core id -> its PauseHook
         self._keep = []                   # what unicorn and C hold bare pointers to
 
     # --- Tracked windows ----------------------------------------------------
@@ -76,18 +81,19 @@ class CostModel:
         self.windows.append((physical, size))
         first = physical >> LINE_SHIFT
         if self.hit_path == "C":
-            lines = (SharedLine * (((physical + size - 1) >> LINE_SHIFT) - first + 1))()
+            n_lines = ((physical + size - 1) >> LINE_SHIFT) - first + 1
+            lines, parked = (SharedLine * n_lines)(), (ctypes.c_int32 * n_lines)()
             self.directory.keep_lines_in(first, lines)
+            self._parked.append((first, first + n_lines, parked))
         for core in self.machine.cores:
-            serve, charge = self._python_hook(core)
+            charge, wake = self._python_hook(core)
             if self.hit_path == "C":
-                window = Window(lines=ctypes.addressof(lines), first_line=first,
-                                n_lines=len(lines), clock=ctypes.addressof(core.clock),
-                                core_hits=ctypes.addressof(self.hits)
-                                + core.id * ctypes.sizeof(ctypes.c_uint64),
+                window = Window(lines=ctypes.addressof(lines), parked=ctypes.addressof(parked),
+                                first_line=first, n_lines=n_lines,
+                                directory=ctypes.addressof(self._shared_directory),
+                                clock=ctypes.addressof(core.clock),
                                 watch=ctypes.addressof(self.watches[core.id]),
-                                l1_hit=self.topology.l1_hit, core=core.id,
-                                serve=serve, charge=charge)
+                                core=core.id, wake=wake, charge=charge)
                 self._keep.append(window)
                 hitpath.add_hook(core.uc, window, physical, physical + size - 1)
                 continue
@@ -102,18 +108,18 @@ class CostModel:
                                      physical, physical + size - 1)
 
     def _python_hook(self, core):
-        """The Python half of `core`'s memory hook: serve and charge.
+        """The Python half of `core`'s memory hook: charge and wake.
 
-        serve(write, line, now) -> cycles: what this access to line number
-            `line`, begun at modeled time `now`, costs, by the directory;
-            a write wakes the cores parked on the line.
-        charge(write, address, size, now): serve every line the access
-            touches and record it: the cycles on the core's clock, and a
-            read in the lines its poll loop watches.
-        The pure Python path calls charge for every access. The C hit path
-        (emulator/_hitpath.c) serves hits itself, calls serve for the other
-        accesses and records them as charge does, and calls charge only for
-        an access to two lines or to a line new to the directory.
+        charge(write, address, size, now): what an access begun at modeled
+            time `now` costs, line by line, by the directory, recorded: the
+            cycles on the core's clock, a read in the lines its poll loop
+            watches; a write wakes the cores parked on the line.
+        wake(line): wake the cores parked on line number `line`.
+        The pure Python path calls charge for every access. The C path
+        (emulator/_hitpath.c) serves an access to one line the directory
+        holds itself, records it as charge does, and calls wake after a
+        write to a line with parked cores; it calls charge for an access to
+        two lines or to a line new to the directory.
         """
         access = self.directory.access
         writes = self.directory.writes
@@ -122,31 +128,29 @@ class CostModel:
         clock = core.clock
         core_id = core.id
 
-        def serve(write, line, now):
-            try:
-                cycles = access(core_id, line << LINE_SHIFT, write, now)
-                if write and line in waiters:
-                    self._wake(line)
-                return cycles
-            except BaseException as error:      # a bug in sprat: stop this core, say so
-                core.fail(f"internal error in the cost model: {error!r}")
-                return 0
-
         def charge(write, address, size, now):
             try:
                 line = address >> LINE_SHIFT
                 last = (address + size - 1) >> LINE_SHIFT      # line + 1 if it straddles two
                 while True:
-                    cycles = serve(write, line, now)
+                    cycles = access(core_id, line << LINE_SHIFT, write, now)
                     clock.charged += cycles
                     if not write:
                         watch.add(line, writes(line))
+                    elif line in waiters:
+                        self._wake(line)
                     if line == last:
                         return
                     line, now = line + 1, now + cycles
+            except BaseException as error:      # a bug in sprat: stop this core, say so
+                core.fail(f"internal error in the cost model: {error!r}")
+
+        def wake(line):
+            try:
+                self._wake(line)
             except BaseException as error:
                 core.fail(f"internal error in the cost model: {error!r}")
-        return serve, charge
+        return charge, wake
 
     # --- Parking cores that poll -------------------------------------------------
     def add_pause_sites(self, addresses) -> None:
@@ -154,33 +158,64 @@ class CostModel:
         for address in sorted(set(addresses) - self.pause_sites):
             self.pause_sites.add(address)
             for core in self.machine.cores:
-                callback = HOOK_CODE_CFUNC(self._pause_hook(core))     # raw, as above
-                self._keep.append(callback)
-                core.uc._Uc__do_hook_add(UC_HOOK_CODE, callback, address, address)
+                if self.hit_path == "C":
+                    hitpath.add_pause_hook(core.uc, self._c_pause_hook(core), address)
+                else:
+                    on_pause, _ = self._pause_hook(core)
+                    callback = HOOK_CODE_CFUNC(       # raw, as above
+                        lambda _uc, address, size, _data, on_pause=on_pause: on_pause(address, size))
+                    self._keep.append(callback)
+                    core.uc._Uc__do_hook_add(UC_HOOK_CODE, callback, address, address)
                 core.uc.ctl_remove_cache(address, address + 1)
 
+    def _c_pause_hook(self, core) -> PauseHook:
+        """`core`'s PauseHook for the C path, one for all its pause sites."""
+        if core.id not in self._pause_hooks:
+            on_pause, on_checked_pause = self._pause_hook(core)
+            self._pause_hooks[core.id] = PauseHook(
+                watch=ctypes.addressof(self.watches[core.id]),
+                memory=core.memory.address, memory_size=core.memory.size,
+                reg_read=hitpath.UC_REG_READ, pause=on_pause, checked_pause=on_checked_pause)
+        return self._pause_hooks[core.id]
+
     def _pause_hook(self, core):
+        """`core`'s hook on a `pause` at virtual `address`, in two forms:
+
+        on_pause(address, size) decides whether the core parks there. The
+        pure Python path calls it on every pause.
+        on_checked_pause() decides the same once the first tests passed: the
+        core just read lines it can watch, and the instruction is a `pause`
+        (another dispatcher may have other code at that address). The C path
+        (emulator/_hitpath.c) makes those tests itself and calls it; it
+        calls on_pause where it cannot tell.
+        """
         watch = self.watches[core.id]
         writes = self.directory.writes
 
-        def on_pause(_uc, address, size, _data):
+        def on_pause(address, size):
             try:
-                pause(address, size)
-            except BaseException as error:      # a bug in sprat: stop this core, say so
+                if watch.woken:
+                    watch.woken = 0          # resuming after a wake-up: let it run
+                    return
+                reads = watch.take()         # None: too many lines to watch
+                if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
+                    return
+                park_unless_written(reads)
+            except BaseException as error:   # a bug in sprat: stop this core, say so
                 core.fail(f"internal error in the cost model: {error!r}")
 
-        def pause(address, size):
-            if core.skip_pause:
-                core.skip_pause = False      # resuming after a wake-up: let it run
-                return
-            reads = watch.take()     # None: too many lines to watch
-            if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
-                return
+        def on_checked_pause():
+            try:
+                park_unless_written(watch.take())
+            except BaseException as error:
+                core.fail(f"internal error in the cost model: {error!r}")
+
+        def park_unless_written(reads):
             # Like MONITOR/MWAIT: a write that came after the read (say, while
             # this core's quantum ended between its read and this pause)
             # means there is something new to see, so do not sleep. (So a
             # parked core holds a copy of every line it waits on, and the
-            # first write to one is a miss: the C hit path never has to wake it.)
+            # first write to one is a miss.)
             if any(writes(line) != count for line, count in reads):
                 return
             lines = tuple(sorted({line for line, _ in reads}))
@@ -188,12 +223,13 @@ class CostModel:
             core.waiting_on = lines
             for line in lines:
                 self.waiters.setdefault(line, []).append(core)
+                self._count_parked(line)
             core.stop_before_this_instruction()     # the pause runs when it wakes
-        return on_pause
+        return on_pause, on_checked_pause
 
     def forget_reads(self, core) -> None:
         """The core enters its kernel: what it read so far is no poll loop's."""
-        self.watches[core.id].take()
+        self.watches[core.id].clear()
 
     def unpark(self, core) -> None:
         """An interrupt came for a parked core: it stops waiting for its lines."""
@@ -203,6 +239,7 @@ class CostModel:
                 waiting.remove(core)
                 if not waiting:
                     del self.waiters[line]
+                self._count_parked(line)
         core.state = CoreState.RUNNING
         core.waiting_on = ()
 
@@ -213,9 +250,18 @@ class CostModel:
                     self.waiters[other].remove(core)
                     if not self.waiters[other]:
                         del self.waiters[other]
+                    self._count_parked(other)
             core.state = CoreState.RUNNING
             core.waiting_on = ()
-            core.skip_pause = True
+            self.watches[core.id].woken = 1
+        self._count_parked(line)
+
+    def _count_parked(self, line: int) -> None:
+        """Tell the C path how many cores are parked on `line`: after a write
+        to such a line it calls wake() above."""
+        for first, end, parked in self._parked:
+            if first <= line < end:
+                parked[line - first] = len(self.waiters.get(line, ()))
 
 
 

@@ -1,29 +1,32 @@
-"""The cost model's C hit path: the memory it shares with Python, and whether it runs.
+"""The cost model's C fast path: the memory it shares with Python, and whether it runs.
 
-Most accesses to tracked memory are cache hits, and a hit served in Python
-costs ~1.6 us, half of it unicorn calling into Python. emulator/_hitpath.c
-is a unicorn memory hook written in C: it serves the hits itself, and for
-every other access asks the Python code of emulator/cost.py, which makes
-every other decision (the CPython accelerator pattern: Lib/heapq.py and
-Modules/_heapqmodule.c).
+Every access to tracked memory runs a unicorn memory hook, and one served
+in Python costs over a microsecond, half of it unicorn calling into Python.
+emulator/_hitpath.c holds the cost model's hooks written in C: the memory
+hook serves accesses itself, by a mirror of the directory's rules, and the
+hook on `pause` instructions lets run the pauses that cannot park; both
+call the Python code of emulator/cost.py for the rest (the CPython
+accelerator pattern: Lib/heapq.py and Modules/_heapqmodule.c). The rules a
+student reads stay in emulator/interconnect/coherence.py and cost.py.
 
 C and Python work on the same memory, never on copies. These ctypes
 structs mirror the C ones field for field:
 
-    SharedLine   a coherence directory entry (_Line's fields,
-                 emulator/interconnect/coherence.py), one array per tracked
-                 window, handed to the directory with `keep_lines_in`
-    Watch        the lines a core read since its last `pause` (parking, cost.py)
-    Window       one core's hook on one tracked window: what the C hook gets
-                 as its user_data
-    SharedClock  a core's clock during a quantum (core.clock, emulator/core.py),
-                 with where to find unicorn's instruction count
+    SharedLine       a coherence directory entry (_Line's fields,
+                     emulator/interconnect/coherence.py), one array per
+                     tracked window, handed to the directory with `keep_lines_in`
+    SharedDirectory  the rest of what the directory's rules need: its
+                     transfer costs and per-core counters
+    Watch            the lines a core read since its last `pause` (parking, cost.py)
+    PauseHook        one core's hook on its `pause` instructions
+    Window           one core's hook on one tracked window: what the C hook
+                     gets as its user_data
+    SharedClock      a core's clock during a quantum (core.clock, emulator/core.py),
+                     with where to find unicorn's instruction count
 
-plus the directory's per-core hit counters, a ctypes array. The cost model
-keeps its state in these on both paths, and the same Python code decides
-every access that is not a hit; the paths differ only in which function
-unicorn calls on an access. So a run gives the same cycles, instructions
-and counters with or without the C code (tests/test_hitpath.py).
+The cost model keeps its state in these on both paths; the paths differ
+only in which functions unicorn calls. A run gives the same cycles,
+instructions and counters with or without the C code (tests/test_hitpath.py).
 
 Which path runs:
 
@@ -41,7 +44,8 @@ import ctypes
 import importlib
 import os
 
-from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE, UcError
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE, UcError
+from unicorn import x86_const as x86
 from unicorn.unicorn_const import UC_ERR_OK
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
@@ -77,12 +81,31 @@ class SharedLine(ctypes.Structure):
     ]
 
 
+class SharedDirectory(ctypes.Structure):
+    """The directory's transfer costs and per-core counters in C memory:
+    struct directory in _hitpath.c. The counters are the directory's own
+    (CoherenceDirectory(counter=...)); `directory_in_c_memory` makes one."""
+    _fields_ = [
+        ("n_cores", ctypes.c_int64),
+        ("l1_hit", ctypes.c_int64),
+        ("memory", ctypes.c_int64),
+        ("cost", ctypes.c_void_p),              # int64_t [n_cores * n_cores]
+        ("hits", ctypes.c_void_p),              # uint64_t [n_cores] each
+        ("transfers", ctypes.c_void_p),
+        ("memory_fills", ctypes.c_void_p),
+        ("invalidations", ctypes.c_void_p),
+        ("waits", ctypes.c_void_p),
+    ]
+
+
 class Watch(ctypes.Structure):
     """The lines a core read since its last `pause`, each with its write count
-    at the time: struct watch in _hitpath.c."""
+    at the time, and whether the core was just woken from parking (then its
+    next pause runs without a look at them): struct watch in _hitpath.c."""
     _fields_ = [
         ("count", ctypes.c_int32),
         ("overflowed", ctypes.c_int32),         # more reads than we watch: never park
+        ("woken", ctypes.c_int32),
         ("line", ctypes.c_int64 * MAX_WATCHED_LINES),
         ("writes", ctypes.c_uint64 * MAX_WATCHED_LINES),
     ]
@@ -97,6 +120,10 @@ class Watch(ctypes.Structure):
         else:
             self.overflowed = 1
 
+    def clear(self) -> None:
+        """Forget the reads so far."""
+        self.count = self.overflowed = 0
+
     def take(self) -> set | None:
         """The reads so far as a set of (line, writes), or None if there were
         too many to watch; then start afresh."""
@@ -110,16 +137,54 @@ class Window(ctypes.Structure):
     """One core's hook on one tracked window: struct window in _hitpath.c."""
     _fields_ = [
         ("lines", ctypes.c_void_p),             # SharedLine array of the window
+        ("parked", ctypes.c_void_p),            # int32_t per line: cores parked on it
         ("first_line", ctypes.c_uint64),        # line number of lines[0]
         ("n_lines", ctypes.c_uint64),
+        ("directory", ctypes.c_void_p),         # the SharedDirectory
         ("clock", ctypes.c_void_p),             # the core's SharedClock
-        ("core_hits", ctypes.c_void_p),         # its counter in directory.hits
         ("watch", ctypes.c_void_p),             # its Watch
-        ("l1_hit", ctypes.c_int64),
-        ("core", ctypes.c_int32),
-        ("serve", ctypes.py_object),            # cost.py's serve(): a miss's cost
+        ("core", ctypes.c_int64),
+        ("wake", ctypes.py_object),             # cost.py's wake(): after a write, if parked
         ("charge", ctypes.py_object),           # cost.py's charge(): the rest
     ]
+
+
+class PauseHook(ctypes.Structure):
+    """One core's hook on its `pause` sites: struct pause_hook in _hitpath.c."""
+    _fields_ = [
+        ("watch", ctypes.c_void_p),             # the core's Watch
+        ("memory", ctypes.c_void_p),            # physical memory, in the host
+        ("memory_size", ctypes.c_uint64),
+        ("reg_read", ctypes.c_void_p),          # UC_REG_READ
+        ("pause", ctypes.py_object),            # cost.py's on_pause(address, size)
+        ("checked_pause", ctypes.py_object),    # cost.py's on_checked_pause()
+    ]
+
+
+# unicorn's uc_reg_read, for PauseHook: the C pause hook reads CR0 and CR3 with it.
+UC_REG_READ = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
+
+
+def counters(n: int):
+    """A per-core counter of the directory in C memory (CoherenceDirectory(counters=...))."""
+    return (ctypes.c_uint64 * n)()
+
+
+def share(directory) -> SharedDirectory:
+    """`directory`'s costs and counters for the C path; its counters must be
+    in C memory (made by `counters`)."""
+    topology = directory.topology
+    n = topology.n_cores()
+    # The same table as the directory's _cost, from the same source.
+    cost = (ctypes.c_int64 * (n * n))(*(topology.transfer_cycles(me, other)
+                                        for me in range(n) for other in range(n)))
+    shared = SharedDirectory(n_cores=n, l1_hit=topology.l1_hit, memory=topology.memory,
+                             cost=ctypes.addressof(cost),
+                             **{name: ctypes.addressof(getattr(directory, name))
+                                for name in ("hits", "transfers", "memory_fills",
+                                             "invalidations", "waits")})
+    shared.cost_table = cost          # C holds a bare pointer to it
+    return shared
 
 
 def _load():
@@ -130,12 +195,14 @@ def _load():
         return None, "emulator/_hitpath.c is not built; `pip install -e .` builds it, given a C compiler"
     except ImportError as error:
         return None, f"emulator/_hitpath.c is built but does not load: {error}"
-    mirrors = {"clock": SharedClock, "line": SharedLine, "watch": Watch, "window": Window}
+    mirrors = {"clock": SharedClock, "line": SharedLine, "directory": SharedDirectory,
+               "watch": Watch, "pause_hook": PauseHook, "window": Window}
     layouts = getattr(_hitpath, "layouts", {})
     differ = [f"struct {name}" for name, mirror in mirrors.items()
               if layouts.get(name) != _layout(mirror)]
-    if (getattr(_hitpath, "UC_MEM_WRITE", None) != UC_MEM_WRITE
-            or getattr(_hitpath, "MAX_WATCHED_LINES", None) != MAX_WATCHED_LINES):
+    constants = {"UC_MEM_WRITE": UC_MEM_WRITE, "MAX_WATCHED_LINES": MAX_WATCHED_LINES,
+                 "UC_X86_REG_CR0": x86.UC_X86_REG_CR0, "UC_X86_REG_CR3": x86.UC_X86_REG_CR3}
+    if any(getattr(_hitpath, name, None) != value for name, value in constants.items()):
         differ.append("constants")
     if differ:
         return None, (f"{_hitpath.__file__} was built from another version of "
@@ -165,12 +232,21 @@ def describe() -> str:
 
 
 def add_hook(uc, window: Window, begin: int, end: int) -> None:
-    """Have unicorn call the C hook on every read and write in [begin, end],
-    with `window` as its user_data (which the binding's hook_add cannot pass)."""
+    """Have unicorn call the C memory hook on every read and write in
+    [begin, end], with `window` as its user_data (which the binding's
+    hook_add cannot pass)."""
+    _add(uc, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _hitpath.on_access, window, begin, end)
+
+
+def add_pause_hook(uc, hook: PauseHook, address: int) -> None:
+    """Have unicorn call the C pause hook on the instruction at `address`."""
+    _add(uc, UC_HOOK_CODE, _hitpath.on_pause, hook, address, address)
+
+
+def _add(uc, kind: int, function: int, user_data, begin: int, end: int) -> None:
     handle = uc_hook_h()
-    status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE,
-                               ctypes.c_void_p(_hitpath.on_access),
-                               ctypes.c_void_p(ctypes.addressof(window)),
+    status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), kind, ctypes.c_void_p(function),
+                               ctypes.c_void_p(ctypes.addressof(user_data)),
                                ctypes.c_uint64(begin), ctypes.c_uint64(end))
     if status != UC_ERR_OK:
         raise UcError(status)

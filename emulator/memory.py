@@ -31,11 +31,11 @@ class PhysicalMemory:
         self.size = size
         self._buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._view = memoryview(self._buffer)
-        self._address = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
+        self.address = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))   # in the host
 
     def map_into(self, uc) -> None:
         """Make this RAM the physical memory of one core (no copy)."""
-        uc.mem_map_ptr(0, self.size, UC_PROT_ALL, self._address)
+        uc.mem_map_ptr(0, self.size, UC_PROT_ALL, self.address)
 
     def contains(self, address: int, length: int = 1) -> bool:
         return 0 <= address and address + length <= self.size

@@ -4,7 +4,8 @@ The cores' own MMU is unicorn's (with a real, stale-able TLB). This module is
 for the host when it must act like the hardware or look at a core's memory:
 the trap path pushes an interrupt frame onto a virtual stack, the debugger
 reads `x ADDR` as the selected core sees it. It always reads the page tables
-afresh from RAM; it does not model the TLB.
+afresh from RAM; it does not model the TLB. (The cost model's C pause hook
+has its own copy of `translate`, for speed: emulator/_hitpath.c.)
 """
 
 from dataclasses import dataclass

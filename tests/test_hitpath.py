@@ -1,19 +1,28 @@
-"""The cost model's C hit path (emulator/_hitpath.c) changes how fast, never what.
+"""The cost model's C path (emulator/_hitpath.c) changes how fast, never what.
 
-Each workload runs twice, once on the C hit path and once on the pure
-Python path (SPRAT_PURE_COST_MODEL=1), and everything the model computes
-must come out the same: program output, every core's cycles and
-instructions, the directory's counters for every core and every line, the
-MOESI state of every line in every cache. The workloads cover what the C
-path touches: streams of hits and misses, lines many cores fight over
-(interleaved one instruction at a time), cores parked in poll loops,
-accesses that straddle two lines.
+Each workload runs twice, once on the C path and once on the pure Python
+path (SPRAT_PURE_COST_MODEL=1), and everything the model computes must
+come out the same: program output, every core's cycles and instructions,
+the directory's counters for every core and every line, the MOESI state of
+every line in every cache, how often cores park. The workloads cover what
+the C path touches: streams of hits and misses, lines many cores fight
+over (interleaved one instruction at a time), cores parked in poll loops,
+accesses that straddle two lines, code of another dispatcher where one has
+its `pause`.
+
+Below the workloads, the C hooks are called directly, access by access:
+the memory hook against the Python directory (random accesses by up to 64
+cores, every MOESI transition, causality waits, lines with parked cores),
+and the pause hook against Python's reading of the code at every address
+around a `pause`.
 
 Where the C path is not built the comparisons are skipped, except in CI
 (CI=true): there it must be built, and a test fails if it is not.
 """
 
+import ctypes
 import os
+import random
 import tempfile
 from pathlib import Path
 
@@ -61,7 +70,8 @@ def counting(monkeypatch, cls, name, function):
     return calls
 
 
-def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs=None):
+def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs=None,
+        module_args=None):
     """Boot `modules` on `topology` on the given path ("C" or "pure"), run them
     to the end; everything the model computed, as plain data."""
     from emulator.scheduler import DEFAULT_QUANTUM
@@ -70,14 +80,14 @@ def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs
         monkeypatch.setenv(hitpath.PURE_ENV, "1")
     else:
         monkeypatch.delenv(hitpath.PURE_ENV, raising=False)
-    # How many accesses reach the Python directory (the C path serves hits
+    # How many accesses reach the Python directory (the C path serves most
     # itself), and how many times a core parked in a poll loop.
     directory_calls = counting(monkeypatch, CoherenceDirectory, "access", ACCESS)
     parks = counting(monkeypatch, Core, "stop_before_this_instruction", STOP_BEFORE)
     output = []
     with tempfile.TemporaryDirectory() as directory:
         if programs:
-            image = write_image(Path(directory), programs)
+            image = write_image(Path(directory), programs, module_args)
         else:
             image = Path(directory) / "hitpath.lst"
             image.write_text("kernel /cpudriver/cpudriver.S\n"
@@ -123,7 +133,8 @@ def assert_same_on_both_paths(monkeypatch, **workload):
     assert hits > 0, "the workload had no hits: it does not exercise the C path"
     assert c["directory_calls"] < pure["directory_calls"], (
         f"the C path sent {c['directory_calls']} accesses to Python, the pure path "
-        f"{pure['directory_calls']}: the hits were not served in C")
+        f"{pure['directory_calls']}: the accesses were not served in C")
+    c["pure_directory_calls"] = pure["directory_calls"]
     return c
 
 
@@ -136,6 +147,11 @@ def test_a_stream_between_two_cores_is_the_same_on_both_paths(monkeypatch):
         modules=[f"/userland/urpc_stream.S core=0 role=0 channel=2 count={count}",
                  f"/userland/urpc_stream.S core=2 role=1 channel=2 count={count}"])
     assert any(line.startswith(f"stream messages {count} ") for _, line in c["output"])
+    # Misses are served in C too: what reaches Python is a write that wakes
+    # a parked core (one per park) and each line's first touch.
+    assert c["directory_calls"] <= c["parks"] + len(c["lines"]), (
+        f"{c['directory_calls']} of {c['pure_directory_calls']} accesses reached the Python "
+        f"directory for {c['parks']} parks: the C path did not serve the misses")
 
 
 @needs_c
@@ -207,14 +223,289 @@ def test_accesses_straddling_two_lines_are_the_same_on_both_paths(monkeypatch):
                               programs={"straddler": STRADDLER}, quantum=7)
 
 
+POLLER = """
+# Polls channel 40, which its neighbour SETTER writes after a while.
+start:
+    mov ecx, 1
+    mov rbx, USER_CHANNELS + 40 * 4096
+poll:
+    cmp qword ptr [rbx], 0
+    jne seen
+    pause
+    jmp poll
+seen:
+    lea rdi, [rip + text]
+    call print_cstr
+    xor edi, edi
+    call exit
+text: .asciz "the poller saw it\\n"
+"""
+
+IMPOSTER = """
+# Reads channel 41 in a loop, as a poll loop would, but where POLLER has its
+# `pause` (same offset: the code before it is the same length) it has an
+# instruction of the same size that is not one: it must never park.
+start:
+    mov ecx, 1000
+    mov rbx, USER_CHANNELS + 41 * 4096
+poll:
+    cmp qword ptr [rbx], 0
+    jne seen
+    xor eax, eax
+    dec ecx
+    jnz poll
+seen:
+    lea rdi, [rip + text]
+    call print_cstr
+    xor edi, edi
+    call exit
+text: .asciz "the imposter never paused\\n"
+"""
+
+SETTER = """
+start:
+    mov ecx, 200000
+work:
+    dec ecx
+    jnz work
+    mov rbx, USER_CHANNELS + 40 * 4096
+    mov qword ptr [rbx], 1
+    xor edi, edi
+    call exit
+"""
+
+
+@needs_c
+def test_other_code_where_another_dispatcher_pauses_is_the_same_on_both_paths(monkeypatch):
+    programs = {"poller": POLLER, "imposter": IMPOSTER, "setter": SETTER}
+    c = assert_same_on_both_paths(monkeypatch, topology=load_topology("amd-2x2"), modules=None,
+                                  programs=programs,
+                                  module_args={name: "core=0" for name in programs})
+    assert [line for _, line in c["output"]] == ["the imposter never paused", "the poller saw it"]
+    assert c["parks"] >= 1, "the poller never parked"
+
+
+def test_the_imposter_has_other_code_where_the_poller_pauses():
+    from emulator.assembler import assemble_text
+    from emulator.cost import PAUSE, find_pause_sites
+    from kernel.boot import user_defines
+    from tests.conftest import USER_LIBRARY
+    poller, imposter = (assemble_text(f'{source}\n.include "{USER_LIBRARY}"\n', base=0,
+                                      defines=user_defines())
+                        for source in (POLLER, IMPOSTER))
+    [site] = [address for address in find_pause_sites(poller)
+              if address < poller.symbols["seen"]]
+    assert imposter.code[site:site + 2] != PAUSE and imposter.code[site:site + 2] == b"\x31\xc0", (
+        "IMPOSTER's code moved: it no longer has `xor eax, eax` where POLLER has its pause")
+
+
+# --- the C hooks, access by access -------------------------------------------------
+ON_ACCESS = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_int,
+                             ctypes.c_int64, ctypes.c_void_p)
+ON_PAUSE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
+                            ctypes.c_void_p)
+
+
+class CoreInC:
+    """One core's clock, watch and Window, as the cost model sets them up for
+    the C memory hook, without a machine: the clock runs at `time`."""
+
+    def __init__(self, core, shared, lines, parked, first, wake, charge):
+        self.core = core
+        self.ran = ctypes.c_uint64(0)             # unicorn's instruction count: none
+        self.clock = hitpath.SharedClock(quantum=10**12, emu_counter=ctypes.addressof(self.ran))
+        self.watch = hitpath.Watch()
+        self.window = hitpath.Window(
+            lines=ctypes.addressof(lines), parked=ctypes.addressof(parked), first_line=first,
+            n_lines=len(lines), directory=ctypes.addressof(shared),
+            clock=ctypes.addressof(self.clock), watch=ctypes.addressof(self.watch), core=core,
+            wake=wake,
+            charge=lambda write, address, size, now: charge(self, write, address, size, now))
+
+    def access(self, write, address, size, time) -> int:
+        """Run the C hook on one access at modeled `time`; the cycles it charged."""
+        self.clock.start, self.clock.charged = time, 0
+        ON_ACCESS(hitpath._hitpath.on_access)(None, hitpath.UC_MEM_WRITE if write else 16,
+                                             address, size, 0, ctypes.addressof(self.window))
+        return self.clock.charged
+
+    def watched(self) -> list:
+        return list(zip(self.watch.line[:self.watch.count], self.watch.writes[:self.watch.count]))
+
+
+@needs_c
+@pytest.mark.parametrize("topology_name", ["amd-4x4", "intel-2x4", "generic-64"])
+def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topology_name):
+    # Two directories take the same random accesses: one the Python way
+    # (access(), as the pure path's charge() makes it), one through the C
+    # hook, with its entries and counters in C memory. After every access:
+    # the same cycles, reads watched for parking, states and counters; an
+    # access to one known line stayed in C, and a write to a line with
+    # parked cores then called Python's wake(). At the end: every row of
+    # coherence.py's table was served in C at least once.
+    from emulator.interconnect import generic
+    topology = generic(64) if topology_name == "generic-64" else load_topology(topology_name)
+    n = topology.n_cores()
+    first, n_lines = 0x5000 >> 6, 32
+    python = CoherenceDirectory(topology)
+    shared = CoherenceDirectory(topology, counters=hitpath.counters)
+    lines = (hitpath.SharedLine * n_lines)()
+    parked = (ctypes.c_int32 * n_lines)()
+    shared.keep_lines_in(first, lines)
+    shared_in_c = hitpath.share(shared)
+    to_python = []
+
+    def wake(line):
+        to_python.append(("wake", line))
+
+    def charge(core, write, address, size, now):     # cost.py's charge(), for the C side
+        to_python.append(("charge", write, address >> 6))
+        line, last = address >> 6, (address + size - 1) >> 6
+        while True:
+            cycles = shared.access(core.core, line << 6, write, now)
+            core.clock.charged += cycles
+            if not write:
+                core.watch.add(line, shared.writes(line))
+            if line == last:
+                return
+            line, now = line + 1, now + cycles
+
+    def states(address):
+        return "".join(python.state(c, address) for c in range(n))
+
+    cores = [CoreInC(core, shared_in_c, lines, parked, first, wake, charge)
+             for core in range(n)]
+    clocks = [0] * n
+    rng = random.Random(n)
+    active = rng.sample(range(n), min(n, 6)) + [n - 1]      # a few cores fight, one is the last
+    served_in_c = set()          # (read or write, my state, the others' states) before it
+    previous_read = None
+    for step in range(6000):
+        if previous_read and rng.random() < 0.3:            # read, then write: E -> M
+            core, address, size = previous_read
+            write = True
+        else:
+            core, write = rng.choice(active), rng.random() < 0.4
+            size = rng.choice((1, 2, 4, 8))
+            address = (first << 6) + rng.randrange(n_lines * 64 - size + 1)
+        previous_read = None if write else (core, address, size)
+        if rng.random() < 0.05:
+            parked[rng.randrange(n_lines)] = rng.randrange(2)
+        clocks[core] += rng.randrange(0, 400)      # time passes unevenly: causality waits
+        del to_python[:]
+        line = address >> 6
+        known = {address >> 6 for address in python.tracked_lines()}
+        before = states(line << 6)
+        watched_before = cores[core].watched()
+        charged = cores[core].access(write, address, size, clocks[core])
+        # The Python way: each line the access touches, one after the other.
+        expected, now, reads = 0, clocks[core], []
+        for touched in range(line, ((address + size - 1) >> 6) + 1):
+            cycles = python.access(core, touched << 6, write, now)
+            if not write:
+                reads.append((touched, python.writes(touched)))
+            expected, now = expected + cycles, now + cycles
+        where = (f"step {step}: core {core} {'writes' if write else 'reads'} {address:#x}+{size} "
+                 f"(states were {before})")
+        assert charged == expected, f"{where}: C charged {charged} cycles, Python {expected}"
+        if cores[core].watch.overflowed:
+            cores[core].watch.clear()
+        else:
+            assert cores[core].watched() == watched_before + reads, f"{where}: watched reads differ"
+        for touched in range(line, ((address + size - 1) >> 6) + 1):
+            assert [shared.state(c, touched << 6) for c in range(n)] == list(states(touched << 6)), \
+                f"{where}: line {touched:#x}: the MOESI states differ"
+            assert shared.line_stats(touched << 6) == python.line_stats(touched << 6), where
+            assert shared.writes(touched) == python.writes(touched), where
+        assert shared.core_stats(core) == python.core_stats(core), f"{where}: counters differ"
+        if (address + size - 1) >> 6 != line or line not in known:
+            assert to_python and to_python[0][0] == "charge", \
+                f"{where}: two lines, or a new one, were not left to Python's charge()"
+        else:
+            wakes = [("wake", line)] if write and parked[line - first] else []
+            assert to_python == wakes, (
+                f"{where}: called {to_python} in Python, expected {wakes}: the access was not "
+                f"served in C, or a write to a line with parked cores did not wake them")
+            others = "".join(sorted(set(before[:core] + before[core + 1:]) - {"I"}))
+            served_in_c.add(("write" if write else "read", before[core], others))
+    for c in range(n):
+        assert shared.core_stats(c) == python.core_stats(c), f"core {c}'s counters differ"
+    # Every row of coherence.py's table, in C.
+    for case in [("read", "I", "M"), ("read", "I", "E"), ("read", "I", "OS"), ("read", "I", "S"),
+                 ("read", "S", "O"), ("write", "E", ""), ("write", "M", ""), ("write", "S", "S"),
+                 ("write", "O", "S"), ("write", "I", "M"), ("write", "I", "S")]:
+        assert case in served_in_c, f"{case}: never served in C by this test"
+    assert sum(shared.core_stats(c)["waits"] for c in range(n)) > 0, "no causality waits tested"
+
+
+@needs_c
+def test_the_c_pause_hook_reads_the_code_as_python_does(monkeypatch):
+    # A machine stopped with a dispatcher in its poll loop. The C pause hook
+    # is called at every address around each `pause` site, as if the core
+    # were there having read a line: it must call on_checked_pause exactly
+    # where Python reads f3 90 at that address, call on_pause (which decides
+    # it all) where it cannot tell, and nothing else; and it must leave
+    # the pauses Python would let run at once to run.
+    from cpudriver.layout import KERNEL_BASE
+    from emulator.cost import PAUSE
+    from emulator.interconnect import generic
+    from sprat.bench.urpc import boot
+    monkeypatch.delenv(hitpath.PURE_ENV, raising=False)
+    system, _ = boot(generic(2), ["/userland/urpc_stream.S core=0 role=0 channel=1 count=50",
+                                  "/userland/urpc_stream.S core=1 role=1 channel=1 count=50"])
+    machine = system.machine
+    machine.run(max_cycles=200_000)
+    calls = []
+    for core in machine.cores:
+        watch = hitpath.Watch()
+        hook = hitpath.PauseHook(watch=ctypes.addressof(watch), memory=core.memory.address,
+                                 memory_size=core.memory.size, reg_read=hitpath.UC_REG_READ,
+                                 pause=lambda address, size: calls.append(("pause", address)),
+                                 checked_pause=lambda: calls.append(("checked",)))
+
+        def on_pause(address, size=2, reads=1, overflowed=0, woken=0):
+            watch.count, watch.overflowed, watch.woken = reads, overflowed, woken
+            del calls[:]
+            ON_PAUSE(hitpath._hitpath.on_pause)(core.uc._uch.value, address, size,
+                                               ctypes.addressof(hook))
+            return calls[0] if calls else None
+
+        addresses = set()
+        for site in machine.cost.pause_sites:
+            addresses.update(range(site - 64, site + 64))
+            addresses.add(site | 0xFFF)                    # two bytes on two pages
+        addresses.update(range(KERNEL_BASE, KERNEL_BASE + 0x1000))   # on a 2 MiB page
+        addresses.add(0x7000_0000_0000)                    # nothing mapped there
+        for address in sorted(addresses):
+            try:
+                code = core.read_virtual(address, 2)
+            except Exception:
+                code = None
+            if code is None or address & 0xFFF == 0xFFF:
+                expected = ("pause", address)
+            elif code == PAUSE:
+                expected = ("checked",)
+            else:
+                expected = None
+            assert on_pause(address) == expected, (
+                f"core {core.id} at {address:#x} ({code}): the C pause hook did {on_pause(address)}, "
+                f"expected {expected}")
+            if expected is None:
+                assert watch.count == 0, f"{address:#x}: the reads were not forgotten"
+        site = min(machine.cost.pause_sites)
+        assert on_pause(site, woken=1) is None and watch.woken == 0 and watch.count == 1, \
+            "a woken core's pause did not just run"
+        for case in ({"reads": 0}, {"overflowed": 1}, {"size": 3}):
+            assert on_pause(site, **case) is None and watch.count == 0, f"{case}: not let run"
+
+
 # --- the shared entries -------------------------------------------------------------
 def test_directory_entries_in_c_memory_behave_like_python_ones():
     # The same accesses on a directory with Python entries and one with its
     # entries in a SharedLine array give the same cycles, states and counters.
-    import ctypes
     topology = load_topology("intel-2x4")
     plain = CoherenceDirectory(topology)
-    shared = CoherenceDirectory(topology, hits=(ctypes.c_uint64 * topology.n_cores())())
+    shared = CoherenceDirectory(topology, counters=hitpath.counters)
     shared.keep_lines_in(0x5000 >> 6, (hitpath.SharedLine * 4)())
     now = 0
     for step in range(200):

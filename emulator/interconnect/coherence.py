@@ -59,10 +59,12 @@ Speed: access() runs from a unicorn memory hook on every access to a
 tracked page, so it allocates nothing after a line's first touch: sharers
 are a bit mask (bit c = core c holds a copy), costs come from a table
 precomputed from the topology. The cost model goes further: it has the
-directory keep the entries of its tracked lines and the hit counters in C
-memory (`keep_lines_in`, `hits=`), where emulator/_hitpath.c serves the
-hits without calling Python. That C code only ever takes the first two
-rows of the table above; every state change is made here.
+directory keep the entries of its tracked lines and its counters in C
+memory (`keep_lines_in`, `counters=`), where emulator/_hitpath.c serves
+most accesses without calling Python, by a mirror of access(), _serve and
+_fetch written for speed. This file is the reference: the rules are read
+and changed here (and then in the mirror; tests/test_hitpath.py checks
+that the two agree).
 
 What does not live here: the topology (topology.py), which pages are
 tracked and the memory hook (emulator/cost.py).
@@ -105,9 +107,10 @@ class _Line:
 class CoherenceDirectory:
     """MOESI directory over the tracked lines of one machine."""
 
-    def __init__(self, topology: Topology, hits=None):
-        """`hits`: where to count each core's hits (a list by default; the
-        cost model passes an array in C memory that its hit path counts in)."""
+    def __init__(self, topology: Topology, counters=None):
+        """`counters(n)`: makes each per-core counter, n zeros (a list by
+        default; the cost model makes arrays in C memory, where its C path
+        counts too)."""
         self.topology = topology
         n = topology.n_cores()
         # _cost[me][other]: cycles for core `me` to get a line core `other` holds.
@@ -117,11 +120,12 @@ class CoherenceDirectory:
         self._memory = topology.memory
         self._lines: dict[int, _Line] = {}
         self._stores = []             # (first key, end key, records): keep_lines_in
-        self.hits = [0] * n if hits is None else hits
-        self.transfers = [0] * n
-        self.memory_fills = [0] * n
-        self.invalidations = [0] * n
-        self.waits = [0] * n
+        zeros = counters or (lambda n: [0] * n)
+        self.hits = zeros(n)
+        self.transfers = zeros(n)
+        self.memory_fills = zeros(n)
+        self.invalidations = zeros(n)
+        self.waits = zeros(n)
 
     # -- the one entry point of the memory hook --
 
@@ -137,7 +141,6 @@ class CoherenceDirectory:
         elif line.sharers >> core & 1:
             # The common case, a hit, decided first: it never waits (the copy
             # was fetched after any other core's write) and needs no fetch.
-            # (emulator/_hitpath.c does the same for hits in C.)
             if not is_write:
                 self.hits[core] += 1
                 line.hits += 1
