@@ -137,15 +137,9 @@ refused:
     xor edi, edi
     call exit
 failed:
-    mov rbx, rax
+    mov rsi, rax
     lea rdi, [rip + text_failed]
-    call print_cstr
-    mov rdi, rbx
-    call print_i64
-    lea rdi, [rip + text_newline]
-    call print_cstr
-    mov edi, 1
-    call exit
+    jmp fail
 
 text_bound:    .asciz "bound to service "
 text_on_core:  .asciz " on core "

@@ -74,15 +74,9 @@ serve_next:
     xor edi, edi
     call exit
 failed:
-    mov rbx, rax
+    mov rsi, rax
     lea rdi, [rip + text_failed]
-    call print_cstr
-    mov rdi, rbx
-    call print_i64
-    lea rdi, [rip + text_newline]
-    call print_cstr
-    mov edi, 1
-    call exit
+    jmp fail
 
 # show_capability: what the capability in slot r14 is.
 #   clobbers: rax rcx rdx rsi rdi r8-r11 rbx

@@ -200,6 +200,19 @@ print_u64_divide:
     add rsp, 40
     ret
 
+# fail(message, value): print the message, the value (signed) and a
+# newline, and exit with status 1. Never returns.
+fail:
+    push rsi
+    call print_cstr
+    pop rdi
+    call print_i64
+    lea rdi, [rip + fail_newline]
+    call print_cstr
+    mov edi, 1
+    call exit
+fail_newline: .asciz "\n"
+
 # print_i64(value): print a signed number in decimal (an error: -16).
 print_i64:
     test rdi, rdi
