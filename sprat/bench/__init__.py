@@ -38,5 +38,17 @@ def emit(args, title: str, headers, rows, notes=()) -> None:
     print()
 
 
+def number_list(text: str) -> tuple[int, ...]:
+    """An argparse type: '1,2,4' -> (1, 2, 4), every number at least 1."""
+    import argparse
+    try:
+        numbers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers")
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': every number must be at least 1")
+    return numbers
+
+
 def progress(message: str) -> None:
     print(f"  ... {message}", file=sys.stderr, flush=True)

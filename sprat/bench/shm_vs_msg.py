@@ -42,7 +42,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from sprat.bench import add_output_options, emit, progress
+from sprat.bench import add_output_options, emit, number_list, progress
+from sprat.boot import positive_argument
 
 DEFAULT_TOPOLOGY = "amd-4x4"
 CORE_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
@@ -66,30 +67,13 @@ def add_parser(benches) -> None:
                              "machine; msg mode stops one short, for the server)")
     parser.add_argument("--lines", metavar="LIST", type=number_list, default=LINE_COUNTS,
                         help="cache lines per update (default 1,2,4,8)")
-    parser.add_argument("--updates", type=positive, default=UPDATES,
+    parser.add_argument("--updates", type=positive_argument, default=UPDATES,
                         help=f"measured updates per client (default {UPDATES})")
-    parser.add_argument("--warmup", type=positive, default=WARMUP,
+    parser.add_argument("--warmup", type=positive_argument, default=WARMUP,
                         help=f"updates per client before measuring (default {WARMUP})")
     parser.add_argument("--plot", metavar="FILE.png", type=Path, default=None,
                         help="also draw the curves into this PNG (matplotlib)")
     parser.set_defaults(run=run)
-
-
-def number_list(text: str) -> tuple[int, ...]:
-    try:
-        numbers = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers")
-    if not numbers or min(numbers) < 1:
-        raise argparse.ArgumentTypeError(f"'{text}': every number must be at least 1")
-    return numbers
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
 
 
 def run(args) -> int:

@@ -43,7 +43,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from sprat.bench import add_output_options, emit, progress
+from sprat.bench import add_output_options, emit, number_list, progress
 
 DEFAULT_TOPOLOGY = "amd-8x4"
 PROTOCOLS = ("unicast", "broadcast", "multicast", "numa-multicast")   # kernel/skb.py's order
@@ -65,23 +65,13 @@ def add_parser(benches) -> None:
         parser.add_argument("--topology", metavar="T", default=DEFAULT_TOPOLOGY,
                             help=f"a preset or TOML file, at most 32 cores (default "
                                  f"{DEFAULT_TOPOLOGY})")
-        parser.add_argument("--cores", metavar="LIST", type=core_list, default=cores,
+        parser.add_argument("--cores", metavar="LIST", type=number_list, default=cores,
                             help=f"core counts (default {','.join(map(str, cores))}, "
                                  f"up to the machine's)")
         if name == "tlb":
             parser.add_argument("--plot", metavar="FILE.png", type=Path, default=None,
                                 help="also draw the curves into this PNG (matplotlib)")
         parser.set_defaults(run=run_tlb if name == "tlb" else run_unmap)
-
-
-def core_list(text: str) -> tuple[int, ...]:
-    try:
-        numbers = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers")
-    if not numbers or min(numbers) < 1:
-        raise argparse.ArgumentTypeError(f"'{text}': every number must be at least 1")
-    return numbers
 
 
 # --- the two commands ------------------------------------------------------------------------
@@ -163,6 +153,8 @@ def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
     monitor = f"/userland/monitor.S monitor probe={int(probe)}"
     with tempfile.TemporaryDirectory() as directory:
         image = Path(directory) / "shootdown.lst"
+        # member=3: the fourth module line, the dispatcher a spanning domain
+        # starts on each core it spans (mode 1)
         image.write_text(f"kernel /cpudriver/cpudriver.S\n"
                          f"module {monitor} core=0\n"
                          f"module /userland/shootdown.S core=0 protocols={protocol_mask} "
