@@ -233,6 +233,16 @@ class CostModel:
 
     def unpark(self, core) -> None:
         """An interrupt came for a parked core: it stops waiting for its lines."""
+        self._stop_waiting(core)
+
+    def _wake(self, line: int) -> None:
+        """`line` was written: every core parked on it runs again."""
+        for core in list(self.waiters.get(line, ())):
+            self._stop_waiting(core)
+            self.watches[core.id].woken = 1
+
+    def _stop_waiting(self, core) -> None:
+        """Take `core` off every line it waits on; it runs again."""
         for line in core.waiting_on:
             waiting = self.waiters.get(line)
             if waiting and core in waiting:
@@ -243,26 +253,12 @@ class CostModel:
         core.state = CoreState.RUNNING
         core.waiting_on = ()
 
-    def _wake(self, line: int) -> None:
-        for core in self.waiters.pop(line):
-            for other in core.waiting_on:
-                if other != line:
-                    self.waiters[other].remove(core)
-                    if not self.waiters[other]:
-                        del self.waiters[other]
-                    self._count_parked(other)
-            core.state = CoreState.RUNNING
-            core.waiting_on = ()
-            self.watches[core.id].woken = 1
-        self._count_parked(line)
-
     def _count_parked(self, line: int) -> None:
         """Tell the C path how many cores are parked on `line`: after a write
         to such a line it calls wake() above."""
         for first, end, parked in self._parked:
             if first <= line < end:
                 parked[line - first] = len(self.waiters.get(line, ()))
-
 
 
 def find_pause_sites(program) -> list[int]:

@@ -41,13 +41,11 @@ class Scheduler:
         """When `core` could next run, or None if it never can by itself."""
         if core.state is CoreState.RUNNING:
             return core.cycles
-        if core.state is CoreState.HALTED and core.interrupts_enabled():
-            event = core.next_event()
-            return None if event is None else max(event, core.cycles)
-        if core.state is CoreState.WAITING:
-            # Parked polling (emulator/cost.py) until a line is written, or
-            # until its next interrupt: a time slice's end lets the core's
-            # other dispatchers run, as it would on a spinning core.
+        # A core halted, or parked polling (emulator/cost.py), is ready at
+        # its next interrupt: for a parked core, say, a time slice's end lets
+        # the core's other dispatchers run, as it would on a spinning core.
+        if core.state is CoreState.WAITING or \
+                (core.state is CoreState.HALTED and core.interrupts_enabled()):
             event = core.next_event()
             return None if event is None else max(event, core.cycles)
         return None
