@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 
 from cpudriver import layout
+from kernel.capservice import N_SHARED_REGIONS
 
 MAGIC = int.from_bytes(b"MONITOR1", "little")
 HEADER = struct.Struct("<QQQQ")          # magic, core, commits, aborts
@@ -48,7 +49,6 @@ class Replica:
 
 def read_replicas(system, regions: int | None = None) -> dict[int, Replica]:
     """Every core's monitor replica, found by its magic word; cores without one are left out."""
-    from kernel.capservice import N_SHARED_REGIONS
     count = N_SHARED_REGIONS if regions is None else regions
     memory = system.machine.memory
     found = {}

@@ -54,10 +54,7 @@ next:
     mov rax, USER_CHANNELS + DONE_PAGE * 4096
     mov qword ptr [rax], 1            # the members may leave
     mov rdi, ENDS
-    mov esi, MONITOR_STOP
-    call monitor_call
-    xor edi, edi
-    call exit
+    jmp stop_monitors_and_exit
 space: .asciz " "
 newline: .asciz "\\n"
 """ + f"""

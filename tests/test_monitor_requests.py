@@ -50,10 +50,7 @@ next:
     dec r12
     jnz next
     mov rdi, ENDS
-    mov esi, MONITOR_STOP
-    call monitor_call
-    xor edi, edi
-    call exit
+    jmp stop_monitors_and_exit
 newline: .asciz "\\n"
 requests:
 {table}

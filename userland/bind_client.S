@@ -114,10 +114,7 @@ talk:
     cmp r14, COUNT
     jbe talk
     mov rdi, ENDS
-    mov esi, MONITOR_STOP
-    call monitor_call
-    xor edi, edi
-    call exit
+    jmp stop_monitors_and_exit
 refused:
     mov rbx, rax
     lea rdi, [rip + text_refused]
@@ -132,10 +129,7 @@ refused:
     lea rdi, [rip + text_back]
     call print_cstr
     mov rdi, ENDS
-    mov esi, MONITOR_STOP
-    call monitor_call
-    xor edi, edi
-    call exit
+    jmp stop_monitors_and_exit
 failed:
     mov rsi, rax
     lea rdi, [rip + text_failed]

@@ -291,9 +291,8 @@ take_deferred:
     bsf rdi, rax                      # the lowest core first
     btr qword ptr [r15 + DEFERRED_MASK], rdi
     mov qword ptr [r15 + ORIGIN], rdi
-    shl rdi, 6
-    mov rsi, REPLICA + DEFERRED
-    add rsi, rdi
+    call deferred_slot
+    mov rsi, rax
     lea rdi, [r15 + MSG]
     mov ecx, 8
     rep movsq
@@ -460,9 +459,8 @@ recv_reply_next:
     cmp qword ptr [r15 + ACK_IN + MSG_OP], OP_REPLY
     je recv_reply_done
     mov rdi, r12
-    shl rdi, 6
-    mov rax, REPLICA + DEFERRED
-    add rdi, rax
+    call deferred_slot
+    mov rdi, rax
     lea rsi, [r15 + ACK_IN]
     mov ecx, 8
     rep movsq
@@ -470,6 +468,17 @@ recv_reply_next:
     jmp recv_reply_next
 recv_reply_done:
     pop r12
+    ret
+
+# deferred_slot(core) -> rax: where a request from `core` waits in DEFERRED
+#   clobbers: nothing else
+deferred_slot:
+    mov rax, rdi
+    shl rax, 6
+    push rcx
+    mov rcx, REPLICA + DEFERRED
+    add rax, rcx
+    pop rcx
     ret
 
 # root_stop: answer, then every monitor exits, and so do we.

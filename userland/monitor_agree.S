@@ -272,17 +272,15 @@ root_retype:
     mov rdi, rbp
     call send_to_all
     call gather_votes
-    mov edi, OP_COMMIT                # phase 2
-    cmp qword ptr [r15 + VERDICT], 0
-    je root_retype_decided
-    mov edi, OP_ABORT
-root_retype_decided:
-    call transaction_message
-    cmp qword ptr [r15 + MSG + MSG_OP], OP_COMMIT
+    cmp qword ptr [r15 + VERDICT], 0  # phase 2
     jne root_retype_abort
+    mov edi, OP_COMMIT
+    call transaction_message
     call apply_commit
     jmp root_retype_tell
 root_retype_abort:
+    mov edi, OP_ABORT
+    call transaction_message
     call apply_abort
 root_retype_tell:
     mov rdi, rbp

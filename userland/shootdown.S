@@ -80,12 +80,7 @@ finished:
     mov rax, USER_CHANNELS + DOMAIN_PAGE * 4096
     mov qword ptr [rax], 1            # our domain is done: its members leave
     mov rdi, ENDS
-    mov esi, MONITOR_STOP
-    xor edx, edx
-    xor ecx, ecx
-    call monitor_call
-    xor edi, edi
-    call exit
+    jmp stop_monitors_and_exit
 
 # measure: RUNS shootdowns of protocol r12 over r13 cores; print the last.
 #   clobbers: rax rcx rdx rsi rdi r8-r11 r14

@@ -63,12 +63,7 @@ finished_quietly:
     call exit
 stop_monitors:
     mov rdi, ENDS
-    mov esi, MONITOR_STOP
-    xor edx, edx
-    xor ecx, ecx
-    call monitor_call
-    xor edi, edi
-    call exit
+    jmp stop_monitors_and_exit
 
 # retype: ask for step rbx and print the answer.
 #   clobbers: rax rcx rdx rsi rdi r8-r11 r14 r15

@@ -108,6 +108,17 @@ monitor_call:
     pop rbx
     jmp monitor_wait                  # its ret returns to our caller
 
+# stop_monitors_and_exit(ends): ask every monitor to stop (MONITOR_STOP),
+# then exit with status 0. Never returns.
+stop_monitors_and_exit:
+    mov esi, MONITOR_STOP
+    xor edx, edx
+    xor ecx, ecx
+    xor r8d, r8d
+    call monitor_call
+    xor edi, edi
+    jmp exit
+
 # monitor_wait(ends) -> rax, rdx, rcx: w1..w3 of the next message from our
 # monitor (an answer, or news), and r8 = its w0. Yields the core while
 # there is none: the monitor runs on this core too.
