@@ -641,7 +641,12 @@ def free_run(world, rng, count):
 
 
 def describe(cap) -> str:
-    return f"the {cap.type.name} of {cap.obj.size:#x} bytes at {cap.base:#x} (rights {int(cap.rights):#x})"
+    rights = f"(rights {int(cap.rights):#x})"
+    if not cap.obj.size:
+        parent = cap.obj.parent
+        of = f" of the {parent.type.name} at {parent.base:#x}" if parent is not None else ""
+        return f"the {cap.type.name}{of} {rights}"
+    return f"the {cap.type.name} of {cap.obj.size:#x} bytes at {cap.base:#x} {rights}"
 
 
 def random_retype(world, rng):
