@@ -127,6 +127,9 @@ def run(args) -> int:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
     print(f"sprat: {result.reason}", file=sys.stderr)
+    from kernel.diagnosis import explain
+    for line in explain(system):
+        print(f"sprat:   {line}", file=sys.stderr)
     return EXIT_MACHINE_FAILURE
 
 

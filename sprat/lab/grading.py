@@ -109,8 +109,15 @@ class Run:
                 if e["event"] == kind and (channel is None or e.get("channel") == channel)]
 
     def expect_clean(self, stop: str | None = None) -> None:
+        """Fail unless every core finished cleanly; the reason names who waits on what."""
         if not self.result.clean:
-            fail(f"the run did not end cleanly: {self.result.reason}", self, stop)
+            fail(f"the run did not end cleanly: {self.result.reason}"
+                 f"{''.join('; ' + line for line in self.diagnosis())}", self, stop)
+
+    def diagnosis(self) -> list[str]:
+        """Each unfinished core: where it is, what it waits on (kernel/diagnosis.py)."""
+        from kernel.diagnosis import explain
+        return explain(self.system)
 
     def printed(self, core: int | None = None) -> list[str]:
         """The lines the guest printed (by design: a program's own report)."""
