@@ -57,9 +57,13 @@ def environment():
 
 
 def page_cases():
+    seen = set()
     for page in PAGES:
         if page.is_file():
             for command, follow in shown_commands(page):
+                if (command, tuple(follow)) in seen:
+                    continue
+                seen.add((command, tuple(follow)))
                 yield pytest.param(command, follow,
                                    id=f"{page.relative_to(ROOT)}: {command}"[:120])
 
