@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "labs" / "README.md"]
-HANDOUTS = sorted((ROOT / "labs").glob("[0-9]*/README.md"))
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# Pages read as a session at a terminal: the commands run in order, in one shell.
+HANDOUTS = [ROOT / "labs" / "README.md", *sorted((ROOT / "labs").glob("[0-9]*/README.md"))]
 TIMEOUT = 600
 
 # Shown, but run elsewhere: they wait for a person.
@@ -85,18 +86,18 @@ def test_a_documented_command_runs(command, follow, tmp_path):
         assert answer not in done.stdout, f"`{command}` prompt said: {done.stdout[-800:]}"
 
 
-@pytest.mark.parametrize("handout", HANDOUTS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("handout", HANDOUTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_a_handouts_commands_run_in_order_as_a_student_would(handout, tmp_path):
-    script = ["set -u"]
+    script = ["set -u", "out=$(mktemp)"]
     for command, follow in shown_commands(handout):
         match = _EXIT.search(command)
         expected = int(match.group(1)) if match else 0
         plain = _EXIT.sub("", command)
         feed = _quote("\n".join(follow + ["quit"]) + "\n")
-        script.append(f"printf %s {feed} | {plain} > out.txt 2>&1; status=$?")
+        script.append(f"{plain} < <(printf %s {feed}) > $out 2>&1; status=$?")
         script.append(f"if [ $status -ne {expected} ] || grep -q -e Traceback -e '[*][*][*] "
-                      f"unknown' -e '[*][*][*] internal' out.txt; then "
-                      f"echo {_quote(plain)} exited $status; tail -5 out.txt; exit 1; fi")
+                      f"unknown' -e '[*][*][*] internal' $out; then "
+                      f"echo {_quote(plain)} exited $status; tail -5 $out; exit 1; fi")
     done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=environment(),
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, f"{handout.relative_to(ROOT)}: {done.stdout[-1500:]}"
