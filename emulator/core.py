@@ -193,7 +193,10 @@ class Core:
         hook does, so undo it once the quantum stops (emulator/privilege.py)."""
         self._pending_fault = privilege.PendingFault(
             vector, error_code, self.rip, privilege.saved_port_registers(self))
+        # Count this instruction as the quantum's last, and stop before the
+        # engine translates another block (whose fetch could fault first).
         self.stop_after_this_instruction()
+        self.request_stop()
 
     def _raise_pending_fault(self):
         fault, self._pending_fault = self._pending_fault, None
