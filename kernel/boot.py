@@ -69,6 +69,22 @@ class System:
         base = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
         return self.machine.memory.read_u64(base + layout.PCV_N_DISPATCHERS)
 
+    def failed_programs(self, core: int) -> int:
+        """How many programs on `core` exited with a non-zero status or were killed."""
+        base = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
+        return self.machine.memory.read_u64(base + layout.PCV_FAILED)
+
+    def failures(self) -> str | None:
+        """One line saying which programs failed, or None if none did."""
+        counts = {core: self.failed_programs(core) for core in range(self.machine.n_cores)}
+        failed = {core: n for core, n in counts.items() if n}
+        if not failed:
+            return None
+        total = sum(failed.values())
+        where = ", ".join(f"core {core}: {n}" for core, n in failed.items())
+        return f"{total} program{'s' if total > 1 else ''} failed ({where}): a non-zero " \
+               f"exit status, or killed for a fault"
+
     def module_for_core(self, core: int) -> LoadedModule | None:
         """The module the CPU driver will pick for `core` (see cpudriver/user.S)."""
         for wanted in (core, None):

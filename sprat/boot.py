@@ -24,7 +24,7 @@ DEFAULT_CORES = 4
 DEFAULT_MAX_CYCLES = 100_000_000
 
 TABLE_HEADERS = ["core", "state", "instructions", "cycles", "syscalls", "interrupts",
-                 "ipis_in", "ipis_out", "dispatchers", "exit"]
+                 "ipis_in", "ipis_out", "dispatchers", "failed", "exit"]
 
 
 def cores_argument(text: str) -> int:
@@ -111,6 +111,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help="stop (exit 1) when every core's modeled clock passes "
                                           f"C cycles (default {DEFAULT_MAX_CYCLES:,})")
+    parser.add_argument("--expect-failures", action="store_true",
+                        help="programs that exit with a non-zero status or are killed for a "
+                             "fault do not fail the run (images/faults.lst is about that)")
     from sprat.debug import add_gdb_option, add_trace_option    # --gdb PORT, --trace FILE
     add_gdb_option(parser)
     add_trace_option(parser)
@@ -139,6 +142,11 @@ def run(args) -> int:
             print(core_table(system))
             raise
     print(core_table(system))
+    failures = system.failures()
+    if result.clean and failures and not args.expect_failures:
+        print(f"sprat: every core halted after {result.cycles:,} cycles, but {failures} "
+              "(--expect-failures if that is the point)", file=sys.stderr)
+        return EXIT_MACHINE_FAILURE
     if result.clean:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
@@ -183,5 +191,5 @@ def core_table(system) -> str:
         s = core.stats
         rows.append([core.id, core.state.value, s.instructions, core.cycles, s.syscalls,
                      s.interrupts, s.ipis_received, s.ipis_sent, system.dispatchers(core.id),
-                     core.exit_code])
+                     system.failed_programs(core.id), core.exit_code])
     return format_table(TABLE_HEADERS, rows)

@@ -99,7 +99,8 @@ class Run:
 
     @property
     def clean(self) -> bool:
-        return self.result.clean
+        """Every core finished, and no program failed (exit status, or killed)."""
+        return self.result.clean and self.system.failures() is None
 
     def sends(self, channel=None) -> list[dict]:
         return self._messages("send", channel)
@@ -116,6 +117,10 @@ class Run:
         if not self.result.clean:
             fail(f"the run did not end cleanly: {self.result.reason}"
                  f"{''.join('; ' + line for line in self.diagnosis())}", self, stop)
+        failures = self.system.failures()
+        if failures:
+            killed = [line for _, line in self.console if "killed" in line or "exited" in line]
+            fail(f"{failures}{': ' + killed[0] if killed else ''}", self, stop)
 
     def diagnosis(self) -> list[str]:
         """Each unfinished core: where it is, what it waits on (kernel/diagnosis.py)."""
