@@ -96,13 +96,13 @@ def _hours(hours: float) -> str:
 def run_start(args) -> int:
     lab = manifest.find_lab(args.lab)
     folder = Path(args.folder or f"lab-{lab.name}")
-    space = workspaces.create(lab, folder, workspaces.skeleton_files(lab))
+    workspaces.create(lab, folder, workspaces.skeleton_files(lab))
     print(f"sprat: lab {lab.number} ({lab.title}) is in {folder}/")
     for name in lab.files:
         print(f"  {folder / name}   <- you write this")
-    print(f"  {folder / 'README.md'}   <- the handout: start here")
+    if (folder / "README.md").is_file():
+        print(f"  {folder / 'README.md'}   <- the handout: start here")
     print(f"grade it with: cd {folder} && sprat lab grade")
-    del space
     return EXIT_OK
 
 
@@ -113,6 +113,9 @@ def run_grade(args) -> int:
     lab = space.lab
     graders = [lab.grader] + [_extra_grader(path) for path in args.extra_tests]
     tests = _selected(runner.load_tests(graders), args.only)
+    problem = runner.build_problem(lab, space.folder)
+    if problem is not None:
+        raise SpratError(f"your code does not build: {problem}")
     started = time.monotonic()
     results = runner.run_tests(lab, space.folder, tests, shown=shown, graders=graders,
                                progress=_progress_line(f"grading lab {lab.number}"))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MEMORY_LIMIT = 6 << 30          # bytes of address space a test may take
+BUILD_TIMEOUT = 60              # seconds to assemble a lab's images
 OUTPUT_KEPT = 2000              # characters of a crashed child's output shown
 
 
@@ -86,13 +87,24 @@ def run_tests(lab, workspace: Path | None, tests: list, *, shown: str | None = N
         return list(pool.map(one, tests))
 
 
-def _run_child(lab, workspace, shown, graders, test) -> Result:
+def build_problem(lab, workspace: Path) -> str | None:
+    """Why the student's files do not build (one line), or None if they do.
+
+    Python files must compile; assembly files are assembled inside every
+    image of the lab, as a boot would. In a child process with a time
+    limit, as everything that touches a submission."""
+    check = type("BuildCheck", (), {"name": "build", "points": 0, "timeout": BUILD_TIMEOUT})
+    result = _run_child(lab, workspace, None, [], check, mode="--build")
+    return None if result.passed else result.reason
+
+
+def _run_child(lab, workspace, shown, graders, test, mode="--test") -> Result:
     import time
     timeout = test.timeout or lab.timeout
     with tempfile.TemporaryDirectory(prefix="sprat-lab-") as scratch:
         verdict = Path(scratch) / "verdict.json"
         command = [sys.executable, "-m", "sprat.lab.runner", "--lab", str(lab.folder),
-                   "--test", test.name, "--verdict", str(verdict)]
+                   mode, test.name, "--verdict", str(verdict)]
         if workspace is not None:
             command += ["--workspace", str(workspace), "--shown", shown or str(workspace)]
         for grader in graders:
@@ -145,7 +157,9 @@ def _child(argv=None) -> int:
     parser.add_argument("--workspace")
     parser.add_argument("--shown")
     parser.add_argument("--grader", action="append", default=[])
-    parser.add_argument("--test", required=True)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--test")
+    what.add_argument("--build")
     parser.add_argument("--verdict", required=True)
     args = parser.parse_args(argv)
     sys.setrecursionlimit(10_000)
@@ -157,7 +171,7 @@ def _child(argv=None) -> int:
     from sprat.lab import grading
     grading.context.lab_folder = Path(args.lab)
     grading.context.workspace_shown = args.shown
-    verdict = _verdict(args)
+    verdict = _build_verdict(Path(args.lab)) if args.build else _verdict(args)
     Path(args.verdict).write_text(json.dumps(verdict), encoding="utf-8")
     return 0
 
@@ -190,6 +204,42 @@ def _verdict(args) -> dict:
     except Exception as error:                               # noqa: BLE001 -- any submission
         return {"passed": False, "reason": f"{type(error).__name__}: {error} "
                                            f"(at {_where(error)})"}
+
+
+def _build_verdict(lab_folder: Path) -> dict:
+    """Compile the student's Python files; assemble every image of the lab."""
+    from emulator import sources
+    from emulator.assembler import assemble_file
+    from emulator.errors import SpratError
+    from kernel.boot import user_defines
+    from kernel.image import parse_image
+    from cpudriver import layout
+    from sprat.lab.manifest import load_lab
+    try:
+        for name in load_lab(lab_folder).files:
+            path = sources.locate(sources.TREE / name)
+            if name.endswith(".py"):
+                compile(path.read_text(encoding="utf-8"), name, "exec")
+        for image_path in sorted((lab_folder / "images").glob("*.lst")):
+            image = parse_image(image_path)
+            assemble_file(image.kernel.path, layout.KERNEL_BASE, defines=layout.defines())
+            for entry in image.modules:
+                numeric = {key.upper(): int(value, 0) for key, value in entry.options.items()
+                           if key != "core" and _is_number(value)}
+                assemble_file(entry.path, layout.USER_BASE, defines=user_defines() | numeric)
+    except SyntaxError as error:
+        return {"passed": False, "reason": f"{error.filename}:{error.lineno}: {error.msg}"}
+    except (SpratError, OSError, UnicodeDecodeError) as error:
+        return {"passed": False, "reason": str(error)}
+    return {"passed": True}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        int(text, 0)
+        return True
+    except ValueError:
+        return False
 
 
 def _where(error) -> str:
