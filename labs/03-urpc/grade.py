@@ -169,9 +169,9 @@ def check_flow_control(run, channel, where):
     for event in run.events:
         if event.get("channel") != channel:
             continue
-        if event["kind"] == "recv":
+        if event["event"] == "recv":
             taken += 1
-        elif event["kind"] == "send" and event["seq"] >= taken + URPC_SLOTS:
+        elif event["event"] == "send" and event["seq"] >= taken + URPC_SLOTS:
             n = event["seq"]
             fail(f"{where}: message {n} was written into slot {n % URPC_SLOTS} while message"
                  f" {n - URPC_SLOTS}, still in it, had not been taken: the sender must wait while"
@@ -202,39 +202,13 @@ def diagnose(n, k, word):
 
 
 def why_stuck(run):
-    """The run's end in the student's words: which core waits or spins where, for what."""
-    from emulator.core import CoreState
-    if run.clean:
-        return run.result.reason
-    stuck = []
-    for core in run.system.machine.cores:
-        if core.state is CoreState.WAITING and core.waiting_on:
-            stuck.append(f"core {core.id} waits in {routine(run, core)} for a write to"
-                         f" {channel_line(core.waiting_on[0] << 6)}")
-        elif core.state is CoreState.RUNNING:
-            stuck.append(f"core {core.id} still runs in {routine(run, core)}")
-    if not stuck:
+    """The run's end in the student's words: which core waits or spins where, on what."""
+    unfinished = run.diagnosis()
+    if run.clean or not unfinished:
         return run.result.reason
     if run.result.reason.startswith("cycle budget"):
-        return f"after {MAX_CYCLES:,} cycles " + "; ".join(stuck)
-    return "; ".join(stuck) + ", and no core will write it"
-
-
-def routine(run, core):
-    module = run.system.module_for_core(core.id)
-    found = module.program.symbol_at(core.rip) if module else None
-    return f"{found[0]}+{found[1]}" if found else f"RIP {core.rip:#x}"
-
-
-def channel_line(address):
-    ring = address & ~4095
-    channel = (ring - channel_address(0)) // 4096
-    offset = address - ring
-    if offset == URPC_ACK:
-        return f"the ack line of channel {channel}"
-    if offset < URPC_ACK:
-        return f"slot {offset // URPC_SLOT_SIZE} of channel {channel}"
-    return f"channel {channel} + {offset}"
+        return f"after {MAX_CYCLES:,} cycles " + "; ".join(unfinished)
+    return "; ".join(unfinished) + ", and no core will write what they poll"
 
 
 def ends(run, channel):
