@@ -19,9 +19,13 @@ from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE, URPC_SLOTS, channel_address
 
 WORDS = 7
 MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins no longer
-LATENCY_BOUND = 1.25          # student / reference, one-way latency
+# One-way latency, student / reference, at the default quantum (where it does
+# not depend on the quantum): between cores sharing a cache the path's
+# instructions are much of the cost, so a plainer path may take longer
+# there; one hop apart the cache line transfers dominate.
+LATENCY_BOUNDS = ((0, "cores 0 and 1 (sharing a cache)", 1.5), (2, "cores 2 and 4 (one hop)", 1.25))
 LINES_BOUND = 1.25            # student / reference, cache lines moved per message
-COST_QUANTUM = 100            # costs are measured where no quantum spans many messages
+LINES_QUANTUM = 100           # at 10,000 one quantum spans many messages and hides a line's moves
 TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
                "urpc_received": "just after the payload is copied out"}
 
@@ -87,18 +91,19 @@ def acks_every_half_ring():
 
 @test(points=25)
 def costs_no_more_than_the_reference():
-    """One-way latency and cache lines moved per message within 1.25x of the reference's."""
-    yours = start("images/pingpong.lst", "intel-2x4", COST_QUANTUM)
+    """One-way latency and cache lines moved per message, against the reference's."""
+    yours = start("images/pingpong.lst", "intel-2x4")
     check_finished(yours)
-    reference = boot("images/pingpong.lst", topology="intel-2x4", quantum=COST_QUANTUM, reference=True)
-    for core, pair in ((0, "cores 0 and 1 (sharing a cache)"), (2, "cores 2 and 4 (one hop)")):
+    reference = boot("images/pingpong.lst", topology="intel-2x4", reference=True)
+    for core, pair, bound in LATENCY_BOUNDS:
         mine, theirs = latency(yours, core), latency(reference, core)
-        if mine > LATENCY_BOUND * theirs:
+        if mine > bound * theirs:
             fail(f"one-way latency between {pair} is {mine:.0f} cycles, the reference's {theirs:.0f}:"
-                 f" more than {LATENCY_BOUND}x (what does your path do that it need not?)", yours)
-    yours = start("images/stream.lst", "amd-2x2", COST_QUANTUM)
+                 f" more than {bound}x (what does your path do that it need not?)", yours)
+    yours = start("images/stream.lst", "amd-2x2", LINES_QUANTUM)
     check_channel(yours, 1, count=64)
-    reference = boot("images/stream.lst", topology="amd-2x2", quantum=COST_QUANTUM, reference=True)
+    reference = boot("images/stream.lst", topology="amd-2x2", quantum=LINES_QUANTUM,
+                     reference=True)
     mine, theirs = lines_moved(yours, 1) / 64, lines_moved(reference, 1) / 64
     if mine > LINES_BOUND * theirs:
         fail(f"a stream of 64 messages moved {mine:.2f} cache lines between the cores per message, the"
@@ -140,7 +145,8 @@ def check_channel(run, channel, count):
     for index, message in enumerate(received):
         if message["seq"] != index:
             fail(f"{where}: message {message['seq']} was taken where message {index} was due"
-                 f"{' (taken twice)' if message['seq'] < index else ''}", run, stop=stop)
+                 f"{' (taken twice)' if message['seq'] < index else ''}; or is rcx at"
+                 f" urpc_received not the message number + 1?", run, stop=stop)
         for k, word in enumerate(message["words"]):
             if word != sent_word(index, k):
                 fail(f"{where}: message {index} arrived with word {k} = {word:#x} (sent as"
