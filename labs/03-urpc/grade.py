@@ -17,7 +17,6 @@ from sprat.lab.grading import QUANTA, boot, fail, test
 
 from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE, URPC_SLOTS, channel_address
 
-WORDS = 7
 MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins no longer
 # One-way latency, student / reference, at the default quantum (where it does
 # not depend on the quantum): between cores sharing a cache the path's
@@ -38,7 +37,7 @@ def sent_word(message, k):
 # --- the tests -----------------------------------------------------------------------------
 @test(points=35)
 def messages_arrive_once_in_order_and_whole():
-    """Every message arrives once, in order, payload intact: every quantum, three placements."""
+    """Every message arrives once, in order, payload intact: every quantum, one and two hops."""
     runs = [("images/waiting.lst", "amd-2x2", q) for q in sorted(QUANTA, reverse=True)]
     runs += [("images/far.lst", "amd-8x4", q) for q in (100, 10_000)]
     for image, topology, quantum in runs:
@@ -50,7 +49,7 @@ def messages_arrive_once_in_order_and_whole():
 
 @test(points=20)
 def the_sender_waits_while_the_ring_is_full():
-    """With slow receivers the ring fills: no slot is reused before its message is taken."""
+    """Slow receivers, one package: the ring fills, no slot is reused before it is taken."""
     for quantum in sorted(QUANTA, reverse=True):
         run = start("images/paced.lst", "amd-2x2", quantum)
         for channel in (1, 2):
@@ -72,7 +71,8 @@ def acks_every_half_ring():
         where = f"channel {channel}: the receiver"
         if taken >= half and writes == 0:
             fail(f"{where} took {taken} messages and never wrote the ack line (ring + {URPC_ACK}):"
-                 f" the sender cannot know the ring has room", run, stop=f"urpc_received {cores(run, channel)}")
+                 f" the sender cannot know the ring has room", run,
+                 stop=f"urpc_received {cores(run, channel)}")
         if taken >= 2 * half and writes >= taken // 2:
             fail(f"{where} wrote the ack line {writes} times for {taken} messages: write it once every"
                  f" URPC_SLOTS/2 = {half} messages (each write takes the line from the sender's cache)",
