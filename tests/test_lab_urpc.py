@@ -1,11 +1,11 @@
-"""Lab 3 (URPC): the schedule sweep sees the mistake the lab is built around.
+"""Lab 5 (URPC): the schedule sweep sees the mistake the lab is built around.
 
 Writing a control word before its payload delivers correct messages at
 quantum 1 and at the default quantum, and wrong ones at 7 and 13 (issue 10).
 The lab's grader relies on that: these tests hold the machine to it, with
 the lab's own image and its recorded mistake, so that a change to the
 scheduler or the cost model that hides the mistake is seen here first.
-(`sprat lab check 3` proves the whole grader: reference, skeleton, every
+(`sprat lab check 5` proves the whole grader: reference, skeleton, every
 recorded mistake.)
 """
 
@@ -17,7 +17,7 @@ from kernel.boot import boot_image
 from sprat.lab.manifest import find_lab
 from sprat.lab.workspace import create, reference_files, wrong_files
 
-LAB = find_lab("3")
+LAB = find_lab("5")
 
 
 def checked_stream_verdicts(folder, quantum):

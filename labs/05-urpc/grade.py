@@ -1,4 +1,4 @@
-"""Lab 3's grader: URPC's send and receive paths, judged on what the machine did.
+"""Lab 5's grader: URPC's send and receive paths, judged on what the machine did.
 
 Every test boots images of programs/checked_stream.S (word k of message n is
 (n + 1) * 0x10000 + k) with the student's userland/lib/urpc.S and reads:

@@ -1,4 +1,4 @@
-# checked_stream.S: lab 3's test program. One core sends COUNT messages,
+# checked_stream.S: lab 5's test program. One core sends COUNT messages,
 # another receives them and checks every word.
 #
 # Word k of message i is (i + 1) * 0x10000 + k: every word says which
