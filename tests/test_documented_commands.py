@@ -7,8 +7,8 @@ that are whole commands (`sprat boot images/bind.lst --topology amd-2x2`;
 spans with placeholders such as `[--json]`, `FILE` or `...` are syntax, not
 commands). A handout's `$ ` lines run in order in one shell, in a fresh
 folder, so `sprat lab start` and `cd` carry over as they would for a
-student. A line may end in `# exit N` when it is meant to fail (a skeleton
-scores below full).
+student. A line may end in `# exit N ...` when it is meant to fail (a
+skeleton scores below full).
 """
 
 import os
@@ -30,7 +30,7 @@ RUN_ELSEWHERE = {
     "sprat debug --gdb 1234": "waits for gdb to connect: tests/test_gdb_real.py drives it",
 }
 _PLACEHOLDER = re.compile(r"\[|\]|\||\.\.\.|\b[A-Z][A-Z0-9_.]*\b")
-_EXIT = re.compile(r"\s+#\s*exit\s+(\d+)\s*$")
+_EXIT = re.compile(r"\s+#\s*exit\s+(\d+)\b.*$")
 
 
 def shown_commands(page: Path):
