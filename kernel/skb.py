@@ -112,6 +112,7 @@ class SystemKnowledgeBase:
 
     def _numa_multicast(self, cores, root) -> list[Route]:
         """Aggregators by measured latency, farthest package first, own package last."""
+        # LAB shootdown BEGIN numa_tree
         mates, others = self.packages(cores, root)
         routes = []
         for members in others:
@@ -126,6 +127,7 @@ class SystemKnowledgeBase:
             nearest = min(mates, key=lambda core: (self.latency(root, core), core))
             routes.append(Route(nearest, tuple(core for core in mates if core != nearest)))
         return routes
+        # LAB shootdown END numa_tree
 
 
 def covered(routes: list[Route]) -> list[int]:
