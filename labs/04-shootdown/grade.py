@@ -30,8 +30,10 @@ from sprat.lab.grading import QUANTA, boot, fail, test
 PAGE = 418                        # MONITOR_FIRST_PAGE: the page shootdown.S shoots down
 OP_PREPARE, OP_INVALIDATE, OP_TOUCH, OP_STOP, OP_REPLY = 1, 2, 3, 4, 13
 STEP_NAMES = {OP_PREPARE: "map", OP_INVALIDATE: "unmap"}
+RUNS = 2                          # shootdown.S maps and shoots the page down twice
 ANSWER = 0x414E53                 # MONITOR_ANSWER: word 0 of an answer to a program
 MULTICAST, NUMA_MULTICAST = 2, 3  # kernel/skb.py's PROTOCOLS, by number
+PROTOCOL_NAMES = {MULTICAST: "multicast", NUMA_MULTICAST: "numa-multicast"}
 PAIR_STRIDE, RINGS_PER_PAGE, BROADCAST_PAGE = 32, 3, 342    # the monitors' pair rings
 # cpudriver/layout.py: where each core's page table for the channel window is
 PERCORE_BASE, PERCORE_SIZE, PC_PT_CHANNELS = 0x0100_0000, 0x0004_0000, 0x9000
@@ -130,8 +132,9 @@ def tree_uses_the_measured_latencies():
             fail(f"core 0 sends {len(children)} messages into package {package}: one, to its "
                  f"aggregator, which forwards to the rest")
         if children[0] != fastest:
-            fail(f"package {package}'s aggregator is core {children[0]}, but core 0 reaches "
-                 f"core {fastest} fastest ({skb.latency(0, fastest):.0f} against "
+            which = "core 0's own package" if package == 0 else f"package {package}"
+            fail(f"{which} is handed to core {children[0]}, but core 0 reaches core {fastest} "
+                 f"fastest ({skb.latency(0, fastest):.0f} against "
                  f"{skb.latency(0, children[0]):.0f} cycles one way)")
 
 
@@ -145,6 +148,7 @@ def every_core_invalidates():
     for (image, topology, n), quantum in runs:
         run = multicast_run(image, topology, quantum)
         here = f"{topology}, {n} cores, quantum {quantum}"
+        shootdown_steps(run, n, MULTICAST, here)
         memory = run.system.machine.memory
         touched = {m.receiver for m in pair_messages(run, n) if m.words[0] == OP_TOUCH}
         for core in range(1, n):
@@ -169,9 +173,9 @@ def requests_follow_the_tree():
     """Each core gets each request once, from its parent in the SKB's tree, at several quanta."""
     for (image, topology, n), quantum in [(SIX, 7), (SIX, 100), (SIXTEEN, QUANTA[-1])]:
         run = multicast_run(image, topology, quantum)
+        here = f"{topology}, {n} cores, quantum {quantum}"
         tree = run.system.skb.route("multicast", range(n))
-        for step in steps(run, n, MULTICAST):
-            check_requests(run, step, tree, f"{topology}, {n} cores, quantum {quantum}")
+        shootdown_steps(run, n, MULTICAST, here, lambda step: check_requests(run, step, tree, here))
         run.expect_clean()
 
 
@@ -180,9 +184,9 @@ def acknowledgements_come_up_the_tree():
     """Each core acknowledges once, to its parent, after its subtree did; monitor 0 answers after all."""
     for (image, topology, n), quantum in [(SIX, 13), (SIX, QUANTA[-1]), (SIXTEEN, QUANTA[-1])]:
         run = multicast_run(image, topology, quantum)
+        here = f"{topology}, {n} cores, quantum {quantum}"
         tree = run.system.skb.route("multicast", range(n))
-        for step in steps(run, n, MULTICAST):
-            check_acks(run, step, tree, f"{topology}, {n} cores, quantum {quantum}")
+        shootdown_steps(run, n, MULTICAST, here, lambda step: check_acks(run, step, tree, here))
         run.expect_clean()
 
 
@@ -194,16 +198,14 @@ def numa_multicast_beats_multicast():
     run = boot("images/cost-32.lst", topology="amd-8x4", max_cycles=MAX_CYCLES)
     cycles = {}
     for protocol, name in ((MULTICAST, "multicast"), (NUMA_MULTICAST, "the NUMA-aware tree")):
-        tree = run.system.skb.route(("multicast", "numa-multicast")[protocol - MULTICAST],
-                                    range(32)) if run.system.skb else []
-        found = steps(run, 32, protocol)
-        if len(found) != 4:
-            run.expect_clean()
-            fail(f"{name} over 32 cores: {len(found)} of the 4 steps (map, unmap, map, unmap) "
-                 f"were answered", run)
-        for step in found:
-            check_requests(run, step, tree, f"amd-8x4, 32 cores, {name}")
-            check_acks(run, step, tree, f"amd-8x4, 32 cores, {name}")
+        here = f"amd-8x4, 32 cores, {name}"
+        tree = run.system.skb.route(PROTOCOL_NAMES[protocol], range(32))
+        parents(tree, 32, here)
+
+        def check(step, tree=tree, here=here):
+            check_requests(run, step, tree, here)
+            check_acks(run, step, tree, here)
+        found = shootdown_steps(run, 32, protocol, here, check)
         cycles[protocol] = found[-1].answer[1]     # the measured shootdown, as monitor 0 timed it
     run.expect_clean()
     numa, plain = cycles[NUMA_MULTICAST], cycles[MULTICAST]
@@ -216,12 +218,19 @@ def numa_multicast_beats_multicast():
 
 def check_requests(run, step, tree, here) -> None:
     """The request went exactly along the tree's edges, each once."""
-    parent = parents(tree)
+    parent = parents(tree, step.cores, here)
     name = STEP_NAMES[step.op]
     got = defaultdict(list)
     for m in step.messages:
         if m.words[0] == step.op:
             got[m.receiver].append(m.sender)
+    if 0 in got:
+        fail(f"{here}: core {got[0][0]} sent the {name} request back to core 0, the initiator",
+             run, stop=f"shootdown_node core {got[0][0]}")
+    strays = [core for core in got if not 0 < core < step.cores]
+    if strays:
+        fail(f"{here}: core {strays[0]} got the {name} request from core {got[strays[0]][0]}, "
+             f"but takes no part in it", run, stop=f"shootdown_node core {got[strays[0]][0]}")
     for core in range(1, step.cores):
         senders = got.get(core, [])
         if not senders:
@@ -231,16 +240,12 @@ def check_requests(run, step, tree, here) -> None:
             fail(f"{here}: core {core} got the {name} request {len(senders)} time(s), from core(s) "
                  f"{', '.join(map(str, senders))}; its parent in the tree is core {parent[core]}, "
                  f"once", run, stop=f"shootdown_node core {senders[-1]}")
-    strays = [core for core in got if not 0 < core < step.cores]
-    if strays:
-        fail(f"{here}: core {strays[0]} got the {name} request from core {got[strays[0]][0]}, "
-             f"but takes no part in it", run, stop=f"shootdown_node core {got[strays[0]][0]}")
 
 
 def check_acks(run, step, tree, here) -> None:
     """Each core acknowledged once, to its parent, for its subtree, after its subtree did;
     monitor 0 answered after the last acknowledgement, counting every core."""
-    parent = parents(tree)
+    parent = parents(tree, step.cores, here)
     children = defaultdict(list)
     for child, up in parent.items():
         children[up].append(child)
@@ -254,9 +259,11 @@ def check_acks(run, step, tree, here) -> None:
             arrived.setdefault((m.sender, m.receiver), (m.time, m.words[1]))
     for core in range(1, step.cores):
         stop = f"shootdown_node core {core}"
-        if len(sent[core]) != 1:
+        if len(sent[core]) > 1:
             fail(f"{here}: in the {name} step core {core} acknowledged {len(sent[core])} times: "
                  f"once, to its parent (core {parent[core]})", run, stop=stop)
+        if not sent[core]:
+            continue                          # an unfinished step: shootdown_steps says so
         to = [receiver for (sender, receiver) in arrived if sender == core]
         if to and to != [parent[core]]:
             fail(f"{here}: core {core} acknowledged to core {to[0]}; its parent in the tree is "
@@ -271,6 +278,8 @@ def check_acks(run, step, tree, here) -> None:
         if count is not None and count != 1 + len(children[core]):
             fail(f"{here}: core {core} acknowledged for {count} core(s); it and its subtree "
                  f"{sorted(children[core])} are {1 + len(children[core])}", run, stop=stop)
+    if step.answer is None:
+        return
     last = max((times[0] for times in sent.values()), default=0)
     if step.answered < last:
         fail(f"{here}: monitor 0 finished the {name} step before the last acknowledgement was "
@@ -294,28 +303,73 @@ class Step:
     0 .. cores-1) and what the monitors did for it: the pair-ring messages and
     acknowledgements from its arrival to the next request's."""
 
-    def __init__(self, op, protocol, cores, begin, answered, answer):
-        self.op, self.protocol, self.cores = op, protocol, cores
+    def __init__(self, op, cores, begin, answered, answer):
+        self.op, self.cores = op, cores
         self.begin, self.answered, self.answer = begin, answered, answer
         self.messages, self.ack_sends = [], []
 
 
+def shootdown_steps(run, n, protocol, here, check=lambda step: None) -> list[Step]:
+    """The run's map and unmap steps of `protocol`, RUNS of each, each passed to
+    `check` and then required to have been answered by monitor 0."""
+    found = steps(run, n, protocol)
+    for step in found:
+        check(step)
+        if step.answer is None:
+            why, stop = who_is_missing(run, step)
+            fail(f"{here}: monitor 0 never finished the {STEP_NAMES[step.op]} step: {why}",
+                 run, stop=stop)
+    if len(found) != 2 * RUNS:
+        run.expect_clean()
+        fail(f"{here}: monitor 0 ran {len(found)} of the {2 * RUNS} steps (map, unmap, map, "
+             f"unmap)", run)
+    return found
+
+
+def who_is_missing(run, step) -> tuple[str, str]:
+    """Why an unfinished step is stuck, as far as the messages tell, and where
+    to stop a replay to see it."""
+    acked = {e["core"] for e in step.ack_sends}
+    taken = {m.sender for m in step.messages if m.words[0] == OP_REPLY}
+    lost = sorted(acked - taken)
+    if lost:
+        return (f"core {lost[0]} acknowledged, but no monitor took its acknowledgement "
+                f"(sent to the wrong core?)", f"shootdown_node core {lost[0]}")
+    silent = [core for core in range(1, step.cores) if core not in acked]
+    asked = {m.receiver for m in step.messages if m.words[0] == step.op}
+    stuck = [core for core in silent if core in asked]
+    return (f"core(s) {', '.join(map(str, silent))} never acknowledged"
+            f"{last_words(run, silent[0]) if silent else ''}",
+            f"shootdown_node core {stuck[0]}" if stuck else "take_ack core 0")
+
+
+def last_words(run, core) -> str:
+    """What a core printed last, if anything (a monitor prints only when it gives up)."""
+    lines = [line.strip() for printer, line in run.console if printer == core]
+    return f" (core {core} printed: {'; '.join(lines[-2:])})" if lines else ""
+
+
 def steps(run, n, protocol) -> list[Step]:
     """The map and unmap steps of `protocol` in the run, in order."""
-    asked = [e for e in run.receives() if e["core"] == 0 and e["channel"] >= BROADCAST_PAGE
-             and e["words"][0] in (OP_PREPARE, OP_INVALIDATE, OP_TOUCH, OP_STOP)]
-    answers = [e for e in run.sends() if e["core"] == 0 and e["words"][0] == ANSWER]
-    asked.sort(key=lambda e: e["time"])
-    answers.sort(key=lambda e: e["time"])
-    ends = [e["time"] for e in asked[1:]] + [float("inf")]
+    asked = sorted((e for e in run.receives() if e["core"] == 0
+                    and e["channel"] >= BROADCAST_PAGE
+                    and e["words"][0] in (OP_PREPARE, OP_INVALIDATE, OP_TOUCH, OP_STOP)),
+                   key=lambda e: e["time"])     # the program's requests, as monitor 0 took them
+    answers = sorted((e for e in run.sends() if e["core"] == 0 and e["words"][0] == ANSWER),
+                     key=lambda e: e["time"])
+    messages = pair_messages(run, n)
     found = []
-    for request, answer, end in zip(asked, answers, ends):
+    for index, request in enumerate(asked):
+        begin = request["time"]
+        end = asked[index + 1]["time"] if index + 1 < len(asked) else float("inf")
         op, w2 = request["words"][0], request["words"][2]
         if op not in STEP_NAMES or w2 >> 8 != protocol:
             continue
-        step = Step(op, w2 >> 8, w2 & 255, request["time"], answer["time"], answer["words"])
-        step.messages = [m for m in pair_messages(run, n) if request["time"] <= m.time < end]
-        step.ack_sends = [e for e in run.sends() if request["time"] <= e["time"] < end
+        answer = next((a for a in answers if begin <= a["time"] < end), None)
+        step = Step(op, w2 & 255, begin, answer["time"] if answer else None,
+                    answer["words"] if answer else None)
+        step.messages = [m for m in messages if begin <= m.time < end]
+        step.ack_sends = [e for e in run.sends() if begin <= e["time"] < end
                           and e["channel"] < BROADCAST_PAGE and e["words"][0] == OP_REPLY]
         found.append(step)
     return found
@@ -337,8 +391,11 @@ def pair_messages(run, n) -> list[Message]:
     return sorted(out, key=lambda m: m.time)
 
 
-def parents(tree) -> dict[int, int]:
-    """Each core's parent in a two-level tree rooted at core 0."""
+def parents(tree, n, here) -> dict[int, int]:
+    """Each core's parent in a two-level tree rooted at core 0, if the tree
+    is one over cores 0 .. n-1 (or a FAIL: the tree is wrong, not the monitor)."""
+    from kernel.skb import covered
+    check_covers(f"{here}: the SKB's tree", covered(tree), n, 0)
     parent = {}
     for route in tree:
         parent[route.child] = 0
