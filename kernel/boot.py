@@ -91,7 +91,7 @@ def user_defines() -> dict[str, int]:
 
 def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
                memory_size: int = DEFAULT_MEMORY, output=None, topology=None,
-               cost_model: bool = True) -> System:
+               cost_model: bool = True, seed: int | None = None) -> System:
     """Parse, assemble and load an image; return a System ready to run.
 
     With a `topology`, the machine has its cores (and `cores` must agree).
@@ -102,7 +102,7 @@ def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
         raise SpratError(f"{image.kernel.path}: the CPU driver is {len(kernel.code)} bytes, "
                          f"more than the {layout.KERNEL_MAX_SIZE} bytes it may occupy")
     machine = Machine(cores, memory_size=memory_size, quantum=quantum, output=output,
-                      topology=topology, cost_model=cost_model)
+                      topology=topology, cost_model=cost_model, seed=seed)
     machine.memory.write(layout.KERNEL_BASE, kernel.code)
     system = System(machine, image, kernel)
     _load_modules(system, cores)

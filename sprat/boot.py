@@ -60,9 +60,33 @@ def add_machine_options(parser) -> None:
                         help="instructions a core runs before the scheduler picks again "
                              f"(default {DEFAULT_QUANTUM:,}); larger is faster; message latencies "
                              "do not depend on it, contended shared-memory costs do (use 1)")
+    parser.add_argument("--seed", type=seed_argument, default=None, metavar="S",
+                        help="another schedule: which core runs next among those close in "
+                             "modeled time, and for how long, drawn from seed S (0 to 2**64-1); "
+                             "the same seed gives the same run (default: no seed, the "
+                             "furthest-behind core for a whole quantum)")
+    add_lab_option(parser)
     parser.add_argument("--topology", metavar="T", default=None,
                         help="the machine's interconnect: a preset (see `sprat topology list`) "
                              "or a TOML file; the core count follows it")
+
+
+def seed_argument(text: str) -> int:
+    import argparse
+    try:
+        value = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**64-1, got {value}")
+    return value
+
+
+def add_lab_option(parser) -> None:
+    """--lab DIR: read sprat/cli.py before the parser runs; here for --help."""
+    parser.add_argument("--lab", metavar="DIR", default=None,
+                        help="a lab workspace (`sprat lab start`): its files instead of the "
+                             "tree's (the default inside one)")
 
 
 def machine_shape(args):
@@ -103,7 +127,7 @@ def run(args) -> int:
 
     cores, topology = machine_shape(args)
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
-                        topology=topology)
+                        topology=topology, seed=args.seed)
     with recording(system, args.trace):
         if args.gdb is not None and serve_gdb_first(system, args) == "kill":
             print("sprat: gdb killed the run", file=sys.stderr)
@@ -119,6 +143,9 @@ def run(args) -> int:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
     print(f"sprat: {result.reason}", file=sys.stderr)
+    from kernel.diagnosis import explain
+    for line in explain(system):
+        print(f"sprat:   {line}", file=sys.stderr)
     return EXIT_MACHINE_FAILURE
 
 
