@@ -174,7 +174,10 @@ def answer_query(machine, n: int) -> SystemKnowledgeBase:
     skb = SystemKnowledgeBase(machine.topology, round_trips)
     for number, protocol in enumerate(PROTOCOLS):
         for cores in range(1, n + 1):
-            routes = skb.route(protocol, range(cores))
+            try:
+                routes = skb.route(protocol, range(cores))
+            except NotImplementedError:   # a lab's skeleton (labs/04-shootdown) has no tree
+                routes = []               # yet: its shootdowns reach no one, the others run
             memory.write(route_address(number, cores), encode_routes(routes))
     return skb
 

@@ -33,7 +33,6 @@ STEP_NAMES = {OP_PREPARE: "map", OP_INVALIDATE: "unmap"}
 RUNS = 2                          # shootdown.S maps and shoots the page down twice
 ANSWER = 0x414E53                 # MONITOR_ANSWER: word 0 of an answer to a program
 MULTICAST, NUMA_MULTICAST = 2, 3  # kernel/skb.py's PROTOCOLS, by number
-PROTOCOL_NAMES = {MULTICAST: "multicast", NUMA_MULTICAST: "numa-multicast"}
 PAIR_STRIDE, RINGS_PER_PAGE, BROADCAST_PAGE = 32, 3, 342    # the monitors' pair rings
 # cpudriver/layout.py: where each core's page table for the channel window is
 PERCORE_BASE, PERCORE_SIZE, PC_PT_CHANNELS = 0x0100_0000, 0x0004_0000, 0x9000
@@ -196,10 +195,15 @@ def acknowledgements_come_up_the_tree():
 def numa_multicast_beats_multicast():
     """At 32 cores on amd-8x4 the NUMA-aware tree's shootdown is 5% faster than plain multicast's."""
     run = boot("images/cost-32.lst", topology="amd-8x4", max_cycles=MAX_CYCLES)
+    if run.system.skb is None:
+        run.expect_clean()
+        fail("monitor 0 never asked the SKB for its routes", run)
+    trees = {MULTICAST: run.system.skb.route("multicast", range(32)),
+             NUMA_MULTICAST: numa_tree(run.system.skb, 32, 0, "amd-8x4, 32 cores")}
     cycles = {}
     for protocol, name in ((MULTICAST, "multicast"), (NUMA_MULTICAST, "the NUMA-aware tree")):
         here = f"amd-8x4, 32 cores, {name}"
-        tree = run.system.skb.route(PROTOCOL_NAMES[protocol], range(32))
+        tree = trees[protocol]
         parents(tree, 32, here)
 
         def check(step, tree=tree, here=here):
@@ -235,7 +239,8 @@ def check_requests(run, step, tree, here) -> None:
         senders = got.get(core, [])
         if not senders:
             fail(f"{here}: core {core} never got the {name} request (its parent in the tree is "
-                 f"core {parent[core]})", run, stop=f"shootdown_node core {parent[core]}")
+                 f"core {parent[core]}){last_words(run, parent[core])}",
+                 run, stop=f"shootdown_node core {parent[core]}")
         if senders != [parent[core]]:
             fail(f"{here}: core {core} got the {name} request {len(senders)} time(s), from core(s) "
                  f"{', '.join(map(str, senders))}; its parent in the tree is core {parent[core]}, "
