@@ -86,11 +86,11 @@ shootdown_step:
 # (MSG_PARENT) sent us with our subtree (MSG_SUBTREE, a mask of cores):
 # forward it to every core of the subtree, with us as their parent and no
 # subtree of their own (the SKB's trees have two levels: the initiator's
-# children, and the cores an aggregator serves); do our own part
-# (local_part); wait for the subtree's acknowledgements (take_ack adds
-# each into ACK); acknowledge to our parent with ACK: ACK_COUNT = the
-# cores that invalidated, us and our subtree, ACK_STALE = the stale reads
-# among them.
+# children, and the cores an aggregator serves); do our own part (a
+# prepare: local_map; an invalidation: unmap_page, then invlpg); wait for
+# the subtree's acknowledgements (take_ack adds each into ACK); then
+# acknowledge to our parent with ACK: ACK_COUNT = the cores that did it,
+# us and our subtree, ACK_STALE = the stale reads among them.
 #   in: rbx = our core, r15 = our frame, MSG = the request
 #   clobbers: everything but rbx rbp r15
 # LAB shootdown BEGIN node
