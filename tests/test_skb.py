@@ -83,7 +83,7 @@ def boot_shootdowns_with_tree(monkeypatch, tree):
 
 
 def test_an_unwritten_tree_has_no_routes_and_the_other_protocols_still_run(monkeypatch):
-    # A lab's skeleton (labs/04-shootdown): its monitors must still serve
+    # A lab's skeleton (labs/08-shootdown): its monitors must still serve
     # the protocols whose trees are there.
     def unwritten(self, cores, root):
         raise NotImplementedError("the NUMA-aware tree is not written yet")

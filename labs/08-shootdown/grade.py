@@ -1,4 +1,4 @@
-"""Lab 4's grader: TLB shootdown down the SKB's routing trees.
+"""Lab 8's grader: TLB shootdown down the SKB's routing trees.
 
 Two parts, graded apart, so that one scores while the other is unwritten:
 
