@@ -60,9 +60,17 @@ def add_machine_options(parser) -> None:
                         help="instructions a core runs before the scheduler picks again "
                              f"(default {DEFAULT_QUANTUM:,}); larger is faster; message latencies "
                              "do not depend on it, contended shared-memory costs do (use 1)")
+    add_lab_option(parser)
     parser.add_argument("--topology", metavar="T", default=None,
                         help="the machine's interconnect: a preset (see `sprat topology list`) "
                              "or a TOML file; the core count follows it")
+
+
+def add_lab_option(parser) -> None:
+    """--lab DIR: read sprat/cli.py before the parser runs; here for --help."""
+    parser.add_argument("--lab", metavar="DIR", default=None,
+                        help="a lab workspace (`sprat lab start`): its files instead of the "
+                             "tree's (the default inside one)")
 
 
 def machine_shape(args):
@@ -119,6 +127,9 @@ def run(args) -> int:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
     print(f"sprat: {result.reason}", file=sys.stderr)
+    from kernel.diagnosis import explain
+    for line in explain(system):
+        print(f"sprat:   {line}", file=sys.stderr)
     return EXIT_MACHINE_FAILURE
 
 
