@@ -61,7 +61,7 @@ RFLAGS_VM = 1 << 17
 GATE_INTERRUPT = 0xE
 GATE_TRAP = 0xF
 
-# Where the 64-bit TSS keeps its stack pointers (Intel SDM vol. 3, figure 8-11):
+# Where the 64-bit TSS keeps its stack pointers (Intel SDM vol. 3, "64-bit TSS format"):
 # RSP0..RSP2 for a change to ring 0..2, then IST1..IST7, 8 bytes each.
 TSS_RSP0 = 0x04
 TSS_IST1 = 0x24

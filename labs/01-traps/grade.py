@@ -291,7 +291,7 @@ FAULT_RSP_OFFSET = 3        # fault.S: `sub rsp, 3` before its event
 TIMER_VECTOR = 32
 
 
-def check_faults(image, quanta, max_cycles=400_000):
+def check_faults(image, quanta, max_cycles=200_000):
     """Boot `image` (fault.S programs, core=N kind=K) and check each program's event."""
     lay = layout()
     for quantum in quanta:
@@ -323,7 +323,7 @@ def exceptions_from_user_mode_arrive_with_the_right_frame():
 @test(points=10)
 def software_interrupts_obey_the_gate_privilege():
     """`int 0x40` through a DPL-0 gate is a #GP at the int; `int3` (DPL 3) is a #BP after it."""
-    check_faults("images/softints.lst", QUANTA)
+    check_faults("images/softints.lst", (1, 13, 10_000))
 
 
 # --- Faults in the kernel (images/badptr.lst) ----------------------------------------
@@ -335,7 +335,7 @@ BADPTR_FAULTS = 50
 def kernel_page_faults_stay_on_the_kernel_stack():
     """50 #PFs in a row in ring 0: no stack switch, RSP aligned down to 16, never a #DF."""
     lay = layout()
-    run, watch = watched_boot("images/badptr.lst", cores=1, max_cycles=300_000,
+    run, watch = watched_boot("images/badptr.lst", cores=1, max_cycles=150_000,
                               at=("user_access_begin",))
     symbols = run.system.kernel.symbols
     faults = [e for e in watch.on(0) if e.vector is not SYSCALL]
@@ -379,7 +379,7 @@ def timer_interrupts_preempt_and_resume_programs():
     lay = layout()
     for quantum in (7, 10_000):
         run, watch = watched_boot("images/slices.lst", cores=1, quantum=quantum,
-                                  max_cycles=1_000_000)
+                                  max_cycles=600_000)
         program = run.system.modules[0].program
         loop = (program.symbols["spin"], program.symbols["spin_end"])
         user_rsp = lay.USER_STACK_TOP - 8 * SLICES_WORDS
@@ -421,7 +421,7 @@ def system_calls_enter_at_lstar_and_return_intact():
     lay = layout()
     for quantum in (1, 13, 10_000):
         run, watch = watched_boot("images/calls.lst", cores=2, quantum=quantum,
-                                  max_cycles=300_000)
+                                  max_cycles=150_000)
         for core_id in range(2):
             core = run.system.machine.cores[core_id]
             fmask = core.read_msr(MSR_FMASK)
