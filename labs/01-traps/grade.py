@@ -143,7 +143,11 @@ def watched_boot(image, *, cores, quantum=None, max_cycles=2_000_000, at=()):
     result = system.machine.run(max_cycles=max_cycles)
     system.machine.console.flush()
     options = {"cores": cores, "quantum": quantum, "max_cycles": max_cycles}
-    return Run(system, result, console, [], path, options), watch
+    run = Run(system, result, console, [], path, options)
+    for core in system.machine.cores:
+        if core.failure and "delivery raised" in core.failure:
+            fail(f"core {core.id}: {core.failure}", run)     # the student's code crashed
+    return run, watch
 
 
 # --- What the SDM says a frame holds ------------------------------------------------
@@ -311,7 +315,12 @@ def check_faults(image, quanta, max_cycles=200_000):
                 entry = seen[index]
                 check_user_event(run, what, entry, vector, error, module.program.symbols[label],
                                  lay.USER_STACK_TOP - FAULT_RSP_OFFSET, stop)
-        run.expect_clean()
+            killed = run.system.failed_programs(core)
+            if killed != len(programs):
+                fail(f"the CPU driver stopped {killed} of the {len(programs)} programs on core "
+                     f"{core}, each of which should be killed by its fault", run)
+        if not run.result.clean:
+            run.expect_clean()
 
 
 @test(points=20)
