@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from sprat.lab.grading import QUANTA, Run, context, fail, test
+from sprat.lab.grading import QUANTA, boot, context, fail, test
 
 # What the SDM fixes; the grader's own copies, not the student's.
 VECTORS_WITH_ERROR_CODE = {8, 10, 11, 12, 13, 14, 17, 21, 29, 30}
@@ -133,18 +133,11 @@ class Watch:
 
 def watched_boot(image, *, cores, quantum=None, max_cycles=2_000_000, at=()):
     """Boot a lab image with a Watch installed, and run it to its end."""
-    from emulator.scheduler import DEFAULT_QUANTUM
-    from kernel.boot import boot_image
-    path = Path(context.lab_folder or Path(__file__).parent) / image
-    console = []
-    system = boot_image(path, cores=cores, quantum=quantum or DEFAULT_QUANTUM,
-                        output=lambda core, line: console.append((core, line)))
-    watch = Watch(system, at)
-    result = system.machine.run(max_cycles=max_cycles)
-    system.machine.console.flush()
-    options = {"cores": cores, "quantum": quantum, "max_cycles": max_cycles}
-    run = Run(system, result, console, [], path, options)
-    for core in system.machine.cores:
+    watches = []
+    run = boot(image, cores=cores, quantum=quantum, max_cycles=max_cycles,
+               setup=lambda system: watches.append(Watch(system, at)))
+    watch = watches[0]
+    for core in run.system.machine.cores:
         if core.failure and "delivery raised" in core.failure:
             fail(f"core {core.id}: {core.failure}", run)     # the student's code crashed
     return run, watch

@@ -152,11 +152,13 @@ class Run:
 
 def boot(image, *, cores: int | None = None, topology: str | None = None,
          quantum: int | None = None, seed: int | None = None,
-         max_cycles: int = DEFAULT_MAX_CYCLES, reference: bool = False) -> Run:
+         max_cycles: int = DEFAULT_MAX_CYCLES, reference: bool = False, setup=None) -> Run:
     """Boot `image` (relative to the lab's folder) and run it to its end.
 
     The student's files are used, except with `reference=True`, which boots
     the tree's own assembly (to measure the reference in the same grade).
+    `setup(system)`, if given, runs before the first instruction: to hook
+    what the test watches (a handler's entry, a line of memory).
     """
     from emulator import sources
     from emulator.interconnect import load_topology
@@ -184,6 +186,8 @@ def boot(image, *, cores: int | None = None, topology: str | None = None,
     system.machine.observers.append(lambda event, **fields: events.append({"event": event,
                                                                             **fields}))
     install_message_tracepoints(system)
+    if setup is not None:
+        setup(system)
     result = system.machine.run(max_cycles=max_cycles)
     system.machine.console.flush()
     return Run(system, result, console, events, path, options)
