@@ -773,6 +773,8 @@ def describe_message(event: dict) -> str:
     words = event.get("words")
     shown = " ".join(f"{w:#x}" if isinstance(w, int) else str(w) for w in words) \
         if isinstance(words, (list, tuple)) else str(words)
+    peer = event.get("peer")
     return (f"t={event.get('time')} {event.get('event')} core {event.get('core')} "
-            f"{'->' if event.get('event') == 'send' else '<-'} core {event.get('peer')} "
+            f"{'->' if event.get('event') == 'send' else '<-'} "
+            f"core {peer if peer is not None else '?'} "
             f"seq {event.get('seq')}: {shown}")
