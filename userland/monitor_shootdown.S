@@ -123,11 +123,22 @@ forward_done:
 # map the page and read it (now the TLB holds it). Invalidate: remove the
 # PTE, then (PROBE) read the page through the stale TLB entry, then
 # invlpg; rax = 1 if the stale read saw the initiator's value.
+# The probe reads the page once more just before the unmap: since the
+# prepare this monitor has polled a ring on every other core's page, and a
+# TLB may evict any entry at any time (unicorn's is direct-mapped: on
+# amd-8x4 the ring from core 15 evicted core 8's entry, and the probe's
+# read faulted).
 #   clobbers: rcx rdx rdi r8 r11
 local_part:
     mov rdi, qword ptr [r15 + MSG + MSG_PAGE]
     cmp qword ptr [r15 + MSG + MSG_OP], OP_PREPARE
     je local_map
+    mov rax, PROBE
+    test rax, rax
+    jz local_unmap
+    call page_address
+    mov rax, qword ptr [rax]          # the probe: the TLB holds the page now
+local_unmap:
     mov eax, SYS_CHANNEL_UNMAP
     syscall
     xor r8d, r8d
