@@ -358,7 +358,7 @@ root_run_done:
 #   clobbers: rcx rdx
 route_table:
     mov rax, qword ptr [r15 + REQUEST + 16]
-    shl rax, 5                        # protocol * PAIR_STRIDE
+    shl rax, PAIR_SHIFT               # protocol * PAIR_STRIDE
     add rax, qword ptr [r15 + REQUEST + 24]
     dec rax                           # + cores - 1
     imul rax, rax, ROUTE_BYTES
@@ -390,10 +390,10 @@ root_message_fill:
     mov qword ptr [r15 + OUT + MSG_OP], rax
     mov qword ptr [r15 + OUT + MSG_PAGE], rdi
     mov qword ptr [r15 + OUT + MSG_SUBTREE], 0
-    mov rcx, qword ptr [r15 + REQUEST + 24]
-    xor eax, eax
-    bts rax, rcx
-    dec rax                           # cores 0 .. cores-1 take part
+    mov ecx, 64
+    sub rcx, qword ptr [r15 + REQUEST + 24]
+    mov rax, -1
+    shr rax, cl                       # cores 0 .. cores-1 take part (all 64 too)
     mov qword ptr [r15 + OUT + MSG_PARTICIPANTS], rax
     mov rax, qword ptr [r15 + EXPECTED]
     mov qword ptr [r15 + OUT + MSG_EXPECTED], rax
