@@ -186,12 +186,11 @@ class Machine:
         return [core for core in self.cores if core.state is CoreState.WAITING]
 
     def _stuck_reason(self, retired: int) -> str:
-        first, *others = self._waiting()
+        waiting = [str(core.id) for core in self._waiting()]
         halted = [str(core.id) for core in self.cores if core.state is CoreState.HALTED]
-        return (f"stuck: {retired:,} instructions in {STUCK_WINDOW:,} cycles; core {first.id} "
-                f"waits at RIP {first.rip:#x} for a write to physical line "
-                f"{first.waiting_on[0] << 6:#x} that no core makes"
-                + (f", and {len(others)} more cores wait" if others else "")
+        named = ", ".join(waiting[:3]) + (f", ... ({len(waiting)} cores)" if waiting[3:] else "")
+        return (f"stuck: {retired:,} instructions in the last {STUCK_WINDOW:,} cycles; "
+                f"waiting on lines that no core writes: core {named}"
                 + (f"; halted: core {', '.join(halted)}" if halted else ""))
 
     def _outcome(self) -> RunResult:
