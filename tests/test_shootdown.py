@@ -86,7 +86,7 @@ def test_bench_unmap_json_rows(capsys):
         [(1, {"cores", "latency_cycles"}), (4, {"cores", "latency_cycles"})]
 
 
-def test_bench_refuses_a_machine_the_monitors_cannot_serve(capsys):
+def test_bench_refuses_core_counts_the_machine_lacks(capsys):
     assert main(["bench", "tlb", "--cores", "64"]) == 2
     assert "none of 64" in capsys.readouterr().err
 
