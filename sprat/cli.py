@@ -10,7 +10,8 @@ Every subcommand lives in its own module under sprat/ and registers itself
 here with `add_parser(subparsers)` and a `run(args) -> exit status`.
 
 Errors a person can cause (a bad image, a bad option, a bad file) are
-SpratErrors: one line on stderr, exit status 2, never a traceback. A run
+SpratErrors: one line on stderr, exit status 2, never a traceback; an
+output sprat cannot write (a full disk) is one line too, exit status 1. A run
 that fails inside the machine (a kernel panic, the cycle budget spent)
 exits with status 1 and a one-line reason.
 """
@@ -51,13 +52,14 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        print("sprat: error: a command is needed, e.g. sprat boot (see sprat --help)",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         return args.run(args)
     except SpratError as error:
         print(f"sprat: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return error.exit_status
     except KeyboardInterrupt:
         print("sprat: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -27,6 +27,7 @@ from collections import Counter, defaultdict
 from emulator.debug.trace import read_trace
 from emulator.devices.apic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, IPI_LATENCY_CYCLES
 from emulator.errors import SpratError
+from sprat.output import png_name, save_png
 from sprat.table import format_table
 
 IPI_MODES = {DELIVERY_FIXED: "fixed", DELIVERY_INIT: "INIT", DELIVERY_STARTUP: "STARTUP"}
@@ -42,7 +43,7 @@ def add_parser(subparsers) -> None:
         description="Read a trace written by `sprat boot --trace FILE`: print a table of "
                     "messages per channel and of IPIs, or draw a message sequence chart.")
     parser.add_argument("file", metavar="FILE", help="a trace file (JSON lines)")
-    parser.add_argument("--plot", metavar="OUT.png", default=None,
+    parser.add_argument("--plot", metavar="OUT.png", default=None, type=png_name,
                         help="draw a message sequence chart across cores to this image")
     parser.set_defaults(run=run)
 
@@ -50,7 +51,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     events = read_trace(args.file)
     print(summary(events))
-    if args.plot:
+    if args.plot is not None:
         plot(events, args.plot)
         print(f"sprat: chart written to {args.plot}")
     return 0
@@ -176,9 +177,7 @@ def plot(events, path) -> None:
     axes.set_title("messages (solid) and IPIs (dashed)", pad=28)
     figure.tight_layout()
     try:
-        figure.savefig(path, dpi=110)
-    except OSError as error:
-        raise SpratError(f"cannot write {path}: {error.strerror}") from None
+        save_png(figure, path, dpi=110)
     finally:
         plt.close(figure)
 

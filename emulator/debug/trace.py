@@ -25,6 +25,7 @@ import json
 from collections import deque
 
 from emulator.errors import SpratError
+from emulator.files import TRACE_LIMIT, read_text
 
 MESSAGE_EVENTS = ("send", "recv")
 
@@ -60,15 +61,9 @@ class MessageLog:
 
 def read_trace(path) -> list[dict]:
     """The events of a trace file, in order (SpratError if it is not one)."""
-    events = []
-    try:
-        with open(path, encoding="utf-8") as stream:
-            for number, line in enumerate(stream, 1):
-                if line.strip():
-                    events.append(_parse_line(line, path, number))
-    except OSError as error:
-        raise SpratError(f"cannot read trace {path}: {error.strerror}") from None
-    return events
+    text = read_text(path, "trace", limit=TRACE_LIMIT)
+    return [_parse_line(line, path, number)
+            for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def _parse_line(line: str, path, number: int) -> dict:
