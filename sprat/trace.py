@@ -27,6 +27,7 @@ from collections import Counter, defaultdict
 from emulator.debug.trace import read_trace
 from emulator.devices.apic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, IPI_LATENCY_CYCLES
 from emulator.errors import SpratError
+from emulator.machine import MAX_CORES
 from sprat.output import png_name, save_png
 from sprat.table import format_table
 
@@ -49,12 +50,59 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    events = read_trace(args.file)
+    events = read_trace(args.file, check=event_problem)
     print(summary(events))
     if args.plot is not None:
         plot(events, args.plot)
         print(f"sprat: chart written to {args.plot}")
     return 0
+
+
+# --- What an event may hold ---------------------------------------------------------
+# A trace is a file anyone can edit: every field read below is checked
+# first, so a wrong one is one line naming it rather than a crash.
+TIMED_EVENTS = ("send", "recv", "ipi")
+CORE_FIELDS = ("core", "peer", "source", "target")
+NUMBER_FIELDS = ("seq", "mode", "vector")
+LATEST_TIME = 1 << 64
+
+
+def event_problem(event: dict) -> str | None:
+    """What is wrong with one event's fields, or None."""
+    time = event.get("time")
+    if time is None and event["event"] in TIMED_EVENTS:
+        return "no \"time\""
+    if time is not None and not _number(time, 0, LATEST_TIME):
+        return f"\"time\" must be a cycle count, 0 to 2^64, not {_short(time)}"
+    for field in CORE_FIELDS:
+        value = event.get(field)
+        if value is not None and not _number(value, 0, MAX_CORES - 1):
+            return f"\"{field}\" must be a core number, 0 to {MAX_CORES - 1}, not {_short(value)}"
+    for field in NUMBER_FIELDS:
+        value = event.get(field)
+        if value is not None and not _number(value, -LATEST_TIME, LATEST_TIME):
+            return f"\"{field}\" must be a whole number, not {_short(value)}"
+    channel = event.get("channel")
+    if not (channel is None or _name(channel)
+            or isinstance(channel, list) and all(_name(part) for part in channel)):
+        return f"\"channel\" must be a number, a name or a list of them, not {_short(channel)}"
+    words = event.get("words")
+    if words is not None and not isinstance(words, (list, int)):
+        return f"\"words\" must be a list of words, not {_short(words)}"
+    return None
+
+
+def _number(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _name(value) -> bool:
+    return isinstance(value, str) or _number(value, -LATEST_TIME, LATEST_TIME)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- The summary --------------------------------------------------------------------
