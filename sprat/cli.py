@@ -17,6 +17,8 @@ exits with status 1 and a one-line reason.
 """
 
 import argparse
+import errno
+import os
 import sys
 
 from emulator.errors import SpratError
@@ -25,6 +27,10 @@ EXIT_OK = 0
 EXIT_MACHINE_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+# Errors that only a failing write can raise: the disk (or the quota) is
+# full, the device failed, the file system is read-only.
+_OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -65,6 +71,22 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as error:
+        if error.errno not in _OUTPUT_FAILURES:
+            raise
+        # Standard output on a full disk (`sprat boot > file`), or a
+        # temporary file: the run cannot go on, and it is nobody's mistake.
+        print(f"sprat: error: cannot write the output: {error.strerror}", file=sys.stderr)
+        _discard_stdout()
+        return EXIT_MACHINE_FAILURE
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so Python's flush at exit fails no more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):       # no real file behind it (a test's capture)
+        pass
 
 
 if __name__ == "__main__":

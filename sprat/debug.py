@@ -42,7 +42,7 @@ from kernel.tracepoints import install_message_tracepoints
 from emulator.errors import SpratError
 from emulator.files import OutputFile, read_text
 from sprat.boot import DEFAULT_MAX_CYCLES, add_machine_options, machine_shape, positive_argument
-from sprat.output import output_name
+from sprat.output import input_name, output_name
 from sprat.table import format_table
 
 MAX_STEPS = 10_000_000
@@ -77,7 +77,7 @@ def add_parser(subparsers) -> None:
                     "to step cores, set breakpoints and watchpoints, and look at registers, "
                     "memory and messages; or serve gdb's remote protocol with --gdb.")
     add_machine_options(parser)
-    parser.add_argument("--script", metavar="FILE",
+    parser.add_argument("--script", metavar="FILE", type=input_name("debugger script"),
                         help="run the commands in FILE instead of reading them from the terminal")
     add_gdb_option(parser)
     add_trace_option(parser)
@@ -118,7 +118,7 @@ def run(args) -> int:
                   file=sys.stderr)
             return EXIT_MACHINE_FAILURE
         shell = DebugShell(debuggee, stdout=sys.stdout)
-        if args.script:
+        if args.script is not None:
             return shell.run_script(args.script)
         return shell.interactive()
     finally:

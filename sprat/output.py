@@ -1,4 +1,4 @@
-"""Output files named on the command line: their names, and charts.
+"""Files named on the command line: their names, and charts.
 
     parser.add_argument("--plot", type=png_name)      # '' or 'x.txt': one-line usage error
     save_png(figure, args.plot)                       # OutputError (exit 1) if it cannot
@@ -27,6 +27,16 @@ def output_name(what: str, suffix: str = ""):
 
 
 png_name = output_name("chart", ".png")
+
+
+def input_name(what: str):
+    """An argparse type: a non-empty name of a file to read (emulator/files.py reads it)."""
+    def check(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"an empty name is not {what}")
+        return text
+    check.__name__ = what
+    return check
 
 
 def save_png(figure, path, dpi: int = 100) -> None:

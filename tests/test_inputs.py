@@ -174,6 +174,22 @@ def test_an_output_name_that_cannot_be_honoured_is_refused(capsys, argv, option)
     assert_one_line(status, err, 2, option)
 
 
+@pytest.mark.parametrize("argv", [["boot"], ["topology", "list"]], ids=" ".join)
+def test_standard_output_on_a_full_disk_is_one_line_and_exit_1(argv):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "sprat", *argv], cwd=ROOT, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert done.returncode == 1, f"exit {done.returncode}: {done.stderr}"
+    assert done.stderr.strip() == "sprat: error: cannot write the output: No space left on device"
+
+
+def test_an_empty_script_name_is_refused_not_taken_for_the_terminal(capsys):
+    status, out, err = run_cli(capsys, "debug", "--script", "")
+    assert_one_line(status, err, 2, "--script")
+    assert "(sprat)" not in out, "an empty --script must not start the prompt"
+
+
 # --- Numbers ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv", [
     ["bench", "boot", "--iterations", "0"], ["bench", "boot", "--iterations", "-5"],
@@ -208,6 +224,13 @@ def test_topology_numbers_must_be_finite_and_bounded(capsys, tmp_path, field, va
     path.write_text(text)
     status, _, err = run_cli(capsys, "boot", "--topology", path)
     assert_one_line(status, err, 2, str(path), field)
+
+
+def test_a_topology_of_more_cores_than_a_machine_has_is_refused(capsys, tmp_path):
+    path = tmp_path / "machine.toml"
+    path.write_text(TOPOLOGY.replace("[[0, 1]]", str([list(range(100))])))
+    status, _, err = run_cli(capsys, "boot", "--topology", path)
+    assert_one_line(status, err, 2, f"{path}:4: packages: 100 cores")
 
 
 def test_a_hop_latency_near_the_64_bit_limit_is_refused(capsys, tmp_path):

@@ -54,6 +54,7 @@ LATENCY_KEYS = (
 # million is a machine no one would build, yet still a number we can add.
 MAX_LATENCY = 1_000_000
 MAX_FREQ_GHZ = 100.0
+MAX_CORES = 64              # what the machine builds (emulator/machine.py)
 
 
 # -- the package graph (also used by Topology, which is built from these fields) --
@@ -197,6 +198,8 @@ def _packages(doc: dict, where: _Where) -> tuple:
                 where.fail(None, "packages",
                            f"core {core} is listed twice (packages {seen[core]} and {index})")
             seen[core] = index
+    if len(seen) > MAX_CORES:
+        where.fail(None, "packages", f"{len(seen)} cores, but a machine has at most {MAX_CORES}")
     for core in range(len(seen)):
         if core not in seen:
             where.fail(None, "packages",
