@@ -61,7 +61,6 @@ def run(args) -> int:
 # --- What an event may hold ---------------------------------------------------------
 # A trace is a file anyone can edit: every field read below is checked
 # first, so a wrong one is one line naming it rather than a crash.
-TIMED_EVENTS = ("send", "recv", "ipi")
 CORE_FIELDS = ("core", "peer", "source", "target")
 NUMBER_FIELDS = ("seq", "mode", "vector")
 LATEST_TIME = 1 << 64
@@ -70,8 +69,6 @@ LATEST_TIME = 1 << 64
 def event_problem(event: dict) -> str | None:
     """What is wrong with one event's fields, or None."""
     time = event.get("time")
-    if time is None and event["event"] in TIMED_EVENTS:
-        return "no \"time\""
     if time is not None and not _number(time, 0, LATEST_TIME):
         return f"\"time\" must be a cycle count, 0 to 2^64, not {_short(time)}"
     for field in CORE_FIELDS:
@@ -152,8 +149,9 @@ def _channel_rows(events) -> list[list]:
                 row["words"] += _word_count(event.get("words"))
                 row["pairs"].add((event.get("core"), event.get("peer")))
     for message in messages(events):
-        if message["recv"] is not None:
-            latency = message["recv"].get("time", 0) - message["send"].get("time", 0)
+        sent, received = message["send"].get("time"), (message["recv"] or {}).get("time")
+        if sent is not None and received is not None:
+            latency = received - sent
             by_channel[_key(message["send"].get("channel"))]["latencies"].append(latency)
     rows = []
     for channel in sorted(by_channel, key=str):
@@ -180,7 +178,13 @@ def _ipi_rows(events) -> list[list]:
         groups[key] = (count + 1, first)
     return [[source, target, IPI_MODES.get(mode, str(mode)), vector, count, first]
             for (source, target, mode, vector), (count, first)
-            in sorted(groups.items(), key=lambda item: (item[1][1], str(item[0])))]
+            in sorted(groups.items(), key=_by_first_time)]
+
+
+def _by_first_time(item):
+    """IPI groups in time order; those of no time last, in a fixed order."""
+    key, (_, first) = item
+    return (first is None, first or 0, str(key))
 
 
 def _key(channel):
@@ -213,14 +217,16 @@ def plot(events, path) -> None:
         _draw_message(axes, column, message, label)
     for event in events:
         if event["event"] == "ipi" and event.get("source") in column \
-                and event.get("target") in column:
+                and event.get("target") in column and event.get("time") is not None:
             _draw_arrow(axes, column[event["source"]], event["time"], column[event["target"]],
                         event["time"] + IPI_LATENCY_CYCLES, "tab:red", "--",
                         IPI_MODES.get(event.get("mode"), "ipi") if label else None)
     axes.set_xticks(range(len(cores)), [f"core {c}" for c in cores])
     axes.xaxis.tick_top()
     axes.set_xlim(-0.5, len(cores) - 0.5)
-    axes.set_ylim(max(times) + IPI_LATENCY_CYCLES, min(times) - IPI_LATENCY_CYCLES // 4)
+    # floats: matplotlib's arrays would take a time past 2^63 for an object
+    axes.set_ylim(float(max(times) + IPI_LATENCY_CYCLES),
+                  float(min(times) - IPI_LATENCY_CYCLES // 4))
     axes.set_ylabel("modeled time (cycles)")
     axes.set_title("messages (solid) and IPIs (dashed)", pad=28)
     figure.tight_layout()
@@ -241,18 +247,20 @@ def _cores_of(events) -> list[int]:
 
 def _draw_message(axes, column, message, label: bool) -> None:
     send, recv = message["send"], message["recv"]
-    if send.get("core") not in column or send.get("peer") not in column:
-        return
+    if send.get("core") not in column or send.get("peer") not in column \
+            or send.get("time") is None or recv is not None and recv.get("time") is None:
+        return                  # between cores the chart does not show, or at no time
     start = send["time"]
     end = recv["time"] if recv is not None else start
     text = f"ch {send.get('channel')} #{send.get('seq')}" if label else None
     if recv is None:            # never received: a stub at the sender
-        axes.plot([column[send["core"]]], [start], marker="x", color="tab:blue")
+        axes.plot([column[send["core"]]], [float(start)], marker="x", color="tab:blue")
         return
     _draw_arrow(axes, column[send["core"]], start, column[send["peer"]], end, "tab:blue", "-", text)
 
 
 def _draw_arrow(axes, x0, y0, x1, y1, color, style, text) -> None:
+    y0, y1 = float(y0), float(y1)
     axes.annotate("", xy=(x1, y1), xytext=(x0, y0),
                   arrowprops={"arrowstyle": "->", "color": color, "linestyle": style})
     if text:
