@@ -79,6 +79,9 @@ def add_parser(subparsers) -> None:
     add_machine_options(parser)
     parser.add_argument("--script", metavar="FILE", type=input_name("debugger script"),
                         help="run the commands in FILE instead of reading them from the terminal")
+    parser.add_argument("--break", dest="breaks", metavar="WHERE", action="append", default=[],
+                        help="set a breakpoint (`LABEL [core K]`, as the `break` command "
+                             "takes it) and run to it before the prompt (repeatable)")
     add_gdb_option(parser)
     add_trace_option(parser)
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
@@ -118,6 +121,8 @@ def run(args) -> int:
                   file=sys.stderr)
             return EXIT_MACHINE_FAILURE
         shell = DebugShell(debuggee, stdout=sys.stdout)
+        if args.breaks:
+            shell.run_to_breakpoints(args.breaks)
         if args.script is not None:
             return shell.run_script(args.script)
         return shell.interactive()
@@ -154,7 +159,7 @@ def open_debuggee(args, out) -> Debuggee:
         out.flush()
 
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=console,
-                        topology=topology)
+                        topology=topology, seed=args.seed)
     return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
 
 
@@ -225,7 +230,7 @@ class DebugShell(cmd.Cmd):
             import readline  # noqa: F401 -- cmd uses it for history and editing
         except ImportError:
             pass
-        self.out(self.banner())
+        self.greet()
         while True:
             try:
                 self.cmdloop()
@@ -233,10 +238,22 @@ class DebugShell(cmd.Cmd):
             except KeyboardInterrupt:
                 self.out("^C (type quit to leave)")
 
+    def run_to_breakpoints(self, places) -> bool:
+        """--break: set each breakpoint, then continue to the first one hit."""
+        self.greet()
+        for place in places:
+            self.out(f"{self.prompt}break {place}")
+            try:
+                self.do_break(place)
+            except (CommandError, TargetError, SymbolError, SpratError) as error:
+                raise SpratError(f"--break {place}: {error}") from None
+        self.out(f"{self.prompt}continue")
+        self.onecmd("continue")
+
     def run_script(self, path) -> int:
         """Run the commands of a file, echoing each after the prompt."""
         lines = read_text(path, "debugger script").splitlines()
-        self.out(self.banner())
+        self.greet()
         for line in lines:
             line = line.strip()
             if not line or line.startswith("#"):
@@ -246,7 +263,15 @@ class DebugShell(cmd.Cmd):
                 break
         return 0
 
+    def greet(self) -> None:
+        text = self.banner()
+        if text:
+            self.out(text)
+
     def banner(self) -> str:
+        if getattr(self, "_greeted", False):     # --break ran first and greeted
+            return ""
+        self._greeted = True
         n = self.machine.n_cores
         return (f"sprat debug: {n} core{'s' if n > 1 else ''}, stopped before the first "
                 f"instruction (`help` lists the commands)\n{self.where(self.selected)}")
