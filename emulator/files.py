@@ -6,9 +6,10 @@ a debugger script, a trace) goes through `read_text`:
     text = read_text(path, "topology file")
 
 It must be a regular file (a device such as /dev/zero or /dev/full would be
-read without end, a fifo would block, a directory is not a file), at most
-`limit` bytes, and UTF-8 text without NUL bytes (so a binary or a UTF-16
-file is refused). Anything else is one SpratError line naming the file.
+read without end, a fifo would block, a directory is not a file; /dev/null
+reads as the empty file it is), at most `limit` bytes, and UTF-8 text
+without NUL bytes (so a binary or a UTF-16 file is refused). Anything else
+is one SpratError line naming the file.
 
 Everything sprat writes for a person (a trace, a chart) goes through
 `OutputFile` or `write_bytes`. A failure to write (a full disk, an I/O
@@ -58,7 +59,10 @@ def read_bytes(path, what: str, limit: int = TEXT_LIMIT) -> bytes:
     except OSError as error:
         raise SpratError(_cannot_read(path, what, error)) from None
     try:
-        check_regular(path, what, os.fstat(descriptor))
+        status = os.fstat(descriptor)
+        if _is_devnull(status):
+            return b""                      # the empty file everyone knows: `--script /dev/null`
+        check_regular(path, what, status)
         chunks, size = [], 0
         while size <= limit:                # one byte past the limit says "too big"
             chunk = os.read(descriptor, limit + 1 - size)
@@ -96,6 +100,13 @@ def check_regular(shown, what: str, status: os.stat_result) -> None:
         kind = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
                "a fifo" if stat.S_ISFIFO(mode) else "not a regular file"
         raise SpratError(f"{shown}: is {kind}, not {_a(what)} ({_a(what)} is a regular file)")
+
+
+def _is_devnull(status: os.stat_result) -> bool:
+    if not stat.S_ISCHR(status.st_mode):
+        return False
+    null = os.stat(os.devnull)
+    return (status.st_rdev, status.st_dev) == (null.st_rdev, null.st_dev)
 
 
 def _cannot_read(path, what: str, error: OSError) -> str:
