@@ -154,6 +154,11 @@ def test_a_chart_on_a_full_disk_is_one_line_and_exit_1(capsys, tmp_path):
     assert_one_line(status, err, 1, "cannot write the chart", "No space left")
 
 
+def test_a_lab_workspace_that_cannot_be_written_is_one_line_and_exit_1(capsys):
+    status, _, err = run_cli(capsys, "lab", "start", "2", "/dev/full/lab2")
+    assert_one_line(status, err, 1, "cannot make the workspace /dev/full/lab2")
+
+
 def test_plot_writes_exactly_the_name_given(capsys, tmp_path):
     trace = small_trace(tmp_path)
     status, _, err = run_cli(capsys, "trace", trace, "--plot", tmp_path / "chart.png")
