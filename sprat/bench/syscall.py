@@ -22,8 +22,10 @@ import tempfile
 from pathlib import Path
 
 from sprat.bench import add_output_options, emit, progress
+from sprat.boot import whole_number
 
 ITERATIONS = 200
+MAX_ITERATIONS = 1_000_000
 
 
 def add_parser(benches) -> None:
@@ -34,8 +36,8 @@ def add_parser(benches) -> None:
     add_output_options(parser)
     parser.add_argument("--topology", default="amd-2x2", metavar="T",
                         help="machine whose clock and paper figures to use (default amd-2x2)")
-    parser.add_argument("--iterations", type=int, default=ITERATIONS,
-                        help=f"N (default {ITERATIONS})")
+    parser.add_argument("--iterations", type=whole_number(1, MAX_ITERATIONS),
+                        default=ITERATIONS, help=f"N, 1 to {MAX_ITERATIONS:,} (default {ITERATIONS})")
     parser.set_defaults(run=run)
 
 

@@ -44,6 +44,7 @@ import tempfile
 from pathlib import Path
 
 from sprat.bench import add_output_options, emit, number_list, progress
+from sprat.output import png_name, save_png
 
 DEFAULT_TOPOLOGY = "amd-8x4"
 PROTOCOLS = ("unicast", "broadcast", "multicast", "numa-multicast")   # kernel/skb.py's order
@@ -69,7 +70,7 @@ def add_parser(benches) -> None:
                             help=f"core counts (default {','.join(map(str, cores))}, "
                                  f"up to the machine's)")
         if name == "tlb":
-            parser.add_argument("--plot", metavar="FILE.png", type=Path, default=None,
+            parser.add_argument("--plot", metavar="FILE.png", type=png_name, default=None,
                                 help="also draw the curves into this PNG (matplotlib)")
         parser.set_defaults(run=run_tlb if name == "tlb" else run_unmap)
 
@@ -196,7 +197,7 @@ def parse(output) -> list[dict]:
 
 # --- presenting ---------------------------------------------------------------------------------
 
-def plot(rows, topology_name, path: Path) -> None:
+def plot(rows, topology_name, path: str) -> None:
     """Latency against cores, one curve per protocol, as in the paper's Figure 6."""
     import matplotlib
     matplotlib.use("Agg")               # files only, no display needed
@@ -213,5 +214,5 @@ def plot(rows, topology_name, path: Path) -> None:
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_png(figure, path, dpi=100)
     plt.close(figure)
