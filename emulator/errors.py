@@ -6,7 +6,7 @@ SpratError whose str() is a single line saying what is wrong and where.
 The `sprat` command prints that line on stderr and exits with its
 `exit_status`: 2 for a SpratError; 1 for an OutputError, a file sprat could
 not write (a full disk, an I/O error) although the user asked for nothing
-wrong. Any other exception is a bug in sprat itself.
+wrong, and for a MachineFailure, a run that failed inside the machine. Any other exception is a bug in sprat itself.
 """
 
 
@@ -17,4 +17,10 @@ class SpratError(Exception):
 
 class OutputError(SpratError):
     """An output file could not be written: one line, exit status 1."""
+    exit_status = 1
+
+
+class MachineFailure(SpratError):
+    """A run failed inside the machine (a bench's program did not finish):
+    one line, exit status 1, as for `sprat boot`."""
     exit_status = 1

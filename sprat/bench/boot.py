@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, progress
 from sprat.boot import positive_argument, whole_number
 
@@ -102,7 +103,7 @@ def child_boot(cores: int) -> dict:
     result = system.machine.run(max_cycles=10**8)
     elapsed = time.perf_counter() - start
     if not result.clean:
-        raise SystemExit(f"boot on {cores} cores failed: {result.reason}")
+        raise MachineFailure(f"boot on {cores} cores failed: {result.reason}")
     return {"boot_s": elapsed, "rss_mb_per_core": (resident_mb() - before) / cores}
 
 

@@ -42,6 +42,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, number_list, progress
 from sprat.boot import whole_number
 from sprat.output import png_name, save_png
@@ -159,7 +160,7 @@ def run_image(topology, modules) -> list[tuple[int, str]]:
     interleave_finely_after_barrier(system)
     result = system.machine.run(max_cycles=MAX_CYCLES)
     if not result.clean:
-        raise SystemExit(f"shm-vs-msg: {modules[0]} failed: {result.reason}")
+        raise MachineFailure(f"shm-vs-msg: {modules[0]} failed: {result.reason}")
     return output
 
 

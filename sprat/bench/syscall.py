@@ -21,6 +21,7 @@ other, and with the paper's column for scale.
 import tempfile
 from pathlib import Path
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, progress
 from sprat.boot import whole_number
 
@@ -87,6 +88,6 @@ def measure(topology, modules):
         system = boot_image(image, cores=topology.n_cores(), topology=topology)
     result = system.machine.run(max_cycles=10**9)
     if not result.clean:
-        raise SystemExit(f"bench program failed: {result.reason}")
+        raise MachineFailure(f"bench program failed: {result.reason}")
     core = system.machine.cores[0]
     return core.stats.instructions, core.cycles

@@ -43,6 +43,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, number_list, progress
 from sprat.output import png_name, save_png
 
@@ -168,7 +169,7 @@ def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
         booted_system(system)
     result = system.machine.run(max_cycles=MAX_CYCLES)
     if not result.clean and mode != MODE_TOUCH:
-        raise SpratError(f"shootdown run failed: {result.reason}")
+        raise MachineFailure(f"shootdown run failed: {result.reason}")
     found = parse(output)
     for row in found:
         if row["acked"] != row["cores"]:

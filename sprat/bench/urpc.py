@@ -33,6 +33,7 @@ from pathlib import Path
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn import x86_const as x86
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, progress
 from sprat.boot import whole_number
 
@@ -156,7 +157,7 @@ def boot(topology, lines, cost_model=True):
 def run_to_end(system, output):
     result = system.machine.run(max_cycles=10**10)
     if not result.clean:
-        raise SystemExit(f"bench program failed: {result.reason}; output: {output[-3:]}")
+        raise MachineFailure(f"bench program failed: {result.reason}; output: {output[-3:]}")
 
 
 def reported_cycles(output, prefix) -> int:
