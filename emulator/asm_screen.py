@@ -1,0 +1,160 @@
+"""What keystone is never shown: lines that hang it, sizes that exhaust memory.
+
+keystone 0.9.2 loops forever on a statement that starts with punctuation
+(`%`, `)`, `:`, `[`, a stray `,` ...: a one-character typo), on a directive
+or constant whose expression has a stray token (`.align 4]`, `X = 0)`,
+`.byte ,1`), and allocates without end for `.zero -1`, `.space 1<<40` or
+`.rept 0x7fffffff`. The assembler runs each statement past these checks
+before keystone sees it, so the common typo gets a precise error at once;
+the time and memory limits of emulator/asm_worker.py stay the backstop for
+shapes nobody has found yet.
+
+Use:
+
+    check_start(text)                           # ScreenError if it cannot start a statement
+    trees = operands(".zero", "4 * PAGE, 0")    # parsed; ScreenError if malformed
+    check_bounds(".zero", [16384, 0])           # ScreenError if too big
+
+Sizes, counts and alignments must be constants (numbers, defines and
+constants, not labels): their values are checked before layout.
+"""
+
+from __future__ import annotations
+
+import re
+
+from emulator import asm_expr
+from emulator.asm_expr import ExpressionError
+
+__all__ = ["ScreenError", "check_start", "operands", "check_bounds", "SIZED",
+           "MAX_BYTES", "MAX_REPEAT", "MAX_ALIGN"]
+
+MAX_BYTES = 1 << 24         # one .zero/.space/.skip/.fill: 16 MiB (a program is at most 2)
+MAX_REPEAT = 1 << 16        # the count of one .rept
+MAX_ALIGN = 1 << 16         # .align/.balign boundary (.p2align 16)
+
+_STRING_DIRECTIVES = {".ascii", ".asciz", ".string"}
+_VALUE_DIRECTIVES = {".byte", ".word", ".short", ".value", ".long", ".int", ".quad", ".octa"}
+# Directive -> (fewest, most) operands, for those whose values are bounded.
+SIZED = {".zero": (1, 2), ".space": (1, 2), ".skip": (1, 2), ".fill": (1, 3),
+         ".align": (1, 3), ".balign": (1, 3), ".p2align": (1, 3), ".rept": (1, 1)}
+
+_START = re.compile(r"[A-Za-z_.$]")
+_STRING = re.compile(r'\s*"(?:\\.|[^"\\])*"\s*')
+
+
+class ScreenError(ValueError):
+    """A statement keystone must not see; str() says why."""
+
+
+def check_start(text: str) -> None:
+    """Refuse a statement that does not start like one (keystone loops on those)."""
+    if not _START.match(text):
+        raise ScreenError(f"'{text[0]}' cannot start a statement (an instruction, a "
+                          f"directive, a label or a constant): {_shown(text)}")
+
+
+def operands(directive: str, text: str) -> list:
+    """The operands of a data or sized directive, parsed (strings kept as text).
+
+    Every operand must be there (`.byte 1,,2` and `.byte ,1` are refused) and
+    be one well-formed expression, or a string for .ascii and its kind.
+    """
+    items = _split(text)
+    if items == [""]:
+        items = []
+    if directive in SIZED:
+        fewest, most = SIZED[directive]
+        if not fewest <= len(items) <= most:
+            wanted = f"{fewest}" if fewest == most else f"{fewest} to {most}"
+            raise ScreenError(f"{directive} takes {wanted} operand{'s' * (most > 1)}, "
+                              f"not {len(items)}")
+    trees = []
+    for position, item in enumerate(items, 1):
+        if not item.strip():
+            raise ScreenError(f"{directive}: operand {position} is missing")
+        if directive in _STRING_DIRECTIVES:
+            if not _STRING.fullmatch(item):
+                raise ScreenError(f"{directive} takes quoted strings, not {_shown(item)}")
+            trees.append(item.strip())
+            continue
+        try:
+            trees.append(asm_expr.parse(item))
+        except ExpressionError as error:
+            raise ScreenError(f"{directive} {_shown(item)}: {error}") from None
+    return trees
+
+
+def check_bounds(directive: str, values: list[int | None], repeated: int = 1) -> None:
+    """Refuse sizes, counts and alignments that are not constants or are too big.
+
+    `values` are the operands' values (None: uses a label or is unknown);
+    `repeated` is how often the .rept blocks around the directive repeat it.
+    """
+    names = {".zero": ("size", "fill"), ".space": ("size", "fill"), ".skip": ("size", "fill"),
+             ".fill": ("count", "size", "value"), ".rept": ("count",),
+             ".align": ("boundary", "fill", "limit"), ".balign": ("boundary", "fill", "limit"),
+             ".p2align": ("power", "fill", "limit")}[directive]
+    for name, value in zip(names, values):
+        if value is None and name != "value":
+            raise ScreenError(f"the {name} of {directive} must be a constant "
+                              "(numbers, defines and constants; labels are not known yet)")
+    first = values[0]
+    if directive in (".zero", ".space", ".skip"):
+        _within(directive, "size", first, 0, MAX_BYTES // repeated, repeated)
+    elif directive == ".fill":
+        size = values[1] if len(values) > 1 else 1
+        _within(directive, "size", size, 0, 8)
+        _within(directive, "count", first, 0, MAX_BYTES // max(size, 1) // repeated, repeated)
+    elif directive == ".rept":
+        _within(directive, "count", first, 0, MAX_REPEAT // repeated, repeated)
+    elif directive == ".p2align":
+        _within(directive, "power", first, 0, MAX_ALIGN.bit_length() - 1)
+    else:
+        _within(directive, "boundary", first, 0, MAX_ALIGN)
+        if first & (first - 1):
+            raise ScreenError(f"{directive} {first}: the boundary must be a power of two")
+    if len(values) > 1 and directive not in (".fill", ".rept") and values[1] is not None:
+        _within(directive, "fill", values[1], -128, 255)
+
+
+def _shown(text: str, most: int = 60) -> str:
+    text = text.strip()
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def _within(directive: str, name: str, value: int, low: int, high: int,
+            repeated: int = 1) -> None:
+    if not low <= value <= high:
+        inside = f" (inside .rept blocks that repeat it {repeated} times)" * (repeated > 1)
+        raise ScreenError(f"{directive}: {name} {value} is not between {low} and {high}{inside}")
+
+
+def _split(text: str) -> list[str]:
+    """Comma-separated items, empty ones kept (strings and parentheses whole)."""
+    items, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        char = text[i]
+        if char in "\"'":
+            i = _quoted_end(text, i)
+            continue
+        depth += char == "("
+        depth -= char == ")"
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+        i += 1
+    items.append(text[start:])
+    return items
+
+
+def _quoted_end(text: str, start: int) -> int:
+    quote, i = text[start], start + 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text[i] == quote:
+            return i + 1
+        else:
+            i += 1
+    return len(text)
