@@ -29,8 +29,10 @@ from emulator.asm_expr import ExpressionError
 __all__ = ["ScreenError", "check_start", "operands", "check_bounds", "SIZED",
            "MAX_BYTES", "MAX_REPEAT", "MAX_ALIGN"]
 
-MAX_BYTES = 1 << 24         # one .zero/.space/.skip/.fill: 16 MiB (a program is at most 2)
-MAX_REPEAT = 1 << 16        # the count of one .rept
+MAX_BYTES = 1 << 24         # all .zero/.space/.skip/.fill and padding: 16 MiB (a program
+                            # may be 2); keystone needs ~4 bytes of memory for each
+MAX_REPEAT = 1 << 14        # .rept, nested ones multiplied: keystone assembles each
+                            # repeat anew, ~0.1 ms an instruction
 MAX_ALIGN = 1 << 16         # .align/.balign boundary (.p2align 16)
 
 _STRING_DIRECTIVES = {".ascii", ".asciz", ".string"}
@@ -85,11 +87,12 @@ def operands(directive: str, text: str) -> list:
     return trees
 
 
-def check_bounds(directive: str, values: list[int | None], repeated: int = 1) -> None:
+def check_bounds(directive: str, values: list[int | None], repeated: int = 1) -> int:
     """Refuse sizes, counts and alignments that are not constants or are too big.
 
     `values` are the operands' values (None: uses a label or is unknown);
     `repeated` is how often the .rept blocks around the directive repeat it.
+    Returns the most bytes the directive makes, repeats included.
     """
     names = {".zero": ("size", "fill"), ".space": ("size", "fill"), ".skip": ("size", "fill"),
              ".fill": ("count", "size", "value"), ".rept": ("count",),
@@ -100,22 +103,28 @@ def check_bounds(directive: str, values: list[int | None], repeated: int = 1) ->
             raise ScreenError(f"the {name} of {directive} must be a constant "
                               "(numbers, defines and constants; labels are not known yet)")
     first = values[0]
+    if len(values) > 1 and directive not in (".fill", ".rept") and values[1] is not None:
+        _within(directive, "fill", values[1], -128, 255)
     if directive in (".zero", ".space", ".skip"):
         _within(directive, "size", first, 0, MAX_BYTES // repeated, repeated)
-    elif directive == ".fill":
+        return first * repeated
+    if directive == ".fill":
         size = values[1] if len(values) > 1 else 1
         _within(directive, "size", size, 0, 8)
         _within(directive, "count", first, 0, MAX_BYTES // max(size, 1) // repeated, repeated)
-    elif directive == ".rept":
+        return first * size * repeated
+    if directive == ".rept":
         _within(directive, "count", first, 0, MAX_REPEAT // repeated, repeated)
-    elif directive == ".p2align":
+        return 0
+    if directive == ".p2align":
         _within(directive, "power", first, 0, MAX_ALIGN.bit_length() - 1)
+        boundary = 1 << first
     else:
         _within(directive, "boundary", first, 0, MAX_ALIGN)
         if first & (first - 1):
             raise ScreenError(f"{directive} {first}: the boundary must be a power of two")
-    if len(values) > 1 and directive not in (".fill", ".rept") and values[1] is not None:
-        _within(directive, "fill", values[1], -128, 255)
+        boundary = first
+    return max(boundary - 1, 0) * repeated             # the most padding it can add
 
 
 def _shown(text: str, most: int = 60) -> str:

@@ -38,7 +38,8 @@ import time
 __all__ = ["KeystoneError", "Stuck", "assemble", "symbols_asked", "first_stuck", "start",
            "stop"]
 
-MEMORY_LIMIT = 1 << 30          # the worker's address space: keystone's own ~30 MB, and room
+MEMORY_LIMIT = 512 << 20        # the worker's address space: keystone's own ~30 MB, and
+                                # ~70 MB for the biggest .fill the screen lets through
 
 _REQUEST = struct.Struct("<BQI")        # mode, base, payload length
 _ANSWER = struct.Struct("<BiI")         # status, keystone's errno, payload length
@@ -46,6 +47,8 @@ _ASSEMBLE, _NAMES, _EACH = 0, 1, 2      # modes
 _OK, _KS_ERROR, _OTHER_ERROR = 0, 1, 2  # statuses
 _SEPARATOR = b"\0"                      # between the texts of an _EACH request (never in source)
 _DONE = b"."                            # the worker's word that one text of _EACH finished
+_READY = b"R"                           # ... that it has started and loaded keystone
+STARTUP_SECONDS = 60                    # a Python and keystone starting on a busy machine
 
 
 class KeystoneError(Exception):
@@ -96,13 +99,26 @@ class _Worker:
 
     def __init__(self):
         self.process: subprocess.Popen | None = None
+        self.ready = False
         self.lock = threading.Lock()
 
     def start(self) -> None:
         if self.process is None or self.process.poll() is not None:
+            self.stop()
             self.process = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+            self.ready = False
+
+    def wait_until_ready(self) -> None:
+        """Deadlines count from here: starting is not keystone's work, and may be slow."""
+        self.start()
+        if not self.ready:
+            try:
+                self.read(len(_READY), time.monotonic() + STARTUP_SECONDS, STARTUP_SECONDS)
+            except Stuck as stuck:
+                raise RuntimeError(f"the keystone worker did not start: it {stuck}") from None
+            self.ready = True
 
     def stop(self) -> None:
         if self.process is not None:
@@ -115,7 +131,7 @@ class _Worker:
 
     def request(self, mode: int, base: int, payload: bytes, seconds: float) -> bytes:
         with self.lock:
-            self.start()
+            self.wait_until_ready()
             deadline = time.monotonic() + seconds
             self.send(mode, base, payload, seconds)
             return self.answer(deadline, seconds)
@@ -123,7 +139,7 @@ class _Worker:
     def first_stuck(self, texts: list[bytes], base: int,
                     seconds: float) -> tuple[int, Stuck] | None:
         with self.lock:
-            self.start()
+            self.wait_until_ready()
             self.send(_EACH, base, _SEPARATOR.join(texts), seconds)
             for index in range(len(texts)):
                 try:
@@ -203,6 +219,8 @@ def _serve() -> None:
 
     asking.sym_resolver = resolver
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    answers.write(_READY)
+    answers.flush()
     while True:
         header = requests.read(_REQUEST.size)
         if len(header) < _REQUEST.size:

@@ -883,7 +883,8 @@ def _value_of(st: _Statement, known: dict[str, int]) -> int | None:
 
 
 def _check_sizes(unit: _Unit) -> None:
-    """Bound every size, count and alignment before keystone allocates it."""
+    """Bound every size, count and alignment, and their sum, before keystone allocates them."""
+    total = 0
     for st in unit.statements:
         for directive, trees, line, repeats in st.sized:
             values = [_screen(asm_expr.evaluate, st.file, line, tree, unit.values.get)
@@ -891,7 +892,12 @@ def _check_sizes(unit: _Unit) -> None:
             repeated = 1
             for count in repeats:               # checked (and bounded) before, outer first
                 repeated *= max(asm_expr.evaluate(count, unit.values.get), 1)
-            _screen(asm_screen.check_bounds, st.file, line, directive, values, repeated)
+            total += _screen(asm_screen.check_bounds, st.file, line, directive, values,
+                             repeated)
+            if total > asm_screen.MAX_BYTES:
+                raise AssemblyError(st.file, line, f"with this {directive}, the program's "
+                                    "data and padding blocks add up to more than "
+                                    f"{asm_screen.MAX_BYTES >> 20} MiB")
 
 
 def _number_text(value: int) -> str:
@@ -907,7 +913,7 @@ def _fold_constants(text: str, known: dict[str, int]) -> str:
 
 
 def _run_keystone(unit: _Unit, statements: list[_Statement], base: int,
-                  stand_ins: list[str] = (), seconds: float = KEYSTONE_SECONDS
+                  stand_ins: list[str] = (), seconds: float | None = None
                   ) -> tuple[bytes, list[int]]:
     """Assemble; return (code, table addresses).
 
@@ -915,7 +921,7 @@ def _run_keystone(unit: _Unit, statements: list[_Statement], base: int,
     drops something, asm_worker.Stuck when it hangs or crashes.
     """
     source, entries = _keystone_source(unit, statements, list(stand_ins))
-    blob = asm_worker.assemble(source.encode("utf-8"), base, seconds)
+    blob = asm_worker.assemble(source.encode("utf-8"), base, seconds or KEYSTONE_SECONDS)
     return _split_table(blob, base, entries)
 
 
@@ -963,8 +969,7 @@ def _blame_stuck(unit: _Unit, base: int) -> None:
     if found is not None:
         index, stuck = found
         st = unit.statements[index]
-        raise AssemblyError(st.file, st.line, f"keystone {stuck} on this statement "
-                            f"(keystone 0.9.2 loops or crashes on some malformed lines): "
+        raise AssemblyError(st.file, st.line, f"keystone {stuck} on this statement: "
                             f"{_one_line(st.text)}")
 
 
