@@ -1112,6 +1112,9 @@ def _check_output(unit: _Unit, code: bytes, base: int, addresses: list[int]) -> 
             raise AssemblyError(st.file, st.line, "value out of range for "
                                 f"{st.text.split()[0]} (keystone dropped it): {st.text}")
         if stop == start:
+            if st.kind == "instruction" and not st.macro:   # `cmprbx, 5`: keystone shrugs
+                raise AssemblyError(st.file, st.line, "keystone produced no code for this "
+                                    f"instruction: {_one_line(st.text)}")
             continue
         memory_text = _memory_operand_text(unit, st)
         literal = _last_literal(st, constants)

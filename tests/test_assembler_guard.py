@@ -339,3 +339,9 @@ def test_every_single_character_edit_of_the_shipped_programs_ends_in_one_line(tm
     assert len(outcomes) == EDITS
     # The sample means something only if it holds both kinds of outcome.
     assert any(o == "program" for o in outcomes) and any(o.startswith("error:") for o in outcomes)
+
+
+def test_an_instruction_keystone_makes_nothing_of_is_refused():
+    # A typo that joins mnemonic and operand: keystone emitted no bytes, silently.
+    assert error_of("nop\ncmprbx, 5\n") == ("p.S:2: keystone produced no code for this "
+                                            "instruction: cmprbx, 5")
