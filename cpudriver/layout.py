@@ -114,6 +114,7 @@ PCV_N_DISPATCHERS = 0x38
 PCV_RESCHEDULE = 0x40      # set: switch dispatchers before returning to user mode
 PCV_NEXT = 0x48            # a dispatcher to switch to first (LMP hands over), or 0
 PCV_INBOX_SEEN = 0x50      # requests taken from this core's inbox so far
+PCV_FAILED = 0x58          # programs that exited with a non-zero status or were killed
 
 # Boot information block (written by the loader, read by every core).
 BOOT_MAGIC = 0x3149_4254_4152_5053       # "SPRATBI1", little endian

@@ -125,6 +125,7 @@ syscall_table:
 sys_exit:
     test rdi, rdi
     jz exit_current_dispatcher
+    call count_failed_program
     push rdi
     lea rdi, [rip + str_exit_status]
     call print_str
@@ -139,6 +140,16 @@ exit_current_dispatcher:
     mov qword ptr [rax + DCB_STATE], DISPATCHER_EXITED
     call request_reschedule
     xor eax, eax
+    ret
+
+# count_failed_program: one more program failed on this core (PCV_FAILED),
+# which the boot loader reads when the run is over (kernel/boot.py).
+#   clobbers: nothing
+count_failed_program:
+    push rax
+    mov rax, qword ptr gs:[PCV_SELF]
+    inc qword ptr [rax + PCV_FAILED]
+    pop rax
     ret
 
 # sys_core_id() -> the id of the core the caller runs on

@@ -159,6 +159,7 @@ trap_user_fault:
     call print_fault
     lea rdi, [rip + str_killed]
     call print_str
+    call count_failed_program
     call exit_current_dispatcher
     jmp trap_done
 

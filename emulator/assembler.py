@@ -93,6 +93,7 @@ from functools import cached_property
 from pathlib import Path
 
 from emulator import asm_expr, asm_screen, asm_worker
+from emulator import sources as search_path
 from emulator.asm_expr import ExpressionError
 from emulator.asm_screen import ScreenError
 from emulator.errors import SpratError
@@ -199,7 +200,9 @@ def _assemble(identity: tuple, origin: Path, data: bytes, base: int,
     defines = _checked_defines(defines)
     if not 0 <= base < 1 << 64:
         raise SpratError(f"assembler: base {base:#x} is not a 64-bit address")
-    memo_key = (identity, base, tuple(sorted(defines.items())), os.getcwd())
+    # Includes resolve through the workspace too: it is part of what a file means.
+    memo_key = (identity, base, tuple(sorted(defines.items())), os.getcwd(),
+                search_path.workspace())
     program = _memo_lookup(memo_key)
     if program is not None:
         return program
@@ -613,8 +616,12 @@ def _check_block_directive(word: str, name: str, number: int) -> None:
 
 
 def _include_target(including: Path, name: str) -> Path:
-    """Where `.include "name"` in file `including` points (also used by the cache)."""
-    return Path(os.path.normpath(including.parent / name))
+    """Where `.include "name"` in file `including` points (also used by the cache).
+
+    Relative to the including file's place in the tree, and a lab workspace's
+    copy first (emulator/sources.py), so a student's file is included wherever
+    the tree's would be."""
+    return search_path.locate(Path(os.path.normpath(including.parent / name)))
 
 
 def _decode(name: str, data: bytes) -> str:

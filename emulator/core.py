@@ -2,9 +2,10 @@
 
 A Core owns one `unicorn.Uc` in 64-bit mode. It maps the machine's shared
 physical memory (no copy), its own local APIC, and hooks that hand every
-trap to emulator/traps.py and every port access to the devices. It counts
-what the final table of `sprat boot` shows: instructions retired, modeled
-cycles, system calls, interrupts and IPIs.
+trap to emulator/traps.py and every port access to the devices, once the
+checks unicorn leaves out (emulator/privilege.py) allow it. It counts what
+the final table of `sprat boot` shows: instructions retired, modeled cycles,
+system calls, interrupts and IPIs.
 
 The core's clock (`cycles`) is modeled time: one cycle per instruction plus
 whatever the interconnect's cost model charges, and a halted core's clock
@@ -35,9 +36,10 @@ from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_64, UC_HOOK_INTR, UC_HOOK
 from unicorn import x86_const as x86
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
-from emulator import traps
-from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, Registers, SavedContext,
-                               emu_counter, retired_instructions, set_instruction_limit)
+from emulator import privilege, traps
+from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, FEAT_1_ECX, Registers, SavedContext,
+                               clear_cpuid_feature, emu_counter, retired_instructions,
+                               set_instruction_limit)
 from emulator.devices.apic import APIC_BASE, APIC_SIZE, LocalApic
 from emulator.devices.console import CONSOLE_PORT
 from emulator.devices.hypercall import HYPERCALL_PORT
@@ -50,6 +52,12 @@ TRANSLATION_BUFFER_BYTES = 16 << 20
 
 HLT_OPCODE = 0xF4
 RFLAGS_IF = 1 << 9
+SYSENTER_LENGTH = 2       # unicorn adds this to RIP after the sysenter hook
+MSR_TSC_AUX = 0xC000_0103
+# RDRAND (and RDSEED, which QEMU decodes under the same bit) would read the
+# host's randomness. Without the feature bit, `cpuid` says they are absent
+# and both are invalid opcodes: a run stays the same run.
+CPUID_1_ECX_RDRAND = 1 << 30
 
 
 class CoreState(enum.Enum):
@@ -89,6 +97,7 @@ class Core:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.uc.ctl_set_tcg_buffer_size(TRANSLATION_BUFFER_BYTES)
         memory.map_into(self.uc)
+        clear_cpuid_feature(self.uc, FEAT_1_ECX, CPUID_1_ECX_RDRAND)
         self.apic = LocalApic(self, bus)
         self.uc.mmio_map(APIC_BASE, APIC_SIZE, self.apic.read, None, self.apic.write, None)
         self.regs = Registers(self.uc)
@@ -106,6 +115,7 @@ class Core:
         self._in_quantum = False
         self._stop_requested = False
         self.waiting_on = ()           # the cost model's parking state (emulator/cost.py)
+        self._pending_fault = None     # a fault a hook found (emulator/privilege.py)
         self._install_hooks()
 
     # --- Wiring -----------------------------------------------------------
@@ -113,21 +123,30 @@ class Core:
         uc = self.uc
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, aux1=x86.UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_INSN, self._on_sysenter, aux1=x86.UC_X86_INS_SYSENTER)
         uc.hook_add(UC_HOOK_INSN, self._on_port_out, aux1=x86.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_port_in, aux1=x86.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid_instruction)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
-        # The Python binding refuses an RDTSC hook; the C API takes one with
-        # the CPUID callback's shape (return 1: the hook did the instruction).
-        self._rdtsc_callback = HOOK_INSN_CPUID_CFUNC(self._on_rdtsc)
-        uc._Uc__do_hook_add(UC_HOOK_INSN, self._rdtsc_callback, 1, 0,
-                            ctypes.c_int(x86.UC_X86_INS_RDTSC))
+        # The Python binding refuses RDTSC and RDTSCP hooks; the C API takes
+        # them with the CPUID callback's shape (return 1: the hook did it).
+        self._rdtsc_callbacks = [HOOK_INSN_CPUID_CFUNC(self._on_rdtsc),
+                                 HOOK_INSN_CPUID_CFUNC(self._on_rdtscp)]
+        for callback, instruction in zip(self._rdtsc_callbacks,
+                                         (x86.UC_X86_INS_RDTSC, x86.UC_X86_INS_RDTSCP)):
+            uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(instruction))
 
     def _on_rdtsc(self, _handle, _user_data):
         """The time stamp counter is the core's modeled clock: deterministic."""
         now = self.now()
         self.regs.write(x86.UC_X86_REG_RAX, now & 0xFFFF_FFFF)
         self.regs.write(x86.UC_X86_REG_RDX, (now >> 32) & 0xFFFF_FFFF)
+        return 1
+
+    def _on_rdtscp(self, handle, user_data):
+        """RDTSC, and ECX = IA32_TSC_AUX (the OS puts what it likes there)."""
+        self._on_rdtsc(handle, user_data)
+        self.regs.write(x86.UC_X86_REG_RCX, self.read_msr(MSR_TSC_AUX) & 0xFFFF_FFFF)
         return 1
 
     def _on_interrupt(self, uc, vector, _):
@@ -137,7 +156,8 @@ class Core:
         self._deliver(vector, error_code, software)
 
     def _on_invalid_instruction(self, uc, _):
-        self._deliver(traps.INVALID_OPCODE, None, False)
+        vector = privilege.invalid_opcode_vector(self)
+        self._deliver(vector, 0 if vector == traps.GENERAL_PROTECTION else None, False)
         return True     # go on, at the handler
 
     def _on_syscall(self, uc, _):
@@ -145,8 +165,15 @@ class Core:
         self._entering_kernel()
         traps.deliver_syscall(self)
 
+    def _on_sysenter(self, uc, _):
+        """In long mode an AMD64 core has no SYSENTER: #UD, at any privilege."""
+        self._deliver(traps.INVALID_OPCODE, None, False, return_rip=self.rip)
+        self.regs.write(x86.UC_X86_REG_RIP, self.rip - SYSENTER_LENGTH)
+
     def _on_port_out(self, uc, port, size, value, _):
-        if port == CONSOLE_PORT:
+        if not privilege.io_permitted(self, port, size):
+            self._fault_after_this_instruction(traps.GENERAL_PROTECTION, 0)
+        elif port == CONSOLE_PORT:
             self.bus.console.write_byte(self.id, value)
         elif port == HYPERCALL_PORT:
             self.bus.hypercall(self)
@@ -156,16 +183,36 @@ class Core:
             self.request_stop()
 
     def _on_port_in(self, uc, port, size, _):
+        if not privilege.io_permitted(self, port, size):
+            self._fault_after_this_instruction(traps.GENERAL_PROTECTION, 0)
+            return 0
         return (1 << (8 * size)) - 1     # nothing answers: the bus floats high
+
+    def _fault_after_this_instruction(self, vector, error_code):
+        """From a port hook: the engine finishes the instruction whatever the
+        hook does, so undo it once the quantum stops (emulator/privilege.py)."""
+        self._pending_fault = privilege.PendingFault(
+            vector, error_code, self.rip, privilege.saved_port_registers(self))
+        # Count this instruction as the quantum's last, and stop before the
+        # engine translates another block (whose fetch could fault first).
+        self.stop_after_this_instruction()
+        self.request_stop()
+
+    def _raise_pending_fault(self):
+        fault, self._pending_fault = self._pending_fault, None
+        for register, value in fault.registers.items():
+            self.regs.write(register, value)
+        self.regs.write(x86.UC_X86_REG_RIP, fault.rip)
+        self._deliver(fault.vector, fault.error_code, False, return_rip=fault.rip)
 
     def _on_unmapped(self, uc, access, address, size, value, _):
         self.fail(f"access to non-existent physical memory at {address:#x}")
         return False
 
-    def _deliver(self, vector, error_code, software):
+    def _deliver(self, vector, error_code, software, return_rip=None):
         self._entering_kernel()
         try:
-            traps.deliver_interrupt(self, vector, error_code, software)
+            traps.deliver_interrupt(self, vector, error_code, software, return_rip)
         except traps.TripleFault as fault:
             self.fail(f"triple fault at RIP {self.rip:#x}: {fault}")
 
@@ -310,6 +357,8 @@ class Core:
         self.stats.instructions += retired
         self.cycles += retired + clock.charged
         clock.charged = 0
+        if self._pending_fault is not None:
+            self._raise_pending_fault()
         # The counter passes `quantum` only when the quantum ran out; if it did
         # not, unicorn stopped by itself: `hlt` (even as the quantum's last one).
         if self._emu_counter.value <= quantum and not self._stop_requested \

@@ -9,6 +9,10 @@ CPUX86State) at offsets that were found by experiment on unicorn 2.1.4 and
 are checked at start-up (`check_layout`), so a different unicorn fails loudly
 instead of silently.
 
+It also reaches one thing outside the saved context: the CPUID feature
+words, which decide both what `cpuid` reports and which instructions the
+engine accepts (`clear_cpuid_feature`).
+
 It also holds `Registers`, a fast path to uc_reg_read / uc_reg_write (the
 Python binding's reg_read costs ~1.4 us, the bare C call ~0.35 us), and
 `retired_instructions`, which reads unicorn's own instruction counter.
@@ -45,6 +49,18 @@ EMU_COUNTER = 1368
 # of a quantum ends the quantum at an exact instruction (the debugger's
 # watchpoints, emulator/debug/engine.py).
 EMU_COUNT = 1376
+
+# The live CPUX86State, for what lies past the saved copy: uc_struct->cpu
+# (CPUState *), its env_ptr, and env->features (uint64_t per CPUID feature
+# word), read when a block is translated (an instruction whose feature bit
+# is clear decodes as invalid) and by `cpuid`.
+UC_CPU = 440
+CPU_ENV_PTR = 296
+ENV_FEATURES = 5632
+FEAT_1_EDX = 0           # CPUID.1:EDX
+FEAT_1_ECX = 1           # CPUID.1:ECX
+CPUID_1_EDX_FPU = 1 << 0
+CPUID_1_ECX_SSE3 = 1 << 0
 
 
 class Registers:
@@ -104,6 +120,19 @@ class SavedContext:
         return struct.unpack("<I4xQII", ctypes.string_at(offset, SEGMENT_SIZE))
 
 
+def _cpuid_feature_word(uc: Uc, word: int) -> ctypes.c_uint64:
+    cpu = ctypes.c_uint64.from_address(uc._uch.value + UC_CPU).value
+    env = ctypes.c_uint64.from_address(cpu + CPU_ENV_PTR).value
+    return ctypes.c_uint64.from_address(env + ENV_FEATURES + 8 * word)
+
+
+def clear_cpuid_feature(uc: Uc, word: int, bits: int) -> None:
+    """Take a feature away: `cpuid` stops reporting it, and its instructions
+    become invalid opcodes (#UD) in every block translated from now on.
+    Call it after the engine is set up (any mem_map) and before code runs."""
+    _cpuid_feature_word(uc, word).value &= ~bits
+
+
 def emu_counter(uc: Uc) -> ctypes.c_uint64:
     """unicorn's instruction counter for the current emu_start, as a live ctypes view."""
     return ctypes.c_uint64.from_address(uc._uch.value + EMU_COUNTER)
@@ -155,6 +184,13 @@ def check_layout() -> None:
         problems.append("emu_counter")
     if ctypes.c_uint64.from_address(uc._uch.value + EMU_COUNT).value != 100:
         problems.append("emu_count")
+    cpu = ctypes.c_uint64.from_address(uc._uch.value + UC_CPU).value
+    env = ctypes.c_uint64.from_address(cpu + CPU_ENV_PTR).value if cpu else 0
+    if not env or ctypes.c_uint64.from_address(env).value != 0x1234:
+        problems.append("uc->cpu->env_ptr")
+    elif not (_cpuid_feature_word(uc, FEAT_1_EDX).value & CPUID_1_EDX_FPU
+              and _cpuid_feature_word(uc, FEAT_1_ECX).value & CPUID_1_ECX_SSE3):
+        problems.append("env->features")
     hflags = context.read_u32(HFLAGS)
     if not hflags & (1 << 15):        # HF_CS64: the engine is in 64-bit mode
         problems.append("hflags")

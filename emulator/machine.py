@@ -52,7 +52,7 @@ class RunResult:
 class Machine:
     def __init__(self, cores: int, memory_size: int = DEFAULT_MEMORY,
                  quantum: int = DEFAULT_QUANTUM, output=None, topology=None,
-                 cost_model: bool = True):
+                 cost_model: bool = True, seed: int | None = None):
         if not 1 <= cores <= MAX_CORES:
             raise SpratError(f"--cores must be between 1 and {MAX_CORES}, got {cores}")
         if topology is not None and topology.n_cores() != cores:
@@ -65,7 +65,7 @@ class Machine:
         self.memory = PhysicalMemory(memory_size)
         self.console = Console(cores, output or (lambda core, line: None))
         self.cores = [Core(i, self.memory, self) for i in range(cores)]
-        self.scheduler = Scheduler(self.cores, quantum)
+        self.scheduler = Scheduler(self.cores, quantum, seed)
         self.observers = []       # callables(event, **fields), e.g. the message trace
         self._hypercall_handler = None
         self.topology = topology or generic(cores)

@@ -22,7 +22,21 @@ reply) come out the same for any quantum above a few dozen instructions
 with a large quantum a core makes many updates while its lines stay in its
 cache before another core runs, so `sprat bench shm-vs-msg` measures with
 a quantum of 1. Small quanta cost host time, not accuracy.
+
+A seed chooses another schedule (`--seed S`): among the cores ready within
+one quantum's worth of cycles of the earliest, one is picked at random, and
+it runs for a random number of instructions, from 1 to the quantum, drawn
+so that short turns are as likely as long ones (log-uniform). A race that
+needs two cores to interleave at one exact instruction shows under some
+seeds. Causality still holds, since it is the cost model's (a line written
+at time t is seen no earlier than t plus its transfer), so what a run
+measures stays meaningful. The generator is Python's own, seeded with S and
+used by nothing else: the same seed gives the same run; no seed gives the
+schedule above.
 """
+
+import math
+import random
 
 from emulator.core import CoreState
 
@@ -30,12 +44,14 @@ DEFAULT_QUANTUM = 10_000
 
 
 class Scheduler:
-    def __init__(self, cores, quantum: int = DEFAULT_QUANTUM):
+    def __init__(self, cores, quantum: int = DEFAULT_QUANTUM, seed: int | None = None):
         if quantum < 1:
             raise ValueError("quantum must be at least 1 instruction")
         self.cores = cores
         self.quantum = quantum
         self.quanta_run = 0
+        self.seed = seed
+        self._random = random.Random(seed) if seed is not None else None
 
     def ready_time(self, core) -> int | None:
         """When `core` could next run, or None if it never can by itself."""
@@ -51,13 +67,25 @@ class Scheduler:
         return None
 
     def next_core(self):
-        """The ready core with the lowest ready time, and that time."""
+        """The ready core with the lowest ready time, and that time (with a
+        seed: any ready core within a quantum of the lowest)."""
         best, best_time = None, None
         for core in self.cores:
             time = self.ready_time(core)
             if time is not None and (best_time is None or time < best_time):
                 best, best_time = core, time
-        return best, best_time
+        if self._random is None or best is None:
+            return best, best_time
+        close = [(core, time) for core in self.cores
+                 if (time := self.ready_time(core)) is not None
+                 and time <= best_time + self.quantum]
+        return close[self._random.randrange(len(close))]
+
+    def _turn(self) -> int:
+        """How many instructions the next quantum may run."""
+        if self._random is None:
+            return self.quantum
+        return max(1, int(math.exp(self._random.uniform(0, math.log(self.quantum + 1)))))
 
     def run_one(self, core, time: int, limit: int | None = None) -> int:
         """Bring `core` to `time`, take its due interrupts, run one quantum."""
@@ -66,7 +94,7 @@ class Scheduler:
             pass
         if core.state is not CoreState.RUNNING:
             return 0
-        budget = self.quantum if limit is None else min(self.quantum, limit)
+        budget = self._turn() if limit is None else min(self._turn(), limit)
         event = core.next_event()
         if event is not None and event > core.cycles:
             budget = min(budget, event - core.cycles)

@@ -69,6 +69,22 @@ class System:
         base = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
         return self.machine.memory.read_u64(base + layout.PCV_N_DISPATCHERS)
 
+    def failed_programs(self, core: int) -> int:
+        """How many programs on `core` exited with a non-zero status or were killed."""
+        base = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
+        return self.machine.memory.read_u64(base + layout.PCV_FAILED)
+
+    def failures(self) -> str | None:
+        """One line saying which programs failed, or None if none did."""
+        counts = {core: self.failed_programs(core) for core in range(self.machine.n_cores)}
+        failed = {core: n for core, n in counts.items() if n}
+        if not failed:
+            return None
+        total = sum(failed.values())
+        where = ", ".join(f"core {core}: {n}" for core, n in failed.items())
+        return f"{total} program{'s' if total > 1 else ''} failed ({where}): a non-zero " \
+               f"exit status, or killed for a fault"
+
     def module_for_core(self, core: int) -> LoadedModule | None:
         """The module the CPU driver will pick for `core` (see cpudriver/user.S)."""
         for wanted in (core, None):
@@ -91,7 +107,7 @@ def user_defines() -> dict[str, int]:
 
 def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
                memory_size: int = DEFAULT_MEMORY, output=None, topology=None,
-               cost_model: bool = True) -> System:
+               cost_model: bool = True, seed: int | None = None) -> System:
     """Parse, assemble and load an image; return a System ready to run.
 
     With a `topology`, the machine has its cores (and `cores` must agree).
@@ -102,7 +118,7 @@ def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
         raise SpratError(f"{image.kernel.path}: the CPU driver is {len(kernel.code)} bytes, "
                          f"more than the {layout.KERNEL_MAX_SIZE} bytes it may occupy")
     machine = Machine(cores, memory_size=memory_size, quantum=quantum, output=output,
-                      topology=topology, cost_model=cost_model)
+                      topology=topology, cost_model=cost_model, seed=seed)
     machine.memory.write(layout.KERNEL_BASE, kernel.code)
     system = System(machine, image, kernel)
     _load_modules(system, cores)

@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulator import sources
 from emulator.errors import SpratError
 
 __all__ = ["BootImage", "Entry", "SPRAT_ROOT", "parse_image"]
@@ -152,6 +153,7 @@ def _entry(image: Path, number: int, directive: str, words: list[str]) -> Entry:
 def _resolve(image: Path, written: str) -> Path:
     # "/x" is inside the sprat tree (as "/" is the root of a GRUB disk);
     # anything else sits next to the image.
+    # A lab workspace's copy of a tree file comes first (emulator/sources.py).
     if written.startswith("/"):
-        return (SPRAT_ROOT / written.lstrip("/")).resolve()
-    return (image.parent / written).resolve()
+        return sources.locate((SPRAT_ROOT / written.lstrip("/")).resolve())
+    return sources.locate((image.parent / written).resolve())

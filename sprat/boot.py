@@ -24,7 +24,7 @@ DEFAULT_CORES = 4
 DEFAULT_MAX_CYCLES = 100_000_000
 
 TABLE_HEADERS = ["core", "state", "instructions", "cycles", "syscalls", "interrupts",
-                 "ipis_in", "ipis_out", "dispatchers", "exit"]
+                 "ipis_in", "ipis_out", "dispatchers", "failed", "exit"]
 
 
 def cores_argument(text: str) -> int:
@@ -60,9 +60,33 @@ def add_machine_options(parser) -> None:
                         help="instructions a core runs before the scheduler picks again "
                              f"(default {DEFAULT_QUANTUM:,}); larger is faster; message latencies "
                              "do not depend on it, contended shared-memory costs do (use 1)")
+    parser.add_argument("--seed", type=seed_argument, default=None, metavar="S",
+                        help="another schedule: which core runs next among those close in "
+                             "modeled time, and for how long, drawn from seed S (0 to 2**64-1); "
+                             "the same seed gives the same run (default: no seed, the "
+                             "furthest-behind core for a whole quantum)")
+    add_lab_option(parser)
     parser.add_argument("--topology", metavar="T", default=None,
                         help="the machine's interconnect: a preset (see `sprat topology list`) "
                              "or a TOML file; the core count follows it")
+
+
+def seed_argument(text: str) -> int:
+    import argparse
+    try:
+        value = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**64-1, got {value}")
+    return value
+
+
+def add_lab_option(parser) -> None:
+    """--lab DIR: read sprat/cli.py before the parser runs; here for --help."""
+    parser.add_argument("--lab", metavar="DIR", default=None,
+                        help="a lab workspace (`sprat lab start`): its files instead of the "
+                             "tree's (the default inside one)")
 
 
 def machine_shape(args):
@@ -87,6 +111,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help="stop (exit 1) when every core's modeled clock passes "
                                           f"C cycles (default {DEFAULT_MAX_CYCLES:,})")
+    parser.add_argument("--expect-failures", action="store_true",
+                        help="programs that exit with a non-zero status or are killed for a "
+                             "fault do not fail the run (images/faults.lst is about that)")
     from sprat.debug import add_gdb_option, add_trace_option    # --gdb PORT, --trace FILE
     add_gdb_option(parser)
     add_trace_option(parser)
@@ -103,7 +130,7 @@ def run(args) -> int:
 
     cores, topology = machine_shape(args)
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
-                        topology=topology)
+                        topology=topology, seed=args.seed)
     with recording(system, args.trace):
         if args.gdb is not None and serve_gdb_first(system, args) == "kill":
             print("sprat: gdb killed the run", file=sys.stderr)
@@ -115,10 +142,18 @@ def run(args) -> int:
             print(core_table(system))
             raise
     print(core_table(system))
+    failures = system.failures()
+    if result.clean and failures and not args.expect_failures:
+        print(f"sprat: every core halted after {result.cycles:,} cycles, but {failures} "
+              "(--expect-failures if that is the point)", file=sys.stderr)
+        return EXIT_MACHINE_FAILURE
     if result.clean:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
     print(f"sprat: {result.reason}", file=sys.stderr)
+    from kernel.diagnosis import explain
+    for line in explain(system):
+        print(f"sprat:   {line}", file=sys.stderr)
     return EXIT_MACHINE_FAILURE
 
 
@@ -156,5 +191,5 @@ def core_table(system) -> str:
         s = core.stats
         rows.append([core.id, core.state.value, s.instructions, core.cycles, s.syscalls,
                      s.interrupts, s.ipis_received, s.ipis_sent, system.dispatchers(core.id),
-                     core.exit_code])
+                     system.failed_programs(core.id), core.exit_code])
     return format_table(TABLE_HEADERS, rows)

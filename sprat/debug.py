@@ -78,6 +78,9 @@ def add_parser(subparsers) -> None:
     add_machine_options(parser)
     parser.add_argument("--script", metavar="FILE",
                         help="run the commands in FILE instead of reading them from the terminal")
+    parser.add_argument("--break", dest="breaks", metavar="WHERE", action="append", default=[],
+                        help="set a breakpoint (`LABEL [core K]`, as the `break` command "
+                             "takes it) and run to it before the prompt (repeatable)")
     add_gdb_option(parser)
     add_trace_option(parser)
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
@@ -113,6 +116,8 @@ def run(args) -> int:
             ended = serve_gdb(debuggee.engine, args.gdb, sys.stdout)
             return EXIT_OK if ended in ("detach", "kill") else EXIT_MACHINE_FAILURE
         shell = DebugShell(debuggee, stdout=sys.stdout)
+        if args.breaks:
+            shell.run_to_breakpoints(args.breaks)
         if args.script:
             return shell.run_script(args.script)
         return shell.interactive()
@@ -149,7 +154,7 @@ def open_debuggee(args, out) -> Debuggee:
         out.flush()
 
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=console,
-                        topology=topology)
+                        topology=topology, seed=args.seed)
     return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
 
 
@@ -222,7 +227,7 @@ class DebugShell(cmd.Cmd):
             import readline  # noqa: F401 -- cmd uses it for history and editing
         except ImportError:
             pass
-        self.out(self.banner())
+        self.greet()
         while True:
             try:
                 self.cmdloop()
@@ -230,13 +235,25 @@ class DebugShell(cmd.Cmd):
             except KeyboardInterrupt:
                 self.out("^C (type quit to leave)")
 
+    def run_to_breakpoints(self, places) -> bool:
+        """--break: set each breakpoint, then continue to the first one hit."""
+        self.greet()
+        for place in places:
+            self.out(f"{self.prompt}break {place}")
+            try:
+                self.do_break(place)
+            except (CommandError, TargetError, SymbolError, SpratError) as error:
+                raise SpratError(f"--break {place}: {error}") from None
+        self.out(f"{self.prompt}continue")
+        self.onecmd("continue")
+
     def run_script(self, path) -> int:
         """Run the commands of a file, echoing each after the prompt."""
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except OSError as error:
             raise SpratError(f"cannot read script {path}: {error.strerror}") from None
-        self.out(self.banner())
+        self.greet()
         for line in lines:
             line = line.strip()
             if not line or line.startswith("#"):
@@ -246,7 +263,15 @@ class DebugShell(cmd.Cmd):
                 break
         return 0
 
+    def greet(self) -> None:
+        text = self.banner()
+        if text:
+            self.out(text)
+
     def banner(self) -> str:
+        if getattr(self, "_greeted", False):     # --break ran first and greeted
+            return ""
+        self._greeted = True
         n = self.machine.n_cores
         return (f"sprat debug: {n} core{'s' if n > 1 else ''}, stopped before the first "
                 f"instruction (`help` lists the commands)\n{self.where(self.selected)}")

@@ -42,6 +42,8 @@ def add_parser(subparsers) -> None:
         description="Read a trace written by `sprat boot --trace FILE`: print a table of "
                     "messages per channel and of IPIs, or draw a message sequence chart.")
     parser.add_argument("file", metavar="FILE", help="a trace file (JSON lines)")
+    from sprat.boot import add_lab_option
+    add_lab_option(parser)
     parser.add_argument("--plot", metavar="OUT.png", default=None,
                         help="draw a message sequence chart across cores to this image")
     parser.set_defaults(run=run)

@@ -88,7 +88,23 @@ def test_cycle_budget_is_a_machine_failure_with_a_reason(capsys, tmp_path):
     image.write_text("kernel /cpudriver/cpudriver.S\nmodule /userland/spin.S iterations=1000000\n")
     status, out, err = run_cli(capsys, "boot", str(image), "--cores", "1", "--max-cycles", "100000")
     assert status == 1
-    assert "cycle budget" in err and len(err.strip().splitlines()) == 1
+    reason, *diagnosis = err.strip().splitlines()
+    assert "cycle budget" in reason
+    assert diagnosis == ["sprat:   core 0 is still running in spin_loop+7 (userland/spin.S:13)"]
+
+
+def test_a_failed_program_fails_the_run_unless_failures_are_expected(capsys):
+    status, _, err = run_cli(capsys, "boot", "images/faults.lst")
+    assert status == 1 and "4 programs failed" in err and len(err.strip().splitlines()) == 1
+    status, out, _ = run_cli(capsys, "boot", "images/faults.lst", "--expect-failures")
+    assert status == 0 and "every core halted cleanly" in out
+
+
+def test_a_seed_chooses_a_schedule_and_the_same_seed_the_same_run(capsys):
+    runs = [run_cli(capsys, "boot", "images/spawn.lst", "--seed", seed, "--quantum", "50")
+            for seed in ("1", "1", "2")]
+    assert runs[0] == runs[1], "the same seed gave two different runs"
+    assert all(status == 0 for status, _, _ in runs)
 
 
 def test_help_explains_every_boot_option(capsys):

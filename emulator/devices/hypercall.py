@@ -12,7 +12,11 @@ kernel calls its hypervisor:
 The machine passes the core to whatever handler the OS registered with
 `machine.set_hypercall_handler(handler)`; the handler reads and writes the
 core's registers. With no handler, rax = -ENOSYS. A port write from ring 3
-never gets here: the TSS has no I/O permission bitmap, so `out` faults.
+never gets here: the machine checks every port access as the processor does
+(emulator/privilege.py: CPL against IOPL, then the TSS's I/O permission
+bitmap), the CPU driver runs user code with IOPL 0 and gives its TSS no
+bitmap, so the `out` is a #GP at the instruction and the service never
+hears of it.
 """
 
 HYPERCALL_PORT = 0xA0

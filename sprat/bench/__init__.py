@@ -23,7 +23,9 @@ def add_parser(subparsers) -> None:
 
 
 def add_output_options(parser) -> None:
+    from sprat.boot import add_lab_option
     parser.add_argument("--json", action="store_true", help="print the rows as JSON objects")
+    add_lab_option(parser)
 
 
 def emit(args, title: str, headers, rows, notes=()) -> None:

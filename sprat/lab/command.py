@@ -1,0 +1,286 @@
+"""`sprat lab`: list the labs, start one, grade it, check the graders.
+
+    $ sprat lab list
+    $ sprat lab start 3 work-3          # your copies, with the mechanism blanked out
+    $ cd work-3 && sprat boot images/stream.lst     # your files, not the tree's
+    $ sprat lab grade                   # inside the workspace (or: grade 3 work-3)
+    $ sprat lab check                   # instructors: graders catch every recorded mistake
+
+`grade` prints a line per test, as `make grade` does, a reason and a
+replay command for each failure, and the score; it exits 0 only at full
+score. `check` proves each lab's grader: the reference scores full, the
+skeleton does not, and every recorded wrong solution fails a test.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from emulator.errors import SpratError
+from sprat.lab import manifest, runner
+from sprat.lab import workspace as workspaces
+
+EXIT_OK, EXIT_BELOW_FULL, EXIT_USAGE = 0, 1, 2
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lab", help="coursework labs: list, start, grade, check",
+        description="Coursework labs: each asks you to write one mechanism of sprat, "
+                    "and grades it on what the machine did. Start with `sprat lab list`.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=type(parser))
+    verbs.required = True
+
+    listing = verbs.add_parser("list", help="the labs, their goals and points")
+    listing.set_defaults(run=run_list)
+
+    start = verbs.add_parser("start", help="make a workspace for lab N",
+                             description="Copy lab N's files into DIR with the mechanism "
+                                         "blanked out, with the handout and the lab's images.")
+    start.add_argument("lab", metavar="N", help="the lab: number or name (see `sprat lab list`)")
+    start.add_argument("folder", metavar="DIR", nargs="?",
+                       help="where to make it (default: ./lab-NN-slug)")
+    start.set_defaults(run=run_start)
+
+    grade = verbs.add_parser("grade", help="grade a workspace",
+                             description="Run the lab's tests on your files and print the "
+                                         "score; exit 0 only at full score.")
+    grade.add_argument("words", metavar="[N] [DIR]", nargs="*",
+                       help="the lab and the workspace (default: the workspace you are in)")
+    grade.add_argument("--json", action="store_true", help="print the results as JSON")
+    grade.add_argument("--extra-tests", metavar="PATH", action="append", default=[],
+                       help="a grader file of a course's own tests, run as well (repeatable)")
+    grade.add_argument("-k", dest="only", metavar="NAME", action="append", default=[],
+                       help="run only the tests whose name contains NAME (repeatable)")
+    grade.set_defaults(run=run_grade)
+
+    check = verbs.add_parser("check", help="instructors: prove every lab's grader",
+                             description="For each lab: the reference scores full, the "
+                                         "skeleton does not, and every recorded wrong "
+                                         "solution (wrong/*.diff) fails at least one test.")
+    check.add_argument("labs", metavar="N", nargs="*", help="only these labs (default: all)")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.set_defaults(run=run_check)
+
+
+# --- list --------------------------------------------------------------------------------
+
+def run_list(args) -> int:
+    from sprat.table import format_table
+    rows = []
+    for lab in manifest.all_labs():
+        points = sum(test.points for test in runner.load_tests([lab.grader]))
+        rows.append([lab.number, lab.slug, points, _hours(lab.hours), lab.goal])
+    print(format_table(["lab", "name", "points", "hours", "goal"], rows))
+    here = workspaces.find_workspace()
+    if here is not None:
+        space = workspaces.open_workspace(here)
+        score = space.last_score()
+        last = f"last grade {score['score']}/{score['total']}" if score else "not graded yet"
+        print(f"\nyou are in a workspace of lab {space.lab.number} ({space.lab.slug}): {last}")
+    else:
+        print("\nstart one with `sprat lab start N`; its handout is README.md in the workspace")
+    return EXIT_OK
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:g}"
+
+
+# --- start -------------------------------------------------------------------------------
+
+def run_start(args) -> int:
+    lab = manifest.find_lab(args.lab)
+    folder = Path(args.folder or f"lab-{lab.name}")
+    workspaces.create(lab, folder, workspaces.skeleton_files(lab))
+    print(f"sprat: lab {lab.number} ({lab.title}) is in {folder}/")
+    for name in lab.files:
+        print(f"  {folder / name}   <- you write this")
+    if (folder / "README.md").is_file():
+        print(f"  {folder / 'README.md'}   <- the handout: start here")
+    print(f"grade it with: cd {folder} && sprat lab grade")
+    return EXIT_OK
+
+
+# --- grade -------------------------------------------------------------------------------
+
+def run_grade(args) -> int:
+    space, shown = _workspace_from_words(args.words)
+    lab = space.lab
+    graders = [lab.grader] + [_extra_grader(path) for path in args.extra_tests]
+    tests = _selected(runner.load_tests(graders), args.only)
+    problem = runner.build_problem(lab, space.folder)
+    if problem is not None:
+        raise SpratError(f"your code does not build: {problem}")
+    started = time.monotonic()
+    results = runner.run_tests(lab, space.folder, tests, shown=shown, graders=graders,
+                               progress=_progress_line(f"grading lab {lab.number}"))
+    score = {"lab": lab.number, "slug": lab.slug, "workspace": shown,
+             "score": sum(r.earned for r in results), "total": sum(r.points for r in results),
+             "seconds": round(time.monotonic() - started, 1),
+             "tests": [_result_json(r) for r in results]}
+    if args.json:
+        print(json.dumps(score, indent=2))
+    else:
+        print(_grade_report(lab, shown, results))
+    if not args.only:
+        space.save_score({key: score[key] for key in ("score", "total")})
+    return EXIT_OK if score["score"] == score["total"] else EXIT_BELOW_FULL
+
+
+def _workspace_from_words(words: list[str]):
+    """`grade`, `grade N`, `grade DIR`, `grade N DIR`: the workspace and how to name it."""
+    if len(words) > 2:
+        raise SpratError("lab grade takes at most a lab and a folder: sprat lab grade [N] [DIR]")
+    number = words[0] if words and not Path(words[0]).is_dir() else None
+    folder = words[-1] if words and (len(words) == 2 or number is None) else None
+    if folder is None:
+        found = workspaces.find_workspace()
+        if found is None:
+            raise SpratError("not inside a lab workspace: give its folder "
+                             "(sprat lab grade N DIR), or make one with `sprat lab start N`")
+        folder = str(found)
+    if not Path(folder).is_dir():
+        raise SpratError(f"{folder}: no such folder")
+    space = workspaces.open_workspace(Path(folder))
+    if number is not None and manifest.find_lab(number).number != space.lab.number:
+        raise SpratError(f"{folder} is a workspace of lab {space.lab.number} "
+                         f"({space.lab.slug}), not of lab {number}")
+    return space, _shown(Path(folder))
+
+
+def _shown(folder: Path) -> str:
+    """The folder as the student can type it from here."""
+    try:
+        text = str(folder.resolve().relative_to(Path.cwd().resolve()))
+        return text if text != "." else "."
+    except ValueError:
+        return str(folder)
+
+
+def _extra_grader(path: str) -> Path:
+    file = Path(path)
+    if not file.is_file():
+        raise SpratError(f"--extra-tests {path}: no such file")
+    return file.resolve()
+
+
+def _selected(tests, only):
+    if not only:
+        return tests
+    chosen = [t for t in tests if any(word in t.name for word in only)]
+    if not chosen:
+        raise SpratError(f"no test matches {' or '.join(only)}")
+    return chosen
+
+
+def _grade_report(lab, shown, results) -> str:
+    lines = [f"== lab {lab.number}: {lab.title} ({shown}) =="]
+    for r in results:
+        verdict = "OK" if r.passed else "FAIL"
+        lines.append(f"{r.name}: {verdict} ({r.earned}/{r.points})")
+        if not r.passed:
+            lines.append(f"    {r.reason}")
+            if r.replay:
+                lines.append(f"    replay: {r.replay}")
+    total = sum(r.points for r in results)
+    lines.append(f"Score: {sum(r.earned for r in results)}/{total}")
+    return "\n".join(lines)
+
+
+def _result_json(result) -> dict:
+    return {"name": result.name, "points": result.points, "earned": result.earned,
+            "passed": result.passed, "reason": result.reason, "replay": result.replay,
+            "seconds": round(result.seconds, 2)}
+
+
+def _progress_line(what: str):
+    """A progress line on stderr, when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done, total):
+        end = "\n" if done == total else ""
+        sys.stderr.write(f"\r{what}: {done}/{total} tests done{end}")
+        sys.stderr.flush()
+    return show
+
+
+# --- check -------------------------------------------------------------------------------
+
+def run_check(args) -> int:
+    from sprat.table import format_table
+    labs = [manifest.find_lab(word) for word in args.labs] or manifest.all_labs()
+    rows, problems, started = [], [], time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sprat-lab-check-") as scratch:
+        for lab in labs:
+            for row, problem in _check_lab(lab, Path(scratch)):
+                rows.append(row)
+                if problem:
+                    problems.append(f"lab {lab.number} {row[1]}: {problem}")
+    seconds = time.monotonic() - started
+    if args.json:
+        print(json.dumps({"rows": [dict(zip(["lab", "solution", "score", "verdict"], row))
+                                   for row in rows], "problems": problems,
+                          "seconds": round(seconds, 1)}, indent=2))
+    else:
+        print(format_table(["lab", "solution", "score", "verdict"], rows))
+        for problem in problems:
+            print(f"sprat: {problem}", file=sys.stderr)
+        print(f"sprat: {len(labs)} labs checked in {seconds:.0f} s: "
+              f"{'all graders hold' if not problems else f'{len(problems)} problems'}")
+    return EXIT_OK if not problems else EXIT_BELOW_FULL
+
+
+def _check_lab(lab, scratch: Path):
+    """Rows (lab, solution, score, verdict) and for each the problem, if any."""
+    tests = runner.load_tests([lab.grader])
+    total = sum(t.points for t in tests)
+    progress = _progress_line(f"checking lab {lab.number}")
+
+    def grade(label, files, order=tests, stop=False):
+        folder = scratch / f"{lab.name}-{label}"
+        space = workspaces.create(lab, folder, files)
+        return runner.run_tests(lab, space.folder, order, shown=str(folder),
+                                stop_at_first_failure=stop, progress=progress)
+
+    results = grade("reference", workspaces.reference_files(lab))
+    failing = [r for r in results if not r.passed]
+    score = sum(r.earned for r in results)
+    yield ([lab.number, "reference", f"{score}/{total}", "full" if not failing else "NOT FULL"],
+           f"the reference fails {failing[0].name}: {failing[0].reason}" if failing else None)
+
+    results = grade("skeleton", workspaces.skeleton_files(lab), stop=True)
+    caught = [r.name for r in results if not r.passed and not r.reason.startswith("not run")]
+    yield ([lab.number, "skeleton", _partial(results, total), "fails " + caught[0] if caught
+            else "PASSES"], None if caught else "the skeleton passes every test")
+
+    for diff in lab.wrong_solutions():
+        wrong, files = workspaces.wrong_files(lab, diff)
+        expected = [t for t in tests if t.name in wrong.expect]
+        unknown = set(wrong.expect) - {t.name for t in tests}
+        order = expected + [t for t in tests if t not in expected]
+        results = grade(diff.stem, files, order=order, stop=not expected)
+        caught = [r.name for r in results if not r.passed and not r.reason.startswith("not run")]
+        missed = [t.name for t in expected if t.name not in caught]
+        problem = None
+        if unknown:
+            problem = f"expects unknown tests {', '.join(sorted(unknown))}"
+        elif missed:
+            problem = f"{wrong.summary}: not caught by {', '.join(missed)}"
+        elif not caught:
+            problem = f"{wrong.summary}: passes every test"
+        verdict = f"caught by {', '.join(caught[:2])}" if caught else "NOT CAUGHT"
+        yield [lab.number, f"wrong/{diff.stem}", _partial(results, total), verdict], problem
+
+
+def _partial(results, total) -> str:
+    """A score where some tests may not have run (stopped at the first failure)."""
+    ran = [r for r in results if not r.reason.startswith("not run")]
+    if len(ran) < len(results):
+        return f"<={sum(r.earned for r in results) + sum(r.points for r in results if r not in ran)}/{total}"
+    return f"{sum(r.earned for r in results)}/{total}"

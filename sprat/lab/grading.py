@@ -1,0 +1,203 @@
+"""What a lab's grader (labs/NN-slug/grade.py) is written with.
+
+    from sprat.lab.grading import test, fail, boot, QUANTA
+
+    @test(points=20)
+    def messages_arrive_in_order():
+        \"\"\"Every message arrives once, in order, payload intact.\"\"\"
+        for quantum in QUANTA:
+            run = boot("images/stream.lst", topology="amd-2x2", quantum=quantum)
+            run.expect_clean()
+            if wrong:
+                fail("message 5 arrived as ...", run, stop="urpc_received core 1")
+
+Each test runs in a child process of its own with the student's workspace
+active (sprat/lab/runner.py): `boot` builds the machine from the student's
+files, and `import` gives the student's Python modules. A test passes by
+returning; `fail(reason)`, a failed `assert` or any exception fail it with
+a one-line reason. With a run, the report adds the `sprat debug` command
+that replays it on the student's files, stopped where the test looks.
+
+Graders judge what the machine did, as its observers saw it (`run.events`:
+messages, IPIs) and the state it ended in (`run.system`), not console text.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The schedule sweep: an ordering bug often shows only under some
+# interleavings (a control word written before its payload is caught at
+# 7 and 13, not at 1 or the default).
+QUANTA = (1, 7, 13, 100, 10_000)
+# Seeded schedules (emulator/scheduler.py): which core runs next, and for how
+# long, drawn from the seed. A few seeds shake out what fixed quanta miss.
+SEEDS = (1, 2, 3, 4, 5, 6, 7, 8)
+DEFAULT_MAX_CYCLES = 10_000_000
+
+
+@dataclass
+class Test:
+    name: str
+    points: int
+    function: object
+    description: str
+    timeout: int | None = None
+
+
+class Failure(Exception):
+    """A test's verdict: failed, for `reason` (one line)."""
+
+    def __init__(self, reason: str, replay: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.replay = replay
+
+
+# What the runner tells the grader before loading it (sprat/lab/runner.py).
+@dataclass
+class _Context:
+    lab_folder: Path | None = None
+    workspace_shown: str | None = None       # the workspace as the student named it
+    tests: list = field(default_factory=list)
+
+
+context = _Context()
+
+
+def test(points: int, timeout: int | None = None):
+    """Register a test worth `points`; its name and docstring say what it checks."""
+    if not isinstance(points, int) or points < 0:
+        raise ValueError("a test's points are a whole number, 0 or more")
+
+    def register(function):
+        doc = (function.__doc__ or "").strip().splitlines()
+        context.tests.append(Test(function.__name__, points, function,
+                                  doc[0] if doc else function.__name__, timeout))
+        return function
+    return register
+
+
+def fail(reason: str, run: "Run | None" = None, stop: str | None = None):
+    """End the test as failed. `stop`: where the replay stops (`LABEL [core N]`)."""
+    raise Failure(" ".join(str(reason).split()), run.replay_command(stop) if run else None)
+
+
+# --- Booting the student's machine ----------------------------------------------------
+
+@dataclass
+class Run:
+    """One finished run: the machine's state, what it printed, what it reported."""
+    system: object                  # kernel.boot.System
+    result: object                  # emulator.machine.RunResult
+    console: list                   # (core, line)
+    events: list                    # dicts, each with "event": "send", "recv", "ipi", ...
+    image: Path
+    options: dict
+
+    @property
+    def clean(self) -> bool:
+        """Every core finished, and no program failed (exit status, or killed)."""
+        return self.result.clean and self.system.failures() is None
+
+    def sends(self, channel=None) -> list[dict]:
+        return self._messages("send", channel)
+
+    def receives(self, channel=None) -> list[dict]:
+        return self._messages("recv", channel)
+
+    def _messages(self, kind, channel):
+        return [e for e in self.events
+                if e["event"] == kind and (channel is None or e.get("channel") == channel)]
+
+    def expect_clean(self, stop: str | None = None) -> None:
+        """Fail unless every core finished cleanly; the reason names who waits on what."""
+        if not self.result.clean:
+            fail(f"the run did not end cleanly: {self.result.reason}"
+                 f"{''.join('; ' + line for line in self.diagnosis())}", self, stop)
+        failures = self.system.failures()
+        if failures:
+            killed = [line for _, line in self.console if "killed" in line or "exited" in line]
+            fail(f"{failures}{': ' + killed[0] if killed else ''}", self, stop)
+
+    def diagnosis(self) -> list[str]:
+        """Each unfinished core: where it is, what it waits on (kernel/diagnosis.py)."""
+        from kernel.diagnosis import explain
+        return explain(self.system)
+
+    def printed(self, core: int | None = None) -> list[str]:
+        """The lines the guest printed (by design: a program's own report)."""
+        return [line for c, line in self.console if core is None or c == core]
+
+    def replay_command(self, stop: str | None = None) -> str:
+        """The `sprat debug` command that replays this run on the student's files."""
+        words = ["sprat", "debug", _shown_image(self.image)]
+        if context.workspace_shown and not self.options.get("reference"):
+            words += ["--lab", context.workspace_shown]
+        for option in ("topology", "cores", "quantum", "seed", "max_cycles"):
+            value = self.options.get(option)
+            if value is not None:
+                words += [f"--{option.replace('_', '-')}", str(value)]
+        if stop:
+            words += ["--break", stop]
+        return " ".join(shlex.quote(word) for word in words)
+
+
+def boot(image, *, cores: int | None = None, topology: str | None = None,
+         quantum: int | None = None, seed: int | None = None,
+         max_cycles: int = DEFAULT_MAX_CYCLES, reference: bool = False) -> Run:
+    """Boot `image` (relative to the lab's folder) and run it to its end.
+
+    The student's files are used, except with `reference=True`, which boots
+    the tree's own assembly (to measure the reference in the same grade).
+    """
+    from emulator import sources
+    from emulator.interconnect import load_topology
+    from emulator.scheduler import DEFAULT_QUANTUM
+    from kernel.boot import boot_image
+    from kernel.tracepoints import install_message_tracepoints
+
+    path = _lab_path(image)
+    shape = load_topology(topology) if topology is not None else None
+    n_cores = shape.n_cores() if shape is not None else (cores or 4)
+    console, events = [], []
+    options = {"topology": topology, "cores": cores if topology is None else None,
+               "quantum": quantum, "seed": seed, "max_cycles": max_cycles,
+               "reference": reference}
+
+    def build():
+        return boot_image(path, cores=n_cores, quantum=quantum or DEFAULT_QUANTUM,
+                          output=lambda core, line: console.append((core, line)),
+                          topology=shape, seed=seed)
+    if reference:
+        with sources.without_workspace():
+            system = build()
+    else:
+        system = build()
+    system.machine.observers.append(lambda event, **fields: events.append({"event": event,
+                                                                            **fields}))
+    install_message_tracepoints(system)
+    result = system.machine.run(max_cycles=max_cycles)
+    system.machine.console.flush()
+    return Run(system, result, console, events, path, options)
+
+
+def _lab_path(image) -> Path:
+    path = Path(image)
+    if not path.is_absolute() and context.lab_folder is not None:
+        path = context.lab_folder / path
+    return path
+
+
+def _shown_image(path: Path) -> str:
+    """The image as the student finds it: their workspace's copy if it has one."""
+    if context.lab_folder is not None and context.workspace_shown:
+        try:
+            inside = path.relative_to(context.lab_folder)
+        except ValueError:
+            return str(path)
+        if inside.parts[:1] == ("images",):
+            return str(Path(context.workspace_shown) / inside)
+    return str(path)

@@ -1,0 +1,270 @@
+"""Running a grader's tests so that no submission can hurt the grader.
+
+Each test runs in a child process of its own (`python -m sprat.lab.runner`)
+with the student's workspace active, a time limit and a memory limit. A
+test that hangs, loops in the assembler, eats memory or crashes the
+emulator fails with a reason; the grader goes on. The child reports its
+verdict as JSON in a file, since a student's program may print anything.
+
+    results = run_tests(lab, workspace, tests, jobs=2)
+
+Tests run in parallel (one child per host core): their verdicts do not
+depend on it, since every run is deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+MEMORY_LIMIT = 6 << 30          # bytes of address space a test may take
+BUILD_TIMEOUT = 60              # seconds to assemble a lab's images
+OUTPUT_KEPT = 2000              # characters of a crashed child's output shown
+
+
+@dataclass
+class Result:
+    name: str
+    points: int
+    passed: bool
+    reason: str = ""
+    replay: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def earned(self) -> int:
+        return self.points if self.passed else 0
+
+
+# --- The parent's side -----------------------------------------------------------------
+
+def load_tests(graders: list[Path]) -> list:
+    """The tests the grader files register, in order (loaded here only to list them)."""
+    from emulator.errors import SpratError
+    from sprat.lab import grading
+    grading.context.tests = []
+    for number, path in enumerate(graders):
+        _load_grader(path, number)
+    names = [t.name for t in grading.context.tests]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise SpratError(f"two tests are called {duplicates[0]} (test names must be unique)")
+    return list(grading.context.tests)
+
+
+def run_tests(lab, workspace: Path | None, tests: list, *, shown: str | None = None,
+              graders: list[Path] | None = None, jobs: int | None = None,
+              stop_at_first_failure: bool = False, progress=None) -> list[Result]:
+    """Run `tests` (from load_tests) in child processes; results in the same order."""
+    graders = graders or [lab.grader]
+    jobs = jobs or max(1, min(len(tests), os.cpu_count() or 1))
+    results: dict[str, Result] = {}
+    failed = False
+
+    def one(test):
+        nonlocal failed
+        if stop_at_first_failure and failed:
+            return Result(test.name, test.points, False, "not run (an earlier test failed)")
+        result = _run_child(lab, workspace, shown, graders, test)
+        failed = failed or not result.passed
+        results[test.name] = result
+        if progress:
+            progress(len(results), len(tests))
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, tests))
+
+
+def build_problem(lab, workspace: Path) -> str | None:
+    """Why the student's files do not build (one line), or None if they do.
+
+    Python files must compile; assembly files are assembled inside every
+    image of the lab, as a boot would. In a child process with a time
+    limit, as everything that touches a submission."""
+    check = type("BuildCheck", (), {"name": "build", "points": 0, "timeout": BUILD_TIMEOUT})
+    result = _run_child(lab, workspace, None, [], check, mode="--build")
+    return None if result.passed else result.reason
+
+
+def _run_child(lab, workspace, shown, graders, test, mode="--test") -> Result:
+    import time
+    timeout = test.timeout or lab.timeout
+    with tempfile.TemporaryDirectory(prefix="sprat-lab-") as scratch:
+        verdict = Path(scratch) / "verdict.json"
+        command = [sys.executable, "-m", "sprat.lab.runner", "--lab", str(lab.folder),
+                   mode, test.name, "--verdict", str(verdict)]
+        if workspace is not None:
+            command += ["--workspace", str(workspace), "--shown", shown or str(workspace)]
+        for grader in graders:
+            command += ["--grader", str(grader)]
+        started = time.monotonic()
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True,
+                              cwd=scratch, preexec_fn=_limit_memory) as child:
+            try:
+                output, _ = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
+                return Result(test.name, test.points, False,
+                              f"took longer than {timeout} s and was stopped (a hang? a "
+                              "program that never finishes, or an assembler loop)",
+                              seconds=time.monotonic() - started)
+        seconds = time.monotonic() - started
+        try:
+            data = json.loads(verdict.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return Result(test.name, test.points, False,
+                          _crash_reason(child.returncode, output), seconds=seconds)
+    return Result(test.name, test.points, data["passed"], data.get("reason", ""),
+                  data.get("replay"), seconds)
+
+
+def _limit_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _crash_reason(status: int, output: bytes) -> str:
+    text = output.decode("utf-8", errors="replace").strip()
+    last = text.splitlines()[-1] if text else ""
+    if status < 0:
+        name = signal.Signals(-status).name if -status in signal.Signals._value2member_map_ \
+            else f"signal {-status}"
+        return f"the test's process was killed by {name} (a crash in the emulator, or out of " \
+               f"memory){': ' + last[:200] if last else ''}"
+    if "MemoryError" in text:
+        return f"ran out of memory (more than {MEMORY_LIMIT >> 30} GiB)"
+    return f"the test's process ended with status {status} without a verdict: {last[:200]}"
+
+
+# --- The child's side ------------------------------------------------------------------
+
+def _child(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="sprat.lab.runner")
+    parser.add_argument("--lab", required=True)
+    parser.add_argument("--workspace")
+    parser.add_argument("--shown")
+    parser.add_argument("--grader", action="append", default=[])
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--test")
+    what.add_argument("--build")
+    parser.add_argument("--verdict", required=True)
+    args = parser.parse_args(argv)
+    sys.setrecursionlimit(10_000)
+    if args.workspace:
+        # Before anything imports a module the student may have swapped.
+        from sprat.lab.manifest import load_lab
+        from sprat.lab.workspace import Workspace, activate
+        activate(Workspace(Path(args.workspace), load_lab(Path(args.lab))))
+    from sprat.lab import grading
+    grading.context.lab_folder = Path(args.lab)
+    grading.context.workspace_shown = args.shown
+    verdict = _build_verdict(Path(args.lab)) if args.build else _verdict(args)
+    Path(args.verdict).write_text(json.dumps(verdict), encoding="utf-8")
+    return 0
+
+
+def _verdict(args) -> dict:
+    from emulator.errors import SpratError
+    from sprat.lab import grading
+    try:
+        for number, path in enumerate(args.grader):
+            _load_grader(Path(path), number)
+        test = next((t for t in grading.context.tests if t.name == args.test), None)
+        if test is None:
+            return {"passed": False, "reason": f"no test {args.test} in the grader"}
+        test.function()
+        return {"passed": True}
+    except grading.Failure as failure:
+        return {"passed": False, "reason": failure.reason, "replay": failure.replay}
+    except AssertionError as error:
+        return {"passed": False, "reason": str(error) or f"an assertion failed at "
+                                                         f"{_where(error)}"}
+    except NotImplementedError as error:
+        return {"passed": False, "reason": f"not written yet: {error}" if str(error)
+                else f"not written yet ({_where(error)})"}
+    except SpratError as error:
+        return {"passed": False, "reason": str(error)}
+    except MemoryError:
+        return {"passed": False, "reason": "ran out of memory"}
+    except RecursionError:
+        return {"passed": False, "reason": f"recursion too deep at {_where(None)}"}
+    except Exception as error:                               # noqa: BLE001 -- any submission
+        return {"passed": False, "reason": f"{type(error).__name__}: {error} "
+                                           f"(at {_where(error)})"}
+
+
+def _build_verdict(lab_folder: Path) -> dict:
+    """Compile the student's Python files; assemble every image of the lab."""
+    from emulator import sources
+    from emulator.assembler import assemble_file
+    from emulator.errors import SpratError
+    from kernel.boot import user_defines
+    from kernel.image import parse_image
+    from cpudriver import layout
+    from sprat.lab.manifest import load_lab
+    try:
+        for name in load_lab(lab_folder).files:
+            path = sources.locate(sources.TREE / name)
+            if name.endswith(".py"):
+                compile(path.read_text(encoding="utf-8"), name, "exec")
+        for image_path in sorted((lab_folder / "images").glob("*.lst")):
+            image = parse_image(image_path)
+            assemble_file(image.kernel.path, layout.KERNEL_BASE, defines=layout.defines())
+            for entry in image.modules:
+                numeric = {key.upper(): int(value, 0) for key, value in entry.options.items()
+                           if key != "core" and _is_number(value)}
+                assemble_file(entry.path, layout.USER_BASE, defines=user_defines() | numeric)
+    except SyntaxError as error:
+        return {"passed": False, "reason": f"{error.filename}:{error.lineno}: {error.msg}"}
+    except (SpratError, OSError, UnicodeDecodeError) as error:
+        return {"passed": False, "reason": str(error)}
+    return {"passed": True}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        int(text, 0)
+        return True
+    except ValueError:
+        return False
+
+
+def _where(error) -> str:
+    """The innermost frame of the exception being handled, as FILE:LINE in FUNCTION."""
+    frames = traceback.extract_tb(sys.exc_info()[2])
+    if not frames:
+        return "?"
+    frame = frames[-1]
+    return f"{_short(frame.filename)}:{frame.lineno} in {frame.name}"
+
+
+def _short(filename: str) -> str:
+    from emulator import sources
+    name = sources.tree_relative(Path(filename))
+    return name or filename
+
+
+def _load_grader(path: Path, number: int) -> None:
+    from emulator.errors import SpratError
+    spec = importlib.util.spec_from_file_location(f"sprat_lab_grader_{number}", path)
+    if spec is None or not path.is_file():
+        raise SpratError(f"{path}: no such grader file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

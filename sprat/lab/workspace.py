@@ -1,0 +1,175 @@
+"""A student's workspace: their copies of a lab's files, read ahead of the tree's.
+
+    folder/
+      .sprat-lab                 which lab this is (TOML)
+      README.md                  the handout
+      images/                    the lab's images
+      userland/lib/urpc.S        the student's copy, at its place in the tree
+
+`create` makes one from a lab and the text of each file (the skeleton for a
+student; the reference or a recorded wrong solution for `sprat lab check`).
+`activate` makes this process read the workspace's files first: assembly
+through emulator/sources.py (image lines and `.include`), Python modules
+through an import finder placed ahead of the normal ones. It must run
+before the swapped modules are first imported, so the `sprat` command calls
+it before it imports anything else (sprat/cli.py).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from emulator import sources
+from emulator.errors import SpratError
+from sprat.lab.manifest import Lab, find_lab, load_lab
+from sprat.lab.regions import apply_patches, blank, read_wrong_solution
+
+MARKER = ".sprat-lab"
+LAST_SCORE = ".sprat-lab-score.json"
+ENVIRONMENT = "SPRAT_LAB"          # a workspace for child processes (the grader's tests)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    folder: Path
+    lab: Lab
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.lab.files
+
+    def last_score(self) -> dict | None:
+        try:
+            return json.loads((self.folder / LAST_SCORE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def save_score(self, score: dict) -> None:
+        try:
+            (self.folder / LAST_SCORE).write_text(json.dumps(score), encoding="utf-8")
+        except OSError as error:
+            raise OutputError(f"cannot save the score in {self.folder}: {error.strerror}") from None
+
+
+class OutputError(SpratError):
+    """Writing a result failed (disk full, no permission): exit status 1."""
+
+
+# --- The files of a lab, three ways ------------------------------------------------------
+
+def reference_files(lab: Lab) -> dict[str, str]:
+    """The tree's own files: the reference solution."""
+    return {name: _read_text(sources.TREE / name) for name in lab.files}
+
+
+def skeleton_files(lab: Lab) -> dict[str, str]:
+    """The reference with every region blanked to its stub."""
+    stubs = {path.name: _read_text(path) for path in sorted((lab.folder / "stubs").glob("*"))
+             if path.is_file()}
+    return {name: blank(text, lab.slug, stubs, name)
+            for name, text in reference_files(lab).items()}
+
+
+def wrong_files(lab: Lab, diff: Path):
+    """(the recorded mistake, the reference with the mistake's diff applied)."""
+    wrong = read_wrong_solution(diff.stem, _read_text(diff), str(diff))
+    files = reference_files(lab)
+    for name, hunks in wrong.patches.items():
+        if name not in files:
+            raise SpratError(f"{diff}: patches {name}, which is not one of the lab's files")
+        files[name] = apply_patches(files[name], hunks, str(diff))
+    return wrong, files
+
+
+# --- Making, finding and using a workspace ----------------------------------------------
+
+def create(lab: Lab, folder: Path, files: dict[str, str]) -> Workspace:
+    """A new workspace in `folder` (which must not exist, or be empty)."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise SpratError(f"{folder}: already exists and is not an empty folder "
+                         "(choose another name, or remove it)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+        if (lab.folder / "images").is_dir():
+            shutil.copytree(lab.folder / "images", folder / "images")
+        if (lab.folder / "README.md").is_file():
+            shutil.copyfile(lab.folder / "README.md", folder / "README.md")
+        (folder / MARKER).write_text(
+            f"# a sprat lab workspace: `sprat lab grade` grades it\n"
+            f"lab = {lab.number}\nslug = {json.dumps(lab.slug)}\n"
+            f"folder = {json.dumps(str(lab.folder))}\n", encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"cannot make the workspace {folder}: {error.strerror}") from None
+    return Workspace(folder.resolve(), lab)
+
+
+def open_workspace(folder: Path) -> Workspace:
+    """The workspace in `folder`; SpratError if it is not one, or is missing a file."""
+    folder = Path(folder)
+    marker = folder / MARKER
+    if not marker.is_file():
+        raise SpratError(f"{folder}: not a lab workspace (no {MARKER}; make one with "
+                         "`sprat lab start N`)")
+    try:
+        data = tomllib.loads(marker.read_text(encoding="utf-8"))
+        recorded = Path(str(data.get("folder", "")))
+        lab = load_lab(recorded) if (recorded / "lab.toml").is_file() \
+            else find_lab(str(int(data["lab"])))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError,
+            ValueError):
+        raise SpratError(f"{marker}: damaged (it should say `lab = N`)") from None
+    for name in lab.files:
+        if not (folder / name).is_file():
+            raise SpratError(f"{folder / name}: missing: lab {lab.number} needs your copy of "
+                             f"{name} (`sprat lab start {lab.number}` makes one)")
+    return Workspace(folder.resolve(), lab)
+
+
+def find_workspace(start: Path | None = None) -> Path | None:
+    """The workspace folder holding `start` (default: the current folder), if any."""
+    folder = Path(start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / MARKER).is_file():
+            return candidate
+    return None
+
+
+def activate(workspace: Workspace) -> None:
+    """Read the workspace's files ahead of the tree's, in this process and its children."""
+    sources.set_workspace(workspace.folder, workspace.files)
+    os.environ[ENVIRONMENT] = str(workspace.folder)
+    python = {name for name in workspace.files if name.endswith(".py")}
+    if python:
+        sys.meta_path.insert(0, _WorkspaceFinder(workspace.folder, python))
+
+
+class _WorkspaceFinder(importlib.abc.MetaPathFinder):
+    """Import a swapped module (say kernel.caps.rules) from the workspace's copy."""
+
+    def __init__(self, folder: Path, names: set[str]):
+        self.modules = {name[:-3].replace("/", "."): folder / name for name in names}
+
+    def find_spec(self, fullname, path=None, target=None):
+        file = self.modules.get(fullname)
+        if file is None:
+            return None
+        return importlib.util.spec_from_file_location(fullname, file)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpratError(f"{path}: cannot read it: {error}") from None

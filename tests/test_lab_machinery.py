@@ -1,0 +1,201 @@
+"""`sprat lab`: workspaces, grading, replay commands and `check`, on fixture labs.
+
+tests/fixtures/labs/ holds two labs that exist only for these tests
+(SPRAT_LABS points `sprat lab` at them): 97-hello asks for a greeting
+(one region, one recorded wrong solution), 98-hostile has tests that hang,
+crash, eat memory and never finish, which the grader must survive.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_LABS = ROOT / "tests" / "fixtures" / "labs"
+GREET = "tests/fixtures/labs/97-hello/greet.S"
+
+
+def sprat(*args, cwd, labs=FIXTURE_LABS, timeout=120):
+    env = dict(os.environ, SPRAT_LABS=str(labs))
+    return subprocess.run([sys.executable, "-m", "sprat", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    done = sprat("lab", "start", "97", "work", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "work"
+
+
+def one_line_error(done):
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sprat: error:"), done.stderr
+    return lines[0]
+
+
+def test_start_copies_the_file_with_the_region_blanked_and_the_markers_kept(workspace):
+    text = (workspace / GREET).read_text()
+    assert "# LAB hello BEGIN greeting" in text and "# LAB hello END greeting" in text
+    assert "not_written" in text.split("BEGIN greeting")[1].split("END greeting")[0]
+    assert "call print_u64" not in text.split("BEGIN greeting")[1].split("END greeting")[0]
+    assert (workspace / "images" / "hello.lst").is_file()
+    assert (ROOT / GREET).read_text().count("call print_u64") == 2, "the tree was modified"
+
+
+def test_start_refuses_a_folder_that_is_not_empty(workspace):
+    assert "already exists" in one_line_error(sprat("lab", "start", "97", str(workspace),
+                                                    cwd=workspace.parent))
+
+
+def test_skeleton_scores_below_full_with_a_reason_per_failed_test(workspace):
+    done = sprat("lab", "grade", cwd=workspace)
+    assert done.returncode == 1
+    assert "every_core_says_hello: FAIL (0/5)" in done.stdout
+    assert "greeting: not written yet" in done.stdout
+    assert "Score: 0/8" in done.stdout
+
+
+def test_the_reference_in_the_workspace_scores_full(workspace):
+    shutil.copyfile(ROOT / GREET, workspace / GREET)
+    done = sprat("lab", "grade", "97", str(workspace), cwd=workspace.parent)
+    assert done.returncode == 0, done.stdout
+    assert "Score: 8/8" in done.stdout
+    listing = sprat("lab", "list", cwd=workspace)
+    assert "lab 97 (hello): last grade 8/8" in listing.stdout
+
+
+def test_a_failure_prints_a_replay_command_that_stops_where_the_test_looks(workspace):
+    done = sprat("lab", "grade", "--json", cwd=workspace)
+    failed = {t["name"]: t for t in json.loads(done.stdout)["tests"]}["every_core_says_hello"]
+    command = shlex.split(failed["replay"])
+    assert command[:2] == ["sprat", "debug"] and "--break" in command
+    replay = sprat(*command[1:], "--script", os.devnull, cwd=workspace)
+    assert replay.returncode == 0, replay.stderr
+    assert "core 1 hit breakpoint 1" in replay.stdout
+    assert "<start>" in replay.stdout and "greet.S" in replay.stdout
+
+
+def test_inside_a_workspace_boot_runs_the_students_file(workspace):
+    done = sprat("boot", "images/hello.lst", "--cores", "2", cwd=workspace)
+    assert "greeting: not written yet" in done.stdout
+    assert "lab 97 workspace" in done.stderr
+    outside = sprat("boot", str(workspace / "images" / "hello.lst"), "--cores", "2",
+                    cwd=workspace.parent)
+    assert "hello from core 1 of 2" in outside.stdout, "outside a workspace: the tree's file"
+
+
+def test_extra_tests_are_graded_too(workspace, tmp_path):
+    extra = tmp_path / "private.py"
+    extra.write_text("from sprat.lab.grading import test, fail\n\n"
+                     "@test(points=2)\ndef held_back():\n    fail('the instructor says no')\n")
+    done = sprat("lab", "grade", "--extra-tests", str(extra), cwd=workspace)
+    assert "held_back: FAIL (0/2)" in done.stdout and "the instructor says no" in done.stdout
+    assert "Score: 0/10" in done.stdout
+
+
+def test_a_file_that_does_not_assemble_is_one_line_naming_the_students_line(workspace):
+    with open(workspace / GREET, "a") as source:
+        source.write("    movx rax, 1\n")
+    line = one_line_error(sprat("lab", "grade", cwd=workspace))
+    assert "does not build" in line and "greet.S:" in line and "movx" in line
+
+
+def test_bad_workspaces_are_one_line_errors(workspace, tmp_path):
+    assert "not a lab workspace" in one_line_error(sprat("lab", "grade", str(tmp_path),
+                                                         cwd=tmp_path))
+    assert "not of lab 98" in one_line_error(sprat("lab", "grade", "98", str(workspace),
+                                                   cwd=tmp_path))
+    (workspace / GREET).unlink()
+    assert "missing" in one_line_error(sprat("lab", "grade", cwd=workspace))
+    (workspace / ".sprat-lab").write_bytes(b"\xff\xfe garbage")
+    assert "damaged" in one_line_error(sprat("lab", "grade", cwd=workspace))
+
+
+def test_hostile_tests_fail_with_reasons_and_the_grader_goes_on(tmp_path):
+    assert sprat("lab", "start", "98", "w", cwd=tmp_path).returncode == 0
+    done = sprat("lab", "grade", "--json", cwd=tmp_path / "w")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    reasons = {t["name"]: t["reason"] for t in json.loads(done.stdout)["tests"]}
+    assert "took longer than 4 s" in reasons["hangs"]
+    assert "SIGSEGV" in reasons["crashes"]
+    assert "memory" in reasons["eats_memory"]
+    assert "cycle budget" in reasons["never_finishes"]
+    assert "still running in spin_loop" in reasons["never_finishes"]
+
+
+def test_check_proves_the_fixture_lab(tmp_path):
+    done = sprat("lab", "check", "97", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reference" in done.stdout and "full" in done.stdout
+    assert "caught by greeting_names_the_core_count" in done.stdout
+
+
+def test_check_fails_when_a_recorded_mistake_is_not_caught(tmp_path):
+    labs = tmp_path / "labs"
+    shutil.copytree(FIXTURE_LABS / "97-hello", labs / "97-hello")
+    (labs / "97-hello" / "wrong" / "harmless.diff").write_text(
+        "Changes only a comment.\n"
+        f"--- a/{GREET}\n+++ b/{GREET}\n@@ -1,2 +1,2 @@\n"
+        "-# greet.S: the fixture lab's program (tests/test_lab_machinery.py).\n"
+        "+# greet.S: a comment changed.\n"
+        " # in: rdi = core id, rsi = number of cores\n")
+    done = sprat("lab", "check", cwd=tmp_path, labs=labs)
+    assert done.returncode == 1
+    assert "NOT CAUGHT" in done.stdout
+    assert "Changes only a comment.: passes every test" in done.stderr
+
+
+def test_a_workspace_shadows_a_python_module_in_its_process_and_children(tmp_path):
+    from sprat.lab.manifest import Lab
+    folder = tmp_path / "ws"
+    (folder / "kernel").mkdir(parents=True)
+    (folder / "kernel" / "diagnosis.py").write_text("WHO = 'the student'\n")
+    script = ("import sys; from pathlib import Path; from sprat.lab.manifest import Lab\n"
+              "from sprat.lab.workspace import Workspace, activate\n"
+              f"lab = Lab(1, 'x', 'x', 'x', 1, (), ('kernel/diagnosis.py',), Path('.'))\n"
+              f"activate(Workspace(Path({str(folder)!r}), lab))\n"
+              "import kernel.diagnosis; print(kernel.diagnosis.WHO)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.stdout.strip() == "the student", done.stderr
+    import kernel.diagnosis                     # the tree's module is untouched
+    assert not hasattr(kernel.diagnosis, "WHO")
+
+
+def test_regions_blank_to_their_stub_with_python_indentation():
+    from sprat.lab.regions import blank
+    text = "def f():\n    # LAB x BEGIN body\n    return 1\n    # LAB x END body\n"
+    assert blank(text, "x", {"body": "raise NotImplementedError('f')\n"}, "f.py") == \
+        "def f():\n    # LAB x BEGIN body\n    raise NotImplementedError('f')\n    # LAB x END body\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("# LAB x BEGIN a\n", "region a has no END line"),
+    ("# LAB x END a\n", "END a without its BEGIN"),
+    ("# LAB x BEGIN a\n# LAB x BEGIN b\n", "region b begins inside region a"),
+])
+def test_unbalanced_regions_are_one_line_errors(text, message):
+    from emulator.errors import SpratError
+    from sprat.lab.regions import find_regions
+    with pytest.raises(SpratError, match=message):
+        find_regions(text, "x", "f.S")
+
+
+def test_a_wrong_solution_that_no_longer_applies_says_so():
+    from emulator.errors import SpratError
+    from sprat.lab.regions import apply_patches, read_wrong_solution
+    wrong = read_wrong_solution("w", "A mistake.\nexpect: t1, t2\n--- a/f.S\n+++ b/f.S\n"
+                                "@@ -1 +1 @@\n-old line\n+new line\n", "w.diff")
+    assert wrong.summary == "A mistake." and wrong.expect == ("t1", "t2")
+    assert apply_patches("a\nold line\n", wrong.patches["f.S"], "w.diff") == "a\nnew line\n"
+    with pytest.raises(SpratError, match="no longer applies"):
+        apply_patches("something else\n", wrong.patches["f.S"], "w.diff")
