@@ -52,21 +52,30 @@ _TOKEN = re.compile(r"""
       (?P<number>[0-9][0-9A-Za-z_]*)
     | (?P<char>'(?:\\.|[^'\\])')
     | (?P<name>[A-Za-z_.$][\w.$]*)
-    | (?P<op><<|>>|\*\*|[-+~*/%&|^()])
+    | (?P<op><<|>>|\*\*|&&|\|\||==|!=|<>|<=|>=|[-+~*/%&|^()<>!])
     | (?P<bad>\S)
     )""", re.VERBOSE)
 
 # Binary operators from the loosest to the tightest binding.
 _LEVELS = (("|",), ("^",), ("&",), ("<<", ">>"), ("+", "-"), ("*", "/", "%"))
+# In a condition (.if), comparisons and logic come first, loosest first. They
+# are only checked for shape: keystone decides the condition.
+_CONDITION_LEVELS = (("||",), ("&&",)) + _LEVELS[:3] + (("==", "!=", "<>"),
+                                                         ("<", "<=", ">", ">=")) + _LEVELS[3:]
+_VALUED = {"-", "~", "+", "*", "/", "%", "<<", ">>", "&", "|", "^"}
 _ESCAPES = {"n": 10, "t": 9, "r": 13, "0": 0, "\\": 92, "'": 39, '"': 34}
 
 
-def parse(text: str) -> Tree:
-    """The tree of one expression; ExpressionError if it is not one."""
+def parse(text: str, condition: bool = False) -> Tree:
+    """The tree of one expression; ExpressionError if it is not one.
+
+    A `condition` (of .if) may also compare (`== != < <= > >=`) and combine
+    (`&& || !`); such a tree is for checking only, evaluate() refuses it.
+    """
     tokens = _tokens(text)
     if not tokens:
         raise ExpressionError("an expression is missing")
-    parser = _Parser(tokens)
+    parser = _Parser(tokens, _CONDITION_LEVELS if condition else _LEVELS, condition)
     tree = parser.binary(0, 0)
     if parser.position < len(tokens):
         raise ExpressionError(f"unexpected '{tokens[parser.position][1]}'")
@@ -96,6 +105,8 @@ def evaluate(tree: Tree, lookup: Callable[[str], int | None]) -> int | None:
     if isinstance(tree, str):
         value = lookup(tree)
         return None if value is None else _checked(value, tree)
+    if tree[0] not in _VALUED:
+        raise ExpressionError(f"'{tree[0]}' belongs in an .if condition, not in a value")
     if len(tree) == 2:
         value = evaluate(tree[1], lookup)
         if value is None:
@@ -156,8 +167,10 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 class _Parser:
     """Precedence climbing over the token list; depth counts nesting."""
 
-    def __init__(self, tokens: list[tuple[str, str]]):
+    def __init__(self, tokens: list[tuple[str, str]], levels: tuple, condition: bool):
         self.tokens = tokens
+        self.levels = levels
+        self.unary_operators = "-~+!" if condition else "-~+"
         self.position = 0
 
     def peek(self) -> str | None:
@@ -167,10 +180,10 @@ class _Parser:
         return None
 
     def binary(self, level: int, depth: int) -> Tree:
-        if level == len(_LEVELS):
+        if level == len(self.levels):
             return self.unary(depth)
         tree = self.binary(level + 1, depth)
-        while self.peek() in _LEVELS[level]:
+        while self.peek() in self.levels[level]:
             operator = self.tokens[self.position][1]
             self.position += 1
             tree = (operator, tree, self.binary(level + 1, depth))
@@ -183,7 +196,7 @@ class _Parser:
             raise ExpressionError("an operand is missing at the end")
         kind, value = self.tokens[self.position]
         self.position += 1
-        if kind == "op" and value in "-~+":
+        if kind == "op" and value in self.unary_operators:
             return (value, self.unary(depth + 1))
         if kind == "op" and value == "(":
             tree = self.binary(0, depth + 1)

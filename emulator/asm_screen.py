@@ -3,8 +3,9 @@
 keystone 0.9.2 loops forever on a statement that starts with punctuation
 (`%`, `)`, `:`, `[`, a stray `,` ...: a one-character typo), on a directive
 or constant whose expression has a stray token (`.align 4]`, `X = 0)`,
-`.byte ,1`), and allocates without end for `.zero -1`, `.space 1<<40` or
-`.rept 0x7fffffff`. The assembler runs each statement past these checks
+`.byte ,1`, `.if 1]`, `.macro M a]`), on a block end with anything after
+it (`.endr ]`), and allocates without end for `.zero -1`, `.space 1<<40`
+or `.rept 0x7fffffff`. The assembler runs each statement past these checks
 before keystone sees it, so the common typo gets a precise error at once;
 the time and memory limits of emulator/asm_worker.py stay the backstop for
 shapes nobody has found yet.
@@ -12,6 +13,7 @@ shapes nobody has found yet.
 Use:
 
     check_start(text)                           # ScreenError if it cannot start a statement
+    check_block(".if", "X == 1")                # ScreenError if malformed
     trees = operands(".zero", "4 * PAGE, 0")    # parsed; ScreenError if malformed
     check_bounds(".zero", [16384, 0])           # ScreenError if too big
 
@@ -26,7 +28,7 @@ import re
 from emulator import asm_expr
 from emulator.asm_expr import ExpressionError
 
-__all__ = ["ScreenError", "check_start", "operands", "check_bounds", "SIZED",
+__all__ = ["ScreenError", "check_start", "check_block", "operands", "check_bounds", "SIZED",
            "MAX_BYTES", "MAX_REPEAT", "MAX_ALIGN"]
 
 MAX_BYTES = 1 << 24         # all .zero/.space/.skip/.fill and padding: 16 MiB (a program
@@ -42,6 +44,11 @@ SIZED = {".zero": (1, 2), ".space": (1, 2), ".skip": (1, 2), ".fill": (1, 3),
          ".align": (1, 3), ".balign": (1, 3), ".p2align": (1, 3), ".rept": (1, 1)}
 
 _START = re.compile(r"[A-Za-z_.$]")
+_NAME = r"[A-Za-z_.$][\w.$]*"
+# .macro NAME [param[:req|:vararg][=default]] ..., parameters apart by commas or spaces
+_MACRO = re.compile(rf"\s*{_NAME}(?:(?:\s*,\s*|\s+)\w+(?:\s*:\s*(?:req|vararg))?"
+                    rf"(?:\s*=\s*[^\s,]+)?)*\s*,?\s*")
+_ALONE = {".endm", ".endr", ".endif", ".else", ".exitm"}
 _STRING = re.compile(r'\s*"(?:\\.|[^"\\])*"\s*')
 
 
@@ -54,6 +61,35 @@ def check_start(text: str) -> None:
     if not _START.match(text):
         raise ScreenError(f"'{text[0]}' cannot start a statement (an instruction, a "
                           f"directive, a label or a constant): {_shown(text)}")
+
+
+def check_block(directive: str, text: str) -> None:
+    """Refuse a block directive with operands keystone would loop on.
+
+    `text` is what follows the directive: nothing for the ends, a condition
+    for .if/.elseif, a name for .ifdef/.ifndef, a name and parameters for
+    .macro, a name then values for .irp/.irpc.
+    """
+    text = text.strip()
+    if directive in _ALONE:
+        if text:
+            raise ScreenError(f"{directive} takes no operands: {directive} {_shown(text)}")
+    elif directive in (".if", ".elseif"):
+        try:
+            asm_expr.parse(text, condition=True)
+        except ExpressionError as error:
+            raise ScreenError(f"{directive} {_shown(text)}: {error}") from None
+    elif directive in (".ifdef", ".ifndef"):
+        if not re.fullmatch(_NAME, text):
+            raise ScreenError(f"{directive} takes one name: {directive} {_shown(text)}")
+    elif directive == ".macro":
+        if not _MACRO.fullmatch(text):
+            raise ScreenError(f".macro takes a name and parameter names: "
+                              f".macro {_shown(text)}")
+    elif directive in (".irp", ".irpc"):
+        if not re.match(r"\w+\s*(,|$)", text):
+            raise ScreenError(f"{directive} takes a parameter name, then values: "
+                              f"{directive} {_shown(text)}")
 
 
 def operands(directive: str, text: str) -> list:

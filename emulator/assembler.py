@@ -312,9 +312,10 @@ class _Statement:
     symbol: str | None = None                   # the constant a definition sets
     expression: object = None                   # its value's tree (emulator/asm_expr.py)
     macro: str | None = None                    # the macro this statement invokes
-    # Sizes, counts and alignments to bound once constants are known:
-    # (directive, operand trees, line) for this statement and its block's lines.
-    sized: list[tuple[str, list, int]] = field(default_factory=list)
+    # Sizes, counts and alignments to bound once constants are known, for this
+    # statement and its block's lines: (directive, operand trees, line, the
+    # counts of the .rept blocks around it).
+    sized: list[tuple[str, list, int, tuple]] = field(default_factory=list)
 
 
 @dataclass
@@ -411,6 +412,7 @@ class _Reader:
             self.flush_labels()
             self.include(text, path, name, number, including)
         elif directive in _BLOCK_ENDS:
+            _check_block_shape(directive, text, name, number)
             opener = self.new_statement(name, number, text, "block")
             if directive == ".macro":
                 opener.kind = "macro"
@@ -530,6 +532,8 @@ class _Reader:
         if text:
             _screen(asm_screen.check_start, name, number, text)
         word = text.split(None, 1)[0].lower() if text else ""
+        if word.startswith("."):
+            _check_block_shape(word, text, name, number)
         if word in _BLOCK_ENDS:
             counts.insert(0, _note_sizes(opener, word, text, name, number, counts))
             ends.insert(0, _BLOCK_ENDS[word])
@@ -603,6 +607,12 @@ def _note_sizes(st: _Statement, directive: str, text: str, name: str, number: in
         repeats = tuple(count for count in enclosing if count is not None)
         st.sized.append((directive, items, number, repeats))
     return items[0] if directive == ".rept" else None
+
+
+def _check_block_shape(directive: str, text: str, name: str, number: int) -> None:
+    """A block directive's operands, checked unless a macro's \\argument is in them."""
+    if (directive in _BLOCK_ENDS or directive in _INSIDE_BLOCKS) and "\\" not in text:
+        _screen(asm_screen.check_block, name, number, directive, text.strip()[len(directive):])
 
 
 def _check_block_directive(word: str, name: str, number: int) -> None:

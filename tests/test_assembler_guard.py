@@ -65,6 +65,12 @@ def test_a_statement_starting_with_punctuation_is_refused_at_its_line(line):
     (".set X", "p.S:1: .set needs a name and a value"),
     (".rept 2\n    .byte ,1\n.endr", "p.S:2: .byte: operand 1 is missing"),
     (".rept 2\n    %\n.endr", "p.S:2: '%' cannot start a statement"),
+    (".rept 2]\nnop\n.endr", "p.S:1: .rept 2]: unexpected ']'"),
+    (".rept 2\nnop\n.endr ]", "p.S:3: .endr takes no operands: .endr ]"),
+    (".if 1]\nnop\n.endif", "p.S:1: .if 1]: unexpected ']'"),
+    (".if 1\nnop\n.else ]\nnop\n.endif", "p.S:3: .else takes no operands"),
+    (".macro M a]\nnop\n.endm", "p.S:1: .macro takes a name and parameter names: .macro M a]"),
+    (".macro M\nnop\n.endm ]", "p.S:3: .endm takes no operands"),
 ])
 def test_malformed_operands_keystone_would_loop_on_are_refused(source, message):
     assert error_of(source).startswith(message)
@@ -345,3 +351,9 @@ def test_an_instruction_keystone_makes_nothing_of_is_refused():
     # A typo that joins mnemonic and operand: keystone emitted no bytes, silently.
     assert error_of("nop\ncmprbx, 5\n") == ("p.S:2: keystone produced no code for this "
                                             "instruction: cmprbx, 5")
+
+
+def test_conditions_and_macro_headers_in_their_usual_shapes_still_assemble():
+    program = assemble_text("X = 1\n.if X == 1 && !0\nnop\n.else\nhlt\n.endif\n"
+                            ".macro SAVE reg, count=1\npush \\reg\n.endm\nSAVE rax\n", BASE)
+    assert program.code == b"\x90\x50"                           # nop; push rax
