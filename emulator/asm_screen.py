@@ -1,7 +1,7 @@
 """What keystone is never shown: lines that hang it, sizes that exhaust memory.
 
 keystone 0.9.2 loops forever on a statement that starts with punctuation
-(`%`, `)`, `:`, `[`, a stray `,` ...: a one-character typo), on a directive
+(`%`, `)`, `:`, `[`, `$`, a stray `,` ...: a one-character typo), on a directive
 or constant whose expression has a stray token (`.align 4]`, `X = 0)`,
 `.byte ,1`, `.if 1]`, `.macro M a]`), on a block end with anything after
 it (`.endr ]`), and allocates without end for `.zero -1`, `.space 1<<40`
@@ -43,7 +43,7 @@ _VALUE_DIRECTIVES = {".byte", ".word", ".short", ".value", ".long", ".int", ".qu
 SIZED = {".zero": (1, 2), ".space": (1, 2), ".skip": (1, 2), ".fill": (1, 3),
          ".align": (1, 3), ".balign": (1, 3), ".p2align": (1, 3), ".rept": (1, 1)}
 
-_START = re.compile(r"[A-Za-z_.$]")
+_START = re.compile(r"[A-Za-z_.]")         # not `$`: keystone loops on `$ %`
 _NAME = r"[A-Za-z_.$][\w.$]*"
 # .macro NAME [param[:req|:vararg][=default]] ..., parameters apart by commas or spaces
 _MACRO = re.compile(rf"\s*{_NAME}(?:(?:\s*,\s*|\s+)\w+(?:\s*:\s*(?:req|vararg))?"

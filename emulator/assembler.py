@@ -436,6 +436,10 @@ class _Reader:
         if label.lower() in _REGISTERS:
             raise AssemblyError(name, number, f"'{label}' cannot be a label: "
                                 "keystone would read it as a register or keyword")
+        if label.startswith(".") and not label.startswith(".L"):
+            # keystone takes `.if:` for a directive, and loops
+            raise AssemblyError(name, number, f"'{label}' cannot be a label: names starting "
+                                "with '.' are directives (a local label is .L...)")
         if label.startswith("__sprat"):
             raise AssemblyError(name, number, f"'{label}': names starting with "
                                 "__sprat are reserved for the assembler")
@@ -718,7 +722,8 @@ def _rewrite_instruction(text: str, name: str, number: int) -> str:
         raise AssemblyError(name, number, "iret assembles to the 16-bit form (66 cf): "
                             "write iretq to return to 64-bit code")
     if "offset" in text.lower():           # keystone: `mov rax, label` is already the address
-        text = _outside_strings(text, lambda part: re.sub(
+        mnemonic, space, operands = text.partition(" ")     # (never the mnemonic itself)
+        text = mnemonic + space + _outside_strings(operands, lambda part: re.sub(
             r"\boffset\s+(?=[A-Za-z_.$])", "", part, flags=re.IGNORECASE))
     return _rewrite_strings(text)
 

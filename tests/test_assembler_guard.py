@@ -46,7 +46,8 @@ def error_of(source: str, **kwargs) -> str:
 # Lines keystone 0.9.2 loops on are refused before it sees them
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("line", ["%", "=", ")", ":", "[op r12", ",mov rbx, 1", "\\ xor edi, edi",
+@pytest.mark.parametrize("line", ["%", "=", ")", ":", "$ %", "[op r12", ",mov rbx, 1",
+                                  "\\ xor edi, edi",
                                   "`dec r12", "lea rdi, [rip + text;]"])
 def test_a_statement_starting_with_punctuation_is_refused_at_its_line(line):
     assert error_of(f"nop\n{line}\nnop\n").startswith("p.S:2:")
@@ -71,6 +72,8 @@ def test_a_statement_starting_with_punctuation_is_refused_at_its_line(line):
     (".if 1\nnop\n.else ]\nnop\n.endif", "p.S:3: .else takes no operands"),
     (".macro M a]\nnop\n.endm", "p.S:1: .macro takes a name and parameter names: .macro M a]"),
     (".macro M\nnop\n.endm ]", "p.S:3: .endm takes no operands"),
+    ("nop\n.if :\nnop", "p.S:2: '.if' cannot be a label: names starting with '.' are directives"),
+    ("offset .macro ,", "p.S:1: keystone produced no code for this instruction"),
 ])
 def test_malformed_operands_keystone_would_loop_on_are_refused(source, message):
     assert error_of(source).startswith(message)
@@ -201,7 +204,8 @@ def test_a_source_larger_than_the_limit_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "big.S").write_text("nop\n" * (assembler.MAX_SOURCE_BYTES // 4 + 1))
     (tmp_path / "main.S").write_text('.include "big.S"\n')
-    with pytest.raises(AssemblyError, match='^main.S:1: cannot include "big.S": larger than 1 MiB'):
+    with pytest.raises(AssemblyError,
+                       match='^main.S:1: cannot include "big.S": larger than 1 MiB'):
         assemble_file(tmp_path / "main.S", BASE)
 
 
