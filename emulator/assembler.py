@@ -786,7 +786,7 @@ _engines: dict = {}     # the capstone instance, made on first use
 # takes keystone ~40 ms; on a busy machine, give it a hundred times that.
 KEYSTONE_SECONDS = 4.0          # one program
 STATEMENT_SECONDS = 2.0         # one statement by itself, to find the one that hangs
-PATIENT_SECONDS = 30.0          # the program again, when no one statement hangs
+PATIENT_SECONDS = 20.0          # the program again, when no one statement hangs
 
 
 def _symbols_asked(text: str) -> list[str]:
@@ -979,20 +979,23 @@ def _layout(unit: _Unit, base: int) -> tuple[bytes, list[int]]:
 def _blame_stuck(unit: _Unit, base: int) -> None:
     """Raise an AssemblyError at the first statement keystone hangs or dies on by itself.
 
-    Each statement is assembled alone (with the macros, for one that invokes
-    a macro), as keystone saw it in the program; most fail for want of
+    Each statement is assembled alone (with its labels, and the macros for
+    one that invokes a macro), as keystone saw it in the program; most fail for want of
     their labels, and that is fine: only time and survival count here.
     """
     texts = _statement_texts(unit, unit.statements)
     macros = "\n".join(st.text for st in unit.statements if st.kind == "macro")
-    alone = [((macros + "\n" if st.macro else "") + text).encode("utf-8")
+    alone = ["".join(f"{label}:\n" for label in st.labels + st.numbered)
+             + (macros + "\n" if st.macro else "") + text
              for st, text in zip(unit.statements, texts)]
+    alone = [text.encode("utf-8") for text in alone]
     found = asm_worker.first_stuck(alone, base, STATEMENT_SECONDS)
     if found is not None:
         index, stuck = found
         st = unit.statements[index]
+        shown = " ".join(f"{label}:" for label in st.labels) + " " + st.text
         raise AssemblyError(st.file, st.line, f"keystone {stuck} on this statement: "
-                            f"{_one_line(st.text)}")
+                            f"{_one_line(shown)}")
 
 
 def _blame(unit: _Unit, base: int, failure: Exception) -> AssemblyError:

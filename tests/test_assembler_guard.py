@@ -361,3 +361,11 @@ def test_conditions_and_macro_headers_in_their_usual_shapes_still_assemble():
     program = assemble_text("X = 1\n.if X == 1 && !0\nnop\n.else\nhlt\n.endif\n"
                             ".macro SAVE reg, count=1\npush \\reg\n.endm\nSAVE rax\n", BASE)
     assert program.code == b"\x90\x50"                           # nop; push rax
+
+
+def test_a_label_keystone_hangs_on_is_found_with_its_statement(monkeypatch):
+    monkeypatch.setattr(assembler._Reader, "check_label", lambda *args: None)  # let .if: through
+    monkeypatch.setattr(assembler, "KEYSTONE_SECONDS", 1.0)
+    monkeypatch.setattr(assembler, "STATEMENT_SECONDS", 1.0)
+    message = error_of("nop\n.if: mov eax, 1\nnop\n")
+    assert message == "p.S:2: keystone did not finish in 1 s on this statement: .if: mov eax, 1"
