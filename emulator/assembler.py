@@ -440,6 +440,9 @@ class _Reader:
             # keystone takes `.if:` for a directive, and loops
             raise AssemblyError(name, number, f"'{label}' cannot be a label: names starting "
                                 "with '.' are directives (a local label is .L...)")
+        if label.startswith("$"):                   # keystone loops on `$:`
+            raise AssemblyError(name, number, f"'{label}' cannot be a label: '$' is the "
+                                "current address")
         if label.startswith("__sprat"):
             raise AssemblyError(name, number, f"'{label}': names starting with "
                                 "__sprat are reserved for the assembler")

@@ -73,6 +73,7 @@ def test_a_statement_starting_with_punctuation_is_refused_at_its_line(line):
     (".macro M a]\nnop\n.endm", "p.S:1: .macro takes a name and parameter names: .macro M a]"),
     (".macro M\nnop\n.endm ]", "p.S:3: .endm takes no operands"),
     ("nop\n.if :\nnop", "p.S:2: '.if' cannot be a label: names starting with '.' are directives"),
+    ("nop\n$ :\nnop", "p.S:2: '$' cannot be a label: '$' is the current address"),
     ("offset .macro ,", "p.S:1: keystone produced no code for this instruction"),
 ])
 def test_malformed_operands_keystone_would_loop_on_are_refused(source, message):
