@@ -110,6 +110,9 @@ class Machine:
             handler(core)
         except SpratError as error:        # the OS's service refused: a machine fault
             core.fail(f"hypercall: {error}")
+        except Exception as error:         # noqa: BLE001 -- a bug in the service (a lab's
+            # student code, say) stops this core, with the reason, not the machine
+            core.fail(f"hypercall: the service raised {type(error).__name__}: {error}")
 
     def _notify(self, event: str, **fields) -> None:
         for observer in self.observers:

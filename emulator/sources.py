@@ -80,4 +80,6 @@ def locate(path: Path) -> Path:
         candidate = _workspace / name
         if candidate.is_file():
             return candidate
-    return TREE / name
+    # A file of the workspace's own (a lab's image beside its programs) has
+    # no counterpart in the tree: it is itself.
+    return TREE / name if (TREE / name).exists() or not path.exists() else path

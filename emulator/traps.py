@@ -61,6 +61,11 @@ RFLAGS_VM = 1 << 17
 GATE_INTERRUPT = 0xE
 GATE_TRAP = 0xF
 
+# Where the 64-bit TSS keeps its stack pointers (Intel SDM vol. 3, "64-bit TSS format"):
+# RSP0..RSP2 for a change to ring 0..2, then IST1..IST7, 8 bytes each.
+TSS_RSP0 = 0x04
+TSS_IST1 = 0x24
+
 # Segment descriptor flag bits as the engine keeps them (the descriptor's
 # high dword); used for the fixed descriptors SYSCALL loads.
 DESC_A = 1 << 8
@@ -91,6 +96,7 @@ def exception_name(vector: int) -> str:
 
 def deliver_syscall(core) -> None:
     """Enter the kernel at LSTAR, as the SYSCALL instruction does."""
+    # LAB traps BEGIN syscall
     regs = core.regs
     next_rip = regs.read(x86.UC_X86_REG_RIP) + SYSCALL_LENGTH
     rflags = regs.read(x86.UC_X86_REG_RFLAGS)
@@ -105,6 +111,7 @@ def deliver_syscall(core) -> None:
     regs.write(x86.UC_X86_REG_R11, rflags)
     regs.write(x86.UC_X86_REG_RFLAGS, rflags & ~fmask)
     regs.write(x86.UC_X86_REG_RIP, lstar - SYSCALL_LENGTH)
+    # LAB traps END syscall
 
 
 def deliver_interrupt(core, vector: int, error_code: int | None = None,
@@ -154,11 +161,19 @@ def _software_interrupt_start(core, vector):
 
 
 def _vector_through_idt(core, vector, error_code, software, return_rip):
+    """Deliver one event through IDT gate `vector`: stack, frame, privilege, RIP.
+
+    Raises _GateTooPrivileged for `int n` through a gate whose DPL is below
+    the caller's CPL, and _DeliveryFault (from the helpers below) when a
+    table or the stack cannot be used; deliver_interrupt turns those into
+    #GP and #DF.
+    """
+    # LAB traps BEGIN vector
     regs = core.regs
     rip = regs.read(x86.UC_X86_REG_RIP) if return_rip is None else return_rip
     rflags = regs.read(x86.UC_X86_REG_RFLAGS)
-    old_cs = regs.read(x86.UC_X86_REG_CS)
-    old_ss = regs.read(x86.UC_X86_REG_SS)
+    old_cs = regs.read(x86.UC_X86_REG_CS) & 0xFFFF      # a selector: 16 bits
+    old_ss = regs.read(x86.UC_X86_REG_SS) & 0xFFFF
     old_rsp = regs.read(x86.UC_X86_REG_RSP)
     cpl = old_cs & 3
 
@@ -169,9 +184,9 @@ def _vector_through_idt(core, vector, error_code, software, return_rip):
     new_cpl = (cs_descriptor[3] >> DESC_DPL_SHIFT) & 3
 
     if ist:
-        rsp = _read_tss_u64(core, 0x24 + 8 * (ist - 1))
+        rsp = _read_tss_u64(core, TSS_IST1 + 8 * (ist - 1))
     elif new_cpl < cpl:
-        rsp = _read_tss_u64(core, 0x04 + 8 * new_cpl)
+        rsp = _read_tss_u64(core, TSS_RSP0 + 8 * new_cpl)
     else:
         rsp = old_rsp
     rsp &= ~0xF
@@ -194,6 +209,7 @@ def _vector_through_idt(core, vector, error_code, software, return_rip):
     regs.write(x86.UC_X86_REG_RFLAGS, rflags & ~cleared)
     regs.write(x86.UC_X86_REG_RSP, rsp)
     regs.write(x86.UC_X86_REG_RIP, handler)
+    # LAB traps END vector
     core.stats.interrupts += 1
 
 
@@ -236,6 +252,7 @@ def _read_descriptor(core, selector):
 
 
 def _read_tss_u64(core, offset):
+    """Read the 8-byte field at `offset` in the TSS that TR points at."""
     _, base, limit, _ = core.uc.reg_read(x86.UC_X86_REG_TR)
     if offset + 7 > limit:
         raise _DeliveryFault("no TSS loaded (ltr) to switch stacks with")

@@ -153,7 +153,8 @@ def run(args) -> int:
     print(f"sprat: {result.reason}", file=sys.stderr)
     from kernel.diagnosis import explain
     for line in explain(system):
-        print(f"sprat:   {line}", file=sys.stderr)
+        if line.replace(" failed:", ":", 1) != result.reason:     # said already
+            print(f"sprat:   {line}", file=sys.stderr)
     return EXIT_MACHINE_FAILURE
 
 

@@ -161,7 +161,7 @@ def open_debuggee(args, out) -> Debuggee:
 def attach(system, max_cycles=None, trace=None) -> Debuggee:
     """Wrap a booted (not yet run) system for debugging."""
     engine = DebugEngine(system.machine, max_cycles=max_cycles)
-    symbols = SymbolTable(shared=[system.kernel], per_core=programs_by_core(system),
+    symbols = SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(),
                           read=engine.read_memory)
     messages = MessageLog(keep=MESSAGES_SHOWN)
     system.machine.observers.append(messages)
@@ -178,16 +178,6 @@ def open_trace(machine, path):
         raise SpratError(f"cannot write trace {path}: {error.strerror}") from None
     machine.observers.append(TraceRecorder(stream))
     return stream
-
-
-def programs_by_core(system) -> dict[int, list]:
-    """The programs each core may run, as the CPU driver picks them (dispatch.S):
-    the modules named for that core, or else the ones for every core."""
-    by_core = {}
-    for core in range(system.machine.n_cores):
-        own = [m.program for m in system.modules if m.core == core]
-        by_core[core] = own or [m.program for m in system.modules if m.core is None]
-    return by_core
 
 
 def serve_gdb(engine, port: int, out) -> str:
@@ -773,6 +763,8 @@ def describe_message(event: dict) -> str:
     words = event.get("words")
     shown = " ".join(f"{w:#x}" if isinstance(w, int) else str(w) for w in words) \
         if isinstance(words, (list, tuple)) else str(words)
+    peer = event.get("peer")
     return (f"t={event.get('time')} {event.get('event')} core {event.get('core')} "
-            f"{'->' if event.get('event') == 'send' else '<-'} core {event.get('peer')} "
+            f"{'->' if event.get('event') == 'send' else '<-'} "
+            f"core {peer if peer is not None else '?'} "
             f"seq {event.get('seq')}: {shown}")

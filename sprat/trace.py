@@ -195,16 +195,18 @@ def _cores_of(events) -> list[int]:
 
 
 def _draw_message(axes, column, message, label: bool) -> None:
+    # The receiver is whoever took it: a send made before the receiver was
+    # first seen names no peer, but its receive names the core.
     send, recv = message["send"], message["recv"]
-    if send.get("core") not in column or send.get("peer") not in column:
+    if send.get("core") not in column:
         return
     start = send["time"]
-    end = recv["time"] if recv is not None else start
     text = f"ch {send.get('channel')} #{send.get('seq')}" if label else None
-    if recv is None:            # never received: a stub at the sender
+    if recv is None or recv.get("core") not in column:      # never received: a stub
         axes.plot([column[send["core"]]], [start], marker="x", color="tab:blue")
         return
-    _draw_arrow(axes, column[send["core"]], start, column[send["peer"]], end, "tab:blue", "-", text)
+    _draw_arrow(axes, column[send["core"]], start, column[recv["core"]], recv["time"],
+                "tab:blue", "-", text)
 
 
 def _draw_arrow(axes, x0, y0, x1, y1, color, style, text) -> None:

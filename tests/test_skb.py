@@ -5,6 +5,8 @@ import pytest
 from emulator.interconnect import load_topology
 from kernel.skb import PROTOCOLS, SystemKnowledgeBase, covered
 
+from conftest import ROOT
+
 AMD_8X4 = load_topology("amd-8x4")
 
 
@@ -66,3 +68,35 @@ def test_monitors_measure_latencies_at_boot_that_follow_the_topology():
             if topology.transfer_cycles(a, b) < topology.transfer_cycles(c, d):
                 assert cycles < other, (f"cores {a}-{b} ({topology.relation(a, b)}) measured "
                                         f"{cycles}, {c}-{d} ({topology.relation(c, d)}) {other}")
+
+
+
+def boot_shootdowns_with_tree(monkeypatch, tree):
+    """The shootdown demo on amd-2x2, with `tree` as the SKB's NUMA-aware tree."""
+    from kernel.boot import boot_image
+    monkeypatch.setattr(SystemKnowledgeBase, "_numa_multicast", tree)
+    lines = []
+    system = boot_image(ROOT / "images" / "shootdown.lst", cores=4,
+                        topology=load_topology("amd-2x2"),
+                        output=lambda core, line: lines.append(line))
+    return system.machine.run(max_cycles=10**7), lines
+
+
+def test_an_unwritten_tree_has_no_routes_and_the_other_protocols_still_run(monkeypatch):
+    # A lab's skeleton (labs/08-shootdown): its monitors must still serve
+    # the protocols whose trees are there.
+    def unwritten(self, cores, root):
+        raise NotImplementedError("the NUMA-aware tree is not written yet")
+    result, lines = boot_shootdowns_with_tree(monkeypatch, unwritten)
+    assert result.clean, result.reason
+    acked = {line.split()[2]: line.split()[8] for line in lines
+             if line.startswith("shootdown protocol") and " cores 4 " in line}
+    assert acked == {"0": "4", "1": "4", "2": "4", "3": "1"}, lines
+
+
+def test_a_tree_that_fails_stops_monitor_0s_core_with_the_reason(monkeypatch):
+    def broken(self, cores, root):
+        return {}[root]
+    result, _ = boot_shootdowns_with_tree(monkeypatch, broken)
+    assert not result.clean
+    assert "the SKB failed: KeyError: 0" in result.reason, result.reason

@@ -217,3 +217,32 @@ def test_a_system_call_returns_by_sysret_and_an_interrupt_by_iretq(run_programs)
     assert run.result.clean
     assert hits["syscall_return"] == 2, "each of the two system calls should leave by sysret"
     assert hits["trap_return_to_kernel"] == 1, "the first entry to ring 3 is an iretq"
+
+
+def test_an_exception_in_trap_delivery_stops_that_core_with_the_reason(run_programs, monkeypatch):
+    # Lab 1's students write the delivery: a bug there is their core's
+    # failure, said in one line, not a traceback out of the machine.
+    from emulator import traps
+
+    def broken(*args):
+        raise NotImplementedError("traps: _vector_through_idt is not written yet")
+    monkeypatch.setattr(traps, "_vector_through_idt", broken)
+    run = run_programs({"poke": "start:\n    mov rax, 0x200000\nfault:\n    mov qword ptr [rax], 1\n"
+                                "    call exit\n"})
+    assert not run.result.clean
+    assert run.result.reason == ("core 0: #PF page fault at RIP "
+                                 f"{user_address(run, 'fault'):#x}: delivery raised "
+                                 "NotImplementedError: traps: _vector_through_idt is not written yet")
+
+
+def test_an_exception_in_syscall_delivery_stops_that_core_with_the_reason(run_programs,
+                                                                          monkeypatch):
+    from emulator import traps
+
+    def broken(core):
+        raise NotImplementedError("traps: deliver_syscall is not written yet")
+    monkeypatch.setattr(traps, "deliver_syscall", broken)
+    run = run_programs({"quiet": "start:\n    xor edi, edi\n    call exit\n"})
+    assert not run.result.clean
+    assert "delivery raised NotImplementedError: traps: deliver_syscall is not written yet" \
+        in run.result.reason

@@ -73,13 +73,29 @@ broadcast_none:
     ret
 
 # shootdown_step: carry out the shootdown request in MSG (OP_PREPARE or
-# OP_INVALIDATE) at any level of the tree: forward, our part, acks, ack.
-#   clobbers: rax rcx rdx rsi rdi r8 r9
+# OP_INVALIDATE) at any level of the tree, if it is meant for us (a
+# broadcast reaches every core; MSG_PARTICIPANTS says who takes part).
+#   clobbers: everything but rbx rbp r15
 shootdown_step:
     mov rcx, qword ptr [r15 + MSG + MSG_PARTICIPANTS]
     bt rcx, rbx
-    jnc shootdown_step_done           # a broadcast not meant for us
-    call forward
+    jc shootdown_node
+    ret                               # a broadcast not meant for us
+
+# shootdown_node: our part of the request in MSG, which our parent
+# (MSG_PARENT) sent us with our subtree (MSG_SUBTREE, a mask of cores):
+# forward it to every core of the subtree, with us as their parent and no
+# subtree of their own (the SKB's trees have two levels: the initiator's
+# children, and the cores an aggregator serves); do our own part (a
+# prepare: local_map; an invalidation: unmap_page, then invlpg); wait for
+# the subtree's acknowledgements (take_ack adds each into ACK); then
+# acknowledge to our parent with ACK: ACK_COUNT = the cores that did it,
+# us and our subtree, ACK_STALE = the stale reads among them.
+#   in: rbx = our core, r15 = our frame, MSG = the request
+#   clobbers: everything but rbx rbp r15
+# LAB shootdown BEGIN node
+shootdown_node:
+    call forward                      # first, so the subtree starts while we work
     call local_part
     mov qword ptr [r15 + ACK + ACK_STALE], rax
     mov qword ptr [r15 + ACK + ACK_COUNT], 1
@@ -90,12 +106,10 @@ shootdown_step:
     mov rdi, rax
     lea rsi, [r15 + ACK]
     call urpc_send
-shootdown_step_done:
     ret
 
-# forward: send the request on to every core of our subtree, with us as
-# their parent and no subtree of their own (the SKB's trees have two
-# levels: the initiator's children, and the cores an aggregator serves).
+# forward: send MSG on to every core of our subtree, as OUT, with us as
+# their parent and an empty subtree.
 #   clobbers: rax rcx rdx rsi rdi r8
 forward:
     push r12
@@ -120,9 +134,9 @@ forward_done:
     ret
 
 # local_part -> rax: this core's share of the request in MSG. Prepare:
-# map the page and read it (now the TLB holds it). Invalidate: remove the
-# PTE, then (PROBE) read the page through the stale TLB entry, then
-# invlpg; rax = 1 if the stale read saw the initiator's value.
+# map the page and read it (local_map). Invalidate: remove the PTE, then
+# invlpg, for until then our TLB still holds the page; rax = what
+# stale_probe saw in between.
 #   clobbers: rcx rdx rdi r8 r11
 local_part:
     mov rdi, qword ptr [r15 + MSG + MSG_PAGE]
@@ -130,34 +144,11 @@ local_part:
     je local_map
     mov eax, SYS_CHANNEL_UNMAP
     syscall
-    xor r8d, r8d
-    mov rax, PROBE
-    test rax, rax
-    jz local_invlpg
-    call page_address
-    mov rax, qword ptr [rax]          # the PTE is gone: only the TLB knows the page
-    cmp rax, qword ptr [r15 + MSG + MSG_EXPECTED]
-    sete r8b
-local_invlpg:
+    call stale_probe
+    mov r8, rax
     mov eax, SYS_INVLPG
     syscall
     mov rax, r8
-    ret
-local_map:
-    mov eax, SYS_CHANNEL_MAP
-    syscall
-    call page_address
-    mov rax, qword ptr [rax]          # the walk, and a TLB entry
-    xor eax, eax
-    ret
-
-# page_address(page) -> rax = where channel page `page` is mapped
-#   in: rdi = page.  clobbers: rdx
-page_address:
-    mov rax, rdi
-    shl rax, 12
-    mov rdx, USER_CHANNELS
-    add rax, rdx
     ret
 
 # collect_acks(subtree): wait for the acknowledgement of every core in the
@@ -174,6 +165,44 @@ collect_next:
     jmp collect_next
 collect_done:
     pop r12
+    ret
+# LAB shootdown END node
+
+# local_map(page) -> rax = 0: map the page here and read it (now the TLB
+# holds it).
+#   in: rdi = the page.  clobbers: rcx rdx r11
+local_map:
+    mov eax, SYS_CHANNEL_MAP
+    syscall
+    call page_address
+    mov rax, qword ptr [rax]          # the walk, and a TLB entry
+    xor eax, eax
+    ret
+
+# stale_probe(page) -> rax: with PROBE=1, read the page, whose PTE is gone,
+# so only the TLB knows it: 1 if we saw the initiator's value there, else
+# 0. Without PROBE, 0 and no read.
+#   in: rdi = the page.  clobbers: rdx
+stale_probe:
+    xor eax, eax
+    mov rdx, PROBE
+    test rdx, rdx
+    jz stale_probe_done
+    call page_address
+    mov rax, qword ptr [rax]          # the PTE is gone: only the TLB knows the page
+    cmp rax, qword ptr [r15 + MSG + MSG_EXPECTED]
+    sete al
+    movzx eax, al
+stale_probe_done:
+    ret
+
+# page_address(page) -> rax = where channel page `page` is mapped
+#   in: rdi = page.  clobbers: rdx
+page_address:
+    mov rax, rdi
+    shl rax, 12
+    mov rdx, USER_CHANNELS
+    add rax, rdx
     ret
 
 # take_ack(core): wait for the acknowledgement from `core`, add its counts

@@ -52,12 +52,14 @@ from kernel.caps.types import (ENTRIES_PER_VNODE, SIZES, VNODE_SHIFT, VNODE_TYPE
 
 T = CapType
 
+# LAB caps BEGIN retype_table
 RETYPE = {
     T.RAM: (T.RAM, T.FRAME, T.CNODE, T.VNODE_PML4, T.VNODE_PDPT, T.VNODE_PD, T.VNODE_PT,
             T.DISPATCHER),
     T.FRAME: (T.FRAME,),
     T.DISPATCHER: (T.ENDPOINT,),    # endpoints are views of it: any number, no memory
 }
+# LAB caps END retype_table
 
 # Memory one core can describe to another in a message (type, base, size,
 # rights): RAM and Frames are nothing but memory. A CNode holds capabilities
@@ -146,6 +148,7 @@ def check_retype(src: mdb.Capability, new_type: int, size_bits: int, offset: int
     Retype makes `count` objects of 2**size_bits bytes at `offset` in the
     source. Returns (the first object's base, each object's size in bytes).
     """
+    # LAB caps BEGIN check_retype
     check_rights(src, "retype", "source")
     if new_type not in RETYPE.get(src.type, ()):
         refuse(ErrorCode.RETYPE_NOT_ALLOWED, f"a {src.type.name} cannot become a {type_name(new_type)}")
@@ -168,6 +171,7 @@ def check_retype(src: mdb.Capability, new_type: int, size_bits: int, offset: int
     if start % size:
         refuse(ErrorCode.MISALIGNED, f"{start:#x} is not a multiple of the object size {size:#x}")
     return start, size
+    # LAB caps END check_retype
 
 
 def check_not_foreign(src: mdb.Capability) -> None:
@@ -185,10 +189,12 @@ def check_no_overlap(src: mdb.KernelObject, start: int, end: int) -> None:
     Looking at the children is enough: every deeper descendant lies inside
     one of them, since a retype never reaches outside its source.
     """
+    # LAB caps BEGIN check_no_overlap
     for child in src.children:
         if child.overlaps(start, end):
             refuse(ErrorCode.OVERLAP, f"{child.type.name} at {child.base:#x}..{child.end:#x} "
                    f"is already there")
+    # LAB caps END check_no_overlap
 
 
 def check_not_locked(src: mdb.Capability) -> None:
@@ -205,7 +211,9 @@ def check_not_locked(src: mdb.Capability) -> None:
 
 def retyped_rights(src: mdb.Capability) -> Rights:
     """New objects get the source's rights: a retype never adds any."""
+    # LAB caps BEGIN retyped_rights
     return src.rights
+    # LAB caps END retyped_rights
 
 
 # -- copy, mint, revoke, store --------------------------------------------------
@@ -221,6 +229,7 @@ def check_copyable(cap: mdb.Capability, operation: str) -> None:
 
 def check_mint(src: mdb.Capability, rights: int, badge: int) -> tuple[Rights, int]:
     """The rights and badge of a minted copy: rights only removed, a badge set once."""
+    # LAB caps BEGIN check_mint
     rights = check_rights_value(rights)
     if rights & ~src.rights:
         refuse(ErrorCode.NO_RIGHTS, f"mint cannot add {(rights & ~src.rights).name}")
@@ -233,6 +242,7 @@ def check_mint(src: mdb.Capability, rights: int, badge: int) -> tuple[Rights, in
     if badge > MAX_BADGE:
         refuse(ErrorCode.BADGE, f"badge {badge:#x} is over {MAX_BADGE:#x}")
     return rights, badge
+    # LAB caps END check_mint
 
 
 def check_revoke(cap: mdb.Capability) -> None:
@@ -242,6 +252,7 @@ def check_revoke(cap: mdb.Capability) -> None:
     The kernel holds the original of each shared region on each core, so
     that every dispatcher there gets a copy and no dispatcher can revoke the
     others' away."""
+    # LAB caps BEGIN check_revoke
     check_rights(cap, "revoke", "capability")
     if cap.obj.locked_by is not None:
         refuse(ErrorCode.LOCKED, "the object is locked")
@@ -251,6 +262,7 @@ def check_revoke(cap: mdb.Capability) -> None:
                    f"a copy holds {(other.rights & ~cap.rights).name}, which this one lacks")
         if other.cnode is None and other is not cap:
             refuse(ErrorCode.NO_RIGHTS, "a copy is the kernel's own")
+    # LAB caps END check_revoke
 
 
 def check_lock_holders_stay(doomed: list) -> None:

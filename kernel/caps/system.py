@@ -185,6 +185,7 @@ class CapabilitySystem:
         """Delete every other copy and every descendant; this capability stays."""
         cap = cspace.lookup(address)
         rules.check_revoke(cap)
+        # LAB caps BEGIN revoke
         obj = cap.obj
         others = [other for other in obj.caps if other is not cap]
         rules.check_lock_holders_stay(
@@ -197,6 +198,7 @@ class CapabilitySystem:
             assert leaf.caps, "an unnamed object was left in the tree"
             flushes += self._delete_caps(list(leaf.caps))   # ... goes with its copies
         return list(dict.fromkeys(flushes))
+        # LAB caps END revoke
 
     def identify(self, cspace: CSpace, address: int) -> dict:
         """What a capability is. User code may learn this, never change it."""

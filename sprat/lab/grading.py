@@ -112,15 +112,20 @@ class Run:
         return [e for e in self.events
                 if e["event"] == kind and (channel is None or e.get("channel") == channel)]
 
-    def expect_clean(self, stop: str | None = None) -> None:
-        """Fail unless every core finished cleanly; the reason names who waits on what."""
+    def expect_clean(self, stop: str | None = None, failed: int = 0) -> None:
+        """Fail unless every core finished cleanly (the reason names who waits on
+        what) and exactly `failed` programs failed (0: none; more where the
+        test kills programs on purpose, say by a touch that must fault)."""
         if not self.result.clean:
             fail(f"the run did not end cleanly: {self.result.reason}"
                  f"{''.join('; ' + line for line in self.diagnosis())}", self, stop)
-        failures = self.system.failures()
-        if failures:
+        count = sum(self.system.failed_programs(core)
+                    for core in range(self.system.machine.n_cores))
+        if count != failed:
             killed = [line for _, line in self.console if "killed" in line or "exited" in line]
-            fail(f"{failures}{': ' + killed[0] if killed else ''}", self, stop)
+            said = self.system.failures() or "no program failed"
+            fail(f"{said}{': ' + killed[0] if killed else ''}"
+                 f"{f' (expected {failed} to)' if failed else ''}", self, stop)
 
     def diagnosis(self) -> list[str]:
         """Each unfinished core: where it is, what it waits on (kernel/diagnosis.py)."""
@@ -147,11 +152,13 @@ class Run:
 
 def boot(image, *, cores: int | None = None, topology: str | None = None,
          quantum: int | None = None, seed: int | None = None,
-         max_cycles: int = DEFAULT_MAX_CYCLES, reference: bool = False) -> Run:
+         max_cycles: int = DEFAULT_MAX_CYCLES, reference: bool = False, setup=None) -> Run:
     """Boot `image` (relative to the lab's folder) and run it to its end.
 
     The student's files are used, except with `reference=True`, which boots
     the tree's own assembly (to measure the reference in the same grade).
+    `setup(system)`, if given, runs before the first instruction: to hook
+    what the test watches (a handler's entry, a line of memory).
     """
     from emulator import sources
     from emulator.interconnect import load_topology
@@ -179,6 +186,8 @@ def boot(image, *, cores: int | None = None, topology: str | None = None,
     system.machine.observers.append(lambda event, **fields: events.append({"event": event,
                                                                             **fields}))
     install_message_tracepoints(system)
+    if setup is not None:
+        setup(system)
     result = system.machine.run(max_cycles=max_cycles)
     system.machine.console.flush()
     return Run(system, result, console, events, path, options)

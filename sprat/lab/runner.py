@@ -55,7 +55,13 @@ def load_tests(graders: list[Path]) -> list:
     from sprat.lab import grading
     grading.context.tests = []
     for number, path in enumerate(graders):
-        _load_grader(path, number)
+        try:
+            _load_grader(path, number)
+        except SpratError:
+            raise
+        except Exception as error:              # noqa: BLE001 -- an instructor's file
+            raise SpratError(f"{path}: the grader does not load: "
+                             f"{type(error).__name__}: {error}") from None
     names = [t.name for t in grading.context.tests]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -193,7 +199,7 @@ def _verdict(args) -> dict:
         return {"passed": False, "reason": str(error) or f"an assertion failed at "
                                                          f"{_where(error)}"}
     except NotImplementedError as error:
-        return {"passed": False, "reason": f"not written yet: {error}" if str(error)
+        return {"passed": False, "reason": str(error) if str(error)
                 else f"not written yet ({_where(error)})"}
     except SpratError as error:
         return {"passed": False, "reason": str(error)}
@@ -263,7 +269,11 @@ def _load_grader(path: Path, number: int) -> None:
     if spec is None or not path.is_file():
         raise SpratError(f"{path}: no such grader file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise SpratError(f"{error.filename}:{error.lineno}: the grader does not compile: "
+                         f"{error.msg}") from None
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ urpc_init:
 #   in: rdi = the sender's end, rsi = 7 words to send
 #   clobbers: rax rcx rdx r8
 urpc_send:
+# LAB urpc BEGIN send
     mov rax, qword ptr [rdi + URPC_SEQ]
     mov rcx, rax
     sub rcx, qword ptr [rdi + URPC_ACKED]
@@ -105,6 +106,7 @@ urpc_send_room:
 urpc_send_commit:
     mov qword ptr [rdx + URPC_CONTROL], rcx
     mov qword ptr [rdi + URPC_SEQ], rcx
+# LAB urpc END send
 urpc_send_end:
     ret
 
@@ -112,6 +114,7 @@ urpc_send_end:
 #   in: rdi = the receiver's end, rsi = room for 7 words
 #   clobbers: rax rcx rdx
 urpc_recv:
+# LAB urpc BEGIN receive
     mov rax, qword ptr [rdi + URPC_SEQ]
     mov rdx, rax
     and rdx, URPC_SLOTS - 1
@@ -166,5 +169,6 @@ urpc_received:
     mov qword ptr [rdx + URPC_ACK], rcx
 urpc_take_done:
     mov eax, 1
+# LAB urpc END receive
 urpc_recv_end:
     ret

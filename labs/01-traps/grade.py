@@ -1,0 +1,595 @@
+"""Lab 1's grader: what the processor does on a trap, seen from the handler.
+
+The student's emulator/traps.py delivers every exception, interrupt and
+system call the machine takes. The grader boots images whose programs
+(programs/*.S) take each kind of trap, and a code hook on the first
+instruction of every CPU driver handler (the vector stubs of
+cpudriver/vectors.S and syscall_entry) reads what that handler finds:
+the privilege level, RSP, RFLAGS and the frame on the stack. Those are
+compared with what the Intel SDM (vol. 3, 6.14; vol. 2, SYSCALL) says
+the silicon leaves there, for events whose cause the grader knows
+exactly (the faulting instruction, the user's RSP).
+
+A few cases the CPU driver never produces (an IST stack, a trap gate, an
+unaligned RSP0, a fault at an odd kernel RSP) are set up by the grader on
+a core stopped in ring 3 (programs/probe.S), where it calls the student's
+deliver_interrupt itself and looks at the core afterwards.
+"""
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from sprat.lab.grading import QUANTA, boot, context, fail, test
+
+# What the SDM fixes; the grader's own copies, not the student's.
+VECTORS_WITH_ERROR_CODE = {8, 10, 11, 12, 13, 14, 17, 21, 29, 30}
+RFLAGS_TF, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF = 1 << 8, 1 << 9, 1 << 14, 1 << 16
+MSR_FMASK = 0xC000_0084
+TSS_RSP0, TSS_IST1 = 0x04, 0x24
+GATE_TRAP = 0xF
+NAMES = {0: "#DE", 2: "the NMI", 3: "#BP", 6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF",
+         32: "the timer interrupt"}
+FRAME_FIELDS = ("RIP", "CS", "RFLAGS", "RSP", "SS")
+SELECTOR = 0xFFFF       # a selector is 16 bits; the frame's CS and SS slots are compared so
+
+# Free RAM (past every core's private area), mapped in the kernel half:
+# the stack the IST test hands the processor.
+IST_STACK_TOP = 0x0300_1000
+
+SYSCALL = None          # Entry.vector of an entry at syscall_entry
+
+
+def name(vector):
+    return NAMES.get(vector, f"vector {vector}")
+
+
+# --- Watching handlers begin --------------------------------------------------------
+
+@dataclass
+class Entry:
+    """The core as a handler's first instruction finds it."""
+    core: int
+    vector: int | None      # None: syscall_entry
+    cpl: int                # the engine's own CPL, not CS's low bits
+    cs: int
+    ss: int
+    rsp: int
+    rflags: int
+    rcx: int
+    r11: int
+    r15: int
+    words: tuple | None     # 8 words from RSP up; None when RSP points nowhere
+
+    def frame(self, with_error):
+        """The processor's frame at RSP: {"error": .., "RIP": .., "CS": .., ...}."""
+        words = self.words or (None,) * 8
+        fields = (("error",) if with_error else ()) + FRAME_FIELDS
+        frame = dict(zip(fields, words))
+        for selector in ("CS", "SS"):
+            if frame[selector] is not None:
+                frame[selector] &= SELECTOR
+        return frame
+
+
+def snapshot(core, vector):
+    from unicorn import x86_const as x86
+
+    from emulator import cpustate
+    from emulator.paging import PageFault
+    regs = core.regs
+    core.context.save()
+    cpl = core.context.read_u32(cpustate.HFLAGS) & cpustate.HF_CPL_MASK
+    rsp = regs.read(x86.UC_X86_REG_RSP)
+    try:
+        words = struct.unpack("<8Q", core.read_virtual(rsp, 64))
+    except PageFault:
+        words = None
+    # (a segment register read fills 16 bits of a reused 64-bit buffer)
+    return Entry(core.id, vector, cpl, regs.read(x86.UC_X86_REG_CS) & SELECTOR,
+                 regs.read(x86.UC_X86_REG_SS) & SELECTOR, rsp, regs.read(x86.UC_X86_REG_RFLAGS),
+                 regs.read(x86.UC_X86_REG_RCX), regs.read(x86.UC_X86_REG_R11),
+                 regs.read(x86.UC_X86_REG_R15), words)
+
+
+class Watch:
+    """Code hooks on a booted system: every handler entry, every exit(status),
+    and the kernel RSP at each instruction in `at` (label -> list of RSPs)."""
+
+    def __init__(self, system, at=()):
+        from unicorn import UC_HOOK_CODE
+        from unicorn import x86_const as x86
+        symbols = system.kernel.symbols
+        stubs = {symbols[f"vector{v}"]: v for v in range(256)}
+        self.entries: list[Entry] = []
+        self.exits: list[tuple[int, int]] = []      # (core, status)
+        self.rsp_at = {label: [] for label in at}
+
+        for core in system.machine.cores:
+            def on_stub(uc, address, size, _, core=core):
+                if address in stubs:
+                    self.entries.append(snapshot(core, stubs[address]))
+
+            def on_syscall(uc, address, size, _, core=core):
+                self.entries.append(snapshot(core, SYSCALL))
+
+            def on_exit(uc, address, size, _, core=core):
+                self.exits.append((core.id, core.regs.read(x86.UC_X86_REG_RDI)))
+
+            uc = core.uc
+            uc.hook_add(UC_HOOK_CODE, on_stub, begin=min(stubs), end=max(stubs))
+            for label, hook in (("syscall_entry", on_syscall), ("sys_exit", on_exit)):
+                uc.hook_add(UC_HOOK_CODE, hook, begin=symbols[label], end=symbols[label])
+            for label in at:
+                def on_label(uc, address, size, _, core=core, label=label):
+                    self.rsp_at[label].append(core.regs.read(x86.UC_X86_REG_RSP))
+                uc.hook_add(UC_HOOK_CODE, on_label, begin=symbols[label], end=symbols[label])
+
+    def on(self, core, vectors=None):
+        """Entries on `core` (of the given vectors; SYSCALL for system calls)."""
+        return [e for e in self.entries
+                if e.core == core and (vectors is None or e.vector in vectors)]
+
+
+def watched_boot(image, *, cores, quantum=None, max_cycles=2_000_000, at=()):
+    """Boot a lab image with a Watch installed, and run it to its end."""
+    watches = []
+    run = boot(image, cores=cores, quantum=quantum, max_cycles=max_cycles,
+               setup=lambda system: watches.append(Watch(system, at)))
+    watch = watches[0]
+    for core in run.system.machine.cores:
+        if core.failure and "delivery raised" in core.failure:
+            fail(f"core {core.id}: {core.failure}", run)     # the student's code crashed
+    return run, watch
+
+
+# --- What the SDM says a frame holds ------------------------------------------------
+
+def layout():
+    from cpudriver import layout as cpudriver_layout
+    return cpudriver_layout
+
+
+def rsp0_of(core):
+    """The CPU driver's ring-0 stack on `core` (what its TSS's RSP0 holds)."""
+    lay = layout()
+    return lay.PERCORE_BASE + core * lay.PERCORE_SIZE + lay.PC_KSTACK_TOP
+
+
+def stack_problem(what, entry, expected, top, where, unaligned_top):
+    """Why the handler's RSP is not `top` less the frame of `expected`."""
+    lay = layout()
+    got, size = entry.rsp, len(expected)
+    want = top - 8 * size
+    if got >= lay.USER_BASE:
+        return (f"{what}: the frame is on the user's stack (RSP {got:#x}): coming from ring 3 "
+                f"the processor first switches to the TSS's RSP0 ({top:#x})")
+    first = list(expected.values())[:2]
+    if (unaligned_top is not None and got == unaligned_top - 8 * size and entry.words
+            and list(entry.words[:2]) == first):
+        return (f"{what}: the frame was pushed from RSP {unaligned_top:#x} as it was; the "
+                f"processor first aligns RSP down to a multiple of 16 ({top:#x})")
+    pushed, extra = divmod(top - got, 8)
+    if not extra and 0 < pushed <= 8 and pushed != size:
+        hint = ""
+        if pushed == size + 1 and "error" not in expected:
+            hint = ": this vector has no error code, yet one was pushed"
+        elif pushed == size - 1 and "error" in expected:
+            hint = ": this vector has an error code, and none was pushed"
+        return f"{what}: {pushed} words were pushed below {where} {top:#x}, expected {size}{hint}"
+    return (f"{what}: RSP in the handler is {got:#x}, expected {want:#x} ({where} {top:#x} "
+            f"less a {size}-word frame)")
+
+
+def _misordered(entry, expected):
+    """Are the values the grader knows all in the frame, but not in their places?"""
+    words = [w & SELECTOR if k in ("CS", "SS") else w
+             for k, w in zip(expected, entry.words)]
+    known = {k: v for k, v in expected.items() if k != "RFLAGS"}
+    if all(words[i] == known[k] for i, k in enumerate(expected) if k in known):
+        return False
+    left = list(entry.words[:len(expected)])
+    for value in known.values():
+        match = next((w for w in left if w == value or w & SELECTOR == value), None)
+        if match is None:
+            return False
+        left.remove(match)
+    return True
+
+
+def frame_problem(what, entry, expected, top, where, unaligned_top=None):
+    """Compare the frame at the handler's RSP with `expected` ({"error": .., "RIP": .., ...}),
+    pushed below `top` (where the stack starts, aligned)."""
+    with_error = "error" in expected
+    if entry.rsp != top - 8 * len(expected):
+        return stack_problem(what, entry, expected, top, where, unaligned_top)
+    if entry.words is None:
+        return f"{what}: RSP {entry.rsp:#x} in the handler is not mapped"
+    got = entry.frame(with_error)
+    if _misordered(entry, expected):
+        order = ", ".join((("error code",) if with_error else ()) + FRAME_FIELDS)
+        return (f"{what}: the frame holds the right values in the wrong order: from RSP up "
+                f"it is {order}")
+    offsets = {k: 8 * i for i, k in enumerate(got)}
+    for field, want in expected.items():
+        if field == "RFLAGS":
+            continue
+        if got[field] != want:
+            label = "error code" if field == "error" else field
+            return (f"{what}: the frame's {label} (at RSP+{offsets[field]}) is {got[field]:#x}, "
+                    f"expected {want:#x}")
+    flags_want = expected["RFLAGS"]
+    if (got["RFLAGS"] & RFLAGS_IF) != (flags_want & RFLAGS_IF):
+        was = "set" if flags_want & RFLAGS_IF else "clear"
+        now = "clear" if flags_want & RFLAGS_IF else "set"
+        return (f"{what}: the frame's RFLAGS ({got['RFLAGS']:#x}) has IF {now}, but the "
+                f"interrupted code ran with IF {was}: push RFLAGS as it was, before clearing "
+                f"anything")
+    return None
+
+
+def handler_problem(what, entry, *, from_ring):
+    """What the handler itself must find: ring 0, the gate's CS, IF clear."""
+    lay = layout()
+    if entry.cpl != 0:
+        return (f"{what}: the handler runs in ring {entry.cpl}, not ring 0 (the DPL of the "
+                f"gate's code segment)")
+    if entry.cs != lay.KERNEL_CS:
+        return f"{what}: CS is {entry.cs:#x} in the handler, not the gate's selector {lay.KERNEL_CS:#x}"
+    if entry.rflags & RFLAGS_IF:
+        return f"{what}: IF is still set in the handler: an interrupt gate clears it"
+    if from_ring == 3 and entry.ss != 0:
+        return (f"{what}: SS is {entry.ss:#x} in the handler: on a privilege change in 64-bit "
+                f"mode the processor loads a null SS (selector 0)")
+    return None
+
+
+def check_user_event(run, what, entry, vector, error, rip, user_rsp, stop):
+    """A trap from ring 3 at a known instruction and RSP."""
+    lay = layout()
+    if entry.vector != vector:
+        fail(f"{what}: the processor went to the handler of {name(entry.vector)}, not "
+             f"{name(vector)}'s", run, stop)
+    expected = {} if error is None else {"error": error}
+    expected.update(RIP=rip, CS=lay.USER_CS, RFLAGS=RFLAGS_IF, RSP=user_rsp, SS=lay.USER_SS)
+    problem = (handler_problem(what, entry, from_ring=3)
+               or frame_problem(what, entry, expected, rsp0_of(entry.core), "RSP0"))
+    if problem:
+        fail(problem, run, stop)
+
+
+def expect_exits(run, watch, wanted, why):
+    """Every program ran to its end and said exit(0)."""
+    statuses = [status for _, status in watch.exits]
+    for core, status in watch.exits:
+        if status:
+            fail(f"a program on core {core} exited with status {status}: "
+                 f"{why.get(status, 'it went wrong')}", run,
+                 "sys_exit")
+    if len(statuses) < wanted:
+        fail(f"only {len(statuses)} of {wanted} programs got to exit(); the run ended: "
+             f"{run.result.reason}", run)
+    run.expect_clean()
+
+
+# --- Exceptions from user mode (images/faults.lst) -----------------------------------
+
+# fault.S's kinds: (what, vector, error code or None, label the frame's RIP names)
+FAULT_KINDS = {
+    1: ("#PF from a write to kernel memory (fault.S kind=1)", 14, 0b111, "event_1"),
+    2: ("#PF from a read of an unmapped page (fault.S kind=2)", 14, 0b100, "event_2"),
+    3: ("#GP from `hlt` in ring 3 (fault.S kind=3)", 13, 0, "event_3"),
+    4: ("`int 0x40` through a DPL-0 gate (fault.S kind=4)", 13, 0x40 * 8 + 2, "event_4"),
+    5: ("`int3` through the DPL-3 gate (fault.S kind=5)", 3, None, "after_5"),
+    6: ("#UD from `ud2` (fault.S kind=6)", 6, None, "event_6"),
+    7: ("#DE from a division by zero (fault.S kind=7)", 0, None, "event_7"),
+}
+FAULT_RSP_OFFSET = 3        # fault.S: `sub rsp, 3` before its event
+TIMER_VECTOR = 32
+
+
+def check_faults(image, quanta, max_cycles=200_000):
+    """Boot `image` (fault.S programs, core=N kind=K) and check each program's event."""
+    lay = layout()
+    for quantum in quanta:
+        run, watch = watched_boot(image, cores=2, quantum=quantum, max_cycles=max_cycles)
+        for core in range(2):
+            # Time slices may interrupt a program before its event: skip the timer.
+            seen = [e for e in watch.on(core) if e.vector not in (SYSCALL, TIMER_VECTOR)]
+            programs = [(int(entry.options["kind"]), module) for entry, module
+                        in zip(run.system.image.modules, run.system.modules)
+                        if module.core == core]
+            for index, (kind, module) in enumerate(programs):
+                what, vector, error, label = FAULT_KINDS[kind]
+                stop = f"vector{vector} core {core}"
+                if index >= len(seen):
+                    fail(f"{what}: no handler ran for it (the run ended: {run.result.reason})",
+                         run, stop)
+                entry = seen[index]
+                check_user_event(run, what, entry, vector, error, module.program.symbols[label],
+                                 lay.USER_STACK_TOP - FAULT_RSP_OFFSET, stop)
+            killed = run.system.failed_programs(core)
+            if killed != len(programs):
+                fail(f"the CPU driver stopped {killed} of the {len(programs)} programs on core "
+                     f"{core}, each of which should be killed by its fault", run)
+        if not run.result.clean:
+            run.expect_clean()
+
+
+@test(points=20)
+def exceptions_from_user_mode_arrive_with_the_right_frame():
+    """#PF (two error codes), #GP, #UD and #DE from ring 3: ring 0, RSP0's stack, exact frame, IF off."""
+    check_faults("images/faults.lst", QUANTA)
+
+
+@test(points=10)
+def software_interrupts_obey_the_gate_privilege():
+    """`int 0x40` through a DPL-0 gate is a #GP at the int; `int3` (DPL 3) is a #BP after it."""
+    check_faults("images/softints.lst", (1, 13, 10_000))
+
+
+# --- Faults in the kernel (images/badptr.lst) ----------------------------------------
+
+BADPTR_FAULTS = 50
+
+
+@test(points=15)
+def kernel_page_faults_stay_on_the_kernel_stack():
+    """50 #PFs in a row in ring 0: no stack switch, RSP aligned down to 16, never a #DF."""
+    lay = layout()
+    run, watch = watched_boot("images/badptr.lst", cores=1, max_cycles=150_000,
+                              at=("user_access_begin",))
+    symbols = run.system.kernel.symbols
+    faults = [e for e in watch.on(0) if e.vector is not SYSCALL]
+    before = watch.rsp_at["user_access_begin"]
+    for number, entry in enumerate(faults[:BADPTR_FAULTS], 1):
+        what = f"kernel page fault {number} of {BADPTR_FAULTS} (print of a bad buffer)"
+        stop = f"vector{entry.vector} core 0"
+        if number > len(before):
+            fail(f"{what}: a fault arrived without the user-copy loop running first", run, stop)
+        rsp = before[number - 1]
+        aligned = rsp & ~0xF
+        if entry.vector != 14:
+            fail(f"{what}: the processor went to the handler of {name(entry.vector)}", run, stop)
+        if entry.rsp == rsp0_of(0) - 48:
+            fail(f"{what}: the frame went to the TSS's RSP0, but a fault in ring 0 stays on the "
+                 f"current stack (no privilege change, no stack switch)", run, stop)
+        expected = {"error": 0, "RIP": symbols["user_access_begin"], "CS": lay.KERNEL_CS,
+                    "RFLAGS": 0, "RSP": rsp, "SS": lay.KERNEL_SS}
+        problem = (handler_problem(what, entry, from_ring=0)
+                   or frame_problem(what, entry, expected, aligned, "RSP aligned down to 16,",
+                                    unaligned_top=rsp))
+        if problem:
+            fail(problem, run, stop)
+    expect_exits(run, watch, 1, {4: "a print of a bad buffer did not return -EFAULT"})
+    if len(faults) != BADPTR_FAULTS:
+        fail(f"{len(faults)} exceptions were delivered, expected {BADPTR_FAULTS} page faults", run)
+
+
+# --- Timer interrupts (images/slices.lst) ---------------------------------------------
+
+SLICES_WORDS = 13           # slices.S pushes 13 words before its loop
+
+
+@test(points=15)
+def timer_interrupts_preempt_and_resume_programs():
+    """Time slices on a core with two programs: each timer frame is exact and both finish intact."""
+    lay = layout()
+    for quantum in (7, 10_000):
+        run, watch = watched_boot("images/slices.lst", cores=1, quantum=quantum,
+                                  max_cycles=600_000)
+        program = run.system.modules[0].program
+        loop = (program.symbols["spin"], program.symbols["spin_end"])
+        user_rsp = lay.USER_STACK_TOP - 8 * SLICES_WORDS
+        timers = [e for e in watch.on(0) if e.vector is not SYSCALL]
+        from_user = [e for e in timers if e.frame(False)["CS"] == lay.USER_CS]
+        for number, entry in enumerate(timers, 1):
+            what = f"timer interrupt {number}"
+            stop = f"vector{entry.vector} core 0"
+            if entry.vector != 32:
+                fail(f"the programs took {name(entry.vector)} (handler entry {number}), not only "
+                     f"timer interrupts: an earlier frame must have been wrong", run, stop)
+            # Where the timer lands in the loop depends on the schedule: any RIP
+            # inside it is right (and one outside it is reported after the frame's shape).
+            frame = entry.frame(False)
+            rip = frame["RIP"] if loop[0] <= (frame["RIP"] or 0) < loop[1] else loop[0]
+            problem = (handler_problem(what, entry, from_ring=3)
+                       or frame_problem(what, entry, {"RIP": rip, "CS": lay.USER_CS,
+                                                      "RFLAGS": RFLAGS_IF, "RSP": user_rsp,
+                                                      "SS": lay.USER_SS},
+                                        rsp0_of(0), "RSP0"))
+            if problem:
+                fail(problem, run, stop)
+            if not loop[0] <= frame["RIP"] < loop[1]:
+                fail(f"{what}: the frame's RIP {frame['RIP']:#x} is not in slices.S's loop "
+                     f"({loop[0]:#x}..{loop[1]:#x})", run, stop)
+        if len(from_user) < 2:
+            fail(f"only {len(from_user)} timer interrupts came from the programs; the two "
+                 f"programs should be interrupted at least twice", run)
+        expect_exits(run, watch, 2, {2: "a register, its stack or IF was different after a "
+                                        "timer interrupt"})
+
+
+# --- System calls (images/calls.lst) ------------------------------------------------
+
+CALLS = 20
+
+
+@test(points=15)
+def system_calls_enter_at_lstar_and_return_intact():
+    """SYSCALL: ring 0 at LSTAR with STAR's CS/SS, RCX = next RIP, R11 = RFLAGS, FMASK applied, RSP kept."""
+    lay = layout()
+    for quantum in (1, 13, 10_000):
+        run, watch = watched_boot("images/calls.lst", cores=2, quantum=quantum,
+                                  max_cycles=150_000)
+        for core_id in range(2):
+            core = run.system.machine.cores[core_id]
+            fmask = core.read_msr(MSR_FMASK)
+            program = run.system.module_for_core(core_id).program
+            after = program.symbols["after_syscall"]
+            calls = watch.on(core_id, {SYSCALL})
+            for number, entry in enumerate(calls, 1):
+                what = f"system call {number} on core {core_id}"
+                stop = f"syscall_entry core {core_id}"
+                in_loop = number <= CALLS
+                problems = [
+                    (entry.cpl != 0, f"the handler runs in ring {entry.cpl}, not ring 0"),
+                    (entry.cs != lay.KERNEL_CS,
+                     f"CS is {entry.cs:#x}, not STAR[47:32] = {lay.KERNEL_CS:#x}"),
+                    (entry.ss != lay.KERNEL_SS,
+                     f"SS is {entry.ss:#x}, not STAR[47:32] + 8 = {lay.KERNEL_SS:#x}"),
+                    (in_loop and entry.rcx != after,
+                     f"RCX is {entry.rcx:#x}, not the address of the instruction after the "
+                     f"syscall ({after:#x})"),
+                    (not entry.r11 & RFLAGS_IF,
+                     f"R11 ({entry.r11:#x}) has IF clear: it must hold RFLAGS as the program "
+                     f"had it, before FMASK"),
+                    (entry.rflags != entry.r11 & ~fmask,
+                     f"RFLAGS is {entry.rflags:#x}, expected R11 & ~FMASK = "
+                     f"{entry.r11 & ~fmask:#x}"),
+                    (in_loop and entry.rsp != entry.r15,
+                     f"RSP is {entry.rsp:#x}, not the program's {entry.r15:#x}: SYSCALL does not "
+                     f"switch stacks (the CPU driver does)"),
+                ]
+                for wrong, problem in problems:
+                    if wrong:
+                        fail(f"{what}: {problem}", run, stop)
+            if len(calls) != CALLS + 1:
+                fail(f"core {core_id} made {len(calls)} system calls, expected {CALLS + 1}: "
+                     f"{run.result.reason}", run)
+        expect_exits(run, watch, 2, {3: "a register, RSP or IF was different after a system "
+                                        "call"})
+
+
+# --- Cases the CPU driver never makes: delivered by the grader --------------------------
+
+def stopped_in_ring_3():
+    """A booted core 0 standing at probe.S's `probe` in ring 3, RSP % 16 == 13."""
+    from emulator.debug.engine import DebugEngine
+    from kernel.boot import boot_image
+    path = Path(context.lab_folder or Path(__file__).parent) / "images/probe.lst"
+    system = boot_image(path, cores=1)
+    engine = DebugEngine(system.machine, max_cycles=1_000_000)
+    probe = system.modules[0].program.symbols["probe"]
+    engine.run_until(0, probe)
+    engine.close()
+    core = system.machine.cores[0]
+    if core.rip != probe:
+        fail(f"the probe program never reached ring 3: {system.machine.outcome().reason}")
+    return system, core
+
+
+def deliver(core, vector, error_code=None):
+    from emulator import traps
+    traps.deliver_interrupt(core, vector, error_code)
+    return snapshot(core, vector)
+
+
+def user_frame(core, error=None):
+    """The frame an event at probe.S's `probe` must push."""
+    from unicorn import x86_const as x86
+    lay = layout()
+    expected = {} if error is None else {"error": error}
+    expected.update(RIP=core.rip, CS=lay.USER_CS,
+                    RFLAGS=core.regs.read(x86.UC_X86_REG_RFLAGS),
+                    RSP=core.regs.read(x86.UC_X86_REG_RSP), SS=lay.USER_SS)
+    return expected
+
+
+def patch_gate(system, vector, *, ist=None, gate_type=None):
+    lay = layout()
+    attributes = lay.PERCORE_BASE + lay.PC_IDT + 16 * vector + 4
+    memory = system.machine.memory
+    if ist is not None:
+        memory.write(attributes, bytes([ist]))
+    if gate_type is not None:
+        old = memory.read(attributes + 1, 1)[0]
+        memory.write(attributes + 1, bytes([old & 0xF0 | gate_type]))
+
+
+def tss(offset):
+    lay = layout()
+    return lay.PERCORE_BASE + lay.PC_TSS + offset
+
+
+@test(points=8)
+def ist_gates_switch_to_their_own_stack():
+    """A gate naming IST 1 puts the frame on TSS.IST1's stack, from ring 3 and from ring 0 alike."""
+    system, core = stopped_in_ring_3()
+    system.machine.memory.write_u64(tss(TSS_IST1), IST_STACK_TOP)
+    patch_gate(system, 2, ist=1)
+    expected = user_frame(core)
+    what = "an NMI through a gate naming IST 1, from ring 3"
+    entry = deliver(core, 2)
+    problem = frame_problem(what, entry, expected, IST_STACK_TOP, "TSS.IST1")
+    if problem:
+        fail(problem)
+    # Again, now from the handler (ring 0): the IST switch happens all the same.
+    what = "an NMI through a gate naming IST 1, from ring 0"
+    ring0_rsp = entry.rsp
+    entry = deliver(core, 2)
+    if entry.rsp != IST_STACK_TOP - 40:
+        fail(f"{what}: RSP in the handler is {entry.rsp:#x}, expected {IST_STACK_TOP - 40:#x}: "
+             f"a gate's IST stack is used whether or not the privilege changes")
+    if entry.frame(False)["RSP"] != ring0_rsp:
+        fail(f"{what}: the frame's RSP is {entry.frame(False)['RSP']:#x}, not the interrupted "
+             f"handler's {ring0_rsp:#x}")
+
+
+@test(points=7)
+def the_new_stack_is_aligned_to_16_bytes():
+    """RSP is aligned down to 16 before the push: an odd RSP0, and an odd ring-0 RSP."""
+    system, core = stopped_in_ring_3()
+    rsp0 = rsp0_of(0) - 8
+    system.machine.memory.write_u64(tss(TSS_RSP0), rsp0)
+    expected = user_frame(core)
+    what = f"the timer interrupt from ring 3 with TSS.RSP0 = {rsp0:#x}"
+    entry = deliver(core, 32)
+    problem = frame_problem(what, entry, expected, rsp0 & ~0xF, "RSP0 aligned down to 16,",
+                            unaligned_top=rsp0)
+    if problem:
+        fail(problem)
+    # From ring 0 with an RSP that is not even word-aligned.
+    from unicorn import x86_const as x86
+    odd = entry.rsp - 0x103
+    core.regs.write(x86.UC_X86_REG_RSP, odd)
+    lay = layout()
+    expected = {"error": 2, "RIP": core.rip, "CS": lay.KERNEL_CS, "RFLAGS": entry.rflags,
+                "RSP": odd, "SS": entry.ss}
+    what = f"a #PF in ring 0 at RSP {odd:#x}"
+    entry = deliver(core, 14, 2)
+    problem = frame_problem(what, entry, expected, odd & ~0xF, "RSP aligned down to 16,",
+                            unaligned_top=odd)
+    if problem:
+        fail(problem)
+
+
+@test(points=10)
+def interrupt_gates_clear_IF_and_trap_gates_keep_it():
+    """Entry clears TF, NT and RF always and IF for an interrupt gate; the frame keeps the old RFLAGS."""
+    from unicorn import x86_const as x86
+    for gate_type, gate in ((None, "an interrupt gate"), (GATE_TRAP, "a trap gate")):
+        system, core = stopped_in_ring_3()
+        if gate_type is not None:
+            patch_gate(system, 32, gate_type=gate_type)
+        flags = core.regs.read(x86.UC_X86_REG_RFLAGS) | RFLAGS_TF | RFLAGS_NT | RFLAGS_RF
+        core.regs.write(x86.UC_X86_REG_RFLAGS, flags)
+        expected = user_frame(core)
+        what = f"the timer interrupt through {gate}, from ring 3 with TF, NT, RF and IF set"
+        entry = deliver(core, 32)
+        problem = frame_problem(what, entry, expected, rsp0_of(0), "RSP0")
+        if problem:
+            fail(problem)
+        pushed = entry.frame(False)["RFLAGS"]
+        if pushed != flags:
+            fail(f"{what}: the frame's RFLAGS is {pushed:#x}, expected {flags:#x}: push RFLAGS "
+                 f"as it was, before clearing anything")
+        for bit, flag in ((RFLAGS_TF, "TF"), (RFLAGS_NT, "NT"), (RFLAGS_RF, "RF")):
+            if entry.rflags & bit:
+                fail(f"{what}: {flag} is still set in the handler: every gate clears TF, NT, "
+                     f"RF (and VM)")
+        if gate_type is None and entry.rflags & RFLAGS_IF:
+            fail(f"{what}: IF is still set in the handler: an interrupt gate clears it")
+        if gate_type == GATE_TRAP and not entry.rflags & RFLAGS_IF:
+            fail(f"{what}: IF is clear in the handler: a trap gate (type {GATE_TRAP:#x}) leaves "
+                 f"IF as it was")

@@ -1,0 +1,254 @@
+"""Lab 5's grader: URPC's send and receive paths, judged on what the machine did.
+
+Every test boots images of programs/checked_stream.S (word k of message n is
+(n + 1) * 0x10000 + k) with the student's userland/lib/urpc.S and reads:
+  * the messages the machine reports at the tracepoints urpc_send_commit
+    and urpc_received (kernel/tracepoints.py): which message, on which
+    channel, with which words, in the order the cores executed them;
+  * the coherence directory's counters: which lines of a channel were
+    touched, how often the ack line was written, lines moved per message;
+  * the channel's memory at the end (the ack line's count);
+  * the cycles the test programs measure and print by design.
+Correctness runs under the schedule sweep (QUANTA) and on two machines; the
+cost test measures the reference in the same grader run.
+"""
+
+from sprat.lab.grading import QUANTA, boot, fail, test
+
+from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE, URPC_SLOTS, channel_address
+
+MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins no longer
+# One-way latency, student / reference, at the default quantum (where it does
+# not depend on the quantum): between cores sharing a cache the path's
+# instructions are much of the cost, so a plainer path may take longer
+# there; one hop apart the cache line transfers dominate.
+LATENCY_BOUNDS = ((0, "cores 0 and 1 (sharing a cache)", 1.5), (2, "cores 2 and 4 (one hop)", 1.25))
+LINES_BOUND = 1.25            # student / reference, cache lines moved per message
+LINES_QUANTUM = 100           # at 10,000 one quantum spans many messages and hides a line's moves
+TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
+               "urpc_received": "just after the payload is copied out"}
+
+
+def sent_word(message, k):
+    """Word k of message `message`, as checked_stream.S fills it."""
+    return (message + 1) * 0x10000 + k
+
+
+# --- the tests -----------------------------------------------------------------------------
+@test(points=35)
+def messages_arrive_once_in_order_and_whole():
+    """Every message arrives once, in order, payload intact: every quantum, one and two hops."""
+    runs = [("images/waiting.lst", "amd-2x2", q) for q in sorted(QUANTA, reverse=True)]
+    runs += [("images/far.lst", "amd-8x4", q) for q in (100, 10_000)]
+    for image, topology, quantum in runs:
+        run = start(image, topology, quantum)
+        for channel in (1, 2):
+            check_channel(run, channel, count=40)
+        check_finished(run)
+
+
+@test(points=20)
+def the_sender_waits_while_the_ring_is_full():
+    """Slow receivers, one package: the ring fills, no slot is reused before it is taken."""
+    for quantum in sorted(QUANTA, reverse=True):
+        run = start("images/paced.lst", "amd-2x2", quantum)
+        for channel in (1, 2):
+            check_channel(run, channel, count=64)
+        check_finished(run)
+
+
+@test(points=20)
+def acks_every_half_ring():
+    """The receiver writes its count to the ack line every URPC_SLOTS/2 messages."""
+    run = start("images/paced.lst", "amd-2x2")
+    directory = run.system.machine.cost.directory
+    half = URPC_SLOTS // 2
+    for channel in (1, 2):
+        check_ring_lines(run, channel, f"channel {channel} ({describe_cores(run, channel)})")
+        taken = len(run.receives(channel))
+        ack = channel_address(channel) + URPC_ACK
+        writes = directory.writes(ack >> 6)
+        where = f"channel {channel}: the receiver"
+        if taken >= half and writes == 0:
+            fail(f"{where} took {taken} messages and never wrote the ack line (ring + {URPC_ACK}):"
+                 f" the sender cannot know the ring has room", run,
+                 stop=f"urpc_received {cores(run, channel)}")
+        if taken >= 2 * half and writes >= taken // 2:
+            fail(f"{where} wrote the ack line {writes} times for {taken} messages: write it once every"
+                 f" URPC_SLOTS/2 = {half} messages (each write takes the line from the sender's cache)",
+                 run, stop=f"urpc_received {cores(run, channel)}")
+        if writes != taken // half:
+            fail(f"{where} wrote the ack line {writes} times for {taken} messages; expected"
+                 f" {taken // half}, once every {half} messages", run)
+        count = run.system.machine.memory.read_u64(ack)
+        if count != taken // half * half:
+            fail(f"{where} took {taken} messages and the ack line holds {count}: it must hold how many"
+                 f" messages the receiver has taken, written after every {half}th", run)
+    for channel in (1, 2):
+        check_channel(run, channel, count=64)
+    check_finished(run)
+
+
+@test(points=25)
+def costs_no_more_than_the_reference():
+    """One-way latency and cache lines moved per message, against the reference's."""
+    yours = start("images/pingpong.lst", "intel-2x4")
+    check_finished(yours)
+    reference = boot("images/pingpong.lst", topology="intel-2x4", reference=True)
+    for core, pair, bound in LATENCY_BOUNDS:
+        mine, theirs = latency(yours, core), latency(reference, core)
+        if mine > bound * theirs:
+            fail(f"one-way latency between {pair} is {mine:.0f} cycles, the reference's {theirs:.0f}:"
+                 f" more than {bound}x (what does your path do that it need not?)", yours)
+    yours = start("images/stream.lst", "amd-2x2", LINES_QUANTUM)
+    check_channel(yours, 1, count=64)
+    reference = boot("images/stream.lst", topology="amd-2x2", quantum=LINES_QUANTUM,
+                     reference=True)
+    mine, theirs = lines_moved(yours, 1) / 64, lines_moved(reference, 1) / 64
+    if mine > LINES_BOUND * theirs:
+        fail(f"a stream of 64 messages moved {mine:.2f} cache lines between the cores per message, the"
+             f" reference {theirs:.2f}: more than {LINES_BOUND}x (is the ack line read or written more"
+             f" often than every half ring?)", yours)
+
+
+# --- running an image and reading what happened -----------------------------------------
+def start(image, topology, quantum=None):
+    """Boot `image` with the student's urpc.S, run it, and fail on the obvious first."""
+    options = {} if quantum is None else {"quantum": quantum}
+    run = boot(image, topology=topology, max_cycles=MAX_CYCLES, **options)
+    for core, line in run.console:
+        if "not written yet" in line:
+            fail(f"core {core}: {line.strip()}", run)
+    for module in run.system.modules:
+        symbols = module.program.symbols
+        if "urpc_send" not in symbols:
+            continue
+        for label, where in TRACEPOINTS.items():
+            if label not in symbols:
+                fail(f"userland/lib/urpc.S has no label {label}: keep it {where};"
+                     f" the grader sees messages there (README.md, 'What you write')")
+    return run
+
+
+def check_channel(run, channel, count):
+    """The whole story of one channel: slots in the ring, flow control, each message."""
+    where = f"channel {channel} ({describe_cores(run, channel)})"
+    stop = f"urpc_received {cores(run, channel)}"
+    check_ring_lines(run, channel, where)
+    sends = run.sends(channel)
+    if sends and sends[0]["seq"] != 0:
+        fail(f"{where}: the first message was sent with control word {sends[0]['seq'] + 1}:"
+             f" message n's control word is n + 1 (0 is what an empty slot holds)", run,
+             stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+    check_flow_control(run, channel, where)
+    received = run.receives(channel)
+    for index, message in enumerate(received):
+        if message["seq"] != index:
+            fail(f"{where}: message {message['seq']} was taken where message {index} was due"
+                 f"{' (taken twice)' if message['seq'] < index else ''}; or is rcx at"
+                 f" urpc_received not the message number + 1?", run, stop=stop)
+        for k, word in enumerate(message["words"]):
+            if word != sent_word(index, k):
+                fail(f"{where}: message {index} arrived with word {k} = {word:#x} (sent as"
+                     f" {sent_word(index, k):#x}){diagnose(index, k, word)}", run, stop=stop)
+    if len(received) < count:
+        fail(f"{where}: {len(received)} of {count} messages arrived; {why_stuck(run)}", run)
+    if len(received) > count:
+        fail(f"{where}: {len(received)} messages arrived, {count} were sent", run, stop=stop)
+
+
+def check_ring_lines(run, channel, where):
+    """Only the slots and the ack line of a channel's page may be touched."""
+    ring = channel_address(channel)
+    end = ring + URPC_ACK + URPC_SLOT_SIZE
+    for line in run.system.machine.cost.directory.tracked_lines():
+        if end <= line < ring + 4096:
+            fail(f"{where}: something was written at ring + {line - ring}, past the last slot"
+                 f" (ring + {URPC_ACK - URPC_SLOT_SIZE}) and the ack line (ring + {URPC_ACK}):"
+                 f" message n goes to slot n mod URPC_SLOTS", run,
+                 stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+
+
+def check_flow_control(run, channel, where):
+    """In the order the cores ran: message n is sent only after message n - URPC_SLOTS was taken."""
+    taken = 0
+    for event in run.events:
+        if event.get("channel") != channel:
+            continue
+        if event["event"] == "recv":
+            taken += 1
+        elif event["event"] == "send" and event["seq"] >= taken + URPC_SLOTS:
+            n = event["seq"]
+            fail(f"{where}: message {n} was written into slot {n % URPC_SLOTS} while message"
+                 f" {n - URPC_SLOTS}, still in it, had not been taken: the sender must wait while"
+                 f" URPC_SLOTS messages are unconsumed", run,
+                 stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+
+
+def check_finished(run):
+    """Each test program said it finished, and the machine ended cleanly."""
+    for core, line in run.console:
+        if line.startswith("checked:"):
+            fail(f"core {core}: {line[len('checked: '):].strip()}", run)
+    if not run.clean:
+        fail(f"the run did not end cleanly: {why_stuck(run)}", run)
+
+
+def diagnose(n, k, word):
+    """What a wrong word tells about the mistake, as a parenthesis."""
+    owner = (word >> 16) - 1
+    if word == 0:
+        return ": the slot was empty; was the message taken before its control word said so?"
+    if owner == n - URPC_SLOTS and word & 0xFFFF == k:
+        return (f": that is message {owner}'s, the slot's previous message; the receiver saw the"
+                f" control word before the payload was complete (store the control word last)")
+    if owner == n - 1 and word & 0xFFFF == k:
+        return f": that is message {owner}'s, still in the buffer; was word {k} copied out?"
+    return ""
+
+
+def why_stuck(run):
+    """The run's end in the student's words: which core waits or spins where, on what."""
+    unfinished = run.diagnosis()
+    if run.clean or not unfinished:
+        return run.result.reason
+    if run.result.reason.startswith("cycle budget"):
+        return f"after {MAX_CYCLES:,} cycles " + "; ".join(unfinished)
+    return "; ".join(unfinished) + ", and no core will write what they poll"
+
+
+def ends(run, channel):
+    """{"send": core, "recv": core} of a channel, from the image's module lines."""
+    found = {}
+    for entry in run.system.image.modules:
+        options = entry.options
+        if options.get("channel") == str(channel) and "role" in options:
+            found["send" if options["role"] == "0" else "recv"] = int(options["core"])
+    return found
+
+
+def cores(run, channel, kind="recv"):
+    """`core N` of the channel's receiver (or sender), for a breakpoint."""
+    return f"core {ends(run, channel).get(kind, 0)}"
+
+
+def describe_cores(run, channel):
+    found = ends(run, channel)
+    return f"core {found.get('send', '?')} -> core {found.get('recv', '?')}"
+
+
+def latency(run, core):
+    """One-way latency measured by urpc_pingpong.S's pinger on `core`: half a round trip."""
+    for on, line in run.console:
+        if on == core and line.startswith("pingpong rounds"):
+            words = line.split()
+            return int(words[-1]) / (2 * int(words[2]))
+    fail(f"the ping-pong on core {core} never finished: {why_stuck(run)}", run)
+
+
+def lines_moved(run, channel):
+    """Cache-line transfers between cores on a channel's page (slots and ack line)."""
+    directory = run.system.machine.cost.directory
+    ring = channel_address(channel)
+    return sum(directory.line_stats(line)["transfers"]
+               for line in range(ring, ring + URPC_ACK + URPC_SLOT_SIZE, 64))

@@ -1,0 +1,421 @@
+"""Lab 8's grader: TLB shootdown down the SKB's routing trees.
+
+Two parts, graded apart, so that one scores while the other is unwritten:
+
+  the tree      kernel/skb.py's `_numa_multicast`, called directly: it must
+                reach every core once on every preset machine, and use the
+                latencies the SKB measured;
+  the monitor   userland/monitor_shootdown.S's `shootdown_node`, graded on
+                what the machine did in shootdowns down the plain multicast
+                tree (the tree's own code, not the student's): each core's
+                page table, and a touch of the page afterwards, which must
+                fault on every core (a stale TLB entry is real in sprat, so
+                a missing invlpg shows); the messages, read at the URPC
+                tracepoints, against the tree's edges; the acknowledgements'
+                order and counts.
+
+The last test runs both together on the 32 cores of amd-8x4 and asks the
+student's NUMA-aware tree to beat plain multicast, measured in that run.
+
+The images run userland/shootdown.S on core 0 (mode 2: map the page on
+cores 0 .. n-1, shoot it down twice, then have every other core touch it)
+beside a monitor on every core, built without the stale-entry probe.
+"""
+
+from collections import Counter, defaultdict
+
+from sprat.lab.grading import QUANTA, boot, fail, test
+
+# userland/lib/monitor_client.S, userland/monitor.S, userland/shootdown.S
+PAGE = 418                        # MONITOR_FIRST_PAGE: the page shootdown.S shoots down
+OP_PREPARE, OP_INVALIDATE, OP_TOUCH, OP_STOP, OP_REPLY = 1, 2, 3, 4, 13
+STEP_NAMES = {OP_PREPARE: "map", OP_INVALIDATE: "unmap"}
+RUNS = 2                          # shootdown.S maps and shoots the page down twice
+ANSWER = 0x414E53                 # MONITOR_ANSWER: word 0 of an answer to a program
+MULTICAST, NUMA_MULTICAST = 2, 3  # kernel/skb.py's PROTOCOLS, by number
+PAIR_STRIDE, RINGS_PER_PAGE, BROADCAST_PAGE = 32, 3, 342    # the monitors' pair rings
+# cpudriver/layout.py: where each core's page table for the channel window is
+PERCORE_BASE, PERCORE_SIZE, PC_PT_CHANNELS = 0x0100_0000, 0x0004_0000, 0x9000
+USER_CHANNELS = 0x0000_0080_0020_0000
+MAX_CYCLES = 3_000_000            # these images end before 500,000 cycles
+FASTER = 0.95                     # NUMA-aware: at most this share of multicast's cycles
+FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a large quantum
+
+# (image, topology, cores): multicast trees in which an aggregator forwards
+FOUR = ("images/multicast-4.lst", "amd-2x2", 4)       # 0 -> 1; 0 -> 2 -> 3
+SIX = ("images/multicast-6.lst", "intel-2x4", 6)      # 0 -> 1, 2, 3; 0 -> 4 -> 5
+SIXTEEN = ("images/multicast-16.lst", "amd-4x4", 16)  # 0 -> 1, 2, 3; 0 -> 4, 8, 12 -> ...
+
+
+# --- the tree -----------------------------------------------------------------------------------
+
+@test(points=20)
+def tree_covers_every_core_once():
+    """The NUMA-aware tree reaches every core exactly once: every preset machine, 2 to 32 cores."""
+    from emulator.interconnect import list_presets, load_topology
+    from kernel.skb import SystemKnowledgeBase, covered
+    for name in list_presets():
+        topology = load_topology(name)
+        for kind, round_trips in latency_tables(topology).items():
+            skb = SystemKnowledgeBase(topology, round_trips)
+            for n in range(2, min(32, topology.n_cores()) + 1):
+                for root in sorted({0, n - 1}):
+                    here = f"{name}, {n} cores, from core {root} ({kind} latencies)"
+                    check_covers(here, covered(numa_tree(skb, n, root, here)), n, root)
+
+
+def numa_tree(skb, n, root, here):
+    """The student's tree over cores 0 .. n-1, or a FAIL saying why there is none."""
+    from kernel.skb import Route
+    try:
+        routes = skb.route("numa-multicast", range(n), root)
+    except NotImplementedError as error:
+        fail(str(error))
+    except Exception as error:     # the student's code, any mistake: say where
+        fail(f"{here}: the tree raised {type(error).__name__}: {error}")
+    if not isinstance(routes, list) or not all(isinstance(route, Route) for route in routes):
+        fail(f"{here}: the tree is {routes!r:.80}, not a list of Route")
+    return routes
+
+
+def check_covers(here, reached, n, root) -> None:
+    times = Counter(reached)
+    twice = sorted(core for core, count in times.items() if count > 1)
+    if twice:
+        fail(f"{here}: core {twice[0]} gets the request {times[twice[0]]} times")
+    if root in times:
+        fail(f"{here}: the tree sends the request to core {root}, the initiator itself")
+    strangers = sorted(core for core in times if not 0 <= core < n)
+    if strangers:
+        fail(f"{here}: the tree reaches core {strangers[0]}, which takes no part")
+    missing = sorted(set(range(n)) - set(times) - {root})
+    if missing:
+        fail(f"{here}: core {missing[0]} is not in the tree")
+
+
+def latency_tables(topology) -> dict[str, dict]:
+    """Two SKBs' round trips: the model's (four line transfers, as a URPC round
+    trip roughly is), and the same with a few cycles of measuring noise, so
+    that the nearest core of a package is not always its first."""
+    n = topology.n_cores()
+    modeled = {(a, b): 4 * topology.transfer_cycles(a, b)
+               for a in range(n) for b in range(n) if a != b}
+    noisy = {(a, b): cycles + (a * b + a + b) % 11 for (a, b), cycles in modeled.items()}
+    return {"modeled": modeled, "measured": noisy}
+
+
+@test(points=10)
+def tree_uses_the_measured_latencies():
+    """Each package's aggregator is the core the initiator reaches fastest; its own package is handed off."""
+    from emulator.interconnect import load_topology
+    from kernel.skb import SystemKnowledgeBase
+    topology = load_topology("amd-8x4")
+    n = topology.n_cores()
+    # In every package the last core answers fastest, as if the others were
+    # busy while the monitors measured.
+    round_trips = {(a, b): 4 * topology.transfer_cycles(a, b) - 12 * (a % 4 + b % 4)
+                   for a in range(n) for b in range(n) if a != b}
+    skb = SystemKnowledgeBase(topology, round_trips)
+    routes = numa_tree(skb, n, 0, "amd-8x4, 32 cores, from core 0")
+    by_package = defaultdict(list)
+    for route in routes:
+        by_package[topology.package_of(route.child)].append(route.child)
+    for package, members in enumerate(topology.packages):
+        children = by_package.get(package, [])
+        fastest = min((core for core in members if core != 0),
+                      key=lambda core: (skb.latency(0, core), core))
+        if package == 0 and len(children) != 1:
+            fail(f"core 0 sends to {len(children)} cores of its own package itself: hand the "
+                 f"package to the nearest one (core {fastest}), which serves the others")
+        if len(children) != 1:
+            fail(f"core 0 sends {len(children)} messages into package {package}: one, to its "
+                 f"aggregator, which forwards to the rest")
+        if children[0] != fastest:
+            which = "core 0's own package" if package == 0 else f"package {package}"
+            fail(f"{which} is handed to core {children[0]}, but core 0 reaches core {fastest} "
+                 f"fastest ({skb.latency(0, fastest):.0f} against "
+                 f"{skb.latency(0, children[0]):.0f} cycles one way)")
+
+
+# --- the monitor --------------------------------------------------------------------------------
+
+@test(points=25)
+def every_core_invalidates():
+    """After the shootdown no core translates the page: its PTE is gone and a touch faults."""
+    from unicorn.x86_const import UC_X86_REG_CR2
+    runs = [(FOUR, quantum) for quantum in FAST_FIRST] + [(SIXTEEN, QUANTA[-1])]
+    for (image, topology, n), quantum in runs:
+        run = multicast_run(image, topology, quantum)
+        here = f"{topology}, {n} cores, quantum {quantum}"
+        shootdown_steps(run, n, MULTICAST, here)
+        memory = run.system.machine.memory
+        touched = {m.receiver for m in pair_messages(run, n) if m.words[0] == OP_TOUCH}
+        for core in range(1, n):
+            pte = memory.read_u64(PERCORE_BASE + core * PERCORE_SIZE + PC_PT_CHANNELS + PAGE * 8)
+            if pte:
+                fail(f"{here}: core {core}'s page table still maps page {PAGE} after the "
+                     f"shootdown (PTE {pte:#x}): it never unmapped it",
+                     run, stop=f"shootdown_node core {core}")
+            if core not in touched:
+                fail(f"{here}: core {core}'s monitor never took the touch that follows the "
+                     f"shootdown: it is stuck, or gone", run, stop=f"shootdown_node core {core}")
+            if run.system.machine.cores[core].regs.read(UC_X86_REG_CR2) != \
+                    USER_CHANNELS + PAGE * 4096:
+                fail(f"{here}: core {core} still read page {PAGE} after the shootdown: its PTE "
+                     f"is gone, but its TLB kept the entry (no invlpg?)",
+                     run, stop=f"shootdown_node core {core}")
+        run.expect_clean(failed=n - 1)      # each monitor dies of its touch, as it must
+
+
+@test(points=15)
+def requests_follow_the_tree():
+    """Each core gets each request once, from its parent in the SKB's tree, at several quanta."""
+    for (image, topology, n), quantum in [(SIX, 7), (SIX, 100), (SIXTEEN, QUANTA[-1])]:
+        run = multicast_run(image, topology, quantum)
+        here = f"{topology}, {n} cores, quantum {quantum}"
+        tree = run.system.skb.route("multicast", range(n))
+        shootdown_steps(run, n, MULTICAST, here, lambda step: check_requests(run, step, tree, here))
+        run.expect_clean(failed=n - 1)      # each monitor dies of its touch, as it must
+
+
+@test(points=15)
+def acknowledgements_come_up_the_tree():
+    """Each core acknowledges once, to its parent, after its subtree did; monitor 0 answers after all."""
+    for (image, topology, n), quantum in [(SIX, 13), (SIX, QUANTA[-1]), (SIXTEEN, QUANTA[-1])]:
+        run = multicast_run(image, topology, quantum)
+        here = f"{topology}, {n} cores, quantum {quantum}"
+        tree = run.system.skb.route("multicast", range(n))
+        shootdown_steps(run, n, MULTICAST, here, lambda step: check_acks(run, step, tree, here))
+        run.expect_clean(failed=n - 1)      # each monitor dies of its touch, as it must
+
+
+# --- both parts: the cost -------------------------------------------------------------------------
+
+@test(points=15)
+def numa_multicast_beats_multicast():
+    """At 32 cores on amd-8x4 the NUMA-aware tree's shootdown is 5% faster than plain multicast's."""
+    run = boot("images/cost-32.lst", topology="amd-8x4", max_cycles=MAX_CYCLES)
+    if run.system.skb is None:
+        run.expect_clean()
+        fail("monitor 0 never asked the SKB for its routes", run)
+    trees = {MULTICAST: run.system.skb.route("multicast", range(32)),
+             NUMA_MULTICAST: numa_tree(run.system.skb, 32, 0, "amd-8x4, 32 cores")}
+    cycles = {}
+    for protocol, name in ((MULTICAST, "multicast"), (NUMA_MULTICAST, "the NUMA-aware tree")):
+        here = f"amd-8x4, 32 cores, {name}"
+        tree = trees[protocol]
+        parents(tree, 32, here)
+
+        def check(step, tree=tree, here=here):
+            check_requests(run, step, tree, here)
+            check_acks(run, step, tree, here)
+        found = shootdown_steps(run, 32, protocol, here, check)
+        cycles[protocol] = found[-1].answer[1]     # the measured shootdown, as monitor 0 timed it
+    run.expect_clean()
+    numa, plain = cycles[NUMA_MULTICAST], cycles[MULTICAST]
+    if numa > FASTER * plain:
+        fail(f"the NUMA-aware shootdown took {numa:,} cycles, plain multicast {plain:,}: not "
+             f"{100 - 100 * FASTER:.0f}% faster (whose messages does core 0 wait for?)")
+
+
+# --- checking a step of a shootdown ---------------------------------------------------------------
+
+def check_requests(run, step, tree, here) -> None:
+    """The request went exactly along the tree's edges, each once."""
+    parent = parents(tree, step.cores, here)
+    name = STEP_NAMES[step.op]
+    got = defaultdict(list)
+    for m in step.messages:
+        if m.words[0] == step.op:
+            got[m.receiver].append(m.sender)
+    if 0 in got:
+        fail(f"{here}: core {got[0][0]} sent the {name} request back to core 0, the initiator",
+             run, stop=f"shootdown_node core {got[0][0]}")
+    strays = [core for core in got if not 0 < core < step.cores]
+    if strays:
+        fail(f"{here}: core {strays[0]} got the {name} request from core {got[strays[0]][0]}, "
+             f"but takes no part in it", run, stop=f"shootdown_node core {got[strays[0]][0]}")
+    for core in range(1, step.cores):
+        senders = got.get(core, [])
+        if not senders:
+            fail(f"{here}: core {core} never got the {name} request (its parent in the tree is "
+                 f"core {parent[core]}){last_words(run, parent[core])}",
+                 run, stop=f"shootdown_node core {parent[core]}")
+        if senders != [parent[core]]:
+            fail(f"{here}: core {core} got the {name} request {len(senders)} time(s), from core(s) "
+                 f"{', '.join(map(str, senders))}; its parent in the tree is core {parent[core]}, "
+                 f"once", run, stop=f"shootdown_node core {senders[-1]}")
+
+
+def check_acks(run, step, tree, here) -> None:
+    """Each core acknowledged once, to its parent, for its subtree, after its subtree did;
+    monitor 0 answered after the last acknowledgement, counting every core."""
+    parent = parents(tree, step.cores, here)
+    children = defaultdict(list)
+    for child, up in parent.items():
+        children[up].append(child)
+    name = STEP_NAMES[step.op]
+    sent = defaultdict(list)                  # core -> times it sent an acknowledgement
+    for event in step.ack_sends:
+        sent[event["core"]].append(event["time"])
+    arrived = {}                              # (from, to) -> when it was taken
+    for m in step.messages:
+        if m.words[0] == OP_REPLY:
+            arrived.setdefault((m.sender, m.receiver), (m.time, m.words[1]))
+    for core in range(1, step.cores):
+        stop = f"shootdown_node core {core}"
+        if len(sent[core]) > 1:
+            fail(f"{here}: in the {name} step core {core} acknowledged {len(sent[core])} times: "
+                 f"once, to its parent (core {parent[core]})", run, stop=stop)
+        if not sent[core]:
+            continue                          # an unfinished step: shootdown_steps says so
+        to = [receiver for (sender, receiver) in arrived if sender == core]
+        if to and to != [parent[core]]:
+            fail(f"{here}: core {core} acknowledged to core {to[0]}; its parent in the tree is "
+                 f"core {parent[core]}", run, stop=stop)
+        for child in children[core]:
+            when = arrived.get((child, core))
+            if when is None or when[0] > sent[core][0]:
+                fail(f"{here}: in the {name} step core {core} acknowledged to core "
+                     f"{parent[core]} before core {child}'s acknowledgement reached it: wait "
+                     f"for the subtree first", run, stop=stop)
+        count = arrived.get((core, parent[core]), (0, None))[1]
+        if count is not None and count != 1 + len(children[core]):
+            fail(f"{here}: core {core} acknowledged for {count} core(s); it and its subtree "
+                 f"{sorted(children[core])} are {1 + len(children[core])}", run, stop=stop)
+    if step.answer is None:
+        return
+    last = max((times[0] for times in sent.values()), default=0)
+    if step.answered < last:
+        fail(f"{here}: monitor 0 finished the {name} step before the last acknowledgement was "
+             f"sent", run, stop="root_run_done core 0")
+    if step.answer[2] != step.cores:
+        fail(f"{here}: monitor 0 counted {step.answer[2]} cores that did the {name} step, of "
+             f"{step.cores}", run, stop="root_run_done core 0")
+
+
+# --- reading a run --------------------------------------------------------------------------------
+
+class Message:
+    """A message between monitors on a pair ring, as its receiver took it."""
+
+    def __init__(self, time, sender, receiver, words):
+        self.time, self.sender, self.receiver, self.words = time, sender, receiver, words
+
+
+class Step:
+    """One request of the program to monitor 0 (map or unmap the page on cores
+    0 .. cores-1) and what the monitors did for it: the pair-ring messages and
+    acknowledgements from its arrival to the next request's."""
+
+    def __init__(self, op, cores, begin, answered, answer):
+        self.op, self.cores = op, cores
+        self.begin, self.answered, self.answer = begin, answered, answer
+        self.messages, self.ack_sends = [], []
+
+
+def shootdown_steps(run, n, protocol, here, check=lambda step: None) -> list[Step]:
+    """The run's map and unmap steps of `protocol`, RUNS of each, each passed to
+    `check` and then required to have been answered by monitor 0."""
+    found = steps(run, n, protocol)
+    for step in found:
+        check(step)
+        if step.answer is None:
+            why, stop = who_is_missing(run, step)
+            fail(f"{here}: monitor 0 never finished the {STEP_NAMES[step.op]} step: {why}",
+                 run, stop=stop)
+    if len(found) != 2 * RUNS:
+        run.expect_clean()
+        fail(f"{here}: monitor 0 ran {len(found)} of the {2 * RUNS} steps (map, unmap, map, "
+             f"unmap)", run)
+    return found
+
+
+def who_is_missing(run, step) -> tuple[str, str]:
+    """Why an unfinished step is stuck, as far as the messages tell, and where
+    to stop a replay to see it."""
+    acked = {e["core"] for e in step.ack_sends}
+    taken = {m.sender for m in step.messages if m.words[0] == OP_REPLY}
+    lost = sorted(acked - taken)
+    if lost:
+        return (f"core {lost[0]} acknowledged, but no monitor took its acknowledgement "
+                f"(sent to the wrong core?)", f"shootdown_node core {lost[0]}")
+    silent = [core for core in range(1, step.cores) if core not in acked]
+    asked = {m.receiver for m in step.messages if m.words[0] == step.op}
+    stuck = [core for core in silent if core in asked]
+    return (f"core(s) {', '.join(map(str, silent))} never acknowledged"
+            f"{last_words(run, silent[0]) if silent else ''}",
+            f"shootdown_node core {stuck[0]}" if stuck else "take_ack core 0")
+
+
+def last_words(run, core) -> str:
+    """What a core printed last, if anything (a monitor prints only when it gives up)."""
+    lines = [line.strip() for printer, line in run.console if printer == core]
+    return f" (core {core} printed: {'; '.join(lines[-2:])})" if lines else ""
+
+
+def steps(run, n, protocol) -> list[Step]:
+    """The map and unmap steps of `protocol` in the run, in order."""
+    asked = sorted((e for e in run.receives() if e["core"] == 0
+                    and e["channel"] >= BROADCAST_PAGE
+                    and e["words"][0] in (OP_PREPARE, OP_INVALIDATE, OP_TOUCH, OP_STOP)),
+                   key=lambda e: e["time"])     # the program's requests, as monitor 0 took them
+    answers = sorted((e for e in run.sends() if e["core"] == 0 and e["words"][0] == ANSWER),
+                     key=lambda e: e["time"])
+    messages = pair_messages(run, n)
+    found = []
+    for index, request in enumerate(asked):
+        begin = request["time"]
+        end = asked[index + 1]["time"] if index + 1 < len(asked) else float("inf")
+        op, w2 = request["words"][0], request["words"][2]
+        if op not in STEP_NAMES or w2 >> 8 != protocol:
+            continue
+        answer = next((a for a in answers if begin <= a["time"] < end), None)
+        step = Step(op, w2 & 255, begin, answer["time"] if answer else None,
+                    answer["words"] if answer else None)
+        step.messages = [m for m in messages if begin <= m.time < end]
+        step.ack_sends = [e for e in run.sends() if begin <= e["time"] < end
+                          and e["channel"] < BROADCAST_PAGE and e["words"][0] == OP_REPLY]
+        found.append(step)
+    return found
+
+
+def pair_messages(run, n) -> list[Message]:
+    """Every message a monitor took from a pair ring, in time order.
+
+    A tracepoint names the ring's page. Ring a -> b is number a * 32 + b,
+    three to a page, so for a known receiver b one sender a fits the page."""
+    out = []
+    for event in run.receives():
+        page, receiver = event["channel"], event["core"]
+        if page >= BROADCAST_PAGE:
+            continue
+        for sender in range(n):
+            if 0 <= sender * PAIR_STRIDE + receiver - RINGS_PER_PAGE * page < RINGS_PER_PAGE:
+                out.append(Message(event["time"], sender, receiver, event["words"]))
+    return sorted(out, key=lambda m: m.time)
+
+
+def parents(tree, n, here) -> dict[int, int]:
+    """Each core's parent in a two-level tree rooted at core 0, if the tree
+    is one over cores 0 .. n-1 (or a FAIL: the tree is wrong, not the monitor)."""
+    from kernel.skb import covered
+    check_covers(f"{here}: the SKB's tree", covered(tree), n, 0)
+    parent = {}
+    for route in tree:
+        parent[route.child] = 0
+        for core in route.forwards:
+            parent[core] = route.child
+    return parent
+
+
+def multicast_run(image, topology, quantum):
+    """Boot a shootdown image that runs plain multicast.
+
+    The SKB computes every protocol's routes at boot, the NUMA-aware tree's
+    too: here that is plain multicast's, so the monitor is graded whether or
+    not the student's tree is written (each test is its own process).
+    """
+    from kernel.skb import SystemKnowledgeBase
+    SystemKnowledgeBase._numa_multicast = SystemKnowledgeBase._multicast
+    return boot(image, topology=topology, quantum=quantum, max_cycles=MAX_CYCLES)

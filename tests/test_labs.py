@@ -1,0 +1,34 @@
+"""The course's labs: every grader proven, as instructors and CI run it.
+
+`sprat lab check` boots every lab's reference (it must score full), its
+skeleton (it must not) and each recorded wrong solution (each must fail a
+test: the mistakes students really make are caught).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sprat(*args, cwd):
+    env = {key: value for key, value in os.environ.items() if key != "SPRAT_LABS"}
+    return subprocess.run([sys.executable, "-m", "sprat", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=1800)
+
+
+def test_every_labs_grader_holds(tmp_path):
+    done = sprat("lab", "check", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all graders hold" in done.stdout
+
+
+def test_lab_list_shows_every_lab_in_course_order(tmp_path):
+    done = sprat("lab", "list", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    numbers = [int(line.split()[0]) for line in done.stdout.splitlines()[2:]
+               if line.strip() and line.split()[0].isdigit()]
+    folders = sorted(p.name for p in (ROOT / "labs").iterdir() if (p / "lab.toml").is_file())
+    assert numbers == sorted(numbers) and len(numbers) == len(folders)
