@@ -253,6 +253,7 @@ sys_invoke:
     mov r8, qword ptr [rbx + TF_R8]
     mov r9, qword ptr [rbx + TF_R9]
     out HYPERCALL_PORT, al
+# LAB vm BEGIN flush
     test rdx, rdx
     jz sys_invoke_done
     cmp rdx, -1
@@ -260,8 +261,9 @@ sys_invoke:
     invlpg [rdx]
     ret
 sys_invoke_flush_all:
-    mov rcx, cr3
+    mov rcx, cr3                      # a CR3 load forgets every user entry
     mov cr3, rcx
+# LAB vm END flush
 sys_invoke_done:
     ret
 
