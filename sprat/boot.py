@@ -144,7 +144,7 @@ def run(args) -> int:
     cores, topology = machine_shape(args)
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
                         topology=topology, seed=args.seed)
-    with recording(system, args.trace):
+    with recording(system, args.trace) as observer:
         if args.gdb is not None and serve_gdb_first(system, args) == "kill":
             print("sprat: gdb killed the run", file=sys.stderr)
             return EXIT_MACHINE_FAILURE
@@ -155,6 +155,13 @@ def run(args) -> int:
             print(core_table(system))
             raise
     print(core_table(system))
+    violations = observer.violations if observer is not None else []
+    if violations:
+        report_violations(violations)
+        if result.clean:
+            print(f"sprat: every core halted after {result.cycles:,} cycles, but the channel "
+                  "protocol was broken", file=sys.stderr)
+            return EXIT_MACHINE_FAILURE
     failures = system.failures()
     if result.clean and failures and not args.expect_failures:
         print(f"sprat: every core halted after {result.cycles:,} cycles, but {failures} "
@@ -171,16 +178,31 @@ def run(args) -> int:
     return EXIT_MACHINE_FAILURE
 
 
+VIOLATIONS_SHOWN = 5
+
+
+def report_violations(violations, out=None) -> None:
+    """The channel protocol violations a run made, the first few in full."""
+    out = out or sys.stderr
+    count = len(violations)
+    print(f"sprat: {count} channel protocol violation{'s' if count > 1 else ''}:", file=out)
+    for violation in violations[:VIOLATIONS_SHOWN]:
+        print(f"sprat:   {violation['text']}", file=out)
+    if count > VIOLATIONS_SHOWN:
+        print(f"sprat:   ... and {count - VIOLATIONS_SHOWN} more (all of them in the trace)",
+              file=out)
+
+
 @contextlib.contextmanager
 def recording(system, path):
-    """--trace FILE: record the machine's messages and IPIs while the block runs."""
+    """--trace FILE: record the machine's messages, IPIs and protocol violations
+    while the block runs; yields the channel observer (None without --trace)."""
     from kernel.tracepoints import install_message_tracepoints
     from sprat.debug import open_trace
     stream = open_trace(system.machine, path) if path else None
-    if stream is not None:
-        install_message_tracepoints(system)
+    observer = install_message_tracepoints(system) if stream is not None else None
     try:
-        yield
+        yield observer
     finally:
         if stream is not None:
             stream.close()

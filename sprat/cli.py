@@ -3,6 +3,7 @@
     sprat boot [IMAGE] [--cores N] [--quantum Q] [--max-cycles C] [--gdb PORT] [--trace FILE]
     sprat debug [IMAGE] [--cores N] [--script FILE] [--gdb PORT]
     sprat trace FILE [--plot OUT.png]
+    sprat explore IMAGE --seeds N [--jobs J] [--expect-line TEXT]
     sprat bench boot [--json]
     sprat topology list | show NAME
 
@@ -41,7 +42,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sprat import bench, boot, debug, topology, trace
+    from sprat import bench, boot, debug, explore, topology, trace
     from sprat.lab import command as lab
 
     parser = OneLineParser(
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "x86-64 cores, watch its messages, measure what they cost.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
                                        parser_class=OneLineParser)
-    for module in (boot, debug, trace, bench, topology, lab):
+    for module in (boot, debug, trace, explore, bench, topology, lab):
         module.add_parser(subparsers)
     return parser
 

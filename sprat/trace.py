@@ -12,7 +12,9 @@ each with an "event" and its fields. Messages are `send` and `recv`
 (time, core, peer, channel, words, seq): a send and the receive with the
 same channel and seq are one message, whose latency is the time between
 them. `ipi` events (source, target, mode, vector, time) are the
-inter-processor interrupts. Other events are counted and otherwise left
+inter-processor interrupts. `violation` events (kernel/channel_observer.py)
+are broken channel protocol: the summary counts them and shows the first
+few in full. Other events are counted and otherwise left
 alone, so an older sprat can still read a newer trace.
 
 The chart is a message sequence chart: one vertical line per core, modeled
@@ -35,6 +37,7 @@ IPI_MODES = {DELIVERY_FIXED: "fixed", DELIVERY_INIT: "INIT", DELIVERY_STARTUP: "
 CHANNEL_HEADERS = ["channel", "from", "to", "sends", "recvs", "words", "latency_min",
                    "latency_mean", "latency_max"]
 IPI_HEADERS = ["source", "target", "mode", "vector", "count", "first_time"]
+VIOLATIONS_SHOWN = 10          # the summary lists the first few in full
 MAX_LABELED_ARROWS = 40        # beyond this, the chart's arrows go unlabeled
 
 
@@ -137,6 +140,12 @@ def summary(events) -> str:
     ipi_rows = _ipi_rows(events)
     if ipi_rows:
         parts += ["", format_table(IPI_HEADERS, ipi_rows)]
+    violations = [event for event in events if event["event"] == "violation"]
+    if violations:
+        parts += ["", f"channel protocol violations: {len(violations):,}"]
+        parts += [f"  {event.get('text', event)}" for event in violations[:VIOLATIONS_SHOWN]]
+        if len(violations) > VIOLATIONS_SHOWN:
+            parts.append(f"  ... and {len(violations) - VIOLATIONS_SHOWN:,} more")
     return "\n".join(parts)
 
 
