@@ -251,7 +251,7 @@ class ChannelObserver:
         place, source = self._place(core)
         self.machine._notify(event, time=core.now(), core=core.id, peer=peer,
                              channel=ring.channel, slot=slot, seq=seq, words=words,
-                             place=place, source=source)
+                             place=place, line=source)
 
     def _violation(self, kind, core, ring, base, slot, seq, **details) -> None:
         key = (kind, base + slot * SLOT_SIZE, seq)
@@ -265,7 +265,7 @@ class ChannelObserver:
         text = (f"core {core.id}, {ring.name} slot {slot}, message {seq}: "
                 f"{what}{where}")
         record = {"kind": kind, "time": core.now(), "core": core.id, "channel": ring.channel,
-                  "slot": slot, "seq": seq, "place": place, "source": source, "text": text}
+                  "slot": slot, "seq": seq, "place": place, "line": source, "text": text}
         self.violations.append(record)
         self.machine._notify("violation", **record)
 

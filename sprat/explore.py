@@ -32,9 +32,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from sprat.boot import (DEFAULT_MAX_CYCLES, add_lab_option, cores_argument, machine_shape,
-                        positive_argument)
+                        positive_argument, whole_number)
 
 DEFAULT_JOBS = 2             # this machine's cores; --jobs for more
+MAX_JOBS = 64
 MAX_SEEDS = 100_000
 
 
@@ -71,9 +72,9 @@ def add_parser(subparsers) -> None:
                     "cores) in parallel host processes, and report every seed whose run fails, "
                     "with the command that replays the first in `sprat debug`.")
     parser.add_argument("image", help="boot image in menu.lst style")
-    parser.add_argument("--seeds", type=seeds_argument, required=True, metavar="N",
+    parser.add_argument("--seeds", type=whole_number(1, MAX_SEEDS), required=True, metavar="N",
                         help=f"how many seeds to run: 1 to N (at most {MAX_SEEDS:,})")
-    parser.add_argument("--jobs", type=positive_argument, default=DEFAULT_JOBS, metavar="J",
+    parser.add_argument("--jobs", type=whole_number(1, MAX_JOBS), default=DEFAULT_JOBS, metavar="J",
                         help=f"host processes running seeds at once (default {DEFAULT_JOBS})")
     parser.add_argument("--expect-line", action="append", default=[], metavar="TEXT",
                         help="a run fails unless a console line contains TEXT (repeatable)")
@@ -94,14 +95,6 @@ def add_parser(subparsers) -> None:
                                           f"{DEFAULT_MAX_CYCLES:,})")
     add_lab_option(parser)
     parser.set_defaults(run=run)
-
-
-def seeds_argument(text: str) -> int:
-    import argparse
-    value = positive_argument(text)
-    if value > MAX_SEEDS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS:,}, got {value:,}")
-    return value
 
 
 def run(args) -> int:

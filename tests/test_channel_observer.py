@@ -137,7 +137,7 @@ def test_a_send_path_without_the_librarys_labels_is_traced(hand_written, quantum
         assert sent["words"] == received["words"] == [8 * n + k for k in range(7)]
         assert (sent["core"], received["core"], sent["channel"]) == (0, 1, 5)
         assert sent["slot"] == n % 16 and received["time"] > sent["time"]
-        assert sent["place"] == "hand_publish" and sent["source"].endswith(f"hand.S:{PUBLISH}"), sent
+        assert sent["place"] == "hand_publish" and sent["line"].endswith(f"hand.S:{PUBLISH}"), sent
     assert observer.violations == [], observer.violations[0]["text"]
 
 
@@ -165,7 +165,7 @@ def test_a_control_word_stored_before_its_payload_is_flagged_on_the_first_run(
     line = next(number for number, text in
                 enumerate((control_word_first.parent / "userland/lib/urpc.S").read_text()
                           .splitlines(), 1) if "mov qword ptr [rdx], rcx" in text)
-    assert first["source"] == f"userland/lib/urpc.S:{line}", first
+    assert first["line"] == f"userland/lib/urpc.S:{line}", first
     assert "core 0, channel 3 slot 0, message 0: payload word 0 stored after" in first["text"]
     assert [e for e in events if e["event"] == "violation"][0] == {"event": "violation", **first}
 

@@ -79,8 +79,8 @@ def test_a_correct_program_passes_every_seed(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["explore", "nowhere.lst", "--seeds", "2"], "nowhere.lst"),
-    (["explore", "images/default.lst", "--seeds", "0"], "argument --seeds: must be at least 1"),
-    (["explore", "images/default.lst", "--seeds", "2", "--jobs", "0"], "argument --jobs: must be at least 1"),
+    (["explore", "images/default.lst", "--seeds", "0"], "argument --seeds: must be between 1 and 100,000, got 0"),
+    (["explore", "images/default.lst", "--seeds", "2", "--jobs", "0"], "argument --jobs: must be between 1 and 64, got 0"),
     (["explore", "images/default.lst"], "--seeds"),
 ])
 def test_bad_input_is_a_one_line_error(argv, message, capsys):
