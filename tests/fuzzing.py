@@ -71,7 +71,7 @@ def run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
             status = exit_info.code
         except Exception as error:                              # noqa: BLE001
             raise AssertionError(f"sprat {shown(argv)}: a traceback "
-                                 f"({type(error).__name__}: {error})") from error
+                                 f"({type(error).__name__}: {str(error)[:300]})") from error
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -93,7 +93,11 @@ def assert_one_line_or_success(argv, status, err, allowed=(0, 1, 2)) -> None:
 
 
 def shown(argv) -> str:
-    return " ".join(repr(word) if not word or " " in word else word for word in argv)
+    """The command line as a person would type it, long words cut short."""
+    def word(text):
+        text = text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+        return repr(text) if not text or " " in text else text
+    return " ".join(word(text) for text in argv)
 
 
 # --- Files that no reader may choke on -------------------------------------------------
