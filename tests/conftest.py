@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 # Fuzz tests build files in tmp_path once per test and reuse them across
 # examples (that is safe: nothing an example does changes them), and a
 # booted machine is slower than hypothesis expects of one example.
 _QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+# No explain phase in CI: it re-runs a failing case dozens of times (half a
+# minute for a booted machine) to say which lines matter.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None,
-                          print_blob=True, suppress_health_check=_QUIET)
+                          print_blob=True, suppress_health_check=_QUIET,
+                          phases=[phase for phase in Phase if phase is not Phase.explain])
 settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True,
                           suppress_health_check=_QUIET)
 # `--hypothesis-profile=long` on pytest's command line overrides this.
