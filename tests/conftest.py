@@ -23,8 +23,8 @@ _QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 settings.register_profile("ci", derandomize=True, database=None, deadline=None,
                           print_blob=True, suppress_health_check=_QUIET,
                           phases=[phase for phase in Phase if phase is not Phase.explain])
-settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True,
-                          suppress_health_check=_QUIET)
+settings.register_profile("long", max_examples=2000, derandomize=False, deadline=None,
+                          print_blob=True, suppress_health_check=_QUIET)
 # `--hypothesis-profile=long` on pytest's command line overrides this.
 settings.load_profile(os.environ.get("SPRAT_HYPOTHESIS_PROFILE", "ci"))
 

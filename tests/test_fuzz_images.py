@@ -156,3 +156,11 @@ def test_mutated_shipped_images_end_in_one_line_or_a_run(capsys, cwd, name, edit
     image.write_text(mutate((ROOT / "images" / name).read_text(), edits, rng))
     boot(capsys, image, cores="4")
 
+
+
+def test_the_long_profile_the_readme_names_runs_more_cases_afresh():
+    """README: `pytest tests/test_fuzz_*.py --hypothesis-profile=long`."""
+    ci, long = settings.get_profile("ci"), settings.get_profile("long")
+    assert ci.derandomize and not long.derandomize
+    assert long.max_examples >= 10 * ci.max_examples
+    assert "--hypothesis-profile=long" in (ROOT / "README.md").read_text()
