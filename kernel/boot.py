@@ -198,8 +198,16 @@ def _numeric_options(entry, where: str) -> dict[str, int]:
             raise SpratError(f"{where}: {name}={value} is not a number") from None
         if not -(1 << 63) <= number < (1 << 64):
             raise SpratError(f"{where}: {name}={value} does not fit in 64 bits")
+        if name.upper() in _system_names():
+            raise SpratError(f"{where}: {name}={value} would redefine the system's constant "
+                             f"{name.upper()} (choose another name)")
         defines[name.upper()] = number
     return defines
+
+
+def _system_names() -> frozenset[str]:
+    """The constants every program gets (system call numbers, errors, layout)."""
+    return frozenset(user_defines())
 
 
 def _track_channels(system: System) -> None:
