@@ -57,6 +57,7 @@ class Transaction:
     dispatcher: int = -1
     dest: int = 0
     asked: bool = False                            # monitor 0 sent PREPARE
+    before: tuple = ()                             # the region's record before it
     votes: dict = field(default_factory=dict)     # core -> its vote, as monitor 0 took it
     decision: int | None = None                   # OP_COMMIT or OP_ABORT, as monitor 0 sent it
     acks: set = field(default_factory=set)        # cores whose acknowledgement monitor 0 took
@@ -71,6 +72,8 @@ class Watcher:
         self.transactions: dict[int, Transaction] = {}
         self.current: Transaction | None = None    # monitor 0's, since its last PREPARE
         self.taken = {}                            # core -> (op, txn, its record before)
+        self.hits = {}                             # (op, core) -> how many it took
+        self.voted = {}                            # (core, txn) -> its vote, as it sent it
         self.model = {}                            # region -> (owner, version): the commits
         self.commits = 0
 
@@ -78,7 +81,10 @@ class Watcher:
         self.system = system
         system.machine.observers.append(self.on_event)
 
-    def note(self, kind, reason, stop) -> None:
+    def note(self, kind, reason, stop, hit=1) -> None:
+        """A finding; `hit`: which stop at `stop` in the replay is the one it is about."""
+        if hit > 1:
+            reason += f" (in the replay, the {ordinal(hit)} stop at {stop.split()[0]})"
         self.findings.append(Finding(kind, reason, stop))
 
     # --- the events --------------------------------------------------------------------
@@ -97,55 +103,61 @@ class Watcher:
             elif event == "send" and op in (OP_ANSWER, MONITOR_ANSWER) and words[3] >= 1:
                 self.answered(words[3], words[1], words[2])
         elif event == "recv" and op in (OP_PREPARE, OP_COMMIT, OP_ABORT):
-            region = words[1]
-            self.taken[core] = (op, words, self.record(core, region))
+            self.hits[op, core] = self.hits.get((op, core), 0) + 1
+            self.taken[core] = (op, words, self.record(core, words[1]))
         elif event == "send" and op == OP_REPLY and core in self.taken:
             self.participant_replied(core, words[1], *self.taken.pop(core))
 
     # --- a participant -----------------------------------------------------------------
     def participant_replied(self, core, result, op, request, before) -> None:
         region, txn, initiator = request[1], request[2], request[3]
+        hit = self.hits[op, core]
         record = self.record(core, region)
         state = self.copy_state(core, region)
         if op == OP_PREPARE:
-            self.check_vote(core, result, region, txn, before, record, state)
-        elif op == OP_COMMIT:
-            owner_state = "in use" if core == initiator else "retyped elsewhere"
-            want = ("retyped", initiator, self.model.get(region, (None, 0))[1] + 1)
-            if record is None or record[:3] != want or record[3] != 0 or state != owner_state:
-                self.note("ack", f"core {core} acknowledged the commit of transaction {txn} "
-                          f"while {self.describe(core, region, record, state)}; it should say "
-                          f"retyped by {initiator}, version {want[2]}, and its copy be "
-                          f"{owner_state}: apply the commit, then acknowledge",
-                          f"commit_retype core {core}")
+            self.voted[core, txn] = result
+            self.check_vote(core, result, region, txn, before, record, state, hit)
+        elif op == OP_COMMIT and self.voted.get((core, txn), 0) != 0:
+            return          # told to commit after its no: decision_waits_for_every_vote says so
         else:
-            slot = self.holds(core, request[5], request[6]) if core == initiator else None
-            want = self.expected(region)
-            if record != want or state == "locked" or slot:
-                undone = f"; the asking program still holds {slot}" if slot else ""
-                self.note("ack", f"core {core} acknowledged the abort of transaction {txn} "
-                          f"while {self.describe(core, region, record, state)}{undone}; it "
-                          f"should be as before the transaction ({self.said(want)}), "
-                          f"unlocked: roll back, then acknowledge", f"abort_retype core {core}")
+            # as the region was when monitor 0 asked: after COMMIT one version
+            # more and the initiator's; after ABORT as it was
+            t = self.transactions.get(txn)
+            was = t.before if t is not None and t.before else self.expected(region)
+            owner = initiator if op == OP_COMMIT else (was[1] if was[0] == "retyped" else None)
+            want = ("retyped", initiator, was[2] + 1, 0) if op == OP_COMMIT else was
+            problems = self.problems(core, region, want, owner)
+            if op == OP_ABORT and core == initiator:
+                slot = self.holds(core, request[5], request[6])
+                if slot:
+                    problems.append(f"the asking program still holds {slot} (the tentative "
+                                    f"retype)")
+            if problems:
+                name, undo = (("commit", "apply it") if op == OP_COMMIT
+                              else ("abort", "roll back"))
+                self.note("ack", f"core {core} acknowledged the {name} of transaction {txn}, "
+                          f"but {'; '.join(problems)}: {undo}, then acknowledge",
+                          f"{name}_retype core {core}", hit)
 
-    def check_vote(self, core, vote, region, txn, before, record, state) -> None:
+    def check_vote(self, core, vote, region, txn, before, record, state, hit) -> None:
         stop = f"prepare_retype core {core}"
         if vote >= 1 << 32:
             self.note("vote", f"core {core} voted {vote:#x} on transaction {txn}: a vote is 0 "
                       f"(yes) or the refusal's error code, positive (CAP_LOCK returns "
-                      f"-error)", stop)
+                      f"-error)", stop, hit)
         if record is not None and before is not None and record[:3] != before[:3]:
             self.note("vote", f"core {core}'s monitor changed its replica when it voted on "
                       f"transaction {txn} (region {region} was {self.said(before)}, is "
-                      f"{self.said(record)}): a replica changes on COMMIT, never before", stop)
+                      f"{self.said(record)}): a replica changes on COMMIT, never before",
+                      stop, hit)
         if vote == 0 and state != "locked":
             why = (" (a program uses it there: CAP_LOCK refuses, and its error is the vote)"
                    if state == "in use" else "")
             self.note("vote", f"core {core} voted yes on transaction {txn} but its copy of "
-                      f"region {region} is {state}, not locked{why}", stop)
+                      f"region {region} is {state}, not locked{why}", stop, hit)
         if vote != 0 and state == "locked":
             self.note("vote", f"core {core} voted no on transaction {txn} but left its copy of "
-                      f"region {region} locked: a no holds nothing", stop)
+                      f"region {region} locked: a no holds nothing", stop, hit)
 
     # --- monitor 0 -----------------------------------------------------------------------
     def prepare_sent(self, words) -> None:
@@ -155,6 +167,7 @@ class Watcher:
         t = self.transactions.setdefault(txn, Transaction(txn))
         t.region, t.initiator, t.dispatcher, t.dest, t.asked = \
             words[1], words[3], words[5], words[6], True
+        t.before = self.expected(t.region)
         self.current = t
 
     def reply_taken(self, core, result) -> None:
@@ -174,15 +187,15 @@ class Watcher:
         if missing:
             self.note("decision", f"monitor 0 sent {DECISION[op]} for transaction {txn} before "
                       f"every vote was in (none yet from core {cores(missing)}): decide once "
-                      f"every core has voted", stop)
+                      f"every core has voted", stop, txn)
         refusals = {core: vote for core, vote in t.votes.items() if vote != 0}
         if op == OP_COMMIT and refusals:
             core, vote = next(iter(sorted(refusals.items())))
             self.note("decision", f"monitor 0 committed transaction {txn} though core {core} "
-                      f"voted no (error {vote}): any no aborts", stop)
+                      f"voted no (error {vote}): any no aborts", stop, txn)
         if op == OP_ABORT and not refusals and not missing:
             self.note("decision", f"monitor 0 aborted transaction {txn} though every core voted "
-                      f"yes: all yes commits", stop)
+                      f"yes: all yes commits", stop, txn)
 
     def answered(self, txn, verdict, refuser) -> None:
         stop = "root_retype_answer core 0"
@@ -190,27 +203,27 @@ class Watcher:
         if t is None or not t.asked:
             if verdict == 0:
                 self.note("decision", f"monitor 0 answered that transaction {txn} committed "
-                          f"without asking the other monitors", stop)
-            self.check_state(f"after the answer to transaction {txn}", stop)
+                          f"without asking the other monitors", stop, txn)
+            self.check_state(f"after the answer to transaction {txn}", stop, txn)
             return
         if t.decision is None:
             self.note("decision", f"monitor 0 answered transaction {txn} without sending COMMIT "
-                      f"or ABORT to the others: they keep their locks", stop)
+                      f"or ABORT to the others: they keep their locks", stop, txn)
             return
         missing = [core for core in self.others() if core not in t.acks]
         if missing:
             self.note("answer", f"monitor 0 answered transaction {txn} before every core had "
                       f"acknowledged the {DECISION[t.decision]} (none yet from core "
                       f"{cores(missing)}): the program may act on a replica not yet changed",
-                      stop)
+                      stop, txn)
         if (verdict == 0) != (t.decision == OP_COMMIT):
             self.note("decision", f"monitor 0 answered transaction {txn} with {verdict} but "
                       f"sent {DECISION[t.decision]}: the answer is 0 for a commit, else the "
-                      f"first refusal's error", stop)
+                      f"first refusal's error", stop, txn)
         elif verdict != 0 and refuser in t.votes and t.votes[refuser] != verdict:
             self.note("decision", f"monitor 0 answered transaction {txn}: refused by core "
                       f"{refuser} with error {verdict}, but core {refuser} voted "
-                      f"{t.votes[refuser]}", stop)
+                      f"{t.votes[refuser]}", stop, txn)
         if t.decision == OP_COMMIT:
             version = self.model.get(t.region, (None, 0))[1] + 1
             self.model[t.region] = (t.initiator, version)
@@ -218,15 +231,16 @@ class Watcher:
         slot = self.holds(t.initiator, t.dispatcher, t.dest)
         if t.decision == OP_COMMIT and not slot.startswith("a frame of"):
             self.note("state", f"transaction {txn} committed, but the asking program on core "
-                      f"{t.initiator} holds {slot or 'nothing'} where the new frame goes", stop)
+                      f"{t.initiator} holds {slot or 'nothing'} where the new frame goes",
+                      stop, txn)
         if t.decision == OP_ABORT and slot:
             self.note("state", f"transaction {txn} was rolled back, but the asking program on "
                       f"core {t.initiator} still holds {slot}: an abort takes the tentative "
-                      f"frame back and deletes it", stop)
-        self.check_state(f"after the answer to transaction {txn}", stop)
+                      f"frame back and deletes it", stop, txn)
+        self.check_state(f"after the answer to transaction {txn}", stop, txn)
 
     # --- the state ---------------------------------------------------------------------------
-    def check_state(self, when, stop) -> None:
+    def check_state(self, when, stop, hit=1) -> None:
         """Every replica and every copy of every region as the commits so far say."""
         from kernel.capservice import N_SHARED_REGIONS
         from kernel.replica import read_replicas
@@ -238,23 +252,40 @@ class Watcher:
             return
         for region in range(N_SHARED_REGIONS):
             owner = self.model.get(region, (None, 0))[0]
-            want = self.expected(region)
             for core in range(self.n()):
-                got = self.record(core, region)
-                if got != want:
-                    self.note("state", f"{when}: core {core}'s replica says region {region} is "
-                              f"{self.said(got)}; the commits so far make it {self.said(want)}",
-                              stop)
+                problems = self.problems(core, region, self.expected(region), owner)
+                if problems:
+                    self.note("state", f"{when}: on core {core}, {'; '.join(problems)}", stop,
+                              hit)
                     return
-                state = self.copy_state(core, region)
-                expected = ({"in use"} if core == owner else {"retyped elsewhere"}) \
-                    if owner is not None else {"free", "in use"}
-                if state not in expected:
-                    self.note("state", f"{when}: core {core}'s copy of region {region} is "
-                              f"{state}; with region {region} "
-                              f"{self.said(want)} it must be {' or '.join(sorted(expected))}",
-                              stop)
-                    return
+
+    def problems(self, core, region, want, owner) -> list[str]:
+        """What is off in core's record of region and its copy of it, against the
+        record `want` and the region's owner (None: free)."""
+        found = []
+        state = self.copy_state(core, region)
+        if owner is None:
+            allowed = ("free", "in use")         # (in use: a program's page there)
+        else:
+            allowed = ("in use",) if core == owner else ("retyped elsewhere",)
+        if state == "locked":
+            found.append(f"its copy of region {region} is still locked")
+        elif state not in allowed:
+            hint = ""
+            if allowed == ("retyped elsewhere",):
+                hint = " (CAP_UNLOCK's second argument marks a copy so)"
+            elif state == "retyped elsewhere":
+                hint = " (only the other cores' copies are marked retyped elsewhere)"
+            found.append(f"its copy of region {region} is {state}, not "
+                         f"{' or '.join(allowed)}{hint}")
+        got = self.record(core, region)
+        if got is None or got[:3] != want[:3]:
+            found.append(f"its replica says region {region} is "
+                         f"{self.said(got[:3] + (0,))}, not {self.said(want)}")
+        elif got[3] != 0:
+            found.append(f"its replica still has transaction {got[3]} pending on region "
+                         f"{region}")
+        return found
 
     def finish(self, run) -> None:
         """After the run: every replica agrees with every other, counters too."""
@@ -322,12 +353,15 @@ class Watcher:
         text += f", version {version}"
         return text + (f", pending transaction {pending}" if pending else "")
 
-    def describe(self, core, region, record, state) -> str:
-        return f"its replica said region {region} is {self.said(record)} and its copy is {state}"
 
 
 def cores(numbers) -> str:
     return ", ".join(map(str, numbers))
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 # --- running an image under watch ------------------------------------------------------------
@@ -368,7 +402,7 @@ def at(image_topology, quanta=(None,), seeds=(None,)):
 
 @test(points=25)
 def replicas_agree_after_every_answer():
-    """After every answer every replica, and every core's copy of each region, is as the commits say."""
+    """After every answer each replica and each core's copy of each region is as the commits say."""
     judge(at(DEMO, FAST_FIRST) + at(ASKER_0, (10_000, 7)), {"state"})
 
 
@@ -398,6 +432,6 @@ def answer_waits_for_every_acknowledgement():
 
 @test(points=20)
 def agreement_under_random_schedules():
-    """Two askers and three users racing, on 8 and 16 cores, under seeded schedules: every check holds."""
-    judge(at(CONTENDED, seeds=SEEDS[:5]) + at(CONTENDED_16, seeds=SEEDS[5:6]) + at(DEMO, seeds=SEEDS[6:]),
-          {"state", "vote", "ack", "decision", "answer"})
+    """Two askers, three users, 8 and 16 cores, seeded schedules: every check holds."""
+    runs = at(CONTENDED, seeds=SEEDS[:5]) + at(CONTENDED_16, seeds=SEEDS[5:6])
+    judge(runs + at(DEMO, seeds=SEEDS[6:]), {"state", "vote", "ack", "decision", "answer"})
