@@ -61,6 +61,7 @@ class Transaction:
     votes: dict = field(default_factory=dict)     # core -> its vote, as monitor 0 took it
     decision: int | None = None                   # OP_COMMIT or OP_ABORT, as monitor 0 sent it
     acks: set = field(default_factory=set)        # cores whose acknowledgement monitor 0 took
+    answered: bool = False
 
 
 class Watcher:
@@ -200,6 +201,8 @@ class Watcher:
     def answered(self, txn, verdict, refuser) -> None:
         stop = "root_retype_answer core 0"
         t = self.transactions.get(txn)
+        if t is not None:
+            t.answered = True
         if t is None or not t.asked:
             if verdict == 0:
                 self.note("decision", f"monitor 0 answered that transaction {txn} committed "
@@ -286,6 +289,24 @@ class Watcher:
             found.append(f"its replica still has transaction {got[3]} pending on region "
                          f"{region}")
         return found
+
+    def stuck(self) -> tuple[str, str] | None:
+        """Why a run that did not end waits, if monitor 0 waits on a transaction:
+        (reason, where to stop the replay)."""
+        t = self.current
+        if t is None or t.answered:
+            return None
+        if t.decision is None:
+            waiting, step, label = t.votes, "vote", "prepare_retype"
+        else:
+            waiting, step, label = t.acks, "acknowledgement", \
+                f"{DECISION[t.decision].lower()}_retype"
+        missing = [core for core in self.others() if core not in waiting]
+        if not missing:
+            return None
+        return (f"transaction {t.number} never ended: monitor 0 waits for the {step} of core "
+                f"{cores(missing)} (does {label} reply, once its step is done?)",
+                f"{label} core {missing[0]}")
 
     def finish(self, run) -> None:
         """After the run: every replica agrees with every other, counters too."""
@@ -390,6 +411,13 @@ def judge(runs, kinds) -> None:
         for finding in watcher.findings:
             if finding.kind in kinds:
                 fail(f"{here}: {finding.reason}", run, stop=finding.stop)
+        died = run.system.failures()
+        if died:            # a monitor killed for a fault, or exited: that first
+            said = [line.strip() for _, line in run.console if "killed" in line or "exit" in line]
+            fail(f"{here}: {died}{': ' + said[0] if said else ''}", run)
+        stuck = None if run.result.clean else watcher.stuck()
+        if stuck:
+            fail(f"{here}: {stuck[0]}", run, stop=stuck[1])
         run.expect_clean()
 
 
