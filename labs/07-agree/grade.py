@@ -23,15 +23,14 @@ Each finding has a kind; each test fails on the first finding of its
 kinds, in runs under the schedules it names (QUANTA, SEEDS).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 from sprat.lab.grading import QUANTA, SEEDS, boot, fail, test
 
 # userland/monitor.S, userland/lib/monitor_client.S: word 0 of a message
-OP_RETYPE, OP_PREPARE, OP_COMMIT, OP_ABORT, OP_ANSWER, OP_REPLY = 5, 6, 7, 8, 11, 13
+OP_PREPARE, OP_COMMIT, OP_ABORT, OP_ANSWER, OP_REPLY = 6, 7, 8, 11, 13
 MONITOR_ANSWER = 0x414E53
 DECISION = {OP_COMMIT: "COMMIT", OP_ABORT: "ABORT"}
-CAPTYPE_FRAME = "FRAME"
 MAX_CYCLES = 3_000_000            # the images end before 1,200,000 cycles
 FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a large quantum
 
@@ -72,7 +71,7 @@ class Watcher:
         self.findings: list[Finding] = []
         self.transactions: dict[int, Transaction] = {}
         self.current: Transaction | None = None    # monitor 0's, since its last PREPARE
-        self.taken = {}                            # core -> (op, txn, its record before)
+        self.taken = {}                            # core -> (op, the message, its record then)
         self.hits = {}                             # (op, core) -> how many it took
         self.voted = {}                            # (core, txn) -> its vote, as it sent it
         self.model = {}                            # region -> (owner, version): the commits
@@ -283,8 +282,8 @@ class Watcher:
                          f"{' or '.join(allowed)}{hint}")
         got = self.record(core, region)
         if got is None or got[:3] != want[:3]:
-            found.append(f"its replica says region {region} is "
-                         f"{self.said(got[:3] + (0,))}, not {self.said(want)}")
+            shown = self.said(got[:3] + (0,) if got else None)
+            found.append(f"its replica says region {region} is {shown}, not {self.said(want)}")
         elif got[3] != 0:
             found.append(f"its replica still has transaction {got[3]} pending on region "
                          f"{region}")
@@ -312,15 +311,26 @@ class Watcher:
         """After the run: every replica agrees with every other, counters too."""
         from kernel.replica import read_replicas
         replicas = read_replicas(run.system)
-        kept = {(r.regions, r.commits, r.aborts) for r in replicas.values()}
-        if len(kept) > 1:
-            lines = sorted((core, r.commits, r.aborts) for core, r in replicas.items())
-            self.note("state", "at the end the replicas disagree: (core, commits, rolled back) "
-                      f"{lines}", "stop core 0")
-        elif replicas and next(iter(replicas.values())).commits != self.commits:
-            got = next(iter(replicas.values())).commits
-            self.note("state", f"at the end every replica counts {got} commits; monitor 0 "
-                      f"answered {self.commits} commits", "stop core 0")
+        if not replicas:
+            return
+        first = min(replicas)
+        for core, replica in sorted(replicas.items()):
+            mine, theirs = replica, replicas[first]
+            for region, (a, b) in enumerate(zip(mine.regions, theirs.regions)):
+                if a != b:
+                    self.note("state", f"at the end core {core}'s replica says region {region} "
+                              f"is {self.said(astuple(a))}, core {first}'s "
+                              f"{self.said(astuple(b))}", "stop core 0")
+                    return
+            if (mine.commits, mine.aborts) != (theirs.commits, theirs.aborts):
+                self.note("state", f"at the end core {core}'s replica counts {mine.commits} "
+                          f"committed and {mine.aborts} rolled back, core {first}'s "
+                          f"{theirs.commits} and {theirs.aborts} (every monitor counts every "
+                          f"abort, whatever it voted)", "stop core 0")
+                return
+        if replicas[first].commits != self.commits:
+            self.note("state", f"at the end every replica counts {replicas[first].commits} "
+                      f"commits; monitor 0 answered {self.commits} commits", "stop core 0")
 
     # --- reading the machine ---------------------------------------------------------------
     def expected(self, region):
@@ -361,7 +371,7 @@ class Watcher:
         except Exception:      # noqa: BLE001 -- empty, or not a slot: nothing there
             return ""
         name = cap.type.name
-        if name == CAPTYPE_FRAME:
+        if name == "FRAME":
             return f"a frame of {cap.obj.size} bytes at {cap.obj.base:#x}"
         return f"a {name} capability"
 
