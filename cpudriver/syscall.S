@@ -320,6 +320,7 @@ sys_channel_invalid:
     ret
 
 # sys_spawn(module, core, argument) -> dispatcher number, 0, or -errno
+# (-EAGAIN: that core's inbox is full; try again later)
 sys_spawn:
     mov rax, qword ptr gs:[PCV_N_CORES]
     cmp rsi, rax
@@ -337,9 +338,7 @@ sys_spawn_remote:
     mov rdx, rdi                      # word 1: the module
     mov rdi, rsi                      # to that core
     mov rsi, REQUEST_SPAWN
-    call post_request
-    xor eax, eax                      # asked; the other core does it
-    ret
+    jmp post_request                  # 0: asked, the other core does it; or -EAGAIN
 sys_spawn_invalid:
     mov rax, -EINVAL
     ret

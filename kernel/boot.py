@@ -69,6 +69,20 @@ class System:
         base = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
         return self.machine.memory.read_u64(base + layout.PCV_N_DISPATCHERS)
 
+    def programs_by_core(self) -> dict[int, list]:
+        """The programs each core may run: as the CPU driver picks them at boot
+        (dispatch.S: the modules named for that core, or else the ones for
+        every core), and every `nospawn` module, which a program may spawn
+        anywhere. Which one is mapped is told by looking
+        (emulator/debug/symbols.py)."""
+        spawnable = [m.program for m in self.modules if m.core == NOSPAWN]
+        by_core = {}
+        for core in range(self.machine.n_cores):
+            own = [m.program for m in self.modules if m.core == core]
+            by_core[core] = (own or [m.program for m in self.modules if m.core is None]) \
+                + spawnable
+        return by_core
+
     def failed_programs(self, core: int) -> int:
         """How many programs on `core` exited with a non-zero status or were killed."""
         base = layout.PERCORE_BASE + core * layout.PERCORE_SIZE
@@ -159,7 +173,8 @@ def _module_core(entry, cores: int, where: str) -> int | None:
     value = entry.options.get("core", "all")
     if value == "all":
         return None
-    if not value.isdigit():
+    # isascii: '²' and other Unicode digits pass isdigit() but not int()
+    if not (value.isascii() and value.isdigit()):
         raise SpratError(f"{where}: core={value} is not a core number (or 'all')")
     core = int(value)
     if core >= cores:
@@ -178,9 +193,12 @@ def _numeric_options(entry, where: str) -> dict[str, int]:
         if name == "core":
             continue
         try:
-            defines[name.upper()] = int(value, 0)
+            number = int(value, 0)
         except ValueError:
             raise SpratError(f"{where}: {name}={value} is not a number") from None
+        if not -(1 << 63) <= number < (1 << 64):
+            raise SpratError(f"{where}: {name}={value} does not fit in 64 bits")
+        defines[name.upper()] = number
     return defines
 
 

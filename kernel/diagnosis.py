@@ -90,10 +90,4 @@ def _short(source: str) -> str:
 def _symbols(system) -> SymbolTable:
     def read(core_id, address, length):
         return system.machine.cores[core_id].read_virtual(address, length)
-    per_core = {}
-    for core in range(system.machine.n_cores):
-        own = [m.program for m in system.modules if m.core == core]
-        spawnable = [m.program for m in system.modules if m.core is not None and m.core < 0]
-        per_core[core] = (own or [m.program for m in system.modules if m.core is None]) \
-            + spawnable
-    return SymbolTable(shared=[system.kernel], per_core=per_core, read=read)
+    return SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(), read=read)

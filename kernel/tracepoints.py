@@ -47,10 +47,18 @@ def install_message_tracepoints(system) -> None:
 
 
 def _tracepoint(machine, core, event, expected, ends):
+    fired_at = [None]
+
     def on_message(uc, address, size, _):
         # Several programs share virtual addresses: is this one of ours?
         if core.read_virtual(address, len(expected)) != expected:
             return
+        # A debugger stop here (a breakpoint on the same label) ends the
+        # quantum before the instruction runs; resuming runs the hook again
+        # at the same modeled time. It is one message, not two.
+        if fired_at[0] == core.now():
+            return
+        fired_at[0] = core.now()
         regs = core.regs
         sequence = regs.read(x86.UC_X86_REG_RCX) - 1
         if event == "send":

@@ -38,15 +38,28 @@ def cores_argument(text: str) -> int:
     return value
 
 
-def positive_argument(text: str) -> int:
+# No count on the command line may reach the 64-bit wrap of a cycle counter:
+# 2^48 cycles is a day of modeled time at 3 GHz, and hours of host time.
+LARGEST_COUNT = 1 << 48
+
+
+def whole_number(low: int, high: int = LARGEST_COUNT):
+    """An argparse type: a whole number from `low` to `high` ('_' allowed: 1_000)."""
     import argparse
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+
+    def check(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value:,}")
+        return value
+    check.__name__ = "whole number"
+    return check
+
+
+positive_argument = whole_number(1)
 
 
 def add_machine_options(parser) -> None:

@@ -29,7 +29,6 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import capstone
 from unicorn import x86_const as x86
@@ -41,7 +40,9 @@ from emulator.debug.target import TargetError
 from emulator.debug.trace import MessageLog, TraceRecorder
 from kernel.tracepoints import install_message_tracepoints
 from emulator.errors import SpratError
+from emulator.files import OutputFile, read_text
 from sprat.boot import DEFAULT_MAX_CYCLES, add_machine_options, machine_shape, positive_argument
+from sprat.output import input_name, output_name
 from sprat.table import format_table
 
 MAX_STEPS = 10_000_000
@@ -76,7 +77,7 @@ def add_parser(subparsers) -> None:
                     "to step cores, set breakpoints and watchpoints, and look at registers, "
                     "memory and messages; or serve gdb's remote protocol with --gdb.")
     add_machine_options(parser)
-    parser.add_argument("--script", metavar="FILE",
+    parser.add_argument("--script", metavar="FILE", type=input_name("debugger script"),
                         help="run the commands in FILE instead of reading them from the terminal")
     parser.add_argument("--break", dest="breaks", metavar="WHERE", action="append", default=[],
                         help="set a breakpoint (`LABEL [core K]`, as the `break` command "
@@ -91,7 +92,7 @@ def add_parser(subparsers) -> None:
 
 def port_argument(text: str) -> int:
     import argparse
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535; 0: any free one)")
     return int(text)
 
@@ -103,7 +104,7 @@ def add_gdb_option(parser) -> None:
 
 
 def add_trace_option(parser) -> None:
-    parser.add_argument("--trace", metavar="FILE", default=None,
+    parser.add_argument("--trace", metavar="FILE", default=None, type=output_name("trace file"),
                         help="record every message and IPI to FILE, one JSON line each "
                              "(see `sprat trace`)")
 
@@ -114,11 +115,15 @@ def run(args) -> int:
     try:
         if args.gdb is not None:
             ended = serve_gdb(debuggee.engine, args.gdb, sys.stdout)
-            return EXIT_OK if ended in ("detach", "kill") else EXIT_MACHINE_FAILURE
+            if ended in ("detach", "kill"):
+                return EXIT_OK
+            print(f"sprat: the gdb connection was lost ({ended}) before gdb detached",
+                  file=sys.stderr)
+            return EXIT_MACHINE_FAILURE
         shell = DebugShell(debuggee, stdout=sys.stdout)
         if args.breaks:
             shell.run_to_breakpoints(args.breaks)
-        if args.script:
+        if args.script is not None:
             return shell.run_script(args.script)
         return shell.interactive()
     finally:
@@ -161,7 +166,7 @@ def open_debuggee(args, out) -> Debuggee:
 def attach(system, max_cycles=None, trace=None) -> Debuggee:
     """Wrap a booted (not yet run) system for debugging."""
     engine = DebugEngine(system.machine, max_cycles=max_cycles)
-    symbols = SymbolTable(shared=[system.kernel], per_core=programs_by_core(system),
+    symbols = SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(),
                           read=engine.read_memory)
     messages = MessageLog(keep=MESSAGES_SHOWN)
     system.machine.observers.append(messages)
@@ -171,23 +176,11 @@ def attach(system, max_cycles=None, trace=None) -> Debuggee:
 
 
 def open_trace(machine, path):
-    """Start recording the machine's events to `path` (the caller closes the file)."""
-    try:
-        stream = open(path, "w", encoding="utf-8")
-    except OSError as error:
-        raise SpratError(f"cannot write trace {path}: {error.strerror}") from None
+    """Start recording the machine's events to `path` (the caller closes the file,
+    which raises OutputError, exit status 1, if any write failed)."""
+    stream = OutputFile(path, "trace")
     machine.observers.append(TraceRecorder(stream))
     return stream
-
-
-def programs_by_core(system) -> dict[int, list]:
-    """The programs each core may run, as the CPU driver picks them (dispatch.S):
-    the modules named for that core, or else the ones for every core."""
-    by_core = {}
-    for core in range(system.machine.n_cores):
-        own = [m.program for m in system.modules if m.core == core]
-        by_core[core] = own or [m.program for m in system.modules if m.core is None]
-    return by_core
 
 
 def serve_gdb(engine, port: int, out) -> str:
@@ -249,10 +242,7 @@ class DebugShell(cmd.Cmd):
 
     def run_script(self, path) -> int:
         """Run the commands of a file, echoing each after the prompt."""
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise SpratError(f"cannot read script {path}: {error.strerror}") from None
+        lines = read_text(path, "debugger script").splitlines()
         self.greet()
         for line in lines:
             line = line.strip()
@@ -442,7 +432,7 @@ class DebugShell(cmd.Cmd):
             self.out("deleted every breakpoint and watchpoint")
             return
         for word in words:
-            if not word.isdigit() or not self.engine.delete(int(word)):
+            if not (word.isascii() and word.isdigit()) or not self.engine.delete(int(word)):
                 raise CommandError(f"no breakpoint or watchpoint {word} (see `break`)")
         self.out(f"deleted {' '.join(words)}")
 
@@ -686,7 +676,7 @@ class DebugShell(cmd.Cmd):
         return self.symbols.resolve(text, core)
 
     def _core_number(self, text: str) -> int:
-        if not text.isdigit() or int(text) >= self.machine.n_cores:
+        if not (text.isascii() and text.isdigit()) or int(text) >= self.machine.n_cores:
             raise CommandError(f"no core {text}: cores are 0 to {self.machine.n_cores - 1}")
         return int(text)
 
@@ -773,6 +763,8 @@ def describe_message(event: dict) -> str:
     words = event.get("words")
     shown = " ".join(f"{w:#x}" if isinstance(w, int) else str(w) for w in words) \
         if isinstance(words, (list, tuple)) else str(words)
+    peer = event.get("peer")
     return (f"t={event.get('time')} {event.get('event')} core {event.get('core')} "
-            f"{'->' if event.get('event') == 'send' else '<-'} core {event.get('peer')} "
+            f"{'->' if event.get('event') == 'send' else '<-'} "
+            f"core {peer if peer is not None else '?'} "
             f"seq {event.get('seq')}: {shown}")

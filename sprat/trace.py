@@ -27,6 +27,8 @@ from collections import Counter, defaultdict
 from emulator.debug.trace import read_trace
 from emulator.devices.apic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, IPI_LATENCY_CYCLES
 from emulator.errors import SpratError
+from emulator.machine import MAX_CORES
+from sprat.output import png_name, save_png
 from sprat.table import format_table
 
 IPI_MODES = {DELIVERY_FIXED: "fixed", DELIVERY_INIT: "INIT", DELIVERY_STARTUP: "STARTUP"}
@@ -44,18 +46,62 @@ def add_parser(subparsers) -> None:
     parser.add_argument("file", metavar="FILE", help="a trace file (JSON lines)")
     from sprat.boot import add_lab_option
     add_lab_option(parser)
-    parser.add_argument("--plot", metavar="OUT.png", default=None,
+    parser.add_argument("--plot", metavar="OUT.png", default=None, type=png_name,
                         help="draw a message sequence chart across cores to this image")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    events = read_trace(args.file)
+    events = read_trace(args.file, check=event_problem)
     print(summary(events))
-    if args.plot:
+    if args.plot is not None:
         plot(events, args.plot)
         print(f"sprat: chart written to {args.plot}")
     return 0
+
+
+# --- What an event may hold ---------------------------------------------------------
+# A trace is a file anyone can edit: every field read below is checked
+# first, so a wrong one is one line naming it rather than a crash.
+CORE_FIELDS = ("core", "peer", "source", "target")
+NUMBER_FIELDS = ("seq", "mode", "vector")
+LATEST_TIME = 1 << 64
+
+
+def event_problem(event: dict) -> str | None:
+    """What is wrong with one event's fields, or None."""
+    time = event.get("time")
+    if time is not None and not _number(time, 0, LATEST_TIME):
+        return f"\"time\" must be a cycle count, 0 to 2^64, not {_short(time)}"
+    for field in CORE_FIELDS:
+        value = event.get(field)
+        if value is not None and not _number(value, 0, MAX_CORES - 1):
+            return f"\"{field}\" must be a core number, 0 to {MAX_CORES - 1}, not {_short(value)}"
+    for field in NUMBER_FIELDS:
+        value = event.get(field)
+        if value is not None and not _number(value, -LATEST_TIME, LATEST_TIME):
+            return f"\"{field}\" must be a whole number, not {_short(value)}"
+    channel = event.get("channel")
+    if not (channel is None or _name(channel)
+            or isinstance(channel, list) and all(_name(part) for part in channel)):
+        return f"\"channel\" must be a number, a name or a list of them, not {_short(channel)}"
+    words = event.get("words")
+    if words is not None and not isinstance(words, (list, int)):
+        return f"\"words\" must be a list of words, not {_short(words)}"
+    return None
+
+
+def _number(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _name(value) -> bool:
+    return isinstance(value, str) or _number(value, -LATEST_TIME, LATEST_TIME)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- The summary --------------------------------------------------------------------
@@ -105,8 +151,9 @@ def _channel_rows(events) -> list[list]:
                 row["words"] += _word_count(event.get("words"))
                 row["pairs"].add((event.get("core"), event.get("peer")))
     for message in messages(events):
-        if message["recv"] is not None:
-            latency = message["recv"].get("time", 0) - message["send"].get("time", 0)
+        sent, received = message["send"].get("time"), (message["recv"] or {}).get("time")
+        if sent is not None and received is not None:
+            latency = received - sent
             by_channel[_key(message["send"].get("channel"))]["latencies"].append(latency)
     rows = []
     for channel in sorted(by_channel, key=str):
@@ -133,7 +180,13 @@ def _ipi_rows(events) -> list[list]:
         groups[key] = (count + 1, first)
     return [[source, target, IPI_MODES.get(mode, str(mode)), vector, count, first]
             for (source, target, mode, vector), (count, first)
-            in sorted(groups.items(), key=lambda item: (item[1][1], str(item[0])))]
+            in sorted(groups.items(), key=_by_first_time)]
+
+
+def _by_first_time(item):
+    """IPI groups in time order; those of no time last, in a fixed order."""
+    key, (_, first) = item
+    return (first is None, first or 0, str(key))
 
 
 def _key(channel):
@@ -166,21 +219,21 @@ def plot(events, path) -> None:
         _draw_message(axes, column, message, label)
     for event in events:
         if event["event"] == "ipi" and event.get("source") in column \
-                and event.get("target") in column:
+                and event.get("target") in column and event.get("time") is not None:
             _draw_arrow(axes, column[event["source"]], event["time"], column[event["target"]],
                         event["time"] + IPI_LATENCY_CYCLES, "tab:red", "--",
                         IPI_MODES.get(event.get("mode"), "ipi") if label else None)
     axes.set_xticks(range(len(cores)), [f"core {c}" for c in cores])
     axes.xaxis.tick_top()
     axes.set_xlim(-0.5, len(cores) - 0.5)
-    axes.set_ylim(max(times) + IPI_LATENCY_CYCLES, min(times) - IPI_LATENCY_CYCLES // 4)
+    # floats: matplotlib's arrays would take a time past 2^63 for an object
+    axes.set_ylim(float(max(times) + IPI_LATENCY_CYCLES),
+                  float(min(times) - IPI_LATENCY_CYCLES // 4))
     axes.set_ylabel("modeled time (cycles)")
     axes.set_title("messages (solid) and IPIs (dashed)", pad=28)
     figure.tight_layout()
     try:
-        figure.savefig(path, dpi=110)
-    except OSError as error:
-        raise SpratError(f"cannot write {path}: {error.strerror}") from None
+        save_png(figure, path, dpi=110)
     finally:
         plt.close(figure)
 
@@ -195,19 +248,23 @@ def _cores_of(events) -> list[int]:
 
 
 def _draw_message(axes, column, message, label: bool) -> None:
+    # The receiver is whoever took it: a send made before the receiver was
+    # first seen names no peer, but its receive names the core.
     send, recv = message["send"], message["recv"]
-    if send.get("core") not in column or send.get("peer") not in column:
-        return
+    if send.get("core") not in column or send.get("time") is None \
+            or recv is not None and recv.get("time") is None:
+        return                  # from a core the chart does not show, or at no time
     start = send["time"]
-    end = recv["time"] if recv is not None else start
     text = f"ch {send.get('channel')} #{send.get('seq')}" if label else None
-    if recv is None:            # never received: a stub at the sender
-        axes.plot([column[send["core"]]], [start], marker="x", color="tab:blue")
+    if recv is None or recv.get("core") not in column:      # never received: a stub
+        axes.plot([column[send["core"]]], [float(start)], marker="x", color="tab:blue")
         return
-    _draw_arrow(axes, column[send["core"]], start, column[send["peer"]], end, "tab:blue", "-", text)
+    _draw_arrow(axes, column[send["core"]], start, column[recv["core"]], recv["time"],
+                "tab:blue", "-", text)
 
 
 def _draw_arrow(axes, x0, y0, x1, y1, color, style, text) -> None:
+    y0, y1 = float(y0), float(y1)
     axes.annotate("", xy=(x1, y1), xytext=(x0, y0),
                   arrowprops={"arrowstyle": "->", "color": color, "linestyle": style})
     if text:

@@ -318,7 +318,8 @@ def test_the_same_script_run_twice_prints_the_same_bytes(tmp_path, capsys):
 
 def test_a_missing_script_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["debug", "--script", str(tmp_path / "none.txt")]) == 2
-    assert capsys.readouterr().err.startswith("sprat: error: cannot read script")
+    err = capsys.readouterr().err
+    assert err.startswith("sprat: error: ") and "none.txt: no such debugger script" in err
 
 
 FUZZ_LINES = 3000
@@ -388,3 +389,14 @@ def test_closing_the_engine_leaves_a_run_identical_to_an_undebugged_one():
     result = debugged.run(max_cycles=10**7)
     assert result == plain_result
     assert [c.stats for c in debugged.cores] == [c.stats for c in plain.cores]
+
+
+def test_a_spawned_program_has_its_symbols_on_the_core_it_runs_on(tmp_path, capsys):
+    from sprat import cli
+    script = tmp_path / "spawned.txt"
+    script.write_text("break urpc_send core 2\ncontinue\nbt\n")
+    assert cli.main(["debug", str(ROOT / "images/spawn.lst"), "--script", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "no symbol" not in out
+    assert "core 2 hit breakpoint 1" in out
+    assert "<start+180> userland/spawn_child.S:" in out

@@ -96,3 +96,27 @@ def test_a_broken_trace_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("sprat: error: ") and ":2: not a trace line" in err
     assert err.count("\n") == 1
     assert cli.main(["trace", str(tmp_path / "missing.trace")]) == 2
+
+
+def test_the_chart_draws_every_message_even_one_sent_before_its_receiver_was_seen(
+        tmp_path, capsys, monkeypatch):
+    from sprat import trace as trace_command
+    path = tmp_path / "spawn.trace"
+    assert cli.main(["boot", str(ROOT / "images/spawn.lst"), "--trace", str(path)]) == 0
+    events = read_trace(path)
+    sent = [e for e in events if e["event"] == "send"]
+    assert any(e.get("peer") is None for e in sent), "the spawn image's first send names no peer"
+    arrows = []
+    real_arrow = trace_command._draw_arrow
+    monkeypatch.setattr(trace_command, "_draw_arrow",
+                        lambda axes, *rest: (arrows.append(rest[-2]), real_arrow(axes, *rest)))
+    trace_command.plot(events, tmp_path / "p.png")
+    assert sum(1 for color in arrows if color == "-") == len(sent)
+
+
+def test_a_breakpoint_on_a_tracepoint_does_not_count_the_message_twice(tmp_path, capsys):
+    script = tmp_path / "dup.txt"
+    script.write_text("break urpc_send_commit core 0\ncontinue\ncontinue\nmsgs\n")
+    assert cli.main(["debug", str(ROOT / "images/spawn.lst"), "--script", str(script)]) == 0
+    out = capsys.readouterr().out.split("(sprat) msgs", 1)[1]
+    assert out.count("send core 0") == 1, out
