@@ -1,0 +1,302 @@
+# lmp_check.S: dispatchers on one core that talk over LMP, for lab 4.
+#
+# One program, five roles (image argument role=N):
+#   0 sender     sends COUNT messages to dispatcher PEER with SYS_LMP_SEND;
+#                on -EAGAIN (PEER is not waiting yet) it yields and tries
+#                again. Prints "sent N".
+#   1 receiver   takes COUNT messages with SYS_LMP_RECV and checks each:
+#                from PEER, in order, the three words as the sender made
+#                them. Prints "received N".
+#   2 bystander  computes ROUNDS rounds and never talks: it only shares
+#                the core, so the timer must preempt it and resume it.
+#                Prints "bystander rounds N".
+#   3 client     COUNT remote calls to PEER with SYS_LMP_CALL; checks each
+#                answer (from PEER, the sum of its three words, its number).
+#                Prints "calls N".
+#   4 server     answers COUNT calls, from whoever calls, with SYS_LMP_SEND.
+#                Prints "answered N".
+#   5 prober     sends where nothing may be delivered: to a dispatcher
+#                number that does not exist (-EINVAL), to itself and to
+#                dispatcher PEER, which never receives (-EAGAIN). Prints
+#                "probed N" (N sends to PEER).
+#
+# Word j (0, 1, 2) of message k from dispatcher d is
+#   d << 56 | (j + 1) << 48 | k
+# so the grader and the receiver know what each message must hold.
+#
+# Between messages every role but the bystander works for a while (PACE):
+# message k is followed by (k * PACE) mod 4096 rounds of a loop, so over a
+# run the timer ends time slices at many different points of the protocol.
+# Each dispatcher keeps a different number of words on its stack and its
+# own values in rbx, rbp, r8, r9, r12-r14: a register or stack pointer
+# that comes back from the kernel wrong is a register that changed.
+# A program that finds something wrong prints what and exits with 1.
+#
+# Image arguments: role=N peer=N count=N pace=N rounds=N
+
+ROLE = 0
+PEER = 1
+COUNT = 20
+PACE = 0
+ROUNDS = 400000
+NO_SUCH_DISPATCHER = 9                # more than a core ever has (MAX_DISPATCHERS, layout.py)
+
+start:
+    mov r15, rdx                      # r15 = our dispatcher number, all along
+    lea rcx, [rdx + 1]                # (r15 + 1) * 3 words on the stack
+    imul rcx, rcx, 3
+start_push:
+    push rcx
+    dec rcx
+    jnz start_push
+    mov rax, r15
+    shl rax, 8
+    lea rbx, [rax + 0xB1]             # values of our own in the kept registers
+    lea rbp, [rax + 0xB2]
+    lea r8, [rax + 0x81]
+    lea r9, [rax + 0x91]
+    lea r13, [rax + 0xD1]
+    lea r14, [rax + 0xE1]
+    xor r12d, r12d                    # r12 = k, the message number
+    mov rax, ROLE
+    cmp rax, 1
+    je receiver
+    cmp rax, 2
+    je bystander
+    cmp rax, 3
+    je client
+    cmp rax, 4
+    je server
+    cmp rax, 5
+    je prober
+
+# --- 0: sender -------------------------------------------------------------------
+sender:
+    mov rdi, r15
+    call words                        # rsi rdx r10 = message r12's words
+    mov rdi, PEER
+sender_again:
+    mov eax, SYS_LMP_SEND
+    syscall
+    test rax, rax
+    jz sender_sent
+    cmp rax, -EAGAIN
+    jne wrong_result
+    mov eax, SYS_YIELD                # not waiting yet: let it run
+    syscall
+    jmp sender_again
+sender_sent:
+    call pace
+    inc r12
+    cmp r12, COUNT
+    jb sender
+    lea rdi, [rip + text_sent]
+    jmp finish
+
+# --- 1: receiver -----------------------------------------------------------------
+receiver:
+    mov eax, SYS_LMP_RECV
+    syscall
+    cmp rax, PEER
+    jne wrong_sender
+    push rdi
+    push rsi
+    push rdx
+    mov rdi, PEER
+    call words
+    cmp r10, qword ptr [rsp]
+    jne wrong_words
+    cmp rdx, qword ptr [rsp + 8]
+    jne wrong_words
+    cmp rsi, qword ptr [rsp + 16]
+    jne wrong_words
+    add rsp, 24
+    call pace
+    inc r12
+    cmp r12, COUNT
+    jb receiver
+    lea rdi, [rip + text_received]
+    jmp finish
+
+# --- 2: bystander ----------------------------------------------------------------
+bystander:
+    mov r12, ROUNDS
+    mov r10, r15
+bystander_round:
+    lea rax, [r10 + r12]              # some work with every register
+    imul rax, rax, 3
+    mov rcx, rax
+    xor rcx, r12
+    mov rdx, rcx
+    add rdx, rax
+    mov rsi, rdx
+    mov rdi, rsi
+    dec r12
+    jnz bystander_round
+    mov r12, ROUNDS
+    lea rdi, [rip + text_bystander]
+    jmp finish
+
+# --- 3: client -------------------------------------------------------------------
+client:
+    mov rdi, r15
+    call words
+    mov rdi, PEER
+client_again:
+    mov eax, SYS_LMP_CALL
+    syscall
+    cmp rax, -EAGAIN
+    jne client_answered
+    mov eax, SYS_YIELD
+    syscall
+    jmp client_again
+client_answered:
+    cmp rax, PEER
+    jne wrong_sender
+    cmp rsi, r12                      # the answer: sum of our words, our k, 0
+    jne wrong_words
+    test rdx, rdx
+    jnz wrong_words
+    push rdi
+    mov rdi, r15
+    call words
+    add rsi, rdx
+    add rsi, r10
+    pop rdi
+    cmp rdi, rsi
+    jne wrong_words
+    call pace
+    inc r12
+    cmp r12, COUNT
+    jb client
+    lea rdi, [rip + text_calls]
+    jmp finish
+
+# --- 4: server -------------------------------------------------------------------
+server:
+    mov eax, SYS_LMP_RECV
+    syscall
+    test rax, rax
+    js wrong_result
+    lea rcx, [rdi + rsi]              # the answer: w0 + w1 + w2, the caller's k, 0
+    add rcx, rdx
+    mov rdx, rdi
+    and edx, 0xFFFF
+    mov rdi, rax                      # to the caller
+    mov rsi, rcx
+    xor r10d, r10d
+server_again:
+    mov eax, SYS_LMP_SEND
+    syscall
+    test rax, rax
+    jz server_answered
+    cmp rax, -EAGAIN
+    jne wrong_result
+    mov eax, SYS_YIELD
+    syscall
+    jmp server_again
+server_answered:
+    call pace
+    inc r12
+    cmp r12, COUNT
+    jb server
+    lea rdi, [rip + text_answered]
+    jmp finish
+
+# --- 5: prober -------------------------------------------------------------------
+prober:
+    mov rdi, r15
+    call words
+    mov rdi, NO_SUCH_DISPATCHER
+    mov eax, SYS_LMP_SEND
+    syscall
+    cmp rax, -EINVAL
+    jne wrong_result
+    mov rdi, r15                      # ourselves: running, so not waiting
+    mov eax, SYS_LMP_SEND
+    syscall
+    cmp rax, -EAGAIN
+    jne wrong_result
+    mov r12, COUNT
+prober_peer:
+    mov rdi, PEER                     # it computes and never receives
+    mov eax, SYS_LMP_SEND
+    syscall
+    cmp rax, -EAGAIN
+    jne wrong_result
+    call pace
+    mov eax, SYS_YIELD
+    syscall
+    dec r12
+    jnz prober_peer
+    mov r12, COUNT
+    lea rdi, [rip + text_probed]
+    jmp finish
+
+# --- helpers ---------------------------------------------------------------------
+
+# words: message r12's three words from dispatcher rdi.
+#   out: rsi rdx r10.  clobbers: rcx
+words:
+    mov rsi, rdi
+    shl rsi, 56
+    or rsi, r12
+    mov rcx, 1
+    shl rcx, 48
+    lea rdx, [rsi + rcx]
+    lea r10, [rdx + rcx]
+    add rsi, rcx
+    ret
+
+# pace: (r12 * PACE) mod 4096 rounds of nothing.  clobbers: rax rcx
+pace:
+    imul rax, r12, PACE
+    and eax, 4095
+    mov rcx, rax
+    test rcx, rcx
+    jz pace_done
+pace_round:
+    dec rcx
+    jnz pace_round
+pace_done:
+    ret
+
+# finish: print the line at rdi and our count, exit 0.
+finish:
+    call print_cstr
+    mov rdi, r12
+    call print_u64
+    lea rdi, [rip + text_newline]
+    call print_cstr
+    xor edi, edi
+    call exit
+
+wrong_result:
+    lea rdi, [rip + text_wrong_result]
+    jmp wrong
+wrong_sender:
+    lea rdi, [rip + text_wrong_sender]
+    jmp wrong
+wrong_words:
+    lea rdi, [rip + text_wrong_words]
+wrong:
+    call print_cstr
+    mov rdi, r12
+    call print_u64
+    lea rdi, [rip + text_newline]
+    call print_cstr
+    mov edi, 1
+    call exit
+
+text_sent:         .asciz "sent "
+text_received:     .asciz "received "
+text_bystander:    .asciz "bystander rounds "
+text_calls:        .asciz "calls "
+text_answered:     .asciz "answered "
+text_probed:       .asciz "probed "
+text_newline:      .asciz "\n"
+text_wrong_result: .asciz "lmp_check: a system call returned what it must not, at message "
+text_wrong_sender: .asciz "lmp_check: a message came from the wrong dispatcher, at message "
+text_wrong_words:  .asciz "lmp_check: a message's words were wrong, at message "
+
+.include "../../../userland/lib/sprat.S"
