@@ -65,6 +65,7 @@ class Crossing:
     dispatcher: int          # by its page tables (CR3)
     current: int | None      # leave: by PCV_CURRENT
     frame: dict
+    cr3: int
 
 
 class Watch:
@@ -76,6 +77,7 @@ class Watch:
         lay = layout()
         symbols = system.kernel.symbols
         self.crossings = {core.id: [] for core in system.machine.cores}
+        in_kernel = {core.id: 0 for core in system.machine.cores}
         memory = system.machine.memory
 
         for core in system.machine.cores:
@@ -89,12 +91,19 @@ class Watch:
                 words = struct.unpack("<22Q", core.read_virtual(frame_address,
                                                                 lay.TRAP_FRAME_SIZE))
                 frame = dict(zip(FRAME_FIELDS, words))
-                if frame["cs"] & 3 != 3:
-                    return                       # a trap in the kernel (idle): not a dispatcher
-                who = index(core.regs.read(x86.UC_X86_REG_CR3) - lay.D_PML4)
+                # A trap taken in the kernel (idle's hlt, a fault in sys_print's copy)
+                # returns to the kernel: neither is a dispatcher's crossing.
+                if kind == "enter" and frame["cs"] & 3 != 3:
+                    in_kernel[core.id] += 1
+                    return
+                if kind == "leave" and frame["cs"] & 3 != 3 and in_kernel[core.id]:
+                    in_kernel[core.id] -= 1
+                    return
+                cr3 = core.regs.read(x86.UC_X86_REG_CR3)
+                who = index(cr3 - lay.D_PML4)
                 current = index(memory.read_u64(area + lay.PCV_CURRENT)) if kind == "leave" \
                     else None
-                self.crossings[core.id].append(Crossing(kind, core.id, who, current, frame))
+                self.crossings[core.id].append(Crossing(kind, core.id, who, current, frame, cr3))
 
             def on_enter(uc, address, size, _, core=core, record=record):
                 record("enter", core.regs.read(x86.UC_X86_REG_RDI))
@@ -126,6 +135,7 @@ class Model:
     deliveries: dict = field(default_factory=dict)  # d -> (sender, words, call) owed to it
     next_up: tuple | None = None                   # (who must leave next, why)
     timer: tuple | None = None                     # (d, others that could run)
+    last_send: tuple | None = None                 # (sender, call, target) just entered
     problems: list = field(default_factory=list)
     delivered: int = 0
     handed_over: int = 0
@@ -177,6 +187,7 @@ class Model:
             target = frame["rdi"]
             words = (frame["rsi"], frame["rdx"], frame["r10"])
         info["target"] = target
+        self.last_send = (s, call, target)
         if target >= self.n:
             info["result"] = -lay.EINVAL
         elif target != s and self.state[target] == "waiting":
@@ -192,11 +203,27 @@ class Model:
             info["busy"] = self.state.get(target)
 
     # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`).
-    def leave(self, d, current, frame):
-        if current != d:
+    def leave(self, d, current, frame, cr3):
+        if not 0 <= d < self.n:
+            self.problem("switch", f"dispatcher {current} (PCV_CURRENT) goes back to user mode on"
+                         f" page tables that are no dispatcher's (CR3 = {cr3:#x}): load_dispatcher"
+                         f" loads the next dispatcher's DCB_CR3", "load_dispatcher")
+            d = current
+        elif current != d:
             self.problem("switch", f"dispatcher {d}'s page tables are loaded (CR3) but PCV_CURRENT"
-                         f" says dispatcher {current} runs: load_dispatcher loads the DCB_CR3 of"
-                         f" the dispatcher schedule makes current", "load_dispatcher")
+                         f" says dispatcher {current} runs: schedule makes the next dispatcher"
+                         f" current, and load_dispatcher loads that one's DCB_CR3",
+                         "load_dispatcher")
+        if not 0 <= d < self.n:
+            return
+        sent, self.last_send = self.last_send, None
+        lay = layout()
+        if (frame["cs"], frame["ss"]) != (lay.USER_CS, lay.USER_SS):
+            self.problem("switch", f"dispatcher {d} goes back to user mode with cs ="
+                         f" {frame['cs']:#x} and ss = {frame['ss']:#x} in its frame (user mode:"
+                         f" {lay.USER_CS:#x}, {lay.USER_SS:#x}): a switch must save and load the"
+                         f" whole trap frame, r15 to ss", "load_dispatcher")
+            return
         if self.next_up is not None:
             due, why = self.next_up
             if d != due:
@@ -214,8 +241,14 @@ class Model:
                              f" hand-over?)", "pick_next")
         self.next_up = self.timer = None
         if self.state.get(d) == "exited":
-            self.problem("switch", f"dispatcher {d} ran again after it exited or was killed",
-                         "pick_next")
+            if sent is not None and sent[2] == d:
+                self.problem("switch", f"dispatcher {sent[0]}'s {sent[1]} to {d} woke dispatcher"
+                             f" {d}, which had exited: only a dispatcher waiting in lmp_recv may"
+                             f" be sent to (its DCB_STATE)", "sys_lmp_send")
+            else:
+                self.problem("switch", f"dispatcher {d} ran again after it exited or was killed:"
+                             f" only a DISPATCHER_RUNNABLE one may run", "pick_next")
+            self.state[d] = "ready"
         elif self.state.get(d) == "waiting":
             call = (self.pending.get(d) or {}).get("call", "lmp_recv")
             self.problem("delivery", f"dispatcher {d} came back from {call} although nobody sent"
@@ -224,30 +257,48 @@ class Model:
             self.state[d] = "ready"
         info = self.pending.pop(d, None)
         if info is None:
-            return                                  # its first run
+            self.check_first_run(d, frame)
+            return
         lost = set()
         if info["frame"]["vector"] == layout().SYSCALL_VECTOR:
             lost = set(SYSCALL_LOST)
             if d in self.deliveries:
-                self.check_delivery(d, frame)
+                self.check_delivery(d, frame, info["frame"])
                 lost |= {"rdi", "rsi", "rdx"}
             elif info["result"] is not None:
                 self.check_result(d, info, frame)
         self.check_kept(d, info, frame, lost)
 
-    def check_delivery(self, d, frame):
+    def check_first_run(self, d, frame):
+        """A dispatcher's first run starts at its program's first instruction."""
+        lay = layout()
+        for register, want in (("rip", lay.USER_BASE), ("rsp", lay.USER_STACK_TOP),
+                               ("cs", lay.USER_CS), ("ss", lay.USER_SS)):
+            if frame[register] != want:
+                self.problem("switch", f"dispatcher {d} first ran with {register} ="
+                             f" {frame[register]:#x}, not {want:#x} as its DCB's frame says:"
+                             f" a switch must load the whole trap frame, rip to ss",
+                             "load_dispatcher")
+                return
+
+    def check_delivery(self, d, frame, before):
         sender, words, call = self.deliveries.pop(d)
         self.delivered += 1
-        got = [frame[r] for r in MESSAGE_REGISTERS]
         wanted = [sender, *words]
-        for register, have, want in zip(MESSAGE_REGISTERS, got, wanted):
-            if have != want:
-                what = "the sender's number" if register == "rax" else \
-                    f"word {MESSAGE_REGISTERS.index(register) - 1}"
-                self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
-                             f" {register} = {signed(have)}, expected {what} = {signed(want)}"
-                             f"{word_hint(have, wanted, register)}", "sys_lmp_send")
-                return
+        for place, register in enumerate(MESSAGE_REGISTERS):
+            have, want = frame[register], wanted[place]
+            if have == want:
+                continue
+            if register == "rax":
+                shown = f"{signed(have)}, expected the sender's number {want}"
+            elif call == "lmp_send_ep" and register == "rdx":
+                shown = f"{have:#x}, expected {want} (a capability came along)"
+            else:
+                shown = f"{have:#x}, expected word {place - 1} = {want:#x}"
+            self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
+                         f" {register} = {shown}{word_hint(have, wanted, register, before)}",
+                         "sys_lmp_send")
+            return
 
     def check_result(self, d, info, frame):
         lay = layout()
@@ -257,10 +308,14 @@ class Model:
             if want:
                 self.refused += 1
             return
-        if want == 0:
+        if have == info["frame"]["rax"]:
+            self.problem("delivery", f"dispatcher {d}'s {call} to {target} came back with rax ="
+                         f" {have}, the call's own number: no result was written (syscall_dispatch"
+                         f" writes rax to [rbx + TF_RAX]: is rbx kept?)", "sys_lmp_send")
+        elif want == 0:
             self.problem("delivery", f"dispatcher {d}'s {call} to {target} returned {have}, though"
-                         f" {target} was waiting in lmp_recv: it must be delivered (0)",
-                         "sys_lmp_send")
+                         f" {target} was waiting for a message (in lmp_recv, or in lmp_call for"
+                         f" its answer): it must be delivered (0)", "sys_lmp_send")
         elif want == -lay.EINVAL:
             self.problem("refusal", f"dispatcher {d}'s {call} to {target}, a dispatcher that does"
                          f" not exist (this core has {self.n}), returned {have}, not -EINVAL"
@@ -295,11 +350,15 @@ def signed(value):
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def word_hint(have, wanted, register):
-    if register != "rax" and have in wanted[1:]:
-        return " (the words are there, in the wrong registers: w0, w1, w2 go to rdi, rsi, rdx)"
+def word_hint(have, wanted, register, before):
+    """What a wrong register in a delivered message suggests, as a parenthesis."""
     if register == "rax" and signed(have) == -layout().EAGAIN:
         return " (rax is still lmp_recv's -EAGAIN: write the sender's number into its saved rax)"
+    if register != "rax" and have == before[register]:
+        return (f" (that is what the receiver's {register} held when it called: the words never"
+                f" reached its saved frame, DCB_FRAME)")
+    if register != "rax" and have and wanted[1:].count(have) == 1:
+        return " (the words are there, in the wrong registers: w0, w1, w2 go to rdi, rsi, rdx)"
     return ""
 
 
@@ -346,31 +405,47 @@ def run_checked(image, cores=1):
             if crossing.kind == "enter":
                 model.enter(crossing.dispatcher, crossing.frame)
             else:
-                model.leave(crossing.dispatcher, crossing.current, crossing.frame)
+                model.leave(crossing.dispatcher, crossing.current, crossing.frame, crossing.cr3)
         model.finish()
         models[core] = model
     return Checked(run, models)
 
 
-def judge(checked, kinds):
-    """Fail on the first problem of `kinds`, then on a run that did not end well."""
+def judge(checked, kinds, programs=True):
+    """Fail on the first problem of `kinds`, then on a run that did not end well
+    (with `programs`, also on a program that says something was wrong)."""
     problems = checked.problems(kinds)
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
         fail(first.text + more, checked.run, stop=first.stop)
-    expect_finished(checked.run)
+    expect_finished(checked.run, programs)
 
 
-def expect_finished(run):
-    """Every program ended well, as it says itself, and the machine ended cleanly."""
+def expect_finished(run, programs=True):
+    """Every core finished (and, with `programs`, every program ended well, as it says)."""
     for core, line in run.console:
-        if line.startswith("lmp_check:") or "KERNEL PANIC" in line:
+        if "KERNEL PANIC" in line:
+            fail(f"core {core}: {line.strip()}{where_in_kernel(run, line)}", run)
+        if programs and line.startswith("lmp_check:"):
             fail(f"core {core}: {line.strip()}", run)
     if not run.result.clean:
         fail(f"the run did not end cleanly: {run.result.reason}"
              f"{''.join('; ' + line for line in run.diagnosis())}", run)
-    run.expect_clean()
+    if programs:
+        run.expect_clean()
+
+
+def where_in_kernel(run, line):
+    """' (in LABEL+N)' for the rip a kernel panic names."""
+    words = line.split()
+    if "rip" not in words:
+        return ""
+    rip = int(words[words.index("rip") + 1].rstrip(","), 16)
+    symbols = run.system.kernel.symbols
+    name, address = max(((n, a) for n, a in symbols.items() if a <= rip),
+                        key=lambda item: item[1], default=(None, 0))
+    return f" (in {name}{f'+{rip - address}' if rip > address else ''})" if name else ""
 
 
 def expect_lines(run, wanted):
@@ -407,7 +482,7 @@ def the_receiver_runs_next():
     """After a delivered send or call, the receiver is the next dispatcher to run (hand-over)."""
     for image, count in (("images/pairs.lst", 60), ("images/calls.lst", 80)):
         checked = run_checked(image)
-        judge(checked, {"switch", "handover"})
+        judge(checked, {"switch", "handover"}, programs=False)
         if checked.total("handed_over") != count:
             fail(f"{image}: {checked.total('handed_over')} of {count} messages were handed over",
                  checked.run)
@@ -429,7 +504,7 @@ def registers_survive_calls_and_time_slices():
     """Every register comes back from a system call or a time slice as it was; slices rotate."""
     for image in ("images/pairs.lst", "images/busy.lst", "images/calls.lst"):
         checked = run_checked(image)
-        judge(checked, {"switch", "registers", "timer"})
+        judge(checked, {"switch", "registers", "timer"}, programs=False)
 
 
 @test(points=10)
@@ -457,7 +532,7 @@ def a_capability_goes_along():
 def costs_no_more_than_the_reference():
     """One-way LMP cost past a bystander within 1.25x of the reference's, measured in this grade."""
     yours = run_checked("images/pingpong.lst")
-    judge(yours, {"switch", "delivery", "handover"})
+    judge(yours, {"switch", "handover"}, programs=False)
     reference = boot("images/pingpong.lst", cores=1, max_cycles=MAX_CYCLES, reference=True)
     mine, theirs = one_way(yours.run), one_way(reference)
     if mine > COST_BOUND * theirs:

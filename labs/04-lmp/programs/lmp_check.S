@@ -30,7 +30,10 @@
 # Each dispatcher keeps a different number of words on its stack and its
 # own values in rbx, rbp, r8, r9, r12-r14: a register or stack pointer
 # that comes back from the kernel wrong is a register that changed.
-# A program that finds something wrong prints what and exits with 1.
+# A receiver or client that finds a message wrong counts it and goes on;
+# at its end it prints "lmp_check: N of COUNT messages were wrong, the
+# first was message K" and exits with 1. A system call that returns what
+# it must not ends the program at once (status 1).
 #
 # Image arguments: role=N peer=N count=N pace=N rounds=N
 
@@ -98,19 +101,25 @@ receiver:
     mov eax, SYS_LMP_RECV
     syscall
     cmp rax, PEER
-    jne wrong_sender
+    jne receiver_wrong
     push rdi
     push rsi
     push rdx
     mov rdi, PEER
     call words
     cmp r10, qword ptr [rsp]
-    jne wrong_words
+    jne receiver_wrong_words
     cmp rdx, qword ptr [rsp + 8]
-    jne wrong_words
+    jne receiver_wrong_words
     cmp rsi, qword ptr [rsp + 16]
-    jne wrong_words
+    jne receiver_wrong_words
     add rsp, 24
+    jmp receiver_next
+receiver_wrong_words:
+    add rsp, 24
+receiver_wrong:
+    call count_wrong
+receiver_next:
     call pace
     inc r12
     cmp r12, COUNT
@@ -152,11 +161,11 @@ client_again:
     jmp client_again
 client_answered:
     cmp rax, PEER
-    jne wrong_sender
+    jne client_wrong
     cmp rsi, r12                      # the answer: sum of our words, our k, 0
-    jne wrong_words
+    jne client_wrong
     test rdx, rdx
-    jnz wrong_words
+    jnz client_wrong
     push rdi
     mov rdi, r15
     call words
@@ -164,7 +173,10 @@ client_answered:
     add rsi, r10
     pop rdi
     cmp rdi, rsi
-    jne wrong_words
+    je client_next
+client_wrong:
+    call count_wrong
+client_next:
     call pace
     inc r12
     cmp r12, COUNT
@@ -261,25 +273,60 @@ pace_round:
 pace_done:
     ret
 
-# finish: print the line at rdi and our count, exit 0.
+# count_wrong: one more wrong message (message r12). The count lives in
+# r13's upper half, the first wrong message's number in r14's (both
+# registers keep their own values below: the kernel must give them back).
+#   clobbers: rax
+count_wrong:
+    mov rax, 1
+    shl rax, 32
+    add r13, rax
+    mov rax, r13
+    shr rax, 32
+    cmp rax, 1
+    jne count_wrong_done
+    mov rax, r12
+    shl rax, 32
+    or r14, rax
+count_wrong_done:
+    ret
+
+# finish: print the line at rdi and our count, then exit: 0, or 1 after
+# saying how many messages were wrong.
 finish:
     call print_cstr
     mov rdi, r12
     call print_u64
     lea rdi, [rip + text_newline]
     call print_cstr
+    mov rax, r13
+    shr rax, 32
+    test rax, rax
+    jnz finish_wrong
     xor edi, edi
+    call exit
+finish_wrong:
+    lea rdi, [rip + text_wrong]
+    call print_cstr
+    mov rdi, r13
+    shr rdi, 32
+    call print_u64
+    lea rdi, [rip + text_of]
+    call print_cstr
+    mov rdi, r12
+    call print_u64
+    lea rdi, [rip + text_first]
+    call print_cstr
+    mov rdi, r14
+    shr rdi, 32
+    call print_u64
+    lea rdi, [rip + text_newline]
+    call print_cstr
+    mov edi, 1
     call exit
 
 wrong_result:
     lea rdi, [rip + text_wrong_result]
-    jmp wrong
-wrong_sender:
-    lea rdi, [rip + text_wrong_sender]
-    jmp wrong
-wrong_words:
-    lea rdi, [rip + text_wrong_words]
-wrong:
     call print_cstr
     mov rdi, r12
     call print_u64
@@ -296,7 +343,8 @@ text_answered:     .asciz "answered "
 text_probed:       .asciz "probed "
 text_newline:      .asciz "\n"
 text_wrong_result: .asciz "lmp_check: a system call returned what it must not, at message "
-text_wrong_sender: .asciz "lmp_check: a message came from the wrong dispatcher, at message "
-text_wrong_words:  .asciz "lmp_check: a message's words were wrong, at message "
+text_wrong:        .asciz "lmp_check: "
+text_of:           .asciz " of "
+text_first:        .asciz " messages were wrong (sender or words), the first was message "
 
 .include "../../../userland/lib/sprat.S"
