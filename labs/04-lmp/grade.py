@@ -502,7 +502,7 @@ def a_dispatcher_not_waiting_gets_nothing():
 @test(points=15)
 def registers_survive_calls_and_time_slices():
     """Every register comes back from a system call or a time slice as it was; slices rotate."""
-    for image in ("images/pairs.lst", "images/busy.lst", "images/calls.lst"):
+    for image in ("images/slices.lst", "images/pairs.lst", "images/busy.lst", "images/calls.lst"):
         checked = run_checked(image)
         judge(checked, {"switch", "registers", "timer"}, programs=False)
 
