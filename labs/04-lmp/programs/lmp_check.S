@@ -31,8 +31,8 @@
 # own values in rbx, rbp, r8, r9, r12-r14: a register or stack pointer
 # that comes back from the kernel wrong is a register that changed.
 # A receiver or client that finds a message wrong counts it and goes on;
-# at its end it prints "lmp_check: N of COUNT messages were wrong, the
-# first was message K" and exits with 1. A system call that returns what
+# at its end it prints "lmp_check: messages wrong (sender or words): N"
+# and which was the first, and exits with 1. A system call that returns what
 # it must not ends the program at once (status 1).
 #
 # Image arguments: role=N peer=N count=N pace=N rounds=N
@@ -291,49 +291,79 @@ count_wrong:
 count_wrong_done:
     ret
 
-# finish: print the line at rdi and our count, then exit: 0, or 1 after
-# saying how many messages were wrong.
+# finish: say the line at rdi with our count, then exit: 0, or 1 after
+# saying how many messages were wrong and which was the first.
 finish:
-    call print_cstr
-    mov rdi, r12
-    call print_u64
-    lea rdi, [rip + text_newline]
-    call print_cstr
-    mov rax, r13
-    shr rax, 32
-    test rax, rax
+    mov rsi, r12
+    call say
+    mov rsi, r13
+    shr rsi, 32
+    test rsi, rsi
     jnz finish_wrong
     xor edi, edi
     call exit
 finish_wrong:
     lea rdi, [rip + text_wrong]
-    call print_cstr
-    mov rdi, r13
-    shr rdi, 32
-    call print_u64
-    lea rdi, [rip + text_of]
-    call print_cstr
-    mov rdi, r12
-    call print_u64
+    call say
     lea rdi, [rip + text_first]
-    call print_cstr
-    mov rdi, r14
-    shr rdi, 32
-    call print_u64
-    lea rdi, [rip + text_newline]
-    call print_cstr
+    mov rsi, r14
+    shr rsi, 32
+    call say
     mov edi, 1
     call exit
 
 wrong_result:
     lea rdi, [rip + text_wrong_result]
-    call print_cstr
-    mov rdi, r12
-    call print_u64
-    lea rdi, [rip + text_newline]
-    call print_cstr
+    mov rsi, r12
+    call say
     mov edi, 1
     call exit
+
+# say(text, n): print "TEXT N" and a newline in one system call, so that
+# no other dispatcher's output lands inside the line (a time slice may end
+# between two calls).
+#   in: rdi = a NUL-terminated text (at most 100 bytes), rsi = n
+#   clobbers: rax rcx rdx rsi rdi r8 r10 r11
+say:
+    sub rsp, 128                      # the line is built at rsp, digits at the top
+    mov r8, rsp                       # r8 = where the next byte goes
+say_text:
+    mov al, byte ptr [rdi]
+    test al, al
+    jz say_number
+    mov byte ptr [r8], al
+    inc rdi
+    inc r8
+    jmp say_text
+say_number:
+    lea rcx, [rsp + 127]              # digits, last first, down from rsp + 127
+    mov rax, rsi
+    mov r10, 10
+say_digit:
+    xor edx, edx
+    div r10
+    add dl, 0x30
+    mov byte ptr [rcx], dl
+    dec rcx
+    test rax, rax
+    jnz say_digit
+    lea r10, [rsp + 127]
+say_digit_copy:
+    inc rcx
+    mov al, byte ptr [rcx]
+    mov byte ptr [r8], al
+    inc r8
+    cmp rcx, r10
+    jb say_digit_copy
+    mov byte ptr [r8], 10
+    inc r8
+    mov rdi, rsp
+    mov rsi, r8
+    sub rsi, rsp
+    mov eax, SYS_PRINT
+    syscall
+    add rsp, 128
+    ret
 
 text_sent:         .asciz "sent "
 text_received:     .asciz "received "
@@ -341,10 +371,8 @@ text_bystander:    .asciz "bystander rounds "
 text_calls:        .asciz "calls "
 text_answered:     .asciz "answered "
 text_probed:       .asciz "probed "
-text_newline:      .asciz "\n"
 text_wrong_result: .asciz "lmp_check: a system call returned what it must not, at message "
-text_wrong:        .asciz "lmp_check: "
-text_of:           .asciz " of "
-text_first:        .asciz " messages were wrong (sender or words), the first was message "
+text_wrong:        .asciz "lmp_check: messages wrong (sender or words): "
+text_first:        .asciz "lmp_check: the first wrong one was message "
 
 .include "../../../userland/lib/sprat.S"
