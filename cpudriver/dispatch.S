@@ -271,6 +271,7 @@ start_time_slices:
     mov dword ptr [rax + 0x380], TIME_SLICE_CYCLES
     ret
 
+# LAB lmp BEGIN switch
 # schedule: switch to the next dispatcher that can run.
 #   in: rdi = the trap frame of the current dispatcher (top of kernel stack)
 #   out: the frame and CR3 are the next dispatcher's
@@ -288,22 +289,12 @@ schedule:
     rep movsq
     call pick_next
     test rax, rax
-    jz schedule_nothing_left
+    jz nothing_to_run
     mov qword ptr gs:[PCV_CURRENT], rax
     mov rdi, rbx
     call load_dispatcher
     pop rbx
     ret
-schedule_nothing_left:
-    # rdx = 1 if some dispatcher still waits for a message that can never come
-    test rdx, rdx
-    jz idle                           # everything ran to its end: wait for work
-    lea rdi, [rip + str_deadlock]
-    call print_str
-schedule_deadlock_stop:
-    mov al, 3
-    out POWER_PORT, al
-    jmp schedule_deadlock_stop
 
 # load_dispatcher: make `slot` the running dispatcher.
 #   in: rax = its slot, rdi = the trap frame to fill.  clobbers: rcx rdx rsi rdi
@@ -320,8 +311,7 @@ load_dispatcher_done:
     ret
 
 # pick_next: the dispatcher to run next: PCV_NEXT if it was set (an LMP
-# hand-over), else the first runnable one after the current, round robin
-# (the current one last).
+# hand-over) and can run, else the round robin's choice.
 #   out: rax = its slot, or 0 if none can run (then rdx = 1 if one waits)
 #   clobbers: rcx rdx rsi rdi r8
 pick_next:
@@ -331,36 +321,57 @@ pick_next:
     mov qword ptr gs:[PCV_NEXT], rax
     mov rax, rcx
     test rax, rax
-    jz pick_next_round_robin
+    jz pick_round_robin
     cmp qword ptr [rax + DCB_STATE], DISPATCHER_RUNNABLE
-    je pick_next_done
-pick_next_round_robin:
+    jne pick_round_robin
+    ret
+# LAB lmp END switch
+
+# nothing_to_run: schedule found no dispatcher that can run (pick_next
+# returned 0). Idle until a request brings one, unless some dispatcher
+# still waits for a message that can never come: then say so and stop.
+#   in: rdx = 1 if a dispatcher waits (as pick_next left it).  Never returns.
+nothing_to_run:
+    test rdx, rdx
+    jz idle                           # everything ran to its end: wait for work
+    lea rdi, [rip + str_deadlock]
+    call print_str
+nothing_to_run_stop:
+    mov al, 3
+    out POWER_PORT, al
+    jmp nothing_to_run_stop
+
+# pick_round_robin: the first runnable dispatcher after the current one,
+# round robin (the current one last).
+#   out: rax = its slot, or 0 if none can run (then rdx = 1 if one waits)
+#   clobbers: rcx rdx rsi rdi r8
+pick_round_robin:
     mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
     mov r8, rax                       # r8 = n
     call current_index
     mov rsi, rax                      # rsi = the current index
     xor ecx, ecx                      # rcx = how many looked at
     xor edx, edx                      # rdx = 1 once a waiting one is seen
-pick_next_look:
+pick_round_robin_look:
     cmp rcx, r8
-    jae pick_next_none
+    jae pick_round_robin_none
     inc rcx
     inc rsi                           # the next index, wrapping around
     cmp rsi, r8
-    jb pick_next_in_range
+    jb pick_round_robin_in_range
     xor esi, esi
-pick_next_in_range:
+pick_round_robin_in_range:
     mov rdi, rsi
     call dispatcher_slot
     cmp qword ptr [rax + DCB_STATE], DISPATCHER_RUNNABLE
-    je pick_next_done
+    je pick_round_robin_done
     cmp qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
-    jne pick_next_look
+    jne pick_round_robin_look
     mov edx, 1
-    jmp pick_next_look
-pick_next_none:
+    jmp pick_round_robin_look
+pick_round_robin_none:
     xor eax, eax
-pick_next_done:
+pick_round_robin_done:
     ret
 
 # current_index: the running dispatcher's index on this core.

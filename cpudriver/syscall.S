@@ -167,10 +167,13 @@ sys_yield:
     xor eax, eax
     ret
 
+# LAB lmp BEGIN lmp
 # sys_lmp_send(to, w0, w1, w2) -> 0 or -EINVAL / -EAGAIN
 # Local message passing: the three words go straight into the receiver's
 # saved registers, and the receiver runs next (the sender stays runnable):
 # one kernel entry, no buffer, no copy through memory.
+#   in: rdi = to, rsi rdx rcx = the words (as from syscall_dispatch)
+#   clobbers: rax rcx rdx rsi rdi r8-r11
 sys_lmp_send:
     mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
     cmp rdi, rax
@@ -235,6 +238,7 @@ sys_lmp_call:
     xor eax, eax                      # (overwritten by the reply)
 sys_lmp_call_done:
     ret
+# LAB lmp END lmp
 
 # sys_invoke: capability invocation frame.rax - SYS_INVOKE, its arguments
 # in the caller's rdi rsi rdx r10 r8 r9. The rules live in Python
