@@ -47,7 +47,9 @@ MONITOR_EXPORT = 9                    # (service) -> (0 or error): news comes pe
 MONITOR_BIND = 10                     # (service, capability or 0) -> (0 or error,
                                       #   channel, server's core); the capability moves
 MONITOR_SPAN = 14                     # (domain, module << 8 | core, argument) ->
-                                      #   (0 or error, the domain's cores as a mask)
+                                      #   (0 or error, the domain's cores as a mask);
+                                      #   the new dispatcher is handed channel page
+                                      #   argument >> 8 (if MONITOR_FIRST_PAGE or up)
 BIND_NO_SERVICE = 1                   # errors of a bind or an export
 BIND_NO_CHANNEL = 2
 BIND_BAD_SERVICE = 3
