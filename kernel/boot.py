@@ -24,7 +24,9 @@ other `name=NUMBER` becomes the assembler constant NAME in that module
 different parameters, except `channels=LIST` (pages and ranges: `20-21,40`),
 the channel pages the program is given at boot: it holds their
 capabilities, and they alone (and its core's channel to its monitor) are
-mapped in its channel window (kernel/channels.py). Other bare words are
+mapped in its channel window (kernel/channels.py). An option that names
+the program's channel (`channel=K`, `send=K`, `recv=K`) gives it page K
+too (and still becomes a constant). Other bare words are
 left to the program.
 """
 
@@ -194,14 +196,21 @@ def _module_flags(entry) -> int:
     return layout.MODULE_FLAG_MONITOR if "monitor" in entry.args[1:] else 0
 
 
+NAMED_CHANNELS = ("channel", "send", "recv")   # options that name the program's one channel
+
+
 def _module_channels(entry, where: str) -> list[int]:
-    """The channel pages its line gives the program (`channels=20-21,40`)."""
-    if "channels" not in entry.options:
-        return []
-    try:
-        return parse_channels(entry.options["channels"])
-    except ValueError as error:
-        raise SpratError(f"{where}: channels={entry.options['channels']}: {error}") from None
+    """The channel pages its line gives the program: `channels=20-21,40`, and the
+    page an option naming its channel says (`channel=2`, `send=0 recv=1`)."""
+    texts = [(name, entry.options[name]) for name in ("channels",) + NAMED_CHANNELS
+             if name in entry.options]
+    pages = []
+    for name, text in texts:
+        try:
+            pages += parse_channels(text)
+        except ValueError as error:
+            raise SpratError(f"{where}: {name}={text}: {error}") from None
+    return pages
 
 
 def _numeric_options(entry, where: str) -> dict[str, int]:
