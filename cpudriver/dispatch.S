@@ -57,6 +57,7 @@ create_dispatchers_for_next:
     push rdi
     mov rdi, r14
     mov rsi, r13
+    xor edx, edx                      # no spawner: the image line says what it holds
     call make_dispatcher
     pop rdi
     pop rcx
@@ -80,10 +81,14 @@ dispatcher_slot:
     pop rdi
     ret
 
-# make_dispatcher: build dispatcher `index`'s page tables and first frame.
-#   in: rdi = index, rsi = module entry (MODULE_* in cpudriver/layout.py)
+# make_dispatcher: build dispatcher `index`'s page tables and first frame,
+# and have the capability system give it its channels.
+#   in: rdi = index, rsi = module entry (MODULE_* in cpudriver/layout.py),
+#       rdx = the channels its spawner hands over (count << 32 | first; 0: none)
 #   clobbers: rax rcx rdx rsi rdi r8 r9 r10 r11
 make_dispatcher:
+    push rdx
+    push rsi
     mov r9, rdi                       # r9 = index
     call dispatcher_slot
     mov r8, rax                       # r8 = the slot
@@ -104,9 +109,9 @@ make_dispatcher:
     lea rax, [r8 + D_PT_USER]
     or rax, PTE_P | PTE_W | PTE_U
     mov qword ptr [r8 + D_PD_USER], rax
-    # the channel frames: the core's own page tables, in PD entries 1 and on
-    mov rax, qword ptr gs:[PCV_SELF]
-    lea rax, [rax + PC_PT_CHANNELS]
+    # the channel window, in PD entries 1 and on: a monitor's is the core's
+    # page tables, which map every channel; any other program's starts empty
+    call channel_tables
     or rax, PTE_P | PTE_W | PTE_U
     xor ecx, ecx
 make_dispatcher_channels:
@@ -117,6 +122,18 @@ make_dispatcher_channels:
     jb make_dispatcher_channels
     mov rdi, r8
     call map_program
+    # its capabilities: the channels it holds are mapped now (kernel/channels.py)
+    mov rax, BOOT_INFO + BI_MODULES
+    pop rsi
+    sub rsi, rax
+    shr rsi, 5                        # the module's index (MODULE_ENTRY_SIZE = 32)
+    pop rdx
+    mov r10, rdx
+    shr r10, 32                       # how many channels it is handed
+    mov edx, edx                      #   from this one
+    mov rdi, r9
+    mov rax, HYPERCALL_NEW_DISPATCHER
+    out HYPERCALL_PORT, al
     # the registers it starts with: at USER_BASE, in ring 3, interrupts on,
     # rdi = core id, rsi = number of cores, rdx = its index on this core
     lea rax, [r8 + D_PML4]
@@ -135,6 +152,28 @@ make_dispatcher_channels:
     mov qword ptr [rdi + TF_RSP], rax
     mov qword ptr [rdi + TF_SS], USER_SS
     mov qword ptr [r8 + DCB_STATE], DISPATCHER_RUNNABLE
+    ret
+
+# channel_tables: the page tables of a new dispatcher's channel window: the
+# core's (every channel mapped) for a monitor, else its own, cleared.
+#   in: r8 = its slot, r9 = its index.  out: rax.  clobbers: rcx rdi
+channel_tables:
+    mov rax, qword ptr gs:[PCV_SELF]
+    lea rax, [rax + PC_PT_CHANNELS]
+    test qword ptr [r8 + DCB_FLAGS], DCB_FLAG_MONITOR
+    jnz channel_tables_done
+    mov rax, qword ptr gs:[PCV_CORE_ID]
+    imul rax, rax, MAX_DISPATCHERS
+    add rax, r9
+    imul rax, rax, CHANNEL_TABLES * 4096
+    add rax, CHANNEL_TABLES_BASE
+    push rax
+    mov rdi, rax
+    mov ecx, CHANNEL_TABLES * 512
+    xor eax, eax
+    rep stosq
+    pop rax
+channel_tables_done:
     ret
 
 # map_program: fill a dispatcher's user page table: the module's pages
@@ -226,7 +265,8 @@ idle_sleep:
     jmp idle_wait
 
 # spawn_here: a new dispatcher on this core for boot module `module`.
-#   in: rdi = module index, rsi = the argument it gets in r8
+#   in: rdi = module index, rsi = the argument it gets in r8, rdx = the
+#       channels it is handed (count << 32 | first, 0: none)
 #   out: rax = its dispatcher number, or -EINVAL / -ENOMEM
 #   clobbers: rcx rdx rsi rdi r8-r11
 spawn_here:
