@@ -382,7 +382,8 @@ class Session:
         self.watchpoints: set[tuple[int, int, str]] = set()   # (addr, size, kind)
         self.end_told = False         # gdb has been told why the machine ended
         self.last_reply = b''
-        self.ended: str | None = None  # 'detach', 'kill', 'disconnect'
+        self.ended: str | None = None  # 'detach', 'kill', 'disconnect', 'exited'
+        self.exited = False           # gdb has been sent the machine's exit (W)
 
     # -- the loop ------------------------------------------------------
 
@@ -406,7 +407,8 @@ class Session:
         except OSError:
             data = b''
         if not data:
-            self.ended = 'disconnect'
+            # After the exit, gdb has nothing more to say: leaving is normal.
+            self.ended = 'exited' if self.exited else 'disconnect'
             return
         self.pending.extend(self.reader.feed(data))
 
@@ -929,6 +931,7 @@ class Session:
         packet gdb prints) and report a stop, so that gdb keeps the machine
         to look at; a run asked for after that gets the exit (`W`)."""
         if self.end_told:
+            self.exited = True
             return f'W{event.exit_code & 0xFF:02x}'
         self.end_told = True
         reason = getattr(self.target, 'end_reason', None) or 'every core has stopped'
@@ -993,7 +996,8 @@ class GdbServer:
 
     `port=0` picks a free port; `.port` says which. `serve_one()` serves a
     single session and returns how it ended ('detach', 'kill',
-    'disconnect', or 'closed' if close() came first); after 'detach' the
+    'exited' (gdb left after the machine's end), 'disconnect', or 'closed'
+    if close() came first); after 'detach' the
     machine is stopped and the caller decides whether to run it on.
     """
 
