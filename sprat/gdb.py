@@ -165,9 +165,9 @@ class GdbTarget:
     # -- what `info threads` shows -----------------------------------------------
     def thread_info(self, core_id: int) -> str:
         core = self.engine.core(core_id)
-        text = f"core {core_id} {core.state.value} ring {core.privilege}"
+        text = f"core {core_id} {core.state.value}, ring {core.privilege}"
         program = self.program_on(core_id)
-        return f"{text} {program}" if program else text
+        return f"{text}, {program}" if program else text
 
     def program_on(self, core_id: int) -> str | None:
         """The name of the user program mapped on a core now, if any."""

@@ -224,7 +224,7 @@ def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_unde
     stepped = [int(n) for n in re.findall(r'^(\d+)\t', output, re.M)]
     assert stepped[-3:] == [first + 1, first + 2, first + 3], \
         f'next, next, step should walk urpc_send line by line from {first}:\n{output}'
-    assert re.search(r'Thread 3 \(core 2 running ring 3 spawn_child\)', output), \
+    assert re.search(r'Thread 3 \(core 2 running, ring 3, spawn_child\)', output), \
         f'info threads should name core 2\'s state and program:\n{output}'
     assert re.search(r'^core 2: [\d,]+ cycles', output, re.M), \
         f'monitor cycles should show each core\'s cycles:\n{output}'
