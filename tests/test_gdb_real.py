@@ -249,3 +249,40 @@ def test_gdb_read_watchpoint_stops_the_core_that_reads(spawn_under_gdb):
         'rwatch *(long *)$end', 'continue', 'info threads')
     assert re.search(r'Thread 3 hit Hardware read watchpoint 2: \*\(long \*\)\$end', output), \
         f'the load of the channel end\'s sequence number should stop core 2:\n{output}'
+
+
+WAITER = """\
+# Receives on a channel that nobody sends on: a deadlock, on purpose.
+start:
+    sub rsp, 128
+    mov rdi, 30
+    call urpc_channel
+    mov rsi, rax
+    mov rdi, rsp
+    call urpc_init
+    mov rdi, rsp
+    lea rsi, [rsp + 32]
+    call urpc_recv
+    xor edi, edi
+    call exit
+.include "{tree}/userland/lib/urpc.S"
+.include "{tree}/userland/lib/sprat.S"
+"""
+
+
+def test_gdb_is_told_of_a_deadlock_and_shows_where_the_core_waits(tmp_path):
+    (tmp_path / 'waiter.S').write_text(WAITER.format(tree=TREE))
+    image = tmp_path / 'deadlock.lst'
+    image.write_text('kernel /cpudriver/cpudriver.S\nmodule waiter.S core=1\n')
+    session = SpratGdb(tmp_path, str(image), '--cores', '2')
+    try:
+        output = session.run_gdb('continue', 'thread 2', 'bt 1')
+    finally:
+        session.close()
+    assert re.search(r'sprat: the machine has ended: core 1 waits at RIP 0x[0-9a-f]+ for a '
+                     r'write to physical line 0x[0-9a-f]+ that no core will make', output), \
+        f'gdb should be told that the machine is stuck, and why:\n{output}'
+    assert 'received signal SIGABRT' in output, \
+        f'a machine that ends stuck is a failure, not a clean stop:\n{output}'
+    assert re.search(r'#0\s+.*urpc_recv_poll \(\) at \S*lib/urpc\.S:\d+', output), \
+        f'the waiting core should still be there to look at, in urpc_recv:\n{output}'
