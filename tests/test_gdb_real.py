@@ -210,7 +210,8 @@ def spawn_under_gdb(tmp_path):
 def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_under_gdb):
     output = spawn_under_gdb.run_gdb(
         'program spawn_child', 'break urpc_send', 'continue', 'bt', 'list',
-        'info line *$pc', 'next', 'next', 'step', 'info threads', 'monitor cycles')
+        'info line *$pc', 'next', 'next', 'step', 'info threads', 'monitor cycles',
+        'monitor cores', 'monitor msgs', 'monitor help')
 
     assert re.search(r'Thread 3 hit Breakpoint 1, urpc_send \(\) at userland/lib/urpc\.S:\d+',
                      output), f'the break on urpc_send should stop core 2 (thread 3):\n{output}'
@@ -228,6 +229,10 @@ def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_unde
         f'info threads should name core 2\'s state and program:\n{output}'
     assert re.search(r'^core 2: [\d,]+ cycles', output, re.M), \
         f'monitor cycles should show each core\'s cycles:\n{output}'
+    assert re.search(r'^\s+2\s+running\s+3\s+0x[0-9a-f]+\s+urpc_send', output, re.M), \
+        f'monitor cores should show the cores as the sprat prompt does:\n{output}'
+    assert re.search(r'^channel 20:', output, re.M), f'monitor msgs shows the messages:\n{output}'
+    assert 'monitor program [NAME]' in output, f'monitor help lists the commands:\n{output}'
 
 
 def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_gdb):
@@ -243,12 +248,18 @@ def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_
     assert status == 0, f'sprat debug --gdb should end well once gdb leaves:\n{printed}'
 
 
-def test_gdb_read_watchpoint_stops_the_core_that_reads(spawn_under_gdb):
+def test_gdb_read_and_access_watchpoints_stop_the_core_that_touches_the_word(spawn_under_gdb):
     output = spawn_under_gdb.run_gdb(
         'program spawn_child', 'break urpc_send', 'continue', 'set $end = $rdi', 'delete',
-        'rwatch *(long *)$end', 'continue', 'info threads')
+        'rwatch *(long *)$end', 'continue', 'delete', 'awatch *(long *)($end + 8)',
+        'continue')
+    # The end is (ring, seq, acked): urpc_send loads the ring pointer, then
+    # stores the next sequence number.
     assert re.search(r'Thread 3 hit Hardware read watchpoint 2: \*\(long \*\)\$end', output), \
-        f'the load of the channel end\'s sequence number should stop core 2:\n{output}'
+        f'the load of the channel end\'s ring pointer should stop core 2:\n{output}'
+    assert re.search(r'Thread 3 hit Hardware access \(read/write\) watchpoint 3: .*\n+'
+                     r'Old value = 0\nNew value = 1', output), \
+        f'the store of the next sequence number should stop core 2:\n{output}'
 
 
 WAITER = """\
