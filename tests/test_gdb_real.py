@@ -297,3 +297,16 @@ def test_gdb_is_told_of_a_deadlock_and_shows_where_the_core_waits(tmp_path):
         f'a machine that ends stuck is a failure, not a clean stop:\n{output}'
     assert re.search(r'#0\s+.*urpc_recv_poll \(\) at \S*lib/urpc\.S:\d+', output), \
         f'the waiting core should still be there to look at, in urpc_recv:\n{output}'
+
+
+def test_gdb_stepi_on_a_core_not_yet_started_ends_when_it_starts(spawn_under_gdb):
+    # gdb lets the other threads run during a step (scheduler-locking off):
+    # core 2 starts once core 0's program spawns the child there.
+    output = spawn_under_gdb.run_gdb('thread 3', 'info registers rip', 'stepi',
+                                     'info registers rip', 'info threads')
+    rips = re.findall(r'^rip\s+(0x[0-9a-f]+)', output, re.M)
+    assert rips[0] == '0x0' and rips[1] != '0x0', \
+        f'stepi on an unstarted core should end where it starts, not where it was:\n{output}'
+    assert re.search(r'Thread 3 \(core 2 running, ring 0\)', output), output
+    assert re.search(r'Thread 1 \(core 0 \w+, ring 3, spawn_parent\)', output), \
+        f'core 0 should have run on to spawn the child meanwhile:\n{output}'

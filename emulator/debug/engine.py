@@ -437,6 +437,31 @@ class DebugEngine:
         finally:
             self._end_run()
 
+    def step_while_others_run(self, core_id: int) -> StopEvent:
+        """gdb's step when the other threads may run (`vCont;s:N;c`).
+
+        A core that can move takes one step, the others keeping still as in
+        step(). One that cannot yet (off, halted, waiting on a line) would
+        answer at once with its pc unchanged; instead the machine runs until
+        that core is about to execute its first instruction, which is where
+        the step ends -- or until anything else stops the machine first.
+        """
+        if self.cannot_run(core_id) is None:
+            return self.step(core_id)
+        core = self.core(core_id)
+
+        def on_first_instruction(uc, address, size, _):
+            self._report(StopEvent(core_id, 'step'), [])
+            core.stop_before_this_instruction()
+
+        handle = core.uc.hook_add(UC_HOOK_CODE, on_first_instruction)
+        core.uc.ctl_flush_tb()      # translations made before the hook would not call it
+        try:
+            return self.resume()
+        finally:
+            core.uc.hook_del(handle)
+            core.uc.ctl_flush_tb()
+
     def resume(self) -> StopEvent:
         """Run every core until something stops the machine (see the module doc)."""
         scheduler = self.machine.scheduler

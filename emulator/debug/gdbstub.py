@@ -801,11 +801,16 @@ class Session:
                     run = True
             else:
                 raise PacketError(E_INVALID)
-        # All-stop with one stepping thread: "continue the others" may be
-        # read as "keep them still" -- that is what step() does.
+        # All-stop with one stepping thread: "continue the others" lets the
+        # others run only as far as the stepping core needs (a target
+        # without step_while_others_run keeps them still, as step() does).
         if step_cores:
             core = step_cores[0]
-            return self._step(self._default_core() if core is None else core)
+            core = self._default_core() if core is None else core
+            others_run = getattr(self.target, 'step_while_others_run', None)
+            if run and others_run is not None:
+                return self._run(lambda: others_run(core))
+            return self._step(core)
         return self._resume() if run else ''
 
     def _default_core(self) -> int:

@@ -151,6 +151,10 @@ class Target(Protocol):
     #   thread_info(core) -> str     what `info threads` shows beside the core
     #   monitor(command) -> str      the answer to gdb's `monitor COMMAND`;
     #                                raises TargetError for a command it refuses
+    #   step_while_others_run(core) -> StopEvent
+    #                                a step during which the other cores may run
+    #                                (gdb's `vCont;s:N;c`): a core that cannot
+    #                                move yet steps once it can
 
 
 class Register(NamedTuple):
