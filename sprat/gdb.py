@@ -42,6 +42,9 @@ SCRIPT_NAME = "sprat.gdb"
 # The tree the sources' relative names start from (the CPU driver's
 # `cpudriver/boot.S`): gdb finds them for `list` from here.
 TREE = Path(__file__).resolve().parents[1]
+# Where every user program begins (the CPU driver enters it there, nothing
+# calls it): gdb's backtraces end at it.
+USER_ENTRY = ("start",)
 # The prompt commands a `monitor` may run: those that only look.
 SHELL_VIEWS = ("cores", "msgs", "channels")
 
@@ -81,7 +84,7 @@ def write_symbol_files(system, directory, port: int) -> SymbolFiles:
         programs = {}
         for name, program in program_names(system).items():
             path = directory / f"{name}.elf"
-            path.write_bytes(program_elf(program, name, str(TREE)))
+            path.write_bytes(program_elf(program, name, str(TREE), outermost=USER_ENTRY))
             programs[name] = (program, path)
         first = first_program(system, programs)
         files = SymbolFiles(directory, directory / SCRIPT_NAME, kernel, programs, first)

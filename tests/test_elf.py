@@ -37,7 +37,8 @@ def program():
 
 @pytest.fixture(scope='module')
 def elf(program):
-    return ELFFile(io.BytesIO(program_elf(program, 'example', '/src/sprat')))
+    return ELFFile(io.BytesIO(program_elf(program, 'example', '/src/sprat',
+                                          outermost=('start',))))
 
 
 def test_labels_are_function_symbols_sized_to_the_next_label(program, elf):
@@ -76,6 +77,16 @@ def test_the_compile_unit_covers_the_code_and_names_each_label(program, elf):
     names = {d.attributes['DW_AT_name'].value.decode(): d.attributes['DW_AT_low_pc'].value
              for d in top.iter_children() if d.tag == 'DW_TAG_subprogram'}
     assert names == {name: program.symbols[name] for name in ('start', 'helper', 'helper_loop')}
+
+
+def test_the_outermost_label_has_an_undefined_return_address(program, elf):
+    entries = elf.get_dwarf_info().CFI_entries()
+    fdes = [e for e in entries if 'initial_location' in e.header]
+    assert [(f.header['initial_location'], f.header['address_range']) for f in fdes] == \
+        [(BASE, program.symbols['helper'] - BASE)], 'one FDE, covering start only'
+    row = fdes[0].get_decoded().table[0]
+    assert row['pc'] == BASE and row[16].type == 'UNDEFINED', \
+        'the return address (rip, column 16) must be undefined so that bt stops there'
 
 
 @pytest.mark.parametrize('value, encoded', [(0, b'\x00'), (127, b'\x7f'), (128, b'\x80\x01'),

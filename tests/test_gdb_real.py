@@ -217,6 +217,8 @@ def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_unde
                      output), f'the break on urpc_send should stop core 2 (thread 3):\n{output}'
     assert re.search(r'#1\s+0x[0-9a-f]+ in start \(\) at userland/spawn_child\.S:\d+', output), \
         f'bt should name the caller and its file:line:\n{output}'
+    assert not re.search(r'^#2', output, re.M), \
+        f'bt should end at the program\'s start, which nothing called:\n{output}'
     assert re.search(r'^\d+\s+urpc_send:$', output, re.M), \
         f'list should show urpc_send\'s source:\n{output}'
     assert re.search(r'Line \d+ of "userland/lib/urpc\.S" starts at address 0x[0-9a-f]+ '

@@ -16,6 +16,9 @@ names and lines into addresses. Its sections:
   .debug_info   one compile unit for the program's main file, covering its
   .debug_abbrev code, with a subprogram per label (`list urpc_send`,
                 `break file.S:42`)
+  .debug_frame  only for the labels named `outermost` (a program's `start`,
+                which nothing called): "the return address is undefined",
+                so `bt` ends there instead of reading on past the stack
 
 Everything is written here by hand, from the ELF-64 and DWARF 4 standards
 (the System V gABI, "DWARF Debugging Information Format Version 4" sections
@@ -45,6 +48,9 @@ DW_FORM_sec_offset, DW_FORM_flag_present = 0x17, 0x19
 DW_LANG_Mips_Assembler = 0x8001     # "assembly", whatever the CPU
 DW_LNS_copy, DW_LNS_advance_pc, DW_LNS_advance_line, DW_LNS_set_file = 1, 2, 3, 4
 DW_LNE_end_sequence, DW_LNE_set_address = 1, 2
+DW_CFA_def_cfa_expression, DW_CFA_undefined, DW_OP_constu = 0x0F, 0x07, 0x10
+DWARF_RIP = 16                      # the return address column (x86-64 psABI, 3.6.2)
+CIE_ID = 0xFFFF_FFFF                # a .debug_frame CIE, not an FDE (DWARF 4, 6.4.1)
 DWARF_VERSION = 4
 # The standard opcodes' operand counts (DWARF 4, 6.2.5.2): opcodes 1..12.
 STANDARD_OPCODE_LENGTHS = bytes([0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1])
@@ -194,6 +200,26 @@ def debug_info(program, main_file: str, comp_dir: str) -> bytes:
     return struct.pack('<I', len(after_length)) + after_length
 
 
+def debug_frame(program, outermost) -> bytes:
+    """.debug_frame: one CIE, and an FDE per outermost label saying that its
+    return address is undefined (DWARF 4, 6.4). The CFA is a constant, the
+    label's own address, so the frame keeps one identity while it runs."""
+    def padded(body: bytes) -> bytes:      # entries are a multiple of 8 bytes long
+        body += bytes(-(len(body) + 4) % 8)   # DW_CFA_nop is 0
+        return struct.pack('<I', len(body)) + body
+
+    cie = padded(struct.pack('<IB', CIE_ID, DWARF_VERSION) + b'\0'    # no augmentation
+                 + bytes([8, 0]) + uleb128(1) + sleb128(-8) + uleb128(DWARF_RIP))
+    out = bytearray(cie)
+    for name, start, size in functions(program):
+        if name in outermost:
+            expression = bytes([DW_OP_constu]) + uleb128(start)
+            rules = (bytes([DW_CFA_def_cfa_expression]) + uleb128(len(expression)) + expression
+                     + bytes([DW_CFA_undefined]) + uleb128(DWARF_RIP))
+            out += padded(struct.pack('<IQQ', 0, start, size) + rules)   # CIE at offset 0
+    return bytes(out)
+
+
 # --------------------------------------------------------------------------
 # ELF
 # --------------------------------------------------------------------------
@@ -210,10 +236,12 @@ def symbol_table(program, text_index: int, main_file: str, names: StringTable) -
     return out
 
 
-def program_elf(program, name: str, comp_dir: str, main_file: str | None = None) -> bytes:
+def program_elf(program, name: str, comp_dir: str, main_file: str | None = None,
+                outermost=()) -> bytes:
     """The ELF-64 bytes of `program`'s symbols and line table (see the module doc).
 
     main_file: the compile unit's name; by default the file of the first line.
+    outermost: labels where a backtrace ends (nothing called them).
     """
     if main_file is None:
         main_file = program.source_lines[0][1] if program.source_lines else name
@@ -232,6 +260,7 @@ def program_elf(program, name: str, comp_dir: str, main_file: str | None = None)
         ('.debug_info', SHT_PROGBITS, 0, 0, debug_info(program, main_file, comp_dir),
          0, 0, 0, 1),
         ('.debug_abbrev', SHT_PROGBITS, 0, 0, abbreviations(), 0, 0, 0, 1),
+        ('.debug_frame', SHT_PROGBITS, 0, 0, debug_frame(program, outermost), 0, 0, 0, 8),
     ]
     for section in sections:
         section_names.add(section[0])
