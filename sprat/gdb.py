@@ -230,6 +230,8 @@ def serve(debuggee, port: int, out, directory=None) -> str:
     import tempfile
 
     from emulator.debug.gdbstub import GdbServer
+    # The script names the port, which is known only once listening: the
+    # server starts without its target, which is given before gdb can come.
     with GdbServer(None, port=port) as server:
         if directory is None:
             directory = tempfile.mkdtemp(prefix="sprat-gdb-")

@@ -565,7 +565,6 @@ class Session:
         """An `O` packet: text gdb prints on its console."""
         self._send('O' + text.encode().hex())
 
-
     def _packet_qAttached(self, packet: str) -> str:
         # '1': gdb attached to a machine that was already there, so quitting
         # gdb detaches instead of killing the machine.
