@@ -237,9 +237,9 @@ def serve(debuggee, port: int, out, directory=None) -> str:
             directory = tempfile.mkdtemp(prefix="sprat-gdb-")
         files = write_symbol_files(debuggee.system, directory, server.port)
         server.target = GdbTarget(debuggee, files)
-        out.write(f"sprat: waiting for gdb on 127.0.0.1:{server.port}; symbols and a script "
-                  f"are in {files.directory}\n"
-                  f"sprat: run  {files.command()}  (or in gdb: target remote :{server.port})\n")
+        out.write(f"sprat: waiting for gdb on 127.0.0.1:{server.port} "
+                  f"(in gdb: target remote :{server.port})\n"
+                  f"sprat: with symbols and source lines: {files.command()}\n")
         out.flush()
         ended = server.serve_one()
     out.write(f"sprat: the gdb session ended ({ended})\n")
