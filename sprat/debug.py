@@ -83,6 +83,9 @@ def add_parser(subparsers) -> None:
                         help="set a breakpoint (`LABEL [core K]`, as the `break` command "
                              "takes it) and run to it before the prompt (repeatable)")
     add_gdb_option(parser)
+    parser.add_argument("--gdb-files", metavar="DIR", default=None,
+                        help="with --gdb: write the symbol files (ELF, DWARF) and the gdb script "
+                             "to DIR (default: a new temporary directory)")
     add_trace_option(parser)
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help="a `continue` stops when every core's clock passes "
@@ -114,8 +117,9 @@ def run(args) -> int:
     debuggee = open_debuggee(args, sys.stdout)
     try:
         if args.gdb is not None:
-            ended = serve_gdb(debuggee.engine, args.gdb, sys.stdout)
-            if ended in ("detach", "kill"):
+            from sprat import gdb
+            ended = gdb.serve(debuggee, args.gdb, sys.stdout, args.gdb_files)
+            if ended in ("detach", "kill", "exited"):
                 return EXIT_OK
             print(f"sprat: the gdb connection was lost ({ended}) before gdb detached",
                   file=sys.stderr)

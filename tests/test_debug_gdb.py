@@ -88,7 +88,7 @@ def test_gdb_lists_cores_breaks_steps_and_reads_what_the_emulator_holds(sprat_de
         "info threads", f"break *{entry:#x}", "continue", "stepi",
         "info registers rip rsp", "x/1xg $rsp", "thread 2", "info registers rip", "detach")
 
-    threads = re.findall(r"^\*?\s+(\d+)\s+Thread \d+ \(core (\d+) ring \d\)", output, re.M)
+    threads = re.findall(r"^\*?\s+(\d+)\s+Thread \d+ \(core (\d+) \w+, ring \d\)", output, re.M)
     assert [t[0] for t in threads] == ["1", "2", "3", "4"], f"one thread per core:\n{output}"
     assert f"hit Breakpoint 1, {entry:#018x}" in output, output
     registers = engine.read_registers(core)

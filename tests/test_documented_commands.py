@@ -28,6 +28,8 @@ TIMEOUT = 600
 # Shown, but run elsewhere: they wait for a person.
 RUN_ELSEWHERE = {
     "sprat debug --gdb 1234": "waits for gdb to connect: tests/test_gdb_real.py drives it",
+    "sprat debug images/spawn.lst --gdb 1234":
+        "waits for gdb to connect: tests/test_gdb_real.py drives it",
     "sprat lab grade": "grades the workspace it is run in: the handouts' sessions below run it",
     "sprat lab check": "proves every lab's grader (minutes): tests/test_labs.py runs it",
 }

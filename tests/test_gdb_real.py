@@ -1,8 +1,9 @@
 """The GDB stub against the real gdb: what a student will actually type.
 
-Each test serves a FakeTarget (emulator/debug/target.py) on a background
-thread and runs `gdb -batch` against it with a list of commands, then reads
-gdb's output. Every wait has a timeout, so a stub that stops answering
+The first tests serve a FakeTarget (emulator/debug/target.py) on a background
+thread and run `gdb -batch` against it with a list of commands, then read
+gdb's output; the last ones run `sprat debug IMAGE --gdb` on a real image
+and gdb with the script it writes (symbols, source lines, the end). Every wait has a timeout, so a stub that stops answering
 fails the test instead of hanging it. Skipped only if gdb is not installed.
 """
 
@@ -10,7 +11,10 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +23,7 @@ from emulator.debug.target import FakeTarget
 
 GDB = shutil.which('gdb') or '/usr/bin/gdb'
 GDB_TIMEOUT_S = 60
+TREE = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(shutil.which(GDB) is None,
                                 reason='gdb is not installed (apt-get install gdb)')
@@ -151,3 +156,159 @@ def test_gdb_ctrl_c_interrupts_a_running_machine():
         assert served.ended() == 'detach'
     finally:
         served.close()
+
+
+# -- sprat debug --gdb on a real image: symbols, source lines, the end ------------
+
+SPRAT = [sys.executable, '-m', 'sprat']
+
+
+class SpratGdb:
+    """`sprat debug IMAGE --gdb 0 --gdb-files DIR` running, its script written."""
+
+    def __init__(self, tmp_path, image: str, *options: str) -> None:
+        self.files = tmp_path / 'gdb'
+        self.script = self.files / 'sprat.gdb'
+        self.sprat = subprocess.Popen(
+            [*SPRAT, 'debug', image, *options, '--gdb', '0', '--gdb-files', str(self.files)],
+            cwd=TREE, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        # The script is written once the port is listening: wait for it (or
+        # for sprat to give up), within the bound every wait here has.
+        deadline = time.monotonic() + GDB_TIMEOUT_S
+        while not self.script.exists() and self.sprat.poll() is None:
+            assert time.monotonic() < deadline, 'sprat debug --gdb never wrote its gdb script'
+            time.sleep(0.05)
+        assert self.script.exists(), f'sprat debug --gdb failed:\n{self.sprat.stdout.read()}'
+
+    def run_gdb(self, *commands: str) -> str:
+        line = [GDB, '-nx', '-batch', '-x', str(self.script)]
+        for command in commands:
+            line += ['-ex', command]
+        done = subprocess.run(line, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=GDB_TIMEOUT_S)
+        assert done.returncode == 0, f'gdb failed:\n{done.stdout}'
+        return done.stdout
+
+    def finish(self) -> tuple[int, str]:
+        output, _ = self.sprat.communicate(timeout=GDB_TIMEOUT_S)
+        return self.sprat.returncode, output
+
+    def close(self) -> None:
+        if self.sprat.poll() is None:
+            self.sprat.kill()
+            self.sprat.communicate()
+
+
+@pytest.fixture
+def spawn_under_gdb(tmp_path):
+    session = SpratGdb(tmp_path, 'images/spawn.lst', '--cores', '3')
+    yield session
+    session.close()
+
+
+def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_under_gdb):
+    output = spawn_under_gdb.run_gdb(
+        'program spawn_child', 'break urpc_send', 'continue', 'bt', 'list',
+        'info line *$pc', 'next', 'next', 'step', 'info threads', 'monitor cycles',
+        'monitor cores', 'monitor msgs', 'monitor help')
+
+    assert re.search(r'Thread 3 hit Breakpoint 1, urpc_send \(\) at userland/lib/urpc\.S:\d+',
+                     output), f'the break on urpc_send should stop core 2 (thread 3):\n{output}'
+    assert re.search(r'#1\s+0x[0-9a-f]+ in start \(\) at userland/spawn_child\.S:\d+', output), \
+        f'bt should name the caller and its file:line:\n{output}'
+    assert not re.search(r'^#2', output, re.M), \
+        f'bt should end at the program\'s start, which nothing called:\n{output}'
+    assert re.search(r'^\d+\s+urpc_send:$', output, re.M), \
+        f'list should show urpc_send\'s source:\n{output}'
+    assert re.search(r'Line \d+ of "userland/lib/urpc\.S" starts at address 0x[0-9a-f]+ '
+                     r'<urpc_send>', output), f'info line should place the pc:\n{output}'
+    first = int(re.search(r'urpc\.S:(\d+)', output).group(1))
+    stepped = [int(n) for n in re.findall(r'^(\d+)\t', output, re.M)]
+    assert stepped[-3:] == [first + 1, first + 2, first + 3], \
+        f'next, next, step should walk urpc_send line by line from {first}:\n{output}'
+    assert re.search(r'Thread 3 \(core 2 running, ring 3, spawn_child\)', output), \
+        f'info threads should name core 2\'s state and program:\n{output}'
+    assert re.search(r'^core 2: [\d,]+ cycles', output, re.M), \
+        f'monitor cycles should show each core\'s cycles:\n{output}'
+    assert re.search(r'^\s+2\s+running\s+3\s+0x[0-9a-f]+\s+urpc_send', output, re.M), \
+        f'monitor cores should show the cores as the sprat prompt does:\n{output}'
+    assert re.search(r'^channel 20:', output, re.M), f'monitor msgs shows the messages:\n{output}'
+    assert 'monitor program [NAME]' in output, f'monitor help lists the commands:\n{output}'
+
+
+def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_gdb):
+    output = spawn_under_gdb.run_gdb('continue', 'info registers rip', 'info threads',
+                                     'continue')
+    assert 'sprat: the machine has ended: every core halted cleanly' in output, \
+        f'gdb should be told why the machine stopped:\n{output}'
+    assert re.search(r'^rip\s+0x[0-9a-f]+\s+0x[0-9a-f]+ <idle_sleep', output, re.M), \
+        f'after the end the registers should still be there, with names:\n{output}'
+    assert '[Inferior 1 (Remote target) exited normally]' in output, \
+        f'continuing after the end should report the exit:\n{output}'
+    status, printed = spawn_under_gdb.finish()
+    assert status == 0, f'sprat debug --gdb should end well once gdb leaves:\n{printed}'
+
+
+def test_gdb_read_and_access_watchpoints_stop_the_core_that_touches_the_word(spawn_under_gdb):
+    output = spawn_under_gdb.run_gdb(
+        'program spawn_child', 'break urpc_send', 'continue', 'set $end = $rdi', 'delete',
+        'rwatch *(long *)$end', 'continue', 'delete', 'awatch *(long *)($end + 8)',
+        'continue')
+    # The end is (ring, seq, acked): urpc_send loads the ring pointer, then
+    # stores the next sequence number.
+    assert re.search(r'Thread 3 hit Hardware read watchpoint 2: \*\(long \*\)\$end', output), \
+        f'the load of the channel end\'s ring pointer should stop core 2:\n{output}'
+    assert re.search(r'Thread 3 hit Hardware access \(read/write\) watchpoint 3: .*\n+'
+                     r'Old value = 0\nNew value = 1', output), \
+        f'the store of the next sequence number should stop core 2:\n{output}'
+
+
+WAITER = """\
+# Receives on a channel that nobody sends on: a deadlock, on purpose.
+start:
+    sub rsp, 128
+    mov rdi, 30
+    call urpc_channel
+    mov rsi, rax
+    mov rdi, rsp
+    call urpc_init
+    mov rdi, rsp
+    lea rsi, [rsp + 32]
+    call urpc_recv
+    xor edi, edi
+    call exit
+.include "{tree}/userland/lib/urpc.S"
+.include "{tree}/userland/lib/sprat.S"
+"""
+
+
+def test_gdb_is_told_of_a_deadlock_and_shows_where_the_core_waits(tmp_path):
+    (tmp_path / 'waiter.S').write_text(WAITER.format(tree=TREE))
+    image = tmp_path / 'deadlock.lst'
+    image.write_text('kernel /cpudriver/cpudriver.S\nmodule waiter.S core=1\n')
+    session = SpratGdb(tmp_path, str(image), '--cores', '2')
+    try:
+        output = session.run_gdb('continue', 'thread 2', 'bt 1')
+    finally:
+        session.close()
+    assert re.search(r'sprat: the machine has ended: core 1 waits at RIP 0x[0-9a-f]+ for a '
+                     r'write to physical line 0x[0-9a-f]+ that no core will make', output), \
+        f'gdb should be told that the machine is stuck, and why:\n{output}'
+    assert 'received signal SIGABRT' in output, \
+        f'a machine that ends stuck is a failure, not a clean stop:\n{output}'
+    assert re.search(r'#0\s+.*urpc_recv_poll \(\) at \S*lib/urpc\.S:\d+', output), \
+        f'the waiting core should still be there to look at, in urpc_recv:\n{output}'
+
+
+def test_gdb_stepi_on_a_core_not_yet_started_ends_when_it_starts(spawn_under_gdb):
+    # gdb lets the other threads run during a step (scheduler-locking off):
+    # core 2 starts once core 0's program spawns the child there.
+    output = spawn_under_gdb.run_gdb('thread 3', 'info registers rip', 'stepi',
+                                     'info registers rip', 'info threads')
+    rips = re.findall(r'^rip\s+(0x[0-9a-f]+)', output, re.M)
+    assert rips[0] == '0x0' and rips[1] != '0x0', \
+        f'stepi on an unstarted core should end where it starts, not where it was:\n{output}'
+    assert re.search(r'Thread 3 \(core 2 running, ring 0\)', output), output
+    assert re.search(r'Thread 1 \(core 0 \w+, ring 3, spawn_parent\)', output), \
+        f'core 0 should have run on to spawn the child meanwhile:\n{output}'

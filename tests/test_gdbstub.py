@@ -362,7 +362,19 @@ def test_write_watchpoint_reports_the_address(stub):
     assert stub.target.memory[0x2004] == 0x41
     assert stub.client.request('z2,3000,8') == 'OK'
     assert stub.target.watchpoints == set()
-    assert stub.client.request('Z3,3000,8') == '', 'read watchpoints are not supported'
+
+
+def test_read_and_access_watchpoints_reach_the_target_and_are_reported_by_kind(stub):
+    stub.target.memory[0x0] = FakeTarget.STORE
+    stub.target.regs[0].update(rdi=0x3004, rax=0x41)
+    assert stub.client.request('Z3,3100,8') == 'OK'
+    assert stub.client.request('Z4,3000,8') == 'OK'
+    assert stub.target.watchpoints == {(0x3100, 8, 'read'), (0x3000, 8, 'access')}
+    assert stub.client.request('vCont;c') == 'T05thread:1;core:0;awatch:3004;', \
+        'a store into an access watchpoint must be reported as awatch'
+    assert stub.client.request('z3,3100,8') == 'OK'
+    assert stub.client.request('z4,3000,8') == 'OK'
+    assert stub.target.watchpoints == set()
 
 
 def test_vcont_step_moves_only_the_named_core(stub):
@@ -405,10 +417,27 @@ def test_ctrl_c_right_after_continue_is_not_lost(request):
     assert harness.client.read_packet().startswith('T02')
 
 
-def test_machine_end_is_reported_as_exit(stub):
+def test_machine_end_is_told_with_its_reason_then_reported_as_exit(stub):
     stub.target.memory[0x0] = FakeTarget.HLT
     stub.target.regs[0]['rax'] = 0x2a
-    assert stub.client.request('c') == 'W2a'
+    told = bytes.fromhex(stub.client.request('c')[1:]).decode()
+    assert 'the machine has ended' in told and 'exit status 42' in told, told
+    assert stub.client.read_packet() == 'T06thread:1;core:0;', \
+        'the end must first be a stop (SIGABRT for a failure), so the state stays inspectable'
+    assert stub.client.request('g'), 'registers must still be readable after the end'
+    assert stub.client.request('c') == 'W2a', 'running again after the end reports the exit'
+
+
+def test_monitor_commands_are_answered_by_the_target(stub):
+    def monitor(command):
+        if command != 'cycles':
+            raise TargetError(f'no monitor command {command!r}')
+        return 'core 0: 12 cycles'
+    stub.target.monitor = monitor
+    assert bytes.fromhex(stub.client.request('qRcmd,' + b'cycles'.hex())) == b'core 0: 12 cycles\n'
+    told = stub.client.request('qRcmd,' + b'nonsense'.hex())
+    assert bytes.fromhex(told[1:]) == b"no monitor command 'nonsense'\n"
+    assert stub.client.read_packet() == 'E22', 'a refused monitor command must be an error'
 
 
 def test_fault_is_reported_as_sigsegv(stub):

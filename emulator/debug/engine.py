@@ -20,7 +20,8 @@ How each kind of stop is made (DESIGN.md section 6 says why):
               Resuming from a breakpoint would hit it again at once, so the
               address each core stands on when a run starts is skipped once:
               only as that core's first instruction of the run.
-  watchpoint  a UC_HOOK_MEM_WRITE on the watched bytes. Unicorn hands memory
+  watchpoint  a UC_HOOK_MEM_WRITE on the watched bytes (UC_HOOK_MEM_READ
+              for a read watchpoint, both for an access watchpoint). Unicorn hands memory
               hooks *physical* addresses once paging is on (verified), so
               the virtual range is translated through each core's page
               tables before each of its quanta, and hooked there: a store
@@ -51,7 +52,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_WRITE
+from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn import x86_const as x86
 
 from emulator import traps
@@ -65,6 +66,9 @@ ADDRESS_MASK = 2**64 - 1
 FIRST_EXTERNAL_VECTOR = 32      # 0..31 are the CPU's exceptions (Intel SDM vol. 3, 6.3)
 WIDEST_STORE = 8                # a store starting this far before a watch can overlap it
 MAX_WATCH_LENGTH = 0x10000      # each watched page costs a hook and a page walk per run
+# What a watchpoint watches -> the unicorn hooks that see it (gdb's watch, rwatch, awatch).
+WATCH_HOOKS = {'write': UC_HOOK_MEM_WRITE, 'read': UC_HOOK_MEM_READ,
+               'access': UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}
 
 _GPRS = ('rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'rsp',
          'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15')
@@ -105,6 +109,7 @@ class Watchpoint:
     number: int
     address: int
     length: int
+    kind: str = 'write'                     # a key of WATCH_HOOKS
     hits: int = 0
     # Per core: the hooked pieces (physical, virtual, size) and their hooks.
     pieces: dict = field(default_factory=dict)
@@ -301,18 +306,21 @@ class DebugEngine:
         return on_code
 
     # --- Watchpoints ----------------------------------------------------------------
-    def add_watchpoint(self, address: int, length: int) -> Watchpoint:
-        """Stop any core right after it stores to [address, address + length)."""
+    def add_watchpoint(self, address: int, length: int, kind: str = 'write') -> Watchpoint:
+        """Stop any core right after it stores to [address, address + length)
+        (kind 'read': loads from it; 'access': either)."""
         if not 1 <= length <= MAX_WATCH_LENGTH:
             raise TargetError(f"a watchpoint covers 1 to {MAX_WATCH_LENGTH:#x} bytes, not {length}")
-        watch = Watchpoint(next(self._numbers), address & ADDRESS_MASK, length)
+        if kind not in WATCH_HOOKS:
+            raise TargetError(f"a watchpoint watches {', '.join(WATCH_HOOKS)}, not {kind!r}")
+        watch = Watchpoint(next(self._numbers), address & ADDRESS_MASK, length, kind)
         self.watchpoints[watch.number] = watch
         self._place_watch(watch)
         return watch
 
-    def remove_watchpoint(self, address: int, length: int) -> None:
+    def remove_watchpoint(self, address: int, length: int, kind: str = 'write') -> None:
         for number, watch in list(self.watchpoints.items()):
-            if (watch.address, watch.length) == (address & ADDRESS_MASK, length):
+            if (watch.address, watch.length, watch.kind) == (address & ADDRESS_MASK, length, kind):
                 self._unhook_watch(self.watchpoints.pop(number))
 
     def _place_watches(self, cores) -> None:
@@ -329,13 +337,14 @@ class DebugEngine:
                 core.uc.hook_del(handle)
             watch.pieces[core.id] = pieces
             watch.hooks[core.id] = [
-                core.uc.hook_add(UC_HOOK_MEM_WRITE, self._watch_hook(core, watch),
+                core.uc.hook_add(WATCH_HOOKS[watch.kind], self._watch_hook(core, watch),
                                  begin=max(0, physical - WIDEST_STORE + 1),
                                  end=physical + size - 1)
                 for physical, _, size in pieces]
             if sum(size for _, _, size in pieces) < watch.length:
                 watch.hooks[core.id].append(
-                    core.uc.hook_add(UC_HOOK_MEM_WRITE, self._unmapped_watch_hook(core, watch)))
+                    core.uc.hook_add(WATCH_HOOKS[watch.kind],
+                                     self._unmapped_watch_hook(core, watch)))
 
     def _unhook_watch(self, watch: Watchpoint) -> None:
         for core in self.machine.cores:
@@ -427,6 +436,31 @@ class DebugEngine:
             return self._stopped(core) or self._after_step(core)
         finally:
             self._end_run()
+
+    def step_while_others_run(self, core_id: int) -> StopEvent:
+        """gdb's step when the other threads may run (`vCont;s:N;c`).
+
+        A core that can move takes one step, the others keeping still as in
+        step(). One that cannot yet (off, halted, waiting on a line) would
+        answer at once with its pc unchanged; instead the machine runs until
+        that core is about to execute its first instruction, which is where
+        the step ends -- or until anything else stops the machine first.
+        """
+        if self.cannot_run(core_id) is None:
+            return self.step(core_id)
+        core = self.core(core_id)
+
+        def on_first_instruction(uc, address, size, _):
+            self._report(StopEvent(core_id, 'step'), [])
+            core.stop_before_this_instruction()
+
+        handle = core.uc.hook_add(UC_HOOK_CODE, on_first_instruction)
+        core.uc.ctl_flush_tb()      # translations made before the hook would not call it
+        try:
+            return self.resume()
+        finally:
+            core.uc.hook_del(handle)
+            core.uc.ctl_flush_tb()
 
     def resume(self) -> StopEvent:
         """Run every core until something stops the machine (see the module doc)."""

@@ -19,6 +19,13 @@ Read it top to bottom:
   3. one session (`Session`): a method per packet, `_packet_g` for `g`;
   4. the listening socket (`GdbServer`).
 
+When the machine can run no more (every core halted, a deadlock, a panic),
+gdb is first told why in an `O` console packet and shown an ordinary stop,
+so every register and byte can still be looked at; only running it again
+after that reports the exit (`W`). `monitor COMMAND` (qRcmd) and the text
+`info threads` shows (qThreadExtraInfo) come from the target if it offers
+them (target.py lists the optional calls).
+
 What is not here: the machine (see target.py), gdb's non-stop mode, tracepoints,
 file I/O, and multiprocess thread ids. Unknown packets get gdb's "not
 supported" (an empty reply); broken ones get an error reply or a NAK, never
@@ -66,6 +73,13 @@ E_XFER = 'E00'        # qXfer: unknown object or annex (the manual's choice)
 SEND_TIMEOUT_S = 10.0
 
 INTERRUPT_BYTE = 0x03  # Ctrl-C, sent raw (not in a packet) while running
+
+SIGABRT = 6  # the signal of a stop at a machine's unclean end (gdb: "Aborted")
+
+# Z/z packet types that are watchpoints -> the target's kind, and the
+# stop-reply field that tells gdb which kind fired.
+WATCH_KINDS = {'2': 'write', '3': 'read', '4': 'access'}
+WATCH_REPLY = {'write': 'watch', 'read': 'rwatch', 'access': 'awatch'}
 
 
 # --------------------------------------------------------------------------
@@ -365,9 +379,11 @@ class Session:
         self.g_core = first           # Hg: whose registers and memory
         self.c_core: int | None = None  # Hc: who `s` steps; None = last stopped
         self.breakpoints: dict[int, set[str]] = {}  # addr -> {'0', '1'}
-        self.watchpoints: set[tuple[int, int]] = set()
+        self.watchpoints: set[tuple[int, int, str]] = set()   # (addr, size, kind)
+        self.end_told = False         # gdb has been told why the machine ended
         self.last_reply = b''
-        self.ended: str | None = None  # 'detach', 'kill', 'disconnect'
+        self.ended: str | None = None  # 'detach', 'kill', 'disconnect', 'exited'
+        self.exited = False           # gdb has been sent the machine's exit (W)
 
     # -- the loop ------------------------------------------------------
 
@@ -391,7 +407,8 @@ class Session:
         except OSError:
             data = b''
         if not data:
-            self.ended = 'disconnect'
+            # After the exit, gdb has nothing more to say: leaving is normal.
+            self.ended = 'exited' if self.exited else 'disconnect'
             return
         self.pending.extend(self.reader.feed(data))
 
@@ -513,11 +530,40 @@ class Session:
         return 'QC' + self._thread(self.last_stop.core)
 
     def _packet_qThreadExtraInfo(self, packet: str) -> str:
-        """What `info threads` shows beside each thread: core and ring."""
+        """What `info threads` shows beside each thread: core and ring, or
+        what the target says (its state and program)."""
         core = self._core_of_thread(packet.partition(',')[2])
+        describe = getattr(self.target, 'thread_info', None)
+        if describe is not None:
+            return describe(core).encode().hex()
         cs = self.target.read_registers(core).get('cs')
         text = f'core {core}' if cs is None else f'core {core} ring {cs & 3}'
         return text.encode().hex()
+
+    def _packet_qRcmd(self, packet: str) -> str:
+        """qRcmd,hex: gdb's `monitor COMMAND`, answered by the target."""
+        try:
+            command = parse_hex_bytes(packet.partition(',')[2]).decode()
+        except UnicodeDecodeError:
+            raise PacketError(E_MALFORMED) from None
+        monitor = getattr(self.target, 'monitor', None)
+        if monitor is None:
+            return ''
+        try:
+            text = monitor(command.strip())
+        except TargetError as error:
+            # The message as console output, then an error so that a gdb
+            # script (a `define`) stops at the refused command.
+            self._console(f'{error}\n')
+            return E_INVALID
+        if not text:
+            return 'OK'
+        # A reply of hex digits is console output and ends the command.
+        return (text if text.endswith('\n') else text + '\n').encode().hex()
+
+    def _console(self, text: str) -> None:
+        """An `O` packet: text gdb prints on its console."""
+        self._send('O' + text.encode().hex())
 
     def _packet_qAttached(self, packet: str) -> str:
         # '1': gdb attached to a machine that was already there, so quitting
@@ -672,19 +718,20 @@ class Session:
 
     def _breakpoint(self, packet: str, insert: bool) -> str:
         """Z/z type,addr,kind. 0 (software) and 1 (hardware) both become
-        engine breakpoints; 2 is a write watchpoint of `kind` bytes."""
+        engine breakpoints; 2, 3 and 4 are write, read and access
+        watchpoints of `kind` bytes."""
         fields = packet[1:].split(';')[0].split(',')
         if len(fields) != 3:
             raise PacketError(E_MALFORMED)
         kind_of_point, addr, size = fields[0], parse_hex(fields[1]), parse_hex(fields[2], 32)
         if kind_of_point in ('0', '1'):
             self._change_breakpoint(kind_of_point, addr, insert)
-        elif kind_of_point == '2':
+        elif kind_of_point in WATCH_KINDS:
             if size == 0:
                 raise PacketError(E_INVALID)
-            self._change_watchpoint(addr, size, insert)
+            self._change_watchpoint(addr, size, WATCH_KINDS[kind_of_point], insert)
         else:
-            return ''   # read and access watchpoints: not supported
+            return ''
         return 'OK'
 
     def _change_breakpoint(self, kind: str, addr: int, insert: bool) -> None:
@@ -701,21 +748,32 @@ class Session:
                 del self.breakpoints[addr]
                 self.target.remove_breakpoint(addr)
 
-    def _change_watchpoint(self, addr: int, size: int, insert: bool) -> None:
-        if insert and (addr, size) not in self.watchpoints:
-            self.target.add_watchpoint(addr, size)
-            self.watchpoints.add((addr, size))
-        elif not insert and (addr, size) in self.watchpoints:
-            self.watchpoints.discard((addr, size))
-            self.target.remove_watchpoint(addr, size)
+    def _change_watchpoint(self, addr: int, size: int, kind: str, insert: bool) -> None:
+        point = (addr, size, kind)
+        if insert and point not in self.watchpoints:
+            self._watch_call(self.target.add_watchpoint, point)
+            self.watchpoints.add(point)
+        elif not insert and point in self.watchpoints:
+            self.watchpoints.discard(point)
+            self._watch_call(self.target.remove_watchpoint, point)
+
+    @staticmethod
+    def _watch_call(call, point: tuple[int, int, str]) -> None:
+        # A write watchpoint is called as it always was, so that a target
+        # without read watchpoints still serves gdb's `watch`.
+        addr, size, kind = point
+        if kind == 'write':
+            call(addr, size)
+        else:
+            call(addr, size, kind)
 
     def _remove_debug_state(self) -> None:
         """Leave no hook behind when gdb goes, however it goes."""
         try:
             for addr in list(self.breakpoints):
                 self.target.remove_breakpoint(addr)
-            for addr, size in list(self.watchpoints):
-                self.target.remove_watchpoint(addr, size)
+            for point in list(self.watchpoints):
+                self._watch_call(self.target.remove_watchpoint, point)
         except Exception:  # noqa: BLE001 -- cleanup must not hide why we ended
             log.exception('gdb stub: removing breakpoints failed')
         self.breakpoints.clear()
@@ -742,11 +800,16 @@ class Session:
                     run = True
             else:
                 raise PacketError(E_INVALID)
-        # All-stop with one stepping thread: "continue the others" may be
-        # read as "keep them still" -- that is what step() does.
+        # All-stop with one stepping thread: "continue the others" lets the
+        # others run only as far as the stepping core needs (a target
+        # without step_while_others_run keeps them still, as step() does).
         if step_cores:
             core = step_cores[0]
-            return self._step(self._default_core() if core is None else core)
+            core = self._default_core() if core is None else core
+            others_run = getattr(self.target, 'step_while_others_run', None)
+            if run and others_run is not None:
+                return self._run(lambda: others_run(core))
+            return self._step(core)
         return self._resume() if run else ''
 
     def _default_core(self) -> int:
@@ -859,13 +922,37 @@ class Session:
     def stop_reply(self, event: StopEvent) -> str:
         """`T05thread:2;core:1;` and friends, or `W00` when the machine ended."""
         if event.reason == 'exited':
-            return f'W{event.exit_code & 0xFF:02x}'
+            return self._end_reply(event)
         reply = f'T{event.signal & 0xFF:02x}thread:{self._thread(event.core)};core:{event.core:x};'
         if event.reason == 'watchpoint' and event.addr is not None:
-            reply += f'watch:{event.addr:x};'
+            reply += f'{self._watch_field(event.addr)}:{event.addr:x};'
         elif event.reason == 'breakpoint':
             reply += self._breakpoint_kind(event.core)
         return reply
+
+    def _end_reply(self, event: StopEvent) -> str:
+        """The machine can run no more. The first time, say why (an `O`
+        packet gdb prints) and report a stop, so that gdb keeps the machine
+        to look at; a run asked for after that gets the exit (`W`)."""
+        if self.end_told:
+            self.exited = True
+            return f'W{event.exit_code & 0xFF:02x}'
+        self.end_told = True
+        reason = getattr(self.target, 'end_reason', None) or 'every core has stopped'
+        clean = event.exit_code == 0
+        self._console(f'sprat: the machine has ended: {reason} (exit status '
+                      f'{event.exit_code}); its state stays here to inspect, '
+                      f'and running it again reports the exit\n')
+        signal = 0 if clean else SIGABRT
+        return f'T{signal:02x}thread:{self._thread(event.core)};core:{event.core:x};'
+
+    def _watch_field(self, addr: int) -> str:
+        """watch, rwatch or awatch: the kind of the watchpoint `addr` is in."""
+        kinds = {kind for start, size, kind in self.watchpoints if start <= addr < start + size}
+        for kind in ('access', 'write', 'read'):    # if several cover it, the widest
+            if kind in kinds:
+                return WATCH_REPLY[kind]
+        return 'watch'
 
     def _breakpoint_kind(self, core: int) -> str:
         # swbreak/hwbreak tell gdb the pc already points at the breakpoint,
@@ -913,7 +1000,8 @@ class GdbServer:
 
     `port=0` picks a free port; `.port` says which. `serve_one()` serves a
     single session and returns how it ended ('detach', 'kill',
-    'disconnect', or 'closed' if close() came first); after 'detach' the
+    'exited' (gdb left after the machine's end), 'disconnect', or 'closed'
+    if close() came first); after 'detach' the
     machine is stopped and the caller decides whether to run it on.
     """
 

@@ -115,11 +115,12 @@ class Target(Protocol):
     def remove_breakpoint(self, addr: int) -> None:
         """Forget the breakpoint at `addr`."""
 
-    def add_watchpoint(self, addr: int, length: int) -> None:
-        """Stop any core right after it writes to [addr, addr + length)."""
+    def add_watchpoint(self, addr: int, length: int, kind: str = 'write') -> None:
+        """Stop any core right after it writes to [addr, addr + length)
+        (kind 'read': right after it reads from it; 'access': either)."""
 
-    def remove_watchpoint(self, addr: int, length: int) -> None:
-        """Forget the write watchpoint on [addr, addr + length)."""
+    def remove_watchpoint(self, addr: int, length: int, kind: str = 'write') -> None:
+        """Forget the watchpoint of that kind on [addr, addr + length)."""
 
     def step(self, core: int) -> StopEvent:
         """Execute one instruction on `core` while every other core waits.
@@ -144,6 +145,16 @@ class Target(Protocol):
 
     def kill(self) -> None:
         """gdb is ending the session and the machine's run with it."""
+
+    # Optional: a target may also have these, and the stub uses them if so.
+    #   end_reason: str | None       why the machine can run no more (after 'exited')
+    #   thread_info(core) -> str     what `info threads` shows beside the core
+    #   monitor(command) -> str      the answer to gdb's `monitor COMMAND`;
+    #                                raises TargetError for a command it refuses
+    #   step_while_others_run(core) -> StopEvent
+    #                                a step during which the other cores may run
+    #                                (gdb's `vCont;s:N;c`): a core that cannot
+    #                                move yet steps once it can
 
 
 class Register(NamedTuple):
@@ -193,7 +204,7 @@ class FakeTarget:
     hand:
 
         0x90        nop: rip += 1
-        0xaa        store: byte [rdi] = al (watchpoints see it)
+        0xaa        store: byte [rdi] = al (write and access watchpoints see it)
         0xeb rel8   jmp short, as on x86: `eb fe` loops forever
         0xf4        hlt: the machine ends, exit code = al
         other       executes as a nop
@@ -214,7 +225,7 @@ class FakeTarget:
         self.max_ticks = max_ticks
         self.regs = [self._boot_registers(core) for core in range(ncores)]
         self.breakpoints: set[int] = set()
-        self.watchpoints: set[tuple[int, int]] = set()
+        self.watchpoints: set[tuple[int, int, str]] = set()
         self.killed = False
         self._interrupt = threading.Event()
 
@@ -253,11 +264,11 @@ class FakeTarget:
     def remove_breakpoint(self, addr: int) -> None:
         self.breakpoints.discard(addr)
 
-    def add_watchpoint(self, addr: int, length: int) -> None:
-        self.watchpoints.add((addr, length))
+    def add_watchpoint(self, addr: int, length: int, kind: str = 'write') -> None:
+        self.watchpoints.add((addr, length, kind))
 
-    def remove_watchpoint(self, addr: int, length: int) -> None:
-        self.watchpoints.discard((addr, length))
+    def remove_watchpoint(self, addr: int, length: int, kind: str = 'write') -> None:
+        self.watchpoints.discard((addr, length, kind))
 
     def step(self, core: int) -> StopEvent:
         regs = self.regs[core]
@@ -310,8 +321,8 @@ class FakeTarget:
             self.write_memory(core, addr, bytes([value]))
         except TargetError:
             return StopEvent(core, 'fault')
-        for start, length in self.watchpoints:
-            if start <= addr < start + length:
+        for start, length, kind in self.watchpoints:
+            if kind != 'read' and start <= addr < start + length:
                 return StopEvent(core, 'watchpoint', addr=addr)
         return StopEvent(core, 'step')
 

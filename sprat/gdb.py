@@ -1,0 +1,247 @@
+"""`sprat debug --gdb PORT`: real gdb on a booted image, with names and source lines.
+
+    files = write_symbol_files(system, directory, port)   # ELF per program + a script
+    target = GdbTarget(debuggee, files)                    # what the stub drives
+    # gdb -x files.script   -- loads the symbols and connects
+
+gdb learns names and source lines from ELF files (emulator/debug/elf.py
+writes them): one for the CPU driver and one per user program, and a gdb
+script that loads them and connects.
+
+Every user program is linked at the same virtual address, each in its own
+address space (emulator/debug/symbols.py), but gdb has one address space
+for all its threads: two programs' symbols loaded at once would give one
+address two names. So gdb holds the CPU driver's symbols (every core sees
+them) and ONE user program's at a time, chosen with the script's command
+
+    (gdb) program spawn_child
+
+which swaps the symbol file and tells the stub (`monitor program NAME`).
+A breakpoint in user code is then, on the machine's side, a breakpoint in
+that program: it stops a core only while that program is the one mapped
+there, never another program that happens to have code at that address.
+The script starts with the program core 0 runs.
+
+`GdbTarget` is the debug engine as the stub sees it, plus what only this
+layer knows: each core's state and program for `info threads`, and the
+`monitor` commands (cycles, cores, channels, msgs, program).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emulator.debug.elf import program_elf
+from emulator.debug.target import TargetError
+from emulator.errors import SpratError
+
+KERNEL_NAME = "cpudriver"
+SCRIPT_NAME = "sprat.gdb"
+# The tree the sources' relative names start from (the CPU driver's
+# `cpudriver/boot.S`): gdb finds them for `list` from here.
+TREE = Path(__file__).resolve().parents[1]
+# Where every user program begins (the CPU driver enters it there, nothing
+# calls it): gdb's backtraces end at it.
+USER_ENTRY = ("start",)
+# The prompt commands a `monitor` may run: those that only look.
+SHELL_VIEWS = ("cores", "msgs", "channels")
+
+
+@dataclass
+class SymbolFiles:
+    """What write_symbol_files wrote: the script and each program's ELF file."""
+    directory: Path
+    script: Path
+    kernel: Path
+    programs: dict = field(default_factory=dict)     # name -> (Program, ELF path)
+    first: str | None = None                         # the program the script loads
+
+    def command(self) -> str:
+        return f"gdb -x {self.script}"
+
+
+def program_names(system) -> dict:
+    """A name per user program (its file's stem, made unique): name -> Program."""
+    names = {}
+    for module in system.modules:
+        stem = Path(module.name).stem or "program"
+        name, n = stem, 2
+        while name in names or name == KERNEL_NAME:
+            name, n = f"{stem}_{n}", n + 1
+        names[name] = module.program
+    return names
+
+
+def write_symbol_files(system, directory, port: int) -> SymbolFiles:
+    """Write an ELF file per program and the gdb script that loads them and connects."""
+    directory = Path(directory).absolute()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        kernel = directory / f"{KERNEL_NAME}.elf"
+        kernel.write_bytes(program_elf(system.kernel, KERNEL_NAME, str(TREE)))
+        programs = {}
+        for name, program in program_names(system).items():
+            path = directory / f"{name}.elf"
+            path.write_bytes(program_elf(program, name, str(TREE), outermost=USER_ENTRY))
+            programs[name] = (program, path)
+        first = first_program(system, programs)
+        files = SymbolFiles(directory, directory / SCRIPT_NAME, kernel, programs, first)
+        files.script.write_text(gdb_script(files, port))
+    except OSError as error:
+        raise SpratError(f"cannot write gdb's symbol files in {directory}: "
+                         f"{error.strerror}") from None
+    return files
+
+
+def first_program(system, programs: dict) -> str | None:
+    """The program core 0 runs (what gdb shows first), else the first one."""
+    module = system.module_for_core(0)
+    for name, (program, _) in programs.items():
+        if module is not None and program is module.program:
+            return name
+    return next(iter(programs), None)
+
+
+def gdb_script(files: SymbolFiles, port: int) -> str:
+    """The commands `gdb -x` runs: symbols, the `program` command, connect."""
+    lines = [
+        "# Written by `sprat debug --gdb`: run it with  gdb -x THIS-FILE",
+        "# The CPU driver's symbols, then one user program's (they share addresses:",
+        "# `program NAME` swaps them; NAME is one of: "
+        + (", ".join(files.programs) or "(none)") + ").",
+        "set confirm off",
+        "set pagination off",
+        "set architecture i386:x86-64",
+        f"add-symbol-file {files.kernel}",
+    ]
+    if files.programs:
+        base = files.programs[files.first][0].base
+        lines += [
+            f"add-symbol-file {files.programs[files.first][1]}",
+            "define program",
+            "  monitor program $arg0",
+            f"  remove-symbol-file -a {base:#x}",
+            f"  add-symbol-file {files.directory}/$arg0.elf",
+            "end",
+            "document program",
+            "Use the symbols of user program NAME (program NAME): breakpoints in user",
+            "code then stop only where that program runs. `monitor program` names them.",
+            "end",
+        ]
+    lines += [
+        "set confirm on",
+        f"target remote 127.0.0.1:{port}",
+    ]
+    if files.programs:
+        lines.append(f"monitor program {files.first}")
+    return "\n".join(lines) + "\n"
+
+
+class GdbTarget:
+    """The debug engine as the GDB stub drives it, knowing the programs by name.
+
+    Everything not defined here is the engine's (emulator/debug/engine.py).
+    """
+
+    def __init__(self, debuggee, files: SymbolFiles) -> None:
+        self.debuggee = debuggee
+        self.engine = debuggee.engine
+        self.symbols = debuggee.symbols
+        self.programs = {name: program for name, (program, _) in files.programs.items()}
+        self.current = files.first      # the user program gdb has the symbols of
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    # -- breakpoints in the program gdb knows ------------------------------------
+    def add_breakpoint(self, addr: int) -> None:
+        program = self.programs.get(self.current)
+        if program is None or not program.base <= addr < program.end:
+            self.engine.add_breakpoint(addr)
+            return
+        # User code: only where the program gdb has the symbols of is mapped.
+        self.engine.add_breakpoint(
+            addr, condition=lambda core: self.symbols.running([program], core.id))
+
+    # -- what `info threads` shows -----------------------------------------------
+    def thread_info(self, core_id: int) -> str:
+        core = self.engine.core(core_id)
+        text = f"core {core_id} {core.state.value}, ring {core.privilege}"
+        program = self.program_on(core_id)
+        return f"{text}, {program}" if program else text
+
+    def program_on(self, core_id: int) -> str | None:
+        """The name of the user program mapped on a core now, if any."""
+        for name, program in self.programs.items():
+            if self.symbols.is_mapped(program, core_id):
+                return name
+        return None
+
+    # -- monitor commands ----------------------------------------------------------
+    def monitor(self, command: str) -> str:
+        """`monitor help` lists them."""
+        word, _, rest = command.partition(" ")
+        if word in ("", "help"):
+            return self._help()
+        if word == "cycles":
+            return "\n".join(f"core {c.id}: {c.cycles:,} cycles, {c.stats.instructions:,} "
+                             f"instructions" for c in self.engine.machine.cores)
+        if word == "program":
+            return self._program(rest.strip())
+        if word in self._views():
+            return self._shell_view(command)
+        raise TargetError(f"no monitor command {word!r}: `monitor help` lists them")
+
+    def _views(self) -> list[str]:
+        from sprat.debug import DebugShell
+        return [name for name in SHELL_VIEWS if hasattr(DebugShell, f"do_{name}")]
+
+    def _help(self) -> str:
+        names = ", ".join(self.programs) or "none"
+        return ("monitor cycles            each core's modeled cycles and instructions\n"
+                + "".join(f"monitor {view:<18}as `{view}` at the sprat debug prompt\n"
+                          for view in self._views())
+                + f"monitor program [NAME]    the user program gdb's breakpoints are in "
+                  f"({names})")
+
+    def _program(self, name: str) -> str:
+        if not name:
+            on = [f"core {c}: {self.program_on(c) or '-'}" for c in self.engine.cores()]
+            return (f"gdb has the symbols of {self.current or 'no program'}; "
+                    f"programs: {', '.join(self.programs) or 'none'}\n" + "\n".join(on))
+        if name not in self.programs:
+            raise TargetError(f"no program {name!r}: the programs are "
+                              f"{', '.join(self.programs) or 'none'}")
+        self.current = name
+        return ""
+
+    def _shell_view(self, command: str) -> str:
+        from sprat.debug import DebugShell
+        out = io.StringIO()
+        DebugShell(self.debuggee, stdout=out).onecmd(command)
+        return out.getvalue().rstrip("\n")
+
+
+def serve(debuggee, port: int, out, directory=None) -> str:
+    """Write the symbol files, print the gdb command, serve one gdb session;
+    return how it ended ('detach', 'kill', 'disconnect')."""
+    import tempfile
+
+    from emulator.debug.gdbstub import GdbServer
+    # The script names the port, which is known only once listening: the
+    # server starts without its target, which is given before gdb can come.
+    with GdbServer(None, port=port) as server:
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="sprat-gdb-")
+        files = write_symbol_files(debuggee.system, directory, server.port)
+        server.target = GdbTarget(debuggee, files)
+        out.write(f"sprat: waiting for gdb on 127.0.0.1:{server.port} "
+                  f"(in gdb: target remote :{server.port})\n"
+                  f"sprat: with symbols and source lines: {files.command()}\n")
+        out.flush()
+        ended = server.serve_one()
+    out.write(f"sprat: the gdb session ended ({ended})\n")
+    out.flush()
+    return ended
