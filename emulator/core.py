@@ -116,6 +116,8 @@ class Core:
         self._stop_requested = False
         self.waiting_on = ()           # the cost model's parking state (emulator/cost.py)
         self._pending_fault = None     # a fault a hook found (emulator/privilege.py)
+        self.journal = None            # told of every run and interrupt check: time
+                                       # travel's record (emulator/debug/timetravel.py)
         self._install_hooks()
 
     # --- Wiring -----------------------------------------------------------
@@ -284,6 +286,14 @@ class Core:
 
     def take_due_interrupts(self) -> bool:
         """Deliver one arrived interrupt if IF allows; True if one was delivered."""
+        if self.journal is None:
+            return self._take_due_interrupts()
+        at = self.cycles
+        delivered = self._take_due_interrupts()
+        self.journal.interrupts_checked(self, at, delivered)
+        return delivered
+
+    def _take_due_interrupts(self) -> bool:
         now = self.cycles
         if self.apic.timer_deadline is not None and self.apic.timer_deadline <= now:
             vector = self.apic.timer_expired(self.apic.timer_deadline)
@@ -347,6 +357,15 @@ class Core:
     # --- Running ----------------------------------------------------------------
     def run(self, quantum: int) -> int:
         """Run at most `quantum` instructions; return how many retired."""
+        if self.journal is None:
+            return self._run(quantum)
+        at, running = self.cycles, self.state
+        retired = self._run(quantum)
+        self.journal.ran(self, at, retired, parked=self.state is not running
+                         and self.state is CoreState.WAITING)
+        return retired
+
+    def _run(self, quantum: int) -> int:
         clock = self.clock
         clock.start = self.cycles       # `cycles` does not move during a quantum
         clock.quantum = quantum
