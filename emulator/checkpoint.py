@@ -51,7 +51,7 @@ from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 @dataclass
 class Checkpoint:
     """One moment of one machine (opaque: only `restore` reads it)."""
-    ram: bytes
+    ram: dict                 # page number -> its bytes, for every page in use
     cores: list
     console: tuple
     scheduler: tuple
@@ -68,7 +68,7 @@ def take(machine) -> Checkpoint:
     """Everything the machine's future depends on, copied."""
     for core in machine.cores:
         _flush_tlb(core)
-    return Checkpoint(ram=machine.memory.read(0, machine.memory.size),
+    return Checkpoint(ram=_take_ram(machine.memory),
                       cores=[_take_core(core) for core in machine.cores],
                       console=_take_console(machine.console),
                       scheduler=_take_scheduler(machine.scheduler),
@@ -79,7 +79,7 @@ def take(machine) -> Checkpoint:
 
 def restore(machine, saved: Checkpoint) -> None:
     """Put the machine back as it was when `saved` was taken."""
-    machine.memory.write(0, saved.ram)
+    _restore_ram(machine.memory, saved.ram)
     for core, state in zip(machine.cores, saved.cores):
         _restore_core(core, state)
     _restore_console(machine.console, saved.console)
@@ -88,6 +88,39 @@ def restore(machine, saved: Checkpoint) -> None:
         _restore_cost(machine.cost, saved.cost)
     for thing, state in saved.attachments:
         thing.restore_state(state)
+
+
+# --- RAM ---------------------------------------------------------------------
+# Of a machine's RAM (64 MiB by default) a run touches little: a URPC
+# stream, a few hundred pages. The host knows which pages of the buffer
+# were ever touched (/proc/self/pagemap says which are present); the rest
+# still read as zeros, and copying them would cost more than the run.
+PAGE = 4096
+PAGEMAP_PRESENT = 1 << 63
+
+
+def _pages_in_use(memory) -> list[int]:
+    """Page numbers of RAM the host has backed so far (all, if it cannot tell)."""
+    count = memory.size // PAGE
+    try:
+        with open("/proc/self/pagemap", "rb") as pagemap:
+            pagemap.seek(memory.address // PAGE * 8)
+            entries = memoryview(pagemap.read(count * 8)).cast("Q")
+    except OSError:
+        return list(range(count))
+    if len(entries) != count:
+        return list(range(count))
+    return [page for page in range(count) if entries[page] & PAGEMAP_PRESENT]
+
+
+def _take_ram(memory) -> dict:
+    return {page: memory.read(page * PAGE, PAGE) for page in _pages_in_use(memory)}
+
+
+def _restore_ram(memory, pages: dict) -> None:
+    zeros = bytes(PAGE)
+    for page in set(_pages_in_use(memory)) | pages.keys():
+        memory.write(page * PAGE, pages.get(page, zeros))
 
 
 # --- Cores --------------------------------------------------------------------
@@ -156,33 +189,38 @@ _LINE_FIELDS = ("sharers", "owner", "owner_state", "written_at", "writer", "hits
 
 def _take_cost(cost) -> tuple:
     directory = cost.directory
-    # Entries of tracked windows live in ctypes arrays (the C path's memory):
-    # copy those arrays whole; others are Python objects, copied by field.
-    stored = [ctypes.string_at(ctypes.addressof(records), ctypes.sizeof(records))
-              for _, _, records in directory._stores]
-    lines = {key: None if _in_store(directory, key) else
-             {name: getattr(line, name) for name in _LINE_FIELDS}
-             for key, line in directory._lines.items()}
+    # Entries of tracked windows live in ctypes arrays (the C path's memory,
+    # where an entry of all zeros is a line the directory does not hold yet):
+    # copy the entries in use as bytes; others are Python objects, by field.
+    lines = {}
+    for key, line in directory._lines.items():
+        if _store_record(directory, key) is not None:
+            lines[key] = bytes(line)
+        else:
+            lines[key] = {name: getattr(line, name) for name in _LINE_FIELDS}
     counters = {name: list(getattr(directory, name)) for name in _COUNTERS}
     watches = [bytes(watch) for watch in cost.watches]
     parked = [bytes(counts) for _, _, counts in cost._parked]
     waiters = {line: [core.id for core in cores] for line, cores in cost.waiters.items()}
-    return stored, lines, counters, watches, parked, waiters
+    return lines, counters, watches, parked, waiters
 
 
 def _restore_cost(cost, state: tuple) -> None:
     from emulator.interconnect.coherence import _Line
-    stored, lines, counters, watches, parked, waiters = state
+    lines, counters, watches, parked, waiters = state
     directory = cost.directory
-    for (_, _, records), data in zip(directory._stores, stored):
-        ctypes.memmove(ctypes.addressof(records), data, len(data))
+    for key in directory._lines.keys() - lines.keys():
+        record = _store_record(directory, key)
+        if record is not None:              # new since the checkpoint: not held then
+            ctypes.memset(ctypes.addressof(record), 0, ctypes.sizeof(record))
     directory._lines.clear()
-    for key, fields in lines.items():
-        if fields is None:
-            directory._lines[key] = _store_record(directory, key)
+    for key, saved in lines.items():
+        if isinstance(saved, bytes):
+            record = directory._lines[key] = _store_record(directory, key)
+            ctypes.memmove(ctypes.addressof(record), saved, len(saved))
         else:
             line = directory._lines[key] = _Line()
-            for name, value in fields.items():
+            for name, value in saved.items():
                 setattr(line, name, value)
     for name, values in counters.items():
         getattr(directory, name)[:] = values
@@ -193,10 +231,6 @@ def _restore_cost(cost, state: tuple) -> None:
     cost.waiters.clear()
     for line, cores in waiters.items():
         cost.waiters[line] = [cost.machine.cores[core] for core in cores]
-
-
-def _in_store(directory, key: int) -> bool:
-    return _store_record(directory, key) is not None
 
 
 def _store_record(directory, key: int):
@@ -232,5 +266,11 @@ def fingerprint(machine) -> tuple:
                                        "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15",
                                        "RIP", "RFLAGS", "CR3"))
         cores.append((core.state.value, core.cycles, core.stats.instructions, registers))
-    digest = hashlib.sha256(machine.memory.read(0, machine.memory.size)).hexdigest()
-    return tuple(cores), digest
+    # Pages the host never backed are zeros: hashing them would back them all.
+    digest = hashlib.sha256()
+    zeros = bytes(PAGE)
+    for page in _pages_in_use(machine.memory):
+        data = machine.memory.read(page * PAGE, PAGE)
+        if data != zeros:
+            digest.update(page.to_bytes(8, "little") + data)
+    return tuple(cores), digest.hexdigest()
