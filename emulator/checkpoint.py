@@ -96,7 +96,6 @@ def restore(machine, saved: Checkpoint) -> None:
 # were ever touched (/proc/self/pagemap says which are present); the rest
 # still read as zeros, and copying them would cost more than the run.
 PAGE = 4096
-PAGEMAP_PRESENT = 1 << 63
 
 
 def _pages_in_use(memory) -> list[int]:
@@ -105,12 +104,22 @@ def _pages_in_use(memory) -> list[int]:
     try:
         with open("/proc/self/pagemap", "rb") as pagemap:
             pagemap.seek(memory.address // PAGE * 8)
-            entries = memoryview(pagemap.read(count * 8)).cast("Q")
+            entries = pagemap.read(count * 8)
     except OSError:
         return list(range(count))
-    if len(entries) != count:
+    if len(entries) != count * 8:
         return list(range(count))
-    return [page for page in range(count) if entries[page] & PAGEMAP_PRESENT]
+    # Bit 63 of each little-endian 8-byte entry: the high bit of its last
+    # byte. Most pages are not present, so find the present ones by search.
+    present = entries[7::8].translate(_HIGH_BIT)
+    pages, page = [], present.find(1)
+    while page >= 0:
+        pages.append(page)
+        page = present.find(1, page + 1)
+    return pages
+
+
+_HIGH_BIT = bytes(1 if byte & 0x80 else 0 for byte in range(256))
 
 
 def _take_ram(memory) -> dict:

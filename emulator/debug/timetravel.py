@@ -59,7 +59,6 @@ class Entry:
     cycles: int               # the core's clock when it began
     amount: int               # run: instructions retired; interrupts: 1 if one was delivered
     parked: bool = False      # run: it ended parking the core on a poll loop
-    random: object = None     # the scheduler's generator state (seeded schedules)
     quanta: int = 0           # the scheduler's count of quanta
 
 
@@ -96,27 +95,20 @@ class TimeTravel:
     def ran(self, core, at: int, retired: int, parked: bool) -> None:
         if self._replaying:
             return
-        self._note(Entry("run", core.id, at, retired, parked, *self._scheduler()))
+        self.journal.append(Entry("run", core.id, at, retired, parked,
+                                  self.machine.scheduler.quanta_run))
         self._since += 1
         if self._since >= self.every:
             self._checkpoint()
 
     def interrupts_checked(self, core, at: int, delivered: bool) -> None:
         if not self._replaying:
-            self._note(Entry("interrupts", core.id, at, int(delivered), False,
-                             *self._scheduler()))
+            self.journal.append(Entry("interrupts", core.id, at, int(delivered), False,
+                                      self.machine.scheduler.quanta_run))
 
     def changed(self) -> None:
         """The debugger changed the machine: the journal cannot replay that."""
         self._checkpoint()
-
-    def _note(self, entry: Entry) -> None:
-        self.journal.append(entry)
-
-    def _scheduler(self):
-        scheduler = self.machine.scheduler
-        generator = scheduler._random
-        return (None if generator is None else generator.getstate()), scheduler.quanta_run
 
     def _checkpoint(self) -> None:
         self.checkpoints.append((len(self.journal), checkpoint.take(self.machine)))
@@ -212,19 +204,13 @@ class TimeTravel:
                             if index <= len(kept)]
         self._since = sum(1 for e in kept[self.checkpoints[-1][0]:] if e.kind == "run")
         if last is not None:
-            self._set_scheduler(last)
+            self.machine.scheduler.quanta_run = last.quanta
         self.engine._stop = None
         self.engine.end_reason = None
 
     def _restore_at(self, start: int) -> None:
         saved = next(saved for index, saved in self.checkpoints if index == start)
         checkpoint.restore(self.machine, saved)
-
-    def _set_scheduler(self, entry: Entry) -> None:
-        scheduler = self.machine.scheduler
-        scheduler.quanta_run = entry.quanta
-        if entry.random is not None:
-            scheduler._random.setstate(entry.random)
 
     # --- Replaying one entry ------------------------------------------------------------
     def _replay(self, index: int, limit: int | None = None, hits=None) -> None:
