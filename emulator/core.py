@@ -116,6 +116,8 @@ class Core:
         self._stop_requested = False
         self.waiting_on = ()           # the cost model's parking state (emulator/cost.py)
         self._pending_fault = None     # a fault a hook found (emulator/privilege.py)
+        self.stop_at = None            # injected faults (emulator/faults.py): the cycle
+        self.clock_ratio = 1           # it dies at; the cycles each instruction costs
         self.journal = None            # told of every run and interrupt check: time
                                        # travel's record (emulator/debug/timetravel.py)
         self._install_hooks()
@@ -279,6 +281,8 @@ class Core:
             times.append(self._pending[0][0])
         if self.apic.timer_deadline is not None:
             times.append(self.apic.timer_deadline)
+        if self.stop_at is not None:
+            times.append(self.stop_at)
         return min(times) if times else None
 
     def interrupts_enabled(self) -> bool:
@@ -295,6 +299,9 @@ class Core:
 
     def _take_due_interrupts(self) -> bool:
         now = self.cycles
+        if self.stop_at is not None and now >= self.stop_at and self._alive():
+            self._stop_injected()
+            return False
         if self.apic.timer_deadline is not None and self.apic.timer_deadline <= now:
             vector = self.apic.timer_expired(self.apic.timer_deadline)
             if vector is not None:
@@ -312,6 +319,15 @@ class Core:
             self.bus.cost.unpark(self)
         self._deliver(vector, None, False)
         return True
+
+    def _alive(self) -> bool:
+        return self.state in (CoreState.RUNNING, CoreState.HALTED, CoreState.WAITING)
+
+    def _stop_injected(self) -> None:
+        """--inject stop: the core dies here (emulator/faults.py)."""
+        if self.state is CoreState.WAITING:
+            self.bus.cost.unpark(self)     # no write may wake it again
+        self.fail(f"stopped by --inject at cycle {self.stop_at:,}")
 
     def _in_sti_shadow(self) -> bool:
         """Was the last instruction `sti`? Then no interrupt until the next one
@@ -382,7 +398,7 @@ class Core:
         # clock.quantum, not quantum: a debugger stop may have cut it short.
         retired = retired_instructions(self.uc, clock.quantum)
         self.stats.instructions += retired
-        self.cycles += retired + clock.charged
+        self.cycles += retired * self.clock_ratio + clock.charged
         clock.charged = 0
         if self._pending_fault is not None:
             self._raise_pending_fault()
