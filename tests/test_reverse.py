@@ -121,3 +121,14 @@ def test_reverse_continue_stops_at_the_previous_breakpoint_hit():
         "reverse-continue did not land on the previous hit"
     session.run("reverse-continue")
     assert checkpoint.fingerprint(session.machine) == hits[0]
+
+
+def test_a_register_changed_from_the_debugger_survives_going_back_past_it():
+    session = Session(ROOT / "images" / "default.lst", cores=2)
+    session.run("step 300")
+    session.engine.write_register(0, "rbx", 0x1234_5678)
+    session.run("step 50")
+    after = checkpoint.fingerprint(session.machine)
+    session.run("reverse-stepi 20", "step 20")
+    assert checkpoint.fingerprint(session.machine) == after, \
+        "replaying across a register the debugger wrote lost the write"

@@ -111,6 +111,8 @@ class TimeTravel:
         self._checkpoint()
 
     def _checkpoint(self) -> None:
+        if self.checkpoints and self.checkpoints[-1][0] == len(self.journal):
+            self.checkpoints.pop()      # the same moment, changed since: only the new one holds
         self.checkpoints.append((len(self.journal), checkpoint.take(self.machine)))
         self._since = 0
         if len(self.checkpoints) > MAX_CHECKPOINTS:
