@@ -58,11 +58,6 @@ class Checkpoint:
     cost: tuple | None
     attachments: list
 
-    @property
-    def cycles(self) -> int:
-        """The highest core clock at the checkpoint."""
-        return max(core["cycles"] for core in self.cores)
-
 
 def take(machine) -> Checkpoint:
     """Everything the machine's future depends on, copied."""
