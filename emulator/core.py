@@ -116,6 +116,10 @@ class Core:
         self._stop_requested = False
         self.waiting_on = ()           # the cost model's parking state (emulator/cost.py)
         self._pending_fault = None     # a fault a hook found (emulator/privilege.py)
+        self.stop_at = None            # injected faults (emulator/faults.py): the cycle
+        self.clock_ratio = 1           # it dies at; the cycles each instruction costs
+        self.journal = None            # told of every run and interrupt check: time
+                                       # travel's record (emulator/debug/timetravel.py)
         self._install_hooks()
 
     # --- Wiring -----------------------------------------------------------
@@ -277,6 +281,8 @@ class Core:
             times.append(self._pending[0][0])
         if self.apic.timer_deadline is not None:
             times.append(self.apic.timer_deadline)
+        if self.stop_at is not None:
+            times.append(self.stop_at)
         return min(times) if times else None
 
     def interrupts_enabled(self) -> bool:
@@ -284,7 +290,18 @@ class Core:
 
     def take_due_interrupts(self) -> bool:
         """Deliver one arrived interrupt if IF allows; True if one was delivered."""
+        if self.journal is None:
+            return self._take_due_interrupts()
+        at = self.cycles
+        delivered = self._take_due_interrupts()
+        self.journal.interrupts_checked(self, at, delivered)
+        return delivered
+
+    def _take_due_interrupts(self) -> bool:
         now = self.cycles
+        if self.stop_at is not None and now >= self.stop_at and self._alive():
+            self._stop_injected()
+            return False
         if self.apic.timer_deadline is not None and self.apic.timer_deadline <= now:
             vector = self.apic.timer_expired(self.apic.timer_deadline)
             if vector is not None:
@@ -302,6 +319,15 @@ class Core:
             self.bus.cost.unpark(self)
         self._deliver(vector, None, False)
         return True
+
+    def _alive(self) -> bool:
+        return self.state in (CoreState.RUNNING, CoreState.HALTED, CoreState.WAITING)
+
+    def _stop_injected(self) -> None:
+        """--inject stop: the core dies here (emulator/faults.py)."""
+        if self.state is CoreState.WAITING:
+            self.bus.cost.unpark(self)     # no write may wake it again
+        self.fail(f"stopped by --inject at cycle {self.stop_at:,}")
 
     def _in_sti_shadow(self) -> bool:
         """Was the last instruction `sti`? Then no interrupt until the next one
@@ -347,6 +373,15 @@ class Core:
     # --- Running ----------------------------------------------------------------
     def run(self, quantum: int) -> int:
         """Run at most `quantum` instructions; return how many retired."""
+        if self.journal is None:
+            return self._run(quantum)
+        at, running = self.cycles, self.state
+        retired = self._run(quantum)
+        self.journal.ran(self, at, retired, parked=self.state is not running
+                         and self.state is CoreState.WAITING)
+        return retired
+
+    def _run(self, quantum: int) -> int:
         clock = self.clock
         clock.start = self.cycles       # `cycles` does not move during a quantum
         clock.quantum = quantum
@@ -363,7 +398,7 @@ class Core:
         # clock.quantum, not quantum: a debugger stop may have cut it short.
         retired = retired_instructions(self.uc, clock.quantum)
         self.stats.instructions += retired
-        self.cycles += retired + clock.charged
+        self.cycles += retired * self.clock_ratio + clock.charged
         clock.charged = 0
         if self._pending_fault is not None:
             self._raise_pending_fault()

@@ -97,6 +97,7 @@ class Scheduler:
         budget = self._turn() if limit is None else min(self._turn(), limit)
         event = core.next_event()
         if event is not None and event > core.cycles:
-            budget = min(budget, event - core.cycles)
+            # A slowed core (emulator/faults.py) spends clock_ratio cycles an instruction.
+            budget = min(budget, -(-(event - core.cycles) // core.clock_ratio))
         self.quanta_run += 1
         return core.run(max(1, budget))

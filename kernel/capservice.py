@@ -62,6 +62,8 @@ capability, it is copied into the receiver's slot 255 (GRANT needed) before
 the CPU driver hands the message over (cpudriver/syscall.S).
 """
 
+import copy
+
 from unicorn import x86_const as x86
 
 from cpudriver import layout
@@ -131,6 +133,16 @@ class CapabilityService:
         self.cspaces = {}              # (core, dispatcher) -> CSpace
         self.regions = {}              # core -> the kernel's original of each shared region
         self.kernels = {}              # core -> the kernel's KERNEL capability (monitors: copies)
+
+    # -- Checkpoints (emulator/checkpoint.py): the capability databases are
+    # the machine's state too, and going back in time takes them back.
+    def checkpoint_state(self):
+        return copy.deepcopy((self.systems, self.cspaces, self.regions, self.kernels),
+                             {id(self.machine.memory): self.machine.memory})
+
+    def restore_state(self, state) -> None:
+        self.systems, self.cspaces, self.regions, self.kernels = copy.deepcopy(
+            state, {id(self.machine.memory): self.machine.memory})
 
     def __call__(self, core) -> None:
         regs = core.regs

@@ -41,6 +41,7 @@ message: control word 1 stored into slot 0. Nothing else is recognised.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from cpudriver import layout
@@ -133,6 +134,16 @@ class ChannelObserver:
         self.violations: list[dict] = []
         self._symbols = symbols_of(system)
         self._short = short_source
+
+    # --- Checkpoints (emulator/checkpoint.py): what was seen so far -------------
+    def checkpoint_state(self):
+        return copy.deepcopy((self.rings, self.taking, self.reported, self.violations))
+
+    def restore_state(self, state) -> None:
+        rings, taking, reported, violations = copy.deepcopy(state)
+        self.rings, self.taking, self.violations = rings, taking, violations
+        self.reported.clear()              # shared with the label tracepoints: in place
+        self.reported.update(reported)
 
     def install(self) -> None:
         """Listen to the machine's channel frames (nothing to hear without a cost model)."""

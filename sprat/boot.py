@@ -130,6 +130,11 @@ def add_parser(subparsers) -> None:
     from sprat.debug import add_gdb_option, add_trace_option    # --gdb PORT, --trace FILE
     add_gdb_option(parser)
     add_trace_option(parser)
+    parser.add_argument("--inject", action="append", default=[], metavar="RULE",
+                        help="a fault, on purpose (emulator/faults.py; again for more): "
+                             "stop:C@T stops core C at cycle T, slow:C*R makes core C's "
+                             "clock R times slower, link:A-B*F makes transfers between "
+                             "cores A and B F times slower")
     parser.set_defaults(run=run)
 
 
@@ -142,8 +147,11 @@ def run(args) -> int:
     from sprat.cli import EXIT_MACHINE_FAILURE, EXIT_OK
 
     cores, topology = machine_shape(args)
+    from emulator import faults
+    rules = [faults.parse(rule) for rule in args.inject]
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
                         topology=topology, seed=args.seed)
+    faults.apply(system.machine, rules)
     with recording(system, args.trace) as observer:
         if args.gdb is not None and serve_gdb_first(system, args) == "kill":
             print("sprat: gdb killed the run", file=sys.stderr)

@@ -37,6 +37,7 @@ from emulator.core import CoreState
 from emulator.debug.engine import DebugEngine
 from emulator.debug.symbols import Location, SymbolError, SymbolTable
 from emulator.debug.target import TargetError
+from emulator.debug.timetravel import TimeTravel
 from emulator.debug.trace import MessageLog, TraceRecorder
 from kernel.tracepoints import install_message_tracepoints
 from emulator.errors import SpratError
@@ -54,6 +55,7 @@ DEFAULT_WATCH = 8
 LONGEST_INSTRUCTION = 15       # bytes, on x86
 BACKTRACE_WORDS = 256          # how far up the stack `bt` looks for return addresses
 MESSAGES_SHOWN = 8
+MAX_REVERSE_LINE = 1000        # instructions reverse-step undoes looking for another line
 
 EFLAGS_BITS = ((0, "CF"), (2, "PF"), (4, "AF"), (6, "ZF"), (7, "SF"), (8, "TF"), (9, "IF"),
                (10, "DF"), (11, "OF"))
@@ -175,6 +177,7 @@ def attach(system, max_cycles=None, trace=None) -> Debuggee:
     messages = MessageLog(keep=MESSAGES_SHOWN)
     system.machine.observers.append(messages)
     install_message_tracepoints(system)
+    engine.travel = TimeTravel(engine)       # reverse execution: history kept from here
     trace_file = open_trace(system.machine, trace) if trace else None
     return Debuggee(system, engine, symbols, messages, trace_file)
 
@@ -741,6 +744,60 @@ class DebugShell(cmd.Cmd):
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    # -- running backwards (emulator/debug/timetravel.py) ---------------------------------
+    def do_reverse(self, arg):
+        """reverse-stepi [N] | reverse-step [N] | reverse-continue
+        Run backwards. reverse-stepi undoes the selected core's last N
+        instructions (default 1; an interrupt it took counts as one);
+        reverse-step goes back N source lines of the selected core;
+        reverse-continue goes back to the previous breakpoint or watchpoint
+        hit on any core (a watchpoint: before the store, at the storing
+        instruction), or to the start if there was none. The whole machine
+        goes back; what comes after is made anew by the next step or continue.
+        Aliases: rsi, rs, rc."""
+        command, _, count = arg.partition(" ")
+        actions = {"-stepi": self.do_rsi, "-step": self.do_rs, "-continue": self.do_rc}
+        if command not in actions:
+            raise CommandError("usage: reverse-stepi [N], reverse-step [N] or reverse-continue")
+        return actions[command](count)
+
+    def do_rsi(self, arg):
+        """rsi [N]: reverse-stepi (see `help reverse`)."""
+        for _ in range(self._count(arg, 1, MAX_STEPS)):
+            self.engine.travel.reverse_step(self.selected)
+        self.out(self.where(self.selected))
+
+    def do_rs(self, arg):
+        """rs [N]: reverse-step (see `help reverse`)."""
+        core = self.machine.cores[self.selected]
+        for _ in range(self._count(arg, 1, MAX_STEPS)):
+            line = self.symbols.source(core.rip, core.id)
+            for _ in range(MAX_REVERSE_LINE):
+                self.engine.travel.reverse_step(core.id)
+                if self.symbols.source(core.rip, core.id) != line:
+                    break
+        self.out(self.where(core.id))
+
+    def do_rc(self, arg):
+        """rc: reverse-continue (see `help reverse`)."""
+        self._no_arguments("reverse-continue", arg)
+        travel = self.engine.travel
+        event = travel.reverse_continue()
+        if travel.at_start:
+            self.out("no earlier breakpoint or watchpoint hit: at the start of the recorded history")
+            self.out(self.where(self.selected))
+            return
+        core = self.machine.cores[event.core]
+        self.selected = core.id
+        if event.reason == "watchpoint":
+            watch = self.engine.stop_causes[0]
+            self.out(f"core {core.id} is about to store to watchpoint {watch.number} "
+                     f"at {event.addr:#x} (going backwards)")
+        else:
+            listed = [b for b in self.engine.stop_causes if not b.temporary]
+            self.out(f"core {core.id} hit {self._numbers(listed)} (going backwards)")
+        self.out(self.where(core.id))
 
 
 def _branch_target(instruction) -> int | None:

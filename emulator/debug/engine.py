@@ -164,6 +164,7 @@ class DebugEngine:
         self._last_core = 0
         self._fault_hooks = [core.uc.hook_add(UC_HOOK_INTR, self._fault_hook(core))
                              for core in machine.cores]
+        self.travel = None      # the history, when kept (emulator/debug/timetravel.py)
 
     def close(self) -> None:
         """Take every hook out: the machine runs on as if it had never been debugged."""
@@ -197,6 +198,7 @@ class DebugEngine:
         if name not in WRITABLE_REGISTERS:
             raise TargetError(f"register {name} cannot be changed from the debugger")
         core.regs.write(_REGISTER_IDS[name], value)
+        self._changed()
 
     def read_memory(self, core_id: int, address: int, length: int) -> bytes:
         """Bytes at a virtual address as the core sees it (TargetError if unmapped)."""
@@ -219,6 +221,12 @@ class DebugEngine:
         # The bytes may be code some core has already translated.
         for core in self.machine.cores:
             _flush_code(core, address, len(data))
+        self._changed()
+
+    def _changed(self) -> None:
+        """The debugger changed the machine: history cannot replay that by itself."""
+        if self.travel is not None:
+            self.travel.changed()
 
     def _physical(self, core_id: int, address: int) -> int:
         core = self.core(core_id)

@@ -574,9 +574,11 @@ class Session:
 
     def _packet_qSupported(self, packet: str) -> str:
         self.gdb_features = set(packet.partition(':')[2].split(';'))
-        return ';'.join((f'PacketSize={PACKET_SIZE:x}', 'qXfer:features:read+',
-                         'vContSupported+', 'QStartNoAckMode+',
-                         'swbreak+', 'hwbreak+'))
+        features = [f'PacketSize={PACKET_SIZE:x}', 'qXfer:features:read+',
+                    'vContSupported+', 'QStartNoAckMode+', 'swbreak+', 'hwbreak+']
+        if self._travel() is not None:
+            features += ['ReverseStep+', 'ReverseContinue+']
+        return ';'.join(features)
 
     def _packet_QStartNoAckMode(self, packet: str) -> str:
         # This packet's own reply is still acked by gdb; the '+' it sends
@@ -811,6 +813,26 @@ class Session:
                 return self._run(lambda: others_run(core))
             return self._step(core)
         return self._resume() if run else ''
+
+    def _packet_b(self, packet: str) -> str:
+        """bs: one instruction of the current core backwards; bc: back to the
+        previous breakpoint or watchpoint hit (emulator/debug/timetravel.py)."""
+        travel = self._travel()
+        if travel is None or packet not in ('bs', 'bc'):
+            return ''
+        if packet == 'bs':
+            core = self._default_core()
+            reply = self._run(lambda: travel.reverse_step(core))
+        else:
+            reply = self._run(travel.reverse_continue)
+            if travel.at_start and reply.startswith('T'):
+                # gdb's word for "no further back": the start of the history
+                reply = reply[:3] + 'replaylog:begin;' + reply[3:]
+        return reply
+
+    def _travel(self):
+        """The target's history, if it keeps one (reverse execution)."""
+        return getattr(self.target, 'travel', None)
 
     def _default_core(self) -> int:
         return self.last_stop.core if self.c_core is None else self.c_core

@@ -21,6 +21,7 @@ Reading a trace back and drawing it is sprat/trace.py's business.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import deque
 
@@ -57,6 +58,12 @@ class MessageLog:
         if channel not in self.channels:
             self.channels[channel] = deque(maxlen=self.keep)
         self.channels[channel].append({"event": event, **fields})
+
+    def checkpoint_state(self):        # emulator/checkpoint.py
+        return copy.deepcopy(self.channels)
+
+    def restore_state(self, state) -> None:
+        self.channels = copy.deepcopy(state)
 
 
 def read_trace(path, check=None) -> list[dict]:
