@@ -104,8 +104,8 @@ def hand_written(tmp_path):
     (tmp_path / "hand.S").write_text(HAND_WRITTEN)
     image = tmp_path / "hand.lst"
     image.write_text("kernel /cpudriver/cpudriver.S\n"
-                     "module hand.S core=0 role=0\n"
-                     "module hand.S core=1 role=1\n")
+                     "module hand.S core=0 role=0 channels=5\n"
+                     "module hand.S core=1 role=1 channels=5\n")
     return image
 
 

@@ -286,7 +286,7 @@ start:
 def test_gdb_is_told_of_a_deadlock_and_shows_where_the_core_waits(tmp_path):
     (tmp_path / 'waiter.S').write_text(WAITER.format(tree=TREE))
     image = tmp_path / 'deadlock.lst'
-    image.write_text('kernel /cpudriver/cpudriver.S\nmodule waiter.S core=1\n')
+    image.write_text('kernel /cpudriver/cpudriver.S\nmodule waiter.S core=1 channels=30\n')
     session = SpratGdb(tmp_path, str(image), '--cores', '2')
     try:
         output = session.run_gdb('continue', 'thread 2', 'bt 1')
