@@ -22,7 +22,11 @@ connects them to the cores:
     on all of them, like MONITOR/MWAIT on several lines).
     Its clock does not move while parked; when it reads the line again the
     directory charges it up to the write time plus the transfer latency
-    (causality), exactly as if it had spun. Unicorn cannot hook an opcode,
+    (causality), exactly as if it had spun. A woken core is not run before
+    that time either (`core.not_before`, the scheduler's ready time): its
+    read cannot reach the writer before then, so the writer's further
+    stores to the line, earlier in modeled time, find the line still its
+    own, at any quantum. Unicorn cannot hook an opcode,
     so the loader tells us where the `pause` instructions are
     (`add_pause_sites`).
 
@@ -276,6 +280,7 @@ class CostModel:
         for core in list(self.waiters.get(line, ())):
             self._stop_waiting(core)
             self.watches[core.id].woken = 1
+            core.not_before = max(core.not_before, self.directory.visible_at(core.id, line))
 
     def _stop_waiting(self, core) -> None:
         """Take `core` off every line it waits on; it runs again."""

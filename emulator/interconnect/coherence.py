@@ -292,6 +292,14 @@ class CoherenceDirectory:
         line = self._lines.get(key)
         return 0 if line is None else line.writes
 
+    def visible_at(self, core: int, key: int) -> int:
+        """The earliest modeled time `core` can have the last write to line
+        number `key`: when it completed, plus the trip from its writer."""
+        line = self._lines.get(key)
+        if line is None or line.writer in (NEVER_WRITTEN, core):
+            return 0
+        return line.written_at + self._cost[core][line.writer]
+
     def tracked_lines(self) -> list[int]:
         """Addresses of the lines touched so far, in order."""
         return sorted(key << LINE_SHIFT for key in self._lines)
