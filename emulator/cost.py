@@ -73,7 +73,11 @@ class CostModel:
         # serves accesses too; the pure Python path keeps them in Python
         # objects, which Python reads faster.
         in_c = self.hit_path == "C"
-        self.directory = CoherenceDirectory(topology, counters=hitpath.counters if in_c else None)
+        # Reads of one line merge at its ordering point (coherence.py,
+        # "Ordering"): readers woken by one write are then served alike
+        # whatever order the scheduler runs them in.
+        self.directory = CoherenceDirectory(topology, counters=hitpath.counters if in_c else None,
+                                            merge_reads=True, memory_size=machine.memory.size)
         self._shared_directory = hitpath.share(self.directory) if in_c else None
         if in_c:
             for core in machine.cores:      # the clocks too, before anything reads them
