@@ -57,9 +57,14 @@ served until it completes. A request that reaches the line while one is in
 flight (its clock, or the write it must wait for, falls in the line's busy
 period [busy_from, busy_until)) waits its turn, so N cores reading one line
 at once finish one transfer apart. With `merge_reads`, a read that finds a
-read in flight rides along with it and finishes with it (merged GETS, as
-the issue reads MOESI_hammer; not re-read here), so only writes, and reads
-behind writes, queue; the cost model runs with it on (emulator/cost.py).
+read in flight rides along with it and finishes with it, so only writes,
+and the first read behind a write, queue; the reads that queue behind a
+write are served as one. The cost model runs with it on (emulator/cost.py).
+gem5's AMD-style directory does the same: a blocked line whose next queued
+request is a GETS forwards the queued GETS as one ("NO_B_S ... next queued
+request GETS", "NO_B_S_W ... forwarded merged GETS", a TBE's
+"GetSRequestors ... GETS merged requestors": gem5,
+src/mem/ruby/protocol/MOESI_hammer-dir.sm -- seen).
 Cores run one after another, so a core whose clock is behind can reach the
 directory after a transaction later than it in modeled time: it is not
 queued behind that one (it would have come first), only causality holds it.
