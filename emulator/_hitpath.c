@@ -79,6 +79,9 @@ struct line {                    /* a directory entry: SharedLine, hitpath.py */
     wchar_t owner_state;         /* 'M', 'O', 'E' or 'I' (ctypes.c_wchar) */
     int64_t written_at;          /* modeled time the last write completed */
     int32_t writer;              /* core that wrote it last, or NEVER_WRITTEN */
+    int64_t busy_from;           /* the ordering point: transactions queued back */
+    int64_t busy_until;          /* to back occupy [busy_from, busy_until) */
+    int32_t busy_read;           /* 1: the last of them is a read (merge_reads) */
     uint64_t hits, transfers, memory_fills, invalidations, writes;
 };
 
@@ -86,6 +89,7 @@ struct directory {               /* the rest of the directory: SharedDirectory *
     int64_t n_cores;
     int64_t l1_hit;              /* cycles of a hit (the topology's) */
     int64_t memory;              /* cycles of a fill from memory */
+    int64_t merge_reads;         /* the directory's merge_reads */
     const int64_t *cost;         /* [me * n_cores + other]: cycles for me to get a
                                     line other holds (the directory's _cost) */
     uint64_t *hits;              /* per core, as the directory counts them */
@@ -166,7 +170,8 @@ static int64_t serve_here(struct directory *d, int64_t me, struct line *line, in
     uint64_t mine = sharers & bit, others = sharers & ~bit;
     int32_t owner = line->owner, writer = line->writer;
     wchar_t state = line->owner_state;
-    int64_t cycles;
+    int64_t cycles, total, end, reaches;
+    int queued;
 
     /* The hits (access's first test). */
     if (mine && !write) {
@@ -183,6 +188,12 @@ static int64_t serve_here(struct directory *d, int64_t me, struct line *line, in
         line->writes++;
         return d->l1_hit;
     }
+
+    /* A transaction: it takes its turn at the line's ordering point. */
+    reaches = now;
+    if (writer != me && writer != NEVER_WRITTEN && line->written_at > now)
+        reaches = line->written_at;
+    queued = line->busy_from <= reaches && reaches < line->busy_until;
 
     /* The misses (_serve). */
     if (!write) {
@@ -217,14 +228,25 @@ static int64_t serve_here(struct directory *d, int64_t me, struct line *line, in
         line->owner_state = L'M';
     }
 
-    /* Causality (access). */
-    if (writer != me && writer != NEVER_WRITTEN) {
-        int64_t earliest = line->written_at + cost[writer];
-        if (now + cycles < earliest) {
-            d->waits[me] += earliest - now - cycles;
-            cycles = earliest - now;
-        }
+    /* Its turn, and causality (access). */
+    if (!queued)
+        total = cycles;
+    else if (d->merge_reads && !write && line->busy_read)
+        total = line->busy_until - now > cycles ? line->busy_until - now : cycles;
+    else
+        total = line->busy_until - now + cycles;
+    if (writer != me && writer != NEVER_WRITTEN
+            && line->written_at + cost[writer] - now > total)
+        total = line->written_at + cost[writer] - now;
+    d->waits[me] += total - cycles;
+    end = now + total;
+    if (end > line->busy_until) {
+        if (!queued)
+            line->busy_from = end - cycles;
+        line->busy_until = end;
+        line->busy_read = !write;
     }
+    cycles = total;
     if (write) {
         line->written_at = now + cycles;
         line->writer = (int32_t)me;
@@ -405,14 +427,16 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnn) s:(nnnnnnnnnnn) s:(nnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnn)}",
+        "{s:(nnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
         AT(clock, charged), AT(clock, emu_counter),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
-        AT(line, owner_state), AT(line, written_at), AT(line, writer), AT(line, hits),
+        AT(line, owner_state), AT(line, written_at), AT(line, writer), AT(line, busy_from),
+        AT(line, busy_until), AT(line, busy_read), AT(line, hits),
         AT(line, transfers), AT(line, memory_fills), AT(line, invalidations), AT(line, writes),
         "directory", (Py_ssize_t)sizeof(struct directory), AT(directory, n_cores),
-        AT(directory, l1_hit), AT(directory, memory), AT(directory, cost), AT(directory, hits),
+        AT(directory, l1_hit), AT(directory, memory), AT(directory, merge_reads),
+        AT(directory, cost), AT(directory, hits),
         AT(directory, transfers), AT(directory, memory_fills), AT(directory, invalidations),
         AT(directory, waits),
         "watch", (Py_ssize_t)sizeof(struct watch), AT(watch, count), AT(watch, overflowed),

@@ -115,6 +115,7 @@ class Core:
         self._in_quantum = False
         self._stop_requested = False
         self.waiting_on = ()           # the cost model's parking state (emulator/cost.py)
+        self.not_before = 0            # woken by a write: runs no earlier (emulator/cost.py)
         self._pending_fault = None     # a fault a hook found (emulator/privilege.py)
         self.stop_at = None            # injected faults (emulator/faults.py): the cycle
         self.clock_ratio = 1           # it dies at; the cycles each instruction costs

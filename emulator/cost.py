@@ -22,7 +22,11 @@ connects them to the cores:
     on all of them, like MONITOR/MWAIT on several lines).
     Its clock does not move while parked; when it reads the line again the
     directory charges it up to the write time plus the transfer latency
-    (causality), exactly as if it had spun. Unicorn cannot hook an opcode,
+    (causality), exactly as if it had spun. A woken core is not run before
+    that time either (`core.not_before`, the scheduler's ready time): its
+    read cannot reach the writer before then, so the writer's further
+    stores to the line, earlier in modeled time, find the line still its
+    own, at any quantum. Unicorn cannot hook an opcode,
     so the loader tells us where the `pause` instructions are
     (`add_pause_sites`).
 
@@ -69,7 +73,11 @@ class CostModel:
         # serves accesses too; the pure Python path keeps them in Python
         # objects, which Python reads faster.
         in_c = self.hit_path == "C"
-        self.directory = CoherenceDirectory(topology, counters=hitpath.counters if in_c else None)
+        # Reads of one line merge at its ordering point (coherence.py,
+        # "Ordering"): readers woken by one write are then served alike
+        # whatever order the scheduler runs them in.
+        self.directory = CoherenceDirectory(topology, counters=hitpath.counters if in_c else None,
+                                            merge_reads=True, memory_size=machine.memory.size)
         self._shared_directory = hitpath.share(self.directory) if in_c else None
         if in_c:
             for core in machine.cores:      # the clocks too, before anything reads them
@@ -276,6 +284,7 @@ class CostModel:
         for core in list(self.waiters.get(line, ())):
             self._stop_waiting(core)
             self.watches[core.id].woken = 1
+            core.not_before = max(core.not_before, self.directory.visible_at(core.id, line))
 
     def _stop_waiting(self, core) -> None:
         """Take `core` off every line it waits on; it runs again."""

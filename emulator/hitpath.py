@@ -74,6 +74,9 @@ class SharedLine(ctypes.Structure):
         ("owner_state", ctypes.c_wchar),      # reads and writes as a 1-letter str, like _Line's
         ("written_at", ctypes.c_int64),
         ("writer", ctypes.c_int32),
+        ("busy_from", ctypes.c_int64),
+        ("busy_until", ctypes.c_int64),
+        ("busy_read", ctypes.c_int32),
         ("hits", ctypes.c_uint64),
         ("transfers", ctypes.c_uint64),
         ("memory_fills", ctypes.c_uint64),
@@ -90,6 +93,7 @@ class SharedDirectory(ctypes.Structure):
         ("n_cores", ctypes.c_int64),
         ("l1_hit", ctypes.c_int64),
         ("memory", ctypes.c_int64),
+        ("merge_reads", ctypes.c_int64),
         ("cost", ctypes.c_void_p),              # int64_t [n_cores * n_cores]
         ("hits", ctypes.c_void_p),              # uint64_t [n_cores] each
         ("transfers", ctypes.c_void_p),
@@ -180,6 +184,7 @@ def share(directory) -> SharedDirectory:
     cost = (ctypes.c_int64 * (n * n))(*(topology.transfer_cycles(me, other)
                                         for me in range(n) for other in range(n)))
     shared = SharedDirectory(n_cores=n, l1_hit=topology.l1_hit, memory=topology.memory,
+                             merge_reads=int(directory.merge_reads),
                              cost=ctypes.addressof(cost),
                              **{name: ctypes.addressof(getattr(directory, name))
                                 for name in ("hits", "transfers", "memory_fills",

@@ -15,10 +15,13 @@ A core that is off, stopped or failed is never ready. When no core is ready, the
 
 The quantum is a trade-off (DESIGN.md section 6): a larger one is faster on
 the host (each emu_start costs ~20 us), a smaller one interleaves cores more
-finely. The coherence model charges by causality, so message latencies
-between cores that wait for each other (a ping-pong, a request and its
-reply) come out the same for any quantum above a few dozen instructions
-(tests/test_urpc.py checks this). Contended shared memory is different:
+finely. The coherence model charges by causality, and a core woken by a
+write to a line it polls runs no earlier than that write could reach it
+(`not_before`, emulator/cost.py): at a quantum of one instruction it would
+otherwise take the line back between the writer's stores, which in modeled
+time all came before its read. So message latencies between cores that
+wait for each other (a ping-pong, a request and its reply) come out the
+same for any quantum, down to one instruction (tests/test_urpc.py). Contended shared memory is different:
 with a large quantum a core makes many updates while its lines stay in its
 cache before another core runs, so `sprat bench shm-vs-msg` measures with
 a quantum of 1. Small quanta cost host time, not accuracy.
@@ -56,7 +59,10 @@ class Scheduler:
     def ready_time(self, core) -> int | None:
         """When `core` could next run, or None if it never can by itself."""
         if core.state is CoreState.RUNNING:
-            return core.cycles
+            # A core woken by a write waits for the line (emulator/cost.py,
+            # _wake) without its clock moving: what its read costs is the
+            # cost model's to say.
+            return max(core.cycles, core.not_before)
         # A core halted, or parked polling (emulator/cost.py), is ready at
         # its next interrupt: for a parked core, say, a time slice's end lets
         # the core's other dispatchers run, as it would on a spinning core.
@@ -89,7 +95,8 @@ class Scheduler:
 
     def run_one(self, core, time: int, limit: int | None = None) -> int:
         """Bring `core` to `time`, take its due interrupts, run one quantum."""
-        core.cycles = max(core.cycles, time)
+        if core.state is not CoreState.RUNNING:
+            core.cycles = max(core.cycles, time)
         while core.take_due_interrupts():
             pass
         if core.state is not CoreState.RUNNING:

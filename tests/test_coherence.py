@@ -105,7 +105,7 @@ def test_shared_clean_line_comes_from_the_nearest_copy():
     topo = d.topology
     d.read(0, LINE, now=0)                       # E in core 0
     d.read(2, LINE, now=LATER)                   # other die: both S now
-    cycles = d.read(1, LINE, now=LATER)          # core 1 shares core 0's L2
+    cycles = d.read(1, LINE, now=2 * LATER)      # core 1 shares core 0's L2
     assert cycles == topo.transfer_cycles(1, 0) == topo.shared_cache_transfer
     assert states(d, [0, 1, 2]) == "SSS"
 
@@ -114,7 +114,7 @@ def test_memory_is_used_when_every_copy_is_farther_than_memory():
     d = directory("intel-2x4")
     d.read(0, LINE, now=0)
     d.read(1, LINE, now=LATER)                   # S in 0 and 1, no owner
-    cycles = d.read(4, LINE, now=LATER)          # other socket: 350 > memory 306
+    cycles = d.read(4, LINE, now=2 * LATER)      # other socket: 350 > memory 306
     assert cycles == d.topology.memory
     assert d.core_stats(4)["memory_fills"] == 1
 
@@ -246,3 +246,47 @@ def test_untouched_line_has_zero_counters_and_no_copies():
     assert d.line_stats(0x9000) == {"hits": 0, "transfers": 0, "memory_fills": 0,
                                     "invalidations": 0}
     assert d.state(0, 0x9000) == "I"
+
+
+# -- the ordering point: one transaction on a line at a time --
+
+def test_readers_of_one_line_finish_one_occupancy_apart():
+    d = directory("amd-4x4")
+    d.write(0, LINE, now=0)
+    transfer = d.topology.transfer_cycles(1, 0)      # the same for cores 1, 2 and 3
+    done = [LATER + d.read(reader, LINE, now=LATER) for reader in (1, 2, 3)]
+    assert done == [LATER + transfer, LATER + 2 * transfer, LATER + 3 * transfer], \
+        f"three reads of one line at once should be served one after another: {done}"
+
+
+def test_merged_reads_finish_together():
+    d = CoherenceDirectory(load_topology("amd-4x4"), merge_reads=True)
+    d.write(0, LINE, now=0)
+    transfer = d.topology.transfer_cycles(1, 0)
+    done = [LATER + d.read(reader, LINE, now=LATER) for reader in (1, 2, 3)]
+    assert done == [LATER + transfer] * 3, f"merged reads should finish with the first: {done}"
+
+
+def test_a_write_waits_for_the_read_in_flight():
+    d = directory("amd-4x4")
+    d.write(0, LINE, now=0)
+    read_done = LATER + d.read(4, LINE, now=LATER)
+    cycles = d.write(8, LINE, now=LATER + 1)         # the line is still on its way to core 4
+    assert LATER + 1 + cycles >= read_done + d.topology.transfer_cycles(8, 0), \
+        "a write began before the read in flight on its line was done"
+
+
+def test_a_request_from_before_the_busy_period_does_not_wait_for_it():
+    # Cores run one after another: a core whose clock is behind may reach
+    # the directory after a transaction that, in modeled time, came later.
+    # It is not queued behind that one (no causality: nothing was written).
+    d = directory("amd-4x4")
+    d.read(0, LINE, now=0)
+    d.read(4, LINE, now=LATER)
+    d.read(8, LINE, now=LATER // 2)
+    assert d.core_stats(8)["waits"] == 0, "an earlier read was queued behind a later one"
+
+
+def test_each_package_is_home_to_its_share_of_memory():
+    d = CoherenceDirectory(load_topology("amd-4x4"), memory_size=4 << 20)
+    assert [d.home(address) for address in (0, 1 << 20, 2 << 20, (4 << 20) - 64)] == [0, 1, 2, 3]

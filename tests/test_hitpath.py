@@ -335,8 +335,10 @@ class CoreInC:
 
 
 @needs_c
-@pytest.mark.parametrize("topology_name", ["amd-4x4", "intel-2x4", "generic-64"])
-def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topology_name):
+@pytest.mark.parametrize("topology_name, merge_reads", [
+    ("amd-4x4", False), ("intel-2x4", False), ("generic-64", False), ("amd-4x4", True)])
+def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topology_name,
+                                                                        merge_reads):
     # Two directories take the same random accesses: one the Python way
     # (access(), as the pure path's charge() makes it), one through the C
     # hook, with its entries and counters in C memory. After every access:
@@ -348,8 +350,8 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
     topology = generic(64) if topology_name == "generic-64" else load_topology(topology_name)
     n = topology.n_cores()
     first, n_lines = 0x5000 >> 6, 32
-    python = CoherenceDirectory(topology)
-    shared = CoherenceDirectory(topology, counters=hitpath.counters)
+    python = CoherenceDirectory(topology, merge_reads=merge_reads)
+    shared = CoherenceDirectory(topology, counters=hitpath.counters, merge_reads=merge_reads)
     lines = (hitpath.SharedLine * n_lines)()
     parked = (ctypes.c_int32 * n_lines)()
     shared.keep_lines_in(first, lines)
@@ -380,6 +382,7 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
     rng = random.Random(n)
     active = rng.sample(range(n), min(n, 6)) + [n - 1]      # a few cores fight, one is the last
     served_in_c = set()          # (read or write, my state, the others' states) before it
+    queued = 0                   # accesses that found their line busy
     previous_read = None
     for step in range(6000):
         if previous_read and rng.random() < 0.3:            # read, then write: E -> M
@@ -398,6 +401,8 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
         known = {address >> 6 for address in python.tracked_lines()}
         before = states(line << 6)
         watched_before = cores[core].watched()
+        entry = python._lines.get(line)
+        queued += entry is not None and entry.busy_from <= clocks[core] < entry.busy_until
         charged = cores[core].access(write, address, size, clocks[core])
         # The Python way: each line the access touches, one after the other.
         expected, now, reads = 0, clocks[core], []
@@ -437,6 +442,7 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
                  ("write", "O", "S"), ("write", "I", "M"), ("write", "I", "S")]:
         assert case in served_in_c, f"{case}: never served in C by this test"
     assert sum(shared.core_stats(c)["waits"] for c in range(n)) > 0, "no causality waits tested"
+    assert queued > 0, "no access found its line busy: the ordering point was not tested"
 
 
 @needs_c

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 from emulator.errors import SpratError
 from emulator.interconnect.render import render_topology
-from emulator.interconnect.topology import generic, list_presets, load_topology
+from emulator.interconnect.topology import PRESET_DIR, generic, list_presets, load_topology
 
 PRESETS = ["amd-2x2", "amd-4x4", "amd-8x4", "intel-2x4"]
 
@@ -287,3 +287,40 @@ def test_render_marks_same_package_cores_on_intel():
     text = render_topology(load_topology("intel-2x4"))
     assert "L2: [0,1]  [2,3]  [4,5]  [6,7]" in text
     assert "  0 .spp 1111" in text
+
+
+# -- every preset number has its source beside it --
+
+# A source named (a document, a year, a measurement), or a value derived
+# from another parameter of the file that has one ("the memory latency below").
+SOURCE_WORDS = re.compile(r"seen|cited|measured|manual|pub\.|\b(19|20)\d\d\b|\b(see|above|below)\b", re.I)
+
+
+def parameter_sources(path):
+    """(line number, key, the comments that source it) for every latency
+    and clock parameter of a topology file: its trailing comment and the
+    comment block right above its run of parameter lines."""
+    found, block, section = [], [], ""
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            block = block + [stripped]
+        elif not stripped:
+            block = []
+        elif stripped.startswith("["):
+            section, block = stripped, []
+        else:
+            key = stripped.split("=", 1)[0].strip()
+            trailing = stripped.split("#", 1)[1] if "#" in stripped else ""
+            if section == "[latency]" or key == "freq_ghz":
+                found.append((number, key, " ".join(block) + " " + trailing))
+    return found
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_preset_parameter_cites_its_source(preset):
+    path = PRESET_DIR / f"{preset}.toml"
+    for number, key, comments in parameter_sources(path):
+        assert SOURCE_WORDS.search(comments), (
+            f"{path.name}:{number}: {key} has no source comment above it or beside it "
+            "(say which measurement or document the number comes from)")

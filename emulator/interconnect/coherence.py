@@ -49,6 +49,28 @@ charged at least enough to bring its clock to t + transfer_cycles: what a
 benchmark measures then does not depend on how the scheduler interleaved
 the cores. The extra cycles are counted as `waits`.
 
+Ordering. Each line has one ordering point (on an Opteron, the home
+memory controller; in gem5's MOESI_hammer directory, a line in a
+transient state), and it takes one transaction at a time: every access
+that is not a hit is a transaction that occupies the line from when it is
+served until it completes. A request that reaches the line while one is in
+flight (its clock, or the write it must wait for, falls in the line's busy
+period [busy_from, busy_until)) waits its turn, so N cores reading one line
+at once finish one transfer apart. With `merge_reads`, a read that finds a
+read in flight rides along with it and finishes with it, so only writes,
+and the first read behind a write, queue; the reads that queue behind a
+write are served as one. The cost model runs with it on (emulator/cost.py).
+gem5's AMD-style directory does the same: a blocked line whose next queued
+request is a GETS forwards the queued GETS as one ("NO_B_S ... next queued
+request GETS", "NO_B_S_W ... forwarded merged GETS", a TBE's
+"GetSRequestors ... GETS merged requestors": gem5,
+src/mem/ruby/protocol/MOESI_hammer-dir.sm -- seen).
+Cores run one after another, so a core whose clock is behind can reach the
+directory after a transaction later than it in modeled time: it is not
+queued behind that one (it would have come first), only causality holds it.
+Hits never queue: a core reads its own copy while others' requests travel.
+`home(addr)` says which package's memory holds a line.
+
 Counters, per core and per line: hits, transfers (served by another
 cache), memory_fills, invalidations (copies destroyed by a write), and per
 core the causality `waits` in cycles. Each line also counts its writes
@@ -89,6 +111,7 @@ class _Line:
     """
 
     __slots__ = ("sharers", "owner", "owner_state", "written_at", "writer",
+                 "busy_from", "busy_until", "busy_read",
                  "hits", "transfers", "memory_fills", "invalidations", "writes")
 
     def __init__(self):
@@ -97,6 +120,9 @@ class _Line:
         self.owner_state = "I"        # "M", "O" or "E" while there is an owner
         self.written_at = 0           # modeled time the last write completed
         self.writer = NEVER_WRITTEN   # core that wrote it last
+        self.busy_from = 0            # the ordering point: transactions queued back to
+        self.busy_until = 0           # back occupy [busy_from, busy_until) of modeled time
+        self.busy_read = 0            # 1: the last of them is a read (merge_reads)
         self.hits = 0
         self.transfers = 0
         self.memory_fills = 0
@@ -107,11 +133,17 @@ class _Line:
 class CoherenceDirectory:
     """MOESI directory over the tracked lines of one machine."""
 
-    def __init__(self, topology: Topology, counters=None):
+    def __init__(self, topology: Topology, counters=None, merge_reads: bool = False,
+                 memory_size: int | None = None):
         """`counters(n)`: makes each per-core counter, n zeros (a list by
         default; the cost model makes arrays in C memory, where its C path
-        counts too)."""
+        counts too). `merge_reads`: a read that finds a read of the line in
+        flight rides along with it instead of queueing behind it (see
+        "Ordering"). `memory_size`: the machine's physical memory, split
+        among the packages for `home` (None: everything is package 0's)."""
         self.topology = topology
+        self.merge_reads = merge_reads
+        self.memory_size = memory_size
         n = topology.n_cores()
         # _cost[me][other]: cycles for core `me` to get a line core `other` holds.
         self._cost = [[topology.transfer_cycles(me, other) for other in range(n)]
@@ -153,15 +185,33 @@ class CoherenceDirectory:
                 line.writer = core
                 line.writes += 1
                 return self._l1_hit
+        # A transaction: it takes its turn at the line's ordering point.
+        # It reaches the line at `now`, or, if another core wrote the line
+        # after that (causality), no earlier than that write.
         writer = line.writer
+        reaches = now
+        if writer != core and writer != NEVER_WRITTEN and line.written_at > now:
+            reaches = line.written_at
+        queued = line.busy_from <= reaches < line.busy_until
         cycles = self._serve(core, line, is_write)
+        if not queued:
+            total = cycles
+        elif self.merge_reads and not is_write and line.busy_read:
+            total = max(cycles, line.busy_until - now)   # rides along the read in flight
+        else:
+            total = line.busy_until - now + cycles       # after the one in flight
         if writer != core and writer != NEVER_WRITTEN:
             # Causality: the data cannot be here before it was written + the trip.
             # (A hit never waits: the copy was fetched after that write.)
-            earliest = line.written_at + self._cost[core][writer]
-            if now + cycles < earliest:
-                self.waits[core] += earliest - now - cycles
-                cycles = earliest - now
+            total = max(total, line.written_at + self._cost[core][writer] - now)
+        self.waits[core] += total - cycles
+        end = now + total
+        if end > line.busy_until:
+            if not queued:                 # the line was free: a new busy period
+                line.busy_from = end - cycles
+            line.busy_until = end
+            line.busy_read = 0 if is_write else 1
+        cycles = total
         if is_write:
             line.written_at = now + cycles
             line.writer = core
@@ -291,6 +341,22 @@ class CoherenceDirectory:
         """How many writes line number `key` (address >> LINE_SHIFT) has had."""
         line = self._lines.get(key)
         return 0 if line is None else line.writes
+
+    def visible_at(self, core: int, key: int) -> int:
+        """The earliest modeled time `core` can have the last write to line
+        number `key`: when it completed, plus the trip from its writer."""
+        line = self._lines.get(key)
+        if line is None or line.writer in (NEVER_WRITTEN, core):
+            return 0
+        return line.written_at + self._cost[core][line.writer]
+
+    def home(self, addr: int) -> int:
+        """The package whose memory holds `addr`: physical memory split into
+        one contiguous range per package, as a BIOS lays out NUMA nodes."""
+        packages = len(self.topology.packages)
+        if not self.memory_size:
+            return 0
+        return min(addr * packages // self.memory_size, packages - 1)
 
     def tracked_lines(self) -> list[int]:
         """Addresses of the lines touched so far, in order."""
