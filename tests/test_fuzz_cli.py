@@ -62,6 +62,10 @@ def pools(files, workdir):
         "k": ([], [], ["", "test", "ünï", "-"]),
         "list": (["1", "1,2"], ["0", "-1", "", ",", "1,,2", "nan", "²", "1,0", "9" * 30], ["٣"]),
         "name": (["amd-2x2", "intel-2x4", str(workdir / "pair.toml")], ["nosuch", *hostile], []),
+        "inject": (["slow:0*2", "link:0-1*2"],
+                   ["", "stop", "stop:99@1", "slow:0*-1", "link:0-0*2", "nan", "²", "stop:1@-1"],
+                   ["stop:1@1000"]),
+        "gdb-files": ([], [], [str(workdir / "gdb-files"), "/dev/full", "", files["long"]]),
     }
 
 
@@ -72,9 +76,11 @@ BENCH = [("--json", None), ("--lab", "lab-dir")]
 COMMANDS = {
     ("boot",): ([("image", "?")], MACHINE + [("--max-cycles", "max-cycles"),
                                              ("--expect-failures", None), ("--gdb", "port"),
-                                             ("--trace", "output")], False),
+                                             ("--trace", "output"), ("--inject", "inject")],
+                 False),
     ("debug",): ([("image", "?")], MACHINE + [("--script", "script"), ("--break", "break"),
                                               ("--gdb", "port"), ("--trace", "output"),
+                                              ("--gdb-files", "gdb-files"),
                                               ("--max-cycles", "max-cycles")], False),
     ("trace",): ([("trace", "1")], [("--lab", "lab-dir"), ("--plot", "png")], False),
     ("bench", "boot"): ([], BENCH + [("--iterations", "count"), ("--quantum", "count")], True),
