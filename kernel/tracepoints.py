@@ -14,9 +14,17 @@ debugger's `msgs`) reads the message and reports a `send` or `recv` event
 through `machine._notify`, with the modeled time, the core, the channel,
 the seven words and the message number. `peer` is the core last seen at
 the other end of the same channel (None until there is one).
+
+The debugger stops on messages with the same knowledge: `message_points`
+says where, in each program, a message has just been sent (the control
+word is stored) or just been taken (the receiver's count is stored), and
+`read_message` reads channel, number and words from a core standing at
+either a tracepoint or such a point (the registers named above still hold
+them there).
 """
 
 import struct
+from dataclasses import dataclass
 
 from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as x86
@@ -24,6 +32,46 @@ from unicorn import x86_const as x86
 from cpudriver import layout
 
 PAYLOAD_WORDS = 7
+# Both labels stand on one store (the control word; the receiver's count):
+# the message has been sent, or taken, once that statement has run.
+LABELS = {"send": "urpc_send_commit", "recv": "urpc_received"}
+
+
+@dataclass(frozen=True)
+class Message:
+    event: str          # "send" or "recv"
+    channel: int
+    seq: int            # the message number, from 0
+    words: tuple
+
+
+def message_points(system, event: str) -> list[tuple[int, object]]:
+    """(address, program) for each program that links URPC: where a core
+    stands right after it sent (event "send") or took ("recv") a message."""
+    points = []
+    for module in system.modules:
+        program = module.program
+        address = program.symbols.get(LABELS[event])
+        if address is None or any(known is program for _, known in points):
+            continue
+        after = [a for a, _, _ in program.source_lines if a > address]
+        if after:
+            points.append((min(after), program))
+    return points
+
+
+def read_message(core, event: str) -> Message:
+    """The message a core standing at a send or recv point (or its tracepoint) handles."""
+    regs = core.regs
+    sequence = regs.read(x86.UC_X86_REG_RCX) - 1
+    if event == "send":
+        slot = regs.read(x86.UC_X86_REG_RDX)
+        ring, words = slot & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(slot, 8 * PAYLOAD_WORDS)
+    else:
+        ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
+        words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), 8 * PAYLOAD_WORDS)
+    channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
+    return Message(event, channel, sequence, struct.unpack(f"<{PAYLOAD_WORDS}Q", words))
 
 
 def install_message_tracepoints(system) -> None:
@@ -32,7 +80,7 @@ def install_message_tracepoints(system) -> None:
     hooked = set()                             # programs built alike share their hooks
     for module in system.modules:
         program = module.program
-        for label, event in (("urpc_send_commit", "send"), ("urpc_received", "recv")):
+        for event, label in LABELS.items():
             address = program.symbols.get(label)
             if address is None:
                 continue
@@ -59,18 +107,10 @@ def _tracepoint(machine, core, event, expected, ends):
         if fired_at[0] == core.now():
             return
         fired_at[0] = core.now()
-        regs = core.regs
-        sequence = regs.read(x86.UC_X86_REG_RCX) - 1
-        if event == "send":
-            slot = regs.read(x86.UC_X86_REG_RDX)
-            ring, words = slot & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(slot, 8 * PAYLOAD_WORDS)
-        else:
-            ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
-            words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), 8 * PAYLOAD_WORDS)
-        channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
-        sides = ends.setdefault(channel, {})
+        message = read_message(core, event)
+        sides = ends.setdefault(message.channel, {})
         sides[event] = core.id
         other = sides.get("recv" if event == "send" else "send")
-        machine._notify(event, time=core.now(), core=core.id, peer=other, channel=channel,
-                        seq=sequence, words=list(struct.unpack(f"<{PAYLOAD_WORDS}Q", words)))
+        machine._notify(event, time=core.now(), core=core.id, peer=other,
+                        channel=message.channel, seq=message.seq, words=list(message.words))
     return on_message

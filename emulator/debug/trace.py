@@ -43,11 +43,14 @@ class TraceRecorder:
 
 
 class MessageLog:
-    """The last `keep` message events (send and recv) of each channel."""
+    """The last `keep` message events (send and recv) of each channel, and,
+    for each channel, the last event of each kind (its ends' cores, the
+    last message numbers): `latest[channel]["send"]`."""
 
     def __init__(self, keep: int = 8):
         self.keep = keep
         self.channels: dict[object, deque] = {}
+        self.latest: dict[object, dict[str, dict]] = {}
 
     def __call__(self, event: str, **fields) -> None:
         if event not in MESSAGE_EVENTS:
@@ -55,7 +58,9 @@ class MessageLog:
         channel = fields.get("channel")
         if channel not in self.channels:
             self.channels[channel] = deque(maxlen=self.keep)
-        self.channels[channel].append({"event": event, **fields})
+        record = {"event": event, **fields}
+        self.channels[channel].append(record)
+        self.latest.setdefault(channel, {})[event] = record
 
 
 def read_trace(path) -> list[dict]:
