@@ -474,7 +474,7 @@ class DebugShell(cmd.Cmd):
             self.out(f"value returned: rax = {core.regs.read(x86.UC_X86_REG_RAX):#x}")
 
     def do_until(self, arg):
-        """until [LOCATION]
+        """until [LOCATION]  (advance LOCATION is the same)
         Without LOCATION: like `next`, but at a jump back (the end of a loop)
         run on until the selected core reaches the instruction after it, in
         the same stack frame: the loop runs to its end. With LOCATION (as for
