@@ -15,6 +15,13 @@ through `machine._notify`, with the modeled time, the core, the channel,
 the seven words and the message number. `peer` is the core last seen at
 the other end of the same channel (None until there is one).
 
+What each core runs is told the same way, from the CPU driver's labels
+(`install_run_tracepoints`, for `--trace` only): a `run` event (time,
+core, what: "kernel", "user" or "idle", and for "user" the dispatcher
+number) each time a core crosses into the CPU driver (syscall_entry,
+trap_common), back out to a dispatcher (its `sysret`, or an `iretq` to
+ring 3), or goes to sleep (idle_sleep). Only changes are reported.
+
 The debugger stops on messages with the same knowledge: `message_points`
 says where, in each program, a message has just been sent (the control
 word is stored) or just been taken (the receiver's count is stored), and
@@ -58,6 +65,57 @@ def message_points(system, event: str) -> list[tuple[int, object]]:
         if after:
             points.append((min(after), program))
     return points
+
+
+SYSRET = b"\x48\x0f\x07"
+KERNEL_ENTRIES = ("syscall_entry", "trap_common")
+
+
+def install_run_tracepoints(system) -> None:
+    """Report what each core runs: kernel, a dispatcher, or idle (see above)."""
+    kernel = system.kernel
+    symbols = kernel.symbols
+    points = {symbols[name]: "kernel" for name in KERNEL_ENTRIES if name in symbols}
+    if "idle_sleep" in symbols:
+        points[symbols["idle_sleep"]] = "idle"
+    if "trap_return_to_kernel" in symbols:
+        points[symbols["trap_return_to_kernel"]] = "iretq"
+    if "syscall_return" in symbols:
+        start = symbols["syscall_return"] - kernel.base
+        found = kernel.code.find(SYSRET, start)
+        if found >= 0:
+            points[kernel.base + found] = "user"
+    for core in system.machine.cores:
+        last = [None]
+        for address, what in points.items():
+            core.uc.hook_add(UC_HOOK_CODE, _run_point(system.machine, core, what, last),
+                             begin=address, end=address)
+            core.uc.ctl_remove_cache(address, address + 1)
+
+
+def _run_point(machine, core, what, last):
+    def on_run(uc, address, size, _):
+        state = what
+        if what == "iretq":         # back to ring 3, or to the kernel it interrupted?
+            frame = core.regs.read(x86.UC_X86_REG_RSP)
+            cs = struct.unpack("<Q", core.read_virtual(frame + 8, 8))[0]
+            state = "user" if cs & 3 == 3 else "kernel"
+        dispatcher = _current_dispatcher(machine, core.id) if state == "user" else None
+        if last[0] == (state, dispatcher):
+            return
+        last[0] = (state, dispatcher)
+        machine._notify("run", time=core.now(), core=core.id, what=state, dispatcher=dispatcher)
+    return on_run
+
+
+def _current_dispatcher(machine, core_id: int) -> int | None:
+    """The number of the dispatcher the CPU driver of `core_id` runs (its PCV_CURRENT)."""
+    base = layout.PERCORE_BASE + core_id * layout.PERCORE_SIZE
+    slot = machine.memory.read_u64(base + layout.PCV_CURRENT)
+    first = base + layout.PC_DISPATCHERS
+    if not first <= slot < first + layout.MAX_DISPATCHERS * layout.DISPATCHER_SIZE:
+        return None
+    return (slot - first) >> layout.DISPATCHER_SHIFT
 
 
 def read_message(core, event: str) -> Message:

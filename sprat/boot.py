@@ -160,12 +160,14 @@ def run(args) -> int:
 
 @contextlib.contextmanager
 def recording(system, path):
-    """--trace FILE: record the machine's messages and IPIs while the block runs."""
-    from kernel.tracepoints import install_message_tracepoints
+    """--trace FILE: record the machine's messages, IPIs and what each core runs
+    while the block runs."""
+    from kernel.tracepoints import install_message_tracepoints, install_run_tracepoints
     from sprat.debug import open_trace
     stream = open_trace(system.machine, path) if path else None
     if stream is not None:
         install_message_tracepoints(system)
+        install_run_tracepoints(system)
     try:
         yield
     finally:

@@ -6,6 +6,7 @@
     channel  from  to  sends  recvs  words  latency_min  latency_mean  latency_max
     ...
     $ sprat trace run.trace --plot run.png
+    $ sprat trace run.trace --perfetto run.json      (sprat/perfetto.py)
 
 A trace is what emulator/debug/trace.py records: one JSON object per line,
 each with an "event" and its fields. Messages are `send` and `recv`
@@ -46,6 +47,10 @@ def add_parser(subparsers) -> None:
     add_lab_option(parser)
     parser.add_argument("--plot", metavar="OUT.png", default=None,
                         help="draw a message sequence chart across cores to this image")
+    parser.add_argument("--perfetto", metavar="OUT.json", default=None,
+                        help="write a timeline in the Chrome/Perfetto trace-event format "
+                             "(open it in ui.perfetto.dev): a track per core with what it "
+                             "ran, messages and IPIs as arrows, modeled cycles as time")
     parser.set_defaults(run=run)
 
 
@@ -55,6 +60,10 @@ def run(args) -> int:
     if args.plot:
         plot(events, args.plot)
         print(f"sprat: chart written to {args.plot}")
+    if args.perfetto:
+        from sprat import perfetto
+        perfetto.write(events, messages(events), args.perfetto)
+        print(f"sprat: timeline written to {args.perfetto} (open it in ui.perfetto.dev)")
     return 0
 
 

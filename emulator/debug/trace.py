@@ -7,8 +7,9 @@
 
 The machine tells its observers about what crosses between cores
 (`machine._notify(event, **fields)`): an `ipi` (source, target, mode,
-vector, time) and, from the channels, a `send` or `recv` (time, core,
-peer, channel, words, seq). The recorder knows none of these by name: it
+vector, time) and, from the OS (kernel/tracepoints.py), a `send` or
+`recv` (time, core, peer, channel, words, seq) and a `run` (time, core,
+what: kernel, user or idle, dispatcher). The recorder knows none of these by name: it
 writes whatever event comes, with its fields, so a new kind of event is
 traced the day something reports it. Keys are sorted and nothing of the
 host (no wall-clock time) goes in: the same run gives the same file.
