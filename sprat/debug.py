@@ -43,7 +43,8 @@ from emulator.debug.expression import ExpressionError
 from emulator.debug.symbols import Location, SymbolError, SymbolTable
 from emulator.debug.target import TargetError
 from emulator.debug.trace import MessageLog, TraceRecorder
-from kernel.tracepoints import install_message_tracepoints, message_points, read_message
+from kernel.tracepoints import (install_message_tracepoints, install_run_tracepoints,
+                               message_points, read_message)
 from kernel.urpc import URPC_SLOTS, ring_state
 from emulator.errors import SpratError
 from sprat.boot import DEFAULT_MAX_CYCLES, add_machine_options, machine_shape, positive_argument
@@ -194,7 +195,10 @@ def attach(system, max_cycles=None, trace=None) -> Debuggee:
     messages = MessageLog(keep=MESSAGES_SHOWN)
     system.machine.observers.append(messages)
     install_message_tracepoints(system)
-    trace_file = open_trace(system.machine, trace) if trace else None
+    trace_file = None
+    if trace:
+        trace_file = open_trace(system.machine, trace)
+        install_run_tracepoints(system)
     return Debuggee(system, engine, symbols, messages, trace_file)
 
 
