@@ -104,10 +104,17 @@ make_dispatcher:
     lea rax, [r8 + D_PT_USER]
     or rax, PTE_P | PTE_W | PTE_U
     mov qword ptr [r8 + D_PD_USER], rax
+    # the channel frames: the core's own page tables, in PD entries 1 and on
     mov rax, qword ptr gs:[PCV_SELF]
     lea rax, [rax + PC_PT_CHANNELS]
     or rax, PTE_P | PTE_W | PTE_U
-    mov qword ptr [r8 + D_PD_USER + 8], rax
+    xor ecx, ecx
+make_dispatcher_channels:
+    mov qword ptr [r8 + D_PD_USER + 8 + rcx * 8], rax
+    add rax, 4096
+    inc ecx
+    cmp ecx, CHANNEL_TABLES
+    jb make_dispatcher_channels
     mov rdi, r8
     call map_program
     # the registers it starts with: at USER_BASE, in ring 3, interrupts on,

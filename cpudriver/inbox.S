@@ -6,7 +6,8 @@
 # the kernel's 1:1 map, and charged by the cost model like any channel).
 # It is a URPC-style ring with many senders and one receiver:
 #
-#   + INBOX_TICKET        the next ticket; a sender takes one with `lock xadd`
+#   + INBOX_TICKET        the next ticket; a sender takes one with `lock cmpxchg`,
+#                         and only while a slot is free
 #   + INBOX_TAKEN         how many requests the owner has taken (its line)
 #   + INBOX_SLOTS_OFFSET  INBOX_SLOTS slots of 64 bytes: words 0..6 the
 #                         request, word 7 the control word = ticket + 1,
@@ -14,6 +15,11 @@
 #
 # After writing a request the sender interrupts the owner with an
 # INBOX_VECTOR IPI; the owner's handler takes every complete request.
+#
+# A full inbox is -EAGAIN to whoever asked, never a wait: a sender runs
+# with interrupts off, and a user program can fill an inbox (spawn in a
+# loop), so a CPU driver that waited for room could wait forever for a
+# core that is itself waiting for room in a third inbox.
 
 # inbox_of: the inbox of core rdi.  out: rax.  clobbers: nothing else
 inbox_of:
@@ -27,19 +33,21 @@ inbox_of:
 
 # post_request: put a request in core rdi's inbox and interrupt that core.
 #   in: rdi = core, rsi = request, rdx = word 1, rcx = word 2
+#   out: rax = 0, or -EAGAIN if the inbox is full
 #   clobbers: rax rcx rdx rsi r8 r9 r10 r11
 post_request:
     call inbox_of
     mov r8, rax                       # r8 = the inbox
-    mov r9, 1
-    lock xadd qword ptr [r8 + INBOX_TICKET], r9   # r9 = our ticket
-post_request_wait_room:
-    mov rax, r9
-    sub rax, qword ptr [r8 + INBOX_TAKEN]
-    cmp rax, INBOX_SLOTS
-    jb post_request_room
-    pause
-    jmp post_request_wait_room
+post_request_ticket:
+    mov rax, qword ptr [r8 + INBOX_TICKET]       # the next ticket ...
+    mov r9, rax
+    sub r9, qword ptr [r8 + INBOX_TAKEN]
+    cmp r9, INBOX_SLOTS
+    jae post_request_full                        # ... has no free slot
+    lea r9, [rax + 1]
+    lock cmpxchg qword ptr [r8 + INBOX_TICKET], r9
+    jne post_request_ticket           # another core took it first: the next one
+    mov r9, rax                       # r9 = our ticket
 post_request_room:
     mov r10, r9
     and r10, INBOX_SLOTS - 1
@@ -57,6 +65,10 @@ post_request_room:
     shl edi, 24
     mov dword ptr [rax + 0x310], edi
     mov dword ptr [rax + 0x300], INBOX_VECTOR
+    xor eax, eax
+    ret
+post_request_full:
+    mov rax, -EAGAIN
     ret
 
 # take_requests: act on every complete request in this core's inbox.

@@ -12,10 +12,12 @@ Physical memory
                the CPU drivers write one word of it: which cores were started
   0x0020_0000  the CPU driver image: one 2 MiB page, mapped read-only + exec
   0x0040_0000  modules from the boot image, each page aligned (4 MiB)
-  0x0080_0000  URPC channel frames (2 MiB): shared by all cores, and the
+  0x0080_0000  URPC channel frames (8 MiB): shared by all cores, and the
                only memory the cost model tracks (emulator/cost.py); the
                last MAX_CORES pages are the CPU drivers' inboxes, where one
-               core's CPU driver asks another's for something (spawn)
+               core's CPU driver asks another's for something (spawn). 8
+               MiB because the monitors need a ring for every ordered pair
+               of 64 cores (userland/monitor.S: 1366 pages)
   0x0100_0000  per-core areas, 256 KiB each: the core's page tables, GDT,
                TSS, IDT, kernel stack, and its dispatchers
   0xFEE0_0000  the local APIC (each core sees its own)
@@ -26,7 +28,8 @@ no-execute except the CPU driver's page) is the core's and the same for
 all its dispatchers; the user half maps the program at USER_BASE (PML4
 slot 1): the module's pages read-only and executable, a private stack just
 below USER_STACK_TOP, and the channel frames at USER_CHANNELS, read-write
-and no-execute, the same frames on every core.
+and no-execute, the same frames on every core (the core's CHANNEL_TABLES
+page tables, in PD entries 1 .. CHANNEL_TABLES of every dispatcher).
 """
 
 from emulator.devices.console import CONSOLE_PORT  # noqa: F401 (for the assembler)
@@ -42,11 +45,12 @@ BOOT_INFO = 0x0000_9000
 MODULES_BASE = 0x0040_0000
 MODULES_END = 0x0080_0000
 CHANNELS_PHYS = 0x0080_0000
-CHANNELS_SIZE = 0x0020_0000
+CHANNELS_SIZE = 0x0080_0000
 CHANNEL_SIZE = 0x1000                  # one URPC channel (one direction) per page
 N_CHANNELS = CHANNELS_SIZE // CHANNEL_SIZE
 MAX_CORES = 64
 N_USER_CHANNELS = N_CHANNELS - MAX_CORES   # the rest are the CPU drivers' inboxes
+CHANNEL_TABLES = CHANNELS_SIZE >> 21       # page tables (2 MiB each) that map them
 KERNEL_INBOXES = CHANNELS_PHYS + N_USER_CHANNELS * CHANNEL_SIZE   # core k's: + k pages
 PERCORE_BASE = 0x0100_0000
 PERCORE_SIZE = 0x0004_0000
@@ -57,7 +61,7 @@ USER_BASE = 0x0000_0080_0000_0000
 USER_STACK_PAGES = 3
 USER_STACK_TOP = USER_BASE + 0x0020_0000
 USER_MAX_IMAGE = 0x0020_0000 - USER_STACK_PAGES * 4096
-USER_CHANNELS = USER_BASE + 0x0020_0000  # the second 2 MiB of the user half
+USER_CHANNELS = USER_BASE + 0x0020_0000  # from the second 2 MiB of the user half
 
 # Inside a core's private area (offsets from its base).
 PC_DATA = 0x0000       # per-core variables (below)
@@ -68,7 +72,8 @@ PC_PML4 = 0x2000       # the boot page tables: the kernel half only
 PC_PDPT_KERNEL = 0x3000
 PC_PD_LOW = 0x4000     # 0-1 GiB, 2 MiB pages
 PC_PD_APIC = 0x5000    # 3-4 GiB, for the APIC page
-PC_PT_CHANNELS = 0x9000                # maps the channel frames at USER_CHANNELS
+PC_PT_CHANNELS = 0x6000                # CHANNEL_TABLES page tables, one after the
+                                       # other: the channel frames at USER_CHANNELS
 PC_KSTACK_TOP = 0xC000                 # the kernel stack: 0xA000 up to here
 PC_DISPATCHERS = 0x10000               # MAX_DISPATCHERS slots of DISPATCHER_SIZE
 MAX_DISPATCHERS = 6

@@ -253,6 +253,7 @@ sys_invoke:
     mov r8, qword ptr [rbx + TF_R8]
     mov r9, qword ptr [rbx + TF_R9]
     out HYPERCALL_PORT, al
+# LAB vm BEGIN flush
     test rdx, rdx
     jz sys_invoke_done
     cmp rdx, -1
@@ -260,8 +261,9 @@ sys_invoke:
     invlpg [rdx]
     ret
 sys_invoke_flush_all:
-    mov rcx, cr3
+    mov rcx, cr3                      # a CR3 load forgets every user entry
     mov cr3, rcx
+# LAB vm END flush
 sys_invoke_done:
     ret
 
@@ -320,6 +322,7 @@ sys_channel_invalid:
     ret
 
 # sys_spawn(module, core, argument) -> dispatcher number, 0, or -errno
+# (-EAGAIN: that core's inbox is full; try again later)
 sys_spawn:
     mov rax, qword ptr gs:[PCV_N_CORES]
     cmp rsi, rax
@@ -337,9 +340,7 @@ sys_spawn_remote:
     mov rdx, rdi                      # word 1: the module
     mov rdi, rsi                      # to that core
     mov rsi, REQUEST_SPAWN
-    call post_request
-    xor eax, eax                      # asked; the other core does it
-    ret
+    jmp post_request                  # 0: asked, the other core does it; or -EAGAIN
 sys_spawn_invalid:
     mov rax, -EINVAL
     ret

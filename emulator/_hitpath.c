@@ -57,7 +57,7 @@
 #define LINE_SHIFT 6             /* 64-byte lines (coherence.py) */
 #define NO_OWNER (-1)            /* coherence.py */
 #define NEVER_WRITTEN (-1)       /* coherence.py */
-#define MAX_WATCHED_LINES 64     /* reads remembered between two pauses (hitpath.py) */
+#define MAX_WATCHED_LINES 128    /* reads remembered between two pauses (hitpath.py) */
 #define UC_MEM_WRITE 17          /* unicorn.h, enum uc_mem_type (checked by hitpath.py) */
 #define UC_X86_REG_CR0 50        /* unicorn/x86.h, enum uc_x86_reg (checked too) */
 #define UC_X86_REG_CR3 53

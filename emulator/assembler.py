@@ -19,11 +19,21 @@ operands) with these additions and guards:
   * `defines` become constants; a define overrides a definition of the same
     name in the source, so `ITERATIONS = 1000` is a default an image can
     override;
+  * constants (`NAME = expr`, `.equ`, `.set`) are computed here, by the
+    bounded parser in emulator/asm_expr.py (64-bit values, C's precedence),
+    wherever in the program they are defined; keystone gets their numbers;
   * numeric local labels (`1:` ... `jmp 1b` / `jmp 1f`);
   * `sysretq` means `sysret` (48 0f 07), `offset label` means `label`, and
     `"\\x41"` escapes work in strings;
   * what keystone gets silently wrong is refused with a clear error (see
     "Keystone's sharp edges" below).
+
+Assembling a student's program must never hang or crash the host: every
+file is read with a size limit (MAX_SOURCE_BYTES, regular files only), the
+shapes that hang keystone and sizes that exhaust memory are refused before
+it sees them (emulator/asm_screen.py), and keystone runs in a worker
+process with a deadline and a memory limit (emulator/asm_worker.py): a
+hang or a crash there is an error naming the statement.
 
 Why a wrapper: keystone returns bytes only, no symbol table, and it reports
 errors without a line number. Here every statement gets an invisible marker
@@ -50,6 +60,10 @@ tests/test_assembler.py):
     constant used before its definition gets a sign-extended 32-bit field.
     A literal (or simple constant) last operand is checked against the
     disassembled result.
+  * It loops forever on a line that starts with punctuation (`%`, `)`, `:`)
+    and on stray tokens after a directive's operands (`.align 4]`, `X =
+    0)`, `.byte ,1`), and allocates without end for `.zero -1`: see
+    emulator/asm_screen.py.
   * `.text` crashes it, an unterminated string hangs it, unknown directives
     and `.word 0x12345` are dropped without an error, `.code32` and
     `.att_syntax` switch modes, labels named like registers (`rax:`) or
@@ -71,14 +85,17 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import struct
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from emulator import asm_expr, asm_screen, asm_worker
 from emulator import sources as search_path
+from emulator.asm_expr import ExpressionError
+from emulator.asm_screen import ScreenError
 from emulator.errors import SpratError
 
 __all__ = ["AssemblyError", "Program", "assemble_file", "assemble_text", "clear_memo"]
@@ -150,11 +167,9 @@ def assemble_file(path, base: int, defines: dict[str, int] | None = None) -> Pro
     """Assemble a source file (and what it includes) to run at `base`."""
     path = Path(path).absolute()
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise AssemblyError(_display(path), None, "no such file") from None
-    except IsADirectoryError:
-        raise AssemblyError(_display(path), None, "is a directory, not a source file") from None
+        data = _read_source(path)
+    except _Unreadable as error:
+        raise AssemblyError(_display(path), None, str(error)) from None
     return _assemble(("file", str(path)), path, data, base, defines)
 
 
@@ -165,6 +180,9 @@ def assemble_text(text: str, base: int, filename: str = "<string>",
         origin = Path.cwd() / filename            # includes resolve from the cwd
     else:
         origin = Path(filename).absolute()
+    if len(text) > MAX_SOURCE_BYTES:
+        raise AssemblyError(filename, None, f"larger than {MAX_SOURCE_BYTES >> 20} MiB: "
+                            "not a source file")
     return _assemble(("text", filename, text), origin, text.encode(), base, defines)
 
 
@@ -203,7 +221,10 @@ def _assemble(identity: tuple, origin: Path, data: bytes, base: int,
 def _build(origin: Path, sources: dict[Path, bytes | None], base: int,
            defines: dict[str, int]) -> Program:
     """The cold path: read the sources, run keystone, check what it made."""
+    asm_worker.start()              # it boots (~50 ms) while we read
     unit = _Reader(sources, defines).read(origin)
+    unit.values = _constant_values(unit)
+    _check_sizes(unit)
     code, addresses = _layout(unit, base)
     statement_addresses = addresses[:len(unit.statements)] + [base + len(code)]
     _check_output(unit, code, base, statement_addresses)
@@ -226,6 +247,44 @@ def _checked_defines(defines: dict[str, int] | None) -> dict[str, int]:
         if not -(1 << 63) <= value < 1 << 64:
             raise SpratError(f"assembler: define {name}={value:#x} does not fit in 64 bits")
     return defines
+
+
+class _Unreadable(Exception):
+    """A source file that cannot be read; str() says why, without naming it."""
+
+
+MAX_SOURCE_BYTES = 1 << 20      # one source file (the largest shipped one is ~25 KB)
+
+
+def _read_source(path: Path) -> bytes:
+    """The bytes of a source file: a regular file of at most MAX_SOURCE_BYTES.
+
+    Opened without blocking and checked once open, so a FIFO, /dev/zero or a
+    file that grows while we read cannot make us wait or read without end.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise _Unreadable("no such file") from None
+    except IsADirectoryError:
+        raise _Unreadable("is a directory, not a source file") from None
+    except OSError as error:
+        raise _Unreadable(f"cannot be read ({error.strerror or error})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise _Unreadable("is a directory, not a source file")
+        if not stat.S_ISREG(mode):
+            raise _Unreadable("is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_SOURCE_BYTES + 1)
+    except OSError as error:
+        raise _Unreadable(f"cannot be read ({error.strerror or error})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise _Unreadable(f"larger than {MAX_SOURCE_BYTES >> 20} MiB: not a source file")
+    return data
 
 
 def _display(path: Path) -> str:
@@ -251,7 +310,12 @@ class _Statement:
     kind: str = "empty"     # empty, instruction, data, constant, block, macro
     data_size: int | None = None                # expected bytes of .byte/.word/...
     symbol: str | None = None                   # the constant a definition sets
+    expression: object = None                   # its value's tree (emulator/asm_expr.py)
     macro: str | None = None                    # the macro this statement invokes
+    # Sizes, counts and alignments to bound once constants are known, for this
+    # statement and its block's lines: (directive, operand trees, line, the
+    # counts of the .rept blocks around it).
+    sized: list[tuple[str, list, int, tuple]] = field(default_factory=list)
 
 
 @dataclass
@@ -260,6 +324,7 @@ class _Unit:
     statements: list[_Statement]
     macros: dict[str, str]                      # macro name -> body text
     defines: dict[str, int]
+    values: dict[str, int] = field(default_factory=dict)    # defines and known constants
 
     def label_names(self) -> list[str]:
         return [name for st in self.statements for name in st.labels]
@@ -313,16 +378,17 @@ class _Reader:
         self.macros: dict[str, str] = {}
         self.label_sites: dict[str, tuple[str, int]] = {}
         self.pending_labels: list[tuple[str, int, str]] = []   # labels awaiting a statement
-        self.block: list | None = None      # [statement, text lines, stack of ends]
+        # In a block: [statement, text lines, stack of ends, stack of .rept counts]
+        self.block: list | None = None
 
     def read(self, origin: Path) -> _Unit:
-        self.read_file(origin, ())
+        self.read_file(origin, self.sources[origin], ())
         _resolve_numeric_labels(self.statements)
         return _Unit(self.statements, self.macros, self.defines)
 
-    def read_file(self, path: Path, including: tuple[Path, ...]) -> None:
+    def read_file(self, path: Path, data: bytes, including: tuple[Path, ...]) -> None:
         name = _display(path)
-        text = _decode(name, self.source_of(path))
+        text = _decode(name, data)
         for number, line in enumerate(text.splitlines(), start=1):
             for piece in _split_statements(line, name, number):
                 self.statement(piece, path, name, number, including)
@@ -332,12 +398,6 @@ class _Reader:
                                 f"{opener.text.split()[0]} without {ends[0]}")
         self.flush_labels()         # a label at the end of a file stays in it
 
-    def source_of(self, path: Path) -> bytes:
-        data = self.sources.get(path)
-        if data is None:            # not seen by the dependency scan (or missing)
-            data = path.read_bytes()
-        return data
-
     def statement(self, text: str, path: Path, name: str, number: int,
                   including: tuple[Path, ...]) -> None:
         if self.block is not None:
@@ -346,15 +406,18 @@ class _Reader:
         text = self.take_labels(text, name, number)
         if not text:
             return
+        _screen(asm_screen.check_start, name, number, text)
         directive = text.split(None, 1)[0].lower() if text.startswith(".") else None
         if directive == ".include":
             self.flush_labels()
             self.include(text, path, name, number, including)
         elif directive in _BLOCK_ENDS:
-            self.block = [self.new_statement(name, number, text, "block"), [text],
-                          [_BLOCK_ENDS[directive]]]
+            _check_block_shape(directive, text, name, number)
+            opener = self.new_statement(name, number, text, "block")
             if directive == ".macro":
-                self.block[0].kind = "macro"
+                opener.kind = "macro"
+            count = _note_sizes(opener, directive, text, name, number, [])
+            self.block = [opener, [text], [_BLOCK_ENDS[directive]], [count]]
         else:
             self.plain(text, directive, name, number)
 
@@ -373,6 +436,13 @@ class _Reader:
         if label.lower() in _REGISTERS:
             raise AssemblyError(name, number, f"'{label}' cannot be a label: "
                                 "keystone would read it as a register or keyword")
+        if label.startswith(".") and not label.startswith(".L"):
+            # keystone takes `.if:` for a directive, and loops
+            raise AssemblyError(name, number, f"'{label}' cannot be a label: names starting "
+                                "with '.' are directives (a local label is .L...)")
+        if label.startswith("$"):                   # keystone loops on `$:`
+            raise AssemblyError(name, number, f"'{label}' cannot be a label: '$' is the "
+                                "current address")
         if label.startswith("__sprat"):
             raise AssemblyError(name, number, f"'{label}': names starting with "
                                 "__sprat are reserved for the assembler")
@@ -406,18 +476,22 @@ class _Reader:
         if target in including or target == path:
             chain = " -> ".join(_display(p) for p in (*including, path, target))
             raise AssemblyError(name, number, f'"{match.group(1)}" includes itself ({chain})')
-        if not target.is_file():
-            raise AssemblyError(name, number, f'cannot include "{match.group(1)}": no such file')
-        self.read_file(target, (*including, path))
+        data = self.sources.get(target)
+        if data is None:            # unreadable, or not seen by the dependency scan
+            try:
+                data = _read_source(target)
+            except _Unreadable as error:
+                raise AssemblyError(name, number,
+                                    f'cannot include "{match.group(1)}": {error}') from None
+        self.read_file(target, data, (*including, path))
 
     def plain(self, text: str, directive: str | None, name: str, number: int) -> None:
         """An instruction, a data directive or a constant definition."""
         if directive is not None:
             self.directive(text, directive, name, number)
             return
-        constant = _CONSTANT.match(text)
-        if constant:
-            self.constant(constant.group(1), text, name, number)
+        if _CONSTANT.match(text):
+            self.constant(*_constant_parts(text, name, number), text, name, number)
             return
         text = _rewrite_instruction(text, name, number)
         st = self.new_statement(name, number, text, "instruction")
@@ -433,40 +507,53 @@ class _Reader:
         if directive in _IGNORED:
             return
         if directive in _CONSTANT_DIRECTIVES:
-            parts = text.split(None, 1)
-            symbol = parts[1].split(",", 1)[0].strip() if len(parts) > 1 else ""
-            self.constant(symbol, text, name, number)
+            self.constant(*_constant_parts(text, name, number), text, name, number)
             return
         if directive not in _DATA_WIDTHS and directive not in _OTHER_DATA:
             raise AssemblyError(name, number, f"unknown directive {directive}")
         st = self.new_statement(name, number, _rewrite_strings(text), "data")
+        items = _screen(asm_screen.operands, name, number, directive, text[len(directive):])
         if directive in _DATA_WIDTHS:
-            items = _split_operands(text[len(directive):])
             st.data_size = _DATA_WIDTHS[directive] * len(items)
+        elif directive in asm_screen.SIZED:
+            st.sized.append((directive, items, number, ()))
 
-    def constant(self, symbol: str, text: str, name: str, number: int) -> None:
+    def constant(self, symbol: str, expression: str, text: str, name: str,
+                 number: int) -> None:
+        tree = _screen(_parse_constant, name, number, symbol, expression)
         # A define wins over the source's own definition: the source's value
         # is a default (ITERATIONS = 1000) that an image may override.
         if symbol in self.defines:
             self.new_statement(name, number, "", "empty")
         else:
-            self.new_statement(name, number, text, "constant").symbol = symbol
+            st = self.new_statement(name, number, text, "constant")
+            st.symbol, st.expression = symbol, tree
 
     def block_line(self, text: str, name: str, number: int) -> None:
         """A line inside .macro/.rept/.if: checked and kept, but not marked."""
-        opener, lines, ends = self.block
+        opener, lines, ends, counts = self.block
         prefix = ""
         while (match := _LABEL.match(text)):          # labels stay in the block
             prefix, text = prefix + text[:match.end()] + " ", text[match.end():]
         text = text.strip()
+        if text:
+            _screen(asm_screen.check_start, name, number, text)
         word = text.split(None, 1)[0].lower() if text else ""
+        if word.startswith("."):
+            _check_block_shape(word, text, name, number)
         if word in _BLOCK_ENDS:
+            counts.insert(0, _note_sizes(opener, word, text, name, number, counts))
             ends.insert(0, _BLOCK_ENDS[word])
         elif word == ends[0]:
             ends.pop(0)
+            counts.pop(0)
         elif word.startswith("."):
             _check_block_directive(word, name, number)
-        elif text and not _CONSTANT.match(text):
+            _note_sizes(opener, word, text, name, number, counts)
+        elif text and _CONSTANT.match(text):
+            if "\\" not in text:           # a macro's \argument is not an expression yet
+                _screen(_parse_constant, name, number, *_constant_parts(text, name, number))
+        elif text:
             text = _rewrite_instruction(text, name, number)
         lines.append(prefix + _rewrite_strings(text))
         if not ends:
@@ -479,6 +566,60 @@ class _Reader:
             if len(parts) > 1:
                 self.macros[parts[1].rstrip(",")] = "\n".join(lines[1:])
         self.block = None
+
+
+def _screen(check, name: str, number: int, *args):
+    """check(*args), with its ScreenError or ExpressionError as an AssemblyError here."""
+    try:
+        return check(*args)
+    except (ScreenError, ExpressionError) as error:
+        raise AssemblyError(name, number, str(error)) from None
+
+
+def _constant_parts(text: str, name: str, number: int) -> tuple[str, str]:
+    """(name, expression) of `NAME = expr`, `.equ NAME, expr` or `.set NAME, expr`."""
+    if text.startswith("."):
+        directive, _, rest = text.partition(" ")
+        symbol, comma, expression = rest.partition(",")
+        if not comma or not re.fullmatch(r"\s*[A-Za-z_.$][\w.$]*\s*", symbol):
+            raise AssemblyError(name, number, f"{directive.lower()} needs a name and a "
+                                f"value: {directive.lower()} NAME, value")
+        return symbol.strip(), expression
+    symbol, _, expression = text.partition("=")
+    return symbol.strip(), expression
+
+
+def _parse_constant(symbol: str, expression: str):
+    try:
+        return asm_expr.parse(expression)
+    except ExpressionError as error:
+        raise ExpressionError(f"{symbol} = {_shown(expression, 60)}: {error}") from None
+
+
+def _note_sizes(st: _Statement, directive: str, text: str, name: str, number: int,
+                enclosing: list) -> object:
+    """Parse a sized directive's operands (inside blocks too) to bound them later.
+
+    `enclosing` are the counts of the .rept blocks around it (None for other
+    blocks), which multiply what it makes. A data directive inside a block
+    is checked for shape; one that uses a macro's `\\argument` is left to
+    keystone (and the worker's limits). Returns the count of a .rept.
+    """
+    if "\\" in text or (directive not in asm_screen.SIZED and directive not in _DATA_WIDTHS
+                         and directive not in _OTHER_DATA):
+        return None
+    items = _screen(asm_screen.operands, name, number, directive,
+                    text.strip()[len(directive):])
+    if directive in asm_screen.SIZED:
+        repeats = tuple(count for count in enclosing if count is not None)
+        st.sized.append((directive, items, number, repeats))
+    return items[0] if directive == ".rept" else None
+
+
+def _check_block_shape(directive: str, text: str, name: str, number: int) -> None:
+    """A block directive's operands, checked unless a macro's \\argument is in them."""
+    if (directive in _BLOCK_ENDS or directive in _INSIDE_BLOCKS) and "\\" not in text:
+        _screen(asm_screen.check_block, name, number, directive, text.strip()[len(directive):])
 
 
 def _check_block_directive(word: str, name: str, number: int) -> None:
@@ -584,7 +725,8 @@ def _rewrite_instruction(text: str, name: str, number: int) -> str:
         raise AssemblyError(name, number, "iret assembles to the 16-bit form (66 cf): "
                             "write iretq to return to 64-bit code")
     if "offset" in text.lower():           # keystone: `mov rax, label` is already the address
-        text = _outside_strings(text, lambda part: re.sub(
+        mnemonic, space, operands = text.partition(" ")     # (never the mnemonic itself)
+        text = mnemonic + space + _outside_strings(operands, lambda part: re.sub(
             r"\boffset\s+(?=[A-Za-z_.$])", "", part, flags=re.IGNORECASE))
     return _rewrite_strings(text)
 
@@ -640,46 +782,26 @@ def _numeric_target(match, index: int, definitions: dict[str, list[int]],
 # 2. Laying out with keystone
 # --------------------------------------------------------------------------
 
-_ks_lock = threading.Lock()
-_engines: dict = {}     # keystone and capstone instances, made on first use
+_engines: dict = {}     # the capstone instance, made on first use
 
-
-def _keystone():
-    """The keystone instance that assembles code (imported late: it costs ~10 ms).
-
-    It never gets a symbol resolver: with one installed, keystone 0.9.2 reads
-    every decimal number as hex (`.zero 300` makes 768 bytes) and computes
-    pc-relative fixups to resolved symbols 4 bytes off.
-    """
-    if "plain" not in _engines:
-        from keystone import KS_ARCH_X86, KS_MODE_64, Ks
-        _engines["plain"] = Ks(KS_ARCH_X86, KS_MODE_64)
-    return _engines["plain"]
+# keystone runs in a worker process (emulator/asm_worker.py): a statement it
+# loops on, or an allocation without end, becomes an error here. A program
+# takes keystone ~40 ms; on a busy machine, give it a hundred times that.
+KEYSTONE_SECONDS = 4.0          # one program
+STATEMENT_SECONDS = 2.0         # one statement by itself, to find the one that hangs
+PATIENT_SECONDS = 20.0          # the program again, when no one statement hangs
 
 
 def _symbols_asked(text: str) -> list[str]:
     """The symbols keystone cannot find in `text` (to name them in an error).
 
-    Asked of a second instance whose resolver records names and resolves
+    Asked of a second keystone whose resolver records names and resolves
     nothing; its output is never used, so its number bug does not matter.
     """
-    from keystone import KS_ARCH_X86, KS_MODE_64, Ks, KsError
-    if "names" not in _engines:
-        ks, asked = Ks(KS_ARCH_X86, KS_MODE_64), []
-
-        def resolver(name, value):
-            asked.append(name.decode(errors="replace"))
-            return False
-
-        ks.sym_resolver = resolver
-        _engines["names"] = (ks, asked)
-    ks, asked = _engines["names"]
-    asked.clear()
     try:
-        ks.asm(text.encode("utf-8"), 0)
-    except KsError:
-        pass
-    return list(asked)
+        return asm_worker.symbols_asked(text.encode("utf-8"), STATEMENT_SECONDS)
+    except (asm_worker.KeystoneError, asm_worker.Stuck):
+        return []
 
 
 def _keystone_source(unit: _Unit, statements: list[_Statement],
@@ -687,16 +809,13 @@ def _keystone_source(unit: _Unit, statements: list[_Statement],
     """The text keystone assembles: markers, statements, then the address table."""
     out = [f".equ {name}, {value}" for name, value in unit.defines.items()]
     labels = []
-    known = _all_constants(unit, statements)
-    for i, st in enumerate(statements):
+    for i, (st, text) in enumerate(zip(statements, _statement_texts(unit, statements))):
         out.append(f"__sprat_s{i}:")
         for label in st.labels + st.numbered:
             out.append(f"{label}:")
         labels += st.labels
-        if st.kind == "constant":
-            _learn_constant(st, known)
-        if st.text:
-            out.append(_fold_constants(st.text, known) if st.kind == "instruction" else st.text)
+        if text:
+            out.append(text)
     out.append("__sprat_end:")
     entries = [f"__sprat_s{i}" for i in range(len(statements))] + labels + ["__sprat_end"]
     for chunk in range(0, len(entries), 32):
@@ -705,65 +824,130 @@ def _keystone_source(unit: _Unit, statements: list[_Statement],
     return "\n".join(out) + "\n", len(entries)
 
 
+def _statement_texts(unit: _Unit, statements: list[_Statement]) -> list[str]:
+    """What keystone sees of each statement: known constants as numbers.
+
+    A constant whose value we know is given to keystone as that number, so
+    keystone never reads our expressions (it hangs on some typos in them,
+    and its precedence is not the instructions'); one that uses a label
+    stays an expression for keystone to finish.
+    """
+    known = dict(unit.values)
+    texts = []
+    for st in statements:
+        text = st.text
+        if st.kind == "constant":
+            value = _value_of(st, known)
+            if value is not None:
+                known[st.symbol] = value        # redefinitions (.set) count in order
+                text = f"{st.symbol} = {_number_text(value)}"
+        elif st.kind == "instruction":
+            text = _fold_constants(text, known)
+        texts.append(text)
+    return texts
+
+
 # Keystone evaluates `A + B * 8` wrongly when A and B are symbols (it gave
 # [rdi + 0x1f7] for [rdi + 0x5000 + 503 * 8] spelled with constants), while
 # the same expression in plain numbers is right. So every constant whose
 # value is known is replaced by its number before keystone sees an
 # instruction: keystone then only ever does arithmetic on literals.
 _NAME = re.compile(r"(?<![\w.$])([A-Za-z_][\w$]*)(?![\w$])")
-_ARITHMETIC = re.compile(r"^[\s0-9a-fA-FxX+\-*/%()<>|&^~]*$")
 
 
-def _all_constants(unit: _Unit, statements: list[_Statement]) -> dict[str, int]:
-    """Every constant's value, wherever in the program it is defined.
+def _constant_values(unit: _Unit) -> dict[str, int]:
+    """The defines, and every constant whose value is known before layout.
 
     Keystone takes a symbol it has not met yet for an address: `mov rdi,
     BASE + LATER`, with LATER defined further down (say in a file included
-    at the end), silently became a load from memory. So constants are
-    learnt before any instruction is folded, in as many passes as it takes
-    for definitions that use constants defined after them."""
-    known = dict(unit.defines)
-    constants = [st for st in statements if st.kind == "constant"]
-    for _ in range(len(constants) + 1):
-        learnt = len(known)
-        for st in constants:
-            _learn_constant(st, known)
-        if len(known) == learnt:
-            break
-    return known
+    at the end), silently became a load from memory. So a constant defined
+    once is resolved wherever it is defined, following the constants it
+    uses (of any spelling: `FACE = DEAD + CAFE`) to their definitions. One
+    defined twice (.set) has a value only in order; one that uses a label
+    has none here (keystone finishes it).
+    """
+    definitions: dict[str, list[_Statement]] = {}
+    for st in unit.statements:
+        if st.kind == "constant":
+            definitions.setdefault(st.symbol, []).append(st)
+    once = {name: sts[0] for name, sts in definitions.items() if len(sts) == 1}
+    values = dict(unit.defines)
+    opened, done = set(), set()
+    for first in once:
+        stack = [first]                         # a loop, not recursion: chains may be long
+        while stack:
+            name = stack[-1]
+            if name in done:
+                stack.pop()
+                continue
+            st = once[name]
+            if name not in opened:
+                opened.add(name)
+                needed = [other for other in asm_expr.names(st.expression)
+                          if other in once and other not in done]
+                for other in needed:
+                    if other in opened:         # on the stack: a cycle
+                        raise AssemblyError(st.file, st.line, f"constant {name} is "
+                                            f"defined in terms of itself (through {other})")
+                if needed:
+                    stack.extend(needed)
+                    continue
+            stack.pop()
+            done.add(name)
+            value = _value_of(st, values)
+            if value is not None:
+                values[name] = value
+    return values
 
 
-def _learn_constant(st: _Statement, known: dict[str, int]) -> None:
-    """Record `NAME = expr` (or .equ/.set) if expr is numbers and known constants."""
-    text = st.text.strip()
-    if text.startswith("."):
-        expression = text.split(None, 1)[1].split(",", 1)[1] if "," in text else ""
-    else:
-        expression = text.split("=", 1)[1]
-    folded = _NAME.sub(lambda m: str(known.get(m.group(1), m.group(1))), expression)
-    if st.symbol and _ARITHMETIC.match(folded):
-        try:
-            known[st.symbol] = int(eval(folded.replace("/", "//"), {"__builtins__": {}}))
-        except (SyntaxError, ArithmeticError, ValueError, TypeError):
-            pass
+def _value_of(st: _Statement, known: dict[str, int]) -> int | None:
+    try:
+        return asm_expr.evaluate(st.expression, known.get)
+    except ExpressionError as error:
+        raise AssemblyError(st.file, st.line, f"{st.symbol}: {error}") from None
+
+
+def _check_sizes(unit: _Unit) -> None:
+    """Bound every size, count and alignment, and their sum, before keystone allocates them."""
+    total = 0
+    for st in unit.statements:
+        for directive, trees, line, repeats in st.sized:
+            values = [_screen(asm_expr.evaluate, st.file, line, tree, unit.values.get)
+                      for tree in trees]
+            repeated = 1
+            for count in repeats:               # checked (and bounded) before, outer first
+                repeated *= max(asm_expr.evaluate(count, unit.values.get), 1)
+            total += _screen(asm_screen.check_bounds, st.file, line, directive, values,
+                             repeated)
+            if total > asm_screen.MAX_BYTES:
+                raise AssemblyError(st.file, line, f"with this {directive}, the program's "
+                                    "data and padding blocks add up to more than "
+                                    f"{asm_screen.MAX_BYTES >> 20} MiB")
+
+
+def _number_text(value: int) -> str:
+    return hex(value) if value >= 0 else str(value)
 
 
 def _fold_constants(text: str, known: dict[str, int]) -> str:
     def replace(part: str) -> str:
-        return _NAME.sub(lambda m: hex(known[m.group(1)]) if m.group(1) in known
-                         and known[m.group(1)] >= 0 else
-                         (str(known[m.group(1)]) if m.group(1) in known else m.group(1)), part)
+        return _NAME.sub(lambda m: _number_text(known[m.group(1)]) if m.group(1) in known
+                         else m.group(1), part)
     mnemonic, _, operands = text.strip().partition(" ")
     return f"{mnemonic} {_outside_strings(operands, replace)}" if operands else text
 
 
 def _run_keystone(unit: _Unit, statements: list[_Statement], base: int,
-                  stand_ins: list[str] = ()) -> tuple[bytes, list[int]]:
-    """Assemble; return (code, table addresses) or raise KsError / ValueError."""
+                  stand_ins: list[str] = (), seconds: float | None = None
+                  ) -> tuple[bytes, list[int]]:
+    """Assemble; return (code, table addresses).
+
+    Raises asm_worker.KeystoneError or ValueError when keystone refuses or
+    drops something, asm_worker.Stuck when it hangs or crashes.
+    """
     source, entries = _keystone_source(unit, statements, list(stand_ins))
-    with _ks_lock:
-        blob, _ = _keystone().asm(source.encode("utf-8"), base, as_bytes=True)
-    return _split_table(blob or b"", base, entries)
+    blob = asm_worker.assemble(source.encode("utf-8"), base, seconds or KEYSTONE_SECONDS)
+    return _split_table(blob, base, entries)
 
 
 def _split_table(blob: bytes, base: int, entries: int) -> tuple[bytes, list[int]]:
@@ -780,11 +964,41 @@ def _split_table(blob: bytes, base: int, entries: int) -> tuple[bytes, list[int]
 
 def _layout(unit: _Unit, base: int) -> tuple[bytes, list[int]]:
     """Assemble the whole unit; on failure, find the statement to blame."""
-    from keystone import KsError
     try:
-        return _run_keystone(unit, unit.statements, base)
-    except (KsError, ValueError) as failure:
+        try:
+            return _run_keystone(unit, unit.statements, base)
+        except asm_worker.Stuck:
+            _blame_stuck(unit, base)
+            # No statement hangs by itself: a slow machine, or a hang that
+            # takes several statements. Once more, with patience.
+            return _run_keystone(unit, unit.statements, base, seconds=PATIENT_SECONDS)
+    except (asm_worker.KeystoneError, ValueError) as failure:
         raise _blame(unit, base, failure) from None
+    except asm_worker.Stuck as stuck:
+        file = unit.statements[0].file if unit.statements else "<input>"
+        raise AssemblyError(file, None, f"keystone {stuck} on this program") from None
+
+
+def _blame_stuck(unit: _Unit, base: int) -> None:
+    """Raise an AssemblyError at the first statement keystone hangs or dies on by itself.
+
+    Each statement is assembled alone (with its labels, and the macros for
+    one that invokes a macro), as keystone saw it in the program; most fail for want of
+    their labels, and that is fine: only time and survival count here.
+    """
+    texts = _statement_texts(unit, unit.statements)
+    macros = "\n".join(st.text for st in unit.statements if st.kind == "macro")
+    alone = ["".join(f"{label}:\n" for label in st.labels + st.numbered)
+             + (macros + "\n" if st.macro else "") + text
+             for st, text in zip(unit.statements, texts)]
+    alone = [text.encode("utf-8") for text in alone]
+    found = asm_worker.first_stuck(alone, base, STATEMENT_SECONDS)
+    if found is not None:
+        index, stuck = found
+        st = unit.statements[index]
+        shown = " ".join(f"{label}:" for label in st.labels) + " " + st.text
+        raise AssemblyError(st.file, st.line, f"keystone {stuck} on this statement: "
+                            f"{_one_line(shown)}")
 
 
 def _blame(unit: _Unit, base: int, failure: Exception) -> AssemblyError:
@@ -793,13 +1007,13 @@ def _blame(unit: _Unit, base: int, failure: Exception) -> AssemblyError:
     A prefix may use labels and constants defined after it: stand-in
     definitions (labels = base, constants = 1) keep those from failing it.
     """
-    from keystone import KS_ERR_ASM_SYMBOL_MISSING, KsError
+    from keystone import KS_ERR_ASM_SYMBOL_MISSING
     statements = unit.statements
 
     def error_of(count: int) -> Exception | None:
         try:
             _run_keystone(unit, statements[:count], base, _stand_ins(statements[count:], base))
-        except (KsError, ValueError) as error:
+        except (asm_worker.KeystoneError, asm_worker.Stuck, ValueError) as error:
             return error
         return None
 
@@ -888,8 +1102,12 @@ def _ks_message(error: Exception, st: _Statement | None = None) -> str:
     """keystone's "Invalid operand (KS_ERR_ASM_INVALIDOPERAND)" -> "invalid operand"."""
     from keystone import KS_ERR_ASM_FIXUP_INVALID, KS_ERR_ASM_MNEMONICFAIL
     code = getattr(error, "errno", None)
+    if isinstance(error, asm_worker.Stuck):
+        return f"keystone {error}"
     if code is None:                                # our table check, not keystone
         return "keystone produced no code for this statement"
+    if code < 0:                                    # the binding failed, not the assembler
+        return f"keystone failed: {error}"
     if code == KS_ERR_ASM_MNEMONICFAIL and st is not None and st.text:
         return f"unknown instruction '{st.text.split()[0]}'"
     message = re.sub(r"\s*\(KS_ERR_\w+\)", "", str(error))
@@ -901,7 +1119,13 @@ def _ks_message(error: Exception, st: _Statement | None = None) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " / ".join(line.strip() for line in text.splitlines())
+    return _shown(" / ".join(line.strip() for line in text.splitlines()))
+
+
+def _shown(text: str, most: int = 100) -> str:
+    """Source text for a message: one line, cut short if long."""
+    text = text.strip()
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 # --------------------------------------------------------------------------
@@ -916,6 +1140,9 @@ def _check_output(unit: _Unit, code: bytes, base: int, addresses: list[int]) -> 
             raise AssemblyError(st.file, st.line, "value out of range for "
                                 f"{st.text.split()[0]} (keystone dropped it): {st.text}")
         if stop == start:
+            if st.kind == "instruction" and not st.macro:   # `cmprbx, 5`: keystone shrugs
+                raise AssemblyError(st.file, st.line, "keystone produced no code for this "
+                                    f"instruction: {_one_line(st.text)}")
             continue
         memory_text = _memory_operand_text(unit, st)
         literal = _last_literal(st, constants)
@@ -961,10 +1188,14 @@ def _literal_value(text: str, constants: dict[str, tuple[int, int]]) -> int | No
     """
     text = text.strip()
     if text[:1] in ("-", "~", "+"):
-        inner = _literal_value(text[1:], constants)
-        if inner is None:
+        signs = len(text) - len(text.lstrip("-~+ "))
+        if signs > asm_expr.MAX_DEPTH:
             return None
-        return {"-": -inner, "~": ~inner, "+": inner}[text[0]]
+        value = _literal_value(text[signs:], constants)
+        for sign in reversed(text[:signs].replace(" ", "")):
+            if value is not None:
+                value = {"-": -value, "~": ~value, "+": value}[sign]
+        return value
     if _NUMBER.fullmatch(text):
         if text[-1] in "hH":
             return int(text[:-1], 16)
@@ -1076,9 +1307,9 @@ def _gather_sources(origin: Path, data: bytes) -> dict[Path, bytes | None]:
             if target in sources:
                 continue
             try:
-                sources[target] = target.read_bytes()
-            except OSError:
-                sources[target] = None
+                sources[target] = _read_source(target)
+            except _Unreadable:
+                sources[target] = None      # the reader says why, at the .include
             todo.append((target, sources[target]))
     return sources
 
@@ -1097,10 +1328,13 @@ def _cache_key(sources: dict[Path, bytes | None], origin: Path, base: int,
 
 
 def _fingerprint(what: str) -> str:
-    """A string that changes when this module or the keystone library changes."""
+    """A string that changes when the assembler's modules or the keystone library change."""
     if what not in _fingerprints:
         if what == "assembler":
-            _fingerprints[what] = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+            digest = hashlib.sha256()
+            for module in (__file__, asm_expr.__file__, asm_screen.__file__, asm_worker.__file__):
+                digest.update(Path(module).read_bytes())
+            _fingerprints[what] = digest.hexdigest()
         else:
             _fingerprints[what] = _keystone_fingerprint()
     return _fingerprints[what]

@@ -35,6 +35,13 @@ connects them to the cores:
     (an access to two lines at once, or to a line new to the directory).
     Both paths give the same results; `hit_path` says which one runs ("C",
     or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one).
+
+  * Listening. `observe(listener)` reports every load and store on the
+    tracked lines to `listener(core, write, address, size, value)` (the
+    physical address; for a load, the value it is about to read). The OS
+    turns them into messages (kernel/channel_observer.py). The report is a
+    memory hook of its own, added only once someone listens: a machine
+    nobody observes runs the hooks above and nothing else.
 """
 
 import ctypes
@@ -74,6 +81,7 @@ class CostModel:
         self.pause_sites = set()
         self._pause_hooks = {}            # C path: core id -> its PauseHook
         self._keep = []                   # what unicorn and C hold bare pointers to
+        self.listeners = []               # observe(): told of every access to a tracked line
 
     # --- Tracked windows ----------------------------------------------------
     def track(self, physical: int, size: int) -> None:
@@ -103,6 +111,34 @@ class CostModel:
             def on_access(_uc, kind, address, size, _value, _data, charge=charge, now=core.now):
                 charge(kind == UC_MEM_WRITE, address, size, now())
             callback = HOOK_MEM_ACCESS_CFUNC(on_access)
+            self._keep.append(callback)
+            core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, callback,
+                                     physical, physical + size - 1)
+        for listener in self.listeners:
+            self._report_to(listener, physical, size)
+
+    # --- Listening to the tracked lines ------------------------------------------
+    def observe(self, listener) -> None:
+        """Tell `listener(core, write, address, size, value)` of every access
+        to tracked memory from now on, on every core."""
+        self.listeners.append(listener)
+        for physical, size in self.windows:
+            self._report_to(listener, physical, size)
+
+    def _report_to(self, listener, physical: int, size: int) -> None:
+        """Hook [physical, physical + size) on every core for one listener."""
+        memory = self.machine.memory
+        for core in self.machine.cores:
+            def on_access(_uc, kind, address, length, value, _data, core=core):
+                try:
+                    if kind == UC_MEM_WRITE:
+                        value &= (1 << 8 * length) - 1         # unicorn hands it signed
+                    else:                                      # what the load will read
+                        value = int.from_bytes(memory.read(address, length), "little")
+                    listener(core, kind == UC_MEM_WRITE, address, length, value)
+                except BaseException as error:     # a bug in an observer: stop this core, say so
+                    core.fail(f"internal error in an observer of memory: {error!r}")
+            callback = HOOK_MEM_ACCESS_CFUNC(on_access)     # raw, as in track()
             self._keep.append(callback)
             core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, callback,
                                      physical, physical + size - 1)

@@ -51,7 +51,8 @@ from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
 
 PURE_ENV = "SPRAT_PURE_COST_MODEL"
-MAX_WATCHED_LINES = 64     # a poll loop reading more lines than this is not parked
+MAX_WATCHED_LINES = 128    # a poll loop reading more lines than this is not parked
+                           # (a monitor on 64 cores reads 65: userland/monitor.S serve)
 
 
 class SharedClock(ctypes.Structure):

@@ -11,9 +11,12 @@ waits, as on real x86, for an INIT and a STARTUP IPI from a running core
 (emulator/devices/apic.py). The machine also plays the part of the system
 bus: it carries IPIs between local APICs.
 
-`run` returns when no core can run any more, or when the cycle budget is
-spent. The machine knows nothing of operating systems: any x86-64 guest
-that speaks to these devices can run on it.
+`run` returns when no core can run any more, when the cycle budget is
+spent, or when the machine is stuck: cores wait on lines that no core
+writes, and the only thing left that wakes a core is a timer, after which
+it polls and waits again (a guest's service has died and its clients wait
+for it forever). The machine knows nothing of operating systems: any
+x86-64 guest that speaks to these devices can run on it.
 
 The interconnect is a parameter: `topology` (emulator/interconnect/) says
 which cores share caches and how far apart packages are, and the cost
@@ -39,6 +42,13 @@ from emulator.scheduler import DEFAULT_QUANTUM, Scheduler
 
 MAX_CORES = 64
 DEFAULT_MEMORY = 64 << 20
+# Stuck: in STUCK_WINDOW cycles the cores together retired fewer than
+# STUCK_INSTRUCTIONS and one waits on a line. A machine at work retires
+# about one instruction per cycle on a busy core; a stuck one only takes
+# its timer interrupts (a time slice of sprat's CPU driver is 100,000
+# cycles: a few hundred instructions each).
+STUCK_WINDOW = 10_000_000
+STUCK_INSTRUCTIONS = STUCK_WINDOW // 100
 STARTUP_PAGE_SIZE = 4096      # a STARTUP IPI's vector names a 4 KiB page
 
 
@@ -120,7 +130,9 @@ class Machine:
 
     # --- Running --------------------------------------------------------------
     def run(self, max_cycles: int | None = None) -> RunResult:
-        """Run until no core can run, or until every clock passes max_cycles."""
+        """Run until no core can run, until every clock passes max_cycles, or
+        until the machine is stuck."""
+        window_start, retired_then = None, self._retired()
         while True:
             core, time = self.scheduler.next_core()
             if core is None:
@@ -128,6 +140,15 @@ class Machine:
             if max_cycles is not None and time >= max_cycles:
                 self.console.flush()
                 return RunResult(False, self._budget_reason(max_cycles), self.elapsed())
+            if window_start is None:
+                window_start = time
+            elif time >= window_start + STUCK_WINDOW:
+                retired = self._retired()
+                if retired - retired_then < STUCK_INSTRUCTIONS and self._waiting():
+                    self.console.flush()
+                    return RunResult(False, self._stuck_reason(retired - retired_then),
+                                     self.elapsed())
+                window_start, retired_then = time, retired
             limit = None if max_cycles is None else max_cycles - time
             self.scheduler.run_one(core, time, limit)
         self.console.flush()
@@ -157,6 +178,20 @@ class Machine:
         busy = [c for c in self.cores if c.state is CoreState.RUNNING]
         where = f" (core {busy[0].id} still running at RIP {busy[0].rip:#x})" if busy else ""
         return f"cycle budget of {max_cycles:,} cycles exhausted{where}"
+
+    def _retired(self) -> int:
+        return sum(core.stats.instructions for core in self.cores)
+
+    def _waiting(self) -> list:
+        return [core for core in self.cores if core.state is CoreState.WAITING]
+
+    def _stuck_reason(self, retired: int) -> str:
+        waiting = [str(core.id) for core in self._waiting()]
+        halted = [str(core.id) for core in self.cores if core.state is CoreState.HALTED]
+        named = ", ".join(waiting[:3]) + (f", ... ({len(waiting)} cores)" if waiting[3:] else "")
+        return (f"stuck: {retired:,} instructions in the last {STUCK_WINDOW:,} cycles; "
+                f"waiting on lines that no core writes: core {named}"
+                + (f"; halted: core {', '.join(halted)}" if halted else ""))
 
     def _outcome(self) -> RunResult:
         for core in self.cores:

@@ -173,7 +173,8 @@ def _module_core(entry, cores: int, where: str) -> int | None:
     value = entry.options.get("core", "all")
     if value == "all":
         return None
-    if not value.isdigit():
+    # isascii: '²' and other Unicode digits pass isdigit() but not int()
+    if not (value.isascii() and value.isdigit()):
         raise SpratError(f"{where}: core={value} is not a core number (or 'all')")
     core = int(value)
     if core >= cores:
@@ -192,9 +193,12 @@ def _numeric_options(entry, where: str) -> dict[str, int]:
         if name == "core":
             continue
         try:
-            defines[name.upper()] = int(value, 0)
+            number = int(value, 0)
         except ValueError:
             raise SpratError(f"{where}: {name}={value} is not a number") from None
+        if not -(1 << 63) <= number < (1 << 64):
+            raise SpratError(f"{where}: {name}={value} does not fit in 64 bits")
+        defines[name.upper()] = number
     return defines
 
 

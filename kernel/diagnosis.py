@@ -29,7 +29,7 @@ LINES_NAMED = 3                 # a monitor polls dozens of rings: name the firs
 
 def explain(system) -> list[str]:
     """One line per core that is neither off cleanly nor idle."""
-    symbols = _symbols(system)
+    symbols = symbols_of(system)
     lines = []
     for core in system.machine.cores:
         line = _explain_core(core, symbols)
@@ -78,16 +78,17 @@ def _where(core, symbols) -> str:
     ring = "kernel" if core.privilege == 0 else "user"
     if name is None:
         return f"at RIP {rip:#x} ({ring})"
-    return f"in {name}" + (f" ({_short(source)})" if source else "")
+    return f"in {name}" + (f" ({short_source(source)})" if source else "")
 
 
-def _short(source: str) -> str:
+def short_source(source: str) -> str:
     """file:line with the file named by its place in the tree (or a lab workspace)."""
     file, _, line = source.rpartition(":")
     return f"{sources.tree_relative(Path(file)) or file}:{line}"
 
 
-def _symbols(system) -> SymbolTable:
+def symbols_of(system) -> SymbolTable:
+    """Every program's labels, per core as the CPU driver places them, read live."""
     def read(core_id, address, length):
         return system.machine.cores[core_id].read_virtual(address, length)
     return SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(), read=read)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from emulator import sources
 from emulator.errors import SpratError
+from emulator.files import check_file, read_text
 
 __all__ = ["BootImage", "Entry", "SPRAT_ROOT", "parse_image"]
 
@@ -113,20 +114,7 @@ def parse_image(path) -> BootImage:
 
 def _read(path: Path) -> str:
     """The image's text, or a one-line error saying why there is none."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SpratError(f"{path}: no such image") from None
-    except IsADirectoryError:
-        raise SpratError(f"{path}: is a directory, not an image") from None
-    except OSError as error:
-        raise SpratError(f"{path}: cannot read the image: {error.strerror}") from None
-    if b"\0" in data:
-        raise SpratError(f"{path}: not a text file (a boot image is a menu.lst-style text)")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SpratError(f"{path}: not a text file (invalid UTF-8 at byte {error.start})") from None
+    return read_text(path, "image")
 
 
 def _entry(image: Path, number: int, directive: str, words: list[str]) -> Entry:
@@ -137,10 +125,7 @@ def _entry(image: Path, number: int, directive: str, words: list[str]) -> Entry:
                          f"'{directive} /userland/hello.S'")
     written = words[0]
     resolved = _resolve(image, written)
-    if not resolved.exists():
-        raise SpratError(f"{where}: {directive} {written}: no such file")
-    if not resolved.is_file():
-        raise SpratError(f"{where}: {directive} {written}: not a file")
+    check_file(resolved, "file", shown=f"{where}: {directive} {written}")
     seen = set()
     for arg in words[1:]:
         key = arg.split("=", 1)[0]

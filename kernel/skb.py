@@ -48,14 +48,14 @@ from dataclasses import dataclass
 from cpudriver import layout
 
 PROTOCOLS = ("unicast", "broadcast", "multicast", "numa-multicast")
-MAX_CORES = 32                # the monitors' pair channels serve this many
+MAX_CORES = 64                # the monitors' pair channels serve this many
 PAGE = 4096
 # The channel pages of userland/monitor.S
-PAIR_STRIDE = 32
-SKB_PAGE = 343
-LATENCY_PAGE = 344
-ROUTE_PAGE = 346
-ROUTE_BYTES = 512
+PAIR_STRIDE = 64
+SKB_PAGE = 1367
+LATENCY_PAGE = 1368
+ROUTE_PAGE = 1376
+ROUTE_BYTES = 1024
 SKB_QUERY = 0x534B42          # monitor 0's rax at skb_query
 
 

@@ -15,6 +15,13 @@ through `machine._notify`, with the modeled time, the core, the channel,
 the seven words and the message number. `peer` is the core last seen at
 the other end of the same channel (None until there is one).
 
+A program that sends its own way has no such labels: the channel observer
+(kernel/channel_observer.py) sees its messages in the machine's loads and
+stores, and flags protocol violations. `install_message_tracepoints`
+installs both. They share what was reported, so a message both see is
+reported once, by whichever sees it first, with its place named by the
+label where there is one.
+
 What each core runs is told the same way, from the CPU driver's labels
 (`install_run_tracepoints`, for `--trace` only): a `run` event (time,
 core, what: "kernel", "user" or "idle", and for "user" the dispatcher
@@ -37,6 +44,7 @@ from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as x86
 
 from cpudriver import layout
+from kernel.channel_observer import CONVENTION, SLOT_SIZE, SLOTS, ChannelObserver, monitor_layout
 
 PAYLOAD_WORDS = 7
 # Both labels stand on one store (the control word; the receiver's count):
@@ -132,8 +140,13 @@ def read_message(core, event: str) -> Message:
     return Message(event, channel, sequence, struct.unpack(f"<{PAYLOAD_WORDS}Q", words))
 
 
-def install_message_tracepoints(system) -> None:
-    """Hook the send and receive points of every program that links URPC."""
+def install_message_tracepoints(system) -> ChannelObserver:
+    """Hook the send and receive points of every program that links URPC, and
+    watch the channel frames; return the observer (its `violations`)."""
+    monitors = any(module.flags & layout.MODULE_FLAG_MONITOR for module in system.modules)
+    observer = ChannelObserver(system, monitor_layout() if monitors else CONVENTION)
+    observer.install()
+    reported = observer.reported
     ends = {}                                  # channel -> {"send": core, "recv": core}
     hooked = set()                             # programs built alike share their hooks
     for module in system.modules:
@@ -147,28 +160,38 @@ def install_message_tracepoints(system) -> None:
                 continue
             hooked.add((address, expected))
             for core in system.machine.cores:
-                hook = _tracepoint(system.machine, core, event, expected, ends)
+                hook = _tracepoint(system.machine, core, event, expected, ends, reported, label)
                 core.uc.hook_add(UC_HOOK_CODE, hook, begin=address, end=address)
                 core.uc.ctl_remove_cache(address, address + 1)
+    return observer
 
 
-def _tracepoint(machine, core, event, expected, ends):
-    fired_at = [None]
-
+def _tracepoint(machine, core, event, expected, ends, reported, label):
     def on_message(uc, address, size, _):
         # Several programs share virtual addresses: is this one of ours?
         if core.read_virtual(address, len(expected)) != expected:
             return
-        # A debugger stop here (a breakpoint on the same label) ends the
-        # quantum before the instruction runs; resuming runs the hook again
-        # at the same modeled time. It is one message, not two.
-        if fired_at[0] == core.now():
+        regs = core.regs
+        sequence = regs.read(x86.UC_X86_REG_RCX) - 1
+        slot = sequence % SLOTS
+        if event == "send":
+            at = regs.read(x86.UC_X86_REG_RDX)
+            ring, words = at & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(at, 8 * PAYLOAD_WORDS)
+        else:
+            ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
+            at = ring + slot * SLOT_SIZE
+            words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), 8 * PAYLOAD_WORDS)
+        channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
+        key = (event, at - layout.USER_CHANNELS, sequence)
+        # Seen already: by the channel observer, or by this hook before a
+        # debugger stop here (resuming runs the hook again). One message.
+        if key in reported:
             return
-        fired_at[0] = core.now()
-        message = read_message(core, event)
-        sides = ends.setdefault(message.channel, {})
+        reported.add(key)
+        sides = ends.setdefault(channel, {})
         sides[event] = core.id
         other = sides.get("recv" if event == "send" else "send")
-        machine._notify(event, time=core.now(), core=core.id, peer=other,
-                        channel=message.channel, seq=message.seq, words=list(message.words))
+        machine._notify(event, time=core.now(), core=core.id, peer=other, channel=channel,
+                        slot=slot, seq=sequence, place=label,
+                        words=list(struct.unpack(f"<{PAYLOAD_WORDS}Q", words)))
     return on_message

@@ -38,15 +38,28 @@ def cores_argument(text: str) -> int:
     return value
 
 
-def positive_argument(text: str) -> int:
+# No count on the command line may reach the 64-bit wrap of a cycle counter:
+# 2^48 cycles is a day of modeled time at 3 GHz, and hours of host time.
+LARGEST_COUNT = 1 << 48
+
+
+def whole_number(low: int, high: int = LARGEST_COUNT):
+    """An argparse type: a whole number from `low` to `high` ('_' allowed: 1_000)."""
     import argparse
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+
+    def check(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value:,}")
+        return value
+    check.__name__ = "whole number"
+    return check
+
+
+positive_argument = whole_number(1)
 
 
 def add_machine_options(parser) -> None:
@@ -131,7 +144,7 @@ def run(args) -> int:
     cores, topology = machine_shape(args)
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
                         topology=topology, seed=args.seed)
-    with recording(system, args.trace):
+    with recording(system, args.trace) as observer:
         if args.gdb is not None and serve_gdb_first(system, args) == "kill":
             print("sprat: gdb killed the run", file=sys.stderr)
             return EXIT_MACHINE_FAILURE
@@ -142,6 +155,13 @@ def run(args) -> int:
             print(core_table(system))
             raise
     print(core_table(system))
+    violations = observer.violations if observer is not None else []
+    if violations:
+        report_violations(violations)
+        if result.clean:
+            print(f"sprat: every core halted after {result.cycles:,} cycles, but the channel "
+                  "protocol was broken", file=sys.stderr)
+            return EXIT_MACHINE_FAILURE
     failures = system.failures()
     if result.clean and failures and not args.expect_failures:
         print(f"sprat: every core halted after {result.cycles:,} cycles, but {failures} "
@@ -158,18 +178,34 @@ def run(args) -> int:
     return EXIT_MACHINE_FAILURE
 
 
+VIOLATIONS_SHOWN = 5
+
+
+def report_violations(violations, out=None) -> None:
+    """The channel protocol violations a run made, the first few in full."""
+    out = out or sys.stderr
+    count = len(violations)
+    print(f"sprat: {count} channel protocol violation{'s' if count > 1 else ''}:", file=out)
+    for violation in violations[:VIOLATIONS_SHOWN]:
+        print(f"sprat:   {violation['text']}", file=out)
+    if count > VIOLATIONS_SHOWN:
+        print(f"sprat:   ... and {count - VIOLATIONS_SHOWN} more (all of them in the trace)",
+              file=out)
+
+
 @contextlib.contextmanager
 def recording(system, path):
-    """--trace FILE: record the machine's messages, IPIs and what each core runs
-    while the block runs."""
+    """--trace FILE: record the machine's messages, IPIs, protocol violations and
+    what each core runs while the block runs; yields the channel observer (None
+    without --trace)."""
     from kernel.tracepoints import install_message_tracepoints, install_run_tracepoints
     from sprat.debug import open_trace
     stream = open_trace(system.machine, path) if path else None
+    observer = install_message_tracepoints(system) if stream is not None else None
     if stream is not None:
-        install_message_tracepoints(system)
         install_run_tracepoints(system)
     try:
-        yield
+        yield observer
     finally:
         if stream is not None:
             stream.close()

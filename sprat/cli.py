@@ -3,6 +3,7 @@
     sprat boot [IMAGE] [--cores N] [--quantum Q] [--max-cycles C] [--gdb PORT] [--trace FILE]
     sprat debug [IMAGE] [--cores N] [--script FILE] [--gdb PORT]
     sprat trace FILE [--plot OUT.png]
+    sprat explore IMAGE --seeds N [--jobs J] [--expect-line TEXT]
     sprat bench boot [--json]
     sprat topology list | show NAME
 
@@ -10,12 +11,15 @@ Every subcommand lives in its own module under sprat/ and registers itself
 here with `add_parser(subparsers)` and a `run(args) -> exit status`.
 
 Errors a person can cause (a bad image, a bad option, a bad file) are
-SpratErrors: one line on stderr, exit status 2, never a traceback. A run
+SpratErrors: one line on stderr, exit status 2, never a traceback; an
+output sprat cannot write (a full disk) is one line too, exit status 1. A run
 that fails inside the machine (a kernel panic, the cycle budget spent)
 exits with status 1 and a one-line reason.
 """
 
 import argparse
+import errno
+import os
 import sys
 
 from emulator.errors import SpratError
@@ -24,6 +28,10 @@ EXIT_OK = 0
 EXIT_MACHINE_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+# Errors that only a failing write can raise: the disk (or the quota) is
+# full, the device failed, the file system is read-only.
+_OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,7 +42,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sprat import bench, boot, debug, topology, trace
+    from sprat import bench, boot, debug, explore, topology, trace
     from sprat.lab import command as lab
 
     parser = OneLineParser(
@@ -43,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "x86-64 cores, watch its messages, measure what they cost.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
                                        parser_class=OneLineParser)
-    for module in (boot, debug, trace, bench, topology, lab):
+    for module in (boot, debug, trace, explore, bench, topology, lab):
         module.add_parser(subparsers)
     return parser
 
@@ -59,18 +67,35 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        print("sprat: error: a command is needed, e.g. sprat boot (see sprat --help)",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         return args.run(args)
     except SpratError as error:
         print(f"sprat: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return error.exit_status
     except KeyboardInterrupt:
         print("sprat: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as error:
+        if error.errno not in _OUTPUT_FAILURES:
+            raise
+        # Standard output on a full disk (`sprat boot > file`), or a
+        # temporary file: the run cannot go on, and it is nobody's mistake.
+        print(f"sprat: error: cannot write the output: {error.strerror}", file=sys.stderr)
+        _discard_stdout()
+        return EXIT_MACHINE_FAILURE
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so Python's flush at exit fails no more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):       # no real file behind it (a test's capture)
+        pass
 
 
 def use_lab_workspace(argv: list[str]) -> None:

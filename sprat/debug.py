@@ -30,7 +30,6 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import capstone
 from unicorn import x86_const as x86
@@ -47,7 +46,9 @@ from kernel.tracepoints import (install_message_tracepoints, install_run_tracepo
                                message_points, read_message)
 from kernel.urpc import URPC_SLOTS, ring_state
 from emulator.errors import SpratError
+from emulator.files import OutputFile, read_text
 from sprat.boot import DEFAULT_MAX_CYCLES, add_machine_options, machine_shape, positive_argument
+from sprat.output import input_name, output_name
 from sprat.table import format_table
 
 MAX_STEPS = 10_000_000
@@ -105,7 +106,7 @@ def add_parser(subparsers) -> None:
                     "to step cores, set breakpoints and watchpoints, and look at registers, "
                     "memory and messages; or serve gdb's remote protocol with --gdb.")
     add_machine_options(parser)
-    parser.add_argument("--script", metavar="FILE",
+    parser.add_argument("--script", metavar="FILE", type=input_name("debugger script"),
                         help="run the commands in FILE instead of reading them from the terminal")
     parser.add_argument("--break", dest="breaks", metavar="WHERE", action="append", default=[],
                         help="set a breakpoint (`LABEL [core K]`, as the `break` command "
@@ -120,7 +121,7 @@ def add_parser(subparsers) -> None:
 
 def port_argument(text: str) -> int:
     import argparse
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535; 0: any free one)")
     return int(text)
 
@@ -132,7 +133,7 @@ def add_gdb_option(parser) -> None:
 
 
 def add_trace_option(parser) -> None:
-    parser.add_argument("--trace", metavar="FILE", default=None,
+    parser.add_argument("--trace", metavar="FILE", default=None, type=output_name("trace file"),
                         help="record every message and IPI to FILE, one JSON line each "
                              "(see `sprat trace`)")
 
@@ -143,11 +144,15 @@ def run(args) -> int:
     try:
         if args.gdb is not None:
             ended = serve_gdb(debuggee.engine, args.gdb, sys.stdout)
-            return EXIT_OK if ended in ("detach", "kill") else EXIT_MACHINE_FAILURE
+            if ended in ("detach", "kill"):
+                return EXIT_OK
+            print(f"sprat: the gdb connection was lost ({ended}) before gdb detached",
+                  file=sys.stderr)
+            return EXIT_MACHINE_FAILURE
         shell = DebugShell(debuggee, stdout=sys.stdout)
         if args.breaks:
             shell.run_to_breakpoints(args.breaks)
-        if args.script:
+        if args.script is not None:
             return shell.run_script(args.script)
         return shell.interactive()
     finally:
@@ -203,11 +208,9 @@ def attach(system, max_cycles=None, trace=None) -> Debuggee:
 
 
 def open_trace(machine, path):
-    """Start recording the machine's events to `path` (the caller closes the file)."""
-    try:
-        stream = open(path, "w", encoding="utf-8")
-    except OSError as error:
-        raise SpratError(f"cannot write trace {path}: {error.strerror}") from None
+    """Start recording the machine's events to `path` (the caller closes the file,
+    which raises OutputError, exit status 1, if any write failed)."""
+    stream = OutputFile(path, "trace")
     machine.observers.append(TraceRecorder(stream))
     return stream
 
@@ -276,10 +279,7 @@ class DebugShell(cmd.Cmd):
 
     def run_script(self, path) -> int:
         """Run the commands of a file, echoing each after the prompt."""
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise SpratError(f"cannot read script {path}: {error.strerror}") from None
+        lines = read_text(path, "debugger script").splitlines()
         self.greet()
         for line in lines:
             line = line.strip()
@@ -583,7 +583,7 @@ class DebugShell(cmd.Cmd):
             self.out("deleted every breakpoint and watchpoint")
             return
         for word in words:
-            if not word.isdigit() or not self.engine.delete(int(word)):
+            if not (word.isascii() and word.isdigit()) or not self.engine.delete(int(word)):
                 raise CommandError(f"no breakpoint or watchpoint {word} (see `info breakpoints`)")
             self.notes.pop(int(word), None)
         self.out(f"deleted {' '.join(words)}")
@@ -751,12 +751,8 @@ class DebugShell(cmd.Cmd):
 
     @staticmethod
     def _source_file(name: str) -> list[str]:
-        path = Path(name)
-        path = path if path.is_absolute() else sources.locate(sources.TREE / name)
-        try:
-            return path.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise CommandError(f"cannot read {name}: {error.strerror}") from None
+        path = sources.TREE / name          # an absolute name stays itself
+        return read_text(sources.locate(path), "source file").splitlines()
 
     def do_print(self, arg):
         """print[/F] EXPRESSION
@@ -1087,7 +1083,7 @@ class DebugShell(cmd.Cmd):
         return Location(self._value(text))
 
     def _core_number(self, text: str) -> int:
-        if not text.isdigit() or int(text) >= self.machine.n_cores:
+        if not (text.isascii() and text.isdigit()) or int(text) >= self.machine.n_cores:
             raise CommandError(f"no core {text}: cores are 0 to {self.machine.n_cores - 1}")
         return int(text)
 

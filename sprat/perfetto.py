@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 
 from emulator.devices.apic import DELIVERY_STARTUP, IPI_LATENCY_CYCLES
-from emulator.errors import SpratError
+from emulator.files import write_bytes
 
 PID = 1
 MARK = 1        # cycles: the length of a message's or an IPI's own slice
@@ -60,18 +60,15 @@ def timeline(events: list[dict], messages: list[dict]) -> dict:
 
 
 def write(events: list[dict], messages: list[dict], path) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as stream:
-            json.dump(timeline(events, messages), stream)
-    except OSError as error:
-        raise SpratError(f"cannot write {path}: {error.strerror}") from None
+    """Write the timeline to `path` (an OutputError, one line, if it cannot be)."""
+    write_bytes(path, json.dumps(timeline(events, messages)).encode(), "timeline")
 
 
 # --- What ran ----------------------------------------------------------------------
 def _run_slices(events, cores, end) -> list[dict]:
     runs = {core: [] for core in cores}
     for event in events:
-        if event["event"] == "run" and event.get("core") in runs:
+        if event["event"] == "run" and event.get("core") in runs and _at(event):
             runs[event["core"]].append(event)
     if not any(runs.values()):
         return []
@@ -116,10 +113,12 @@ def _message_flows(messages) -> list[dict]:
     records = []
     for number, message in enumerate(messages, 1):
         send, recv = message["send"], message["recv"]
+        if not _at(send):
+            continue
         name = f"channel {send.get('channel')} message {send.get('seq')}"
         args = {"words": send.get("words"), "seq": send.get("seq")}
         records.append(_mark(send["core"], send["time"], f"send: {name}", "message", args))
-        if recv is None or not isinstance(recv.get("core"), int):
+        if recv is None or not _at(recv):
             continue
         records.append(_mark(recv["core"], recv["time"], f"recv: {name}", "message", args))
         records += _flow(f"message-{number}", "message", name, send["core"], send["time"],
@@ -153,6 +152,11 @@ def _flow(ident, category, name, source, start, target, stop) -> list[dict]:
              "name": name},
             {"ph": "f", "bp": "e", "pid": PID, "tid": target, "ts": stop, "id": ident,
              "cat": category, "name": name}]
+
+
+def _at(event) -> bool:
+    """Does the event say on which core and when? (a trace may come from anywhere)"""
+    return isinstance(event.get("core"), int) and isinstance(event.get("time"), int)
 
 
 def _cores_of(event) -> list[int]:

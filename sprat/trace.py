@@ -13,7 +13,9 @@ each with an "event" and its fields. Messages are `send` and `recv`
 (time, core, peer, channel, words, seq): a send and the receive with the
 same channel and seq are one message, whose latency is the time between
 them. `ipi` events (source, target, mode, vector, time) are the
-inter-processor interrupts. Other events are counted and otherwise left
+inter-processor interrupts. `violation` events (kernel/channel_observer.py)
+are broken channel protocol: the summary counts them and shows the first
+few in full. Other events are counted and otherwise left
 alone, so an older sprat can still read a newer trace.
 
 The chart is a message sequence chart: one vertical line per core, modeled
@@ -28,12 +30,15 @@ from collections import Counter, defaultdict
 from emulator.debug.trace import read_trace
 from emulator.devices.apic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, IPI_LATENCY_CYCLES
 from emulator.errors import SpratError
+from emulator.machine import MAX_CORES
+from sprat.output import output_name, png_name, save_png
 from sprat.table import format_table
 
 IPI_MODES = {DELIVERY_FIXED: "fixed", DELIVERY_INIT: "INIT", DELIVERY_STARTUP: "STARTUP"}
 CHANNEL_HEADERS = ["channel", "from", "to", "sends", "recvs", "words", "latency_min",
                    "latency_mean", "latency_max"]
 IPI_HEADERS = ["source", "target", "mode", "vector", "count", "first_time"]
+VIOLATIONS_SHOWN = 10          # the summary lists the first few in full
 MAX_LABELED_ARROWS = 40        # beyond this, the chart's arrows go unlabeled
 
 
@@ -45,9 +50,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("file", metavar="FILE", help="a trace file (JSON lines)")
     from sprat.boot import add_lab_option
     add_lab_option(parser)
-    parser.add_argument("--plot", metavar="OUT.png", default=None,
+    parser.add_argument("--plot", metavar="OUT.png", default=None, type=png_name,
                         help="draw a message sequence chart across cores to this image")
     parser.add_argument("--perfetto", metavar="OUT.json", default=None,
+                        type=output_name("timeline", ".json"),
                         help="write a timeline in the Chrome/Perfetto trace-event format "
                              "(open it in ui.perfetto.dev): a track per core with what it "
                              "ran, messages and IPIs as arrows, modeled cycles as time")
@@ -55,16 +61,60 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    events = read_trace(args.file)
+    events = read_trace(args.file, check=event_problem)
     print(summary(events))
-    if args.plot:
+    if args.plot is not None:
         plot(events, args.plot)
         print(f"sprat: chart written to {args.plot}")
-    if args.perfetto:
+    if args.perfetto is not None:
         from sprat import perfetto
         perfetto.write(events, messages(events), args.perfetto)
         print(f"sprat: timeline written to {args.perfetto} (open it in ui.perfetto.dev)")
     return 0
+
+
+# --- What an event may hold ---------------------------------------------------------
+# A trace is a file anyone can edit: every field read below is checked
+# first, so a wrong one is one line naming it rather than a crash.
+CORE_FIELDS = ("core", "peer", "source", "target")
+NUMBER_FIELDS = ("seq", "mode", "vector")
+LATEST_TIME = 1 << 64
+
+
+def event_problem(event: dict) -> str | None:
+    """What is wrong with one event's fields, or None."""
+    time = event.get("time")
+    if time is not None and not _number(time, 0, LATEST_TIME):
+        return f"\"time\" must be a cycle count, 0 to 2^64, not {_short(time)}"
+    for field in CORE_FIELDS:
+        value = event.get(field)
+        if value is not None and not _number(value, 0, MAX_CORES - 1):
+            return f"\"{field}\" must be a core number, 0 to {MAX_CORES - 1}, not {_short(value)}"
+    for field in NUMBER_FIELDS:
+        value = event.get(field)
+        if value is not None and not _number(value, -LATEST_TIME, LATEST_TIME):
+            return f"\"{field}\" must be a whole number, not {_short(value)}"
+    channel = event.get("channel")
+    if not (channel is None or _name(channel)
+            or isinstance(channel, list) and all(_name(part) for part in channel)):
+        return f"\"channel\" must be a number, a name or a list of them, not {_short(channel)}"
+    words = event.get("words")
+    if words is not None and not isinstance(words, (list, int)):
+        return f"\"words\" must be a list of words, not {_short(words)}"
+    return None
+
+
+def _number(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _name(value) -> bool:
+    return isinstance(value, str) or _number(value, -LATEST_TIME, LATEST_TIME)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- The summary --------------------------------------------------------------------
@@ -100,6 +150,12 @@ def summary(events) -> str:
     ipi_rows = _ipi_rows(events)
     if ipi_rows:
         parts += ["", format_table(IPI_HEADERS, ipi_rows)]
+    violations = [event for event in events if event["event"] == "violation"]
+    if violations:
+        parts += ["", f"channel protocol violations: {len(violations):,}"]
+        parts += [f"  {event.get('text', event)}" for event in violations[:VIOLATIONS_SHOWN]]
+        if len(violations) > VIOLATIONS_SHOWN:
+            parts.append(f"  ... and {len(violations) - VIOLATIONS_SHOWN:,} more")
     return "\n".join(parts)
 
 
@@ -114,8 +170,9 @@ def _channel_rows(events) -> list[list]:
                 row["words"] += _word_count(event.get("words"))
                 row["pairs"].add((event.get("core"), event.get("peer")))
     for message in messages(events):
-        if message["recv"] is not None:
-            latency = message["recv"].get("time", 0) - message["send"].get("time", 0)
+        sent, received = message["send"].get("time"), (message["recv"] or {}).get("time")
+        if sent is not None and received is not None:
+            latency = received - sent
             by_channel[_key(message["send"].get("channel"))]["latencies"].append(latency)
     rows = []
     for channel in sorted(by_channel, key=str):
@@ -142,7 +199,13 @@ def _ipi_rows(events) -> list[list]:
         groups[key] = (count + 1, first)
     return [[source, target, IPI_MODES.get(mode, str(mode)), vector, count, first]
             for (source, target, mode, vector), (count, first)
-            in sorted(groups.items(), key=lambda item: (item[1][1], str(item[0])))]
+            in sorted(groups.items(), key=_by_first_time)]
+
+
+def _by_first_time(item):
+    """IPI groups in time order; those of no time last, in a fixed order."""
+    key, (_, first) = item
+    return (first is None, first or 0, str(key))
 
 
 def _key(channel):
@@ -175,21 +238,21 @@ def plot(events, path) -> None:
         _draw_message(axes, column, message, label)
     for event in events:
         if event["event"] == "ipi" and event.get("source") in column \
-                and event.get("target") in column:
+                and event.get("target") in column and event.get("time") is not None:
             _draw_arrow(axes, column[event["source"]], event["time"], column[event["target"]],
                         event["time"] + IPI_LATENCY_CYCLES, "tab:red", "--",
                         IPI_MODES.get(event.get("mode"), "ipi") if label else None)
     axes.set_xticks(range(len(cores)), [f"core {c}" for c in cores])
     axes.xaxis.tick_top()
     axes.set_xlim(-0.5, len(cores) - 0.5)
-    axes.set_ylim(max(times) + IPI_LATENCY_CYCLES, min(times) - IPI_LATENCY_CYCLES // 4)
+    # floats: matplotlib's arrays would take a time past 2^63 for an object
+    axes.set_ylim(float(max(times) + IPI_LATENCY_CYCLES),
+                  float(min(times) - IPI_LATENCY_CYCLES // 4))
     axes.set_ylabel("modeled time (cycles)")
     axes.set_title("messages (solid) and IPIs (dashed)", pad=28)
     figure.tight_layout()
     try:
-        figure.savefig(path, dpi=110)
-    except OSError as error:
-        raise SpratError(f"cannot write {path}: {error.strerror}") from None
+        save_png(figure, path, dpi=110)
     finally:
         plt.close(figure)
 
@@ -207,18 +270,20 @@ def _draw_message(axes, column, message, label: bool) -> None:
     # The receiver is whoever took it: a send made before the receiver was
     # first seen names no peer, but its receive names the core.
     send, recv = message["send"], message["recv"]
-    if send.get("core") not in column:
-        return
+    if send.get("core") not in column or send.get("time") is None \
+            or recv is not None and recv.get("time") is None:
+        return                  # from a core the chart does not show, or at no time
     start = send["time"]
     text = f"ch {send.get('channel')} #{send.get('seq')}" if label else None
     if recv is None or recv.get("core") not in column:      # never received: a stub
-        axes.plot([column[send["core"]]], [start], marker="x", color="tab:blue")
+        axes.plot([column[send["core"]]], [float(start)], marker="x", color="tab:blue")
         return
     _draw_arrow(axes, column[send["core"]], start, column[recv["core"]], recv["time"],
                 "tab:blue", "-", text)
 
 
 def _draw_arrow(axes, x0, y0, x1, y1, color, style, text) -> None:
+    y0, y1 = float(y0), float(y1)
     axes.annotate("", xy=(x1, y1), xytext=(x0, y0),
                   arrowprops={"arrowstyle": "->", "color": color, "linestyle": style})
     if text:

@@ -320,7 +320,8 @@ def test_the_same_script_run_twice_prints_the_same_bytes(tmp_path, capsys):
 
 def test_a_missing_script_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["debug", "--script", str(tmp_path / "none.txt")]) == 2
-    assert capsys.readouterr().err.startswith("sprat: error: cannot read script")
+    err = capsys.readouterr().err
+    assert err.startswith("sprat: error: ") and "none.txt: no such debugger script" in err
 
 
 FUZZ_LINES = 3000

@@ -218,3 +218,32 @@ def test_a_dispatcher_parked_in_a_poll_loop_lets_its_neighbour_run_when_its_slic
     assert run.result.clean, run.result.reason
     assert run.output(0) == ["the setter set it", "the poller saw it"]
     assert run.machine.cores[0].cycles > 300000      # the setter's loop ran in slices
+
+
+# Waits with `pause` for channel page PAGE's first word to be set, as a
+# client waits for its server's answer.
+WAIT_FOR_ANSWER = """
+start:
+    mov rax, USER_CHANNELS + PAGE * 4096
+poll:
+    cmp qword ptr [rax], 0
+    jne answered
+    pause
+    jmp poll
+answered:
+    xor edi, edi
+    call exit
+"""
+
+
+def test_a_run_whose_server_died_ends_early_saying_who_waits(tmp_path):
+    # Two clients on core 0 (so its timer keeps waking it) wait for answers
+    # that core 1's server never writes: it dies at once.
+    died = "start:\n    mov edi, 1\n    call exit\n"
+    image = image_of(tmp_path, [(WAIT_FOR_ANSWER, "core=0 page=500"),
+                                (WAIT_FOR_ANSWER, "core=0 page=501"), (died, "core=1")])
+    run = boot_and_run(image, cores=2, max_cycles=10**8)
+    assert run.result.reason.startswith("stuck: "), run.result.reason
+    assert "waiting on lines that no core writes: core 0;" in run.result.reason
+    assert "halted: core 1" in run.result.reason, run.result.reason
+    assert run.result.cycles < 3 * 10**7, "the machine went on long after nothing could happen"

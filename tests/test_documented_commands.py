@@ -28,6 +28,8 @@ TIMEOUT = 600
 # Shown, but run elsewhere: they wait for a person.
 RUN_ELSEWHERE = {
     "sprat debug --gdb 1234": "waits for gdb to connect: tests/test_gdb_real.py drives it",
+    "sprat lab grade": "grades the workspace it is run in: the handouts' sessions below run it",
+    "sprat lab check": "proves every lab's grader (minutes): tests/test_labs.py runs it",
 }
 _PLACEHOLDER = re.compile(r"\[|\]|\||\.\.\.|\b[A-Z][A-Z0-9_.]*\b")
 _EXIT = re.compile(r"\s+#\s*exit\s+(\d+)\b.*$")
@@ -46,7 +48,7 @@ def shown_commands(page: Path, spans: bool = True):
                     break
                 follow.append(after[len("    (sprat) "):])
             found.append((line[len("    $ "):], follow))
-    for span in re.findall(r"`(sprat [^`]+)`", "\n".join(lines)) if spans else ():
+    for span in re.findall(r"`(sprat [^`\n]+)`", "\n".join(lines)) if spans else ():
         if not _PLACEHOLDER.search(span[len("sprat "):]) and span not in RUN_ELSEWHERE:
             found.append((span, []))
     return [(command, follow) for command, follow in found if command not in RUN_ELSEWHERE]

@@ -135,3 +135,50 @@ def test_no_invocation_sequence_maps_memory_without_a_capability(tmp_path, seque
         assert any(base <= physical and physical + size <= base + length
                    for base, length in allowed), \
             f"{virtual:#x} maps physical {physical:#x}, which no capability of the program covers"
+
+
+# --- spawning: a program cannot make CPU drivers wait on each other ----------------
+
+FLOOD = """
+# spawns copies of itself on the next core as fast as it can; prints how
+# many spawns were refused with -EAGAIN (a full inbox)
+start:
+    mov r12, rdi
+    mov r13, rsi
+    mov r14, 24
+    xor r15, r15
+flood_next:
+    lea rax, [r12 + 1]
+    xor edx, edx
+    div r13
+    mov rsi, rdx
+    mov rdi, 1
+    xor edx, edx
+    call spawn
+    cmp rax, -EAGAIN
+    jne flood_counted
+    inc r15
+flood_counted:
+    dec r14
+    jnz flood_next
+    mov rdi, r15
+    call print_u64
+    lea rdi, [rip + refused]
+    call print_cstr
+    xor edi, edi
+    call exit
+refused: .asciz " refused\\n"
+"""
+
+
+def test_a_spawn_flood_is_refused_not_waited_for(tmp_path):
+    """Programs spawning themselves on each other's cores: a full inbox is
+    -EAGAIN, and no CPU driver waits with interrupts off for another's."""
+    (tmp_path / "flood.S").write_text(f'{FLOOD}\n.include "{USER_LIBRARY}"\n')
+    image = tmp_path / "flood.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodule flood.S core=0\n"
+                     "module flood.S nospawn\n")
+    run = boot_and_run(image, cores=4, max_cycles=5_000_000)
+    assert run.result.clean, run.result.reason
+    refused = [int(line.split()[0]) for _, line in run.lines if line.endswith(" refused")]
+    assert refused and sum(refused) > 0, "no spawn was refused: the inboxes never filled"

@@ -140,7 +140,7 @@ def test_kernel_file_missing(tree):
 def test_module_that_is_a_directory(tree):
     (tree / "images" / "adir").mkdir()
     write(tree / "images", "kernel local.S\nmodule adir\n")
-    assert error_of("images/test.lst") == "images/test.lst:2: module adir: not a file"
+    assert error_of("images/test.lst") == "images/test.lst:2: module adir: is a directory, not a file"
 
 
 def test_option_given_twice(tree):

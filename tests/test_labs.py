@@ -32,3 +32,24 @@ def test_lab_list_shows_every_lab_in_course_order(tmp_path):
                if line.strip() and line.split()[0].isdigit()]
     folders = sorted(p.name for p in (ROOT / "labs").iterdir() if (p / "lab.toml").is_file())
     assert numbers == sorted(numbers) and len(numbers) == len(folders)
+
+
+def test_a_caught_mistake_replays_in_the_debugger_on_the_students_file(tmp_path):
+    """Lab 5 with the control word stored first: the failure's replay command
+    boots the student's file and stops at the breakpoint the test names."""
+    import json
+    import shlex
+    from sprat.lab import workspace
+    from sprat.lab.manifest import find_lab
+    lab = find_lab("5")
+    _, files = workspace.wrong_files(lab, lab.folder / "wrong" / "control_word_first.diff")
+    workspace.create(lab, tmp_path / "ws", files)
+    done = sprat("lab", "grade", "5", "ws", "--json", "-k", "messages_arrive", cwd=tmp_path)
+    failed = json.loads(done.stdout)["tests"][0]
+    assert not failed["passed"] and "control word" in failed["reason"]
+    command = shlex.split(failed["replay"])
+    assert command[:2] == ["sprat", "debug"] and "--lab" in command and "--break" in command
+    replay = sprat(*command[1:], "--script", os.devnull, cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert "hit breakpoint 1" in replay.stdout
+    assert "ws/userland/lib/urpc.S" in replay.stdout, "the replay must run the student's file"

@@ -8,15 +8,17 @@ the next one (here: the final MONITOR_STOP, which every monitor obeys).
 from conftest import ROOT, boot_and_run
 
 LIBRARY = ROOT / "userland" / "lib"
+PAGE = 1536                               # MONITOR_FIRST_PAGE (lib/monitor_client.S)
 
 # (op, w1, w2, w3): each must be refused
 BAD_REQUESTS = [
     (99, 0, 0, 0),                        # no such request
     (2, 0, (0 << 8) | 4, 0),              # shoot down page 0: the monitors' own rings
     (1, 5000, (0 << 8) | 4, 0),           # no such page
-    (1, 418, (9 << 8) | 4, 0),            # no such protocol
-    (1, 418, (0 << 8) | 0, 0),            # no cores
-    (1, 418, (0 << 8) | 99, 0),           # more cores than there are
+    (2, PAGE - 1, (0 << 8) | 4, 0),       # the monitors' last page (their bindings)
+    (1, PAGE, (9 << 8) | 4, 0),           # no such protocol
+    (1, PAGE, (0 << 8) | 0, 0),           # no cores
+    (1, PAGE, (0 << 8) | 99, 0),          # more cores than there are
     (5, 99, 0, 0),                        # retype a region that does not exist
     (10, 12345, 0, 0),                    # bind to a service that does not exist
     (10, 7, 0xDEAD_BEEF, 0),              # ... sending a capability we do not have

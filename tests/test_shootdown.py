@@ -9,6 +9,7 @@ complete.
 """
 
 import json
+import re
 
 import pytest
 
@@ -16,8 +17,10 @@ from emulator.interconnect import load_topology
 from kernel.skb import PROTOCOLS
 from sprat.bench.tlb import MODE_TLB, MODE_TOUCH, MODE_UNMAP, run_shootdowns
 from sprat.cli import main
+from tests.conftest import ROOT
 
 AMD_4X4 = load_topology("amd-4x4")
+SHOOTDOWN_IMAGE = ROOT / "images" / "shootdown.lst"
 
 
 def test_every_protocol_invalidates_every_core_each_seeing_its_stale_entry_first():
@@ -83,6 +86,30 @@ def test_bench_unmap_json_rows(capsys):
         [(1, {"cores", "latency_cycles"}), (4, {"cores", "latency_cycles"})]
 
 
-def test_bench_refuses_a_machine_the_monitors_cannot_serve(capsys):
+def test_bench_refuses_core_counts_the_machine_lacks(capsys):
     assert main(["bench", "tlb", "--cores", "64"]) == 2
     assert "none of 64" in capsys.readouterr().err
+
+
+def shootdowns_printed(out):
+    """{(protocol number, cores): acked} from 'shootdown protocol P cores N ... acked A' lines."""
+    found = re.findall(r"shootdown protocol (\d) cores (\d+) cycles \d+ acked (\d+)", out)
+    return {(int(p), int(n)): int(acked) for p, n, acked in found}
+
+
+def test_readme_demo_shoots_down_under_every_protocol_at_2_to_32_cores_on_amd_8x4(capsys):
+    status = main(["boot", str(SHOOTDOWN_IMAGE), "--topology", "amd-8x4"])
+    out, err = capsys.readouterr()
+    assert status == 0, f"the README's demo failed: {err}"
+    counts = (2, 4, 8, 16, 24, 32)
+    assert shootdowns_printed(out) == {(p, n): n for p in range(4) for n in counts}, \
+        "not every protocol shot the page down on every core at 2 to 32 cores"
+
+
+def test_shootdown_image_runs_every_protocol_at_64_cores(capsys):
+    status = main(["boot", str(SHOOTDOWN_IMAGE), "--cores", "64"])
+    out, err = capsys.readouterr()
+    assert status == 0, f"the shootdown image failed at 64 cores: {err}"
+    at_64 = {key: acked for key, acked in shootdowns_printed(out).items() if key[1] == 64}
+    assert at_64 == {(p, 64): 64 for p in range(4)}, \
+        "not every protocol shot the page down on all 64 cores"

@@ -59,3 +59,16 @@ def test_the_token_ring_comes_back_as_the_guide_says(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "[core 0] token_ring: 3 laps of 4 cores, the token came back as 11" in done.stdout
     assert "token_ring: 3 laps of 4 cores, the token came back as 11" in GUIDE.read_text()
+
+
+def test_the_free_channel_numbers_are_the_machines():
+    from cpudriver import layout
+    text = " ".join(GUIDE.read_text(encoding="utf-8").split())
+    last = int(re.search(r"channels 0 to (\d+) are the programs'", text).group(1))
+    taken = int(re.search(r"monitors take channels 0 to (\d+)", text).group(1))
+    left = re.search(r"only (\d+) to (\d+) are left", text).groups()
+    client = (ROOT / "userland" / "lib" / "monitor_client.S").read_text()
+    first = int(re.search(r"^MONITOR_FIRST_PAGE = (\d+)", client, re.MULTILINE).group(1))
+    assert last == layout.N_USER_CHANNELS - 1, "the guide's last program channel is wrong"
+    assert (taken + 1, int(left[0]), int(left[1])) == (first, first, last), \
+        f"the guide's channels beside monitors are wrong: the window starts at {first}"

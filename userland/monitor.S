@@ -38,11 +38,12 @@
 #   pair ring a -> b     ring number a * PAIR_STRIDE + b, RINGS_PER_PAGE to a
 #                        page from page PAIR_PAGES: a channel for every
 #                        ordered pair of cores, so any tree can be built
+#                        (64 x 64 rings: 1366 pages, most of the window)
 #   broadcast ring       page BROADCAST_PAGE: core 0 writes, all others read
 #   SKB page             SKB_PAGE: the boot counter and the ready flag
-#   latency table        LATENCY_PAGE (two pages): round trip a <-> b in
+#   latency table        LATENCY_PAGE (eight pages): round trip a <-> b in
 #                        cycles at qword a * PAIR_STRIDE + b
-#   routing tables       ROUTE_PAGE (sixteen pages): for protocol p and n
+#   routing tables       ROUTE_PAGE (64 pages): for protocol p and n
 #                        cores, ROUTE_BYTES at (p * PAIR_STRIDE + n - 1):
 #                        qword count, then (child, subtree mask) pairs
 #   client rings         MONITOR_CLIENT_PAGE (lib/monitor_client.S)
@@ -52,18 +53,19 @@
 # Image arguments: probe=1 to check stale TLB entries (tests); show=1 to
 # print the replica when the monitors stop (the two-phase commit demo).
 
-MAX_MONITOR_CORES = 32                # pair rings for 32 x 32 fill 342 pages
-PAIR_STRIDE = 32
+MAX_MONITOR_CORES = 64                # every core the machine may have (MAX_CORES)
+PAIR_STRIDE = 64
+PAIR_SHIFT = 6                        # log2(PAIR_STRIDE)
 RINGS_PER_PAGE = 3
 RING_BYTES = 1088                     # a URPC ring (1024) and its ack line (64)
-PAIR_PAGES = 0
-BROADCAST_PAGE = 342
-SKB_PAGE = 343
+PAIR_PAGES = 0                        # 64 x 64 rings, 3 to a page: 1366 pages
+BROADCAST_PAGE = 1366
+SKB_PAGE = 1367
 SKB_MEASURED = 0                      # the boot barrier: monitors done measuring
 SKB_READY = 64                        # 1 once the SKB has written the routes
-LATENCY_PAGE = 344
-ROUTE_PAGE = 346
-ROUTE_BYTES = 512
+LATENCY_PAGE = 1368
+ROUTE_PAGE = 1376
+ROUTE_BYTES = 1024                    # room for 63 routes: count, 0, (child, mask)
 SKB_QUERY = 0x534B42                  # "SKB" in rax at skb_query: the host answers
 PROBE = 0
 SHOW = 0                              # 1: print the replica when stopping
@@ -93,33 +95,34 @@ VOTE_CORE = 16                        # who votes
 
 # Our frame, at r15 for the whole run
 SEND_ENDS = 0                         # URPC send end to each core
-RECV_ENDS = 768                       # URPC receive end from each core
-BCAST_END = 1536                      # the broadcast ring (send on 0, receive elsewhere)
-CLIENT_ASKS = 1560                    # our receive end of the client's request ring
-CLIENT_ANSWERS = 1584                 # our send end of the client's answer ring
-MSG = 1664                            # the message being handled
-OUT = 1728                            # a message being sent
-ACK = 1792                            # our reply (word 0: OP_REPLY)
-ACK_IN = 1856                         # a reply coming in
-NEWS = 1920                           # a message to our client
-EXPECTED = 1984                       # root: what it last wrote into the page
-ORIGIN = 2000                         # the core whose program asked what we run
-T0 = 2008                             # a clock reading
-REQUEST = 2016                        # root: op, w1, w2 >> 8, w2 & 255, w3,
+RECV_ENDS = 1536                      # URPC receive end from each core
+BCAST_END = 3072                      # the broadcast ring (send on 0, receive elsewhere)
+CLIENT_ASKS = 3096                    # our receive end of the client's request ring
+CLIENT_ANSWERS = 3120                 # our send end of the client's answer ring
+MSG = 3200                            # the message being handled
+OUT = 3264                            # a message being sent
+ACK = 3328                            # our reply (word 0: OP_REPLY)
+ACK_IN = 3392                         # a reply coming in
+NEWS = 3456                           # a message to our client
+EXPECTED = 3520                       # root: what it last wrote into the page
+ORIGIN = 3536                         # the core whose program asked what we run
+T0 = 3544                             # a clock reading
+REQUEST = 3552                        # root: op, w1, w2 >> 8, w2 & 255, w3,
                                       #   dispatcher, capability base, description
-TXN = 2080                            # root: the last transaction's number
-VERDICT = 2088                        # root: 0, or the first refusal's error code
-REFUSER = 2096                        # root: the core that refused, or -1
-DEFERRED_MASK = 2104                  # cores whose request waits in DEFERRED
-MOVING = 2112                         # a capability on its way out: its record slot
-MOVING_FROM = 2120                    # and where it was in our client's CSpace
-MOVES = 2128                          # record slots used
-NEXT_BINDING = 2136                   # root: bindings made
-CLIENT_DISPATCHER = 2144              # our client's dispatcher number
-SERVICES = 2152                       # root: MAX_SERVICES words (monitor_bind.S)
-FRAME = 2304
+TXN = 3616                            # root: the last transaction's number
+VERDICT = 3624                        # root: 0, or the first refusal's error code
+REFUSER = 3632                        # root: the core that refused, or -1
+DEFERRED_MASK = 3640                  # cores whose request waits in DEFERRED
+MOVING = 3648                         # a capability on its way out: its record slot
+MOVING_FROM = 3656                    # and where it was in our client's CSpace
+MOVES = 3664                          # record slots used
+NEXT_BINDING = 3672                   # root: bindings made
+CLIENT_DISPATCHER = 3680              # our client's dispatcher number
+SERVICES = 3688                       # root: MAX_SERVICES words (monitor_bind.S)
+FRAME = 3840
 REPLICA = USER_STACK_TOP - 4096       # our replica's page (monitor_agree.S), the
-DEFERRED = 2048                       #   stack's top; and in it a message per core
+DEFERRED = 512                        #   stack's top; and in it a message per core
+DEFERRED_BYTES = 56                   #   (its 7 words: 64 of them fill the page)
 
 start:
     mov rbx, rdi                      # rbx = our core, for the whole run
@@ -158,7 +161,7 @@ init_frame:
 # pair_ring(from, to) -> rax = the ring carrying messages from core `from` to `to`
 #   clobbers: rcx rdx rdi
 pair_ring:
-    shl rdi, 5                        # from * PAIR_STRIDE
+    shl rdi, PAIR_SHIFT               # from * PAIR_STRIDE
     lea rax, [rdi + rsi]
     xor edx, edx
     mov ecx, RINGS_PER_PAGE
@@ -294,7 +297,7 @@ take_deferred:
     call deferred_slot
     mov rsi, rax
     lea rdi, [r15 + MSG]
-    mov ecx, 8
+    mov ecx, URPC_PAYLOAD_WORDS
     rep movsq
 take_handle:
     call handle
@@ -462,7 +465,7 @@ recv_reply_next:
     call deferred_slot
     mov rdi, rax
     lea rsi, [r15 + ACK_IN]
-    mov ecx, 8
+    mov ecx, URPC_PAYLOAD_WORDS
     rep movsq
     bts qword ptr [r15 + DEFERRED_MASK], r12
     jmp recv_reply_next
@@ -473,8 +476,7 @@ recv_reply_done:
 # deferred_slot(core) -> rax: where a request from `core` waits in DEFERRED
 #   clobbers: nothing else
 deferred_slot:
-    mov rax, rdi
-    shl rax, 6
+    imul rax, rdi, DEFERRED_BYTES
     push rcx
     mov rcx, REPLICA + DEFERRED
     add rax, rcx
@@ -495,7 +497,7 @@ stop:
     xor edi, edi
     call exit
 
-text_too_many:     .asciz "monitor: more cores than the pair channels serve (32)\n"
+text_too_many:     .asciz "monitor: more cores than the pair channels serve (64)\n"
 
 .include "monitor_measure.S"
 .include "monitor_shootdown.S"

@@ -28,7 +28,7 @@
 
 MAX_SERVICES = 16
 MAX_BINDINGS = 16
-BIND_PAGE = 386                       # MAX_BINDINGS pairs of pages from here
+BIND_PAGE = 1483                      # MAX_BINDINGS pairs of pages from here
 MAX_RECORDS = 32
 SLOT_RECORDS = 160                    # + n: capabilities moved away from our core
 SLOT_IMPORTED = 200                   # a capability on its way in, briefly

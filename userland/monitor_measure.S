@@ -103,11 +103,11 @@ ping_sample:
     jnz ping_sample
     mov rcx, USER_CHANNELS + LATENCY_PAGE * 4096
     mov rax, rbx
-    shl rax, 5
+    shl rax, PAIR_SHIFT
     add rax, r12
     mov qword ptr [rcx + rax * 8], r14    # [us][partner]
     mov rax, r12
-    shl rax, 5
+    shl rax, PAIR_SHIFT
     add rax, rbx
     mov qword ptr [rcx + rax * 8], r14    # [partner][us]
     pop r14

@@ -134,17 +134,15 @@ forward_done:
     ret
 
 # local_part -> rax: this core's share of the request in MSG. Prepare:
-# map the page and read it (local_map). Invalidate: remove the PTE, then
-# invlpg, for until then our TLB still holds the page; rax = what
-# stale_probe saw in between.
+# map the page and read it (local_map). Invalidate: remove the PTE
+# (unmap_page), then invlpg, for until then our TLB still holds the page;
+# rax = what unmap_page's probe saw.
 #   clobbers: rcx rdx rdi r8 r11
 local_part:
     mov rdi, qword ptr [r15 + MSG + MSG_PAGE]
     cmp qword ptr [r15 + MSG + MSG_OP], OP_PREPARE
     je local_map
-    mov eax, SYS_CHANNEL_UNMAP
-    syscall
-    call stale_probe
+    call unmap_page
     mov r8, rax
     mov eax, SYS_INVLPG
     syscall
@@ -179,21 +177,34 @@ local_map:
     xor eax, eax
     ret
 
-# stale_probe(page) -> rax: with PROBE=1, read the page, whose PTE is gone,
-# so only the TLB knows it: 1 if we saw the initiator's value there, else
-# 0. Without PROBE, 0 and no read.
-#   in: rdi = the page.  clobbers: rdx
-stale_probe:
-    xor eax, eax
+# unmap_page(page) -> rax: remove this core's PTE for the page
+# (SYS_CHANNEL_UNMAP); the TLB still holds it until an invlpg. With PROBE=1,
+# read the page right after: rax = 1 if that read, through the stale TLB
+# entry, saw the initiator's value, else 0. Without PROBE, 0.
+# The probe reads the page once more just before the unmap too: since the
+# prepare this monitor has polled a ring on every other core's page, and a
+# TLB may drop any entry at any time (unicorn's is direct-mapped: on
+# amd-8x4 core 8's ring from core 15 took the page's slot, and the probe's
+# read faulted).
+#   in: rdi = the page (kept).  clobbers: rcx rdx r11
+unmap_page:
     mov rdx, PROBE
     test rdx, rdx
-    jz stale_probe_done
+    jnz unmap_page_probed
+    mov eax, SYS_CHANNEL_UNMAP
+    syscall
+    xor eax, eax
+    ret
+unmap_page_probed:
+    call page_address
+    mov rax, qword ptr [rax]          # now the TLB surely holds the page
+    mov eax, SYS_CHANNEL_UNMAP
+    syscall
     call page_address
     mov rax, qword ptr [rax]          # the PTE is gone: only the TLB knows the page
     cmp rax, qword ptr [r15 + MSG + MSG_EXPECTED]
     sete al
     movzx eax, al
-stale_probe_done:
     ret
 
 # page_address(page) -> rax = where channel page `page` is mapped
@@ -376,7 +387,7 @@ root_run_done:
 #   clobbers: rcx rdx
 route_table:
     mov rax, qword ptr [r15 + REQUEST + 16]
-    shl rax, 5                        # protocol * PAIR_STRIDE
+    shl rax, PAIR_SHIFT               # protocol * PAIR_STRIDE
     add rax, qword ptr [r15 + REQUEST + 24]
     dec rax                           # + cores - 1
     imul rax, rax, ROUTE_BYTES
@@ -408,10 +419,10 @@ root_message_fill:
     mov qword ptr [r15 + OUT + MSG_OP], rax
     mov qword ptr [r15 + OUT + MSG_PAGE], rdi
     mov qword ptr [r15 + OUT + MSG_SUBTREE], 0
-    mov rcx, qword ptr [r15 + REQUEST + 24]
-    xor eax, eax
-    bts rax, rcx
-    dec rax                           # cores 0 .. cores-1 take part
+    mov ecx, 64
+    sub rcx, qword ptr [r15 + REQUEST + 24]
+    mov rax, -1
+    shr rax, cl                       # cores 0 .. cores-1 take part (all 64 too)
     mov qword ptr [r15 + OUT + MSG_PARTICIPANTS], rax
     mov rax, qword ptr [r15 + EXPECTED]
     mov qword ptr [r15 + OUT + MSG_EXPECTED], rax

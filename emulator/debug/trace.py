@@ -26,6 +26,7 @@ import json
 from collections import deque
 
 from emulator.errors import SpratError
+from emulator.files import TRACE_LIMIT, read_text
 
 MESSAGE_EVENTS = ("send", "recv")
 
@@ -64,26 +65,28 @@ class MessageLog:
         self.latest.setdefault(channel, {})[event] = record
 
 
-def read_trace(path) -> list[dict]:
-    """The events of a trace file, in order (SpratError if it is not one)."""
-    events = []
-    try:
-        with open(path, encoding="utf-8") as stream:
-            for number, line in enumerate(stream, 1):
-                if line.strip():
-                    events.append(_parse_line(line, path, number))
-    except OSError as error:
-        raise SpratError(f"cannot read trace {path}: {error.strerror}") from None
-    return events
+def read_trace(path, check=None) -> list[dict]:
+    """The events of a trace file, in order (SpratError if it is not one).
+
+    `check(event)`, if given, returns what is wrong with an event (a reader
+    that uses some fields says what they must hold), or None."""
+    text = read_text(path, "trace", limit=TRACE_LIMIT)
+    return [_parse_line(line, path, number, check)
+            for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def _parse_line(line: str, path, number: int) -> dict:
+def _parse_line(line: str, path, number: int, check) -> dict:
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
+        # ValueError: bad JSON, or a number of thousands of digits;
+        # RecursionError: arrays nested thousands deep.
         raise SpratError(f"{path}:{number}: not a trace line (JSON expected)") from None
     if not isinstance(record, dict) or not isinstance(record.get("event"), str):
         raise SpratError(f"{path}:{number}: a trace line needs an \"event\" field")
+    problem = check(record) if check is not None else None
+    if problem is not None:
+        raise SpratError(f"{path}:{number}: {record['event']} event: {problem}")
     return record
 
 

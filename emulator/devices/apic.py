@@ -145,10 +145,21 @@ class LocalApic:
         return max(0, left)
 
     def timer_expired(self, now):
-        """Called by the scheduler at the deadline; returns the vector to raise, or None."""
+        """Called by the scheduler at the deadline; returns the vector to raise, or None.
+
+        A tick whose vector is still waiting for the core (its IF clear, say
+        all through a run of system calls) is merged into the waiting one:
+        the IRR holds one bit per vector, so a periodic timer on real silicon
+        loses ticks rather than queueing them (SDM 10.8.4). Queueing each
+        one would grow the core's queue for as long as the core runs."""
         self.timer_deadline = None
         if self.lvt_timer & LVT_PERIODIC:
             self._arm_timer(now)
-        if self.lvt_timer & LVT_MASKED:
+        vector = self.lvt_timer & 0xFF
+        if self.lvt_timer & LVT_MASKED or self._requested(vector):
             return None
-        return self.lvt_timer & 0xFF
+        return vector
+
+    def _requested(self, vector) -> bool:
+        """Is `vector` raised and not yet taken by the core (its IRR bit set)?"""
+        return any(waiting == vector for _, _, waiting in self.core._pending)

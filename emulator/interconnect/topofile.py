@@ -34,12 +34,14 @@ What does not live here: the Topology class and its queries (topology.py).
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections import deque
 from pathlib import Path
 
 from emulator.errors import SpratError
+from emulator.files import read_text
 
 TOP_KEYS = ("name", "description", "freq_ghz", "packages", "caches", "links", "latency")
 CACHE_LEVELS = ("L2", "L3")
@@ -47,6 +49,12 @@ LATENCY_KEYS = (
     "l1_hit", "l2_hit", "l3_hit", "shared_cache_transfer",
     "same_package_transfer", "hop_transfer", "memory",
 )
+# Bounds that keep every sum of latencies far from a 64-bit wrap. The
+# slowest access on the paper's machines is a few hundred cycles; a
+# million is a machine no one would build, yet still a number we can add.
+MAX_LATENCY = 1_000_000
+MAX_FREQ_GHZ = 100.0
+MAX_CORES = 64              # what the machine builds (emulator/machine.py)
 
 
 # -- the package graph (also used by Topology, which is built from these fields) --
@@ -115,10 +123,7 @@ class _Where:
 def read_topology_fields(path: Path) -> dict:
     """Parse and check a topology file; return Topology keyword arguments."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise SpratError(f"{path}: cannot read topology file: {error.strerror}")
+    text = read_text(path, "topology file")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -169,8 +174,9 @@ def _string(doc: dict, key: str, where: _Where) -> str:
 
 def _frequency(doc: dict, where: _Where) -> float:
     value = doc["freq_ghz"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        where.fail(None, "freq_ghz", "must be a positive number of GHz")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or not 0 < value <= MAX_FREQ_GHZ:
+        where.fail(None, "freq_ghz", f"must be a positive number of GHz, at most {MAX_FREQ_GHZ:g}")
     return float(value)
 
 
@@ -192,6 +198,8 @@ def _packages(doc: dict, where: _Where) -> tuple:
                 where.fail(None, "packages",
                            f"core {core} is listed twice (packages {seen[core]} and {index})")
             seen[core] = index
+    if len(seen) > MAX_CORES:
+        where.fail(None, "packages", f"{len(seen)} cores, but a machine has at most {MAX_CORES}")
     for core in range(len(seen)):
         if core not in seen:
             where.fail(None, "packages",
@@ -269,11 +277,16 @@ def _latencies(doc: dict, fields: dict, where: _Where) -> dict:
             out[key] = None
             continue
         value = raw[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            where.fail("latency", key, "must be a positive whole number of cycles")
+        if not _cycles(value):
+            where.fail("latency", key, f"must be a positive whole number of cycles, at most {MAX_LATENCY:,}")
         out[key] = value
     out["hop_transfer"] = _hop_transfer(raw, fields, needs, where)
     return out
+
+
+def _cycles(value) -> bool:
+    """A latency: a whole number of cycles within bounds (TOML's true is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_LATENCY
 
 
 def _needed_latencies(fields: dict) -> dict:
@@ -316,12 +329,13 @@ def _hop_transfer(raw: dict, fields: dict, needs: dict, where: _Where) -> tuple:
         return ()
     value = raw["hop_transfer"]
     diameter = max(max(row) for row in package_hops(n_packages, fields["links"]))
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if _cycles(value):
         # One number: a line n hops away costs n times it.
         return tuple(value * hops for hops in range(1, diameter + 1)) or (value,)
-    if not _int_list(value) or not value or any(v <= 0 for v in value):
+    if not isinstance(value, list) or not value or not all(_cycles(v) for v in value):
         where.fail("latency", "hop_transfer",
-                   "must be positive cycles: one number (per hop) or a list (1 hop, 2 hops, ...)")
+                   f"must be positive cycles, at most {MAX_LATENCY:,}: one number (per hop) "
+                   "or a list (1 hop, 2 hops, ...)")
     if len(value) < diameter:
         where.fail("latency", "hop_transfer",
                    f"lists {len(value)} hop counts, but some packages are {diameter} hops apart")

@@ -26,6 +26,7 @@ the text of `sprat topology show` (render.py).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -143,9 +144,10 @@ def load_topology(name_or_path: str | Path) -> Topology:
     """A preset by name (e.g. "amd-4x4"), or a user topology from a TOML file."""
     if str(name_or_path) in list_presets():
         return Topology(**read_topology_fields(PRESET_DIR / f"{name_or_path}.toml"))
-    path = Path(name_or_path)
-    if path.is_file():
-        return Topology(**read_topology_fields(path))
+    # Anything on disk by that name goes to the reader, which says what is
+    # wrong with it (a directory, a device, a binary file).
+    if os.path.lexists(name_or_path):
+        return Topology(**read_topology_fields(Path(name_or_path)))
     raise SpratError(
         f"unknown topology '{name_or_path}': not a preset ({', '.join(list_presets())}) "
         f"and no such file")

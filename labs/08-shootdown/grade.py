@@ -27,15 +27,15 @@ from collections import Counter, defaultdict
 from sprat.lab.grading import QUANTA, boot, fail, test
 
 # userland/lib/monitor_client.S, userland/monitor.S, userland/shootdown.S
-PAGE = 418                        # MONITOR_FIRST_PAGE: the page shootdown.S shoots down
+PAGE = 1536                       # MONITOR_FIRST_PAGE: the page shootdown.S shoots down
 OP_PREPARE, OP_INVALIDATE, OP_TOUCH, OP_STOP, OP_REPLY = 1, 2, 3, 4, 13
 STEP_NAMES = {OP_PREPARE: "map", OP_INVALIDATE: "unmap"}
 RUNS = 2                          # shootdown.S maps and shoots the page down twice
 ANSWER = 0x414E53                 # MONITOR_ANSWER: word 0 of an answer to a program
 MULTICAST, NUMA_MULTICAST = 2, 3  # kernel/skb.py's PROTOCOLS, by number
-PAIR_STRIDE, RINGS_PER_PAGE, BROADCAST_PAGE = 32, 3, 342    # the monitors' pair rings
+PAIR_STRIDE, RINGS_PER_PAGE, BROADCAST_PAGE = 64, 3, 1366   # the monitors' pair rings
 # cpudriver/layout.py: where each core's page table for the channel window is
-PERCORE_BASE, PERCORE_SIZE, PC_PT_CHANNELS = 0x0100_0000, 0x0004_0000, 0x9000
+PERCORE_BASE, PERCORE_SIZE, PC_PT_CHANNELS = 0x0100_0000, 0x0004_0000, 0x6000
 USER_CHANNELS = 0x0000_0080_0020_0000
 MAX_CYCLES = 3_000_000            # these images end before 500,000 cycles
 FASTER = 0.95                     # NUMA-aware: at most this share of multicast's cycles
@@ -383,7 +383,7 @@ def steps(run, n, protocol) -> list[Step]:
 def pair_messages(run, n) -> list[Message]:
     """Every message a monitor took from a pair ring, in time order.
 
-    A tracepoint names the ring's page. Ring a -> b is number a * 32 + b,
+    A tracepoint names the ring's page. Ring a -> b is number a * 64 + b,
     three to a page, so for a known receiver b one sender a fits the page."""
     out = []
     for event in run.receives():

@@ -12,13 +12,13 @@ from sprat.table import format_json, format_table
 
 
 def add_parser(subparsers) -> None:
-    from sprat.bench import boot, shm_vs_msg, syscall, tlb, urpc
+    from sprat.bench import boot, explore, shm_vs_msg, syscall, tlb, urpc
     parser = subparsers.add_parser(
         "bench", help="measure the machine and the OS",
         description="Run a benchmark and print its table (--json for rows as JSON).")
     benches = parser.add_subparsers(dest="bench", metavar="BENCH", required=True,
                                     parser_class=type(parser))
-    for module in (boot, urpc, shm_vs_msg, syscall, tlb):
+    for module in (boot, urpc, shm_vs_msg, syscall, tlb, explore):
         module.add_parser(benches)
 
 

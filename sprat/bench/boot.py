@@ -18,12 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, progress
+from sprat.boot import positive_argument, whole_number
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOT_SIZES = (1, 4, 16, 32, 64)
 THROUGHPUT_SIZES = (1, 4)
 DEFAULT_ITERATIONS = 2_000_000      # x4 instructions per core
+MAX_ITERATIONS = 1_000_000_000      # hours on the host
 
 
 def add_parser(benches) -> None:
@@ -31,10 +34,11 @@ def add_parser(benches) -> None:
         "boot", help="boot time, memory per core, guest speed vs bare unicorn",
         description=__doc__.split("\n\n", 1)[1], formatter_class=_raw())
     add_output_options(parser)
-    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
-                        help=f"loop iterations of the compute-bound program (default "
-                             f"{DEFAULT_ITERATIONS:,})")
-    parser.add_argument("--quantum", type=int, default=None,
+    parser.add_argument("--iterations", type=whole_number(1, MAX_ITERATIONS),
+                        default=DEFAULT_ITERATIONS,
+                        help=f"loop iterations of the compute-bound program, 1 to "
+                             f"{MAX_ITERATIONS:,} (default {DEFAULT_ITERATIONS:,})")
+    parser.add_argument("--quantum", type=positive_argument, default=None,
                         help="scheduler quantum for the throughput rows (default: sprat's)")
     parser.set_defaults(run=run)
 
@@ -99,7 +103,7 @@ def child_boot(cores: int) -> dict:
     result = system.machine.run(max_cycles=10**8)
     elapsed = time.perf_counter() - start
     if not result.clean:
-        raise SystemExit(f"boot on {cores} cores failed: {result.reason}")
+        raise MachineFailure(f"boot on {cores} cores failed: {result.reason}")
     return {"boot_s": elapsed, "rss_mb_per_core": (resident_mb() - before) / cores}
 
 

@@ -42,14 +42,17 @@ import json
 import tempfile
 from pathlib import Path
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, number_list, progress
-from sprat.boot import positive_argument
+from sprat.boot import whole_number
+from sprat.output import png_name, save_png
 
 DEFAULT_TOPOLOGY = "amd-4x4"
 CORE_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
 LINE_COUNTS = (1, 2, 4, 8)
 UPDATES = 100             # measured updates per client
 WARMUP = 20               # updates before the clock starts
+MAX_UPDATES = 1_000_000   # hours on the host at 64 cores
 FINE_QUANTUM = 1          # instructions per turn once the measured phase begins
 MAX_CYCLES = 10**10       # a run that takes longer than this is stuck
 HEADERS = ["mode", "cores", "lines", "cycles_per_update", "server_cycles_per_update"]
@@ -67,11 +70,13 @@ def add_parser(benches) -> None:
                              "machine; msg mode stops one short, for the server)")
     parser.add_argument("--lines", metavar="LIST", type=number_list, default=LINE_COUNTS,
                         help="cache lines per update (default 1,2,4,8)")
-    parser.add_argument("--updates", type=positive_argument, default=UPDATES,
-                        help=f"measured updates per client (default {UPDATES})")
-    parser.add_argument("--warmup", type=positive_argument, default=WARMUP,
-                        help=f"updates per client before measuring (default {WARMUP})")
-    parser.add_argument("--plot", metavar="FILE.png", type=Path, default=None,
+    parser.add_argument("--updates", type=whole_number(1, MAX_UPDATES), default=UPDATES,
+                        help=f"measured updates per client, 1 to {MAX_UPDATES:,} "
+                             f"(default {UPDATES})")
+    parser.add_argument("--warmup", type=whole_number(1, MAX_UPDATES), default=WARMUP,
+                        help=f"updates per client before measuring, 1 to {MAX_UPDATES:,} "
+                             f"(default {WARMUP})")
+    parser.add_argument("--plot", metavar="FILE.png", type=png_name, default=None,
                         help="also draw the curves into this PNG (matplotlib)")
     parser.set_defaults(run=run)
 
@@ -155,7 +160,7 @@ def run_image(topology, modules) -> list[tuple[int, str]]:
     interleave_finely_after_barrier(system)
     result = system.machine.run(max_cycles=MAX_CYCLES)
     if not result.clean:
-        raise SystemExit(f"shm-vs-msg: {modules[0]} failed: {result.reason}")
+        raise MachineFailure(f"shm-vs-msg: {modules[0]} failed: {result.reason}")
     return output
 
 
@@ -219,7 +224,7 @@ def pivot(rows, line_counts):
     return ["cores"] + names, table
 
 
-def plot(rows, topology_name, path: Path) -> None:
+def plot(rows, topology_name, path: str) -> None:
     """Draw shm, msg and server cycles per update against clients, as in Figure 3."""
     import matplotlib
     matplotlib.use("Agg")               # files only, no display needed
@@ -243,5 +248,5 @@ def plot(rows, topology_name, path: Path) -> None:
     axes.grid(True, alpha=0.3)
     axes.legend(ncol=3, fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_png(figure, path, dpi=100)
     plt.close(figure)

@@ -21,9 +21,12 @@ other, and with the paper's column for scale.
 import tempfile
 from pathlib import Path
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, progress
+from sprat.boot import whole_number
 
 ITERATIONS = 200
+MAX_ITERATIONS = 1_000_000
 
 
 def add_parser(benches) -> None:
@@ -34,8 +37,8 @@ def add_parser(benches) -> None:
     add_output_options(parser)
     parser.add_argument("--topology", default="amd-2x2", metavar="T",
                         help="machine whose clock and paper figures to use (default amd-2x2)")
-    parser.add_argument("--iterations", type=int, default=ITERATIONS,
-                        help=f"N (default {ITERATIONS})")
+    parser.add_argument("--iterations", type=whole_number(1, MAX_ITERATIONS),
+                        default=ITERATIONS, help=f"N, 1 to {MAX_ITERATIONS:,} (default {ITERATIONS})")
     parser.set_defaults(run=run)
 
 
@@ -85,6 +88,6 @@ def measure(topology, modules):
         system = boot_image(image, cores=topology.n_cores(), topology=topology)
     result = system.machine.run(max_cycles=10**9)
     if not result.clean:
-        raise SystemExit(f"bench program failed: {result.reason}")
+        raise MachineFailure(f"bench program failed: {result.reason}")
     core = system.machine.cores[0]
     return core.stats.instructions, core.cycles

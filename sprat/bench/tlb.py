@@ -43,7 +43,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, number_list, progress
+from sprat.output import png_name, save_png
 
 DEFAULT_TOPOLOGY = "amd-8x4"
 PROTOCOLS = ("unicast", "broadcast", "multicast", "numa-multicast")   # kernel/skb.py's order
@@ -69,7 +71,7 @@ def add_parser(benches) -> None:
                             help=f"core counts (default {','.join(map(str, cores))}, "
                                  f"up to the machine's)")
         if name == "tlb":
-            parser.add_argument("--plot", metavar="FILE.png", type=Path, default=None,
+            parser.add_argument("--plot", metavar="FILE.png", type=png_name, default=None,
                                 help="also draw the curves into this PNG (matplotlib)")
         parser.set_defaults(run=run_tlb if name == "tlb" else run_unmap)
 
@@ -167,7 +169,7 @@ def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
         booted_system(system)
     result = system.machine.run(max_cycles=MAX_CYCLES)
     if not result.clean and mode != MODE_TOUCH:
-        raise SpratError(f"shootdown run failed: {result.reason}")
+        raise MachineFailure(f"shootdown run failed: {result.reason}")
     found = parse(output)
     for row in found:
         if row["acked"] != row["cores"]:
@@ -196,7 +198,7 @@ def parse(output) -> list[dict]:
 
 # --- presenting ---------------------------------------------------------------------------------
 
-def plot(rows, topology_name, path: Path) -> None:
+def plot(rows, topology_name, path: str) -> None:
     """Latency against cores, one curve per protocol, as in the paper's Figure 6."""
     import matplotlib
     matplotlib.use("Agg")               # files only, no display needed
@@ -213,5 +215,5 @@ def plot(rows, topology_name, path: Path) -> None:
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_png(figure, path, dpi=100)
     plt.close(figure)

@@ -33,13 +33,17 @@ from pathlib import Path
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn import x86_const as x86
 
+from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, progress
+from sprat.boot import whole_number
 
 RELATIONS = ("shared-cache", "same-package", "1-hop", "2-hop", "3-hop")
 ROUNDS = 200
 WARMUP = 20
 STREAM = 2000
 HOST_STREAM = 20000
+MAX_ROUNDS = 1_000_000         # about an hour of host time
+MAX_MESSAGES = 100_000_000
 
 
 def add_parser(benches) -> None:
@@ -50,11 +54,16 @@ def add_parser(benches) -> None:
     add_output_options(parser)
     parser.add_argument("--topology", metavar="T", action="append",
                         help="a preset or TOML file (repeatable; default: the four presets)")
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"ping-pong rounds ({ROUNDS})")
-    parser.add_argument("--messages", type=int, default=STREAM,
-                        help=f"messages in the throughput stream ({STREAM})")
-    parser.add_argument("--host-messages", type=int, default=HOST_STREAM,
-                        help=f"messages in the host-speed stream ({HOST_STREAM})")
+    # Two is the least that measures anything: the footprint is taken on the
+    # second measured round, a throughput between the first and last message.
+    parser.add_argument("--rounds", type=whole_number(2, MAX_ROUNDS), default=ROUNDS,
+                        help=f"ping-pong rounds, 2 to {MAX_ROUNDS:,} ({ROUNDS})")
+    parser.add_argument("--messages", type=whole_number(2, MAX_MESSAGES), default=STREAM,
+                        help=f"messages in the throughput stream, 2 to {MAX_MESSAGES:,} "
+                             f"({STREAM})")
+    parser.add_argument("--host-messages", type=whole_number(2, MAX_MESSAGES),
+                        default=HOST_STREAM, help=f"messages in the host-speed stream, 2 to "
+                                                  f"{MAX_MESSAGES:,} ({HOST_STREAM})")
     parser.set_defaults(run=run)
 
 
@@ -148,7 +157,7 @@ def boot(topology, lines, cost_model=True):
 def run_to_end(system, output):
     result = system.machine.run(max_cycles=10**10)
     if not result.clean:
-        raise SystemExit(f"bench program failed: {result.reason}; output: {output[-3:]}")
+        raise MachineFailure(f"bench program failed: {result.reason}; output: {output[-3:]}")
 
 
 def reported_cycles(output, prefix) -> int:

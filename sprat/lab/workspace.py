@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emulator import sources
-from emulator.errors import SpratError
+from emulator.errors import OutputError, SpratError
 from sprat.lab.manifest import Lab, find_lab, load_lab
 from sprat.lab.regions import apply_patches, blank, read_wrong_solution
 
@@ -57,10 +57,6 @@ class Workspace:
             (self.folder / LAST_SCORE).write_text(json.dumps(score), encoding="utf-8")
         except OSError as error:
             raise OutputError(f"cannot save the score in {self.folder}: {error.strerror}") from None
-
-
-class OutputError(SpratError):
-    """Writing a result failed (disk full, no permission): exit status 1."""
 
 
 # --- The files of a lab, three ways ------------------------------------------------------

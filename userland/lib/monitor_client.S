@@ -21,8 +21,9 @@
 # monitor needs it to move capabilities in and out of our CSpace). An
 # answer is: w0 MONITOR_ANSWER, w1..w3 results. Include after lib/urpc.S.
 
-MONITOR_CLIENT_PAGE = 364             # 22 pages: two rings per core, 3 to a page
-MONITOR_FIRST_PAGE = 418              # the window's pages from here on are the
+MONITOR_CLIENT_PAGE = 1440            # 43 pages: two rings per core, 3 to a page
+MONITOR_FIRST_PAGE = 1536             # the window's pages from here on (its last
+                                      # 2 MiB but the CPU drivers' inboxes) are the
                                       # programs' to share, map and shoot down
 MONITOR_RINGS_PER_PAGE = 3
 MONITOR_RING_BYTES = 1088             # a URPC ring (1024) and its ack line (64)

@@ -1,0 +1,387 @@
+"""Lab 3's grader: a program's own page tables, judged on what the machine holds.
+
+Every test boots an image of programs/vm_check.S, which maps five pages
+with the student's vspace_map (userland/lib/vspace.S), uses them, and then
+asks for refusals (images/layout.lst), unmaps a page the TLB holds and
+touches it (images/unmap.lst), or deletes a page table under two pages
+and touches one (images/table.lst). Code hooks on the program's probe_*
+labels record, at that instant:
+  * rax: what the call before the probe returned;
+  * the page tables as the MMU walks them from the core's CR3: every user
+    page mapped, with its entry's bits;
+  * the capability tables: what each table entry was made with (a VNode of
+    which level), and what was retyped from the RAM given for the tables.
+The touches that must fault are judged on the program's end: killed for a
+#PF at the touched page (CR2), and never past the touch. The student's
+sys_invoke flush (cpudriver/syscall.S) is what makes those touches fault:
+the kernel clears the entry, the CPU driver must drop the TLB's copy.
+The mechanism runs on one core, alone: the schedule does not change it, so
+the tests do not sweep quanta.
+"""
+
+from cpudriver.layout import USER_BASE, USER_STACK_PAGES, USER_STACK_TOP
+from sprat.lab.grading import boot, fail, test
+
+GIB, MIB2, PAGE = 1 << 30, 1 << 21, 1 << 12
+PRESENT, WRITABLE, USER, LARGE, NO_EXECUTE = 1, 2, 4, 0x80, 1 << 63
+ADDRESS = 0x000F_FFFF_FFFF_F000      # an entry's physical address bits
+READ, WRITE, EXECUTE = 1, 2, 4
+SLOT_RAM, SLOT_PDPT, SLOT_REGIONS, FIRST_FRAME = 0, 1, 232, 4
+STACK_BOTTOM = USER_STACK_TOP - USER_STACK_PAGES * PAGE
+MAX_CYCLES = 2_000_000               # the images end by ~50,000 cycles
+# programs/vm_check.S's `pages`: (vaddr, frame number, rights, word written)
+PAGES = [(USER_BASE + GIB, 0, READ | WRITE, 0xA0),
+         (USER_BASE + GIB + PAGE, 1, READ, 0),
+         (USER_BASE + GIB + MIB2 + 5 * PAGE, 2, READ | WRITE, 0xA2),
+         (USER_BASE + 5 * GIB + 7 * MIB2 + 9 * PAGE, 3, READ | EXECUTE, 0),
+         (USER_BASE + 5 * GIB + 7 * MIB2 + 10 * PAGE, 4, READ | WRITE, 0xA4)]
+TABLES = {"PD": 2, "PT": 3}          # what the five pages need: PDs for GiB 1 and 5, 3 PTs
+LEVEL_NAMES = {1: "PT", 2: "PD", 3: "PDPT"}
+
+
+# --- the tests -----------------------------------------------------------------------------
+@test(points=30)
+def pages_map_where_asked_with_their_rights():
+    """Each page maps its frame at its address, writable and executable exactly as asked; nothing else."""
+    run, probes = start("images/layout.lst")
+    check_maps_succeeded(run, probes)
+    run.expect_clean(stop="probe_layout core 0")
+    layout = probes.one(run, "probe_layout")
+    check_layout(run, layout, PAGES)
+    memory = run.system.machine.memory
+    for vaddr, frame, rights, word in PAGES:
+        if rights & WRITE and memory.read_u64(frame_base(run, frame)) != word:
+            fail(f"the program wrote {word:#x} at {vaddr:#x}, but frame {frame} does not hold it:"
+                 f" the address does not lead to that frame", run, stop="probe_used core 0")
+
+
+@test(points=20)
+def tables_are_made_once_and_of_the_right_level():
+    """Each PDPT entry holds a PD, each PD entry a PT, one per range, all retyped from the RAM given."""
+    run, probes = start("images/layout.lst")
+    check_maps_succeeded(run, probes)
+    run.expect_clean(stop="probe_layout core 0")
+    layout = probes.one(run, "probe_layout")
+    for (level, vaddr), kind in sorted(layout.tables.items()):
+        want = LEVEL_NAMES[level]
+        if kind != f"VNODE_{want}":
+            fail(f"the table under the {LEVEL_NAMES[level + 1]} entry for {vaddr:#x} is a {kind}:"
+                 f" it must be a VNODE_{want} (retype the RAM into CAPTYPE_VNODE_{want})",
+                 run, stop="probe_layout core 0")
+    made = layout.retyped
+    wanted = sorted(f"VNODE_{kind}" for kind, count in TABLES.items() for _ in range(count))
+    if made != wanted:
+        fail(f"the five pages need {TABLES['PD']} PDs and {TABLES['PT']} PTs; the RAM given to"
+             f" vspace_init holds {describe(made)}: a table made twice for one range, or one"
+             f" never used, is memory lost", run, stop="probe_mapped core 0")
+
+
+@test(points=15)
+def refusals_come_back_and_change_nothing():
+    """Mapping a page twice, a read-only frame writable, an unaligned or foreign address: refused."""
+    from kernel.caps import ErrorCode as E
+    run, probes = start("images/layout.lst")
+    check_maps_succeeded(run, probes)
+    run.expect_clean(stop="probe_twice core 0")
+    for label, what, code in (
+            ("probe_twice", f"a second mapping of page {PAGES[0][0]:#x}", E.ENTRY_IN_USE),
+            ("probe_rights", "a read-only frame mapped READ|WRITE", E.NO_RIGHTS),
+            ("probe_unaligned", "an address that is not a page's (…3008)", E.MISALIGNED),
+            ("probe_outside", "an address in PML4 entry 2, outside the user's 512 GiB",
+             E.INVALID_ENTRY)):
+        got = probes.one(run, label).rax
+        if got != -int(code):
+            fail(f"vspace_map of {what} returned {error_name(got)}; expected -{int(code)}"
+                 f" ({code.name})", run, stop=f"{label} core 0")
+    end = probes.one(run, "probe_outside")
+    check_layout(run, end, PAGES)
+    if end.retyped != probes.one(run, "probe_layout").retyped:
+        fail(f"the refused mappings left tables behind: the RAM given to vspace_init now holds"
+             f" {describe(end.retyped)}", run, stop="probe_twice core 0")
+
+
+@test(points=25)
+def an_unmapped_page_faults():
+    """After vspace_unmap the entry is gone, its neighbour stays, and a touch faults (no stale TLB entry)."""
+    from kernel.caps import ErrorCode as E
+    run, probes = start("images/unmap.lst")
+    check_maps_succeeded(run, probes)
+    unmapped = probes.one(run, "probe_unmapped")
+    page, neighbour = PAGES[0][0], PAGES[1][0]
+    if unmapped.rax != 0:
+        fail(f"vspace_unmap({page:#x}) returned {error_name(unmapped.rax)}; a mapped page"
+             f" unmaps with 0", run, stop="probe_unmapped core 0")
+    if page in unmapped.pages:
+        fail(f"after vspace_unmap({page:#x}) the page tables still map it (entry"
+             f" {unmapped.pages[page]:#x}): clear its PT entry", run, stop="probe_unmapped core 0")
+    if neighbour not in unmapped.pages:
+        fail(f"vspace_unmap({page:#x}) also took {neighbour:#x}, the next page of the same PT:"
+             f" unmap the PT entry, not the PD's", run, stop="probe_unmapped core 0")
+    check_layout(run, unmapped, PAGES[1:])
+    again = probes.one(run, "probe_unmapped_again").rax
+    if again != -int(E.ENTRY_EMPTY):
+        fail(f"vspace_unmap of {page:#x} a second time returned {error_name(again)}; nothing is"
+             f" mapped there: expected -{int(E.ENTRY_EMPTY)} (ENTRY_EMPTY)", run,
+             stop="probe_unmapped_again core 0")
+    check_touch_faults(run, probes, "touch_unmapped", "probe_touch_survived", page,
+                       f"vspace_unmap({page:#x})", "the one page the kernel names in rdx")
+
+
+@test(points=10)
+def a_deleted_table_takes_its_pages_along():
+    """Deleting a PT's capability unmaps the whole table: a touch of its pages faults (CR3 reload)."""
+    run, probes = start("images/table.lst")
+    check_maps_succeeded(run, probes)
+    deleted = probes.one(run, "probe_table_deleted")
+    if deleted.rax != 0:
+        fail(f"deleting the PT of {PAGES[0][0]:#x} (the capability vspace_find gives) returned"
+             f" {error_name(deleted.rax)}: did vspace_map remember its tables with"
+             f" vspace_remember?", run, stop="probe_table_deleted core 0")
+    for vaddr, *_ in PAGES[:2]:
+        if vaddr in deleted.pages:
+            fail(f"after its PT was deleted {vaddr:#x} is still mapped", run,
+                 stop="probe_table_deleted core 0")
+    check_touch_faults(run, probes, "touch_deleted", "probe_touch_survived_delete",
+                       PAGES[1][0], "the deletion of its PT",
+                       "everything (rdx = -1: reload CR3), not one page")
+
+
+# --- running the program and reading what happened ----------------------------------------
+class Probe:
+    """What the machine held when the program passed a probe_* label."""
+
+    def __init__(self, label, rax, r12, pages, tables, retyped):
+        self.label, self.rax, self.r12 = label, rax, r12
+        self.pages = pages          # {vaddr: pte} of every user page the MMU would find
+        self.tables = tables        # {(level, vaddr): type name} of each table entry's object
+        self.retyped = retyped      # sorted type names of what lives in the tables' RAM
+
+
+class Probes:
+    def __init__(self):
+        self.hits = []
+
+    def all(self, label):
+        return [hit for hit in self.hits if hit.label == label]
+
+    def one(self, run, label):
+        found = self.all(label)
+        if not found:
+            run.expect_clean(stop=f"{label} core 0")
+            fail(f"the program never reached {label}: {why_ended(run)}", run)
+        return found[0]
+
+
+def start(image):
+    """Boot `image` on one core with hooks on the program's probes; run it to its end."""
+    probes = Probes()
+    run = boot(image, cores=1, max_cycles=MAX_CYCLES, setup=lambda system: watch(system, probes))
+    for core, line in run.console:
+        if "not written yet" in line:
+            fail(f"core {core}: {line.strip().removeprefix('cpu driver: ')}", run)
+    if run.system.failed_programs(0) and any("exited with status 2" in line
+                                             for _, line in run.console):
+        fail("vm_check could not retype its frames or mint a copy: the capability system"
+             " refused (is cpudriver/syscall.S's sys_invoke intact?)", run)
+    return run, probes
+
+
+def watch(system, probes):
+    from unicorn import UC_HOOK_CODE
+    from unicorn import x86_const as x86
+    symbols = system.modules[0].program.symbols
+    core = system.machine.cores[0]
+    for label, address in symbols.items():
+        if not label.startswith("probe_"):
+            continue
+
+        def on_probe(uc, at, size, _, label=label):
+            regs = core.regs
+            rax, r12 = _signed(regs.read(x86.UC_X86_REG_RAX)), regs.read(x86.UC_X86_REG_R12)
+            pages = user_pages(system.machine.memory, regs.read(x86.UC_X86_REG_CR3))
+            tables, retyped = capability_view(system)
+            probes.hits.append(Probe(label, rax, r12, pages, tables, retyped))
+        core.uc.hook_add(UC_HOOK_CODE, on_probe, begin=address, end=address)
+        core.uc.ctl_remove_cache(address, address + 1)
+
+
+def user_pages(memory, cr3):
+    """{vaddr: pte} of every 4 KiB page the user's PML4 entry leads to, through
+    PDPT entries 1..511 (entry 0 is the CPU driver's), as the MMU walks them."""
+    found = {}
+    pml4 = cr3 & ADDRESS
+    pdpt_entry = memory.read_u64(pml4 + (USER_BASE >> 39) * 8)
+    if not pdpt_entry & PRESENT:
+        return found
+    for i in range(1, 512):
+        pd_entry = memory.read_u64((pdpt_entry & ADDRESS) + i * 8)
+        if not pd_entry & PRESENT:
+            continue
+        for j in range(512):
+            pt_entry = memory.read_u64((pd_entry & ADDRESS) + j * 8)
+            if not pt_entry & PRESENT:
+                continue
+            if pt_entry & LARGE:
+                found[USER_BASE + i * GIB + j * MIB2] = pt_entry
+                continue
+            for k in range(512):
+                pte = memory.read_u64((pt_entry & ADDRESS) + k * 8)
+                if pte & PRESENT:
+                    found[USER_BASE + i * GIB + j * MIB2 + k * PAGE] = pte
+    return found
+
+
+def capability_view(system):
+    """The program's tables as the capability system knows them: each table entry
+    under its PDPT with the type of what it was mapped with, and the types
+    of the live objects retyped from shared region 0's RAM (the tables' RAM)."""
+    from kernel.caps import root_caddr
+    service = system.machine._hypercall_handler
+    cspace = service.cspaces.get((0, 0))
+    if cspace is None:
+        return {}, []
+    caps = service.systems[0]
+    tables = {}
+
+    def visit(vnode, level, base):
+        for entry, mapping in sorted(vnode.entries.items()):
+            vaddr = base + (entry << (12 + 9 * (level - 1)))
+            if level > 1 and mapping.cap.type.name.startswith("VNODE"):
+                tables[(level - 1, vaddr)] = mapping.cap.type.name
+                visit(mapping.cap.obj, level - 1, vaddr)
+            elif level > 1:
+                tables[(level - 1, vaddr)] = mapping.cap.type.name
+    try:
+        visit(caps.lookup(cspace, root_caddr(SLOT_PDPT)).obj, 3, USER_BASE)
+        ram = caps.lookup(cspace, root_caddr(SLOT_REGIONS)).obj
+        retyped = sorted(child.type.name for child in ram.children if child.caps)
+    except Exception:                  # the program deleted what we look for: nothing to show
+        return tables, []
+    return tables, retyped
+
+
+def check_maps_succeeded(run, probes):
+    mapped = probes.all("probe_mapped")
+    for hit in mapped:
+        if hit.rax != 0 and hit.r12 < len(PAGES):
+            vaddr, frame, rights, _ = PAGES[hit.r12]
+            fail(f"vspace_map({vaddr:#x}, frame {frame}, {rights_name(rights)}) returned"
+                 f" {error_name(hit.rax)}{hint(hit)}", run, stop="probe_mapped core 0")
+    if len(mapped) < len(PAGES):
+        fail(f"the program made {len(mapped)} of {len(PAGES)} vspace_map calls: "
+             f"{why_ended(run)}", run, stop="vspace_map core 0")
+
+
+def check_layout(run, probe, pages):
+    """Exactly `pages` are mapped, each to its frame, with its rights."""
+    stop = f"{probe.label} core 0"
+    for vaddr, frame, rights, _ in pages:
+        pte = probe.pages.get(vaddr)
+        what = f"{vaddr:#x} ({rights_name(rights)})"
+        if pte is None:
+            elsewhere = [v for v, p in probe.pages.items()
+                         if p & ADDRESS == frame_base(run, frame)]
+            fail(f"{what} is not mapped{where_else(elsewhere)}", run, stop=stop)
+        if pte & ADDRESS != frame_base(run, frame):
+            fail(f"{what} maps physical {pte & ADDRESS:#x}, not frame {frame} at"
+                 f" {frame_base(run, frame):#x}", run, stop=stop)
+        if bool(pte & WRITABLE) != bool(rights & WRITE):
+            fail(f"{what} is mapped {'writable' if pte & WRITABLE else 'read-only'}: pass the"
+                 f" rights asked for on to the kernel", run, stop=stop)
+        if bool(pte & NO_EXECUTE) == bool(rights & EXECUTE):
+            fail(f"{what} is mapped {'no-execute' if pte & NO_EXECUTE else 'executable'}: pass"
+                 f" the rights asked for on to the kernel", run, stop=stop)
+    wanted = {vaddr for vaddr, *_ in pages}
+    strays = sorted(set(probe.pages) - wanted)
+    if strays:
+        fail(f"{strays[0]:#x} is mapped, and no program asked for it: is each level's index"
+             f" taken from its own 9 bits of the address (PT 12..20, PD 21..29, PDPT 30..38)?",
+             run, stop=stop)
+
+
+def check_touch_faults(run, probes, touch, survived, vaddr, what, flush):
+    """The program died of a #PF at `vaddr`, on the touch, and never went past it."""
+    from unicorn.x86_const import UC_X86_REG_CR2
+    if probes.all(survived):
+        fail(f"after {what} the program still read {vaddr:#x}: the page tables no longer map"
+             f" it, but the TLB kept its entry; sys_invoke (cpudriver/syscall.S) must forget"
+             f" {flush}", run, stop=f"{touch} core 0")
+    symbols = run.system.modules[0].program.symbols
+    faulted = [line for _, line in run.console if f"at rip {symbols[touch]:#x}" in line]
+    cr2 = run.system.machine.cores[0].regs.read(UC_X86_REG_CR2)
+    if not faulted or cr2 != vaddr:
+        run.expect_clean(stop=f"{touch} core 0", failed=1)
+        fail(f"the touch of {vaddr:#x} after {what} did not fault there (last fault address"
+             f" {cr2:#x})", run, stop=f"{touch} core 0")
+    run.expect_clean(stop=f"{touch} core 0", failed=1)   # killed by that fault, as it must be
+
+
+# --- words for the student ------------------------------------------------------------------
+def frame_base(run, frame):
+    from kernel.caps import root_caddr
+    service = run.system.machine._hypercall_handler
+    cap = service.systems[0].lookup(service.cspaces[(0, 0)], root_caddr(FIRST_FRAME + frame))
+    return cap.base
+
+
+def error_name(value):
+    from kernel.caps import ErrorCode
+    if value >= 0:
+        return str(value)
+    try:
+        return f"{value} ({ErrorCode(-value).name})"
+    except ValueError:
+        return str(value)
+
+
+def hint(hit):
+    """What a refused map of one of the five pages usually means."""
+    from kernel.caps import ErrorCode as E
+    hints = {-int(E.ENTRY_IN_USE): ": an entry on the way was in use; is a table already made"
+                                   " for this range found (vspace_find) before a new one is?",
+             -int(E.NOT_MAPPABLE): ": a table of the wrong kind for its place; level L's"
+                                   " table is CAPTYPE_VNODE_PT + 1 - L",
+             -int(E.MISALIGNED): ": was a Frame mapped where a table belongs (retype the RAM"
+                                 " into a VNode)?",
+             -int(E.WRONG_TYPE): ": was a Frame used as a table?",
+             -int(E.NO_RIGHTS): ": the page asked for no more than its frame allows",
+             -int(E.INVALID_ENTRY): ": that entry is the CPU driver's (PDPT entry 0); is each"
+                                    " table's entry taken from its own 9 bits of the address?",
+             -int(E.OVERLAP): ": each new table needs a page of the RAM that no other table"
+                              " has (VS_USED)"}
+    return hints.get(hit.rax, "")
+
+
+def rights_name(rights):
+    return "|".join(name for bit, name in ((READ, "READ"), (WRITE, "WRITE"),
+                                           (EXECUTE, "EXECUTE")) if rights & bit)
+
+
+def where_else(elsewhere):
+    if not elsewhere:
+        return ""
+    return (f"; its frame is mapped at {elsewhere[0]:#x} instead: is each level's index taken"
+            f" from its own 9 bits of the address (PT 12..20, PD 21..29, PDPT 30..38)?")
+
+
+def describe(types):
+    if not types:
+        return "nothing"
+    counts = {name: types.count(name) for name in sorted(set(types))}
+    return ", ".join(f"{count} {name.removeprefix('VNODE_')}" for name, count in counts.items())
+
+
+def why_ended(run):
+    from unicorn.x86_const import UC_X86_REG_CR2
+    failed = [line for _, line in run.console if "killed" in line or "exited" in line]
+    cr2 = run.system.machine.cores[0].regs.read(UC_X86_REG_CR2)
+    if failed and "killed" in failed[0] and STACK_BOTTOM - PAGE <= cr2 < STACK_BOTTOM:
+        return (f"the program was killed for a fault at {cr2:#x}, just below its stack:"
+                f" the stack overflowed (a recursion that never ends?)")
+    if failed:
+        return failed[0].removeprefix("cpu driver: ")
+    return run.result.reason
+
+
+def _signed(value):
+    return value - (1 << 64) if value >> 63 else value

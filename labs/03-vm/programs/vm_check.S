@@ -1,0 +1,189 @@
+# vm_check.S: lab 3's test program. It maps five pages with your
+# vspace_map, uses them, and then, as MODE (the image's mode=N) says:
+#
+#   MODE 1  asks for four mappings the kernel or the library must refuse:
+#           a page mapped twice, a read-only frame mapped writable, an
+#           unaligned address, an address outside the user's 512 GiB
+#   MODE 2  unmaps page 0 with vspace_unmap (after reading it, so the TLB
+#           holds it), reads page 1 (same PT), unmaps page 0 again (nothing
+#           is there) and touches page 0, which must fault
+#   MODE 3  deletes the capability of page 0's PT (the kernel unmaps the
+#           whole table: the CPU driver must forget every entry) and touches
+#           page 1, which must fault
+#
+# The grader watches the labels probe_*: rax there is what the call before
+# returned, and at probe_mapped r12 is the page's number in `pages`. A probe
+# is a nop: the program does not judge itself, the grader does.
+
+FRAMES = 8                            # root slots 4..11, from our RAM (root slot 0)
+FIRST_FRAME = 4
+READ_ONLY_FRAME = 12                  # a copy of frame 5 minted READ only
+FIRST_TABLE_SLOT = 16                 # for vspace_init: the tables' capabilities
+TABLE_RAM = CADDR_ROOT | SLOT_REGIONS # the tables come from shared region 0's RAM
+N_PAGES = 5
+GIB = 0x40000000
+R = CAPRIGHT_READ
+RW = CAPRIGHT_READ | CAPRIGHT_WRITE
+RX = CAPRIGHT_READ | CAPRIGHT_EXECUTE
+PAGE_0 = USER_BASE + GIB              # PDPT entry 1, PD entry 0, PT entry 0
+PAGE_1 = USER_BASE + GIB + 0x1000     # the same PT, entry 1
+
+start:
+    sub rsp, VSPACE_SIZE
+    mov rbx, rsp                      # rbx = our struct vspace
+    mov rdi, CADDR_ROOT | SLOT_RAM
+    xor esi, esi
+    mov edx, CAPTYPE_FRAME
+    mov ecx, 12
+    mov r8d, FRAMES
+    mov r9, CADDR_ROOT | FIRST_FRAME
+    call cap_retype
+    test rax, rax
+    jnz broken
+    mov rdi, CADDR_ROOT | FIRST_FRAME + 5
+    mov esi, CADDR_ROOT | READ_ONLY_FRAME
+    mov edx, R
+    xor ecx, ecx
+    call cap_mint
+    test rax, rax
+    jnz broken
+    mov rdi, rbx
+    mov rsi, TABLE_RAM
+    mov edx, FIRST_TABLE_SLOT
+    call vspace_init
+    # the five pages of `pages`, in order
+    xor r12d, r12d
+map_next:
+    lea r13, [rip + pages]
+    mov rax, r12
+    shl rax, 5
+    add r13, rax                      # r13 = pages[r12]
+    mov rdi, rbx
+    mov rsi, qword ptr [r13]
+    mov rdx, qword ptr [r13 + 8]
+    mov rcx, qword ptr [r13 + 16]
+    call vspace_map
+probe_mapped:
+    nop
+    inc r12
+    cmp r12, N_PAGES
+    jb map_next
+probe_layout:
+    nop
+    # use them: a word into each writable page, a read of each other
+    lea r13, [rip + pages]
+    xor r12d, r12d
+use_next:
+    mov rsi, qword ptr [r13]
+    test qword ptr [r13 + 16], CAPRIGHT_WRITE
+    jz use_read
+    mov rax, qword ptr [r13 + 24]
+    mov qword ptr [rsi], rax
+    jmp use_done
+use_read:
+    mov rax, qword ptr [rsi]
+use_done:
+    add r13, 32
+    inc r12
+    cmp r12, N_PAGES
+    jb use_next
+probe_used:
+    nop
+    mov eax, MODE
+    cmp eax, 2
+    je unmap_and_touch
+    cmp eax, 3
+    je delete_table_and_touch
+
+refusals:
+    mov rdi, rbx                      # page 0 again, with another frame
+    mov rsi, PAGE_0
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 6
+    mov ecx, RW
+    call vspace_map
+probe_twice:
+    nop
+    mov rdi, rbx                      # a read-only frame, asked writable
+    mov rsi, USER_BASE + GIB + 0x2000
+    mov rdx, CADDR_ROOT | READ_ONLY_FRAME
+    mov ecx, RW
+    call vspace_map
+probe_rights:
+    nop
+    mov rdi, rbx                      # not a page's address
+    mov rsi, USER_BASE + GIB + 0x3008
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    call vspace_map
+probe_unaligned:
+    nop
+    mov rdi, rbx                      # PML4 entry 2: not the user's
+    mov rsi, USER_BASE + 512 * GIB
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    call vspace_map
+probe_outside:
+    nop
+    xor edi, edi
+    call exit
+
+unmap_and_touch:
+    mov rax, PAGE_0                   # both pages in the TLB
+    mov rax, qword ptr [rax]
+    mov rax, PAGE_1
+    mov rax, qword ptr [rax]
+    mov rdi, rbx
+    mov rsi, PAGE_0
+    call vspace_unmap
+probe_unmapped:
+    nop
+    mov rax, PAGE_1                   # the neighbour stays
+    mov rax, qword ptr [rax]
+    mov rdi, rbx
+    mov rsi, PAGE_0
+    call vspace_unmap
+probe_unmapped_again:
+    nop
+    mov rax, PAGE_0
+touch_unmapped:
+    mov rax, qword ptr [rax]          # must fault: the program ends here
+probe_touch_survived:
+    nop
+    mov edi, 3
+    call exit
+
+delete_table_and_touch:
+    mov rax, PAGE_0
+    mov rax, qword ptr [rax]
+    mov rax, PAGE_1
+    mov rax, qword ptr [rax]
+    mov rdi, rbx                      # page 0's PT, as vspace_init's records know it
+    mov rsi, PAGE_0
+    mov edx, 1
+    call vspace_find
+    mov rdi, rax
+    call cap_delete
+probe_table_deleted:
+    nop
+    mov rax, PAGE_1
+touch_deleted:
+    mov rax, qword ptr [rax]          # must fault: the program ends here
+probe_touch_survived_delete:
+    nop
+    mov edi, 3
+    call exit
+
+broken:                               # our own setup failed: not the lab's code
+    mov edi, 2
+    call exit
+
+# vaddr, frame, rights, the word a writable page gets (32 bytes each)
+pages:
+    .quad PAGE_0, CADDR_ROOT | FIRST_FRAME + 0, RW, 0xA0
+    .quad PAGE_1, CADDR_ROOT | FIRST_FRAME + 1, R, 0
+    .quad USER_BASE + GIB + 0x200000 + 0x5000, CADDR_ROOT | FIRST_FRAME + 2, RW, 0xA2
+    .quad USER_BASE + 5 * GIB + 7 * 0x200000 + 9 * 0x1000, CADDR_ROOT | FIRST_FRAME + 3, RX, 0
+    .quad USER_BASE + 5 * GIB + 7 * 0x200000 + 10 * 0x1000, CADDR_ROOT | FIRST_FRAME + 4, RW, 0xA4
+
+.include "../../../userland/lib/vspace.S"
+.include "../../../userland/lib/sprat.S"
