@@ -17,8 +17,12 @@ PORT` serves gdb's remote protocol on 127.0.0.1:PORT instead of the prompt:
 The prompt is Python's `cmd.Cmd`, as pdb's is: every command is a `do_NAME`
 method below, and its docstring is what `help NAME` prints. A mistake costs
 one line starting with `***`, never the session. What the commands do to the
-machine is emulator/debug/engine.py; what addresses are called is
-emulator/debug/symbols.py; this file only reads commands and prints.
+machine is emulator/debug/engine.py (non-stop holding too: `stop core K`);
+what addresses are called is emulator/debug/symbols.py; what `print`,
+`set`, `display`, `x` and conditions compute is emulator/debug/expression.py;
+where a message is sent or taken and what a channel's ring holds are the
+OS's knowledge (kernel/tracepoints.py, kernel/urpc.py). This file only
+reads commands and prints.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from emulator.debug.target import TargetError
 from emulator.debug.trace import MessageLog, TraceRecorder
 from kernel.tracepoints import (install_message_tracepoints, install_run_tracepoints,
                                message_points, read_message)
+from cpudriver.layout import N_USER_CHANNELS
 from kernel.urpc import URPC_SLOTS, ring_state
 from emulator.errors import SpratError
 from emulator.files import OutputFile, read_text
@@ -1186,7 +1191,10 @@ class DebugShell(cmd.Cmd):
 
     def _message_break(self, event: str, channel_text: str, core: int | None):
         """break send/recv CHANNEL: right after a message is sent or taken on it."""
-        channel = self._count(channel_text, 0, 2**31) if channel_text != "0" else 0
+        if not (channel_text.isascii() and channel_text.isdigit()) or \
+                int(channel_text) >= N_USER_CHANNELS:
+            raise CommandError(f"{channel_text!r} is not a channel: 0 to {N_USER_CHANNELS - 1}")
+        channel = int(channel_text)
         points = message_points(self.debuggee.system, event)
         if not points:
             raise CommandError(f"no program in this image links URPC: nothing can {event}")
