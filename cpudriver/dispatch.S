@@ -57,6 +57,7 @@ create_dispatchers_for_next:
     push rdi
     mov rdi, r14
     mov rsi, r13
+    xor edx, edx                      # no spawner: the image line says what it holds
     call make_dispatcher
     pop rdi
     pop rcx
@@ -80,10 +81,14 @@ dispatcher_slot:
     pop rdi
     ret
 
-# make_dispatcher: build dispatcher `index`'s page tables and first frame.
-#   in: rdi = index, rsi = module entry (MODULE_* in cpudriver/layout.py)
+# make_dispatcher: build dispatcher `index`'s page tables and first frame,
+# and have the capability system give it its channels.
+#   in: rdi = index, rsi = module entry (MODULE_* in cpudriver/layout.py),
+#       rdx = the channels its spawner hands over (count << 32 | first; 0: none)
 #   clobbers: rax rcx rdx rsi rdi r8 r9 r10 r11
 make_dispatcher:
+    push rdx
+    push rsi
     mov r9, rdi                       # r9 = index
     call dispatcher_slot
     mov r8, rax                       # r8 = the slot
@@ -104,9 +109,9 @@ make_dispatcher:
     lea rax, [r8 + D_PT_USER]
     or rax, PTE_P | PTE_W | PTE_U
     mov qword ptr [r8 + D_PD_USER], rax
-    # the channel frames: the core's own page tables, in PD entries 1 and on
-    mov rax, qword ptr gs:[PCV_SELF]
-    lea rax, [rax + PC_PT_CHANNELS]
+    # the channel window, in PD entries 1 and on: a monitor's is the core's
+    # page tables, which map every channel; any other program's starts empty
+    call channel_tables
     or rax, PTE_P | PTE_W | PTE_U
     xor ecx, ecx
 make_dispatcher_channels:
@@ -117,6 +122,18 @@ make_dispatcher_channels:
     jb make_dispatcher_channels
     mov rdi, r8
     call map_program
+    # its capabilities: the channels it holds are mapped now (kernel/channels.py)
+    mov rax, BOOT_INFO + BI_MODULES
+    pop rsi
+    sub rsi, rax
+    shr rsi, 5                        # the module's index (MODULE_ENTRY_SIZE = 32)
+    pop rdx
+    mov r10, rdx
+    shr r10, 32                       # how many channels it is handed
+    mov edx, edx                      #   from this one
+    mov rdi, r9
+    mov rax, HYPERCALL_NEW_DISPATCHER
+    out HYPERCALL_PORT, al
     # the registers it starts with: at USER_BASE, in ring 3, interrupts on,
     # rdi = core id, rsi = number of cores, rdx = its index on this core
     lea rax, [r8 + D_PML4]
@@ -135,6 +152,28 @@ make_dispatcher_channels:
     mov qword ptr [rdi + TF_RSP], rax
     mov qword ptr [rdi + TF_SS], USER_SS
     mov qword ptr [r8 + DCB_STATE], DISPATCHER_RUNNABLE
+    ret
+
+# channel_tables: the page tables of a new dispatcher's channel window: the
+# core's (every channel mapped) for a monitor, else its own, cleared.
+#   in: r8 = its slot, r9 = its index.  out: rax.  clobbers: rcx rdi
+channel_tables:
+    mov rax, qword ptr gs:[PCV_SELF]
+    lea rax, [rax + PC_PT_CHANNELS]
+    test qword ptr [r8 + DCB_FLAGS], DCB_FLAG_MONITOR
+    jnz channel_tables_done
+    mov rax, qword ptr gs:[PCV_CORE_ID]
+    imul rax, rax, MAX_DISPATCHERS
+    add rax, r9
+    imul rax, rax, CHANNEL_TABLES * 4096
+    add rax, CHANNEL_TABLES_BASE
+    push rax
+    mov rdi, rax
+    mov ecx, CHANNEL_TABLES * 512
+    xor eax, eax
+    rep stosq
+    pop rax
+channel_tables_done:
     ret
 
 # map_program: fill a dispatcher's user page table: the module's pages
@@ -226,7 +265,8 @@ idle_sleep:
     jmp idle_wait
 
 # spawn_here: a new dispatcher on this core for boot module `module`.
-#   in: rdi = module index, rsi = the argument it gets in r8
+#   in: rdi = module index, rsi = the argument it gets in r8, rdx = the
+#       channels it is handed (count << 32 | first, 0: none)
 #   out: rax = its dispatcher number, or -EINVAL / -ENOMEM
 #   clobbers: rcx rdx rsi rdi r8-r11
 spawn_here:
@@ -271,6 +311,7 @@ start_time_slices:
     mov dword ptr [rax + 0x380], TIME_SLICE_CYCLES
     ret
 
+# LAB lmp BEGIN switch
 # schedule: switch to the next dispatcher that can run.
 #   in: rdi = the trap frame of the current dispatcher (top of kernel stack)
 #   out: the frame and CR3 are the next dispatcher's
@@ -288,22 +329,12 @@ schedule:
     rep movsq
     call pick_next
     test rax, rax
-    jz schedule_nothing_left
+    jz nothing_to_run
     mov qword ptr gs:[PCV_CURRENT], rax
     mov rdi, rbx
     call load_dispatcher
     pop rbx
     ret
-schedule_nothing_left:
-    # rdx = 1 if some dispatcher still waits for a message that can never come
-    test rdx, rdx
-    jz idle                           # everything ran to its end: wait for work
-    lea rdi, [rip + str_deadlock]
-    call print_str
-schedule_deadlock_stop:
-    mov al, 3
-    out POWER_PORT, al
-    jmp schedule_deadlock_stop
 
 # load_dispatcher: make `slot` the running dispatcher.
 #   in: rax = its slot, rdi = the trap frame to fill.  clobbers: rcx rdx rsi rdi
@@ -320,8 +351,7 @@ load_dispatcher_done:
     ret
 
 # pick_next: the dispatcher to run next: PCV_NEXT if it was set (an LMP
-# hand-over), else the first runnable one after the current, round robin
-# (the current one last).
+# hand-over) and can run, else the round robin's choice.
 #   out: rax = its slot, or 0 if none can run (then rdx = 1 if one waits)
 #   clobbers: rcx rdx rsi rdi r8
 pick_next:
@@ -331,36 +361,57 @@ pick_next:
     mov qword ptr gs:[PCV_NEXT], rax
     mov rax, rcx
     test rax, rax
-    jz pick_next_round_robin
+    jz pick_round_robin
     cmp qword ptr [rax + DCB_STATE], DISPATCHER_RUNNABLE
-    je pick_next_done
-pick_next_round_robin:
+    jne pick_round_robin
+    ret
+# LAB lmp END switch
+
+# nothing_to_run: schedule found no dispatcher that can run (pick_next
+# returned 0). Idle until a request brings one, unless some dispatcher
+# still waits for a message that can never come: then say so and stop.
+#   in: rdx = 1 if a dispatcher waits (as pick_next left it).  Never returns.
+nothing_to_run:
+    test rdx, rdx
+    jz idle                           # everything ran to its end: wait for work
+    lea rdi, [rip + str_deadlock]
+    call print_str
+nothing_to_run_stop:
+    mov al, 3
+    out POWER_PORT, al
+    jmp nothing_to_run_stop
+
+# pick_round_robin: the first runnable dispatcher after the current one,
+# round robin (the current one last).
+#   out: rax = its slot, or 0 if none can run (then rdx = 1 if one waits)
+#   clobbers: rcx rdx rsi rdi r8
+pick_round_robin:
     mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
     mov r8, rax                       # r8 = n
     call current_index
     mov rsi, rax                      # rsi = the current index
     xor ecx, ecx                      # rcx = how many looked at
     xor edx, edx                      # rdx = 1 once a waiting one is seen
-pick_next_look:
+pick_round_robin_look:
     cmp rcx, r8
-    jae pick_next_none
+    jae pick_round_robin_none
     inc rcx
     inc rsi                           # the next index, wrapping around
     cmp rsi, r8
-    jb pick_next_in_range
+    jb pick_round_robin_in_range
     xor esi, esi
-pick_next_in_range:
+pick_round_robin_in_range:
     mov rdi, rsi
     call dispatcher_slot
     cmp qword ptr [rax + DCB_STATE], DISPATCHER_RUNNABLE
-    je pick_next_done
+    je pick_round_robin_done
     cmp qword ptr [rax + DCB_STATE], DISPATCHER_WAITING
-    jne pick_next_look
+    jne pick_round_robin_look
     mov edx, 1
-    jmp pick_next_look
-pick_next_none:
+    jmp pick_round_robin_look
+pick_round_robin_none:
     xor eax, eax
-pick_next_done:
+pick_round_robin_done:
     ret
 
 # current_index: the running dispatcher's index on this core.

@@ -10,7 +10,8 @@
 #                         and only while a slot is free
 #   + INBOX_TAKEN         how many requests the owner has taken (its line)
 #   + INBOX_SLOTS_OFFSET  INBOX_SLOTS slots of 64 bytes: words 0..6 the
-#                         request, word 7 the control word = ticket + 1,
+#                         request (what, two words, who asks, one more
+#                         word), word 7 the control word = ticket + 1,
 #                         written last
 #
 # After writing a request the sender interrupts the owner with an
@@ -32,7 +33,7 @@ inbox_of:
     ret
 
 # post_request: put a request in core rdi's inbox and interrupt that core.
-#   in: rdi = core, rsi = request, rdx = word 1, rcx = word 2
+#   in: rdi = core, rsi = request, rdx = word 1, rcx = word 2, r11 = word 4
 #   out: rax = 0, or -EAGAIN if the inbox is full
 #   clobbers: rax rcx rdx rsi r8 r9 r10 r11
 post_request:
@@ -58,6 +59,7 @@ post_request_room:
     mov qword ptr [r10 + 16], rcx
     mov rax, qword ptr gs:[PCV_CORE_ID]
     mov qword ptr [r10 + 24], rax     # who asks
+    mov qword ptr [r10 + 32], r11
     inc r9
     mov qword ptr [r10 + 56], r9      # the control word, last
     # wake the owner: a fixed IPI through our local APIC
@@ -93,7 +95,8 @@ take_requests_next:
     jne take_requests_taken           # an unknown request: drop it
     mov rdi, qword ptr [rsi + 8]      # module index
     mov rax, qword ptr [rsi + 16]     # argument
-    push rsi
+    mov rdx, qword ptr [rsi + 32]     # the channels it is handed (the
+    push rsi                          #   spawner's CPU driver checked them)
     mov rsi, rax
     call spawn_here
     pop rsi

@@ -20,6 +20,10 @@ Physical memory
                of 64 cores (userland/monitor.S: 1366 pages)
   0x0100_0000  per-core areas, 256 KiB each: the core's page tables, GDT,
                TSS, IDT, kernel stack, and its dispatchers
+  0x0200_0000  the dispatchers' capability areas, then the shared regions
+               (kernel/capservice.py)
+  0x0390_0000  each dispatcher's channel page tables (CHANNEL_TABLES pages
+               each, MAX_DISPATCHERS per core): its own view of the window
   0xFEE0_0000  the local APIC (each core sees its own)
 
 A dispatcher runs one program on one core. Each has its own page tables:
@@ -27,15 +31,26 @@ the kernel half (physical RAM 1:1, supervisor only, 2 MiB pages,
 no-execute except the CPU driver's page) is the core's and the same for
 all its dispatchers; the user half maps the program at USER_BASE (PML4
 slot 1): the module's pages read-only and executable, a private stack just
-below USER_STACK_TOP, and the channel frames at USER_CHANNELS, read-write
-and no-execute, the same frames on every core (the core's CHANNEL_TABLES
-page tables, in PD entries 1 .. CHANNEL_TABLES of every dispatcher).
+below USER_STACK_TOP, and the channel window at USER_CHANNELS (PD entries
+1 .. CHANNEL_TABLES). A channel page is mapped there, read-write and
+no-execute, only while the program holds its capability
+(docs/capabilities.md, "Channels"): a program's window has page tables of
+its own (CHANNEL_TABLES_BASE), empty until the kernel maps what it was
+given (kernel/channels.py). A monitor holds every channel: its window is
+the core's CHANNEL_TABLES page tables (PC_PT_CHANNELS), which map them all.
 """
 
 from emulator.devices.console import CONSOLE_PORT  # noqa: F401 (for the assembler)
 from emulator.devices.hypercall import HYPERCALL_PORT  # noqa: F401
 
 HYPERCALL_LMP = 64          # the hypercall that resolves an LMP endpoint (kernel/capservice.py)
+# The hypercalls of channel capabilities (kernel/channels.py): rax = one of
+# these, arguments in rdi rsi rdx r10; rax = 0 or -errno.
+HYPERCALL_NEW_DISPATCHER = 65   # (index, module, first, count): its CSpace, its channels
+HYPERCALL_CHANNEL_MAP = 66      # (page): map it, if the caller holds it
+HYPERCALL_CHANNEL_UNMAP = 67    # (page): clear its PTE (no TLB flush)
+HYPERCALL_CHANNEL_HOLDS = 68    # (first, count): does the caller hold them all
+HYPERCALL_CHANNEL_GRANT = 69    # (dispatcher, first, count): a monitor gives them
 from emulator.devices.power import POWER_PORT  # noqa: F401
 
 KERNEL_BASE = 0x0020_0000
@@ -52,6 +67,11 @@ MAX_CORES = 64
 N_USER_CHANNELS = N_CHANNELS - MAX_CORES   # the rest are the CPU drivers' inboxes
 CHANNEL_TABLES = CHANNELS_SIZE >> 21       # page tables (2 MiB each) that map them
 KERNEL_INBOXES = CHANNELS_PHYS + N_USER_CHANNELS * CHANNEL_SIZE   # core k's: + k pages
+MONITOR_CHANNELS = 1440                # + core: that core's channel to its monitor,
+                                       # which every program there holds
+                                       # (userland/lib/monitor_client.S)
+CHANNEL_TABLES_BASE = 0x0390_0000      # dispatcher d of core c: + (c * MAX_DISPATCHERS
+                                       # + d) * CHANNEL_TABLES pages
 PERCORE_BASE = 0x0100_0000
 PERCORE_SIZE = 0x0004_0000
 APIC_BASE = 0xFEE0_0000
@@ -163,7 +183,8 @@ SYS_CHANNEL_MAP = 11
 SYS_INVLPG = 12
 SYS_LMP_SEND_EP = 13
 SYS_START_CORE = 14      # monitors only: boot another core (boot.S start_core)
-N_SYSCALLS = 15
+SYS_CHANNEL_GRANT = 15   # monitors only: give channels to a dispatcher of the core
+N_SYSCALLS = 16
 SYS_INVOKE = 32          # SYS_INVOKE + op: a capability invocation (kernel/caps/invoke.py)
 MAX_INVOCATION = 31
 
@@ -171,7 +192,7 @@ MAX_INVOCATION = 31
 # not in syscall.S, because keystone mis-assembles `mov rax, -EBUSY` in a file
 # included before the definition (a load from address 16, no error), and
 # because user programs get them too (kernel/boot.py user_defines).
-EPERM = 1                # not allowed to this caller (SYS_START_CORE: not a monitor)
+EPERM = 1                # not allowed to this caller (not a monitor; a channel not held)
 EAGAIN = 11
 ENOMEM = 12
 EFAULT = 14
@@ -184,8 +205,12 @@ INBOX_TICKET = 0x00     # next free ticket: senders take one with `lock xadd`
 INBOX_TAKEN = 0x40      # how many requests the owner has taken (its own line)
 INBOX_SLOTS_OFFSET = 0x80
 INBOX_SLOTS = 16
-REQUEST_SPAWN = 1
+REQUEST_SPAWN = 1        # words: module, argument, who asks, the channels handed over
 MAX_PRINT = 4096
+
+
+CHANNEL_TABLES_END = CHANNEL_TABLES_BASE + MAX_CORES * MAX_DISPATCHERS * CHANNEL_TABLES * 4096
+assert MONITOR_CHANNELS + MAX_CORES <= N_USER_CHANNELS
 
 
 def defines() -> dict[str, int]:

@@ -27,28 +27,39 @@
 #                                    six arguments (kernel/caps/invoke.py),
 #                                    served in Python through the hypercall
 #                                    port; -error if refused
-#   SYS_CHANNEL_UNMAP(page)          remove channel page `page` from this
-#                                    core's page tables, WITHOUT flushing
+#   SYS_CHANNEL_UNMAP(page)          remove channel page `page` from the
+#                                    caller's window, WITHOUT flushing
 #                                    the TLB (a stale entry may live on)
-#   SYS_CHANNEL_MAP(page)            put it back (read-write)
+#   SYS_CHANNEL_MAP(page)            put it back (read-write): only if the
+#                                    caller holds the page's capability
+#                                    (-EPERM; kernel/channels.py)
 #   SYS_INVLPG(page)                 forget the TLB entry for that page
 #                                    (these three serve the TLB shootdown
-#                                    study until frames come from caps)
+#                                    study; a monitor's window is the
+#                                    core's page tables, which map every
+#                                    channel, a program's is its own)
 #   SYS_LMP_SEND_EP(ep, w0, w1, cap) LMP through an EndPoint capability, and
 #                                    optionally a capability along (copied
 #                                    into the receiver's slot 255): the
 #                                    receiver gets rdi rsi = w0 w1, rdx = 1
 #                                    if a capability came
-#   SYS_SPAWN(module, core, arg)     start boot module `module` in a new
+#   SYS_SPAWN(module, core, arg, channels)
+#                                    start boot module `module` in a new
 #                                    dispatcher on `core` (which gets `arg`
-#                                    in r8): here -> its number; on another
-#                                    core -> 0, asked of that core's CPU
-#                                    driver through its inbox (inbox.S)
+#                                    in r8), handing it `channels` (count
+#                                    << 32 | first page, 0: none), which
+#                                    the caller must hold (-EPERM): here ->
+#                                    its number; on another core -> 0,
+#                                    asked of that core's CPU driver
+#                                    through its inbox (inbox.S)
 #   SYS_START_CORE(core)             boot another core (INIT and STARTUP
 #                                    IPIs, boot.S start_core): only a
 #                                    monitor may (-EPERM); -EINVAL for no
 #                                    such core or the caller's own; -EBUSY
 #                                    if it was started already
+#   SYS_CHANNEL_GRANT(d, first, n)   give dispatcher d of this core the
+#                                    channel pages first .. first+n-1, and
+#                                    map them: only a monitor may (-EPERM)
 #
 # The error numbers (EINVAL, ...) come from cpudriver/layout.py, like the
 # call numbers, so that user programs get the same ones.
@@ -120,6 +131,7 @@ syscall_table:
     .quad sys_invlpg                  # SYS_INVLPG
     .quad sys_lmp_send_ep             # SYS_LMP_SEND_EP
     .quad sys_start_core              # SYS_START_CORE
+    .quad sys_channel_grant           # SYS_CHANNEL_GRANT
 
 # sys_exit(status): this dispatcher is finished (a word if it failed).
 sys_exit:
@@ -167,10 +179,13 @@ sys_yield:
     xor eax, eax
     ret
 
+# LAB lmp BEGIN lmp
 # sys_lmp_send(to, w0, w1, w2) -> 0 or -EINVAL / -EAGAIN
 # Local message passing: the three words go straight into the receiver's
 # saved registers, and the receiver runs next (the sender stays runnable):
 # one kernel entry, no buffer, no copy through memory.
+#   in: rdi = to, rsi rdx rcx = the words (as from syscall_dispatch)
+#   clobbers: rax rcx rdx rsi rdi r8-r11
 sys_lmp_send:
     mov rax, qword ptr gs:[PCV_N_DISPATCHERS]
     cmp rdi, rax
@@ -235,6 +250,7 @@ sys_lmp_call:
     xor eax, eax                      # (overwritten by the reply)
 sys_lmp_call_done:
     ret
+# LAB lmp END lmp
 
 # sys_invoke: capability invocation frame.rax - SYS_INVOKE, its arguments
 # in the caller's rdi rsi rdx r10 r8 r9. The rules live in Python
@@ -272,8 +288,16 @@ sys_unknown:
     mov rax, -ENOSYS
     ret
 
-# channel_pte: the address of channel page rdi's entry in this core's page
-# table, or 0 if there is no such user channel page.  out: rax
+# caller_is_monitor -> ZF clear if the running dispatcher is its core's
+# monitor (DCB_FLAG_MONITOR), set if not.  clobbers: rax
+caller_is_monitor:
+    mov rax, qword ptr gs:[PCV_CURRENT]
+    test qword ptr [rax + DCB_FLAGS], DCB_FLAG_MONITOR
+    ret
+
+# channel_pte: the address of channel page rdi's entry in the core's page
+# tables (a monitor's window), or 0 if there is no such user channel page.
+#   out: rax
 channel_pte:
     xor eax, eax
     cmp rdi, N_USER_CHANNELS
@@ -285,7 +309,14 @@ channel_pte_done:
 
 # sys_channel_unmap(page) -> 0 or -EINVAL. The TLB is left alone on purpose:
 # until sys_invlpg, this core may still reach the page through a stale entry.
+# A program's window is the capability system's (kernel/channels.py).
 sys_channel_unmap:
+    call caller_is_monitor
+    jnz sys_channel_unmap_core
+    mov rax, HYPERCALL_CHANNEL_UNMAP
+    out HYPERCALL_PORT, al
+    ret
+sys_channel_unmap_core:
     call channel_pte
     test rax, rax
     jz sys_channel_invalid
@@ -293,8 +324,16 @@ sys_channel_unmap:
     xor eax, eax
     ret
 
-# sys_channel_map(page) -> 0 or -EINVAL: map it again, read-write, no-execute.
+# sys_channel_map(page) -> 0 or -EINVAL / -EPERM: map it again, read-write,
+# no-execute. A monitor holds every channel; a program, the ones it was
+# given (kernel/channels.py checks its capabilities and writes the entry).
 sys_channel_map:
+    call caller_is_monitor
+    jnz sys_channel_map_core
+    mov rax, HYPERCALL_CHANNEL_MAP
+    out HYPERCALL_PORT, al
+    ret
+sys_channel_map_core:
     call channel_pte
     test rax, rax
     jz sys_channel_invalid
@@ -305,6 +344,18 @@ sys_channel_map:
     bts rcx, 63
     mov qword ptr [rax], rcx
     xor eax, eax
+    ret
+
+# sys_channel_grant(dispatcher, first, count) -> 0 or -EPERM / -EINVAL /
+# -ENOMEM: a monitor gives a program of its core channel pages (a bind).
+sys_channel_grant:
+    call caller_is_monitor
+    jz sys_channel_refused
+    mov rax, HYPERCALL_CHANNEL_GRANT
+    out HYPERCALL_PORT, al
+    ret
+sys_channel_refused:
+    mov rax, -EPERM
     ret
 
 # sys_invlpg(page) -> 0 or -EINVAL: drop this core's TLB entry for the page.
@@ -321,8 +372,9 @@ sys_channel_invalid:
     mov rax, -EINVAL
     ret
 
-# sys_spawn(module, core, argument) -> dispatcher number, 0, or -errno
-# (-EAGAIN: that core's inbox is full; try again later)
+# sys_spawn(module, core, argument, channels) -> dispatcher number, 0, or
+# -errno (-EAGAIN: that core's inbox is full; try again later; -EPERM: the
+# caller does not hold every channel it hands over)
 sys_spawn:
     mov rax, qword ptr gs:[PCV_N_CORES]
     cmp rsi, rax
@@ -330,17 +382,39 @@ sys_spawn:
     mov rax, BOOT_INFO
     cmp rdi, qword ptr [rax + BI_N_MODULES]
     jae sys_spawn_invalid
+    test rcx, rcx
+    jz sys_spawn_held
+    push rdi                          # only channels we hold go to the child
+    push rsi
+    push rdx
+    push rcx
+    mov edi, ecx                      # (first, count)
+    mov rsi, rcx
+    shr rsi, 32
+    mov rax, HYPERCALL_CHANNEL_HOLDS
+    out HYPERCALL_PORT, al
+    pop rcx
+    pop rdx
+    pop rsi
+    pop rdi
+    test rax, rax
+    jnz sys_spawn_done
+sys_spawn_held:
     mov rax, qword ptr gs:[PCV_CORE_ID]
     cmp rsi, rax
     jne sys_spawn_remote
     mov rsi, rdx
+    mov rdx, rcx
     jmp spawn_here
 sys_spawn_remote:
+    mov r11, rcx                      # word 3: the channels
     mov rcx, rdx                      # word 2: the argument
     mov rdx, rdi                      # word 1: the module
     mov rdi, rsi                      # to that core
     mov rsi, REQUEST_SPAWN
     jmp post_request                  # 0: asked, the other core does it; or -EAGAIN
+sys_spawn_done:
+    ret
 sys_spawn_invalid:
     mov rax, -EINVAL
     ret

@@ -135,6 +135,18 @@ def check_output_name(path: str, what: str, suffix: str = "") -> str:
     if suffix and not path.lower().endswith(suffix):
         raise ValueError(f"{path!r}: {_a(what)} is written as {suffix.upper().lstrip('.')}, "
                          f"so its name must end in {suffix}")
+    # What can be known before a run that may take minutes: the folder is
+    # there and the system takes the name (a bench found out at its end).
+    folder, name = os.path.split(path)
+    if not os.path.isdir(folder or "."):
+        raise ValueError(f"{path!r}: no such folder {folder!r} to write {_a(what)} in")
+    try:
+        longest = os.pathconf(folder or ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = None
+    if longest is not None and len(os.fsencode(name)) > longest:
+        raise ValueError(f"{path[:60]!r}...: the name is too long for this system "
+                         f"(at most {longest} bytes)")
     return path
 
 

@@ -21,7 +21,13 @@ it a monitor, which may boot cores (SYS_START_CORE), and a monitor on core 0
 means the CPU driver leaves the other cores to it (cpudriver/boot.S); any
 other `name=NUMBER` becomes the assembler constant NAME in that module
 (`iterations=1000` -> ITERATIONS), so one program can be built with
-different parameters. Other bare words are left to the program.
+different parameters, except `channels=LIST` (pages and ranges: `20-21,40`),
+the channel pages the program is given at boot: it holds their
+capabilities, and they alone (and its core's channel to its monitor) are
+mapped in its channel window (kernel/channels.py). An option that names
+the program's channel (`channel=K`, `send=K`, `recv=K`) gives it page K
+too (and still becomes a constant). Other bare words are
+left to the program.
 """
 
 import struct
@@ -39,6 +45,7 @@ from kernel.caps import defines as caps_defines
 from kernel.capservice import CapabilityService
 from kernel.capservice import defines as slot_defines
 from kernel import skb
+from kernel.channels import parse_channels
 from kernel.image import BootImage, parse_image
 
 PAGE = 4096
@@ -62,6 +69,7 @@ class System:
     image: BootImage
     kernel: Program
     modules: list[LoadedModule] = field(default_factory=list)
+    module_channels: list[list[int]] = field(default_factory=list)   # by module: channels=
     skb: object = None      # kernel/skb.py's answer, once monitor 0 has asked
 
     def dispatchers(self, core: int) -> int:
@@ -113,7 +121,8 @@ def user_defines() -> dict[str, int]:
     names = ("SYS_EXIT", "SYS_PRINT", "SYS_CORE_ID", "SYS_YIELD", "SYS_DISPATCHER_ID",
              "SYS_LMP_SEND", "SYS_LMP_RECV", "SYS_LMP_CALL", "SYS_SPAWN", "SYS_INVOKE",
              "SYS_CHANNEL_UNMAP", "SYS_CHANNEL_MAP", "SYS_INVLPG", "SYS_LMP_SEND_EP",
-             "SYS_START_CORE", "EPERM", "EAGAIN", "ENOMEM", "EFAULT", "EBUSY", "EINVAL",
+             "SYS_START_CORE", "SYS_CHANNEL_GRANT", "MONITOR_CHANNELS", "EPERM", "EAGAIN", "ENOMEM",
+             "EFAULT", "EBUSY", "EINVAL",
              "ENOSYS", "USER_BASE",
              "USER_STACK_TOP", "MAX_PRINT", "USER_CHANNELS", "CHANNEL_SIZE", "N_USER_CHANNELS")
     return {name: getattr(layout, name) for name in names} | caps_defines() | slot_defines()
@@ -139,7 +148,7 @@ def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
     _write_boot_info(system)
     _track_channels(system)
     skb.attach(system)
-    machine.set_hypercall_handler(CapabilityService(machine))
+    machine.set_hypercall_handler(CapabilityService(machine, system.module_channels))
     machine.power_on(layout.KERNEL_BASE, {x86.UC_X86_REG_RDI: layout.BOOT_INFO})
     return system
 
@@ -162,6 +171,7 @@ def _load_modules(system: System, cores: int) -> None:
                              f"of an image may take {(layout.MODULES_END - layout.MODULES_BASE) >> 20}"
                              f" MiB in all")
         memory.write(address, program.code)
+        system.module_channels.append(_module_channels(entry, where))
         system.modules.append(LoadedModule(entry.args[0] if entry.args else entry.path.name,
                                            core, address, program, _module_flags(entry)))
         address += (len(program.code) + PAGE - 1) // PAGE * PAGE
@@ -187,10 +197,27 @@ def _module_flags(entry) -> int:
     return layout.MODULE_FLAG_MONITOR if "monitor" in entry.args[1:] else 0
 
 
+NAMED_CHANNELS = ("channel", "send", "recv")   # options that name the program's one channel
+
+
+def _module_channels(entry, where: str) -> list[int]:
+    """The channel pages its line gives the program: `channels=20-21,40`, and the
+    page an option naming its channel says (`channel=2`, `send=0 recv=1`)."""
+    texts = [(name, entry.options[name]) for name in ("channels",) + NAMED_CHANNELS
+             if name in entry.options]
+    pages = []
+    for name, text in texts:
+        try:
+            pages += parse_channels(text)
+        except ValueError as error:
+            raise SpratError(f"{where}: {name}={text}: {error}") from None
+    return pages
+
+
 def _numeric_options(entry, where: str) -> dict[str, int]:
     defines = {}
     for name, value in entry.options.items():
-        if name == "core":
+        if name in ("core", "channels"):
             continue
         try:
             number = int(value, 0)
@@ -198,8 +225,16 @@ def _numeric_options(entry, where: str) -> dict[str, int]:
             raise SpratError(f"{where}: {name}={value} is not a number") from None
         if not -(1 << 63) <= number < (1 << 64):
             raise SpratError(f"{where}: {name}={value} does not fit in 64 bits")
+        if name.upper() in _system_names():
+            raise SpratError(f"{where}: {name}={value} would redefine the system's constant "
+                             f"{name.upper()} (choose another name)")
         defines[name.upper()] = number
     return defines
+
+
+def _system_names() -> frozenset[str]:
+    """The constants every program gets (system call numbers, errors, layout)."""
+    return frozenset(user_defines())
 
 
 def _track_channels(system: System) -> None:

@@ -8,8 +8,8 @@ the CPU driver's per-core variables), hands the invocation to that core's
 (negative: -error), rdx what the TLB must forget in the caller's address
 space (0 nothing, -1 everything, else one virtual page).
 
-Every dispatcher's CSpace is made the first time anything on its core
-invokes a capability, with these in its root CNode:
+Every dispatcher's CSpace is made when the CPU driver makes the dispatcher
+(HYPERCALL_NEW_DISPATCHER), with these in its root CNode:
 
     slot 0     RAM: 32 KiB of its own to retype (frames, page tables, CNodes)
     slot 1     its user PDPT (the table under USER_BASE): entry 0, which the
@@ -22,6 +22,7 @@ invokes a capability, with these in its root CNode:
     slot 242   the KERNEL capability, if it is its core's monitor (the CPU
                driver copies its boot module's flags into DCB_FLAGS, and
                DCB_FLAG_MONITOR says so); empty in every other dispatcher
+    slot 243   a CNode of the channel pages it holds (kernel/channels.py)
     slot 248+j an EndPoint to dispatcher j of the same core (LMP)
     slot 255   where a capability sent to it over LMP arrives
 
@@ -51,6 +52,10 @@ CapabilitySystem under that index, so that kernel/caps knows nothing of
 cores. `slot_state(core, dispatcher, address)` says whether what a slot
 holds is foreign (imported) or where it stands, for tests and tools.
 
+The same port serves the channel capabilities (HYPERCALL_NEW_DISPATCHER
+.. HYPERCALL_CHANNEL_GRANT, kernel/channels.py): a new dispatcher's
+channels, and mapping, unmapping, handing on and granting channel pages.
+
 The same port serves LMP over an endpoint (HYPERCALL_LMP): the CPU driver
 asks which dispatcher an endpoint names, and, if the sender gives a
 capability, it is copied into the receiver's slot 255 (GRANT needed) before
@@ -61,6 +66,7 @@ from unicorn import x86_const as x86
 
 from cpudriver import layout
 from kernel.caps import CapabilitySystem, CapError, CapType, Rights, root_caddr
+from kernel.channels import CHANNEL_CNODE_OFFSET, SLOT_CHANNELS, Channels
 
 CAPS_BASE = 0x0200_0000            # above the per-core areas (layout.py)
 DISPATCHER_CAPS = 0x10000          # each dispatcher's share: CNode, then RAM
@@ -88,7 +94,11 @@ FLUSH_ALL = (1 << 64) - 1
 assert CAPS_BASE + layout.MAX_CORES * layout.MAX_DISPATCHERS * DISPATCHER_CAPS \
     <= SHARED_REGIONS_BASE, "the shared regions overlap the dispatchers' capability areas"
 assert SLOT_REGIONS + N_SHARED_REGIONS <= SLOT_DISPATCHER, "the shared regions' slots overlap"
-assert SLOT_SELF_ENDPOINT < SLOT_KERNEL < SLOT_PEERS, "the kernel capability's slot is taken"
+assert SLOT_SELF_ENDPOINT < SLOT_KERNEL < SLOT_CHANNELS < SLOT_PEERS, "the kernel's slots overlap"
+assert CNODE_BITS <= 14 and CHANNEL_CNODE_OFFSET + (1 << 14) <= RAM_OFFSET, \
+    "the channel CNode overlaps the dispatcher's other capability memory"
+assert SHARED_REGIONS_END <= layout.CHANNEL_TABLES_BASE, \
+    "the shared regions overlap the dispatchers' channel page tables"
 assert SLOT_PEERS + layout.MAX_DISPATCHERS <= SLOT_RECEIVE, "the peers' slots overlap"
 
 
@@ -106,9 +116,13 @@ def region_base(region: int) -> int:
     return SHARED_REGIONS_BASE + (region << SHARED_REGION_BITS)
 
 
+CHANNEL_HYPERCALLS = range(layout.HYPERCALL_NEW_DISPATCHER, layout.HYPERCALL_CHANNEL_GRANT + 1)
+
+
 class CapabilityService:
-    def __init__(self, machine):
+    def __init__(self, machine, module_channels=()):
         self.machine = machine
+        self.channels = Channels(machine.memory, list(module_channels))
         end = CAPS_BASE + machine.n_cores * layout.MAX_DISPATCHERS * DISPATCHER_CAPS
         self.enabled = end <= machine.memory.size
         # (the regions lie above the capability areas: if they fit, those do)
@@ -124,10 +138,14 @@ class CapabilityService:
             regs.write(x86.UC_X86_REG_RAX, -100)      # INVALID_OPERATION: no room for caps
             regs.write(x86.UC_X86_REG_RDX, 0)
             return
+        operation = regs.read(x86.UC_X86_REG_RAX)
+        if operation in CHANNEL_HYPERCALLS:
+            regs.write(x86.UC_X86_REG_RAX, self._channel_call(core.id, operation, regs))
+            regs.write(x86.UC_X86_REG_RDX, 0)
+            return
         dispatcher, slot = self._caller(core.id)
         self._prepare_core(core.id)
         cspace = self.cspaces[(core.id, dispatcher)]
-        operation = regs.read(x86.UC_X86_REG_RAX)
         if operation == HYPERCALL_LMP:
             result, flush = self._lmp(core.id, cspace, regs.read(x86.UC_X86_REG_RDI),
                                       regs.read(x86.UC_X86_REG_RSI))
@@ -139,6 +157,49 @@ class CapabilityService:
             flush = self._flush_word(flushes, slot + layout.D_PML4)
         regs.write(x86.UC_X86_REG_RAX, result)
         regs.write(x86.UC_X86_REG_RDX, flush)
+
+    # --- channel capabilities (kernel/channels.py) -------------------------------------
+    def _channel_call(self, core: int, operation: int, regs) -> int:
+        """One of the channel hypercalls: 0 or -errno."""
+        args = [regs.read(r) for r in (x86.UC_X86_REG_RDI, x86.UC_X86_REG_RSI,
+                                       x86.UC_X86_REG_RDX, x86.UC_X86_REG_R10)]
+        channels = self.channels
+        try:
+            if operation == layout.HYPERCALL_NEW_DISPATCHER:
+                index, module, first, count = args
+                return self._new_dispatcher(core, index, module, _pages(first, count))
+            dispatcher, slot = self._caller(core)
+            cspace = self.cspaces.get((core, dispatcher))
+            if cspace is None:
+                return -layout.EPERM
+            monitor = self._is_monitor(slot)
+            if operation == layout.HYPERCALL_CHANNEL_MAP:
+                return channels.map(core, dispatcher, cspace, args[0])
+            if operation == layout.HYPERCALL_CHANNEL_UNMAP:
+                return channels.unmap(core, dispatcher, args[0])
+            if operation == layout.HYPERCALL_CHANNEL_HOLDS:
+                pages = _pages(args[0], args[1])
+                return 0 if monitor else channels.holds_all(cspace, pages)
+            target, first, count = args[:3]       # HYPERCALL_CHANNEL_GRANT
+            if not monitor:
+                return -layout.EPERM
+            if (core, target) not in self.cspaces:
+                return -layout.EINVAL
+            return channels.grant(self._system(core), core, target,
+                                  self.cspaces[(core, target)], _pages(first, count))
+        except CapError as error:
+            return -int(error.code)
+
+    def _new_dispatcher(self, core: int, index: int, module: int, handed: list[int]) -> int:
+        """The CPU driver made dispatcher `index`: its CSpace, and the channels it holds."""
+        if index >= layout.MAX_DISPATCHERS:
+            return -layout.EINVAL
+        slot = self._slot(core, index)
+        cspace = self.cspaces.get((core, index)) or self._boot_cspace(core, index, slot)
+        base = CAPS_BASE + (core * layout.MAX_DISPATCHERS + index) * DISPATCHER_CAPS
+        return self.channels.new_dispatcher(
+            self._system(core), core, index, cspace, base + CHANNEL_CNODE_OFFSET,
+            slot + layout.D_PML4, self._is_monitor(slot), module, handed)
 
     # --- LMP over an endpoint --------------------------------------------------------
     def _lmp(self, core: int, cspace, endpoint: int, give: int) -> tuple[int, int]:
@@ -264,3 +325,10 @@ class CapabilityService:
         if len(mine) == 1 and mine[0].address is not None:
             return mine[0].address
         return FLUSH_ALL
+
+
+def _pages(first: int, count: int) -> list[int]:
+    """A range of channel pages from the CPU driver's registers (at most the window)."""
+    if count > layout.N_USER_CHANNELS:
+        return [layout.N_USER_CHANNELS]          # out of range: refused as EINVAL
+    return list(range(first, first + count))

@@ -81,7 +81,7 @@ class BootImage:
 
 def parse_image(path) -> BootImage:
     """Read and check a boot image; raise SpratError (one line) if it is wrong."""
-    path = Path(path)
+    path = _in_workspace_or_tree(Path(path))
     text = _read(path)
     title, kernel, modules = None, None, []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -110,6 +110,15 @@ def parse_image(path) -> BootImage:
         raise SpratError(f"{path}: no kernel line: an image needs one, "
                          "e.g. 'kernel /cpudriver/cpudriver.S'")
     return BootImage(path, title if title is not None else path.stem, kernel, tuple(modules))
+
+
+def _in_workspace_or_tree(path: Path) -> Path:
+    """Inside a lab workspace, `images/twophase.lst` that the workspace lacks
+    is the tree's: the docs name images by their place in the tree."""
+    if sources.workspace() is None or path.is_absolute() or path.exists():
+        return path
+    in_tree = sources.TREE / path
+    return in_tree if in_tree.is_file() else path
 
 
 def _read(path: Path) -> str:

@@ -118,7 +118,9 @@ def use_lab_workspace(argv: list[str]) -> None:
         if found is None:
             return
         folder = found
-    if not Path(folder).is_dir():
+    # os.path.isdir, not Path.is_dir: a name too long for the system is
+    # no folder, where Path.is_dir raises OSError.
+    if not os.path.isdir(folder):
         raise SpratError(f"--lab {folder}: no such folder")
     space = workspace.open_workspace(Path(folder))
     workspace.activate(space)

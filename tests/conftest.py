@@ -1,9 +1,32 @@
-"""Shared helpers: boot a machine with given programs and capture its console."""
+"""Shared helpers: boot a machine with given programs and capture its console.
 
+Also the hypothesis profiles. `ci` (the default, and what CI runs) is
+derandomised: every run tries the same examples, so a failure in CI is a
+failure on a developer's machine too, and the fuzz suite's time is fixed.
+`long` tries twenty times as many, drawn afresh each run, for a developer
+hunting defects: `python -m pytest tests/test_fuzz_*.py --hypothesis-profile=long`.
+"""
+
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+# Fuzz tests build files in tmp_path once per test and reuse them across
+# examples (that is safe: nothing an example does changes them), and a
+# booted machine is slower than hypothesis expects of one example.
+_QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+# No explain phase in CI: it re-runs a failing case dozens of times (half a
+# minute for a booted machine) to say which lines matter.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                          print_blob=True, suppress_health_check=_QUIET,
+                          phases=[phase for phase in Phase if phase is not Phase.explain])
+settings.register_profile("long", max_examples=2000, derandomize=False, deadline=None,
+                          print_blob=True, suppress_health_check=_QUIET)
+# `--hypothesis-profile=long` on pytest's command line overrides this.
+settings.load_profile(os.environ.get("SPRAT_HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_LIBRARY = ROOT / "userland" / "lib" / "sprat.S"

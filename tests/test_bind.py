@@ -36,12 +36,12 @@ def test_a_client_binds_through_the_monitors_and_its_frame_moves(tmp_path, clien
                        max_cycles=10**8)
     assert run.result.clean, run.result.reason
     client, server = run.output(client_core), run.output(server_core)
-    assert f"bound to service 7 on core {server_core}: channel 1483; the frame went with it" in client
+    assert f"bound to service 7 on core {server_core}: channel 1504; the frame went with it" in client
     assert "our slot for the frame is empty now: error 104" in client          # SLOT_EMPTY
     assert [line for line in client if line.startswith("asked")] == \
         ["asked 1, the server answered 10", "asked 2, the server answered 20",
          "asked 3, the server answered 30"]
-    assert f"service 7: a client on core {client_core} bound, on channel 1483" in server
+    assert f"service 7: a client on core {client_core} bound, on channel 1504" in server
     frame_line = next(line for line in server if line.startswith("it sent a frame"))
     base = int(frame_line.split("physical ")[1].split(",")[0])
     # The server's core holds the frame now, as a foreign copy of the same memory ...

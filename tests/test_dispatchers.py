@@ -213,7 +213,7 @@ def test_a_dispatcher_parked_in_a_poll_loop_lets_its_neighbour_run_when_its_slic
     # A core parked on a line gives it up at its next timer interrupt, as a
     # spinning core would: its neighbour runs, writes the line, and the
     # poller sees it. (Before, the poller's core slept for good.)
-    image = image_of(tmp_path, [(POLLER, "core=0"), (SETTER, "core=0")])
+    image = image_of(tmp_path, [(POLLER, "core=0 channels=40"), (SETTER, "core=0 channels=40")])
     run = boot_and_run(image, cores=1)
     assert run.result.clean, run.result.reason
     assert run.output(0) == ["the setter set it", "the poller saw it"]
@@ -240,8 +240,8 @@ def test_a_run_whose_server_died_ends_early_saying_who_waits(tmp_path):
     # Two clients on core 0 (so its timer keeps waking it) wait for answers
     # that core 1's server never writes: it dies at once.
     died = "start:\n    mov edi, 1\n    call exit\n"
-    image = image_of(tmp_path, [(WAIT_FOR_ANSWER, "core=0 page=500"),
-                                (WAIT_FOR_ANSWER, "core=0 page=501"), (died, "core=1")])
+    image = image_of(tmp_path, [(WAIT_FOR_ANSWER, "core=0 page=500 channels=500"),
+                                (WAIT_FOR_ANSWER, "core=0 page=501 channels=501"), (died, "core=1")])
     run = boot_and_run(image, cores=2, max_cycles=10**8)
     assert run.result.reason.startswith("stuck: "), run.result.reason
     assert "waiting on lines that no core writes: core 0;" in run.result.reason

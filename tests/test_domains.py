@@ -68,7 +68,7 @@ def test_a_domain_spans_cores_and_every_replica_records_it(tmp_path):
     image = tmp_path / "span.lst"
     image.write_text("kernel /cpudriver/cpudriver.S\n"
                      "module /userland/monitor.S core=0 monitor\n"
-                     "module spanner.S core=0 member=3 bad_core_too=4\n"
+                     "module spanner.S core=0 member=3 bad_core_too=4 channels=1537\n"
                      "module /userland/monitor.S monitor\n"
                      "module /userland/span_member.S nospawn\n")
     run = boot_and_run(image, cores=CORES, max_cycles=10**8)

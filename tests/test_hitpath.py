@@ -169,15 +169,15 @@ def test_lines_many_cores_update_in_place_are_the_same_on_both_paths(monkeypatch
     from sprat.bench.shm_vs_msg import interleave_finely_after_barrier
     assert_same_on_both_paths(
         monkeypatch, topology=load_topology("amd-2x2"), setup=interleave_finely_after_barrier,
-        modules=["/userland/shm_update.S clients=4 lines=2 updates=15 warmup=5"])
+        modules=["/userland/shm_update.S clients=4 lines=2 updates=15 warmup=5 channels=0-1"])
 
 
 @needs_c
 def test_a_server_parked_on_many_channels_is_the_same_on_both_paths(monkeypatch):
     c = assert_same_on_both_paths(
         monkeypatch, topology=load_topology("amd-2x2"),
-        modules=["/userland/msg_server.S core=0 lines=4 clients=3 updates=15 warmup=5",
-                 "/userland/msg_client.S clients=3 updates=15 warmup=5"])
+        modules=["/userland/msg_server.S core=0 lines=4 clients=3 updates=15 warmup=5 channels=0-4",
+                 "/userland/msg_client.S clients=3 updates=15 warmup=5 channels=0-4"])
     assert c["parks"] > 10, f"only {c['parks']} parks: the workload does not exercise parking"
 
 
@@ -220,7 +220,8 @@ done:
 @needs_c
 def test_accesses_straddling_two_lines_are_the_same_on_both_paths(monkeypatch):
     assert_same_on_both_paths(monkeypatch, topology=load_topology("amd-2x2"), modules=None,
-                              programs={"straddler": STRADDLER}, quantum=7)
+                              programs={"straddler": STRADDLER}, quantum=7,
+                              module_args={"straddler": "channels=3"})
 
 
 POLLER = """
@@ -280,7 +281,7 @@ def test_other_code_where_another_dispatcher_pauses_is_the_same_on_both_paths(mo
     programs = {"poller": POLLER, "imposter": IMPOSTER, "setter": SETTER}
     c = assert_same_on_both_paths(monkeypatch, topology=load_topology("amd-2x2"), modules=None,
                                   programs=programs,
-                                  module_args={name: "core=0" for name in programs})
+                                  module_args={name: "core=0 channels=40-41" for name in programs})
     assert [line for _, line in c["output"]] == ["the imposter never paused", "the poller saw it"]
     assert c["parks"] >= 1, "the poller never parked"
 

@@ -154,6 +154,7 @@ flood_next:
     mov rsi, rdx
     mov rdi, 1
     xor edx, edx
+    xor ecx, ecx                      # no channels handed over
     call spawn
     cmp rax, -EAGAIN
     jne flood_counted

@@ -158,3 +158,12 @@ def test_windows_line_endings_and_tabs(tree):
     image = parse_image(write(tree / "images", "title\tt\r\nkernel\tlocal.S\ta=1\r\n"))
     assert image.title == "t"
     assert image.kernel.options == {"a": "1"}
+
+
+def test_a_module_option_cannot_redefine_a_system_constant(tmp_path):
+    from emulator.errors import SpratError
+    from kernel.boot import boot_image
+    image = tmp_path / "redefine.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodule /userland/hello.S SYS_EXIT=99\n")
+    with pytest.raises(SpratError, match="redefine the system's constant SYS_EXIT"):
+        boot_image(image, cores=1)

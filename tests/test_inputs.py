@@ -141,9 +141,24 @@ def test_a_full_disk_under_trace_is_one_line_and_exit_1(capsys):
     assert_one_line(status, err, 1, "cannot write the trace /dev/full", "No space left")
 
 
-def test_a_trace_in_a_missing_directory_is_one_line_and_exit_1(capsys, tmp_path):
-    status, _, err = run_cli(capsys, "boot", "--trace", tmp_path / "no" / "run.trace")
-    assert_one_line(status, err, 1, "cannot write the trace", "No such file")
+def test_a_trace_in_a_missing_directory_is_refused_before_the_run(capsys, tmp_path):
+    """Known before anything runs, so the user's mistake (exit 2), not found
+    at the end of a bench that ran for minutes (the fuzz found `bench tlb
+    --plot` with a missing folder or a name too long doing that)."""
+    status, out, err = run_cli(capsys, "boot", "--trace", tmp_path / "no" / "run.trace")
+    assert_one_line(status, err, 2, "--trace", "no such folder")
+    assert out == "", "nothing may run before the output's folder is known to be there"
+
+
+@pytest.mark.parametrize("argv", [["bench", "tlb", "--plot"], ["bench", "shm-vs-msg", "--plot"],
+                                  ["trace", "run.trace", "--plot"], ["boot", "--trace"]],
+                         ids=" ".join)
+@pytest.mark.parametrize("name", ["no/such/folder/out.png", LONG_NAME + ".png"],
+                         ids=["missing folder", "name too long"])
+def test_an_output_that_cannot_be_made_is_refused_before_the_bench_runs(capsys, argv, name):
+    status, out, err = run_cli(capsys, *argv, name)
+    assert_one_line(status, err, 2, argv[-1])
+    assert out == "", f"sprat {' '.join(argv)} ran before finding its output could not be made"
 
 
 def test_a_chart_on_a_full_disk_is_one_line_and_exit_1(capsys, tmp_path):

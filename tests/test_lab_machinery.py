@@ -199,3 +199,10 @@ def test_a_wrong_solution_that_no_longer_applies_says_so():
     assert apply_patches("a\nold line\n", wrong.patches["f.S"], "w.diff") == "a\nnew line\n"
     with pytest.raises(SpratError, match="no longer applies"):
         apply_patches("something else\n", wrong.patches["f.S"], "w.diff")
+
+
+def test_inside_a_workspace_an_image_it_lacks_is_the_trees(workspace):
+    """The docs name images by their place in the tree (images/spawn.lst)."""
+    done = sprat("boot", "images/spawn.lst", cwd=workspace)
+    assert done.returncode == 0, done.stderr
+    assert "parent:" in done.stdout

@@ -32,7 +32,7 @@ def test_unmapped_page_is_reachable_until_invlpg_then_faults(tmp_path):
     (tmp_path / "stale.S").write_text(
         STALE + f'.include "{ROOT}/userland/lib/urpc.S"\n.include "{ROOT}/userland/lib/sprat.S"\n')
     image = tmp_path / "stale.lst"
-    image.write_text("kernel /cpudriver/cpudriver.S\nmodule stale.S\n")
+    image.write_text("kernel /cpudriver/cpudriver.S\nmodule stale.S channels=7\n")
     run = boot_and_run(image, cores=1)
     assert run.output(0)[0] == "stale TLB entry still works"
     fault = run.output(0)[1]

@@ -85,7 +85,7 @@ def test_replicas_agree_after_any_interleaving(tmp_path_factory, steps, other, u
     lines = ["kernel /cpudriver/cpudriver.S",
              "module /userland/monitor.S core=0 monitor",
              f"module /userland/twophase.S core=0 plan={plan_word(steps)} steps={len(steps)} "
-             f"clients={clients}"]
+             f"clients={clients} channels=1537"]
     for core in range(1, CORES):
         lines.append(f"module /userland/monitor.S core={core} monitor")
         if core in users:
@@ -94,7 +94,8 @@ def test_replicas_agree_after_any_interleaving(tmp_path_factory, steps, other, u
                          f"delay={delay}")
         if core == other_core and other_steps:
             lines.append(f"module /userland/twophase.S core={core} "
-                         f"plan={plan_word(other_steps)} steps={len(other_steps)} stop=0")
+                         f"plan={plan_word(other_steps)} steps={len(other_steps)} stop=0 "
+                         f"channels=1537")
     image.write_text("\n".join(lines) + "\n")
 
     run = boot_and_run(image, cores=CORES, quantum=quantum, max_cycles=10**9)

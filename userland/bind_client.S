@@ -7,7 +7,7 @@
 # our slot is empty afterwards. Then it sends COUNT numbers on the channel
 # the monitors set up and prints the server's replies:
 #
-#   bound to service 7 on core 2: channel 1483; the frame went with it
+#   bound to service 7 on core 2: channel 1504; the frame went with it
 #   our slot for the frame is empty now: error 104
 #   asked 1, the server answered 10
 #   ...

@@ -5,7 +5,7 @@
 # core, and where the capability the client sent along now is in our
 # CSpace (userland/monitor_bind.S). It says what it got:
 #
-#   service 7: a client on core 0 bound, on channel 1483
+#   service 7: a client on core 0 bound, on channel 1504
 #   it sent a frame: 4096 bytes at physical 33587200, now ours
 #
 # and answers COUNT messages, each with ten times the number asked.

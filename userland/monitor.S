@@ -119,6 +119,7 @@ MOVES = 3664                          # record slots used
 NEXT_BINDING = 3672                   # root: bindings made
 CLIENT_DISPATCHER = 3680              # our client's dispatcher number
 SERVICES = 3688                       # root: MAX_SERVICES words (monitor_bind.S)
+CLIENT_OP = 3816                      # what our client asked last (w0)
 FRAME = 3840
 REPLICA = USER_STACK_TOP - 4096       # our replica's page (monitor_agree.S), the
 DEFERRED = 512                        #   stack's top; and in it a message per core
@@ -340,6 +341,8 @@ handle:
 client_request:
     mov rax, qword ptr [r15 + MSG + 32]
     mov qword ptr [r15 + CLIENT_DISPATCHER], rax
+    mov rax, qword ptr [r15 + MSG + MSG_OP]
+    mov qword ptr [r15 + CLIENT_OP], rax
     mov qword ptr [r15 + ORIGIN], rbx
     mov qword ptr [r15 + MSG + 40], 0     # no capability travels with it ...
     mov qword ptr [r15 + MSG + 48], 0

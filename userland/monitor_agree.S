@@ -106,6 +106,14 @@ region_copy:
     or rdi, CADDR_ROOT
     ret
 
+# new_object_slot(region) -> rax: where the asker's monitor makes its object
+#   clobbers: nothing else
+new_object_slot:
+    lea rax, [rdi + SLOT_RETYPED]
+    or rax, CADDR_ROOT
+    ret
+
+# LAB agree BEGIN participant
 # prepare_retype: phase 1 on this core: lock our copy, vote.
 prepare_retype:
     call vote
@@ -227,13 +235,6 @@ release_lock:
     xor esi, esi
     jmp cap_unlock
 
-# new_object_slot(region) -> rax: where the asker's monitor makes its object
-#   clobbers: nothing else
-new_object_slot:
-    lea rax, [rdi + SLOT_RETYPED]
-    or rax, CADDR_ROOT
-    ret
-
 # record_commit(region, owner): the region is retyped, by `owner`.
 #   clobbers: rax
 record_commit:
@@ -253,6 +254,8 @@ count_abort:
     inc qword ptr [rax + REPLICA_ABORTS]
     ret
 
+# LAB agree END participant
+
 # root_retype: the program on core ORIGIN asked (w1 = region, w2 = type
 # << 8, w3 = where the new object goes in its CSpace) for the region to
 # become one object of that type (its whole size). Two-phase commit; the
@@ -264,41 +267,50 @@ root_retype:
     inc qword ptr [r15 + TXN]
     cmp qword ptr [r15 + REQUEST + 8], N_SHARED_REGIONS
     jae root_retype_invalid
-    mov edi, OP_PREPARE_RETYPE        # phase 1: our own vote first
-    call transaction_message
-    call vote
-    test rax, rax
-    jnz root_retype_refused_here      # nobody else was asked: nothing to undo
-    mov rdi, rbp
-    call send_to_all
-    call gather_votes
-    cmp qword ptr [r15 + VERDICT], 0  # phase 2
-    jne root_retype_abort
-    mov edi, OP_COMMIT
-    call transaction_message
-    call apply_commit
-    jmp root_retype_tell
-root_retype_abort:
-    mov edi, OP_ABORT
-    call transaction_message
-    call apply_abort
-root_retype_tell:
-    mov rdi, rbp
-    call send_to_all
-    call gather_votes                 # the acknowledgements (all say 0)
+    call two_phase_commit
 root_retype_answer:
     mov rsi, qword ptr [r15 + VERDICT]
     mov rdx, qword ptr [r15 + REFUSER]
     mov rcx, qword ptr [r15 + TXN]
     jmp answer
-root_retype_refused_here:
-    mov qword ptr [r15 + VERDICT], rax
-    mov qword ptr [r15 + REFUSER], 0
-    jmp root_retype_answer
 root_retype_invalid:
     mov qword ptr [r15 + VERDICT], CAPERR_INVALID_ARGUMENT
     mov qword ptr [r15 + REFUSER], 0
     jmp root_retype_answer
+
+# LAB agree BEGIN coordinator
+# two_phase_commit: run transaction TXN, the retype in REQUEST, on every
+# core; VERDICT = 0 if it committed, else the first refusal's error code,
+# and REFUSER = the core that refused.
+#   clobbers: everything but rbx rbp r15
+two_phase_commit:
+    mov edi, OP_PREPARE_RETYPE        # phase 1: our own vote first
+    call transaction_message
+    call vote
+    test rax, rax
+    jnz two_phase_refused_here        # nobody else was asked: nothing to undo
+    mov rdi, rbp
+    call send_to_all
+    call gather_votes                 # every vote is in: now decide
+    cmp qword ptr [r15 + VERDICT], 0  # phase 2
+    jne two_phase_abort
+    mov edi, OP_COMMIT
+    call transaction_message
+    call apply_commit
+    jmp two_phase_tell
+two_phase_abort:
+    mov edi, OP_ABORT
+    call transaction_message
+    call apply_abort
+two_phase_tell:
+    mov rdi, rbp
+    call send_to_all
+    jmp gather_votes                  # the acknowledgements (all say 0)
+two_phase_refused_here:
+    mov qword ptr [r15 + VERDICT], rax
+    mov qword ptr [r15 + REFUSER], rbx
+    ret
+# LAB agree END coordinator
 
 # transaction_message(op): OUT = op for this transaction, and a copy in
 # MSG, where our own part (vote, apply_*) reads it like everyone else's.

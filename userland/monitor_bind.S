@@ -23,12 +23,17 @@
 #                      the capability is). Both ends then talk on the
 #                      channel: the client sends on page `channel` and
 #                      receives on `channel + 1`.
+#   the channel        is the two ends' alone: the server's monitor gives
+#                      the server its two pages' capabilities, the client's
+#                      monitor gives them to the client with the answer
+#                      (SYS_CHANNEL_GRANT, kernel/channels.py); no other
+#                      program can map them.
 #
 # If the bind fails the client's monitor gives the capability back.
 
 MAX_SERVICES = 16
 MAX_BINDINGS = 16
-BIND_PAGE = 1483                      # MAX_BINDINGS pairs of pages from here
+BIND_PAGE = 1504                      # MAX_BINDINGS pairs of pages from here (to 1535)
 MAX_RECORDS = 32
 SLOT_RECORDS = 160                    # + n: capabilities moved away from our core
 SLOT_IMPORTED = 200                   # a capability on its way in, briefly
@@ -107,6 +112,7 @@ describe:
 # in its record slot, the next move takes the next one.
 #   clobbers: rax rcx rdx rsi rdi r8-r11
 finish_move:
+    call grant_bound_channel
     mov rsi, qword ptr [r15 + MOVING]
     test rsi, rsi
     jz finish_move_done
@@ -121,6 +127,26 @@ finish_move_back:
     mov rcx, qword ptr [r15 + MOVING_FROM]
     call cap_give                     # (kernel, src, dispatcher, dest)
 finish_move_done:
+    ret
+
+# grant_bound_channel: if the answer going to our client (NEWS w1 = the
+# result, w2 = the channel) says its bind succeeded, give it the channel's
+# two pages (SYS_CHANNEL_GRANT): from now on it may map them.
+#   clobbers: rax rcx rdx rsi rdi r11
+grant_bound_channel:
+    cmp qword ptr [r15 + CLIENT_OP], OP_BIND
+    jne grant_bound_done
+    cmp qword ptr [r15 + NEWS + 8], 0
+    jne grant_bound_done
+    mov eax, SYS_CHANNEL_GRANT
+    mov rdi, qword ptr [r15 + CLIENT_DISPATCHER]
+    mov rsi, qword ptr [r15 + NEWS + 16]
+    mov edx, 2
+    syscall
+    test rax, rax
+    jz grant_bound_done
+    mov qword ptr [r15 + NEWS + 8], BIND_NO_CHANNEL   # (the pages could not be given)
+grant_bound_done:
     ret
 
 # root_export: the program on core ORIGIN offers service REQUEST w1.
@@ -239,6 +265,13 @@ deliver_binding:
     pop rax
     jmp deliver_failed
 deliver_tell:
+    mov eax, SYS_CHANNEL_GRANT        # the server's ends of the new channel
+    mov rdi, qword ptr [r13 + BOUND_SERVER]
+    mov rsi, qword ptr [r13 + BOUND_CHANNEL]
+    mov edx, 2
+    syscall
+    test rax, rax
+    jnz deliver_failed
     mov qword ptr [r15 + NEWS + MSG_OP], MONITOR_NEWS
     mov rax, qword ptr [r13 + BOUND_CHANNEL]
     mov qword ptr [r15 + NEWS + 8], rax

@@ -34,6 +34,7 @@ root_span:
     mov rdi, qword ptr [r15 + REQUEST + 16]   # the module,
     mov rsi, qword ptr [r15 + REQUEST + 24]   #   on that core,
     mov rdx, qword ptr [r15 + REQUEST + 32]   #   with its argument
+    call span_channel                 # r10 = the channel page it is handed
     mov eax, SYS_SPAWN
     syscall
     test rax, rax
@@ -63,6 +64,24 @@ root_span_refused:
     xor edx, edx
     xor ecx, ecx
     jmp answer
+
+# span_channel: the channel a span hands the new dispatcher: page
+# argument >> 8, the domain's shared page (userland/span_member.S), if it
+# is one of the programs' pages (MONITOR_FIRST_PAGE and up; below are the
+# monitors' own channels, which no program may be handed); else none.
+#   in: rdx = the argument.  out: r10 = 1 << 32 | page, or 0.  clobbers: rax
+span_channel:
+    xor r10d, r10d
+    mov rax, rdx
+    shr rax, 8
+    cmp rax, MONITOR_FIRST_PAGE
+    jb span_channel_done
+    cmp rax, N_USER_CHANNELS
+    jae span_channel_done
+    mov r10, 1 << 32
+    or r10, rax
+span_channel_done:
+    ret
 
 # domain_here: monitor 0 says what a domain's cores are now; acknowledge.
 domain_here:

@@ -1,8 +1,9 @@
 # monitor_shootdown.S: TLB shootdown, the monitors' one-phase protocol.
 #
 # Included by monitor.S. A page of the shared window (the channel frames
-# at USER_CHANNELS, mapped through one page table per core that every
-# dispatcher on that core shares) is unmapped in a domain that spans cores
+# at USER_CHANNELS, mapped in every monitor's window through its core's
+# page tables, which map every channel; a program's window is its own,
+# kernel/channels.py) is unmapped in a domain that spans cores
 # 0 .. n-1: every core must drop it from its page table and its TLB, and
 # none may refuse, so one phase is enough: monitor 0 sends the request
 # down the routing tree of the protocol asked for and the unmap is done

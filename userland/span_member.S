@@ -3,10 +3,10 @@
 # Started by monitor 0 when a program spans its domain (MONITOR_SPAN,
 # userland/monitor_domains.S). Its argument says which domain, and which
 # page of the shared window holds the domain's "done" word:
-# domain | page << 8. It shares that window with the domain's other
-# dispatchers (through its core's page table, which the monitors keep in
-# step), says where it is, and stays until the domain is done, yielding
-# the core to its monitor meanwhile:
+# domain | page << 8. Monitor 0 handed it that page's capability when it
+# spawned it (monitor_domains.S span_channel), so the page is mapped in its
+# channel window; it says where it is, and stays until the domain is done,
+# yielding the core to its monitor meanwhile:
 #
 #   domain 1: a dispatcher on core 5
 #

@@ -1,10 +1,14 @@
 # spawn_parent.S: start a program on another core and talk to it.
 #
 # The parent asks the CPU driver to spawn boot module CHILD on core ON,
-# giving it CHANNEL as its argument. The two then speak URPC: the parent
-# sends a number on channel CHANNEL, the child answers on CHANNEL + 1.
+# giving it CHANNEL as its argument and handing it the capabilities of
+# channels CHANNEL and CHANNEL + 1, which the image gave the parent: no
+# other program holds them, so no other program can read or forge what
+# the two say. The two then speak URPC: the parent sends a number on
+# channel CHANNEL, the child answers on CHANNEL + 1.
 #
-# Image arguments: child=MODULE on=CORE channel=K (see images/spawn.lst)
+# Image arguments: child=MODULE on=CORE channel=K channels=K-K+1 (see
+# images/spawn.lst)
 
 CHILD = 1
 ON = 1
@@ -22,6 +26,7 @@ start:
     mov rdi, CHILD
     mov rsi, ON
     mov rdx, CHANNEL
+    mov rcx, 2 << 32 | CHANNEL        # hand both channels over
     call spawn
     test rax, rax
     js failed

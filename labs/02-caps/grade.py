@@ -814,6 +814,7 @@ def record_invocations() -> list:
     """Every capability invocation the guests make, with the kernel's answer:
     (core, operation, answer) in order (the hypercall layer, wrapped)."""
     from unicorn import x86_const as x86
+    from cpudriver.layout import MAX_INVOCATION
     from kernel.capservice import CapabilityService
     calls = []
     serve = CapabilityService.__call__
@@ -821,6 +822,8 @@ def record_invocations() -> list:
     def recorded(self, core):
         operation = core.regs.read(x86.UC_X86_REG_RAX)
         serve(self, core)
+        if operation > MAX_INVOCATION:
+            return                    # the port's other calls: LMP, channels
         value = core.regs.read(x86.UC_X86_REG_RAX)
         calls.append((core.id, operation, value - (1 << 64) if value >> 63 else value))
     CapabilityService.__call__ = recorded

@@ -129,12 +129,16 @@ def client_counts(n_cores: int, chosen=None) -> tuple[list[int], list[int]]:
 # --- one run --------------------------------------------------------------------------
 def measure_shm(topology, cores, lines, updates, warmup) -> dict:
     args = f"clients={cores} lines={lines} updates={updates} warmup={warmup}"
-    output = run_image(topology, [f"/userland/shm_update.S {args}"])
+    # channels: the sync page and the shared array (userland/shm_update.S)
+    output = run_image(topology, [f"/userland/shm_update.S channels=0-1 {args}"])
     return row("shm", cores, lines, client_average(output, "shm", cores), None)
 
 
 def measure_msg(topology, clients, lines, updates, warmup) -> dict:
-    args = f"clients={clients} updates={updates} warmup={warmup}"
+    # channels: the sync page, then the array and a channel per client core
+    # (userland/msg_server.S)
+    args = f"clients={clients} updates={updates} warmup={warmup} " \
+           f"channels=0-{topology.n_cores()}"
     output = run_image(topology, [f"/userland/msg_server.S core=0 lines={lines} {args}",
                                   f"/userland/msg_client.S {args}"])
     server_updates, server_cycles = reports(output, "server")[0]

@@ -52,6 +52,7 @@ PROTOCOLS = ("unicast", "broadcast", "multicast", "numa-multicast")   # kernel/s
 TLB_CORES = (2, 4, 8, 16, 24, 32)
 UNMAP_CORES = (1, 2, 4, 8, 16, 24, 32)
 MODE_TLB, MODE_UNMAP, MODE_TOUCH = 0, 1, 2        # userland/shootdown.S
+SHOOTDOWN_CHANNELS = "channels=1536-1537"         # its PAGE and DOMAIN_PAGE, the programs' first
 MAX_CYCLES = 10**9
 PAPER = "Baumann et al., SOSP 2009, section 5.1 and Figure 6"
 
@@ -160,7 +161,7 @@ def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
         image.write_text(f"kernel /cpudriver/cpudriver.S\n"
                          f"module {monitor} core=0\n"
                          f"module /userland/shootdown.S core=0 protocols={protocol_mask} "
-                         f"counts={count_mask} mode={mode} member=3\n"
+                         f"counts={count_mask} mode={mode} member=3 {SHOOTDOWN_CHANNELS}\n"
                          f"module {monitor}\n"
                          f"module /userland/span_member.S nospawn\n")
         system = boot_image(image, cores=topology.n_cores(), topology=topology,

@@ -169,8 +169,9 @@ def reported_cycles(output, prefix) -> int:
 
 def pingpong(topology, peer, rounds):
     system, output = boot(topology, [
-        f"/userland/urpc_pingpong.S core=0 role=0 send=0 recv=1 rounds={rounds} warmup={WARMUP}",
-        f"/userland/urpc_pingpong.S core={peer} role=1 send=1 recv=0 rounds={rounds} "
+        f"/userland/urpc_pingpong.S core=0 role=0 send=0 recv=1 channels=0-1 rounds={rounds} "
+        f"warmup={WARMUP}",
+        f"/userland/urpc_pingpong.S core={peer} role=1 send=1 recv=0 channels=0-1 rounds={rounds} "
         f"warmup={WARMUP}"])
     sender = Footprint(system, 0, "urpc_send", "urpc_send_end")
     receiver = Footprint(system, peer, "urpc_recv", "urpc_recv_end")
@@ -182,8 +183,8 @@ def pingpong(topology, peer, rounds):
 
 def stream(topology, peer, messages) -> int:
     system, output = boot(topology, [
-        f"/userland/urpc_stream.S core=0 role=0 channel=2 count={messages}",
-        f"/userland/urpc_stream.S core={peer} role=1 channel=2 count={messages}"])
+        f"/userland/urpc_stream.S core=0 role=0 channel=2 channels=2 count={messages}",
+        f"/userland/urpc_stream.S core={peer} role=1 channel=2 channels=2 count={messages}"])
     run_to_end(system, output)
     return reported_cycles(output, "stream")
 
@@ -220,8 +221,8 @@ def measure_host(messages) -> dict:
     from emulator.interconnect import generic
     topology = generic(2)
     progress(f"host speed: {messages:,} messages, cost model on and off")
-    lines = [f"/userland/urpc_stream.S core=0 role=0 channel=1 count={messages}",
-             f"/userland/urpc_stream.S core=1 role=1 channel=1 count={messages}"]
+    lines = [f"/userland/urpc_stream.S core=0 role=0 channel=1 channels=1 count={messages}",
+             f"/userland/urpc_stream.S core=1 role=1 channel=1 channels=1 count={messages}"]
     speeds = {}
     for cost_model in (True, False):
         system, output = boot(topology, lines, cost_model=cost_model)

@@ -15,6 +15,7 @@ skeleton does not, and every recorded wrong solution fails a test.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -136,7 +137,9 @@ def _workspace_from_words(words: list[str]):
     """`grade`, `grade N`, `grade DIR`, `grade N DIR`: the workspace and how to name it."""
     if len(words) > 2:
         raise SpratError("lab grade takes at most a lab and a folder: sprat lab grade [N] [DIR]")
-    number = words[0] if words and not Path(words[0]).is_dir() else None
+    # os.path.isdir and isfile below, not Path's: they answer False for a
+    # name too long for the system, where Path's raise OSError.
+    number = words[0] if words and not os.path.isdir(words[0]) else None
     folder = words[-1] if words and (len(words) == 2 or number is None) else None
     if folder is None:
         found = workspaces.find_workspace()
@@ -144,7 +147,7 @@ def _workspace_from_words(words: list[str]):
             raise SpratError("not inside a lab workspace: give its folder "
                              "(sprat lab grade N DIR), or make one with `sprat lab start N`")
         folder = str(found)
-    if not Path(folder).is_dir():
+    if not os.path.isdir(folder):
         raise SpratError(f"{folder}: no such folder")
     space = workspaces.open_workspace(Path(folder))
     if number is not None and manifest.find_lab(number).number != space.lab.number:
@@ -164,7 +167,7 @@ def _shown(folder: Path) -> str:
 
 def _extra_grader(path: str) -> Path:
     file = Path(path)
-    if not file.is_file():
+    if not os.path.isfile(file):
         raise SpratError(f"--extra-tests {path}: no such file")
     return file.resolve()
 

@@ -90,7 +90,9 @@ def wrong_files(lab: Lab, diff: Path):
 def create(lab: Lab, folder: Path, files: dict[str, str]) -> Workspace:
     """A new workspace in `folder` (which must not exist, or be empty)."""
     folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+    # os.path.lexists: a name too long for the system is not there (Path.exists
+    # would raise); making it then fails below with the system's reason.
+    if os.path.lexists(folder) and (not folder.is_dir() or any(folder.iterdir())):
         raise SpratError(f"{folder}: already exists and is not an empty folder "
                          "(choose another name, or remove it)")
     try:

@@ -1,7 +1,10 @@
 # monitor_client.S: a program's requests to its core's monitor.
 #
 # Every core has one pair of client rings between a program and the
-# core's monitor (userland/monitor.S): requests go up one, answers (and
+# core's monitor (userland/monitor.S), in a page of its own: the core's
+# client channel (MONITOR_CHANNELS + core, cpudriver/layout.py), which
+# every program on the core holds from its start (kernel/channels.py)
+# and no program elsewhere can touch. Requests go up one, answers (and
 # news the monitor has for the program, such as "a client bound to your
 # service") come down the other. One program per core talks to its
 # monitor at a time. The rings are URPC rings like any other, in the
@@ -21,11 +24,10 @@
 # monitor needs it to move capabilities in and out of our CSpace). An
 # answer is: w0 MONITOR_ANSWER, w1..w3 results. Include after lib/urpc.S.
 
-MONITOR_CLIENT_PAGE = 1440            # 43 pages: two rings per core, 3 to a page
+MONITOR_CLIENT_PAGE = MONITOR_CHANNELS # 64 pages: a core's two rings in a page of its own
 MONITOR_FIRST_PAGE = 1536             # the window's pages from here on (its last
                                       # 2 MiB but the CPU drivers' inboxes) are the
                                       # programs' to share, map and shoot down
-MONITOR_RINGS_PER_PAGE = 3
 MONITOR_RING_BYTES = 1088             # a URPC ring (1024) and its ack line (64)
 MONITOR_ENDS_SIZE = 2 * URPC_END_SIZE + 64   # the two ends, a message buffer
 MONITOR_REQUESTS = 0                  # in the ends: ours to send requests on
@@ -45,26 +47,27 @@ MONITOR_EXPORT = 9                    # (service) -> (0 or error): news comes pe
 MONITOR_BIND = 10                     # (service, capability or 0) -> (0 or error,
                                       #   channel, server's core); the capability moves
 MONITOR_SPAN = 14                     # (domain, module << 8 | core, argument) ->
-                                      #   (0 or error, the domain's cores as a mask)
+                                      #   (0 or error, the domain's cores as a mask);
+                                      #   the new dispatcher is handed channel page
+                                      #   argument >> 8 (if MONITOR_FIRST_PAGE or up)
 BIND_NO_SERVICE = 1                   # errors of a bind or an export
 BIND_NO_CHANNEL = 2
 BIND_BAD_SERVICE = 3
 BIND_NO_RECORD = 4
 
 # client_ring(index) -> rax = client ring `index`: 2 * core asks, 2 * core + 1 answers
+# (ring 2 * core at the start of the core's page, 2 * core + 1 after it)
 #   clobbers: rdx
 client_ring:
-    push rcx
     mov rax, rdi
-    xor edx, edx
-    mov ecx, MONITOR_RINGS_PER_PAGE
-    div rcx                           # rax = page, rdx = which ring in it
+    shr rax, 1
+    shl rax, 12                       # the core's page
+    mov rdx, rdi
+    and rdx, 1
     imul rdx, rdx, MONITOR_RING_BYTES
-    shl rax, 12
     add rax, rdx
     mov rdx, USER_CHANNELS + MONITOR_CLIENT_PAGE * 4096
     add rax, rdx
-    pop rcx
     ret
 
 # monitor_open(ends): start our ends of this core's client rings.

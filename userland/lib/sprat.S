@@ -102,10 +102,13 @@ lmp_recv:
     syscall
     ret
 
-# spawn(module, core, argument) -> its dispatcher number (on this core),
-# 0 (asked of another core), or -errno. `module` counts the image's module
-# lines from 0; `argument` arrives in the new program's r8.
+# spawn(module, core, argument, channels) -> its dispatcher number (on
+# this core), 0 (asked of another core), or -errno. `module` counts the
+# image's module lines from 0; `argument` arrives in the new program's r8;
+# `channels` = count << 32 | first hands the child those channel pages,
+# which we must hold (-EPERM if not; 0: none).
 spawn:
+    mov r10, rcx
     mov eax, SYS_SPAWN
     syscall
     ret

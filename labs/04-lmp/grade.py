@@ -1,0 +1,565 @@
+"""Lab 4's grader: the context switch and LMP, judged on what the machine did.
+
+The student writes the switch between dispatchers (cpudriver/dispatch.S:
+schedule, load_dispatcher, pick_next) and LMP (cpudriver/syscall.S:
+sys_lmp_send, sys_lmp_recv, sys_lmp_send_ep, sys_lmp_call). The grader
+watches every crossing of the line between user mode and the CPU driver,
+with code hooks on two places outside the student's regions (trap.S):
+
+  trap_dispatch  a dispatcher enters the kernel; its registers are the trap
+                 frame (rdi), and CR3 still says which dispatcher it is
+  trap_return    a dispatcher is about to leave to user mode; its registers
+                 are the frame at rsp, CR3 and PCV_CURRENT say who it is
+
+From those crossings alone, a model of what LMP means (kept here, not taken
+from the student's code) says what each crossing must look like: a send to
+a dispatcher waiting in SYS_LMP_RECV is delivered, whole, and that receiver
+is the next to leave the kernel; a send to one that is not waiting returns
+-EAGAIN (-EINVAL for no such dispatcher) to the sender at once and delivers
+nothing; a system call
+gives back every register but rax, rcx and r11 (and a receiver's rdi rsi
+rdx); a time slice gives back every register; when a time slice ends and
+another dispatcher can run, another runs. The programs (programs/
+lmp_check.S, userland/lmp_pingpong.S, lmp_share.S) check what they receive
+too, and the ping-pong's round trips measure the cost against the
+reference in the same grade.
+
+On one core the only schedule is the timer's, which counts modeled cycles:
+the quantum and a seed change nothing there. So instead of QUANTA the images
+move the points where time slices land by pacing the programs (lmp_check.S:
+work of (k * pace) mod 4096 rounds after message k), with several paces.
+"""
+
+import struct
+from dataclasses import dataclass, field
+
+from sprat.lab.grading import boot, fail, test
+
+MAX_CYCLES = 12_000_000          # the images end by ~3.4 million cycles
+# One-way LMP cost, student / reference. The cost model charges `rep movsq`
+# as one instruction however many words it copies, so a switch that copies
+# the frame word by word in a loop (correct, and plain) costs ~1.7x the
+# reference's; a receiver that waits for the round robin costs ~100x.
+COST_BOUND = 2.0
+FRAME_FIELDS = ("r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "rbp", "rdi", "rsi",
+                "rdx", "rcx", "rbx", "rax", "vector", "error", "rip", "cs", "rflags", "rsp",
+                "ss")
+SYSCALL_LOST = {"rax", "rcx", "r11"}       # a system call gives back every other register
+MESSAGE_REGISTERS = ("rax", "rdi", "rsi", "rdx")   # the sender, then the three words
+
+
+def layout():
+    from cpudriver import layout as cpudriver_layout
+    return cpudriver_layout
+
+
+def call_names():
+    lay = layout()
+    return {lay.SYS_EXIT: "exit", lay.SYS_YIELD: "yield", lay.SYS_LMP_SEND: "lmp_send",
+            lay.SYS_LMP_RECV: "lmp_recv", lay.SYS_LMP_CALL: "lmp_call",
+            lay.SYS_LMP_SEND_EP: "lmp_send_ep", lay.SYS_PRINT: "print"}
+
+
+# --- Watching the crossings ---------------------------------------------------------------
+
+@dataclass
+class Crossing:
+    """A dispatcher entering the kernel ("enter") or leaving it ("leave")."""
+    kind: str
+    core: int
+    dispatcher: int          # by its page tables (CR3)
+    current: int | None      # leave: by PCV_CURRENT
+    frame: dict
+    cr3: int
+
+
+class Watch:
+    """Code hooks at trap_dispatch and trap_return on every core; `crossings[core]`."""
+
+    def __init__(self, system):
+        from unicorn import UC_HOOK_CODE
+        from unicorn import x86_const as x86
+        lay = layout()
+        symbols = system.kernel.symbols
+        self.crossings = {core.id: [] for core in system.machine.cores}
+        in_kernel = {core.id: 0 for core in system.machine.cores}
+        memory = system.machine.memory
+
+        for core in system.machine.cores:
+            area = lay.PERCORE_BASE + core.id * lay.PERCORE_SIZE
+            slots = area + lay.PC_DISPATCHERS
+
+            def index(slot):
+                return (slot - slots) >> lay.DISPATCHER_SHIFT
+
+            def record(kind, frame_address, core=core, area=area):
+                words = struct.unpack("<22Q", core.read_virtual(frame_address,
+                                                                lay.TRAP_FRAME_SIZE))
+                frame = dict(zip(FRAME_FIELDS, words))
+                # A trap taken in the kernel (idle's hlt, a fault in sys_print's copy)
+                # returns to the kernel: neither is a dispatcher's crossing.
+                if kind == "enter" and frame["cs"] & 3 != 3:
+                    in_kernel[core.id] += 1
+                    return
+                if kind == "leave" and frame["cs"] & 3 != 3 and in_kernel[core.id]:
+                    in_kernel[core.id] -= 1
+                    return
+                cr3 = core.regs.read(x86.UC_X86_REG_CR3)
+                who = index(cr3 - lay.D_PML4)
+                current = index(memory.read_u64(area + lay.PCV_CURRENT)) if kind == "leave" \
+                    else None
+                self.crossings[core.id].append(Crossing(kind, core.id, who, current, frame, cr3))
+
+            def on_enter(uc, address, size, _, core=core, record=record):
+                record("enter", core.regs.read(x86.UC_X86_REG_RDI))
+
+            def on_leave(uc, address, size, _, core=core, record=record):
+                record("leave", core.regs.read(x86.UC_X86_REG_RSP))
+
+            for label, hook in (("trap_dispatch", on_enter), ("trap_return", on_leave)):
+                core.uc.hook_add(UC_HOOK_CODE, hook, begin=symbols[label], end=symbols[label])
+                core.uc.ctl_remove_cache(symbols[label], symbols[label] + 1)
+
+
+# --- What LMP means: the model the crossings are held to -----------------------------------
+
+@dataclass
+class Problem:
+    kind: str        # "switch", "delivery", "handover", "refusal", "registers", "timer"
+    text: str
+    stop: str
+
+
+@dataclass
+class Model:
+    """One core's dispatchers as LMP's rules say they must be, crossing by crossing."""
+    core: int
+    n: int
+    state: dict = field(default_factory=dict)      # d -> "ready" | "waiting" | "exited"
+    pending: dict = field(default_factory=dict)    # d -> what it entered the kernel for
+    deliveries: dict = field(default_factory=dict)  # d -> (sender, words, call) owed to it
+    next_up: tuple | None = None                   # (who must leave next, why)
+    refusal: tuple | None = None                   # (sender, its refused call): it goes on
+    timer: tuple | None = None                     # (d, others that could run)
+    last_send: tuple | None = None                 # (sender, call, target) just entered
+    problems: list = field(default_factory=list)
+    delivered: int = 0
+    handed_over: int = 0
+    refused: int = 0
+
+    def __post_init__(self):
+        self.state = {d: "ready" for d in range(self.n)}
+
+    def problem(self, kind, text, label="trap_return"):
+        self.problems.append(Problem(kind, text, f"{label} core {self.core}"))
+
+    # A dispatcher enters the kernel.
+    def enter(self, d, frame):
+        lay = layout()
+        names = call_names()
+        vector = frame["vector"]
+        info = {"frame": frame, "call": None, "result": None}
+        if vector == lay.SYSCALL_VECTOR:
+            number = frame["rax"]
+            info["call"] = names.get(number, f"system call {number}")
+            if number == lay.SYS_EXIT:
+                self.state[d] = "exited"
+            elif number == lay.SYS_LMP_RECV:
+                self.state[d] = "waiting"
+            elif number in (lay.SYS_LMP_SEND, lay.SYS_LMP_CALL, lay.SYS_LMP_SEND_EP):
+                self.send(d, number, frame, info)
+        elif vector == lay.TIMER_VECTOR:
+            others = [e for e in range(self.n) if e != d and self.state[e] == "ready"]
+            self.timer = (d, others)
+            info["call"] = "time slice"
+        elif vector < 32:
+            self.state[d] = "exited"               # killed for a fault
+            info["call"] = f"fault {vector}"
+        else:
+            info["call"] = f"interrupt {vector}"
+        self.pending[d] = info
+
+    def send(self, s, number, frame, info):
+        lay = layout()
+        call = info["call"]
+        if number == lay.SYS_LMP_SEND_EP:
+            from kernel.caps import root_caddr
+            from kernel.capservice import SLOT_PEERS
+            target = frame["rdi"] - root_caddr(SLOT_PEERS)
+            if not 0 <= target < lay.MAX_DISPATCHERS:
+                return                             # some other capability: not judged here
+            words = (frame["rsi"], frame["rdx"], 1 if frame["r10"] else 0)
+        else:
+            target = frame["rdi"]
+            words = (frame["rsi"], frame["rdx"], frame["r10"])
+        info["target"] = target
+        self.last_send = (s, call, target)
+        if target >= self.n:
+            info["result"] = -lay.EINVAL
+            self.refusal = (s, f"{call} to {target}")
+        elif target != s and self.state[target] == "waiting":
+            self.deliveries[target] = (s, words, call)
+            self.state[target] = "ready"
+            self.next_up = (target, f"dispatcher {s}'s {call} to {target}")
+            if number == lay.SYS_LMP_CALL:
+                self.state[s] = "waiting"          # until the answer comes
+            else:
+                info["result"] = 0
+        else:
+            info["result"] = -lay.EAGAIN
+            info["busy"] = self.state.get(target)
+            self.refusal = (s, f"{call} to {'itself' if target == s else target}")
+
+    # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`).
+    def leave(self, d, current, frame, cr3):
+        if not 0 <= d < self.n:
+            self.problem("switch", f"dispatcher {current} (PCV_CURRENT) goes back to user mode on"
+                         f" page tables that are no dispatcher's (CR3 = {cr3:#x}): load_dispatcher"
+                         f" loads the next dispatcher's DCB_CR3", "load_dispatcher")
+            d = current
+        elif current != d:
+            self.problem("switch", f"dispatcher {d}'s page tables are loaded (CR3) but PCV_CURRENT"
+                         f" says dispatcher {current} runs: schedule makes the next dispatcher"
+                         f" current, and load_dispatcher loads that one's DCB_CR3",
+                         "load_dispatcher")
+        if not 0 <= d < self.n:
+            return
+        sent, self.last_send = self.last_send, None
+        lay = layout()
+        if (frame["cs"], frame["ss"]) != (lay.USER_CS, lay.USER_SS):
+            self.problem("switch", f"dispatcher {d} goes back to user mode with cs ="
+                         f" {frame['cs']:#x} and ss = {frame['ss']:#x} in its frame (user mode:"
+                         f" {lay.USER_CS:#x}, {lay.USER_SS:#x}): a switch must save and load the"
+                         f" whole trap frame, r15 to ss", "load_dispatcher")
+            return
+        if self.next_up is not None:
+            due, why = self.next_up
+            if d != due:
+                self.problem("handover", f"after {why}, dispatcher {d} ran next, not {due}: the"
+                             f" receiver runs next (the sender hands it the core through"
+                             f" PCV_NEXT)", "pick_next")
+            else:
+                self.handed_over += 1
+        elif self.refusal is not None:
+            sender, what = self.refusal
+            if d != sender:
+                self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet dispatcher"
+                             f" {d} ran next: a refused send returns to its sender at once, no"
+                             f" switch (does schedule clear PCV_RESCHEDULE? is PCV_NEXT set only"
+                             f" for a delivery?)", "sys_lmp_send")
+        elif self.timer is not None:
+            ended, others = self.timer
+            if d == ended and others:
+                self.problem("timer", f"dispatcher {d}'s time slice ended while dispatcher"
+                             f" {others[0]} could run, and {d} ran again: after a time slice"
+                             f" the next runnable dispatcher runs (is PCV_NEXT left set after a"
+                             f" hand-over?)", "pick_next")
+        self.next_up = self.timer = self.refusal = None
+        if self.state.get(d) == "exited":
+            if sent is not None and sent[2] == d:
+                self.problem("switch", f"dispatcher {sent[0]}'s {sent[1]} to {d} woke dispatcher"
+                             f" {d}, which had exited: only a dispatcher waiting in lmp_recv may"
+                             f" be sent to (its DCB_STATE)", "sys_lmp_send")
+            else:
+                self.problem("switch", f"dispatcher {d} ran again after it exited or was killed:"
+                             f" only a DISPATCHER_RUNNABLE one may run", "pick_next")
+            self.state[d] = "ready"
+        elif self.state.get(d) == "waiting":
+            call = (self.pending.get(d) or {}).get("call", "lmp_recv")
+            self.problem("delivery", f"dispatcher {d} came back from {call} although nobody sent"
+                         f" it a message: a dispatcher waiting in lmp_recv must not run until a"
+                         f" message comes", "sys_lmp_recv")
+            self.state[d] = "ready"
+        info = self.pending.pop(d, None)
+        if info is None:
+            self.check_first_run(d, frame)
+            return
+        lost = set()
+        if info["frame"]["vector"] == layout().SYSCALL_VECTOR:
+            lost = set(SYSCALL_LOST)
+            if d in self.deliveries:
+                self.check_delivery(d, frame, info["frame"])
+                lost |= {"rdi", "rsi", "rdx"}
+            elif info["result"] is not None:
+                self.check_result(d, info, frame)
+        self.check_kept(d, info, frame, lost)
+
+    def check_first_run(self, d, frame):
+        """A dispatcher's first run starts at its program's first instruction."""
+        lay = layout()
+        for register, want in (("rip", lay.USER_BASE), ("rsp", lay.USER_STACK_TOP),
+                               ("cs", lay.USER_CS), ("ss", lay.USER_SS)):
+            if frame[register] != want:
+                self.problem("switch", f"dispatcher {d} first ran with {register} ="
+                             f" {frame[register]:#x}, not {want:#x} as its DCB's frame says:"
+                             f" a switch must load the whole trap frame, rip to ss",
+                             "load_dispatcher")
+                return
+
+    def check_delivery(self, d, frame, before):
+        sender, words, call = self.deliveries.pop(d)
+        self.delivered += 1
+        wanted = [sender, *words]
+        for place, register in enumerate(MESSAGE_REGISTERS):
+            have, want = frame[register], wanted[place]
+            if have == want:
+                continue
+            if register == "rax":
+                shown = f"{signed(have)}, expected the sender's number {want}"
+            elif call == "lmp_send_ep" and register == "rdx":
+                shown = f"{have:#x}, expected {want} (a capability came along)"
+            else:
+                shown = f"{have:#x}, expected word {place - 1} = {want:#x}"
+            self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
+                         f" {register} = {shown}{word_hint(have, wanted, register, before)}",
+                         "sys_lmp_send")
+            return
+
+    def check_result(self, d, info, frame):
+        lay = layout()
+        want, have, call = info["result"], signed(frame["rax"]), info["call"]
+        target = info.get("target")
+        if have == want:
+            if want:
+                self.refused += 1
+            return
+        if have == info["frame"]["rax"]:
+            self.problem("delivery", f"dispatcher {d}'s {call} to {target} came back with rax ="
+                         f" {have}, the call's own number: no result was written (syscall_dispatch"
+                         f" writes rax to [rbx + TF_RAX]: is rbx kept?)", "sys_lmp_send")
+        elif want == 0:
+            self.problem("delivery", f"dispatcher {d}'s {call} to {target} returned {have}, though"
+                         f" {target} was waiting for a message (in lmp_recv, or in lmp_call for"
+                         f" its answer): it must be delivered (0)", "sys_lmp_send")
+        elif want == -lay.EINVAL:
+            self.problem("refusal", f"dispatcher {d}'s {call} to {target}, a dispatcher that does"
+                         f" not exist (this core has {self.n}), returned {have}, not -EINVAL"
+                         f" ({-lay.EINVAL})", "sys_lmp_send")
+        else:
+            whom = "itself" if target == d else f"{target}, which was not waiting in lmp_recv" \
+                f" ({info.get('busy')})"
+            self.problem("refusal", f"dispatcher {d}'s {call} to {whom} returned {have}, not"
+                         f" -EAGAIN ({-lay.EAGAIN}): only a waiting dispatcher may be sent to",
+                         "sys_lmp_send")
+
+    def check_kept(self, d, info, frame, lost):
+        before = info["frame"]
+        for register in FRAME_FIELDS:
+            if register in lost or register in ("vector", "error"):
+                continue
+            if frame[register] != before[register]:
+                self.problem("registers", f"dispatcher {d}'s {register} was {before[register]:#x}"
+                             f" when it entered the kernel ({info['call']}) and"
+                             f" {frame[register]:#x} when it came back"
+                             f"{register_hint(register, info)}")
+                return
+
+    def finish(self):
+        for d, (sender, words, call) in self.deliveries.items():
+            self.problem("delivery", f"dispatcher {sender}'s {call} to {d} was taken as delivered"
+                         f" (it was waiting), but {d} never ran again to receive it",
+                         "sys_lmp_send")
+
+
+def signed(value):
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def word_hint(have, wanted, register, before):
+    """What a wrong register in a delivered message suggests, as a parenthesis."""
+    if register == "rax" and signed(have) == -layout().EAGAIN:
+        return " (rax is still lmp_recv's -EAGAIN: write the sender's number into its saved rax)"
+    if register != "rax" and have == before[register]:
+        return (f" (that is what the receiver's {register} held when it called: the words never"
+                f" reached its saved frame, DCB_FRAME)")
+    if register != "rax" and have and wanted[1:].count(have) == 1:
+        return " (the words are there, in the wrong registers: w0, w1, w2 go to rdi, rsi, rdx)"
+    return ""
+
+
+def register_hint(register, info):
+    call = info["call"]
+    if call == "time slice":
+        return ": a switch must save and restore the whole trap frame"
+    if register in ("rdi", "rsi", "rdx") and call in ("lmp_send", "lmp_call", "lmp_send_ep"):
+        return (": were the words written into the sender's frame? The receiver's registers are"
+                " its saved frame in its DCB")
+    if register in ("rsp", "rip", "rflags"):
+        return ": a switch must save and restore the whole trap frame, rip to ss"
+    return ""
+
+
+# --- Running an image and holding it to the model -----------------------------------------
+
+@dataclass
+class Checked:
+    run: object
+    models: dict
+
+    def problems(self, kinds):
+        return [p for model in self.models.values() for p in model.problems if p.kind in kinds]
+
+    def total(self, what):
+        return sum(getattr(model, what) for model in self.models.values())
+
+
+def run_checked(image, cores=1):
+    """Boot `image` with the student's CPU driver, watch every crossing, model it."""
+    watches = []
+    run = boot(image, cores=cores, max_cycles=MAX_CYCLES,
+               setup=lambda system: watches.append(Watch(system)))
+    for core, line in run.console:
+        if "not written yet" in line:
+            fail(f"core {core}: {line.strip()}", run)
+    models = {}
+    for core, crossings in watches[0].crossings.items():
+        if not crossings:
+            continue
+        model = Model(core, run.system.dispatchers(core))
+        for crossing in crossings:
+            if crossing.kind == "enter":
+                model.enter(crossing.dispatcher, crossing.frame)
+            else:
+                model.leave(crossing.dispatcher, crossing.current, crossing.frame, crossing.cr3)
+        model.finish()
+        models[core] = model
+    return Checked(run, models)
+
+
+def judge(checked, kinds, programs=True):
+    """Fail on the first problem of `kinds`, then on a run that did not end well
+    (with `programs`, also on a program that says something was wrong)."""
+    problems = checked.problems(kinds)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
+        fail(first.text + more, checked.run, stop=first.stop)
+    expect_finished(checked.run, programs)
+
+
+def expect_finished(run, programs=True):
+    """Every core finished (and, with `programs`, every program ended well, as it says)."""
+    for core, line in run.console:
+        if "KERNEL PANIC" in line:
+            fail(f"core {core}: {line.strip()}{where_in_kernel(run, line)}", run)
+        if programs and line.startswith("lmp_check:"):
+            fail(f"core {core}: {line.strip()}", run)
+    if not run.result.clean:
+        fail(f"the run did not end cleanly: {run.result.reason}"
+             f"{''.join('; ' + line for line in run.diagnosis())}", run)
+    if programs:
+        run.expect_clean()
+
+
+def where_in_kernel(run, line):
+    """' (in LABEL+N)' for the rip a kernel panic names."""
+    words = line.split()
+    if "rip" not in words:
+        return ""
+    rip = int(words[words.index("rip") + 1].rstrip(","), 16)
+    symbols = run.system.kernel.symbols
+    name, address = max(((n, a) for n, a in symbols.items() if a <= rip),
+                        key=lambda item: item[1], default=(None, 0))
+    return f" (in {name}{f'+{rip - address}' if rip > address else ''})" if name else ""
+
+
+def expect_lines(run, wanted):
+    """The programs' own closing lines, as many as the image has programs saying them."""
+    said = [line.strip() for _, line in run.console]
+    for line in wanted:
+        if line not in said:
+            fail(f"no program said '{line}' (what they said: {'; '.join(said) or 'nothing'})", run)
+        said.remove(line)
+
+
+# --- The tests ------------------------------------------------------------------------
+
+PAIRS_LINES = ["sent 30", "received 30", "sent 30", "received 30", "bystander rounds 300000"]
+CALLS_LINES = ["calls 20", "calls 20", "answered 40", "bystander rounds 200000"]
+BUSY_LINES = ["probed 40", "sent 12", "received 12", "bystander rounds 150000"]
+
+
+@test(points=25)
+def messages_arrive_whole_and_in_order():
+    """Sends and calls between pairs on one core: each message reaches its receiver, words intact."""
+    for image, lines, count in (("images/pairs.lst", PAIRS_LINES, 60),
+                                ("images/calls.lst", CALLS_LINES, 80)):
+        checked = run_checked(image)
+        judge(checked, {"switch", "delivery"})
+        expect_lines(checked.run, lines)
+        if checked.total("delivered") != count:
+            fail(f"{image}: {checked.total('delivered')} messages were delivered, expected"
+                 f" {count}", checked.run)
+
+
+@test(points=20)
+def the_receiver_runs_next():
+    """After a delivered send or call, the receiver is the next dispatcher to run (hand-over)."""
+    for image, count in (("images/pairs.lst", 60), ("images/calls.lst", 80)):
+        checked = run_checked(image)
+        judge(checked, {"switch", "handover"}, programs=False)
+        if checked.total("handed_over") != count:
+            fail(f"{image}: {checked.total('handed_over')} of {count} messages were handed over",
+                 checked.run)
+
+
+@test(points=15)
+def a_dispatcher_not_waiting_gets_nothing():
+    """A send to a dispatcher not in lmp_recv (busy, itself, none such) is refused, nothing delivered."""
+    checked = run_checked("images/busy.lst")
+    judge(checked, {"switch", "refusal", "delivery"})
+    expect_lines(checked.run, BUSY_LINES)
+    if checked.total("refused") < 40:
+        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 42 that"
+             f" must be", checked.run)
+
+
+@test(points=15)
+def registers_survive_calls_and_time_slices():
+    """Every register comes back from a system call or a time slice as it was; slices rotate."""
+    for image in ("images/slices.lst", "images/pairs.lst", "images/busy.lst", "images/calls.lst"):
+        checked = run_checked(image)
+        judge(checked, {"switch", "registers", "timer"}, programs=False)
+
+
+@test(points=10)
+def a_capability_goes_along():
+    """lmp_send_ep: the frame's capability lands in the receiver's slot, which it maps and reads."""
+    from kernel.caps import CapType, root_caddr
+    from kernel.capservice import SLOT_RECEIVE
+    checked = run_checked("images/share.lst")
+    judge(checked, {"switch", "delivery"})
+    run = checked.run
+    if checked.total("delivered") != 1:
+        fail(f"{checked.total('delivered')} messages went from the giver to the taker, expected 1",
+             run, stop="sys_lmp_send_ep core 0")
+    service = run.system.machine._hypercall_handler
+    system = service.systems[0]
+    given = system.lookup(service.cspaces[(0, 0)], root_caddr(4))
+    taken = system.lookup(service.cspaces[(0, 1)], root_caddr(SLOT_RECEIVE))
+    if taken.type != CapType.FRAME or taken.obj is not given.obj:
+        fail(f"the taker's slot {SLOT_RECEIVE} holds a {taken.type.name}, not a copy of the"
+             f" giver's frame", run, stop="sys_lmp_send_ep core 0")
+    expect_lines(run, ["taker: mapped the frame I was given; it holds 23063"])
+
+
+@test(points=15)
+def costs_no_more_than_the_reference():
+    """One-way LMP cost past a bystander within 2x of the reference's, measured in this grade."""
+    yours = run_checked("images/pingpong.lst")
+    judge(yours, {"switch", "handover"}, programs=False)
+    reference = boot("images/pingpong.lst", cores=1, max_cycles=MAX_CYCLES, reference=True)
+    mine, theirs = one_way(yours.run), one_way(reference)
+    if mine > COST_BOUND * theirs:
+        fail(f"one LMP message costs {mine:.0f} cycles one way, the reference {theirs:.0f}: more"
+             f" than {COST_BOUND}x (does the bystander run inside a round trip, or does the path"
+             f" do work it need not?)", yours.run)
+
+
+def one_way(run):
+    """lmp_pingpong.S's pinger: 'lmp rounds N cycles C', C / 2N."""
+    for _, line in run.console:
+        if line.startswith("lmp rounds"):
+            words = line.split()
+            return int(words[-1]) / (2 * int(words[2]))
+    fail(f"the ping-pong never finished: {run.result.reason}", run)

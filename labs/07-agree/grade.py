@@ -1,0 +1,475 @@
+"""Lab 7's grader: the monitors' two-phase commit, judged on every replica.
+
+The images run userland/twophase.S (a program that asks its monitor to
+retype whole shared regions into frames) and userland/region_user.S
+(a program that uses part of a region on its core) beside a monitor on
+every core, built from the student's userland/monitor_agree.S. While a
+run goes, a watcher (Watcher, hooked before the first instruction) looks
+at the machine at the moments that matter, as the URPC tracepoints report
+them:
+
+  a participant's reply     its vote: its replica unchanged, its copy of
+                            the region locked if and only if it said yes;
+                            its acknowledgement: the decision applied in
+                            its replica and its capabilities, the lock gone
+  monitor 0's decision      every vote in; COMMIT only if every vote was yes
+  monitor 0's answer        every acknowledgement in; every monitor's
+                            replica (kernel/replica.py) and every core's copy
+                            of every region as the answers so far say
+
+and after the run every replica agrees with every other, and each asking
+program holds a frame of a region exactly when a commit gave it one.
+Each finding has a kind; each test fails on the first finding of its
+kinds, in runs under the schedules it names (QUANTA, SEEDS).
+"""
+
+from dataclasses import astuple, dataclass, field
+
+from sprat.lab.grading import QUANTA, SEEDS, boot, fail, test
+
+# userland/monitor.S, userland/lib/monitor_client.S: word 0 of a message
+OP_PREPARE, OP_COMMIT, OP_ABORT, OP_ANSWER, OP_REPLY = 6, 7, 8, 11, 13
+MONITOR_ANSWER = 0x414E53
+DECISION = {OP_COMMIT: "COMMIT", OP_ABORT: "ABORT"}
+MAX_CYCLES = 3_000_000            # the images end before 1,200,000 cycles
+FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a large quantum
+
+DEMO = ("images/demo.lst", "amd-2x2")              # commit, refusals, failure on the asker
+ASKER_0 = ("images/asker-0.lst", "intel-2x4")      # monitor 0's own program asks
+CONTENDED = ("images/contended.lst", "intel-2x4")  # two askers, three users
+CONTENDED_16 = ("images/contended-16.lst", "amd-4x4")  # ... racing with the votes
+
+
+@dataclass
+class Finding:
+    kind: str            # "vote", "ack", "decision", "answer", "state"
+    reason: str
+    stop: str
+
+
+@dataclass
+class Transaction:
+    """What the messages told about transaction `number`."""
+    number: int
+    region: int = -1
+    initiator: int = -1
+    dispatcher: int = -1
+    dest: int = 0
+    asked: bool = False                            # monitor 0 sent PREPARE
+    before: tuple = ()                             # the region's record before it
+    votes: dict = field(default_factory=dict)     # core -> its vote, as monitor 0 took it
+    decision: int | None = None                   # OP_COMMIT or OP_ABORT, as monitor 0 sent it
+    acks: set = field(default_factory=set)        # cores whose acknowledgement monitor 0 took
+    answered: bool = False
+
+
+class Watcher:
+    """Looks at the machine whenever a tracepoint reports a step of the protocol."""
+
+    def __init__(self):
+        self.system = None
+        self.findings: list[Finding] = []
+        self.transactions: dict[int, Transaction] = {}
+        self.current: Transaction | None = None    # monitor 0's, since its last PREPARE
+        self.taken = {}                            # core -> (op, the message, its record then)
+        self.hits = {}                             # (op, core) -> how many it took
+        self.voted = {}                            # (core, txn) -> its vote, as it sent it
+        self.model = {}                            # region -> (owner, version): the commits
+        self.commits = 0
+
+    def install(self, system) -> None:
+        self.system = system
+        system.machine.observers.append(self.on_event)
+
+    def note(self, kind, reason, stop, hit=1) -> None:
+        """A finding; `hit`: which stop at `stop` in the replay is the one it is about."""
+        if hit > 1:
+            reason += f" (in the replay, the {ordinal(hit)} stop at {stop.split()[0]})"
+        self.findings.append(Finding(kind, reason, stop))
+
+    # --- the events --------------------------------------------------------------------
+    def on_event(self, event, **fields) -> None:
+        if event not in ("send", "recv"):
+            return
+        core, words = fields["core"], fields["words"]
+        op = words[0]
+        if core == 0:
+            if event == "send" and op == OP_PREPARE:
+                self.prepare_sent(words)
+            elif event == "recv" and op == OP_REPLY and self.current is not None:
+                self.reply_taken(words[2], words[1])
+            elif event == "send" and op in DECISION and self.current is not None:
+                self.decision_sent(op, words[2])
+            elif event == "send" and op in (OP_ANSWER, MONITOR_ANSWER) and words[3] >= 1:
+                self.answered(words[3], words[1], words[2])
+        elif event == "recv" and op in (OP_PREPARE, OP_COMMIT, OP_ABORT):
+            self.hits[op, core] = self.hits.get((op, core), 0) + 1
+            self.taken[core] = (op, words, self.record(core, words[1]))
+        elif event == "send" and op == OP_REPLY and core in self.taken:
+            self.participant_replied(core, words[1], *self.taken.pop(core))
+
+    # --- a participant -----------------------------------------------------------------
+    def participant_replied(self, core, result, op, request, before) -> None:
+        region, txn, initiator = request[1], request[2], request[3]
+        hit = self.hits[op, core]
+        record = self.record(core, region)
+        state = self.copy_state(core, region)
+        if op == OP_PREPARE:
+            self.voted[core, txn] = result
+            self.check_vote(core, result, region, txn, before, record, state, hit)
+        elif op == OP_COMMIT and self.voted.get((core, txn), 0) != 0:
+            return          # told to commit after its no: decision_waits_for_every_vote says so
+        else:
+            # as the region was when monitor 0 asked: after COMMIT one version
+            # more and the initiator's; after ABORT as it was
+            t = self.transactions.get(txn)
+            was = t.before if t is not None and t.before else self.expected(region)
+            owner = initiator if op == OP_COMMIT else (was[1] if was[0] == "retyped" else None)
+            want = ("retyped", initiator, was[2] + 1, 0) if op == OP_COMMIT else was
+            problems = self.problems(core, region, want, owner)
+            if op == OP_ABORT and core == initiator:
+                slot = self.holds(core, request[5], request[6])
+                if slot:
+                    problems.append(f"the asking program still holds {slot} (the tentative "
+                                    f"retype)")
+            if problems:
+                name, undo = (("commit", "apply it") if op == OP_COMMIT
+                              else ("abort", "roll back"))
+                self.note("ack", f"core {core} acknowledged the {name} of transaction {txn}, "
+                          f"but {'; '.join(problems)}: {undo}, then acknowledge",
+                          f"{name}_retype core {core}", hit)
+
+    def check_vote(self, core, vote, region, txn, before, record, state, hit) -> None:
+        stop = f"prepare_retype core {core}"
+        if vote >= 1 << 32:
+            self.note("vote", f"core {core} voted {vote:#x} on transaction {txn}: a vote is 0 "
+                      f"(yes) or the refusal's error code, positive (CAP_LOCK returns "
+                      f"-error)", stop, hit)
+        if record is not None and before is not None and record[:3] != before[:3]:
+            self.note("vote", f"core {core}'s monitor changed its replica when it voted on "
+                      f"transaction {txn} (region {region} was {self.said(before)}, is "
+                      f"{self.said(record)}): a replica changes on COMMIT, never before",
+                      stop, hit)
+        if vote == 0 and state != "locked":
+            why = (" (a program uses it there: CAP_LOCK refuses, and its error is the vote)"
+                   if state == "in use" else "")
+            self.note("vote", f"core {core} voted yes on transaction {txn} but its copy of "
+                      f"region {region} is {state}, not locked{why}", stop, hit)
+        if vote != 0 and state == "locked":
+            self.note("vote", f"core {core} voted no on transaction {txn} but left its copy of "
+                      f"region {region} locked: a no holds nothing", stop, hit)
+
+    # --- monitor 0 -----------------------------------------------------------------------
+    def prepare_sent(self, words) -> None:
+        txn = words[2]
+        if txn in self.transactions and self.transactions[txn].asked:
+            return                                  # the same PREPARE to the next core
+        t = self.transactions.setdefault(txn, Transaction(txn))
+        t.region, t.initiator, t.dispatcher, t.dest, t.asked = \
+            words[1], words[3], words[5], words[6], True
+        t.before = self.expected(t.region)
+        self.current = t
+
+    def reply_taken(self, core, result) -> None:
+        t = self.current
+        if t.decision is None:
+            t.votes.setdefault(core, result)
+        else:
+            t.acks.add(core)
+
+    def decision_sent(self, op, txn) -> None:
+        t = self.current
+        if t.number != txn or t.decision is not None:
+            return                                  # the same decision to the next core
+        t.decision = op
+        stop = "two_phase_commit core 0"
+        missing = [core for core in self.others() if core not in t.votes]
+        if missing:
+            self.note("decision", f"monitor 0 sent {DECISION[op]} for transaction {txn} before "
+                      f"every vote was in (none yet from core {cores(missing)}): decide once "
+                      f"every core has voted", stop, txn)
+        refusals = {core: vote for core, vote in t.votes.items() if vote != 0}
+        if op == OP_COMMIT and refusals:
+            core, vote = next(iter(sorted(refusals.items())))
+            self.note("decision", f"monitor 0 committed transaction {txn} though core {core} "
+                      f"voted no (error {vote}): any no aborts", stop, txn)
+        if op == OP_ABORT and not refusals and not missing:
+            self.note("decision", f"monitor 0 aborted transaction {txn} though every core voted "
+                      f"yes: all yes commits", stop, txn)
+
+    def answered(self, txn, verdict, refuser) -> None:
+        stop = "root_retype_answer core 0"
+        t = self.transactions.get(txn)
+        if t is not None:
+            t.answered = True
+        if t is None or not t.asked:
+            if verdict == 0:
+                self.note("decision", f"monitor 0 answered that transaction {txn} committed "
+                          f"without asking the other monitors", stop, txn)
+            self.check_state(f"after the answer to transaction {txn}", stop, txn)
+            return
+        if t.decision is None:
+            self.note("decision", f"monitor 0 answered transaction {txn} without sending COMMIT "
+                      f"or ABORT to the others: they keep their locks", stop, txn)
+            return
+        missing = [core for core in self.others() if core not in t.acks]
+        if missing:
+            self.note("answer", f"monitor 0 answered transaction {txn} before every core had "
+                      f"acknowledged the {DECISION[t.decision]} (none yet from core "
+                      f"{cores(missing)}): the program may act on a replica not yet changed",
+                      stop, txn)
+        if (verdict == 0) != (t.decision == OP_COMMIT):
+            self.note("decision", f"monitor 0 answered transaction {txn} with {verdict} but "
+                      f"sent {DECISION[t.decision]}: the answer is 0 for a commit, else the "
+                      f"first refusal's error", stop, txn)
+        elif verdict != 0 and refuser in t.votes and t.votes[refuser] != verdict:
+            self.note("decision", f"monitor 0 answered transaction {txn}: refused by core "
+                      f"{refuser} with error {verdict}, but core {refuser} voted "
+                      f"{t.votes[refuser]}", stop, txn)
+        if t.decision == OP_COMMIT:
+            version = self.model.get(t.region, (None, 0))[1] + 1
+            self.model[t.region] = (t.initiator, version)
+            self.commits += 1
+        slot = self.holds(t.initiator, t.dispatcher, t.dest)
+        if t.decision == OP_COMMIT and not slot.startswith("a frame of"):
+            self.note("state", f"transaction {txn} committed, but the asking program on core "
+                      f"{t.initiator} holds {slot or 'nothing'} where the new frame goes",
+                      stop, txn)
+        if t.decision == OP_ABORT and slot:
+            self.note("state", f"transaction {txn} was rolled back, but the asking program on "
+                      f"core {t.initiator} still holds {slot}: an abort takes the tentative "
+                      f"frame back and deletes it", stop, txn)
+        self.check_state(f"after the answer to transaction {txn}", stop, txn)
+
+    # --- the state ---------------------------------------------------------------------------
+    def check_state(self, when, stop, hit=1) -> None:
+        """Every replica and every copy of every region as the commits so far say."""
+        from kernel.capservice import N_SHARED_REGIONS
+        from kernel.replica import read_replicas
+        replicas = read_replicas(self.system)
+        missing = [core for core in range(self.n()) if core not in replicas]
+        if missing:
+            self.note("state", f"{when}: core {cores(missing)} has no replica (its monitor "
+                      f"overwrote the magic word, or never started)", stop)
+            return
+        for region in range(N_SHARED_REGIONS):
+            owner = self.model.get(region, (None, 0))[0]
+            for core in range(self.n()):
+                problems = self.problems(core, region, self.expected(region), owner)
+                if problems:
+                    self.note("state", f"{when}: on core {core}, {'; '.join(problems)}", stop,
+                              hit)
+                    return
+
+    def problems(self, core, region, want, owner) -> list[str]:
+        """What is off in core's record of region and its copy of it, against the
+        record `want` and the region's owner (None: free)."""
+        found = []
+        state = self.copy_state(core, region)
+        if owner is None:
+            allowed = ("free", "in use")         # (in use: a program's page there)
+        else:
+            allowed = ("in use",) if core == owner else ("retyped elsewhere",)
+        if state == "locked":
+            found.append(f"its copy of region {region} is still locked")
+        elif state not in allowed:
+            hint = ""
+            if allowed == ("retyped elsewhere",):
+                hint = " (CAP_UNLOCK's second argument marks a copy so)"
+            elif state == "retyped elsewhere":
+                hint = " (only the other cores' copies are marked retyped elsewhere)"
+            found.append(f"its copy of region {region} is {state}, not "
+                         f"{' or '.join(allowed)}{hint}")
+        got = self.record(core, region)
+        if got is None or got[:3] != want[:3]:
+            shown = self.said(got[:3] + (0,) if got else None)
+            found.append(f"its replica says region {region} is {shown}, not {self.said(want)}")
+        elif got[3] != 0:
+            found.append(f"its replica still has transaction {got[3]} pending on region "
+                         f"{region}")
+        return found
+
+    def stuck(self) -> tuple[str, str] | None:
+        """Why a run that did not end waits, if monitor 0 waits on a transaction:
+        (reason, where to stop the replay)."""
+        t = self.current
+        if t is None or t.answered:
+            return None
+        if t.decision is None:
+            waiting, step, label = t.votes, "vote", "prepare_retype"
+        else:
+            waiting, step, label = t.acks, "acknowledgement", \
+                f"{DECISION[t.decision].lower()}_retype"
+        missing = [core for core in self.others() if core not in waiting]
+        if not missing:
+            return None
+        return (f"transaction {t.number} never ended: monitor 0 waits for the {step} of core "
+                f"{cores(missing)} (does {label} reply, once its step is done?)",
+                f"{label} core {missing[0]}")
+
+    def finish(self, run) -> None:
+        """After the run: every replica agrees with every other, counters too."""
+        from kernel.replica import read_replicas
+        replicas = read_replicas(run.system)
+        if not replicas:
+            return
+        first = min(replicas)
+        for core, replica in sorted(replicas.items()):
+            mine, theirs = replica, replicas[first]
+            for region, (a, b) in enumerate(zip(mine.regions, theirs.regions)):
+                if a != b:
+                    self.note("state", f"at the end core {core}'s replica says region {region} "
+                              f"is {self.said(astuple(a))}, core {first}'s "
+                              f"{self.said(astuple(b))}", "stop core 0")
+                    return
+            if (mine.commits, mine.aborts) != (theirs.commits, theirs.aborts):
+                self.note("state", f"at the end core {core}'s replica counts {mine.commits} "
+                          f"committed and {mine.aborts} rolled back, core {first}'s "
+                          f"{theirs.commits} and {theirs.aborts} (every monitor counts every "
+                          f"abort, whatever it voted)", "stop core 0")
+                return
+        if replicas[first].commits != self.commits:
+            self.note("state", f"at the end every replica counts {replicas[first].commits} "
+                      f"commits; monitor 0 answered {self.commits} commits", "stop core 0")
+
+    # --- reading the machine ---------------------------------------------------------------
+    def expected(self, region):
+        """The record every replica must hold for `region` after the commits so far."""
+        owner, version = self.model.get(region, (None, 0))
+        return ("retyped", owner, version, 0) if owner is not None else ("free", -1, 0, 0)
+
+    def n(self) -> int:
+        return self.system.machine.n_cores
+
+    def others(self) -> list[int]:
+        return list(range(1, self.n()))
+
+    def record(self, core, region):
+        """(state, owner, version, pending) of region in core's replica, or None."""
+        from kernel.replica import read_replicas
+        replica = read_replicas(self.system).get(core)
+        if replica is None or not 0 <= region < len(replica.regions):
+            return None
+        r = replica.regions[region]
+        return (r.state, r.owner, r.version, r.pending)
+
+    def copy_state(self, core, region) -> str:
+        service = self.system.machine._hypercall_handler
+        try:
+            return service.region_state(core, region)
+        except ValueError as error:
+            return f"unknown ({error})"
+
+    def holds(self, core, dispatcher, address) -> str:
+        """What the slot holds, described; '' if empty."""
+        service = self.system.machine._hypercall_handler
+        cspace = service.cspaces.get((core, dispatcher))
+        if cspace is None:
+            return ""
+        try:
+            cap = cspace.lookup(address)
+        except Exception:      # noqa: BLE001 -- empty, or not a slot: nothing there
+            return ""
+        name = cap.type.name
+        if name == "FRAME":
+            return f"a frame of {cap.obj.size} bytes at {cap.obj.base:#x}"
+        return f"a {name} capability"
+
+    @staticmethod
+    def said(record) -> str:
+        if record is None:
+            return "unreadable"
+        state, owner, version, pending = record
+        text = f"retyped by {owner}" if state == "retyped" else state
+        text += f", version {version}"
+        return text + (f", pending transaction {pending}" if pending else "")
+
+
+
+def cores(numbers) -> str:
+    return ", ".join(map(str, numbers))
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# --- running an image under watch ------------------------------------------------------------
+
+def watched(image, topology, quantum=None, seed=None):
+    """Boot with the watcher; (run, watcher)."""
+    watcher = Watcher()
+    run = boot(image, topology=topology, quantum=quantum, seed=seed, max_cycles=MAX_CYCLES,
+               setup=watcher.install)
+    return run, watcher
+
+
+def judge(runs, kinds) -> None:
+    """Boot each (image, topology, quantum, seed); fail on the first finding of `kinds`,
+    or on a run that did not end cleanly."""
+    for image, topology, quantum, seed in runs:
+        run, watcher = watched(image, topology, quantum, seed)
+        here = f"{image.split('/')[-1]} on {topology}" + \
+            (f", seed {seed}" if seed is not None else "") + \
+            (f", quantum {quantum}" if quantum is not None else "")
+        missing = [line.strip() for _, line in run.console if "not written yet" in line]
+        if missing:
+            fail(f"{here}: {missing[0]}", run)
+        if run.result.clean:
+            watcher.finish(run)
+        for finding in watcher.findings:
+            if finding.kind in kinds:
+                fail(f"{here}: {finding.reason}", run, stop=finding.stop)
+        died = run.system.failures()
+        if died:            # a monitor killed for a fault, or exited: that first
+            said = [line.strip() for _, line in run.console if "killed" in line or "exit" in line]
+            fail(f"{here}: {died}{': ' + said[0] if said else ''}", run)
+        stuck = None if run.result.clean else watcher.stuck()
+        if stuck:
+            fail(f"{here}: {stuck[0]}", run, stop=stuck[1])
+        run.expect_clean()
+
+
+def at(image_topology, quanta=(None,), seeds=(None,)):
+    image, topology = image_topology
+    return [(image, topology, quantum, seed) for quantum in quanta for seed in seeds]
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+@test(points=25)
+def replicas_agree_after_every_answer():
+    """After every answer each replica and each core's copy of each region is as the commits say."""
+    judge(at(DEMO, FAST_FIRST) + at(ASKER_0, (10_000, 7)), {"state"})
+
+
+@test(points=15)
+def votes_lock_and_change_nothing():
+    """A yes vote holds the copy's lock, a no vote holds nothing; no replica changes on a vote."""
+    judge(at(DEMO, (10_000, 13)) + at(ASKER_0), {"vote"})
+
+
+@test(points=15)
+def acknowledged_only_once_applied():
+    """A participant acknowledges COMMIT or ABORT only after applying it: replica, lock, frame."""
+    judge(at(DEMO, (10_000, 7)) + at(ASKER_0), {"ack"})
+
+
+@test(points=15)
+def decision_waits_for_every_vote():
+    """Monitor 0 decides once every vote is in: COMMIT only if all said yes, ABORT otherwise."""
+    judge(at(DEMO, (10_000, 7)) + at(ASKER_0), {"decision"})
+
+
+@test(points=10)
+def answer_waits_for_every_acknowledgement():
+    """Monitor 0 answers the program only once every core has acknowledged the decision."""
+    judge(at(DEMO, (10_000, 13)), {"answer"})
+
+
+@test(points=20)
+def agreement_under_random_schedules():
+    """Two askers, three users, 8 and 16 cores, seeded schedules: every check holds."""
+    runs = at(CONTENDED, seeds=SEEDS[:5]) + at(CONTENDED_16, seeds=(SEEDS[5], SEEDS[7]))
+    judge(runs + at(DEMO, seeds=SEEDS[6:7]), {"state", "vote", "ack", "decision", "answer"})
