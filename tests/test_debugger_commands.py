@@ -99,7 +99,9 @@ def test_until_a_location_and_until_out_of_a_loop():
     assert session.core(0).stats.instructions > 0, "the other cores run meanwhile"
     # print_u64's digit loop ends in `jnz print_u64_divide`, a jump back.
     session = Session()
-    session.run("break print_u64 core 1", "continue", "delete", "until sprat.S:193",
+    program = session.system.modules[0].program
+    test = loop_test(program, "print_u64_divide")
+    session.run("break print_u64 core 1", "continue", "delete", f"until {test:#x}",
                 "set $rax = 123456", "step")        # `test rax, rax`: more digits to come
     core1 = session.core(1)
     jump = core1.rip
@@ -108,6 +110,19 @@ def test_until_a_location_and_until_out_of_a_loop():
     assert core1.rip == jump + 2, f"until at a jump back should run the loop to its end: {output}"
     assert core1.stats.instructions - instructions > 5 * 7, "five more digits, seven instructions each"
     assert "hello from core 1 of 4" not in output
+
+
+def loop_test(program, label):
+    """The address of the `test` before the jump back to `label`."""
+    import capstone
+    start = program.symbols[label]
+    code = program.code[start - program.base:start - program.base + 64]
+    instructions = list(capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(code, start))
+    for before, jump in zip(instructions, instructions[1:]):
+        if jump.mnemonic.startswith("j") and jump.op_str == hex(start):
+            assert before.mnemonic == "test", before
+            return before.address
+    raise AssertionError(f"no jump back to {label}")
 
 
 def test_tbreak_stops_once_and_is_gone():
