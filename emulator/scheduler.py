@@ -72,18 +72,21 @@ class Scheduler:
             return None if event is None else max(event, core.cycles)
         return None
 
-    def next_core(self):
+    def next_core(self, skip=()):
         """The ready core with the lowest ready time, and that time (with a
-        seed: any ready core within a quantum of the lowest)."""
+        seed: any ready core within a quantum of the lowest). Cores whose ids
+        are in `skip` are passed over (a debugger holds them)."""
         best, best_time = None, None
         for core in self.cores:
+            if core.id in skip:
+                continue
             time = self.ready_time(core)
             if time is not None and (best_time is None or time < best_time):
                 best, best_time = core, time
         if self._random is None or best is None:
             return best, best_time
         close = [(core, time) for core in self.cores
-                 if (time := self.ready_time(core)) is not None
+                 if core.id not in skip and (time := self.ready_time(core)) is not None
                  and time <= best_time + self.quantum]
         return close[self._random.randrange(len(close))]
 

@@ -21,9 +21,24 @@ stores, and flags protocol violations. `install_message_tracepoints`
 installs both. They share what was reported, so a message both see is
 reported once, by whichever sees it first, with its place named by the
 label where there is one.
+
+What each core runs is told the same way, from the CPU driver's labels
+(`install_run_tracepoints`, for `--trace` only): a `run` event (time,
+core, what: "kernel", "user" or "idle", and for "user" the dispatcher
+number) each time a core crosses into the CPU driver (syscall_entry,
+trap_common), back out to a dispatcher (its `sysret`, or an `iretq` to
+ring 3), or goes to sleep (idle_sleep). Only changes are reported.
+
+The debugger stops on messages with the same knowledge: `message_points`
+says where, in each program, a message has just been sent (the control
+word is stored) or just been taken (the receiver's count is stored), and
+`read_message` reads channel, number and words from a core standing at
+either a tracepoint or such a point (the registers named above still hold
+them there).
 """
 
 import struct
+from dataclasses import dataclass
 
 from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as x86
@@ -32,6 +47,97 @@ from cpudriver import layout
 from kernel.channel_observer import CONVENTION, SLOT_SIZE, SLOTS, ChannelObserver, monitor_layout
 
 PAYLOAD_WORDS = 7
+# Both labels stand on one store (the control word; the receiver's count):
+# the message has been sent, or taken, once that statement has run.
+LABELS = {"send": "urpc_send_commit", "recv": "urpc_received"}
+
+
+@dataclass(frozen=True)
+class Message:
+    event: str          # "send" or "recv"
+    channel: int
+    seq: int            # the message number, from 0
+    words: tuple
+
+
+def message_points(system, event: str) -> list[tuple[int, object]]:
+    """(address, program) for each program that links URPC: where a core
+    stands right after it sent (event "send") or took ("recv") a message."""
+    points = []
+    for module in system.modules:
+        program = module.program
+        address = program.symbols.get(LABELS[event])
+        if address is None or any(known is program for _, known in points):
+            continue
+        after = [a for a, _, _ in program.source_lines if a > address]
+        if after:
+            points.append((min(after), program))
+    return points
+
+
+SYSRET = b"\x48\x0f\x07"
+KERNEL_ENTRIES = ("syscall_entry", "trap_common")
+
+
+def install_run_tracepoints(system) -> None:
+    """Report what each core runs: kernel, a dispatcher, or idle (see above)."""
+    kernel = system.kernel
+    symbols = kernel.symbols
+    points = {symbols[name]: "kernel" for name in KERNEL_ENTRIES if name in symbols}
+    if "idle_sleep" in symbols:
+        points[symbols["idle_sleep"]] = "idle"
+    if "trap_return_to_kernel" in symbols:
+        points[symbols["trap_return_to_kernel"]] = "iretq"
+    if "syscall_return" in symbols:
+        start = symbols["syscall_return"] - kernel.base
+        found = kernel.code.find(SYSRET, start)
+        if found >= 0:
+            points[kernel.base + found] = "user"
+    for core in system.machine.cores:
+        last = [None]
+        for address, what in points.items():
+            core.uc.hook_add(UC_HOOK_CODE, _run_point(system.machine, core, what, last),
+                             begin=address, end=address)
+            core.uc.ctl_remove_cache(address, address + 1)
+
+
+def _run_point(machine, core, what, last):
+    def on_run(uc, address, size, _):
+        state = what
+        if what == "iretq":         # back to ring 3, or to the kernel it interrupted?
+            frame = core.regs.read(x86.UC_X86_REG_RSP)
+            cs = struct.unpack("<Q", core.read_virtual(frame + 8, 8))[0]
+            state = "user" if cs & 3 == 3 else "kernel"
+        dispatcher = _current_dispatcher(machine, core.id) if state == "user" else None
+        if last[0] == (state, dispatcher):
+            return
+        last[0] = (state, dispatcher)
+        machine._notify("run", time=core.now(), core=core.id, what=state, dispatcher=dispatcher)
+    return on_run
+
+
+def _current_dispatcher(machine, core_id: int) -> int | None:
+    """The number of the dispatcher the CPU driver of `core_id` runs (its PCV_CURRENT)."""
+    base = layout.PERCORE_BASE + core_id * layout.PERCORE_SIZE
+    slot = machine.memory.read_u64(base + layout.PCV_CURRENT)
+    first = base + layout.PC_DISPATCHERS
+    if not first <= slot < first + layout.MAX_DISPATCHERS * layout.DISPATCHER_SIZE:
+        return None
+    return (slot - first) >> layout.DISPATCHER_SHIFT
+
+
+def read_message(core, event: str) -> Message:
+    """The message a core standing at a send or recv point (or its tracepoint) handles."""
+    regs = core.regs
+    sequence = regs.read(x86.UC_X86_REG_RCX) - 1
+    if event == "send":
+        slot = regs.read(x86.UC_X86_REG_RDX)
+        ring, words = slot & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(slot, 8 * PAYLOAD_WORDS)
+    else:
+        ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
+        words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), 8 * PAYLOAD_WORDS)
+    channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
+    return Message(event, channel, sequence, struct.unpack(f"<{PAYLOAD_WORDS}Q", words))
 
 
 def install_message_tracepoints(system) -> ChannelObserver:
@@ -45,7 +151,7 @@ def install_message_tracepoints(system) -> ChannelObserver:
     hooked = set()                             # programs built alike share their hooks
     for module in system.modules:
         program = module.program
-        for label, event in (("urpc_send_commit", "send"), ("urpc_received", "recv")):
+        for event, label in LABELS.items():
             address = program.symbols.get(label)
             if address is None:
                 continue

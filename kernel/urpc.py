@@ -17,6 +17,8 @@ last; the receiver's consumed count in the ack line after the slots,
 written every half ring.
 """
 
+from dataclasses import dataclass
+
 from cpudriver import layout
 
 URPC_SLOTS = 16
@@ -31,6 +33,25 @@ def channel_address(index: int) -> int:
     if not 0 <= index < layout.N_CHANNELS:
         raise ValueError(f"channel {index} does not exist (0..{layout.N_CHANNELS - 1})")
     return layout.CHANNELS_PHYS + index * layout.CHANNEL_SIZE
+
+
+@dataclass(frozen=True)
+class RingState:
+    """What a channel's shared page says, read by an onlooker (the debugger)."""
+    sent: int           # messages in the ring's history: the newest control word
+    acked: int          # the receiver's count, as last written to the ack line
+    controls: tuple     # each slot's control word
+
+
+def ring_state(memory, index: int) -> RingState:
+    """Read channel `index`'s ring. The newest message is the highest control
+    word (message n carries n + 1, and every lap raises them), so the
+    sender's next message number can be told from shared memory alone."""
+    ring = channel_address(index)
+    controls = tuple(memory.read_u64(ring + slot * URPC_SLOT_SIZE + URPC_CONTROL)
+                     for slot in range(URPC_SLOTS))
+    return RingState(sent=max(controls), acked=memory.read_u64(ring + URPC_ACK),
+                     controls=controls)
 
 
 class UrpcSender:

@@ -203,12 +203,15 @@ def report_violations(violations, out=None) -> None:
 
 @contextlib.contextmanager
 def recording(system, path):
-    """--trace FILE: record the machine's messages, IPIs and protocol violations
-    while the block runs; yields the channel observer (None without --trace)."""
-    from kernel.tracepoints import install_message_tracepoints
+    """--trace FILE: record the machine's messages, IPIs, protocol violations and
+    what each core runs while the block runs; yields the channel observer (None
+    without --trace)."""
+    from kernel.tracepoints import install_message_tracepoints, install_run_tracepoints
     from sprat.debug import open_trace
     stream = open_trace(system.machine, path) if path else None
     observer = install_message_tracepoints(system) if stream is not None else None
+    if stream is not None:
+        install_run_tracepoints(system)
     try:
         yield observer
     finally:

@@ -17,14 +17,19 @@ PORT` serves gdb's remote protocol on 127.0.0.1:PORT instead of the prompt:
 The prompt is Python's `cmd.Cmd`, as pdb's is: every command is a `do_NAME`
 method below, and its docstring is what `help NAME` prints. A mistake costs
 one line starting with `***`, never the session. What the commands do to the
-machine is emulator/debug/engine.py; what addresses are called is
-emulator/debug/symbols.py; this file only reads commands and prints.
+machine is emulator/debug/engine.py (non-stop holding too: `stop core K`);
+what addresses are called is emulator/debug/symbols.py; what `print`,
+`set`, `display`, `x` and conditions compute is emulator/debug/expression.py;
+where a message is sent or taken and what a channel's ring holds are the
+OS's knowledge (kernel/tracepoints.py, kernel/urpc.py). This file only
+reads commands and prints.
 """
 
 from __future__ import annotations
 
 import cmd
 import contextlib
+import re
 import signal
 import sys
 import threading
@@ -33,13 +38,19 @@ from dataclasses import dataclass
 import capstone
 from unicorn import x86_const as x86
 
+from emulator import sources
 from emulator.core import CoreState
+from emulator.debug import expression
 from emulator.debug.engine import DebugEngine
+from emulator.debug.expression import ExpressionError
 from emulator.debug.symbols import Location, SymbolError, SymbolTable
 from emulator.debug.target import TargetError
 from emulator.debug.timetravel import TimeTravel
 from emulator.debug.trace import MessageLog, TraceRecorder
-from kernel.tracepoints import install_message_tracepoints
+from kernel.tracepoints import (install_message_tracepoints, install_run_tracepoints,
+                               message_points, read_message)
+from cpudriver.layout import N_USER_CHANNELS
+from kernel.urpc import URPC_SLOTS, ring_state
 from emulator.errors import SpratError
 from emulator.files import OutputFile, read_text
 from sprat.boot import DEFAULT_MAX_CYCLES, add_machine_options, machine_shape, positive_argument
@@ -56,6 +67,18 @@ LONGEST_INSTRUCTION = 15       # bytes, on x86
 BACKTRACE_WORDS = 256          # how far up the stack `bt` looks for return addresses
 MESSAGES_SHOWN = 8
 MAX_REVERSE_LINE = 1000        # instructions reverse-step undoes looking for another line
+LIST_LINES = 10                # `list` shows this many source lines
+MAX_EXAMINE = 512              # units `x/N` shows at most
+# x/FMT: unit sizes, and how many units a line holds.
+UNIT_SIZES = {"b": 1, "h": 2, "w": 4, "g": 8}
+UNITS_PER_LINE = {1: 8, 2: 8, 4: 4, 8: 2}
+VALUE_FORMATS = "xduotc"
+_FILE_LINE = re.compile(r"(?P<file>[^\s:]+):(?P<line>\d+)")
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z_.][\w.$]*(\+\w+)*|\d\w*(\+\w+)*")
+# `break PLACE if CONDITION`: the first `if` standing as a word.
+_IF = re.compile(r"(?P<place>.*?)(?:(?:^|\s+)if(?:\s+(?P<condition>.*)|$))?$", re.DOTALL)
+# `set LHS = RHS`: the first `=` that is not part of ==, !=, <= or >=.
+_ASSIGNMENT = re.compile(r"(?<![=!<>])=(?!=)")
 
 EFLAGS_BITS = ((0, "CF"), (2, "PF"), (4, "AF"), (6, "ZF"), (7, "SF"), (8, "TF"), (9, "IF"),
                (10, "DF"), (11, "OF"))
@@ -69,6 +92,17 @@ STEP_OVER = ("call", "syscall")
 
 class CommandError(Exception):
     """A mistake in a command: shown as one `***` line."""
+
+
+@dataclass
+class PointNote:
+    """What the prompt knows of a breakpoint beyond the engine's: what it
+    stops on, its condition as typed, whether `tbreak` made it."""
+    what: str
+    base: object = None             # base(core) -> bool: the place's own test (program, channel)
+    condition: str | None = None
+    once: bool = False
+    event: str | None = None        # "send" / "recv" for a message breakpoint
 
 
 # --- The command line --------------------------------------------------------------
@@ -178,7 +212,10 @@ def attach(system, max_cycles=None, trace=None) -> Debuggee:
     system.machine.observers.append(messages)
     install_message_tracepoints(system)
     engine.travel = TimeTravel(engine)       # reverse execution: history kept from here
-    trace_file = open_trace(system.machine, trace) if trace else None
+    trace_file = None
+    if trace:
+        trace_file = open_trace(system.machine, trace)
+        install_run_tracepoints(system)
     return Debuggee(system, engine, symbols, messages, trace_file)
 
 
@@ -209,7 +246,7 @@ class DebugShell(cmd.Cmd):
 
     prompt = "(sprat) "
     # Commands an empty line repeats, as in gdb and pdb.
-    REPEATABLE = ("step", "s", "stepi", "si", "next", "n")
+    REPEATABLE = ("step", "s", "stepi", "si", "next", "n", "until", "u", "list", "l")
 
     def __init__(self, debuggee: Debuggee, stdout=None, stdin=None):
         super().__init__(stdin=stdin, stdout=stdout or sys.stdout)
@@ -219,6 +256,11 @@ class DebugShell(cmd.Cmd):
         self.machine = debuggee.machine
         self.selected = 0
         self.disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        self.notes: dict[int, PointNote] = {}       # breakpoint number -> what the prompt knows
+        self.displays: dict[int, tuple[str, str, object]] = {}     # number -> (format, text, tree)
+        self._display_numbers = iter(range(1, 2**31))
+        self._condition_errors: list[str] = []
+        self._listed: tuple[str, int] | None = None # (file, last line) of the last `list`
 
     # -- running the loop ------------------------------------------------------
     def interactive(self) -> int:
@@ -277,7 +319,7 @@ class DebugShell(cmd.Cmd):
         """One command; any mistake in it is one line, never the end of the session."""
         try:
             return super().onecmd(line)
-        except (CommandError, TargetError, SymbolError) as error:
+        except (CommandError, TargetError, SymbolError, ExpressionError) as error:
             self.out(f"*** {error}")
         except SpratError as error:
             self.out(f"*** {error}")
@@ -301,11 +343,13 @@ class DebugShell(cmd.Cmd):
     def do_cores(self, arg):
         """cores
         Every core: its state, privilege ring, rip and where that is, instructions
-        retired and modeled cycles. `*` marks the selected core."""
+        retired and modeled cycles. `*` marks the selected core; `(held)`, a
+        core `stop core K` holds."""
         self._no_arguments("cores", arg)
         rows = []
         for core in self.machine.cores:
-            rows.append(["*" if core.id == self.selected else "", core.id, core.state.value,
+            state = core.state.value + (" (held)" if core.id in self.engine.held else "")
+            rows.append(["*" if core.id == self.selected else "", core.id, state,
                          core.privilege, f"{core.rip:#x}", self._name(core.rip, core.id) or "",
                          core.stats.instructions, core.cycles])
         self.out(format_table(["", "core", "state", "ring", "rip", "where", "instructions",
@@ -345,6 +389,7 @@ class DebugShell(cmd.Cmd):
                 self.out(f"core {core.id} reached {self._numbers(hits)}")
                 break
         self.out(self.where(core.id))
+        self._show_displays()
 
     do_s = do_step
     do_stepi = do_step
@@ -364,6 +409,7 @@ class DebugShell(cmd.Cmd):
         if reason:
             self.out(reason)
             return
+        self._must_not_be_held(core.id)
         stack = core.regs.read(x86.UC_X86_REG_RSP)
         back = instruction.address + instruction.size
         # The same address deeper in a recursion is not "returned" yet.
@@ -374,60 +420,169 @@ class DebugShell(cmd.Cmd):
     do_n = do_next
 
     def do_continue(self, arg):
-        """continue
+        """continue [core K | -a]
         Run every core until a breakpoint, a watchpoint, a fault, or the end of
-        the run (or the cycle budget, --max-cycles). Ctrl-C stops it."""
-        self._no_arguments("continue", arg)
+        the run (or the cycle budget, --max-cycles). Ctrl-C stops it.
+        Cores held with `stop core K` stay where they are (non-stop: see
+        `help stop`). `continue core K` releases core K and runs it alone, the
+        others standing still; `continue -a` releases every core and runs all."""
+        words = arg.split()
+        only = None
+        if words == ["-a"] or words == ["all"]:
+            self.engine.held.clear()
+        elif len(words) == 2 and words[0] == "core":
+            only = self._core_number(words[1])
+            self.engine.held.discard(only)
+        elif words:
+            raise CommandError("usage: continue [core K | -a]")
         with self._ctrl_c_interrupts():
-            event = self.engine.resume()
+            event = self.engine.resume(only=only)
         self.report(event)
 
     do_c = do_continue
     do_cont = do_continue
 
-    # -- breakpoints and watchpoints ---------------------------------------------------------
-    def do_break(self, arg):
-        """break [ADDR|SYMBOL [core K]]
-        Stop any core (or only core K) about to execute ADDR: a number, a label
-        of the CPU driver or of a program (`start`, `syscall_entry+4`), or a
-        register (`$rip`). User labels stop only the cores whose program has
-        them. Without arguments, list the breakpoints and watchpoints."""
+    def do_stop(self, arg):
+        """stop core K [K ...]
+        Non-stop, as a deterministic machine can have it: hold cores K. A held
+        core stays where it is while `continue`, `next`, `finish` and `until`
+        run the others (the scheduler passes over it, and its clock stands
+        still). `step` still steps it; `continue core K` runs it alone and
+        releases it; `continue -a` releases every core. Released, a core is
+        the furthest behind in modeled time, so it runs first until it has
+        caught up; it sees what the others stored meanwhile, no earlier than
+        they stored it. Without arguments, say which cores are held."""
         words = arg.split()
         if not words:
+            held = sorted(self.engine.held)
+            self.out(f"held: {', '.join(f'core {c}' for c in held)}" if held else
+                     "no core is held: `stop core K` holds one")
+            return
+        if words[0] != "core" or len(words) < 2:
+            raise CommandError("usage: stop core K [K ...]")
+        cores = [self._core_number(word) for word in words[1:]]
+        self.engine.held.update(cores)
+        for core in cores:
+            self.out(f"core {core} held: {self.where(core)}")
+
+    def do_finish(self, arg):
+        """finish
+        Run until the selected core returns from the routine it is in, and show
+        rax. The return address is the first word on the core's stack that
+        follows a `call` in known code (as `bt` finds it: there are no frame
+        pointers), and it counts as reached only once the stack has popped it.
+        The other cores run meanwhile, as in `continue`."""
+        self._no_arguments("finish", arg)
+        core = self.machine.cores[self.selected]
+        self._must_not_be_held(core.id)
+        rsp = core.regs.read(x86.UC_X86_REG_RSP)
+        frame = next(self._return_addresses(core.id), None)
+        if frame is None:
+            raise CommandError(f"no return address on core {core.id}'s stack: "
+                               f"`finish` needs a routine that was called")
+        slot, back = rsp + frame[0], frame[1]
+        self.out(f"run till exit from #0  {self._describe(core.rip, core.id)}")
+        with self._ctrl_c_interrupts():
+            event = self.engine.run_until(
+                core.id, back, condition=lambda c: c.regs.read(x86.UC_X86_REG_RSP) > slot)
+        self.report(event)
+        if event.reason == "breakpoint" and all(b.temporary for b in self.engine.stop_causes):
+            self.out(f"value returned: rax = {core.regs.read(x86.UC_X86_REG_RAX):#x}")
+
+    def do_until(self, arg):
+        """until [LOCATION]  (advance LOCATION is the same)
+        Without LOCATION: like `next`, but at a jump back (the end of a loop)
+        run on until the selected core reaches the instruction after it, in
+        the same stack frame: the loop runs to its end. With LOCATION (as for
+        break: a label, FILE:LINE, an address): run until the selected core
+        reaches it. The other cores run meanwhile; anything that stops a
+        `continue` stops this too."""
+        core = self.machine.cores[self.selected]
+        if arg.strip():
+            location = self._location(arg.strip(), core.id)
+            self._must_not_be_held(core.id)
+            with self._ctrl_c_interrupts():
+                event = self.engine.run_until(
+                    core.id, self.symbols.address_on(location, core.id),
+                    condition=lambda c: self.symbols.here(location, c.id, c.rip))
+            return self.report(event)
+        instruction = self._decode(core.rip, core.id)
+        target = _branch_target(instruction) if instruction is not None else None
+        if not (instruction and instruction.mnemonic.startswith("j") and target is not None
+                and target <= instruction.address):
+            return self.do_next("")
+        self._must_not_be_held(core.id)
+        stack = core.regs.read(x86.UC_X86_REG_RSP)
+        with self._ctrl_c_interrupts():
+            event = self.engine.run_until(
+                core.id, instruction.address + instruction.size,
+                condition=lambda c: c.regs.read(x86.UC_X86_REG_RSP) >= stack)
+        self.report(event)
+
+    do_u = do_until
+    do_advance = do_until
+
+    # -- breakpoints and watchpoints ---------------------------------------------------------
+    def do_break(self, arg):
+        """break [LOCATION [core K] [if CONDITION]]
+        Stop any core (or only core K) about to execute LOCATION: a label of
+        the CPU driver or of a program (`start`, `syscall_entry+4`), a source
+        line (`urpc.S:107`, `userland/hello.S:12`), a number, or an expression
+        (`$rip + 4`). A program's label stops only the cores running a program
+        that has it (a library routine is in each program that links it, at
+        each one's address: all are covered).
+        `break send CHANNEL` / `break recv CHANNEL` stop a core right after it
+        has sent a message on CHANNEL (its control word is stored) / taken one
+        (its count is stored); their CONDITION may read the message's payload
+        as word[0] .. word[6] (`break recv 20 if word[0] == 5`).
+        With `if`, the core stops only where CONDITION (an expression: `help
+        print`) is not 0, computed on that core at that moment.
+        Without arguments, list the breakpoints and watchpoints."""
+        if not arg.strip():
             return self._list_points()
-        core = None
-        if len(words) == 3 and words[1] == "core":
-            core = self._core_number(words[2])
-        elif len(words) != 1:
-            raise CommandError("usage: break ADDR|SYMBOL [core K]")
-        location = self._location(words[0], core)
-        cores = location.cores
-        if core is not None:
-            cores = frozenset({core}) if cores is None else cores & {core}
-            if not cores:
-                raise CommandError(f"{words[0]} is not in core {core}'s program")
-        condition = None
-        if location.programs:
-            programs = location.programs
-            condition = lambda c: self.symbols.running(programs, c.id)  # noqa: E731
-        point = self.engine.add_breakpoint(location.address, cores, condition)
-        self.out(f"breakpoint {point.number} at {self._describe(point.address, min(cores or {0}))}"
-                 f"{self._cores_text(cores)}")
+        self._add_break(arg, once=False)
 
     do_b = do_break
+
+    def do_tbreak(self, arg):
+        """tbreak LOCATION [core K] [if CONDITION]
+        A breakpoint (as `break` takes it) deleted when it first stops a core."""
+        if not arg.strip():
+            raise CommandError("usage: tbreak LOCATION [core K] [if CONDITION]")
+        self._add_break(arg, once=True)
+
+    def do_condition(self, arg):
+        """condition N [CONDITION]
+        Stop at breakpoint N only where CONDITION is not 0; without CONDITION,
+        stop there always again."""
+        number, _, text = arg.strip().partition(" ")
+        point = self._breakpoint(number)
+        note = self.notes[point.number]
+        tree = expression.parse(text) if text.strip() else None
+        note.condition = text.strip() or None
+        point.condition = self._condition(point.number, note.base, tree, note.event)
+        self.out(f"breakpoint {point.number}: " +
+                 (f"stops only if {note.condition}" if tree else "stops always"))
 
     def do_watch(self, arg):
         """watch ADDR [LEN]
         Stop any core right after it stores into the LEN bytes (default 8) at
-        virtual address ADDR (a number, a label or a register, as for break)."""
-        words = arg.split()
-        if len(words) not in (1, 2):
-            raise CommandError("usage: watch ADDR [LEN]")
-        address = self._location(words[0], self.selected).address
-        length = self._count(words[1] if len(words) == 2 else "", DEFAULT_WATCH, MAX_DUMP)
-        point = self.engine.add_watchpoint(address, length)
-        self.out(f"watchpoint {point.number} on {length} byte{'s' if length > 1 else ''} at "
-                 f"{self._describe(address, self.selected)}")
+        virtual address ADDR (an expression: a number, a label, `$rsp + 16`).
+        Accesses are caught at the physical bytes behind ADDR, translated
+        afresh through each core's page tables before each of its turns."""
+        self._add_watch(arg, "write", "watch")
+
+    def do_rwatch(self, arg):
+        """rwatch ADDR [LEN]
+        Stop any core right after it loads from the LEN bytes (default 8) at
+        ADDR (as watch takes it). Instruction fetches do not count."""
+        self._add_watch(arg, "read", "rwatch")
+
+    def do_awatch(self, arg):
+        """awatch ADDR [LEN]
+        Stop any core right after it loads from or stores into the LEN bytes
+        (default 8) at ADDR (as watch takes it)."""
+        self._add_watch(arg, "access", "awatch")
 
     def do_delete(self, arg):
         """delete [N ...]
@@ -436,12 +591,55 @@ class DebugShell(cmd.Cmd):
         if not words:
             for number in [*self.engine.breakpoints, *self.engine.watchpoints]:
                 self.engine.delete(number)
+            self.notes.clear()
             self.out("deleted every breakpoint and watchpoint")
             return
         for word in words:
             if not (word.isascii() and word.isdigit()) or not self.engine.delete(int(word)):
-                raise CommandError(f"no breakpoint or watchpoint {word} (see `break`)")
+                raise CommandError(f"no breakpoint or watchpoint {word} (see `info breakpoints`)")
+            self.notes.pop(int(word), None)
         self.out(f"deleted {' '.join(words)}")
+
+    do_d = do_delete
+
+    def do_disable(self, arg):
+        """disable [N ...]
+        Keep breakpoints or watchpoints N but let them stop nothing; without a
+        number, all of them."""
+        self._enable(arg, False)
+
+    def do_enable(self, arg):
+        """enable [N ...]
+        Let disabled breakpoints or watchpoints N stop cores again; without a
+        number, all of them."""
+        self._enable(arg, True)
+
+    def do_info(self, arg):
+        """info breakpoints | display | channels | registers | line [LOCATION]
+        info breakpoints (or `info b`): every breakpoint and watchpoint, with
+        its condition, whether it is enabled, and how often it stopped a core.
+        info display: the expressions shown at every stop. info channels: as
+        `channels`. info registers: as `regs`. info line: where a location's
+        source line is (default: the selected core's rip)."""
+        word, _, rest = arg.strip().partition(" ")
+        if word in ("breakpoints", "break", "b", "watchpoints"):
+            return self._list_points()
+        if word == "display":
+            return self._show_displays(all_of_them=True)
+        if word == "channels":
+            return self.do_channels(rest)
+        if word in ("registers", "reg", "r"):
+            return self.do_regs(rest)
+        if word == "line":
+            core = self.selected
+            address = self.symbols.address_on(self._location(rest.strip(), core), core) \
+                if rest.strip() else self.machine.cores[core].rip
+            source = self.symbols.source(address, core)
+            if source is None:
+                raise CommandError(f"no source line for {address:#x} on core {core}")
+            self.out(f"line {source} holds {self._describe(address, core)}")
+            return
+        raise CommandError("usage: info breakpoints | display | channels | registers | line")
 
     # -- looking at a core -------------------------------------------------------------------
     def do_regs(self, arg):
@@ -463,14 +661,17 @@ class DebugShell(cmd.Cmd):
             self.out("  ".join(f"{n} {values[n]:#x}" for n in names))
 
     def do_x(self, arg):
-        """x ADDR [LEN]
-        Dump LEN bytes (default 64) of memory at virtual address ADDR as the
-        selected core sees it, in hex and ASCII."""
-        words = arg.split()
-        if len(words) not in (1, 2):
-            raise CommandError("usage: x ADDR [LEN]")
-        address = self._location(words[0], self.selected).address
-        length = self._count(words[1] if len(words) == 2 else "", DEFAULT_DUMP, MAX_DUMP)
+        """x ADDR [LEN]  or  x/NUF ADDR
+        Memory at virtual address ADDR (an expression: `help print`) as the
+        selected core sees it. `x ADDR [LEN]`: LEN bytes (default 64) in hex
+        and ASCII. `x/NUF ADDR`, as in gdb: N units (default 1) of size U --
+        b (1 byte), h (2), w (4), g (8, the default) -- shown in format F --
+        x hex (default), d signed, u unsigned, o octal, t binary, c character
+        -- or `x/Ni ADDR`: N instructions, disassembled. `x/4gx $rsp`."""
+        if arg.startswith("/"):
+            fmt, _, rest = arg[1:].partition(" ")
+            return self._examine(fmt, rest)
+        address, length = self._address_and_count(arg, "x ADDR [LEN]", DEFAULT_DUMP, MAX_DUMP)
         data = self._read_mapped(address, length)
         for offset in range(0, len(data), 16):
             chunk = data[offset:offset + 16]
@@ -479,18 +680,197 @@ class DebugShell(cmd.Cmd):
         if len(data) < length:
             self.out(f"*** {address + len(data):#x} is not mapped on core {self.selected}")
 
+    def _examine(self, fmt: str, text: str) -> None:
+        """x/NUF: N units of size U in format F."""
+        match = re.fullmatch(r"(\d*)([bhwgxduotci]*)", fmt)
+        if not match or not text.strip():
+            raise CommandError("usage: x/NUF ADDR (N a count; U one of b h w g; "
+                               "F one of x d u o t c i)")
+        count = self._count(match.group(1), 1, MAX_EXAMINE)
+        letters = match.group(2)
+        sizes = [c for c in letters if c in UNIT_SIZES]
+        formats = [c for c in letters if c not in UNIT_SIZES]
+        if len(sizes) > 1 or len(formats) > 1:
+            raise CommandError(f"x/{fmt}: one size and one format at most")
+        address = self._value(text)
+        if formats == ["i"]:
+            return self._disassemble(address, count, self.machine.cores[self.selected])
+        form = formats[0] if formats else "x"
+        size = UNIT_SIZES[sizes[0]] if sizes else (1 if form == "c" else 8)
+        data = self._read_mapped(address, count * size)
+        per_line = UNITS_PER_LINE[size]
+        for first in range(0, len(data) // size, per_line):
+            at = address + first * size
+            name = self._name(at, self.selected)
+            values = [int.from_bytes(data[(first + i) * size:(first + i + 1) * size], "little")
+                      for i in range(min(per_line, len(data) // size - first))]
+            self.out(f"{at:#x}{' <' + name + '>' if name else ''}:\t"
+                     + "\t".join(_format_value(v, form, size) for v in values))
+        if len(data) < count * size:
+            self.out(f"*** {address + len(data) // size * size:#x} is not mapped on core "
+                     f"{self.selected}")
+
+    def do_list(self, arg):
+        """list [LOCATION]
+        Ten source lines around the selected core's rip (`=>` marks its line),
+        or around LOCATION: a label (`list urpc_send`) or FILE:LINE (`list
+        urpc.S:100`). `list` again, or an empty line after it, goes on with the
+        next ten."""
+        text = arg.strip()
+        mark = None
+        if not text and self._listed and self.lastcmd.split(" ")[0] in ("list", "l"):
+            file, last = self._listed
+            first = last + 1
+        else:
+            file, line, mark = self._source_of(text)
+            first = max(1, line - LIST_LINES // 2)
+        lines = self._source_file(file)
+        if first > len(lines):
+            raise CommandError(f"line {first} is past the end of {file} ({len(lines)} lines)")
+        last = min(len(lines), first + LIST_LINES - 1)
+        for number in range(first, last + 1):
+            marker = "=>" if number == mark else "  "
+            self.out(f"{marker}{number:5}  {lines[number - 1]}")
+        self._listed = (file, last)
+
+    do_l = do_list
+
+    def _source_of(self, text: str) -> tuple[str, int, int | None]:
+        """(file, line, the line to mark) that `list TEXT` is about."""
+        core = self.machine.cores[self.selected]
+        match = _FILE_LINE.fullmatch(text)
+        if match:
+            return self._source_name(match.group("file")), int(match.group("line")), None
+        address = self.symbols.address_on(self._location(text, core.id), core.id) \
+            if text else core.rip
+        source = self.symbols.source(address, core.id)
+        if source is None:
+            raise CommandError(f"no source line for {address:#x} on core {core.id}")
+        file, _, line = source.rpartition(":")
+        return file, int(line), int(line) if not text else None
+
+    def _source_name(self, name: str) -> str:
+        """The full name of the source file `name` is a tail of."""
+        names = {file for program in [*self.symbols.shared,
+                                      *(p for ps in self.symbols.per_core.values() for p in ps)]
+                 for _, file, _ in program.source_lines}
+        found = sorted(file for file in names if file == name or file.endswith("/" + name))
+        if not found:
+            raise CommandError(f"no source file {name!r} in the programs of this image")
+        if len(found) > 1:
+            raise CommandError(f"{name!r} could be {', '.join(found)}: say which")
+        return found[0]
+
+    @staticmethod
+    def _source_file(name: str) -> list[str]:
+        path = sources.TREE / name          # an absolute name stays itself
+        return read_text(sources.locate(path), "source file").splitlines()
+
+    def do_print(self, arg):
+        """print[/F] EXPRESSION
+        The value of an expression on the selected core, in decimal and hex
+        (/x hex, /d signed, /u unsigned, /o octal, /t binary, /c character).
+        The expression language, as in C (spaces are allowed anywhere):
+          numbers 42 0x2a 0b101; registers $rax $rip $eflags; labels (their
+          address); memory: [ADDR] or *ADDR (8 bytes), u8[ADDR] u16[ADDR]
+          u32[ADDR] u64[ADDR]; + - * / % << >> & | ^ ~ == != < <= > >= && || !
+          and parentheses. Values are unsigned 64-bit, as registers are.
+        `print $rsp + 8`, `print/x [$rsp]`, `print u32[urpc_channel] & 0xff`."""
+        form, text = self._format_and_text(arg, "print[/F] EXPRESSION")
+        self.out(f"{text} = {_format_print(self._value(text), form)}")
+
+    do_p = do_print
+
+    def do_display(self, arg):
+        """display[/F] [EXPRESSION]
+        Show EXPRESSION (as print takes it) now and at every stop, numbered;
+        `undisplay N` forgets it. Without EXPRESSION, show them all now."""
+        if not arg.strip():
+            return self._show_displays(all_of_them=True)
+        form, text = self._format_and_text(arg, "display[/F] EXPRESSION")
+        tree = expression.parse(text)
+        number = next(self._display_numbers)
+        self.displays[number] = (form, text, tree)
+        self._show_display(number)
+
+    def do_undisplay(self, arg):
+        """undisplay [N ...]
+        Stop showing displays N at every stop; without N, every one."""
+        words = arg.split()
+        if not words:
+            self.displays.clear()
+            self.out("no more displays")
+            return
+        for word in words:
+            if not word.isdigit() or int(word) not in self.displays:
+                raise CommandError(f"no display {word} (see `info display`)")
+            del self.displays[int(word)]
+
+    def do_set(self, arg):
+        """set $REGISTER = EXPRESSION  or  set MEMORY = EXPRESSION
+        Change a register of the selected core (rax .. r15, rip, eflags), or
+        memory it sees: *ADDR or [ADDR] (8 bytes), u8[ADDR] u16[ADDR] u32[ADDR]
+        u64[ADDR]. Both sides are expressions (`help print`):
+        `set $rax = $rbx + 1`, `set *($rsp + 8) = 0`, `set u32[0x8000201400] = 7`.
+        A store into code is seen by every core (each translates it afresh)."""
+        match = _ASSIGNMENT.search(arg)
+        if not match:
+            raise CommandError("usage: set $REGISTER = EXPRESSION  or  set *ADDR = EXPRESSION")
+        target = expression.parse(arg[:match.start()])
+        if not expression.is_lvalue(target):
+            raise CommandError(f"cannot store into {arg[:match.start()].strip()!r}: "
+                               f"a register ($rax) or memory (*ADDR, u32[ADDR]) can be set")
+        value = self._value(arg[match.end():])
+        if isinstance(target, expression.Register):
+            self.engine.write_register(self.selected, target.name, value)
+            self.out(f"${target.name} = {value:#x}")
+            return
+        address = target.address.evaluate(self._values(self.selected))
+        value &= 2 ** (8 * target.size) - 1
+        self.engine.write_memory(self.selected, address, value.to_bytes(target.size, "little"))
+        self.out(f"{target.size} byte{'s' if target.size > 1 else ''} at {address:#x} = {value:#x}")
+
+    def do_channels(self, arg):
+        """channels
+        Every channel that has carried a message so far: the core at each end,
+        the sender's next message number (the newest control word in the
+        ring), the receiver's next (after the last message it took), the last
+        count the receiver acknowledged in the ack line (written every half
+        ring), and how many messages sit in the ring unread, of its 16 slots.
+        Read from the channel's shared page (userland/lib/urpc.S) and from the
+        sends and receives the tracepoints report (kernel/tracepoints.py)."""
+        self._no_arguments("channels", arg)
+        latest = self.debuggee.messages.latest
+        if not latest:
+            self.out("no channel has carried a message yet")
+            return
+        rows = []
+        for channel in sorted(latest, key=lambda c: (not isinstance(c, int), str(c))):
+            sent, taken = latest[channel].get("send"), latest[channel].get("recv")
+            ring = ring_state(self.machine.memory, channel) if isinstance(channel, int) else None
+            next_sent = ring.sent if ring else (sent["seq"] + 1 if sent else 0)
+            next_taken = taken["seq"] + 1 if taken else 0
+            rows.append([channel, _core_of(sent), _core_of(taken), next_sent, next_taken,
+                         ring.acked if ring else "-",
+                         f"{next_sent - next_taken}/{URPC_SLOTS}"])
+        self.out(format_table(["channel", "sender", "receiver", "next send", "next recv",
+                               "acked", "in ring"], rows))
+
     def do_disas(self, arg):
         """disas [ADDR] [N]
         Disassemble N instructions (default 8) at ADDR (default: the selected
-        core's rip), with the labels of the CPU driver and the programs.
-        `=>` marks the instruction the core will execute next."""
-        words = arg.split()
-        if len(words) > 2:
-            raise CommandError("usage: disas [ADDR] [N]")
+        core's rip; an expression, `help print`), with the labels of the CPU
+        driver and the programs. `=>` marks the instruction the core will
+        execute next."""
         core = self.machine.cores[self.selected]
-        address = self._location(words[0], core.id).address if words else core.rip
-        count = self._count(words[1] if len(words) == 2 else "", DEFAULT_DISASSEMBLY,
-                            MAX_DISASSEMBLY)
+        if arg.strip():
+            address, count = self._address_and_count(arg, "disas [ADDR] [N]",
+                                                     DEFAULT_DISASSEMBLY, MAX_DISASSEMBLY)
+        else:
+            address, count = core.rip, DEFAULT_DISASSEMBLY
+        self._disassemble(address, count, core)
+
+    def _disassemble(self, address: int, count: int, core) -> None:
         code = self._read_mapped(address, count * LONGEST_INSTRUCTION, core.id)
         if not code:
             raise CommandError(f"{address:#x} is not mapped on core {core.id}")
@@ -515,16 +895,20 @@ class DebugShell(cmd.Cmd):
         self._no_arguments("bt", arg)
         core = self.machine.cores[self.selected]
         self.out(f"#0  {self._describe(core.rip, core.id)}")
-        rsp = core.regs.read(x86.UC_X86_REG_RSP)
-        stack = self._read_mapped(rsp, BACKTRACE_WORDS * 8, core.id)
-        frame = 1
+        for frame, (offset, value, how) in enumerate(self._return_addresses(core.id), 1):
+            self.out(f"#{frame}  {self._describe(value, core.id)}   "
+                     f"(after a {how}; at rsp+{offset:#x})")
+
+    def _return_addresses(self, core_id: int):
+        """(offset from rsp, value, 'call' or 'syscall') of each stack word that
+        is the address right after one, nearest first."""
+        rsp = self.machine.cores[core_id].regs.read(x86.UC_X86_REG_RSP)
+        stack = self._read_mapped(rsp, BACKTRACE_WORDS * 8, core_id)
         for offset in range(0, len(stack) - 7, 8):
             value = int.from_bytes(stack[offset:offset + 8], "little")
-            how = self._return_kind(value, core.id)
+            how = self._return_kind(value, core_id)
             if how:
-                self.out(f"#{frame}  {self._describe(value, core.id)}   "
-                         f"(after a {how}; at rsp+{offset:#x})")
-                frame += 1
+                yield offset, value, how
 
     do_where = do_bt
 
@@ -566,14 +950,21 @@ class DebugShell(cmd.Cmd):
     def report(self, event) -> None:
         """Say why the machine stopped, select the core that stopped, show where."""
         core = self.machine.cores[event.core]
+        for error in self._condition_errors:
+            self.out(f"*** {error}")
+        self._condition_errors = []
         if event.reason == "exited":
             self.out(f"the run is over: {self.engine.end_reason}")
             return
+        if event.reason == "interrupt" and self.engine.stalled:
+            held = sorted(self.engine.held)
+            self.out(f"the cores that ran can go no further; core {event.core} could, but "
+                     f"stood still" + (f" (held: {', '.join(map(str, held))})" if held else "")
+                     + ": `continue` runs every core not held, `continue -a` releases them all")
+            return
         self.selected = core.id
         if event.reason == "breakpoint":
-            listed = [b for b in self.engine.stop_causes if not b.temporary]
-            if listed:
-                self.out(f"core {core.id} hit {self._numbers(listed)}")
+            self._report_breakpoints(core)
         elif event.reason == "watchpoint":
             self._report_watch(core, event)
         elif event.reason == "fault":
@@ -581,6 +972,25 @@ class DebugShell(cmd.Cmd):
         elif event.reason == "interrupt":
             self.out("stopped (interrupted)")
         self.out(self.where(core.id))
+        self._show_displays()
+
+    def _report_breakpoints(self, core) -> None:
+        listed = [b for b in self.engine.stop_causes if not b.temporary]
+        if not listed:
+            return
+        self.out(f"core {core.id} hit {self._numbers(listed)}")
+        for point in listed:
+            note = self.notes.get(point.number)
+            if note and note.event:
+                message = read_message(core, note.event)
+                words = " ".join(f"{w:#x}" for w in message.words)
+                verb = "sent" if note.event == "send" else "took"
+                self.out(f"  core {core.id} {verb} message {message.seq} on channel "
+                         f"{message.channel}: {words}")
+            if note and note.once:
+                self.engine.delete(point.number)
+                del self.notes[point.number]
+                self.out(f"  (temporary breakpoint {point.number} deleted)")
 
     def _report_watch(self, core, event) -> None:
         watch = self.engine.stop_causes[0]
@@ -589,8 +999,11 @@ class DebugShell(cmd.Cmd):
             value = self.engine.read_memory(core.id, watch.address, shown).hex(" ")
         except TargetError:
             value = "(not mapped)"
-        self.out(f"core {core.id} wrote to watchpoint {watch.number} at {event.addr:#x}; "
-                 f"the {shown} byte{'s' if shown > 1 else ''} at {watch.address:#x} are now {value}")
+        verb = {"write": "wrote to", "read": "read", "access": "accessed"}[watch.kind]
+        state = "are now" if watch.kind != "read" else "are"
+        self.out(f"core {core.id} {verb} watchpoint {watch.number} at {event.addr:#x}; "
+                 f"the {shown} byte{'s' if shown > 1 else ''} at {watch.address:#x} "
+                 f"{state} {value}")
 
     def _report_fault(self, core) -> None:
         fault = self.engine.fault
@@ -672,15 +1085,14 @@ class DebugShell(cmd.Cmd):
         return None
 
     def _location(self, text: str, core: int | None):
-        """An address as typed: a register ($rsp), a number, a label, plus an offset."""
-        if text.startswith("$"):
-            name, _, offset = text[1:].partition("+")
-            values = self.engine.read_registers(self.selected)
-            if name not in values:
-                raise CommandError(f"no register {name!r} (see `regs`)")
-            extra = self.symbols.resolve(offset).address if offset else 0
-            return Location((values[name] + extra) & (2**64 - 1))
-        return self.symbols.resolve(text, core)
+        """A place as typed: FILE:LINE, a label (+ an offset), a number, or any
+        expression (`$rip + 4`), computed on the selected core."""
+        match = _FILE_LINE.fullmatch(text)
+        if match:
+            return self.symbols.line(match.group("file"), int(match.group("line")), core)
+        if _PLAIN_ADDRESS.fullmatch(text):
+            return self.symbols.resolve(text, core)
+        return Location(self._value(text))
 
     def _core_number(self, text: str) -> int:
         if not (text.isascii() and text.isdigit()) or int(text) >= self.machine.n_cores:
@@ -725,13 +1137,192 @@ class DebugShell(cmd.Cmd):
         if not self.engine.breakpoints and not self.engine.watchpoints:
             self.out("no breakpoints or watchpoints")
             return
+        rows = []
         for point in self.engine.breakpoints.values():
-            core = min(point.cores) if point.cores else self.selected
-            self.out(f"{point.number:3}  breakpoint  {self._describe(point.address, core)}"
-                     f"{self._cores_text(point.cores)}  hits {point.hits}")
+            note = self.notes.get(point.number) or PointNote(self._describe(point.address, 0))
+            rows.append([point.number, "tbreakpoint" if note.once else "breakpoint",
+                         "yes" if point.enabled else "no", note.what
+                         + self._cores_text(point.cores), note.condition or "", point.hits])
         for point in self.engine.watchpoints.values():
-            self.out(f"{point.number:3}  watchpoint  {point.length} bytes at {point.address:#x}"
-                     f"  hits {point.hits}")
+            kind = {"write": "watchpoint", "read": "read watch", "access": "acc watch"}
+            rows.append([point.number, kind[point.kind], "yes" if point.enabled else "no",
+                         f"{point.length} bytes at {point.address:#x}", "", point.hits])
+        self.out(format_table(["num", "type", "enabled", "what", "if", "hits"],
+                              sorted(rows)))
+
+    # -- breakpoints, as the commands make them ----------------------------------------------
+    def _add_break(self, arg: str, once: bool) -> None:
+        """break/tbreak: LOCATION [core K] [if CONDITION]."""
+        match = _IF.match(arg.strip())
+        place, condition_text = match.group("place").strip(), (match.group("condition") or "").strip()
+        tree = expression.parse(condition_text) if condition_text else None
+        core = None
+        words = place.split()
+        if len(words) >= 3 and words[-2] == "core":
+            core = self._core_number(words[-1])
+            words = words[:-2]
+        if not words:
+            raise CommandError("usage: break LOCATION [core K] [if CONDITION]")
+        if words[0] in ("send", "recv") and len(words) == 2:
+            point, note = self._message_break(words[0], words[1], core)
+        elif len(words) == 1:
+            point, note = self._place_break(words[0], core)
+        else:
+            raise CommandError(f"cannot read {' '.join(words)!r} as a place to stop "
+                               f"(a label, FILE:LINE, an address, `send N`, `recv N`)")
+        note.condition, note.once = condition_text or None, once
+        self.notes[point.number] = note
+        point.condition = self._condition(point.number, note.base, tree, note.event)
+        kind = "temporary breakpoint" if once else "breakpoint"
+        self.out(f"{kind} {point.number} at {note.what}{self._cores_text(point.cores)}"
+                 + (f" if {note.condition}" if note.condition else ""))
+
+    def _place_break(self, text: str, core: int | None):
+        location = self._location(text, core)
+        cores = location.cores
+        if core is not None:
+            cores = frozenset({core}) if cores is None else cores & {core}
+            if not cores:
+                raise CommandError(f"{text} is not in core {core}'s programs")
+        base = None
+        if location.places:
+            base = lambda c: self.symbols.here(location, c.id, c.rip)   # noqa: E731
+        addresses = location.addresses
+        point = self.engine.add_breakpoint(addresses[0], cores, also=addresses[1:])
+        shown = self._describe(addresses[0], min(cores or {0}))
+        if location.places:         # named by the program that has it, not whichever is mapped
+            shown = _describe_in(location.places[0][1], addresses[0])
+        if len(addresses) > 1:
+            shown += f" (and {len(addresses) - 1} more program{'s' if len(addresses) > 2 else ''})"
+        return point, PointNote(shown, base)
+
+    def _message_break(self, event: str, channel_text: str, core: int | None):
+        """break send/recv CHANNEL: right after a message is sent or taken on it."""
+        if not (channel_text.isascii() and channel_text.isdigit()) or \
+                int(channel_text) >= N_USER_CHANNELS:
+            raise CommandError(f"{channel_text!r} is not a channel: 0 to {N_USER_CHANNELS - 1}")
+        channel = int(channel_text)
+        points = message_points(self.debuggee.system, event)
+        if not points:
+            raise CommandError(f"no program in this image links URPC: nothing can {event}")
+        places = tuple(points)
+        location = Location(places[0][0], None, places)
+
+        def base(c):
+            return (self.symbols.here(location, c.id, c.rip)
+                    and read_message(c, event).channel == channel)
+        cores = None if core is None else frozenset({core})
+        addresses = location.addresses
+        point = self.engine.add_breakpoint(addresses[0], cores, also=addresses[1:])
+        note = PointNote(f"{event} on channel {channel}", base, event=event)
+        return point, note
+
+    def _condition(self, number: int, base, tree, event: str | None):
+        """The engine's test for breakpoint `number`: its place's own test, then
+        the person's condition. A condition that cannot be computed (memory not
+        mapped) stops the core, and says why at the stop."""
+        if base is None and tree is None:
+            return None
+
+        def check(core) -> bool:
+            if base is not None and not base(core):
+                return False
+            if tree is None:
+                return True
+            words = (lambda: read_message(core, event).words) if event else None
+            try:
+                return bool(tree.evaluate(_Values(self, core.id, words)))
+            except (ExpressionError, SymbolError, TargetError) as error:
+                self._condition_errors.append(f"breakpoint {number}: its condition "
+                                              f"cannot be computed: {error}")
+                return True
+        return check
+
+    def _add_watch(self, arg: str, kind: str, command: str) -> None:
+        address, length = self._address_and_count(arg, f"{command} ADDR [LEN]",
+                                                  DEFAULT_WATCH, MAX_DUMP)
+        point = self.engine.add_watchpoint(address, length, kind)
+        name = {"write": "watchpoint", "read": "read watchpoint",
+                "access": "access watchpoint"}[kind]
+        self.out(f"{name} {point.number} on {length} byte{'s' if length > 1 else ''} at "
+                 f"{self._describe(address, self.selected)}")
+
+    def _enable(self, arg: str, enabled: bool) -> None:
+        words = arg.split()
+        points = {**self.engine.breakpoints, **self.engine.watchpoints}
+        if not words:
+            chosen = list(points.values())
+        else:
+            for word in words:
+                if not word.isdigit() or int(word) not in points:
+                    raise CommandError(f"no breakpoint or watchpoint {word} "
+                                       f"(see `info breakpoints`)")
+            chosen = [points[int(word)] for word in words]
+        for point in chosen:
+            point.enabled = enabled
+        numbers = " ".join(str(p.number) for p in chosen) or "nothing"
+        self.out(f"{'enabled' if enabled else 'disabled'} {numbers}")
+
+    def _breakpoint(self, text: str):
+        if not text.isdigit() or int(text) not in self.engine.breakpoints:
+            raise CommandError(f"no breakpoint {text or '(a number is missing)'} "
+                               f"(see `info breakpoints`)")
+        point = self.engine.breakpoints[int(text)]
+        self.notes.setdefault(point.number, PointNote(self._describe(point.address, 0)))
+        return point
+
+    def _must_not_be_held(self, core_id: int) -> None:
+        if core_id in self.engine.held:
+            raise CommandError(f"core {core_id} is held (stop core): `continue core {core_id}` "
+                               f"runs it, `continue -a` releases every core")
+
+    # -- expressions -----------------------------------------------------------------------
+    def _values(self, core_id: int, words=None):
+        return _Values(self, core_id, words)
+
+    def _value(self, text: str) -> int:
+        """An expression's value on the selected core."""
+        return expression.parse(text).evaluate(self._values(self.selected))
+
+    def _address_and_count(self, arg: str, usage: str, default: int, largest: int):
+        """`ADDR [N]`: ADDR an expression; N a trailing number after a whole one."""
+        text = arg.strip()
+        if not text:
+            raise CommandError(f"usage: {usage}")
+        try:
+            expression.parse(text)
+            return self._value(text), default
+        except ExpressionError:
+            head, _, tail = text.rpartition(" ")
+            if not head.strip():
+                raise
+        return self._value(head), self._count(tail, default, largest)
+
+    @staticmethod
+    def _format_and_text(arg: str, usage: str) -> tuple[str, str]:
+        form = ""
+        if arg.startswith("/"):
+            form, _, arg = arg[1:].partition(" ")
+            if form not in tuple(VALUE_FORMATS):
+                raise CommandError(f"/{form}: a format is one of "
+                                   f"{', '.join('/' + f for f in VALUE_FORMATS)}")
+        if not arg.strip():
+            raise CommandError(f"usage: {usage}")
+        return form, arg.strip()
+
+    def _show_displays(self, all_of_them: bool = False) -> None:
+        if all_of_them and not self.displays:
+            self.out("no displays: `display EXPRESSION` makes one")
+        for number in self.displays:
+            self._show_display(number)
+
+    def _show_display(self, number: int) -> None:
+        form, text, tree = self.displays[number]
+        try:
+            value = _format_print(tree.evaluate(self._values(self.selected)), form)
+        except (ExpressionError, SymbolError, TargetError) as error:
+            value = f"(cannot be computed: {error})"
+        self.out(f"{number}: {text} = {value}")
 
     @contextlib.contextmanager
     def _ctrl_c_interrupts(self):
@@ -817,6 +1408,73 @@ def _branch_target(instruction) -> int | None:
         end = instruction.address + instruction.size
         return end + displacement if sign == "+" else end - displacement
     return None
+
+
+class _Values:
+    """What an expression's names mean on one core (emulator/debug/expression.py)."""
+
+    def __init__(self, shell: DebugShell, core_id: int, words=None):
+        self.shell, self.core, self.words = shell, core_id, words
+        self._registers = None
+
+    def register(self, name: str) -> int:
+        if self._registers is None:
+            self._registers = self.shell.engine.read_registers(self.core)
+        if name not in self._registers:
+            raise ExpressionError(f"no register ${name} (see `regs`)")
+        return self._registers[name]
+
+    def symbol(self, name: str) -> int:
+        symbols = self.shell.symbols
+        return symbols.address_on(symbols.lookup(name, self.core), self.core)
+
+    def memory(self, address: int, size: int) -> int:
+        return int.from_bytes(self.shell.engine.read_memory(self.core, address, size), "little")
+
+    def array(self, name: str, index: int) -> int:
+        if self.words is None:
+            raise ExpressionError(f"{name}[N] is a message's payload word: only a "
+                                  f"`break send`/`break recv` condition has one")
+        words = self.words()
+        if not 0 <= index < len(words):
+            raise ExpressionError(f"{name}[{index}]: a message has words 0 to {len(words) - 1}")
+        return words[index]
+
+
+def _format_value(value: int, form: str, size: int) -> str:
+    """One unit of x/NUF."""
+    bits = 8 * size
+    if form == "x":
+        return f"{value:#0{2 + 2 * size}x}"
+    if form == "d":
+        return str(value - (1 << bits) if value >> (bits - 1) else value)
+    if form == "o":
+        return f"{value:#o}"
+    if form == "t":
+        return f"{value:0{bits}b}"
+    if form == "c":
+        return f"{value} {chr(value)!r}" if value < 128 else str(value)
+    return str(value)
+
+
+def _format_print(value: int, form: str) -> str:
+    """A value as print shows it (64 bits; no format: decimal and hex)."""
+    if not form:
+        return f"{value} ({value:#x})" if value > 9 else str(value)
+    return _format_value(value, form, 8) if form != "x" else f"{value:#x}"
+
+
+def _describe_in(program, address: int) -> str:
+    """`0x8000000012 <start+18> userland/hello.S:9`, in that program."""
+    found, line = program.symbol_at(address), program.line_at(address)
+    text = f"{address:#x}"
+    if found:
+        text += f" <{found[0]}+{found[1]}>" if found[1] else f" <{found[0]}>"
+    return text + (f" {line[0]}:{line[1]}" if line else "")
+
+
+def _core_of(event) -> str:
+    return "-" if event is None else str(event.get("core"))
 
 
 def describe_message(event: dict) -> str:

@@ -6,6 +6,7 @@
     channel  from  to  sends  recvs  words  latency_min  latency_mean  latency_max
     ...
     $ sprat trace run.trace --plot run.png
+    $ sprat trace run.trace --perfetto run.json      (sprat/perfetto.py)
 
 A trace is what emulator/debug/trace.py records: one JSON object per line,
 each with an "event" and its fields. Messages are `send` and `recv`
@@ -30,7 +31,7 @@ from emulator.debug.trace import read_trace
 from emulator.devices.apic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, IPI_LATENCY_CYCLES
 from emulator.errors import SpratError
 from emulator.machine import MAX_CORES
-from sprat.output import png_name, save_png
+from sprat.output import output_name, png_name, save_png
 from sprat.table import format_table
 
 IPI_MODES = {DELIVERY_FIXED: "fixed", DELIVERY_INIT: "INIT", DELIVERY_STARTUP: "STARTUP"}
@@ -51,6 +52,11 @@ def add_parser(subparsers) -> None:
     add_lab_option(parser)
     parser.add_argument("--plot", metavar="OUT.png", default=None, type=png_name,
                         help="draw a message sequence chart across cores to this image")
+    parser.add_argument("--perfetto", metavar="OUT.json", default=None,
+                        type=output_name("timeline", ".json"),
+                        help="write a timeline in the Chrome/Perfetto trace-event format "
+                             "(open it in ui.perfetto.dev): a track per core with what it "
+                             "ran, messages and IPIs as arrows, modeled cycles as time")
     parser.set_defaults(run=run)
 
 
@@ -60,6 +66,10 @@ def run(args) -> int:
     if args.plot is not None:
         plot(events, args.plot)
         print(f"sprat: chart written to {args.plot}")
+    if args.perfetto is not None:
+        from sprat import perfetto
+        perfetto.write(events, messages(events), args.perfetto)
+        print(f"sprat: timeline written to {args.perfetto} (open it in ui.perfetto.dev)")
     return 0
 
 

@@ -20,16 +20,18 @@ How each kind of stop is made (DESIGN.md section 6 says why):
               Resuming from a breakpoint would hit it again at once, so the
               address each core stands on when a run starts is skipped once:
               only as that core's first instruction of the run.
-  watchpoint  a UC_HOOK_MEM_WRITE on the watched bytes (UC_HOOK_MEM_READ
-              for a read watchpoint, both for an access watchpoint). Unicorn hands memory
+  watchpoint  a UC_HOOK_MEM_WRITE on the watched bytes (UC_HOOK_MEM_READ for a
+              read watchpoint, both for an access watchpoint). Unicorn hands memory
               hooks *physical* addresses once paging is on (verified), so
               the virtual range is translated through each core's page
               tables before each of its quanta, and hooked there: a store
               through a mapping made in the middle of a quantum is seen from
-              the next quantum on (a step is a quantum of one). The hook lets the store happen and ends the quantum right
-              after the instruction (Core.stop_after_this_instruction).
-              Stores the host makes for the guest (the interrupt frame that
-              emulator/traps.py pushes) are not watched.
+              the next quantum on (a step is a quantum of one). The hook
+              lets the access happen and ends the quantum right after the
+              instruction (Core.stop_after_this_instruction). Accesses the
+              host makes for the guest (the interrupt frame that
+              emulator/traps.py pushes, a page walk) are not watched, nor
+              are instruction fetches.
   fault       a UC_HOOK_INTR added after the core's own: when it runs, the
               exception has been delivered, so the core stops at the first
               instruction of the guest's handler, and the frame on the stack
@@ -43,6 +45,15 @@ How each kind of stop is made (DESIGN.md section 6 says why):
   resume      the machine's own scheduler, one quantum at a time, until a
               hook stops a core, a core fails, no core can run (the end), the
               cycle budget is spent, or request_interrupt is called.
+  held        non-stop, as a deterministic scheduler can have it: the cores
+              in `held` are skipped by resume (the scheduler picks among the
+              others), so one core stays at its breakpoint while the rest
+              run on; `resume(only=K)` runs core K alone. A held core's clock
+              stands still. Released, it is the furthest behind and runs
+              first until it catches up; the cost model already makes it see
+              another core's store no earlier than that store happened.
+              When every free core is done but a held one could still run,
+              resume stops with reason 'interrupt' and `stalled` set.
 """
 
 from __future__ import annotations
@@ -66,9 +77,6 @@ ADDRESS_MASK = 2**64 - 1
 FIRST_EXTERNAL_VECTOR = 32      # 0..31 are the CPU's exceptions (Intel SDM vol. 3, 6.3)
 WIDEST_STORE = 8                # a store starting this far before a watch can overlap it
 MAX_WATCH_LENGTH = 0x10000      # each watched page costs a hook and a page walk per run
-# What a watchpoint watches -> the unicorn hooks that see it (gdb's watch, rwatch, awatch).
-WATCH_HOOKS = {'write': UC_HOOK_MEM_WRITE, 'read': UC_HOOK_MEM_READ,
-               'access': UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}
 
 _GPRS = ('rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'rsp',
          'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15')
@@ -98,10 +106,21 @@ class Breakpoint:
     condition: Callable | None = None       # condition(core) -> bool, checked at each hit
     temporary: bool = False                 # the engine's own (run_until), not listed
     hits: int = 0
+    also: tuple[int, ...] = ()              # more addresses (a routine in several programs)
+    enabled: bool = True
+
+    @property
+    def addresses(self) -> tuple[int, ...]:
+        return (self.address, *self.also)
 
     def applies(self, core) -> bool:
-        return ((self.cores is None or core.id in self.cores)
+        return (self.enabled and (self.cores is None or core.id in self.cores)
                 and (self.condition is None or self.condition(core)))
+
+
+# What a watchpoint watches, and the unicorn hooks that see it.
+WATCH_KINDS = {"write": UC_HOOK_MEM_WRITE, "read": UC_HOOK_MEM_READ,
+               "access": UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}
 
 
 @dataclass
@@ -109,8 +128,9 @@ class Watchpoint:
     number: int
     address: int
     length: int
-    kind: str = 'write'                     # a key of WATCH_HOOKS
     hits: int = 0
+    kind: str = "write"                     # a key of WATCH_KINDS
+    enabled: bool = True
     # Per core: the hooked pieces (physical, virtual, size) and their hooks.
     pieces: dict = field(default_factory=dict)
     hooks: dict = field(default_factory=dict)
@@ -162,6 +182,8 @@ class DebugEngine:
         self._stop: StopEvent | None = None
         self._interrupt = threading.Event()
         self._last_core = 0
+        self.held: set[int] = set()         # cores resume skips (non-stop)
+        self.stalled = False                # the last resume ended with only held cores left
         self._fault_hooks = [core.uc.hook_add(UC_HOOK_INTR, self._fault_hook(core))
                              for core in machine.cores]
         self.travel = None      # the history, when kept (emulator/debug/timetravel.py)
@@ -241,15 +263,18 @@ class DebugEngine:
 
     # --- Breakpoints --------------------------------------------------------------
     def add_breakpoint(self, address: int, cores=None, condition=None,
-                       temporary: bool = False) -> Breakpoint:
-        """Stop any core (or one of `cores`) about to execute `address`."""
+                       temporary: bool = False, also=()) -> Breakpoint:
+        """Stop any core (or one of `cores`) about to execute `address` (or one
+        of the addresses `also`)."""
         address &= ADDRESS_MASK
+        also = tuple(a & ADDRESS_MASK for a in also if a & ADDRESS_MASK != address)
         cores = None if cores is None else frozenset(cores)
         number = 0 if temporary else next(self._numbers)
-        breakpoint_ = Breakpoint(number, address, cores, condition, temporary)
+        breakpoint_ = Breakpoint(number, address, cores, condition, temporary, also=also)
         self._breakpoints.append(breakpoint_)
-        if address not in self._code_hooks:
-            self._hook_code(address)
+        for place in breakpoint_.addresses:
+            if place not in self._code_hooks:
+                self._hook_code(place)
         return breakpoint_
 
     @property
@@ -275,13 +300,13 @@ class DebugEngine:
 
     def breakpoints_at(self, address: int, core) -> list[Breakpoint]:
         """The breakpoints that would stop `core` at `address`."""
-        return [b for b in self._breakpoints if b.address == address and b.applies(core)]
+        return [b for b in self._breakpoints if address in b.addresses and b.applies(core)]
 
     def _forget_breakpoint(self, breakpoint_: Breakpoint) -> None:
         self._breakpoints.remove(breakpoint_)
-        address = breakpoint_.address
-        if not any(b.address == address for b in self._breakpoints):
-            self._unhook_code(address)
+        for address in breakpoint_.addresses:
+            if not any(address in b.addresses for b in self._breakpoints):
+                self._unhook_code(address)
 
     def _hook_code(self, address: int) -> None:
         handles = []
@@ -314,19 +339,19 @@ class DebugEngine:
         return on_code
 
     # --- Watchpoints ----------------------------------------------------------------
-    def add_watchpoint(self, address: int, length: int, kind: str = 'write') -> Watchpoint:
+    def add_watchpoint(self, address: int, length: int, kind: str = "write") -> Watchpoint:
         """Stop any core right after it stores to [address, address + length)
-        (kind 'read': loads from it; 'access': either)."""
+        (kind "read": loads from it; "access": either)."""
         if not 1 <= length <= MAX_WATCH_LENGTH:
             raise TargetError(f"a watchpoint covers 1 to {MAX_WATCH_LENGTH:#x} bytes, not {length}")
-        if kind not in WATCH_HOOKS:
-            raise TargetError(f"a watchpoint watches {', '.join(WATCH_HOOKS)}, not {kind!r}")
-        watch = Watchpoint(next(self._numbers), address & ADDRESS_MASK, length, kind)
+        if kind not in WATCH_KINDS:
+            raise TargetError(f"a watchpoint watches {', '.join(WATCH_KINDS)}, not {kind!r}")
+        watch = Watchpoint(next(self._numbers), address & ADDRESS_MASK, length, kind=kind)
         self.watchpoints[watch.number] = watch
         self._place_watch(watch)
         return watch
 
-    def remove_watchpoint(self, address: int, length: int, kind: str = 'write') -> None:
+    def remove_watchpoint(self, address: int, length: int, kind: str = "write") -> None:
         for number, watch in list(self.watchpoints.items()):
             if (watch.address, watch.length, watch.kind) == (address & ADDRESS_MASK, length, kind):
                 self._unhook_watch(self.watchpoints.pop(number))
@@ -344,15 +369,15 @@ class DebugEngine:
             for handle in watch.hooks.pop(core.id, ()):
                 core.uc.hook_del(handle)
             watch.pieces[core.id] = pieces
+            hook_type = WATCH_KINDS[watch.kind]
             watch.hooks[core.id] = [
-                core.uc.hook_add(WATCH_HOOKS[watch.kind], self._watch_hook(core, watch),
+                core.uc.hook_add(hook_type, self._watch_hook(core, watch),
                                  begin=max(0, physical - WIDEST_STORE + 1),
                                  end=physical + size - 1)
                 for physical, _, size in pieces]
             if sum(size for _, _, size in pieces) < watch.length:
                 watch.hooks[core.id].append(
-                    core.uc.hook_add(WATCH_HOOKS[watch.kind],
-                                     self._unmapped_watch_hook(core, watch)))
+                    core.uc.hook_add(hook_type, self._unmapped_watch_hook(core, watch)))
 
     def _unhook_watch(self, watch: Watchpoint) -> None:
         for core in self.machine.cores:
@@ -376,7 +401,7 @@ class DebugEngine:
     def _watch_hook(self, core, watch: Watchpoint):
         def on_write(uc, access, address, size, value, _):
             try:
-                if any(start < address + size and address < start + length
+                if watch.enabled and any(start < address + size and address < start + length
                        for start, _, length in watch.pieces.get(core.id, ())):
                     self._report(StopEvent(core.id, 'watchpoint',
                                            addr=watch.virtual_of(core.id, address)), [watch])
@@ -391,6 +416,8 @@ class DebugEngine:
         page and store to it within one quantum (it builds a program's stack
         and runs it), and a watch set at boot must not miss that."""
         def on_any_write(uc, access, address, size, value, _):
+            if not watch.enabled:
+                return
             try:
                 for start, virtual, length in self._translate_range(core, watch.address,
                                                                     watch.length):
@@ -470,15 +497,18 @@ class DebugEngine:
             core.uc.hook_del(handle)
             core.uc.ctl_flush_tb()
 
-    def resume(self) -> StopEvent:
-        """Run every core until something stops the machine (see the module doc)."""
+    def resume(self, only: int | None = None) -> StopEvent:
+        """Run every core but the held ones (or core `only`, alone) until
+        something stops the machine (see the module doc)."""
         scheduler = self.machine.scheduler
+        skip = self.held if only is None else set(self.cores()) - {self.core(only).id}
         try:
             self._begin_run()
+            self.stalled = False
             while not self._interrupt.is_set():
-                core, time = scheduler.next_core()
+                core, time = scheduler.next_core(skip=skip)
                 if core is None:
-                    return self._the_end()
+                    return self._nothing_to_run(skip)
                 if self.max_cycles is not None and time >= self.max_cycles:
                     return self._out_of_budget(core)
                 limit = None if self.max_cycles is None else self.max_cycles - time
@@ -495,15 +525,26 @@ class DebugEngine:
             # the run got going must still stop it.
             self._end_run()
 
-    def run_until(self, core_id: int, address: int, condition=None) -> StopEvent:
+    def run_until(self, core_id: int, address: int, condition=None,
+                  only: bool = False) -> StopEvent:
         """Resume until `core_id` is about to run `address` (and `condition`),
-        or until anything else stops the machine first."""
+        or until anything else stops the machine first (`only`: run that
+        core alone)."""
         temporary = self.add_breakpoint(address, cores={core_id}, condition=condition,
                                         temporary=True)
         try:
-            return self.resume()
+            return self.resume(only=core_id if only else None)
         finally:
             self._forget_breakpoint(temporary)
+
+    def _nothing_to_run(self, skip) -> StopEvent:
+        """No core outside `skip` can run: the end, unless a skipped one could."""
+        waiting = [c.id for c in self.machine.cores
+                   if c.id in skip and self.machine.scheduler.ready_time(c) is not None]
+        if not waiting:
+            return self._the_end()
+        self.stalled = True
+        return StopEvent(waiting[0], 'interrupt')
 
     def request_interrupt(self) -> None:
         self._interrupt.set()

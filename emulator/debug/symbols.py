@@ -4,7 +4,8 @@
                           read=engine.read_memory)
     symbols.describe(0x200123, core=2)     # -> "trap_common+3"
     symbols.source(0x200123, core=2)       # -> "cpudriver/trap.S:42"
-    symbols.lookup("start", core=2)        # -> Location(0x8000000000, {2}, (spin,))
+    symbols.lookup("start", core=2)        # -> Location(0x8000000000, {2}, ((0x80.., spin),))
+    symbols.line("urpc.S", 107)            # -> a Location too
 
 Every assembled source is a `Program` (emulator/assembler.py) with a table
 label -> address. Some programs are seen by every core at the same address
@@ -17,14 +18,17 @@ programs that could be there, the one whose first bytes are in memory at
 its base address (through `read(core, address, length)`, the core's view).
 
 A name given by a person resolves to a `Location`: the address, the cores
-on which that name means that address (None: every core) and, for a user
-label, the programs that have it there. A breakpoint on a user label can
-then stop only when one of those is running, not every program that
-happens to have code at the same address.
+on which that name means something (None: every core) and, for a user
+label, its places: each program that has it, with its address there (a
+library routine such as urpc_send is at a different address in each
+program that links it). A breakpoint on a user label covers every place
+and stops only where the program that has it is running (`here`), not
+in every program that happens to have code at the same address.
 
 Names in addresses: `NAME`, `NAME+OFFSET`, numbers (`0x200000`, `4096`)
-and `NUMBER+OFFSET`. Registers (`$rsp`) are the debugger's business, not
-this module's: they need a live core.
+and `NUMBER+OFFSET`; source lines, `FILE:LINE`, go through `line`.
+Registers (`$rsp`) and expressions are the debugger's business
+(emulator/debug/expression.py): they need a live core.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ import re
 from dataclasses import dataclass
 
 _TERM = re.compile(r'\s*([A-Za-z_.$][\w.$]*|0[xX][0-9a-fA-F_]+|\d[\d_]*)\s*')
+
+
+def _same_file(path: str, name: str) -> bool:
+    """Is `name` the whole of `path` or a tail of it, component by component?"""
+    return path == name or path.endswith("/" + name.lstrip("/"))
 
 
 class SymbolError(ValueError):
@@ -47,7 +56,18 @@ IDENTIFYING_BYTES = 64
 class Location:
     address: int
     cores: frozenset[int] | None = None     # None: the address means this on every core
-    programs: tuple | None = None           # a user label's programs (None: no matter)
+    # User code: (address, program) for each program that has the name; a
+    # library routine is at a different address in each program that links it.
+    places: tuple = ()
+
+    @property
+    def addresses(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(address for address, _ in self.places)) or (self.address,)
+
+    def plus(self, offset: int) -> "Location":
+        mask = 2**64 - 1
+        return Location((self.address + offset) & mask, self.cores,
+                        tuple(((a + offset) & mask, p) for a, p in self.places))
 
 
 class SymbolTable:
@@ -71,8 +91,28 @@ class SymbolTable:
         return candidates[0] if candidates else None
 
     def running(self, programs, core: int) -> bool:
-        """Is one of `programs` the one mapped on `core` now? (a breakpoint's condition)"""
+        """Is one of `programs` the one mapped on `core` now?"""
         return any(self.is_mapped(program, core) for program in programs)
+
+    def here(self, location: Location, core: int, address: int) -> bool:
+        """Is `address` on `core` the place `location` names, in the program
+        mapped there now? (a breakpoint's condition)"""
+        if not location.places:
+            return address == location.address
+        return any(place == address and self.is_mapped(program, core)
+                   for place, program in location.places)
+
+    def address_on(self, location: Location, core: int) -> int:
+        """The one address `location` means on `core`: in the program mapped
+        there now, or the only one it can mean."""
+        addresses = location.addresses
+        if len(addresses) == 1:
+            return addresses[0]
+        for address, program in location.places:
+            if self.is_mapped(program, core):
+                return address
+        raise SymbolError(f"it is at different addresses in different programs, and none of "
+                          f"them is running on core {core}")
 
     def is_mapped(self, program, core: int) -> bool:
         """Is `program` the one in `core`'s address space right now?"""
@@ -108,27 +148,59 @@ class SymbolTable:
     def lookup(self, name: str, core: int | None = None) -> Location:
         """Where `name` is: a shared program's label first, then the cores' own.
 
-        With `core`, only that core's program is searched (besides the shared
-        ones). Without, every core's: the name must mean one address.
+        With `core`, only that core's programs are searched (besides the
+        shared ones). A user label may be in several programs, at a different
+        address in each: the Location has them all (`places`).
         """
         for program in self.shared:
             if name in program.symbols:
                 return Location(program.symbols[name])
-        cores = [core] if core is not None else sorted(self.per_core)
-        programs = []
-        for c in cores:
-            for program in self.per_core.get(c, ()):
-                if name in program.symbols and program not in programs:
-                    programs.append(program)
-        if not programs:
+        places, cores = [], set()
+        for program, may_run in self._programs(core, shared=False):
+            if name in program.symbols:
+                places.append((program.symbols[name], program))
+                cores |= may_run
+        if not places:
             where = f" on core {core}" if core is not None else ""
             raise SymbolError(f"no symbol {name!r}{where}")
-        if len({program.symbols[name] for program in programs}) > 1:
-            raise SymbolError(f"{name!r} is at different addresses in different programs: "
-                              f"say which core (`core K`)")
-        running = frozenset(c for c in cores
-                            if any(p in programs for p in self.per_core.get(c, ())))
-        return Location(programs[0].symbols[name], running, tuple(programs))
+        return Location(places[0][0], frozenset(cores), tuple(places))
+
+    def line(self, file: str, line: int, core: int | None = None) -> Location:
+        """Where source line `file:line` starts (the first line at or after it
+        that produced code, as gdb does). `file` may be any tail of the path
+        (`urpc.S`, `lib/urpc.S`). A file several programs include is at a
+        different address in each: the Location has them all (`places`)."""
+        found = []          # (line, address, program, cores)
+        for program, cores in self._programs(core):
+            best = None
+            for address, name, number in program.source_lines:
+                if _same_file(name, file) and number >= line and \
+                        (best is None or (number, address) < best):
+                    best = (number, address)
+            if best is not None:
+                found.append((*best, program, cores))
+        if not found:
+            where = f" on core {core}" if core is not None else ""
+            raise SymbolError(f"no code at or after {file}:{line}{where}")
+        nearest = min(number for number, *_ in found)
+        found = [(address, program, cores) for number, address, program, cores in found
+                 if number == nearest]
+        address, _, cores = found[0]
+        if cores is None:
+            return Location(address)
+        running = frozenset(c for _, _, cs in found for c in cs)
+        return Location(address, running, tuple((a, program) for a, program, _ in found))
+
+    def _programs(self, core: int | None, shared: bool = True):
+        """(program, the cores that may run it, None for every core), the shared first."""
+        for program in self.shared if shared else ():
+            yield program, None
+        by_program = {}
+        for c in ([core] if core is not None else sorted(self.per_core)):
+            for program in self.per_core.get(c, ()):
+                by_program.setdefault(id(program), (program, set()))[1].add(c)
+        for program, cores in by_program.values():
+            yield program, frozenset(cores)
 
     def resolve(self, text: str, core: int | None = None) -> Location:
         """An address as a person writes it: a number, a name, either + an offset."""
@@ -136,9 +208,7 @@ class SymbolTable:
         if not all(parts):
             raise SymbolError(f"cannot read {text!r} as an address")
         location = self._term(parts[0], core)
-        offset = sum(self._number(part) for part in parts[1:])
-        return Location((location.address + offset) & (2**64 - 1), location.cores,
-                        location.programs)
+        return location.plus(sum(self._number(part) for part in parts[1:]))
 
     def _term(self, text: str, core: int | None) -> Location:
         match = _TERM.fullmatch(text)

@@ -7,8 +7,9 @@
 
 The machine tells its observers about what crosses between cores
 (`machine._notify(event, **fields)`): an `ipi` (source, target, mode,
-vector, time) and, from the channels, a `send` or `recv` (time, core,
-peer, channel, words, seq). The recorder knows none of these by name: it
+vector, time) and, from the OS (kernel/tracepoints.py), a `send` or
+`recv` (time, core, peer, channel, words, seq) and a `run` (time, core,
+what: kernel, user or idle, dispatcher). The recorder knows none of these by name: it
 writes whatever event comes, with its fields, so a new kind of event is
 traced the day something reports it. Keys are sorted and nothing of the
 host (no wall-clock time) goes in: the same run gives the same file.
@@ -45,11 +46,14 @@ class TraceRecorder:
 
 
 class MessageLog:
-    """The last `keep` message events (send and recv) of each channel."""
+    """The last `keep` message events (send and recv) of each channel, and,
+    for each channel, the last event of each kind (its ends' cores, the
+    last message numbers): `latest[channel]["send"]`."""
 
     def __init__(self, keep: int = 8):
         self.keep = keep
         self.channels: dict[object, deque] = {}
+        self.latest: dict[object, dict[str, dict]] = {}
 
     def __call__(self, event: str, **fields) -> None:
         if event not in MESSAGE_EVENTS:
@@ -57,7 +61,9 @@ class MessageLog:
         channel = fields.get("channel")
         if channel not in self.channels:
             self.channels[channel] = deque(maxlen=self.keep)
-        self.channels[channel].append({"event": event, **fields})
+        record = {"event": event, **fields}
+        self.channels[channel].append(record)
+        self.latest.setdefault(channel, {})[event] = record
 
     def checkpoint_state(self):        # emulator/checkpoint.py
         return copy.deepcopy(self.channels)
