@@ -129,7 +129,7 @@ def _restore_ram(memory, pages: dict) -> None:
 
 # --- Cores --------------------------------------------------------------------
 _CORE_FIELDS = ("state", "cycles", "exit_code", "failure", "init_received", "_sequence",
-                "waiting_on", "_pending_fault")
+                "waiting_on", "_pending_fault", "not_before")
 _APIC_FIELDS = ("icr_high", "spurious", "lvt_timer", "timer_initial", "timer_divide",
                 "timer_start", "timer_deadline")
 
@@ -187,8 +187,9 @@ def _restore_scheduler(scheduler, state: tuple) -> None:
 
 # --- The cost model -------------------------------------------------------------
 _COUNTERS = ("hits", "transfers", "memory_fills", "invalidations", "waits")
-_LINE_FIELDS = ("sharers", "owner", "owner_state", "written_at", "writer", "hits",
-                "transfers", "memory_fills", "invalidations", "writes")
+_LINE_FIELDS = ("sharers", "owner", "owner_state", "written_at", "writer", "busy_from",
+                "busy_until", "busy_read", "hits", "transfers", "memory_fills",
+                "invalidations", "writes")
 
 
 def _take_cost(cost) -> tuple:

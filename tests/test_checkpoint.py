@@ -52,3 +52,10 @@ def test_a_checkpoint_puts_back_memory_registers_and_clocks():
     assert checkpoint.fingerprint(machine) != before
     checkpoint.restore(machine, saved)
     assert checkpoint.fingerprint(machine) == before, "restore left the machine elsewhere"
+
+
+def test_a_checkpoint_saves_every_field_of_a_directory_entry():
+    """A field added to the directory's lines (the cost model grows) must be
+    saved too, or going back replays a different machine."""
+    from emulator.interconnect.coherence import _Line
+    assert set(checkpoint._LINE_FIELDS) == set(_Line.__slots__)
