@@ -49,7 +49,14 @@ def test_a_caught_mistake_replays_in_the_debugger_on_the_students_file(tmp_path)
     assert not failed["passed"] and "control word" in failed["reason"]
     command = shlex.split(failed["replay"])
     assert command[:2] == ["sprat", "debug"] and "--lab" in command and "--break" in command
-    replay = sprat(*command[1:], "--script", os.devnull, cwd=tmp_path)
+    # It stops as the torn message is taken (rcx = its number + 1 there).
+    message = int(failed["reason"].split("message ")[1].split()[0])
+    assert command[-1].endswith(f"if $rcx == {message + 1}"), command
+    script = tmp_path / "look.txt"
+    script.write_text("print $rcx\n")
+    replay = sprat(*command[1:], "--script", str(script), cwd=tmp_path)
     assert replay.returncode == 0, replay.stderr
     assert "hit breakpoint 1" in replay.stdout
     assert "ws/userland/lib/urpc.S" in replay.stdout, "the replay must run the student's file"
+    printed = replay.stdout.split("(sprat) print $rcx")[1].splitlines()[1]   # "$rcx = 22"
+    assert printed.split("=")[-1].split()[0] == str(message + 1), printed

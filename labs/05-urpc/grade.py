@@ -146,11 +146,14 @@ def check_channel(run, channel, count):
         if message["seq"] != index:
             fail(f"{where}: message {message['seq']} was taken where message {index} was due"
                  f"{' (taken twice)' if message['seq'] < index else ''}; or is rcx at"
-                 f" urpc_received not the message number + 1?", run, stop=stop)
+                 f" urpc_received not the message number + 1?", run,
+                 stop=f"{stop} if $rcx == {message['seq'] + 1}")
         for k, word in enumerate(message["words"]):
             if word != sent_word(index, k):
+                # The replay stops as that message is taken: rcx is its number + 1.
                 fail(f"{where}: message {index} arrived with word {k} = {word:#x} (sent as"
-                     f" {sent_word(index, k):#x}){diagnose(index, k, word)}", run, stop=stop)
+                     f" {sent_word(index, k):#x}){diagnose(index, k, word)}", run,
+                     stop=f"{stop} if $rcx == {index + 1}")
     if len(received) < count:
         fail(f"{where}: {len(received)} of {count} messages arrived; {why_stuck(run)}", run)
     if len(received) > count:
