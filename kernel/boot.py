@@ -136,10 +136,7 @@ def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
     With a `topology`, the machine has its cores (and `cores` must agree).
     """
     image = parse_image(path)
-    kernel = assemble_file(image.kernel.path, layout.KERNEL_BASE, defines=layout.defines())
-    if len(kernel.code) > layout.KERNEL_MAX_SIZE:
-        raise SpratError(f"{image.kernel.path}: the CPU driver is {len(kernel.code)} bytes, "
-                         f"more than the {layout.KERNEL_MAX_SIZE} bytes it may occupy")
+    kernel = assemble_kernel(image)
     machine = Machine(cores, memory_size=memory_size, quantum=quantum, output=output,
                       topology=topology, cost_model=cost_model, seed=seed)
     machine.memory.write(layout.KERNEL_BASE, kernel.code)
@@ -153,6 +150,31 @@ def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
     return system
 
 
+def assemble_image(image: BootImage) -> tuple[Program, list[Program]]:
+    """The CPU driver and every module assembled as the loader does, with the
+    same checks (a lab's build check assembles a student's images so)."""
+    return assemble_kernel(image), [assemble_module(image, entry) for entry in image.modules]
+
+
+def assemble_kernel(image: BootImage) -> Program:
+    kernel = assemble_file(image.kernel.path, layout.KERNEL_BASE, defines=layout.defines())
+    if len(kernel.code) > layout.KERNEL_MAX_SIZE:
+        raise SpratError(f"{image.kernel.path}: the CPU driver is {len(kernel.code)} bytes, "
+                         f"more than the {layout.KERNEL_MAX_SIZE} bytes it may occupy")
+    return kernel
+
+
+def assemble_module(image: BootImage, entry) -> Program:
+    """A module line's program, its numeric options as assembler constants."""
+    where = f"{image.path}:{entry.line}"
+    defines = user_defines() | _numeric_options(entry, where)
+    program = assemble_file(entry.path, layout.USER_BASE, defines=defines)
+    if len(program.code) > layout.USER_MAX_IMAGE:
+        raise SpratError(f"{where}: module {entry.path.name} is {len(program.code)} bytes, "
+                         f"more than a program may be ({layout.USER_MAX_IMAGE})")
+    return program
+
+
 def _load_modules(system: System, cores: int) -> None:
     image, memory = system.image, system.machine.memory
     if len(image.modules) > layout.MAX_MODULES:
@@ -161,11 +183,7 @@ def _load_modules(system: System, cores: int) -> None:
     for entry in image.modules:
         where = f"{image.path}:{entry.line}"
         core = _module_core(entry, cores, where)
-        defines = user_defines() | _numeric_options(entry, where)
-        program = assemble_file(entry.path, layout.USER_BASE, defines=defines)
-        if len(program.code) > layout.USER_MAX_IMAGE:
-            raise SpratError(f"{where}: module {entry.path.name} is {len(program.code)} bytes, "
-                             f"more than a program may be ({layout.USER_MAX_IMAGE})")
+        program = assemble_module(image, entry)
         if address + len(program.code) > layout.MODULES_END:
             raise SpratError(f"{where}: module {entry.path.name} does not fit: the modules "
                              f"of an image may take {(layout.MODULES_END - layout.MODULES_BASE) >> 20}"
@@ -215,7 +233,7 @@ def _module_channels(entry, where: str) -> list[int]:
 
 
 def _numeric_options(entry, where: str) -> dict[str, int]:
-    defines = {}
+    defines, system_names = {}, frozenset(user_defines())
     for name, value in entry.options.items():
         if name in ("core", "channels"):
             continue
@@ -225,16 +243,12 @@ def _numeric_options(entry, where: str) -> dict[str, int]:
             raise SpratError(f"{where}: {name}={value} is not a number") from None
         if not -(1 << 63) <= number < (1 << 64):
             raise SpratError(f"{where}: {name}={value} does not fit in 64 bits")
-        if name.upper() in _system_names():
+        if name.upper() in system_names:
             raise SpratError(f"{where}: {name}={value} would redefine the system's constant "
                              f"{name.upper()} (choose another name)")
         defines[name.upper()] = number
     return defines
 
-
-def _system_names() -> frozenset[str]:
-    """The constants every program gets (system call numbers, errors, layout)."""
-    return frozenset(user_defines())
 
 
 def _track_channels(system: System) -> None:

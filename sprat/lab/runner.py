@@ -215,11 +215,9 @@ def _verdict(args) -> dict:
 def _build_verdict(lab_folder: Path) -> dict:
     """Compile the student's Python files; assemble every image of the lab."""
     from emulator import sources
-    from emulator.assembler import assemble_file
     from emulator.errors import SpratError
-    from kernel.boot import user_defines
+    from kernel.boot import assemble_image
     from kernel.image import parse_image
-    from cpudriver import layout
     from sprat.lab.manifest import load_lab
     try:
         for name in load_lab(lab_folder).files:
@@ -227,25 +225,12 @@ def _build_verdict(lab_folder: Path) -> dict:
             if name.endswith(".py"):
                 compile(path.read_text(encoding="utf-8"), name, "exec")
         for image_path in sorted((lab_folder / "images").glob("*.lst")):
-            image = parse_image(image_path)
-            assemble_file(image.kernel.path, layout.KERNEL_BASE, defines=layout.defines())
-            for entry in image.modules:
-                numeric = {key.upper(): int(value, 0) for key, value in entry.options.items()
-                           if key != "core" and _is_number(value)}
-                assemble_file(entry.path, layout.USER_BASE, defines=user_defines() | numeric)
+            assemble_image(parse_image(image_path))
     except SyntaxError as error:
         return {"passed": False, "reason": f"{error.filename}:{error.lineno}: {error.msg}"}
     except (SpratError, OSError, UnicodeDecodeError) as error:
         return {"passed": False, "reason": str(error)}
     return {"passed": True}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        int(text, 0)
-        return True
-    except ValueError:
-        return False
 
 
 def _where(error) -> str:
