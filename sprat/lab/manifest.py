@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.errors import SpratError
+from emulator.files import read_text
 from emulator.sources import TREE
 
 LABS = TREE / "labs"
@@ -67,8 +68,8 @@ def find_lab(which: str) -> Lab:
 def load_lab(folder: Path) -> Lab:
     path = folder / MANIFEST
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        data = tomllib.loads(read_text(path, "lab manifest"))
+    except tomllib.TOMLDecodeError as error:
         raise SpratError(f"{path}: cannot read the lab's manifest: {error}") from None
     field = _Fields(path, data)
     lab = Lab(number=field.get("number", int), slug=field.get("slug", str),

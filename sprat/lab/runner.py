@@ -216,6 +216,7 @@ def _build_verdict(lab_folder: Path) -> dict:
     """Compile the student's Python files; assemble every image of the lab."""
     from emulator import sources
     from emulator.errors import SpratError
+    from emulator.files import read_text
     from kernel.boot import assemble_image
     from kernel.image import parse_image
     from sprat.lab.manifest import load_lab
@@ -223,7 +224,7 @@ def _build_verdict(lab_folder: Path) -> dict:
         for name in load_lab(lab_folder).files:
             path = sources.locate(sources.TREE / name)
             if name.endswith(".py"):
-                compile(path.read_text(encoding="utf-8"), name, "exec")
+                compile(read_text(path, "Python file"), name, "exec")
         for image_path in sorted((lab_folder / "images").glob("*.lst")):
             assemble_image(parse_image(image_path))
     except SyntaxError as error:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from emulator import sources
 from emulator.errors import OutputError, SpratError
-from sprat.lab.manifest import Lab, find_lab, load_lab
+from emulator.files import read_text
+from sprat.lab.manifest import MANIFEST, Lab, find_lab, load_lab
 from sprat.lab.regions import apply_patches, blank, read_wrong_solution
 
 MARKER = ".sprat-lab"
@@ -63,12 +64,12 @@ class Workspace:
 
 def reference_files(lab: Lab) -> dict[str, str]:
     """The tree's own files: the reference solution."""
-    return {name: _read_text(sources.TREE / name) for name in lab.files}
+    return {name: read_text(sources.TREE / name, "lab file") for name in lab.files}
 
 
 def skeleton_files(lab: Lab) -> dict[str, str]:
     """The reference with every region blanked to its stub."""
-    stubs = {path.name: _read_text(path) for path in sorted((lab.folder / "stubs").glob("*"))
+    stubs = {path.name: read_text(path, "stub") for path in sorted((lab.folder / "stubs").glob("*"))
              if path.is_file()}
     return {name: blank(text, lab.slug, stubs, name)
             for name, text in reference_files(lab).items()}
@@ -76,7 +77,7 @@ def skeleton_files(lab: Lab) -> dict[str, str]:
 
 def wrong_files(lab: Lab, diff: Path):
     """(the recorded mistake, the reference with the mistake's diff applied)."""
-    wrong = read_wrong_solution(diff.stem, _read_text(diff), str(diff))
+    wrong = read_wrong_solution(diff.stem, read_text(diff, "wrong solution"), str(diff))
     files = reference_files(lab)
     for name, hunks in wrong.patches.items():
         if name not in files:
@@ -121,13 +122,12 @@ def open_workspace(folder: Path) -> Workspace:
         raise SpratError(f"{folder}: not a lab workspace (no {MARKER}; make one with "
                          "`sprat lab start N`)")
     try:
-        data = tomllib.loads(marker.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(marker, "workspace marker"))
         recorded = Path(str(data.get("folder", "")))
-        lab = load_lab(recorded) if (recorded / "lab.toml").is_file() \
-            else find_lab(str(int(data["lab"])))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError,
-            ValueError):
+        which = None if (recorded / MANIFEST).is_file() else str(int(data["lab"]))
+    except (SpratError, OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError):
         raise SpratError(f"{marker}: damaged (it should say `lab = N`)") from None
+    lab = load_lab(recorded) if which is None else find_lab(which)
     for name in lab.files:
         if not (folder / name).is_file():
             raise SpratError(f"{folder / name}: missing: lab {lab.number} needs your copy of "
@@ -165,9 +165,3 @@ class _WorkspaceFinder(importlib.abc.MetaPathFinder):
             return None
         return importlib.util.spec_from_file_location(fullname, file)
 
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpratError(f"{path}: cannot read it: {error}") from None
