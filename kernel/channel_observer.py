@@ -45,13 +45,15 @@ import copy
 from dataclasses import dataclass, field
 
 from cpudriver import layout
+from kernel.urpc import URPC_ACK, URPC_CONTROL, URPC_PAYLOAD_WORDS, URPC_SLOT_SIZE, URPC_SLOTS
 
-SLOTS = 16                   # userland/lib/urpc.S: URPC_SLOTS
-SLOT_SIZE = 64               # URPC_SLOT_SIZE: one cache line
-PAYLOAD_WORDS = 7            # URPC_PAYLOAD_WORDS
-CONTROL_WORD = 7             # the control word is the slot's last (URPC_CONTROL = 56)
-ACK = SLOTS * SLOT_SIZE      # URPC_ACK: the ack line's offset in a ring
+# The ring's layout, as kernel/urpc.py mirrors userland/lib/urpc.S, in words.
 WORD = 8
+SLOTS = URPC_SLOTS
+SLOT_SIZE = URPC_SLOT_SIZE
+PAYLOAD_WORDS = URPC_PAYLOAD_WORDS
+CONTROL_WORD = URPC_CONTROL // WORD  # the slot's last word
+ACK = URPC_ACK                       # the ack line's offset in a ring
 
 # userland/monitor.S and lib/monitor_client.S: the monitors' rings, three to a page.
 MONITOR_RING_BYTES = 1088

@@ -21,9 +21,8 @@ from cpudriver import layout
 from emulator import sources
 from emulator.core import CoreState
 from emulator.debug.symbols import SymbolTable
+from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE
 
-URPC_ACK_OFFSET = 1024          # userland/lib/urpc.S: the ack line follows 16 slots
-URPC_SLOT_SIZE = 64
 LINES_NAMED = 3                 # a monitor polls dozens of rings: name the first few
 
 
@@ -64,9 +63,9 @@ def describe_line(physical: int) -> str:
     channel, within = divmod(offset, layout.CHANNEL_SIZE)
     if channel >= layout.N_USER_CHANNELS:
         return f"core {channel - layout.N_USER_CHANNELS}'s kernel inbox"
-    if within == URPC_ACK_OFFSET:
+    if within == URPC_ACK:
         return f"channel {channel}'s ack line"
-    if within < URPC_ACK_OFFSET:
+    if within < URPC_ACK:
         return f"channel {channel} slot {within // URPC_SLOT_SIZE}"
     return f"channel {channel} at +{within:#x}"
 

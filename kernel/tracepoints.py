@@ -44,9 +44,11 @@ from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as x86
 
 from cpudriver import layout
-from kernel.channel_observer import CONVENTION, SLOT_SIZE, SLOTS, ChannelObserver, monitor_layout
+from kernel.channel_observer import CONVENTION, ChannelObserver, monitor_layout
+from kernel.urpc import URPC_PAYLOAD_WORDS, URPC_SLOT_SIZE, URPC_SLOTS
 
-PAYLOAD_WORDS = 7
+PAYLOAD_BYTES = 8 * URPC_PAYLOAD_WORDS
+
 # Both labels stand on one store (the control word; the receiver's count):
 # the message has been sent, or taken, once that statement has run.
 LABELS = {"send": "urpc_send_commit", "recv": "urpc_received"}
@@ -132,12 +134,12 @@ def read_message(core, event: str) -> Message:
     sequence = regs.read(x86.UC_X86_REG_RCX) - 1
     if event == "send":
         slot = regs.read(x86.UC_X86_REG_RDX)
-        ring, words = slot & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(slot, 8 * PAYLOAD_WORDS)
+        ring, words = slot & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(slot, PAYLOAD_BYTES)
     else:
         ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
-        words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), 8 * PAYLOAD_WORDS)
+        words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), PAYLOAD_BYTES)
     channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
-    return Message(event, channel, sequence, struct.unpack(f"<{PAYLOAD_WORDS}Q", words))
+    return Message(event, channel, sequence, struct.unpack(f"<{URPC_PAYLOAD_WORDS}Q", words))
 
 
 def install_message_tracepoints(system) -> ChannelObserver:
@@ -173,14 +175,14 @@ def _tracepoint(machine, core, event, expected, ends, reported, label):
             return
         regs = core.regs
         sequence = regs.read(x86.UC_X86_REG_RCX) - 1
-        slot = sequence % SLOTS
+        slot = sequence % URPC_SLOTS
         if event == "send":
             at = regs.read(x86.UC_X86_REG_RDX)
-            ring, words = at & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(at, 8 * PAYLOAD_WORDS)
+            ring, words = at & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(at, PAYLOAD_BYTES)
         else:
             ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
-            at = ring + slot * SLOT_SIZE
-            words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), 8 * PAYLOAD_WORDS)
+            at = ring + slot * URPC_SLOT_SIZE
+            words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), PAYLOAD_BYTES)
         channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
         key = (event, at - layout.USER_CHANNELS, sequence)
         # Seen already: by the channel observer, or by this hook before a
@@ -193,5 +195,5 @@ def _tracepoint(machine, core, event, expected, ends, reported, label):
         other = sides.get("recv" if event == "send" else "send")
         machine._notify(event, time=core.now(), core=core.id, peer=other, channel=channel,
                         slot=slot, seq=sequence, place=label,
-                        words=list(struct.unpack(f"<{PAYLOAD_WORDS}Q", words)))
+                        words=list(struct.unpack(f"<{URPC_PAYLOAD_WORDS}Q", words)))
     return on_message
