@@ -60,6 +60,7 @@ class Message:
     channel: int
     seq: int            # the message number, from 0
     words: tuple
+    slot_address: int   # the slot it travels in (virtual)
 
 
 def message_points(system, event: str) -> list[tuple[int, object]]:
@@ -133,13 +134,15 @@ def read_message(core, event: str) -> Message:
     regs = core.regs
     sequence = regs.read(x86.UC_X86_REG_RCX) - 1
     if event == "send":
-        slot = regs.read(x86.UC_X86_REG_RDX)
-        ring, words = slot & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(slot, PAYLOAD_BYTES)
+        at = regs.read(x86.UC_X86_REG_RDX)
+        ring, words = at & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(at, PAYLOAD_BYTES)
     else:
         ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
+        at = ring + sequence % URPC_SLOTS * URPC_SLOT_SIZE
         words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), PAYLOAD_BYTES)
     channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
-    return Message(event, channel, sequence, struct.unpack(f"<{URPC_PAYLOAD_WORDS}Q", words))
+    return Message(event, channel, sequence, struct.unpack(f"<{URPC_PAYLOAD_WORDS}Q", words),
+                   at)
 
 
 def install_message_tracepoints(system) -> ChannelObserver:
@@ -173,27 +176,17 @@ def _tracepoint(machine, core, event, expected, ends, reported, label):
         # Several programs share virtual addresses: is this one of ours?
         if core.read_virtual(address, len(expected)) != expected:
             return
-        regs = core.regs
-        sequence = regs.read(x86.UC_X86_REG_RCX) - 1
-        slot = sequence % URPC_SLOTS
-        if event == "send":
-            at = regs.read(x86.UC_X86_REG_RDX)
-            ring, words = at & ~(layout.CHANNEL_SIZE - 1), core.read_virtual(at, PAYLOAD_BYTES)
-        else:
-            ring = struct.unpack("<Q", core.read_virtual(regs.read(x86.UC_X86_REG_RDI), 8))[0]
-            at = ring + slot * URPC_SLOT_SIZE
-            words = core.read_virtual(regs.read(x86.UC_X86_REG_RSI), PAYLOAD_BYTES)
-        channel = (ring - layout.USER_CHANNELS) // layout.CHANNEL_SIZE
-        key = (event, at - layout.USER_CHANNELS, sequence)
+        message = read_message(core, event)
+        key = (event, message.slot_address - layout.USER_CHANNELS, message.seq)
         # Seen already: by the channel observer, or by this hook before a
         # debugger stop here (resuming runs the hook again). One message.
         if key in reported:
             return
         reported.add(key)
-        sides = ends.setdefault(channel, {})
+        sides = ends.setdefault(message.channel, {})
         sides[event] = core.id
         other = sides.get("recv" if event == "send" else "send")
-        machine._notify(event, time=core.now(), core=core.id, peer=other, channel=channel,
-                        slot=slot, seq=sequence, place=label,
-                        words=list(struct.unpack(f"<{URPC_PAYLOAD_WORDS}Q", words)))
+        machine._notify(event, time=core.now(), core=core.id, peer=other,
+                        channel=message.channel, slot=message.seq % URPC_SLOTS,
+                        seq=message.seq, place=label, words=list(message.words))
     return on_message
