@@ -31,6 +31,11 @@
  *   - a read: remember (line, its writes so far) for parking (cost.py);
  *   - a write: record when it completes and by whom, count the write.
  *
+ * A write goes through the core's store buffer: buffered_store() below
+ * mirrors StoreBuffer.store in emulator/interconnect/storebuffer.py (read
+ * the rules there). The instructions that drain the buffer (fences, locked
+ * instructions) are rare and stay in Python (cost.py, add_fence_sites).
+ *
  * Parking and waking cores stay in Python: cost.py keeps, for every
  * tracked line, how many cores are parked on it (`parked`), and this hook
  * calls its wake() after a write to a line with parked cores.
@@ -58,6 +63,7 @@
 #define NO_OWNER (-1)            /* coherence.py */
 #define NEVER_WRITTEN (-1)       /* coherence.py */
 #define MAX_WATCHED_LINES 128    /* reads remembered between two pauses (hitpath.py) */
+#define MAX_OUTSTANDING 32       /* a store buffer's ring (storebuffer.py) */
 #define UC_MEM_WRITE 17          /* unicorn.h, enum uc_mem_type (checked by hitpath.py) */
 #define UC_X86_REG_CR0 50        /* unicorn/x86.h, enum uc_x86_reg (checked too) */
 #define UC_X86_REG_CR3 53
@@ -71,6 +77,8 @@ struct clock {                   /* a core's clock during a quantum: SharedClock
     int64_t quantum;             /* instructions the quantum may run */
     int64_t charged;             /* cycles the cost model charged in it */
     const uint64_t *emu_counter; /* unicorn's count of instructions in it */
+    int64_t horizon;             /* the earliest time another core is ready */
+    uint64_t *limit;             /* unicorn's instruction limit (cpustate.py, EMU_COUNT) */
 };
 
 struct line {                    /* a directory entry: SharedLine, hitpath.py */
@@ -107,6 +115,15 @@ struct watch {                   /* lines a core read since its last pause: Watc
     uint64_t writes[MAX_WATCHED_LINES];
 };
 
+struct store_buffer {            /* a core's outstanding stores: StoreBuffer, storebuffer.py */
+    int64_t outstanding;         /* stores in flight before the core waits */
+    int64_t head;                /* index of the oldest entry in done */
+    int64_t count;               /* entries in flight */
+    int64_t last;                /* commit time of the youngest store so far */
+    int64_t locked_at;           /* the stamp of the locked instruction running now */
+    int64_t done[MAX_OUTSTANDING];   /* commit times, a ring, oldest at head */
+};
+
 struct pause_hook {              /* one core's hook on its `pause` sites: PauseHook */
     struct watch *watch;
     const uint8_t *memory;       /* the machine's physical memory (memory.py) */
@@ -124,6 +141,7 @@ struct window {                  /* one core's hook on one tracked range: Window
     struct directory *directory;
     struct clock *clock;
     struct watch *watch;
+    struct store_buffer *buffer;
     int64_t core;
     PyObject *wake;              /* cost.py's wake(line): wakes the cores parked on it */
     PyObject *charge;            /* cost.py's charge(write, address, size, now) */
@@ -255,6 +273,53 @@ static int64_t serve_here(struct directory *d, int64_t me, struct line *line, in
     return cycles;
 }
 
+/* --- The store buffer (a mirror of storebuffer.py) -------------------------- */
+
+/* StoreBuffer._make_room: retire what has committed by `now`; if the buffer
+ * is still full, the cycles until its oldest store commits. */
+static int64_t make_room(struct store_buffer *b, int64_t now)
+{
+    int64_t stall = 0;
+
+    if (b->count >= b->outstanding && b->done[b->head] > now)
+        stall = b->done[b->head] - now;
+    now += stall;
+    while (b->count && b->done[b->head] <= now) {
+        b->head = (b->head + 1) % MAX_OUTSTANDING;
+        b->count--;
+    }
+    return stall;
+}
+
+/* StoreBuffer.store: the cycles to charge for a store to `line` begun at
+ * `now` by the instruction `stamp`. */
+static int64_t buffered_store(struct store_buffer *b, struct directory *d, int64_t me,
+                              struct line *line, int64_t now, int64_t stamp)
+{
+    int64_t cycles, stall, done;
+
+    if (stamp == b->locked_at)                 /* a locked instruction's: wait for it */
+        return serve_here(d, me, line, 1, now);
+    if ((line->sharers >> me & 1) && line->owner == me
+            && (line->owner_state == L'M' || line->owner_state == L'E')) {
+        cycles = serve_here(d, me, line, 1, now);   /* a hit, committed in order */
+        if (b->last > line->written_at)
+            line->written_at = b->last;
+        return cycles;
+    }
+    stall = make_room(b, now);
+    now += stall;
+    done = now + serve_here(d, me, line, 1, now);
+    if (b->last > done)
+        done = b->last;
+    if (done > line->written_at)
+        line->written_at = done;
+    b->done[(b->head + b->count) % MAX_OUTSTANDING] = done;
+    b->count++;
+    b->last = done;
+    return stall + d->l1_hit;
+}
+
 /* --- The hook ------------------------------------------------------------ */
 
 /* core.now() in emulator/core.py: the core's modeled time, mid-quantum. */
@@ -264,6 +329,15 @@ static int64_t now(const struct clock *clock)
     if (ran > (uint64_t)clock->quantum)
         ran = (uint64_t)clock->quantum;
     return clock->start + (int64_t)ran + clock->charged;
+}
+
+/* core.stop_after_this_instruction in emulator/core.py: the quantum ends
+ * once this instruction is done. */
+static void stop_after_this_instruction(struct clock *clock)
+{
+    if ((int64_t)*clock->emu_counter < clock->quantum)
+        clock->quantum = (int64_t)*clock->emu_counter;
+    *clock->limit = (uint64_t)clock->quantum;
 }
 
 /* Watch.add in emulator/hitpath.py. */
@@ -312,6 +386,7 @@ static void on_access(void *uc, int type, uint64_t address, int size,
     uint64_t index = key - w->first_line;      /* wraps to huge if below the range */
     struct line *line = NULL;
     int64_t cycles;
+    uint64_t waited;
 
     /* The record of a line the directory holds (it sets owner_state, 'I' at
      * least, when it takes the record: coherence.py, _new_line). */
@@ -326,8 +401,17 @@ static void on_access(void *uc, int type, uint64_t address, int size,
         call_python(w->charge, 4, args);
         return;
     }
-    cycles = serve_here(w->directory, w->core, line, write, now(w->clock));
+    waited = w->directory->waits[w->core];
+    if (write)
+        cycles = buffered_store(w->buffer, w->directory, w->core, line, now(w->clock),
+                                w->clock->start + (int64_t)*w->clock->emu_counter);
+    else
+        cycles = serve_here(w->directory, w->core, line, 0, now(w->clock));
     w->clock->charged += cycles;
+    /* It waited for another core past the time a third is ready: let that
+     * one run first (cost.py's charge(); emulator/scheduler.py, "Yielding"). */
+    if (w->directory->waits[w->core] != waited && now(w->clock) > w->clock->horizon)
+        stop_after_this_instruction(w->clock);
     if (!write) {
         watch(w->watch, key, line->writes);
     } else if (w->parked[index]) {
@@ -427,9 +511,10 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnn)}",
+        "{s:(nnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnn)"
+        " s:(nnnnnnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
-        AT(clock, charged), AT(clock, emu_counter),
+        AT(clock, charged), AT(clock, emu_counter), AT(clock, horizon), AT(clock, limit),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
         AT(line, owner_state), AT(line, written_at), AT(line, writer), AT(line, busy_from),
         AT(line, busy_until), AT(line, busy_read), AT(line, hits),
@@ -446,7 +531,11 @@ static PyObject *layouts(void)
         AT(pause_hook, pause), AT(pause_hook, checked_pause),
         "window", (Py_ssize_t)sizeof(struct window), AT(window, lines), AT(window, parked),
         AT(window, first_line), AT(window, n_lines), AT(window, directory), AT(window, clock),
-        AT(window, watch), AT(window, core), AT(window, wake), AT(window, charge));
+        AT(window, watch), AT(window, buffer), AT(window, core), AT(window, wake),
+        AT(window, charge),
+        "store_buffer", (Py_ssize_t)sizeof(struct store_buffer), AT(store_buffer, outstanding),
+        AT(store_buffer, head), AT(store_buffer, count), AT(store_buffer, last),
+        AT(store_buffer, locked_at), AT(store_buffer, done));
 }
 
 static int init_module(PyObject *module)
@@ -455,6 +544,7 @@ static int init_module(PyObject *module)
         || add(module, "on_pause", PyLong_FromVoidPtr((void *)on_pause))
         || add(module, "layouts", layouts())
         || PyModule_AddIntMacro(module, MAX_WATCHED_LINES)
+        || PyModule_AddIntMacro(module, MAX_OUTSTANDING)
         || PyModule_AddIntMacro(module, UC_MEM_WRITE)
         || PyModule_AddIntMacro(module, UC_X86_REG_CR0)
         || PyModule_AddIntMacro(module, UC_X86_REG_CR3) ? -1 : 0;

@@ -20,7 +20,7 @@ checkpoint must hold everything a run's future depends on; it holds:
   the cost model   the coherence directory (every tracked line's entry and
                    the per-core counters, in C memory on the C path), the
                    lines each core read since its last `pause`, the parked
-                   cores
+                   cores, each core's store buffer (the stores in flight)
   attachments      the hypercall handler (the OS's services) and the
                    observers keep state of their own: each one that has
                    `checkpoint_state()` and `restore_state(state)` methods
@@ -207,12 +207,13 @@ def _take_cost(cost) -> tuple:
     watches = [bytes(watch) for watch in cost.watches]
     parked = [bytes(counts) for _, _, counts in cost._parked]
     waiters = {line: [core.id for core in cores] for line, cores in cost.waiters.items()}
-    return lines, counters, watches, parked, waiters
+    buffers = [bytes(buffer) for buffer in cost.store_buffers]     # stores in flight
+    return lines, counters, watches, parked, waiters, buffers
 
 
 def _restore_cost(cost, state: tuple) -> None:
     from emulator.interconnect.coherence import _Line
-    lines, counters, watches, parked, waiters = state
+    lines, counters, watches, parked, waiters, buffers = state
     directory = cost.directory
     for key in directory._lines.keys() - lines.keys():
         record = _store_record(directory, key)
@@ -233,6 +234,8 @@ def _restore_cost(cost, state: tuple) -> None:
         ctypes.memmove(ctypes.addressof(watch), data, len(data))
     for (_, _, counts), data in zip(cost._parked, parked):
         ctypes.memmove(ctypes.addressof(counts), data, len(data))
+    for buffer, data in zip(cost.store_buffers, buffers):
+        ctypes.memmove(ctypes.addressof(buffer), data, len(data))
     cost.waiters.clear()
     for line, cores in waiters.items():
         cost.waiters[line] = [cost.machine.cores[core] for core in cores]

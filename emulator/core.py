@@ -69,15 +69,22 @@ class CoreState(enum.Enum):
     FAILED = "failed"
 
 
-class Clock:
-    """What `now()` needs during a quantum, besides unicorn's instruction count."""
+NO_HORIZON = 1 << 62          # no other core is ready: nothing to yield to
 
-    __slots__ = ("start", "quantum", "charged")
+
+class Clock:
+    """What `now()` needs during a quantum, besides unicorn's instruction count,
+    and the horizon: the earliest time another core is ready to run (the
+    cost model ends the quantum of a core that waited for another core's
+    write past it: emulator/scheduler.py, "Yielding")."""
+
+    __slots__ = ("start", "quantum", "charged", "horizon")
 
     def __init__(self):
         self.start = 0        # `cycles` when this quantum began
         self.quantum = 0      # instructions this quantum may run
         self.charged = 0      # cycles the cost model charged in it
+        self.horizon = NO_HORIZON
 
 
 @dataclass
@@ -404,9 +411,11 @@ class Core:
         if self._pending_fault is not None:
             self._raise_pending_fault()
         # The counter passes `quantum` only when the quantum ran out; if it did
-        # not, unicorn stopped by itself: `hlt` (even as the quantum's last one).
+        # not, unicorn stopped by itself: `hlt` (even as the quantum's last one),
+        # unless a hook cut the quantum short (the C memory hook does so
+        # without setting _stop_requested: emulator/scheduler.py, "Yielding").
         if self._emu_counter.value <= quantum and not self._stop_requested \
-                and self._halted_here():
+                and clock.quantum == quantum and self._halted_here():
             self.state = CoreState.HALTED
         return retired
 

@@ -40,6 +40,15 @@ connects them to the cores:
     Both paths give the same results; `hit_path` says which one runs ("C",
     or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one).
 
+  * Store buffers. A store does not wait for its line: it retires into
+    the core's store buffer, and the line's transaction runs while the
+    core goes on, up to a number of misses in flight; `mfence`, `sfence`
+    and locked instructions wait for the buffer to drain
+    (emulator/interconnect/storebuffer.py says what is modeled and why).
+    Every write to a tracked line goes through the core's StoreBuffer,
+    and the loader tells us where the draining instructions are
+    (`add_fence_sites`), as it does for `pause`.
+
   * Listening. `observe(listener)` reports every load and store on the
     tracked lines to `listener(core, write, address, size, value)` (the
     physical address; for a load, the value it is about to read). The OS
@@ -55,9 +64,11 @@ from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
 from emulator.core import CoreState
-from emulator.cpustate import emu_counter
+from emulator.core import NO_HORIZON
+from emulator.cpustate import EMU_COUNT, emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
+from emulator.interconnect.storebuffer import LOCKED, StoreBuffer, fence_kind, spec_for
 
 PAUSE = b"\xf3\x90"
 
@@ -81,8 +92,13 @@ class CostModel:
         self._shared_directory = hitpath.share(self.directory) if in_c else None
         if in_c:
             for core in machine.cores:      # the clocks too, before anything reads them
-                core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)))
+                core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)),
+                                         horizon=NO_HORIZON, limit=core.uc._uch.value + EMU_COUNT)
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
+        spec = spec_for(topology)
+        self.store_buffers = [StoreBuffer().attach(core.id, self.directory, spec)
+                              for core in machine.cores]
+        self.fence_sites = set()
         self.windows = []                 # (physical, size)
         self.waiters = {}                 # line number -> cores parked on it
         self._parked = []                 # C path: (first line, end line, cores parked per line)
@@ -109,6 +125,7 @@ class CostModel:
                                 directory=ctypes.addressof(self._shared_directory),
                                 clock=ctypes.addressof(core.clock),
                                 watch=ctypes.addressof(self.watches[core.id]),
+                                buffer=ctypes.addressof(self.store_buffers[core.id]),
                                 core=core.id, wake=wake, charge=charge)
                 self._keep.append(window)
                 hitpath.add_hook(core.uc, window, physical, physical + size - 1)
@@ -166,32 +183,43 @@ class CostModel:
         two lines or to a line new to the directory.
         """
         access = self.directory.access
+        store = self.store_buffers[core.id].store
         writes = self.directory.writes
+        waits = self.directory.waits
         waiters = self.waiters
         watch = self.watches[core.id]
         clock = core.clock
         core_id = core.id
+        instructions = core._emu_counter
 
         def charge(write, address, size, now):
             try:
+                waited = waits[core_id]
                 line = address >> LINE_SHIFT
                 last = (address + size - 1) >> LINE_SHIFT      # line + 1 if it straddles two
                 while True:
-                    cycles = access(core_id, line << LINE_SHIFT, write, now)
+                    if write:       # the instruction's stamp: see StoreBuffer.store
+                        cycles = store(line << LINE_SHIFT, now, clock.start + instructions.value)
+                    else:
+                        cycles = access(core_id, line << LINE_SHIFT, False, now)
                     clock.charged += cycles
                     if not write:
                         watch.add(line, writes(line))
                     elif line in waiters:
-                        self._wake(line)
+                        self._wake(line, core)
                     if line == last:
-                        return
+                        break
                     line, now = line + 1, now + cycles
+                # It waited for another core past the time a third is ready:
+                # let that one run first (emulator/scheduler.py, "Yielding").
+                if waits[core_id] != waited and core.now() > clock.horizon:
+                    core.stop_after_this_instruction()
             except BaseException as error:      # a bug in sprat: stop this core, say so
                 core.fail(f"internal error in the cost model: {error!r}")
 
         def wake(line):
             try:
-                self._wake(line)
+                self._wake(line, core)
             except BaseException as error:
                 core.fail(f"internal error in the cost model: {error!r}")
         return charge, wake
@@ -271,6 +299,40 @@ class CostModel:
             core.stop_before_this_instruction()     # the pause runs when it wakes
         return on_pause, on_checked_pause
 
+    # --- Instructions that drain the store buffer ---------------------------------
+    def add_fence_sites(self, addresses) -> None:
+        """Hook these `mfence`, `sfence` and locked instructions (virtual
+        addresses) on every core: each waits for its core's store buffer."""
+        for address in sorted(set(addresses) - self.fence_sites):
+            self.fence_sites.add(address)
+            for core in self.machine.cores:
+                on_fence = self._fence_hook(core)
+                callback = HOOK_CODE_CFUNC(       # raw, as in track()
+                    lambda _uc, address, size, _data, on_fence=on_fence: on_fence(address, size))
+                self._keep.append(callback)
+                core.uc._Uc__do_hook_add(UC_HOOK_CODE, callback, address, address)
+                core.uc.ctl_remove_cache(address, address + 1)
+
+    def _fence_hook(self, core):
+        """`core`'s hook on a draining instruction at virtual `address`: it
+        runs before the instruction. The bytes there are looked at again:
+        another dispatcher may have other code at that address."""
+        buffer = self.store_buffers[core.id]
+        clock = core.clock
+        instructions = core._emu_counter
+
+        def on_fence(address, size):
+            try:
+                kind = fence_kind(core.read_virtual(address, size))
+                if kind is None:
+                    return
+                clock.charged += buffer.fence(core.now(), kind)
+                if kind == LOCKED:      # its own store will not wait in the buffer
+                    buffer.locked_at = clock.start + instructions.value
+            except BaseException as error:   # a bug in sprat: stop this core, say so
+                core.fail(f"internal error in the cost model: {error!r}")
+        return on_fence
+
     def forget_reads(self, core) -> None:
         """The core enters its kernel: what it read so far is no poll loop's."""
         self.watches[core.id].clear()
@@ -279,12 +341,15 @@ class CostModel:
         """An interrupt came for a parked core: it stops waiting for its lines."""
         self._stop_waiting(core)
 
-    def _wake(self, line: int) -> None:
-        """`line` was written: every core parked on it runs again."""
+    def _wake(self, line: int, writer) -> None:
+        """`line` was written by core `writer`: every core parked on it runs
+        again, no earlier than the write reaches it; the writer's horizon
+        comes down to that time."""
         for core in list(self.waiters.get(line, ())):
             self._stop_waiting(core)
             self.watches[core.id].woken = 1
             core.not_before = max(core.not_before, self.directory.visible_at(core.id, line))
+            writer.clock.horizon = min(writer.clock.horizon, max(core.cycles, core.not_before))
 
     def _stop_waiting(self, core) -> None:
         """Take `core` off every line it waits on; it runs again."""

@@ -23,6 +23,8 @@ structs mirror the C ones field for field:
                      gets as its user_data
     SharedClock      a core's clock during a quantum (core.clock, emulator/core.py),
                      with where to find unicorn's instruction count
+    StoreBuffer      a core's outstanding stores (emulator/interconnect/storebuffer.py,
+                     where it lives: the rules are read there)
 
 The cost model keeps its state in these on both paths; the paths differ
 only in which functions unicorn calls. A run gives the same cycles,
@@ -49,6 +51,8 @@ from unicorn import x86_const as x86
 from unicorn.unicorn_const import UC_ERR_OK
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
+from emulator.interconnect.storebuffer import MAX_OUTSTANDING, StoreBuffer
+
 
 PURE_ENV = "SPRAT_PURE_COST_MODEL"
 MAX_WATCHED_LINES = 128    # a poll loop reading more lines than this is not parked
@@ -63,6 +67,8 @@ class SharedClock(ctypes.Structure):
         ("quantum", ctypes.c_int64),
         ("charged", ctypes.c_int64),
         ("emu_counter", ctypes.c_void_p),       # uint64_t *: cpustate.emu_counter()
+        ("horizon", ctypes.c_int64),            # core.py's Clock.horizon
+        ("limit", ctypes.c_void_p),             # uint64_t *: unicorn's instruction limit
     ]
 
 
@@ -148,6 +154,7 @@ class Window(ctypes.Structure):
         ("directory", ctypes.c_void_p),         # the SharedDirectory
         ("clock", ctypes.c_void_p),             # the core's SharedClock
         ("watch", ctypes.c_void_p),             # its Watch
+        ("buffer", ctypes.c_void_p),            # its StoreBuffer
         ("core", ctypes.c_int64),
         ("wake", ctypes.py_object),             # cost.py's wake(): after a write, if parked
         ("charge", ctypes.py_object),           # cost.py's charge(): the rest
@@ -202,11 +209,13 @@ def _load():
     except ImportError as error:
         return None, f"emulator/_hitpath.c is built but does not load: {error}"
     mirrors = {"clock": SharedClock, "line": SharedLine, "directory": SharedDirectory,
-               "watch": Watch, "pause_hook": PauseHook, "window": Window}
+               "watch": Watch, "pause_hook": PauseHook, "window": Window,
+               "store_buffer": StoreBuffer}
     layouts = getattr(_hitpath, "layouts", {})
     differ = [f"struct {name}" for name, mirror in mirrors.items()
               if layouts.get(name) != _layout(mirror)]
     constants = {"UC_MEM_WRITE": UC_MEM_WRITE, "MAX_WATCHED_LINES": MAX_WATCHED_LINES,
+                 "MAX_OUTSTANDING": MAX_OUTSTANDING,
                  "UC_X86_REG_CR0": x86.UC_X86_REG_CR0, "UC_X86_REG_CR3": x86.UC_X86_REG_CR3}
     if any(getattr(_hitpath, name, None) != value for name, value in constants.items()):
         differ.append("constants")

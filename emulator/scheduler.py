@@ -26,6 +26,15 @@ with a large quantum a core makes many updates while its lines stay in its
 cache before another core runs, so `sprat bench shm-vs-msg` measures with
 a quantum of 1. Small quanta cost host time, not accuracy.
 
+Yielding. Within a quantum a core's clock can jump: a read that must wait
+for another core's write is charged up to when that write reaches it.
+Past that point it would act ahead of cores that are ready earlier in
+modeled time, and whose stores, say, it should have seen first. So each
+quantum knows its horizon, the earliest time another core is ready (lowered
+when the core wakes one), and a core that waited for another core past its
+horizon ends its quantum after that instruction: the scheduler then runs
+the cores behind it first, as it would at a quantum of one instruction.
+
 A seed chooses another schedule (`--seed S`): among the cores ready within
 one quantum's worth of cycles of the earliest, one is picked at random, and
 it runs for a random number of instructions, from 1 to the quantum, drawn
@@ -41,7 +50,7 @@ schedule above.
 import math
 import random
 
-from emulator.core import CoreState
+from emulator.core import NO_HORIZON, CoreState
 
 DEFAULT_QUANTUM = 10_000
 
@@ -105,6 +114,9 @@ class Scheduler:
         if core.state is not CoreState.RUNNING:
             return 0
         budget = self._turn() if limit is None else min(self._turn(), limit)
+        core.clock.horizon = min((time for other in self.cores if other is not core
+                                  and (time := self.ready_time(other)) is not None),
+                                 default=NO_HORIZON)
         event = core.next_event()
         if event is not None and event > core.cycles:
             # A slowed core (emulator/faults.py) spends clock_ratio cycles an instruction.

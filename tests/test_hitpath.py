@@ -21,6 +21,7 @@ Where the C path is not built the comparisons are skipped, except in CI
 """
 
 import ctypes
+import dataclasses
 import os
 import random
 import tempfile
@@ -29,9 +30,10 @@ from pathlib import Path
 import pytest
 
 from emulator import hitpath
-from emulator.core import Core
+from emulator.core import NO_HORIZON, Core
 from emulator.interconnect import load_topology
 from emulator.interconnect.coherence import CoherenceDirectory
+from emulator.interconnect.storebuffer import LOCKED, MFENCE, SFENCE, StoreBuffer, spec_for
 from tests.conftest import write_image
 
 needs_c = pytest.mark.skipif(hitpath.why_pure() is not None,
@@ -176,8 +178,8 @@ def test_lines_many_cores_update_in_place_are_the_same_on_both_paths(monkeypatch
 def test_a_server_parked_on_many_channels_is_the_same_on_both_paths(monkeypatch):
     c = assert_same_on_both_paths(
         monkeypatch, topology=load_topology("amd-2x2"),
-        modules=["/userland/msg_server.S core=0 lines=4 clients=3 updates=15 warmup=5 channels=0-4",
-                 "/userland/msg_client.S clients=3 updates=15 warmup=5 channels=0-4"])
+        modules=["/userland/msg_server.S core=0 lines=4 clients=3 updates=30 warmup=5 channels=0-4",
+                 "/userland/msg_client.S clients=3 updates=30 warmup=5 channels=0-4"])
     assert c["parks"] > 10, f"only {c['parks']} parks: the workload does not exercise parking"
 
 
@@ -311,21 +313,26 @@ class CoreInC:
     """One core's clock, watch and Window, as the cost model sets them up for
     the C memory hook, without a machine: the clock runs at `time`."""
 
-    def __init__(self, core, shared, lines, parked, first, wake, charge):
+    def __init__(self, core, shared, lines, parked, first, wake, charge, buffer):
         self.core = core
+        self.buffer = buffer
         self.ran = ctypes.c_uint64(0)             # unicorn's instruction count: none
-        self.clock = hitpath.SharedClock(quantum=10**12, emu_counter=ctypes.addressof(self.ran))
+        self.limit = ctypes.c_uint64(10**12)      # unicorn's instruction limit
+        self.clock = hitpath.SharedClock(quantum=10**12, emu_counter=ctypes.addressof(self.ran),
+                                         horizon=NO_HORIZON, limit=ctypes.addressof(self.limit))
         self.watch = hitpath.Watch()
         self.window = hitpath.Window(
             lines=ctypes.addressof(lines), parked=ctypes.addressof(parked), first_line=first,
             n_lines=len(lines), directory=ctypes.addressof(shared),
-            clock=ctypes.addressof(self.clock), watch=ctypes.addressof(self.watch), core=core,
+            clock=ctypes.addressof(self.clock), watch=ctypes.addressof(self.watch),
+            buffer=ctypes.addressof(buffer), core=core,
             wake=wake,
             charge=lambda write, address, size, now: charge(self, write, address, size, now))
 
-    def access(self, write, address, size, time) -> int:
+    def access(self, write, address, size, time, horizon=NO_HORIZON) -> int:
         """Run the C hook on one access at modeled `time`; the cycles it charged."""
-        self.clock.start, self.clock.charged = time, 0
+        self.clock.start, self.clock.charged, self.clock.horizon = time, 0, horizon
+        self.clock.quantum = self.limit.value = 10**12
         ON_ACCESS(hitpath._hitpath.on_access)(None, hitpath.UC_MEM_WRITE if write else 16,
                                              address, size, 0, ctypes.addressof(self.window))
         return self.clock.charged
@@ -344,8 +351,11 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
     # hook, with its entries and counters in C memory. After every access:
     # the same cycles, reads watched for parking, states and counters; an
     # access to one known line stayed in C, and a write to a line with
-    # parked cores then called Python's wake(). At the end: every row of
-    # coherence.py's table was served in C at least once.
+    # parked cores then called Python's wake(). Writes go through each
+    # core's store buffer on both sides (a small one, so that it fills),
+    # with fences and locked instructions now and then: the same commit
+    # times in flight. At the end: every row of coherence.py's table was
+    # served in C at least once.
     from emulator.interconnect import generic
     topology = generic(64) if topology_name == "generic-64" else load_topology(topology_name)
     n = topology.n_cores()
@@ -364,8 +374,12 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
     def charge(core, write, address, size, now):     # cost.py's charge(), for the C side
         to_python.append(("charge", write, address >> 6))
         line, last = address >> 6, (address + size - 1) >> 6
+        stamp = core.clock.start + core.ran.value
         while True:
-            cycles = shared.access(core.core, line << 6, write, now)
+            if write:
+                cycles = core.buffer.store(line << 6, now, stamp)
+            else:
+                cycles = shared.access(core.core, line << 6, write, now)
             core.clock.charged += cycles
             if not write:
                 core.watch.add(line, shared.writes(line))
@@ -376,13 +390,19 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
     def states(address):
         return "".join(python.state(c, address) for c in range(n))
 
-    cores = [CoreInC(core, shared_in_c, lines, parked, first, wake, charge)
+    spec = dataclasses.replace(spec_for(topology), outstanding=3)
+    buffers = [StoreBuffer().attach(core, python, spec) for core in range(n)]
+    cores = [CoreInC(core, shared_in_c, lines, parked, first, wake, charge,
+                     StoreBuffer().attach(core, shared, spec))
              for core in range(n)]
     clocks = [0] * n
     rng = random.Random(n)
+    fences = random.Random(-n)   # fences, horizons: its own, so the accesses stay those above
     active = rng.sample(range(n), min(n, 6)) + [n - 1]      # a few cores fight, one is the last
     served_in_c = set()          # (read or write, my state, the others' states) before it
     queued = 0                   # accesses that found their line busy
+    stalled = 0                  # accesses after which a store buffer was full
+    yielded = 0                  # accesses that waited past the horizon
     previous_read = None
     for step in range(6000):
         if previous_read and rng.random() < 0.3:            # read, then write: E -> M
@@ -396,6 +416,13 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
         if rng.random() < 0.05:
             parked[rng.randrange(n_lines)] = rng.randrange(2)
         clocks[core] += rng.randrange(0, 400)      # time passes unevenly: causality waits
+        if fences.random() < 0.03:                 # a fence first
+            kind = fences.choice((MFENCE, SFENCE, LOCKED))
+            waited = buffers[core].fence(clocks[core], kind)
+            assert cores[core].buffer.fence(clocks[core], kind) == waited
+            clocks[core] += waited
+            if kind == LOCKED:                     # the access is the locked instruction's
+                buffers[core].locked_at = cores[core].buffer.locked_at = clocks[core]
         del to_python[:]
         line = address >> 6
         known = {address >> 6 for address in python.tracked_lines()}
@@ -403,11 +430,16 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
         watched_before = cores[core].watched()
         entry = python._lines.get(line)
         queued += entry is not None and entry.busy_from <= clocks[core] < entry.busy_until
-        charged = cores[core].access(write, address, size, clocks[core])
+        horizon = clocks[core] + fences.randrange(600)   # another core is ready then
+        waited = python.waits[core]
+        charged = cores[core].access(write, address, size, clocks[core], horizon)
         # The Python way: each line the access touches, one after the other.
         expected, now, reads = 0, clocks[core], []
         for touched in range(line, ((address + size - 1) >> 6) + 1):
-            cycles = python.access(core, touched << 6, write, now)
+            if write:           # the instruction's stamp: its clock at the start, as in C
+                cycles = buffers[core].store(touched << 6, now, clocks[core])
+            else:
+                cycles = python.access(core, touched << 6, write, now)
             if not write:
                 reads.append((touched, python.writes(touched)))
             expected, now = expected + cycles, now + cycles
@@ -423,6 +455,11 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
                 f"{where}: line {touched:#x}: the MOESI states differ"
             assert shared.line_stats(touched << 6) == python.line_stats(touched << 6), where
             assert shared.writes(touched) == python.writes(touched), where
+            assert shared._lines[touched].written_at == python._lines[touched].written_at, \
+                f"{where}: line {touched:#x}: the write commits at different times"
+        assert cores[core].buffer.pending() == buffers[core].pending(), \
+            f"{where}: the store buffers differ"
+        stalled += buffers[core].count == spec.outstanding
         assert shared.core_stats(core) == python.core_stats(core), f"{where}: counters differ"
         if (address + size - 1) >> 6 != line or line not in known:
             assert to_python and to_python[0][0] == "charge", \
@@ -432,6 +469,11 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
             assert to_python == wakes, (
                 f"{where}: called {to_python} in Python, expected {wakes}: the access was not "
                 f"served in C, or a write to a line with parked cores did not wake them")
+            yields = python.waits[core] != waited and clocks[core] + expected > horizon
+            assert (cores[core].limit.value == 0) == yields, (
+                f"{where}: C {'did not end' if yields else 'ended'} the quantum; cost.py's "
+                f"charge() would {'' if yields else 'not '}have")
+            yielded += yields
             others = "".join(sorted(set(before[:core] + before[core + 1:]) - {"I"}))
             served_in_c.add(("write" if write else "read", before[core], others))
     for c in range(n):
@@ -443,6 +485,8 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
         assert case in served_in_c, f"{case}: never served in C by this test"
     assert sum(shared.core_stats(c)["waits"] for c in range(n)) > 0, "no causality waits tested"
     assert queued > 0, "no access found its line busy: the ordering point was not tested"
+    assert stalled > 0, "no store buffer was ever full: waiting for room was not tested"
+    assert yielded > 0, "no access waited past the horizon: yielding was not tested"
 
 
 @needs_c

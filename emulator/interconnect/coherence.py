@@ -218,6 +218,14 @@ class CoherenceDirectory:
             line.writes += 1
         return cycles
 
+    def commit_write(self, key: int, at: int) -> None:
+        """The last write to line number `key` commits no earlier than `at`:
+        it waited in its core's store buffer behind older stores
+        (emulator/interconnect/storebuffer.py)."""
+        line = self._lines[key]
+        if at > line.written_at:
+            line.written_at = at
+
     def read(self, core: int, addr: int, now: int) -> int:
         return self.access(core, addr, False, now)
 
