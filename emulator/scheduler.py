@@ -64,6 +64,7 @@ class Scheduler:
         self.quanta_run = 0
         self.seed = seed
         self._random = random.Random(seed) if seed is not None else None
+        self._horizon = None, NO_HORIZON    # (core next_core chose, its quantum's horizon)
 
     def ready_time(self, core) -> int | None:
         """When `core` could next run, or None if it never can by itself."""
@@ -85,19 +86,18 @@ class Scheduler:
         """The ready core with the lowest ready time, and that time (with a
         seed: any ready core within a quantum of the lowest). Cores whose ids
         are in `skip` are passed over (a debugger holds them)."""
-        best, best_time = None, None
-        for core in self.cores:
-            if core.id in skip:
-                continue
-            time = self.ready_time(core)
-            if time is not None and (best_time is None or time < best_time):
-                best, best_time = core, time
-        if self._random is None or best is None:
-            return best, best_time
-        close = [(core, time) for core in self.cores
-                 if core.id not in skip and (time := self.ready_time(core)) is not None
-                 and time <= best_time + self.quantum]
-        return close[self._random.randrange(len(close))]
+        ready = [(core, time) for core in self.cores
+                 if core.id not in skip and (time := self.ready_time(core)) is not None]
+        if not ready:
+            return None, None
+        best, best_time = min(ready, key=lambda entry: entry[1])   # ties: the lower id
+        if self._random is not None:
+            close = [(core, time) for core, time in ready if time <= best_time + self.quantum]
+            best, best_time = close[self._random.randrange(len(close))]
+        # The horizon of its quantum: when the next of the others is ready.
+        self._horizon = best, min((time for core, time in ready if core is not best),
+                                  default=NO_HORIZON)
+        return best, best_time
 
     def _turn(self) -> int:
         """How many instructions the next quantum may run."""
@@ -114,9 +114,13 @@ class Scheduler:
         if core.state is not CoreState.RUNNING:
             return 0
         budget = self._turn() if limit is None else min(self._turn(), limit)
-        core.clock.horizon = min((time for other in self.cores if other is not core
-                                  and (time := self.ready_time(other)) is not None),
-                                 default=NO_HORIZON)
+        chosen, horizon = self._horizon
+        if chosen is not core:              # not the core next_core chose: look again
+            horizon = min((time for other in self.cores if other is not core
+                           and (time := self.ready_time(other)) is not None),
+                          default=NO_HORIZON)
+        self._horizon = None, NO_HORIZON
+        core.clock.horizon = horizon
         event = core.next_event()
         if event is not None and event > core.cycles:
             # A slowed core (emulator/faults.py) spends clock_ratio cycles an instruction.
