@@ -224,3 +224,16 @@ def test_every_link_of_every_handout_leads_somewhere_inside_its_workspace(tmp_pa
                 continue
             path = Path(target.partition("#")[0])
             assert path.is_absolute() and path.exists(), f"lab {lab.number}: {target} leads nowhere"
+
+
+def test_an_exception_raised_inside_python_names_the_line_of_ours_that_called():
+    """A student's `CapType(255)` raises inside enum.py; the reason must name
+    the student's line (here: this test's), then where Python raised it."""
+    from kernel.caps import CapType
+    from sprat.lab.runner import _where
+    try:
+        CapType(255)
+    except ValueError as error:
+        where = _where(error)
+    assert where.startswith("tests/test_lab_machinery.py:"), where
+    assert "in test_an_exception_raised_inside_python" in where and "raised in enum.py" in where
