@@ -4,8 +4,8 @@ Memory in sprat is one host buffer shared by every core, so data is always
 coherent for free. What is NOT free on a real machine is moving a cache line
 from the core that wrote it to the core that reads it. This directory keeps,
 for each tracked line, the MOESI state each core's cache would have, and
-charges every access by that state and by the distance (topology.py)
-between the requesting core and the core(s) holding the line:
+charges every access by that state and by the path the machine's protocol
+takes to serve it (protocol.py: one path per machine family):
 
     directory = CoherenceDirectory(load_topology("amd-4x4"))
     cycles = directory.access(core=0, addr=0x5000, is_write=True, now=1200)
@@ -21,22 +21,31 @@ MOESI, the state of one line in one core's cache:
 What an access does (this core = "me"; the line's owner is the core in M,
 O or E, if any; the state machine is `_serve`, all in one place):
 
-    access  my state  cost                         then
-    ------  --------  ---------------------------  --------------------------
-    read    M/O/E/S   l1_hit                       unchanged
-    read    I         owner -> me transfer          me: S; owner M->O, E->S
-                      else nearest S copy, or       me: S
-                      memory if no copy             me: E (the only copy)
-    write   M/E       l1_hit                        me: M
-    write   O/S       invalidate the others:        me: M, others: I
-                      max(l1_hit, farthest sharer)
-    write   I         fetch (as a read) while       me: M, others: I
-                      invalidating the others,
-                      max(fetch, farthest sharer)
+    access  my state  who serves it                  then
+    ------  --------  -----------------------------  --------------------------
+    read    M/O/E/S   my cache (l1_hit)              unchanged
+    read    I         the owner                      me: S; owner M->O, E->S
+                      else an S copy on my die       me: S
+                      (a shared L2), or memory       me: E if no copy at all
+    write   M/E       my cache (l1_hit)              me: M
+    write   O/S       an invalidation of the others  me: M, others: I
+    write   I         the owner or memory, while     me: M, others: I
+                      invalidating the others
 
-"Transfer" costs come from Topology.transfer_cycles: a shared-cache
-transfer, a same-package transfer, an n-hop transfer. Invalidations run in
-parallel, so a write waits for the farthest copy, not for their sum.
+What it costs is the family's path for that case (protocol.py), looked up
+in tables built once per machine (`_fetch_cost`, `_invalidate_cost`, by
+the line's home, the requester and the source):
+
+    amd-probe-broadcast  every miss and every invalidation goes to the
+                         line's home, which probes every package; it
+                         completes when the last probe response is in, so
+                         it costs about the same whichever core held the
+                         line, and an invalidation is one broadcast
+    intel-fsb            a source on my die: an on-die snoop; anything
+                         else is a transaction on the front-side bus,
+                         which every die snoops; invalidations wait for
+                         the farthest copy
+
 Lines are never evicted: a core keeps its copy until another core's write
 invalidates it (the tracked pages are small message channels).
 
@@ -45,7 +54,7 @@ so a reader's clock may be behind the writer's even though it already sees
 the written bytes in host memory. Each line remembers when it was last
 written (the writer's modeled time when the write completed). A core that
 gets the line from elsewhere after another core wrote it at time t is
-charged at least enough to bring its clock to t + transfer_cycles: what a
+charged at least enough to bring its clock to t + the transfer: what a
 benchmark measures then does not depend on how the scheduler interleaved
 the cores. The extra cycles are counted as `waits`.
 
@@ -69,7 +78,14 @@ Cores run one after another, so a core whose clock is behind can reach the
 directory after a transaction later than it in modeled time: it is not
 queued behind that one (it would have come first), only causality holds it.
 Hits never queue: a core reads its own copy while others' requests travel.
-`home(addr)` says which package's memory holds a line.
+`home(addr)` says which package's memory holds a line; on AMD the home is
+where the line's requests go, so it decides their cost.
+
+A bus is an ordering point for the whole machine (intel-fsb): a
+transaction that leaves its die holds the bus for `bus_occupancy` cycles
+(protocol.CostTables), and one that reaches it while another holds it
+waits (`_wait_for_bus`, with the same rule for cores whose clock is
+behind). The waits count as `waits` too.
 
 Counters, per core and per line: hits, transfers (served by another
 cache), memory_fills, invalidations (copies destroyed by a write), and per
@@ -79,8 +95,8 @@ core the causality `waits` in cycles. Each line also counts its writes
 
 Speed: access() runs from a unicorn memory hook on every access to a
 tracked page, so it allocates nothing after a line's first touch: sharers
-are a bit mask (bit c = core c holds a copy), costs come from a table
-precomputed from the topology. The cost model goes further: it has the
+are a bit mask (bit c = core c holds a copy), costs come from tables
+precomputed from the topology (protocol.CostTables). The cost model goes further: it has the
 directory keep the entries of its tracked lines and its counters in C
 memory (`keep_lines_in`, `counters=`), where emulator/_hitpath.c serves
 most accesses without calling Python, by a mirror of access(), _serve and
@@ -88,8 +104,9 @@ _fetch written for speed. This file is the reference: the rules are read
 and changed here (and then in the mirror; tests/test_hitpath.py checks
 that the two agree).
 
-What does not live here: the topology (topology.py), which pages are
-tracked and the memory hook (emulator/cost.py).
+What does not live here: the topology (topology.py), what a transaction
+costs on each family's hardware (protocol.py), which pages are tracked and
+the memory hook (emulator/cost.py).
 """
 
 from __future__ import annotations
