@@ -145,24 +145,60 @@ class CostTables:
 
     def __init__(self, topo):
         n = topo.n_cores()
-        path = PATHS[topo.family]
         homes = range(len(topo.packages))
         self.n = n
-        self.fetch = [[[path(topo, me, home, source) if source != me else topo.l1_hit
-                        for source in (*range(n), "memory")]
+        # A path depends on the dies of the requester and the source (a die
+        # lies in one package), not on which of their cores: evaluate it
+        # once per die, then spread it over the cores (64 cores: 66,560
+        # entries a table, from a few hundred evaluations).
+        die = [topo.die_of(core) for core in range(n)]
+        first = {}
+        for core in range(n):
+            first.setdefault(die[core], core)
+        fetch, invalidate = {}, {}
+        for home in homes:
+            for d_me, me in first.items():
+                for d_src, src in first.items():
+                    fetch[home, d_me, d_src] = self._fetch(topo, me, home, src)
+                    invalidate[home, d_me, d_src] = self._invalidate(topo, me, home, src,
+                                                                     invalidate)
+                fetch[home, d_me, None] = self._fetch(topo, me, home, "memory")
+                invalidate[home, d_me, None] = self._invalidate(topo, me, home, None,
+                                                                invalidate)
+        sources = [*die, None]
+        fetch_rows = {(home, d_me): [fetch[home, d_me, d] for d in sources]
+                      for home in homes for d_me in first}
+        invalidate_rows = {(home, d_me): [invalidate[home, d_me, d] for d in sources]
+                           for home in homes for d_me in first}
+        self.fetch = [[self._own_hit(fetch_rows[home, die[me]], me, topo.l1_hit)
                        for me in range(n)] for home in homes]
-        self.invalidate = [[[self._invalidate(topo, path, me, home, sharer)
-                             for sharer in (*range(n), None)]
-                            for me in range(n)] for home in homes]
-        self.die = [topo.die_of(core) for core in range(n)]
+        self.invalidate = [[list(invalidate_rows[home, die[me]]) for me in range(n)]
+                           for home in homes]
+        self.die = die
         self.bus_occupancy = (round(topo.legs_in_cycles()["bus_transaction"])
                               if topo.family == "intel-fsb" else 0)
 
     @staticmethod
-    def _invalidate(topo, path, me, home, sharer) -> int:
+    def _own_hit(row, me, l1_hit) -> list:
+        row = list(row)
+        row[me] = l1_hit                 # never fetched from itself: a hit
+        return row
+
+    @staticmethod
+    def _fetch(topo, me, home, source) -> int:
+        return PATHS[topo.family](topo, me, home, source)
+
+    @staticmethod
+    def _invalidate(topo, me, home, sharer, known) -> int:
+        path = PATHS[topo.family]
         if topo.family == "intel-fsb":
             if sharer is None:                        # the die's L2 says no one else
                 return topo.l2_hit
             if topo.same_die(me, sharer):
                 return path(topo, me, home, sharer)   # the on-die snoop
-        return path(topo, me, home, "invalidate")     # AMD: always the broadcast
+        # A broadcast, whoever holds copies (AMD: always): evaluated once
+        # per requester's die.
+        key = (home, topo.die_of(me), "broadcast")
+        if key not in known:
+            known[key] = path(topo, me, home, "invalidate")
+        return known[key]
