@@ -76,24 +76,25 @@ def amd_probe_broadcast(topo, me: int, home: int, source: int | str) -> int:
     package `home`, the data coming from core `source`, "memory", or
     nobody ("invalidate": a change-to-dirty, no data)."""
     legs = topo.legs_in_cycles()
+    hop = legs["ht_hop"]
     hops = topo.package_hops
     mine = topo.package_of(me)
-    nodes = range(len(topo.packages))
 
-    request_to_home = legs["ht_hop"] * hops(mine, home)
-    # The home probes every node; each answers to the requester.
-    probe_round = legs["ht_hop"] * max(hops(home, node) + hops(node, mine) for node in nodes)
+    # 1. The miss leaves my core and crosses to the line's home.
+    request_to_home = hop * hops(mine, home)
+    # 2. The home probes every node; each answers me. Done at the last answer.
+    probe_round = hop * max(hops(home, node) + hops(node, mine)
+                            for node in range(len(topo.packages)))
+    # 3. The data: none, from the owner's cache (probed too), or the home's DRAM.
     if source == "invalidate":
         data = 0
     elif source == "memory":
-        data = legs["dram"] - legs["on_chip"] + legs["ht_hop"] * hops(home, mine)
-        if home != mine:
-            data += legs["line_on_link"]
+        data_from_dram = legs["dram"] - legs["on_chip"] + hop * hops(home, mine)
+        data = data_from_dram + (legs["line_on_link"] if home != mine else 0)
     else:
         owner = topo.package_of(source)
-        data = legs["ht_hop"] * (hops(home, owner) + hops(owner, mine))
-        if owner != mine:
-            data += legs["line_on_link"]
+        data_from_owner = hop * (hops(home, owner) + hops(owner, mine))
+        data = data_from_owner + (legs["line_on_link"] if owner != mine else 0)
     return round(legs["on_chip"] + request_to_home + max(probe_round, data))
 
 
@@ -120,13 +121,6 @@ def intel_fsb(topo, me: int, home: int, source: int | str) -> int:
 
 
 PATHS = {"amd-probe-broadcast": amd_probe_broadcast, "intel-fsb": intel_fsb}
-
-
-def uses_bus(topo, me: int, source: int | str) -> bool:
-    """Does this transaction take the machine-wide bus (intel-fsb only)?"""
-    if topo.family != "intel-fsb":
-        return False
-    return source in ("memory", "invalidate") or not topo.same_die(me, source)
 
 
 class CostTables:
