@@ -8,6 +8,7 @@ broken, a core reads its own stores at once, and store buffering with an
 `mfence` never shows both loads old.
 """
 
+import copy
 import re
 
 import pytest
@@ -29,6 +30,12 @@ def machine(name="amd-8x4"):
                        for core in range(directory.topology.n_cores())]
 
 
+def cost_of_write(directory, core, addr, now):
+    """What the directory charges `core` for writing `addr` at `now`, asked of
+    a copy (the transaction itself, before any store buffer)."""
+    return copy.deepcopy(directory).access(core, addr, True, now)
+
+
 def shared_by(directory, reader, lines, now=0):
     """`reader` reads each of `lines`, so a write to them must invalidate its copy."""
     for line in lines:
@@ -40,11 +47,11 @@ def shared_by(directory, reader, lines, now=0):
 def test_a_store_miss_retires_at_hit_cost_and_commits_when_its_line_arrives():
     directory, buffers = machine()
     shared_by(directory, 8, [LINE])
+    transaction = cost_of_write(directory, 0, LINE, LATER)
     charged = buffers[0].store(LINE, LATER, stamp=1)
     assert charged == directory.topology.l1_hit, "the core waited for its store's line"
-    transfer = directory.topology.transfer_cycles(0, 8)
-    assert buffers[0].pending() == [LATER + transfer], "the store commits when the line is in"
-    assert directory.visible_at(8, LINE >> 6) == LATER + transfer + transfer, \
+    assert buffers[0].pending() == [LATER + transaction], "the store commits when the line is in"
+    assert directory.visible_at(8, LINE >> 6) > LATER + transaction, \
         "another core could see the store before it committed"
 
 
@@ -64,16 +71,19 @@ def test_store_misses_overlap_up_to_the_outstanding_bound_then_the_core_waits():
 
 
 def test_stores_commit_in_program_order():
-    # A far miss, then a near one: the near line's store waits for the far one.
+    # A slow miss (its line is busy with core 31's write), then a quick one:
+    # the quick line's store commits with the slow one, not before it.
     directory, buffers = machine()
-    far, near = LINE, LINE + 64
-    shared_by(directory, 31, [far])         # two hops from core 0
-    shared_by(directory, 1, [near])         # its package neighbour
-    buffers[0].store(far, LATER, stamp=1)
-    buffers[0].store(near, LATER + 3, stamp=2)
+    slow, quick = LINE, LINE + 64
+    directory.write(31, slow, now=LATER)
+    shared_by(directory, 1, [quick])
+    assert cost_of_write(directory, 0, slow, LATER + 1) > \
+        cost_of_write(directory, 0, quick, LATER + 4), "the test's first miss is not the slower"
+    buffers[0].store(slow, LATER + 1, stamp=1)
+    buffers[0].store(quick, LATER + 4, stamp=2)
     first, second = buffers[0].pending()
     assert second == first, "the second store became visible before the first"
-    assert directory.visible_at(1, near >> 6) >= first, \
+    assert directory.visible_at(1, quick >> 6) > first, \
         "a reader could see the later store before the earlier one"
 
 
@@ -107,7 +117,7 @@ def test_a_locked_instructions_store_waits_for_its_line():
     shared_by(directory, 8, [LINE])
     buffers[0].fence(LATER, LOCKED)
     buffers[0].locked_at = 7                       # the locked instruction's stamp
-    transfer = directory.topology.transfer_cycles(0, 8)
+    transfer = cost_of_write(directory, 0, LINE, LATER)
     assert buffers[0].store(LINE, LATER, stamp=7) == transfer
     assert buffers[0].pending() == []
     assert buffers[0].store(LINE + 64, LATER + transfer, stamp=8) == \
