@@ -346,7 +346,7 @@ static int64_t buffered_store(struct store_buffer *b, struct directory *d, int64
 {
     int64_t cycles, stall, done;
 
-    if (stamp == b->locked_at)                 /* a locked instruction's: wait for it */
+    if (stamp == b->locked_at || !b->outstanding)   /* locked, or no buffer: wait */
         return serve_here(d, me, line, 1, now);
     if ((line->sharers >> me & 1) && line->owner == me
             && (line->owner_state == L'M' || line->owner_state == L'E')) {

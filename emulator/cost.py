@@ -47,7 +47,8 @@ connects them to the cores:
     (emulator/interconnect/storebuffer.py says what is modeled and why).
     Every write to a tracked line goes through the core's StoreBuffer,
     and the loader tells us where the draining instructions are
-    (`add_fence_sites`), as it does for `pause`.
+    (`add_fence_sites`), as it does for `pause`. (For now it is off:
+    storebuffer.ENABLED says why; then a store waits for its line.)
 
   * Listening. `observe(listener)` reports every load and store on the
     tracked lines to `listener(core, write, address, size, value)` (the
@@ -68,6 +69,7 @@ from emulator.core import NO_HORIZON
 from emulator.cpustate import EMU_COUNT, emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
+from emulator.interconnect import storebuffer
 from emulator.interconnect.storebuffer import LOCKED, StoreBuffer, fence_kind, spec_for
 
 PAUSE = b"\xf3\x90"
@@ -96,7 +98,9 @@ class CostModel:
                                          horizon=NO_HORIZON, limit=core.uc._uch.value + EMU_COUNT)
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
         spec = spec_for(topology)
-        self.store_buffers = [StoreBuffer().attach(core.id, self.directory, spec)
+        self.store_buffering = storebuffer.ENABLED
+        self.store_buffers = [StoreBuffer().attach(core.id, self.directory, spec,
+                                                   enabled=self.store_buffering)
                               for core in machine.cores]
         self.fence_sites = set()
         self.windows = []                 # (physical, size)
@@ -303,6 +307,8 @@ class CostModel:
     def add_fence_sites(self, addresses) -> None:
         """Hook these `mfence`, `sfence` and locked instructions (virtual
         addresses) on every core: each waits for its core's store buffer."""
+        if not self.store_buffering:
+            return
         for address in sorted(set(addresses) - self.fence_sites):
             self.fence_sites.add(address)
             for core in self.machine.cores:
@@ -349,7 +355,9 @@ class CostModel:
             self._stop_waiting(core)
             self.watches[core.id].woken = 1
             core.not_before = max(core.not_before, self.directory.visible_at(core.id, line))
-            writer.clock.horizon = min(writer.clock.horizon, max(core.cycles, core.not_before))
+            if self.store_buffering:
+                writer.clock.horizon = min(writer.clock.horizon,
+                                           max(core.cycles, core.not_before))
 
     def _stop_waiting(self, core) -> None:
         """Take `core` off every line it waits on; it runs again."""

@@ -51,6 +51,7 @@ import math
 import random
 
 from emulator.core import NO_HORIZON, CoreState
+from emulator.interconnect import storebuffer
 
 DEFAULT_QUANTUM = 10_000
 
@@ -120,7 +121,7 @@ class Scheduler:
                            and (time := self.ready_time(other)) is not None),
                           default=NO_HORIZON)
         self._horizon = None, NO_HORIZON
-        core.clock.horizon = horizon
+        core.clock.horizon = horizon if storebuffer.ENABLED else NO_HORIZON
         event = core.next_event()
         if event is not None and event > core.cycles:
             # A slowed core (emulator/faults.py) spends clock_ratio cycles an instruction.
