@@ -434,6 +434,7 @@ class Session:
 
     def _on_frame(self, frame_: Frame) -> None:
         if frame_.kind == 'packet':
+            self.idle = False     # (non-stop) whatever gdb did may let a core move
             self._ack()
             log.debug('<- %s', frame_.data[:200])
             reply = self.dispatch(frame_.data)
@@ -1133,7 +1134,6 @@ class Session:
     def _release(self, core: int) -> None:
         del self.stopped[core]
         self.target.release(core)
-        self.idle = False
 
     def _step_alone(self, core: int) -> None:
         """One instruction of `core` now; the others run on afterwards. A core
@@ -1143,7 +1143,6 @@ class Session:
         cannot_run = getattr(self.target, 'cannot_run', None)
         if cannot_run is not None and cannot_run(core) is not None:
             self.stepping.add(core)
-            self.idle = False
             return
         event = self.target.step(core)
         if event.reason == 'exited':
@@ -1163,12 +1162,9 @@ class Session:
         self.stops.append(event)
 
     def _run_between_packets(self) -> None:
-        """Read what gdb sent, if anything; otherwise run the machine a slice."""
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        if readable:
-            self._receive()
-            self.idle = False
-            return
+        """A slice of the machine, then whatever gdb sent meanwhile (without
+        waiting for it). Strictly in turn: a gdb that sends nothing does not
+        stop the machine, and a gdb that sends a lot does not starve it."""
         event = self.target.run_slice(SLICE_QUANTA)
         self._end_waiting_steps()
         if event is None:
@@ -1180,6 +1176,9 @@ class Session:
             self.target.held.add(event.core)
             self.stepping.discard(event.core)
             self._stopped_now(event)
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if readable:
+            self._receive()
 
     def _end_waiting_steps(self) -> None:
         cannot_run = getattr(self.target, 'cannot_run', None)
