@@ -312,3 +312,165 @@ def test_gdb_stepi_on_a_core_not_yet_started_ends_when_it_starts(spawn_under_gdb
     assert re.search(r'Thread 3 \(core 2 running, ring 0\)', output), output
     assert re.search(r'Thread 1 \(core 0 \w+, ring 3, spawn_parent\)', output), \
         f'core 0 should have run on to spawn the child meanwhile:\n{output}'
+
+
+# -- non-stop mode: one core held at a breakpoint while another runs on ------------
+
+class InteractiveGdb:
+    """gdb reading its commands from a pipe, as from a terminal.
+
+    `gdb -batch` runs its commands back to back without returning to its
+    event loop, so it never takes the asynchronous stops of non-stop mode
+    between them. Fed through stdin, gdb reads each command from its event
+    loop, as at a terminal, and prints each stop as it comes. `run` sends a
+    command and an `echo` after it, and returns what gdb printed up to that
+    echo (and, if asked, until a pattern has appeared); every wait is bounded.
+    """
+
+    def __init__(self, *arguments: str) -> None:
+        self.gdb = subprocess.Popen([GDB, '-nx', '-q', *arguments], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, bufsize=0)
+        self.printed: list[str] = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.commands = 0
+
+    def _read(self) -> None:
+        while chunk := self.gdb.stdout.read(1):
+            with self.lock:
+                self.printed.append(chunk)
+
+    def text(self) -> str:
+        with self.lock:
+            return ''.join(self.printed)
+
+    def run(self, command: str, until: str | None = None) -> str:
+        start = len(self.text())
+        self.commands += 1
+        marker = f'@@ done {self.commands}'
+        self.gdb.stdin.write(f'{command}\necho {marker}\\n\n')
+        deadline = time.monotonic() + GDB_TIMEOUT_S
+        while True:
+            out = self.text()[start:]
+            if marker in out and (until is None or re.search(until, out)):
+                return out
+            assert self.gdb.poll() is None, f'gdb ended during {command!r}:\n{self.text()}'
+            assert time.monotonic() < deadline, \
+                f'gdb never finished {command!r} (waited for {until!r}):\n{out}'
+            time.sleep(0.02)
+
+    def close(self) -> int:
+        self.gdb.stdin.close()
+        try:
+            return self.gdb.wait(GDB_TIMEOUT_S)
+        finally:
+            if self.gdb.poll() is None:
+                self.gdb.kill()
+                self.gdb.wait()
+
+
+# Counts in r13 on core 1 until r12 is set (by gdb), then exits: a core that
+# keeps running for as long as the test needs, and no longer.
+SPINNER = """\
+start:
+    xor r12d, r12d
+spin:
+    inc r13
+    test r12, r12
+    jz spin
+    xor edi, edi
+    call exit
+.include "{tree}/userland/lib/sprat.S"
+"""
+
+SPAWN_AND_SPIN = """\
+kernel /cpudriver/cpudriver.S
+module /userland/spawn_parent.S core=0 child=1 on=2 channel=20 channels=20-21
+module /userland/spawn_child.S nospawn
+module spinner.S core=1
+"""
+
+
+def core_cycles(output: str) -> dict[int, int]:
+    return {int(core): int(cycles.replace(',', '')) for core, cycles in
+            re.findall(r'^core (\d+): ([\d,]+) cycles', output, re.M)}
+
+
+def test_non_stop_gdb_holds_a_core_at_a_breakpoint_while_another_runs_on(tmp_path):
+    # images/spawn.lst, and a spinning program on core 1: the spawned child
+    # stops at urpc_send on core 2 while core 1 goes on counting.
+    (tmp_path / 'spinner.S').write_text(SPINNER.format(tree=TREE))
+    image = tmp_path / 'spawn_and_spin.lst'
+    image.write_text(SPAWN_AND_SPIN)
+    session = SpratGdb(tmp_path, str(image), '--cores', '3')
+    gdb = InteractiveGdb('-ex', 'set non-stop on', '-x', str(session.script))
+    try:
+        gdb.run('program spawn_child')
+        gdb.run('break urpc_send')
+        hit = gdb.run('continue &', until=r'hit Breakpoint 1')
+        assert re.search(r'Thread 3 hit Breakpoint 1, urpc_send \(\) at userland/lib/urpc\.S:\d+',
+                         hit), f'the spawned child on core 2 should stop at urpc_send:\n{hit}'
+
+        threads = gdb.run('info threads')
+        assert re.search(r'^\s+2\s+Thread 2 \(core 1 running, ring 3, spinner\)\s+\(running\)',
+                         threads, re.M), f'core 1 should be running on:\n{threads}'
+        assert re.search(r'^\s+3\s+Thread 3 \(core 2 .*\)\s+urpc_send \(\)', threads, re.M), \
+            f'core 2 should be stopped at the breakpoint:\n{threads}'
+        before = core_cycles(gdb.run('monitor cycles'))
+        after = core_cycles(gdb.run('monitor cycles'))
+        assert after[1] > before[1], \
+            f'core 1 should run on while core 2 is stopped: cycles {before} then {after}'
+        assert after[2] == before[2], \
+            f'core 2, stopped at its breakpoint, should not move: cycles {before} then {after}'
+
+        gdb.run('thread 2')
+        stopped = gdb.run('interrupt', until=r'Thread 2 stopped')
+        assert 'Thread 2 stopped.' in stopped, stopped
+        # Let the spinner finish: core 1 alone runs on, core 2 stays at the breakpoint.
+        gdb.run('set $r12 = 1')
+        gdb.run('continue &')
+        threads = gdb.run('info threads')
+        assert re.search(r'^\s+3\s+Thread 3 \(core 2 .*\)\s+urpc_send \(\)', threads, re.M), \
+            f'core 2 should stay at its breakpoint while core 1 runs:\n{threads}'
+
+        gdb.run('thread 3')
+        gdb.run('delete')
+        every_core_stopped = ''.join(f'(?=.*Thread {n} stopped)' for n in (1, 2, 3))
+        end = gdb.run('continue &', until=f'(?s){every_core_stopped}')
+        assert end.count('sprat: the machine has ended: every core halted cleanly') == 1, \
+            f'non-stop gdb should be told once why the machine stopped:\n{end}'
+        threads = gdb.run('info threads')
+        assert '(running)' not in threads and threads.count('idle_sleep ()') == 3, \
+            f'at the end every core should be stopped, there to look at:\n{threads}'
+        assert 'exited normally' in gdb.run('continue'), \
+            'running the ended machine again should report its exit'
+        assert gdb.close() == 0
+        status, printed = session.finish()
+    finally:
+        gdb.close()
+        session.close()
+    assert status == 0, f'sprat debug --gdb should end well once gdb leaves:\n{printed}'
+    assert '[core 0] parent: the child answered 42 from core 2' in printed, printed
+
+
+def test_non_stop_gdb_is_told_of_a_deadlock_and_keeps_the_waiting_core(tmp_path):
+    (tmp_path / 'waiter.S').write_text(WAITER.format(tree=TREE))
+    image = tmp_path / 'deadlock.lst'
+    image.write_text('kernel /cpudriver/cpudriver.S\nmodule waiter.S core=1 channels=30\n')
+    session = SpratGdb(tmp_path, str(image), '--cores', '2')
+    gdb = InteractiveGdb('-ex', 'set non-stop on', '-x', str(session.script))
+    try:
+        both = ''.join(f'(?=.*Thread {n} received signal SIGABRT)' for n in (1, 2))
+        end = gdb.run('continue &', until=f'(?s){both}')
+        assert re.search(r'sprat: the machine has ended: core 1 waits at RIP 0x[0-9a-f]+ for a '
+                         r'write to physical line 0x[0-9a-f]+ that no core will make', end), \
+            f'non-stop gdb should be told that the machine is stuck, and why:\n{end}'
+        gdb.run('thread 2')
+        frame = gdb.run('bt 1')
+        assert re.search(r'#0\s+.*urpc_recv_poll \(\) at \S*lib/urpc\.S:\d+', frame), \
+            f'the waiting core should still be there to look at, in urpc_recv:\n{frame}'
+    finally:
+        gdb.close()
+        session.close()

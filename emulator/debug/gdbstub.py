@@ -1064,20 +1064,22 @@ class Session:
     #     where each stops is as deterministic as in all-stop.
     #   - vCont gives each core its own action (c, s, or t to stop it) and is
     #     answered OK at once; what happens later is told by notifications.
-    #   - While a core runs, run() alternates: the packets gdb sent, if any
-    #     (select with no wait), then a slice of the machine (a few quanta).
-    #     When no running core can move (they wait on a held one, or every
-    #     core is stopped), the session blocks on the socket: nothing changes
-    #     until gdb acts, so the host's CPU is not spent waiting.
+    #   - While a core runs, run() alternates strictly: a slice of the
+    #     machine (SLICE_QUANTA quanta), then the packets gdb sent meanwhile,
+    #     if any (select without waiting). When no running core can move
+    #     (they wait on a held one, or every core is stopped), the session
+    #     blocks on the socket: nothing changes until gdb acts, so the host's
+    #     CPU is not spent waiting.
     #   - A stop is queued in `stops`. The first goes to gdb as an
     #     asynchronous `%Stop:T05...` notification; gdb answers `vStopped`
-    #     and gets the next queued stop for each, until `OK`. `?` restarts
-    #     that sequence with every stopped core.
+    #     and gets the next queued stop for each, until `OK`. `?` (sent on
+    #     connecting) starts that sequence afresh (see _stop_reasons).
     #   - The end of the machine stops every running core (SIGABRT unless the
     #     end was clean). Console output (`O`) is not allowed in non-stop
     #     mode, so gdb hears why from a monitor command (sprat.gdb's stop
-    #     hook asks `monitor ended`). Running a core after that reports the
-    #     exit (`W`), as in all-stop.
+    #     hook asks `monitor ended new`). Running a core after that reports
+    #     the exit (`W`), as in all-stop.
+    #   - Reverse execution goes back with the whole machine: refused here.
 
     def _can_hold(self) -> bool:
         """Can the target run some cores while others stay stopped?"""
@@ -1120,8 +1122,12 @@ class Session:
         for core, op in chosen.items():
             if op == 't':
                 self._stop_cores([core], signal=0)   # the manual's signal for t
-            elif core in self.stopped and core not in untold:
-                self._step_alone(core) if op == 's' else self._release(core)
+            elif core not in self.stopped or core in untold:
+                continue                # running, as far as gdb knows
+            elif op == 's':
+                self._step_alone(core)
+            else:
+                self._release(core)
         return 'OK'
 
     def _running_cores(self) -> list[int]:
@@ -1139,12 +1145,13 @@ class Session:
         """One instruction of `core` now; the others run on afterwards. A core
         that cannot move yet (not started) stays held, and its step ends when
         the others have made it able to (see _end_waiting_steps)."""
-        del self.stopped[core]
         cannot_run = getattr(self.target, 'cannot_run', None)
         if cannot_run is not None and cannot_run(core) is not None:
+            del self.stopped[core]
             self.stepping.add(core)
             return
-        event = self.target.step(core)
+        event = self.target.step(core)      # (if it fails, the core stays stopped)
+        del self.stopped[core]
         if event.reason == 'exited':
             self._machine_ended(event)
         else:
