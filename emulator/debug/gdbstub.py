@@ -48,7 +48,7 @@ import threading
 from collections import deque
 from typing import Callable, NamedTuple
 
-from emulator.debug.target import (REGISTERS, SIGTRAP, Register, StopEvent, Target,
+from emulator.debug.target import (REGISTERS, SIGINT, SIGTRAP, Register, StopEvent, Target,
                                    TargetError)
 from emulator.errors import SpratError
 
