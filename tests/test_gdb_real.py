@@ -2,8 +2,10 @@
 
 The first tests serve a FakeTarget (emulator/debug/target.py) on a background
 thread and run `gdb -batch` against it with a list of commands, then read
-gdb's output; the last ones run `sprat debug IMAGE --gdb` on a real image
-and gdb with the script it writes (symbols, source lines, the end). Every wait has a timeout, so a stub that stops answering
+gdb's output; the next ones run `sprat debug IMAGE --gdb` (and `sprat boot
+--gdb`) on a real image and gdb with the script it writes (symbols, source
+lines, the end); the last ones drive gdb in non-stop mode through a pipe
+(`InteractiveGdb`), as docs/gdb.md shows it. Every wait has a timeout, so a stub that stops answering
 fails the test instead of hanging it. Skipped only if gdb is not installed.
 """
 
@@ -164,13 +166,14 @@ SPRAT = [sys.executable, '-m', 'sprat']
 
 
 class SpratGdb:
-    """`sprat debug IMAGE --gdb 0 --gdb-files DIR` running, its script written."""
+    """`sprat debug IMAGE --gdb 0 --gdb-files DIR` (or `sprat boot ...`)
+    running, its script written."""
 
-    def __init__(self, tmp_path, image: str, *options: str) -> None:
+    def __init__(self, tmp_path, image: str, *options: str, command: str = 'debug') -> None:
         self.files = tmp_path / 'gdb'
         self.script = self.files / 'sprat.gdb'
         self.sprat = subprocess.Popen(
-            [*SPRAT, 'debug', image, *options, '--gdb', '0', '--gdb-files', str(self.files)],
+            [*SPRAT, command, image, *options, '--gdb', '0', '--gdb-files', str(self.files)],
             cwd=TREE, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         # The script is written once the port is listening: wait for it (or
@@ -474,3 +477,52 @@ def test_non_stop_gdb_is_told_of_a_deadlock_and_keeps_the_waiting_core(tmp_path)
     finally:
         gdb.close()
         session.close()
+
+
+def documented_session(page: Path) -> list[tuple[str, list[str]]]:
+    """(command, the lines shown after it) for each `(gdb) ` line of a page."""
+    session = []
+    for line in page.read_text(encoding='utf-8').splitlines():
+        if line.startswith('    (gdb) '):
+            session.append((line[len('    (gdb) '):], []))
+        elif session and line.startswith('    ') and line.strip():
+            session[-1][1].append(line.strip())
+        elif session:
+            break       # the session's block has ended
+    return session
+
+
+def shown_lines_pattern(lines: list[str]) -> str:
+    """A pattern found once every line appears in gdb's output, spacing aside."""
+    words = [r'\s+'.join(re.escape(word) for word in line.split()) for line in lines]
+    return '(?s)' + ''.join(f'(?=.*{word})' for word in words)
+
+
+def test_the_non_stop_session_in_docs_gdb_md_runs_as_shown(tmp_path):
+    session = documented_session(TREE / 'docs' / 'gdb.md')
+    assert len(session) > 5, 'docs/gdb.md should show a non-stop gdb session'
+    sprat = SpratGdb(tmp_path, 'images/spawn.lst', '--cores', '3')
+    gdb = InteractiveGdb('-ex', 'set non-stop on', '-x', str(sprat.script))
+    try:
+        for command, shown in session:
+            gdb.run(command, until=shown_lines_pattern(shown))
+    finally:
+        gdb.close()
+        sprat.close()
+
+
+def test_sprat_boot_with_gdb_serves_symbols_and_runs_on_after_detach(tmp_path):
+    session = SpratGdb(tmp_path, 'images/spawn.lst', '--cores', '3', command='boot')
+    try:
+        output = session.run_gdb('program spawn_child', 'break urpc_send', 'continue', 'bt 1',
+                                 'monitor cycles', 'detach')
+        status, printed = session.finish()
+    finally:
+        session.close()
+    assert re.search(r'Thread 3 hit Breakpoint 1, urpc_send \(\) at userland/lib/urpc\.S:\d+',
+                     output), f'sprat boot --gdb should give gdb names and lines:\n{output}'
+    assert re.search(r'^core 2: [\d,]+ cycles', output, re.M), \
+        f'monitor commands should work under sprat boot --gdb:\n{output}'
+    assert 'sprat: with symbols and source lines: gdb -x' in printed, printed
+    assert status == 0 and 'every core halted cleanly' in printed, \
+        f'after gdb detaches, the run should go on to its end:\n{printed}'
