@@ -778,3 +778,17 @@ def test_non_stop_ctrl_c_stops_every_running_core(non_stop):
     assert read_notification(client) == 'Stop:T02thread:2;core:1;'
     assert client.request('vStopped') == 'T02thread:3;core:2;'
     assert client.request('vStopped') == 'OK'
+
+
+def test_non_stop_target_failure_while_running_stops_the_cores_not_the_session(non_stop):
+    client, target = non_stop.client, non_stop.target
+
+    def broken(quanta):
+        raise RuntimeError('bug in the machine')
+    client.request('?')
+    assert client.request('vStopped') == 'OK'       # cores 1 and 2 run
+    target.run_slice = broken                       # ... and the next slice fails
+    assert read_notification(client) == 'Stop:T06thread:2;core:1;'
+    assert client.request('vStopped') == 'T06thread:3;core:2;'
+    assert client.request('vStopped') == 'OK'
+    assert client.request('qC') == 'QC1', 'the session must go on'

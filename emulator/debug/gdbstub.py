@@ -1172,8 +1172,13 @@ class Session:
         """A slice of the machine, then whatever gdb sent meanwhile (without
         waiting for it). Strictly in turn: a gdb that sends nothing does not
         stop the machine, and a gdb that sends a lot does not starve it."""
-        event = self.target.run_slice(SLICE_QUANTA)
-        self._end_waiting_steps()
+        try:
+            event = self.target.run_slice(SLICE_QUANTA)
+            self._end_waiting_steps()
+        except Exception:  # noqa: BLE001 -- as in all-stop's _run: gdb hears, the session goes on
+            log.exception('gdb stub: the target failed while running')
+            self._stop_cores(self._running_cores(), SIGABRT)
+            return
         if event is None:
             # Nothing can move until gdb releases a core: wait for gdb.
             self.idle = self.target.stalled
