@@ -756,7 +756,7 @@ class AllStopOnly:
         self._target = target
 
     def __getattr__(self, name):
-        if name in ('held', 'release', 'run_slice'):
+        if name == 'run_slice':
             raise AttributeError(name)
         return getattr(self._target, name)
 

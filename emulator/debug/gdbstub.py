@@ -1083,7 +1083,8 @@ class Session:
 
     def _can_hold(self) -> bool:
         """Can the target run some cores while others stay stopped?"""
-        return all(hasattr(self.target, name) for name in ('held', 'release', 'run_slice'))
+        return all(hasattr(self.target, name)
+                   for name in ('held', 'release', 'run_slice', 'stalled'))
 
     def _packet_QNonStop(self, packet: str) -> str:
         """QNonStop:1 enters non-stop mode (every core stopped), QNonStop:0 leaves it."""
