@@ -792,3 +792,28 @@ def test_non_stop_target_failure_while_running_stops_the_cores_not_the_session(n
     assert client.request('vStopped') == 'T06thread:3;core:2;'
     assert client.request('vStopped') == 'OK'
     assert client.request('qC') == 'QC1', 'the session must go on'
+
+
+class StalledTarget(CountingTarget):
+    """Running cores that wait for a stopped one: no slice can move them."""
+
+    def run_slice(self, quanta):
+        self.slices += 1
+        self.stalled = True
+        return None
+
+
+def test_non_stop_cores_waiting_on_a_stopped_one_are_not_run_in_a_loop(request):
+    harness = Harness(StalledTarget(ncores=3))
+    request.addfinalizer(harness.close)
+    client, target = harness.client, harness.target
+    assert client.request('QStartNoAckMode') == 'OK'
+    client.ack_mode = False
+    assert client.request('QNonStop:1') == 'OK'
+    client.request('?')
+    client.request('vStopped')          # cores 1 and 2 "run", but cannot move
+    slices = target.slices
+    time.sleep(0.2)                     # time enough for a busy loop to show itself
+    assert client.request('qC') == 'QC1'
+    assert target.slices <= slices + 1, \
+        f'{target.slices - slices} slices run for nothing: the stub spins instead of waiting for gdb'
