@@ -815,5 +815,7 @@ def test_non_stop_cores_waiting_on_a_stopped_one_are_not_run_in_a_loop(request):
     slices = target.slices
     time.sleep(0.2)                     # time enough for a busy loop to show itself
     assert client.request('qC') == 'QC1'
-    assert target.slices <= slices + 1, \
+    # At most one slice after each packet (vStopped's may come after `slices`
+    # was read): a busy loop would have run hundreds.
+    assert target.slices <= slices + 2, \
         f'{target.slices - slices} slices run for nothing: the stub spins instead of waiting for gdb'
