@@ -203,7 +203,9 @@ class GdbTarget:
                              f"instructions" for c in self.engine.machine.cores)
         if word == "program":
             return self._program(rest.strip())
-        if word == "ended" and rest.strip() in ("", "new"):
+        if word == "ended":
+            if rest.strip() not in ("", "new"):
+                raise TargetError("usage: monitor ended [new]")
             return self._ended(only_new=rest.strip() == "new")
         if word in self._views():
             return self._shell_view(command)
