@@ -119,9 +119,6 @@ def add_parser(subparsers) -> None:
                         help="set a breakpoint (`LABEL [core K]`, as the `break` command "
                              "takes it) and run to it before the prompt (repeatable)")
     add_gdb_option(parser)
-    parser.add_argument("--gdb-files", metavar="DIR", default=None,
-                        help="with --gdb: write the symbol files (ELF, DWARF) and the gdb script "
-                             "to DIR (default: a new temporary directory)")
     add_trace_option(parser)
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help="a `continue` stops when every core's clock passes "
@@ -140,6 +137,9 @@ def add_gdb_option(parser) -> None:
     parser.add_argument("--gdb", type=port_argument, metavar="PORT", default=None,
                         help="wait for gdb on 127.0.0.1:PORT (0: any free port) before the "
                              "first instruction; each core is a gdb thread")
+    parser.add_argument("--gdb-files", metavar="DIR", default=None,
+                        help="with --gdb: write the symbol files (ELF, DWARF) and the gdb script "
+                             "to DIR (default: a new temporary directory)")
 
 
 def add_trace_option(parser) -> None:
@@ -203,14 +203,16 @@ def open_debuggee(args, out) -> Debuggee:
     return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
 
 
-def attach(system, max_cycles=None, trace=None) -> Debuggee:
-    """Wrap a booted (not yet run) system for debugging."""
+def attach(system, max_cycles=None, trace=None, tracepoints=True) -> Debuggee:
+    """Wrap a booted (not yet run) system for debugging (`tracepoints`: install
+    the message tracepoints, unless the caller has: `sprat boot --trace`)."""
     engine = DebugEngine(system.machine, max_cycles=max_cycles)
     symbols = SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(),
                           read=engine.read_memory)
     messages = MessageLog(keep=MESSAGES_SHOWN)
     system.machine.observers.append(messages)
-    install_message_tracepoints(system)
+    if tracepoints:
+        install_message_tracepoints(system)
     engine.travel = TimeTravel(engine)       # reverse execution: history kept from here
     trace_file = None
     if trace:
@@ -225,19 +227,6 @@ def open_trace(machine, path):
     stream = OutputFile(path, "trace")
     machine.observers.append(TraceRecorder(stream))
     return stream
-
-
-def serve_gdb(engine, port: int, out) -> str:
-    """Serve one gdb session on the stopped machine; return how it ended."""
-    from emulator.debug.gdbstub import GdbServer
-    with GdbServer(engine, port=port) as server:
-        out.write(f"sprat: waiting for gdb on 127.0.0.1:{server.port} "
-                  f"(in gdb: target remote :{server.port})\n")
-        out.flush()
-        ended = server.serve_one()
-    out.write(f"sprat: the gdb session ended ({ended})\n")
-    out.flush()
-    return ended
 
 
 # --- The prompt ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`sprat debug --gdb PORT`: real gdb on a booted image, with names and source lines.
+"""`sprat debug --gdb PORT` (and `sprat boot --gdb PORT`): real gdb on a booted
+image, with names and source lines.
 
     files = write_symbol_files(system, directory, port)   # ELF per program + a script
     target = GdbTarget(debuggee, files)                    # what the stub drives
@@ -24,7 +25,12 @@ The script starts with the program core 0 runs.
 
 `GdbTarget` is the debug engine as the stub sees it, plus what only this
 layer knows: each core's state and program for `info threads`, and the
-`monitor` commands (cycles, cores, channels, msgs, program).
+`monitor` commands (cycles, cores, channels, msgs, program, ended).
+
+In non-stop mode (`set non-stop on` before the script connects) the stub
+may not print on gdb's console by itself, so the script's stop hook asks
+`monitor ended new`, which says why the machine ended, once: at the first
+stop after the end (`monitor ended` says it whenever asked).
 """
 
 from __future__ import annotations
@@ -107,7 +113,7 @@ def first_program(system, programs: dict) -> str | None:
 def gdb_script(files: SymbolFiles, port: int) -> str:
     """The commands `gdb -x` runs: symbols, the `program` command, connect."""
     lines = [
-        "# Written by `sprat debug --gdb`: run it with  gdb -x THIS-FILE",
+        "# Written by `sprat debug --gdb` or `sprat boot --gdb`: run it with  gdb -x THIS-FILE",
         "# The CPU driver's symbols, then one user program's (they share addresses:",
         "# `program NAME` swaps them; NAME is one of: "
         + (", ".join(files.programs) or "(none)") + ").",
@@ -131,6 +137,12 @@ def gdb_script(files: SymbolFiles, port: int) -> str:
             "end",
         ]
     lines += [
+        "# In non-stop mode, the stub cannot print why the machine ended: ask it.",
+        "define hook-stop",
+        "  if $_gdb_setting(\"non-stop\") && $_isvoid($_exitcode)",
+        "    monitor ended new",
+        "  end",
+        "end",
         "set confirm on",
         f"target remote 127.0.0.1:{port}",
     ]
@@ -151,6 +163,7 @@ class GdbTarget:
         self.symbols = debuggee.symbols
         self.programs = {name: program for name, (program, _) in files.programs.items()}
         self.current = files.first      # the user program gdb has the symbols of
+        self.end_told = False           # `monitor ended` has said why the machine ended
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
@@ -190,9 +203,21 @@ class GdbTarget:
                              f"instructions" for c in self.engine.machine.cores)
         if word == "program":
             return self._program(rest.strip())
+        if word == "ended":
+            if rest.strip() not in ("", "new"):
+                raise TargetError("usage: monitor ended [new]")
+            return self._ended(only_new=rest.strip() == "new")
         if word in self._views():
             return self._shell_view(command)
         raise TargetError(f"no monitor command {word!r}: `monitor help` lists them")
+
+    def _ended(self, only_new: bool) -> str:
+        reason = self.engine.end_reason
+        if reason is None or (only_new and self.end_told):
+            return ""
+        self.end_told = True
+        return (f"sprat: the machine has ended: {reason}; its state stays here to inspect, "
+                f"and running it again reports the exit")
 
     def _views(self) -> list[str]:
         from sprat.debug import DebugShell
@@ -204,7 +229,9 @@ class GdbTarget:
                 + "".join(f"monitor {view:<18}as `{view}` at the sprat debug prompt\n"
                           for view in self._views())
                 + f"monitor program [NAME]    the user program gdb's breakpoints are in "
-                  f"({names})")
+                  f"({names})\n"
+                + "monitor ended [new]       why the machine ended, once it has (new: if not "
+                  "said yet)")
 
     def _program(self, name: str) -> str:
         if not name:

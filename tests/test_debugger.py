@@ -402,3 +402,58 @@ def test_a_spawned_program_has_its_symbols_on_the_core_it_runs_on(tmp_path, caps
     assert "no symbol" not in out
     assert "core 2 hit breakpoint 1" in out
     assert "<start+180> userland/spawn_child.S:" in out
+
+
+def hits_of(engine, run, limit=1000):
+    """(core, its pc, its cycles) at each stop of `run` until the end."""
+    hits = []
+    for _ in range(limit):
+        event = run()
+        if event.reason == 'exited':
+            return hits
+        core = engine.machine.cores[event.core]
+        hits.append((event.core, core.rip, core.cycles))
+    raise AssertionError(f'the run did not end within {limit} stops')
+
+
+def test_non_stop_slices_stop_at_the_same_breakpoint_hits_as_a_whole_run():
+    # gdb's non-stop mode runs the machine in slices of a few quanta
+    # (engine.run_slice); where each core stops must not depend on where
+    # the slices fall, nor a breakpoint be skipped at a slice boundary.
+    def engine():
+        system = boot_image(ROOT / "images" / "default.lst", cores=4)
+        debug = DebugEngine(system.machine)
+        debug.add_breakpoint(system.kernel.symbols["syscall_entry"])
+        return debug
+
+    whole = engine()
+    expected = hits_of(whole, whole.resume)
+    sliced = engine()
+
+    stopped = []
+
+    def run_in_slices():
+        for core in stopped:        # continuing from a stop moves on, as resume does
+            sliced.release(core)
+        while (event := sliced.run_slice(1)) is None:
+            pass
+        stopped[:] = [event.core]
+        return event
+    assert hits_of(sliced, run_in_slices) == expected and len(expected) > 4
+
+
+def test_run_slice_passes_over_held_cores_and_a_released_core_moves_on():
+    system = boot_image(ROOT / "images" / "default.lst", cores=2)
+    engine = DebugEngine(system.machine)
+    engine.add_breakpoint(system.kernel.symbols["syscall_entry"])
+    event = engine.resume()
+    engine.held.add(event.core)
+    held = system.machine.cores[event.core]
+    before = (held.rip, held.cycles)
+    for _ in range(5):
+        engine.run_slice(2)
+        assert (held.rip, held.cycles) == before, 'a held core must not move'
+    engine.release(event.core)
+    while (stop := engine.run_slice(2)) is None or stop.core != event.core:
+        pass
+    assert held.cycles > before[1], 'released, the core should run on past its breakpoint'
