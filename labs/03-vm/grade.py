@@ -102,6 +102,34 @@ def refusals_come_back_and_change_nothing():
     if end.retyped != probes.one(run, "probe_layout").retyped:
         fail(f"the refused mappings left tables behind: the RAM given to vspace_init now holds"
              f" {describe(end.retyped)}", run, stop="probe_twice core 0")
+    check_refused_table_given_back(run, probes, end)
+
+
+def check_refused_table_given_back(run, probes, before):
+    """vm_check filled PDPT entry 9 with a PD of its own, then asked for a page
+    there: vspace_map's new PD cannot be mapped (ENTRY_IN_USE), and must be
+    deleted, its slot and RAM free for the next table, which the next map
+    (a page needing a new PT) makes."""
+    from kernel.caps import ErrorCode as E
+    taken, after = probes.one(run, "probe_taken"), probes.one(run, "probe_after_taken")
+    page = USER_BASE + 9 * GIB
+    if taken.rax != -int(E.ENTRY_IN_USE):
+        fail(f"vspace_map of {page:#x}, whose PDPT entry holds a PD vspace does not know,"
+             f" returned {error_name(taken.rax)}; the map of the PD it makes there is refused:"
+             f" expected -{int(E.ENTRY_IN_USE)} (ENTRY_IN_USE), as the kernel said it",
+             run, stop="probe_taken core 0")
+    next_page = USER_BASE + GIB + 2 * MIB2
+    if after.rax != 0:
+        fail(f"after the refused map of {page:#x}, vspace_map of {next_page:#x} (a new PT)"
+             f" returned {error_name(after.rax)}: when a table's map is refused, cap_delete the"
+             f" table you retyped for it (its slot and RAM are the next table's), and leave"
+             f" VS_USED and VS_SLOT as they were", run, stop="probe_after_taken core 0")
+    wanted = sorted(before.retyped + ["VNODE_PD", "VNODE_PT"])    # the program's PD, the new PT
+    if after.retyped != wanted:
+        fail(f"after the refused map of {page:#x} and one more PT, the RAM given to vspace_init"
+             f" holds {describe(after.retyped)}, not {describe(wanted)}: a table whose map is"
+             f" refused must be deleted (cap_delete), not kept", run,
+             stop="probe_after_taken core 0")
 
 
 @test(points=20)

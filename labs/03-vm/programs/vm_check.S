@@ -3,7 +3,10 @@
 #
 #   MODE 1  asks for four mappings the kernel or the library must refuse:
 #           a page mapped twice, a read-only frame mapped writable, an
-#           unaligned address, an address outside the user's 512 GiB
+#           unaligned address, an address outside the user's 512 GiB; then
+#           fills PDPT entry 9 with a PD of its own and asks for a page
+#           there (vspace_map's new PD cannot be mapped: it must give it
+#           back), and then for a page that needs a new table
 #   MODE 2  unmaps page 0 with vspace_unmap (after reading it, so the TLB
 #           holds it), reads page 1 (same PT), unmaps page 0 again (nothing
 #           is there) and touches page 0, which must fault
@@ -25,6 +28,8 @@ FRAMES = 8                            # root slots 4..11, from our RAM (root slo
 FIRST_FRAME = 4
 READ_ONLY_FRAME = 12                  # a copy of frame 5 minted READ only
 FIRST_TABLE_SLOT = 16                 # for vspace_init: the tables' capabilities
+OWN_PD = 13                           # a PD of the program's own, in PDPT entry 9,
+OWN_PD_OFFSET = 0xF000                # from the last page of the tables' RAM
 TABLE_RAM = CADDR_ROOT | SLOT_REGIONS # the tables come from shared region 0's RAM
 N_PAGES = 5
 GIB = 0x40000000
@@ -135,6 +140,39 @@ probe_unaligned:
     lea rax, [rip + vspace_map]
     call call_kept
 probe_outside:
+    nop
+    mov rdi, TABLE_RAM                # PDPT entry 9 taken behind vspace's back
+    mov esi, OWN_PD_OFFSET
+    mov edx, CAPTYPE_VNODE_PD
+    mov ecx, 12
+    mov r8d, 1
+    mov r9, CADDR_ROOT | OWN_PD
+    call cap_retype
+    test rax, rax
+    jnz broken
+    mov rdi, CADDR_ROOT | SLOT_PDPT
+    mov esi, 9
+    mov rdx, CADDR_ROOT | OWN_PD
+    mov ecx, RW
+    xor r8d, r8d
+    call cap_map
+    test rax, rax
+    jnz broken
+    mov rdi, rbx                      # a page there: the new PD's map is refused
+    mov rsi, USER_BASE + 9 * GIB
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_taken:
+    nop
+    mov rdi, rbx                      # a page that needs a new PT: the next table
+    mov rsi, USER_BASE + GIB + 2 * 0x200000
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_after_taken:
     nop
     xor edi, edi
     call exit
