@@ -457,7 +457,7 @@ def expect_finished(run, programs=True):
     """Every core finished (and, with `programs`, every program ended well, as it says)."""
     for core, line in run.console:
         if "KERNEL PANIC" in line:
-            fail(f"core {core}: {line.strip()}{where_in_kernel(run, line)}", run)
+            fail(f"core {core}: {line.strip()}{where_in_kernel(run, core)}", run)
         if programs and line.startswith("lmp_check:"):
             fail(f"core {core}: {line.strip()}", run)
     if not run.result.clean:
@@ -484,16 +484,13 @@ def stuck_hint(run):
     return ""
 
 
-def where_in_kernel(run, line):
-    """' (in LABEL+N)' for the rip a kernel panic names."""
-    words = line.split()
-    if "rip" not in words:
-        return ""
-    rip = int(words[words.index("rip") + 1].rstrip(","), 16)
-    symbols = run.system.kernel.symbols
-    name, address = max(((n, a) for n, a in symbols.items() if a <= rip),
-                        key=lambda item: item[1], default=(None, 0))
-    return f" (in {name}{f'+{rip - address}' if rip > address else ''})" if name else ""
+def where_in_kernel(run, core):
+    """' (in LABEL+N, file:line)' where core `core`'s kernel panic happened, as
+    kernel/diagnosis.py reads it from the panic's frame."""
+    for line in run.diagnosis():
+        if line.startswith(f"core {core} stopped") and "a kernel panic" in line and "(in " in line:
+            return " " + line[line.rindex("(in "):]
+    return ""
 
 
 def expect_lines(run, wanted):
