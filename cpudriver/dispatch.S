@@ -336,7 +336,7 @@ schedule:
     pop rbx
     ret
 
-# load_dispatcher: make `slot` the running dispatcher.
+# load_dispatcher: load `slot`'s frame and CR3 (schedule sets PCV_CURRENT).
 #   in: rax = its slot, rdi = the trap frame to fill.  clobbers: rcx rdx rsi rdi
 load_dispatcher:
     lea rsi, [rax + DCB_FRAME]
@@ -350,8 +350,8 @@ load_dispatcher:
 load_dispatcher_done:
     ret
 
-# pick_next: the dispatcher to run next: PCV_NEXT if it was set (an LMP
-# hand-over) and can run, else the round robin's choice.
+# pick_next: the dispatcher to run next: PCV_NEXT (a slot) if it was set (an
+# LMP hand-over) and can run, else the round robin's; PCV_NEXT ends 0.
 #   out: rax = its slot, or 0 if none can run (then rdx = 1 if one waits)
 #   clobbers: rcx rdx rsi rdi r8
 pick_next:

@@ -137,7 +137,7 @@ PCV_N_CORES = 0x28
 PCV_CURRENT = 0x30         # the running dispatcher's slot address
 PCV_N_DISPATCHERS = 0x38
 PCV_RESCHEDULE = 0x40      # set: switch dispatchers before returning to user mode
-PCV_NEXT = 0x48            # a dispatcher to switch to first (LMP hands over), or 0
+PCV_NEXT = 0x48            # the slot of a dispatcher to switch to first (LMP hands over), or 0
 PCV_INBOX_SEEN = 0x50      # requests taken from this core's inbox so far
 PCV_FAILED = 0x58          # programs that exited with a non-zero status or were killed
 

@@ -8,6 +8,8 @@ they are called. This module puts the two together for a person:
     # core 1 waits in urpc_send_wait (userland/lib/urpc.S:75), polling channel 20
     #   (ack line) that no core will write
     # core 2 is still running in spin_loop (userland/spin.S:12)
+    # core 3 stopped with exit code 1: a kernel panic, #GP general protection
+    #   at 0x200499 (in trap_return_to_kernel, cpudriver/trap.S:82)
 
 `sprat boot`, the lab graders and the debugger show these lines when a run
 spends its cycle budget or stops with cores still waiting.
@@ -15,6 +17,7 @@ spends its cycle budget or stops with cores still waiting.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from cpudriver import layout
@@ -23,6 +26,7 @@ from emulator.core import CoreState
 from emulator.debug.symbols import SymbolTable
 from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE
 
+TF_VECTOR = 120                 # trap.S's frame: vector, error code, rip
 LINES_NAMED = 3                 # a monitor polls dozens of rings: name the first few
 
 
@@ -38,6 +42,17 @@ def explain(system) -> list[str]:
     return failed + rest
 
 
+def explain_end(system, reason: str) -> list[str]:
+    """Why a run ended, for a person: `reason` (the machine's: which core
+    stopped it), then explain()'s line for every unfinished core. The line of
+    the core the reason names says the reason again and where that core
+    stopped: it stands in for the reason, so that nothing is said twice."""
+    lines = explain(system)
+    same = [line for line in lines if line.replace(" failed:", ":", 1).startswith(reason)]
+    first = same[0] if same else reason
+    return [first] + [line for line in lines if line != first]
+
+
 def _explain_core(core, symbols) -> str | None:
     if core.state is CoreState.WAITING:
         lines = [describe_line(line << 6) for line in core.waiting_on]
@@ -50,10 +65,38 @@ def _explain_core(core, symbols) -> str | None:
     if core.state is CoreState.OFF:
         return f"core {core.id} was never started"
     if core.state is CoreState.FAILED:
-        return f"core {core.id} failed: {core.failure}"
+        return f"core {core.id} failed: {core.failure}{_named(core.rip, core.id, symbols)}"
     if core.state is CoreState.STOPPED and core.exit_code:
-        return f"core {core.id} stopped with exit code {core.exit_code}"
+        return (f"core {core.id} stopped with exit code {core.exit_code}"
+                f"{_kernel_panic(core, symbols) or ' ' + _where(core, symbols)}")
     return None
+
+
+def _named(address: int, core_id: int, symbols) -> str:
+    """' (in LABEL+N, file:line)' for a raw address a message gives, or ''."""
+    name = symbols.describe(address, core_id)
+    if name is None:
+        return ""
+    source = symbols.source(address, core_id)
+    return f" (in {name}" + (f", {short_source(source)})" if source else ")")
+
+
+def _kernel_panic(core, symbols) -> str | None:
+    """': a kernel panic, VECTOR at LABEL+N (file:line)' for a core that stopped
+    in trap.S's trap_kernel_panic: the kernel faulted, and the frame of that
+    fault (rbx there, as trap_kernel_panic keeps it) says where."""
+    from unicorn.x86_const import UC_X86_REG_RBX
+    from emulator.traps import exception_name
+    from emulator.paging import PageFault
+    stopped_in = symbols.describe(core.rip, core.id) or ""
+    if not stopped_in.startswith("trap_kernel_panic"):
+        return None
+    frame = core.regs.read(UC_X86_REG_RBX)
+    try:
+        vector, _, rip = struct.unpack("<3Q", core.read_virtual(frame + TF_VECTOR, 24))
+    except (PageFault, IndexError, OverflowError, struct.error):
+        return ": a kernel panic"
+    return f": a kernel panic, {exception_name(vector)} at {rip:#x}{_named(rip, core.id, symbols)}"
 
 
 def describe_line(physical: int) -> str:

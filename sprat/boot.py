@@ -178,11 +178,11 @@ def run(args) -> int:
     if result.clean:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
-    print(f"sprat: {result.reason}", file=sys.stderr)
-    from kernel.diagnosis import explain
-    for line in explain(system):
-        if line.replace(" failed:", ":", 1) != result.reason:     # said already
-            print(f"sprat:   {line}", file=sys.stderr)
+    from kernel.diagnosis import explain_end
+    first, *lines = explain_end(system, result.reason)
+    print(f"sprat: {first}", file=sys.stderr)
+    for line in lines:
+        print(f"sprat:   {line}", file=sys.stderr)
     return EXIT_MACHINE_FAILURE
 
 

@@ -88,6 +88,7 @@ SYSTEM_REGISTERS = (("cr0", "cr2", "cr3", "cr4"), ("efer", "fs_base", "gs_base",
 SEGMENTS = ("cs", "ss", "ds", "es", "fs", "gs")
 # Instructions `next` runs to the end of instead of stepping into.
 STEP_OVER = ("call", "syscall")
+SYSCALL_RCX_TO_RIP = 136 - 96      # trap.S's frame: TF_RIP - TF_RCX (syscall's rcx = its rip)
 
 
 class CommandError(Exception):
@@ -893,9 +894,14 @@ class DebugShell(cmd.Cmd):
         is the address right after one, nearest first."""
         rsp = self.machine.cores[core_id].regs.read(x86.UC_X86_REG_RSP)
         stack = self._read_mapped(rsp, BACKTRACE_WORDS * 8, core_id)
-        for offset in range(0, len(stack) - 7, 8):
-            value = int.from_bytes(stack[offset:offset + 8], "little")
+        words = {offset: int.from_bytes(stack[offset:offset + 8], "little")
+                 for offset in range(0, len(stack) - 7, 8)}
+        for offset, value in words.items():
             how = self._return_kind(value, core_id)
+            # `syscall` leaves the return address in rcx, and the trap frame
+            # keeps rcx as well as rip: the same word twice, one frame (rip's).
+            if how == "syscall" and words.get(offset + SYSCALL_RCX_TO_RIP) == value:
+                continue
             if how:
                 yield offset, value, how
 

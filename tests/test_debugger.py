@@ -241,6 +241,16 @@ def test_backtrace_finds_the_user_call_from_the_kernel():
     assert "(after a call" in output and "(after a syscall" in output, output
 
 
+def test_backtrace_lists_the_user_frame_of_a_syscall_once():
+    """syscall leaves its return address in rcx, so the trap frame holds it
+    twice (saved rcx, saved rip): one frame, shown once."""
+    session = Session()
+    session.run("break sys_print core 0", "continue")
+    frames = [line.split("   (")[0].split(None, 1)[1]
+              for line in session.run("bt").splitlines() if "(after a syscall" in line]
+    assert len(frames) == 1, frames
+
+
 def test_cores_table_marks_the_selected_core():
     session = Session()
     output = session.run("core 3", "cores")
