@@ -14,6 +14,7 @@ import time
 import pytest
 from unicorn import x86_const as x86
 
+from cpudriver import layout
 from emulator.core import CoreState
 from emulator.debug.engine import DebugEngine
 from kernel.boot import boot_image
@@ -160,7 +161,7 @@ def test_user_breakpoint_stops_every_core_in_ring_3():
 def test_watchpoint_on_the_user_stack_stops_each_core_after_its_store():
     session = Session()
     program = session.system.modules[0].program
-    top = session.system.kernel.symbols.get("USER_STACK_TOP") or 0x80_0020_0000
+    top = layout.stack_top(0)     # default.lst's one module
     slot = top - 8          # the first push of every program: its private stack
     session.run(f"watch {slot:#x}")
     seen = set()
