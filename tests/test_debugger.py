@@ -298,7 +298,7 @@ continue
 bt
 x $rsp 32
 disas
-watch 0x80001ffff8
+watch 0x80011ffff8
 continue
 continue
 cores
@@ -333,7 +333,7 @@ FUZZ_WORDS = ["cores", "core", "step", "s", "stepi", "next", "continue", "break"
               "delete", "regs", "x", "disas", "bt", "msgs", "help", "frob", "", "?"]
 FUZZ_ARGS = ["0", "1", "3", "7", "-1", "0x200000", "syscall_entry", "start", "start+4", "$rsp",
              "$rip+8", "$zz", "core", "2", "0xffffffffffffffff", "1e3", "+", "\x00", "é", "''",
-             "print_u64", "99999999999999999999", "0x80001ffff8", "16", "4096", "4097"]
+             "print_u64", "99999999999999999999", "0x80011ffff8", "16", "4096", "4097"]
 
 
 def test_random_lines_at_the_prompt_never_end_the_session():
