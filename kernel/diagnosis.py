@@ -116,8 +116,8 @@ def describe_line(physical: int) -> str:
 
 def _where(core, symbols) -> str:
     rip = core.rip
-    name = symbols.describe(rip, core.id)
-    source = symbols.source(rip, core.id)
+    name = symbols.describe(rip)
+    source = symbols.source(rip)
     ring = "kernel" if core.privilege == 0 else "user"
     if name is None:
         return f"at RIP {rip:#x} ({ring})"
@@ -131,7 +131,8 @@ def short_source(source: str) -> str:
 
 
 def symbols_of(system) -> SymbolTable:
-    """Every program's labels, per core as the CPU driver places them, read live."""
+    """Every program's labels (an address names one instruction on every core;
+    which programs a core may run matters only from name to address)."""
     def read(core_id, address, length):
         return system.machine.cores[core_id].read_virtual(address, length)
     return SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(), read=read)

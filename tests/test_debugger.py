@@ -14,6 +14,7 @@ import time
 import pytest
 from unicorn import x86_const as x86
 
+from cpudriver import layout
 from emulator.core import CoreState
 from emulator.debug.engine import DebugEngine
 from kernel.boot import boot_image
@@ -160,7 +161,7 @@ def test_user_breakpoint_stops_every_core_in_ring_3():
 def test_watchpoint_on_the_user_stack_stops_each_core_after_its_store():
     session = Session()
     program = session.system.modules[0].program
-    top = session.system.kernel.symbols.get("USER_STACK_TOP") or 0x80_0020_0000
+    top = layout.stack_top(0)     # default.lst's one module
     slot = top - 8          # the first push of every program: its private stack
     session.run(f"watch {slot:#x}")
     seen = set()
@@ -307,7 +308,7 @@ continue
 bt
 x $rsp 32
 disas
-watch 0x80001ffff8
+watch 0x80011ffff8
 continue
 continue
 cores
@@ -342,7 +343,7 @@ FUZZ_WORDS = ["cores", "core", "step", "s", "stepi", "next", "continue", "break"
               "delete", "regs", "x", "disas", "bt", "msgs", "help", "frob", "", "?"]
 FUZZ_ARGS = ["0", "1", "3", "7", "-1", "0x200000", "syscall_entry", "start", "start+4", "$rsp",
              "$rip+8", "$zz", "core", "2", "0xffffffffffffffff", "1e3", "+", "\x00", "é", "''",
-             "print_u64", "99999999999999999999", "0x80001ffff8", "16", "4096", "4097"]
+             "print_u64", "99999999999999999999", "0x80011ffff8", "16", "4096", "4097"]
 
 
 def test_random_lines_at_the_prompt_never_end_the_session():

@@ -37,7 +37,8 @@ CORES = 2
 MAX_CYCLES = 200_000                 # a `c` runs at most this long
 
 ADDRESSES = st.one_of(st.sampled_from([0, layout.KERNEL_BASE, layout.PERCORE_BASE,
-                                       layout.USER_BASE, layout.APIC_BASE, 0xFFF, 0x1FFFFF,
+                                       layout.USER_BASE, layout.program_base(0),
+                                       layout.APIC_BASE, 0xFFF, 0x1FFFFF,
                                        2**47, 2**63, 2**64 - 1, 2**64 - 4096, 2**64, 2**80]),
                       st.integers(0, 2**64 + 16))
 LENGTHS = st.sampled_from([0, 1, 8, 4095, 4097, PACKET_SIZE, PACKET_SIZE * 4, 2**32, 2**63,

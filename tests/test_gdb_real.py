@@ -212,11 +212,11 @@ def spawn_under_gdb(tmp_path):
 
 def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_under_gdb):
     output = spawn_under_gdb.run_gdb(
-        'program spawn_child', 'break urpc_send', 'continue', 'bt', 'list',
+        'break urpc_send thread 3', 'continue', 'bt', 'list',
         'info line *$pc', 'next', 'next', 'step', 'info threads', 'monitor cycles',
         'monitor cores', 'monitor msgs', 'monitor help')
 
-    assert re.search(r'Thread 3 hit Breakpoint 1, urpc_send \(\) at userland/lib/urpc\.S:\d+',
+    assert re.search(r'Thread 3 hit Breakpoint 1\.\d, urpc_send \(\) at userland/lib/urpc\.S:\d+',
                      output), f'the break on urpc_send should stop core 2 (thread 3):\n{output}'
     assert re.search(r'#1\s+0x[0-9a-f]+ in start \(\) at userland/spawn_child\.S:\d+', output), \
         f'bt should name the caller and its file:line:\n{output}'
@@ -237,7 +237,28 @@ def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_unde
     assert re.search(r'^\s+2\s+running\s+3\s+0x[0-9a-f]+\s+urpc_send', output, re.M), \
         f'monitor cores should show the cores as the sprat prompt does:\n{output}'
     assert re.search(r'^channel 20:', output, re.M), f'monitor msgs shows the messages:\n{output}'
-    assert 'monitor program [NAME]' in output, f'monitor help lists the commands:\n{output}'
+    assert 'monitor cycles' in output, f'monitor help lists the commands:\n{output}'
+
+
+def test_gdb_names_each_cores_frame_in_its_own_program(spawn_under_gdb):
+    # spawn.lst: the parent runs on core 0, the child it spawns on core 2, and
+    # both link urpc_send. Every program has its own virtual base, so gdb holds
+    # all their symbols at once: no command to switch between them.
+    output = spawn_under_gdb.run_gdb('break urpc_send', 'continue', 'continue',
+                                     'info symbol $pc', 'thread apply all bt')
+
+    assert re.search(r'Breakpoint 1 at 0x[0-9a-f]+: urpc_send\. \(2 locations\)', output), \
+        f'break urpc_send should find it in both programs:\n{output}'
+    assert re.search(r'Thread 1 hit Breakpoint 1\.\d, urpc_send \(\)', output) and \
+        re.search(r'Thread 3 hit Breakpoint 1\.\d, urpc_send \(\)', output), \
+        f'the parent (core 0) and then the child (core 2) should stop in urpc_send:\n{output}'
+    assert 'urpc_send in section .text.spawn_child' in output, \
+        f'info symbol should name the child\'s urpc_send on core 2:\n{output}'
+    threads = dict(re.findall(r'^Thread (\d+) \(.*?\):\n((?:#.*\n?)+)', output, re.M))
+    assert re.search(r'in start \(\) at userland/spawn_child\.S:\d+', threads.get('3', '')), \
+        f'core 2\'s backtrace should end in the child\'s start:\n{output}'
+    assert re.search(r'in start \(\) at userland/spawn_parent\.S:\d+', threads.get('1', '')), \
+        f'core 0\'s backtrace should end in the parent\'s start:\n{output}'
 
 
 def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_gdb):
@@ -255,7 +276,7 @@ def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_
 
 def test_gdb_read_and_access_watchpoints_stop_the_core_that_touches_the_word(spawn_under_gdb):
     output = spawn_under_gdb.run_gdb(
-        'program spawn_child', 'break urpc_send', 'continue', 'set $end = $rdi', 'delete',
+        'break urpc_send thread 3', 'continue', 'set $end = $rdi', 'delete',
         'rwatch *(long *)$end', 'continue', 'delete', 'awatch *(long *)($end + 8)',
         'continue')
     # The end is (ring, seq, acked): urpc_send loads the ring pointer, then
@@ -410,8 +431,7 @@ def test_non_stop_gdb_holds_a_core_at_a_breakpoint_while_another_runs_on(tmp_pat
     session = SpratGdb(tmp_path, str(image), '--cores', '3')
     gdb = InteractiveGdb('-ex', 'set non-stop on', '-x', str(session.script))
     try:
-        gdb.run('program spawn_child')
-        gdb.run('break urpc_send')
+        gdb.run('break urpc_send thread 3')
         hit = gdb.run('continue &', until=r'hit Breakpoint 1')
         assert re.search(r'Thread 3 hit Breakpoint 1, urpc_send \(\) at userland/lib/urpc\.S:\d+',
                          hit), f'the spawned child on core 2 should stop at urpc_send:\n{hit}'
@@ -514,7 +534,7 @@ def test_the_non_stop_session_in_docs_gdb_md_runs_as_shown(tmp_path):
 def test_sprat_boot_with_gdb_serves_symbols_and_runs_on_after_detach(tmp_path):
     session = SpratGdb(tmp_path, 'images/spawn.lst', '--cores', '3', command='boot')
     try:
-        output = session.run_gdb('program spawn_child', 'break urpc_send', 'continue', 'bt 1',
+        output = session.run_gdb('break urpc_send thread 3', 'continue', 'bt 1',
                                  'monitor cycles', 'detach')
         status, printed = session.finish()
     finally:

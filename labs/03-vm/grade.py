@@ -19,7 +19,7 @@ The mechanism runs on one core, alone: the schedule does not change it, so
 the tests do not sweep quanta.
 """
 
-from cpudriver.layout import USER_BASE, USER_STACK_PAGES, USER_STACK_TOP
+from cpudriver.layout import USER_BASE, USER_STACK_PAGES, stack_top
 from sprat.lab.grading import boot, fail, test
 
 GIB, MIB2, PAGE = 1 << 30, 1 << 21, 1 << 12
@@ -27,7 +27,7 @@ PRESENT, WRITABLE, USER, LARGE, NO_EXECUTE = 1, 2, 4, 0x80, 1 << 63
 ADDRESS = 0x000F_FFFF_FFFF_F000      # an entry's physical address bits
 READ, WRITE, EXECUTE = 1, 2, 4
 SLOT_RAM, SLOT_PDPT, SLOT_REGIONS, FIRST_FRAME = 0, 1, 232, 4
-STACK_BOTTOM = USER_STACK_TOP - USER_STACK_PAGES * PAGE
+STACK_BOTTOM = stack_top(0) - USER_STACK_PAGES * PAGE   # each image's one program: module 0
 MAX_CYCLES = 2_000_000               # the images end by ~50,000 cycles
 # programs/vm_check.S's `pages`: (vaddr, frame number, rights, word written)
 PAGES = [(USER_BASE + GIB, 0, READ | WRITE, 0xA0),

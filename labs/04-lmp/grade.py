@@ -304,7 +304,11 @@ class Model:
     def check_first_run(self, d, frame):
         """A dispatcher's first run starts at its program's first instruction."""
         lay = layout()
-        for register, want in (("rip", lay.USER_BASE), ("rsp", lay.USER_STACK_TOP),
+        # Each program is entered at its own base, its stack at the top of its
+        # window (cpudriver/layout.py): the program is the one RIP is in.
+        program = lay.program_index(frame["rip"])
+        base = lay.PROGRAMS_BASE if program is None else lay.program_base(program)
+        for register, want in (("rip", base), ("rsp", base + lay.PROGRAM_SPAN),
                                ("cs", lay.USER_CS), ("ss", lay.USER_SS)):
             if frame[register] != want:
                 self.problem("switch", f"dispatcher {d} first ran with {register} ="
