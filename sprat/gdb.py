@@ -157,7 +157,7 @@ class GdbTarget:
     # -- monitor commands ----------------------------------------------------------
     def monitor(self, command: str) -> str:
         """`monitor help` lists them."""
-        word = command.partition(" ")[0]
+        word, _, rest = command.partition(" ")
         if word in ("", "help"):
             return self._help()
         if word == "cycles":
