@@ -249,6 +249,7 @@ class CoherenceDirectory:
     def _serve(self, me: int, line: _Line, is_write: bool) -> int:
         """Apply one access to `line` by core `me`: update its MOESI states,
         count what happened, return the cycles it costs (before causality)."""
+        # LAB interconnect BEGIN serve
         bit = 1 << me
         sharers, owner, state = line.sharers, line.owner, line.owner_state
         mine = sharers & bit
@@ -289,9 +290,11 @@ class CoherenceDirectory:
             cycles = max(self._fetch(me, line, others), farthest)
         line.sharers, line.owner, line.owner_state = bit, me, "M"
         return cycles
+        # LAB interconnect END serve
 
     def _fetch(self, me: int, line: _Line, others: int) -> int:
         """Cycles to bring in a line `me` does not hold, and count where it came from."""
+        # LAB interconnect BEGIN fetch
         cost = self._cost[me]
         owner = line.owner
         if owner != NO_OWNER:                          # M, O or E elsewhere supplies it
@@ -312,6 +315,7 @@ class CoherenceDirectory:
             self.memory_fills[me] += 1
             line.memory_fills += 1
         return cycles
+        # LAB interconnect END fetch
 
     def _count_hit(self, me: int, line: _Line) -> int:
         self.hits[me] += 1

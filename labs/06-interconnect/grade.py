@@ -1,0 +1,344 @@
+"""Lab 6's grader: the coherence directory against the reference, access by access.
+
+The student's emulator/interconnect/coherence.py decides, for every load
+and store on a message channel, which caches hold the line afterwards and
+in what MOESI state, and how many cycles the access cost by the distance
+between the cores. The reference is the tree's own coherence.py, loaded
+beside the student's (images/replay.py), and both are fed the same
+accesses:
+
+  transitions   small scripted cases, one per row of the handout's table,
+                on machines where distance matters;
+  streams       every access the cores made in real runs of the lab's
+                images (images/streams/, recorded by record.py): URPC
+                ping-pongs, a TLB shootdown, lines four cores fight over;
+  machines      whole runs of those images with the student's directory
+                charging every access, under a sweep of quanta and seeds:
+                every core's cycles and every message must come out as
+                with the reference.
+
+After each access the grader compares the cycles it cost, the line's state
+in every core, and every core's counters; the first difference fails the
+test with the access, the states before it, what the reference did and
+what the student's did, and the command that replays the stream to there.
+
+The written part: labs/06-interconnect/machine.toml must describe the
+handout's machine, and answers.toml must predict its one-way URPC latency
+within PREDICTION_BAND of what `sprat bench urpc` measures (measured here
+with the reference directory), name the legs of a message, and say what
+the bench printed.
+"""
+
+import contextlib
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+from sprat.lab.grading import QUANTA, SEEDS, Failure, boot, context, fail, test
+
+LAB = Path(context.lab_folder or Path(__file__).parent)
+sys.path.insert(0, str(LAB / "images"))
+import replay  # noqa: E402  (images/replay.py: shared with the student's replay command)
+
+LINE = 0x80_0000                 # a line on the machine's message channels
+SPACED = 10_000                  # cycles between scripted accesses: none waits for another
+PREDICTION_BAND = 0.10           # the written prediction: within 10% of the measurement
+MEASURED_BAND = 0.02             # what the student says the bench printed: within 2%
+ROUNDS = 200                     # sprat bench urpc's default ping-pong rounds
+MACHINE = "labs/06-interconnect/machine.toml"
+ANSWERS = "labs/06-interconnect/answers.toml"
+
+
+# --- Comparing the student's directory with the reference ---------------------------------
+
+def replay_command(stream: str, index: int | None = None) -> str:
+    """The command that replays `stream` on the student's directory, to access `index`."""
+    python = "python3" if shutil.which("python3") == sys.executable else sys.executable
+    workspace = context.workspace_shown or "."
+    words = [python, f"{workspace}/images/replay.py", stream, "--lab", workspace]
+    if index is not None:
+        words += ["--to", str(index)]
+    return " ".join(words)
+
+
+def check_stream(name: str) -> None:
+    """Replay a recorded stream; fail at the first difference from the reference."""
+    step, stream = replay.first_difference(name)
+    if step is None:
+        return
+    if step.access is None:
+        raise Failure(f"{name}: {step.difference}", replay_command(name))
+    raise Failure(f"{name}, access #{step.index} of {len(stream.accesses)} on "
+                  f"{stream.topology}: {replay.describe(step.access)}, the line held "
+                  f"[{step.before}]: {step.difference}", replay_command(name, step.index))
+
+
+def check_script(what: str, topology: str, accesses) -> None:
+    """A scripted case: (core, "R" or "W", line offset) accesses, far apart in time."""
+    student = replay.new_directory(replay.student_module(), topology)
+    reference = replay.new_directory(replay.reference_module(), topology)
+    stream = replay.Stream(what, topology, None, [
+        (core, op == "W", LINE + 64 * offset, 8, SPACED * (index + 1))
+        for index, (core, op, offset) in enumerate(accesses)])
+    for step in replay.replay(stream, student, reference):
+        if step.difference:
+            where = ("" if step.access is None else
+                     f" access {step.index + 1} of {len(accesses)} ({replay.describe(step.access)},"
+                     f" the line held [{step.before}]):")
+            fail(f"{what}, on {topology}:{where} {step.difference}")
+
+
+# --- The transitions, one at a time ------------------------------------------------------
+
+# amd-2x2: cores 0 and 1 share a package, 2 and 3 the other, one hop away.
+# intel-2x4: cores 0 and 1 share an L2, 0 and 2 a package, 0 and 4 are a hop apart.
+READS = [
+    ("a read of a line no cache holds: from memory, the reader's copy E", "amd-2x2",
+     [(0, "R", 0)]),
+    ("a read hit in E, then in S", "amd-2x2", [(0, "R", 0), (0, "R", 0), (1, "R", 0), (1, "R", 0)]),
+    ("a second reader of a line in E: E -> S, both copies S", "amd-2x2", [(0, "R", 0), (2, "R", 0)]),
+    ("a read of a line another core modified: M -> O, the reader's copy S", "amd-2x2",
+     [(0, "W", 0), (2, "R", 0), (1, "R", 0)]),
+    ("a read of a line only S copies hold: the nearest copy supplies it, or memory",
+     "intel-2x4", [(0, "R", 0), (4, "R", 0), (5, "R", 0), (1, "R", 0)]),
+    ("reads of an owned line from every distance", "intel-2x4",
+     [(0, "W", 0), (1, "R", 0), (2, "R", 0), (4, "R", 0), (6, "R", 0)]),
+]
+WRITES = [
+    ("a write hit in E: E -> M, nobody to tell", "amd-2x2", [(0, "R", 0), (0, "W", 0), (0, "W", 0)]),
+    ("a write to a line others share: every other copy invalidated, the writer M", "amd-2x2",
+     [(0, "R", 0), (1, "R", 0), (2, "R", 0), (3, "R", 0), (0, "W", 0)]),
+    ("a write by a core in S while another holds the line in O", "amd-2x2",
+     [(0, "W", 0), (1, "R", 0), (1, "W", 0), (0, "R", 0)]),
+    ("a write by the owner in O: the S copies invalidated", "amd-2x2",
+     [(0, "W", 0), (2, "R", 0), (0, "W", 0)]),
+    ("a write miss on a line modified elsewhere", "amd-2x2", [(0, "W", 0), (2, "W", 0), (1, "W", 0)]),
+    ("a write miss on a line in E elsewhere", "intel-2x4", [(4, "R", 0), (0, "W", 0)]),
+    ("invalidating copies at three distances: the writer waits for the farthest",
+     "intel-2x4", [(1, "R", 0), (2, "R", 0), (4, "R", 0), (0, "R", 0), (0, "W", 0)]),
+    ("a write miss on a line shared near and far", "intel-2x4",
+     [(1, "R", 0), (6, "R", 0), (0, "W", 0)]),
+    ("two lines side by side stay apart", "amd-2x2",
+     [(0, "W", 0), (1, "W", 1), (2, "R", 0), (2, "R", 1), (3, "W", 1)]),
+]
+
+
+@test(points=10)
+def reads_move_lines_and_downgrade_owners():
+    """Each read transition alone (I->E from memory, E->S, M->O, the nearest S copy): states, cycles, counters."""
+    for what, topology, accesses in READS:
+        check_script(what, topology, accesses)
+
+
+@test(points=15)
+def writes_invalidate_every_other_copy():
+    """Each write transition alone (E->M, S and O with sharers, misses on M and E lines): states, cycles, counters."""
+    for what, topology, accesses in WRITES:
+        check_script(what, topology, accesses)
+
+
+# --- Recorded streams of real runs ---------------------------------------------------------
+
+@test(points=15)
+def urpc_streams_replay_as_the_reference():
+    """Every access of two URPC ping-pongs (intel-2x4, amd-4x4): the same states, cycles and counters."""
+    for name in ("pingpong-intel-2x4", "pingpong-amd-4x4"):
+        check_stream(name)
+
+
+@test(points=15)
+def contended_and_shootdown_streams_replay_as_the_reference():
+    """Every access of four cores fighting over two lines (amd-2x2, intel-2x4) and of a TLB shootdown."""
+    for name in ("contended-amd-2x2", "contended-intel-2x4", "shootdown-amd-2x2"):
+        check_stream(name)
+
+
+# --- Whole machines ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def reference_directory():
+    """Machines made inside use the tree's directory (emulator/cost.py makes it)."""
+    from emulator import cost
+    mine = cost.CoherenceDirectory
+    cost.CoherenceDirectory = replay.reference_module().CoherenceDirectory
+    try:
+        yield
+    finally:
+        cost.CoherenceDirectory = mine
+
+
+def outcome(run) -> dict:
+    """What the two machines must agree on."""
+    machine = run.system.machine
+    messages = [(e["event"], e.get("time"), e.get("core"), e.get("channel"), e.get("seq"))
+                for e in run.events if e["event"] in ("send", "recv")]
+    return {"cycles": [core.cycles for core in machine.cores],
+            "instructions": [core.stats.instructions for core in machine.cores],
+            "messages": messages,
+            "counters": [machine.cost.directory.core_stats(core) for core in range(machine.n_cores)]}
+
+
+def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
+    run = boot(image, topology=topology, quantum=quantum, seed=seed)
+    if not run.system.machine.cost.hit_path.startswith("pure Python"):
+        fail(f"the machine did not charge accesses through your directory "
+             f"({run.system.machine.cost.hit_path})")
+    with reference_directory():
+        expected = boot(image, topology=topology, quantum=quantum, seed=seed)
+    schedule = f"quantum {quantum}" if seed is None else f"seed {seed}"
+    what = f"{image} on {topology} at {schedule}"
+    if not expected.clean and expected.system.failures() is None:
+        fail(f"{what}: the reference's run did not end: {expected.result.reason}")
+    for core in run.system.machine.cores:
+        if core.failure and "cost model" in core.failure:      # your directory raised
+            fail(f"{what}: core {core.id}: {core.failure}", run)
+    run.expect_clean(failed=failed)
+    got, want = outcome(run), outcome(expected)
+    for core, (have, should) in enumerate(zip(got["cycles"], want["cycles"])):
+        if have != should:
+            first = next(((g, w) for g, w in zip(got["messages"], want["messages"]) if g != w),
+                         None)
+            detail = "" if first is None else (
+                f"; the first message that differs: {first[1][0]} on channel {first[1][3]} "
+                f"(#{first[1][4]}) by core {first[1][2]} at cycle {first[0][1]}, the reference "
+                f"at {first[1][1]}")
+            fail(f"{what}: core {core} ends at cycle {have:,}, with the reference at "
+                 f"{should:,}{detail}", run)
+    for key in ("messages", "instructions", "counters"):
+        if got[key] != want[key]:
+            fail(f"{what}: the {key} differ from the reference's run", run)
+
+
+@test(points=20)
+def whole_machines_run_as_with_the_reference():
+    """URPC and contended images booted with your directory: every core's cycles and every message as the reference's, at every quantum and seed."""
+    for quantum in QUANTA:
+        check_machine("images/contended.lst", "amd-2x2", quantum=quantum)
+    for seed in SEEDS[:3]:
+        check_machine("images/contended.lst", "intel-2x4", seed=seed)
+    for quantum in (7, 10_000):
+        check_machine("images/pingpong.lst", "intel-2x4", quantum=quantum)
+
+
+# --- The written part -------------------------------------------------------------------
+
+# The machine of the handout, as sprat sees it: the cost of moving a line
+# between every two cores, and the rest of the latencies.
+HANDOUT_MACHINE = {"cores": 12, "freq_ghz": 3.0, "l1_hit": 4, "memory": 190}
+HANDOUT_TRANSFERS = {"shared-cache": 50, "same-package": 160, "1-hop": 210, "2-hop": 260}
+HANDOUT_RELATIONS = {1: "shared-cache", 2: "same-package", 3: "same-package", 4: "1-hop",
+                     7: "1-hop", 8: "2-hop", 11: "2-hop"}
+
+
+def students_file(name: str) -> Path:
+    from emulator import sources
+    return sources.locate(sources.TREE / name)
+
+
+def students_machine():
+    from emulator.errors import SpratError
+    from emulator.interconnect import load_topology
+    try:
+        return load_topology(students_file(MACHINE))
+    except SpratError as error:
+        fail(f"{MACHINE} does not load: {error}")
+
+
+@test(points=10)
+def the_topology_file_describes_the_handouts_machine():
+    """machine.toml loads, and its cores, distances and latencies are the handout's machine's."""
+    topology = students_machine()
+    if topology.n_cores() != HANDOUT_MACHINE["cores"]:
+        fail(f"{MACHINE} has {topology.n_cores()} cores; the handout's machine has "
+             f"{HANDOUT_MACHINE['cores']}")
+    for field in ("freq_ghz", "l1_hit", "memory"):
+        if getattr(topology, field) != HANDOUT_MACHINE[field]:
+            fail(f"{MACHINE}: {field} is {getattr(topology, field)}, the handout says "
+                 f"{HANDOUT_MACHINE[field]}")
+    for core in range(1, topology.n_cores()):
+        relation = topology.relation(0, core)
+        want = HANDOUT_RELATIONS.get(core)
+        if want and relation != want:
+            fail(f"{MACHINE}: cores 0 and {core} are {relation} in your file; on the handout's "
+                 f"machine they are {want}")
+    for a in range(topology.n_cores()):
+        for b in range(topology.n_cores()):
+            if a == b:
+                continue
+            relation = topology.relation(a, b)
+            want = HANDOUT_TRANSFERS.get(relation)
+            if want is None or topology.transfer_cycles(a, b) != want:
+                fail(f"{MACHINE}: a line moves from core {b} to core {a} ({relation}) in "
+                     f"{topology.transfer_cycles(a, b)} cycles; on the handout's machine, "
+                     f"{want if want is not None else 'they are not ' + relation}")
+
+
+def measured_latencies(topology) -> dict[str, float]:
+    """One-way latency per pair, as `sprat bench urpc` measures it, with the reference directory."""
+    from sprat.bench import urpc
+    latencies = {}
+    with reference_directory():
+        for relation, peer in urpc.core_pairs(topology):
+            round_trip, _ = urpc.pingpong(topology, peer, ROUNDS)
+            latencies[relation] = round(round_trip / (2 * ROUNDS), 1)
+    return latencies
+
+
+def read_answers() -> dict:
+    path = students_file(ANSWERS)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        fail(f"{ANSWERS} does not read as TOML: {error}")
+
+
+def numbers(answers: dict, table: str, relations) -> dict[str, float]:
+    values = answers.get(table)
+    if not isinstance(values, dict):
+        fail(f"{ANSWERS}: no [{table}] table (one number per pair: "
+             f"{', '.join(relations)})")
+    for relation in relations:
+        value = values.get(relation)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            fail(f"{ANSWERS}: [{table}] has no {relation} = CYCLES (a positive number; "
+                 f"got {value!r})")
+    return values
+
+
+# What a message's legs must name: the store that invalidates the receiver's
+# copy of the slot line, and the receiver's read that brings it over.
+LEG_WORDS = {
+    "the sender's store invalidating the receiver's copy": ("invalidat",),
+    "the receiver's read bringing the line over from the sender": ("read", "fetch", "supplies",
+                                                                   "miss"),
+}
+
+
+@test(points=15)
+def the_prediction_is_within_ten_percent_of_the_measurement():
+    """answers.toml: a prediction per pair within 10% of `sprat bench urpc`, the legs of a message named, and what the bench printed."""
+    topology = students_machine()
+    answers = read_answers()
+    legs = answers.get("legs")
+    if not isinstance(legs, list) or len(legs) < 2 or not all(isinstance(leg, str) and
+                                                              leg.strip() for leg in legs):
+        fail(f"{ANSWERS}: `legs` should list, one string each, the legs of one message: what "
+             f"crosses between the two caches, and what it costs")
+    text = " ".join(legs).lower()
+    for leg, words in LEG_WORDS.items():
+        if not any(word in text for word in words):
+            fail(f"{ANSWERS}: your legs do not name {leg}")
+    measured = measured_latencies(topology)
+    predicted = numbers(answers, "prediction", measured)
+    printed = numbers(answers, "measured", measured)
+    for relation, cycles in measured.items():
+        if abs(printed[relation] - cycles) > MEASURED_BAND * cycles:
+            fail(f"{ANSWERS}: [measured] {relation} = {printed[relation]}, but `sprat bench "
+                 f"urpc` measures {cycles:g} cycles on your machine.toml (with the reference "
+                 f"directory; if yours gives another number, it is not yet the reference)")
+        error = (predicted[relation] - cycles) / cycles
+        if abs(error) > PREDICTION_BAND:
+            fail(f"{ANSWERS}: you predict {predicted[relation]:g} cycles for the {relation} "
+                 f"pair, {100 * error:+.0f}% from the {cycles:g} measured: more than "
+                 f"{100 * PREDICTION_BAND:.0f}% off (count the transfers of one message again)")
