@@ -134,6 +134,7 @@ class Step:
     expected: str              # after, in the reference
     got: str                   # after, in the student's
     difference: str | None     # None: the two agree
+    cycles: tuple = (0, 0)     # what it cost: in the reference, in the student's
 
 
 def replay(stream: Stream, student, reference, until: int | None = None):
@@ -149,7 +150,7 @@ def replay(stream: Stream, student, reference, until: int | None = None):
         try:
             got_cycles = apply(student, core, write, address, size, now)
         except NotImplementedError as error:
-            yield Step(index, access, before, "", "", f"{error}")
+            yield Step(index, access, before, "", "", f"{error}", (expected_cycles, None))
             return
         expected = "; ".join(states(reference, line, n) for line in touched)
         got = "; ".join(states(student, line, n) for line in touched)
@@ -162,7 +163,8 @@ def replay(stream: Stream, student, reference, until: int | None = None):
             difference = (_counters(student, reference, n, touched)
                           or (_every_line(student, reference)
                               if index % CHECK_EVERY_LINE == 0 else None))
-        yield Step(index, access, before, expected, got, difference)
+        yield Step(index, access, before, expected, got, difference,
+                   (expected_cycles, got_cycles))
         if difference:
             return
     if until is None:
@@ -244,8 +246,12 @@ def main(argv=None) -> int:
             print(f"  {step.difference}")
             continue
         mark = "!!" if step.difference else "  "
+        expected_cycles, got_cycles = step.cycles
+        yours = [f"[{step.got}]"] if step.got != step.expected else []
+        yours += [f"{got_cycles} cycles"] if got_cycles != expected_cycles else []
         print(f"{mark} #{step.index}: {describe(step.access)}: [{step.before}] -> "
-              f"[{step.expected}]{'' if step.got == step.expected else f', yours [{step.got}]'}")
+              f"[{step.expected}], {expected_cycles} cycles"
+              f"{'; yours ' + ', '.join(yours) if yours else ''}")
         if step.difference:
             print(f"   first difference at #{step.index}: {step.difference}")
             return 1
