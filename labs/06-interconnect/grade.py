@@ -223,14 +223,6 @@ def whole_machines_run_as_with_the_reference():
 
 # --- The written part -------------------------------------------------------------------
 
-# The machine of the handout, as sprat sees it: the cost of moving a line
-# between every two cores, and the rest of the latencies.
-HANDOUT_MACHINE = {"cores": 12, "freq_ghz": 3.0, "l1_hit": 4, "memory": 190}
-HANDOUT_TRANSFERS = {"shared-cache": 50, "same-package": 160, "1-hop": 210, "2-hop": 260}
-HANDOUT_RELATIONS = {1: "shared-cache", 2: "same-package", 3: "same-package", 4: "1-hop",
-                     7: "1-hop", 8: "2-hop", 11: "2-hop"}
-
-
 def students_file(name: str) -> Path:
     from emulator import sources
     return sources.locate(sources.TREE / name)
@@ -245,33 +237,39 @@ def students_machine():
         fail(f"{MACHINE} does not load: {error}")
 
 
+def handouts_machine():
+    """The handout's machine: the tree's own machine.toml (the reference answer)."""
+    from emulator import sources
+    from emulator.interconnect import load_topology
+    return load_topology(sources.TREE / MACHINE)
+
+
+# Fields of a Topology that describe the machine (its name is the student's).
+NAMED_ELSEWHERE = {"name", "description"}
+
+
 @test(points=10)
 def the_topology_file_describes_the_handouts_machine():
-    """machine.toml loads, and its cores, distances and latencies are the handout's machine's."""
-    topology = students_machine()
-    if topology.n_cores() != HANDOUT_MACHINE["cores"]:
+    """machine.toml loads, and its cores, caches, links and latencies are the handout's machine's."""
+    import dataclasses
+    topology, want = students_machine(), handouts_machine()
+    if topology.n_cores() != want.n_cores():
         fail(f"{MACHINE} has {topology.n_cores()} cores; the handout's machine has "
-             f"{HANDOUT_MACHINE['cores']}")
-    for field in ("freq_ghz", "l1_hit", "memory"):
-        if getattr(topology, field) != HANDOUT_MACHINE[field]:
-            fail(f"{MACHINE}: {field} is {getattr(topology, field)}, the handout says "
-                 f"{HANDOUT_MACHINE[field]}")
-    for core in range(1, topology.n_cores()):
-        relation = topology.relation(0, core)
-        want = HANDOUT_RELATIONS.get(core)
-        if want and relation != want:
-            fail(f"{MACHINE}: cores 0 and {core} are {relation} in your file; on the handout's "
-                 f"machine they are {want}")
-    for a in range(topology.n_cores()):
-        for b in range(topology.n_cores()):
-            if a == b:
-                continue
-            relation = topology.relation(a, b)
-            want = HANDOUT_TRANSFERS.get(relation)
-            if want is None or topology.transfer_cycles(a, b) != want:
-                fail(f"{MACHINE}: a line moves from core {b} to core {a} ({relation}) in "
-                     f"{topology.transfer_cycles(a, b)} cycles; on the handout's machine, "
-                     f"{want if want is not None else 'they are not ' + relation}")
+             f"{want.n_cores()}")
+    for core in range(1, want.n_cores()):
+        if topology.relation(0, core) != want.relation(0, core):
+            fail(f"{MACHINE}: cores 0 and {core} are {topology.relation(0, core)} in your file; "
+                 f"on the handout's machine they are {want.relation(0, core)}")
+    for field in dataclasses.fields(want):
+        if field.name in NAMED_ELSEWHERE:
+            continue
+        have, should = getattr(topology, field.name), getattr(want, field.name)
+        if field.name == "links":                  # [1, 0] is the link [0, 1]
+            have, should = (sorted(tuple(sorted(pair)) for pair in links)
+                            for links in (have, should))
+        if have != should:
+            fail(f"{MACHINE}: {field.name} is {have!r} in your file; the handout's machine "
+                 f"has {should!r}")
 
 
 def measured_latencies(topology) -> dict[str, float]:
