@@ -158,14 +158,21 @@ def contended_and_shootdown_streams_replay_as_the_reference():
 
 @contextlib.contextmanager
 def reference_directory():
-    """Machines made inside use the tree's directory (emulator/cost.py makes it)."""
+    """Machines made inside use the tree's directory (emulator/cost.py makes it),
+    and topologies loaded inside the tree's transaction costs."""
     from emulator import cost
-    mine = cost.CoherenceDirectory
-    cost.CoherenceDirectory = replay.reference_module().CoherenceDirectory
+    swapped = [(cost, "CoherenceDirectory", replay.reference_module().CoherenceDirectory)]
+    if replay.reference_protocol() is not None:
+        from emulator.interconnect import protocol
+        swapped.append((protocol, "CostTables", replay.reference_protocol().CostTables))
+    saved = [(module, name, getattr(module, name)) for module, name, _ in swapped]
+    for module, name, value in swapped:
+        setattr(module, name, value)
     try:
         yield
     finally:
-        cost.CoherenceDirectory = mine
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def outcome(run) -> dict:

@@ -27,22 +27,44 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 STREAMS = HERE / "streams"
 REFERENCE = "lab6_reference_coherence"      # the tree's coherence.py, under this name
+REFERENCE_PROTOCOL = "lab6_reference_protocol"   # and its protocol.py
 LINE_SHIFT = 6
 CHECK_EVERY_LINE = 64                        # every so many accesses, compare all lines
 
 
 # --- the two directories ---------------------------------------------------------------
 
+def _tree_module(name: str, file: str):
+    """The tree's emulator/interconnect/FILE, loaded as `name` beside the student's."""
+    if name not in sys.modules:
+        from emulator import sources
+        path = sources.TREE / "emulator" / "interconnect" / file
+        if not path.is_file():
+            return None
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module               # so that the cost model knows it is the tree's
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def reference_module():
     """The tree's emulator/interconnect/coherence.py, loaded beside the student's."""
-    if REFERENCE not in sys.modules:
-        from emulator import sources
-        path = sources.TREE / "emulator" / "interconnect" / "coherence.py"
-        spec = importlib.util.spec_from_file_location(REFERENCE, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[REFERENCE] = module          # so that the cost model knows it is the tree's
-        spec.loader.exec_module(module)
-    return sys.modules[REFERENCE]
+    return _tree_module(REFERENCE, "coherence.py")
+
+
+def reference_protocol():
+    """The tree's emulator/interconnect/protocol.py (what a transaction costs), or None."""
+    return _tree_module(REFERENCE_PROTOCOL, "protocol.py")
+
+
+def with_reference_costs(topology):
+    """`topology`, its transaction costs made by the tree's protocol paths (a
+    topology's `costs` come from the protocol.py `import` gives: the student's)."""
+    protocol = reference_protocol()
+    if protocol is not None:
+        topology.__dict__["costs"] = protocol.CostTables(topology)
+    return topology
 
 
 def student_module():
@@ -52,10 +74,13 @@ def student_module():
 
 
 def new_directory(module, topology_name: str, memory_size: int | None = None):
-    """A directory as the machine's cost model makes one (emulator/cost.py)."""
+    """A directory as the machine's cost model makes one (emulator/cost.py); the
+    reference's with the reference's transaction costs."""
     from emulator.interconnect import load_topology
-    return module.CoherenceDirectory(load_topology(topology_name), merge_reads=True,
-                                     memory_size=memory_size)
+    topology = load_topology(topology_name)
+    if module is reference_module():
+        topology = with_reference_costs(topology)
+    return module.CoherenceDirectory(topology, merge_reads=True, memory_size=memory_size)
 
 
 def apply(directory, core: int, write: bool, address: int, size: int, now: int) -> int:
