@@ -15,7 +15,7 @@
 # onto the stack and loads its CR3: the `iretq` then resumes the other one.
 #
 # The choice is round robin, except that a dispatcher that has just handed
-# a message over (LMP, syscall.S) lets the receiver run first. A periodic
+# a message over (LMP, lmp.S) lets the receiver run first. A periodic
 # APIC timer forces a switch every TIME_SLICE_CYCLES when a core has more
 # than one dispatcher. A core with nothing to run idles in `hlt` until a
 # request from another core (inbox.S) gives it a new dispatcher.

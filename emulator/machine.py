@@ -24,8 +24,11 @@ model (emulator/cost.py) charges accesses to tracked memory by it. With
 `cost_model=False` nothing is tracked and memory is free, for comparison.
 """
 
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
+from emulator import sources
 from emulator.core import Core, CoreState
 from emulator.cpustate import check_layout
 from emulator.devices.apic import (DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP,
@@ -124,7 +127,8 @@ class Machine:
             core.fail(f"hypercall: {error}")
         except Exception as error:         # noqa: BLE001 -- a bug in the service (a lab's
             # student code, say) stops this core, with the reason, not the machine
-            core.fail(f"hypercall: the service raised {type(error).__name__}: {error}")
+            core.fail(f"hypercall: the service raised {type(error).__name__}: {error}"
+                      f"{_raised_in(error)}")
 
     def _notify(self, event: str, **fields) -> None:
         for observer in self.observers:
@@ -216,3 +220,14 @@ class Machine:
         # What is left: cores switched off with code 0, and cores idle in `hlt`
         # waiting for an interrupt that no one will send: the machine is quiet.
         return RunResult(True, "every core halted cleanly", self.elapsed())
+
+
+def _raised_in(error: Exception) -> str:
+    """ (at FILE:LINE in FUNCTION): the innermost frame of the tree's (or a
+    lab workspace's) code that the exception passed through, where a person
+    looks first, rather than inside Python's own library."""
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        name = sources.tree_relative(Path(frame.filename))
+        if name and not name.startswith(".venv"):
+            return f" (at {name}:{frame.lineno} in {frame.name})"
+    return ""

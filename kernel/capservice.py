@@ -59,7 +59,7 @@ channels, and mapping, unmapping, handing on and granting channel pages.
 The same port serves LMP over an endpoint (HYPERCALL_LMP): the CPU driver
 asks which dispatcher an endpoint names, and, if the sender gives a
 capability, it is copied into the receiver's slot 255 (GRANT needed) before
-the CPU driver hands the message over (cpudriver/syscall.S).
+the CPU driver hands the message over (cpudriver/lmp.S).
 """
 
 import copy

@@ -27,14 +27,15 @@ LINES_NAMED = 3                 # a monitor polls dozens of rings: name the firs
 
 
 def explain(system) -> list[str]:
-    """One line per core that is neither off cleanly nor idle."""
+    """One line per core that is neither off cleanly nor idle; the cores
+    that failed first, for a failure is usually why the others wait."""
     symbols = symbols_of(system)
-    lines = []
+    failed, rest = [], []
     for core in system.machine.cores:
         line = _explain_core(core, symbols)
         if line:
-            lines.append(line)
-    return lines
+            (failed if core.state is CoreState.FAILED else rest).append(line)
+    return failed + rest
 
 
 def _explain_core(core, symbols) -> str | None:

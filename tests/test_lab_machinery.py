@@ -206,3 +206,34 @@ def test_inside_a_workspace_an_image_it_lacks_is_the_trees(workspace):
     done = sprat("boot", "images/spawn.lst", cwd=workspace)
     assert done.returncode == 0, done.stderr
     assert "parent:" in done.stdout
+
+
+def test_every_link_of_every_handout_leads_somewhere_inside_its_workspace(tmp_path):
+    """A handout copied into a workspace keeps working links: `../01-traps/README.md`
+    next to the lab is not next to the student's folder, so the copy points
+    into the tree, and a note says where the tree is for paths named in prose."""
+    import re
+
+    from sprat.lab.manifest import all_labs
+    from sprat.lab.workspace import workspace_handout
+    for lab in all_labs():
+        handout = workspace_handout((lab.folder / "README.md").read_text(), lab.folder)
+        assert str(ROOT) in handout.splitlines()[2], f"lab {lab.number}: no note on the tree"
+        for target in re.findall(r"\]\s?\(([^)\s]+)\)", handout):
+            if "://" in target:
+                continue
+            path = Path(target.partition("#")[0])
+            assert path.is_absolute() and path.exists(), f"lab {lab.number}: {target} leads nowhere"
+
+
+def test_an_exception_raised_inside_python_names_the_line_of_ours_that_called():
+    """A student's `CapType(255)` raises inside enum.py; the reason must name
+    the student's line (here: this test's), then where Python raised it."""
+    from kernel.caps import CapType
+    from sprat.lab.runner import _where
+    try:
+        CapType(255)
+    except ValueError as error:
+        where = _where(error)
+    assert where.startswith("tests/test_lab_machinery.py:"), where
+    assert "in test_an_exception_raised_inside_python" in where and "raised in enum.py" in where

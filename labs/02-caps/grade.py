@@ -252,6 +252,8 @@ def size_cases():
          E.MISALIGNED),
         ("a 4 KiB FRAME at offset 0x10000 (the RAM's end)", "RAM", 0x10000, T.FRAME, 12, 1,
          E.OUT_OF_RANGE),
+        ("an 8 KiB FRAME at offset 0xF000 (past the end and misaligned: the range is "
+         "checked first)", "RAM", 0xF000, T.FRAME, 13, 1, E.OUT_OF_RANGE),
         ("two 4 KiB FRAMEs at offset 0xF000 (the second past the end)", "RAM", 0xF000,
          T.FRAME, 12, 2, E.OUT_OF_RANGE),
         ("a 128 KiB FRAME (bigger than the RAM)", "RAM", 0, T.FRAME, 17, 1, E.OUT_OF_RANGE),
@@ -477,14 +479,17 @@ def revoke_is_refused_when_it_would_take_more_than_the_caller_has():
         fail(f"revoking through {what} was allowed; it must be refused with {code.name}")
     locked = World()
     other = copy_into(locked.ram.obj, R.ALL, locked.cspace, caddr(0, 0))
+    weaker = copy_into(locked.ram.obj, R.READ, locked.cspace, caddr(0, 1))
     if locked.invoke(Op.LOCK, caddr(0, 0)) != 0:
         fail("LOCK of a fresh RAM copy was refused (the tree's rule): cannot test locks")
-    for cap in (locked.ram, other):
+    for cap in (locked.ram, other, weaker):
         try:
             rules.check_revoke(cap)
         except CapError as error:
             if error.code != E.LOCKED:
-                fail(f"revoking a locked RAM was refused with {error.code.name}, not LOCKED")
+                fail(f"revoking a locked RAM{' through a READ-only copy' if cap is weaker else ''}"
+                     f" was refused with {error.code.name}, not LOCKED (the lock is checked "
+                     f"before the copies)")
             continue
         fail("revoking a locked RAM was allowed; it must be refused with LOCKED (the lock "
              "holds it for a two-phase commit)")

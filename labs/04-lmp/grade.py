@@ -1,7 +1,7 @@
 """Lab 4's grader: the context switch and LMP, judged on what the machine did.
 
 The student writes the switch between dispatchers (cpudriver/dispatch.S:
-schedule, load_dispatcher, pick_next) and LMP (cpudriver/syscall.S:
+schedule, load_dispatcher, pick_next) and LMP (cpudriver/lmp.S:
 sys_lmp_send, sys_lmp_recv, sys_lmp_send_ep, sys_lmp_call). The grader
 watches every crossing of the line between user mode and the CPU driver,
 with code hooks on two places outside the student's regions (trap.S):

@@ -111,12 +111,27 @@ def tree_uses_the_measured_latencies():
     from kernel.skb import SystemKnowledgeBase
     topology = load_topology("amd-8x4")
     n = topology.n_cores()
-    # In every package the last core answers fastest, as if the others were
-    # busy while the monitors measured.
-    round_trips = {(a, b): 4 * topology.transfer_cycles(a, b) - 12 * (a % 4 + b % 4)
-                   for a in range(n) for b in range(n) if a != b}
-    skb = SystemKnowledgeBase(topology, round_trips)
-    routes = numa_tree(skb, n, 0, "amd-8x4, 32 cores, from core 0")
+    # Latencies as if some cores were busy while the monitors measured: in
+    # each package the fast ones answer sooner by the cycles given.
+    scenarios = {"each package's last core answers fastest": lambda core: 12 * (core % 4),
+                 "a middle core answers fastest": lambda core: 30 * (core % 4 == 1 + core // 4 % 2),
+                 "two cores tie for fastest": lambda core: 30 * (core % 4 >= 2)}
+    for scenario, speed in scenarios.items():
+        round_trips = {(a, b): 4 * topology.transfer_cycles(a, b) - speed(a) - speed(b)
+                       for a in range(n) for b in range(n) if a != b}
+        skb = SystemKnowledgeBase(topology, round_trips)
+        here = f"amd-8x4, 32 cores, from core 0, {scenario}"
+        check_aggregators(skb, topology, numa_tree(skb, n, 0, here), here)
+    # One package only: nobody to hand it to, so one message per mate.
+    skb = SystemKnowledgeBase(topology, latency_tables(topology)["modeled"])
+    routes = numa_tree(skb, 4, 0, "amd-8x4, cores 0 to 3 (one package)")
+    if sorted(route.child for route in routes) != [1, 2, 3] or any(r.forwards for r in routes):
+        fail(f"amd-8x4, cores 0 to 3 (one package): the tree is {routes}; with no other "
+             f"package there is nothing to gain by handing the package off: one route per mate")
+
+
+def check_aggregators(skb, topology, routes, here) -> None:
+    """One message per package, to the core the initiator reaches fastest (ties: lower number)."""
     by_package = defaultdict(list)
     for route in routes:
         by_package[topology.package_of(route.child)].append(route.child)
@@ -125,16 +140,18 @@ def tree_uses_the_measured_latencies():
         fastest = min((core for core in members if core != 0),
                       key=lambda core: (skb.latency(0, core), core))
         if package == 0 and len(children) != 1:
-            fail(f"core 0 sends to {len(children)} cores of its own package itself: hand the "
-                 f"package to the nearest one (core {fastest}), which serves the others")
+            fail(f"{here}: core 0 sends to {len(children)} cores of its own package itself: "
+                 f"hand the package to the nearest one (core {fastest}), which serves the others")
         if len(children) != 1:
-            fail(f"core 0 sends {len(children)} messages into package {package}: one, to its "
-                 f"aggregator, which forwards to the rest")
+            fail(f"{here}: core 0 sends {len(children)} messages into package {package}: one, "
+                 f"to its aggregator, which forwards to the rest")
         if children[0] != fastest:
             which = "core 0's own package" if package == 0 else f"package {package}"
-            fail(f"{which} is handed to core {children[0]}, but core 0 reaches core {fastest} "
-                 f"fastest ({skb.latency(0, fastest):.0f} against "
-                 f"{skb.latency(0, children[0]):.0f} cycles one way)")
+            tie = (" (a tie: the lower core number wins)"
+                   if skb.latency(0, fastest) == skb.latency(0, children[0]) else "")
+            fail(f"{here}: {which} is handed to core {children[0]}, but core 0 reaches core "
+                 f"{fastest} fastest ({skb.latency(0, fastest):.0f} against "
+                 f"{skb.latency(0, children[0]):.0f} cycles one way){tie}")
 
 
 # --- the monitor --------------------------------------------------------------------------------
@@ -162,7 +179,8 @@ def every_core_invalidates():
             if run.system.machine.cores[core].regs.read(UC_X86_REG_CR2) != \
                     USER_CHANNELS + PAGE * 4096:
                 fail(f"{here}: core {core} still read page {PAGE} after the shootdown: its PTE "
-                     f"is gone, but its TLB kept the entry (no invlpg?)",
+                     f"is gone, but its TLB kept the entry (no SYS_INVLPG, or not of the "
+                     f"page: rdi = the page number, MSG_PAGE, not its address)",
                      run, stop=f"shootdown_node core {core}")
         run.expect_clean(failed=n - 1)      # each monitor dies of its touch, as it must
 
@@ -175,7 +193,7 @@ def requests_follow_the_tree():
         here = f"{topology}, {n} cores, quantum {quantum}"
         tree = run.system.skb.route("multicast", range(n))
         shootdown_steps(run, n, MULTICAST, here, lambda step: check_requests(run, step, tree, here))
-        run.expect_clean(failed=n - 1)      # each monitor dies of its touch, as it must
+        expect_touches_done(run, n)
 
 
 @test(points=15)
@@ -186,7 +204,15 @@ def acknowledgements_come_up_the_tree():
         here = f"{topology}, {n} cores, quantum {quantum}"
         tree = run.system.skb.route("multicast", range(n))
         shootdown_steps(run, n, MULTICAST, here, lambda step: check_acks(run, step, tree, here))
-        run.expect_clean(failed=n - 1)      # each monitor dies of its touch, as it must
+        expect_touches_done(run, n)
+
+
+def expect_touches_done(run, n) -> None:
+    """The run ended cleanly but for the touches after the shootdown. A touch
+    that faults kills its monitor, as it must; one that does not fault is
+    every_core_invalidates's to judge, not the messages' tests."""
+    killed = sum(run.system.failed_programs(core) for core in range(1, n))
+    run.expect_clean(failed=min(killed, n - 1))
 
 
 # --- both parts: the cost -------------------------------------------------------------------------
@@ -240,11 +266,17 @@ def check_requests(run, step, tree, here) -> None:
         if not senders:
             fail(f"{here}: core {core} never got the {name} request (its parent in the tree is "
                  f"core {parent[core]}){last_words(run, parent[core])}",
-                 run, stop=f"shootdown_node core {parent[core]}")
+                 run, stop=sender_stop(parent[core]))
         if senders != [parent[core]]:
             fail(f"{here}: core {core} got the {name} request {len(senders)} time(s), from core(s) "
                  f"{', '.join(map(str, senders))}; its parent in the tree is core {parent[core]}, "
                  f"once", run, stop=f"shootdown_node core {senders[-1]}")
+
+
+def sender_stop(core) -> str:
+    """Where a replay stops to watch `core` send requests: monitor 0 sends
+    from root_run (the tree's code), the others from shootdown_node."""
+    return "root_run_send core 0" if core == 0 else f"shootdown_node core {core}"
 
 
 def check_acks(run, step, tree, here) -> None:
@@ -273,12 +305,17 @@ def check_acks(run, step, tree, here) -> None:
         if to and to != [parent[core]]:
             fail(f"{here}: core {core} acknowledged to core {to[0]}; its parent in the tree is "
                  f"core {parent[core]}", run, stop=stop)
+        if not to and step.answer is not None:
+            fail(f"{here}: in the {name} step core {core} acknowledged, but its parent in the "
+                 f"tree (core {parent[core]}) never took it: send ACK to MSG_PARENT, the parent "
+                 f"the request names, and leave MSG as it came while forwarding",
+                 run, stop=stop)
         for child in children[core]:
             when = arrived.get((child, core))
             if when is None or when[0] > sent[core][0]:
-                fail(f"{here}: in the {name} step core {core} acknowledged to core "
-                     f"{parent[core]} before core {child}'s acknowledgement reached it: wait "
-                     f"for the subtree first", run, stop=stop)
+                fail(f"{here}: in the {name} step core {core} acknowledged before core "
+                     f"{child}'s acknowledgement reached it: wait for the subtree first",
+                     run, stop=stop)
         count = arrived.get((core, parent[core]), (0, None))[1]
         if count is not None and count != 1 + len(children[core]):
             fail(f"{here}: core {core} acknowledged for {count} core(s); it and its subtree "
@@ -344,7 +381,8 @@ def who_is_missing(run, step) -> tuple[str, str]:
     asked = {m.receiver for m in step.messages if m.words[0] == step.op}
     stuck = [core for core in silent if core in asked]
     return (f"core(s) {', '.join(map(str, silent))} never acknowledged"
-            f"{last_words(run, silent[0]) if silent else ''}",
+            f"{last_words(run, silent[0]) if silent else ''} (a monitor that waits forever, "
+            f"or one whose rbx, rbp or r15 changed: the interface says to keep them)",
             f"shootdown_node core {stuck[0]}" if stuck else "take_ack core 0")
 
 

@@ -235,12 +235,27 @@ def _build_verdict(lab_folder: Path) -> dict:
 
 
 def _where(error) -> str:
-    """The innermost frame of the exception being handled, as FILE:LINE in FUNCTION."""
+    """Where the exception being handled came from, as FILE:LINE in FUNCTION:
+    the innermost frame in sprat's code or the student's, which is where a
+    student looks (a ValueError raised inside enum.py came from the line
+    that called it), and the innermost frame too if that is elsewhere."""
     frames = traceback.extract_tb(sys.exc_info()[2])
     if not frames:
         return "?"
-    frame = frames[-1]
-    return f"{_short(frame.filename)}:{frame.lineno} in {frame.name}"
+    ours = [frame for frame in frames if _is_ours(frame.filename)]
+    shown = ours[-1] if ours else frames[-1]
+    where = f"{_short(shown.filename)}:{shown.lineno} in {shown.name}"
+    if shown is not frames[-1]:
+        inner = frames[-1]
+        where += f", raised in {Path(inner.filename).name}:{inner.lineno} in {inner.name}"
+    return where
+
+
+def _is_ours(filename: str) -> bool:
+    """A file of the tree or of the workspace, not of Python or an installed package."""
+    from emulator import sources
+    name = sources.tree_relative(Path(filename))
+    return name is not None and not name.startswith((".venv", "venv", ".tox"))
 
 
 def _short(filename: str) -> str:

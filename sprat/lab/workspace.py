@@ -21,6 +21,7 @@ import importlib.abc
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import tomllib
@@ -104,7 +105,9 @@ def create(lab: Lab, folder: Path, files: dict[str, str]) -> Workspace:
         if (lab.folder / "images").is_dir():
             shutil.copytree(lab.folder / "images", folder / "images")
         if (lab.folder / "README.md").is_file():
-            shutil.copyfile(lab.folder / "README.md", folder / "README.md")
+            handout = read_text(lab.folder / "README.md", "lab handout")
+            (folder / "README.md").write_text(workspace_handout(handout, lab.folder),
+                                              encoding="utf-8")
         (folder / MARKER).write_text(
             f"# a sprat lab workspace: `sprat lab grade` grades it\n"
             f"lab = {lab.number}\nslug = {json.dumps(lab.slug)}\n"
@@ -112,6 +115,24 @@ def create(lab: Lab, folder: Path, files: dict[str, str]) -> Workspace:
     except OSError as error:
         raise OutputError(f"cannot make the workspace {folder}: {error.strerror}") from None
     return Workspace(folder.resolve(), lab)
+
+
+def workspace_handout(text: str, lab_folder: Path) -> str:
+    """The handout as the workspace shows it: its relative links (other labs,
+    docs) point into the tree, where they lead, and a note after the title
+    says where the tree is, for the paths the handout names in prose."""
+    def absolute(match):
+        target = match.group(2)
+        if "://" in target or target.startswith(("#", "/")):
+            return match.group(0)
+        path, _, anchor = target.partition("#")
+        where = (lab_folder / path).resolve()
+        return f"{match.group(1)}({where}{'#' + anchor if anchor else ''})"
+    text = re.sub(r"(\]\s?)\(([^)\s]+)\)", absolute, text)
+    note = (f"\n> Paths this handout names that are not in this folder (`docs/`, "
+            f"`userland/`, `kernel/`, ...) are sprat's own tree: {sources.TREE}/\n")
+    title, newline, rest = text.partition("\n")
+    return title + newline + note + rest
 
 
 def open_workspace(folder: Path) -> Workspace:
