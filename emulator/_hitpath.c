@@ -77,6 +77,7 @@ struct line {                    /* a directory entry: SharedLine, hitpath.py */
     uint64_t sharers;            /* bit c: core c holds a valid copy */
     int32_t owner;               /* core holding it M, O or E, or NO_OWNER */
     wchar_t owner_state;         /* 'M', 'O', 'E' or 'I' (ctypes.c_wchar) */
+    int32_t home;                /* the package whose memory holds it */
     int64_t written_at;          /* modeled time the last write completed */
     int32_t writer;              /* core that wrote it last, or NEVER_WRITTEN */
     int64_t busy_from;           /* the ordering point: transactions queued back */
@@ -88,10 +89,13 @@ struct line {                    /* a directory entry: SharedLine, hitpath.py */
 struct directory {               /* the rest of the directory: SharedDirectory */
     int64_t n_cores;
     int64_t l1_hit;              /* cycles of a hit (the topology's) */
-    int64_t memory;              /* cycles of a fill from memory */
     int64_t merge_reads;         /* the directory's merge_reads */
-    const int64_t *cost;         /* [me * n_cores + other]: cycles for me to get a
-                                    line other holds (the directory's _cost) */
+    int64_t bus_occupancy;       /* cycles a transaction holds the bus; 0: no bus */
+    const int64_t *fetch;        /* [(home * n_cores + me) * (n_cores + 1) + source]:
+                                    the directory's _fetch_cost (source n_cores: memory) */
+    const int64_t *invalidate;   /* the same shape: its _invalidate_cost */
+    const int32_t *die;          /* per core: its die (the bus takes what leaves it) */
+    uint64_t *bus;               /* [2]: the bus's busy period (the directory's bus) */
     uint64_t *hits;              /* per core, as the directory counts them */
     uint64_t *transfers;
     uint64_t *memory_fills;
@@ -132,31 +136,70 @@ struct window {                  /* one core's hook on one tracked range: Window
 /* --- The directory's rules (a mirror of coherence.py) --------------------- */
 
 /* CoherenceDirectory._fetch: cycles to bring in a line `me` does not hold,
- * and count where it came from. */
-static int64_t fetch(struct directory *d, int64_t me, struct line *line, uint64_t others)
+ * and count where it came from; *took_bus set if it left the die. */
+static int64_t fetch(struct directory *d, int64_t me, struct line *line, uint64_t others,
+                     int *took_bus)
 {
-    const int64_t *cost = &d->cost[me * d->n_cores];
-    int64_t cycles;
-    int from_cache;
+    int64_t n = d->n_cores;
+    const int64_t *cost = &d->fetch[((int64_t)line->home * n + me) * (n + 1)];
+    int64_t source;
 
     if (line->owner != NO_OWNER) {                 /* M, O or E elsewhere supplies it */
-        cycles = cost[line->owner];
-        from_cache = 1;
+        source = line->owner;
     } else {                                       /* only S copies, or none */
-        cycles = d->memory;
-        for (uint64_t copies = others; copies; copies &= copies - 1)
-            if (cost[__builtin_ctzll(copies)] < cycles)    /* the nearest S copy */
-                cycles = cost[__builtin_ctzll(copies)];
-        from_cache = cycles < d->memory;
+        source = n;
+        for (uint64_t copies = others; copies; copies &= copies - 1) {
+            int sharer = __builtin_ctzll(copies);  /* a clean copy on my die, if nearer */
+            if (d->die[sharer] == d->die[me] && cost[sharer] < cost[source])
+                source = sharer;
+        }
     }
-    if (from_cache) {
+    if (source != n) {
         d->transfers[me]++;
         line->transfers++;
     } else {
         d->memory_fills[me]++;
         line->memory_fills++;
     }
-    return cycles;
+    if (d->bus_occupancy && (source == n || d->die[source] != d->die[me]))
+        *took_bus = 1;
+    return cost[source];
+}
+
+/* CoherenceDirectory._invalidate: cycles for `me` to invalidate every other
+ * copy (the farthest decides); with none, what an upgrade costs. */
+static int64_t invalidate(struct directory *d, int64_t me, struct line *line, uint64_t others,
+                          int *took_bus)
+{
+    int64_t n = d->n_cores;
+    const int64_t *cost = &d->invalidate[((int64_t)line->home * n + me) * (n + 1)];
+    int64_t farthest = 0;
+
+    if (!others)
+        return cost[n] > d->l1_hit ? cost[n] : d->l1_hit;
+    for (uint64_t copies = others; copies; copies &= copies - 1) {
+        int sharer = __builtin_ctzll(copies);
+        if (cost[sharer] > farthest)
+            farthest = cost[sharer];
+        if (d->bus_occupancy && d->die[sharer] != d->die[me])
+            *took_bus = 1;
+    }
+    return farthest;
+}
+
+/* CoherenceDirectory._wait_for_bus: the cycles a transaction that takes the
+ * bus at `start` waits for it; the bus's busy period updated. */
+static int64_t wait_for_bus(struct directory *d, int64_t start)
+{
+    int64_t from = (int64_t)d->bus[0], until = (int64_t)d->bus[1], wait = 0;
+
+    if (from <= start && start < until)
+        wait = until - start;
+    else if (start >= until)
+        d->bus[0] = (uint64_t)start;               /* the bus was free: a new busy period */
+    if (start + wait + d->bus_occupancy > until)
+        d->bus[1] = (uint64_t)(start + wait + d->bus_occupancy);
+    return wait;
 }
 
 /* CoherenceDirectory.access, for a line the directory holds, begun at
@@ -164,14 +207,15 @@ static int64_t fetch(struct directory *d, int64_t me, struct line *line, uint64_
 static int64_t serve_here(struct directory *d, int64_t me, struct line *line, int write,
                           int64_t now)
 {
-    const int64_t *cost = &d->cost[me * d->n_cores];
+    int64_t n = d->n_cores;
+    const int64_t *cost = &d->fetch[((int64_t)line->home * n + me) * (n + 1)];
     uint64_t bit = (uint64_t)1 << me;
     uint64_t sharers = line->sharers;
     uint64_t mine = sharers & bit, others = sharers & ~bit;
     int32_t owner = line->owner, writer = line->writer;
     wchar_t state = line->owner_state;
     int64_t cycles, total, end, reaches;
-    int queued;
+    int queued, took_bus = 0;
 
     /* The hits (access's first test). */
     if (mine && !write) {
@@ -197,7 +241,7 @@ static int64_t serve_here(struct directory *d, int64_t me, struct line *line, in
 
     /* The misses (_serve). */
     if (!write) {
-        cycles = fetch(d, me, line, others);
+        cycles = fetch(d, me, line, others, &took_bus);
         line->sharers = sharers | bit;
         if (owner == NO_OWNER && !others) {        /* nobody else had it */
             line->owner = (int32_t)me;
@@ -211,24 +255,26 @@ static int64_t serve_here(struct directory *d, int64_t me, struct line *line, in
     } else {
         /* Become the only holder: invalidate every other copy, in parallel,
          * while fetching the data if we do not have it. */
-        int64_t farthest = 0;
-        for (uint64_t copies = others; copies; copies &= copies - 1)
-            if (cost[__builtin_ctzll(copies)] > farthest)
-                farthest = cost[__builtin_ctzll(copies)];
         if (others) {
-            int n = __builtin_popcountll(others);
-            d->invalidations[me] += n;
-            line->invalidations += n;
+            int count = __builtin_popcountll(others);
+            d->invalidations[me] += count;
+            line->invalidations += count;
         }
-        cycles = mine ? d->l1_hit : fetch(d, me, line, others);
-        if (farthest > cycles)
-            cycles = farthest;
+        if (mine) {
+            cycles = invalidate(d, me, line, others, &took_bus);
+        } else {
+            int64_t killing;
+            cycles = fetch(d, me, line, others, &took_bus);
+            killing = invalidate(d, me, line, others, &took_bus);
+            if (killing > cycles)
+                cycles = killing;
+        }
         line->sharers = bit;
         line->owner = (int32_t)me;
         line->owner_state = L'M';
     }
 
-    /* Its turn, and causality (access). */
+    /* Its turn, causality, and the bus (access). */
     if (!queued)
         total = cycles;
     else if (d->merge_reads && !write && line->busy_read)
@@ -238,6 +284,8 @@ static int64_t serve_here(struct directory *d, int64_t me, struct line *line, in
     if (writer != me && writer != NEVER_WRITTEN
             && line->written_at + cost[writer] - now > total)
         total = line->written_at + cost[writer] - now;
+    if (took_bus)
+        total += wait_for_bus(d, now + total - cycles);
     d->waits[me] += total - cycles;
     end = now + total;
     if (end > line->busy_until) {
@@ -427,16 +475,17 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnn)}",
+        "{s:(nnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
         AT(clock, charged), AT(clock, emu_counter),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
-        AT(line, owner_state), AT(line, written_at), AT(line, writer), AT(line, busy_from),
+        AT(line, owner_state), AT(line, home), AT(line, written_at), AT(line, writer), AT(line, busy_from),
         AT(line, busy_until), AT(line, busy_read), AT(line, hits),
         AT(line, transfers), AT(line, memory_fills), AT(line, invalidations), AT(line, writes),
         "directory", (Py_ssize_t)sizeof(struct directory), AT(directory, n_cores),
-        AT(directory, l1_hit), AT(directory, memory), AT(directory, merge_reads),
-        AT(directory, cost), AT(directory, hits),
+        AT(directory, l1_hit), AT(directory, merge_reads), AT(directory, bus_occupancy),
+        AT(directory, fetch), AT(directory, invalidate), AT(directory, die), AT(directory, bus),
+        AT(directory, hits),
         AT(directory, transfers), AT(directory, memory_fills), AT(directory, invalidations),
         AT(directory, waits),
         "watch", (Py_ssize_t)sizeof(struct watch), AT(watch, count), AT(watch, overflowed),

@@ -186,8 +186,8 @@ def _restore_scheduler(scheduler, state: tuple) -> None:
 
 
 # --- The cost model -------------------------------------------------------------
-_COUNTERS = ("hits", "transfers", "memory_fills", "invalidations", "waits")
-_LINE_FIELDS = ("sharers", "owner", "owner_state", "written_at", "writer", "busy_from",
+_COUNTERS = ("hits", "transfers", "memory_fills", "invalidations", "waits", "bus")
+_LINE_FIELDS = ("sharers", "owner", "owner_state", "home", "written_at", "writer", "busy_from",
                 "busy_until", "busy_read", "hits", "transfers", "memory_fills",
                 "invalidations", "writes")
 

@@ -8,9 +8,9 @@ connects them to the cores:
   * `track(physical, size)` puts a memory hook on that range of physical
     memory on every core. Each read or write in it is charged to the
     accessing core's clock by the coherence directory, by line state and
-    by distance. Only tracked ranges pay (a memory hook slows a core, see
-    DESIGN.md section 6), so the OS tracks its message channels and little
-    else. (Unicorn 2.1 hands memory hooks the physical address once paging
+    by the path its machine's protocol takes (interconnect/protocol.py).
+    Only tracked ranges pay (a memory hook slows a core, see DESIGN.md
+    section 6), so the OS tracks its message channels and little else. (Unicorn 2.1 hands memory hooks the physical address once paging
     is on, verified by experiment: whatever virtual address a core uses,
     the directory sees the same line.)
 

@@ -74,6 +74,10 @@ class Registers:
         self._write = uclib.uc_reg_write
 
     def read(self, reg: int) -> int:
+        # Unicorn writes only the register's own width (2 bytes for a
+        # segment selector, 4 for EFLAGS) into the buffer, so clear it
+        # first: else the bytes above are the last wider register read.
+        self._value.value = 0
         self._read(self._handle, reg, self._ref)
         return self._value.value
 

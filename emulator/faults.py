@@ -94,12 +94,14 @@ def apply(machine, rules) -> None:
 
 
 def _scale_link(cost, rule: Link) -> None:
-    """Scale the directory's transfer cost between the two cores, both ways
-    (and the C hit path's copy of the table)."""
-    table = cost.directory._cost
+    """Scale what it costs each of the two cores to get a line the other
+    holds, both ways and whatever the line's home (and the C hit path's
+    copy of the tables)."""
+    directory = cost.directory
     shared = cost._shared_directory
-    n = len(table)
-    for me, other in ((rule.a, rule.b), (rule.b, rule.a)):
-        table[me][other] *= rule.factor
-        if shared is not None:
-            shared.cost_table[me * n + other] = table[me][other]
+    n = directory.topology.n_cores()
+    for home, rows in enumerate(directory._fetch_cost):
+        for me, other in ((rule.a, rule.b), (rule.b, rule.a)):
+            rows[me][other] *= rule.factor
+            if shared is not None:
+                shared.tables[0][(home * n + me) * (n + 1) + other] = rows[me][other]

@@ -16,7 +16,8 @@ structs mirror the C ones field for field:
                      emulator/interconnect/coherence.py), one array per
                      tracked window, handed to the directory with `keep_lines_in`
     SharedDirectory  the rest of what the directory's rules need: its
-                     transfer costs and per-core counters
+                     cost tables (protocol.py), the bus's busy period and
+                     the per-core counters
     Watch            the lines a core read since its last `pause` (parking, cost.py)
     PauseHook        one core's hook on its `pause` instructions
     Window           one core's hook on one tracked window: what the C hook
@@ -77,6 +78,7 @@ class SharedLine(ctypes.Structure):
         ("sharers", ctypes.c_uint64),
         ("owner", ctypes.c_int32),
         ("owner_state", ctypes.c_wchar),      # reads and writes as a 1-letter str, like _Line's
+        ("home", ctypes.c_int32),
         ("written_at", ctypes.c_int64),
         ("writer", ctypes.c_int32),
         ("busy_from", ctypes.c_int64),
@@ -97,9 +99,12 @@ class SharedDirectory(ctypes.Structure):
     _fields_ = [
         ("n_cores", ctypes.c_int64),
         ("l1_hit", ctypes.c_int64),
-        ("memory", ctypes.c_int64),
         ("merge_reads", ctypes.c_int64),
-        ("cost", ctypes.c_void_p),              # int64_t [n_cores * n_cores]
+        ("bus_occupancy", ctypes.c_int64),
+        ("fetch", ctypes.c_void_p),             # int64_t [homes][n_cores][n_cores + 1]
+        ("invalidate", ctypes.c_void_p),        # the same shape
+        ("die", ctypes.c_void_p),               # int32_t [n_cores]
+        ("bus", ctypes.c_void_p),               # uint64_t [2]: the bus's busy period
         ("hits", ctypes.c_void_p),              # uint64_t [n_cores] each
         ("transfers", ctypes.c_void_p),
         ("memory_fills", ctypes.c_void_p),
@@ -183,18 +188,22 @@ def counters(n: int):
 def share(directory) -> SharedDirectory:
     """`directory`'s costs and counters for the C path; its counters must be
     in C memory (made by `counters`)."""
-    topology = directory.topology
-    n = topology.n_cores()
-    # The same table as the directory's _cost, from the same source.
-    cost = (ctypes.c_int64 * (n * n))(*(topology.transfer_cycles(me, other)
-                                        for me in range(n) for other in range(n)))
-    shared = SharedDirectory(n_cores=n, l1_hit=topology.l1_hit, memory=topology.memory,
+    n = directory.topology.n_cores()
+    # The directory's own cost tables, flattened: [(home * n + me) * (n + 1) + source].
+    fetch = (ctypes.c_int64 * (len(directory._fetch_cost) * n * (n + 1)))(
+        *(cycles for rows in directory._fetch_cost for row in rows for cycles in row))
+    invalidate = (ctypes.c_int64 * (len(directory._invalidate_cost) * n * (n + 1)))(
+        *(cycles for rows in directory._invalidate_cost for row in rows for cycles in row))
+    die = (ctypes.c_int32 * n)(*directory._die)
+    shared = SharedDirectory(n_cores=n, l1_hit=directory.topology.l1_hit,
                              merge_reads=int(directory.merge_reads),
-                             cost=ctypes.addressof(cost),
+                             bus_occupancy=directory._bus_occupancy,
+                             fetch=ctypes.addressof(fetch), invalidate=ctypes.addressof(invalidate),
+                             die=ctypes.addressof(die),
                              **{name: ctypes.addressof(getattr(directory, name))
-                                for name in ("hits", "transfers", "memory_fills",
+                                for name in ("bus", "hits", "transfers", "memory_fills",
                                              "invalidations", "waits")})
-    shared.cost_table = cost          # C holds a bare pointer to it
+    shared.tables = (fetch, invalidate, die)       # C holds bare pointers to them
     return shared
 
 

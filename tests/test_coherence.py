@@ -1,4 +1,5 @@
-"""The coherence directory: MOESI transitions, charging by distance, causality, counters."""
+"""The coherence directory: MOESI transitions, charging by each family's path, causality,
+counters, the ordering points (a line's, and the Intel bus)."""
 
 
 import pytest
@@ -34,7 +35,7 @@ def test_second_reader_gets_the_line_from_the_exclusive_holder_and_both_share():
     d = directory()
     d.read(0, LINE, now=0)
     cycles = d.read(1, LINE, now=LATER)
-    assert cycles == d.topology.transfer_cycles(1, 0)
+    assert cycles == d.transfer(1, 0, LINE)
     assert states(d, [0, 1]) == "SS"
 
 
@@ -78,7 +79,7 @@ def test_write_miss_takes_the_line_from_the_modified_holder():
     d = directory()
     d.write(0, LINE, now=0)
     cycles = d.write(8, LINE, now=LATER)
-    assert cycles == d.topology.transfer_cycles(8, 0)
+    assert cycles == d.transfer(8, 0, LINE)
     assert states(d, [0, 8]) == "IM"
     assert d.core_stats(8)["transfers"] == 1
     assert d.core_stats(8)["invalidations"] == 1
@@ -100,21 +101,21 @@ def test_lines_are_64_bytes_apart():
     assert d.state(0, LINE + LINE_SIZE) == "I"
 
 
-def test_shared_clean_line_comes_from_the_nearest_copy():
+def test_shared_clean_line_comes_from_the_l2_of_my_die():
     d = directory("intel-2x4")
-    topo = d.topology
     d.read(0, LINE, now=0)                       # E in core 0
     d.read(2, LINE, now=LATER)                   # other die: both S now
     cycles = d.read(1, LINE, now=2 * LATER)      # core 1 shares core 0's L2
-    assert cycles == topo.transfer_cycles(1, 0) == topo.shared_cache_transfer
+    assert cycles == d.transfer(1, 0, LINE) < d.transfer(1, 2, LINE)
     assert states(d, [0, 1, 2]) == "SSS"
 
 
-def test_memory_is_used_when_every_copy_is_farther_than_memory():
+def test_clean_copies_on_other_dies_do_not_supply_the_line_memory_does():
+    # On the front-side bus only a modified copy (HITM) supplies data.
     d = directory("intel-2x4")
     d.read(0, LINE, now=0)
     d.read(1, LINE, now=LATER)                   # S in 0 and 1, no owner
-    cycles = d.read(4, LINE, now=2 * LATER)      # other socket: 350 > memory 306
+    cycles = d.read(4, LINE, now=2 * LATER)      # other socket
     assert cycles == d.topology.memory
     assert d.core_stats(4)["memory_fills"] == 1
 
@@ -136,7 +137,7 @@ def test_moesi_invariants_hold_for_any_access_sequence(accesses):
             assert d.state(core, LINE) == "M"
 
 
-# -- charging by distance --
+# -- charging by the family's path (protocol.py) --
 
 def transfer_cost(name, reader, writer):
     """Cycles for `reader` to read a line just written by `writer`."""
@@ -149,44 +150,69 @@ def first_core_at(topo, relation):
     return next((b for b in range(topo.n_cores()) if topo.relation(0, b) == relation), None)
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_farther_holders_cost_more_on_every_preset(name):
+def legs(name):
+    return load_topology(name).legs_in_cycles()
+
+
+def test_an_amd_transfer_waits_for_the_last_probe_response():
+    # amd-4x4, the line homed at package 0 (the directory's default): core 1
+    # reads what core 0 (same die) wrote. The data is on the die, but the
+    # home probes every package and the farthest, 2 hops away, answers last.
+    leg = legs("amd-4x4")
+    assert transfer_cost("amd-4x4", 1, 0) == round(leg["on_chip"] + 4 * leg["ht_hop"])
+
+
+def test_an_amd_transfer_from_another_socket_adds_the_line_on_the_link():
+    # Core 12 (2 hops from the home, package 0) reads what core 0 wrote: the
+    # request travels 2 hops, and the data 2 hops back with its serialization.
+    leg = legs("amd-4x4")
+    assert transfer_cost("amd-4x4", 12, 0) == round(
+        leg["on_chip"] + 2 * leg["ht_hop"] + 2 * leg["ht_hop"] + leg["line_on_link"])
+
+
+@pytest.mark.parametrize("name", ["amd-4x4", "amd-8x4"])
+def test_on_amd_the_partners_socket_changes_a_transfer_little(name):
     topo = load_topology(name)
-    order = ["same-core", "shared-cache", "same-package", "1-hop", "2-hop"]
+    costs = {relation: transfer_cost(name, 0, first_core_at(topo, relation))
+             for relation in ("shared-cache", "1-hop", "2-hop")}
+    assert max(costs.values()) < 1.25 * min(costs.values()), (
+        f"{name}: a probe broadcast costs about the same whichever socket the partner "
+        f"is on, got {costs}")
+    assert min(costs.values()) > 3 * topo.l3_hit, (
+        f"{name}: a transfer leaves the die (a probe round) and should cost far more than "
+        f"an L3 hit, got {costs}")
+
+
+def test_on_the_bus_leaving_the_die_is_the_big_step():
+    topo = load_topology("intel-2x4")
+    same_die, other_die, other_socket = (transfer_cost("intel-2x4", 0, holder)
+                                         for holder in (1, 2, 4))
+    assert same_die < other_die <= other_socket < topo.memory
+    leg = topo.legs_in_cycles()
+    assert other_die == round(leg["l2_miss"] + leg["bus_transaction"] + leg["snoop_forward"]
+                              + leg["hitm_supply"])
+
+
+def test_an_amd_invalidation_is_one_broadcast_whoever_holds_copies():
     costs = []
-    for relation in order:
-        holder = first_core_at(topo, relation)
-        if holder is not None:
-            cost = transfer_cost(name, 0, holder)
-            assert cost == topo.transfer_cycles(0, holder)
-            costs.append((relation, cost))
-    assert len(costs) >= 3
-    for (near, near_cost), (far, far_cost) in zip(costs, costs[1:]):
-        assert far_cost > near_cost, (
-            f"{name}: reading from a {far} holder ({far_cost} cycles) should cost more "
-            f"than from a {near} holder ({near_cost} cycles)")
+    for readers in ((1,), (1, 4, 8)):            # a neighbour; copies up to 2 hops away
+        d = directory("amd-8x4")
+        d.write(0, LINE, now=0)
+        for reader in readers:
+            d.read(reader, LINE, now=LATER)
+        costs.append(d.write(0, LINE, now=2 * LATER))
+    assert costs[0] == costs[1] > 3 * load_topology("amd-8x4").l3_hit, costs
 
 
-def test_two_hops_cost_more_than_one_hop_on_the_8x4():
-    assert transfer_cost("amd-8x4", 0, 8) > transfer_cost("amd-8x4", 0, 4) > \
-        transfer_cost("amd-8x4", 0, 1) > transfer_cost("amd-8x4", 0, 0)
-
-
-def test_invalidation_waits_for_the_farthest_sharer():
-    d = directory("amd-8x4")
-    topo = d.topology
+def test_invalidation_on_the_bus_waits_for_the_farthest_sharer():
+    d = directory("intel-2x4")
     d.write(0, LINE, now=0)
-    for reader in (1, 4, 8):                     # shared cache, 1 hop, 2 hops
-        d.read(reader, LINE, now=LATER)
-    cycles = d.write(0, LINE, now=2 * LATER)
-    assert cycles == topo.transfer_cycles(0, 8)  # not the sum: in parallel
-
-
-def test_invalidating_only_a_cache_neighbour_costs_a_shared_cache_transfer():
-    d = directory("amd-8x4")
-    d.write(0, LINE, now=0)
-    d.read(1, LINE, now=LATER)
-    assert d.write(0, LINE, now=2 * LATER) == d.topology.shared_cache_transfer
+    d.read(1, LINE, now=LATER)                   # on my die
+    on_die = d.write(0, LINE, now=2 * LATER)
+    d.read(1, LINE, now=3 * LATER)
+    d.read(4, LINE, now=3 * LATER + 1000)        # other socket
+    both = d.write(0, LINE, now=4 * LATER)
+    assert on_die == d.transfer(0, 1, LINE) < both
 
 
 # -- causality --
@@ -197,9 +223,9 @@ def test_reader_behind_the_writer_waits_until_the_write_has_travelled():
     write_cycles = d.write(8, LINE, now=5000)
     written_at = 5000 + write_cycles
     cycles = d.read(0, LINE, now=100)            # reader's clock is far behind
-    assert 100 + cycles == written_at + topo.transfer_cycles(0, 8)
+    assert 100 + cycles == written_at + d.transfer(0, 8, LINE)
     # Without causality it would cost one transfer; the rest is waiting.
-    assert d.core_stats(0)["waits"] == cycles - topo.transfer_cycles(0, 8)
+    assert d.core_stats(0)["waits"] == cycles - d.transfer(0, 8, LINE)
 
 
 @given(reader_now=st.integers(0, 20_000), write_now=st.integers(0, 20_000),
@@ -211,7 +237,7 @@ def test_the_reader_sees_the_data_at_the_same_modeled_time_whatever_its_clock(
     d = directory("amd-8x4")
     written_at = write_now + d.write(writer, LINE, now=write_now)
     done = reader_now + d.read(reader, LINE, now=reader_now)
-    transfer = d.topology.transfer_cycles(reader, writer)
+    transfer = d.transfer(reader, writer, LINE)
     assert done == max(reader_now + transfer, written_at + transfer)
 
 
@@ -290,3 +316,37 @@ def test_a_request_from_before_the_busy_period_does_not_wait_for_it():
 def test_each_package_is_home_to_its_share_of_memory():
     d = CoherenceDirectory(load_topology("amd-4x4"), memory_size=4 << 20)
     assert [d.home(address) for address in (0, 1 << 20, 2 << 20, (4 << 20) - 64)] == [0, 1, 2, 3]
+
+
+# -- the bus: one transaction at a time, machine-wide (intel-fsb) --
+
+def test_transactions_on_the_bus_are_served_one_occupancy_apart():
+    # Two cores on different dies each read a different line, modified on a
+    # third die, at the same moment: the lines are free, but the bus is one.
+    d = directory("intel-2x4")
+    d.write(0, LINE, now=0)
+    d.write(0, LINE + LINE_SIZE, now=0)
+    first = d.read(2, LINE, now=LATER)
+    second = d.read(4, LINE + LINE_SIZE, now=LATER)
+    occupancy = d.topology.costs.bus_occupancy
+    assert occupancy > 0
+    assert second == d.transfer(4, 0, LINE) + occupancy, (
+        f"the second bus transaction should wait one occupancy ({occupancy} cycles) for the "
+        f"first: took {second}, the first {first}")
+
+
+def test_transfers_within_a_die_do_not_take_the_bus():
+    d = directory("intel-2x4")
+    d.write(0, LINE, now=0)
+    d.write(2, LINE + LINE_SIZE, now=0)
+    d.read(4, LINE, now=LATER)                   # on the bus
+    assert d.read(3, LINE + LINE_SIZE, now=LATER) == d.transfer(3, 2, LINE), \
+        "a transfer between the two cores of a die waited for the bus"
+
+
+def test_amd_machines_have_no_machine_wide_ordering_point():
+    d = directory("amd-4x4")
+    d.write(0, LINE, now=0)
+    d.write(0, LINE + LINE_SIZE, now=0)
+    d.read(4, LINE, now=LATER)
+    assert d.read(8, LINE + LINE_SIZE, now=LATER) == d.transfer(8, 0, LINE)

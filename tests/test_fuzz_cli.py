@@ -119,7 +119,10 @@ def workdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     (folder / "pair.toml").write_text(
         'name = "pair"\ndescription = "two cores"\nfreq_ghz = 2.0\npackages = [[0, 1]]\n'
-        "[latency]\nl1_hit = 3\nl2_hit = 12\nsame_package_transfer = 100\nmemory = 200\n")
+        "[latency]\nl1_hit = 3\nl2_hit = 12\n[protocol]\nfamily = \"intel-fsb\"\nbus_ghz = 0.333\n"
+        "l2_miss_cycles = 14\non_die_snoop_bus = 5.5\nbus_transaction_bus = 5.5\n"
+        "snoop_forward_bus = 5.5\nhitm_supply_cycles = 14\nline_through_mch_bus = 2\n"
+        "memory_ns = 114.9\n")
     (folder / "script").write_text("step 5\nregs\nx 0x200000 4\nbreak exit\ncontinue\nbt\n"
                                    "core 1\ncontinue\nquit\n")
     assert main(["boot", str(ROOT / "images" / "twophase.lst"), "--trace",

@@ -69,15 +69,20 @@ def machines(draw):
            "freq_ghz": draw(st.sampled_from([2.0, 3, 0.001, 100.0])), "packages": packages,
            "caches": {"L3": packages} if draw(st.booleans()) else {},
            "links": {"pairs": [[p, p + 1] for p in range(n_packages - 1)]},
-           "latency": {"l1_hit": 3, "l2_hit": 12, "l3_hit": 40, "shared_cache_transfer": 100,
-                       "same_package_transfer": 150, "hop_transfer": [200, 300, 400],
-                       "memory": 250}}
+           "latency": {"l1_hit": 3, "l2_hit": 12, "l3_hit": 40},
+           "protocol": draw(st.sampled_from([
+               {"family": "amd-probe-broadcast", "northbridge_ghz": 2.0, "on_chip_nb": 112,
+                "ht_hop_nb": 24, "line_on_link_ns": 16, "dram_ns": 60},
+               {"family": "intel-fsb", "bus_ghz": 0.333, "l2_miss_cycles": 14,
+                "on_die_snoop_bus": 5.5, "bus_transaction_bus": 5.5, "snoop_forward_bus": 5.5,
+                "hitm_supply_cycles": 14, "line_through_mch_bus": 2, "memory_ns": 114.9}]))}
     for _ in range(draw(st.integers(0, 3))):
-        section = draw(st.sampled_from([None, "caches", "links", "latency"]))
+        section = draw(st.sampled_from([None, "caches", "links", "latency", "protocol"]))
         table = doc if section is None else doc.setdefault(section, {})
         if not isinstance(table, dict):
             continue
-        key = draw(st.sampled_from(sorted(table) + ["L2", "L4", "pairs", "extra", "", "é"]))
+        key = draw(st.sampled_from(sorted(table) + ["L2", "L4", "pairs", "extra", "", "é", "family",
+                                                "hop_transfer"]))
         if draw(st.booleans()) and key in table:
             del table[key]
         else:

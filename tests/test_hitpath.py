@@ -208,6 +208,17 @@ def test_a_ping_pong_two_hops_apart_is_the_same_on_both_paths(monkeypatch):
                  "/userland/urpc_pingpong.S core=15 role=1 send=1 recv=0 rounds=40 warmup=5"])
 
 
+@needs_c
+def test_cores_taking_turns_on_the_front_side_bus_are_the_same_on_both_paths(monkeypatch):
+    # intel-2x4: eight cores update shared lines; what leaves a die queues
+    # for the one bus, whose busy period both paths share.
+    from sprat.bench.shm_vs_msg import interleave_finely_after_barrier
+    c = assert_same_on_both_paths(
+        monkeypatch, topology=load_topology("intel-2x4"), setup=interleave_finely_after_barrier,
+        modules=["/userland/shm_update.S clients=8 lines=2 updates=10 warmup=3 channels=0-1"])
+    assert sum(stats["waits"] for stats in c["core_stats"]) > 0, "no core ever waited"
+
+
 STRADDLER = """
 # Core 0 writes words that straddle two cache lines of channel 3, and one
 # word within a line; core 1 reads them back. Both then exit.
@@ -461,6 +472,9 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
                  ("write", "O", "S"), ("write", "I", "M"), ("write", "I", "S")]:
         assert case in served_in_c, f"{case}: never served in C by this test"
     assert sum(shared.core_stats(c)["waits"] for c in range(n)) > 0, "no causality waits tested"
+    assert list(shared.bus) == list(python.bus), "the bus's busy period differs"
+    if topology.family == "intel-fsb":
+        assert shared.bus[1] > 0, "no transaction took the bus: the bus was not tested"
     assert queued > 0, "no access found its line busy: the ordering point was not tested"
 
 

@@ -29,8 +29,13 @@ packages = [[0, 1]]
 [latency]
 l1_hit = 3
 l2_hit = 12
-same_package_transfer = 100
-memory = 200
+[protocol]
+family = "amd-probe-broadcast"
+northbridge_ghz = 2.0
+on_chip_nb = 70
+ht_hop_nb = 50
+line_on_link_ns = 16
+dram_ns = 60
 """
 
 
@@ -235,7 +240,8 @@ def test_the_largest_cycle_counts_accepted_print_no_negative_number(capsys):
 
 @pytest.mark.parametrize("field, value", [
     ("freq_ghz", "nan"), ("freq_ghz", "inf"), ("freq_ghz", "1e300"),
-    ("memory", str((1 << 63) - 1)), ("l2_hit", str(1 << 62)),
+    ("dram_ns", str((1 << 63) - 1)), ("dram_ns", "nan"), ("northbridge_ghz", "inf"),
+    ("l2_hit", str(1 << 62)),
 ])
 def test_topology_numbers_must_be_finite_and_bounded(capsys, tmp_path, field, value):
     text = "\n".join(f"{field} = {value}" if line.startswith(f"{field} =") else line
@@ -257,9 +263,9 @@ def test_a_hop_latency_near_the_64_bit_limit_is_refused(capsys, tmp_path):
     path = tmp_path / "machine.toml"
     path.write_text(TOPOLOGY.replace("packages = [[0, 1]]", "packages = [[0], [1]]")
                     .replace("[latency]", "[links]\npairs = [[0, 1]]\n[latency]")
-                    + f"hop_transfer = [{(1 << 63) - 1000}]\n")
+                    .replace("ht_hop_nb = 50", f"ht_hop_nb = {(1 << 63) - 1000}"))
     status, _, err = run_cli(capsys, "boot", "--topology", path)
-    assert_one_line(status, err, 2, "latency.hop_transfer")
+    assert_one_line(status, err, 2, "protocol.ht_hop_nb")
 
 
 # --- Exit statuses ---------------------------------------------------------------------------

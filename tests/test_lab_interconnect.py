@@ -49,8 +49,8 @@ def test_a_recorded_stream_costs_what_the_machine_charged(stream):
         got = replay.apply(directory, *access)
         assert got == cycles, (
             f"{stream.name}, access #{index}: the tree's directory charges {got} cycles, the "
-            f"machine charged {cycles} when it was recorded: coherence.py changed; record the "
-            f"streams again ({RECORD})")
+            f"machine charged {cycles} when it was recorded: coherence.py or protocol.py "
+            f"changed; record the streams again ({RECORD})")
 
 
 def test_a_workspace_directory_charges_the_machine_on_the_pure_path(tmp_path):

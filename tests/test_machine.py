@@ -186,3 +186,21 @@ def test_scheduler_runs_the_core_furthest_behind():
         machine.scheduler.run_one(core, time)
     assert order == [0, 1, 2] * 3
     assert [c.cycles for c in machine.cores] == [300, 300, 300]
+
+
+def test_a_narrow_register_read_after_a_wide_one_has_no_stale_upper_bytes():
+    """Unicorn fills only a register's own width; a read of RFLAGS (4 bytes)
+    or CS (2) right after RSP's must not carry RSP's upper bytes (a lab 1
+    newcomer's trap frame got RFLAGS 0x8000014312 from that)."""
+    from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+    from unicorn import x86_const as x86
+
+    from emulator.cpustate import Registers
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    regs = Registers(uc)
+    uc.reg_write(x86.UC_X86_REG_RSP, 0x80_0001_FFFD)
+    uc.reg_write(x86.UC_X86_REG_EFLAGS, 0x202)
+    regs.read(x86.UC_X86_REG_RSP)
+    assert regs.read(x86.UC_X86_REG_EFLAGS) == 0x202
+    regs.read(x86.UC_X86_REG_RSP)
+    assert regs.read(x86.UC_X86_REG_CS) == uc.reg_read(x86.UC_X86_REG_CS)

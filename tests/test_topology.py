@@ -65,14 +65,22 @@ def test_amd_8x4_packages_are_at_most_two_hops_apart():
         "same-core", "shared-cache", "1-hop", "2-hop"}
 
 
+@pytest.mark.parametrize("name, family", [
+    ("amd-2x2", "amd-probe-broadcast"), ("amd-4x4", "amd-probe-broadcast"),
+    ("amd-8x4", "amd-probe-broadcast"), ("intel-2x4", "intel-fsb")])
+def test_each_preset_says_its_protocol_family(name, family):
+    assert load_topology(name).family == family
+
+
 @pytest.mark.parametrize("name", PRESETS)
-def test_farther_transfers_cost_more_on_every_preset(name):
+def test_a_transfer_never_costs_less_than_an_l2_hit_nor_a_far_one_less_than_a_near_one(name):
     topo = load_topology(name)
-    costs = [topo.l1_hit, topo.shared_cache_transfer, topo.same_package_transfer,
-             *topo.hop_transfer]
-    present = [cost for cost in costs if cost is not None]
-    assert present == sorted(present) and len(set(present)) == len(present), (
-        f"{name}: transfer costs should grow with distance, got {present}")
+    order = ["shared-cache", "same-package", "1-hop", "2-hop"]
+    costs = [topo.transfer_cycles(0, b) for relation in order
+             for b in [next((c for c in range(topo.n_cores()) if topo.relation(0, c) == relation),
+                            None)] if b is not None]
+    assert costs == sorted(costs) and costs[0] > topo.l2_hit, (
+        f"{name}: transfers by distance should not shrink, got {costs}")
 
 
 def test_hops_are_symmetric_and_relation_matches_transfer_cost():
@@ -103,7 +111,6 @@ def test_generic_machine_has_every_core_and_a_cost_for_every_pair(n):
     assert all(len(cores) <= 4 for cores in topo.packages)
     for b in range(n):
         assert topo.transfer_cycles(0, b) > 0
-    assert len(topo.hop_transfer) >= topo.max_hops()
 
 
 def test_generic_packages_form_a_ring():
@@ -142,9 +149,14 @@ pairs = [[0, 1]]
 [latency]
 l1_hit = 3
 l2_hit = 12
-shared_cache_transfer = 40
-hop_transfer = 150
-memory = 200
+
+[protocol]
+family = "amd-probe-broadcast"
+northbridge_ghz = 2
+on_chip_nb = 70
+ht_hop_nb = 50
+line_on_link_ns = 16
+dram_ns = 60
 """
 
 
@@ -159,16 +171,30 @@ def test_user_topology_file_loads_like_a_preset(tmp_path):
     assert topo.name == "tiny"
     assert topo.freq_ghz == 2.0
     assert topo.relation(0, 1) == "shared-cache"
-    assert topo.transfer_cycles(0, 3) == 150
+    assert topo.family == "amd-probe-broadcast"
+    # Core 0 gets a line core 3 holds, homed at core 3's package: on_chip,
+    # the request 1 hop to the home, then the later of the probe round (1
+    # hop back) and the data (1 hop, and the line on the link: 32 cycles).
+    assert topo.transfer_cycles(0, 3) == 70 + 50 + max(50, 50 + 32)
 
 
-def test_single_number_hop_transfer_grows_with_each_hop(tmp_path):
-    text = GOOD.replace("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [2, 3], [4, 5]]\n\n[caches]")
-    text = text.replace("L2 = [[0, 1], [2, 3]]", "L2 = [[0, 1], [2, 3], [4, 5]]")
-    text = text.replace("pairs = [[0, 1]]", "pairs = [[0, 1], [1, 2]]")
+def test_a_user_topology_can_choose_the_front_side_bus(tmp_path):
+    text = GOOD[:GOOD.index("[protocol]")] + """[protocol]
+family = "intel-fsb"
+bus_ghz = 0.5
+l2_miss_cycles = 12
+on_die_snoop_bus = 5
+bus_transaction_bus = 5
+snoop_forward_bus = 5
+hitm_supply_cycles = 12
+line_through_mch_bus = 2
+memory_ns = 100
+"""
     topo = load_topology(write(tmp_path, text))
-    assert topo.transfer_cycles(0, 2) == 150
-    assert topo.transfer_cycles(0, 4) == 300
+    assert topo.family == "intel-fsb"
+    assert topo.transfer_cycles(0, 1) == 12 + 20             # on the die: 5 bus clocks
+    assert topo.transfer_cycles(0, 3) == 12 + 20 + 20 + 12 + 8
+    assert topo.memory == 200
 
 
 def edit(replace, by):
@@ -180,16 +206,19 @@ BAD_FILES = [
     # (what is wrong, file text, field named in the message, text of the line it points at)
     ("syntax error", edit("freq_ghz = 2", "freq_ghz = = 2"),
      "TOML syntax error", "freq_ghz = = 2"),
-    ("missing field", edit("memory = 200\n", ""),
-     "latency: missing latency 'memory'", "[latency]"),
+    ("missing field", edit("l2_hit = 12\n", ""),
+     "latency: missing latency 'l2_hit'", "[latency]"),
     ("missing top-level field", edit('description = "two packages of two cores"\n', ""),
      "missing field 'description'", 'name = "tiny"'),
     ("wrong type", edit("freq_ghz = 2", 'freq_ghz = "fast"'),
      "freq_ghz: must be a positive number", 'freq_ghz = "fast"'),
     ("unknown field", edit('name = "tiny"', 'name = "tiny"\ncolour = "blue"'),
      "colour: unknown field", 'colour = "blue"'),
-    ("unknown latency", edit("memory = 200", "memory = 200\nl4_hit = 90"),
+    ("unknown latency", edit("l2_hit = 12", "l2_hit = 12\nl4_hit = 90"),
      "latency.l4_hit: unknown latency", "l4_hit = 90"),
+    ("a latency of the first format", edit("l2_hit = 12", "l2_hit = 12\nhop_transfer = 150"),
+     "latency.hop_transfer: transfers are no longer one number per relation",
+     "hop_transfer = 150"),
     ("core listed twice", edit("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [1, 3]]\n\n[caches]"),
      "packages: core 1 is listed twice (packages 0 and 1)", "packages = [[0, 1], [1, 3]]"),
     ("core missing", edit("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [2, 4]]\n\n[caches]"),
@@ -212,15 +241,22 @@ BAD_FILES = [
      "latency.l2_hit: must be a positive whole number", "l2_hit = -12"),
     ("latency not a number", edit("l2_hit = 12", "l2_hit = true"),
      "latency.l2_hit: must be a positive whole number", "l2_hit = true"),
-    ("hop list too short", edit("pairs = [[0, 1]]", "pairs = [[0, 1]]").replace(
-        "hop_transfer = 150", "hop_transfer = []"),
-     "latency.hop_transfer: must be positive cycles", "hop_transfer = []"),
-    ("latency needed by the shape", edit("shared_cache_transfer = 40\n", ""),
-     "missing latency 'shared_cache_transfer' (some cores share a cache)", "[latency]"),
-    ("same-package latency needed", edit("L2 = [[0, 1], [2, 3]]", "L2 = [[2, 3]]"),
-     "missing latency 'same_package_transfer'", "[latency]"),
     ("packages wrong type", edit("[[0, 1], [2, 3]]\n\n[caches]", '"all"\n\n[caches]'),
      "packages: must be a list of non-empty lists", 'packages = "all"'),
+    ("no protocol", GOOD[:GOOD.index("[protocol]")],
+     "missing field 'protocol'", 'name = "tiny"'),
+    ("unknown family", edit('family = "amd-probe-broadcast"', 'family = "token-ring"'),
+     "protocol.family: unknown family 'token-ring'", 'family = "token-ring"'),
+    ("missing family", edit('family = "amd-probe-broadcast"\n', ""),
+     "protocol: missing 'family'", "[protocol]"),
+    ("missing leg", edit("ht_hop_nb = 50\n", ""),
+     "protocol: missing 'ht_hop_nb' (a leg of amd-probe-broadcast)", "[protocol]"),
+    ("leg of the other family", edit("dram_ns = 60", "dram_ns = 60\nbus_ghz = 0.333"),
+     "protocol.bus_ghz: not a leg of amd-probe-broadcast", "bus_ghz = 0.333"),
+    ("leg not a number", edit("ht_hop_nb = 50", 'ht_hop_nb = "fast"'),
+     "protocol.ht_hop_nb: must be a positive number", 'ht_hop_nb = "fast"'),
+    ("leg zero", edit("ht_hop_nb = 50", "ht_hop_nb = 0"),
+     "protocol.ht_hop_nb: must be a positive number", "ht_hop_nb = 0"),
 ]
 
 
@@ -242,16 +278,6 @@ def test_bad_topology_file_names_the_field_and_its_line(tmp_path, problem, text,
         f"{problem}: error points at line {found.group(2)} ({pointed!r}), "
         f"expected the line {line_text!r}")
     assert "\n" not in message
-
-
-def test_hop_list_shorter_than_the_farthest_packages_is_refused(tmp_path):
-    text = GOOD.replace("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [2, 3], [4, 5]]\n\n[caches]")
-    text = text.replace("L2 = [[0, 1], [2, 3]]", "L2 = [[0, 1], [2, 3], [4, 5]]")
-    text = text.replace("pairs = [[0, 1]]", "pairs = [[0, 1], [1, 2]]")
-    text = text.replace("hop_transfer = 150", "hop_transfer = [150]")
-    with pytest.raises(SpratError, match=r":\d+: latency.hop_transfer: lists 1 hop counts, "
-                                         r"but some packages are 2 hops apart"):
-        load_topology(write(tmp_path, text))
 
 
 def test_unreadable_file_is_a_user_error(tmp_path):
@@ -281,6 +307,7 @@ def test_render_lists_packages_caches_and_latencies_in_cycles_and_ns(name):
     assert "package 1: cores" in text
     assert re.search(r"memory\s+%d\s+%.1f" % (topo.memory, topo.ns(topo.memory)), text)
     assert "1-hop transfer" in text
+    assert f"protocol: {topo.family}" in text
 
 
 def test_render_marks_same_package_cores_on_intel():
@@ -312,7 +339,7 @@ def parameter_sources(path):
         else:
             key = stripped.split("=", 1)[0].strip()
             trailing = stripped.split("#", 1)[1] if "#" in stripped else ""
-            if section == "[latency]" or key == "freq_ghz":
+            if section in ("[latency]", "[protocol]") and key != "family" or key == "freq_ghz":
                 found.append((number, key, " ".join(block) + " " + trailing))
     return found
 

@@ -147,7 +147,10 @@ def test_a_waiting_receiver_costs_the_host_almost_nothing(tmp_path):
     assert receiver.cycles > 2_000_000, "the receiver's clock must move to the message's arrival"
 
 
-def test_messages_cost_more_the_farther_they_travel(tmp_path):
+def test_on_an_opteron_a_message_costs_about_the_same_whichever_socket_the_partner_is_on(
+        tmp_path):
+    # No probe filter: every transfer waits for the probe responses of all
+    # 8 packages, so the partner's distance changes little (protocol.py).
     from emulator.interconnect import load_topology
     from kernel.boot import boot_image
     topology = load_topology("amd-8x4")
@@ -162,5 +165,6 @@ def test_messages_cost_more_the_farther_they_travel(tmp_path):
                             output=lambda core, line: lines.append(line))
         assert system.machine.run(max_cycles=10**8).clean
         costs[relation] = int(next(l for l in lines if l.startswith("pingpong")).split()[-1])
-    order = [r for r in ("shared-cache", "1-hop", "2-hop") if r in costs]
-    assert [costs[r] for r in order] == sorted(costs[r] for r in order), costs
+    assert set(costs) == {"shared-cache", "1-hop", "2-hop"}, costs
+    assert max(costs.values()) < 1.15 * min(costs.values()), (
+        f"ping-pong cycles by the partner's distance should be within 15%: {costs}")

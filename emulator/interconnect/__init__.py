@@ -4,7 +4,8 @@
                    load_topology(), list_presets(), generic()
     topofile.py    reading a topology from TOML, with path:line errors
     presets/       the four machines of the Barrelfish paper, as TOML data
-    coherence.py   CoherenceDirectory: MOESI per 64-byte line, charged by distance
+    coherence.py   CoherenceDirectory: MOESI per 64-byte line, the ordering points
+    protocol.py    the protocol path of each machine family: what a transaction costs
     render.py      render_topology(): the text of `sprat topology show`
     paper.py       the paper's URPC numbers, to print next to sprat's (PAPER.md)
 

@@ -4,8 +4,8 @@ Memory in sprat is one host buffer shared by every core, so data is always
 coherent for free. What is NOT free on a real machine is moving a cache line
 from the core that wrote it to the core that reads it. This directory keeps,
 for each tracked line, the MOESI state each core's cache would have, and
-charges every access by that state and by the distance (topology.py)
-between the requesting core and the core(s) holding the line:
+charges every access by that state and by the path the machine's protocol
+takes to serve it (protocol.py: one path per machine family):
 
     directory = CoherenceDirectory(load_topology("amd-4x4"))
     cycles = directory.access(core=0, addr=0x5000, is_write=True, now=1200)
@@ -21,22 +21,31 @@ MOESI, the state of one line in one core's cache:
 What an access does (this core = "me"; the line's owner is the core in M,
 O or E, if any; the state machine is `_serve`, all in one place):
 
-    access  my state  cost                         then
-    ------  --------  ---------------------------  --------------------------
-    read    M/O/E/S   l1_hit                       unchanged
-    read    I         owner -> me transfer          me: S; owner M->O, E->S
-                      else nearest S copy, or       me: S
-                      memory if no copy             me: E (the only copy)
-    write   M/E       l1_hit                        me: M
-    write   O/S       invalidate the others:        me: M, others: I
-                      max(l1_hit, farthest sharer)
-    write   I         fetch (as a read) while       me: M, others: I
-                      invalidating the others,
-                      max(fetch, farthest sharer)
+    access  my state  who serves it                  then
+    ------  --------  -----------------------------  --------------------------
+    read    M/O/E/S   my cache (l1_hit)              unchanged
+    read    I         the owner                      me: S; owner M->O, E->S
+                      else an S copy on my die       me: S
+                      (a shared L2), or memory       me: E if no copy at all
+    write   M/E       my cache (l1_hit)              me: M
+    write   O/S       an invalidation of the others  me: M, others: I
+    write   I         the owner or memory, while     me: M, others: I
+                      invalidating the others
 
-"Transfer" costs come from Topology.transfer_cycles: a shared-cache
-transfer, a same-package transfer, an n-hop transfer. Invalidations run in
-parallel, so a write waits for the farthest copy, not for their sum.
+What it costs is the family's path for that case (protocol.py), looked up
+in tables built once per machine (`_fetch_cost`, `_invalidate_cost`, by
+the line's home, the requester and the source):
+
+    amd-probe-broadcast  every miss and every invalidation goes to the
+                         line's home, which probes every package; it
+                         completes when the last probe response is in, so
+                         it costs about the same whichever core held the
+                         line, and an invalidation is one broadcast
+    intel-fsb            a source on my die: an on-die snoop; anything
+                         else is a transaction on the front-side bus,
+                         which every die snoops; invalidations wait for
+                         the farthest copy
+
 Lines are never evicted: a core keeps its copy until another core's write
 invalidates it (the tracked pages are small message channels).
 
@@ -45,7 +54,7 @@ so a reader's clock may be behind the writer's even though it already sees
 the written bytes in host memory. Each line remembers when it was last
 written (the writer's modeled time when the write completed). A core that
 gets the line from elsewhere after another core wrote it at time t is
-charged at least enough to bring its clock to t + transfer_cycles: what a
+charged at least enough to bring its clock to t + the transfer: what a
 benchmark measures then does not depend on how the scheduler interleaved
 the cores. The extra cycles are counted as `waits`.
 
@@ -69,7 +78,14 @@ Cores run one after another, so a core whose clock is behind can reach the
 directory after a transaction later than it in modeled time: it is not
 queued behind that one (it would have come first), only causality holds it.
 Hits never queue: a core reads its own copy while others' requests travel.
-`home(addr)` says which package's memory holds a line.
+`home(addr)` says which package's memory holds a line; on AMD the home is
+where the line's requests go, so it decides their cost.
+
+A bus is an ordering point for the whole machine (intel-fsb): a
+transaction that leaves its die holds the bus for `bus_occupancy` cycles
+(protocol.CostTables), and one that reaches it while another holds it
+waits (`_wait_for_bus`, with the same rule for cores whose clock is
+behind). The waits count as `waits` too.
 
 Counters, per core and per line: hits, transfers (served by another
 cache), memory_fills, invalidations (copies destroyed by a write), and per
@@ -79,8 +95,8 @@ core the causality `waits` in cycles. Each line also counts its writes
 
 Speed: access() runs from a unicorn memory hook on every access to a
 tracked page, so it allocates nothing after a line's first touch: sharers
-are a bit mask (bit c = core c holds a copy), costs come from a table
-precomputed from the topology. The cost model goes further: it has the
+are a bit mask (bit c = core c holds a copy), costs come from tables
+precomputed from the topology (protocol.CostTables). The cost model goes further: it has the
 directory keep the entries of its tracked lines and its counters in C
 memory (`keep_lines_in`, `counters=`), where emulator/_hitpath.c serves
 most accesses without calling Python, by a mirror of access(), _serve and
@@ -88,8 +104,9 @@ _fetch written for speed. This file is the reference: the rules are read
 and changed here (and then in the mirror; tests/test_hitpath.py checks
 that the two agree).
 
-What does not live here: the topology (topology.py), which pages are
-tracked and the memory hook (emulator/cost.py).
+What does not live here: the topology (topology.py), what a transaction
+costs on each family's hardware (protocol.py), which pages are tracked and
+the memory hook (emulator/cost.py).
 """
 
 from __future__ import annotations
@@ -110,7 +127,7 @@ class _Line:
     the lines the cost model tracks; change both together.
     """
 
-    __slots__ = ("sharers", "owner", "owner_state", "written_at", "writer",
+    __slots__ = ("sharers", "owner", "owner_state", "home", "written_at", "writer",
                  "busy_from", "busy_until", "busy_read",
                  "hits", "transfers", "memory_fills", "invalidations", "writes")
 
@@ -118,6 +135,7 @@ class _Line:
         self.sharers = 0              # bit c set: core c holds a valid copy
         self.owner = NO_OWNER         # core holding it in M, O or E
         self.owner_state = "I"        # "M", "O" or "E" while there is an owner
+        self.home = 0                 # the package whose memory holds it (its ordering point)
         self.written_at = 0           # modeled time the last write completed
         self.writer = NEVER_WRITTEN   # core that wrote it last
         self.busy_from = 0            # the ordering point: transactions queued back to
@@ -145,11 +163,17 @@ class CoherenceDirectory:
         self.merge_reads = merge_reads
         self.memory_size = memory_size
         n = topology.n_cores()
-        # _cost[me][other]: cycles for core `me` to get a line core `other` holds.
-        self._cost = [[topology.transfer_cycles(me, other) for other in range(n)]
-                      for me in range(n)]
+        # What a transaction costs, by the family's path (protocol.py), looked
+        # up as _fetch[home][me][source] (source n: memory) and
+        # _invalidate[home][me][sharer] (sharer n: no other copy). Copies:
+        # fault injection (emulator/faults.py) scales them per machine.
+        costs = topology.costs
+        self._fetch_cost = [[list(row) for row in rows] for rows in costs.fetch]
+        self._invalidate_cost = [[list(row) for row in rows] for rows in costs.invalidate]
+        self._die = costs.die
+        self._bus_occupancy = costs.bus_occupancy
         self._l1_hit = topology.l1_hit
-        self._memory = topology.memory
+        self._n = n
         self._lines: dict[int, _Line] = {}
         self._stores = []             # (first key, end key, records): keep_lines_in
         zeros = counters or (lambda n: [0] * n)
@@ -158,6 +182,10 @@ class CoherenceDirectory:
         self.memory_fills = zeros(n)
         self.invalidations = zeros(n)
         self.waits = zeros(n)
+        # The machine-wide ordering point of a bus (intel-fsb): the busy
+        # period [bus[0], bus[1]) of the transactions queued on it.
+        self.bus = zeros(2)
+        self._took_bus = False        # set by _serve: the transaction left its die
 
     # -- the one entry point of the memory hook --
 
@@ -203,7 +231,9 @@ class CoherenceDirectory:
         if writer != core and writer != NEVER_WRITTEN:
             # Causality: the data cannot be here before it was written + the trip.
             # (A hit never waits: the copy was fetched after that write.)
-            total = max(total, line.written_at + self._cost[core][writer] - now)
+            total = max(total, line.written_at + self._fetch_cost[line.home][core][writer] - now)
+        if self._took_bus:
+            total += self._wait_for_bus(now + total - cycles)
         self.waits[core] += total - cycles
         end = now + total
         if end > line.busy_until:
@@ -217,6 +247,20 @@ class CoherenceDirectory:
             line.writer = core
             line.writes += 1
         return cycles
+
+    def _wait_for_bus(self, start: int) -> int:
+        """A transaction that leaves its die takes the bus at `start`, after
+        the one on it if it is busy then; the cycles it waits for it.
+        (As at a line: a request from before the busy period is not queued.)"""
+        bus = self.bus
+        if bus[0] <= start < bus[1]:
+            wait = bus[1] - start
+        else:
+            wait = 0
+            if start >= bus[1]:
+                bus[0] = start             # the bus was free: a new busy period
+        bus[1] = max(bus[1], start + wait + self._bus_occupancy)
+        return wait
 
     def read(self, core: int, addr: int, now: int) -> int:
         return self.access(core, addr, False, now)
@@ -237,24 +281,29 @@ class CoherenceDirectory:
         self._stores.append((first_key, first_key + len(records), records))
 
     def _new_line(self, key: int) -> _Line:
+        line = None
         for first, end, records in self._stores:
             if first <= key < end:
                 line = records[key - first]
                 _Line.__init__(line)       # a fresh entry's fields, set on the record
-                return line
-        return _Line()
+                break
+        if line is None:
+            line = _Line()
+        line.home = self.home(key << LINE_SHIFT)
+        return line
 
     # -- the state machine --
 
     def _serve(self, me: int, line: _Line, is_write: bool) -> int:
         """Apply one access to `line` by core `me`: update its MOESI states,
-        count what happened, return the cycles it costs (before causality)."""
+        count what happened, return the cycles it costs (before its turn at
+        the ordering points and causality)."""
+        self._took_bus = False                         # _fetch and _invalidate set it
         # LAB interconnect BEGIN serve
         bit = 1 << me
         sharers, owner, state = line.sharers, line.owner, line.owner_state
         mine = sharers & bit
         others = sharers & ~bit
-        cost = self._cost[me]
 
         if not is_write:
             if mine:                                   # M, O, E or S: a hit
@@ -274,48 +323,72 @@ class CoherenceDirectory:
             return self._count_hit(me, line)
         # Become the only holder: invalidate every other copy, in parallel,
         # while fetching the data if we do not have it (O or S: we do).
-        farthest = 0
-        copies = others
-        while copies:
-            low = copies & -copies
-            farthest = max(farthest, cost[low.bit_length() - 1])
-            copies ^= low
         if others:
             n = others.bit_count()
             self.invalidations[me] += n
             line.invalidations += n
         if mine:
-            cycles = max(self._l1_hit, farthest)
+            cycles = self._invalidate(me, line, others)
         else:
-            cycles = max(self._fetch(me, line, others), farthest)
+            cycles = max(self._fetch(me, line, others), self._invalidate(me, line, others))
         line.sharers, line.owner, line.owner_state = bit, me, "M"
         return cycles
         # LAB interconnect END serve
 
     def _fetch(self, me: int, line: _Line, others: int) -> int:
         """Cycles to bring in a line `me` does not hold, and count where it came from."""
+        cost = self._fetch_cost[line.home][me]        # cost[source]; cost[self._n]: memory
         # LAB interconnect BEGIN fetch
-        cost = self._cost[me]
         owner = line.owner
         if owner != NO_OWNER:                          # M, O or E elsewhere supplies it
-            cycles = cost[owner]
-            from_cache = True
+            source = owner
         else:                                          # only S copies, or none
-            cycles = self._memory
-            copies = others
-            while copies:                              # the nearest S copy, if cheaper
+            source = self._n                           # memory, unless a clean copy on
+            copies = others                            # my die is nearer (a shared L2)
+            while copies:
                 low = copies & -copies
-                cycles = min(cycles, cost[low.bit_length() - 1])
+                sharer = low.bit_length() - 1
+                if self._die[sharer] == self._die[me] and cost[sharer] < cost[source]:
+                    source = sharer
                 copies ^= low
-            from_cache = cycles < self._memory
-        if from_cache:
+        if source != self._n:
             self.transfers[me] += 1
             line.transfers += 1
         else:
             self.memory_fills[me] += 1
             line.memory_fills += 1
-        return cycles
         # LAB interconnect END fetch
+        if self._bus_occupancy and (source == self._n or self._die[source] != self._die[me]):
+            self._took_bus = True
+        return cost[source]
+
+    def _invalidate(self, me: int, line: _Line, others: int) -> int:
+        """Cycles for `me` to invalidate every other copy (in parallel: the
+        farthest decides); with none, what an upgrade costs all the same."""
+        cost = self._invalidate_cost[line.home][me]   # cost[sharer]; cost[self._n]: none
+        if self._bus_occupancy and self._off_die(me, others):
+            self._took_bus = True                      # the invalidation leaves the die
+        # LAB interconnect BEGIN invalidate
+        if not others:
+            return max(self._l1_hit, cost[self._n])
+        farthest = 0
+        copies = others
+        while copies:
+            low = copies & -copies
+            farthest = max(farthest, cost[low.bit_length() - 1])
+            copies ^= low
+        return farthest
+        # LAB interconnect END invalidate
+
+    def _off_die(self, me: int, cores: int) -> bool:
+        """Is any core of the bit mask `cores` on another die than `me`'s?"""
+        die = self._die
+        while cores:
+            low = cores & -cores
+            if die[low.bit_length() - 1] != die[me]:
+                return True
+            cores ^= low
+        return False
 
     def _count_hit(self, me: int, line: _Line) -> int:
         self.hits[me] += 1
@@ -341,6 +414,11 @@ class CoherenceDirectory:
         return {"hits": line.hits, "transfers": line.transfers,
                 "memory_fills": line.memory_fills, "invalidations": line.invalidations}
 
+    def transfer(self, core: int, holder: int, addr: int) -> int:
+        """Cycles for `core` to get the line of `addr` from `holder`'s cache,
+        by the family's path and the line's home (before any queueing)."""
+        return self._fetch_cost[self.home(addr)][core][holder]
+
     def writes(self, key: int) -> int:
         """How many writes line number `key` (address >> LINE_SHIFT) has had."""
         line = self._lines.get(key)
@@ -352,7 +430,7 @@ class CoherenceDirectory:
         line = self._lines.get(key)
         if line is None or line.writer in (NEVER_WRITTEN, core):
             return 0
-        return line.written_at + self._cost[core][line.writer]
+        return line.written_at + self._fetch_cost[line.home][core][line.writer]
 
     def home(self, addr: int) -> int:
         """The package whose memory holds `addr`: physical memory split into

@@ -78,20 +78,22 @@ def _links(topo: Topology) -> str:
 
 
 def _latencies(topo: Topology) -> str:
-    rows = [
-        ("L1 hit", topo.l1_hit),
-        ("L2 hit", topo.l2_hit),
-        ("L3 hit", topo.l3_hit),
-        ("shared-cache transfer", topo.shared_cache_transfer),
-        ("same-package transfer", topo.same_package_transfer),
-    ]
-    rows += [(f"{hops}-hop transfer", cycles)
-             for hops, cycles in enumerate(topo.hop_transfer[:topo.max_hops()], start=1)]
+    rows = [("L1 hit", topo.l1_hit), ("L2 hit", topo.l2_hit), ("L3 hit", topo.l3_hit)]
+    # A transfer is a path, not a number per relation: show it from core 0
+    # to the first core at each distance, the line homed at that core's package.
+    first = {}
+    for core in range(1, topo.n_cores()):
+        first.setdefault(topo.relation(0, core), core)
+    for relation, core in first.items():
+        rows.append((f"{relation} transfer", topo.transfer_cycles(0, core)))
     rows.append(("memory", topo.memory))
     lines = ["latencies:                  cycles        ns"]
     for label, cycles in rows:
         if cycles is not None:
             lines.append(f"  {label:<24}{cycles:>6}  {topo.ns(cycles):>8.1f}")
+    lines.append(f"protocol: {topo.family} (emulator/interconnect/protocol.py); legs in cycles:")
+    lines.append("  " + ", ".join(f"{name} {cycles:.0f}"
+                                  for name, cycles in topo.legs_in_cycles().items()))
     return "\n".join(lines)
 
 

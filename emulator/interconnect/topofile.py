@@ -13,14 +13,22 @@ A topology file (and every preset in `presets/`) looks like this:
     [links]                              # the package interconnect
     pairs = [[0, 1]]                     # each pair is one hop, both ways
 
-    [latency]                            # cycles
+    [latency]                            # cache hits, in core cycles
     l1_hit = 3
     l2_hit = 12
     l3_hit = 40                          # only if some cores share an L3
-    shared_cache_transfer = 100          # only if some cores share a cache
-    same_package_transfer = 168          # only if a package has cores sharing no cache
-    hop_transfer = [182]                 # cycles for a line 1 hop away, 2 hops, ...
-    memory = 168                         # (or one number: n hops cost n times it)
+
+    [protocol]                           # how a line moves (protocol.py)
+    family = "amd-probe-broadcast"       # or "intel-fsb"
+    northbridge_ghz = 2.8                # the clock of the *_nb legs
+    on_chip_nb = 70                      # legs: *_nb northbridge clocks,
+    ht_hop_nb = 49                       #   *_bus bus clocks, *_ns nanoseconds,
+    line_on_link_ns = 16                 #   *_cycles core clocks
+    dram_ns = 60
+
+Each family needs its own legs (FAMILY_KEYS below; intel-fsb: bus_ghz,
+l2_miss_cycles, on_die_snoop_bus, bus_transaction_bus, snoop_forward_bus,
+hitm_supply_cycles, line_through_mch_bus, memory_ns).
 
 `read_topology_fields(path)` checks every field and returns the keyword
 arguments of `Topology`. Any problem raises SpratError as
@@ -43,12 +51,20 @@ from pathlib import Path
 from emulator.errors import SpratError
 from emulator.files import read_text
 
-TOP_KEYS = ("name", "description", "freq_ghz", "packages", "caches", "links", "latency")
+TOP_KEYS = ("name", "description", "freq_ghz", "packages", "caches", "links", "latency",
+            "protocol")
 CACHE_LEVELS = ("L2", "L3")
-LATENCY_KEYS = (
-    "l1_hit", "l2_hit", "l3_hit", "shared_cache_transfer",
-    "same_package_transfer", "hop_transfer", "memory",
-)
+LATENCY_KEYS = ("l1_hit", "l2_hit", "l3_hit")
+# The [protocol] table: each family's clock and legs (emulator/interconnect/protocol.py).
+FAMILY_KEYS = {
+    "amd-probe-broadcast": ("northbridge_ghz", "on_chip_nb", "ht_hop_nb", "line_on_link_ns",
+                            "dram_ns"),
+    "intel-fsb": ("bus_ghz", "l2_miss_cycles", "on_die_snoop_bus", "bus_transaction_bus",
+                  "snoop_forward_bus", "hitm_supply_cycles", "line_through_mch_bus",
+                  "memory_ns"),
+}
+# Keys of the first format, whose transfers were one number per relation.
+OLD_LATENCY_KEYS = ("shared_cache_transfer", "same_package_transfer", "hop_transfer", "memory")
 # Bounds that keep every sum of latencies far from a 64-bit wrap. The
 # slowest access on the paper's machines is a few hundred cycles; a
 # million is a machine no one would build, yet still a number we can add.
@@ -140,6 +156,7 @@ def read_topology_fields(path: Path) -> dict:
     fields["shared_caches"] = _caches(doc, packages, where)
     fields["links"] = _links(doc, len(packages), where)
     fields.update(_latencies(doc, fields, where))
+    fields.update(_protocol(doc, where))
     return fields
 
 
@@ -157,10 +174,11 @@ def _check_known_keys(doc: dict, where: _Where):
     for key in doc:
         if key not in TOP_KEYS:
             where.fail(None, key, f"unknown field (expected one of: {', '.join(TOP_KEYS)})")
-    for required in ("name", "description", "freq_ghz", "packages", "latency"):
+    for required in ("name", "description", "freq_ghz", "packages", "latency", "protocol"):
         if required not in doc:
-            where.fail(None, None, f"missing field '{required}'")
-    for section in ("caches", "links", "latency"):
+            where.fail(None, None, f"missing field '{required}'"
+                       + (" (a table: family and its legs)" if required == "protocol" else ""))
+    for section in ("caches", "links", "latency", "protocol"):
         if section in doc and not isinstance(doc[section], dict):
             where.fail(None, section, "must be a table ([%s])" % section)
 
@@ -263,14 +281,17 @@ def _links(doc: dict, n_packages: int, where: _Where) -> tuple:
 def _latencies(doc: dict, fields: dict, where: _Where) -> dict:
     raw = doc["latency"]
     for key in raw:
+        if key in OLD_LATENCY_KEYS:
+            where.fail("latency", key, "transfers are no longer one number per relation: "
+                       "give the [protocol] table's family and legs instead")
         if key not in LATENCY_KEYS:
             where.fail("latency", key,
                        f"unknown latency (expected one of: {', '.join(LATENCY_KEYS)})")
-    needs = _needed_latencies(fields)
+    levels = dict(fields["shared_caches"])
+    needs = {"l1_hit": "every machine has an L1", "l2_hit": "every machine has an L2",
+             "l3_hit": "caches.L3 is set" if "L3" in levels else ""}
     out = {}
     for key in LATENCY_KEYS:
-        if key == "hop_transfer":
-            continue
         if key not in raw:
             if needs[key]:
                 where.fail("latency", None, f"missing latency '{key}' ({needs[key]})")
@@ -280,7 +301,6 @@ def _latencies(doc: dict, fields: dict, where: _Where) -> dict:
         if not _cycles(value):
             where.fail("latency", key, f"must be a positive whole number of cycles, at most {MAX_LATENCY:,}")
         out[key] = value
-    out["hop_transfer"] = _hop_transfer(raw, fields, needs, where)
     return out
 
 
@@ -289,54 +309,27 @@ def _cycles(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_LATENCY
 
 
-def _needed_latencies(fields: dict) -> dict:
-    """For each latency: why this machine needs it ('' if it does not)."""
-    levels = dict(fields["shared_caches"])
-    sharing = any(len(group) > 1 for groups in levels.values() for group in groups)
-    n_packages = len(fields["packages"])
-    return {
-        "l1_hit": "every machine has an L1",
-        "l2_hit": "every machine has an L2",
-        "l3_hit": "caches.L3 is set" if "L3" in levels else "",
-        "shared_cache_transfer": "some cores share a cache" if sharing else "",
-        "same_package_transfer":
-            "a package has cores that share no cache" if _unshared_pair(fields) else "",
-        "hop_transfer": f"there are {n_packages} packages" if n_packages > 1 else "",
-        "memory": "every machine has memory",
-    }
-
-
-def _unshared_pair(fields: dict) -> bool:
-    """True if two cores of one package share no cache (they need same_package_transfer)."""
-    sharers = {}
-    for _, groups in fields["shared_caches"]:
-        for group in groups:
-            for core in group:
-                sharers.setdefault(core, set()).update(group)
-    for cores in fields["packages"]:
-        for a in cores:
-            if any(b != a and b not in sharers.get(a, ()) for b in cores):
-                return True
-    return False
-
-
-def _hop_transfer(raw: dict, fields: dict, needs: dict, where: _Where) -> tuple:
-    n_packages = len(fields["packages"])
-    if "hop_transfer" not in raw:
-        if needs["hop_transfer"]:
-            where.fail("latency", None,
-                       f"missing latency 'hop_transfer' ({needs['hop_transfer']})")
-        return ()
-    value = raw["hop_transfer"]
-    diameter = max(max(row) for row in package_hops(n_packages, fields["links"]))
-    if _cycles(value):
-        # One number: a line n hops away costs n times it.
-        return tuple(value * hops for hops in range(1, diameter + 1)) or (value,)
-    if not isinstance(value, list) or not value or not all(_cycles(v) for v in value):
-        where.fail("latency", "hop_transfer",
-                   f"must be positive cycles, at most {MAX_LATENCY:,}: one number (per hop) "
-                   "or a list (1 hop, 2 hops, ...)")
-    if len(value) < diameter:
-        where.fail("latency", "hop_transfer",
-                   f"lists {len(value)} hop counts, but some packages are {diameter} hops apart")
-    return tuple(value)
+def _protocol(doc: dict, where: _Where) -> dict:
+    """The family and its legs: {"family": ..., "protocol": ((key, value), ...)}."""
+    raw = doc["protocol"]
+    family = raw.get("family")
+    if family is None:
+        where.fail("protocol", None, f"missing 'family' (one of: {', '.join(FAMILY_KEYS)})")
+    if family not in FAMILY_KEYS:
+        where.fail("protocol", "family", f"unknown family {family!r} "
+                                         f"(expected one of: {', '.join(FAMILY_KEYS)})")
+    wanted = FAMILY_KEYS[family]
+    for key in raw:
+        if key != "family" and key not in wanted:
+            where.fail("protocol", key, f"not a leg of {family} (its legs: {', '.join(wanted)})")
+    legs = []
+    for key in wanted:
+        if key not in raw:
+            where.fail("protocol", None, f"missing '{key}' (a leg of {family})")
+        value = raw[key]
+        limit = MAX_FREQ_GHZ if key.endswith("_ghz") else MAX_LATENCY
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value) or not 0 < value <= limit:
+            where.fail("protocol", key, f"must be a positive number, at most {limit:,g}")
+        legs.append((key, float(value)))
+    return {"family": family, "protocol": tuple(legs)}

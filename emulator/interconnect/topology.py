@@ -8,13 +8,19 @@ coherence cost model (coherence.py) and of `sprat topology show`:
     topo.transfer_cycles(0, 5)             # cycles to move a line from core 5 to core 0
     topo.ns(topo.transfer_cycles(0, 5))    # the same in nanoseconds
 
-Distances between two cores, nearest first (`relation`):
+Distances between two cores, nearest first (`relation`), which the
+benches and `sprat topology show` group pairs by:
 
-    same-core     the line is in the core's own cache          l1_hit
-    shared-cache  the cores share an L2 or L3                  shared_cache_transfer
-    same-package  same package, no shared cache (Intel: the    same_package_transfer
-                  other die of a Clovertown, across the FSB)
-    N-hop         other package, N interconnect hops away      hop_transfer[N - 1]
+    same-core     the line is in the core's own cache
+    shared-cache  the cores share an L2 or L3
+    same-package  same package, no shared cache (Intel: the other die
+                  of a Clovertown, across the FSB)
+    N-hop         other package, N interconnect hops away
+
+What a transfer costs is not a number per relation: it is the path the
+machine's protocol family takes (`family`: amd-probe-broadcast or
+intel-fsb, protocol.py), from the legs in the file's [protocol] table,
+evaluated once for every (home, requester, source) into `costs`.
 
 Presets live in presets/*.toml (their numbers and sources are comments
 there); the file format and its checks are in topofile.py. `generic(n)` is
@@ -57,10 +63,8 @@ class Topology:
     l1_hit: int
     l2_hit: int
     l3_hit: int | None
-    shared_cache_transfer: int | None
-    same_package_transfer: int | None
-    hop_transfer: tuple[int, ...]                      # [k]: cycles for a line k+1 hops away
-    memory: int
+    family: str                                        # the protocol path (protocol.py)
+    protocol: tuple[tuple[str, float], ...]            # its legs and clock, as in the file
 
     # -- cores and packages --
 
@@ -88,6 +92,18 @@ class Topology:
         """Interconnect hops between the packages of cores a and b (0: same package)."""
         return self._package_hops[self.package_of(a)][self.package_of(b)]
 
+    def package_hops(self, p: int, q: int) -> int:
+        """Interconnect hops between packages p and q."""
+        return self._package_hops[p][q]
+
+    def die_of(self, core: int) -> int:
+        """The die a core is on: its L2 group where cores share an L2 (a
+        Clovertown package holds two dies), else its package (one die)."""
+        return self._die_of[core]
+
+    def same_die(self, a: int, b: int) -> bool:
+        return self._die_of[a] == self._die_of[b]
+
     def max_hops(self) -> int:
         return max(max(row) for row in self._package_hops)
 
@@ -101,8 +117,27 @@ class Topology:
         return "same-package" if hops == 0 else f"{hops}-hop"
 
     def transfer_cycles(self, a: int, b: int) -> int:
-        """Cycles for core a to get a line that core b holds (a == b: an L1 hit)."""
-        return self._transfer_table[a][b]
+        """Cycles for core a to get a line that core b holds, the line's home
+        being b's package (a == b: an L1 hit). The directory charges by the
+        line's real home (coherence.py); this is the figure for tables."""
+        return self.costs.fetch[self.package_of(b)][a][b]
+
+    @property
+    def memory(self) -> int:
+        """Cycles for core 0 to fill a line homed at its own package from memory."""
+        return self.costs.fetch[0][0][self.n_cores()]
+
+    def legs_in_cycles(self) -> dict[str, float]:
+        """The protocol's legs in core cycles: a leg named *_nb is in
+        northbridge clocks, *_bus in bus clocks, *_ns in nanoseconds,
+        *_cycles in core clocks (the suffix goes)."""
+        return self._legs_in_cycles
+
+    @cached_property
+    def costs(self):
+        """The family's path evaluated for every case (protocol.CostTables)."""
+        from emulator.interconnect.protocol import CostTables
+        return CostTables(self)
 
     def ns(self, cycles: float) -> float:
         return cycles / self.freq_ghz
@@ -118,19 +153,28 @@ class Topology:
         return package_hops(len(self.packages), self.links)
 
     @cached_property
-    def _transfer_table(self) -> list[list[int]]:
+    def _die_of(self) -> list[int]:
+        die = {}
+        for group in self.cache_groups("L2"):
+            for core in group:
+                die[core] = min(group)
         n = self.n_cores()
-        return [[self._transfer_by_relation(a, b) for b in range(n)] for a in range(n)]
+        return [die.get(core, n + self.package_of(core)) for core in range(n)]
 
-    def _transfer_by_relation(self, a: int, b: int) -> int:
-        relation = self.relation(a, b)
-        if relation == "same-core":
-            return self.l1_hit
-        if relation == "shared-cache":
-            return self.shared_cache_transfer
-        if relation == "same-package":
-            return self.same_package_transfer
-        return self.hop_transfer[self.hops(a, b) - 1]
+    @cached_property
+    def _legs_in_cycles(self) -> dict[str, float]:
+        values = dict(self.protocol)
+        clocks = {"nb": values.get("northbridge_ghz"), "bus": values.get("bus_ghz")}
+        legs = {}
+        for key, value in self.protocol:
+            name, _, unit = key.rpartition("_")
+            if unit in clocks and clocks[unit]:
+                legs[name] = value * self.freq_ghz / clocks[unit]
+            elif unit == "ns":
+                legs[name] = value * self.freq_ghz
+            elif unit == "cycles":
+                legs[name] = float(value)
+        return legs
 
 
 # -- where machines come from --
@@ -159,8 +203,9 @@ def generic(n_cores: int) -> Topology:
     Packages of 4 cores (the last one may be smaller) sharing an L3, the
     packages joined in a ring (each linked to the next, the last to the
     first), so hop counts grow with distance as on a real multi-socket
-    board. Latencies are those of the amd-4x4 preset (measured Opteron
-    numbers); beyond its 2 hops each further hop adds what the second added.
+    board. Its cache latencies and protocol legs are those of the amd-4x4
+    preset (a probe broadcast over the ring: the farther the farthest
+    package, the longer every transfer).
     """
     if not 1 <= n_cores <= GENERIC_MAX_CORES:
         raise SpratError(f"--cores {n_cores}: must be between 1 and {GENERIC_MAX_CORES}")
@@ -183,17 +228,6 @@ def generic(n_cores: int) -> Topology:
         l1_hit=base.l1_hit,
         l2_hit=base.l2_hit,
         l3_hit=base.l3_hit,
-        shared_cache_transfer=base.shared_cache_transfer,
-        same_package_transfer=None,
-        hop_transfer=_extend_hops(base.hop_transfer, count // 2),
-        memory=base.memory,
+        family=base.family,
+        protocol=base.protocol,
     )
-
-
-def _extend_hops(measured: tuple[int, ...], wanted: int) -> tuple[int, ...]:
-    """Extend a per-hop cost list to `wanted` hops by repeating its last step."""
-    costs = list(measured)
-    step = costs[-1] - costs[-2] if len(costs) > 1 else costs[-1]
-    while len(costs) < wanted:
-        costs.append(costs[-1] + step)
-    return tuple(costs)

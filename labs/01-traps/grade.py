@@ -139,7 +139,12 @@ def watched_boot(image, *, cores, quantum=None, max_cycles=2_000_000, at=()):
     watch = watches[0]
     for core in run.system.machine.cores:
         if core.failure and "delivery raised" in core.failure:
-            fail(f"core {core.id}: {core.failure}", run)     # the student's code crashed
+            hint = ""
+            if "RecursionError" in core.failure:
+                hint = (" (a delivery that faults delivers a fault, which faults again: a check "
+                        "that refuses every event, such as the gate's DPL applied to "
+                        "exceptions and hardware interrupts, not only to `int n`?)")
+            fail(f"core {core.id}: {core.failure}{hint}", run)     # the student's code crashed
     return run, watch
 
 
@@ -173,7 +178,8 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
     if not extra and 0 < pushed <= 8 and pushed != size:
         hint = ""
         if pushed == size + 1 and "error" not in expected:
-            hint = ": this vector has no error code, yet one was pushed"
+            hint = (": this vector has no error code, yet one was pushed (or RSP was moved "
+                    "down before it was aligned: align the old RSP first, then push)")
         elif pushed == size - 1 and "error" in expected:
             hint = ": this vector has an error code, and none was pushed"
         return f"{what}: {pushed} words were pushed below {where} {top:#x}, expected {size}{hint}"
@@ -248,8 +254,11 @@ def check_user_event(run, what, entry, vector, error, rip, user_rsp, stop):
     """A trap from ring 3 at a known instruction and RSP."""
     lay = layout()
     if entry.vector != vector:
+        hint = ("" if entry.vector != 14 else " (a page fault on the way in: did the handler "
+                "start in ring 3? The new CPL is the DPL of the handler's code segment, 0, "
+                "not the gate's DPL)")
         fail(f"{what}: the processor went to the handler of {name(entry.vector)}, not "
-             f"{name(vector)}'s", run, stop)
+             f"{name(vector)}'s{hint}", run, stop)
     expected = {} if error is None else {"error": error}
     expected.update(RIP=rip, CS=lay.USER_CS, RFLAGS=RFLAGS_IF, RSP=user_rsp, SS=lay.USER_SS)
     problem = (handler_problem(what, entry, from_ring=3)
@@ -455,8 +464,11 @@ def system_calls_enter_at_lstar_and_return_intact():
                     if wrong:
                         fail(f"{what}: {problem}", run, stop)
             if len(calls) != CALLS + 1:
-                fail(f"core {core_id} made {len(calls)} system calls, expected {CALLS + 1}: "
-                     f"{run.result.reason}", run)
+                never = ("" if calls else " (no system call reached syscall_entry: does "
+                         "deliver_syscall leave RIP at LSTAR - SYSCALL_LENGTH, since unicorn "
+                         "adds SYSCALL_LENGTH after the hook?)")
+                fail(f"core {core_id} made {len(calls)} system calls, expected {CALLS + 1}"
+                     f"{never}: {run.result.reason}", run)
         expect_exits(run, watch, 2, {3: "a register, RSP or IF was different after a system "
                                         "call"})
 

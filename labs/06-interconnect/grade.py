@@ -100,8 +100,12 @@ READS = [
     ("a second reader of a line in E: E -> S, both copies S", "amd-2x2", [(0, "R", 0), (2, "R", 0)]),
     ("a read of a line another core modified: M -> O, the reader's copy S", "amd-2x2",
      [(0, "W", 0), (2, "R", 0), (1, "R", 0)]),
-    ("a read of a line only S copies hold: the nearest copy supplies it, or memory",
-     "intel-2x4", [(0, "R", 0), (4, "R", 0), (5, "R", 0), (1, "R", 0)]),
+    ("a read of a line only S copies hold, one on the reader's die (a shared L2): that copy "
+     "supplies it", "intel-2x4", [(0, "R", 0), (4, "R", 0), (5, "R", 0), (1, "R", 0)]),
+    ("a read of a line only S copies on other dies hold: memory supplies it", "intel-2x4",
+     [(2, "R", 0), (4, "R", 0), (0, "R", 0)]),
+    ("a read of a line only S copies in another package hold: memory supplies it", "amd-2x2",
+     [(0, "R", 0), (1, "R", 0), (2, "R", 0)]),
     ("reads of an owned line from every distance", "intel-2x4",
      [(0, "W", 0), (1, "R", 0), (2, "R", 0), (4, "R", 0), (6, "R", 0)]),
 ]
@@ -138,16 +142,71 @@ def writes_invalidate_every_other_copy():
         check_script(what, topology, accesses)
 
 
-# --- Recorded streams of real runs ---------------------------------------------------------
+# --- The AMD path: what a transaction costs ------------------------------------------------
+
+AMD_MACHINES = ("amd-2x2", "amd-4x4", "amd-8x4")
+
+
+def amd_legs(topology, me, home, source) -> str:
+    """The legs of one transaction as the handout names them, for a failure's reason."""
+    legs = topology.legs_in_cycles()
+    hop, link = legs["ht_hop"], legs["line_on_link"]
+    hops, mine = topology.package_hops, topology.package_of(me)
+    probe = hop * max(hops(home, node) + hops(node, mine)
+                      for node in range(len(topology.packages)))
+    if source == "invalidate":
+        data = "no data"
+    elif source == "memory":
+        dram = legs["dram"] - legs["on_chip"] + hop * hops(home, mine)
+        data = f"data from DRAM {dram + (link if home != mine else 0):g}"
+    else:
+        owner = topology.package_of(source)
+        trip = hop * (hops(home, owner) + hops(owner, mine))
+        data = f"data from the owner {trip + (link if owner != mine else 0):g}"
+    return (f"on_chip {legs['on_chip']:g}, request to home {hop * hops(mine, home):g}, "
+            f"probe round {probe:g}, {data}")
+
+
+def describe_transaction(topology, me, home, source) -> str:
+    what = {"invalidate": "invalidating the other copies of a line",
+            "memory": "reading a line from memory"}.get(
+        source, f"reading a line from core {source}'s cache (package "
+                f"{topology.package_of(source) if isinstance(source, int) else ''})")
+    return (f"{topology.name}: core {me} (package {topology.package_of(me)}) {what}, its home "
+            f"package {home}")
+
 
 @test(points=15)
+def the_amd_path_adds_up_its_legs():
+    """amd_probe_broadcast on every AMD preset and the handout's machine: every requester, home and source costs what the reference's path does."""
+    from emulator.interconnect import load_topology, protocol
+    reference = replay.reference_protocol()
+    for name in AMD_MACHINES + ("handout",):
+        topology = handouts_machine() if name == "handout" else load_topology(name)
+        firsts = [cores[0] for cores in topology.packages]
+        for home in range(len(topology.packages)):
+            for me in firsts:
+                for source in (*firsts[1:], "memory", "invalidate"):
+                    if source == me:
+                        continue
+                    want = reference.amd_probe_broadcast(topology, me, home, source)
+                    got = protocol.amd_probe_broadcast(topology, me, home, source)
+                    if got != want:
+                        fail(f"{describe_transaction(topology, me, home, source)}: should cost "
+                             f"{want} cycles ({amd_legs(topology, me, home, source)}), yours "
+                             f"{got!r}")
+
+
+# --- Recorded streams of real runs ---------------------------------------------------------
+
+@test(points=10)
 def urpc_streams_replay_as_the_reference():
     """Every access of two URPC ping-pongs (intel-2x4, amd-4x4): the same states, cycles and counters."""
     for name in ("pingpong-intel-2x4", "pingpong-amd-4x4"):
         check_stream(name)
 
 
-@test(points=15)
+@test(points=10)
 def contended_and_shootdown_streams_replay_as_the_reference():
     """Every access of four cores fighting over two lines (amd-2x2, intel-2x4) and of a TLB shootdown."""
     for name in ("contended-amd-2x2", "contended-intel-2x4", "shootdown-amd-2x2"):
@@ -217,15 +276,15 @@ def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
             fail(f"{what}: the {key} differ from the reference's run", run)
 
 
-@test(points=20)
+@test(points=15)
 def whole_machines_run_as_with_the_reference():
-    """URPC and contended images booted with your directory: every core's cycles and every message as the reference's, at every quantum and seed."""
-    for quantum in QUANTA:
-        check_machine("images/contended.lst", "amd-2x2", quantum=quantum)
+    """URPC and contended images booted with your directory and path: every core's cycles and every message as the reference's, at every quantum and seed."""
     for seed in SEEDS[:3]:
         check_machine("images/contended.lst", "intel-2x4", seed=seed)
     for quantum in (7, 10_000):
         check_machine("images/pingpong.lst", "intel-2x4", quantum=quantum)
+    for quantum in QUANTA:                   # an AMD machine: your path prices it too
+        check_machine("images/contended.lst", "amd-2x2", quantum=quantum)
 
 
 # --- The written part -------------------------------------------------------------------
@@ -312,11 +371,11 @@ def numbers(answers: dict, table: str, relations) -> dict[str, float]:
 
 
 # What a message's legs must name: the store that invalidates the receiver's
-# copy of the slot line, and the receiver's read that brings it over.
+# copy of the slot line, and the AMD path every transaction takes.
 LEG_WORDS = {
     "the sender's store invalidating the receiver's copy": ("invalidat",),
-    "the receiver's read bringing the line over from the sender": ("read", "fetch", "supplies",
-                                                                   "miss"),
+    "the line's home, where every request goes": ("home",),
+    "the probe round the home starts": ("probe",),
 }
 
 

@@ -1,5 +1,6 @@
 """Record the access streams lab 6 replays (instructors: run it again after
-emulator/interconnect/coherence.py changes what an access costs).
+emulator/interconnect/coherence.py or protocol.py changes what an access
+costs; tests/test_lab_interconnect.py says when).
 
     python labs/06-interconnect/record.py            # every stream of STREAMS
     python labs/06-interconnect/record.py NAME ...   # some of them

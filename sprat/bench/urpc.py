@@ -13,8 +13,10 @@ as the paper's benchmarks did:
               (on the sender) and one receive (on the receiver) touch
 
 The paper's Table 2 figures are printed beside sprat's where they are
-known (emulator/interconnect/PAPER.md says which are). None of the model's
-latencies was fitted to them.
+known (emulator/interconnect/PAPER.md says which are, and what the model
+predicts for the others). None of the model's latencies was fitted to
+them: a transfer costs what its machine family's protocol path costs
+(emulator/interconnect/protocol.py), from the sourced legs of the presets.
 
 Beside it, LMP: two dispatchers on one core passing a message through the
 CPU driver (userland/lmp_pingpong.S), one-way latency as half a round trip,
@@ -70,9 +72,10 @@ def add_parser(benches) -> None:
 def run(args) -> int:
     from emulator.interconnect import list_presets, load_topology
     names = args.topology or list_presets()
-    rows, lmp_rows = [], []
+    rows, lmp_rows, families = [], [], []
     for name in names:
         topology = load_topology(name)
+        families.append(f"{topology.name}: {topology.family}")
         for relation, peer in core_pairs(topology):
             progress(f"{topology.name}: cores 0 and {peer} ({relation})")
             rows.append(measure_case(topology, relation, peer, args.rounds, args.messages))
@@ -88,7 +91,9 @@ def run(args) -> int:
     emit(args, "URPC: one-way latency, pipelined throughput, cache lines of send + receive",
          headers, [[row[h] for h in headers] for row in rows],
          ["paper: Baumann et al., SOSP 2009, Table 2 ('-' where the value is not on record, "
-          "see emulator/interconnect/PAPER.md)"])
+          "see emulator/interconnect/PAPER.md)",
+          "a transfer is charged by its machine's protocol path "
+          f"(emulator/interconnect/protocol.py): {', '.join(families)}"])
     lmp_headers = ["case", "latency_cycles", "latency_ns", "paper_lrpc_cycles"]
     emit(args, "LMP: two dispatchers on one core, through the CPU driver",
          lmp_headers, [[row[h] for h in lmp_headers] for row in lmp_rows],

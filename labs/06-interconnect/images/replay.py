@@ -4,7 +4,9 @@
     python images/replay.py pingpong-intel-2x4 --to 120     # accesses up to #120
 
 Run it inside your lab 6 workspace (or give --lab DIR): it imports your
-emulator/interconnect/coherence.py, and the tree's own as the reference.
+emulator/interconnect/coherence.py, and the tree's own as the reference;
+both price a transaction by the tree's protocol paths (protocol.py), so
+what differs is your transitions.
 It feeds both directories the same accesses, in the order the machine made
 them (images/streams/NAME.stream: core, read or write, physical address,
 size, the core's clock), and after each one compares what the grader
@@ -74,12 +76,11 @@ def student_module():
 
 
 def new_directory(module, topology_name: str, memory_size: int | None = None):
-    """A directory as the machine's cost model makes one (emulator/cost.py); the
-    reference's with the reference's transaction costs."""
+    """A directory as the machine's cost model makes one (emulator/cost.py).
+    Both directories price transactions by the tree's protocol paths: a
+    stream tests the transitions, the grader tests the paths apart."""
     from emulator.interconnect import load_topology
-    topology = load_topology(topology_name)
-    if module is reference_module():
-        topology = with_reference_costs(topology)
+    topology = with_reference_costs(load_topology(topology_name))
     return module.CoherenceDirectory(topology, merge_reads=True, memory_size=memory_size)
 
 
