@@ -38,7 +38,8 @@ connects them to the cores:
     core parks, a write wakes the cores parked on a line) and what is rare
     (an access to two lines at once, or to a line new to the directory).
     Both paths give the same results; `hit_path` says which one runs ("C",
-    or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one).
+    or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one,
+    and so does a directory that is not the tree's own, as in lab 6).
 
   * Listening. `observe(listener)` reports every load and store on the
     tracked lines to `listener(core, write, address, size, value)` (the
@@ -66,7 +67,7 @@ class CostModel:
     def __init__(self, machine, topology):
         self.machine = machine
         self.topology = topology
-        reason = hitpath.why_pure()
+        reason = hitpath.why_pure(CoherenceDirectory)
         self.hit_path = "C" if reason is None else f"pure Python ({reason})"
         # On the C path, the directory's counters and the entries of tracked
         # lines (`track`), and the cores' clocks, live in C memory, where C
