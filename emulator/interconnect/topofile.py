@@ -22,6 +22,11 @@ A topology file (and every preset in `presets/`) looks like this:
     hop_transfer = [182]                 # cycles for a line 1 hop away, 2 hops, ...
     memory = 168                         # (or one number: n hops cost n times it)
 
+    [instructions]                       # optional: cycles of privileged work
+    syscall = 27                         # what the instruction costs in all
+    sysret = 35                          # (unlisted ones cost their one cycle)
+    interrupt = 100                      # delivering an exception or interrupt
+
 `read_topology_fields(path)` checks every field and returns the keyword
 arguments of `Topology`. Any problem raises SpratError as
 `path:line: field: what is wrong`. tomllib reports the line of a syntax
@@ -43,12 +48,18 @@ from pathlib import Path
 from emulator.errors import SpratError
 from emulator.files import read_text
 
-TOP_KEYS = ("name", "description", "freq_ghz", "packages", "caches", "links", "latency")
+TOP_KEYS = ("name", "description", "freq_ghz", "packages", "caches", "links", "latency",
+            "instructions")
 CACHE_LEVELS = ("L2", "L3")
 LATENCY_KEYS = (
     "l1_hit", "l2_hit", "l3_hit", "shared_cache_transfer",
     "same_package_transfer", "hop_transfer", "memory",
 )
+# [instructions]: what privileged work costs in all, in cycles of the core
+# clock (emulator/instcost.py charges them). "interrupt" is no instruction:
+# the delivery of an exception or interrupt through the IDT.
+INSTRUCTION_KEYS = ("syscall", "sysret", "iretq", "mov_cr3", "invlpg", "wrmsr", "swapgs",
+                    "interrupt")
 # Bounds that keep every sum of latencies far from a 64-bit wrap. The
 # slowest access on the paper's machines is a few hundred cycles; a
 # million is a machine no one would build, yet still a number we can add.
@@ -140,6 +151,7 @@ def read_topology_fields(path: Path) -> dict:
     fields["shared_caches"] = _caches(doc, packages, where)
     fields["links"] = _links(doc, len(packages), where)
     fields.update(_latencies(doc, fields, where))
+    fields["instruction_costs"] = _instruction_costs(doc, where)
     return fields
 
 
@@ -160,7 +172,7 @@ def _check_known_keys(doc: dict, where: _Where):
     for required in ("name", "description", "freq_ghz", "packages", "latency"):
         if required not in doc:
             where.fail(None, None, f"missing field '{required}'")
-    for section in ("caches", "links", "latency"):
+    for section in ("caches", "links", "latency", "instructions"):
         if section in doc and not isinstance(doc[section], dict):
             where.fail(None, section, "must be a table ([%s])" % section)
 
@@ -282,6 +294,19 @@ def _latencies(doc: dict, fields: dict, where: _Where) -> dict:
         out[key] = value
     out["hop_transfer"] = _hop_transfer(raw, fields, needs, where)
     return out
+
+
+def _instruction_costs(doc: dict, where: _Where) -> tuple:
+    """[instructions]: (name, cycles) pairs in INSTRUCTION_KEYS order; () if absent."""
+    raw = doc.get("instructions", {})
+    for key in raw:
+        if key not in INSTRUCTION_KEYS:
+            where.fail("instructions", key,
+                       f"unknown instruction (expected one of: {', '.join(INSTRUCTION_KEYS)})")
+        if not _cycles(raw[key]):
+            where.fail("instructions", key,
+                       f"must be a positive whole number of cycles, at most {MAX_LATENCY:,}")
+    return tuple((key, raw[key]) for key in INSTRUCTION_KEYS if key in raw)
 
 
 def _cycles(value) -> bool:

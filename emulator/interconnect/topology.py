@@ -61,6 +61,8 @@ class Topology:
     same_package_transfer: int | None
     hop_transfer: tuple[int, ...]                      # [k]: cycles for a line k+1 hops away
     memory: int
+    # [instructions]: (name, cycles) of privileged work (emulator/instcost.py)
+    instruction_costs: tuple[tuple[str, int], ...] = ()
 
     # -- cores and packages --
 
@@ -159,8 +161,9 @@ def generic(n_cores: int) -> Topology:
     Packages of 4 cores (the last one may be smaller) sharing an L3, the
     packages joined in a ring (each linked to the next, the last to the
     first), so hop counts grow with distance as on a real multi-socket
-    board. Latencies are those of the amd-4x4 preset (measured Opteron
-    numbers); beyond its 2 hops each further hop adds what the second added.
+    board. Latencies and instruction costs are those of the amd-4x4 preset
+    (measured Opteron numbers); beyond its 2 hops each further hop adds what
+    the second added.
     """
     if not 1 <= n_cores <= GENERIC_MAX_CORES:
         raise SpratError(f"--cores {n_cores}: must be between 1 and {GENERIC_MAX_CORES}")
@@ -187,6 +190,7 @@ def generic(n_cores: int) -> Topology:
         same_package_transfer=None,
         hop_transfer=_extend_hops(base.hop_transfer, count // 2),
         memory=base.memory,
+        instruction_costs=base.instruction_costs,
     )
 
 
