@@ -162,6 +162,13 @@ def test_user_topology_file_loads_like_a_preset(tmp_path):
     assert topo.transfer_cycles(0, 3) == 150
 
 
+def test_user_topology_file_sets_instruction_costs(tmp_path):
+    topo = load_topology(write(tmp_path, GOOD + "\n[instructions]\nsysret = 35\ninterrupt = 90\n"))
+    assert dict(topo.instruction_costs) == {"sysret": 35, "interrupt": 90}
+    assert load_topology(write(tmp_path, GOOD, "plain.toml")).instruction_costs == (), (
+        "a file without [instructions] should charge privileged instructions nothing extra")
+
+
 def test_single_number_hop_transfer_grows_with_each_hop(tmp_path):
     text = GOOD.replace("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [2, 3], [4, 5]]\n\n[caches]")
     text = text.replace("L2 = [[0, 1], [2, 3]]", "L2 = [[0, 1], [2, 3], [4, 5]]")
@@ -221,6 +228,14 @@ BAD_FILES = [
      "missing latency 'same_package_transfer'", "[latency]"),
     ("packages wrong type", edit("[[0, 1], [2, 3]]\n\n[caches]", '"all"\n\n[caches]'),
      "packages: must be a list of non-empty lists", 'packages = "all"'),
+    ("unknown instruction", GOOD + "\n[instructions]\nsyscall = 27\nsysenter = 30\n",
+     "instructions.sysenter: unknown instruction", "sysenter = 30"),
+    ("instruction cost not cycles", GOOD + "\n[instructions]\nsysret = 0\n",
+     "instructions.sysret: must be a positive whole number of cycles", "sysret = 0"),
+    ("instruction cost wrong type", GOOD + '\n[instructions]\ninvlpg = "slow"\n',
+     "instructions.invlpg: must be a positive whole number of cycles", 'invlpg = "slow"'),
+    ("instructions not a table", GOOD.replace('name = "tiny"', 'name = "tiny"\ninstructions = 5'),
+     "instructions: must be a table", "instructions = 5"),
 ]
 
 
@@ -297,8 +312,8 @@ SOURCE_WORDS = re.compile(r"seen|cited|measured|manual|pub\.|\b(19|20)\d\d\b|\b(
 
 
 def parameter_sources(path):
-    """(line number, key, the comments that source it) for every latency
-    and clock parameter of a topology file: its trailing comment and the
+    """(line number, key, the comments that source it) for every latency,
+    instruction cost and clock parameter of a topology file: its trailing comment and the
     comment block right above its run of parameter lines."""
     found, block, section = [], [], ""
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -312,7 +327,7 @@ def parameter_sources(path):
         else:
             key = stripped.split("=", 1)[0].strip()
             trailing = stripped.split("#", 1)[1] if "#" in stripped else ""
-            if section == "[latency]" or key == "freq_ghz":
+            if section in ("[latency]", "[instructions]") or key == "freq_ghz":
                 found.append((number, key, " ".join(block) + " " + trailing))
     return found
 
