@@ -169,6 +169,13 @@ def test_user_topology_file_sets_instruction_costs(tmp_path):
         "a file without [instructions] should charge privileged instructions nothing extra")
 
 
+def test_topology_show_lists_the_privileged_instruction_costs():
+    text = render_topology(load_topology("amd-2x2"))
+    assert "privileged instructions:" in text
+    assert "  syscall                     27       9.6" in text, text
+    assert "  invlpg                     280     100.0" in text, text
+
+
 def test_single_number_hop_transfer_grows_with_each_hop(tmp_path):
     text = GOOD.replace("[[0, 1], [2, 3]]\n\n[caches]", "[[0, 1], [2, 3], [4, 5]]\n\n[caches]")
     text = text.replace("L2 = [[0, 1], [2, 3]]", "L2 = [[0, 1], [2, 3], [4, 5]]")
