@@ -10,8 +10,9 @@ system calls, interrupts and IPIs.
 The core's clock (`cycles`) is modeled time: one cycle per instruction plus
 whatever the interconnect's cost model charges and what privileged
 instructions and trap delivery cost beyond that (emulator/instcost.py), and
-a halted core's clock jumps to the moment something wakes it. The scheduler (emulator/scheduler.py)
-decides which core runs next and for how long; a core only runs when asked.
+a halted core's clock jumps to the moment something wakes it. The
+scheduler (emulator/scheduler.py) decides which core runs next and for how
+long; a core only runs when asked.
 What moves during a quantum lives in `clock` (Clock): where the quantum
 began, how long it may run, what the cost model charged in it. The cost
 model's C hit path replaces it with an equal clock in C memory

@@ -14,6 +14,7 @@ import dataclasses
 import struct
 
 import pytest
+from unicorn import UC_HOOK_CODE
 
 from emulator import hitpath
 from emulator.assembler import assemble_text
@@ -74,7 +75,7 @@ again:
 """
 
 
-def run(kind: str, costs: tuple) -> int:
+def run(kind: str, costs: tuple, setup=None) -> int:
     """Modeled cycles beyond its instruction count of core 0 running the
     `kind` guest with these costs (the last instruction, the one that
     switches the machine off, is not always counted)."""
@@ -89,6 +90,8 @@ def run(kind: str, costs: tuple) -> int:
     memory.write(IDT + 0x40 * 16, struct.pack("<HHBBHII", handler & 0xFFFF, 8, 0, 0x8E,
                                               (handler >> 16) & 0xFFFF, handler >> 32, 0))
     machine.cost.instructions.add_sites(find_instruction_sites(program))
+    if setup:
+        setup(machine, program)
     machine.power_on(CODE)
     result = machine.run(max_cycles=10**6)
     assert result.clean, f"the {kind} guest failed: {result.reason}"
@@ -116,6 +119,28 @@ def test_instruction_costs_are_the_same_on_the_c_and_the_pure_path(kind, monkeyp
     c = run(kind, costs)
     monkeypatch.setenv(hitpath.PURE_ENV, "1")
     assert run(kind, costs) == c, f"{kind}: the pure Python path charged other cycles"
+
+
+def test_an_instruction_stopped_before_is_charged_once_when_it_runs():
+    # A debugger's breakpoint is a later code hook on the same address: it
+    # stops the core before the instruction our hook just charged.
+    stops = []
+
+    def breakpoint_on_the_site(machine, program):
+        core = machine.cores[0]
+        site = program.symbols["again"]           # the loop's invlpg
+
+        def stop_there(_uc, _address, _size, _data):
+            if len(stops) < 3:
+                stops.append(core.now())
+                core.stop_before_this_instruction()
+        core.uc.hook_add(UC_HOOK_CODE, stop_there, begin=site, end=site)
+    free = run("invlpg", ())
+    stopped = run("invlpg", (("invlpg", 300),), setup=breakpoint_on_the_site)
+    assert len(stops) == 3, "the breakpoint should have stopped the core three times"
+    assert stopped - free == LOOPS * 299, (
+        f"with the core stopped before invlpg three times, {LOOPS} invlpg cost "
+        f"{stopped - free} cycles, expected {LOOPS * 299}")
 
 
 def test_the_same_run_twice_charges_the_same_cycles():
