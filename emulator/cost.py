@@ -58,6 +58,7 @@ from emulator import hitpath
 from emulator.core import CoreState
 from emulator.cpustate import emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
+from emulator.instcost import InstructionCosts
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 
 PAUSE = b"\xf3\x90"
@@ -91,6 +92,8 @@ class CostModel:
         self._pause_hooks = {}            # C path: core id -> its PauseHook
         self._keep = []                   # what unicorn and C hold bare pointers to
         self.listeners = []               # observe(): told of every access to a tracked line
+        # Privileged instructions and trap delivery (emulator/instcost.py).
+        self.instructions = InstructionCosts(machine, topology.instruction_costs)
 
     # --- Tracked windows ----------------------------------------------------
     def track(self, physical: int, size: int) -> None:

@@ -42,6 +42,7 @@ from unicorn import x86_const as x86
 from cpudriver import layout
 from emulator.assembler import Program, assemble_file
 from emulator.cost import find_pause_sites
+from emulator.instcost import find_instruction_sites
 from emulator.errors import SpratError
 from emulator.machine import DEFAULT_MEMORY, Machine
 from emulator.scheduler import DEFAULT_QUANTUM
@@ -282,13 +283,16 @@ def _numeric_options(entry, where: str) -> dict[str, int]:
 
 
 def _track_channels(system: System) -> None:
-    """Tell the cost model where the channels are, and where programs poll them."""
+    """Tell the cost model where the channels are, where programs poll them,
+    and where the privileged instructions it charges are."""
     cost = system.machine.cost
     if cost is None:
         return
     cost.track(layout.CHANNELS_PHYS, layout.CHANNELS_SIZE)
+    cost.instructions.add_sites(find_instruction_sites(system.kernel))
     for module in system.modules:
         cost.add_pause_sites(find_pause_sites(module.program))
+        cost.instructions.add_sites(find_instruction_sites(module.program))
 
 
 def _write_boot_info(system: System) -> None:
