@@ -65,19 +65,19 @@ def _explain_core(core, symbols) -> str | None:
     if core.state is CoreState.OFF:
         return f"core {core.id} was never started"
     if core.state is CoreState.FAILED:
-        return f"core {core.id} failed: {core.failure}{_named(core.rip, core.id, symbols)}"
+        return f"core {core.id} failed: {core.failure}{_named(core.rip, symbols)}"
     if core.state is CoreState.STOPPED and core.exit_code:
         return (f"core {core.id} stopped with exit code {core.exit_code}"
                 f"{_kernel_panic(core, symbols) or ' ' + _where(core, symbols)}")
     return None
 
 
-def _named(address: int, core_id: int, symbols) -> str:
+def _named(address: int, symbols) -> str:
     """' (in LABEL+N, file:line)' for a raw address a message gives, or ''."""
-    name = symbols.describe(address, core_id)
+    name = symbols.describe(address)
     if name is None:
         return ""
-    source = symbols.source(address, core_id)
+    source = symbols.source(address)
     return f" (in {name}" + (f", {short_source(source)})" if source else ")")
 
 
@@ -88,7 +88,7 @@ def _kernel_panic(core, symbols) -> str | None:
     from unicorn.x86_const import UC_X86_REG_RBX
     from emulator.traps import exception_name
     from emulator.paging import PageFault
-    stopped_in = symbols.describe(core.rip, core.id) or ""
+    stopped_in = symbols.describe(core.rip) or ""
     if not stopped_in.startswith("trap_kernel_panic"):
         return None
     frame = core.regs.read(UC_X86_REG_RBX)
@@ -96,7 +96,7 @@ def _kernel_panic(core, symbols) -> str | None:
         vector, _, rip = struct.unpack("<3Q", core.read_virtual(frame + TF_VECTOR, 24))
     except (PageFault, IndexError, OverflowError, struct.error):
         return ": a kernel panic"
-    return f": a kernel panic, {exception_name(vector)} at {rip:#x}{_named(rip, core.id, symbols)}"
+    return f": a kernel panic, {exception_name(vector)} at {rip:#x}{_named(rip, symbols)}"
 
 
 def describe_line(physical: int) -> str:
