@@ -124,6 +124,8 @@ class Core:
         self.clock_ratio = 1           # it dies at; the cycles each instruction costs
         self.syscall_cycles = 0        # what a syscall and a trap's delivery cost beyond
         self.delivery_cycles = 0       # their instructions (emulator/instcost.py)
+        self.user_faults = []          # (vector, rip, error code, cr2) of each exception
+                                       # taken in ring 3, for the run's report
         self._charged_here = (0, 0)    # (unicorn's count, cycles) charged before an instruction
         self.journal = None            # told of every run and interrupt check: time
                                        # travel's record (emulator/debug/timetravel.py)
@@ -228,6 +230,10 @@ class Core:
 
     def _deliver(self, vector, error_code, software, return_rip=None):
         self._entering_kernel()
+        if vector < traps.FIRST_INTERRUPT_VECTOR and self.privilege == 3:
+            rip = self.rip if return_rip is None else return_rip
+            self.user_faults.append((vector, rip, error_code or 0,
+                                     self.regs.read(x86.UC_X86_REG_CR2)))
         if self.delivery_cycles:
             self.charge(self.delivery_cycles)
         try:

@@ -24,6 +24,7 @@ from cpudriver import layout
 from emulator import sources
 from emulator.core import CoreState
 from emulator.debug.symbols import SymbolTable
+from emulator.traps import GENERAL_PROTECTION, PAGE_FAULT, exception_name
 from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE
 
 TF_VECTOR = 120                 # trap.S's frame: vector, error code, rip
@@ -97,6 +98,36 @@ def _kernel_panic(core, symbols) -> str | None:
     except (PageFault, IndexError, OverflowError, struct.error):
         return ": a kernel panic"
     return f": a kernel panic, {exception_name(vector)} at {rip:#x}{_named(rip, symbols)}"
+
+
+def user_faults(system) -> list[str]:
+    """One line per exception a program took in ring 3 (the CPU driver kills
+    the program for it), named: its label and source line, and what the
+    error code says, where the CPU driver's console line has raw numbers."""
+    symbols = symbols_of(system)
+    lines = []
+    for core in system.machine.cores:
+        for vector, rip, error, cr2 in core.user_faults:
+            what = f"core {core.id}: {exception_name(vector)}{_named(rip, symbols) or f' at {rip:#x}'}"
+            if vector == PAGE_FAULT:
+                what += f" touching {cr2:#x}: {page_fault_cause(error)} (error {error:#x})"
+            elif vector == GENERAL_PROTECTION and error:
+                what += f" (error {error:#x}: selector {error & ~7:#x})"
+            lines.append(what)
+    return lines
+
+
+def page_fault_cause(error: int) -> str:
+    """A #PF error code in words (Intel SDM vol. 3, "Interrupt 14")."""
+    access = "an instruction fetch" if error & 0x10 else "a write" if error & 2 else "a read"
+    mode = "in user mode" if error & 4 else "in kernel mode"
+    if error & 8:
+        return f"{access} {mode} through a page-table entry with reserved bits set"
+    if not error & 1:
+        return f"{access} {mode} of a page that is not mapped"
+    forbids = [why for bit, why in ((4, "kernel-only"), (2, "read-only"), (0x10, "no-execute"))
+               if error & bit]
+    return f"{access} {mode} of a mapped page that forbids it ({' or '.join(forbids)})"
 
 
 def describe_line(physical: int) -> str:

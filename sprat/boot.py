@@ -174,6 +174,9 @@ def run(args) -> int:
     if result.clean and failures and not args.expect_failures:
         print(f"sprat: every core halted after {result.cycles:,} cycles, but {failures} "
               "(--expect-failures if that is the point)", file=sys.stderr)
+        from kernel.diagnosis import user_faults
+        for line in user_faults(system):
+            print(f"sprat:   {line}", file=sys.stderr)
         return EXIT_MACHINE_FAILURE
     if result.clean:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
