@@ -191,13 +191,13 @@ class CostModel:
                         return
                     line, now = line + 1, now + cycles
             except BaseException as error:      # a bug in sprat: stop this core, say so
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def wake(line):
             try:
                 self._wake(line)
             except BaseException as error:
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
         return charge, wake
 
     # --- Parking cores that poll -------------------------------------------------
@@ -250,13 +250,13 @@ class CostModel:
                     return
                 park_unless_written(reads)
             except BaseException as error:   # a bug in sprat: stop this core, say so
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def on_checked_pause():
             try:
                 park_unless_written(watch.take())
             except BaseException as error:
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def park_unless_written(reads):
             # Like MONITOR/MWAIT: a write that came after the read (say, while

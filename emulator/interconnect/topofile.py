@@ -141,7 +141,7 @@ class _Where:
     def fail(self, section: str | None, key: str | None, message: str):
         line = _line_of(self.text, section, key)
         field = ".".join(part for part in (section, key) if part)
-        raise SpratError(f"{self.path}:{line}: {field}: {message}")
+        raise SpratError(f"{self.path}:{line}: {field + ': ' if field else ''}{message}")
 
 
 # -- reading the file --

@@ -96,7 +96,8 @@ def check_script(what: str, topology: str, accesses) -> None:
 READS = [
     ("a read of a line no cache holds: from memory, the reader's copy E", "amd-2x2",
      [(0, "R", 0)]),
-    ("a read hit in E, then in S", "amd-2x2", [(0, "R", 0), (0, "R", 0), (1, "R", 0), (1, "R", 0)]),
+    ("a read hit in E; a second core's read miss; then a read hit in S", "amd-2x2",
+     [(0, "R", 0), (0, "R", 0), (1, "R", 0), (1, "R", 0)]),
     ("a second reader of a line in E: E -> S, both copies S", "amd-2x2", [(0, "R", 0), (2, "R", 0)]),
     ("a read of a line another core modified: M -> O, the reader's copy S", "amd-2x2",
      [(0, "W", 0), (2, "R", 0), (1, "R", 0)]),
@@ -106,6 +107,9 @@ READS = [
      [(2, "R", 0), (4, "R", 0), (0, "R", 0)]),
     ("a read of a line only S copies in another package hold: memory supplies it", "amd-2x2",
      [(0, "R", 0), (1, "R", 0), (2, "R", 0)]),
+    ("a read of a line only S copies hold, one on the reader's die, on amd-8x4 (whether "
+     "that copy or memory is cheaper decides)", "amd-8x4",
+     [(0, "R", 0), (8, "R", 0), (1, "R", 0), (20, "R", 0), (21, "R", 0)]),
     ("reads of an owned line from every distance", "intel-2x4",
      [(0, "W", 0), (1, "R", 0), (2, "R", 0), (4, "R", 0), (6, "R", 0)]),
 ]
@@ -163,8 +167,8 @@ def amd_legs(topology, me, home, source) -> str:
         owner = topology.package_of(source)
         trip = hop * (hops(home, owner) + hops(owner, mine))
         data = f"data from the owner {trip + (link if owner != mine else 0):g}"
-    return (f"on_chip {legs['on_chip']:g}, request to home {hop * hops(mine, home):g}, "
-            f"probe round {probe:g}, {data}")
+    return (f"on_chip {legs['on_chip']:g} cycles, request to home {hop * hops(mine, home):g} "
+            f"cycles, probe round {probe:g} cycles, {data} cycles")
 
 
 def describe_transaction(topology, me, home, source) -> str:
@@ -333,6 +337,13 @@ def the_topology_file_describes_the_handouts_machine():
         if field.name == "links":                  # [1, 0] is the link [0, 1]
             have, should = (sorted(tuple(sorted(pair)) for pair in links)
                             for links in (have, should))
+        if have != should and field.name == "protocol":
+            yours, theirs = dict(have), dict(should)
+            wrong = sorted(key for key in set(yours) | set(theirs)
+                           if yours.get(key) != theirs.get(key))
+            fail(f"{MACHINE}: [protocol] " + "; ".join(
+                f"{key} is {yours.get(key, 'missing')} in your file, the handout's machine "
+                f"has {theirs.get(key, 'none')}" for key in wrong))
         if have != should:
             fail(f"{MACHINE}: {field.name} is {have!r} in your file; the handout's machine "
                  f"has {should!r}")
@@ -387,8 +398,9 @@ def the_prediction_is_within_ten_percent_of_the_measurement():
     legs = answers.get("legs")
     if not isinstance(legs, list) or len(legs) < 2 or not all(isinstance(leg, str) and
                                                               leg.strip() for leg in legs):
-        fail(f"{ANSWERS}: `legs` should list, one string each, the legs of one message: what "
-             f"crosses between the two caches, and what it costs")
+        fail(f"{ANSWERS}: `legs` should list the legs of one message, one string per leg "
+             f"(at least two: a message makes more than one transaction): what crosses "
+             f"between the two caches, and what it costs")
     text = " ".join(legs).lower()
     for leg, words in LEG_WORDS.items():
         if not any(word in text for word in words):
