@@ -47,9 +47,10 @@ class Client:
         byte, self.buffer = self.buffer[:1], self.buffer[1:]
         return byte
 
-    def read_packet(self) -> str:
-        """The next reply's body, skipping acks; checks the checksum."""
-        while self.read_byte() != b'$':
+    def read_packet(self, start: bytes = b'$') -> str:
+        """The next reply's body, skipping acks; checks the checksum. (A
+        notification is framed the same, starting with % instead.)"""
+        while self.read_byte() != start:
             pass
         body = b''
         while (byte := self.read_byte()) != b'#':
@@ -619,14 +620,7 @@ class CountingTarget(FakeTarget):
 
 def read_notification(client: Client) -> str:
     """The next `%Stop:...` notification's body (gdb's side never acks them)."""
-    while client.read_byte() != b'%':
-        pass
-    body = b''
-    while (byte := client.read_byte()) != b'#':
-        body += byte
-    digits = client.read_byte() + client.read_byte()
-    assert int(digits, 16) == sum(body) & 0xFF, f'notification {body!r} has a bad checksum'
-    return body.decode('latin-1')
+    return client.read_packet(start=b'%')
 
 
 def wait_for(condition, what: str) -> None:
