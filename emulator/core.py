@@ -229,7 +229,7 @@ class Core:
         return False
 
     def _deliver(self, vector, error_code, software, return_rip=None):
-        self._entering_kernel()
+        self._entering_kernel(cut_short=not software)
         if vector < traps.FIRST_INTERRUPT_VECTOR and self.privilege == 3:
             rip = self.rip if return_rip is None else return_rip
             self.user_faults.append((vector, rip, error_code or 0,
@@ -245,12 +245,14 @@ class Core:
             self.fail(f"{traps.exception_name(vector)} at RIP {self.rip:#x}: delivery raised "
                       f"{type(error).__name__}: {error}")
 
-    def _entering_kernel(self) -> None:
+    def _entering_kernel(self, cut_short: bool = False) -> None:
         # A `pause` parks a core on the lines read since the previous one
         # (emulator/cost.py), but only if they were all read by the code now
         # polling: once the kernel runs it may switch to another dispatcher.
+        # An interrupt or exception (`cut_short`), unlike a system call or
+        # `int n`, can stop a poll loop in the middle of its round.
         if self.bus.cost is not None:
-            self.bus.cost.forget_reads(self)
+            self.bus.cost.forget_reads(self, cut_short)
 
     # --- Host access to this core's view of memory ------------------------
     def read_virtual(self, address: int, length: int) -> bytes:

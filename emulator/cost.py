@@ -20,6 +20,15 @@ connects them to the cores:
     is parked (state WAITING) until some core writes one of the lines it
     read since its previous `pause` (a server polling many channels waits
     on all of them, like MONITOR/MWAIT on several lines).
+    Only a whole round of the loop may park the core: one that began after
+    the core last entered its kernel by a call of its own (a system call
+    between two rounds may switch dispatchers, so the reads before it are
+    forgotten). An interrupt or exception can come in the middle of a
+    round, and the rest of that round alone is no poll set: a core that
+    parked on it would sleep through a write to a line it read before the
+    interrupt, until its next time slice. So the pause that ends a round
+    cut short runs, as on a spinning core, and the next round, whole,
+    decides.
     Its clock does not move while parked; when it reads the line again the
     directory charges it up to the write time plus the transfer latency
     (causality), exactly as if it had spun. A woken core is not run before
@@ -242,8 +251,9 @@ class CostModel:
 
         def on_pause(address, size):
             try:
-                if watch.woken:
-                    watch.woken = 0          # resuming after a wake-up: let it run
+                if watch.woken:              # resuming after a wake-up, or the round
+                    watch.woken = 0          # was cut short: let it run, and start
+                    watch.clear()            # the next round afresh
                     return
                 reads = watch.take()         # None: too many lines to watch
                 if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
@@ -275,9 +285,17 @@ class CostModel:
             core.stop_before_this_instruction()     # the pause runs when it wakes
         return on_pause, on_checked_pause
 
-    def forget_reads(self, core) -> None:
-        """The core enters its kernel: what it read so far is no poll loop's."""
-        self.watches[core.id].clear()
+    def forget_reads(self, core, cut_short: bool = False) -> None:
+        """The core enters its kernel: what it read so far is no poll loop's.
+
+        `cut_short`: not by a call of its own but by an interrupt or an
+        exception, maybe in the middle of a poll round; then its next pause
+        runs rather than park on what is left of that round.
+        """
+        watch = self.watches[core.id]
+        watch.clear()
+        if cut_short:
+            watch.woken = 1
 
     def unpark(self, core) -> None:
         """An interrupt came for a parked core: it stops waiting for its lines."""

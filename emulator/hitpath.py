@@ -115,8 +115,10 @@ class SharedDirectory(ctypes.Structure):
 
 class Watch(ctypes.Structure):
     """The lines a core read since its last `pause`, each with its write count
-    at the time, and whether the core was just woken from parking (then its
-    next pause runs without a look at them): struct watch in _hitpath.c."""
+    at the time, and whether the core was just woken from parking or its
+    poll round cut short by an interrupt (then its next pause runs without
+    a look at them, and the next round starts afresh): struct watch in
+    _hitpath.c."""
     _fields_ = [
         ("count", ctypes.c_int32),
         ("overflowed", ctypes.c_int32),         # more reads than we watch: never park
