@@ -20,8 +20,9 @@ How, without a Python call on every instruction (host speed):
     the loader tells us where they are (`find_instruction_sites`, like the
     `pause` sites of emulator/cost.py), and each site of a kind the table
     charges gets a code hook on that one address (only those: a code hook
-    slows its core everywhere). The hook looks at the bytes it is about to
-    run, since two programs may share a virtual address, and charges the core
+    slows its core everywhere). Every program has a virtual base of its own
+    (cpudriver/layout.py), so an address names one instruction machine-wide
+    and the hook charges the kind the loader found there
     (`Core.charge_this_instruction`, which takes the charge back if the
     quantum stops before the instruction after all).
 
@@ -116,7 +117,7 @@ class InstructionCosts:
         for address in sorted(charged - self.sites):
             self.sites.add(address)
             for core in self.machine.cores:
-                callback = HOOK_CODE_CFUNC(self._site_hook(core))
+                callback = HOOK_CODE_CFUNC(self._site_hook(core, self.extra(sites[address])))
                 self._keep.append(callback)
                 # raw, as emulator/cost.py's pause hooks: the binding's
                 # wrapper would cost more than the work
@@ -124,15 +125,10 @@ class InstructionCosts:
                 # a block translated before the hook would run without it
                 core.uc.ctl_remove_cache(address, address + 1)
 
-    def _site_hook(self, core):
-        extra = {kind: self.extra(kind) for kind in SITE_KINDS}
-
-        def on_site(_uc, address, size, _data):
+    def _site_hook(self, core, cycles: int):
+        def on_site(_uc, _address, _size, _data):
             try:
-                kind = classify(core.read_virtual(address, min(size, MAX_INSTRUCTION)))
-                cycles = extra.get(kind, 0)
-                if cycles:
-                    core.charge_this_instruction(cycles)
+                core.charge_this_instruction(cycles)
             except BaseException as error:     # a bug in sprat: stop this core, say so
                 core.fail(f"internal error in the instruction costs: {error!r}")
         return on_site
