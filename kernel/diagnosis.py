@@ -20,10 +20,13 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from unicorn.x86_const import UC_X86_REG_RBX
+
 from cpudriver import layout
 from emulator import sources
 from emulator.core import CoreState
 from emulator.debug.symbols import SymbolTable
+from emulator.paging import PageFault
 from emulator.traps import GENERAL_PROTECTION, PAGE_FAULT, exception_name
 from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE
 
@@ -86,9 +89,6 @@ def _kernel_panic(core, symbols) -> str | None:
     """': a kernel panic, VECTOR at LABEL+N (file:line)' for a core that stopped
     in trap.S's trap_kernel_panic: the kernel faulted, and the frame of that
     fault (rbx there, as trap_kernel_panic keeps it) says where."""
-    from unicorn.x86_const import UC_X86_REG_RBX
-    from emulator.traps import exception_name
-    from emulator.paging import PageFault
     stopped_in = symbols.describe(core.rip) or ""
     if not stopped_in.startswith("trap_kernel_panic"):
         return None
