@@ -106,9 +106,14 @@ make_dispatcher:
     lea rax, [r8 + D_PD_USER]
     or rax, PTE_P | PTE_W | PTE_U
     mov qword ptr [r8 + D_PDPT_USER], rax
-    lea rax, [r8 + D_PT_USER]
-    or rax, PTE_P | PTE_W | PTE_U
-    mov qword ptr [r8 + D_PD_USER], rax
+    # the program's window (cpudriver/layout.py): its page table in the PD
+    # entry of the virtual base the loader linked its image at
+    mov rax, qword ptr [rsi + MODULE_VIRTUAL]
+    shr rax, 21
+    and eax, 511
+    lea rcx, [r8 + D_PT_USER]
+    or rcx, PTE_P | PTE_W | PTE_U
+    mov qword ptr [r8 + D_PD_USER + rax * 8], rcx
     # the channel window, in PD entries 1 and on: a monitor's is the core's
     # page tables, which map every channel; any other program's starts empty
     call channel_tables
@@ -123,10 +128,15 @@ make_dispatcher_channels:
     mov rdi, r8
     call map_program
     # its capabilities: the channels it holds are mapped now (kernel/channels.py)
-    mov rax, BOOT_INFO + BI_MODULES
     pop rsi
-    sub rsi, rax
-    shr rsi, 5                        # the module's index (MODULE_ENTRY_SIZE = 32)
+    push qword ptr [rsi + MODULE_VIRTUAL]
+    mov rax, rsi
+    sub rax, BOOT_INFO + BI_MODULES
+    xor edx, edx
+    mov ecx, MODULE_ENTRY_SIZE
+    div rcx
+    mov rsi, rax                      # the module's index
+    pop r11                           # r11 = where its image is linked
     pop rdx
     mov r10, rdx
     shr r10, 32                       # how many channels it is handed
@@ -134,8 +144,9 @@ make_dispatcher_channels:
     mov rdi, r9
     mov rax, HYPERCALL_NEW_DISPATCHER
     out HYPERCALL_PORT, al
-    # the registers it starts with: at USER_BASE, in ring 3, interrupts on,
-    # rdi = core id, rsi = number of cores, rdx = its index on this core
+    # the registers it starts with: at its image's first byte, in ring 3,
+    # interrupts on, its stack at the top of its window, rdi = core id,
+    # rsi = number of cores, rdx = its index on this core
     lea rax, [r8 + D_PML4]
     mov qword ptr [r8 + DCB_CR3], rax
     lea rdi, [r8 + DCB_FRAME]
@@ -144,11 +155,10 @@ make_dispatcher_channels:
     mov rax, qword ptr gs:[PCV_N_CORES]
     mov qword ptr [rdi + TF_RSI], rax
     mov qword ptr [rdi + TF_RDX], r9
-    mov rax, USER_BASE
-    mov qword ptr [rdi + TF_RIP], rax
+    mov qword ptr [rdi + TF_RIP], r11
     mov qword ptr [rdi + TF_CS], USER_CS
     mov qword ptr [rdi + TF_RFLAGS], 0x202
-    mov rax, USER_STACK_TOP
+    lea rax, [r11 + PROGRAM_SPAN]
     mov qword ptr [rdi + TF_RSP], rax
     mov qword ptr [rdi + TF_SS], USER_SS
     mov qword ptr [r8 + DCB_STATE], DISPATCHER_RUNNABLE
@@ -176,8 +186,9 @@ channel_tables:
 channel_tables_done:
     ret
 
-# map_program: fill a dispatcher's user page table: the module's pages
-# read-only and executable from USER_BASE, its stack at the top.
+# map_program: fill a dispatcher's user page table (its program's window):
+# the module's pages read-only and executable from the bottom, its stack at
+# the top.
 #   in: rdi = dispatcher slot, rsi = module entry.  clobbers: rax rcx rdx rsi r10
 map_program:
     lea rdx, [rdi + D_PT_USER]
@@ -336,7 +347,7 @@ schedule:
     pop rbx
     ret
 
-# load_dispatcher: make `slot` the running dispatcher.
+# load_dispatcher: load `slot`'s frame and CR3 (schedule sets PCV_CURRENT).
 #   in: rax = its slot, rdi = the trap frame to fill.  clobbers: rcx rdx rsi rdi
 load_dispatcher:
     lea rsi, [rax + DCB_FRAME]
@@ -350,8 +361,8 @@ load_dispatcher:
 load_dispatcher_done:
     ret
 
-# pick_next: the dispatcher to run next: PCV_NEXT if it was set (an LMP
-# hand-over) and can run, else the round robin's choice.
+# pick_next: the dispatcher to run next: PCV_NEXT (a slot) if it was set (an
+# LMP hand-over) and can run, else the round robin's; PCV_NEXT ends 0.
 #   out: rax = its slot, or 0 if none can run (then rdx = 1 if one waits)
 #   clobbers: rcx rdx rsi rdi r8
 pick_next:

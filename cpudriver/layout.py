@@ -26,14 +26,37 @@ Physical memory
                each, MAX_DISPATCHERS per core): its own view of the window
   0xFEE0_0000  the local APIC (each core sees its own)
 
+Virtual memory, user half (PML4 entry 1: USER_BASE .. USER_END, 512 GiB)
+  0x80_0000_0000  USER_BASE: 2 MiB never mapped (a pointer just past
+                  USER_BASE faults)
+  0x80_0020_0000  USER_CHANNELS: the channel window, one page per channel
+  0x80_0100_0000  PROGRAMS_BASE: program k of the boot image at
+                  program_base(k) = PROGRAMS_BASE + k * PROGRAM_SPAN, each
+                  in a 2 MiB window of its own: its image from the bottom,
+                  its stack just below the top (stack_top(k))
+  0x80_4000_0000  USER_BASE + 1 GiB and up: the program's own to map
+                  (kernel/capservice.py, userland/lib/vspace.S)
+
+A program is a distinct image among the boot image's module lines: lines
+that name the same file with the same numeric options (the ones that
+become its constants) are one program, loaded once, whatever else they
+say (`core=N`, `nospawn`, `monitor`, `channels=`); program k is the k-th
+such, in the order of the lines (kernel/boot.py). Every program is linked at its own base, so that an address names
+one instruction machine-wide: a backtrace, a fault report or gdb (which
+has one address space for all its threads) can name user code by the
+address alone, whatever core it was on. Every dispatcher of one program
+(run on several cores, spawned twice) runs the same code at the same
+address, each with a stack of its own behind the same addresses.
+
 A dispatcher runs one program on one core. Each has its own page tables:
 the kernel half (physical RAM 1:1, supervisor only, 2 MiB pages,
 no-execute except the CPU driver's page) is the core's and the same for
-all its dispatchers; the user half maps the program at USER_BASE (PML4
-slot 1): the module's pages read-only and executable, a private stack just
-below USER_STACK_TOP, and the channel window at USER_CHANNELS (PD entries
-1 .. CHANNEL_TABLES). A channel page is mapped there, read-write and
-no-execute, only while the program holds its capability
+all its dispatchers; the user half maps its program's window (one page
+table, at PD entry PROGRAMS_PD_INDEX + k): the module's pages read-only
+and executable, a private stack just below the window's top, and the
+channel window at USER_CHANNELS (PD entries 1 .. CHANNEL_TABLES). A
+channel page is mapped there, read-write and no-execute, only while the
+program holds its capability
 (docs/capabilities.md, "Channels"): a program's window has page tables of
 its own (CHANNEL_TABLES_BASE), empty until the kernel maps what it was
 given (kernel/channels.py). A monitor holds every channel: its window is
@@ -77,11 +100,14 @@ PERCORE_SIZE = 0x0004_0000
 APIC_BASE = 0xFEE0_0000
 APIC_PD_INDEX = (APIC_BASE >> 21) & 511     # its 2 MiB slot in the 4th GiB
 
-USER_BASE = 0x0000_0080_0000_0000
-USER_STACK_PAGES = 3
-USER_STACK_TOP = USER_BASE + 0x0020_0000
-USER_MAX_IMAGE = 0x0020_0000 - USER_STACK_PAGES * 4096
+USER_BASE = 0x0000_0080_0000_0000     # the user half: PML4 entry 1
+USER_END = USER_BASE + (1 << 39)
 USER_CHANNELS = USER_BASE + 0x0020_0000  # from the second 2 MiB of the user half
+PROGRAMS_BASE = USER_BASE + 0x0100_0000  # program k's window: + k * PROGRAM_SPAN
+PROGRAM_SPAN = 0x0020_0000               # one page table: the image, then its stack
+PROGRAMS_PD_INDEX = (PROGRAMS_BASE >> 21) & 511   # program k's page table: PD entry + k
+USER_STACK_PAGES = 3
+USER_MAX_IMAGE = PROGRAM_SPAN - USER_STACK_PAGES * 4096
 
 # Inside a core's private area (offsets from its base).
 PC_DATA = 0x0000       # per-core variables (below)
@@ -137,7 +163,7 @@ PCV_N_CORES = 0x28
 PCV_CURRENT = 0x30         # the running dispatcher's slot address
 PCV_N_DISPATCHERS = 0x38
 PCV_RESCHEDULE = 0x40      # set: switch dispatchers before returning to user mode
-PCV_NEXT = 0x48            # a dispatcher to switch to first (LMP hands over), or 0
+PCV_NEXT = 0x48            # the slot of a dispatcher to switch to first (LMP hands over), or 0
 PCV_INBOX_SEEN = 0x50      # requests taken from this core's inbox so far
 PCV_FAILED = 0x58          # programs that exited with a non-zero status or were killed
 
@@ -149,11 +175,12 @@ BI_MEMORY_SIZE = 0x10
 BI_N_MODULES = 0x18
 BI_CORES_STARTED = 0x20                  # bit k: core k was sent its STARTUP (boot.S start_core)
 BI_MODULES = 0x40                        # the module table, MAX_MODULES entries:
-MODULE_ENTRY_SIZE = 0x20
+MODULE_ENTRY_SIZE = 0x28
 MODULE_PHYSICAL = 0x00                   #   where the loader put it
 MODULE_SIZE = 0x08                       #   its size in bytes
 MODULE_CORE = 0x10                       #   the core it runs on, ALL_CORES, or none (-2)
 MODULE_FLAGS = 0x18                      #   MODULE_FLAG_* from its image line
+MODULE_VIRTUAL = 0x20                    #   where it is linked: program_base(its program)
 MODULE_FLAG_MONITOR = 1                  # `monitor`: it may boot cores (-> DCB_FLAG_MONITOR)
 MAX_MODULES = 64
 ALL_CORES = 0xFFFF_FFFF_FFFF_FFFF
@@ -209,8 +236,28 @@ REQUEST_SPAWN = 1        # words: module, argument, who asks, the channels hande
 MAX_PRINT = 4096
 
 
+def program_base(program: int) -> int:
+    """Where program `program` of a boot image is linked and entered."""
+    return PROGRAMS_BASE + program * PROGRAM_SPAN
+
+
+def stack_top(program: int) -> int:
+    """The top of the stack of every dispatcher that runs program `program`
+    (each its own pages, at the same addresses): its USER_STACK_TOP."""
+    return program_base(program) + PROGRAM_SPAN
+
+
+def program_index(address: int) -> int | None:
+    """The program whose window holds the user `address`, or None."""
+    program = (address - PROGRAMS_BASE) // PROGRAM_SPAN
+    return program if address >= PROGRAMS_BASE and program < MAX_MODULES else None
+
+
 CHANNEL_TABLES_END = CHANNEL_TABLES_BASE + MAX_CORES * MAX_DISPATCHERS * CHANNEL_TABLES * 4096
 assert MONITOR_CHANNELS + MAX_CORES <= N_USER_CHANNELS
+assert USER_CHANNELS + CHANNELS_SIZE <= PROGRAMS_BASE       # the window, then the programs
+assert PROGRAMS_PD_INDEX + MAX_MODULES <= 512               # all in the user half's first GiB
+assert BI_MODULES + MAX_MODULES * MODULE_ENTRY_SIZE <= 4096  # the boot information is one page
 
 
 def defines() -> dict[str, int]:

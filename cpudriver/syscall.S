@@ -381,7 +381,7 @@ sys_print:
     mov rax, rdi
     add rax, rsi
     jc sys_print_bad_address
-    mov rcx, USER_STACK_TOP
+    mov rcx, USER_END
     cmp rax, rcx
     ja sys_print_bad_address
 user_access_begin:

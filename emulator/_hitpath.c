@@ -114,7 +114,8 @@ struct directory {               /* the rest of the directory: SharedDirectory *
 struct watch {                   /* lines a core read since its last pause: Watch */
     int32_t count;
     int32_t overflowed;          /* read more than MAX_WATCHED_LINES: never park */
-    int32_t woken;               /* woken from parking: the next pause just runs */
+    int32_t woken;               /* woken from parking, or the round cut short by
+                                    an interrupt: the next pause just runs */
     int64_t line[MAX_WATCHED_LINES];
     uint64_t writes[MAX_WATCHED_LINES];
 };
@@ -524,8 +525,9 @@ static void on_pause(void *uc, uint64_t address, uint32_t size, void *user_data)
     struct watch *watch = hook->watch;
     int answer;
 
-    if (watch->woken) {                         /* resuming after a wake-up */
-        watch->woken = 0;
+    if (watch->woken) {                         /* resuming after a wake-up, or */
+        watch->woken = 0;                       /* the round was cut short: a */
+        watch->count = watch->overflowed = 0;   /* new round starts (Watch.clear()) */
         return;
     }
     if (watch->count == 0 || watch->overflowed || size != 2

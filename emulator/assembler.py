@@ -1170,11 +1170,16 @@ def _check_rip_relative(st: _Statement, instructions: list) -> None:
     """Refuse `[rip + ...]` operands the author did not write (keystone's sharp edge)."""
     for insn in instructions:
         if "rip" in insn.op_str:
+            # x86-64's absolute-address form (moffs) exists for rax alone.
+            segment = ("; for gs:[X] or fs:[X], go through rax: mov rax, qword ptr gs:[X]"
+                       " (or mov qword ptr gs:[X], rax)"
+                       if re.search(r"\b[fg]s:\[rip", insn.op_str) else "")
             raise AssemblyError(
                 st.file, st.line,
                 f"keystone made this memory operand RIP-relative ({insn.mnemonic} "
                 f"{insn.op_str}) and gets some of those wrong: put the address in a "
-                f"register and use [reg], or write [rip + label]: {_one_line(st.text)}")
+                f"register and use [reg], or write [rip + label]{segment}: "
+                f"{_one_line(st.text)}")
 
 
 _NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|0[bB][01]+|[0-9][0-9a-fA-F]*[hH]|0[0-7]*|[1-9][0-9]*")

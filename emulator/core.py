@@ -8,9 +8,11 @@ the final table of `sprat boot` shows: instructions retired, modeled cycles,
 system calls, interrupts and IPIs.
 
 The core's clock (`cycles`) is modeled time: one cycle per instruction plus
-whatever the interconnect's cost model charges, and a halted core's clock
-jumps to the moment something wakes it. The scheduler (emulator/scheduler.py)
-decides which core runs next and for how long; a core only runs when asked.
+whatever the interconnect's cost model charges and what privileged
+instructions and trap delivery cost beyond that (emulator/instcost.py), and
+a halted core's clock jumps to the moment something wakes it. The
+scheduler (emulator/scheduler.py) decides which core runs next and for how
+long; a core only runs when asked.
 What moves during a quantum lives in `clock` (Clock): where the quantum
 began, how long it may run, what the cost model charged in it. The cost
 model's C hit path replaces it with an equal clock in C memory
@@ -94,6 +96,7 @@ class CoreStats:
     interrupts: int = 0
     ipis_received: int = 0
     ipis_sent: int = 0
+    privileged_cycles: int = 0     # charged for privileged instructions and traps
 
 
 class Core:
@@ -126,6 +129,11 @@ class Core:
         self._pending_fault = None     # a fault a hook found (emulator/privilege.py)
         self.stop_at = None            # injected faults (emulator/faults.py): the cycle
         self.clock_ratio = 1           # it dies at; the cycles each instruction costs
+        self.syscall_cycles = 0        # what a syscall and a trap's delivery cost beyond
+        self.delivery_cycles = 0       # their instructions (emulator/instcost.py)
+        self.user_faults = []          # (vector, rip, error code, cr2) of each exception
+                                       # taken in ring 3, for the run's report
+        self._charged_here = (0, 0)    # (unicorn's count, cycles) charged before an instruction
         self.journal = None            # told of every run and interrupt check: time
                                        # travel's record (emulator/debug/timetravel.py)
         self._install_hooks()
@@ -174,6 +182,8 @@ class Core:
 
     def _on_syscall(self, uc, _):
         self.stats.syscalls += 1
+        if self.syscall_cycles:
+            self.charge(self.syscall_cycles)
         self._entering_kernel()
         try:
             traps.deliver_syscall(self)
@@ -226,7 +236,13 @@ class Core:
         return False
 
     def _deliver(self, vector, error_code, software, return_rip=None):
-        self._entering_kernel()
+        self._entering_kernel(cut_short=not software)
+        if vector < traps.FIRST_INTERRUPT_VECTOR and self.privilege == 3:
+            rip = self.rip if return_rip is None else return_rip
+            self.user_faults.append((vector, rip, error_code or 0,
+                                     self.regs.read(x86.UC_X86_REG_CR2)))
+        if self.delivery_cycles:
+            self.charge(self.delivery_cycles)
         try:
             traps.deliver_interrupt(self, vector, error_code, software, return_rip)
         except traps.TripleFault as fault:
@@ -236,12 +252,14 @@ class Core:
             self.fail(f"{traps.exception_name(vector)} at RIP {self.rip:#x}: delivery raised "
                       f"{type(error).__name__}: {error}")
 
-    def _entering_kernel(self) -> None:
+    def _entering_kernel(self, cut_short: bool = False) -> None:
         # A `pause` parks a core on the lines read since the previous one
         # (emulator/cost.py), but only if they were all read by the code now
         # polling: once the kernel runs it may switch to another dispatcher.
+        # An interrupt or exception (`cut_short`), unlike a system call or
+        # `int n`, can stop a poll loop in the middle of its round.
         if self.bus.cost is not None:
-            self.bus.cost.forget_reads(self)
+            self.bus.cost.forget_reads(self, cut_short)
 
     # --- Host access to this core's view of memory ------------------------
     def read_virtual(self, address: int, length: int) -> bytes:
@@ -270,6 +288,29 @@ class Core:
             return self.cycles
         clock = self.clock
         return clock.start + min(self._emu_counter.value, clock.quantum) + clock.charged
+
+    def charge(self, cycles: int) -> None:
+        """Add `cycles` of privileged work (emulator/instcost.py) to modeled
+        time: during a quantum to its clock, between quanta to `cycles`."""
+        self.stats.privileged_cycles += cycles
+        if self._in_quantum:
+            self.clock.charged += cycles
+        else:
+            self.cycles += cycles
+
+    def charge_this_instruction(self, cycles: int) -> None:
+        """From a code hook: the instruction about to run costs `cycles` more.
+
+        Not if it will not run in this quantum (unicorn counted it past the
+        end); and stop_before_this_instruction takes the charge back, so an
+        instruction that a later hook stops before is charged once, when
+        it runs.
+        """
+        counter = self._emu_counter.value
+        if counter > self.clock.quantum:
+            return
+        self.charge(cycles)
+        self._charged_here = (counter, cycles)
 
     # --- Power and interrupts -------------------------------------------------
     def start(self, rip: int, at_cycle: int) -> None:
@@ -365,6 +406,11 @@ class Core:
         (verified by experiment): the quantum is cut to the ones before it.
         """
         self.clock.quantum = min(self.clock.quantum, self._emu_counter.value - 1)
+        counter, cycles = self._charged_here
+        if counter == self._emu_counter.value:        # charged, but it will not run now
+            self.clock.charged -= cycles
+            self.stats.privileged_cycles -= cycles
+        self._charged_here = (0, 0)
         self.request_stop()
 
     def stop_after_this_instruction(self) -> None:
@@ -394,6 +440,7 @@ class Core:
         clock.start = self.cycles       # `cycles` does not move during a quantum
         clock.quantum = quantum
         clock.charged = 0
+        self._charged_here = (0, 0)
         self._stop_requested = False
         self._in_quantum = True
         try:

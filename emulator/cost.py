@@ -20,6 +20,15 @@ connects them to the cores:
     is parked (state WAITING) until some core writes one of the lines it
     read since its previous `pause` (a server polling many channels waits
     on all of them, like MONITOR/MWAIT on several lines).
+    Only a whole round of the loop may park the core: one that began after
+    the core last entered its kernel by a call of its own (a system call
+    between two rounds may switch dispatchers, so the reads before it are
+    forgotten). An interrupt or exception can come in the middle of a
+    round, and the rest of that round alone is no poll set: a core that
+    parked on it would sleep through a write to a line it read before the
+    interrupt, until its next time slice. So the pause that ends a round
+    cut short runs, as on a spinning core, and the next round, whole,
+    decides.
     Its clock does not move while parked; when it reads the line again the
     directory charges it up to the write time plus the transfer latency
     (causality), exactly as if it had spun. A woken core is not run before
@@ -38,7 +47,8 @@ connects them to the cores:
     core parks, a write wakes the cores parked on a line) and what is rare
     (an access to two lines at once, or to a line new to the directory).
     Both paths give the same results; `hit_path` says which one runs ("C",
-    or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one).
+    or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one,
+    and so does a directory that is not the tree's own, as in lab 6).
 
   * Store buffers. A store does not wait for its line: it retires into
     the core's store buffer, and the line's transaction runs while the
@@ -68,6 +78,7 @@ from emulator.core import CoreState
 from emulator.core import NO_HORIZON
 from emulator.cpustate import EMU_COUNT, emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
+from emulator.instcost import InstructionCosts
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 from emulator.interconnect import storebuffer
 from emulator.interconnect.storebuffer import LOCKED, StoreBuffer, fence_kind, spec_for
@@ -79,7 +90,7 @@ class CostModel:
     def __init__(self, machine, topology):
         self.machine = machine
         self.topology = topology
-        reason = hitpath.why_pure()
+        reason = hitpath.why_pure(CoherenceDirectory)
         self.hit_path = "C" if reason is None else f"pure Python ({reason})"
         # On the C path, the directory's counters and the entries of tracked
         # lines (`track`), and the cores' clocks, live in C memory, where C
@@ -110,6 +121,8 @@ class CostModel:
         self._pause_hooks = {}            # C path: core id -> its PauseHook
         self._keep = []                   # what unicorn and C hold bare pointers to
         self.listeners = []               # observe(): told of every access to a tracked line
+        # Privileged instructions and trap delivery (emulator/instcost.py).
+        self.instructions = InstructionCosts(machine, topology.instruction_costs)
 
     # --- Tracked windows ----------------------------------------------------
     def track(self, physical: int, size: int) -> None:
@@ -219,13 +232,13 @@ class CostModel:
                 if waits[core_id] != waited and core.now() > clock.horizon:
                     core.stop_after_this_instruction()
             except BaseException as error:      # a bug in sprat: stop this core, say so
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def wake(line):
             try:
                 self._wake(line, core)
             except BaseException as error:
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
         return charge, wake
 
     # --- Parking cores that poll -------------------------------------------------
@@ -270,21 +283,22 @@ class CostModel:
 
         def on_pause(address, size):
             try:
-                if watch.woken:
-                    watch.woken = 0          # resuming after a wake-up: let it run
+                if watch.woken:              # resuming after a wake-up, or the round
+                    watch.woken = 0          # was cut short: let it run, and start
+                    watch.clear()            # the next round afresh
                     return
                 reads = watch.take()         # None: too many lines to watch
                 if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
                     return
                 park_unless_written(reads)
             except BaseException as error:   # a bug in sprat: stop this core, say so
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def on_checked_pause():
             try:
                 park_unless_written(watch.take())
             except BaseException as error:
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def park_unless_written(reads):
             # Like MONITOR/MWAIT: a write that came after the read (say, while
@@ -336,12 +350,20 @@ class CostModel:
                 if kind == LOCKED:      # its own store will not wait in the buffer
                     buffer.locked_at = clock.start + instructions.value
             except BaseException as error:   # a bug in sprat: stop this core, say so
-                core.fail(f"internal error in the cost model: {error!r}")
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
         return on_fence
 
-    def forget_reads(self, core) -> None:
-        """The core enters its kernel: what it read so far is no poll loop's."""
-        self.watches[core.id].clear()
+    def forget_reads(self, core, cut_short: bool = False) -> None:
+        """The core enters its kernel: what it read so far is no poll loop's.
+
+        `cut_short`: not by a call of its own but by an interrupt or an
+        exception, maybe in the middle of a poll round; then its next pause
+        runs rather than park on what is left of that round.
+        """
+        watch = self.watches[core.id]
+        watch.clear()
+        if cut_short:
+            watch.woken = 1
 
     def unpark(self, core) -> None:
         """An interrupt came for a parked core: it stops waiting for its lines."""

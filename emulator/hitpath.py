@@ -40,12 +40,17 @@ The C module is built when sprat is installed (setup.py: `pip install -e .`
 builds it in place). Without a C compiler the build is skipped and the
 pure Python path runs: same results, slower. To force the pure Python path,
 set SPRAT_PURE_COST_MODEL=1 in the environment (it applies to cost models
-made while it is set).
+made while it is set). The C code mirrors the tree's own directory, so a
+directory from anywhere else (a lab workspace's copy of coherence.py,
+labs/06-interconnect) runs on the pure Python path too: the mirror would
+serve most accesses without ever calling it.
 """
 
 import ctypes
 import importlib
 import os
+import sys
+from pathlib import Path
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE, UcError
 from unicorn import x86_const as x86
@@ -116,8 +121,10 @@ class SharedDirectory(ctypes.Structure):
 
 class Watch(ctypes.Structure):
     """The lines a core read since its last `pause`, each with its write count
-    at the time, and whether the core was just woken from parking (then its
-    next pause runs without a look at them): struct watch in _hitpath.c."""
+    at the time, and whether the core was just woken from parking or its
+    poll round cut short by an interrupt (then its next pause runs without
+    a look at them, and the next round starts afresh): struct watch in
+    _hitpath.c."""
     _fields_ = [
         ("count", ctypes.c_int32),
         ("overflowed", ctypes.c_int32),         # more reads than we watch: never park
@@ -242,10 +249,22 @@ def _layout(mirror) -> tuple:
 _hitpath, _unavailable = _load()
 
 
-def why_pure() -> str | None:
-    """Why a cost model made now would take the pure Python path; None if it takes C."""
+# The directory the C code mirrors: the tree's own.
+MIRRORED = Path(__file__).resolve().parent / "interconnect" / "coherence.py"
+
+
+def why_pure(directory=None) -> str | None:
+    """Why a cost model made now, with `directory` (a CoherenceDirectory
+    class; None: the one `import` gives), would take the pure Python path;
+    None if it takes C."""
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return f"{PURE_ENV}={os.environ[PURE_ENV]}"
+    if directory is None:
+        from emulator.interconnect.coherence import CoherenceDirectory as directory
+    source = getattr(sys.modules.get(directory.__module__), "__file__", None)
+    if source is None or Path(source).resolve() != MIRRORED:
+        return (f"the directory is {source or directory.__module__}, not the tree's, "
+                f"which the C code mirrors")
     return _unavailable
 
 

@@ -226,8 +226,7 @@ def _raised_in(error: Exception) -> str:
     """ (at FILE:LINE in FUNCTION): the innermost frame of the tree's (or a
     lab workspace's) code that the exception passed through, where a person
     looks first, rather than inside Python's own library."""
-    for frame in reversed(traceback.extract_tb(error.__traceback__)):
-        name = sources.tree_relative(Path(frame.filename))
-        if name and not name.startswith(".venv"):
-            return f" (at {name}:{frame.lineno} in {frame.name})"
-    return ""
+    frame = sources.innermost_own_frame(traceback.extract_tb(error.__traceback__))
+    if frame is None:
+        return ""
+    return f" (at {sources.tree_relative(Path(frame.filename))}:{frame.lineno} in {frame.name})"

@@ -70,6 +70,17 @@ def tree_relative(path: Path) -> str | None:
     return None
 
 
+def innermost_own_frame(frames):
+    """The innermost of a traceback's frames (traceback.extract_tb) that runs
+    code of the tree or of the workspace, not of Python or an installed
+    package: where a person looks first. None if there is none."""
+    for frame in reversed(frames):
+        name = tree_relative(Path(frame.filename))
+        if name is not None and not name.startswith((".venv", "venv", ".tox")):
+            return frame
+    return None
+
+
 def locate(path: Path) -> Path:
     """The file to read for `path`: the workspace's copy if it has one."""
     path = Path(path)

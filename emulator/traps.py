@@ -41,6 +41,7 @@ DOUBLE_FAULT = 8
 GENERAL_PROTECTION = 13
 PAGE_FAULT = 14
 VECTORS_WITH_ERROR_CODE = {8, 10, 11, 12, 13, 14, 17, 21, 29, 30}
+FIRST_INTERRUPT_VECTOR = 32     # below: the processor's exceptions
 
 EXCEPTION_NAMES = {
     0: "#DE divide error", 1: "#DB debug", 2: "NMI", 3: "#BP breakpoint", 4: "#OF overflow",

@@ -5,9 +5,13 @@
 
 What it does, in the order a real loader (GRUB with multiboot) would:
   1. read the image (kernel/image.py): one `kernel` line, `module` lines;
-  2. assemble the CPU driver for KERNEL_BASE and each module for USER_BASE
-     (emulator/assembler.py caches the results);
-  3. copy them into physical memory (modules page aligned, from MODULES_BASE);
+  2. assemble the CPU driver for KERNEL_BASE and each program for its own
+     virtual base, so that an address names one instruction machine-wide:
+     module lines naming the same file with the same numeric options are
+     one program, program k linked at layout.program_base(k)
+     (program_numbers; emulator/assembler.py caches the results);
+  3. copy them into physical memory (each program once, page aligned,
+     from MODULES_BASE);
   4. write the boot information the CPU driver reads (layout in
      cpudriver/layout.py): number of cores, memory size, the module table;
   5. start core 0 at the CPU driver's first byte with RDI = boot information.
@@ -38,6 +42,7 @@ from unicorn import x86_const as x86
 from cpudriver import layout
 from emulator.assembler import Program, assemble_file
 from emulator.cost import find_pause_sites
+from emulator.instcost import find_instruction_sites
 from emulator.interconnect.storebuffer import find_fence_sites
 from emulator.errors import SpratError
 from emulator.machine import DEFAULT_MEMORY, Machine
@@ -61,6 +66,11 @@ class LoadedModule:
     physical: int
     program: Program
     flags: int = 0          # layout.MODULE_FLAG_*: MONITOR
+
+    @property
+    def stack_top(self) -> int:
+        """Where each of its dispatchers' stacks starts (layout.stack_top)."""
+        return self.program.base + layout.PROGRAM_SPAN
 
 
 @dataclass
@@ -117,16 +127,19 @@ class System:
         return None
 
 
-def user_defines() -> dict[str, int]:
-    """The constants a user program may use (system call numbers, its address space)."""
+def user_defines(module: int = 0) -> dict[str, int]:
+    """The constants a user program may use (system call numbers, its address
+    space): those of boot module `module`, whose stack is its own."""
     names = ("SYS_EXIT", "SYS_PRINT", "SYS_CORE_ID", "SYS_YIELD", "SYS_DISPATCHER_ID",
              "SYS_LMP_SEND", "SYS_LMP_RECV", "SYS_LMP_CALL", "SYS_SPAWN", "SYS_INVOKE",
              "SYS_CHANNEL_UNMAP", "SYS_CHANNEL_MAP", "SYS_INVLPG", "SYS_LMP_SEND_EP",
              "SYS_START_CORE", "SYS_CHANNEL_GRANT", "MONITOR_CHANNELS", "EPERM", "EAGAIN", "ENOMEM",
              "EFAULT", "EBUSY", "EINVAL",
-             "ENOSYS", "USER_BASE",
-             "USER_STACK_TOP", "MAX_PRINT", "USER_CHANNELS", "CHANNEL_SIZE", "N_USER_CHANNELS")
-    return {name: getattr(layout, name) for name in names} | caps_defines() | slot_defines()
+             "ENOSYS", "USER_BASE", "USER_END",
+             "MAX_PRINT", "USER_CHANNELS", "CHANNEL_SIZE", "N_USER_CHANNELS")
+    own = {"PROGRAM_BASE": layout.program_base(module), "USER_STACK_TOP": layout.stack_top(module)}
+    return {name: getattr(layout, name) for name in names} | own | caps_defines() \
+        | slot_defines()
 
 
 def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
@@ -154,7 +167,8 @@ def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
 def assemble_image(image: BootImage) -> tuple[Program, list[Program]]:
     """The CPU driver and every module assembled as the loader does, with the
     same checks (a lab's build check assembles a student's images so)."""
-    return assemble_kernel(image), [assemble_module(image, entry) for entry in image.modules]
+    return assemble_kernel(image), [assemble_module(image, entry, program) for entry, program
+                                    in zip(image.modules, program_numbers(image))]
 
 
 def assemble_kernel(image: BootImage) -> Program:
@@ -165,11 +179,24 @@ def assemble_kernel(image: BootImage) -> Program:
     return kernel
 
 
-def assemble_module(image: BootImage, entry) -> Program:
-    """A module line's program, its numeric options as assembler constants."""
+def program_numbers(image: BootImage) -> list[int]:
+    """Which program each module line is: lines that name the same file with
+    the same numeric options are one program (the same code, so one copy at
+    one address); program k is the k-th distinct one (cpudriver/layout.py)."""
+    programs, numbers = {}, []
+    for entry in image.modules:
+        options = _numeric_options(entry, f"{image.path}:{entry.line}")
+        key = (str(entry.path), tuple(sorted(options.items())))
+        numbers.append(programs.setdefault(key, len(programs)))
+    return numbers
+
+
+def assemble_module(image: BootImage, entry, number: int) -> Program:
+    """A module line as program `number` (program_numbers): linked at that
+    program's base, its numeric options as assembler constants."""
     where = f"{image.path}:{entry.line}"
-    defines = user_defines() | _numeric_options(entry, where)
-    program = assemble_file(entry.path, layout.USER_BASE, defines=defines)
+    defines = user_defines(number) | _numeric_options(entry, where)
+    program = assemble_file(entry.path, layout.program_base(number), defines=defines)
     if len(program.code) > layout.USER_MAX_IMAGE:
         raise SpratError(f"{where}: module {entry.path.name} is {len(program.code)} bytes, "
                          f"more than a program may be ({layout.USER_MAX_IMAGE})")
@@ -181,19 +208,23 @@ def _load_modules(system: System, cores: int) -> None:
     if len(image.modules) > layout.MAX_MODULES:
         raise SpratError(f"{image.path}: {len(image.modules)} modules, at most {layout.MAX_MODULES}")
     address = layout.MODULES_BASE
-    for entry in image.modules:
+    loaded = {}             # program number -> (its physical address, its Program)
+    for entry, number in zip(image.modules, program_numbers(image)):
         where = f"{image.path}:{entry.line}"
         core = _module_core(entry, cores, where)
-        program = assemble_module(image, entry)
-        if address + len(program.code) > layout.MODULES_END:
-            raise SpratError(f"{where}: module {entry.path.name} does not fit: the modules "
-                             f"of an image may take {(layout.MODULES_END - layout.MODULES_BASE) >> 20}"
-                             f" MiB in all")
-        memory.write(address, program.code)
+        if number not in loaded:
+            program = assemble_module(image, entry, number)
+            if address + len(program.code) > layout.MODULES_END:
+                raise SpratError(f"{where}: module {entry.path.name} does not fit: the modules "
+                                 f"of an image may take "
+                                 f"{(layout.MODULES_END - layout.MODULES_BASE) >> 20} MiB in all")
+            memory.write(address, program.code)
+            loaded[number] = (address, program)
+            address += (len(program.code) + PAGE - 1) // PAGE * PAGE
+        physical, program = loaded[number]
         system.module_channels.append(_module_channels(entry, where))
         system.modules.append(LoadedModule(entry.args[0] if entry.args else entry.path.name,
-                                           core, address, program, _module_flags(entry)))
-        address += (len(program.code) + PAGE - 1) // PAGE * PAGE
+                                           core, physical, program, _module_flags(entry)))
 
 
 def _module_core(entry, cores: int, where: str) -> int | None:
@@ -254,13 +285,16 @@ def _numeric_options(entry, where: str) -> dict[str, int]:
 
 def _track_channels(system: System) -> None:
     """Tell the cost model where the channels are, where programs poll them,
-    and where the code drains its store buffer (fences, locked instructions)."""
+    where the privileged instructions it charges are, and where the code
+    drains its store buffer (fences, locked instructions)."""
     cost = system.machine.cost
     if cost is None:
         return
     cost.track(layout.CHANNELS_PHYS, layout.CHANNELS_SIZE)
+    cost.instructions.add_sites(find_instruction_sites(system.kernel))
     for module in system.modules:
         cost.add_pause_sites(find_pause_sites(module.program))
+        cost.instructions.add_sites(find_instruction_sites(module.program))
     for program in (system.kernel, *(module.program for module in system.modules)):
         cost.add_fence_sites(find_fence_sites(program))
 
@@ -272,8 +306,8 @@ def _write_boot_info(system: System) -> None:
     info = header.ljust(layout.BI_MODULES, b"\0")
     for module in system.modules:
         core = layout.ALL_CORES if module.core is None else module.core & 0xFFFF_FFFF_FFFF_FFFF
-        info += struct.pack("<QQQQ", module.physical, len(module.program.code), core,
-                            module.flags)
+        info += struct.pack("<QQQQQ", module.physical, len(module.program.code), core,
+                            module.flags, module.program.base)
     memory.write(layout.BOOT_INFO, info)
 
 

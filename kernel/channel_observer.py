@@ -285,5 +285,5 @@ class ChannelObserver:
     def _place(self, core) -> tuple[str | None, str | None]:
         """The label and source line of the instruction `core` is executing."""
         rip = core.rip
-        source = self._symbols.source(rip, core.id)
-        return self._symbols.describe(rip, core.id), source and self._short(source)
+        source = self._symbols.source(rip)
+        return self._symbols.describe(rip), source and self._short(source)

@@ -144,14 +144,15 @@ def attach(system) -> None:
     """
     from unicorn import UC_HOOK_CODE
     from unicorn import x86_const as x86
-    address = next((module.program.symbols["skb_query"] for module in system.modules
-                    if "skb_query" in module.program.symbols), None)
-    if address is None:
+    # Every program that links the monitor has skb_query at an address of
+    # its own (cpudriver/layout.py); whichever monitor 0 runs asks.
+    addresses = sorted({module.program.symbols["skb_query"] for module in system.modules
+                        if "skb_query" in module.program.symbols})
+    if not addresses:
         return
 
     def on_query(uc, _address, _size, _data):
-        # Other programs run at the same virtual addresses: only a monitor
-        # arriving at skb_query has the question in rax.
+        # Only a monitor arriving at skb_query with the question in rax asks.
         if uc.reg_read(x86.UC_X86_REG_RAX) != SKB_QUERY:
             return
         n = uc.reg_read(x86.UC_X86_REG_RDI)
@@ -162,7 +163,8 @@ def attach(system) -> None:
             core.fail(f"the SKB failed: {type(error).__name__}: {error}")   # the asker stops
 
     for core in system.machine.cores:
-        core.uc.hook_add(UC_HOOK_CODE, on_query, begin=address, end=address)
+        for address in addresses:
+            core.uc.hook_add(UC_HOOK_CODE, on_query, begin=address, end=address)
 
 
 def answer_query(machine, n: int) -> SystemKnowledgeBase:

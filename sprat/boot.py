@@ -174,15 +174,18 @@ def run(args) -> int:
     if result.clean and failures and not args.expect_failures:
         print(f"sprat: every core halted after {result.cycles:,} cycles, but {failures} "
               "(--expect-failures if that is the point)", file=sys.stderr)
+        from kernel.diagnosis import user_faults
+        for line in user_faults(system):
+            print(f"sprat:   {line}", file=sys.stderr)
         return EXIT_MACHINE_FAILURE
     if result.clean:
         print(f"sprat: {result.reason} after {result.cycles:,} cycles")
         return EXIT_OK
-    print(f"sprat: {result.reason}", file=sys.stderr)
-    from kernel.diagnosis import explain
-    for line in explain(system):
-        if line.replace(" failed:", ":", 1) != result.reason:     # said already
-            print(f"sprat:   {line}", file=sys.stderr)
+    from kernel.diagnosis import explain_end
+    first, *lines = explain_end(system, result.reason)
+    print(f"sprat: {first}", file=sys.stderr)
+    for line in lines:
+        print(f"sprat:   {line}", file=sys.stderr)
     return EXIT_MACHINE_FAILURE
 
 
@@ -220,15 +223,18 @@ def recording(system, path):
 
 
 def serve_gdb_first(system, args) -> str:
-    """--gdb PORT: gdb drives the machine from its first instruction; once gdb
-    detaches, the run goes on as if it had never been stopped."""
-    from emulator.debug.engine import DebugEngine
-    from sprat.debug import serve_gdb
-    engine = DebugEngine(system.machine, max_cycles=args.max_cycles)
+    """--gdb PORT: gdb drives the machine from its first instruction, with the
+    symbol files and the script of `sprat debug --gdb` (sprat/gdb.py); once
+    gdb detaches, the run goes on as if it had never been stopped."""
+    from sprat import gdb
+    from sprat.debug import attach
+    # --trace installed the message tracepoints already (`recording`).
+    debuggee = attach(system, max_cycles=args.max_cycles, tracepoints=args.trace is None)
     try:
-        return serve_gdb(engine, args.gdb, sys.stdout)
+        return gdb.serve(debuggee, args.gdb, sys.stdout, args.gdb_files)
     finally:
-        engine.close()
+        debuggee.engine.travel.close()      # no history kept for the rest of the run
+        debuggee.engine.close()
 
 
 def core_table(system) -> str:

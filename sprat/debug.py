@@ -88,6 +88,7 @@ SYSTEM_REGISTERS = (("cr0", "cr2", "cr3", "cr4"), ("efer", "fs_base", "gs_base",
 SEGMENTS = ("cs", "ss", "ds", "es", "fs", "gs")
 # Instructions `next` runs to the end of instead of stepping into.
 STEP_OVER = ("call", "syscall")
+SYSCALL_RCX_TO_RIP = 136 - 96      # trap.S's frame: TF_RIP - TF_RCX (syscall's rcx = its rip)
 
 
 class CommandError(Exception):
@@ -99,7 +100,7 @@ class PointNote:
     """What the prompt knows of a breakpoint beyond the engine's: what it
     stops on, its condition as typed, whether `tbreak` made it."""
     what: str
-    base: object = None             # base(core) -> bool: the place's own test (program, channel)
+    base: object = None             # base(core) -> bool: the place's own test (a channel)
     condition: str | None = None
     once: bool = False
     event: str | None = None        # "send" / "recv" for a message breakpoint
@@ -119,9 +120,6 @@ def add_parser(subparsers) -> None:
                         help="set a breakpoint (`LABEL [core K]`, as the `break` command "
                              "takes it) and run to it before the prompt (repeatable)")
     add_gdb_option(parser)
-    parser.add_argument("--gdb-files", metavar="DIR", default=None,
-                        help="with --gdb: write the symbol files (ELF, DWARF) and the gdb script "
-                             "to DIR (default: a new temporary directory)")
     add_trace_option(parser)
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help="a `continue` stops when every core's clock passes "
@@ -140,6 +138,9 @@ def add_gdb_option(parser) -> None:
     parser.add_argument("--gdb", type=port_argument, metavar="PORT", default=None,
                         help="wait for gdb on 127.0.0.1:PORT (0: any free port) before the "
                              "first instruction; each core is a gdb thread")
+    parser.add_argument("--gdb-files", metavar="DIR", default=None,
+                        help="with --gdb: write the symbol files (ELF, DWARF) and the gdb script "
+                             "to DIR (default: a new temporary directory)")
 
 
 def add_trace_option(parser) -> None:
@@ -203,14 +204,16 @@ def open_debuggee(args, out) -> Debuggee:
     return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
 
 
-def attach(system, max_cycles=None, trace=None) -> Debuggee:
-    """Wrap a booted (not yet run) system for debugging."""
+def attach(system, max_cycles=None, trace=None, tracepoints=True) -> Debuggee:
+    """Wrap a booted (not yet run) system for debugging (`tracepoints`: install
+    the message tracepoints, unless the caller has: `sprat boot --trace`)."""
     engine = DebugEngine(system.machine, max_cycles=max_cycles)
     symbols = SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(),
                           read=engine.read_memory)
     messages = MessageLog(keep=MESSAGES_SHOWN)
     system.machine.observers.append(messages)
-    install_message_tracepoints(system)
+    if tracepoints:
+        install_message_tracepoints(system)
     engine.travel = TimeTravel(engine)       # reverse execution: history kept from here
     trace_file = None
     if trace:
@@ -225,19 +228,6 @@ def open_trace(machine, path):
     stream = OutputFile(path, "trace")
     machine.observers.append(TraceRecorder(stream))
     return stream
-
-
-def serve_gdb(engine, port: int, out) -> str:
-    """Serve one gdb session on the stopped machine; return how it ended."""
-    from emulator.debug.gdbstub import GdbServer
-    with GdbServer(engine, port=port) as server:
-        out.write(f"sprat: waiting for gdb on 127.0.0.1:{server.port} "
-                  f"(in gdb: target remote :{server.port})\n")
-        out.flush()
-        ended = server.serve_one()
-    out.write(f"sprat: the gdb session ended ({ended})\n")
-    out.flush()
-    return ended
 
 
 # --- The prompt ------------------------------------------------------------------------
@@ -350,7 +340,7 @@ class DebugShell(cmd.Cmd):
         for core in self.machine.cores:
             state = core.state.value + (" (held)" if core.id in self.engine.held else "")
             rows.append(["*" if core.id == self.selected else "", core.id, state,
-                         core.privilege, f"{core.rip:#x}", self._name(core.rip, core.id) or "",
+                         core.privilege, f"{core.rip:#x}", self._name(core.rip) or "",
                          core.stats.instructions, core.cycles])
         self.out(format_table(["", "core", "state", "ring", "rip", "where", "instructions",
                                "cycles"], rows))
@@ -481,7 +471,7 @@ class DebugShell(cmd.Cmd):
             raise CommandError(f"no return address on core {core.id}'s stack: "
                                f"`finish` needs a routine that was called")
         slot, back = rsp + frame[0], frame[1]
-        self.out(f"run till exit from #0  {self._describe(core.rip, core.id)}")
+        self.out(f"run till exit from #0  {self._describe(core.rip)}")
         with self._ctrl_c_interrupts():
             event = self.engine.run_until(
                 core.id, back, condition=lambda c: c.regs.read(x86.UC_X86_REG_RSP) > slot)
@@ -502,9 +492,7 @@ class DebugShell(cmd.Cmd):
             location = self._location(arg.strip(), core.id)
             self._must_not_be_held(core.id)
             with self._ctrl_c_interrupts():
-                event = self.engine.run_until(
-                    core.id, self.symbols.address_on(location, core.id),
-                    condition=lambda c: self.symbols.here(location, c.id, c.rip))
+                event = self.engine.run_until(core.id, self.symbols.address_on(location, core.id))
             return self.report(event)
         instruction = self._decode(core.rip, core.id)
         target = _branch_target(instruction) if instruction is not None else None
@@ -634,10 +622,10 @@ class DebugShell(cmd.Cmd):
             core = self.selected
             address = self.symbols.address_on(self._location(rest.strip(), core), core) \
                 if rest.strip() else self.machine.cores[core].rip
-            source = self.symbols.source(address, core)
+            source = self.symbols.source(address)
             if source is None:
                 raise CommandError(f"no source line for {address:#x} on core {core}")
-            self.out(f"line {source} holds {self._describe(address, core)}")
+            self.out(f"line {source} holds {self._describe(address)}")
             return
         raise CommandError("usage: info breakpoints | display | channels | registers | line")
 
@@ -653,7 +641,7 @@ class DebugShell(cmd.Cmd):
         for names in REGISTER_ROWS:
             self.out(row(names))
         rip = values["rip"]
-        name, source = self._name(rip, self.selected), self.symbols.source(rip, self.selected)
+        name, source = self._name(rip), self.symbols.source(rip)
         self.out(f"rip {rip:#018x}" + (f" <{name}>" if name else "") + (f" {source}" if source else ""))
         self.out(f"eflags {values['eflags']:#x} [ {' '.join(self._flags(values['eflags']))} ]  "
                  + "  ".join(f"{s} {values[s]:#06x}" for s in SEGMENTS))
@@ -701,7 +689,7 @@ class DebugShell(cmd.Cmd):
         per_line = UNITS_PER_LINE[size]
         for first in range(0, len(data) // size, per_line):
             at = address + first * size
-            name = self._name(at, self.selected)
+            name = self._name(at)
             values = [int.from_bytes(data[(first + i) * size:(first + i + 1) * size], "little")
                       for i in range(min(per_line, len(data) // size - first))]
             self.out(f"{at:#x}{' <' + name + '>' if name else ''}:\t"
@@ -743,7 +731,7 @@ class DebugShell(cmd.Cmd):
             return self._source_name(match.group("file")), int(match.group("line")), None
         address = self.symbols.address_on(self._location(text, core.id), core.id) \
             if text else core.rip
-        source = self.symbols.source(address, core.id)
+        source = self.symbols.source(address)
         if source is None:
             raise CommandError(f"no source line for {address:#x} on core {core.id}")
         file, _, line = source.rpartition(":")
@@ -877,12 +865,12 @@ class DebugShell(cmd.Cmd):
         for n, instruction in enumerate(self.disassembler.disasm(code, address)):
             if n == count:
                 break
-            label = self.symbols.label_at(instruction.address, core.id)
+            label = self.symbols.label_at(instruction.address)
             if label:
-                source = self.symbols.source(instruction.address, core.id)
+                source = self.symbols.source(instruction.address)
                 self.out(f"{label}:" + (f"  ({source})" if source else ""))
             marker = "=>" if instruction.address == core.rip else "  "
-            name = self._name(instruction.address, core.id)
+            name = self._name(instruction.address)
             self.out(f"{marker} {instruction.address:#x} {'<' + name + '>' if name else '':24} "
                      f"{self._instruction_text(instruction, core.id)}")
 
@@ -894,9 +882,9 @@ class DebugShell(cmd.Cmd):
         this is a scan: an old return address left on the stack shows too."""
         self._no_arguments("bt", arg)
         core = self.machine.cores[self.selected]
-        self.out(f"#0  {self._describe(core.rip, core.id)}")
+        self.out(f"#0  {self._describe(core.rip)}")
         for frame, (offset, value, how) in enumerate(self._return_addresses(core.id), 1):
-            self.out(f"#{frame}  {self._describe(value, core.id)}   "
+            self.out(f"#{frame}  {self._describe(value)}   "
                      f"(after a {how}; at rsp+{offset:#x})")
 
     def _return_addresses(self, core_id: int):
@@ -904,9 +892,14 @@ class DebugShell(cmd.Cmd):
         is the address right after one, nearest first."""
         rsp = self.machine.cores[core_id].regs.read(x86.UC_X86_REG_RSP)
         stack = self._read_mapped(rsp, BACKTRACE_WORDS * 8, core_id)
-        for offset in range(0, len(stack) - 7, 8):
-            value = int.from_bytes(stack[offset:offset + 8], "little")
+        words = {offset: int.from_bytes(stack[offset:offset + 8], "little")
+                 for offset in range(0, len(stack) - 7, 8)}
+        for offset, value in words.items():
             how = self._return_kind(value, core_id)
+            # `syscall` leaves the return address in rcx, and the trap frame
+            # keeps rcx as well as rip: the same word twice, one frame (rip's).
+            if how == "syscall" and words.get(offset + SYSCALL_RCX_TO_RIP) == value:
+                continue
             if how:
                 yield offset, value, how
 
@@ -1010,7 +1003,7 @@ class DebugShell(cmd.Cmd):
         if core.state is CoreState.FAILED:
             self.out(f"core {core.id} failed: {core.failure}")
         elif fault is not None:
-            where = f" {self._describe(fault.rip, core.id)}" if fault.rip is not None else ""
+            where = f" {self._describe(fault.rip)}" if fault.rip is not None else ""
             self.out(f"core {core.id} took {fault}{where}; stopped at its handler")
 
     def where(self, core_id: int) -> str:
@@ -1025,22 +1018,22 @@ class DebugShell(cmd.Cmd):
         instruction = self._decode(core.rip, core_id)
         text = f"  {self._instruction_text(instruction, core_id)}" if instruction else ""
         return (f"core {core_id}{state} ring {core.privilege} "
-                f"{self._describe(core.rip, core_id)}{text}")
+                f"{self._describe(core.rip)}{text}")
 
     # -- helpers ---------------------------------------------------------------------------
-    def _describe(self, address: int, core_id: int) -> str:
+    def _describe(self, address: int) -> str:
         """`0x200123 <trap_common+3> cpudriver/trap.S:42`, as much as is known."""
         text = f"{address:#x}"
-        name = self._name(address, core_id)
+        name = self._name(address)
         if name:
             text += f" <{name}>"
-        source = self.symbols.source(address, core_id)
+        source = self.symbols.source(address)
         if source:
             text += f" {source}"
         return text
 
-    def _name(self, address: int, core_id: int) -> str | None:
-        return self.symbols.describe(address, core_id)
+    def _name(self, address: int) -> str | None:
+        return self.symbols.describe(address)
 
     def _decode(self, address: int, core_id: int):
         code = self._read_mapped(address, LONGEST_INSTRUCTION, core_id)
@@ -1051,7 +1044,7 @@ class DebugShell(cmd.Cmd):
         text = f"{instruction.mnemonic} {instruction.op_str}".strip()
         target = _branch_target(instruction)
         if target is not None:
-            name = self._name(target, core_id)
+            name = self._name(target)
             if name:
                 text += f" <{name}>"
         return text
@@ -1072,7 +1065,7 @@ class DebugShell(cmd.Cmd):
 
     def _return_kind(self, value: int, core_id: int) -> str | None:
         """'call' or 'syscall' if `value` is the address right after one, in known code."""
-        if self.symbols.program_at(value, core_id) is None:
+        if self.symbols.program_at(value) is None:
             return None
         for size in (5, 2, 3, 6, 7):        # call rel32; call reg / [reg] / [reg+d8] / [m32]
             try:
@@ -1139,7 +1132,7 @@ class DebugShell(cmd.Cmd):
             return
         rows = []
         for point in self.engine.breakpoints.values():
-            note = self.notes.get(point.number) or PointNote(self._describe(point.address, 0))
+            note = self.notes.get(point.number) or PointNote(self._describe(point.address))
             rows.append([point.number, "tbreakpoint" if note.once else "breakpoint",
                          "yes" if point.enabled else "no", note.what
                          + self._cores_text(point.cores), note.condition or "", point.hits])
@@ -1184,17 +1177,14 @@ class DebugShell(cmd.Cmd):
             cores = frozenset({core}) if cores is None else cores & {core}
             if not cores:
                 raise CommandError(f"{text} is not in core {core}'s programs")
-        base = None
-        if location.places:
-            base = lambda c: self.symbols.here(location, c.id, c.rip)   # noqa: E731
+        # Each place is in one program's code, which only the cores running
+        # that program map: a hook there stops no other program.
         addresses = location.addresses
         point = self.engine.add_breakpoint(addresses[0], cores, also=addresses[1:])
-        shown = self._describe(addresses[0], min(cores or {0}))
-        if location.places:         # named by the program that has it, not whichever is mapped
-            shown = _describe_in(location.places[0][1], addresses[0])
+        shown = self._describe(addresses[0])
         if len(addresses) > 1:
             shown += f" (and {len(addresses) - 1} more program{'s' if len(addresses) > 2 else ''})"
-        return point, PointNote(shown, base)
+        return point, PointNote(shown)
 
     def _message_break(self, event: str, channel_text: str, core: int | None):
         """break send/recv CHANNEL: right after a message is sent or taken on it."""
@@ -1209,8 +1199,7 @@ class DebugShell(cmd.Cmd):
         location = Location(places[0][0], None, places)
 
         def base(c):
-            return (self.symbols.here(location, c.id, c.rip)
-                    and read_message(c, event).channel == channel)
+            return read_message(c, event).channel == channel
         cores = None if core is None else frozenset({core})
         addresses = location.addresses
         point = self.engine.add_breakpoint(addresses[0], cores, also=addresses[1:])
@@ -1245,7 +1234,7 @@ class DebugShell(cmd.Cmd):
         name = {"write": "watchpoint", "read": "read watchpoint",
                 "access": "access watchpoint"}[kind]
         self.out(f"{name} {point.number} on {length} byte{'s' if length > 1 else ''} at "
-                 f"{self._describe(address, self.selected)}")
+                 f"{self._describe(address)}")
 
     def _enable(self, arg: str, enabled: bool) -> None:
         words = arg.split()
@@ -1268,7 +1257,7 @@ class DebugShell(cmd.Cmd):
             raise CommandError(f"no breakpoint {text or '(a number is missing)'} "
                                f"(see `info breakpoints`)")
         point = self.engine.breakpoints[int(text)]
-        self.notes.setdefault(point.number, PointNote(self._describe(point.address, 0)))
+        self.notes.setdefault(point.number, PointNote(self._describe(point.address)))
         return point
 
     def _must_not_be_held(self, core_id: int) -> None:
@@ -1363,10 +1352,10 @@ class DebugShell(cmd.Cmd):
         """rs [N]: reverse-step (see `help reverse`)."""
         core = self.machine.cores[self.selected]
         for _ in range(self._count(arg, 1, MAX_STEPS)):
-            line = self.symbols.source(core.rip, core.id)
+            line = self.symbols.source(core.rip)
             for _ in range(MAX_REVERSE_LINE):
                 self.engine.travel.reverse_step(core.id)
-                if self.symbols.source(core.rip, core.id) != line:
+                if self.symbols.source(core.rip) != line:
                     break
         self.out(self.where(core.id))
 
@@ -1462,15 +1451,6 @@ def _format_print(value: int, form: str) -> str:
     if not form:
         return f"{value} ({value:#x})" if value > 9 else str(value)
     return _format_value(value, form, 8) if form != "x" else f"{value:#x}"
-
-
-def _describe_in(program, address: int) -> str:
-    """`0x8000000012 <start+18> userland/hello.S:9`, in that program."""
-    found, line = program.symbol_at(address), program.line_at(address)
-    text = f"{address:#x}"
-    if found:
-        text += f" <{found[0]}+{found[1]}>" if found[1] else f" <{found[0]}>"
-    return text + (f" {line[0]}:{line[1]}" if line else "")
 
 
 def _core_of(event) -> str:

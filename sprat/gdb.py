@@ -1,30 +1,30 @@
-"""`sprat debug --gdb PORT`: real gdb on a booted image, with names and source lines.
+"""`sprat debug --gdb PORT` (and `sprat boot --gdb PORT`): real gdb on a booted
+image, with names and source lines.
 
     files = write_symbol_files(system, directory, port)   # ELF per program + a script
     target = GdbTarget(debuggee, files)                    # what the stub drives
     # gdb -x files.script   -- loads the symbols and connects
 
 gdb learns names and source lines from ELF files (emulator/debug/elf.py
-writes them): one for the CPU driver and one per user program, and a gdb
-script that loads them and connects.
+writes them): one for the CPU driver and one per user program, each at the
+addresses it runs at, and a gdb script that loads them all and connects.
 
-Every user program is linked at the same virtual address, each in its own
-address space (emulator/debug/symbols.py), but gdb has one address space
-for all its threads: two programs' symbols loaded at once would give one
-address two names. So gdb holds the CPU driver's symbols (every core sees
-them) and ONE user program's at a time, chosen with the script's command
-
-    (gdb) program spawn_child
-
-which swaps the symbol file and tells the stub (`monitor program NAME`).
-A breakpoint in user code is then, on the machine's side, a breakpoint in
-that program: it stops a core only while that program is the one mapped
-there, never another program that happens to have code at that address.
-The script starts with the program core 0 runs.
+gdb has one address space for all its threads, and so does sprat where
+code is concerned: every user program is linked at a virtual base of its
+own (cpudriver/layout.py), so an address names one instruction on every
+core. With every program's symbols loaded at once, `bt`, `info symbol` and
+`list` name each core's frame in its own program, and `break urpc_send`
+sets a location in every program that links it, each of which stops only
+the cores running that program (no other address space maps it).
 
 `GdbTarget` is the debug engine as the stub sees it, plus what only this
 layer knows: each core's state and program for `info threads`, and the
-`monitor` commands (cycles, cores, channels, msgs, program).
+`monitor` commands (cycles, cores, channels, msgs, ended).
+
+In non-stop mode (`set non-stop on` before the script connects) the stub
+may not print on gdb's console by itself, so the script's stop hook asks
+`monitor ended new`, which says why the machine ended, once: at the first
+stop after the end (`monitor ended` says it whenever asked).
 """
 
 from __future__ import annotations
@@ -56,16 +56,19 @@ class SymbolFiles:
     script: Path
     kernel: Path
     programs: dict = field(default_factory=dict)     # name -> (Program, ELF path)
-    first: str | None = None                         # the program the script loads
 
     def command(self) -> str:
         return f"gdb -x {self.script}"
 
 
 def program_names(system) -> dict:
-    """A name per user program (its file's stem, made unique): name -> Program."""
-    names = {}
+    """A name per user program (its file's stem, made unique): name -> Program.
+    Module lines that are one program (kernel/boot.py) share one name."""
+    names, seen = {}, set()
     for module in system.modules:
+        if id(module.program) in seen:
+            continue
+        seen.add(id(module.program))
         stem = Path(module.name).stem or "program"
         name, n = stem, 2
         while name in names or name == KERNEL_NAME:
@@ -86,8 +89,7 @@ def write_symbol_files(system, directory, port: int) -> SymbolFiles:
             path = directory / f"{name}.elf"
             path.write_bytes(program_elf(program, name, str(TREE), outermost=USER_ENTRY))
             programs[name] = (program, path)
-        first = first_program(system, programs)
-        files = SymbolFiles(directory, directory / SCRIPT_NAME, kernel, programs, first)
+        files = SymbolFiles(directory, directory / SCRIPT_NAME, kernel, programs)
         files.script.write_text(gdb_script(files, port))
     except OSError as error:
         raise SpratError(f"cannot write gdb's symbol files in {directory}: "
@@ -95,47 +97,30 @@ def write_symbol_files(system, directory, port: int) -> SymbolFiles:
     return files
 
 
-def first_program(system, programs: dict) -> str | None:
-    """The program core 0 runs (what gdb shows first), else the first one."""
-    module = system.module_for_core(0)
-    for name, (program, _) in programs.items():
-        if module is not None and program is module.program:
-            return name
-    return next(iter(programs), None)
-
-
 def gdb_script(files: SymbolFiles, port: int) -> str:
-    """The commands `gdb -x` runs: symbols, the `program` command, connect."""
+    """The commands `gdb -x` runs: every program's symbols, then connect."""
     lines = [
-        "# Written by `sprat debug --gdb`: run it with  gdb -x THIS-FILE",
-        "# The CPU driver's symbols, then one user program's (they share addresses:",
-        "# `program NAME` swaps them; NAME is one of: "
-        + (", ".join(files.programs) or "(none)") + ").",
+        "# Written by `sprat debug --gdb` or `sprat boot --gdb`: run it with  gdb -x THIS-FILE",
+        "# The CPU driver's symbols and every user program's, each at the address",
+        "# it runs at (every program has a virtual base of its own).",
         "set confirm off",
         "set pagination off",
         "set architecture i386:x86-64",
         f"add-symbol-file {files.kernel}",
     ]
-    if files.programs:
-        base = files.programs[files.first][0].base
-        lines += [
-            f"add-symbol-file {files.programs[files.first][1]}",
-            "define program",
-            "  monitor program $arg0",
-            f"  remove-symbol-file -a {base:#x}",
-            f"  add-symbol-file {files.directory}/$arg0.elf",
-            "end",
-            "document program",
-            "Use the symbols of user program NAME (program NAME): breakpoints in user",
-            "code then stop only where that program runs. `monitor program` names them.",
-            "end",
-        ]
+    for name, (program, path) in files.programs.items():
+        lines.append(f"# {name}: {program.base:#x} .. {program.end:#x}")
+        lines.append(f"add-symbol-file {path}")
     lines += [
+        "# In non-stop mode, the stub cannot print why the machine ended: ask it.",
+        "define hook-stop",
+        "  if $_gdb_setting(\"non-stop\") && $_isvoid($_exitcode)",
+        "    monitor ended new",
+        "  end",
+        "end",
         "set confirm on",
         f"target remote 127.0.0.1:{port}",
     ]
-    if files.programs:
-        lines.append(f"monitor program {files.first}")
     return "\n".join(lines) + "\n"
 
 
@@ -150,20 +135,10 @@ class GdbTarget:
         self.engine = debuggee.engine
         self.symbols = debuggee.symbols
         self.programs = {name: program for name, (program, _) in files.programs.items()}
-        self.current = files.first      # the user program gdb has the symbols of
+        self.end_told = False           # `monitor ended` has said why the machine ended
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
-
-    # -- breakpoints in the program gdb knows ------------------------------------
-    def add_breakpoint(self, addr: int) -> None:
-        program = self.programs.get(self.current)
-        if program is None or not program.base <= addr < program.end:
-            self.engine.add_breakpoint(addr)
-            return
-        # User code: only where the program gdb has the symbols of is mapped.
-        self.engine.add_breakpoint(
-            addr, condition=lambda core: self.symbols.running([program], core.id))
 
     # -- what `info threads` shows -----------------------------------------------
     def thread_info(self, core_id: int) -> str:
@@ -188,34 +163,32 @@ class GdbTarget:
         if word == "cycles":
             return "\n".join(f"core {c.id}: {c.cycles:,} cycles, {c.stats.instructions:,} "
                              f"instructions" for c in self.engine.machine.cores)
-        if word == "program":
-            return self._program(rest.strip())
+        if word == "ended":
+            if rest.strip() not in ("", "new"):
+                raise TargetError("usage: monitor ended [new]")
+            return self._ended(only_new=rest.strip() == "new")
         if word in self._views():
             return self._shell_view(command)
         raise TargetError(f"no monitor command {word!r}: `monitor help` lists them")
+
+    def _ended(self, only_new: bool) -> str:
+        reason = self.engine.end_reason
+        if reason is None or (only_new and self.end_told):
+            return ""
+        self.end_told = True
+        return (f"sprat: the machine has ended: {reason}; its state stays here to inspect, "
+                f"and running it again reports the exit")
 
     def _views(self) -> list[str]:
         from sprat.debug import DebugShell
         return [name for name in SHELL_VIEWS if hasattr(DebugShell, f"do_{name}")]
 
     def _help(self) -> str:
-        names = ", ".join(self.programs) or "none"
         return ("monitor cycles            each core's modeled cycles and instructions\n"
                 + "".join(f"monitor {view:<18}as `{view}` at the sprat debug prompt\n"
                           for view in self._views())
-                + f"monitor program [NAME]    the user program gdb's breakpoints are in "
-                  f"({names})")
-
-    def _program(self, name: str) -> str:
-        if not name:
-            on = [f"core {c}: {self.program_on(c) or '-'}" for c in self.engine.cores()]
-            return (f"gdb has the symbols of {self.current or 'no program'}; "
-                    f"programs: {', '.join(self.programs) or 'none'}\n" + "\n".join(on))
-        if name not in self.programs:
-            raise TargetError(f"no program {name!r}: the programs are "
-                              f"{', '.join(self.programs) or 'none'}")
-        self.current = name
-        return ""
+                + "monitor ended [new]       why the machine ended, once it has (new: if not "
+                  "said yet)")
 
     def _shell_view(self, command: str) -> str:
         from sprat.debug import DebugShell

@@ -31,6 +31,29 @@ settings.load_profile(os.environ.get("SPRAT_HYPOTHESIS_PROFILE", "ci"))
 ROOT = Path(__file__).resolve().parents[1]
 USER_LIBRARY = ROOT / "userland" / "lib" / "sprat.S"
 
+# 200 URPC messages from core 0 to core 1 (userland/urpc_stream.S).
+STREAM_IMAGE = """title a stream of 200 messages from core 0 to core 1
+kernel /cpudriver/cpudriver.S
+module /userland/urpc_stream.S core=0 role=0 channel=3 count=200
+module /userland/urpc_stream.S core=1 role=1 channel=3 count=200
+"""
+
+
+def control_word_first_workspace(folder: Path) -> Path:
+    """Make `folder` a workspace whose urpc_send stores the control word before
+    the payload (the mistake labs/05-urpc/wrong/control_word_first.diff
+    records: a race no fixed quantum shows on this stream), with the stream
+    image in it; return the image. The caller sets the workspace."""
+    urpc = (ROOT / "userland/lib/urpc.S").read_text()
+    early = "    lea rcx, [rax + 1]\n    mov qword ptr [rdx + URPC_CONTROL], rcx\n"
+    racy = urpc.replace("    # the payload first ...\n", early + "    # the payload first ...\n")
+    assert racy != urpc, "urpc.S no longer has the line the mistake goes before"
+    (folder / "userland/lib").mkdir(parents=True)
+    (folder / "userland/lib/urpc.S").write_text(racy)
+    image = folder / "stream.lst"
+    image.write_text(STREAM_IMAGE)
+    return image
+
 
 @dataclass
 class Run:

@@ -412,6 +412,21 @@ def test_implicit_rip_relative_operands_are_refused(source):
     assert "register" in str(error)
 
 
+@pytest.mark.parametrize("source", ["mov rcx, qword ptr gs:[0x30]",
+                                    "mov qword ptr gs:[0x48], rcx",
+                                    "mov qword ptr gs:[0x48], 0"])
+def test_a_per_core_variable_through_another_register_than_rax_says_use_rax(source):
+    """Only rax has an absolute gs: form (moffs); keystone makes the rest
+    RIP-relative. The refusal says how to write it (lab 4 asks for gs: a lot)."""
+    error = assembly_error(f"nop\n{source}\n", BASE, filename="p.S")
+    assert str(error).startswith("p.S:2: keystone made this memory operand RIP-relative")
+    assert "go through rax: mov rax, qword ptr gs:[X]" in str(error)
+
+
+def test_per_core_variables_through_rax_assemble():
+    assemble_text("mov rax, qword ptr gs:[0x30]\nmov qword ptr gs:[0x48], rax\n", BASE)
+
+
 def test_keystone_really_gets_mov_rbx_absolute_wrong():
     """The reason for the check above: keystone's raw output, disassembled."""
     from capstone import CS_ARCH_X86, CS_MODE_64, Cs

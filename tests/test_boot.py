@@ -2,6 +2,7 @@
 
 import pytest
 
+from cpudriver import layout
 from emulator.core import CoreState
 
 from tests.conftest import ROOT, boot_and_run
@@ -54,3 +55,45 @@ def test_cpu_driver_symbols_are_known():
     for name in ("kernel_entry", "syscall_entry", "trap_common", "ap_entry"):
         assert name in symbols
     assert symbols["kernel_entry"] == 0x200000
+
+
+WHERE_AM_I = """\
+# Prints where it runs: its first instruction's address, then its stack pointer.
+start:
+    mov rbx, rsp
+    lea rdi, [rip + start]
+    call print_u64
+    lea rdi, [rip + space]
+    call print_cstr
+    mov rdi, rbx
+    call print_u64
+    lea rdi, [rip + newline]
+    call print_cstr
+    xor edi, edi
+    call exit
+space: .asciz " "
+newline: .asciz "\\n"
+.include "{tree}/userland/lib/sprat.S"
+"""
+
+
+def test_each_program_runs_at_its_own_base_and_copies_of_one_share_it(tmp_path):
+    # Lines 1 and 3 are one program (same file, same numeric options); line 2
+    # differs in a constant, so it is another program with addresses of its own.
+    (tmp_path / "where.S").write_text(WHERE_AM_I.format(tree=ROOT))
+    image = tmp_path / "where.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\n"
+                     "module where.S core=0 tag=1\n"
+                     "module where.S core=1 tag=2\n"
+                     "module where.S core=2 tag=1\n")
+    run = boot_and_run(image, cores=3)
+    assert run.result.clean, run.result.reason
+    first, second, third = run.system.modules
+    assert third.program is first.program and third.physical == first.physical, \
+        "two lines of the same program should be loaded once"
+    assert second.program.base != first.program.base, \
+        "two different programs should not share addresses"
+    for core, program in ((0, 0), (1, 1), (2, 0)):
+        assert run.output(core) == [f"{layout.program_base(program)} "
+                                    f"{layout.stack_top(program)}"], \
+            f"core {core} should start at program {program}'s base, its stack at its window's top"

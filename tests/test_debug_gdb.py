@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from cpudriver import layout
 from emulator.debug.engine import DebugEngine
 from emulator.debug.gdbstub import GdbServer, frame
 from kernel.boot import boot_image
@@ -108,15 +109,16 @@ def test_gdb_lists_cores_breaks_steps_and_reads_what_the_emulator_holds(sprat_de
 
 @needs_gdb
 def test_gdb_write_watchpoint_on_a_user_stack_then_kill(sprat_debug):
-    slot = 0x80_001F_FFF8               # the first word every program pushes
+    slot = layout.stack_top(0) - 8      # the first word the image's one program pushes
+    program = range(layout.program_base(0), layout.program_base(0) + layout.PROGRAM_SPAN)
     output = sprat_debug.gdb(f"watch *(long*){slot:#x}", "continue", "info registers rip", "kill")
     assert f"Hardware watchpoint 1: *(long*){slot:#x}" in output
     assert re.search(r"Thread \d+ hit Hardware watchpoint 1", output), output
     # The store was a call's push: it holds the return address into the program.
     new_value = int(re.search(r"New value = (\d+)", output).group(1))
-    assert 0x80_0000_0000 < new_value < 0x80_0010_0000
+    assert new_value in program, "the pushed word is not a return address into the program"
     rip = re.search(r"^rip\s+(0x[0-9a-f]+)\s", output, re.M)
-    assert rip and 0x80_0000_0000 <= int(rip.group(1), 16) < 0x80_0010_0000, "stopped in user code"
+    assert rip and int(rip.group(1), 16) in program, "stopped in user code"
     code, printed = sprat_debug.finish()
     assert code == 0 and "gdb session ended (kill)" in printed
 

@@ -14,6 +14,7 @@ import time
 import pytest
 from unicorn import x86_const as x86
 
+from cpudriver import layout
 from emulator.core import CoreState
 from emulator.debug.engine import DebugEngine
 from kernel.boot import boot_image
@@ -160,7 +161,7 @@ def test_user_breakpoint_stops_every_core_in_ring_3():
 def test_watchpoint_on_the_user_stack_stops_each_core_after_its_store():
     session = Session()
     program = session.system.modules[0].program
-    top = session.system.kernel.symbols.get("USER_STACK_TOP") or 0x80_0020_0000
+    top = layout.stack_top(0)     # default.lst's one module
     slot = top - 8          # the first push of every program: its private stack
     session.run(f"watch {slot:#x}")
     seen = set()
@@ -241,6 +242,16 @@ def test_backtrace_finds_the_user_call_from_the_kernel():
     assert "(after a call" in output and "(after a syscall" in output, output
 
 
+def test_backtrace_lists_the_user_frame_of_a_syscall_once():
+    """syscall leaves its return address in rcx, so the trap frame holds it
+    twice (saved rcx, saved rip): one frame, shown once."""
+    session = Session()
+    session.run("break sys_print core 0", "continue")
+    frames = [line.split("   (")[0].split(None, 1)[1]
+              for line in session.run("bt").splitlines() if "(after a syscall" in line]
+    assert len(frames) == 1, frames
+
+
 def test_cores_table_marks_the_selected_core():
     session = Session()
     output = session.run("core 3", "cores")
@@ -297,7 +308,7 @@ continue
 bt
 x $rsp 32
 disas
-watch 0x80001ffff8
+watch 0x80011ffff8
 continue
 continue
 cores
@@ -332,7 +343,7 @@ FUZZ_WORDS = ["cores", "core", "step", "s", "stepi", "next", "continue", "break"
               "delete", "regs", "x", "disas", "bt", "msgs", "help", "frob", "", "?"]
 FUZZ_ARGS = ["0", "1", "3", "7", "-1", "0x200000", "syscall_entry", "start", "start+4", "$rsp",
              "$rip+8", "$zz", "core", "2", "0xffffffffffffffff", "1e3", "+", "\x00", "é", "''",
-             "print_u64", "99999999999999999999", "0x80001ffff8", "16", "4096", "4097"]
+             "print_u64", "99999999999999999999", "0x80011ffff8", "16", "4096", "4097"]
 
 
 def test_random_lines_at_the_prompt_never_end_the_session():
@@ -402,3 +413,58 @@ def test_a_spawned_program_has_its_symbols_on_the_core_it_runs_on(tmp_path, caps
     assert "no symbol" not in out
     assert "core 2 hit breakpoint 1" in out
     assert "<start+180> userland/spawn_child.S:" in out
+
+
+def hits_of(engine, run, limit=1000):
+    """(core, its pc, its cycles) at each stop of `run` until the end."""
+    hits = []
+    for _ in range(limit):
+        event = run()
+        if event.reason == 'exited':
+            return hits
+        core = engine.machine.cores[event.core]
+        hits.append((event.core, core.rip, core.cycles))
+    raise AssertionError(f'the run did not end within {limit} stops')
+
+
+def test_non_stop_slices_stop_at_the_same_breakpoint_hits_as_a_whole_run():
+    # gdb's non-stop mode runs the machine in slices of a few quanta
+    # (engine.run_slice); where each core stops must not depend on where
+    # the slices fall, nor a breakpoint be skipped at a slice boundary.
+    def engine():
+        system = boot_image(ROOT / "images" / "default.lst", cores=4)
+        debug = DebugEngine(system.machine)
+        debug.add_breakpoint(system.kernel.symbols["syscall_entry"])
+        return debug
+
+    whole = engine()
+    expected = hits_of(whole, whole.resume)
+    sliced = engine()
+
+    stopped = []
+
+    def run_in_slices():
+        for core in stopped:        # continuing from a stop moves on, as resume does
+            sliced.release(core)
+        while (event := sliced.run_slice(1)) is None:
+            pass
+        stopped[:] = [event.core]
+        return event
+    assert hits_of(sliced, run_in_slices) == expected and len(expected) > 4
+
+
+def test_run_slice_passes_over_held_cores_and_a_released_core_moves_on():
+    system = boot_image(ROOT / "images" / "default.lst", cores=2)
+    engine = DebugEngine(system.machine)
+    engine.add_breakpoint(system.kernel.symbols["syscall_entry"])
+    event = engine.resume()
+    engine.held.add(event.core)
+    held = system.machine.cores[event.core]
+    before = (held.rip, held.cycles)
+    for _ in range(5):
+        engine.run_slice(2)
+        assert (held.rip, held.cycles) == before, 'a held core must not move'
+    engine.release(event.core)
+    while (stop := engine.run_slice(2)) is None or stop.core != event.core:
+        pass
+    assert held.cycles > before[1], 'released, the core should run on past its breakpoint'

@@ -247,3 +247,87 @@ def test_a_run_whose_server_died_ends_early_saying_who_waits(tmp_path):
     assert "waiting on lines that no core writes: core 0;" in run.result.reason
     assert "halted: core 1" in run.result.reason, run.result.reason
     assert run.result.cycles < 3 * 10**7, "the machine went on long after nothing could happen"
+
+
+# Polls two lines of channel page 40 in one round with a stretch of work
+# between them (line A, the flag, first; line B, never written, last), as
+# a monitor polls a ring from every other core before it parks.
+POLL_ROUND = """
+WORK = 5000                           # iterations of two instructions: a round is
+start:                                # some 10,000 cycles
+    mov rbx, USER_CHANNELS + 40 * 4096
+poll:
+    cmp qword ptr [rbx], 0            # line A: the flag
+    jne seen
+    mov ecx, WORK
+work:
+    dec ecx
+    jnz work
+    cmp qword ptr [rbx + 64], 0       # line B
+    pause
+    jmp poll
+seen:
+    rdtsc
+    shl rdx, 32
+    lea rdi, [rax + rdx]
+    call print_u64
+    lea rdi, [rip + text]
+    call print_cstr
+    xor edi, edi
+    call exit
+text: .asciz " the poller saw the flag\\n"
+"""
+
+# On core 1: asks for a dispatcher on core 0 (its CPU driver takes the
+# request in an interrupt, in the middle of the poller's first round),
+# then sets the flag once the poller has finished that round.
+SPAWN_THEN_SET = """
+start:
+    mov ecx, 2500
+early:
+    dec ecx
+    jnz early
+    mov eax, SYS_SPAWN
+    mov edi, 2                        # the third module: says hello and exits
+    xor esi, esi                      # on core 0
+    xor edx, edx
+    xor r10d, r10d
+    syscall
+    mov ecx, 15000                    # 30,000 cycles: the poller is parked by now
+late:
+    dec ecx
+    jnz late
+    rdtsc
+    shl rdx, 32
+    lea rbx, [rax + rdx]
+    mov rax, USER_CHANNELS + 40 * 4096
+    mov qword ptr [rax], 1
+    mov rdi, rbx
+    call print_u64
+    lea rdi, [rip + text]
+    call print_cstr
+    xor edi, edi
+    call exit
+text: .asciz " the flag was set\\n"
+"""
+
+
+def test_a_poll_round_cut_by_an_interrupt_still_wakes_on_its_first_line(tmp_path):
+    # An interrupt in the middle of a poll round (here the inbox's, for a
+    # spawn) must not leave the core parked on the lines read after it
+    # alone: then a write to the line read before it would go unseen until
+    # the next time slice (TIME_SLICE_CYCLES, 100,000), which is how an
+    # unmap on amd-8x4 once took 103,602 cycles. A spinning core sees the
+    # write within a round or two of its loop.
+    image = image_of(tmp_path, [(POLL_ROUND, "core=0 channels=40"),
+                                (SPAWN_THEN_SET, "core=1 channels=40"),
+                                (SAY.format(text="hello from the spawned one"), "nospawn")])
+    run = boot_and_run(image, cores=2)
+    assert run.result.clean, run.result.reason
+    assert "hello from the spawned one" in run.output(0), run.output(0)
+    set_at = int(run.output(1)[-1].split()[0])
+    seen_at = int(next(line for line in run.output(0) if "saw the flag" in line).split()[0])
+    rounds = 3 * 10_000
+    assert 0 < seen_at - set_at < rounds, (
+        f"the poller saw the flag {seen_at - set_at:,} cycles after it was set, more than three "
+        f"rounds of its loop ({rounds:,}): it slept through the write till its time slice ended")

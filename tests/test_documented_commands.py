@@ -29,7 +29,10 @@ TIMEOUT = 600
 RUN_ELSEWHERE = {
     "sprat debug --gdb 1234": "waits for gdb to connect: tests/test_gdb_real.py drives it",
     "sprat debug images/spawn.lst --gdb 1234":
-        "waits for gdb to connect: tests/test_gdb_real.py drives it",
+        "waits for gdb to connect: tests/test_gdb_real.py drives it (and docs/gdb.md's "
+        "gdb session)",
+    "sprat boot images/spawn.lst --gdb 1234":
+        "waits for gdb to connect: tests/test_debug_gdb.py and test_gdb_real.py drive it",
     "sprat lab grade": "grades the workspace it is run in: the handouts' sessions below run it",
     "sprat lab check": "proves every lab's grader (minutes): tests/test_labs.py runs it",
 }

@@ -6,25 +6,13 @@ import pytest
 
 from emulator import sources
 from sprat.cli import main
-from tests.conftest import ROOT
-
-STREAM = """kernel /cpudriver/cpudriver.S
-module /userland/urpc_stream.S core=0 role=0 channel=3 count=200
-module /userland/urpc_stream.S core=1 role=1 channel=3 count=200
-"""
-EARLY = "    lea rcx, [rax + 1]\n    mov qword ptr [rdx + URPC_CONTROL], rcx\n"
+from tests.conftest import STREAM_IMAGE as STREAM, control_word_first_workspace
 
 
 @pytest.fixture
 def racy_stream(tmp_path):
     """A workspace whose urpc.S stores the control word before the payload."""
-    urpc = (ROOT / "userland/lib/urpc.S").read_text()
-    racy = urpc.replace("    # the payload first ...\n", EARLY + "    # the payload first ...\n")
-    assert racy != urpc
-    (tmp_path / "userland/lib").mkdir(parents=True)
-    (tmp_path / "userland/lib/urpc.S").write_text(racy)
-    image = tmp_path / "stream.lst"
-    image.write_text(STREAM)
+    image = control_word_first_workspace(tmp_path)
     sources.set_workspace(tmp_path)
     yield image
     sources.set_workspace(None)

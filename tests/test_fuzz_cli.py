@@ -79,6 +79,7 @@ BENCH = [("--json", None), ("--lab", "lab-dir")]
 COMMANDS = {
     ("boot",): ([("image", "?")], MACHINE + [("--max-cycles", "max-cycles"),
                                              ("--expect-failures", None), ("--gdb", "port"),
+                                             ("--gdb-files", "gdb-files"),
                                              ("--trace", "output"), ("--inject", "inject")],
                  False),
     ("debug",): ([("image", "?")], MACHINE + [("--script", "script"), ("--break", "break"),
@@ -156,7 +157,9 @@ def command_lines(draw, workdir):
 
     argv = list(words) + [word.format(script=workdir / "script")
                           for word in SAFE_PREFIX.get(words, [])]
-    chosen = draw(st.lists(st.sampled_from(options), max_size=5)) if options else []
+    # Each option once: argparse keeps an option's last value, so a wrong value
+    # given before a good one for the same option would not make the line wrong.
+    chosen = draw(st.lists(st.sampled_from(options), max_size=5, unique=True)) if options else []
     for flag, kind in chosen:
         argv += [flag] if kind is None else [flag, value(kind)]
     for kind, arity in positionals:

@@ -5,8 +5,11 @@ short gdb session of packets with meaning and hostile arguments: reads
 and writes of unmapped, kernel and huge ranges, thread ids that name no
 core (0, -1, huge, not hex), registers that do not exist, breakpoints
 anywhere, steps and continues, unknown commands, checksums that are
-wrong, packets cut short or longer than the stub takes, raw noise. The
-session then ends the way gdb ends one (detach) or the way a network
+wrong, packets cut short or longer than the stub takes, raw noise. Half
+the sessions are in gdb's non-stop mode (QNonStop:1 first), where the
+machine runs between packets and stops come as notifications: there,
+per-thread vCont actions, vStopped and QNonStop with hostile arguments.
+The session then ends the way gdb ends one (detach) or the way a network
 does (a disconnect in the middle of a packet).
 
 A case passes when the stub answered every packet it could parse with a
@@ -34,7 +37,8 @@ CORES = 2
 MAX_CYCLES = 200_000                 # a `c` runs at most this long
 
 ADDRESSES = st.one_of(st.sampled_from([0, layout.KERNEL_BASE, layout.PERCORE_BASE,
-                                       layout.USER_BASE, layout.APIC_BASE, 0xFFF, 0x1FFFFF,
+                                       layout.USER_BASE, layout.program_base(0),
+                                       layout.APIC_BASE, 0xFFF, 0x1FFFFF,
                                        2**47, 2**63, 2**64 - 1, 2**64 - 4096, 2**64, 2**80]),
                       st.integers(0, 2**64 + 16))
 LENGTHS = st.sampled_from([0, 1, 8, 4095, 4097, PACKET_SIZE, PACKET_SIZE * 4, 2**32, 2**63,
@@ -60,6 +64,11 @@ PACKETS = st.one_of(
     st.builds(lambda t: f"qThreadExtraInfo,{t}", THREADS),
     st.builds(lambda action, t: f"vCont;{action}:{t}", st.sampled_from(["s", "c", "C05", "S05",
                                                                           "x", "t", "r0,1"]), THREADS),
+    st.builds(lambda a, t, b, u: f"vCont;{a}:{t};{b}:{u}", st.sampled_from(["c", "s", "t", "C"]),
+              THREADS, st.sampled_from(["c", "t", "s", "", "t:"]), THREADS),
+    st.sampled_from(["vStopped", "vStopped;", "QNonStop:1", "QNonStop:0", "QNonStop:2",
+                     "QNonStop:", "QNonStop", "vCont;t", "vCont;c", "vCont;t;c", "vCont;c;t:1",
+                     "vCont;s:1;c", "vCtrlC"]),
     st.builds(lambda number, value: f"p{number}", st.sampled_from(["0", "10", "11", "17", "18", "40",
                                                                     "57", "ff", "ffffffff", "", "x"]),
               HEX),
@@ -110,8 +119,9 @@ class CapturedErrors(logging.Handler):
 
 
 @settings(max_examples=examples(30))
-@given(sends=st.lists(SENDS, min_size=1, max_size=12), ending=st.sampled_from(["detach", "cut"]))
-def test_a_hostile_gdb_session_never_breaks_the_stub(sends, ending):
+@given(sends=st.lists(SENDS, min_size=1, max_size=12), ending=st.sampled_from(["detach", "cut"]),
+       mode=st.sampled_from(["all-stop", "non-stop"]))
+def test_a_hostile_gdb_session_never_breaks_the_stub(sends, ending, mode):
     errors = CapturedErrors()
     logging.getLogger("emulator.debug.gdbstub").addHandler(errors)
     system = boot_image(IMAGE, cores=CORES)
@@ -125,6 +135,8 @@ def test_a_hostile_gdb_session_never_breaks_the_stub(sends, ending):
     reader.start()
     try:
         with time_limit(CASE_SECONDS, "a gdb session"):
+            if mode == "non-stop":
+                client.send_raw(frame("QNonStop:1"))
             for data in sends:
                 client.send_raw(data)
             if ending == "detach":
@@ -143,6 +155,7 @@ def test_a_hostile_gdb_session_never_breaks_the_stub(sends, ending):
             replies = re.findall(rb"\$([^#$]*)#[0-9a-f]{2}", bytes(received))
             assert replies and replies[-1] == b"OK", "the detach was not answered OK"
         event(f"ended by {result['ended']}")
+        event(mode)
     finally:
         logging.getLogger("emulator.debug.gdbstub").removeHandler(errors)
         client.close()

@@ -71,7 +71,7 @@ KERNEL_ADDRESSES = [0, layout.TRAMPOLINE, layout.BOOT_INFO, layout.KERNEL_BASE,
                     layout.KERNEL_INBOXES, layout.PERCORE_BASE, layout.PERCORE_BASE + layout.PC_IDT,
                     layout.PERCORE_BASE + layout.PC_DISPATCHERS, layout.PERCORE_BASE + 0x40000,
                     layout.APIC_BASE, 0x7FFF_FFFF_F000, 0xFFFF_8000_0000_0000,
-                    0xFFFF_FFFF_FFFF_F000, layout.USER_BASE - 8, layout.USER_STACK_TOP,
+                    0xFFFF_FFFF_FFFF_F000, layout.USER_BASE - 8, layout.stack_top(0),
                     layout.USER_CHANNELS, layout.USER_CHANNELS + layout.CHANNELS_SIZE]
 ADDRESSES = st.one_of(st.sampled_from(KERNEL_ADDRESSES), st.integers(0, 2**64 - 1))
 LENGTHS = st.sampled_from([0, 1, 4096, 4097, 2**31, 2**32 + 1, 2**63, 2**64 - 1, layout.MAX_PRINT,

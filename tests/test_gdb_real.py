@@ -2,8 +2,10 @@
 
 The first tests serve a FakeTarget (emulator/debug/target.py) on a background
 thread and run `gdb -batch` against it with a list of commands, then read
-gdb's output; the last ones run `sprat debug IMAGE --gdb` on a real image
-and gdb with the script it writes (symbols, source lines, the end). Every wait has a timeout, so a stub that stops answering
+gdb's output; the next ones run `sprat debug IMAGE --gdb` (and `sprat boot
+--gdb`) on a real image and gdb with the script it writes (symbols, source
+lines, the end); the last ones drive gdb in non-stop mode through a pipe
+(`InteractiveGdb`), as docs/gdb.md shows it. Every wait has a timeout, so a stub that stops answering
 fails the test instead of hanging it. Skipped only if gdb is not installed.
 """
 
@@ -164,13 +166,14 @@ SPRAT = [sys.executable, '-m', 'sprat']
 
 
 class SpratGdb:
-    """`sprat debug IMAGE --gdb 0 --gdb-files DIR` running, its script written."""
+    """`sprat debug IMAGE --gdb 0 --gdb-files DIR` (or `sprat boot ...`)
+    running, its script written."""
 
-    def __init__(self, tmp_path, image: str, *options: str) -> None:
+    def __init__(self, tmp_path, image: str, *options: str, command: str = 'debug') -> None:
         self.files = tmp_path / 'gdb'
         self.script = self.files / 'sprat.gdb'
         self.sprat = subprocess.Popen(
-            [*SPRAT, 'debug', image, *options, '--gdb', '0', '--gdb-files', str(self.files)],
+            [*SPRAT, command, image, *options, '--gdb', '0', '--gdb-files', str(self.files)],
             cwd=TREE, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         # The script is written once the port is listening: wait for it (or
@@ -209,11 +212,11 @@ def spawn_under_gdb(tmp_path):
 
 def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_under_gdb):
     output = spawn_under_gdb.run_gdb(
-        'program spawn_child', 'break urpc_send', 'continue', 'bt', 'list',
+        'break urpc_send thread 3', 'continue', 'bt', 'list',
         'info line *$pc', 'next', 'next', 'step', 'info threads', 'monitor cycles',
         'monitor cores', 'monitor msgs', 'monitor help')
 
-    assert re.search(r'Thread 3 hit Breakpoint 1, urpc_send \(\) at userland/lib/urpc\.S:\d+',
+    assert re.search(r'Thread 3 hit Breakpoint 1\.\d, urpc_send \(\) at userland/lib/urpc\.S:\d+',
                      output), f'the break on urpc_send should stop core 2 (thread 3):\n{output}'
     assert re.search(r'#1\s+0x[0-9a-f]+ in start \(\) at userland/spawn_child\.S:\d+', output), \
         f'bt should name the caller and its file:line:\n{output}'
@@ -234,7 +237,28 @@ def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_unde
     assert re.search(r'^\s+2\s+running\s+3\s+0x[0-9a-f]+\s+urpc_send', output, re.M), \
         f'monitor cores should show the cores as the sprat prompt does:\n{output}'
     assert re.search(r'^channel 20:', output, re.M), f'monitor msgs shows the messages:\n{output}'
-    assert 'monitor program [NAME]' in output, f'monitor help lists the commands:\n{output}'
+    assert 'monitor cycles' in output, f'monitor help lists the commands:\n{output}'
+
+
+def test_gdb_names_each_cores_frame_in_its_own_program(spawn_under_gdb):
+    # spawn.lst: the parent runs on core 0, the child it spawns on core 2, and
+    # both link urpc_send. Every program has its own virtual base, so gdb holds
+    # all their symbols at once: no command to switch between them.
+    output = spawn_under_gdb.run_gdb('break urpc_send', 'continue', 'continue',
+                                     'info symbol $pc', 'thread apply all bt')
+
+    assert re.search(r'Breakpoint 1 at 0x[0-9a-f]+: urpc_send\. \(2 locations\)', output), \
+        f'break urpc_send should find it in both programs:\n{output}'
+    assert re.search(r'Thread 1 hit Breakpoint 1\.\d, urpc_send \(\)', output) and \
+        re.search(r'Thread 3 hit Breakpoint 1\.\d, urpc_send \(\)', output), \
+        f'the parent (core 0) and then the child (core 2) should stop in urpc_send:\n{output}'
+    assert 'urpc_send in section .text.spawn_child' in output, \
+        f'info symbol should name the child\'s urpc_send on core 2:\n{output}'
+    threads = dict(re.findall(r'^Thread (\d+) \(.*?\):\n((?:#.*\n?)+)', output, re.M))
+    assert re.search(r'in start \(\) at userland/spawn_child\.S:\d+', threads.get('3', '')), \
+        f'core 2\'s backtrace should end in the child\'s start:\n{output}'
+    assert re.search(r'in start \(\) at userland/spawn_parent\.S:\d+', threads.get('1', '')), \
+        f'core 0\'s backtrace should end in the parent\'s start:\n{output}'
 
 
 def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_gdb):
@@ -252,7 +276,7 @@ def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_
 
 def test_gdb_read_and_access_watchpoints_stop_the_core_that_touches_the_word(spawn_under_gdb):
     output = spawn_under_gdb.run_gdb(
-        'program spawn_child', 'break urpc_send', 'continue', 'set $end = $rdi', 'delete',
+        'break urpc_send thread 3', 'continue', 'set $end = $rdi', 'delete',
         'rwatch *(long *)$end', 'continue', 'delete', 'awatch *(long *)($end + 8)',
         'continue')
     # The end is (ring, seq, acked): urpc_send loads the ring pointer, then
@@ -312,3 +336,213 @@ def test_gdb_stepi_on_a_core_not_yet_started_ends_when_it_starts(spawn_under_gdb
     assert re.search(r'Thread 3 \(core 2 running, ring 0\)', output), output
     assert re.search(r'Thread 1 \(core 0 \w+, ring 3, spawn_parent\)', output), \
         f'core 0 should have run on to spawn the child meanwhile:\n{output}'
+
+
+# -- non-stop mode: one core held at a breakpoint while another runs on ------------
+
+class InteractiveGdb:
+    """gdb reading its commands from a pipe, as from a terminal.
+
+    `gdb -batch` runs its commands back to back without returning to its
+    event loop, so it never takes the asynchronous stops of non-stop mode
+    between them. Fed through stdin, gdb reads each command from its event
+    loop, as at a terminal, and prints each stop as it comes. `run` sends a
+    command and an `echo` after it, and returns what gdb printed up to that
+    echo (and, if asked, until a pattern has appeared); every wait is bounded.
+    """
+
+    def __init__(self, *arguments: str) -> None:
+        self.gdb = subprocess.Popen([GDB, '-nx', '-q', *arguments], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, bufsize=0)
+        self.printed: list[str] = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.commands = 0
+
+    def _read(self) -> None:
+        while chunk := self.gdb.stdout.read(1):
+            with self.lock:
+                self.printed.append(chunk)
+
+    def text(self) -> str:
+        with self.lock:
+            return ''.join(self.printed)
+
+    def run(self, command: str, until: str | None = None) -> str:
+        start = len(self.text())
+        self.commands += 1
+        marker = f'@@ done {self.commands}'
+        self.gdb.stdin.write(f'{command}\necho {marker}\\n\n')
+        deadline = time.monotonic() + GDB_TIMEOUT_S
+        while True:
+            out = self.text()[start:]
+            if marker in out and (until is None or re.search(until, out)):
+                return out
+            assert self.gdb.poll() is None, f'gdb ended during {command!r}:\n{self.text()}'
+            assert time.monotonic() < deadline, \
+                f'gdb never finished {command!r} (waited for {until!r}):\n{out}'
+            time.sleep(0.02)
+
+    def close(self) -> int:
+        self.gdb.stdin.close()
+        try:
+            return self.gdb.wait(GDB_TIMEOUT_S)
+        finally:
+            if self.gdb.poll() is None:
+                self.gdb.kill()
+                self.gdb.wait()
+
+
+# Counts in r13 on core 1 until r12 is set (by gdb), then exits: a core that
+# keeps running for as long as the test needs, and no longer.
+SPINNER = """\
+start:
+    xor r12d, r12d
+spin:
+    inc r13
+    test r12, r12
+    jz spin
+    xor edi, edi
+    call exit
+.include "{tree}/userland/lib/sprat.S"
+"""
+
+SPAWN_AND_SPIN = """\
+kernel /cpudriver/cpudriver.S
+module /userland/spawn_parent.S core=0 child=1 on=2 channel=20 channels=20-21
+module /userland/spawn_child.S nospawn
+module spinner.S core=1
+"""
+
+
+def core_cycles(output: str) -> dict[int, int]:
+    return {int(core): int(cycles.replace(',', '')) for core, cycles in
+            re.findall(r'^core (\d+): ([\d,]+) cycles', output, re.M)}
+
+
+def test_non_stop_gdb_holds_a_core_at_a_breakpoint_while_another_runs_on(tmp_path):
+    # images/spawn.lst, and a spinning program on core 1: the spawned child
+    # stops at urpc_send on core 2 while core 1 goes on counting.
+    (tmp_path / 'spinner.S').write_text(SPINNER.format(tree=TREE))
+    image = tmp_path / 'spawn_and_spin.lst'
+    image.write_text(SPAWN_AND_SPIN)
+    session = SpratGdb(tmp_path, str(image), '--cores', '3')
+    gdb = InteractiveGdb('-ex', 'set non-stop on', '-x', str(session.script))
+    try:
+        gdb.run('break urpc_send thread 3')
+        hit = gdb.run('continue &', until=r'hit Breakpoint 1')
+        assert re.search(r'Thread 3 hit Breakpoint 1(\.\d+)?, urpc_send \(\) at userland/lib/urpc\.S:\d+',
+                         hit), f'the spawned child on core 2 should stop at urpc_send:\n{hit}'
+
+        threads = gdb.run('info threads')
+        assert re.search(r'^\s+2\s+Thread 2 \(core 1 running, ring 3, spinner\)\s+\(running\)',
+                         threads, re.M), f'core 1 should be running on:\n{threads}'
+        assert re.search(r'^\s+3\s+Thread 3 \(core 2 .*\)\s+urpc_send \(\)', threads, re.M), \
+            f'core 2 should be stopped at the breakpoint:\n{threads}'
+        before = core_cycles(gdb.run('monitor cycles'))
+        after = core_cycles(gdb.run('monitor cycles'))
+        assert after[1] > before[1], \
+            f'core 1 should run on while core 2 is stopped: cycles {before} then {after}'
+        assert after[2] == before[2], \
+            f'core 2, stopped at its breakpoint, should not move: cycles {before} then {after}'
+
+        gdb.run('thread 2')
+        stopped = gdb.run('interrupt', until=r'Thread 2 stopped')
+        assert 'Thread 2 stopped.' in stopped, stopped
+        # Let the spinner finish: core 1 alone runs on, core 2 stays at the breakpoint.
+        gdb.run('set $r12 = 1')
+        gdb.run('continue &')
+        threads = gdb.run('info threads')
+        assert re.search(r'^\s+3\s+Thread 3 \(core 2 .*\)\s+urpc_send \(\)', threads, re.M), \
+            f'core 2 should stay at its breakpoint while core 1 runs:\n{threads}'
+
+        gdb.run('thread 3')
+        gdb.run('delete')
+        every_core_stopped = ''.join(f'(?=.*Thread {n} stopped)' for n in (1, 2, 3))
+        end = gdb.run('continue &', until=f'(?s){every_core_stopped}')
+        assert end.count('sprat: the machine has ended: every core halted cleanly') == 1, \
+            f'non-stop gdb should be told once why the machine stopped:\n{end}'
+        threads = gdb.run('info threads')
+        assert '(running)' not in threads and threads.count('idle_sleep ()') == 3, \
+            f'at the end every core should be stopped, there to look at:\n{threads}'
+        assert 'exited normally' in gdb.run('continue'), \
+            'running the ended machine again should report its exit'
+        assert gdb.close() == 0
+        status, printed = session.finish()
+    finally:
+        gdb.close()
+        session.close()
+    assert status == 0, f'sprat debug --gdb should end well once gdb leaves:\n{printed}'
+    assert '[core 0] parent: the child answered 42 from core 2' in printed, printed
+
+
+def test_non_stop_gdb_is_told_of_a_deadlock_and_keeps_the_waiting_core(tmp_path):
+    (tmp_path / 'waiter.S').write_text(WAITER.format(tree=TREE))
+    image = tmp_path / 'deadlock.lst'
+    image.write_text('kernel /cpudriver/cpudriver.S\nmodule waiter.S core=1 channels=30\n')
+    session = SpratGdb(tmp_path, str(image), '--cores', '2')
+    gdb = InteractiveGdb('-ex', 'set non-stop on', '-x', str(session.script))
+    try:
+        both = ''.join(f'(?=.*Thread {n} received signal SIGABRT)' for n in (1, 2))
+        end = gdb.run('continue &', until=f'(?s){both}')
+        assert re.search(r'sprat: the machine has ended: core 1 waits at RIP 0x[0-9a-f]+ for a '
+                         r'write to physical line 0x[0-9a-f]+ that no core will make', end), \
+            f'non-stop gdb should be told that the machine is stuck, and why:\n{end}'
+        gdb.run('thread 2')
+        frame = gdb.run('bt 1')
+        assert re.search(r'#0\s+.*urpc_recv_poll \(\) at \S*lib/urpc\.S:\d+', frame), \
+            f'the waiting core should still be there to look at, in urpc_recv:\n{frame}'
+    finally:
+        gdb.close()
+        session.close()
+
+
+def documented_session(page: Path) -> list[tuple[str, list[str]]]:
+    """(command, the lines shown after it) for each `(gdb) ` line of a page."""
+    session = []
+    for line in page.read_text(encoding='utf-8').splitlines():
+        if line.startswith('    (gdb) '):
+            session.append((line[len('    (gdb) '):], []))
+        elif session and line.startswith('    ') and line.strip():
+            session[-1][1].append(line.strip())
+        elif session:
+            break       # the session's block has ended
+    return session
+
+
+def shown_lines_pattern(lines: list[str]) -> str:
+    """A pattern found once every line appears in gdb's output, spacing aside."""
+    words = [r'\s+'.join(re.escape(word) for word in line.split()) for line in lines]
+    return '(?s)' + ''.join(f'(?=.*{word})' for word in words)
+
+
+def test_the_non_stop_session_in_docs_gdb_md_runs_as_shown(tmp_path):
+    session = documented_session(TREE / 'docs' / 'gdb.md')
+    assert len(session) > 5, 'docs/gdb.md should show a non-stop gdb session'
+    sprat = SpratGdb(tmp_path, 'images/spawn.lst', '--cores', '3')
+    gdb = InteractiveGdb('-ex', 'set non-stop on', '-x', str(sprat.script))
+    try:
+        for command, shown in session:
+            gdb.run(command, until=shown_lines_pattern(shown))
+    finally:
+        gdb.close()
+        sprat.close()
+
+
+def test_sprat_boot_with_gdb_serves_symbols_and_runs_on_after_detach(tmp_path):
+    session = SpratGdb(tmp_path, 'images/spawn.lst', '--cores', '3', command='boot')
+    try:
+        output = session.run_gdb('break urpc_send thread 3', 'continue', 'bt 1',
+                                 'monitor cycles', 'detach')
+        status, printed = session.finish()
+    finally:
+        session.close()
+    assert re.search(r'Thread 3 hit Breakpoint 1(\.\d+)?, urpc_send \(\) at userland/lib/urpc\.S:\d+',
+                     output), f'sprat boot --gdb should give gdb names and lines:\n{output}'
+    assert re.search(r'^core 2: [\d,]+ cycles', output, re.M), \
+        f'monitor commands should work under sprat boot --gdb:\n{output}'
+    assert 'sprat: with symbols and source lines: gdb -x' in printed, printed
+    assert status == 0 and 'every core halted cleanly' in printed, \
+        f'after gdb detaches, the run should go on to its end:\n{printed}'

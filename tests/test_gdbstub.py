@@ -47,9 +47,10 @@ class Client:
         byte, self.buffer = self.buffer[:1], self.buffer[1:]
         return byte
 
-    def read_packet(self) -> str:
-        """The next reply's body, skipping acks; checks the checksum."""
-        while self.read_byte() != b'$':
+    def read_packet(self, start: bytes = b'$') -> str:
+        """The next reply's body, skipping acks; checks the checksum. (A
+        notification is framed the same, starting with % instead.)"""
+        while self.read_byte() != start:
             pass
         body = b''
         while (byte := self.read_byte()) != b'#':
@@ -601,3 +602,214 @@ def _drain(sock: socket.socket, into: bytearray) -> None:
             into += data
     except OSError:
         pass
+
+
+# -- non-stop mode ---------------------------------------------------------------
+
+class CountingTarget(FakeTarget):
+    """A FakeTarget that counts the slices the stub runs it for."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.slices = 0
+
+    def run_slice(self, quanta):
+        self.slices += 1
+        return super().run_slice(quanta)
+
+
+def read_notification(client: Client) -> str:
+    """The next `%Stop:...` notification's body (gdb's side never acks them)."""
+    return client.read_packet(start=b'%')
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not condition():
+        assert time.monotonic() < deadline, f'never happened: {what}'
+        time.sleep(0.01)
+
+
+SPIN = b'\xeb\xfe'      # jmp $
+
+
+@pytest.fixture
+def non_stop(request):
+    """Three cores spinning on `jmp $`, a session in non-stop mode, no acks."""
+    target = CountingTarget(ncores=3, max_ticks=None)
+    harness = Harness(target)
+    request.addfinalizer(harness.close)
+    for core in range(3):
+        target.write_memory(0, target.regs[core]['rip'] + 4, SPIN)
+    assert harness.client.request('QStartNoAckMode') == 'OK'
+    harness.client.ack_mode = False
+    assert harness.client.request('QNonStop:1') == 'OK'
+    return harness
+
+
+def test_non_stop_shows_one_stopped_core_on_connecting_and_runs_the_others(non_stop):
+    client, target = non_stop.client, non_stop.target
+    assert client.request('vCont?') == 'vCont;c;C;s;S;t', 'non-stop needs the t action'
+    assert client.request('?') == 'T00thread:1;core:0;'
+    assert client.request('vStopped') == 'OK'
+    wait_for(lambda: target.regs[2]['rip'] == 0x1204, 'core 2 running to its loop')
+    assert target.regs[0]['rip'] == 0x1000, 'core 0, reported stopped, must not move'
+
+
+def test_non_stop_stops_one_core_with_t_and_tells_by_notification(non_stop):
+    client, target = non_stop.client, non_stop.target
+    client.request('?')
+    client.request('vStopped')
+    assert client.request('vCont;t:3') == 'OK'
+    assert read_notification(client) == 'Stop:T00thread:3;core:2;', \
+        'a core stopped by t is reported with signal 0'
+    assert client.request('vStopped') == 'OK'
+    assert 2 in target.held and 1 not in target.held
+    slices = target.slices
+    wait_for(lambda: target.slices > slices + 2, 'core 1 running on while core 2 is stopped')
+
+
+def test_non_stop_breakpoint_stops_only_the_core_that_hits_it(non_stop):
+    client, target = non_stop.client, non_stop.target
+    client.request('?')                     # cores 1 and 2 start running
+    assert client.request('vStopped') == 'OK'
+    assert client.request('Z0,1104,1') == 'OK'     # core 1's `jmp $`
+    assert read_notification(client) == 'Stop:T05thread:2;core:1;'
+    assert client.request('vStopped') == 'OK'
+    slices = target.slices
+    wait_for(lambda: target.slices > slices + 2, 'the machine running on after the stop')
+    assert 1 in target.held and target.regs[1]['rip'] == 0x1104, \
+        'the core at the breakpoint must stay there'
+    assert client.request('vCont;c:2') == 'OK'
+    assert read_notification(client) == 'Stop:T05thread:2;core:1;', \
+        'continued, core 1 should go round its loop once and hit the breakpoint again'
+
+
+def test_non_stop_queues_stops_behind_one_notification(non_stop):
+    client = non_stop.client
+    client.request('?')
+    client.request('vStopped')
+    assert client.request('vCont;t') == 'OK'
+    assert read_notification(client) == 'Stop:T00thread:2;core:1;'
+    assert client.request('vStopped') == 'T00thread:3;core:2;'
+    assert client.request('vStopped') == 'OK'
+
+
+def test_non_stop_step_of_one_core_is_told_by_notification(non_stop):
+    client, target = non_stop.client, non_stop.target
+    client.request('?')
+    client.request('vStopped')
+    assert client.request('vCont;s:1') == 'OK'
+    assert read_notification(client) == 'Stop:T05thread:1;core:0;'
+    assert target.regs[0]['rip'] == 0x1001
+    assert client.request('vCont;c:2') == 'OK', 'c of a running core changes nothing'
+
+
+def test_non_stop_machine_with_every_core_stopped_runs_no_slice(non_stop):
+    client, target = non_stop.client, non_stop.target
+    client.request('?')
+    client.request('vStopped')
+    client.request('vCont;t')
+    read_notification(client)
+    client.request('vStopped')
+    assert client.request('vStopped') == 'OK'
+    slices = target.slices
+    for _ in range(20):
+        assert client.request('qC') == 'QC1'
+    assert target.slices == slices, 'a machine with every core stopped must not be run'
+
+
+def test_non_stop_end_stops_every_running_core_then_reports_the_exit(non_stop):
+    client, target = non_stop.client, non_stop.target
+    target.memory[0] = FakeTarget.HLT       # core 0 ends the machine, cleanly (al = 0)
+    client.request('?')
+    client.request('vStopped')
+    assert client.request('vCont;c:1') == 'OK'
+    assert read_notification(client) == 'Stop:T00thread:1;core:0;'
+    assert client.request('vStopped') == 'T00thread:2;core:1;'
+    assert client.request('vStopped') == 'T00thread:3;core:2;'
+    assert client.request('vStopped') == 'OK'
+    assert client.request('g'), 'registers must still be readable after the end'
+    assert client.request('vCont;c:1') == 'OK'
+    assert read_notification(client) == 'Stop:W00', 'running again after the end is the exit'
+
+
+def test_non_stop_refuses_bad_packets_with_an_error(non_stop):
+    client = non_stop.client
+    for packet, reply in [('vCont;x', 'E22'), ('vCont;', 'E22'), ('vCont;c:9', 'E03'),
+                          ('vCont;t:zz', 'E01'), ('vCont;c:1;q', 'E22'), ('QNonStop:2', 'E22'),
+                          ('QNonStop:', 'E22'), ('vCont;C:1', 'E22')]:
+        assert client.request(packet) == reply, f'{packet} should be refused with {reply}'
+    assert client.request('?') == 'T00thread:1;core:0;', 'the session must go on'
+
+
+class AllStopOnly:
+    """A target that cannot hold some cores while others run."""
+
+    def __init__(self, target) -> None:
+        self._target = target
+
+    def __getattr__(self, name):
+        if name == 'run_slice':
+            raise AttributeError(name)
+        return getattr(self._target, name)
+
+
+def test_non_stop_is_refused_by_a_target_that_cannot_hold_cores(request):
+    harness = Harness(AllStopOnly(FakeTarget()))
+    request.addfinalizer(harness.close)
+    features = harness.client.request('qSupported:swbreak+')
+    assert 'QNonStop+' not in features
+    assert harness.client.request('QNonStop:1') == 'E22'
+    assert harness.client.request('vStopped') == '', 'vStopped is for non-stop mode only'
+
+
+def test_non_stop_ctrl_c_stops_every_running_core(non_stop):
+    client = non_stop.client
+    client.request('?')
+    client.request('vStopped')
+    client.send_raw(b'\x03')
+    assert read_notification(client) == 'Stop:T02thread:2;core:1;'
+    assert client.request('vStopped') == 'T02thread:3;core:2;'
+    assert client.request('vStopped') == 'OK'
+
+
+def test_non_stop_target_failure_while_running_stops_the_cores_not_the_session(non_stop):
+    client, target = non_stop.client, non_stop.target
+
+    def broken(quanta):
+        raise RuntimeError('bug in the machine')
+    client.request('?')
+    assert client.request('vStopped') == 'OK'       # cores 1 and 2 run
+    target.run_slice = broken                       # ... and the next slice fails
+    assert read_notification(client) == 'Stop:T06thread:2;core:1;'
+    assert client.request('vStopped') == 'T06thread:3;core:2;'
+    assert client.request('vStopped') == 'OK'
+    assert client.request('qC') == 'QC1', 'the session must go on'
+
+
+class StalledTarget(CountingTarget):
+    """Running cores that wait for a stopped one: no slice can move them."""
+
+    def run_slice(self, quanta):
+        self.slices += 1
+        self.stalled = True
+        return None
+
+
+def test_non_stop_cores_waiting_on_a_stopped_one_are_not_run_in_a_loop(request):
+    harness = Harness(StalledTarget(ncores=3))
+    request.addfinalizer(harness.close)
+    client, target = harness.client, harness.target
+    assert client.request('QStartNoAckMode') == 'OK'
+    client.ack_mode = False
+    assert client.request('QNonStop:1') == 'OK'
+    client.request('?')
+    client.request('vStopped')          # cores 1 and 2 "run", but cannot move
+    slices = target.slices
+    time.sleep(0.2)                     # time enough for a busy loop to show itself
+    assert client.request('qC') == 'QC1'
+    # At most one slice after each packet (vStopped's may come after `slices`
+    # was read): a busy loop would have run hundreds.
+    assert target.slices <= slices + 2, \
+        f'{target.slices - slices} slices run for nothing: the stub spins instead of waiting for gdb'

@@ -24,6 +24,7 @@ import ctypes
 import dataclasses
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -55,6 +56,24 @@ def test_forcing_the_pure_path_is_reported(monkeypatch):
     assert hitpath.describe() == ("C" if hitpath.why_pure() is None else
                                   f"pure Python ({hitpath.why_pure()})")
 
+
+
+def test_a_directory_that_is_not_the_trees_runs_on_the_pure_path(tmp_path, monkeypatch):
+    # A lab workspace's copy of coherence.py (lab 6): the C code mirrors the
+    # tree's directory and would serve most accesses without calling the copy.
+    import importlib.util
+    from emulator.interconnect import coherence
+    copy = tmp_path / "coherence.py"
+    copy.write_text(Path(coherence.__file__).read_text())
+    spec = importlib.util.spec_from_file_location("copied_coherence", copy)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    reason = hitpath.why_pure(module.CoherenceDirectory)
+    assert reason is not None and str(copy) in reason, (
+        f"a copy of the directory would run on the C path, which never calls it: {reason}")
+    assert hitpath.why_pure(CoherenceDirectory) == hitpath.why_pure(), (
+        "the tree's own directory is treated as someone else's")
 
 # --- running one workload on either path ------------------------------------------------
 ACCESS = CoherenceDirectory.access
@@ -558,8 +577,8 @@ def test_the_c_pause_hook_reads_the_code_as_python_does(monkeypatch):
             if expected is None:
                 assert watch.count == 0, f"{address:#x}: the reads were not forgotten"
         site = min(machine.cost.pause_sites)
-        assert on_pause(site, woken=1) is None and watch.woken == 0 and watch.count == 1, \
-            "a woken core's pause did not just run"
+        assert on_pause(site, woken=1) is None and watch.woken == 0 and watch.count == 0, \
+            "a woken core's pause did not just run, starting its next round afresh"
         for case in ({"reads": 0}, {"overflowed": 1}, {"size": 3}):
             assert on_pause(site, **case) is None and watch.count == 0, f"{case}: not let run"
 

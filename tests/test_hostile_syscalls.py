@@ -17,7 +17,8 @@ PANIC = 1                 # the CPU driver's power-off code for a kernel panic
 interesting = st.one_of(
     st.integers(min_value=0, max_value=2**64 - 1),
     st.sampled_from([0, 1, 2, 7, 63, 64, 4095, 4096, 2**63, 2**64 - 1,
-                     layout.USER_BASE, layout.USER_STACK_TOP - 8, layout.USER_CHANNELS,
+                     layout.USER_BASE, layout.program_base(0), layout.stack_top(0) - 8,
+                     layout.USER_CHANNELS,
                      layout.KERNEL_BASE, layout.PERCORE_BASE, layout.BOOT_INFO]))
 calls = st.lists(st.tuples(st.integers(min_value=0, max_value=layout.N_SYSCALLS + 2),
                            interesting, interesting, interesting, interesting, interesting),

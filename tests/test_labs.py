@@ -60,3 +60,45 @@ def test_a_caught_mistake_replays_in_the_debugger_on_the_students_file(tmp_path)
     assert "ws/userland/lib/urpc.S" in replay.stdout, "the replay must run the student's file"
     printed = replay.stdout.split("(sprat) print $rcx")[1].splitlines()[1]   # "$rcx = 22"
     assert printed.split("=")[-1].split()[0] == str(message + 1), printed
+
+
+def grade_wrong_solution(tmp_path, number, diff, test):
+    """Grade lab `number` with its recorded wrong solution `diff`, test `test` only."""
+    import json
+    from sprat.lab import workspace
+    from sprat.lab.manifest import find_lab
+    lab = find_lab(str(number))
+    _, files = workspace.wrong_files(lab, lab.folder / "wrong" / diff)
+    workspace.create(lab, tmp_path / "ws", files)
+    done = sprat("lab", "grade", str(number), "ws", "--json", "-k", test, cwd=tmp_path)
+    return json.loads(done.stdout)["tests"][0]
+
+
+def test_a_wrong_message_replays_to_the_very_send_that_carried_it(tmp_path):
+    """Lab 4, the capability flag dropped: the replay stops at the system call
+    the giver made (sys_lmp_send_ep, which a solution need not route through
+    sys_lmp_send), on that dispatcher, for that message."""
+    import shlex
+    failed = grade_wrong_solution(tmp_path, 4, "capability_flag_dropped.diff",
+                                  "a_capability_goes_along")
+    assert not failed["passed"]
+    where = shlex.split(failed["replay"])[-1]
+    assert where.startswith("sys_lmp_send_ep core 0 if $cr3 == 0x1011000 && $rsi == "), where
+    word = where.split("$rsi == ")[1].split()[0]
+    script = tmp_path / "look.txt"
+    script.write_text("print $rsi\nprint $cr3\n")
+    replay = sprat(*shlex.split(failed["replay"])[1:], "--script", str(script), cwd=tmp_path)
+    assert "hit breakpoint 1" in replay.stdout, replay.stdout + replay.stderr
+    printed = replay.stdout.split("(sprat) print $rsi")[1].splitlines()[1]   # "$rsi = 1"
+    assert int(printed.split()[2]) == int(word, 16), printed
+    assert "$cr3 = 16846848 (0x1011000)" in replay.stdout, replay.stdout
+
+
+def test_a_deadlocked_core_is_reported_once_with_the_cpu_drivers_own_words(tmp_path):
+    """Lab 4, a send that delivers to anyone: the ping-pong ends with every
+    dispatcher waiting; the reason says so once, with the console's line."""
+    failed = grade_wrong_solution(tmp_path, 4, "delivers_to_anyone.diff",
+                                  "costs_no_more_than_the_reference")
+    reason = failed["reason"]
+    assert reason.count("stopped with exit code 3") == 1, reason
+    assert "every dispatcher left waits for a message that cannot come" in reason, reason

@@ -22,7 +22,7 @@ GP, UD = 13, 6
 CONSOLE, POWER, HYPERCALL = 0xE9, 0xF4, 0xA0
 RAX = 0x1122_3344_5566_0007          # al = 7: the exit code a power-off would take
 RCX = 4                              # a `rep` count
-BUFFER = layout.USER_STACK_TOP - 64  # rsi and rdi: writable user memory
+BUFFER = layout.stack_top(0) - 64  # rsi and rdi: writable user memory
 
 # (instruction, port in dx, vector, error code). One entry, one guest program.
 CASES = [

@@ -9,13 +9,8 @@ from unicorn import x86_const as x86
 from emulator import checkpoint, sources
 from kernel.boot import boot_image
 from sprat.debug import DebugShell, attach
-from conftest import ROOT
+from conftest import ROOT, control_word_first_workspace
 
-STREAM = """title a stream of 200 messages from core 0 to core 1
-kernel /cpudriver/cpudriver.S
-module /userland/urpc_stream.S core=0 role=0 channel=3 count=200
-module /userland/urpc_stream.S core=1 role=1 channel=3 count=200
-"""
 SLOTS, SLOT_SIZE = 16, 64                 # userland/lib/urpc.S
 
 
@@ -39,22 +34,8 @@ class Session:
         return self.machine.cores[core].regs.read(getattr(x86, f"UC_X86_REG_{name}"))
 
 
-def control_word_first(tmp_path):
-    """The stream image with urpc_send writing the control word before the payload
-    (labs/05-urpc/wrong/control_word_first.diff), in a workspace."""
-    urpc = (ROOT / "userland/lib/urpc.S").read_text()
-    early = "    lea rcx, [rax + 1]\n    mov qword ptr [rdx + URPC_CONTROL], rcx\n"
-    racy = urpc.replace("    # the payload first ...\n", early + "    # the payload first ...\n")
-    assert racy != urpc
-    (tmp_path / "userland/lib").mkdir(parents=True)
-    (tmp_path / "userland/lib/urpc.S").write_text(racy)
-    image = tmp_path / "stream.lst"
-    image.write_text(STREAM)
-    return image
-
-
 def test_reverse_continue_from_a_wrong_message_lands_on_the_senders_store(tmp_path):
-    image = control_word_first(tmp_path)
+    image = control_word_first_workspace(tmp_path)
     sources.set_workspace(tmp_path)
     try:
         for seed in range(1, 11):

@@ -16,8 +16,8 @@ from emulator.debug.gdbstub import GdbServer
 from kernel.boot import boot_image
 from sprat.debug import attach
 
-from conftest import ROOT
-from test_reverse import SLOT_SIZE, SLOTS, control_word_first
+from conftest import ROOT, control_word_first_workspace
+from test_reverse import SLOT_SIZE, SLOTS
 
 GDB = shutil.which("gdb")
 TIMEOUT_S = 120
@@ -64,7 +64,7 @@ def test_gdb_reverse_stepi_and_reverse_continue_go_back_exactly():
 
 
 def test_gdb_reverse_continue_from_a_wrong_message_lands_on_the_senders_store(tmp_path):
-    image = control_word_first(tmp_path)
+    image = control_word_first_workspace(tmp_path)
     sources.set_workspace(tmp_path)
     try:
         for seed in range(1, 11):

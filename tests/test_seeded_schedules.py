@@ -1,17 +1,9 @@
 """Seeded schedules (emulator/scheduler.py): another interleaving per seed,
 the same run for the same seed, and races found that fixed quanta hide."""
 
-from pathlib import Path
-
+from conftest import STREAM_IMAGE as STREAM, control_word_first_workspace
 from emulator import sources
 from kernel.boot import boot_image
-
-ROOT = Path(__file__).resolve().parents[1]
-STREAM = """title a stream of 200 messages from core 0 to core 1
-kernel /cpudriver/cpudriver.S
-module /userland/urpc_stream.S core=0 role=0 channel=3 count=200
-module /userland/urpc_stream.S core=1 role=1 channel=3 count=200
-"""
 
 
 def run(image, seed=None, quantum=10_000):
@@ -43,14 +35,7 @@ def test_a_correct_program_gives_the_same_answer_under_every_seed(tmp_path):
 
 def test_seeds_find_a_control_word_written_before_its_payload(tmp_path):
     """The race no fixed quantum shows on this stream: seeds find it."""
-    urpc = (ROOT / "userland/lib/urpc.S").read_text()
-    early = "    lea rcx, [rax + 1]\n    mov qword ptr [rdx + URPC_CONTROL], rcx\n"
-    racy = urpc.replace("    # the payload first ...\n", early + "    # the payload first ...\n")
-    assert racy != urpc
-    (tmp_path / "userland/lib").mkdir(parents=True)
-    (tmp_path / "userland/lib/urpc.S").write_text(racy)
-    image = tmp_path / "stream.lst"
-    image.write_text(STREAM)
+    image = control_word_first_workspace(tmp_path)
     sources.set_workspace(tmp_path)
     try:
         for quantum in (1, 7, 13, 100, 10_000):

@@ -65,6 +65,17 @@ def test_unmap_end_to_end_costs_more_than_the_protocol_and_grows_with_cores(at_3
     assert cycles[-1] > at_32_cores["numa-multicast"]
 
 
+def test_an_unmap_never_waits_for_a_time_slice():
+    # The monitors' cores take time-slice interrupts all through these
+    # unmaps. One that came while a monitor polled its rings once left it
+    # parked on the rings it had not yet read, and the 8-core unmap took
+    # 103,602 cycles: a whole time slice spent waiting for the message.
+    from cpudriver.layout import TIME_SLICE_CYCLES
+    rows = run_shootdowns(load_topology("amd-8x4"), MODE_UNMAP, [1, 2, 4, 8], ["numa-multicast"])
+    slow = [(r["cores"], r["cycles"]) for r in rows if r["cycles"] > TIME_SLICE_CYCLES // 4]
+    assert not slow, f"unmaps (cores, cycles) that waited for a time slice to end: {slow}"
+
+
 def test_bench_tlb_json_rows_and_plot(capsys, tmp_path):
     plot = tmp_path / "tlb.png"
     status = main(["bench", "tlb", "--topology", "amd-2x2", "--cores", "2,4", "--json",

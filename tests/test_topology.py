@@ -178,6 +178,20 @@ def test_user_topology_file_loads_like_a_preset(tmp_path):
     assert topo.transfer_cycles(0, 3) == 70 + 50 + max(50, 50 + 32)
 
 
+def test_user_topology_file_sets_instruction_costs(tmp_path):
+    topo = load_topology(write(tmp_path, GOOD + "\n[instructions]\nsysret = 35\ninterrupt = 90\n"))
+    assert dict(topo.instruction_costs) == {"sysret": 35, "interrupt": 90}
+    assert load_topology(write(tmp_path, GOOD, "plain.toml")).instruction_costs == (), (
+        "a file without [instructions] should charge privileged instructions nothing extra")
+
+
+def test_topology_show_lists_the_privileged_instruction_costs():
+    text = render_topology(load_topology("amd-2x2"))
+    assert "privileged instructions:" in text
+    assert "  syscall                     27       9.6" in text, text
+    assert "  invlpg                     280     100.0" in text, text
+
+
 def test_a_user_topology_can_choose_the_front_side_bus(tmp_path):
     text = GOOD[:GOOD.index("[protocol]")] + """[protocol]
 family = "intel-fsb"
@@ -257,6 +271,14 @@ BAD_FILES = [
      "protocol.ht_hop_nb: must be a positive number", 'ht_hop_nb = "fast"'),
     ("leg zero", edit("ht_hop_nb = 50", "ht_hop_nb = 0"),
      "protocol.ht_hop_nb: must be a positive number", "ht_hop_nb = 0"),
+    ("unknown instruction", GOOD + "\n[instructions]\nsyscall = 27\nsysenter = 30\n",
+     "instructions.sysenter: unknown instruction", "sysenter = 30"),
+    ("instruction cost not cycles", GOOD + "\n[instructions]\nsysret = 0\n",
+     "instructions.sysret: must be a positive whole number of cycles", "sysret = 0"),
+    ("instruction cost wrong type", GOOD + '\n[instructions]\ninvlpg = "slow"\n',
+     "instructions.invlpg: must be a positive whole number of cycles", 'invlpg = "slow"'),
+    ("instructions not a table", GOOD.replace('name = "tiny"', 'name = "tiny"\ninstructions = 5'),
+     "instructions: must be a table", "instructions = 5"),
 ]
 
 
@@ -324,8 +346,8 @@ SOURCE_WORDS = re.compile(r"seen|cited|measured|manual|pub\.|\b(19|20)\d\d\b|\b(
 
 
 def parameter_sources(path):
-    """(line number, key, the comments that source it) for every latency
-    and clock parameter of a topology file: its trailing comment and the
+    """(line number, key, the comments that source it) for every latency,
+    instruction cost and clock parameter of a topology file: its trailing comment and the
     comment block right above its run of parameter lines."""
     found, block, section = [], [], ""
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -339,7 +361,8 @@ def parameter_sources(path):
         else:
             key = stripped.split("=", 1)[0].strip()
             trailing = stripped.split("#", 1)[1] if "#" in stripped else ""
-            if section in ("[latency]", "[protocol]") and key != "family" or key == "freq_ghz":
+            if (section in ("[latency]", "[protocol]", "[instructions]") and key != "family"
+                    or key == "freq_ghz"):
                 found.append((number, key, " ".join(block) + " " + trailing))
     return found
 

@@ -69,7 +69,7 @@ fault:
     assert vector == 14 and error == 0b111, "present | write | user"
     assert rip == user_address(run, "fault"), "a fault reports the faulting instruction"
     assert (cs, ss) == (USER_CS, USER_SS)
-    assert rsp == layout.USER_STACK_TOP
+    assert rsp == layout.stack_top(0)
     assert rflags & RFLAGS_IF
     assert frame["cr2"] == 0x200000
     assert frame["rflags"] & RFLAGS_IF == 0, "an interrupt gate clears IF"
@@ -119,7 +119,7 @@ returned:
     assert frame["rcx"] == user_address(run, "returned")
     assert frame["r11"] & RFLAGS_IF, "r11 holds the user's rflags"
     assert frame["rflags"] & RFLAGS_IF == 0, "FMASK clears IF"
-    assert frame["rsp"] == layout.USER_STACK_TOP, "syscall does not switch stacks"
+    assert frame["rsp"] == layout.stack_top(0), "syscall does not switch stacks"
     assert run.result.clean
 
 

@@ -31,7 +31,8 @@
 # With nothing to do it yields the core (the program on it may be waiting
 # for us), looks once more, and parks with `pause` until a line it polled
 # is written (the machine parks a core only on lines read since it last
-# entered its kernel: emulator/cost.py).
+# entered its kernel, and not at the pause that ends a round an interrupt
+# cut short: it runs, and the next round, whole, parks: emulator/cost.py).
 #
 # Channels (all in the channel frames, so every access is charged by the
 # coherence model):

@@ -54,6 +54,13 @@ How each kind of stop is made (DESIGN.md section 6 says why):
               another core's store no earlier than that store happened.
               When every free core is done but a held one could still run,
               resume stops with reason 'interrupt' and `stalled` set.
+  slice       non-stop through gdb: run_slice(n) runs the free cores for at
+              most n quanta and returns, so that the GDB stub can read gdb's
+              packets between slices. `release(K)` lets a held core run
+              again; like resume, it skips a breakpoint under the core's pc
+              once, on its first instruction after the release (and not at
+              every slice boundary, where a core may stand on a breakpoint it
+              has not yet executed).
 """
 
 from __future__ import annotations
@@ -183,6 +190,7 @@ class DebugEngine:
         self._interrupt = threading.Event()
         self._last_core = 0
         self.held: set[int] = set()         # cores resume skips (non-stop)
+        self._released: dict[int, int] = {}  # core -> pc it was released at (run_slice)
         self.stalled = False                # the last resume ended with only held cores left
         self._fault_hooks = [core.uc.hook_add(UC_HOOK_INTR, self._fault_hook(core))
                              for core in machine.cores]
@@ -459,6 +467,7 @@ class DebugEngine:
     def step(self, core_id: int) -> StopEvent:
         """One instruction of one core (or the delivery of its due interrupt)."""
         core = self.core(core_id)
+        self._released.pop(core_id, None)       # the step moves it off that pc
         try:
             self._begin_run()
             time = self.machine.scheduler.ready_time(core)
@@ -500,30 +509,61 @@ class DebugEngine:
     def resume(self, only: int | None = None) -> StopEvent:
         """Run every core but the held ones (or core `only`, alone) until
         something stops the machine (see the module doc)."""
-        scheduler = self.machine.scheduler
         skip = self.held if only is None else set(self.cores()) - {self.core(only).id}
         try:
             self._begin_run()
-            self.stalled = False
-            while not self._interrupt.is_set():
-                core, time = scheduler.next_core(skip=skip)
-                if core is None:
-                    return self._nothing_to_run(skip)
-                if self.max_cycles is not None and time >= self.max_cycles:
-                    return self._out_of_budget(core)
-                limit = None if self.max_cycles is None else self.max_cycles - time
-                self._last_core = core.id
-                self._place_watches([core])     # its page tables may have changed
-                scheduler.run_one(core, time, limit)
-                self._resume_points.pop(core.id, None)
-                event = self._stopped(core)
-                if event:
-                    return event
-            return StopEvent(self._last_core, 'interrupt')
+            return self._run_quanta(skip)
         finally:
             # Cleared on the way out (target.py): a request that came before
             # the run got going must still stop it.
             self._end_run()
+
+    def run_slice(self, quanta: int) -> StopEvent | None:
+        """At most `quanta` quanta of the cores that are not held: the event
+        that stopped one of them (or the machine's end), or None. None with
+        `stalled` set: no free core can run, but a held one could."""
+        self._stop = None
+        self.stop_causes = []
+        self.fault = None
+        # The same dict: a released core's skip-once is used up by its first
+        # quantum, whichever slice that falls in.
+        self._resume_points = self._released
+        try:
+            event = self._run_quanta(self.held, quanta)
+            return None if self.stalled else event
+        finally:
+            self._end_run()
+
+    def release(self, core_id: int) -> None:
+        """Let a held core run again (non-stop); it moves on from a breakpoint."""
+        core = self.core(core_id)
+        self.held.discard(core_id)
+        self._released[core_id] = core.rip
+
+    def _run_quanta(self, skip, quanta: int | None = None) -> StopEvent | None:
+        """The scheduler's quanta, cores in `skip` passed over, until a stop
+        (or after `quanta` of them: None)."""
+        scheduler = self.machine.scheduler
+        self.stalled = False
+        done = 0
+        while not self._interrupt.is_set():
+            if quanta is not None and done == quanta:
+                return None
+            core, time = scheduler.next_core(skip=skip)
+            if core is None:
+                return self._nothing_to_run(skip)
+            if self.max_cycles is not None and time >= self.max_cycles:
+                return self._out_of_budget(core)
+            limit = None if self.max_cycles is None else self.max_cycles - time
+            self._last_core = core.id
+            self._place_watches([core])     # its page tables may have changed
+            scheduler.run_one(core, time, limit)
+            done += 1
+            self._resume_points.pop(core.id, None)
+            event = self._stopped(core)
+            if event:
+                return event
+        return StopEvent(self._last_core, 'interrupt')
 
     def run_until(self, core_id: int, address: int, condition=None,
                   only: bool = False) -> StopEvent:

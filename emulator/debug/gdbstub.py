@@ -17,6 +17,7 @@ Read it top to bottom:
   2. registers: the target description gdb asks for (`target_xml`) and the
      byte layout of the `g` packet, both made from target.REGISTERS;
   3. one session (`Session`): a method per packet, `_packet_g` for `g`;
+     at its end, in a part of its own, gdb's non-stop mode;
   4. the listening socket (`GdbServer`).
 
 When the machine can run no more (every core halted, a deadlock, a panic),
@@ -26,7 +27,11 @@ after that reports the exit (`W`). `monitor COMMAND` (qRcmd) and the text
 `info threads` shows (qThreadExtraInfo) come from the target if it offers
 them (target.py lists the optional calls).
 
-What is not here: the machine (see target.py), gdb's non-stop mode, tracepoints,
+Non-stop mode (`set non-stop on` in gdb: one core stops at a breakpoint
+while the others run on) is served when the target can hold cores; see
+the part "Non-stop mode" of Session for how.
+
+What is not here: the machine (see target.py), tracepoints,
 file I/O, and multiprocess thread ids. Unknown packets get gdb's "not
 supported" (an empty reply); broken ones get an error reply or a NAK, never
 an exception. The protocol is in the GDB manual's "Remote Protocol" appendix;
@@ -43,7 +48,7 @@ import threading
 from collections import deque
 from typing import Callable, NamedTuple
 
-from emulator.debug.target import (REGISTERS, SIGTRAP, Register, StopEvent, Target,
+from emulator.debug.target import (REGISTERS, SIGINT, SIGTRAP, Register, StopEvent, Target,
                                    TargetError)
 from emulator.errors import SpratError
 
@@ -75,6 +80,10 @@ SEND_TIMEOUT_S = 10.0
 INTERRUPT_BYTE = 0x03  # Ctrl-C, sent raw (not in a packet) while running
 
 SIGABRT = 6  # the signal of a stop at a machine's unclean end (gdb: "Aborted")
+
+# Non-stop: the machine runs in slices of this many quanta (a few
+# milliseconds of host time), and gdb's packets are read between slices.
+SLICE_QUANTA = 8
 
 # Z/z packet types that are watchpoints -> the target's kind, and the
 # stop-reply field that tells gdb which kind fired.
@@ -384,6 +393,13 @@ class Session:
         self.last_reply = b''
         self.ended: str | None = None  # 'detach', 'kill', 'disconnect', 'exited'
         self.exited = False           # gdb has been sent the machine's exit (W)
+        # Non-stop mode (the part of its own below):
+        self.non_stop = False
+        self.stopped: dict[int, StopEvent] = {}   # stopped core -> why
+        self.stepping: set[int] = set()  # asked to step, waiting to be able to move
+        self.stops: deque[StopEvent] = deque()   # not yet taken by gdb (vStopped)
+        self.notified = False         # a %Stop is out and gdb has not drained the queue
+        self.idle = False             # no running core can move until gdb acts
 
     # -- the loop ------------------------------------------------------
 
@@ -392,9 +408,13 @@ class Session:
         try:
             while self.ended is None:
                 if not self.pending:
-                    self._receive()
+                    if self._cores_running():
+                        self._run_between_packets()     # non-stop only
+                    else:
+                        self._receive()
                 while self.pending and self.ended is None:
                     self._on_frame(self.pending.popleft())
+                self._notify_stop()
         finally:
             self._remove_debug_state()
         return self.ended
@@ -414,6 +434,7 @@ class Session:
 
     def _on_frame(self, frame_: Frame) -> None:
         if frame_.kind == 'packet':
+            self.idle = False     # (non-stop) whatever gdb did may let a core move
             self._ack()
             log.debug('<- %s', frame_.data[:200])
             reply = self.dispatch(frame_.data)
@@ -428,8 +449,10 @@ class Session:
             self._send(E_MALFORMED)
         elif frame_.kind == 'nak' and self.ack_mode and self.last_reply:
             self._write(self.last_reply)
-        # 'ack' needs nothing; 'interrupt' while stopped is a late Ctrl-C
-        # whose stop was already reported.
+        elif frame_.kind == 'interrupt' and self.non_stop:
+            self._stop_cores(self._running_cores(), SIGINT)
+        # 'ack' needs nothing; 'interrupt' while stopped (all-stop) is a late
+        # Ctrl-C whose stop was already reported.
 
     def _reject(self) -> None:
         # With acks, '-' asks gdb to send it again; without them an error
@@ -479,7 +502,7 @@ class Session:
         if not packet:
             return _unsupported
         if packet[0] == '?':
-            return self._stop_reason
+            return self._stop_reasons if self.non_stop else self._stop_reason
         if packet[0] in 'qQv':
             # Named packets: the name runs to the first ':', ';', ',' or '?'
             # (so 'vCont?' and 'vCont;c' both reach _packet_vCont).
@@ -576,6 +599,8 @@ class Session:
         self.gdb_features = set(packet.partition(':')[2].split(';'))
         features = [f'PacketSize={PACKET_SIZE:x}', 'qXfer:features:read+',
                     'vContSupported+', 'QStartNoAckMode+', 'swbreak+', 'hwbreak+']
+        if self._can_hold():
+            features.append('QNonStop+')
         if self._travel() is not None:
             features += ['ReverseStep+', 'ReverseContinue+']
         return ';'.join(features)
@@ -780,16 +805,23 @@ class Session:
             log.exception('gdb stub: removing breakpoints failed')
         self.breakpoints.clear()
         self.watchpoints.clear()
+        if self.non_stop:
+            # Whoever drives the machine next finds every core free, and
+            # stopped: the session ends with the machine at rest.
+            self.target.held.clear()
 
     # -- running -----------------------------------------------------------
 
     def _packet_vCont(self, packet: str) -> str:
         """vCont? lists actions; vCont;s:2;c steps thread 2, vCont;c runs."""
         if packet == 'vCont?':
-            # gdb ignores vCont unless both c and C are offered.
-            return 'vCont;c;C;s;S'
+            # gdb ignores vCont unless both c and C are offered; t (stop a
+            # thread) is non-stop's.
+            return 'vCont;c;C;s;S;t' if self.non_stop else 'vCont;c;C;s;S'
         if not packet.startswith('vCont;'):
             return ''
+        if self.non_stop:
+            return self._vcont_non_stop(packet)
         step_cores, run = [], False
         for action in packet[len('vCont;'):].split(';'):
             op, colon, thread = action.partition(':')
@@ -820,6 +852,9 @@ class Session:
         travel = self._travel()
         if travel is None or packet not in ('bs', 'bc'):
             return ''
+        if self.non_stop:
+            # Going back restores the whole machine: not one core of it.
+            raise PacketError(E_INVALID)
         if packet == 'bs':
             core = self._default_core()
             reply = self._run(lambda: travel.reverse_step(core))
@@ -840,12 +875,12 @@ class Session:
     def _packet_c(self, packet: str) -> str:
         """c [addr]: run all cores (from addr on the current core, if given)."""
         self._set_pc(packet[1:])
-        return self._resume()
+        return self._vcont_non_stop('vCont;c') if self.non_stop else self._resume()
 
     def _packet_C(self, packet: str) -> str:
         """C sig[;addr]: as c; signals mean nothing to the machine."""
         self._set_pc(packet[1:].partition(';')[2])
-        return self._resume()
+        return self._vcont_non_stop('vCont;c') if self.non_stop else self._resume()
 
     def _packet_s(self, packet: str) -> str:
         self._set_pc(packet[1:])
@@ -860,6 +895,8 @@ class Session:
             self.target.write_register(self._default_core(), 'rip', parse_hex(addr))
 
     def _step(self, core: int) -> str:
+        if self.non_stop:
+            return self._vcont_non_stop(f'vCont;s:{self._thread(core)}')
         return self._run(lambda: self.target.step(core))
 
     def _resume(self) -> str:
@@ -1011,6 +1048,221 @@ class Session:
         self._send('OK')
         self.ended = 'kill'
         return None
+
+
+    # ======================================================================
+    # Non-stop mode (`set non-stop on`; QNonStop:1)
+    # ======================================================================
+    #
+    # In all-stop mode the machine runs only while one packet (c, s, vCont)
+    # is being answered. In non-stop mode each core is stopped or running on
+    # its own, and the session goes on while some run:
+    #
+    #   - `stopped` holds the cores gdb knows (or will know) are stopped, and
+    #     why. The target holds them (target.held): its scheduler passes over
+    #     them, so a core stays at its breakpoint while the others run, and
+    #     where each stops is as deterministic as in all-stop.
+    #   - vCont gives each core its own action (c, s, or t to stop it) and is
+    #     answered OK at once; what happens later is told by notifications.
+    #   - While a core runs, run() alternates strictly: a slice of the
+    #     machine (SLICE_QUANTA quanta), then the packets gdb sent meanwhile,
+    #     if any (select without waiting). When no running core can move
+    #     (they wait on a held one, or every core is stopped), the session
+    #     blocks on the socket: nothing changes until gdb acts, so the host's
+    #     CPU is not spent waiting.
+    #   - A stop is queued in `stops`. The first goes to gdb as an
+    #     asynchronous `%Stop:T05...` notification; gdb answers `vStopped`
+    #     and gets the next queued stop for each, until `OK`. `?` (sent on
+    #     connecting) starts that sequence afresh (see _stop_reasons).
+    #   - The end of the machine stops every running core (SIGABRT unless the
+    #     end was clean). Console output (`O`) is not allowed in non-stop
+    #     mode, so gdb hears why from a monitor command (sprat.gdb's stop
+    #     hook asks `monitor ended new`). Running a core after that reports
+    #     the exit (`W`), as in all-stop.
+    #   - Reverse execution goes back with the whole machine: refused here.
+
+    def _can_hold(self) -> bool:
+        """Can the target run some cores while others stay stopped?"""
+        return all(hasattr(self.target, name)
+                   for name in ('held', 'release', 'run_slice', 'stalled'))
+
+    def _packet_QNonStop(self, packet: str) -> str:
+        """QNonStop:1 enters non-stop mode (every core stopped), QNonStop:0 leaves it."""
+        mode = packet.partition(':')[2]
+        if mode not in ('0', '1') or (mode == '1' and not self._can_hold()):
+            raise PacketError(E_INVALID)
+        cores = self.target.cores()
+        if mode == '1' and not self.non_stop:
+            self.target.held.update(cores)
+            self.stopped = {core: StopEvent(core, 'interrupt', signal=0) for core in cores}
+        elif mode == '0' and self.non_stop:
+            # All-stop runs every core: nothing may stay held.
+            self.target.held.clear()
+            self.stopped.clear()
+            self.stepping.clear()
+        self.stops.clear()
+        self.notified = False
+        self.non_stop = mode == '1'
+        return 'OK'
+
+    def _vcont_non_stop(self, packet: str) -> str:
+        """vCont;c:2;t:1 -- each core takes the first action naming it (one
+        without a thread names every core). Actions that would change nothing
+        are ignored, as the manual asks: c or s of a running core, t of a
+        stopped one."""
+        chosen: dict[int, str] = {}
+        for action in packet[len('vCont;'):].split(';'):
+            op, colon, thread = action.partition(':')
+            if not (op in ('c', 's', 't') or (op[:1] in ('C', 'S') and _HEX.fullmatch(op[1:]))):
+                raise PacketError(E_INVALID)
+            named = ([self._core_of_thread(thread)] if colon and thread != '-1'
+                     else self.target.cores())
+            for core in named:
+                chosen.setdefault(core, op[0].lower())
+        untold = {event.core for event in self.stops}
+        for core, op in chosen.items():
+            if op == 't':
+                self._stop_cores([core], signal=0)   # the manual's signal for t
+            elif core not in self.stopped or core in untold:
+                continue                # running, as far as gdb knows
+            elif op == 's':
+                self._step_alone(core)
+            else:
+                self._release(core)
+        return 'OK'
+
+    def _running_cores(self) -> list[int]:
+        return [core for core in self.target.cores() if core not in self.stopped]
+
+    def _cores_running(self) -> bool:
+        """Non-stop, and some core is running that may still move."""
+        return self.non_stop and not self.idle and bool(self._running_cores())
+
+    def _release(self, core: int) -> None:
+        del self.stopped[core]
+        self.target.release(core)
+
+    def _step_alone(self, core: int) -> None:
+        """One instruction of `core` now; the others run on afterwards. A core
+        that cannot move yet (not started) stays held, and its step ends when
+        the others have made it able to (see _end_waiting_steps)."""
+        cannot_run = getattr(self.target, 'cannot_run', None)
+        if cannot_run is not None and cannot_run(core) is not None:
+            del self.stopped[core]
+            self.stepping.add(core)
+            return
+        event = self.target.step(core)      # (if it fails, the core stays stopped)
+        del self.stopped[core]
+        if event.reason == 'exited':
+            self._machine_ended(event)
+        else:
+            self._stopped_now(event)
+
+    def _stop_cores(self, cores, signal: int) -> None:
+        for core in cores:
+            if core not in self.stopped:
+                self.target.held.add(core)
+                self.stepping.discard(core)
+                self._stopped_now(StopEvent(core, 'interrupt', signal=signal))
+
+    def _stopped_now(self, event: StopEvent) -> None:
+        self.stopped[event.core] = event
+        self.stops.append(event)
+
+    def _run_between_packets(self) -> None:
+        """A slice of the machine, then whatever gdb sent meanwhile (without
+        waiting for it). Strictly in turn: a gdb that sends nothing does not
+        stop the machine, and a gdb that sends a lot does not starve it."""
+        try:
+            event = self.target.run_slice(SLICE_QUANTA)
+            self._end_waiting_steps()
+        except Exception:  # noqa: BLE001 -- as in all-stop's _run: gdb hears, the session goes on
+            log.exception('gdb stub: the target failed while running')
+            self._stop_cores(self._running_cores(), SIGABRT)
+            return
+        if event is None:
+            # Nothing can move until gdb releases a core: wait for gdb.
+            self.idle = self.target.stalled
+        elif event.reason == 'exited':
+            self._machine_ended(event)
+        else:
+            self.target.held.add(event.core)
+            self.stepping.discard(event.core)
+            self._stopped_now(event)
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if readable:
+            self._receive()
+
+    def _end_waiting_steps(self) -> None:
+        cannot_run = getattr(self.target, 'cannot_run', None)
+        for core in sorted(self.stepping):
+            if cannot_run is None or cannot_run(core) is None:
+                self.stepping.discard(core)
+                self._stopped_now(StopEvent(core, 'step'))
+
+    def _machine_ended(self, event: StopEvent) -> None:
+        """Nothing can run any more: every running core stops (the first
+        time), or, if gdb ran it after being told, the machine has exited."""
+        running = self._running_cores()
+        self.target.held.update(self.target.cores())
+        self.stepping.clear()
+        if self.end_told:
+            self.exited = True
+            for core in running:
+                self.stopped[core] = StopEvent(core, 'interrupt', signal=0)
+            self.stops.append(event)
+            return
+        self.end_told = True
+        signal = 0 if event.exit_code == 0 else SIGABRT
+        for core in running or [event.core]:
+            self.stopped.pop(core, None)
+            self._stopped_now(StopEvent(core, 'interrupt', signal=signal))
+
+    def _non_stop_reply(self, event: StopEvent) -> str:
+        if event.reason == 'exited':
+            return f'W{event.exit_code & 0xFF:02x}'
+        return self.stop_reply(event)
+
+    def _notify_stop(self) -> None:
+        """Send the first queued stop as a notification, unless gdb is still
+        taking the queue (it will get this one from vStopped)."""
+        if self.non_stop and self.stops and not self.notified and self.ended is None:
+            body = 'Stop:' + self._non_stop_reply(self.stops[0])
+            log.debug('-> %%%s', body[:200])
+            self._write(b'%' + frame(body)[1:])     # '%' instead of '$'; never acked
+            self.notified = True
+
+    def _packet_vStopped(self, packet: str) -> str:
+        """gdb took the stop it was last sent; the next one, or OK when none is left."""
+        if not self.non_stop:
+            return ''
+        if self.notified and self.stops:
+            self.stops.popleft()
+        return self._next_stop()
+
+    def _stop_reasons(self, packet: str) -> str:
+        """? in non-stop (gdb asks once, on connecting): the stopped cores.
+
+        The manual says: every stopped core, the first in this reply, the
+        rest by vStopped. But gdb 13 fails an internal assertion when more
+        than one thread is stopped as it connects in non-stop mode (a gdb
+        bug that others patch gdb for). So one core stays stopped, the
+        lowest, and the others are let run. On a sprat machine that changes
+        nothing until gdb runs that core: before core 0 starts the other
+        cores, they cannot run.
+        """
+        stopped = sorted(self.stopped)
+        for core in stopped[1:]:
+            self._release(core)
+        self.stops = deque(self.stopped[core] for core in stopped[:1])
+        return self._next_stop()
+
+    def _next_stop(self) -> str:
+        if not self.stops:
+            self.notified = False
+            return 'OK'
+        self.notified = True
+        return self._non_stop_reply(self.stops[0])
 
 
 # --------------------------------------------------------------------------

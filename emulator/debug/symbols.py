@@ -1,29 +1,29 @@
-"""Symbols: what an address is called, and where a name is, core by core.
+"""Symbols: what an address is called, and where a name is.
 
     symbols = SymbolTable(shared=[kernel], per_core={0: [hello], 2: [spin, ping]},
                           read=engine.read_memory)
-    symbols.describe(0x200123, core=2)     # -> "trap_common+3"
-    symbols.source(0x200123, core=2)       # -> "cpudriver/trap.S:42"
-    symbols.lookup("start", core=2)        # -> Location(0x8000000000, {2}, ((0x80.., spin),))
+    symbols.describe(0x200123)             # -> "trap_common+3"
+    symbols.source(0x200123)               # -> "cpudriver/trap.S:42"
+    symbols.lookup("start", core=2)        # -> Location(0x8001000000, {2}, ((0x80.., spin),))
     symbols.line("urpc.S", 107)            # -> a Location too
 
 Every assembled source is a `Program` (emulator/assembler.py) with a table
-label -> address. Some programs are seen by every core at the same address
-(the CPU driver); others only by the cores that run them: every user
-program is linked at the same virtual address, in its own address space,
-so *which* program an address belongs to depends on the core -- and, when a
-core runs several programs in turn, on which one is mapped right now. That
-is the one idea of this module. The mapped one is found by looking: of the
-programs that could be there, the one whose first bytes are in memory at
-its base address (through `read(core, address, length)`, the core's view).
+label -> address. The CPU driver is seen by every core at the same
+address; each user program only by the cores that run it, but at an
+address of its own (cpudriver/layout.py gives every program of an image
+its own virtual base). So an address names one instruction machine-wide:
+from address to name needs no core, only the program whose code holds it.
 
-A name given by a person resolves to a `Location`: the address, the cores
-on which that name means something (None: every core) and, for a user
-label, its places: each program that has it, with its address there (a
-library routine such as urpc_send is at a different address in each
-program that links it). A breakpoint on a user label covers every place
-and stops only where the program that has it is running (`here`), not
-in every program that happens to have code at the same address.
+From name to address, the core matters: a name given by a person resolves
+to a `Location`: the address, the cores on which that name means something
+(None: every core, `per_core` says which programs a core may run) and, for
+a user label, its places: each program that has it, with its address there
+(a library routine such as urpc_send is at a different address in each
+program that links it). A breakpoint on a user label covers every place;
+each stops only the cores running its program, as no other address space
+maps it. Which of its places a core is in now (`address_on`) is found by
+looking: the program whose first bytes are in memory at its base address
+(through `read(core, address, length)`, the core's view).
 
 Names in addresses: `NAME`, `NAME+OFFSET`, numbers (`0x200000`, `4096`)
 and `NUMBER+OFFSET`; source lines, `FILE:LINE`, go through `line`.
@@ -77,30 +77,16 @@ class SymbolTable:
         self.shared = list(shared)
         self.per_core = {core: list(programs) for core, programs in (per_core or {}).items()}
         self.read = read
+        every = self.shared + [p for programs in self.per_core.values() for p in programs]
+        self.programs = list({id(program): program for program in every}.values())
 
     # --- Address -> name ------------------------------------------------------
-    def program_at(self, address: int, core: int):
-        """The program whose code holds `address` as `core` sees it, or None."""
-        for program in self.shared:
+    def program_at(self, address: int):
+        """The program whose code holds `address`, or None."""
+        for program in self.programs:
             if program.base <= address < program.end:
                 return program
-        candidates = [p for p in self.per_core.get(core, ()) if p.base <= address < p.end]
-        if len(candidates) > 1:
-            mapped = [p for p in candidates if self.is_mapped(p, core)]
-            candidates = mapped or candidates
-        return candidates[0] if candidates else None
-
-    def running(self, programs, core: int) -> bool:
-        """Is one of `programs` the one mapped on `core` now?"""
-        return any(self.is_mapped(program, core) for program in programs)
-
-    def here(self, location: Location, core: int, address: int) -> bool:
-        """Is `address` on `core` the place `location` names, in the program
-        mapped there now? (a breakpoint's condition)"""
-        if not location.places:
-            return address == location.address
-        return any(place == address and self.is_mapped(program, core)
-                   for place, program in location.places)
+        return None
 
     def address_on(self, location: Location, core: int) -> int:
         """The one address `location` means on `core`: in the program mapped
@@ -124,24 +110,24 @@ class SymbolTable:
         except Exception:       # unmapped: not this one
             return False
 
-    def describe(self, address: int, core: int) -> str | None:
+    def describe(self, address: int) -> str | None:
         """`label` or `label+offset` (decimal offset, as gdb writes it)."""
-        program = self.program_at(address, core)
+        program = self.program_at(address)
         found = program.symbol_at(address) if program else None
         if found is None:
             return None
         name, offset = found
         return f"{name}+{offset}" if offset else name
 
-    def source(self, address: int, core: int) -> str | None:
+    def source(self, address: int) -> str | None:
         """`file:line` of the statement that assembled to `address`."""
-        program = self.program_at(address, core)
+        program = self.program_at(address)
         found = program.line_at(address) if program else None
         return f"{found[0]}:{found[1]}" if found else None
 
-    def label_at(self, address: int, core: int) -> str | None:
+    def label_at(self, address: int) -> str | None:
         """The label defined exactly at `address`, if any."""
-        described = self.describe(address, core)
+        described = self.describe(address)
         return described if described and "+" not in described else None
 
     # --- Name -> address ----------------------------------------------------
@@ -229,9 +215,6 @@ class SymbolTable:
     def names(self) -> list[str]:
         """Every label, for completion at the prompt."""
         found = set()
-        for program in self.shared:
+        for program in self.programs:
             found.update(program.symbols)
-        for programs in self.per_core.values():
-            for program in programs:
-                found.update(program.symbols)
         return sorted(found)

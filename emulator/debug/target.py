@@ -155,6 +155,20 @@ class Target(Protocol):
     #                                a step during which the other cores may run
     #                                (gdb's `vCont;s:N;c`): a core that cannot
     #                                move yet steps once it can
+    # For gdb's non-stop mode (all four, or the stub refuses QNonStop:1):
+    #   held: set[int]               cores that runs pass over; the stub adds to it
+    #   release(core)                take a core out of `held`; a breakpoint at its
+    #                                pc is skipped once, as resume() does
+    #   run_slice(quanta) -> StopEvent | None
+    #                                run the cores not held a little while: the
+    #                                event that stopped one (or 'exited'), or None
+    #   stalled: bool                set by run_slice when it returned None because
+    #                                no core outside `held` can run, though a held
+    #                                one could (nothing changes until gdb acts)
+    # and, if it can tell:
+    #   cannot_run(core) -> str | None
+    #                                why a core could not move if stepped now
+    #                                (not started yet), or None
 
 
 class Register(NamedTuple):
@@ -228,6 +242,9 @@ class FakeTarget:
         self.watchpoints: set[tuple[int, int, str]] = set()
         self.killed = False
         self._interrupt = threading.Event()
+        self.held: set[int] = set()         # non-stop: cores run_slice passes over
+        self.stalled = False
+        self._skip_once: set[int] = set()   # released at a breakpoint: step off it
 
     def _boot_registers(self, core: int) -> dict[str, int]:
         regs = {r.name: 0 for r in REGISTERS if r.group != 'float'}
@@ -299,6 +316,26 @@ class FakeTarget:
 
     def kill(self) -> None:
         self.killed = True
+
+    # -- non-stop: the stub runs the free cores a slice at a time ------------
+
+    def release(self, core: int) -> None:
+        self.held.discard(core)
+        self._skip_once.add(core)
+
+    def run_slice(self, quanta: int) -> StopEvent | None:
+        """`quanta` rounds of one instruction on each core not held."""
+        free = [core for core in self.cores() if core not in self.held]
+        self.stalled = not free
+        for _ in range(quanta if free else 0):
+            for core in free:
+                if self.regs[core]['rip'] in self.breakpoints and core not in self._skip_once:
+                    return StopEvent(core, 'breakpoint')
+                self._skip_once.discard(core)
+                event = self.step(core)
+                if event.reason != 'step':
+                    return event
+        return None
 
     # -- the pretend CPU -------------------------------------------------
 

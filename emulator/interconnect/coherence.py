@@ -306,11 +306,12 @@ class CoherenceDirectory:
         """Apply one access to `line` by core `me`: update its MOESI states,
         count what happened, return the cycles it costs (before its turn at
         the ordering points and causality)."""
+        self._took_bus = False                         # _fetch and _invalidate set it
+        # LAB interconnect BEGIN serve
         bit = 1 << me
         sharers, owner, state = line.sharers, line.owner, line.owner_state
         mine = sharers & bit
         others = sharers & ~bit
-        self._took_bus = False
 
         if not is_write:
             if mine:                                   # M, O, E or S: a hit
@@ -340,11 +341,12 @@ class CoherenceDirectory:
             cycles = max(self._fetch(me, line, others), self._invalidate(me, line, others))
         line.sharers, line.owner, line.owner_state = bit, me, "M"
         return cycles
+        # LAB interconnect END serve
 
     def _fetch(self, me: int, line: _Line, others: int) -> int:
         """Cycles to bring in a line `me` does not hold, and count where it came from."""
-        cost = self._fetch_cost[line.home][me]
-        memory = cost[self._n]
+        cost = self._fetch_cost[line.home][me]        # cost[source]; cost[self._n]: memory
+        # LAB interconnect BEGIN fetch
         owner = line.owner
         if owner != NO_OWNER:                          # M, O or E elsewhere supplies it
             source = owner
@@ -363,6 +365,7 @@ class CoherenceDirectory:
         else:
             self.memory_fills[me] += 1
             line.memory_fills += 1
+        # LAB interconnect END fetch
         if self._bus_occupancy and (source == self._n or self._die[source] != self._die[me]):
             self._took_bus = True
         return cost[source]
@@ -370,19 +373,30 @@ class CoherenceDirectory:
     def _invalidate(self, me: int, line: _Line, others: int) -> int:
         """Cycles for `me` to invalidate every other copy (in parallel: the
         farthest decides); with none, what an upgrade costs all the same."""
-        cost = self._invalidate_cost[line.home][me]
+        cost = self._invalidate_cost[line.home][me]   # cost[sharer]; cost[self._n]: none
+        if self._bus_occupancy and self._off_die(me, others):
+            self._took_bus = True                      # the invalidation leaves the die
+        # LAB interconnect BEGIN invalidate
         if not others:
             return max(self._l1_hit, cost[self._n])
         farthest = 0
         copies = others
         while copies:
             low = copies & -copies
-            sharer = low.bit_length() - 1
-            farthest = max(farthest, cost[sharer])
-            if self._bus_occupancy and self._die[sharer] != self._die[me]:
-                self._took_bus = True
+            farthest = max(farthest, cost[low.bit_length() - 1])
             copies ^= low
         return farthest
+        # LAB interconnect END invalidate
+
+    def _off_die(self, me: int, cores: int) -> bool:
+        """Is any core of the bit mask `cores` on another die than `me`'s?"""
+        die = self._die
+        while cores:
+            low = cores & -cores
+            if die[low.bit_length() - 1] != die[me]:
+                return True
+            cores ^= low
+        return False
 
     def _count_hit(self, me: int, line: _Line) -> int:
         self.hits[me] += 1

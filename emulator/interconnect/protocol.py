@@ -75,6 +75,7 @@ def amd_probe_broadcast(topo, me: int, home: int, source: int | str) -> int:
     """Cycles for core `me` to complete a transaction on a line homed at
     package `home`, the data coming from core `source`, "memory", or
     nobody ("invalidate": a change-to-dirty, no data)."""
+    # LAB interconnect BEGIN amd_path
     legs = topo.legs_in_cycles()
     hop = legs["ht_hop"]
     hops = topo.package_hops
@@ -96,6 +97,7 @@ def amd_probe_broadcast(topo, me: int, home: int, source: int | str) -> int:
         data_from_owner = hop * (hops(home, owner) + hops(owner, mine))
         data = data_from_owner + (legs["line_on_link"] if owner != mine else 0)
     return round(legs["on_chip"] + request_to_home + max(probe_round, data))
+    # LAB interconnect END amd_path
 
 
 # -- Intel: one front-side bus, snooped by every die -----------------------------------

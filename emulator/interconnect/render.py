@@ -4,7 +4,8 @@
 
 Prints the name and description, the clock, the packages and their cores,
 which cores share which cache, the package links, the latency table (cycles
-and ns) and a core-to-core distance matrix. The matrix uses one character
+and ns), what privileged instructions cost (the [instructions] table) and a
+core-to-core distance matrix. The matrix uses one character
 per core pair so that 32 or 64 cores still fit in a terminal:
 
     .  same core      s  shared cache     p  same package     1-9  hops
@@ -28,6 +29,7 @@ def render_topology(topo: Topology) -> str:
         _caches(topo),
         _links(topo),
         _latencies(topo),
+        _instructions(topo),
         _matrix(topo),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
@@ -94,6 +96,17 @@ def _latencies(topo: Topology) -> str:
     lines.append(f"protocol: {topo.family} (emulator/interconnect/protocol.py); legs in cycles:")
     lines.append("  " + ", ".join(f"{name} {cycles:.0f}"
                                   for name, cycles in topo.legs_in_cycles().items()))
+    return "\n".join(lines)
+
+
+def _instructions(topo: Topology) -> str:
+    """The [instructions] table: what privileged work costs in all."""
+    lines = ["privileged instructions:    cycles        ns  (the rest: 1 cycle)"]
+    for name, cycles in topo.instruction_costs:
+        label = "delivery (interrupt)" if name == "interrupt" else name.replace("_", " ")
+        lines.append(f"  {label:<24}{cycles:>6}  {topo.ns(cycles):>8.1f}")
+    if not topo.instruction_costs:
+        lines.append("  none listed: every instruction costs 1 cycle")
     return "\n".join(lines)
 
 

@@ -30,6 +30,11 @@ Each family needs its own legs (FAMILY_KEYS below; intel-fsb: bus_ghz,
 l2_miss_cycles, on_die_snoop_bus, bus_transaction_bus, snoop_forward_bus,
 hitm_supply_cycles, line_through_mch_bus, memory_ns).
 
+    [instructions]                       # optional: cycles of privileged work
+    syscall = 27                         # what the instruction costs in all
+    sysret = 35                          # (unlisted ones cost their one cycle)
+    interrupt = 100                      # delivering an exception or interrupt
+
 `read_topology_fields(path)` checks every field and returns the keyword
 arguments of `Topology`. Any problem raises SpratError as
 `path:line: field: what is wrong`. tomllib reports the line of a syntax
@@ -52,7 +57,7 @@ from emulator.errors import SpratError
 from emulator.files import read_text
 
 TOP_KEYS = ("name", "description", "freq_ghz", "packages", "caches", "links", "latency",
-            "protocol")
+            "protocol", "instructions")
 CACHE_LEVELS = ("L2", "L3")
 LATENCY_KEYS = ("l1_hit", "l2_hit", "l3_hit")
 # The [protocol] table: each family's clock and legs (emulator/interconnect/protocol.py).
@@ -65,6 +70,11 @@ FAMILY_KEYS = {
 }
 # Keys of the first format, whose transfers were one number per relation.
 OLD_LATENCY_KEYS = ("shared_cache_transfer", "same_package_transfer", "hop_transfer", "memory")
+# [instructions]: what privileged work costs in all, in cycles of the core
+# clock (emulator/instcost.py charges them). "interrupt" is no instruction:
+# the delivery of an exception or interrupt through the IDT.
+INSTRUCTION_KEYS = ("syscall", "sysret", "iretq", "mov_cr3", "invlpg", "wrmsr", "swapgs",
+                    "interrupt")
 # Bounds that keep every sum of latencies far from a 64-bit wrap. The
 # slowest access on the paper's machines is a few hundred cycles; a
 # million is a machine no one would build, yet still a number we can add.
@@ -131,7 +141,7 @@ class _Where:
     def fail(self, section: str | None, key: str | None, message: str):
         line = _line_of(self.text, section, key)
         field = ".".join(part for part in (section, key) if part)
-        raise SpratError(f"{self.path}:{line}: {field}: {message}")
+        raise SpratError(f"{self.path}:{line}: {field + ': ' if field else ''}{message}")
 
 
 # -- reading the file --
@@ -157,6 +167,7 @@ def read_topology_fields(path: Path) -> dict:
     fields["links"] = _links(doc, len(packages), where)
     fields.update(_latencies(doc, fields, where))
     fields.update(_protocol(doc, where))
+    fields["instruction_costs"] = _instruction_costs(doc, where)
     return fields
 
 
@@ -178,7 +189,7 @@ def _check_known_keys(doc: dict, where: _Where):
         if required not in doc:
             where.fail(None, None, f"missing field '{required}'"
                        + (" (a table: family and its legs)" if required == "protocol" else ""))
-    for section in ("caches", "links", "latency", "protocol"):
+    for section in ("caches", "links", "latency", "protocol", "instructions"):
         if section in doc and not isinstance(doc[section], dict):
             where.fail(None, section, "must be a table ([%s])" % section)
 
@@ -302,6 +313,19 @@ def _latencies(doc: dict, fields: dict, where: _Where) -> dict:
             where.fail("latency", key, f"must be a positive whole number of cycles, at most {MAX_LATENCY:,}")
         out[key] = value
     return out
+
+
+def _instruction_costs(doc: dict, where: _Where) -> tuple:
+    """[instructions]: (name, cycles) pairs in INSTRUCTION_KEYS order; () if absent."""
+    raw = doc.get("instructions", {})
+    for key in raw:
+        if key not in INSTRUCTION_KEYS:
+            where.fail("instructions", key,
+                       f"unknown instruction (expected one of: {', '.join(INSTRUCTION_KEYS)})")
+        if not _cycles(raw[key]):
+            where.fail("instructions", key,
+                       f"must be a positive whole number of cycles, at most {MAX_LATENCY:,}")
+    return tuple((key, raw[key]) for key in INSTRUCTION_KEYS if key in raw)
 
 
 def _cycles(value) -> bool:

@@ -65,6 +65,8 @@ class Topology:
     l3_hit: int | None
     family: str                                        # the protocol path (protocol.py)
     protocol: tuple[tuple[str, float], ...]            # its legs and clock, as in the file
+    # [instructions]: (name, cycles) of privileged work (emulator/instcost.py)
+    instruction_costs: tuple[tuple[str, int], ...] = ()
 
     # -- cores and packages --
 
@@ -203,9 +205,9 @@ def generic(n_cores: int) -> Topology:
     Packages of 4 cores (the last one may be smaller) sharing an L3, the
     packages joined in a ring (each linked to the next, the last to the
     first), so hop counts grow with distance as on a real multi-socket
-    board. Its cache latencies and protocol legs are those of the amd-4x4
-    preset (a probe broadcast over the ring: the farther the farthest
-    package, the longer every transfer).
+    board. Its cache latencies, protocol legs and instruction costs are
+    those of the amd-4x4 preset (a probe broadcast over the ring: the
+    farther the farthest package, the longer every transfer).
     """
     if not 1 <= n_cores <= GENERIC_MAX_CORES:
         raise SpratError(f"--cores {n_cores}: must be between 1 and {GENERIC_MAX_CORES}")
@@ -230,4 +232,5 @@ def generic(n_cores: int) -> Topology:
         l3_hit=base.l3_hit,
         family=base.family,
         protocol=base.protocol,
+        instruction_costs=base.instruction_costs,
     )

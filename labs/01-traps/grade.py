@@ -316,7 +316,7 @@ def check_faults(image, quanta, max_cycles=200_000):
                          run, stop)
                 entry = seen[index]
                 check_user_event(run, what, entry, vector, error, module.program.symbols[label],
-                                 lay.USER_STACK_TOP - FAULT_RSP_OFFSET, stop)
+                                 module.stack_top - FAULT_RSP_OFFSET, stop)
             killed = run.system.failed_programs(core)
             if killed != len(programs):
                 fail(f"the CPU driver stopped {killed} of the {len(programs)} programs on core "
@@ -389,7 +389,7 @@ def timer_interrupts_preempt_and_resume_programs():
                                   max_cycles=600_000)
         program = run.system.modules[0].program
         loop = (program.symbols["spin"], program.symbols["spin_end"])
-        user_rsp = lay.USER_STACK_TOP - 8 * SLICES_WORDS
+        user_rsp = run.system.modules[0].stack_top - 8 * SLICES_WORDS
         timers = [e for e in watch.on(0) if e.vector is not SYSCALL]
         from_user = [e for e in timers if e.frame(False)["CS"] == lay.USER_CS]
         for number, entry in enumerate(timers, 1):

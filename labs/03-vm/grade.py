@@ -19,7 +19,7 @@ The mechanism runs on one core, alone: the schedule does not change it, so
 the tests do not sweep quanta.
 """
 
-from cpudriver.layout import USER_BASE, USER_STACK_PAGES, USER_STACK_TOP
+from cpudriver.layout import USER_BASE, USER_STACK_PAGES, stack_top
 from sprat.lab.grading import boot, fail, test
 
 GIB, MIB2, PAGE = 1 << 30, 1 << 21, 1 << 12
@@ -27,7 +27,7 @@ PRESENT, WRITABLE, USER, LARGE, NO_EXECUTE = 1, 2, 4, 0x80, 1 << 63
 ADDRESS = 0x000F_FFFF_FFFF_F000      # an entry's physical address bits
 READ, WRITE, EXECUTE = 1, 2, 4
 SLOT_RAM, SLOT_PDPT, SLOT_REGIONS, FIRST_FRAME = 0, 1, 232, 4
-STACK_BOTTOM = USER_STACK_TOP - USER_STACK_PAGES * PAGE
+STACK_BOTTOM = stack_top(0) - USER_STACK_PAGES * PAGE   # each image's one program: module 0
 MAX_CYCLES = 2_000_000               # the images end by ~50,000 cycles
 # programs/vm_check.S's `pages`: (vaddr, frame number, rights, word written)
 PAGES = [(USER_BASE + GIB, 0, READ | WRITE, 0xA0),
@@ -36,11 +36,15 @@ PAGES = [(USER_BASE + GIB, 0, READ | WRITE, 0xA0),
          (USER_BASE + 5 * GIB + 7 * MIB2 + 9 * PAGE, 3, READ | EXECUTE, 0),
          (USER_BASE + 5 * GIB + 7 * MIB2 + 10 * PAGE, 4, READ | WRITE, 0xA4)]
 TABLES = {"PD": 2, "PT": 3}          # what the five pages need: PDs for GiB 1 and 5, 3 PTs
+# programs/vm_check.S's call_kept: the canary each kept register holds across a call
+CANARY = 0x5AFE_0000_0000_0000
+KEPT = {"rbx": CANARY + 3, "rbp": CANARY + 5, "r12": CANARY + 12, "r13": CANARY + 13,
+        "r14": CANARY + 14, "r15": CANARY + 15}
 LEVEL_NAMES = {1: "PT", 2: "PD", 3: "PDPT"}
 
 
 # --- the tests -----------------------------------------------------------------------------
-@test(points=30)
+@test(points=25)
 def pages_map_where_asked_with_their_rights():
     """Each page maps its frame at its address, writable and executable exactly as asked; nothing else."""
     run, probes = start("images/layout.lst")
@@ -98,9 +102,37 @@ def refusals_come_back_and_change_nothing():
     if end.retyped != probes.one(run, "probe_layout").retyped:
         fail(f"the refused mappings left tables behind: the RAM given to vspace_init now holds"
              f" {describe(end.retyped)}", run, stop="probe_twice core 0")
+    check_refused_table_given_back(run, probes, end)
 
 
-@test(points=25)
+def check_refused_table_given_back(run, probes, before):
+    """vm_check filled PDPT entry 9 with a PD of its own, then asked for a page
+    there: vspace_map's new PD cannot be mapped (ENTRY_IN_USE), and must be
+    deleted, its slot and RAM free for the next table, which the next map
+    (a page needing a new PT) makes."""
+    from kernel.caps import ErrorCode as E
+    taken, after = probes.one(run, "probe_taken"), probes.one(run, "probe_after_taken")
+    page = USER_BASE + 9 * GIB
+    if taken.rax != -int(E.ENTRY_IN_USE):
+        fail(f"vspace_map of {page:#x}, whose PDPT entry holds a PD vspace does not know,"
+             f" returned {error_name(taken.rax)}; the map of the PD it makes there is refused:"
+             f" expected -{int(E.ENTRY_IN_USE)} (ENTRY_IN_USE), as the kernel said it",
+             run, stop="probe_taken core 0")
+    next_page = USER_BASE + GIB + 2 * MIB2
+    if after.rax != 0:
+        fail(f"after the refused map of {page:#x}, vspace_map of {next_page:#x} (a new PT)"
+             f" returned {error_name(after.rax)}: when a table's map is refused, cap_delete the"
+             f" table you retyped for it (its slot and RAM are the next table's), and leave"
+             f" VS_USED and VS_SLOT as they were", run, stop="probe_after_taken core 0")
+    wanted = sorted(before.retyped + ["VNODE_PD", "VNODE_PT"])    # the program's PD, the new PT
+    if after.retyped != wanted:
+        fail(f"after the refused map of {page:#x} and one more PT, the RAM given to vspace_init"
+             f" holds {describe(after.retyped)}, not {describe(wanted)}: a table whose map is"
+             f" refused must be deleted (cap_delete), not kept", run,
+             stop="probe_after_taken core 0")
+
+
+@test(points=20)
 def an_unmapped_page_faults():
     """After vspace_unmap the entry is gone, its neighbour stays, and a touch faults (no stale TLB entry)."""
     from kernel.caps import ErrorCode as E
@@ -146,12 +178,33 @@ def a_deleted_table_takes_its_pages_along():
                        "everything (rdx = -1: reload CR3), not one page")
 
 
+@test(points=10)
+def vspace_map_keeps_the_callers_registers():
+    """vspace_map and vspace_unmap give rbx, rbp and r12-r15 back as they found them (System V)."""
+    for image in ("images/layout.lst", "images/unmap.lst"):
+        run, probes = start(image)
+        calls = probes.all("probe_kept")
+        if not calls:
+            fail(f"the program never came back from a vspace_map: {why_ended(run)}", run,
+                 stop="vspace_map core 0")
+        for hit in calls:
+            changed = [name for name, canary in KEPT.items() if hit.kept[name] != canary]
+            if changed:
+                first = changed[0]
+                fail(f"{hit.routine} changed {', '.join(changed)} ({first} went in as"
+                     f" {KEPT[first]:#x}, came back {hit.kept[first]:#x}): System V says a routine"
+                     f" keeps rbx, rbp and r12-r15 for its caller: push the ones you use on"
+                     f" entry and pop them before every ret", run,
+                     stop=f"probe_kept core 0 if ${first} != {KEPT[first]:#x}")
+
+
 # --- running the program and reading what happened ----------------------------------------
 class Probe:
     """What the machine held when the program passed a probe_* label."""
 
-    def __init__(self, label, rax, r12, pages, tables, retyped):
+    def __init__(self, label, rax, r12, pages, tables, retyped, kept=None, routine=None):
         self.label, self.rax, self.r12 = label, rax, r12
+        self.kept, self.routine = kept, routine   # probe_kept: rbx rbp r12-r15, whose call
         self.pages = pages          # {vaddr: pte} of every user page the MMU would find
         self.tables = tables        # {(level, vaddr): type name} of each table entry's object
         self.retyped = retyped      # sorted type names of what lives in the tables' RAM
@@ -190,6 +243,8 @@ def watch(system, probes):
     from unicorn import UC_HOOK_CODE
     from unicorn import x86_const as x86
     symbols = system.modules[0].program.symbols
+    names = {address: name for name, address in symbols.items()
+             if name in ("vspace_map", "vspace_unmap")}
     core = system.machine.cores[0]
     for label, address in symbols.items():
         if not label.startswith("probe_"):
@@ -200,7 +255,14 @@ def watch(system, probes):
             rax, r12 = _signed(regs.read(x86.UC_X86_REG_RAX)), regs.read(x86.UC_X86_REG_R12)
             pages = user_pages(system.machine.memory, regs.read(x86.UC_X86_REG_CR3))
             tables, retyped = capability_view(system)
-            probes.hits.append(Probe(label, rax, r12, pages, tables, retyped))
+            kept, routine = None, None
+            if label == "probe_kept":
+                kept = {name: regs.read(getattr(x86, f"UC_X86_REG_{name.upper()}"))
+                        for name in KEPT}
+                called = int.from_bytes(core.read_virtual(regs.read(x86.UC_X86_REG_RSP), 8),
+                                        "little")
+                routine = names.get(called, f"the routine at {called:#x}")
+            probes.hits.append(Probe(label, rax, r12, pages, tables, retyped, kept, routine))
         core.uc.hook_add(UC_HOOK_CODE, on_probe, begin=address, end=address)
         core.uc.ctl_remove_cache(address, address + 1)
 
@@ -342,7 +404,15 @@ def hint(hit):
              -int(E.NOT_MAPPABLE): ": a table of the wrong kind for its place; level L's"
                                    " table is CAPTYPE_VNODE_PT + 1 - L",
              -int(E.MISALIGNED): ": was a Frame mapped where a table belongs (retype the RAM"
-                                 " into a VNode)?",
+                                 " into a VNode)? Or is the frame's offset wrong: cap_map's"
+                                 " 5th argument (r8) is the offset into the frame, 0 for a"
+                                 " whole 4 KiB frame",
+             -int(E.OUT_OF_RANGE): ": cap_map's 5th argument (r8), the offset into the frame,"
+                                   " must be 0 (a table is mapped whole, a 4 KiB frame from"
+                                   " its start)",
+             -int(E.SLOT_IN_USE): ": the new table's root slot holds a capability already;"
+                                  " advance VS_SLOT by one for every table made (and delete"
+                                  " the new table if its map is refused)",
              -int(E.WRONG_TYPE): ": was a Frame used as a table?",
              -int(E.NO_RIGHTS): ": the page asked for no more than its frame allows",
              -int(E.INVALID_ENTRY): ": that entry is the CPU driver's (PDPT entry 0); is each"

@@ -38,9 +38,10 @@ from sprat.lab.grading import boot, fail, test
 MAX_CYCLES = 12_000_000          # the images end by ~3.4 million cycles
 # One-way LMP cost, student / reference. The cost model charges `rep movsq`
 # as one instruction however many words it copies, so a switch that copies
-# the frame word by word in a loop (correct, and plain) costs ~1.7x the
-# reference's; a receiver that waits for the round robin costs ~100x.
-COST_BOUND = 2.0
+# the frame word by word in a loop (correct, and plain) costs more than the
+# reference's, within the bound; a receiver that waits for the round robin
+# waits out the bystander's time slice: ~200x in pingpong.lst.
+COST_BOUND = 3.0
 FRAME_FIELDS = ("r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "rbp", "rdi", "rsi",
                 "rdx", "rcx", "rbx", "rax", "vector", "error", "rip", "cs", "rflags", "rsp",
                 "ss")
@@ -150,11 +151,25 @@ class Model:
     def __post_init__(self):
         self.state = {d: "ready" for d in range(self.n)}
 
-    def problem(self, kind, text, label="trap_return"):
-        self.problems.append(Problem(kind, text, f"{label} core {self.core}"))
+    def problem(self, kind, text, label="trap_return", stop=None):
+        self.problems.append(Problem(kind, text, stop or f"{label} core {self.core}"))
 
-    # A dispatcher enters the kernel.
-    def enter(self, d, frame):
+    def stop_at_send(self, call, cr3, frame, target, delivered):
+        """Where a replay stops for one send: its own system call's entry (a
+        solution may not pass through sys_lmp_send), on this dispatcher (its
+        page tables, CR3), for this message (its first word, rsi), at the
+        attempt that was delivered (the receiver waiting) or refused (not)."""
+        lay = layout()
+        condition = f"$cr3 == {cr3:#x} && $rsi == {frame['rsi']:#x}"
+        if 0 <= target < self.n:
+            state = (lay.PERCORE_BASE + self.core * lay.PERCORE_SIZE + lay.PC_DISPATCHERS
+                     + target * lay.DISPATCHER_SIZE + lay.DCB_STATE)
+            condition += (f" && u64[{state:#x}] {'==' if delivered else '!='}"
+                          f" {lay.DISPATCHER_WAITING}")
+        return f"sys_{call} core {self.core} if {condition}"
+
+    # A dispatcher enters the kernel (`cr3`: its page tables).
+    def enter(self, d, frame, cr3=0):
         lay = layout()
         names = call_names()
         vector = frame["vector"]
@@ -167,7 +182,7 @@ class Model:
             elif number == lay.SYS_LMP_RECV:
                 self.state[d] = "waiting"
             elif number in (lay.SYS_LMP_SEND, lay.SYS_LMP_CALL, lay.SYS_LMP_SEND_EP):
-                self.send(d, number, frame, info)
+                self.send(d, number, frame, info, cr3)
         elif vector == lay.TIMER_VECTOR:
             others = [e for e in range(self.n) if e != d and self.state[e] == "ready"]
             self.timer = (d, others)
@@ -179,7 +194,7 @@ class Model:
             info["call"] = f"interrupt {vector}"
         self.pending[d] = info
 
-    def send(self, s, number, frame, info):
+    def send(self, s, number, frame, info, cr3):
         lay = layout()
         call = info["call"]
         if number == lay.SYS_LMP_SEND_EP:
@@ -193,14 +208,16 @@ class Model:
             target = frame["rdi"]
             words = (frame["rsi"], frame["rdx"], frame["r10"])
         info["target"] = target
-        self.last_send = (s, call, target)
+        delivered = target < self.n and target != s and self.state[target] == "waiting"
+        info["stop"] = stop = self.stop_at_send(call, cr3, frame, target, delivered)
+        self.last_send = (s, call, target, stop)
         if target >= self.n:
             info["result"] = -lay.EINVAL
-            self.refusal = (s, f"{call} to {target}")
-        elif target != s and self.state[target] == "waiting":
-            self.deliveries[target] = (s, words, call)
+            self.refusal = (s, f"{call} to {target}", stop)
+        elif delivered:
+            self.deliveries[target] = (s, words, call, stop)
             self.state[target] = "ready"
-            self.next_up = (target, f"dispatcher {s}'s {call} to {target}")
+            self.next_up = (target, f"dispatcher {s}'s {call} to {target}", stop)
             if number == lay.SYS_LMP_CALL:
                 self.state[s] = "waiting"          # until the answer comes
             else:
@@ -208,7 +225,7 @@ class Model:
         else:
             info["result"] = -lay.EAGAIN
             info["busy"] = self.state.get(target)
-            self.refusal = (s, f"{call} to {'itself' if target == s else target}")
+            self.refusal = (s, f"{call} to {'itself' if target == s else target}", stop)
 
     # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`).
     def leave(self, d, current, frame, cr3):
@@ -233,20 +250,20 @@ class Model:
                          f" whole trap frame, r15 to ss", "load_dispatcher")
             return
         if self.next_up is not None:
-            due, why = self.next_up
+            due, why, stop = self.next_up
             if d != due:
                 self.problem("handover", f"after {why}, dispatcher {d} ran next, not {due}: the"
                              f" receiver runs next (the sender hands it the core through"
-                             f" PCV_NEXT)", "pick_next")
+                             f" PCV_NEXT)", stop=stop)
             else:
                 self.handed_over += 1
         elif self.refusal is not None:
-            sender, what = self.refusal
+            sender, what, stop = self.refusal
             if d != sender:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet dispatcher"
                              f" {d} ran next: a refused send returns to its sender at once, no"
                              f" switch (does schedule clear PCV_RESCHEDULE? is PCV_NEXT set only"
-                             f" for a delivery?)", "sys_lmp_send")
+                             f" for a delivery?)", stop=stop)
         elif self.timer is not None:
             ended, others = self.timer
             if d == ended and others:
@@ -259,7 +276,7 @@ class Model:
             if sent is not None and sent[2] == d:
                 self.problem("switch", f"dispatcher {sent[0]}'s {sent[1]} to {d} woke dispatcher"
                              f" {d}, which had exited: only a dispatcher waiting in lmp_recv may"
-                             f" be sent to (its DCB_STATE)", "sys_lmp_send")
+                             f" be sent to (its DCB_STATE)", stop=sent[3])
             else:
                 self.problem("switch", f"dispatcher {d} ran again after it exited or was killed:"
                              f" only a DISPATCHER_RUNNABLE one may run", "pick_next")
@@ -287,7 +304,11 @@ class Model:
     def check_first_run(self, d, frame):
         """A dispatcher's first run starts at its program's first instruction."""
         lay = layout()
-        for register, want in (("rip", lay.USER_BASE), ("rsp", lay.USER_STACK_TOP),
+        # Each program is entered at its own base, its stack at the top of its
+        # window (cpudriver/layout.py): the program is the one RIP is in.
+        program = lay.program_index(frame["rip"])
+        base = lay.PROGRAMS_BASE if program is None else lay.program_base(program)
+        for register, want in (("rip", base), ("rsp", base + lay.PROGRAM_SPAN),
                                ("cs", lay.USER_CS), ("ss", lay.USER_SS)):
             if frame[register] != want:
                 self.problem("switch", f"dispatcher {d} first ran with {register} ="
@@ -297,7 +318,7 @@ class Model:
                 return
 
     def check_delivery(self, d, frame, before):
-        sender, words, call = self.deliveries.pop(d)
+        sender, words, call, stop = self.deliveries.pop(d)
         self.delivered += 1
         wanted = [sender, *words]
         for place, register in enumerate(MESSAGE_REGISTERS):
@@ -312,13 +333,13 @@ class Model:
                 shown = f"{have:#x}, expected word {place - 1} = {want:#x}"
             self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
                          f" {register} = {shown}{word_hint(have, wanted, register, before)}",
-                         "sys_lmp_send")
+                         stop=stop)
             return
 
     def check_result(self, d, info, frame):
         lay = layout()
         want, have, call = info["result"], signed(frame["rax"]), info["call"]
-        target = info.get("target")
+        target, stop = info.get("target"), info.get("stop")
         if have == want:
             if want:
                 self.refused += 1
@@ -326,21 +347,21 @@ class Model:
         if have == info["frame"]["rax"]:
             self.problem("delivery", f"dispatcher {d}'s {call} to {target} came back with rax ="
                          f" {have}, the call's own number: no result was written (syscall_dispatch"
-                         f" writes rax to [rbx + TF_RAX]: is rbx kept?)", "sys_lmp_send")
-        elif want == 0:
+                         f" writes rax to [rbx + TF_RAX]: is rbx kept?)", stop=stop)
+        elif want == 0:          # (the receiver's DCB_STATE may not say so: no condition on it)
             self.problem("delivery", f"dispatcher {d}'s {call} to {target} returned {have}, though"
                          f" {target} was waiting for a message (in lmp_recv, or in lmp_call for"
-                         f" its answer): it must be delivered (0)", "sys_lmp_send")
+                         f" its answer): it must be delivered (0)", stop=stop.split(" && u64[")[0])
         elif want == -lay.EINVAL:
             self.problem("refusal", f"dispatcher {d}'s {call} to {target}, a dispatcher that does"
                          f" not exist (this core has {self.n}), returned {have}, not -EINVAL"
-                         f" ({-lay.EINVAL})", "sys_lmp_send")
+                         f" ({-lay.EINVAL})", stop=stop)
         else:
             whom = "itself" if target == d else f"{target}, which was not waiting in lmp_recv" \
                 f" ({info.get('busy')})"
             self.problem("refusal", f"dispatcher {d}'s {call} to {whom} returned {have}, not"
                          f" -EAGAIN ({-lay.EAGAIN}): only a waiting dispatcher may be sent to",
-                         "sys_lmp_send")
+                         stop=stop)
 
     def check_kept(self, d, info, frame, lost):
         before = info["frame"]
@@ -355,10 +376,9 @@ class Model:
                 return
 
     def finish(self):
-        for d, (sender, words, call) in self.deliveries.items():
+        for d, (sender, words, call, stop) in self.deliveries.items():
             self.problem("delivery", f"dispatcher {sender}'s {call} to {d} was taken as delivered"
-                         f" (it was waiting), but {d} never ran again to receive it",
-                         "sys_lmp_send")
+                         f" (it was waiting), but {d} never ran again to receive it", stop=stop)
 
 
 def signed(value):
@@ -418,7 +438,7 @@ def run_checked(image, cores=1):
         model = Model(core, run.system.dispatchers(core))
         for crossing in crossings:
             if crossing.kind == "enter":
-                model.enter(crossing.dispatcher, crossing.frame)
+                model.enter(crossing.dispatcher, crossing.frame, crossing.cr3)
             else:
                 model.leave(crossing.dispatcher, crossing.current, crossing.frame, crossing.cr3)
         model.finish()
@@ -441,26 +461,40 @@ def expect_finished(run, programs=True):
     """Every core finished (and, with `programs`, every program ended well, as it says)."""
     for core, line in run.console:
         if "KERNEL PANIC" in line:
-            fail(f"core {core}: {line.strip()}{where_in_kernel(run, line)}", run)
+            fail(f"core {core}: {line.strip()}{where_in_kernel(run, core)}", run)
         if programs and line.startswith("lmp_check:"):
             fail(f"core {core}: {line.strip()}", run)
     if not run.result.clean:
-        fail(f"the run did not end cleanly: {run.result.reason}"
-             f"{''.join('; ' + line for line in run.diagnosis())}", run)
+        fail(f"the run did not end cleanly: {run.why_unfinished()}{stuck_hint(run)}", run)
     if programs:
         run.expect_clean()
 
 
-def where_in_kernel(run, line):
-    """' (in LABEL+N)' for the rip a kernel panic names."""
-    words = line.split()
-    if "rip" not in words:
+def stuck_hint(run):
+    """What a run that spends its cycle budget with PCV_NEXT still set usually
+    means, as a sentence: a stale PCV_NEXT, which wins every later switch."""
+    if not run.result.reason.startswith("cycle budget"):
         return ""
-    rip = int(words[words.index("rip") + 1].rstrip(","), 16)
-    symbols = run.system.kernel.symbols
-    name, address = max(((n, a) for n, a in symbols.items() if a <= rip),
-                        key=lambda item: item[1], default=(None, 0))
-    return f" (in {name}{f'+{rip - address}' if rip > address else ''})" if name else ""
+    lay = layout()
+    for core in run.system.machine.cores:
+        area = lay.PERCORE_BASE + core.id * lay.PERCORE_SIZE
+        slot = run.system.machine.memory.read_u64(area + lay.PCV_NEXT)
+        if slot:
+            index = (slot - area - lay.PC_DISPATCHERS) >> lay.DISPATCHER_SHIFT
+            return (f". Core {core.id}'s PCV_NEXT still names dispatcher {index}: a stale"
+                    f" PCV_NEXT wins every later switch (and one that is not runnable sends"
+                    f" pick_next round and round); clear it in pick_next whether or not you"
+                    f" use it, and set it only for a delivered message")
+    return ""
+
+
+def where_in_kernel(run, core):
+    """' (in LABEL+N, file:line)' where core `core`'s kernel panic happened, as
+    kernel/diagnosis.py reads it from the panic's frame."""
+    for line in run.diagnosis():
+        if line.startswith(f"core {core} stopped") and "a kernel panic" in line and "(in " in line:
+            return " " + line[line.rindex("(in "):]
+    return ""
 
 
 def expect_lines(run, wanted):
@@ -545,7 +579,7 @@ def a_capability_goes_along():
 
 @test(points=15)
 def costs_no_more_than_the_reference():
-    """One-way LMP cost past a bystander within 2x of the reference's, measured in this grade."""
+    """One-way LMP cost past a bystander within 3x of the reference's, measured in this grade."""
     yours = run_checked("images/pingpong.lst")
     judge(yours, {"switch", "handover"}, programs=False)
     reference = boot("images/pingpong.lst", cores=1, max_cycles=MAX_CYCLES, reference=True)

@@ -137,15 +137,16 @@ def measure_unicorn_mips(cores: int, iterations: int, quantum: int) -> float:
     from emulator.assembler import assemble_file
     from emulator.cpustate import retired_instructions
     from kernel.boot import user_defines
-    program = assemble_file(ROOT / "userland" / "spin.S", layout.USER_BASE,
+    base = layout.program_base(0)           # where a one-module image runs it
+    program = assemble_file(ROOT / "userland" / "spin.S", base,
                             defines=user_defines() | {"ITERATIONS": iterations})
     engines = []
     for _ in range(cores):
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
-        uc.mem_map(layout.USER_BASE, 0x200000, UC_PROT_ALL)
-        uc.mem_write(layout.USER_BASE, program.code)
-        uc.reg_write(x86.UC_X86_REG_RSP, layout.USER_STACK_TOP - 8)
-        uc.reg_write(x86.UC_X86_REG_RIP, layout.USER_BASE)
+        uc.mem_map(base, layout.PROGRAM_SPAN, UC_PROT_ALL)
+        uc.mem_write(base, program.code)
+        uc.reg_write(x86.UC_X86_REG_RSP, layout.stack_top(0) - 8)
+        uc.reg_write(x86.UC_X86_REG_RIP, base)
         finished = []
         uc.hook_add(UC_HOOK_INSN, _stop_on_syscall, finished, aux1=x86.UC_X86_INS_SYSCALL)
         engines.append((uc, finished))

@@ -118,8 +118,15 @@ def run_unmap(args) -> int:
          ["the program's rdtsc around its unmap system call and its request to "
           "monitor 0 (on its core's client ring), which runs the NUMA-aware multicast "
           "and answers when every core has acknowledged; the domain has a dispatcher "
-          "on each of the N cores"])
+          "on each of the N cores",
+          f"traps and privileged instructions charged ({topology.name}'s [instructions]): "
+          f"{costs_text(topology)}"])
     return 0
+
+
+def costs_text(topology) -> str:
+    from sprat.bench.syscall import costs_text as text
+    return text(topology)
 
 
 def machine_and_counts(name: str, chosen) -> tuple[object, list[int]]:

@@ -20,7 +20,9 @@ them: a transfer costs what its machine family's protocol path costs
 
 Beside it, LMP: two dispatchers on one core passing a message through the
 CPU driver (userland/lmp_pingpong.S), one-way latency as half a round trip,
-next to the paper's Table 1 LRPC figure for the same machine.
+next to the paper's Table 1 LRPC figure for the same machine, and the part
+of it charged for traps and privileged instructions (the machine's
+[instructions] table: see `sprat bench syscall`).
 
 A last table measures the host: one-way messages per host second on two
 cores, and guest instructions per host second with the cost model on and off,
@@ -94,11 +96,13 @@ def run(args) -> int:
           "see emulator/interconnect/PAPER.md)",
           "a transfer is charged by its machine's protocol path "
           f"(emulator/interconnect/protocol.py): {', '.join(families)}"])
-    lmp_headers = ["case", "latency_cycles", "latency_ns", "paper_lrpc_cycles"]
+    lmp_headers = ["case", "latency_cycles", "privileged_cycles", "latency_ns",
+                   "paper_lrpc_cycles"]
     emit(args, "LMP: two dispatchers on one core, through the CPU driver",
          lmp_headers, [[row[h] for h in lmp_headers] for row in lmp_rows],
-         ["paper_lrpc_cycles: the paper's Table 1 (LRPC on one core), for scale; sprat charges "
-          "a trap only its instructions"])
+         ["paper_lrpc_cycles: the paper's Table 1 (LRPC on one core), for scale",
+          "privileged_cycles: the part charged for traps and privileged instructions, from "
+          "each preset's [instructions] table (syscall, sysret, invlpg; the rest 1 cycle)"])
     emit(args, "host speed: urpc_stream.S on two cores",
          ["host_msgs_per_s", "mips_model_on", "mips_model_off"],
          [[host["host_msgs_per_s"], host["mips_model_on"], host["mips_model_off"]]],
@@ -135,16 +139,26 @@ def measure_case(topology, relation, peer, rounds, messages) -> dict:
 
 def measure_lmp(topology, rounds) -> dict:
     from emulator.interconnect.paper import LRPC
-    system, output = boot(topology, [
-        f"/userland/lmp_pingpong.S core=0 role=0 rounds={rounds} warmup={WARMUP}",
-        f"/userland/lmp_pingpong.S core=0 role=1 rounds={rounds} warmup={WARMUP}"])
-    run_to_end(system, output)
-    latency = reported_cycles(output, "lmp") / (2 * rounds)
+    latency, privileged = lmp_pingpong(topology, rounds)
+    # The guest times its rounds itself; the privileged part is what N more
+    # rounds add to core 0's charges, so that booting cancels out.
+    privileged = (lmp_pingpong(topology, 2 * rounds)[1] - privileged) / (2 * rounds)
     paper = LRPC.get(topology.name)
     return {"case": f"{topology.name} lmp (core 0)", "topology": topology.name,
             "relation": "same-core", "cores": [0, 0],
             "latency_cycles": round(latency, 1), "latency_ns": round(topology.ns(latency), 1),
+            "privileged_cycles": round(privileged, 1),
             "paper_lrpc_cycles": paper[0] if paper else None}
+
+
+def lmp_pingpong(topology, rounds) -> tuple[float, int]:
+    """(one-way latency the guest measured, core 0's privileged cycles in all)."""
+    system, output = boot(topology, [
+        f"/userland/lmp_pingpong.S core=0 role=0 rounds={rounds} warmup={WARMUP}",
+        f"/userland/lmp_pingpong.S core=0 role=1 rounds={rounds} warmup={WARMUP}"])
+    run_to_end(system, output)
+    return (reported_cycles(output, "lmp") / (2 * rounds),
+            system.machine.cores[0].stats.privileged_cycles)
 
 
 # --- running the guest programs ------------------------------------------------------

@@ -117,8 +117,7 @@ class Run:
         what) and exactly `failed` programs failed (0: none; more where the
         test kills programs on purpose, say by a touch that must fault)."""
         if not self.result.clean:
-            fail(f"the run did not end cleanly: {self.result.reason}"
-                 f"{''.join('; ' + line for line in self.diagnosis())}", self, stop)
+            fail(f"the run did not end cleanly: {self.why_unfinished()}", self, stop)
         count = sum(self.system.failed_programs(core)
                     for core in range(self.system.machine.n_cores))
         if count != failed:
@@ -131,6 +130,20 @@ class Run:
         """Each unfinished core: where it is, what it waits on (kernel/diagnosis.py)."""
         from kernel.diagnosis import explain
         return explain(self.system)
+
+    def why_unfinished(self) -> str:
+        """Why the run did not end cleanly, on one line: the machine's reason and
+        each unfinished core (kernel/diagnosis.explain_end, nothing said twice),
+        and the CPU driver's last words on a core it stopped (its own
+        explanation, as `sprat boot` shows it on the console)."""
+        from kernel.diagnosis import explain_end
+        lines = explain_end(self.system, self.result.reason)
+        for core in self.system.machine.cores:
+            said = [line.strip() for c, line in self.console
+                    if c == core.id and line.startswith("cpu driver:")]
+            if core.exit_code and said and "KERNEL PANIC" not in said[-1]:
+                lines.append(f"core {core.id}'s {said[-1]}")
+        return "; ".join(lines)
 
     def printed(self, core: int | None = None) -> list[str]:
         """The lines the guest printed (by design: a program's own report)."""

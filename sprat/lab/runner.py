@@ -239,23 +239,16 @@ def _where(error) -> str:
     the innermost frame in sprat's code or the student's, which is where a
     student looks (a ValueError raised inside enum.py came from the line
     that called it), and the innermost frame too if that is elsewhere."""
+    from emulator import sources
     frames = traceback.extract_tb(sys.exc_info()[2])
     if not frames:
         return "?"
-    ours = [frame for frame in frames if _is_ours(frame.filename)]
-    shown = ours[-1] if ours else frames[-1]
+    shown = sources.innermost_own_frame(frames) or frames[-1]
     where = f"{_short(shown.filename)}:{shown.lineno} in {shown.name}"
     if shown is not frames[-1]:
         inner = frames[-1]
         where += f", raised in {Path(inner.filename).name}:{inner.lineno} in {inner.name}"
     return where
-
-
-def _is_ours(filename: str) -> bool:
-    """A file of the tree or of the workspace, not of Python or an installed package."""
-    from emulator import sources
-    name = sources.tree_relative(Path(filename))
-    return name is not None and not name.startswith((".venv", "venv", ".tox"))
 
 
 def _short(filename: str) -> str:

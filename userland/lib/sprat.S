@@ -14,7 +14,8 @@
 # The system call numbers (SYS_EXIT, SYS_PRINT, ...), the error numbers
 # they return (EAGAIN, EPERM, ...), the capability constants (CAP_*,
 # CAPTYPE_*, CAPRIGHT_*, CADDR_ROOT, SLOT_*) and the address-space constants
-# (USER_BASE, USER_CHANNELS, ...) are given to every program by the loader,
+# (USER_BASE, USER_CHANNELS, ..., and the program's own PROGRAM_BASE, where
+# it is linked, and USER_STACK_TOP) are given to every program by the loader,
 # from cpudriver/layout.py, kernel/caps/ and kernel/capservice.py, so that
 # they are written down once.
 

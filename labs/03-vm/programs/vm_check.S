@@ -3,7 +3,10 @@
 #
 #   MODE 1  asks for four mappings the kernel or the library must refuse:
 #           a page mapped twice, a read-only frame mapped writable, an
-#           unaligned address, an address outside the user's 512 GiB
+#           unaligned address, an address outside the user's 512 GiB; then
+#           fills PDPT entry 9 with a PD of its own and asks for a page
+#           there (vspace_map's new PD cannot be mapped: it must give it
+#           back), and then for a page that needs a new table
 #   MODE 2  unmaps page 0 with vspace_unmap (after reading it, so the TLB
 #           holds it), reads page 1 (same PT), unmaps page 0 again (nothing
 #           is there) and touches page 0, which must fault
@@ -14,11 +17,19 @@
 # The grader watches the labels probe_*: rax there is what the call before
 # returned, and at probe_mapped r12 is the page's number in `pages`. A probe
 # is a nop: the program does not judge itself, the grader does.
+#
+# Every vspace_map and vspace_unmap goes through call_kept, which puts a
+# canary in each register a System V routine keeps for its caller (rbx rbp
+# r12-r15) and, after the call, gives the program its own values back: the
+# grader reads the canaries at probe_kept, and a routine that changes one
+# is caught there, by name, however little the program would notice.
 
 FRAMES = 8                            # root slots 4..11, from our RAM (root slot 0)
 FIRST_FRAME = 4
 READ_ONLY_FRAME = 12                  # a copy of frame 5 minted READ only
 FIRST_TABLE_SLOT = 16                 # for vspace_init: the tables' capabilities
+OWN_PD = 13                           # a PD of the program's own, in PDPT entry 9,
+OWN_PD_OFFSET = 0xF000                # from the last page of the tables' RAM
 TABLE_RAM = CADDR_ROOT | SLOT_REGIONS # the tables come from shared region 0's RAM
 N_PAGES = 5
 GIB = 0x40000000
@@ -27,6 +38,7 @@ RW = CAPRIGHT_READ | CAPRIGHT_WRITE
 RX = CAPRIGHT_READ | CAPRIGHT_EXECUTE
 PAGE_0 = USER_BASE + GIB              # PDPT entry 1, PD entry 0, PT entry 0
 PAGE_1 = USER_BASE + GIB + 0x1000     # the same PT, entry 1
+CANARY = 0x5AFE000000000000           # + the register's number: rbx 3, rbp 5, r12..r15
 
 start:
     sub rsp, VSPACE_SIZE
@@ -62,7 +74,8 @@ map_next:
     mov rsi, qword ptr [r13]
     mov rdx, qword ptr [r13 + 8]
     mov rcx, qword ptr [r13 + 16]
-    call vspace_map
+    lea rax, [rip + vspace_map]
+    call call_kept
 probe_mapped:
     nop
     inc r12
@@ -100,29 +113,66 @@ refusals:
     mov rsi, PAGE_0
     mov rdx, CADDR_ROOT | FIRST_FRAME + 6
     mov ecx, RW
-    call vspace_map
+    lea rax, [rip + vspace_map]
+    call call_kept
 probe_twice:
     nop
     mov rdi, rbx                      # a read-only frame, asked writable
     mov rsi, USER_BASE + GIB + 0x2000
     mov rdx, CADDR_ROOT | READ_ONLY_FRAME
     mov ecx, RW
-    call vspace_map
+    lea rax, [rip + vspace_map]
+    call call_kept
 probe_rights:
     nop
     mov rdi, rbx                      # not a page's address
     mov rsi, USER_BASE + GIB + 0x3008
     mov rdx, CADDR_ROOT | FIRST_FRAME + 7
     mov ecx, RW
-    call vspace_map
+    lea rax, [rip + vspace_map]
+    call call_kept
 probe_unaligned:
     nop
     mov rdi, rbx                      # PML4 entry 2: not the user's
     mov rsi, USER_BASE + 512 * GIB
     mov rdx, CADDR_ROOT | FIRST_FRAME + 7
     mov ecx, RW
-    call vspace_map
+    lea rax, [rip + vspace_map]
+    call call_kept
 probe_outside:
+    nop
+    mov rdi, TABLE_RAM                # PDPT entry 9 taken behind vspace's back
+    mov esi, OWN_PD_OFFSET
+    mov edx, CAPTYPE_VNODE_PD
+    mov ecx, 12
+    mov r8d, 1
+    mov r9, CADDR_ROOT | OWN_PD
+    call cap_retype
+    test rax, rax
+    jnz broken
+    mov rdi, CADDR_ROOT | SLOT_PDPT
+    mov esi, 9
+    mov rdx, CADDR_ROOT | OWN_PD
+    mov ecx, RW
+    xor r8d, r8d
+    call cap_map
+    test rax, rax
+    jnz broken
+    mov rdi, rbx                      # a page there: the new PD's map is refused
+    mov rsi, USER_BASE + 9 * GIB
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_taken:
+    nop
+    mov rdi, rbx                      # a page that needs a new PT: the next table
+    mov rsi, USER_BASE + GIB + 2 * 0x200000
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_after_taken:
     nop
     xor edi, edi
     call exit
@@ -134,14 +184,16 @@ unmap_and_touch:
     mov rax, qword ptr [rax]
     mov rdi, rbx
     mov rsi, PAGE_0
-    call vspace_unmap
+    lea rax, [rip + vspace_unmap]
+    call call_kept
 probe_unmapped:
     nop
     mov rax, PAGE_1                   # the neighbour stays
     mov rax, qword ptr [rax]
     mov rdi, rbx
     mov rsi, PAGE_0
-    call vspace_unmap
+    lea rax, [rip + vspace_unmap]
+    call call_kept
 probe_unmapped_again:
     nop
     mov rax, PAGE_0
@@ -172,6 +224,35 @@ probe_touch_survived_delete:
     nop
     mov edi, 3
     call exit
+
+# call_kept(routine in rax; its arguments in rdi rsi rdx rcx): call it with
+# canaries in rbx rbp r12-r15 (probe_kept: the grader reads them, and the
+# routine's address at [rsp]); give back our own values, and its rax.
+call_kept:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rax                          # the routine, at [rsp] (and rsp stays 16-aligned)
+    mov rbx, CANARY + 3
+    mov rbp, CANARY + 5
+    mov r12, CANARY + 12
+    mov r13, CANARY + 13
+    mov r14, CANARY + 14
+    mov r15, CANARY + 15
+    call qword ptr [rsp]
+probe_kept:
+    nop
+    add rsp, 8
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
 
 broken:                               # our own setup failed: not the lab's code
     mov edi, 2

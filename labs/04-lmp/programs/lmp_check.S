@@ -255,9 +255,9 @@ words:
     or rsi, r12
     mov rcx, 1
     shl rcx, 48
-    lea rdx, [rsi + rcx]
-    lea r10, [rdx + rcx]
-    add rsi, rcx
+    add rsi, rcx                      # word 0: (0 + 1) << 48
+    lea rdx, [rsi + rcx]              # word 1: 2 << 48
+    lea r10, [rdx + rcx]              # word 2: 3 << 48 (no two alike: a swap shows)
     ret
 
 # pace: (r12 * PACE) mod 4096 rounds of nothing.  clobbers: rax rcx
