@@ -64,6 +64,8 @@
 #define NEVER_WRITTEN (-1)       /* coherence.py */
 #define MAX_WATCHED_LINES 128    /* reads remembered between two pauses (hitpath.py) */
 #define MAX_OUTSTANDING 32       /* a store buffer's ring (storebuffer.py) */
+#define MAX_HIDDEN 64            /* stores a buffer keeps hidden (storebuffer.py) */
+#define LINE_BYTES (1 << LINE_SHIFT)
 #define UC_MEM_WRITE 17          /* unicorn.h, enum uc_mem_type (checked by hitpath.py) */
 #define UC_X86_REG_CR0 50        /* unicorn/x86.h, enum uc_x86_reg (checked too) */
 #define UC_X86_REG_CR3 53
@@ -120,6 +122,21 @@ struct watch {                   /* lines a core read since its last pause: Watc
     uint64_t writes[MAX_WATCHED_LINES];
 };
 
+struct hidden_store {            /* a store stale copies do not see yet: HiddenStore */
+    int64_t address;             /* physical, within one line */
+    int64_t size;
+    int64_t done;                /* when it commits */
+    uint64_t stale;              /* bit c: core c may read the line before done */
+    int64_t seq;                 /* the machine's count of hidden stores: host order */
+    uint8_t old[LINE_BYTES];     /* the bytes it overwrote */
+};
+
+struct hidden_line {             /* what a tracked line hides: HiddenLine */
+    uint64_t cores;              /* bit c: core c may be stale (Python decides) */
+    int64_t until;               /* the latest commit of a store hidden on it */
+    int64_t floor;               /* stores done by then are seen by all */
+};
+
 struct store_buffer {            /* a core's outstanding stores: StoreBuffer, storebuffer.py */
     int64_t outstanding;         /* stores in flight before the core waits */
     int64_t head;                /* index of the oldest entry in done */
@@ -127,6 +144,14 @@ struct store_buffer {            /* a core's outstanding stores: StoreBuffer, st
     int64_t last;                /* commit time of the youngest store so far */
     int64_t locked_at;           /* the stamp of the locked instruction running now */
     int64_t done[MAX_OUTSTANDING];   /* commit times, a ring, oldest at head */
+    uint8_t *memory;             /* physical memory in the host; NULL: hide nothing */
+    int64_t *sequence;           /* the machine's count of hidden stores */
+    int64_t kept_head;           /* the stores it hides, a ring, oldest at kept_head */
+    int64_t kept_count;
+    struct hidden_store kept[MAX_HIDDEN];
+    int64_t undo_address;        /* bytes a load read from a stale copy: the */
+    int64_t undo_size;           /* present, put back once it has read them */
+    uint8_t undo[LINE_BYTES];
 };
 
 struct pause_hook {              /* one core's hook on its `pause` sites: PauseHook */
@@ -141,6 +166,7 @@ struct pause_hook {              /* one core's hook on its `pause` sites: PauseH
 struct window {                  /* one core's hook on one tracked range: Window */
     struct line *lines;          /* the directory's entries for the range */
     const int32_t *parked;       /* per line of the range: cores parked on it (cost.py) */
+    struct hidden_line *hidden;  /* per line: what it hides (storebuffer.py); NULL: nothing */
     uint64_t first_line;         /* line number (address >> LINE_SHIFT) of lines[0] */
     uint64_t n_lines;
     struct directory *directory;
@@ -340,33 +366,74 @@ static int64_t make_room(struct store_buffer *b, int64_t now)
     return stall;
 }
 
-/* StoreBuffer.store: the cycles to charge for a store to `line` begun at
- * `now` by the instruction `stamp`. */
-static int64_t buffered_store(struct store_buffer *b, struct directory *d, int64_t me,
-                              struct line *line, int64_t now, int64_t stamp)
+/* StoreBuffer.has_room_to_hide: forget the hidden stores that commit by
+ * `seen`, oldest first; is there room for one more? */
+static int has_room_to_hide(struct store_buffer *b, int64_t seen)
 {
+    while (b->kept_count && b->kept[b->kept_head].done <= seen) {
+        b->kept_head = (b->kept_head + 1) % MAX_HIDDEN;
+        b->kept_count--;
+    }
+    return b->kept_count < MAX_HIDDEN;
+}
+
+/* StoreBuffer._hide: keep the store to [address, address + size), committing
+ * at `done`, hidden from the cores that may still read the line's past. The
+ * caller made sure there is room (has_room_to_hide). */
+static void hide(struct store_buffer *b, struct hidden_line *h, int64_t me, uint64_t others,
+                 uint64_t address, int size, int64_t done)
+{
+    uint64_t stale = (others & ~((uint64_t)1 << me)) | h->cores;
+    struct hidden_store *kept;
+
+    if (!stale)
+        return;
+    kept = &b->kept[(b->kept_head + b->kept_count) % MAX_HIDDEN];
+    kept->address = (int64_t)address;
+    kept->size = size;
+    kept->done = done;
+    kept->stale = stale;
+    kept->seq = (*b->sequence)++;
+    memcpy(kept->old, b->memory + address, (size_t)size);
+    b->kept_count++;
+    h->cores |= stale;
+    if (done > h->until)
+        h->until = done;
+}
+
+/* StoreBuffer.store: the cycles to charge for a store of `size` bytes at
+ * `address` (in `line`) begun at `now` by the instruction `stamp`; `h` the
+ * line's hidden record, or NULL. */
+static int64_t buffered_store(struct store_buffer *b, struct directory *d, int64_t me,
+                              struct line *line, struct hidden_line *h, uint64_t address,
+                              int size, int64_t now, int64_t stamp)
+{
+    uint64_t others = line->sharers & ~((uint64_t)1 << me);
     int64_t cycles, stall, done;
 
-    if (stamp == b->locked_at || !b->outstanding)   /* locked, or no buffer: wait */
-        return serve_here(d, me, line, 1, now);
-    if ((line->sharers >> me & 1) && line->owner == me
+    if (stamp == b->locked_at || !b->outstanding) {   /* locked, or no buffer: wait */
+        cycles = serve_here(d, me, line, 1, now);
+    } else if ((line->sharers >> me & 1) && line->owner == me
             && (line->owner_state == L'M' || line->owner_state == L'E')) {
         cycles = serve_here(d, me, line, 1, now);   /* a hit, committed in order */
         if (b->last > line->written_at)
             line->written_at = b->last;
-        return cycles;
+    } else {
+        stall = make_room(b, now);
+        now += stall;
+        done = now + serve_here(d, me, line, 1, now);
+        if (b->last > done)
+            done = b->last;
+        if (done > line->written_at)
+            line->written_at = done;
+        b->done[(b->head + b->count) % MAX_OUTSTANDING] = done;
+        b->count++;
+        b->last = done;
+        cycles = stall + d->l1_hit;
     }
-    stall = make_room(b, now);
-    now += stall;
-    done = now + serve_here(d, me, line, 1, now);
-    if (b->last > done)
-        done = b->last;
-    if (done > line->written_at)
-        line->written_at = done;
-    b->done[(b->head + b->count) % MAX_OUTSTANDING] = done;
-    b->count++;
-    b->last = done;
-    return stall + d->l1_hit;
+    if (h != NULL)
+        hide(b, h, me, others, address, size, line->written_at);
+    return cycles;
 }
 
 /* --- The hook ------------------------------------------------------------ */
@@ -443,17 +510,35 @@ static void on_access(void *uc, int type, uint64_t address, int size,
             && w->lines[index].owner_state != 0)
         line = &w->lines[index];
 
+    /* A load by a core that may read a stale copy (storebuffer.py,
+     * Visibility.load), or a store its buffer has no room to hide: Python. */
+    if (line != NULL && w->hidden != NULL) {
+        struct hidden_line *h = &w->hidden[index];
+        if (write) {        /* no core acts before the quantum's start or its horizon */
+            int64_t seen = w->clock->horizon < w->clock->start ? w->clock->horizon
+                                                                : w->clock->start;
+            if (!has_room_to_hide(w->buffer, seen))
+                line = NULL;
+        } else if (h->cores >> w->core & 1) {
+            if (h->until <= now(w->clock))      /* it sees everything there from now on */
+                h->cores &= ~((uint64_t)1 << w->core);
+            else
+                line = NULL;
+        }
+    }
     if (line == NULL) {
-        /* New to the directory, two lines at once, or outside the window:
-         * all of it in Python, cost.py's charge(write, address, size, now). */
+        /* New to the directory, two lines at once, outside the window, or
+         * one of the above: all of it in Python, cost.py's
+         * charge(write, address, size, now). */
         int64_t args[4] = {write, (int64_t)address, size, now(w->clock)};
         call_python(w->charge, 4, args);
         return;
     }
     waited = w->directory->waits[w->core];
     if (write)
-        cycles = buffered_store(w->buffer, w->directory, w->core, line, now(w->clock),
-                                w->clock->start + (int64_t)*w->clock->emu_counter);
+        cycles = buffered_store(w->buffer, w->directory, w->core, line,
+                                w->hidden != NULL ? &w->hidden[index] : NULL, address, size,
+                                now(w->clock), w->clock->start + (int64_t)*w->clock->emu_counter);
     else
         cycles = serve_here(w->directory, w->core, line, 0, now(w->clock));
     w->clock->charged += cycles;
@@ -467,6 +552,20 @@ static void on_access(void *uc, int type, uint64_t address, int size,
         /* Cores are parked on this line: cost.py's wake(line) wakes them. */
         int64_t args[1] = {(int64_t)key};
         call_python(w->wake, 1, args);
+    }
+}
+
+/* The memory hook unicorn calls after each read of a tracked window, when
+ * stores are hidden (registered by emulator/hitpath.py, user_data the core's
+ * store buffer): StoreBuffer.restore, after a load that read a stale copy. */
+static void on_read_done(void *uc, int type, uint64_t address, int size,
+                         int64_t value, void *user_data)
+{
+    struct store_buffer *b = user_data;
+
+    if (b->undo_size) {
+        memcpy(b->memory + b->undo_address, b->undo, (size_t)b->undo_size);
+        b->undo_size = 0;
     }
 }
 
@@ -561,8 +660,8 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnn)"
-        " s:(nnnnnnn)}",
+        "{s:(nnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnnn)"
+        " s:(nnnnnnnnnnnnnnn) s:(nnnnnnn) s:(nnnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
         AT(clock, charged), AT(clock, emu_counter), AT(clock, horizon), AT(clock, limit),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
@@ -581,21 +680,31 @@ static PyObject *layouts(void)
         AT(pause_hook, memory), AT(pause_hook, memory_size), AT(pause_hook, reg_read),
         AT(pause_hook, pause), AT(pause_hook, checked_pause),
         "window", (Py_ssize_t)sizeof(struct window), AT(window, lines), AT(window, parked),
-        AT(window, first_line), AT(window, n_lines), AT(window, directory), AT(window, clock),
+        AT(window, hidden), AT(window, first_line), AT(window, n_lines), AT(window, directory), AT(window, clock),
         AT(window, watch), AT(window, buffer), AT(window, core), AT(window, wake),
         AT(window, charge),
         "store_buffer", (Py_ssize_t)sizeof(struct store_buffer), AT(store_buffer, outstanding),
         AT(store_buffer, head), AT(store_buffer, count), AT(store_buffer, last),
-        AT(store_buffer, locked_at), AT(store_buffer, done));
+        AT(store_buffer, locked_at), AT(store_buffer, done), AT(store_buffer, memory),
+        AT(store_buffer, sequence), AT(store_buffer, kept_head), AT(store_buffer, kept_count),
+        AT(store_buffer, kept), AT(store_buffer, undo_address), AT(store_buffer, undo_size),
+        AT(store_buffer, undo),
+        "hidden_store", (Py_ssize_t)sizeof(struct hidden_store), AT(hidden_store, address),
+        AT(hidden_store, size), AT(hidden_store, done), AT(hidden_store, stale),
+        AT(hidden_store, seq), AT(hidden_store, old),
+        "hidden_line", (Py_ssize_t)sizeof(struct hidden_line), AT(hidden_line, cores),
+        AT(hidden_line, until), AT(hidden_line, floor));
 }
 
 static int init_module(PyObject *module)
 {
     return add(module, "on_access", PyLong_FromVoidPtr((void *)on_access))
         || add(module, "on_pause", PyLong_FromVoidPtr((void *)on_pause))
+        || add(module, "on_read_done", PyLong_FromVoidPtr((void *)on_read_done))
         || add(module, "layouts", layouts())
         || PyModule_AddIntMacro(module, MAX_WATCHED_LINES)
         || PyModule_AddIntMacro(module, MAX_OUTSTANDING)
+        || PyModule_AddIntMacro(module, MAX_HIDDEN)
         || PyModule_AddIntMacro(module, UC_MEM_WRITE)
         || PyModule_AddIntMacro(module, UC_X86_REG_CR0)
         || PyModule_AddIntMacro(module, UC_X86_REG_CR3) ? -1 : 0;

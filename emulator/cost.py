@@ -70,7 +70,8 @@ connects them to the cores:
 
 import ctypes
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
+from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_AFTER, UC_HOOK_MEM_WRITE,
+                     UC_MEM_WRITE)
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
@@ -81,7 +82,8 @@ from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
 from emulator.instcost import InstructionCosts
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 from emulator.interconnect import storebuffer
-from emulator.interconnect.storebuffer import LOCKED, StoreBuffer, fence_kind, spec_for
+from emulator.interconnect.storebuffer import (LOCKED, StoreBuffer, Visibility, fence_kind,
+                                               spec_for)
 
 PAUSE = b"\xf3\x90"
 
@@ -110,9 +112,13 @@ class CostModel:
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
         spec = spec_for(topology)
         self.store_buffering = storebuffer.ENABLED
-        self.store_buffers = [StoreBuffer().attach(core.id, self.directory, spec,
-                                                   enabled=self.store_buffering)
-                              for core in machine.cores]
+        self.store_buffers = [StoreBuffer() for _ in machine.cores]
+        self.visibility = Visibility(machine.memory, self.store_buffers) \
+            if self.store_buffering else None
+        for core, buffer in zip(machine.cores, self.store_buffers):
+            buffer.attach(core.id, self.directory, spec, enabled=self.store_buffering,
+                          visibility=self.visibility)
+        self.stale_until = [0] * len(machine.cores)   # a stale copy read since the last pause
         self.fence_sites = set()
         self.windows = []                 # (physical, size)
         self.waiters = {}                 # line number -> cores parked on it
@@ -129,24 +135,37 @@ class CostModel:
         """Charge every access to physical [physical, physical + size) on every core."""
         self.windows.append((physical, size))
         first = physical >> LINE_SHIFT
+        n_lines = ((physical + size - 1) >> LINE_SHIFT) - first + 1
+        hidden = None if self.visibility is None else self.visibility.add_window(first, n_lines)
         if self.hit_path == "C":
-            n_lines = ((physical + size - 1) >> LINE_SHIFT) - first + 1
             lines, parked = (SharedLine * n_lines)(), (ctypes.c_int32 * n_lines)()
             self.directory.keep_lines_in(first, lines)
             self._parked.append((first, first + n_lines, parked))
         for core in self.machine.cores:
             charge, wake = self._python_hook(core)
+            buffer = self.store_buffers[core.id]
             if self.hit_path == "C":
                 window = Window(lines=ctypes.addressof(lines), parked=ctypes.addressof(parked),
+                                hidden=0 if hidden is None else ctypes.addressof(hidden),
                                 first_line=first, n_lines=n_lines,
                                 directory=ctypes.addressof(self._shared_directory),
                                 clock=ctypes.addressof(core.clock),
                                 watch=ctypes.addressof(self.watches[core.id]),
-                                buffer=ctypes.addressof(self.store_buffers[core.id]),
+                                buffer=ctypes.addressof(buffer),
                                 core=core.id, wake=wake, charge=charge)
                 self._keep.append(window)
                 hitpath.add_hook(core.uc, window, physical, physical + size - 1)
+                if hidden is not None:
+                    hitpath.add_restore_hook(core.uc, buffer, physical, physical + size - 1)
                 continue
+            if hidden is not None:
+                # After a load that read a stale copy, the present goes back.
+                restore = HOOK_MEM_ACCESS_CFUNC(
+                    lambda _uc, _kind, _address, _size, _value, _data, buffer=buffer:
+                    buffer.restore())
+                self._keep.append(restore)
+                core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ_AFTER, restore,
+                                         physical, physical + size - 1)
             # A raw ctypes callback, not the binding's hook_add: this runs on
             # every access, and the binding's wrapper costs a third again as
             # much as the work.
@@ -200,13 +219,16 @@ class CostModel:
         two lines or to a line new to the directory.
         """
         access = self.directory.access
-        store = self.store_buffers[core.id].store
+        buffer = self.store_buffers[core.id]
+        store = buffer.store
+        visibility = self.visibility
         writes = self.directory.writes
         waits = self.directory.waits
         waiters = self.waiters
         watch = self.watches[core.id]
         clock = core.clock
         core_id = core.id
+        mask = 1 << core_id
         instructions = core._emu_counter
 
         def charge(write, address, size, now):
@@ -214,9 +236,22 @@ class CostModel:
                 waited = waits[core_id]
                 line = address >> LINE_SHIFT
                 last = (address + size - 1) >> LINE_SHIFT      # line + 1 if it straddles two
+                stamp = clock.start + instructions.value       # the instruction (StoreBuffer.store)
+                stale = {}
+                if not write and visibility is not None and stamp != buffer.locked_at \
+                        and any(visibility.line(key).cores & mask for key in range(line, last + 1)):
+                    # A woken core acts no earlier than not_before (_wake).
+                    stale = visibility.load(core_id, address, size, max(now, core.not_before))
                 while True:
-                    if write:       # the instruction's stamp: see StoreBuffer.store
-                        cycles = store(line << LINE_SHIFT, now, clock.start + instructions.value)
+                    if write:
+                        begin = max(address, line << LINE_SHIFT)
+                        end = min(address + size, (line + 1) << LINE_SHIFT)
+                        # No core acts before this quantum's start or its horizon.
+                        cycles = store(begin, end - begin, now, stamp,
+                                       min(clock.start, clock.horizon))
+                    elif line in stale:       # its copy, which a store is on its way to take
+                        cycles = self.directory.stale_hit(core_id, line << LINE_SHIFT)
+                        self.stale_until[core_id] = max(self.stale_until[core_id], stale[line])
                     else:
                         cycles = access(core_id, line << LINE_SHIFT, False, now)
                     clock.charged += cycles
@@ -301,6 +336,14 @@ class CostModel:
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def park_unless_written(reads):
+            # It read a stale copy (Visibility, storebuffer.py): the write it
+            # waits for is made, and on its way. Spinning, it would see it when
+            # its copy is gone: it spins till then, and the pause runs.
+            now = core.now()
+            if self.stale_until[core.id] > now:
+                core.clock.charged += self.stale_until[core.id] - now
+                self.stale_until[core.id] = 0
+                return
             # Like MONITOR/MWAIT: a write that came after the read (say, while
             # this core's quantum ended between its read and this pause)
             # means there is something new to see, so do not sleep. (So a
@@ -377,6 +420,8 @@ class CostModel:
             self._stop_waiting(core)
             self.watches[core.id].woken = 1
             core.not_before = max(core.not_before, self.directory.visible_at(core.id, line))
+            if self.visibility is not None:     # by then every store to the line reached it
+                self.visibility.caught_up(core.id, line)
             if self.store_buffering:
                 writer.clock.horizon = min(writer.clock.horizon,
                                            max(core.cycles, core.not_before))

@@ -25,7 +25,9 @@ structs mirror the C ones field for field:
     SharedClock      a core's clock during a quantum (core.clock, emulator/core.py),
                      with where to find unicorn's instruction count
     StoreBuffer      a core's outstanding stores (emulator/interconnect/storebuffer.py,
-                     where it lives: the rules are read there)
+                     where it lives: the rules are read there), and the stores
+                     it hides from stale copies (HiddenStore; HiddenLine per
+                     tracked line)
 
 The cost model keeps its state in these on both paths; the paths differ
 only in which functions unicorn calls. A run gives the same cycles,
@@ -52,12 +54,14 @@ import os
 import sys
 from pathlib import Path
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE, UcError
+from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_AFTER, UC_HOOK_MEM_WRITE,
+                     UC_MEM_WRITE, UcError)
 from unicorn import x86_const as x86
 from unicorn.unicorn_const import UC_ERR_OK
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
-from emulator.interconnect.storebuffer import MAX_OUTSTANDING, StoreBuffer
+from emulator.interconnect.storebuffer import (MAX_HIDDEN, MAX_OUTSTANDING, HiddenLine,
+                                               HiddenStore, StoreBuffer)
 
 
 PURE_ENV = "SPRAT_PURE_COST_MODEL"
@@ -161,6 +165,7 @@ class Window(ctypes.Structure):
     _fields_ = [
         ("lines", ctypes.c_void_p),             # SharedLine array of the window
         ("parked", ctypes.c_void_p),            # int32_t per line: cores parked on it
+        ("hidden", ctypes.c_void_p),            # HiddenLine per line, or 0: hide nothing
         ("first_line", ctypes.c_uint64),        # line number of lines[0]
         ("n_lines", ctypes.c_uint64),
         ("directory", ctypes.c_void_p),         # the SharedDirectory
@@ -226,12 +231,13 @@ def _load():
         return None, f"emulator/_hitpath.c is built but does not load: {error}"
     mirrors = {"clock": SharedClock, "line": SharedLine, "directory": SharedDirectory,
                "watch": Watch, "pause_hook": PauseHook, "window": Window,
-               "store_buffer": StoreBuffer}
+               "store_buffer": StoreBuffer, "hidden_store": HiddenStore,
+               "hidden_line": HiddenLine}
     layouts = getattr(_hitpath, "layouts", {})
     differ = [f"struct {name}" for name, mirror in mirrors.items()
               if layouts.get(name) != _layout(mirror)]
     constants = {"UC_MEM_WRITE": UC_MEM_WRITE, "MAX_WATCHED_LINES": MAX_WATCHED_LINES,
-                 "MAX_OUTSTANDING": MAX_OUTSTANDING,
+                 "MAX_OUTSTANDING": MAX_OUTSTANDING, "MAX_HIDDEN": MAX_HIDDEN,
                  "UC_X86_REG_CR0": x86.UC_X86_REG_CR0, "UC_X86_REG_CR3": x86.UC_X86_REG_CR3}
     if any(getattr(_hitpath, name, None) != value for name, value in constants.items()):
         differ.append("constants")
@@ -279,6 +285,12 @@ def add_hook(uc, window: Window, begin: int, end: int) -> None:
     [begin, end], with `window` as its user_data (which the binding's
     hook_add cannot pass)."""
     _add(uc, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _hitpath.on_access, window, begin, end)
+
+
+def add_restore_hook(uc, buffer: StoreBuffer, begin: int, end: int) -> None:
+    """Have unicorn call the C hook that puts the present back after a load
+    that read a stale copy (StoreBuffer.restore) on every read in [begin, end]."""
+    _add(uc, UC_HOOK_MEM_READ_AFTER, _hitpath.on_read_done, buffer, begin, end)
 
 
 def add_pause_hook(uc, hook: PauseHook, address: int) -> None:

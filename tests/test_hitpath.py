@@ -407,7 +407,7 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
         stamp = core.clock.start + core.ran.value
         while True:
             if write:
-                cycles = core.buffer.store(line << 6, now, stamp)
+                cycles = core.buffer.store(line << 6, 8, now, stamp)
             else:
                 cycles = shared.access(core.core, line << 6, write, now)
             core.clock.charged += cycles
@@ -467,7 +467,7 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
         expected, now, reads = 0, clocks[core], []
         for touched in range(line, ((address + size - 1) >> 6) + 1):
             if write:           # the instruction's stamp: its clock at the start, as in C
-                cycles = buffers[core].store(touched << 6, now, clocks[core])
+                cycles = buffers[core].store(touched << 6, 8, now, clocks[core])
             else:
                 cycles = python.access(core, touched << 6, write, now)
             if not write:

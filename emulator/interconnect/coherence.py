@@ -270,6 +270,22 @@ class CoherenceDirectory:
         if at > line.written_at:
             line.written_at = at
 
+    def stale_hit(self, core: int, addr: int) -> int:
+        """`core` reads the copy of `addr`'s line that a buffered store is
+        still on its way to take (emulator/interconnect/storebuffer.py,
+        Visibility): a hit, whatever the books say now."""
+        return self._count_hit(core, self._lines[addr >> LINE_SHIFT])
+
+    def holders(self, addr: int) -> int:
+        """The cores holding a copy of `addr`'s line, a bit mask (bit c: core c)."""
+        line = self._lines.get(addr >> LINE_SHIFT)
+        return 0 if line is None else line.sharers
+
+    def written_at(self, addr: int) -> int:
+        """When the last write to `addr`'s line completes (commits)."""
+        line = self._lines.get(addr >> LINE_SHIFT)
+        return 0 if line is None else line.written_at
+
     def read(self, core: int, addr: int, now: int) -> int:
         return self.access(core, addr, False, now)
 

@@ -175,10 +175,43 @@ def find_fence_sites(program) -> list[int]:
 # --- One core's buffer ------------------------------------------------------------------
 
 NO_STAMP = -1
+MAX_HIDDEN = 64             # stores a core keeps hidden from other cores' stale copies
+LINE_BYTES = 1 << LINE_SHIFT
+
+
+class HiddenStore(ctypes.Structure):
+    """A store other cores may not see yet: struct hidden_store in _hitpath.c.
+
+    `stale` are the cores that still had a copy of the line when the store
+    took it from them (or that could not see an earlier hidden store to the
+    line yet); one whose clock is before `done` reads that copy, the bytes
+    before the store (`old`).
+    """
+
+    _fields_ = [
+        ("address", ctypes.c_int64),          # physical, within one line
+        ("size", ctypes.c_int64),
+        ("done", ctypes.c_int64),             # when it commits
+        ("stale", ctypes.c_uint64),           # bit c: core c may read the line before done
+        ("seq", ctypes.c_int64),              # the machine's count of hidden stores: host order
+        ("old", ctypes.c_uint8 * LINE_BYTES),  # the bytes it overwrote
+    ]
+
+
+class HiddenLine(ctypes.Structure):
+    """What a tracked line has hidden, for the memory hook's quick test:
+    struct hidden_line in _hitpath.c. One per tracked line (`Visibility`)."""
+
+    _fields_ = [
+        ("cores", ctypes.c_uint64),           # bit c: core c may be stale (ask `Visibility.load`)
+        ("until", ctypes.c_int64),            # the latest commit of a store hidden on it
+        ("floor", ctypes.c_int64),            # stores done by then are seen by all (an
+    ]                                         # overflowing buffer let one go: StoreBuffer._keep)
 
 
 class StoreBuffer(ctypes.Structure):
-    """One core's outstanding stores: when each commits, oldest first.
+    """One core's outstanding stores: when each commits, oldest first; and
+    the stores it hides from other cores' stale copies (`kept`).
 
     A ctypes struct (struct store_buffer in emulator/_hitpath.c) so that
     the C memory hook works on the same buffer. Commit times never
@@ -192,34 +225,57 @@ class StoreBuffer(ctypes.Structure):
         ("last", ctypes.c_int64),             # commit time of the youngest store so far
         ("locked_at", ctypes.c_int64),        # the locked instruction running now (its stamp)
         ("done", ctypes.c_int64 * MAX_OUTSTANDING),   # commit times, a ring
+        ("memory", ctypes.c_void_p),          # physical memory in the host; 0: hide nothing
+        ("sequence", ctypes.c_void_p),        # int64_t *: the machine's count of hidden stores
+        ("kept_head", ctypes.c_int64),        # the oldest of `kept`, a ring
+        ("kept_count", ctypes.c_int64),
+        ("kept", HiddenStore * MAX_HIDDEN),
+        ("undo_address", ctypes.c_int64),     # bytes a load read from the past, to put
+        ("undo_size", ctypes.c_int64),        # back once it has read them (`restore`)
+        ("undo", ctypes.c_uint8 * LINE_BYTES),
     ]
 
     def attach(self, core: int, directory, spec: StoreBufferSpec,
-               enabled: bool = True) -> "StoreBuffer":
+               enabled: bool = True, visibility=None) -> "StoreBuffer":
         """Make this `core`'s buffer, in front of `directory` (not `enabled`:
-        no buffer, every store waits for its line)."""
+        no buffer, every store waits for its line). With a `visibility`
+        (the machine's, below), its stores stay hidden from other cores'
+        stale copies until they commit."""
         self.outstanding = spec.outstanding if enabled else 0
         self.head = self.count = self.last = 0
         self.locked_at = NO_STAMP
         self.core_id, self.directory, self.spec = core, directory, spec
+        self.visibility = visibility if enabled else None
+        if self.visibility is not None:
+            self.memory = visibility.memory.address
+            self.sequence = ctypes.addressof(visibility.sequence)
         return self
 
-    def store(self, addr: int, now: int, stamp: int) -> int:
-        """The cycles to charge for a store to `addr`'s line begun at `now`
-        by the instruction `stamp` (the core's instruction count)."""
+    def store(self, address: int, size: int, now: int, stamp: int, seen: int = 0) -> int:
+        """The cycles to charge for a store of `size` bytes at `address` (in
+        one line) begun at `now` by the instruction `stamp` (the core's
+        instruction count). `seen`: no core acts before then any more (the
+        stores it hides that commit by then are seen by all)."""
         directory, core = self.directory, self.core_id
+        addr = address >> LINE_SHIFT << LINE_SHIFT
+        others = directory.holders(addr) & ~(1 << core)
+        if self.visibility is not None:
+            self._make_room_to_hide(seen)
         if stamp == self.locked_at or not self.outstanding:    # locked, or no buffer: wait
-            return directory.access(core, addr, True, now)
-        if directory.state(core, addr) in ("M", "E"):
+            cycles = directory.access(core, addr, True, now)
+        elif directory.state(core, addr) in ("M", "E"):
             cycles = directory.access(core, addr, True, now)   # a hit, committed in order
             directory.commit_write(addr >> LINE_SHIFT, self.last)
-            return cycles
-        stall = self._make_room(now)
-        now += stall
-        done = max(now + directory.access(core, addr, True, now), self.last)
-        directory.commit_write(addr >> LINE_SHIFT, done)
-        self._push(done)
-        return stall + directory.topology.l1_hit
+        else:
+            stall = self._make_room(now)
+            now += stall
+            done = max(now + directory.access(core, addr, True, now), self.last)
+            directory.commit_write(addr >> LINE_SHIFT, done)
+            self._push(done)
+            cycles = stall + directory.topology.l1_hit
+        if self.visibility is not None:
+            self._hide(address, size, directory.written_at(addr), others)
+        return cycles
 
     def fence(self, now: int, kind: str) -> int:
         """The cycles an MFENCE, SFENCE or locked instruction at `now` takes
@@ -250,3 +306,164 @@ class StoreBuffer(ctypes.Structure):
     def pending(self) -> list[int]:
         """Commit times of the stores in flight, oldest first (tests, checkpoints)."""
         return [self.done[(self.head + i) % MAX_OUTSTANDING] for i in range(self.count)]
+
+    # --- Hiding stores from stale copies (see Visibility) ---
+
+    def has_room_to_hide(self, seen: int) -> bool:
+        """Forget the hidden stores that commit by `seen`, oldest first (every
+        core sees them); is there room for one more? (The C hook leaves a
+        store to Python when not: letting one go needs its line's record,
+        which may be another window's.)"""
+        while self.kept_count and self.kept[self.kept_head].done <= seen:
+            self.kept_head = (self.kept_head + 1) % MAX_HIDDEN
+            self.kept_count -= 1
+        return self.kept_count < MAX_HIDDEN
+
+    def _make_room_to_hide(self, seen: int) -> None:
+        """Let the oldest hidden store go if there is no room: every core
+        sees it, and what came before it on its line (the line's floor)."""
+        if not self.has_room_to_hide(seen):
+            oldest = self.kept[self.kept_head]
+            line = self.visibility.line(oldest.address >> LINE_SHIFT)
+            line.floor = max(line.floor, oldest.done)
+            self.has_room_to_hide(oldest.done)
+
+    def _hide(self, address: int, size: int, done: int, others: int) -> None:
+        """Keep the store to [address, address + size), committing at `done`,
+        hidden from the cores it took the line from, and from those that
+        could not see an earlier store to the line yet."""
+        line = self.visibility.line(address >> LINE_SHIFT)
+        # A core stale on the line itself keeps the store too: it must read
+        # its own bytes over the older stores it rolls back.
+        stale = others & ~(1 << self.core_id) | line.cores
+        if not stale:
+            return
+        kept = self.kept[(self.kept_head + self.kept_count) % MAX_HIDDEN]
+        kept.address, kept.size, kept.done, kept.stale = address, size, done, stale
+        kept.seq = self.visibility.sequence.value
+        self.visibility.sequence.value += 1
+        ctypes.memmove(kept.old, self.memory + address, size)
+        self.kept_count += 1
+        line.cores |= stale
+        line.until = max(line.until, done)
+
+    def hidden(self) -> list[HiddenStore]:
+        """The stores this core keeps hidden, oldest first."""
+        return [self.kept[(self.kept_head + i) % MAX_HIDDEN] for i in range(self.kept_count)]
+
+    def restore(self) -> None:
+        """After a load that read bytes from the past: put the present back."""
+        if self.undo_size:
+            ctypes.memmove(self.memory + self.undo_address, self.undo, self.undo_size)
+            self.undo_size = 0
+
+
+# --- What the other cores cannot see yet -------------------------------------------
+
+class Visibility:
+    """The stores in the machine's store buffers that some cores cannot see.
+
+    A store that misses is in flight from `now` to `done`. Host memory has
+    its bytes at once, but a core that held a copy of the line when the
+    store began keeps reading that copy until the invalidation reaches it,
+    at `done` (the directory charges the store's transaction at once, and
+    drops the copy from its books then: that copy is the past). So each
+    buffer keeps, for such a store, the bytes it overwrote and who is stale
+    (HiddenStore), and a load by a stale core before `done` reads them:
+
+        until = visibility.load(core, address, size, now)
+
+    puts the bytes that core sees into host memory for the load: going from
+    the newest hidden store on the line to the oldest, each one the core
+    cannot see (another core's, not done by `now`) gives back the bytes it
+    overwrote; a store it can see (its own, or done) keeps its bytes. After
+    the load, `StoreBuffer.restore` puts the present back (the memory hook
+    that runs after a read). The load is then a hit on the stale copy, and
+    `until` when the first of its hidden stores reaches the core (0: the
+    core sees everything there; its load goes to the directory).
+
+    Two cores storing to the same bytes: the directory orders their
+    transactions (the second waits for the first's commit, causality), so
+    host order is commit order, and each store keeps what the one before
+    it wrote: a third core rolls back both, newest first.
+
+    A core woken by a write to a line it polls runs no earlier than that
+    write reaches it (emulator/cost.py, `not_before`), and so after every
+    hidden store on the line: `caught_up` clears it there.
+    """
+
+    def __init__(self, memory, buffers):
+        self.memory = memory
+        self.buffers = buffers
+        self.sequence = ctypes.c_int64(0)
+        self._windows = []                # (first line, end line, HiddenLine array)
+
+    def add_window(self, first: int, n_lines: int):
+        """HiddenLine records for lines first, first + 1, ...: the C hook's too."""
+        lines = (HiddenLine * n_lines)()
+        self._windows.append((first, first + n_lines, lines))
+        return lines
+
+    def line(self, key: int) -> HiddenLine:
+        for first, end, lines in self._windows:
+            if first <= key < end:
+                return lines[key - first]
+        raise KeyError(f"line {key << LINE_SHIFT:#x} is not tracked")
+
+    def load(self, core: int, address: int, size: int, now: int) -> dict[int, int]:
+        """A load by `core` at `now`: roll back the hidden stores it cannot
+        see; for each line it reads from its stale copy, when that copy is
+        gone (the first store that took it commits)."""
+        mask = 1 << core
+        stale = {}
+        for key in range(address >> LINE_SHIFT, ((address + size - 1) >> LINE_SHIFT) + 1):
+            line = self.line(key)
+            if not line.cores & mask:
+                continue
+            if line.until <= now:         # it sees everything there, now and later
+                line.cores &= ~mask
+                continue
+            seen = max(now, line.floor)
+            gone = min((kept.done for owner, kept in self._kept_on(key)
+                        if owner != core and kept.stale & mask and kept.done > seen), default=0)
+            if gone:
+                stale[key] = gone
+        if not stale or size > LINE_BYTES:
+            return {}
+        self._roll_back(core, address, size, now, stale)
+        return stale
+
+    def caught_up(self, core: int, key: int) -> None:
+        """`core` sees every store to line `key` from now on."""
+        self.line(key).cores &= ~(1 << core)
+
+    def _kept_on(self, key: int):
+        """(core, store) for every store hidden on line `key`."""
+        for buffer in self.buffers:
+            for kept in buffer.hidden():
+                if kept.address >> LINE_SHIFT == key:
+                    yield buffer.core_id, kept
+
+    def _roll_back(self, core, address, size, now, stale) -> None:
+        present = self.memory.read(address, size)
+        seen = bytearray(present)
+        settled = [False] * size
+        mask = 1 << core
+        newest_first = sorted((entry for key in stale for entry in self._kept_on(key)),
+                              key=lambda entry: -entry[1].seq)
+        for owner, kept in newest_first:
+            floor = self.line(kept.address >> LINE_SHIFT).floor
+            visible = owner == core or not kept.stale & mask or kept.done <= max(now, floor)
+            begin = max(address, kept.address)
+            end = min(address + size, kept.address + kept.size)
+            for at in range(begin, end):
+                if settled[at - address]:
+                    continue
+                if visible:
+                    settled[at - address] = True
+                else:
+                    seen[at - address] = kept.old[at - kept.address]
+        buffer = self.buffers[core]
+        buffer.undo_address, buffer.undo_size = address, size
+        ctypes.memmove(buffer.undo, present, size)
+        self.memory.write(address, bytes(seen))
