@@ -134,7 +134,6 @@ struct hidden_store {            /* a store stale copies do not see yet: HiddenS
 struct hidden_line {             /* what a tracked line hides: HiddenLine */
     uint64_t cores;              /* bit c: core c may be stale (Python decides) */
     int64_t until;               /* the latest commit of a store hidden on it */
-    int64_t floor;               /* stores done by then are seen by all */
 };
 
 struct store_buffer {            /* a core's outstanding stores: StoreBuffer, storebuffer.py */
@@ -146,6 +145,7 @@ struct store_buffer {            /* a core's outstanding stores: StoreBuffer, st
     int64_t done[MAX_OUTSTANDING];   /* commit times, a ring, oldest at head */
     uint8_t *memory;             /* physical memory in the host; NULL: hide nothing */
     int64_t *sequence;           /* the machine's count of hidden stores */
+    int64_t *floor;              /* stores done by then are seen by all */
     int64_t kept_head;           /* the stores it hides, a ring, oldest at kept_head */
     int64_t kept_count;
     struct hidden_store kept[MAX_HIDDEN];
@@ -366,20 +366,27 @@ static int64_t make_room(struct store_buffer *b, int64_t now)
     return stall;
 }
 
-/* StoreBuffer.has_room_to_hide: forget the hidden stores that commit by
- * `seen`, oldest first; is there room for one more? */
-static int has_room_to_hide(struct store_buffer *b, int64_t seen)
+/* StoreBuffer.make_room_to_hide: forget the hidden stores that commit by
+ * `seen` or by the machine's floor; if the ring is still full, let the
+ * oldest go and raise the floor to its commit. */
+static void make_room_to_hide(struct store_buffer *b, int64_t seen)
 {
+    if (*b->floor > seen)
+        seen = *b->floor;
     while (b->kept_count && b->kept[b->kept_head].done <= seen) {
         b->kept_head = (b->kept_head + 1) % MAX_HIDDEN;
         b->kept_count--;
     }
-    return b->kept_count < MAX_HIDDEN;
+    if (b->kept_count == MAX_HIDDEN) {
+        *b->floor = b->kept[b->kept_head].done;
+        b->kept_head = (b->kept_head + 1) % MAX_HIDDEN;
+        b->kept_count--;
+    }
 }
 
 /* StoreBuffer._hide: keep the store to [address, address + size), committing
  * at `done`, hidden from the cores that may still read the line's past. The
- * caller made sure there is room (has_room_to_hide). */
+ * caller made room (make_room_to_hide). */
 static void hide(struct store_buffer *b, struct hidden_line *h, int64_t me, uint64_t others,
                  uint64_t address, int size, int64_t done)
 {
@@ -511,14 +518,12 @@ static void on_access(void *uc, int type, uint64_t address, int size,
         line = &w->lines[index];
 
     /* A load by a core that may read a stale copy (storebuffer.py,
-     * Visibility.load), or a store its buffer has no room to hide: Python. */
+     * Visibility.load): Python. */
     if (line != NULL && w->hidden != NULL) {
         struct hidden_line *h = &w->hidden[index];
         if (write) {        /* no core acts before the quantum's start or its horizon */
-            int64_t seen = w->clock->horizon < w->clock->start ? w->clock->horizon
-                                                                : w->clock->start;
-            if (!has_room_to_hide(w->buffer, seen))
-                line = NULL;
+            make_room_to_hide(w->buffer, w->clock->horizon < w->clock->start
+                                         ? w->clock->horizon : w->clock->start);
         } else if (h->cores >> w->core & 1) {
             if (h->until <= now(w->clock))      /* it sees everything there from now on */
                 h->cores &= ~((uint64_t)1 << w->core);
@@ -661,7 +666,7 @@ static PyObject *layouts(void)
 {
     return Py_BuildValue(
         "{s:(nnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnnn)"
-        " s:(nnnnnnnnnnnnnnn) s:(nnnnnnn) s:(nnnn)}",
+        " s:(nnnnnnnnnnnnnnnn) s:(nnnnnnn) s:(nnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
         AT(clock, charged), AT(clock, emu_counter), AT(clock, horizon), AT(clock, limit),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
@@ -686,14 +691,14 @@ static PyObject *layouts(void)
         "store_buffer", (Py_ssize_t)sizeof(struct store_buffer), AT(store_buffer, outstanding),
         AT(store_buffer, head), AT(store_buffer, count), AT(store_buffer, last),
         AT(store_buffer, locked_at), AT(store_buffer, done), AT(store_buffer, memory),
-        AT(store_buffer, sequence), AT(store_buffer, kept_head), AT(store_buffer, kept_count),
+        AT(store_buffer, sequence), AT(store_buffer, floor), AT(store_buffer, kept_head), AT(store_buffer, kept_count),
         AT(store_buffer, kept), AT(store_buffer, undo_address), AT(store_buffer, undo_size),
         AT(store_buffer, undo),
         "hidden_store", (Py_ssize_t)sizeof(struct hidden_store), AT(hidden_store, address),
         AT(hidden_store, size), AT(hidden_store, done), AT(hidden_store, stale),
         AT(hidden_store, seq), AT(hidden_store, old),
         "hidden_line", (Py_ssize_t)sizeof(struct hidden_line), AT(hidden_line, cores),
-        AT(hidden_line, until), AT(hidden_line, floor));
+        AT(hidden_line, until));
 }
 
 static int init_module(PyObject *module)

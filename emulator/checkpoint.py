@@ -20,7 +20,9 @@ checkpoint must hold everything a run's future depends on; it holds:
   the cost model   the coherence directory (every tracked line's entry and
                    the per-core counters, in C memory on the C path), the
                    lines each core read since its last `pause`, the parked
-                   cores, each core's store buffer (the stores in flight)
+                   cores, each core's store buffer (the stores in flight
+                   and those it hides from stale copies) and which cores
+                   may be stale on each line
   attachments      the hypercall handler (the OS's services) and the
                    observers keep state of their own: each one that has
                    `checkpoint_state()` and `restore_state(state)` methods
@@ -208,12 +210,12 @@ def _take_cost(cost) -> tuple:
     parked = [bytes(counts) for _, _, counts in cost._parked]
     waiters = {line: [core.id for core in cores] for line, cores in cost.waiters.items()}
     buffers = [bytes(buffer) for buffer in cost.store_buffers]     # stores in flight
-    return lines, counters, watches, parked, waiters, buffers
+    return lines, counters, watches, parked, waiters, buffers, _take_hidden(cost.visibility)
 
 
 def _restore_cost(cost, state: tuple) -> None:
     from emulator.interconnect.coherence import _Line
-    lines, counters, watches, parked, waiters, buffers = state
+    lines, counters, watches, parked, waiters, buffers, hidden = state
     directory = cost.directory
     for key in directory._lines.keys() - lines.keys():
         record = _store_record(directory, key)
@@ -236,9 +238,27 @@ def _restore_cost(cost, state: tuple) -> None:
         ctypes.memmove(ctypes.addressof(counts), data, len(data))
     for buffer, data in zip(cost.store_buffers, buffers):
         ctypes.memmove(ctypes.addressof(buffer), data, len(data))
+    _restore_hidden(cost.visibility, hidden)
     cost.waiters.clear()
     for line, cores in waiters.items():
         cost.waiters[line] = [cost.machine.cores[core] for core in cores]
+
+
+def _take_hidden(visibility) -> tuple | None:
+    """What the store buffers hide, beyond the buffers themselves: which
+    cores may be stale on each line, the floor and the count of stores."""
+    if visibility is None:
+        return None
+    return ([bytes(lines) for _, _, lines in visibility._windows],
+            visibility.floor.value, visibility.sequence.value)
+
+
+def _restore_hidden(visibility, hidden) -> None:
+    if visibility is None:
+        return
+    windows, visibility.floor.value, visibility.sequence.value = hidden
+    for (_, _, lines), data in zip(visibility._windows, windows):
+        ctypes.memmove(ctypes.addressof(lines), data, len(data))
 
 
 def _store_record(directory, key: int):

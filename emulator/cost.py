@@ -361,14 +361,17 @@ class CostModel:
         return on_pause, on_checked_pause
 
     # --- Instructions that drain the store buffer ---------------------------------
-    def add_fence_sites(self, addresses) -> None:
+    def add_fence_sites(self, addresses, cores=None) -> None:
         """Hook these `mfence`, `sfence` and locked instructions (virtual
-        addresses) on every core: each waits for its core's store buffer."""
+        addresses) on the cores with these ids (None: every core), where
+        each waits for its core's store buffer."""
         if not self.store_buffering:
             return
         for address in sorted(set(addresses) - self.fence_sites):
             self.fence_sites.add(address)
             for core in self.machine.cores:
+                if cores is not None and core.id not in cores:
+                    continue
                 on_fence = self._fence_hook(core)
                 callback = HOOK_CODE_CFUNC(       # raw, as in track()
                     lambda _uc, address, size, _data, on_fence=on_fence: on_fence(address, size))

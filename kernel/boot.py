@@ -295,8 +295,10 @@ def _track_channels(system: System) -> None:
     for module in system.modules:
         cost.add_pause_sites(find_pause_sites(module.program))
         cost.instructions.add_sites(find_instruction_sites(module.program))
-    for program in (system.kernel, *(module.program for module in system.modules)):
-        cost.add_fence_sites(find_fence_sites(program))
+    cost.add_fence_sites(find_fence_sites(system.kernel))
+    for module in system.modules:          # only where it runs: a code hook slows a core
+        cost.add_fence_sites(find_fence_sites(module.program),
+                             None if module.core is None else [module.core])
 
 
 def _write_boot_info(system: System) -> None:

@@ -166,10 +166,24 @@ def fence_kind(code: bytes) -> str | None:
 
 def find_fence_sites(program) -> list[int]:
     """Addresses of every instruction in an assembled program that drains the
-    store buffer (as cost.find_pause_sites: the start of every statement)."""
+    store buffer (as cost.find_pause_sites: the start of every statement).
+    A statement whose bytes are not one instruction is data (a table of
+    addresses, say), whatever its first bytes look like: every site costs
+    a code hook, and every code hook slows all of a core's code (see
+    emulator/instcost.py, InstructionCosts.add_sites)."""
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+    disassembler = Cs(CS_ARCH_X86, CS_MODE_64)
     code, base = program.code, program.base
-    return sorted({address for address, _, _ in program.source_lines
-                   if fence_kind(code[address - base:address - base + 15])})
+    starts = [address for address, _, _ in program.source_lines] + [program.end]
+    sites = set()
+    for address, end in zip(starts, starts[1:]):
+        statement = code[address - base:end - base]
+        if not fence_kind(statement):
+            continue
+        decoded = next(disassembler.disasm(statement, address, count=1), None)
+        if decoded is not None and decoded.size == len(statement):
+            sites.add(address)
+    return sorted(sites)
 
 
 # --- One core's buffer ------------------------------------------------------------------
@@ -205,8 +219,7 @@ class HiddenLine(ctypes.Structure):
     _fields_ = [
         ("cores", ctypes.c_uint64),           # bit c: core c may be stale (ask `Visibility.load`)
         ("until", ctypes.c_int64),            # the latest commit of a store hidden on it
-        ("floor", ctypes.c_int64),            # stores done by then are seen by all (an
-    ]                                         # overflowing buffer let one go: StoreBuffer._keep)
+    ]
 
 
 class StoreBuffer(ctypes.Structure):
@@ -227,6 +240,7 @@ class StoreBuffer(ctypes.Structure):
         ("done", ctypes.c_int64 * MAX_OUTSTANDING),   # commit times, a ring
         ("memory", ctypes.c_void_p),          # physical memory in the host; 0: hide nothing
         ("sequence", ctypes.c_void_p),        # int64_t *: the machine's count of hidden stores
+        ("floor", ctypes.c_void_p),           # int64_t *: stores done by then are seen by all
         ("kept_head", ctypes.c_int64),        # the oldest of `kept`, a ring
         ("kept_count", ctypes.c_int64),
         ("kept", HiddenStore * MAX_HIDDEN),
@@ -249,6 +263,7 @@ class StoreBuffer(ctypes.Structure):
         if self.visibility is not None:
             self.memory = visibility.memory.address
             self.sequence = ctypes.addressof(visibility.sequence)
+            self.floor = ctypes.addressof(visibility.floor)
         return self
 
     def store(self, address: int, size: int, now: int, stamp: int, seen: int = 0) -> int:
@@ -260,7 +275,7 @@ class StoreBuffer(ctypes.Structure):
         addr = address >> LINE_SHIFT << LINE_SHIFT
         others = directory.holders(addr) & ~(1 << core)
         if self.visibility is not None:
-            self._make_room_to_hide(seen)
+            self.make_room_to_hide(seen)
         if stamp == self.locked_at or not self.outstanding:    # locked, or no buffer: wait
             cycles = directory.access(core, addr, True, now)
         elif directory.state(core, addr) in ("M", "E"):
@@ -309,24 +324,22 @@ class StoreBuffer(ctypes.Structure):
 
     # --- Hiding stores from stale copies (see Visibility) ---
 
-    def has_room_to_hide(self, seen: int) -> bool:
-        """Forget the hidden stores that commit by `seen`, oldest first (every
-        core sees them); is there room for one more? (The C hook leaves a
-        store to Python when not: letting one go needs its line's record,
-        which may be another window's.)"""
+    def make_room_to_hide(self, seen: int) -> None:
+        """Forget the hidden stores that commit by `seen` (no core acts
+        before then any more) or by the machine's floor, oldest first. If
+        the ring is still full, let the oldest go: the floor rises to its
+        commit, and every core sees every store done by then. (Seeing the
+        machine as it is at one later moment keeps every core's stores in
+        order and every line's writes in order: a consistent view.)"""
+        floor = ctypes.c_int64.from_address(self.floor)
+        seen = max(seen, floor.value)
         while self.kept_count and self.kept[self.kept_head].done <= seen:
             self.kept_head = (self.kept_head + 1) % MAX_HIDDEN
             self.kept_count -= 1
-        return self.kept_count < MAX_HIDDEN
-
-    def _make_room_to_hide(self, seen: int) -> None:
-        """Let the oldest hidden store go if there is no room: every core
-        sees it, and what came before it on its line (the line's floor)."""
-        if not self.has_room_to_hide(seen):
-            oldest = self.kept[self.kept_head]
-            line = self.visibility.line(oldest.address >> LINE_SHIFT)
-            line.floor = max(line.floor, oldest.done)
-            self.has_room_to_hide(oldest.done)
+        if self.kept_count == MAX_HIDDEN:
+            floor.value = self.kept[self.kept_head].done
+            self.kept_head = (self.kept_head + 1) % MAX_HIDDEN
+            self.kept_count -= 1
 
     def _hide(self, address: int, size: int, done: int, others: int) -> None:
         """Keep the store to [address, address + size), committing at `done`,
@@ -396,6 +409,7 @@ class Visibility:
         self.memory = memory
         self.buffers = buffers
         self.sequence = ctypes.c_int64(0)
+        self.floor = ctypes.c_int64(0)          # stores done by then are seen by all
         self._windows = []                # (first line, end line, HiddenLine array)
 
     def add_window(self, first: int, n_lines: int):
@@ -423,7 +437,7 @@ class Visibility:
             if line.until <= now:         # it sees everything there, now and later
                 line.cores &= ~mask
                 continue
-            seen = max(now, line.floor)
+            seen = max(now, self.floor.value)
             gone = min((kept.done for owner, kept in self._kept_on(key)
                         if owner != core and kept.stale & mask and kept.done > seen), default=0)
             if gone:
@@ -452,8 +466,8 @@ class Visibility:
         newest_first = sorted((entry for key in stale for entry in self._kept_on(key)),
                               key=lambda entry: -entry[1].seq)
         for owner, kept in newest_first:
-            floor = self.line(kept.address >> LINE_SHIFT).floor
-            visible = owner == core or not kept.stale & mask or kept.done <= max(now, floor)
+            visible = owner == core or not kept.stale & mask \
+                or kept.done <= max(now, self.floor.value)
             begin = max(address, kept.address)
             end = min(address + size, kept.address + kept.size)
             for at in range(begin, end):
