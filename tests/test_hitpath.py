@@ -221,6 +221,24 @@ def test_cores_taking_turns_on_the_front_side_bus_are_the_same_on_both_paths(mon
     assert sum(stats["waits"] for stats in c["core_stats"]) > 0, "no core ever waited"
 
 
+@needs_c
+@pytest.mark.parametrize("quantum", [1, 50])
+def test_stores_hidden_from_stale_copies_are_the_same_on_both_paths(monkeypatch, quantum):
+    # The store-buffering litmus test (tests/test_tso.py): each side's load
+    # may read a stale copy, rolled back (on both paths, in Python), while
+    # the C hook records every store that hides bytes from another core.
+    from tests.test_tso import LITMUS, ROUNDS, store_buffering
+    side_0, side_1 = store_buffering("")
+    source = LITMUS.replace("ROUNDS", str(ROUNDS)).replace("PARTNER", "2") \
+                   .replace("SIDE_0", side_0).replace("SIDE_1", side_1)
+    c = assert_same_on_both_paths(monkeypatch, topology=load_topology("amd-2x2"), modules=None,
+                                  programs={"litmus": source}, quantum=quantum,
+                                  module_args={"litmus": "channels=5"})
+    both_old = [line for core, line in c["output"] if core == 0 and line.isdigit()]
+    assert both_old and int(both_old[0]) > 0, (
+        f"no round read a stale copy ({both_old}): the test does not exercise hidden stores")
+
+
 STRADDLER = """
 # Core 0 writes words that straddle two cache lines of channel 3, and one
 # word within a line; core 1 reads them back. Both then exit.
