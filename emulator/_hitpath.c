@@ -366,14 +366,14 @@ static int64_t make_room(struct store_buffer *b, int64_t now)
     return stall;
 }
 
-/* StoreBuffer.make_room_to_hide: forget the hidden stores that commit by
- * `seen` or by the machine's floor; if the ring is still full, let the
- * oldest go and raise the floor to its commit. */
+/* StoreBuffer.make_room_to_hide: raise the machine's floor to `seen` and
+ * forget the hidden stores done by then; if the ring is still full, let
+ * the oldest go and raise the floor to its commit. */
 static void make_room_to_hide(struct store_buffer *b, int64_t seen)
 {
-    if (*b->floor > seen)
-        seen = *b->floor;
-    while (b->kept_count && b->kept[b->kept_head].done <= seen) {
+    if (seen > *b->floor)
+        *b->floor = seen;
+    while (b->kept_count && b->kept[b->kept_head].done <= *b->floor) {
         b->kept_head = (b->kept_head + 1) % MAX_HIDDEN;
         b->kept_count--;
     }

@@ -325,15 +325,15 @@ class StoreBuffer(ctypes.Structure):
     # --- Hiding stores from stale copies (see Visibility) ---
 
     def make_room_to_hide(self, seen: int) -> None:
-        """Forget the hidden stores that commit by `seen` (no core acts
-        before then any more) or by the machine's floor, oldest first. If
-        the ring is still full, let the oldest go: the floor rises to its
-        commit, and every core sees every store done by then. (Seeing the
+        """Raise the machine's floor to `seen` (no core acts before then any
+        more, so every core sees every store done by then) and forget the
+        hidden stores done by the floor, oldest first. If the ring is still
+        full, let the oldest go: the floor rises to its commit. (Seeing the
         machine as it is at one later moment keeps every core's stores in
         order and every line's writes in order: a consistent view.)"""
         floor = ctypes.c_int64.from_address(self.floor)
-        seen = max(seen, floor.value)
-        while self.kept_count and self.kept[self.kept_head].done <= seen:
+        floor.value = max(seen, floor.value)
+        while self.kept_count and self.kept[self.kept_head].done <= floor.value:
             self.kept_head = (self.kept_head + 1) % MAX_HIDDEN
             self.kept_count -= 1
         if self.kept_count == MAX_HIDDEN:
