@@ -71,6 +71,8 @@ struct clock {                   /* a core's clock during a quantum: SharedClock
     int64_t quantum;             /* instructions the quantum may run */
     int64_t charged;             /* cycles the cost model charged in it */
     const uint64_t *emu_counter; /* unicorn's count of instructions in it */
+    int64_t horizon;             /* no transaction begun from this time on (core.py) */
+    uint64_t served;             /* *emu_counter at the last tracked access served */
 };
 
 struct line {                    /* a directory entry: SharedLine, hitpath.py */
@@ -132,6 +134,7 @@ struct window {                  /* one core's hook on one tracked range: Window
     int64_t core;
     PyObject *wake;              /* cost.py's wake(line): wakes the cores parked on it */
     PyObject *charge;            /* cost.py's charge(write, address, size, now) */
+    PyObject *defer;             /* cost.py's defer(address, size, write): stop before */
 };
 
 /* --- The directory's rules (a mirror of coherence.py) --------------------- */
@@ -360,7 +363,7 @@ static void on_access(void *uc, int type, uint64_t address, int size,
     uint64_t key = address >> LINE_SHIFT;
     uint64_t index = key - w->first_line;      /* wraps to huge if below the range */
     struct line *line = NULL;
-    int64_t cycles;
+    int64_t cycles, start;
 
     /* The record of a line the directory holds (it sets owner_state, 'I' at
      * least, when it takes the record: coherence.py, _new_line). */
@@ -375,7 +378,18 @@ static void on_access(void *uc, int type, uint64_t address, int size,
         call_python(w->charge, 4, args);
         return;
     }
-    cycles = serve_here(w->directory, w->core, line, write, now(w->clock));
+    /* Ordered (cost.py's charge): an instruction begun past the horizon
+     * makes no access to a tracked line before the cores ready earlier
+     * have made theirs; Python ends the quantum before the instruction. */
+    start = now(w->clock);
+    if (start - 1 >= w->clock->horizon && w->clock->served != *w->clock->emu_counter) {
+        int64_t args[3] = {(int64_t)address, size, write};
+        call_python(w->defer, 3, args);
+        if (*w->clock->emu_counter > (uint64_t)w->clock->quantum)
+            return;                            /* deferred: it runs again later */
+    }
+    w->clock->served = *w->clock->emu_counter;
+    cycles = serve_here(w->directory, w->core, line, write, start);
     w->clock->charged += cycles;
     if (!write) {
         watch(w->watch, key, line->writes);
@@ -477,9 +491,9 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnn)}",
+        "{s:(nnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
-        AT(clock, charged), AT(clock, emu_counter),
+        AT(clock, charged), AT(clock, emu_counter), AT(clock, horizon), AT(clock, served),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
         AT(line, owner_state), AT(line, home), AT(line, written_at), AT(line, writer), AT(line, busy_from),
         AT(line, busy_until), AT(line, busy_read), AT(line, hits),
@@ -497,7 +511,8 @@ static PyObject *layouts(void)
         AT(pause_hook, pause), AT(pause_hook, checked_pause),
         "window", (Py_ssize_t)sizeof(struct window), AT(window, lines), AT(window, parked),
         AT(window, first_line), AT(window, n_lines), AT(window, directory), AT(window, clock),
-        AT(window, watch), AT(window, core), AT(window, wake), AT(window, charge));
+        AT(window, watch), AT(window, core), AT(window, wake), AT(window, charge),
+        AT(window, defer));
 }
 
 static int init_module(PyObject *module)

@@ -71,15 +71,24 @@ class CoreState(enum.Enum):
     FAILED = "failed"
 
 
-class Clock:
-    """What `now()` needs during a quantum, besides unicorn's instruction count."""
+NO_HORIZON = 1 << 62          # no other core is ready: nothing to yield to
 
-    __slots__ = ("start", "quantum", "charged")
+
+class Clock:
+    """What `now()` needs during a quantum, besides unicorn's instruction
+    count, and what the cost model needs to keep the directory's order:
+    the horizon, and the instruction that was served last."""
+
+    __slots__ = ("start", "quantum", "charged", "horizon", "served")
 
     def __init__(self):
         self.start = 0        # `cycles` when this quantum began
         self.quantum = 0      # instructions this quantum may run
         self.charged = 0      # cycles the cost model charged in it
+        # From this modeled time on the core may not begin a transaction on
+        # a tracked line: another core is ready then (emulator/scheduler.py).
+        self.horizon = NO_HORIZON
+        self.served = 0       # unicorn's count at the last tracked access served
 
 
 @dataclass
@@ -127,6 +136,7 @@ class Core:
         self.user_faults = []          # (vector, rip, error code, cr2) of each exception
                                        # taken in ring 3, for the run's report
         self._charged_here = (0, 0)    # (unicorn's count, cycles) charged before an instruction
+        self._undo = []                # (physical address, bytes) of stores deferred this quantum
         self.journal = None            # told of every run and interrupt check: time
                                        # travel's record (emulator/debug/timetravel.py)
         self._install_hooks()
@@ -417,6 +427,30 @@ class Core:
         set_instruction_limit(self.uc, self.clock.quantum)
         self._stop_requested = True
 
+    def defer_this_access(self, address: int, size: int, write: bool) -> bool:
+        """From the cost model's memory hook: this instruction's first access
+        to tracked memory would begin a transaction past the horizon; end
+        the quantum before the instruction, which runs again when the core
+        does. False, and nothing done, if the core would not yield by it
+        (its clock, before this instruction, is not past the horizon).
+
+        Unicorn stopped from a memory hook leaves the core as a page fault
+        at that access would, RIP on the instruction: x86 makes every
+        instruction restartable from there. All but one thing: the store
+        the hook was called for is made anyway (verified by experiment,
+        DESIGN.md section 6). So its bytes are put back once the quantum
+        ends, before any other core runs.
+        """
+        counter = self._emu_counter.value
+        at, cycles = self._charged_here
+        before = self.now() - 1 - (cycles if at == counter else 0)
+        if before < self.clock.horizon:
+            return False
+        if write:
+            self._undo.append((address, self.memory.read(address, size)))
+        self.stop_before_this_instruction()
+        return True
+
     # --- Running ----------------------------------------------------------------
     def run(self, quantum: int) -> int:
         """Run at most `quantum` instructions; return how many retired."""
@@ -433,6 +467,7 @@ class Core:
         clock.start = self.cycles       # `cycles` does not move during a quantum
         clock.quantum = quantum
         clock.charged = 0
+        clock.served = 0
         self._charged_here = (0, 0)
         self._stop_requested = False
         self._in_quantum = True
@@ -443,6 +478,9 @@ class Core:
                 self.fail(f"unicorn stopped at RIP {self.rip:#x}: {error}")
         finally:
             self._in_quantum = False
+        while self._undo:                  # a deferred store, made all the same: unmake it
+            address, data = self._undo.pop()
+            self.memory.write(address, data)
         # clock.quantum, not quantum: a debugger stop may have cut it short.
         retired = retired_instructions(self.uc, clock.quantum)
         self.stats.instructions += retired

@@ -64,11 +64,12 @@ from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WR
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
-from emulator.core import CoreState
+from emulator.core import NO_HORIZON, CoreState
 from emulator.cpustate import emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
 from emulator.instcost import InstructionCosts
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
+from emulator.scheduler import horizon_for
 
 PAUSE = b"\xf3\x90"
 
@@ -84,15 +85,16 @@ class CostModel:
         # serves accesses too; the pure Python path keeps them in Python
         # objects, which Python reads faster.
         in_c = self.hit_path == "C"
-        # Reads of one line merge at its ordering point (coherence.py,
-        # "Ordering"): readers woken by one write are then served alike
-        # whatever order the scheduler runs them in.
+        # Whether reads of one line merge at its ordering point is the
+        # machine family's (the topology's [protocol] merge_reads).
         self.directory = CoherenceDirectory(topology, counters=hitpath.counters if in_c else None,
-                                            merge_reads=True, memory_size=machine.memory.size)
+                                            merge_reads=topology.merge_reads,
+                                            memory_size=machine.memory.size)
         self._shared_directory = hitpath.share(self.directory) if in_c else None
         if in_c:
             for core in machine.cores:      # the clocks too, before anything reads them
-                core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)))
+                core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)),
+                                         horizon=NO_HORIZON)
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
         self.windows = []                 # (physical, size)
         self.waiters = {}                 # line number -> cores parked on it
@@ -115,14 +117,14 @@ class CostModel:
             self.directory.keep_lines_in(first, lines)
             self._parked.append((first, first + n_lines, parked))
         for core in self.machine.cores:
-            charge, wake = self._python_hook(core)
+            charge, wake, defer = self._python_hook(core)
             if self.hit_path == "C":
                 window = Window(lines=ctypes.addressof(lines), parked=ctypes.addressof(parked),
                                 first_line=first, n_lines=n_lines,
                                 directory=ctypes.addressof(self._shared_directory),
                                 clock=ctypes.addressof(core.clock),
                                 watch=ctypes.addressof(self.watches[core.id]),
-                                core=core.id, wake=wake, charge=charge)
+                                core=core.id, wake=wake, charge=charge, defer=defer)
                 self._keep.append(window)
                 hitpath.add_hook(core.uc, window, physical, physical + size - 1)
                 continue
@@ -183,19 +185,28 @@ class CostModel:
         waiters = self.waiters
         watch = self.watches[core.id]
         clock = core.clock
+        counter = core._emu_counter
+        defer = core.defer_this_access
         core_id = core.id
 
         def charge(write, address, size, now):
             try:
                 line = address >> LINE_SHIFT
                 last = (address + size - 1) >> LINE_SHIFT      # line + 1 if it straddles two
+                # Ordered: an instruction begun past the horizon makes no
+                # access to a tracked line before the cores ready earlier
+                # have made theirs (see "Ordering" above).
+                if now - 1 >= clock.horizon and clock.served != counter.value \
+                        and defer(address, size, write):
+                    return
+                clock.served = counter.value
                 while True:
                     cycles = access(core_id, line << LINE_SHIFT, write, now)
                     clock.charged += cycles
                     if not write:
                         watch.add(line, writes(line))
                     elif line in waiters:
-                        self._wake(line)
+                        self._wake(line, core)
                     if line == last:
                         return
                     line, now = line + 1, now + cycles
@@ -204,10 +215,16 @@ class CostModel:
 
         def wake(line):
             try:
-                self._wake(line)
+                self._wake(line, core)
             except BaseException as error:
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
-        return charge, wake
+
+        def defer_in_c(address, size, write):
+            try:
+                defer(address, size, write)
+            except BaseException as error:
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
+        return charge, wake, defer_in_c
 
     # --- Parking cores that poll -------------------------------------------------
     def add_pause_sites(self, addresses) -> None:
@@ -301,12 +318,14 @@ class CostModel:
         """An interrupt came for a parked core: it stops waiting for its lines."""
         self._stop_waiting(core)
 
-    def _wake(self, line: int) -> None:
-        """`line` was written: every core parked on it runs again."""
+    def _wake(self, line: int, writer) -> None:
+        """`line` was written by `writer`: every core parked on it runs again,
+        once the write can reach it; the writer yields to it from then on."""
         for core in list(self.waiters.get(line, ())):
             self._stop_waiting(core)
             self.watches[core.id].woken = 1
             core.not_before = max(core.not_before, self.directory.visible_at(core.id, line))
+            lower_horizon(writer, core, max(core.cycles, core.not_before))
 
     def _stop_waiting(self, core) -> None:
         """Take `core` off every line it waits on; it runs again."""
@@ -326,6 +345,12 @@ class CostModel:
         for first, end, parked in self._parked:
             if first <= line < end:
                 parked[line - first] = len(self.waiters.get(line, ()))
+
+
+def lower_horizon(running, core, ready: int) -> None:
+    """`core` became ready at `ready` while `running` runs (a write woke it,
+    an IPI reached it): `running` must not begin a transaction after it."""
+    running.clock.horizon = min(running.clock.horizon, horizon_for(running, ready, core.id))
 
 
 def find_pause_sites(program) -> list[int]:

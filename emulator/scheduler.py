@@ -41,7 +41,7 @@ schedule above.
 import math
 import random
 
-from emulator.core import CoreState
+from emulator.core import NO_HORIZON, CoreState
 
 DEFAULT_QUANTUM = 10_000
 
@@ -55,6 +55,7 @@ class Scheduler:
         self.quanta_run = 0
         self.seed = seed
         self._random = random.Random(seed) if seed is not None else None
+        self._horizon = None, NO_HORIZON    # (core next_core chose, its quantum's horizon)
 
     def ready_time(self, core) -> int | None:
         """When `core` could next run, or None if it never can by itself."""
@@ -76,19 +77,21 @@ class Scheduler:
         """The ready core with the lowest ready time, and that time (with a
         seed: any ready core within a quantum of the lowest). Cores whose ids
         are in `skip` are passed over (a debugger holds them)."""
-        best, best_time = None, None
-        for core in self.cores:
-            if core.id in skip:
-                continue
-            time = self.ready_time(core)
-            if time is not None and (best_time is None or time < best_time):
-                best, best_time = core, time
-        if self._random is None or best is None:
-            return best, best_time
-        close = [(core, time) for core in self.cores
-                 if core.id not in skip and (time := self.ready_time(core)) is not None
-                 and time <= best_time + self.quantum]
-        return close[self._random.randrange(len(close))]
+        ready = [(core, time) for core in self.cores
+                 if core.id not in skip and (time := self.ready_time(core)) is not None]
+        if not ready:
+            return None, None
+        best, best_time = min(ready, key=lambda entry: entry[1])   # ties: the lower id
+        if self._random is not None:
+            close = [(core, time) for core, time in ready if time <= best_time + self.quantum]
+            best, best_time = close[self._random.randrange(len(close))]
+            self._horizon = best, NO_HORIZON
+        else:
+            # The first of the others, by (ready time, id): the order the
+            # scheduler would run them in.
+            others = [(time, core.id) for core, time in ready if core is not best]
+            self._horizon = best, horizon_for(best, *min(others)) if others else NO_HORIZON
+        return best, best_time
 
     def _turn(self) -> int:
         """How many instructions the next quantum may run."""
@@ -105,9 +108,21 @@ class Scheduler:
         if core.state is not CoreState.RUNNING:
             return 0
         budget = self._turn() if limit is None else min(self._turn(), limit)
+        chosen, horizon = self._horizon
+        self._horizon = None, NO_HORIZON
+        # A core run otherwise than as next_core's choice (a debugger's step)
+        # runs its instructions, whoever is ready first.
+        core.clock.horizon = horizon if chosen is core else NO_HORIZON
         event = core.next_event()
         if event is not None and event > core.cycles:
             # A slowed core (emulator/faults.py) spends clock_ratio cycles an instruction.
             budget = min(budget, -(-(event - core.cycles) // core.clock_ratio))
         self.quanta_run += 1
         return core.run(max(1, budget))
+
+
+def horizon_for(core, time: int, other_id: int) -> int:
+    """The horizon of `core` when another core, `other_id`, is ready at
+    `time`: the modeled time from which `core` comes after it in the
+    scheduler's order (ties go to the lower id)."""
+    return time + 1 if core.id < other_id else time

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from emulator import hitpath
-from emulator.core import Core
+from emulator.core import NO_HORIZON, Core
 from emulator.interconnect import load_topology
 from emulator.interconnect.coherence import CoherenceDirectory
 from tests.conftest import write_image
@@ -344,7 +344,8 @@ class CoreInC:
     def __init__(self, core, shared, lines, parked, first, wake, charge):
         self.core = core
         self.ran = ctypes.c_uint64(0)             # unicorn's instruction count: none
-        self.clock = hitpath.SharedClock(quantum=10**12, emu_counter=ctypes.addressof(self.ran))
+        self.clock = hitpath.SharedClock(quantum=10**12, emu_counter=ctypes.addressof(self.ran),
+                                         horizon=NO_HORIZON)
         self.watch = hitpath.Watch()
         self.window = hitpath.Window(
             lines=ctypes.addressof(lines), parked=ctypes.addressof(parked), first_line=first,
