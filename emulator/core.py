@@ -427,27 +427,27 @@ class Core:
         set_instruction_limit(self.uc, self.clock.quantum)
         self._stop_requested = True
 
-    def defer_this_access(self, address: int, size: int, write: bool) -> bool:
-        """From the cost model's memory hook: this instruction's first access
-        to tracked memory would begin a transaction past the horizon; end
-        the quantum before the instruction, which runs again when the core
-        does. False, and nothing done, if the core would not yield by it
-        (its clock, before this instruction, is not past the horizon).
+    def defer_this_instruction(self, store: int | None = None, size: int = 0) -> bool:
+        """From a cost model hook: end the quantum before this instruction if
+        it began past the horizon (Clock.horizon: another core is ready
+        first, emulator/scheduler.py); it runs again when the core does.
+        False, and nothing done, if it did not.
 
-        Unicorn stopped from a memory hook leaves the core as a page fault
-        at that access would, RIP on the instruction: x86 makes every
-        instruction restartable from there. All but one thing: the store
-        the hook was called for is made anyway (verified by experiment,
-        DESIGN.md section 6). So its bytes are put back once the quantum
-        ends, before any other core runs.
+        The cost model calls it before an instruction's first access to a
+        tracked line, and before a `pause` that may park. Unicorn stopped
+        from a memory hook leaves the core as a page fault at that access
+        would, RIP on the instruction, and x86 makes every instruction
+        restartable from there. All but one thing (verified by experiment,
+        DESIGN.md section 6): the store the hook was called for is made
+        anyway. `store`: its physical address; its `size` bytes are put
+        back when the quantum ends, before any other core runs.
         """
-        counter = self._emu_counter.value
         at, cycles = self._charged_here
-        before = self.now() - 1 - (cycles if at == counter else 0)
-        if before < self.clock.horizon:
+        began = self.now() - 1 - (cycles if at == self._emu_counter.value else 0)
+        if began < self.clock.horizon:
             return False
-        if write:
-            self._undo.append((address, self.memory.read(address, size)))
+        if store is not None:
+            self._undo.append((store, self.memory.read(store, size)))
         self.stop_before_this_instruction()
         return True
 

@@ -186,7 +186,7 @@ class CostModel:
         watch = self.watches[core.id]
         clock = core.clock
         counter = core._emu_counter
-        defer = core.defer_this_access
+        defer = core.defer_this_instruction
         core_id = core.id
 
         def charge(write, address, size, now):
@@ -197,7 +197,7 @@ class CostModel:
                 # access to a tracked line before the cores ready earlier
                 # have made theirs (see "Ordering" above).
                 if now - 1 >= clock.horizon and clock.served != counter.value \
-                        and defer(address, size, write):
+                        and defer(address if write else None, size):
                     return
                 clock.served = counter.value
                 while True:
@@ -221,7 +221,7 @@ class CostModel:
 
         def defer_in_c(address, size, write):
             try:
-                defer(address, size, write)
+                defer(address if write else None, size)
             except BaseException as error:
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
         return charge, wake, defer_in_c
@@ -272,18 +272,26 @@ class CostModel:
                     watch.woken = 0          # was cut short: let it run, and start
                     watch.clear()            # the next round afresh
                     return
-                reads = watch.take()         # None: too many lines to watch
-                if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
+                if not watch.count or watch.overflowed or size != 2 \
+                        or core.read_virtual(address, 2) != PAUSE:
+                    watch.clear()            # nothing it may park on
                     return
-                park_unless_written(reads)
+                decide()
             except BaseException as error:   # a bug in sprat: stop this core, say so
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def on_checked_pause():
             try:
-                park_unless_written(watch.take())
+                decide()
             except BaseException as error:
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
+
+        def decide():
+            # Whether a write came after its reads is known only once the
+            # cores ready before this pause have run (see "Ordering"): past
+            # the horizon, decide when the core runs again.
+            if not core.defer_this_instruction():
+                park_unless_written(watch.take())
 
         def park_unless_written(reads):
             # Like MONITOR/MWAIT: a write that came after the read (say, while

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from emulator.errors import SpratError
+from emulator.machine import Machine
 from emulator.interconnect.render import render_topology
 from emulator.interconnect.topology import PRESET_DIR, generic, list_presets, load_topology
 
@@ -178,6 +179,23 @@ def test_user_topology_file_loads_like_a_preset(tmp_path):
     assert topo.transfer_cycles(0, 3) == 70 + 50 + max(50, 50 + 32)
 
 
+def test_a_user_topology_chooses_whether_reads_of_a_line_merge(tmp_path):
+    merging = load_topology(write(tmp_path, GOOD.replace("dram_ns = 60",
+                                                         "dram_ns = 60\nmerge_reads = true")))
+    assert merging.merge_reads, "merge_reads = true in [protocol] was not read"
+    assert not load_topology(write(tmp_path, GOOD, "plain.toml")).merge_reads, (
+        "without merge_reads, reads of a line should each wait their turn")
+    machine = Machine(cores=4, topology=merging)
+    assert machine.cost.directory.merge_reads, "the cost model's directory ignores merge_reads"
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_no_preset_merges_the_reads_of_a_line(preset):
+    assert not load_topology(preset).merge_reads, (
+        f"{preset} merges concurrent reads of a line: its home (AMD) or its bus (Intel) "
+        "serves them one at a time")
+
+
 def test_user_topology_file_sets_instruction_costs(tmp_path):
     topo = load_topology(write(tmp_path, GOOD + "\n[instructions]\nsysret = 35\ninterrupt = 90\n"))
     assert dict(topo.instruction_costs) == {"sysret": 35, "interrupt": 90}
@@ -271,6 +289,8 @@ BAD_FILES = [
      "protocol.ht_hop_nb: must be a positive number", 'ht_hop_nb = "fast"'),
     ("leg zero", edit("ht_hop_nb = 50", "ht_hop_nb = 0"),
      "protocol.ht_hop_nb: must be a positive number", "ht_hop_nb = 0"),
+    ("merge_reads not a boolean", edit("dram_ns = 60", "dram_ns = 60\nmerge_reads = 1"),
+     "protocol.merge_reads: must be true or false", "merge_reads = 1"),
     ("unknown instruction", GOOD + "\n[instructions]\nsyscall = 27\nsysenter = 30\n",
      "instructions.sysenter: unknown instruction", "sysenter = 30"),
     ("instruction cost not cycles", GOOD + "\n[instructions]\nsysret = 0\n",
