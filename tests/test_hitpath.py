@@ -76,6 +76,7 @@ def test_a_directory_that_is_not_the_trees_runs_on_the_pure_path(tmp_path, monke
 # --- running one workload on either path ------------------------------------------------
 ACCESS = CoherenceDirectory.access
 STOP_BEFORE = Core.stop_before_this_instruction
+DEFER = Core.defer_this_instruction
 
 
 def counting(monkeypatch, cls, name, function):
@@ -103,6 +104,7 @@ def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs
     # itself), and how many times a core parked in a poll loop.
     directory_calls = counting(monkeypatch, CoherenceDirectory, "access", ACCESS)
     parks = counting(monkeypatch, Core, "stop_before_this_instruction", STOP_BEFORE)
+    deferred = deferrals(monkeypatch)
     output = []
     with tempfile.TemporaryDirectory() as directory:
         if programs:
@@ -133,15 +135,30 @@ def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs
                          "".join(directory.state(core, line) for core in cores))
                   for line in lines},
         "parks": parks[0],
+        "deferred": deferred,
         "directory_calls": directory_calls[0],
     }
+
+
+def deferrals(monkeypatch) -> dict:
+    """Count the instructions the cost model stops before to keep the
+    directory's order (Core.defer_this_instruction), stores and the rest."""
+    deferred = {"stores": 0, "others": 0}
+
+    def counted(core, store=None, size=0):
+        done = DEFER(core, store, size)
+        if done:
+            deferred["stores" if store is not None else "others"] += 1
+        return done
+    monkeypatch.setattr(Core, "defer_this_instruction", counted)
+    return deferred
 
 
 def assert_same_on_both_paths(monkeypatch, **workload):
     c = run(monkeypatch, "C", **workload)
     pure = run(monkeypatch, "pure", **workload)
     assert c["result"][0], f"the workload failed: {c['result'][1]}; output {c['output'][-3:]}"
-    for key in ("result", "output", "cores", "core_stats", "parks"):
+    for key in ("result", "output", "cores", "core_stats", "parks", "deferred"):
         assert c[key] == pure[key], f"{key} differ between the C and the pure Python path"
     assert c["lines"].keys() == pure["lines"].keys(), "the paths touched different lines"
     for line, seen in c["lines"].items():
@@ -206,6 +223,21 @@ def test_a_ping_pong_two_hops_apart_is_the_same_on_both_paths(monkeypatch):
         monkeypatch, topology=load_topology("amd-4x4"),
         modules=["/userland/urpc_pingpong.S core=0 role=0 send=0 recv=1 rounds=40 warmup=5",
                  "/userland/urpc_pingpong.S core=15 role=1 send=1 recv=0 rounds=40 warmup=5"])
+
+
+@needs_c
+def test_accesses_stopped_before_to_keep_the_order_are_the_same_on_both_paths(monkeypatch):
+    # A stream one hop apart: a write wakes the receiver, whose read comes
+    # before the sender's next store to the ring, so the sender stops before
+    # that store (its bytes put back) and the receiver before reads and
+    # pauses that come after the sender's turn, on both paths alike.
+    c = assert_same_on_both_paths(
+        monkeypatch, topology=load_topology("amd-2x2"),
+        modules=["/userland/urpc_stream.S core=0 role=0 channel=2 count=60",
+                 "/userland/urpc_stream.S core=2 role=1 channel=2 count=60"])
+    assert c["deferred"]["stores"] > 0 and c["deferred"]["others"] > 0, (
+        f"deferred {c['deferred']}: the workload does not stop both a store and a load "
+        f"before a core ready earlier")
 
 
 @needs_c
@@ -341,7 +373,7 @@ class CoreInC:
     """One core's clock, watch and Window, as the cost model sets them up for
     the C memory hook, without a machine: the clock runs at `time`."""
 
-    def __init__(self, core, shared, lines, parked, first, wake, charge):
+    def __init__(self, core, shared, lines, parked, first, wake, charge, defer=None):
         self.core = core
         self.ran = ctypes.c_uint64(0)             # unicorn's instruction count: none
         self.clock = hitpath.SharedClock(quantum=10**12, emu_counter=ctypes.addressof(self.ran),
@@ -352,7 +384,8 @@ class CoreInC:
             n_lines=len(lines), directory=ctypes.addressof(shared),
             clock=ctypes.addressof(self.clock), watch=ctypes.addressof(self.watch), core=core,
             wake=wake,
-            charge=lambda write, address, size, now: charge(self, write, address, size, now))
+            charge=lambda write, address, size, now: charge(self, write, address, size, now),
+            defer=defer or (lambda address, size, write: None))
 
     def access(self, write, address, size, time) -> int:
         """Run the C hook on one access at modeled `time`; the cycles it charged."""
@@ -477,6 +510,55 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
     if topology.family == "intel-fsb":
         assert shared.bus[1] > 0, "no transaction took the bus: the bus was not tested"
     assert queued > 0, "no access found its line busy: the ordering point was not tested"
+
+
+@needs_c
+def test_the_c_memory_hook_stops_before_an_instruction_begun_past_the_horizon():
+    # cost.py's charge() asks the core to stop before an instruction begun at
+    # or past its horizon, at the instruction's first tracked access; the C
+    # hook must ask at the same accesses, and serve nothing of one stopped.
+    topology = load_topology("amd-2x2")
+    first = 0x5000 >> 6
+    shared = CoherenceDirectory(topology, counters=hitpath.counters)
+    lines = (hitpath.SharedLine * 4)()
+    parked = (ctypes.c_int32 * 4)()
+    shared.keep_lines_in(first, lines)
+    shared_in_c = hitpath.share(shared)
+    asked, stop = [], [True]
+
+    def defer(address, size, write):       # Core.defer_this_instruction, as cost.py calls it
+        asked.append((address, size, write))
+        if stop[0]:
+            core.clock.quantum = core.ran.value - 1
+
+    def charge(core, write, address, size, now):    # a line's first touch: cost.py's charge()
+        core.clock.served = core.ran.value
+        core.clock.charged += shared.access(core.core, address, write, now)
+
+    core = CoreInC(0, shared_in_c, lines, parked, first, lambda line: None, charge, defer)
+    address = first << 6
+    core.access(False, address, 8, 0)      # the line's first touch, in Python
+    shared.write(1, address, now=10)       # core 1 takes it: core 0's next read is a transfer
+    core.clock.horizon = 500
+    core.ran.value, core.clock.quantum = 3, 10**12
+    # The instruction began at 499 (now() counts it: 500): before the horizon.
+    assert core.access(False, address, 8, 497) > 0 and asked == [], \
+        "an instruction begun before the horizon was stopped"
+    core.ran.value, core.clock.quantum = 4, 10**12
+    shared.write(1, address, now=20)
+    before = shared.core_stats(0), shared.line_stats(address), shared.state(0, address)
+    charged = core.access(False, address, 8, 497)          # began at 500: at the horizon
+    assert asked == [(address, 8, 0)], f"the C hook asked {asked} to stop before the instruction"
+    assert charged == 0 and (shared.core_stats(0), shared.line_stats(address),
+                             shared.state(0, address)) == before, \
+        "an access the core stopped before was served all the same"
+    stop[0] = False                        # defer() declines (the clock was not past it)
+    del asked[:]
+    core.clock.quantum = 10**12
+    assert core.access(True, address, 8, 497) > 0 and asked == [(address, 8, 1)], \
+        "an access whose stop was declined was not served"
+    assert core.access(True, address + 8, 8, 497) > 0 and len(asked) == 1, \
+        "the instruction's second tracked access asked to stop: its first was served"
 
 
 @needs_c
