@@ -29,7 +29,10 @@
  *   - count hits, transfers, memory fills, invalidations and causality
  *     waits, for the core and for the line, as the directory does;
  *   - a read: remember (line, its writes so far) for parking (cost.py);
- *   - a write: record when it completes and by whom, count the write.
+ *   - a write: record when it completes and by whom, count the write;
+ *   - an instruction begun at or past the core's horizon: before its first
+ *     tracked access, cost.py's defer() may stop the core before it, and
+ *     nothing of that access is served or recorded.
  *
  * Parking and waking cores stay in Python: cost.py keeps, for every
  * tracked line, how many cores are parked on it (`parked`), and this hook
@@ -71,7 +74,8 @@ struct clock {                   /* a core's clock during a quantum: SharedClock
     int64_t quantum;             /* instructions the quantum may run */
     int64_t charged;             /* cycles the cost model charged in it */
     const uint64_t *emu_counter; /* unicorn's count of instructions in it */
-    int64_t horizon;             /* no transaction begun from this time on (core.py) */
+    int64_t horizon;             /* no tracked access by an instruction begun from
+                                    this time on (core.py, Clock) */
     uint64_t served;             /* *emu_counter at the last tracked access served */
 };
 

@@ -85,8 +85,8 @@ class Clock:
         self.start = 0        # `cycles` when this quantum began
         self.quantum = 0      # instructions this quantum may run
         self.charged = 0      # cycles the cost model charged in it
-        # From this modeled time on the core may not begin a transaction on
-        # a tracked line: another core is ready then (emulator/scheduler.py).
+        # An instruction begun at this modeled time or later touches no
+        # tracked line: another core comes first (emulator/scheduler.py).
         self.horizon = NO_HORIZON
         self.served = 0       # unicorn's count at the last tracked access served
 

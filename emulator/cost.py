@@ -35,9 +35,29 @@ connects them to the cores:
     that time either (`core.not_before`, the scheduler's ready time): its
     read cannot reach the writer before then, so the writer's further
     stores to the line, earlier in modeled time, find the line still its
-    own, at any quantum. Unicorn cannot hook an opcode,
+    own; the writer's accesses after that time wait for the woken core's
+    (Ordering, below). Unicorn cannot hook an opcode,
     so the loader tells us where the `pause` instructions are
     (`add_pause_sites`).
+
+  * Ordering. The directory must see the accesses to a line in the order
+    of their modeled times (coherence.py, "Ordering"), but cores run one
+    after another, a quantum each, and a core's clock runs ahead of the
+    others' during its quantum. So the scheduler gives the core it runs a
+    horizon (core.clock.horizon, emulator/scheduler.py): the modeled time
+    from which another core comes first. An instruction that begins at or
+    past it does not touch a tracked line: at its first access to one the
+    core stops before the instruction (core.defer_this_instruction), and
+    runs it again when its turn comes, after the cores ready before it
+    have made their accesses. A `pause` that may park waits so too:
+    whether a write came after the poll's reads is known only then. A
+    write that wakes a parked core, or an IPI, lowers the writer's horizon
+    to the time the other core is ready (`lower_horizon`). Every other
+    instruction runs on past the horizon, since no other core sees what it
+    does, so a quantum ends early only where cores meet. The result is
+    what a quantum of one instruction gives, at any quantum (the tests:
+    tests/test_ordering.py, and the URPC and shootdown latencies at quanta
+    1 to 10,000). A seeded schedule keeps no horizon (scheduler.py says why).
 
   * Speed. Crossing from unicorn into Python costs more than charging an
     access. So when emulator/_hitpath.c is built, its C functions are the

@@ -15,27 +15,34 @@ A core that is off, stopped or failed is never ready. When no core is ready, the
 
 The quantum is a trade-off (DESIGN.md section 6): a larger one is faster on
 the host (each emu_start costs ~20 us), a smaller one interleaves cores more
-finely. The coherence model charges by causality, and a core woken by a
-write to a line it polls runs no earlier than that write could reach it
-(`not_before`, emulator/cost.py): at a quantum of one instruction it would
-otherwise take the line back between the writer's stores, which in modeled
-time all came before its read. So message latencies between cores that
-wait for each other (a ping-pong, a request and its reply) come out the
-same for any quantum, down to one instruction (tests/test_urpc.py). Contended shared memory is different:
-with a large quantum a core makes many updates while its lines stay in its
-cache before another core runs, so `sprat bench shm-vs-msg` measures with
-a quantum of 1. Small quanta cost host time, not accuracy.
+finely. It does not change what cores see of each other. The core run is
+given a horizon: the (ready time, id) of the first of the others, the one
+the scheduler would run next. An instruction that begins at or past it
+makes no access to a tracked line, nor parks on a `pause`: the core stops
+before it and the others run first (emulator/cost.py, "Ordering"). So the
+coherence directory sees accesses in the order of their modeled times, as
+at a quantum of one instruction, and what a run measures is the same for
+any quantum (tests/test_ordering.py, tests/test_urpc.py,
+tests/test_shootdown.py). A core woken by a write to a line it polls runs
+no earlier than that write could reach it (`not_before`, emulator/cost.py):
+it is ready then, and the writer's horizon comes down to it. Small quanta
+cost host time, not accuracy; `sprat bench shm-vs-msg` still measures at a
+quantum of 1, where the cores' untracked instructions interleave finely too.
 
 A seed chooses another schedule (`--seed S`): among the cores ready within
 one quantum's worth of cycles of the earliest, one is picked at random, and
 it runs for a random number of instructions, from 1 to the quantum, drawn
-so that short turns are as likely as long ones (log-uniform). A race that
-needs two cores to interleave at one exact instruction shows under some
-seeds. Causality still holds, since it is the cost model's (a line written
-at time t is seen no earlier than t plus its transfer), so what a run
-measures stays meaningful. The generator is Python's own, seeded with S and
-used by nothing else: the same seed gives the same run; no seed gives the
-schedule above.
+so that short turns are as likely as long ones (log-uniform). It runs with
+no horizon: a seed is there to run cores out of the order of their clocks,
+so that a race that needs two cores to interleave at one exact instruction
+(a receiver reading between two of a sender's stores, lab 5) shows under
+some seeds; with a horizon every such pick would stop at its first tracked
+access and the schedule would fall back to the clocks' order. Causality
+still holds, since it is the cost model's (a line written at time t is seen
+no earlier than t plus its transfer), so what a run measures stays
+meaningful, though it may differ from the unseeded figure. The generator is
+Python's own, seeded with S and used by nothing else: the same seed gives
+the same run; no seed gives the schedule above.
 """
 
 import math
@@ -112,11 +119,17 @@ class Scheduler:
         self._horizon = None, NO_HORIZON
         # A core run otherwise than as next_core's choice (a debugger's step)
         # runs its instructions, whoever is ready first.
-        core.clock.horizon = horizon if chosen is core else NO_HORIZON
+        horizon = horizon if chosen is core else NO_HORIZON
         event = core.next_event()
         if event is not None and event > core.cycles:
             # A slowed core (emulator/faults.py) spends clock_ratio cycles an instruction.
             budget = min(budget, -(-(event - core.cycles) // core.clock_ratio))
+            # The quantum ends at the event as counted in instructions; the
+            # cycles the cost model charges bring it sooner, and the core
+            # makes no tracked access once it is due (it is taken first).
+            if horizon != NO_HORIZON or (chosen is core and self._random is None):
+                horizon = min(horizon, event)
+        core.clock.horizon = horizon
         self.quanta_run += 1
         return core.run(max(1, budget))
 
