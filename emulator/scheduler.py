@@ -26,8 +26,9 @@ any quantum (tests/test_ordering.py, tests/test_urpc.py,
 tests/test_shootdown.py). A core woken by a write to a line it polls runs
 no earlier than that write could reach it (`not_before`, emulator/cost.py):
 it is ready then, and the writer's horizon comes down to it. Small quanta
-cost host time, not accuracy; `sprat bench shm-vs-msg` still measures at a
-quantum of 1, where the cores' untracked instructions interleave finely too.
+cost host time, not accuracy. (`sprat bench shm-vs-msg` still switches to
+a quantum of 1 for its measured phase, from before the horizon; it gives
+the same figures at 10,000.)
 
 A seed chooses another schedule (`--seed S`): among the cores ready within
 one quantum's worth of cycles of the earliest, one is picked at random, and

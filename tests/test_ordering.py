@@ -155,3 +155,18 @@ def test_an_instruction_stopped_at_a_memory_access_runs_again_whole(instruction,
     assert run(stop=True) == run(stop=False), (
         f"{instruction}: stopped at its memory access {nth_access} and run again, it did not "
         f"give what it gives unstopped")
+
+
+def test_shared_lines_updated_in_place_cost_the_same_at_every_quantum(monkeypatch):
+    # Before the horizon, a core updated its lines many times over in one
+    # quantum while they stayed in its cache, and the shm bench had to
+    # measure at a quantum of 1 instruction.
+    import sprat.bench.shm_vs_msg as bench
+    topology = load_topology("amd-4x4")
+    costs = {}
+    for quantum in (1, 10_000):
+        monkeypatch.setattr(bench, "FINE_QUANTUM", quantum)
+        costs[quantum] = bench.measure_shm(topology, 4, 2, 10, 3)["cycles_per_update"]
+    assert costs[1] == costs[10_000], (
+        f"an update of shared lines costs {costs[1]} cycles at quantum 1 and {costs[10_000]} "
+        f"at 10,000")
