@@ -72,6 +72,8 @@ class CoreState(enum.Enum):
 
 
 NO_HORIZON = 1 << 62          # no other core is ready: nothing to yield to
+UNORDERED = NO_HORIZON + 1    # a run that keeps no order (a seed's, a debugger's
+                              # step, a replay): nothing lowers its horizon
 
 
 class Clock:
@@ -452,21 +454,24 @@ class Core:
         return True
 
     # --- Running ----------------------------------------------------------------
-    def run(self, quantum: int) -> int:
-        """Run at most `quantum` instructions; return how many retired."""
+    def run(self, quantum: int, horizon: int = UNORDERED) -> int:
+        """Run at most `quantum` instructions; return how many retired.
+        `horizon`: see Clock (the scheduler's; a debugger's step or a replay
+        runs its instructions, whoever else is ready)."""
         if self.journal is None:
-            return self._run(quantum)
+            return self._run(quantum, horizon)
         at, running = self.cycles, self.state
-        retired = self._run(quantum)
+        retired = self._run(quantum, horizon)
         self.journal.ran(self, at, retired, parked=self.state is not running
                          and self.state is CoreState.WAITING)
         return retired
 
-    def _run(self, quantum: int) -> int:
+    def _run(self, quantum: int, horizon: int) -> int:
         clock = self.clock
         clock.start = self.cycles       # `cycles` does not move during a quantum
         clock.quantum = quantum
         clock.charged = 0
+        clock.horizon = horizon
         clock.served = 0
         self._charged_here = (0, 0)
         self._stop_requested = False

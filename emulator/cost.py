@@ -84,7 +84,7 @@ from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WR
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
-from emulator.core import NO_HORIZON, CoreState
+from emulator.core import NO_HORIZON, UNORDERED, CoreState
 from emulator.cpustate import emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
 from emulator.instcost import InstructionCosts
@@ -378,7 +378,8 @@ class CostModel:
 def lower_horizon(running, core, ready: int) -> None:
     """`core` became ready at `ready` while `running` runs (a write woke it,
     an IPI reached it): `running` must not begin a transaction after it."""
-    running.clock.horizon = min(running.clock.horizon, horizon_for(running, ready, core.id))
+    if running.clock.horizon < UNORDERED:       # (a seeded schedule keeps no order)
+        running.clock.horizon = min(running.clock.horizon, horizon_for(running, ready, core.id))
 
 
 def find_pause_sites(program) -> list[int]:

@@ -49,7 +49,7 @@ the same run; no seed gives the schedule above.
 import math
 import random
 
-from emulator.core import NO_HORIZON, CoreState
+from emulator.core import NO_HORIZON, UNORDERED, CoreState
 
 DEFAULT_QUANTUM = 10_000
 
@@ -63,7 +63,7 @@ class Scheduler:
         self.quanta_run = 0
         self.seed = seed
         self._random = random.Random(seed) if seed is not None else None
-        self._horizon = None, NO_HORIZON    # (core next_core chose, its quantum's horizon)
+        self._horizon = None, UNORDERED     # (core next_core chose, its quantum's horizon)
 
     def ready_time(self, core) -> int | None:
         """When `core` could next run, or None if it never can by itself."""
@@ -93,7 +93,7 @@ class Scheduler:
         if self._random is not None:
             close = [(core, time) for core, time in ready if time <= best_time + self.quantum]
             best, best_time = close[self._random.randrange(len(close))]
-            self._horizon = best, NO_HORIZON
+            self._horizon = best, UNORDERED
         else:
             # The first of the others, by (ready time, id): the order the
             # scheduler would run them in.
@@ -117,10 +117,10 @@ class Scheduler:
             return 0
         budget = self._turn() if limit is None else min(self._turn(), limit)
         chosen, horizon = self._horizon
-        self._horizon = None, NO_HORIZON
+        self._horizon = None, UNORDERED
         # A core run otherwise than as next_core's choice (a debugger's step)
         # runs its instructions, whoever is ready first.
-        horizon = horizon if chosen is core else NO_HORIZON
+        horizon = horizon if chosen is core else UNORDERED
         event = core.next_event()
         if event is not None and event > core.cycles:
             # A slowed core (emulator/faults.py) spends clock_ratio cycles an instruction.
@@ -128,11 +128,10 @@ class Scheduler:
             # The quantum ends at the event as counted in instructions; the
             # cycles the cost model charges bring it sooner, and the core
             # makes no tracked access once it is due (it is taken first).
-            if horizon != NO_HORIZON or (chosen is core and self._random is None):
+            if horizon != UNORDERED:
                 horizon = min(horizon, event)
-        core.clock.horizon = horizon
         self.quanta_run += 1
-        return core.run(max(1, budget))
+        return core.run(max(1, budget), horizon)
 
 
 def horizon_for(core, time: int, other_id: int) -> int:
