@@ -5,9 +5,10 @@ runs one privileged instruction LOOPS times and switches the machine off.
 It runs on a one-core machine once with the instruction's cost in [instructions] and
 once without: the difference in modeled cycles must be LOOPS times what
 the instruction costs beyond the one cycle every instruction counts (a
-delivery, which is no instruction, is charged whole). The costs must be
-the same on the C and the pure Python cost-model paths, and the same run
-twice gives the same cycles.
+delivery, which is no instruction, is charged whole), and so must each
+cost a preset cites, beside the rest of its table. The costs must be the
+same on the C and the pure Python cost-model paths, and the same run twice
+gives the same cycles.
 """
 
 import dataclasses
@@ -19,7 +20,7 @@ from unicorn import UC_HOOK_CODE
 from emulator import hitpath
 from emulator.assembler import assemble_text
 from emulator.instcost import classify, find_instruction_sites
-from emulator.interconnect.topology import generic
+from emulator.interconnect.topology import generic, list_presets, load_topology
 from emulator.machine import Machine
 from tests.test_machine import COMMON, GDT, IDT, PRELUDE
 
@@ -107,6 +108,20 @@ def test_each_privileged_instruction_costs_what_the_table_says(kind):
     assert costly - free == LOOPS * charged, (
         f"{LOOPS} x {kind} at {cost} cycles each added {costly - free} cycles, "
         f"expected {LOOPS * charged}")
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_each_cost_a_preset_cites_shows_in_the_machines_cycles(preset):
+    # The preset's whole table, against the same table without the one
+    # kind: the other kinds a guest runs (syscall beside sysret) cancel out.
+    costs = load_topology(preset).instruction_costs
+    for kind, cost in costs:
+        charged = cost if kind == "interrupt" else cost - 1
+        others = tuple((name, cycles) for name, cycles in costs if name != kind)
+        added = run(kind, costs) - run(kind, others)
+        assert added == LOOPS * charged, (
+            f"{preset}: {LOOPS} x {kind} at the cited {cost} cycles each added {added} "
+            f"cycles, expected {LOOPS * charged}")
 
 
 @pytest.mark.parametrize("kind", ["sysret", "invlpg", "interrupt"])
