@@ -124,6 +124,25 @@ def test_each_cost_a_preset_cites_shows_in_the_machines_cycles(preset):
             f"cycles, expected {LOOPS * charged}")
 
 
+# J. Stecklina's round trip through an interrupt gate, `int` and the
+# `iretq` back (x86.lol, 2019), which each preset splits between the
+# delivery and the iretq.
+MEASURED_INT_ROUND_TRIP = 614
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_an_int_and_its_iretq_cost_the_measured_round_trip_on_every_preset(preset):
+    # The delivery and the handler's `iretq` cost the measured round trip
+    # together; the run without a table already counts the iretq's one
+    # cycle (and the int's, which is no part of the delivery's charge).
+    costs = load_topology(preset).instruction_costs
+    added = run("interrupt", costs) - run("interrupt", ())
+    assert added == LOOPS * (MEASURED_INT_ROUND_TRIP - 1), (
+        f"{preset}: {LOOPS} int/iretq round trips added {added} cycles, expected "
+        f"{LOOPS * (MEASURED_INT_ROUND_TRIP - 1)} (the measured {MEASURED_INT_ROUND_TRIP} "
+        "each, less the cycle the iretq counts anyway)")
+
+
 @pytest.mark.parametrize("kind", ["sysret", "invlpg", "interrupt"])
 def test_instruction_costs_are_the_same_on_the_c_and_the_pure_path(kind, monkeypatch):
     if hitpath.why_pure() is not None:
