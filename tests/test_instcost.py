@@ -199,6 +199,6 @@ def test_the_cpu_driver_has_its_traps_and_switches_hooked():
     from tests.conftest import ROOT
     kernel = assemble_file(ROOT / "cpudriver" / "cpudriver.S", layout.KERNEL_BASE,
                            defines=layout.defines())
-    kinds = set(find_instruction_sites(kernel).values())
+    kinds = {site.kind for site in find_instruction_sites(kernel).values()}
     assert {"sysret", "iretq", "mov_cr3", "invlpg", "swapgs"} <= kinds, (
         f"the CPU driver's sites found: {sorted(kinds)}")
