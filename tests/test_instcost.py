@@ -76,12 +76,13 @@ again:
 """
 
 
-def run(kind: str, costs: tuple, setup=None) -> int:
+def run(kind: str, costs: tuple, setup=None, quantum=None) -> int:
     """Modeled cycles beyond its instruction count of core 0 running the
     `kind` guest with these costs (the last instruction, the one that
     switches the machine off, is not always counted)."""
     topology = dataclasses.replace(generic(1), instruction_costs=costs)
-    machine = Machine(topology.n_cores(), topology=topology)
+    options = {} if quantum is None else {"quantum": quantum}
+    machine = Machine(topology.n_cores(), topology=topology, **options)
     source = guest(kind).replace("PRELUDE", PRELUDE.format(n=0))
     program = assemble_text(source + COMMON, CODE)
     memory = machine.memory
@@ -175,6 +176,18 @@ def test_an_instruction_stopped_before_is_charged_once_when_it_runs():
     assert stopped - free == LOOPS * 299, (
         f"with the core stopped before invlpg three times, {LOOPS} invlpg cost "
         f"{stopped - free} cycles, expected {LOOPS * 299}")
+
+
+@pytest.mark.parametrize("quantum", [1, 2, 3, 5])
+def test_a_quantum_that_ends_before_an_instruction_in_its_block_charges_it_once(quantum):
+    # The iretq guest's loop is eight instructions in one block, iretq its
+    # last: a hook charges it as the block starts, and must not when the
+    # quantum will end first, nor twice when the next quantum runs on.
+    costs = (("iretq", 300),)
+    added = run("iretq", costs, quantum=quantum) - run("iretq", (), quantum=quantum)
+    assert added == LOOPS * 299, (
+        f"at a quantum of {quantum} instructions, {LOOPS} iretq at 300 cycles added "
+        f"{added} cycles, expected {LOOPS * 299}")
 
 
 def test_the_same_run_twice_charges_the_same_cycles():
