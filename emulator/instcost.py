@@ -24,7 +24,7 @@ How, without a Python call on every instruction (host speed):
     a block that holds the site starts somewhere in that run, and the hook
     runs once as such a block starts, charging the site if the block will
     reach it in this quantum (`Core.charge_ahead`, which takes the charge
-    back if a stop or a fault comes first). Not a code hook on the site:
+    back if the quantum ends or a fault comes first). Not a code hook on the site:
     while the core counts its quantum, the engine checks every instruction
     it runs against every code hook's range, so each one slows all of the
     core's code (measured: four code hooks on addresses never run cost the
