@@ -387,3 +387,33 @@ def test_every_preset_parameter_cites_its_source(preset):
         assert SOURCE_WORDS.search(comments), (
             f"{path.name}:{number}: {key} has no source comment above it or beside it "
             "(say which measurement or document the number comes from)")
+
+
+def comment_paragraphs(path, section):
+    """The comment paragraphs (blank-line separated) of one [section] of a topology file."""
+    paragraphs, current, inside = [], [], False
+    for line in path.read_text().splitlines() + [""]:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped == section
+        elif inside and stripped.startswith("#"):
+            current.append(stripped.lstrip("# "))
+            continue
+        if current:
+            paragraphs.append(" ".join(current))
+            current = []
+    return paragraphs
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_instruction_a_preset_leaves_at_one_cycle_says_no_source_was_found(preset):
+    from emulator.interconnect.topofile import INSTRUCTION_KEYS
+    path = PRESET_DIR / f"{preset}.toml"
+    unset = [key for key in INSTRUCTION_KEYS
+             if key not in dict(load_topology(preset).instruction_costs)]
+    notes = [p for p in comment_paragraphs(path, "[instructions]") if p.startswith("Not listed")]
+    assert notes, f"{path.name}: [instructions] has no 'Not listed ...' note for {unset}"
+    for key in unset:
+        assert re.search(rf"\b{key}\b", notes[0]) and "found" in notes[0], (
+            f"{path.name}: {key} costs one cycle, but the 'Not listed' note does not name it "
+            "and say that no source for it was found")

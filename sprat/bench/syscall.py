@@ -14,8 +14,9 @@ and divides the difference by N, so that booting and exiting cancel out:
 
 sprat charges an instruction one cycle, and a privileged instruction or a
 trap's delivery what the machine's [instructions] table says (its preset
-cites each figure: syscall, sysret and invlpg on the paper's machines; the
-rest cost their one cycle, for want of a source). The privileged column is
+cites each figure: syscall, sysret, iretq, mov cr3, invlpg and a trap's
+delivery on the paper's machines; wrmsr and swapgs cost their one cycle,
+for want of a source). The privileged column is
 the part of the cycles those charges make; the rest is the CPU driver's
 instructions. Compare the rows with each other, and with the paper's
 column for scale.

@@ -102,7 +102,7 @@ def run(args) -> int:
          lmp_headers, [[row[h] for h in lmp_headers] for row in lmp_rows],
          ["paper_lrpc_cycles: the paper's Table 1 (LRPC on one core), for scale",
           "privileged_cycles: the part charged for traps and privileged instructions, from "
-          "each preset's [instructions] table (syscall, sysret, invlpg; the rest 1 cycle)"])
+          "each preset's [instructions] table (`sprat topology show T` lists it)"])
     emit(args, "host speed: urpc_stream.S on two cores",
          ["host_msgs_per_s", "mips_model_on", "mips_model_off"],
          [[host["host_msgs_per_s"], host["mips_model_on"], host["mips_model_off"]]],
