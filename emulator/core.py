@@ -137,7 +137,8 @@ class Core:
         self.delivery_cycles = 0       # their instructions (emulator/instcost.py)
         self.user_faults = []          # (vector, rip, error code, cr2) of each exception
                                        # taken in ring 3, for the run's report
-        self._charged_here = (0, 0)    # (unicorn's count, cycles) charged before an instruction
+        self._charged_ahead = []       # (unicorn's count, cycles) of instructions charged
+                                       # before they ran (emulator/instcost.py)
         self._undo = []                # (physical address, bytes) of stores deferred this quantum
         self.journal = None            # told of every run and interrupt check: time
                                        # travel's record (emulator/debug/timetravel.py)
@@ -175,12 +176,16 @@ class Core:
         return 1
 
     def _on_interrupt(self, uc, vector, _):
+        # a fault cuts its block short: what was charged for the rest of it
+        # (emulator/instcost.py), the faulting instruction on, did not run
+        self._take_back_charges(self._emu_counter.value)
         self.context.save()
         software = self.context.read_i32(EXCEPTION_IS_INT) == 1
         error_code = self.context.read_i32(ERROR_CODE) & 0xFFFF_FFFF
         self._deliver(vector, error_code, software)
 
     def _on_invalid_instruction(self, uc, _):
+        self._take_back_charges(self._emu_counter.value)
         vector = privilege.invalid_opcode_vector(self)
         self._deliver(vector, 0 if vector == traps.GENERAL_PROTECTION else None, False)
         return True     # go on, at the handler
@@ -303,19 +308,31 @@ class Core:
         else:
             self.cycles += cycles
 
-    def charge_this_instruction(self, cycles: int) -> None:
-        """From a code hook: the instruction about to run costs `cycles` more.
+    def charge_ahead(self, instructions: int, cycles: int) -> None:
+        """From a block hook: the block's `instructions`-th instruction (the
+        first is 1) costs `cycles` more.
 
-        Not if it will not run in this quantum (unicorn counted it past the
-        end); and stop_before_this_instruction takes the charge back, so an
-        instruction that a later hook stops before is charged once, when
-        it runs.
+        Not if it will not run in this quantum; and if the quantum ends or
+        a fault comes before it, the charge is taken back
+        (_take_back_charges), so an instruction is charged once, when it
+        runs.
         """
-        counter = self._emu_counter.value
-        if counter > self.clock.quantum:
+        counter = self._emu_counter.value       # the instructions run before the block
+        index = counter + instructions
+        if index > self.clock.quantum:
             return
         self.charge(cycles)
-        self._charged_here = (counter, cycles)
+        self._charged_ahead = [entry for entry in self._charged_ahead if entry[0] > counter]
+        self._charged_ahead.append((index, cycles))
+
+    def _take_back_charges(self, first: int) -> None:
+        """Take back what was charged ahead for the instructions from
+        unicorn's count `first` on: they will not run in this quantum."""
+        for index, cycles in self._charged_ahead:
+            if index >= first:
+                self.clock.charged -= cycles
+                self.stats.privileged_cycles -= cycles
+        self._charged_ahead = [entry for entry in self._charged_ahead if entry[0] < first]
 
     # --- Power and interrupts -------------------------------------------------
     def start(self, rip: int, at_cycle: int) -> None:
@@ -411,11 +428,6 @@ class Core:
         (verified by experiment): the quantum is cut to the ones before it.
         """
         self.clock.quantum = min(self.clock.quantum, self._emu_counter.value - 1)
-        counter, cycles = self._charged_here
-        if counter == self._emu_counter.value:        # charged, but it will not run now
-            self.clock.charged -= cycles
-            self.stats.privileged_cycles -= cycles
-        self._charged_here = (0, 0)
         self.request_stop()
 
     def stop_after_this_instruction(self) -> None:
@@ -444,8 +456,9 @@ class Core:
         anyway. `store`: its physical address; its `size` bytes are put
         back when the quantum ends, before any other core runs.
         """
-        at, cycles = self._charged_here
-        began = self.now() - 1 - (cycles if at == self._emu_counter.value else 0)
+        counter = self._emu_counter.value
+        ahead = sum(cycles for index, cycles in self._charged_ahead if index >= counter)
+        began = self.now() - 1 - ahead         # the clock the core stops with
         if began < self.clock.horizon:
             return False
         if store is not None:
@@ -473,7 +486,7 @@ class Core:
         clock.charged = 0
         clock.horizon = horizon
         clock.served = 0
-        self._charged_here = (0, 0)
+        self._charged_ahead = []
         self._stop_requested = False
         self._in_quantum = True
         try:
@@ -488,6 +501,7 @@ class Core:
             self.memory.write(address, data)
         # clock.quantum, not quantum: a debugger stop may have cut it short.
         retired = retired_instructions(self.uc, clock.quantum)
+        self._take_back_charges(retired + 1)    # charged ahead, but the quantum ended first
         self.stats.instructions += retired
         self.cycles += retired * self.clock_ratio + clock.charged
         clock.charged = 0
