@@ -24,7 +24,7 @@ MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins
 # there; one hop apart the cache line transfers dominate.
 LATENCY_BOUNDS = ((0, "cores 0 and 1 (sharing a cache)", 1.5), (2, "cores 2 and 4 (one hop)", 1.25))
 LINES_BOUND = 1.25            # student / reference, cache lines moved per message
-TORN_QUANTUM = 1_000          # with a seed: turns of 1 to 1,000 instructions
+TORN_QUANTUM = 100            # with a seed: turns of 1 to 100 instructions
 LINES_QUANTUM = 100           # at 10,000 one quantum spans many messages and hides a line's moves
 TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
                "urpc_received": "just after the payload is copied out"}
