@@ -391,6 +391,10 @@ class Core:
         self._deliver(vector, None, False)
         return True
 
+    def masked_interrupt_due(self) -> bool:
+        """Is an interrupt due that the core does not take yet (IF clear)?"""
+        return bool(self._pending) and self._pending[0][0] <= self.cycles
+
     def _alive(self) -> bool:
         return self.state in (CoreState.RUNNING, CoreState.HALTED, CoreState.WAITING)
 

@@ -116,6 +116,11 @@ class Scheduler:
         if core.state is not CoreState.RUNNING:
             return 0
         budget = self._turn() if limit is None else min(self._turn(), limit)
+        if core.masked_interrupt_due():
+            # Due but masked (IF clear, or right after sti): it is taken at
+            # the first instruction boundary that allows it, whatever the
+            # quantum, so the core goes one instruction at a time till then.
+            budget = 1
         chosen, horizon = self._horizon
         self._horizon = None, UNORDERED
         # A core run otherwise than as next_core's choice (a debugger's step)
