@@ -29,7 +29,10 @@
  *   - count hits, transfers, memory fills, invalidations and causality
  *     waits, for the core and for the line, as the directory does;
  *   - a read: remember (line, its writes so far) for parking (cost.py);
- *   - a write: record when it completes and by whom, count the write.
+ *   - a write: record when it completes and by whom, count the write;
+ *   - an instruction begun at or past the core's horizon: before its first
+ *     tracked access, cost.py's defer() may stop the core before it, and
+ *     nothing of that access is served or recorded.
  *
  * A write goes through the core's store buffer: buffered_store() below
  * mirrors StoreBuffer.store in emulator/interconnect/storebuffer.py (read
@@ -79,8 +82,9 @@ struct clock {                   /* a core's clock during a quantum: SharedClock
     int64_t quantum;             /* instructions the quantum may run */
     int64_t charged;             /* cycles the cost model charged in it */
     const uint64_t *emu_counter; /* unicorn's count of instructions in it */
-    int64_t horizon;             /* the earliest time another core is ready */
-    uint64_t *limit;             /* unicorn's instruction limit (cpustate.py, EMU_COUNT) */
+    int64_t horizon;             /* no tracked access by an instruction begun from
+                                    this time on (core.py, Clock) */
+    uint64_t served;             /* *emu_counter at the last tracked access served */
 };
 
 struct line {                    /* a directory entry: SharedLine, hitpath.py */
@@ -152,6 +156,7 @@ struct store_buffer {            /* a core's outstanding stores: StoreBuffer, st
     int64_t undo_address;        /* bytes a load read from a stale copy: the */
     int64_t undo_size;           /* present, put back once it has read them */
     uint8_t undo[LINE_BYTES];
+    int64_t latest;              /* when its latest tracked access began */
 };
 
 struct pause_hook {              /* one core's hook on its `pause` sites: PauseHook */
@@ -176,6 +181,7 @@ struct window {                  /* one core's hook on one tracked range: Window
     int64_t core;
     PyObject *wake;              /* cost.py's wake(line): wakes the cores parked on it */
     PyObject *charge;            /* cost.py's charge(write, address, size, now) */
+    PyObject *defer;             /* cost.py's defer(address, size, write): stop before */
 };
 
 /* --- The directory's rules (a mirror of coherence.py) --------------------- */
@@ -410,15 +416,17 @@ static void hide(struct store_buffer *b, struct hidden_line *h, int64_t me, uint
 
 /* StoreBuffer.store: the cycles to charge for a store of `size` bytes at
  * `address` (in `line`) begun at `now` by the instruction `stamp`; `h` the
- * line's hidden record, or NULL. */
+ * line's hidden record, or NULL; no core acts before `seen` any more. */
 static int64_t buffered_store(struct store_buffer *b, struct directory *d, int64_t me,
                               struct line *line, struct hidden_line *h, uint64_t address,
-                              int size, int64_t now, int64_t stamp)
+                              int size, int64_t now, int64_t stamp, int64_t seen)
 {
     uint64_t others = line->sharers & ~((uint64_t)1 << me);
     int64_t cycles, stall, done;
 
-    if (stamp == b->locked_at || !b->outstanding) {   /* locked, or no buffer: wait */
+    if (h != NULL)
+        make_room_to_hide(b, seen);
+    if (stamp == b->locked_at) {                     /* locked: it waits */
         cycles = serve_here(d, me, line, 1, now);
     } else if ((line->sharers >> me & 1) && line->owner == me
             && (line->owner_state == L'M' || line->owner_state == L'E')) {
@@ -452,15 +460,6 @@ static int64_t now(const struct clock *clock)
     if (ran > (uint64_t)clock->quantum)
         ran = (uint64_t)clock->quantum;
     return clock->start + (int64_t)ran + clock->charged;
-}
-
-/* core.stop_after_this_instruction in emulator/core.py: the quantum ends
- * once this instruction is done. */
-static void stop_after_this_instruction(struct clock *clock)
-{
-    if ((int64_t)*clock->emu_counter < clock->quantum)
-        clock->quantum = (int64_t)*clock->emu_counter;
-    *clock->limit = (uint64_t)clock->quantum;
 }
 
 /* Watch.add in emulator/hitpath.py. */
@@ -508,8 +507,7 @@ static void on_access(void *uc, int type, uint64_t address, int size,
     uint64_t key = address >> LINE_SHIFT;
     uint64_t index = key - w->first_line;      /* wraps to huge if below the range */
     struct line *line = NULL;
-    int64_t cycles;
-    uint64_t waited;
+    int64_t cycles, start;
 
     /* The record of a line the directory holds (it sets owner_state, 'I' at
      * least, when it takes the record: coherence.py, _new_line). */
@@ -519,17 +517,11 @@ static void on_access(void *uc, int type, uint64_t address, int size,
 
     /* A load by a core that may read a stale copy (storebuffer.py,
      * Visibility.load): Python. */
-    if (line != NULL && w->hidden != NULL) {
-        struct hidden_line *h = &w->hidden[index];
-        if (write) {        /* no core acts before the quantum's start or its horizon */
-            make_room_to_hide(w->buffer, w->clock->horizon < w->clock->start
-                                         ? w->clock->horizon : w->clock->start);
-        } else if (h->cores >> w->core & 1) {
-            if (h->until <= now(w->clock))      /* it sees everything there from now on */
-                h->cores &= ~((uint64_t)1 << w->core);
-            else
-                line = NULL;
-        }
+    if (line != NULL && !write && w->hidden != NULL && (w->hidden[index].cores >> w->core & 1)) {
+        if (w->hidden[index].until <= now(w->clock))   /* it sees all there from now on */
+            w->hidden[index].cores &= ~((uint64_t)1 << w->core);
+        else
+            line = NULL;
     }
     if (line == NULL) {
         /* New to the directory, two lines at once, outside the window, or
@@ -539,18 +531,27 @@ static void on_access(void *uc, int type, uint64_t address, int size,
         call_python(w->charge, 4, args);
         return;
     }
-    waited = w->directory->waits[w->core];
+    /* Ordered (cost.py's charge): an instruction begun past the horizon
+     * makes no access to a tracked line before the cores ready earlier
+     * have made theirs; Python ends the quantum before the instruction. */
+    start = now(w->clock);
+    if (start - 1 >= w->clock->horizon && w->clock->served != *w->clock->emu_counter) {
+        int64_t args[3] = {(int64_t)address, size, write};
+        call_python(w->defer, 3, args);
+        if (*w->clock->emu_counter > (uint64_t)w->clock->quantum)
+            return;                            /* deferred: it runs again later */
+    }
+    w->clock->served = *w->clock->emu_counter;
+    w->buffer->latest = start - 1;
     if (write)
         cycles = buffered_store(w->buffer, w->directory, w->core, line,
                                 w->hidden != NULL ? &w->hidden[index] : NULL, address, size,
-                                now(w->clock), w->clock->start + (int64_t)*w->clock->emu_counter);
+                                start, w->clock->start + (int64_t)*w->clock->emu_counter,
+                                w->clock->horizon - 1 < w->clock->start ? w->clock->horizon - 1
+                                                                        : w->clock->start);
     else
-        cycles = serve_here(w->directory, w->core, line, 0, now(w->clock));
+        cycles = serve_here(w->directory, w->core, line, 0, start);
     w->clock->charged += cycles;
-    /* It waited for another core past the time a third is ready: let that
-     * one run first (cost.py's charge(); emulator/scheduler.py, "Yielding"). */
-    if (w->directory->waits[w->core] != waited && now(w->clock) > w->clock->horizon)
-        stop_after_this_instruction(w->clock);
     if (!write) {
         watch(w->watch, key, line->writes);
     } else if (w->parked[index]) {
@@ -665,10 +666,10 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnnn)"
-        " s:(nnnnnnnnnnnnnnnn) s:(nnnnnnn) s:(nnn)}",
+        "{s:(nnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnnnn)"
+        " s:(nnnnnnnnnnnnnnnnn) s:(nnnnnnn) s:(nnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
-        AT(clock, charged), AT(clock, emu_counter), AT(clock, horizon), AT(clock, limit),
+        AT(clock, charged), AT(clock, emu_counter), AT(clock, horizon), AT(clock, served),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
         AT(line, owner_state), AT(line, home), AT(line, written_at), AT(line, writer), AT(line, busy_from),
         AT(line, busy_until), AT(line, busy_read), AT(line, hits),
@@ -687,13 +688,13 @@ static PyObject *layouts(void)
         "window", (Py_ssize_t)sizeof(struct window), AT(window, lines), AT(window, parked),
         AT(window, hidden), AT(window, first_line), AT(window, n_lines), AT(window, directory), AT(window, clock),
         AT(window, watch), AT(window, buffer), AT(window, core), AT(window, wake),
-        AT(window, charge),
+        AT(window, charge), AT(window, defer),
         "store_buffer", (Py_ssize_t)sizeof(struct store_buffer), AT(store_buffer, outstanding),
         AT(store_buffer, head), AT(store_buffer, count), AT(store_buffer, last),
         AT(store_buffer, locked_at), AT(store_buffer, done), AT(store_buffer, memory),
         AT(store_buffer, sequence), AT(store_buffer, floor), AT(store_buffer, kept_head), AT(store_buffer, kept_count),
         AT(store_buffer, kept), AT(store_buffer, undo_address), AT(store_buffer, undo_size),
-        AT(store_buffer, undo),
+        AT(store_buffer, undo), AT(store_buffer, latest),
         "hidden_store", (Py_ssize_t)sizeof(struct hidden_store), AT(hidden_store, address),
         AT(hidden_store, size), AT(hidden_store, done), AT(hidden_store, stale),
         AT(hidden_store, seq), AT(hidden_store, old),

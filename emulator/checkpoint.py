@@ -244,18 +244,14 @@ def _restore_cost(cost, state: tuple) -> None:
         cost.waiters[line] = [cost.machine.cores[core] for core in cores]
 
 
-def _take_hidden(visibility) -> tuple | None:
+def _take_hidden(visibility) -> tuple:
     """What the store buffers hide, beyond the buffers themselves: which
     cores may be stale on each line, the floor and the count of stores."""
-    if visibility is None:
-        return None
     return ([bytes(lines) for _, _, lines in visibility._windows],
             visibility.floor.value, visibility.sequence.value)
 
 
 def _restore_hidden(visibility, hidden) -> None:
-    if visibility is None:
-        return
     windows, visibility.floor.value, visibility.sequence.value = hidden
     for (_, _, lines), data in zip(visibility._windows, windows):
         ctypes.memmove(ctypes.addressof(lines), data, len(data))

@@ -72,21 +72,25 @@ class CoreState(enum.Enum):
 
 
 NO_HORIZON = 1 << 62          # no other core is ready: nothing to yield to
+UNORDERED = NO_HORIZON + 1    # a run that keeps no order (a seed's, a debugger's
+                              # step, a replay): nothing lowers its horizon
 
 
 class Clock:
-    """What `now()` needs during a quantum, besides unicorn's instruction count,
-    and the horizon: the earliest time another core is ready to run (the
-    cost model ends the quantum of a core that waited for another core's
-    write past it: emulator/scheduler.py, "Yielding")."""
+    """What `now()` needs during a quantum, besides unicorn's instruction
+    count, and what the cost model needs to keep the directory's order:
+    the horizon, and the instruction that was served last."""
 
-    __slots__ = ("start", "quantum", "charged", "horizon")
+    __slots__ = ("start", "quantum", "charged", "horizon", "served")
 
     def __init__(self):
         self.start = 0        # `cycles` when this quantum began
         self.quantum = 0      # instructions this quantum may run
         self.charged = 0      # cycles the cost model charged in it
+        # An instruction begun at this modeled time or later touches no
+        # tracked line: another core comes first (emulator/scheduler.py).
         self.horizon = NO_HORIZON
+        self.served = 0       # unicorn's count at the last tracked access served
 
 
 @dataclass
@@ -133,7 +137,9 @@ class Core:
         self.delivery_cycles = 0       # their instructions (emulator/instcost.py)
         self.user_faults = []          # (vector, rip, error code, cr2) of each exception
                                        # taken in ring 3, for the run's report
-        self._charged_here = (0, 0)    # (unicorn's count, cycles) charged before an instruction
+        self._charged_ahead = []       # (unicorn's count, cycles) of instructions charged
+                                       # before they ran (emulator/instcost.py)
+        self._undo = []                # (physical address, bytes) of stores deferred this quantum
         self.journal = None            # told of every run and interrupt check: time
                                        # travel's record (emulator/debug/timetravel.py)
         self._install_hooks()
@@ -170,12 +176,16 @@ class Core:
         return 1
 
     def _on_interrupt(self, uc, vector, _):
+        # a fault cuts its block short: what was charged for the rest of it
+        # (emulator/instcost.py), the faulting instruction on, did not run
+        self._take_back_charges(self._emu_counter.value)
         self.context.save()
         software = self.context.read_i32(EXCEPTION_IS_INT) == 1
         error_code = self.context.read_i32(ERROR_CODE) & 0xFFFF_FFFF
         self._deliver(vector, error_code, software)
 
     def _on_invalid_instruction(self, uc, _):
+        self._take_back_charges(self._emu_counter.value)
         vector = privilege.invalid_opcode_vector(self)
         self._deliver(vector, 0 if vector == traps.GENERAL_PROTECTION else None, False)
         return True     # go on, at the handler
@@ -298,19 +308,31 @@ class Core:
         else:
             self.cycles += cycles
 
-    def charge_this_instruction(self, cycles: int) -> None:
-        """From a code hook: the instruction about to run costs `cycles` more.
+    def charge_ahead(self, instructions: int, cycles: int) -> None:
+        """From a block hook: the block's `instructions`-th instruction (the
+        first is 1) costs `cycles` more.
 
-        Not if it will not run in this quantum (unicorn counted it past the
-        end); and stop_before_this_instruction takes the charge back, so an
-        instruction that a later hook stops before is charged once, when
-        it runs.
+        Not if it will not run in this quantum; and if the quantum ends or
+        a fault comes before it, the charge is taken back
+        (_take_back_charges), so an instruction is charged once, when it
+        runs.
         """
-        counter = self._emu_counter.value
-        if counter > self.clock.quantum:
+        counter = self._emu_counter.value       # the instructions run before the block
+        index = counter + instructions
+        if index > self.clock.quantum:
             return
         self.charge(cycles)
-        self._charged_here = (counter, cycles)
+        self._charged_ahead = [entry for entry in self._charged_ahead if entry[0] > counter]
+        self._charged_ahead.append((index, cycles))
+
+    def _take_back_charges(self, first: int) -> None:
+        """Take back what was charged ahead for the instructions from
+        unicorn's count `first` on: they will not run in this quantum."""
+        for index, cycles in self._charged_ahead:
+            if index >= first:
+                self.clock.charged -= cycles
+                self.stats.privileged_cycles -= cycles
+        self._charged_ahead = [entry for entry in self._charged_ahead if entry[0] < first]
 
     # --- Power and interrupts -------------------------------------------------
     def start(self, rip: int, at_cycle: int) -> None:
@@ -369,6 +391,10 @@ class Core:
         self._deliver(vector, None, False)
         return True
 
+    def masked_interrupt_due(self) -> bool:
+        """Is an interrupt due that the core does not take yet (IF clear)?"""
+        return bool(self._pending) and self._pending[0][0] <= self.cycles
+
     def _alive(self) -> bool:
         return self.state in (CoreState.RUNNING, CoreState.HALTED, CoreState.WAITING)
 
@@ -406,11 +432,6 @@ class Core:
         (verified by experiment): the quantum is cut to the ones before it.
         """
         self.clock.quantum = min(self.clock.quantum, self._emu_counter.value - 1)
-        counter, cycles = self._charged_here
-        if counter == self._emu_counter.value:        # charged, but it will not run now
-            self.clock.charged -= cycles
-            self.stats.privileged_cycles -= cycles
-        self._charged_here = (0, 0)
         self.request_stop()
 
     def stop_after_this_instruction(self) -> None:
@@ -424,23 +445,52 @@ class Core:
         set_instruction_limit(self.uc, self.clock.quantum)
         self._stop_requested = True
 
+    def defer_this_instruction(self, store: int | None = None, size: int = 0) -> bool:
+        """From a cost model hook: end the quantum before this instruction if
+        it began past the horizon (Clock.horizon: another core is ready
+        first, emulator/scheduler.py); it runs again when the core does.
+        False, and nothing done, if it did not.
+
+        The cost model calls it before an instruction's first access to a
+        tracked line, and before a `pause` that may park. Unicorn stopped
+        from a memory hook leaves the core as a page fault at that access
+        would, RIP on the instruction, and x86 makes every instruction
+        restartable from there. All but one thing (verified by experiment,
+        DESIGN.md section 6): the store the hook was called for is made
+        anyway. `store`: its physical address; its `size` bytes are put
+        back when the quantum ends, before any other core runs.
+        """
+        counter = self._emu_counter.value
+        ahead = sum(cycles for index, cycles in self._charged_ahead if index >= counter)
+        began = self.now() - 1 - ahead         # the clock the core stops with
+        if began < self.clock.horizon:
+            return False
+        if store is not None:
+            self._undo.append((store, self.memory.read(store, size)))
+        self.stop_before_this_instruction()
+        return True
+
     # --- Running ----------------------------------------------------------------
-    def run(self, quantum: int) -> int:
-        """Run at most `quantum` instructions; return how many retired."""
+    def run(self, quantum: int, horizon: int = UNORDERED) -> int:
+        """Run at most `quantum` instructions; return how many retired.
+        `horizon`: see Clock (the scheduler's; a debugger's step or a replay
+        runs its instructions, whoever else is ready)."""
         if self.journal is None:
-            return self._run(quantum)
+            return self._run(quantum, horizon)
         at, running = self.cycles, self.state
-        retired = self._run(quantum)
+        retired = self._run(quantum, horizon)
         self.journal.ran(self, at, retired, parked=self.state is not running
                          and self.state is CoreState.WAITING)
         return retired
 
-    def _run(self, quantum: int) -> int:
+    def _run(self, quantum: int, horizon: int) -> int:
         clock = self.clock
         clock.start = self.cycles       # `cycles` does not move during a quantum
         clock.quantum = quantum
         clock.charged = 0
-        self._charged_here = (0, 0)
+        clock.horizon = horizon
+        clock.served = 0
+        self._charged_ahead = []
         self._stop_requested = False
         self._in_quantum = True
         try:
@@ -450,19 +500,21 @@ class Core:
                 self.fail(f"unicorn stopped at RIP {self.rip:#x}: {error}")
         finally:
             self._in_quantum = False
+        while self._undo:                  # a deferred store, made all the same: unmake it
+            address, data = self._undo.pop()
+            self.memory.write(address, data)
         # clock.quantum, not quantum: a debugger stop may have cut it short.
         retired = retired_instructions(self.uc, clock.quantum)
+        self._take_back_charges(retired + 1)    # charged ahead, but the quantum ended first
         self.stats.instructions += retired
         self.cycles += retired * self.clock_ratio + clock.charged
         clock.charged = 0
         if self._pending_fault is not None:
             self._raise_pending_fault()
         # The counter passes `quantum` only when the quantum ran out; if it did
-        # not, unicorn stopped by itself: `hlt` (even as the quantum's last one),
-        # unless a hook cut the quantum short (the C memory hook does so
-        # without setting _stop_requested: emulator/scheduler.py, "Yielding").
+        # not, unicorn stopped by itself: `hlt` (even as the quantum's last one).
         if self._emu_counter.value <= quantum and not self._stop_requested \
-                and clock.quantum == quantum and self._halted_here():
+                and self._halted_here():
             self.state = CoreState.HALTED
         return retired
 

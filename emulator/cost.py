@@ -35,9 +35,29 @@ connects them to the cores:
     that time either (`core.not_before`, the scheduler's ready time): its
     read cannot reach the writer before then, so the writer's further
     stores to the line, earlier in modeled time, find the line still its
-    own, at any quantum. Unicorn cannot hook an opcode,
+    own; the writer's accesses after that time wait for the woken core's
+    (Ordering, below). Unicorn cannot hook an opcode,
     so the loader tells us where the `pause` instructions are
     (`add_pause_sites`).
+
+  * Ordering. The directory must see the accesses to a line in the order
+    of their modeled times (coherence.py, "Ordering"), but cores run one
+    after another, a quantum each, and a core's clock runs ahead of the
+    others' during its quantum. So the scheduler gives the core it runs a
+    horizon (core.clock.horizon, emulator/scheduler.py): the modeled time
+    from which another core comes first. An instruction that begins at or
+    past it does not touch a tracked line: at its first access to one the
+    core stops before the instruction (core.defer_this_instruction), and
+    runs it again when its turn comes, after the cores ready before it
+    have made their accesses. A `pause` that may park waits so too:
+    whether a write came after the poll's reads is known only then. A
+    write that wakes a parked core, or an IPI, lowers the writer's horizon
+    to the time the other core is ready (`lower_horizon`). Every other
+    instruction runs on past the horizon, since no other core sees what it
+    does, so a quantum ends early only where cores meet. The result is
+    what a quantum of one instruction gives, at any quantum (the tests:
+    tests/test_ordering.py, and the URPC and shootdown latencies at quanta
+    1 to 10,000). A seeded schedule keeps no horizon (scheduler.py says why).
 
   * Speed. Crossing from unicorn into Python costs more than charging an
     access. So when emulator/_hitpath.c is built, its C functions are the
@@ -57,8 +77,13 @@ connects them to the cores:
     (emulator/interconnect/storebuffer.py says what is modeled and why).
     Every write to a tracked line goes through the core's StoreBuffer,
     and the loader tells us where the draining instructions are
-    (`add_fence_sites`), as it does for `pause`. (For now it is off:
-    storebuffer.ENABLED says why; then a store waits for its line.)
+    (`add_fence_sites`), as it does for `pause`. Until it commits, a
+    store is hidden from the cores whose copy of the line it took: a load
+    by one of them reads its stale copy, the bytes before the store
+    (storebuffer.Visibility, which the C hook leaves such loads to; a hook
+    after each read puts the present back). A core that read a stale copy
+    and pauses is not parked on it (the write is made) but runs again
+    once its copy is gone, as a woken core would.
 
   * Listening. `observe(listener)` reports every load and store on the
     tracked lines to `listener(core, write, address, size, value)` (the
@@ -75,13 +100,12 @@ from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_AFTER, UC_
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
-from emulator.core import CoreState
-from emulator.core import NO_HORIZON
-from emulator.cpustate import EMU_COUNT, emu_counter
+from emulator.core import NO_HORIZON, UNORDERED, CoreState
+from emulator.cpustate import emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
 from emulator.instcost import InstructionCosts
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
-from emulator.interconnect import storebuffer
+from emulator.scheduler import horizon_for
 from emulator.interconnect.storebuffer import (LOCKED, StoreBuffer, Visibility, fence_kind,
                                                spec_for)
 
@@ -99,25 +123,22 @@ class CostModel:
         # serves accesses too; the pure Python path keeps them in Python
         # objects, which Python reads faster.
         in_c = self.hit_path == "C"
-        # Reads of one line merge at its ordering point (coherence.py,
-        # "Ordering"): readers woken by one write are then served alike
-        # whatever order the scheduler runs them in.
+        # Whether reads of one line merge at its ordering point is the
+        # machine family's (the topology's [protocol] merge_reads).
         self.directory = CoherenceDirectory(topology, counters=hitpath.counters if in_c else None,
-                                            merge_reads=True, memory_size=machine.memory.size)
+                                            merge_reads=topology.merge_reads,
+                                            memory_size=machine.memory.size)
         self._shared_directory = hitpath.share(self.directory) if in_c else None
         if in_c:
             for core in machine.cores:      # the clocks too, before anything reads them
                 core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)),
-                                         horizon=NO_HORIZON, limit=core.uc._uch.value + EMU_COUNT)
+                                         horizon=NO_HORIZON)
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
         spec = spec_for(topology)
-        self.store_buffering = storebuffer.ENABLED
         self.store_buffers = [StoreBuffer() for _ in machine.cores]
-        self.visibility = Visibility(machine.memory, self.store_buffers) \
-            if self.store_buffering else None
+        self.visibility = Visibility(machine.memory, self.store_buffers)
         for core, buffer in zip(machine.cores, self.store_buffers):
-            buffer.attach(core.id, self.directory, spec, enabled=self.store_buffering,
-                          visibility=self.visibility)
+            buffer.attach(core.id, self.directory, spec, visibility=self.visibility)
         self.stale_until = [0] * len(machine.cores)   # a stale copy read since the last pause
         self.fence_sites = set()
         self.windows = []                 # (physical, size)
@@ -136,36 +157,34 @@ class CostModel:
         self.windows.append((physical, size))
         first = physical >> LINE_SHIFT
         n_lines = ((physical + size - 1) >> LINE_SHIFT) - first + 1
-        hidden = None if self.visibility is None else self.visibility.add_window(first, n_lines)
+        hidden = self.visibility.add_window(first, n_lines)
         if self.hit_path == "C":
             lines, parked = (SharedLine * n_lines)(), (ctypes.c_int32 * n_lines)()
             self.directory.keep_lines_in(first, lines)
             self._parked.append((first, first + n_lines, parked))
         for core in self.machine.cores:
-            charge, wake = self._python_hook(core)
+            charge, wake, defer = self._python_hook(core)
             buffer = self.store_buffers[core.id]
             if self.hit_path == "C":
                 window = Window(lines=ctypes.addressof(lines), parked=ctypes.addressof(parked),
-                                hidden=0 if hidden is None else ctypes.addressof(hidden),
+                                hidden=ctypes.addressof(hidden),
                                 first_line=first, n_lines=n_lines,
                                 directory=ctypes.addressof(self._shared_directory),
                                 clock=ctypes.addressof(core.clock),
                                 watch=ctypes.addressof(self.watches[core.id]),
                                 buffer=ctypes.addressof(buffer),
-                                core=core.id, wake=wake, charge=charge)
+                                core=core.id, wake=wake, charge=charge, defer=defer)
                 self._keep.append(window)
                 hitpath.add_hook(core.uc, window, physical, physical + size - 1)
-                if hidden is not None:
-                    hitpath.add_restore_hook(core.uc, buffer, physical, physical + size - 1)
+                hitpath.add_restore_hook(core.uc, buffer, physical, physical + size - 1)
                 continue
-            if hidden is not None:
-                # After a load that read a stale copy, the present goes back.
-                restore = HOOK_MEM_ACCESS_CFUNC(
-                    lambda _uc, _kind, _address, _size, _value, _data, buffer=buffer:
-                    buffer.restore())
-                self._keep.append(restore)
-                core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ_AFTER, restore,
-                                         physical, physical + size - 1)
+            # After a load that read a stale copy, the present goes back.
+            restore = HOOK_MEM_ACCESS_CFUNC(
+                lambda _uc, _kind, _address, _size, _value, _data, buffer=buffer:
+                buffer.restore())
+            self._keep.append(restore)
+            core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ_AFTER, restore,
+                                     physical, physical + size - 1)
             # A raw ctypes callback, not the binding's hook_add: this runs on
             # every access, and the binding's wrapper costs a third again as
             # much as the work.
@@ -223,22 +242,29 @@ class CostModel:
         store = buffer.store
         visibility = self.visibility
         writes = self.directory.writes
-        waits = self.directory.waits
         waiters = self.waiters
         watch = self.watches[core.id]
         clock = core.clock
+        counter = core._emu_counter
+        defer = core.defer_this_instruction
         core_id = core.id
         mask = 1 << core_id
-        instructions = core._emu_counter
 
         def charge(write, address, size, now):
             try:
-                waited = waits[core_id]
                 line = address >> LINE_SHIFT
                 last = (address + size - 1) >> LINE_SHIFT      # line + 1 if it straddles two
-                stamp = clock.start + instructions.value       # the instruction (StoreBuffer.store)
+                # Ordered: an instruction begun past the horizon makes no
+                # access to a tracked line before the cores ready earlier
+                # have made theirs (see "Ordering" above).
+                if now - 1 >= clock.horizon and clock.served != counter.value \
+                        and defer(address if write else None, size):
+                    return
+                clock.served = counter.value
+                buffer.latest = now - 1             # when the instruction began (Visibility)
+                stamp = clock.start + counter.value     # the instruction (StoreBuffer.store)
                 stale = {}
-                if not write and visibility is not None and stamp != buffer.locked_at \
+                if not write and stamp != buffer.locked_at \
                         and any(visibility.line(key).cores & mask for key in range(line, last + 1)):
                     # A woken core acts no earlier than not_before (_wake).
                     stale = visibility.load(core_id, address, size, max(now, core.not_before))
@@ -248,24 +274,20 @@ class CostModel:
                         end = min(address + size, (line + 1) << LINE_SHIFT)
                         # No core acts before this quantum's start or its horizon.
                         cycles = store(begin, end - begin, now, stamp,
-                                       min(clock.start, clock.horizon))
+                                       min(clock.start, clock.horizon - 1))
                     elif line in stale:       # its copy, which a store is on its way to take
                         cycles = self.directory.stale_hit(core_id, line << LINE_SHIFT)
                         self.stale_until[core_id] = max(self.stale_until[core_id], stale[line])
                     else:
                         cycles = access(core_id, line << LINE_SHIFT, False, now)
                     clock.charged += cycles
-                    if not write:
-                        watch.add(line, writes(line))
+                    if not write:       # a stale copy has not seen the line's last write
+                        watch.add(line, writes(line) - (line in stale))
                     elif line in waiters:
                         self._wake(line, core)
                     if line == last:
                         break
                     line, now = line + 1, now + cycles
-                # It waited for another core past the time a third is ready:
-                # let that one run first (emulator/scheduler.py, "Yielding").
-                if waits[core_id] != waited and core.now() > clock.horizon:
-                    core.stop_after_this_instruction()
             except BaseException as error:      # a bug in sprat: stop this core, say so
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
@@ -274,7 +296,13 @@ class CostModel:
                 self._wake(line, core)
             except BaseException as error:
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
-        return charge, wake
+
+        def defer_in_c(address, size, write):
+            try:
+                defer(address if write else None, size)
+            except BaseException as error:
+                core.fail(f"the cost model raised {type(error).__name__}: {error}")
+        return charge, wake, defer_in_c
 
     # --- Parking cores that poll -------------------------------------------------
     def add_pause_sites(self, addresses) -> None:
@@ -322,27 +350,37 @@ class CostModel:
                     watch.woken = 0          # was cut short: let it run, and start
                     watch.clear()            # the next round afresh
                     return
-                reads = watch.take()         # None: too many lines to watch
-                if not reads or size != 2 or core.read_virtual(address, 2) != PAUSE:
+                if not watch.count or watch.overflowed or size != 2 \
+                        or core.read_virtual(address, 2) != PAUSE:
+                    watch.clear()            # nothing it may park on
                     return
-                park_unless_written(reads)
+                decide()
             except BaseException as error:   # a bug in sprat: stop this core, say so
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
         def on_checked_pause():
             try:
-                park_unless_written(watch.take())
+                decide()
             except BaseException as error:
                 core.fail(f"the cost model raised {type(error).__name__}: {error}")
 
+        def decide():
+            # Whether a write came after its reads is known only once the
+            # cores ready before this pause have run (see "Ordering"): past
+            # the horizon, decide when the core runs again.
+            if not core.defer_this_instruction():
+                park_unless_written(watch.take())
+
         def park_unless_written(reads):
             # It read a stale copy (Visibility, storebuffer.py): the write it
-            # waits for is made, and on its way. Spinning, it would see it when
-            # its copy is gone: it spins till then, and the pause runs.
-            now = core.now()
-            if self.stale_until[core.id] > now:
-                core.clock.charged += self.stale_until[core.id] - now
-                self.stale_until[core.id] = 0
+            # waits for is made, and on its way. Spinning, it would see it
+            # once its copy is gone; as a woken core (_wake), it runs no
+            # earlier than that, and then its pause runs.
+            gone, self.stale_until[core.id] = self.stale_until[core.id], 0
+            if gone > core.now():
+                core.not_before = max(core.not_before, gone)
+                watch.woken = 1
+                core.stop_before_this_instruction()
                 return
             # Like MONITOR/MWAIT: a write that came after the read (say, while
             # this core's quantum ended between its read and this pause)
@@ -365,8 +403,6 @@ class CostModel:
         """Hook these `mfence`, `sfence` and locked instructions (virtual
         addresses) on the cores with these ids (None: every core), where
         each waits for its core's store buffer."""
-        if not self.store_buffering:
-            return
         for address in sorted(set(addresses) - self.fence_sites):
             self.fence_sites.add(address)
             for core in self.machine.cores:
@@ -416,18 +452,14 @@ class CostModel:
         self._stop_waiting(core)
 
     def _wake(self, line: int, writer) -> None:
-        """`line` was written by core `writer`: every core parked on it runs
-        again, no earlier than the write reaches it; the writer's horizon
-        comes down to that time."""
+        """`line` was written by `writer`: every core parked on it runs again,
+        once the write can reach it; the writer yields to it from then on."""
         for core in list(self.waiters.get(line, ())):
             self._stop_waiting(core)
             self.watches[core.id].woken = 1
             core.not_before = max(core.not_before, self.directory.visible_at(core.id, line))
-            if self.visibility is not None:     # by then every store to the line reached it
-                self.visibility.caught_up(core.id, line)
-            if self.store_buffering:
-                writer.clock.horizon = min(writer.clock.horizon,
-                                           max(core.cycles, core.not_before))
+            self.visibility.caught_up(core.id, line)   # by then every store to it reached it
+            lower_horizon(writer, core, max(core.cycles, core.not_before))
 
     def _stop_waiting(self, core) -> None:
         """Take `core` off every line it waits on; it runs again."""
@@ -447,6 +479,13 @@ class CostModel:
         for first, end, parked in self._parked:
             if first <= line < end:
                 parked[line - first] = len(self.waiters.get(line, ()))
+
+
+def lower_horizon(running, core, ready: int) -> None:
+    """`core` became ready at `ready` while `running` runs (a write woke it,
+    an IPI reached it): `running` must not begin a transaction after it."""
+    if running.clock.horizon < UNORDERED:       # (a seeded schedule keeps no order)
+        running.clock.horizon = min(running.clock.horizon, horizon_for(running, ready, core.id))
 
 
 def find_pause_sites(program) -> list[int]:

@@ -77,8 +77,8 @@ class SharedClock(ctypes.Structure):
         ("quantum", ctypes.c_int64),
         ("charged", ctypes.c_int64),
         ("emu_counter", ctypes.c_void_p),       # uint64_t *: cpustate.emu_counter()
-        ("horizon", ctypes.c_int64),            # core.py's Clock.horizon
-        ("limit", ctypes.c_void_p),             # uint64_t *: unicorn's instruction limit
+        ("horizon", ctypes.c_int64),
+        ("served", ctypes.c_uint64),
     ]
 
 
@@ -175,6 +175,7 @@ class Window(ctypes.Structure):
         ("core", ctypes.c_int64),
         ("wake", ctypes.py_object),             # cost.py's wake(): after a write, if parked
         ("charge", ctypes.py_object),           # cost.py's charge(): the rest
+        ("defer", ctypes.py_object),            # cost.py's defer(): stop before the instruction
     ]
 
 

@@ -19,19 +19,29 @@ How, without a Python call on every instruction (host speed):
   * the others (`sysret`, `iretq`, `mov cr3`, `invlpg`, `wrmsr`, `swapgs`):
     the loader tells us where they are (`find_instruction_sites`, like the
     `pause` sites of emulator/cost.py), and each site of a kind the table
-    charges gets a code hook on that one address (only those: a code hook
-    slows its core everywhere). Every program has a virtual base of its own
-    (cpudriver/layout.py), so an address names one instruction machine-wide
-    and the hook charges the kind the loader found there
-    (`Core.charge_this_instruction`, which takes the charge back if the
-    quantum stops before the instruction after all).
+    charges gets a block hook over the straight run of instructions that
+    leads to it: the engine translates code in blocks that end at a jump, so
+    a block that holds the site starts somewhere in that run, and the hook
+    runs once as such a block starts, charging the site if the block will
+    reach it in this quantum (`Core.charge_ahead`, which takes the charge
+    back if the quantum ends or a fault comes first). Not a code hook on the site:
+    while the core counts its quantum, the engine checks every instruction
+    it runs against every code hook's range, so each one slows all of the
+    core's code (measured: four code hooks on addresses never run cost the
+    host a tenth of its messages per second; block hooks, nothing). Every
+    program has a virtual base of its own (cpudriver/layout.py), so an
+    address names one instruction machine-wide and the hook charges the
+    kind the loader found there.
 
 What an instruction "costs in all" includes the one cycle every instruction
 counts, so a core charges the table's figure minus one; `interrupt` is no
 instruction and is charged whole.
 """
 
-from unicorn import UC_HOOK_CODE
+from bisect import bisect_left, bisect_right
+from typing import NamedTuple
+
+from unicorn import UC_HOOK_BLOCK
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC
 
 # Prefixes an instruction may carry before its opcode: operand and address
@@ -41,6 +51,9 @@ MAX_INSTRUCTION = 15        # bytes: the longest x86 instruction
 
 # The instructions charged at their sites (syscall is charged by its own hook).
 SITE_KINDS = ("sysret", "iretq", "mov_cr3", "invlpg", "wrmsr", "swapgs")
+# The engine makes a block of at most this many instructions (QEMU's
+# TCG_MAX_INSNS): a run longer than that may hold several.
+MAX_BLOCK = 512
 
 
 def classify(code: bytes) -> str | None:
@@ -77,16 +90,57 @@ def classify(code: bytes) -> str | None:
     return None
 
 
-def find_instruction_sites(program) -> dict[int, str]:
-    """{address: kind} of the privileged instructions a code hook may charge
+class Site(NamedTuple):
+    """A privileged instruction the loader found: its kind, and the straight
+    run of instructions that leads to it (their addresses, its own last)."""
+    kind: str
+    run: tuple[int, ...]
+
+
+def ends_run(code: bytes) -> bool:
+    """Whether `code` begins with a control transfer: the engine ends a
+    block after every one, so no block runs on from it into the next
+    instruction (jumps, calls, returns, int, iret, syscall, sysret, hlt)."""
+    at = 0
+    while at < len(code) and code[at] in LEGACY_PREFIXES:
+        at += 1
+    if at < len(code) and 0x40 <= code[at] <= 0x4F:        # REX
+        at += 1
+    first = code[at] if at < len(code) else None
+    second = code[at + 1] if at + 1 < len(code) else None
+    if first is None:
+        return False
+    if 0x70 <= first <= 0x7F or 0xE0 <= first <= 0xE3:    # jcc, loop, jrcxz
+        return True
+    if first in (0xC2, 0xC3, 0xCA, 0xCB, 0xCC, 0xCD, 0xCF, 0xE8, 0xE9, 0xEB, 0xF4):
+        return True                                        # ret, int, iret, call, jmp, hlt
+    if first == 0xFF and second is not None and (second >> 3) & 7 in (2, 3, 4, 5):
+        return True                                        # indirect call and jmp
+    if first == 0x0F and second is not None:               # jcc near, syscall, sysret,
+        return 0x80 <= second <= 0x8F or second in (0x05, 0x07, 0x34, 0x35)  # sysenter, sysexit
+    return False
+
+
+def find_instruction_sites(program) -> dict[int, Site]:
+    """{address: Site} of the privileged instructions a hook may charge
     (SITE_KINDS) in an assembled program, from the start of each statement
-    the assembler placed (programs mix code and data)."""
+    the assembler placed (programs mix code and data; data read as code
+    only lengthens a run, which costs a hook call, not a wrong charge)."""
     code, base = program.code, program.base
+    starts = sorted({address for address, _, _ in program.source_lines})
+
+    def at(address):
+        return code[address - base:address - base + MAX_INSTRUCTION]
+
     sites = {}
-    for address, _, _ in program.source_lines:
-        kind = classify(code[address - base:address - base + MAX_INSTRUCTION])
-        if kind in SITE_KINDS:
-            sites[address] = kind
+    for i, address in enumerate(starts):
+        kind = classify(at(address))
+        if kind not in SITE_KINDS:
+            continue
+        first = i
+        while first > 0 and i - first < MAX_BLOCK and not ends_run(at(starts[first - 1])):
+            first -= 1
+        sites[address] = Site(kind, tuple(starts[first:i + 1]))
     return sites
 
 
@@ -107,28 +161,31 @@ class InstructionCosts:
         return max(self.costs.get(kind, 1) - 1, 0)
 
     def add_sites(self, sites: dict) -> None:
-        """Hook these instructions ({virtual address: kind}) on every core,
-        only those whose kind costs more than a cycle: every code hook a
-        core has slows all of its code, not just the hooked address
-        (measured: hooking all 20-odd sites of a boot image halved the
-        host's URPC messages per second; the presets' few sysret and invlpg
-        sites cost nothing measurable)."""
-        charged = {address for address, kind in sites.items() if self.extra(kind)}
+        """Hook these instructions ({virtual address: Site}) on every core,
+        only those whose kind costs more than a cycle: a block hook over the
+        run that leads to each (see the top of this module)."""
+        charged = {address for address, site in sites.items() if self.extra(site.kind)}
         for address in sorted(charged - self.sites):
             self.sites.add(address)
+            site = sites[address]
             for core in self.machine.cores:
-                callback = HOOK_CODE_CFUNC(self._site_hook(core, self.extra(sites[address])))
+                callback = HOOK_CODE_CFUNC(self._block_hook(core, address, site.run,
+                                                            self.extra(site.kind)))
                 self._keep.append(callback)
-                # raw, as emulator/cost.py's pause hooks: the binding's
-                # wrapper would cost more than the work
-                core.uc._Uc__do_hook_add(UC_HOOK_CODE, callback, address, address)
+                # raw, as emulator/cost.py's hooks: the binding's wrapper
+                # would cost more than the work
+                core.uc._Uc__do_hook_add(UC_HOOK_BLOCK, callback, site.run[0], address)
                 # a block translated before the hook would run without it
-                core.uc.ctl_remove_cache(address, address + 1)
+                core.uc.ctl_remove_cache(site.run[0], address + 1)
 
-    def _site_hook(self, core, cycles: int):
-        def on_site(_uc, _address, _size, _data):
+    def _block_hook(self, core, address: int, run: tuple, cycles: int):
+        def on_block(_uc, start, size, _data):
+            if not start <= address < start + size:
+                return                  # a block of the run that ends before the site
             try:
-                core.charge_this_instruction(cycles)
+                # the site is this many instructions into the block
+                ahead = bisect_right(run, address) - bisect_left(run, start)
+                core.charge_ahead(ahead, cycles)
             except BaseException as error:     # a bug in sprat: stop this core, say so
                 core.fail(f"internal error in the instruction costs: {error!r}")
-        return on_site
+        return on_block

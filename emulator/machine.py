@@ -36,7 +36,7 @@ from emulator.devices.apic import (DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_START
 from emulator.devices.console import Console
 from unicorn import x86_const as x86
 
-from emulator.cost import CostModel
+from emulator.cost import CostModel, lower_horizon
 from emulator.devices.hypercall import ENOSYS
 from emulator.errors import SpratError
 from emulator.interconnect import generic
@@ -110,6 +110,10 @@ class Machine:
                 receiver.start(vector * STARTUP_PAGE_SIZE, arrival)
         elif mode == DELIVERY_FIXED and vector >= 16:
             receiver.raise_interrupt(vector, arrival)
+        if self.cost is not None and receiver is not sender \
+                and (time := self.scheduler.ready_time(receiver)) is not None:
+            # The receiver may now be ready before the sender's horizon.
+            lower_horizon(sender, receiver, time)
 
     # --- The hypercall port (emulator/devices/hypercall.py) -------------------
     def set_hypercall_handler(self, handler) -> None:

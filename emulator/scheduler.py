@@ -15,43 +15,41 @@ A core that is off, stopped or failed is never ready. When no core is ready, the
 
 The quantum is a trade-off (DESIGN.md section 6): a larger one is faster on
 the host (each emu_start costs ~20 us), a smaller one interleaves cores more
-finely. The coherence model charges by causality, and a core woken by a
-write to a line it polls runs no earlier than that write could reach it
-(`not_before`, emulator/cost.py): at a quantum of one instruction it would
-otherwise take the line back between the writer's stores, which in modeled
-time all came before its read. So message latencies between cores that
-wait for each other (a ping-pong, a request and its reply) come out the
-same for any quantum, down to one instruction (tests/test_urpc.py). Contended shared memory is different:
-with a large quantum a core makes many updates while its lines stay in its
-cache before another core runs, so `sprat bench shm-vs-msg` measures with
-a quantum of 1. Small quanta cost host time, not accuracy.
-
-Yielding. Within a quantum a core's clock can jump: a read that must wait
-for another core's write is charged up to when that write reaches it.
-Past that point it would act ahead of cores that are ready earlier in
-modeled time, and whose stores, say, it should have seen first. So each
-quantum knows its horizon, the earliest time another core is ready (lowered
-when the core wakes one), and a core that waited for another core past its
-horizon ends its quantum after that instruction: the scheduler then runs
-the cores behind it first, as it would at a quantum of one instruction.
+finely. It does not change what cores see of each other. The core run is
+given a horizon: the (ready time, id) of the first of the others, the one
+the scheduler would run next. An instruction that begins at or past it
+makes no access to a tracked line, nor parks on a `pause`: the core stops
+before it and the others run first (emulator/cost.py, "Ordering"). So the
+coherence directory sees accesses in the order of their modeled times, as
+at a quantum of one instruction, and what a run measures is the same for
+any quantum (tests/test_ordering.py, tests/test_urpc.py,
+tests/test_shootdown.py). A core woken by a write to a line it polls runs
+no earlier than that write could reach it (`not_before`, emulator/cost.py):
+it is ready then, and the writer's horizon comes down to it. Small quanta
+cost host time, not accuracy. (`sprat bench shm-vs-msg` still switches to
+a quantum of 1 for its measured phase, from before the horizon; it gives
+the same figures at 10,000.)
 
 A seed chooses another schedule (`--seed S`): among the cores ready within
 one quantum's worth of cycles of the earliest, one is picked at random, and
 it runs for a random number of instructions, from 1 to the quantum, drawn
-so that short turns are as likely as long ones (log-uniform). A race that
-needs two cores to interleave at one exact instruction shows under some
-seeds. Causality still holds, since it is the cost model's (a line written
-at time t is seen no earlier than t plus its transfer), so what a run
-measures stays meaningful. The generator is Python's own, seeded with S and
-used by nothing else: the same seed gives the same run; no seed gives the
-schedule above.
+so that short turns are as likely as long ones (log-uniform). It runs with
+no horizon: a seed is there to run cores out of the order of their clocks,
+so that a race that needs two cores to interleave at one exact instruction
+(a receiver reading between two of a sender's stores, lab 5) shows under
+some seeds; with a horizon every such pick would stop at its first tracked
+access and the schedule would fall back to the clocks' order. Causality
+still holds, since it is the cost model's (a line written at time t is seen
+no earlier than t plus its transfer), so what a run measures stays
+meaningful, though it may differ from the unseeded figure. The generator is
+Python's own, seeded with S and used by nothing else: the same seed gives
+the same run; no seed gives the schedule above.
 """
 
 import math
 import random
 
-from emulator.core import NO_HORIZON, CoreState
-from emulator.interconnect import storebuffer
+from emulator.core import NO_HORIZON, UNORDERED, CoreState
 
 DEFAULT_QUANTUM = 10_000
 
@@ -65,7 +63,7 @@ class Scheduler:
         self.quanta_run = 0
         self.seed = seed
         self._random = random.Random(seed) if seed is not None else None
-        self._horizon = None, NO_HORIZON    # (core next_core chose, its quantum's horizon)
+        self._horizon = None, UNORDERED     # (core next_core chose, its quantum's horizon)
 
     def ready_time(self, core) -> int | None:
         """When `core` could next run, or None if it never can by itself."""
@@ -95,9 +93,12 @@ class Scheduler:
         if self._random is not None:
             close = [(core, time) for core, time in ready if time <= best_time + self.quantum]
             best, best_time = close[self._random.randrange(len(close))]
-        # The horizon of its quantum: when the next of the others is ready.
-        self._horizon = best, min((time for core, time in ready if core is not best),
-                                  default=NO_HORIZON)
+            self._horizon = best, UNORDERED
+        else:
+            # The first of the others, by (ready time, id): the order the
+            # scheduler would run them in.
+            others = [(time, core.id) for core, time in ready if core is not best]
+            self._horizon = best, horizon_for(best, *min(others)) if others else NO_HORIZON
         return best, best_time
 
     def _turn(self) -> int:
@@ -115,16 +116,31 @@ class Scheduler:
         if core.state is not CoreState.RUNNING:
             return 0
         budget = self._turn() if limit is None else min(self._turn(), limit)
+        if core.masked_interrupt_due():
+            # Due but masked (IF clear, or right after sti): it is taken at
+            # the first instruction boundary that allows it, whatever the
+            # quantum, so the core goes one instruction at a time till then.
+            budget = 1
         chosen, horizon = self._horizon
-        if chosen is not core:              # not the core next_core chose: look again
-            horizon = min((time for other in self.cores if other is not core
-                           and (time := self.ready_time(other)) is not None),
-                          default=NO_HORIZON)
-        self._horizon = None, NO_HORIZON
-        core.clock.horizon = horizon if storebuffer.ENABLED else NO_HORIZON
+        self._horizon = None, UNORDERED
+        # A core run otherwise than as next_core's choice (a debugger's step)
+        # runs its instructions, whoever is ready first.
+        horizon = horizon if chosen is core else UNORDERED
         event = core.next_event()
         if event is not None and event > core.cycles:
             # A slowed core (emulator/faults.py) spends clock_ratio cycles an instruction.
             budget = min(budget, -(-(event - core.cycles) // core.clock_ratio))
+            # The quantum ends at the event as counted in instructions; the
+            # cycles the cost model charges bring it sooner, and the core
+            # makes no tracked access once it is due (it is taken first).
+            if horizon != UNORDERED:
+                horizon = min(horizon, event)
         self.quanta_run += 1
-        return core.run(max(1, budget))
+        return core.run(max(1, budget), horizon)
+
+
+def horizon_for(core, time: int, other_id: int) -> int:
+    """The horizon of `core` when another core, `other_id`, is ready at
+    `time`: the modeled time from which `core` comes after it in the
+    scheduler's order (ties go to the lower id)."""
+    return time + 1 if core.id < other_id else time

@@ -54,3 +54,18 @@ def test_bench_syscall_rows_order_the_kernel_paths_by_their_work(capsys):
     assert 0 < null["instructions"] < switch["instructions"] < lmp["instructions"]
     assert null["instructions"] < invoke["instructions"]
     assert lmp["paper_lrpc_cycles"] == 757        # amd-2x2, the paper's Table 1
+
+
+def test_bench_syscall_charges_a_switch_of_address_space_its_cited_cr3_load(capsys):
+    # A yield to a dispatcher of another program is a null system call plus
+    # one CR3 load: the privileged cycles differ by what amd-2x2's table
+    # charges a `mov cr3` beyond its one counted cycle.
+    from emulator.interconnect import load_topology
+    mov_cr3 = dict(load_topology("amd-2x2").instruction_costs)["mov_cr3"]
+    assert main(["bench", "syscall", "--iterations", "20", "--json"]) == 0
+    rows = {row["operation"]: row for row in json.loads(capsys.readouterr()[0])}
+    switch, null = rows["context switch (yield)"], rows["null system call"]
+    assert switch["privileged_cycles"] - null["privileged_cycles"] == mov_cr3 - 1, (
+        f"a yield charged {switch['privileged_cycles']} privileged cycles and a null system "
+        f"call {null['privileged_cycles']}: the difference should be one CR3 load "
+        f"({mov_cr3} cycles in all)")

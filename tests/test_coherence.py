@@ -195,7 +195,7 @@ def test_on_the_bus_leaving_the_die_is_the_big_step():
 
 def test_an_amd_invalidation_is_one_broadcast_whoever_holds_copies():
     costs = []
-    for readers in ((1,), (1, 4, 8)):            # a neighbour; copies up to 2 hops away
+    for readers in ((1,), (1, 4, 8, 12)):        # a neighbour; copies up to 3 hops away
         d = directory("amd-8x4")
         d.write(0, LINE, now=0)
         for reader in readers:

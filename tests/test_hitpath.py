@@ -78,6 +78,7 @@ def test_a_directory_that_is_not_the_trees_runs_on_the_pure_path(tmp_path, monke
 # --- running one workload on either path ------------------------------------------------
 ACCESS = CoherenceDirectory.access
 STOP_BEFORE = Core.stop_before_this_instruction
+DEFER = Core.defer_this_instruction
 
 
 def counting(monkeypatch, cls, name, function):
@@ -105,6 +106,7 @@ def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs
     # itself), and how many times a core parked in a poll loop.
     directory_calls = counting(monkeypatch, CoherenceDirectory, "access", ACCESS)
     parks = counting(monkeypatch, Core, "stop_before_this_instruction", STOP_BEFORE)
+    deferred = deferrals(monkeypatch)
     output = []
     with tempfile.TemporaryDirectory() as directory:
         if programs:
@@ -135,15 +137,30 @@ def run(monkeypatch, path, modules, topology, quantum=None, setup=None, programs
                          "".join(directory.state(core, line) for core in cores))
                   for line in lines},
         "parks": parks[0],
+        "deferred": deferred,
         "directory_calls": directory_calls[0],
     }
+
+
+def deferrals(monkeypatch) -> dict:
+    """Count the instructions the cost model stops before to keep the
+    directory's order (Core.defer_this_instruction), stores and the rest."""
+    deferred = {"stores": 0, "others": 0}
+
+    def counted(core, store=None, size=0):
+        done = DEFER(core, store, size)
+        if done:
+            deferred["stores" if store is not None else "others"] += 1
+        return done
+    monkeypatch.setattr(Core, "defer_this_instruction", counted)
+    return deferred
 
 
 def assert_same_on_both_paths(monkeypatch, **workload):
     c = run(monkeypatch, "C", **workload)
     pure = run(monkeypatch, "pure", **workload)
     assert c["result"][0], f"the workload failed: {c['result'][1]}; output {c['output'][-3:]}"
-    for key in ("result", "output", "cores", "core_stats", "parks"):
+    for key in ("result", "output", "cores", "core_stats", "parks", "deferred"):
         assert c[key] == pure[key], f"{key} differ between the C and the pure Python path"
     assert c["lines"].keys() == pure["lines"].keys(), "the paths touched different lines"
     for line, seen in c["lines"].items():
@@ -208,6 +225,21 @@ def test_a_ping_pong_two_hops_apart_is_the_same_on_both_paths(monkeypatch):
         monkeypatch, topology=load_topology("amd-4x4"),
         modules=["/userland/urpc_pingpong.S core=0 role=0 send=0 recv=1 rounds=40 warmup=5",
                  "/userland/urpc_pingpong.S core=15 role=1 send=1 recv=0 rounds=40 warmup=5"])
+
+
+@needs_c
+def test_accesses_stopped_before_to_keep_the_order_are_the_same_on_both_paths(monkeypatch):
+    # A stream one hop apart: a write wakes the receiver, whose read comes
+    # before the sender's next store to the ring, so the sender stops before
+    # that store (its bytes put back) and the receiver before reads and
+    # pauses that come after the sender's turn, on both paths alike.
+    c = assert_same_on_both_paths(
+        monkeypatch, topology=load_topology("amd-2x2"),
+        modules=["/userland/urpc_stream.S core=0 role=0 channel=2 count=60",
+                 "/userland/urpc_stream.S core=2 role=1 channel=2 count=60"])
+    assert c["deferred"]["stores"] > 0 and c["deferred"]["others"] > 0, (
+        f"deferred {c['deferred']}: the workload does not stop both a store and a load "
+        f"before a core ready earlier")
 
 
 @needs_c
@@ -361,13 +393,12 @@ class CoreInC:
     """One core's clock, watch and Window, as the cost model sets them up for
     the C memory hook, without a machine: the clock runs at `time`."""
 
-    def __init__(self, core, shared, lines, parked, first, wake, charge, buffer):
+    def __init__(self, core, shared, lines, parked, first, wake, charge, buffer, defer=None):
         self.core = core
         self.buffer = buffer
         self.ran = ctypes.c_uint64(0)             # unicorn's instruction count: none
-        self.limit = ctypes.c_uint64(10**12)      # unicorn's instruction limit
         self.clock = hitpath.SharedClock(quantum=10**12, emu_counter=ctypes.addressof(self.ran),
-                                         horizon=NO_HORIZON, limit=ctypes.addressof(self.limit))
+                                         horizon=NO_HORIZON)
         self.watch = hitpath.Watch()
         self.window = hitpath.Window(
             lines=ctypes.addressof(lines), parked=ctypes.addressof(parked), first_line=first,
@@ -375,12 +406,12 @@ class CoreInC:
             clock=ctypes.addressof(self.clock), watch=ctypes.addressof(self.watch),
             buffer=ctypes.addressof(buffer), core=core,
             wake=wake,
-            charge=lambda write, address, size, now: charge(self, write, address, size, now))
+            charge=lambda write, address, size, now: charge(self, write, address, size, now),
+            defer=defer or (lambda address, size, write: None))
 
-    def access(self, write, address, size, time, horizon=NO_HORIZON) -> int:
+    def access(self, write, address, size, time) -> int:
         """Run the C hook on one access at modeled `time`; the cycles it charged."""
-        self.clock.start, self.clock.charged, self.clock.horizon = time, 0, horizon
-        self.clock.quantum = self.limit.value = 10**12
+        self.clock.start, self.clock.charged = time, 0
         ON_ACCESS(hitpath._hitpath.on_access)(None, hitpath.UC_MEM_WRITE if write else 16,
                                              address, size, 0, ctypes.addressof(self.window))
         return self.clock.charged
@@ -445,12 +476,11 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
              for core in range(n)]
     clocks = [0] * n
     rng = random.Random(n)
-    fences = random.Random(-n)   # fences, horizons: its own, so the accesses stay those above
+    fences = random.Random(-n)   # fences: its own, so the accesses stay those above
     active = rng.sample(range(n), min(n, 6)) + [n - 1]      # a few cores fight, one is the last
     served_in_c = set()          # (read or write, my state, the others' states) before it
     queued = 0                   # accesses that found their line busy
     stalled = 0                  # accesses after which a store buffer was full
-    yielded = 0                  # accesses that waited past the horizon
     previous_read = None
     for step in range(6000):
         if previous_read and rng.random() < 0.3:            # read, then write: E -> M
@@ -478,9 +508,7 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
         watched_before = cores[core].watched()
         entry = python._lines.get(line)
         queued += entry is not None and entry.busy_from <= clocks[core] < entry.busy_until
-        horizon = clocks[core] + fences.randrange(600)   # another core is ready then
-        waited = python.waits[core]
-        charged = cores[core].access(write, address, size, clocks[core], horizon)
+        charged = cores[core].access(write, address, size, clocks[core])
         # The Python way: each line the access touches, one after the other.
         expected, now, reads = 0, clocks[core], []
         for touched in range(line, ((address + size - 1) >> 6) + 1):
@@ -517,11 +545,6 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
             assert to_python == wakes, (
                 f"{where}: called {to_python} in Python, expected {wakes}: the access was not "
                 f"served in C, or a write to a line with parked cores did not wake them")
-            yields = python.waits[core] != waited and clocks[core] + expected > horizon
-            assert (cores[core].limit.value == 0) == yields, (
-                f"{where}: C {'did not end' if yields else 'ended'} the quantum; cost.py's "
-                f"charge() would {'' if yields else 'not '}have")
-            yielded += yields
             others = "".join(sorted(set(before[:core] + before[core + 1:]) - {"I"}))
             served_in_c.add(("write" if write else "read", before[core], others))
     for c in range(n):
@@ -537,7 +560,56 @@ def test_the_c_memory_hook_follows_the_python_directory_access_by_access(topolog
         assert shared.bus[1] > 0, "no transaction took the bus: the bus was not tested"
     assert queued > 0, "no access found its line busy: the ordering point was not tested"
     assert stalled > 0, "no store buffer was ever full: waiting for room was not tested"
-    assert yielded > 0, "no access waited past the horizon: yielding was not tested"
+
+
+@needs_c
+def test_the_c_memory_hook_stops_before_an_instruction_begun_past_the_horizon():
+    # cost.py's charge() asks the core to stop before an instruction begun at
+    # or past its horizon, at the instruction's first tracked access; the C
+    # hook must ask at the same accesses, and serve nothing of one stopped.
+    topology = load_topology("amd-2x2")
+    first = 0x5000 >> 6
+    shared = CoherenceDirectory(topology, counters=hitpath.counters)
+    lines = (hitpath.SharedLine * 4)()
+    parked = (ctypes.c_int32 * 4)()
+    shared.keep_lines_in(first, lines)
+    shared_in_c = hitpath.share(shared)
+    asked, stop = [], [True]
+
+    def defer(address, size, write):       # Core.defer_this_instruction, as cost.py calls it
+        asked.append((address, size, write))
+        if stop[0]:
+            core.clock.quantum = core.ran.value - 1
+
+    def charge(core, write, address, size, now):    # a line's first touch: cost.py's charge()
+        core.clock.served = core.ran.value
+        core.clock.charged += shared.access(core.core, address, write, now)
+
+    core = CoreInC(0, shared_in_c, lines, parked, first, lambda line: None, charge,
+                   StoreBuffer().attach(0, shared, spec_for(topology)), defer)
+    address = first << 6
+    core.access(False, address, 8, 0)      # the line's first touch, in Python
+    shared.write(1, address, now=10)       # core 1 takes it: core 0's next read is a transfer
+    core.clock.horizon = 500
+    core.ran.value, core.clock.quantum = 3, 10**12
+    # The instruction began at 499 (now() counts it: 500): before the horizon.
+    assert core.access(False, address, 8, 497) > 0 and asked == [], \
+        "an instruction begun before the horizon was stopped"
+    core.ran.value, core.clock.quantum = 4, 10**12
+    shared.write(1, address, now=20)
+    before = shared.core_stats(0), shared.line_stats(address), shared.state(0, address)
+    charged = core.access(False, address, 8, 497)          # began at 500: at the horizon
+    assert asked == [(address, 8, 0)], f"the C hook asked {asked} to stop before the instruction"
+    assert charged == 0 and (shared.core_stats(0), shared.line_stats(address),
+                             shared.state(0, address)) == before, \
+        "an access the core stopped before was served all the same"
+    stop[0] = False                        # defer() declines (the clock was not past it)
+    del asked[:]
+    core.clock.quantum = 10**12
+    assert core.access(True, address, 8, 497) > 0 and asked == [(address, 8, 1)], \
+        "an access whose stop was declined was not served"
+    assert core.access(True, address + 8, 8, 497) > 0 and len(asked) == 1, \
+        "the instruction's second tracked access asked to stop: its first was served"
 
 
 @needs_c

@@ -65,6 +65,18 @@ def test_a_workspace_directory_charges_the_machine_on_the_pure_path(tmp_path):
         f"calls the student's directory")
 
 
+def test_python_m_sprat_inside_a_workspace_uses_the_installed_tree(tmp_path):
+    # The workspace holds emulator/interconnect/coherence.py and nothing else
+    # of emulator/: `python -m sprat` run there must not take that folder for
+    # the package (it used to fail with "No module named
+    # 'emulator.interconnect.topology'").
+    folder = tmp_path / "work"
+    create(LAB, folder, reference_files(LAB))
+    done = sprat("bench", "urpc", "--lab", ".", "--topology", "amd-2x2", "--rounds", "2",
+                 "--messages", "2", "--host-messages", "2", "--json", cwd=folder)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert json.loads(done.stdout)[-1]["hit_path"].startswith("pure Python"), done.stdout
+
 def test_a_stream_failure_replays_to_the_access_it_names(tmp_path):
     folder = tmp_path / "work"
     _, files = wrong_files(LAB, LAB.folder / "wrong" / "invalidations_summed.diff")

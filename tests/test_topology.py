@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from emulator.errors import SpratError
+from emulator.machine import Machine
 from emulator.interconnect.render import render_topology
 from emulator.interconnect.topology import PRESET_DIR, generic, list_presets, load_topology
 
@@ -58,11 +59,24 @@ def test_amd_4x4_is_a_square_with_two_hop_diagonals():
     assert hops_from_package_0 == [0, 1, 1, 2]
 
 
-def test_amd_8x4_packages_are_at_most_two_hops_apart():
+def test_amd_8x4_is_wired_as_barrelfish_describes_the_papers_board():
+    # Barrelfish's SKB facts for its 8x4 machine (usr/skb/programs/
+    # boardlayout.pl, see the preset): 3 HyperTransport links a socket,
+    # packages 0 and 7 giving one each to a PCIe root complex.
     topo = load_topology("amd-8x4")
-    assert topo.max_hops() == 2
+    links = {p: {q for pair in topo.links if p in pair for q in pair if q != p}
+             for p in range(8)}
+    assert links == {0: {1, 7}, 1: {0, 2, 6}, 2: {1, 3, 4}, 3: {2, 4, 5},
+                     4: {2, 3, 5}, 5: {3, 4, 6}, 6: {1, 5, 7}, 7: {0, 6}}, (
+        f"amd-8x4's links should be the board's, got {links}")
+    three_hops = {(p, q) for p in range(8) for q in range(p + 1, 8)
+                  if topo.package_hops(p, q) == 3}
+    assert topo.max_hops() == 3
+    assert three_hops == {(0, 3), (0, 4), (0, 5), (2, 7), (3, 7), (4, 7)}, (
+        f"the farthest packages of amd-8x4 should be 0 and 7 from the far square, "
+        f"got {sorted(three_hops)}")
     assert {topo.relation(0, b) for b in range(32)} == {
-        "same-core", "shared-cache", "1-hop", "2-hop"}
+        "same-core", "shared-cache", "1-hop", "2-hop", "3-hop"}
 
 
 @pytest.mark.parametrize("name, family", [
@@ -178,6 +192,23 @@ def test_user_topology_file_loads_like_a_preset(tmp_path):
     assert topo.transfer_cycles(0, 3) == 70 + 50 + max(50, 50 + 32)
 
 
+def test_a_user_topology_chooses_whether_reads_of_a_line_merge(tmp_path):
+    merging = load_topology(write(tmp_path, GOOD.replace("dram_ns = 60",
+                                                         "dram_ns = 60\nmerge_reads = true")))
+    assert merging.merge_reads, "merge_reads = true in [protocol] was not read"
+    assert not load_topology(write(tmp_path, GOOD, "plain.toml")).merge_reads, (
+        "without merge_reads, reads of a line should each wait their turn")
+    machine = Machine(cores=4, topology=merging)
+    assert machine.cost.directory.merge_reads, "the cost model's directory ignores merge_reads"
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_no_preset_merges_the_reads_of_a_line(preset):
+    assert not load_topology(preset).merge_reads, (
+        f"{preset} merges concurrent reads of a line: its home (AMD) or its bus (Intel) "
+        "serves them one at a time")
+
+
 def test_user_topology_file_sets_instruction_costs(tmp_path):
     topo = load_topology(write(tmp_path, GOOD + "\n[instructions]\nsysret = 35\ninterrupt = 90\n"))
     assert dict(topo.instruction_costs) == {"sysret": 35, "interrupt": 90}
@@ -271,6 +302,8 @@ BAD_FILES = [
      "protocol.ht_hop_nb: must be a positive number", 'ht_hop_nb = "fast"'),
     ("leg zero", edit("ht_hop_nb = 50", "ht_hop_nb = 0"),
      "protocol.ht_hop_nb: must be a positive number", "ht_hop_nb = 0"),
+    ("merge_reads not a boolean", edit("dram_ns = 60", "dram_ns = 60\nmerge_reads = 1"),
+     "protocol.merge_reads: must be true or false", "merge_reads = 1"),
     ("unknown instruction", GOOD + "\n[instructions]\nsyscall = 27\nsysenter = 30\n",
      "instructions.sysenter: unknown instruction", "sysenter = 30"),
     ("instruction cost not cycles", GOOD + "\n[instructions]\nsysret = 0\n",
@@ -314,9 +347,9 @@ def test_unreadable_file_is_a_user_error(tmp_path):
 def test_render_shows_the_hop_matrix_of_32_cores_compactly():
     text = render_topology(load_topology("amd-8x4"))
     assert "core-to-core distance" in text
-    rows = [line for line in text.splitlines() if re.match(r"^ {2,3}\d{1,2} [.sp12]", line)]
+    rows = [line for line in text.splitlines() if re.match(r"^ {2,3}\d{1,2} [.sp1-9]", line)]
     assert len(rows) == 32
-    assert rows[0].split(None, 1)[1] == ".sss 1111 2222 2222 1111 2222 2222 1111"
+    assert rows[0].split(None, 1)[1] == ".sss 1111 2222 3333 3333 3333 2222 1111"
     assert max(len(line) for line in text.splitlines()) <= 100
 
 
@@ -374,3 +407,33 @@ def test_every_preset_parameter_cites_its_source(preset):
         assert SOURCE_WORDS.search(comments), (
             f"{path.name}:{number}: {key} has no source comment above it or beside it "
             "(say which measurement or document the number comes from)")
+
+
+def comment_paragraphs(path, section):
+    """The comment paragraphs (blank-line separated) of one [section] of a topology file."""
+    paragraphs, current, inside = [], [], False
+    for line in path.read_text().splitlines() + [""]:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped == section
+        elif inside and stripped.startswith("#"):
+            current.append(stripped.lstrip("# "))
+            continue
+        if current:
+            paragraphs.append(" ".join(current))
+            current = []
+    return paragraphs
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_instruction_a_preset_leaves_at_one_cycle_says_no_source_was_found(preset):
+    from emulator.interconnect.topofile import INSTRUCTION_KEYS
+    path = PRESET_DIR / f"{preset}.toml"
+    unset = [key for key in INSTRUCTION_KEYS
+             if key not in dict(load_topology(preset).instruction_costs)]
+    notes = [p for p in comment_paragraphs(path, "[instructions]") if p.startswith("Not listed")]
+    assert notes, f"{path.name}: [instructions] has no 'Not listed ...' note for {unset}"
+    for key in unset:
+        assert re.search(rf"\b{key}\b", notes[0]) and "found" in notes[0], (
+            f"{path.name}: {key} costs one cycle, but the 'Not listed' note does not name it "
+            "and say that no source for it was found")

@@ -165,6 +165,8 @@ def test_on_an_opteron_a_message_costs_about_the_same_whichever_socket_the_partn
                             output=lambda core, line: lines.append(line))
         assert system.machine.run(max_cycles=10**8).clean
         costs[relation] = int(next(l for l in lines if l.startswith("pingpong")).split()[-1])
-    assert set(costs) == {"shared-cache", "1-hop", "2-hop"}, costs
-    assert max(costs.values()) < 1.15 * min(costs.values()), (
-        f"ping-pong cycles by the partner's distance should be within 15%: {costs}")
+    assert set(costs) == {"shared-cache", "1-hop", "2-hop", "3-hop"}, costs
+    # A partner 3 hops away lengthens the probe rounds and the data's path
+    # (package 0 is 3 hops from 3, 4 and 5): still within a fifth.
+    assert max(costs.values()) < 1.2 * min(costs.values()), (
+        f"ping-pong cycles by the partner's distance should be within 20%: {costs}")

@@ -68,15 +68,16 @@ period [busy_from, busy_until)) waits its turn, so N cores reading one line
 at once finish one transfer apart. With `merge_reads`, a read that finds a
 read in flight rides along with it and finishes with it, so only writes,
 and the first read behind a write, queue; the reads that queue behind a
-write are served as one. The cost model runs with it on (emulator/cost.py).
-gem5's AMD-style directory does the same: a blocked line whose next queued
-request is a GETS forwards the queued GETS as one ("NO_B_S ... next queued
-request GETS", "NO_B_S_W ... forwarded merged GETS", a TBE's
-"GetSRequestors ... GETS merged requestors": gem5,
-src/mem/ruby/protocol/MOESI_hammer-dir.sm -- seen).
-Cores run one after another, so a core whose clock is behind can reach the
-directory after a transaction later than it in modeled time: it is not
-queued behind that one (it would have come first), only causality holds it.
+write are served as one. It is the topology's choice ([protocol]
+merge_reads, topofile.py), and no preset makes it: gem5's AMD-style
+directory merges ("NO_B_S ... next queued request GETS", "NO_B_S_W ...
+forwarded merged GETS", a TBE's "GetSRequestors ... GETS merged
+requestors": gem5, src/mem/ruby/protocol/MOESI_hammer-dir.sm -- seen), but
+that is its model's choice, and the presets say why they do not.
+The directory must see the accesses in the order of their modeled times:
+a request from before a line's busy period is not queued behind it. The
+cost model sees to that (emulator/cost.py, "Ordering"): a core runs no
+access to a tracked line that begins after another core is ready to run.
 Hits never queue: a core reads its own copy while others' requests travel.
 `home(addr)` says which package's memory holds a line; on AMD the home is
 where the line's requests go, so it decides their cost.

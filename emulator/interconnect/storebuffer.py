@@ -15,10 +15,12 @@ FIFO; the core's own loads read its newest buffered store (forwarding);
 and the FIFO is emptied by MFENCE, SFENCE and any locked instruction
 (a `lock` prefix, or `xchg` with memory, which is locked without one).
 
-What this module models is the timing of that, per core:
+What this module models is the timing of that, per core, and what the
+other cores see of a store before it commits:
 
-    buffer.store(addr, now, stamp)   a store: cycles the core is charged
-    buffer.fence(now, kind)          mfence/sfence/locked: cycles it waits
+    buffer.store(address, size, now, stamp)   a store: cycles the core is charged
+    buffer.fence(now, kind)                   mfence/sfence/locked: cycles it waits
+    visibility.load(core, address, size, now) a load: the past it must read
 
 A store to a line this core holds M or E is a hit: it goes into the L1 at
 once, but commits in program order, after the stores still in the buffer.
@@ -40,17 +42,26 @@ parked polling it runs no earlier (emulator/cost.py). Stores to different
 lines thus become visible in the order they were made (message passing
 works: data before flag), though the writer did not wait for either.
 
-What is NOT modeled here: hiding a buffered store's bytes from the other
-cores. Memory is one host buffer, written at once, and cores run one at a
-time, so a load by another core that comes later on the host sees the
-store (and is charged as if it came after its commit). The store-buffering
-outcome of TSO (two cores each store, then each load the other's location,
-and both read the old values) therefore never shows in sprat; every other
-TSO outcome does, and no outcome TSO forbids can show.
+Before it commits, a store is the storing core's alone. Memory in sprat is
+one host buffer, written at once, so the store's bytes are there for every
+core; but a core that held a copy of the line when the store began reads
+that copy until the invalidation reaches it, at the commit. `Visibility`
+(below) keeps, for each such store, the bytes it overwrote, and gives them
+back to a load by such a core before the commit (a hit on its stale copy).
+So the store-buffering outcome of TSO shows (two cores each store, then
+each load the other's location, and both read the old values), and a
+fence forbids it, as on the silicon; a core with no copy misses, waits for
+the commit and sees the store. No outcome TSO forbids can show, provided
+the cores' tracked accesses reach the directory in modeled-time order
+(emulator/cost.py, "Ordering"): a seeded schedule runs cores out of
+that order, and a writer that already made a tracked access later than a
+load is not hidden from it (Visibility.load says why).
 
-emulator/_hitpath.c mirrors store() (buffered_store) for the C memory hook:
-the ring below is a ctypes struct the C code works on too; change both
-sides together (tests/test_hitpath.py compares them).
+emulator/_hitpath.c mirrors store() (buffered_store, hide) for the C
+memory hook, and puts a load's present back after it (on_read_done): the
+structs below are ctypes structs the C code works on too; change both
+sides together (tests/test_hitpath.py compares them). A load that may read
+a stale copy is rare, and left to Python.
 """
 
 from __future__ import annotations
@@ -61,21 +72,6 @@ from dataclasses import dataclass
 from emulator.interconnect.coherence import LINE_SHIFT
 
 MAX_OUTSTANDING = 32        # the ring's size; a spec's `outstanding` is at most this
-
-# Off until two things are settled (issue 15): with stores retiring into the
-# buffer, lab 8's lesson (the NUMA-aware tree beats plain multicast by
-# handing the initiator's own package to a neighbour) no longer holds on
-# amd-8x4, and a two-core shootdown on amd-4x4 costs 1,772 cycles at
-# quantum 7 against 1,545 at the others. The cause, traced: at quantum 1 a
-# reader runs on the host between two stores of a writer's message (each
-# now costs the writer 3 cycles, so their clocks interleave); its read is
-# charged up to the stores' commit, yet host memory holds only the first,
-# and the writer's next store to the line must take it back from the
-# reader. A read that waits for a write past the horizon must not be
-# served before the writer has caught up (stop before it, not after).
-# Off, every store waits for its line (outstanding 0, below), no fence is
-# hooked and no quantum yields: the machine main had.
-ENABLED = False
 
 
 @dataclass(frozen=True)
@@ -247,20 +243,20 @@ class StoreBuffer(ctypes.Structure):
         ("undo_address", ctypes.c_int64),     # bytes a load read from the past, to put
         ("undo_size", ctypes.c_int64),        # back once it has read them (`restore`)
         ("undo", ctypes.c_uint8 * LINE_BYTES),
+        ("latest", ctypes.c_int64),           # when its latest tracked access began
     ]
 
     def attach(self, core: int, directory, spec: StoreBufferSpec,
-               enabled: bool = True, visibility=None) -> "StoreBuffer":
-        """Make this `core`'s buffer, in front of `directory` (not `enabled`:
-        no buffer, every store waits for its line). With a `visibility`
-        (the machine's, below), its stores stay hidden from other cores'
-        stale copies until they commit."""
-        self.outstanding = spec.outstanding if enabled else 0
+               visibility=None) -> "StoreBuffer":
+        """Make this `core`'s buffer, in front of `directory`. With a
+        `visibility` (the machine's, below), its stores stay hidden from
+        other cores' stale copies until they commit."""
+        self.outstanding = spec.outstanding
         self.head = self.count = self.last = 0
         self.locked_at = NO_STAMP
         self.core_id, self.directory, self.spec = core, directory, spec
-        self.visibility = visibility if enabled else None
-        if self.visibility is not None:
+        self.visibility = visibility
+        if visibility is not None:
             self.memory = visibility.memory.address
             self.sequence = ctypes.addressof(visibility.sequence)
             self.floor = ctypes.addressof(visibility.floor)
@@ -276,7 +272,7 @@ class StoreBuffer(ctypes.Structure):
         others = directory.holders(addr) & ~(1 << core)
         if self.visibility is not None:
             self.make_room_to_hide(seen)
-        if stamp == self.locked_at or not self.outstanding:    # locked, or no buffer: wait
+        if stamp == self.locked_at:                            # locked: it waits
             cycles = directory.access(core, addr, True, now)
         elif directory.state(core, addr) in ("M", "E"):
             cycles = directory.access(core, addr, True, now)   # a hit, committed in order
@@ -438,10 +434,14 @@ class Visibility:
                 line.cores &= ~mask
                 continue
             seen = max(now, self.floor.value)
-            gone = min((kept.done for owner, kept in self._kept_on(key)
-                        if owner != core and kept.stale & mask and kept.done > seen), default=0)
-            if gone:
-                stale[key] = gone
+            kept = [(owner, kept) for owner, kept in self._kept_on(key)
+                    if owner != core and kept.stale & mask and kept.done > seen]
+            # A writer that has already accessed tracked memory after `now`
+            # (a seeded schedule runs cores out of modeled-time order) may have
+            # read what this core stores later: seeing the past of its stores
+            # then could make a cycle TSO forbids. This core sees them.
+            if kept and all(self.buffers[owner].latest <= now for owner, _ in kept):
+                stale[key] = min(store.done for _, store in kept)
         if not stale or size > LINE_BYTES:
             return {}
         self._roll_back(core, address, size, now, stale)

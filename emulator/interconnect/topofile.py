@@ -20,6 +20,8 @@ A topology file (and every preset in `presets/`) looks like this:
 
     [protocol]                           # how a line moves (protocol.py)
     family = "amd-probe-broadcast"       # or "intel-fsb"
+    merge_reads = false                  # optional: concurrent reads of a line
+                                         #   ride along (coherence.py, "Ordering")
     northbridge_ghz = 2.8                # the clock of the *_nb legs
     on_chip_nb = 70                      # legs: *_nb northbridge clocks,
     ht_hop_nb = 49                       #   *_bus bus clocks, *_ns nanoseconds,
@@ -334,7 +336,8 @@ def _cycles(value) -> bool:
 
 
 def _protocol(doc: dict, where: _Where) -> dict:
-    """The family and its legs: {"family": ..., "protocol": ((key, value), ...)}."""
+    """The family, its legs and whether reads merge:
+    {"family": ..., "protocol": ((key, value), ...), "merge_reads": ...}."""
     raw = doc["protocol"]
     family = raw.get("family")
     if family is None:
@@ -343,8 +346,11 @@ def _protocol(doc: dict, where: _Where) -> dict:
         where.fail("protocol", "family", f"unknown family {family!r} "
                                          f"(expected one of: {', '.join(FAMILY_KEYS)})")
     wanted = FAMILY_KEYS[family]
+    merge_reads = raw.get("merge_reads", False)
+    if not isinstance(merge_reads, bool):
+        where.fail("protocol", "merge_reads", "must be true or false")
     for key in raw:
-        if key != "family" and key not in wanted:
+        if key not in ("family", "merge_reads") and key not in wanted:
             where.fail("protocol", key, f"not a leg of {family} (its legs: {', '.join(wanted)})")
     legs = []
     for key in wanted:
@@ -356,4 +362,4 @@ def _protocol(doc: dict, where: _Where) -> dict:
                 not math.isfinite(value) or not 0 < value <= limit:
             where.fail("protocol", key, f"must be a positive number, at most {limit:,g}")
         legs.append((key, float(value)))
-    return {"family": family, "protocol": tuple(legs)}
+    return {"family": family, "protocol": tuple(legs), "merge_reads": merge_reads}

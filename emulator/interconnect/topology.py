@@ -67,6 +67,9 @@ class Topology:
     protocol: tuple[tuple[str, float], ...]            # its legs and clock, as in the file
     # [instructions]: (name, cycles) of privileged work (emulator/instcost.py)
     instruction_costs: tuple[tuple[str, int], ...] = ()
+    # [protocol] merge_reads: a read that finds a read of its line in flight
+    # rides along with it (coherence.py, "Ordering")
+    merge_reads: bool = False
 
     # -- cores and packages --
 
@@ -233,4 +236,5 @@ def generic(n_cores: int) -> Topology:
         family=base.family,
         protocol=base.protocol,
         instruction_costs=base.instruction_costs,
+        merge_reads=base.merge_reads,
     )

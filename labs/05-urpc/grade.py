@@ -13,7 +13,7 @@ Correctness runs under the schedule sweep (QUANTA) and on two machines; the
 cost test measures the reference in the same grader run.
 """
 
-from sprat.lab.grading import QUANTA, boot, fail, test
+from sprat.lab.grading import QUANTA, SEEDS, boot, fail, test
 
 from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE, URPC_SLOTS, channel_address
 
@@ -24,6 +24,7 @@ MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins
 # there; one hop apart the cache line transfers dominate.
 LATENCY_BOUNDS = ((0, "cores 0 and 1 (sharing a cache)", 1.5), (2, "cores 2 and 4 (one hop)", 1.25))
 LINES_BOUND = 1.25            # student / reference, cache lines moved per message
+TORN_QUANTUM = 100            # with a seed: turns of 1 to 100 instructions
 LINES_QUANTUM = 100           # at 10,000 one quantum spans many messages and hides a line's moves
 TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
                "urpc_received": "just after the payload is copied out"}
@@ -38,10 +39,15 @@ def sent_word(message, k):
 @test(points=35)
 def messages_arrive_once_in_order_and_whole():
     """Every message arrives once, in order, payload intact: every quantum, one and two hops."""
-    runs = [("images/waiting.lst", "amd-2x2", q) for q in sorted(QUANTA, reverse=True)]
-    runs += [("images/far.lst", "amd-8x4", q) for q in (100, 10_000)]
-    for image, topology, quantum in runs:
-        run = start(image, topology, quantum)
+    runs = [("images/waiting.lst", "amd-2x2", q, None) for q in sorted(QUANTA, reverse=True)]
+    # Seeded schedules: at a fixed quantum the machine serves the channel's
+    # accesses in the order of the cores' clocks, and a sender's stores come
+    # a cycle apart; only a schedule that runs the receiver between two of
+    # them shows a message taken half-written.
+    runs += [("images/waiting.lst", "amd-2x2", TORN_QUANTUM, seed) for seed in SEEDS[:3]]
+    runs += [("images/far.lst", "amd-8x4", q, None) for q in (100, 10_000)]
+    for image, topology, quantum, seed in runs:
+        run = start(image, topology, quantum, seed)
         for channel in (1, 2):
             check_channel(run, channel, count=40)
         check_finished(run)
@@ -112,9 +118,11 @@ def costs_no_more_than_the_reference():
 
 
 # --- running an image and reading what happened -----------------------------------------
-def start(image, topology, quantum=None):
+def start(image, topology, quantum=None, seed=None):
     """Boot `image` with the student's urpc.S, run it, and fail on the obvious first."""
     options = {} if quantum is None else {"quantum": quantum}
+    if seed is not None:
+        options["seed"] = seed
     run = boot(image, topology=topology, max_cycles=MAX_CYCLES, **options)
     for core, line in run.console:
         if "not written yet" in line:

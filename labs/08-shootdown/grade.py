@@ -38,7 +38,8 @@ PAIR_STRIDE, RINGS_PER_PAGE, BROADCAST_PAGE = 64, 3, 1366   # the monitors' pair
 PERCORE_BASE, PERCORE_SIZE, PC_PT_CHANNELS = 0x0100_0000, 0x0004_0000, 0x6000
 USER_CHANNELS = 0x0000_0080_0020_0000
 MAX_CYCLES = 3_000_000            # these images end before 500,000 cycles
-FASTER = 0.95                     # NUMA-aware: at most this share of multicast's cycles
+FASTER = 0.90                     # NUMA-aware: at most this share of multicast's cycles
+# (the reference takes 0.83; a tree that serves its own package itself, 0.95)
 FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a large quantum
 
 # (image, topology, cores): multicast trees in which an aggregator forwards
@@ -219,7 +220,7 @@ def expect_touches_done(run, n) -> None:
 
 @test(points=15)
 def numa_multicast_beats_multicast():
-    """At 32 cores on amd-8x4 the NUMA-aware tree's shootdown is 5% faster than plain multicast's."""
+    """At 32 cores on amd-8x4 the NUMA-aware tree's shootdown is 10% faster than plain multicast's."""
     run = boot("images/cost-32.lst", topology="amd-8x4", max_cycles=MAX_CYCLES)
     if run.system.skb is None:
         run.expect_clean()

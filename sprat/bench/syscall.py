@@ -9,13 +9,17 @@ and divides the difference by N, so that booting and exiting cancel out:
                      whose Python work counts no modeled cycles
   context switch     two dispatchers on one core yielding to each other
   LMP round trip     lmp_call and the reply, between two dispatchers
-                     (userland/lmp_pingpong.S), beside the Barrelfish
-                     paper's Table 1 LRPC figure for the machine
+                     (userland/lmp_pingpong.S reply=1: the callee answers
+                     and waits for the next call in one kernel entry, so
+                     a round trip enters the kernel twice and hands the
+                     core over twice, the shape of an LRPC), beside the
+                     Barrelfish paper's Table 1 LRPC figure for the machine
 
 sprat charges an instruction one cycle, and a privileged instruction or a
 trap's delivery what the machine's [instructions] table says (its preset
-cites each figure: syscall, sysret and invlpg on the paper's machines; the
-rest cost their one cycle, for want of a source). The privileged column is
+cites each figure: syscall, sysret, iretq, mov cr3, invlpg and a trap's
+delivery on the paper's machines; wrmsr and swapgs cost their one cycle,
+for want of a source). The privileged column is
 the part of the cycles those charges make; the rest is the CPU driver's
 instructions. Compare the rows with each other, and with the paper's
 column for scale.
@@ -58,7 +62,7 @@ def run(args) -> int:
         ("context switch (yield)", 2,
          lambda k: [f"/userland/syscall_loop.S core=0 kind=1 iterations={k}"] * 2),
         ("LMP round trip", 1,
-         lambda k: [f"/userland/lmp_pingpong.S core=0 role={r} rounds={k} warmup=1"
+         lambda k: [f"/userland/lmp_pingpong.S core=0 role={r} rounds={k} warmup=1 reply=1"
                     for r in (0, 1)]),
     ]
     rows = []

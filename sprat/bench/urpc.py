@@ -19,7 +19,8 @@ them: a transfer costs what its machine family's protocol path costs
 (emulator/interconnect/protocol.py), from the sourced legs of the presets.
 
 Beside it, LMP: two dispatchers on one core passing a message through the
-CPU driver (userland/lmp_pingpong.S), one-way latency as half a round trip,
+CPU driver (userland/lmp_pingpong.S), one-way latency as half a round trip
+whose reply is an lmp_call (one kernel entry each way, as in an LRPC),
 next to the paper's Table 1 LRPC figure for the same machine, and the part
 of it charged for traps and privileged instructions (the machine's
 [instructions] table: see `sprat bench syscall`).
@@ -102,7 +103,7 @@ def run(args) -> int:
          lmp_headers, [[row[h] for h in lmp_headers] for row in lmp_rows],
          ["paper_lrpc_cycles: the paper's Table 1 (LRPC on one core), for scale",
           "privileged_cycles: the part charged for traps and privileged instructions, from "
-          "each preset's [instructions] table (syscall, sysret, invlpg; the rest 1 cycle)"])
+          "each preset's [instructions] table (`sprat topology show T` lists it)"])
     emit(args, "host speed: urpc_stream.S on two cores",
          ["host_msgs_per_s", "mips_model_on", "mips_model_off"],
          [[host["host_msgs_per_s"], host["mips_model_on"], host["mips_model_off"]]],
@@ -154,8 +155,8 @@ def measure_lmp(topology, rounds) -> dict:
 def lmp_pingpong(topology, rounds) -> tuple[float, int]:
     """(one-way latency the guest measured, core 0's privileged cycles in all)."""
     system, output = boot(topology, [
-        f"/userland/lmp_pingpong.S core=0 role=0 rounds={rounds} warmup={WARMUP}",
-        f"/userland/lmp_pingpong.S core=0 role=1 rounds={rounds} warmup={WARMUP}"])
+        f"/userland/lmp_pingpong.S core=0 role=0 rounds={rounds} warmup={WARMUP} reply=1",
+        f"/userland/lmp_pingpong.S core=0 role=1 rounds={rounds} warmup={WARMUP} reply=1"])
     run_to_end(system, output)
     return (reported_cycles(output, "lmp") / (2 * rounds),
             system.machine.cores[0].stats.privileged_cycles)
