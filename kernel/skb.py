@@ -20,14 +20,15 @@ request on to the cores in `forwards` and acknowledges for all of them.
                    forwards it inside the package; the initiator is its own
                    package's aggregator (paper section 5.1);
   numa-multicast   the same, but with what the SKB measured: per package the
-                   aggregator is the core the initiator reaches fastest,
-                   packages are served farthest first so the slowest
-                   messages start earliest, and, when there are other
-                   packages, the initiator hands its own package to its
-                   nearest neighbour too (it is the busiest core of the
-                   tree: each message it sends or waits for delays all
-                   that follow; sprat's model makes that the whole
-                   difference, see sprat/bench/tlb.py).
+                   aggregator is the core the initiator reaches fastest;
+                   when there are other packages, the initiator hands its
+                   own package to its nearest neighbour too, and its
+                   routes go nearest first. The initiator is the busiest
+                   core of the tree, and its stores retire into its store
+                   buffer while it goes on, so what it waits for is the
+                   acknowledgements, read one line transfer after another
+                   in route order: the first it reads should be the first
+                   to arrive (sprat/bench/tlb.py says what that is worth).
 
 How it meets the guest: monitor 0 stops at its `skb_query` label once
 every monitor has measured; `attach` hooks that label on the host, reads
@@ -111,7 +112,7 @@ class SystemKnowledgeBase:
                [Route(members[0], tuple(members[1:])) for members in others]
 
     def _numa_multicast(self, cores, root) -> list[Route]:
-        """Aggregators by measured latency, farthest package first, own package last."""
+        """Aggregators by measured latency; own package first, then nearest first."""
         # LAB shootdown BEGIN numa_tree
         mates, others = self.packages(cores, root)
         routes = []
@@ -120,12 +121,12 @@ class SystemKnowledgeBase:
             rest = [core for core in members if core != aggregator]
             rest.sort(key=lambda core: -self.latency(aggregator, core))
             routes.append(Route(aggregator, tuple(rest)))
-        routes.sort(key=lambda route: (-self.latency(root, route.child), route.child))
+        routes.sort(key=lambda route: (self.latency(root, route.child), route.child))
         if not routes:                    # one package: nothing to hand off
             return [Route(core) for core in mates]
         if mates:
             nearest = min(mates, key=lambda core: (self.latency(root, core), core))
-            routes.append(Route(nearest, tuple(core for core in mates if core != nearest)))
+            routes.insert(0, Route(nearest, tuple(core for core in mates if core != nearest)))
         return routes
         # LAB shootdown END numa_tree
 

@@ -52,10 +52,16 @@ def at_32_cores():
     return {r["protocol"]: r["cycles"] for r in rows}
 
 
-def test_numa_multicast_is_fastest_at_32_cores_then_multicast_the_others_far_behind(at_32_cores):
+def test_the_multicasts_are_far_below_unicast_and_broadcast_at_32_cores(at_32_cores):
+    # The initiator's sends retire into its store buffer; what it waits for
+    # is its acknowledgements, one per child (sprat/bench/tlb.py): the trees
+    # with one child per package wait for 8, unicast and broadcast for 31.
+    # Which multicast comes first depends on what ran before it (lab 8's
+    # image, multicast first, has the NUMA-aware tree 18% faster); here,
+    # after unicast and broadcast, they are within a few percent.
     t = at_32_cores
-    assert t["numa-multicast"] < t["multicast"], t
-    assert min(t["unicast"], t["broadcast"]) > 1.5 * t["multicast"], t
+    assert max(t["numa-multicast"], t["multicast"]) < 0.5 * min(t["unicast"], t["broadcast"]), t
+    assert t["numa-multicast"] < 1.05 * t["multicast"], t
 
 
 def test_unmap_end_to_end_costs_more_than_the_protocol_and_grows_with_cores(at_32_cores):
