@@ -36,8 +36,13 @@
  *
  * A write goes through the core's store buffer: buffered_store() below
  * mirrors StoreBuffer.store in emulator/interconnect/storebuffer.py (read
- * the rules there). The instructions that drain the buffer (fences, locked
- * instructions) are rare and stay in Python (cost.py, add_fence_sites).
+ * the rules there), and hide() keeps a store that took other cores'
+ * copies hidden from them until it commits (StoreBuffer._hide). A load by
+ * a core that may read such a stale copy is rare and left to Python
+ * (Visibility.load), which rolls the bytes back for it; on_read_done puts
+ * the present back after the load. The instructions that drain the buffer
+ * (fences, locked instructions) are rare and stay in Python (cost.py,
+ * add_fence_sites).
  *
  * Parking and waking cores stay in Python: cost.py keeps, for every
  * tracked line, how many cores are parked on it (`parked`), and this hook

@@ -1,11 +1,15 @@
 """The store buffer (emulator/interconnect/storebuffer.py): x86-TSO timing and litmus tests.
 
 First the buffer on its own, in front of a coherence directory: what a
-store, a fence and a locked instruction cost, and when each store commits.
-Then guest programs on two cores, the litmus tests of x86-TSO, run at many
-quanta and seeds as the lab graders run them: message passing is never
-broken, a core reads its own stores at once, and store buffering with an
-`mfence` never shows both loads old.
+store, a fence and a locked instruction cost, and when each store commits;
+then what other cores see of a store before it commits (Visibility): a
+core that held the line reads the old bytes, a core without a copy waits
+and sees the store, two stores to the same bytes come in one order for
+everyone. Then guest programs on two cores, the litmus tests of x86-TSO,
+run at many quanta and seeds as the lab graders run them: message passing
+is never broken, a core reads its own stores at once, store buffering
+shows both loads old under some schedule, and with an `mfence` or a
+locked instruction between store and load never does.
 """
 
 import copy
