@@ -137,7 +137,7 @@ class Core:
         self.delivery_cycles = 0       # their instructions (emulator/instcost.py)
         self.user_faults = []          # (vector, rip, error code, cr2) of each exception
                                        # taken in ring 3, for the run's report
-        self._charged_ahead = []       # (unicorn's count, cycles) of instructions charged
+        self._charged_ahead = []       # (unicorn's count, cycles, privileged) of instructions charged
                                        # before they ran (emulator/instcost.py)
         self._undo = []                # (physical address, bytes) of stores deferred this quantum
         self.journal = None            # told of every run and interrupt check: time
@@ -323,15 +323,28 @@ class Core:
             return
         self.charge(cycles)
         self._charged_ahead = [entry for entry in self._charged_ahead if entry[0] > counter]
-        self._charged_ahead.append((index, cycles))
+        self._charged_ahead.append((index, cycles, True))
+
+    def charge_this_instruction(self, cycles: int) -> None:
+        """From a code hook: the instruction about to run (unicorn has
+        counted it already) takes `cycles` more: a fence waiting for its
+        store buffer (emulator/cost.py). Taken back, as charge_ahead's, if
+        it does not run in this quantum (the cost model may stop before it:
+        defer_this_instruction)."""
+        counter = self._emu_counter.value
+        if counter > self.clock.quantum:
+            return
+        self.clock.charged += cycles
+        self._charged_ahead.append((counter, cycles, False))
 
     def _take_back_charges(self, first: int) -> None:
         """Take back what was charged ahead for the instructions from
         unicorn's count `first` on: they will not run in this quantum."""
-        for index, cycles in self._charged_ahead:
+        for index, cycles, privileged in self._charged_ahead:
             if index >= first:
                 self.clock.charged -= cycles
-                self.stats.privileged_cycles -= cycles
+                if privileged:
+                    self.stats.privileged_cycles -= cycles
         self._charged_ahead = [entry for entry in self._charged_ahead if entry[0] < first]
 
     # --- Power and interrupts -------------------------------------------------
@@ -461,7 +474,7 @@ class Core:
         back when the quantum ends, before any other core runs.
         """
         counter = self._emu_counter.value
-        ahead = sum(cycles for index, cycles in self._charged_ahead if index >= counter)
+        ahead = sum(cycles for index, cycles, _ in self._charged_ahead if index >= counter)
         began = self.now() - 1 - ahead         # the clock the core stops with
         if began < self.clock.horizon:
             return False

@@ -428,7 +428,9 @@ class CostModel:
                 kind = fence_kind(core.read_virtual(address, size))
                 if kind is None:
                     return
-                clock.charged += buffer.fence(core.now(), kind)
+                # Taken back if the core stops before the instruction; the
+                # buffer's last commit stays, so running it again waits anew.
+                core.charge_this_instruction(buffer.fence(core.now(), kind))
                 if kind == LOCKED:      # its own store will not wait in the buffer
                     buffer.locked_at = clock.start + instructions.value
             except BaseException as error:   # a bug in sprat: stop this core, say so
