@@ -521,13 +521,12 @@ static void on_access(void *uc, int type, uint64_t address, int size,
         line = &w->lines[index];
 
     /* A load by a core that may read a stale copy (storebuffer.py,
-     * Visibility.load): Python. */
-    if (line != NULL && !write && w->hidden != NULL && (w->hidden[index].cores >> w->core & 1)) {
-        if (w->hidden[index].until <= now(w->clock))   /* it sees all there from now on */
-            w->hidden[index].cores &= ~((uint64_t)1 << w->core);
-        else
-            line = NULL;
-    }
+     * Visibility.load): Python, which first decides whether the access is
+     * served now at all (ordering may defer it), and only then whether the
+     * copy is stale or the core has caught up (clearing its bit): a
+     * deferred load must leave the hidden stores as they were. */
+    if (line != NULL && !write && w->hidden != NULL && (w->hidden[index].cores >> w->core & 1))
+        line = NULL;
     if (line == NULL) {
         /* New to the directory, two lines at once, outside the window, or
          * one of the above: all of it in Python, cost.py's
