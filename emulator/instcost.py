@@ -28,7 +28,11 @@ How, without a Python call on every instruction (host speed):
     while the core counts its quantum, the engine checks every instruction
     it runs against every code hook's range, so each one slows all of the
     core's code (measured: four code hooks on addresses never run cost the
-    host a tenth of its messages per second; block hooks, nothing). Every
+    host a tenth of its messages per second; block hooks, nothing). The
+    price: the instructions before the site in its block run with its cost
+    already on the clock, so a tracked access among them is charged as if
+    it came that much later (the CPU driver's blocks that end in sysret,
+    iretq or mov cr3 touch no channel; a program's could). Every
     program has a virtual base of its own (cpudriver/layout.py), so an
     address names one instruction machine-wide and the hook charges the
     kind the loader found there.
