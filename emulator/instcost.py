@@ -60,17 +60,24 @@ SITE_KINDS = ("sysret", "iretq", "mov_cr3", "invlpg", "wrmsr", "swapgs")
 MAX_BLOCK = 512
 
 
+def opcode_at(code: bytes) -> int:
+    """Where the opcode of the instruction `code` begins: past its legacy
+    prefixes and its REX byte, if any."""
+    at = 0
+    while at < len(code) and code[at] in LEGACY_PREFIXES:
+        at += 1
+    if at < len(code) and 0x40 <= code[at] <= 0x4F:        # REX
+        at += 1
+    return at
+
+
 def classify(code: bytes) -> str | None:
     """Which privileged instruction `code` begins with, or None.
 
     Names as in a topology's [instructions]: syscall, sysret, iretq,
     mov_cr3, invlpg, wrmsr, swapgs.
     """
-    at = 0
-    while at < len(code) and code[at] in LEGACY_PREFIXES:
-        at += 1
-    if at < len(code) and 0x40 <= code[at] <= 0x4F:        # REX
-        at += 1
+    at = opcode_at(code)
     opcode = code[at:at + 3]
     if opcode[:1] == b"\xcf":
         return "iretq"                                      # (iretd too: same cost)
@@ -105,11 +112,7 @@ def ends_run(code: bytes) -> bool:
     """Whether `code` begins with a control transfer: the engine ends a
     block after every one, so no block runs on from it into the next
     instruction (jumps, calls, returns, int, iret, syscall, sysret, hlt)."""
-    at = 0
-    while at < len(code) and code[at] in LEGACY_PREFIXES:
-        at += 1
-    if at < len(code) and 0x40 <= code[at] <= 0x4F:        # REX
-        at += 1
+    at = opcode_at(code)
     first = code[at] if at < len(code) else None
     second = code[at + 1] if at + 1 < len(code) else None
     if first is None:
