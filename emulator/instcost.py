@@ -28,7 +28,11 @@ How, without a Python call on every instruction (host speed):
     while the core counts its quantum, the engine checks every instruction
     it runs against every code hook's range, so each one slows all of the
     core's code (measured: four code hooks on addresses never run cost the
-    host a tenth of its messages per second; block hooks, nothing). Every
+    host a tenth of its messages per second; block hooks, nothing). The
+    price: the instructions before the site in its block run with its cost
+    already on the clock, so a tracked access among them is charged as if
+    it came that much later (the CPU driver's blocks that end in sysret,
+    iretq or mov cr3 touch no channel; a program's could). Every
     program has a virtual base of its own (cpudriver/layout.py), so an
     address names one instruction machine-wide and the hook charges the
     kind the loader found there.
@@ -56,17 +60,24 @@ SITE_KINDS = ("sysret", "iretq", "mov_cr3", "invlpg", "wrmsr", "swapgs")
 MAX_BLOCK = 512
 
 
+def opcode_at(code: bytes) -> int:
+    """Where the opcode of the instruction `code` begins: past its legacy
+    prefixes and its REX byte, if any."""
+    at = 0
+    while at < len(code) and code[at] in LEGACY_PREFIXES:
+        at += 1
+    if at < len(code) and 0x40 <= code[at] <= 0x4F:        # REX
+        at += 1
+    return at
+
+
 def classify(code: bytes) -> str | None:
     """Which privileged instruction `code` begins with, or None.
 
     Names as in a topology's [instructions]: syscall, sysret, iretq,
     mov_cr3, invlpg, wrmsr, swapgs.
     """
-    at = 0
-    while at < len(code) and code[at] in LEGACY_PREFIXES:
-        at += 1
-    if at < len(code) and 0x40 <= code[at] <= 0x4F:        # REX
-        at += 1
+    at = opcode_at(code)
     opcode = code[at:at + 3]
     if opcode[:1] == b"\xcf":
         return "iretq"                                      # (iretd too: same cost)
@@ -101,11 +112,7 @@ def ends_run(code: bytes) -> bool:
     """Whether `code` begins with a control transfer: the engine ends a
     block after every one, so no block runs on from it into the next
     instruction (jumps, calls, returns, int, iret, syscall, sysret, hlt)."""
-    at = 0
-    while at < len(code) and code[at] in LEGACY_PREFIXES:
-        at += 1
-    if at < len(code) and 0x40 <= code[at] <= 0x4F:        # REX
-        at += 1
+    at = opcode_at(code)
     first = code[at] if at < len(code) else None
     second = code[at + 1] if at + 1 < len(code) else None
     if first is None:

@@ -77,6 +77,7 @@ def test_python_m_sprat_inside_a_workspace_uses_the_installed_tree(tmp_path):
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert json.loads(done.stdout)[-1]["hit_path"].startswith("pure Python"), done.stdout
 
+
 def test_a_stream_failure_replays_to_the_access_it_names(tmp_path):
     folder = tmp_path / "work"
     _, files = wrong_files(LAB, LAB.folder / "wrong" / "invalidations_summed.diff")
