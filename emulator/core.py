@@ -40,8 +40,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from emulator import privilege, traps
 from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, FEAT_1_ECX, Registers, SavedContext,
-                               clear_cpuid_feature, emu_counter, retired_instructions,
-                               set_instruction_limit)
+                               clear_cpuid_feature, emu_counter, set_instruction_limit)
 from emulator.devices.apic import APIC_BASE, APIC_SIZE, LocalApic
 from emulator.devices.console import CONSOLE_PORT
 from emulator.devices.hypercall import HYPERCALL_PORT
@@ -340,6 +339,8 @@ class Core:
     def _take_back_charges(self, first: int) -> None:
         """Take back what was charged ahead for the instructions from
         unicorn's count `first` on: they will not run in this quantum."""
+        if not self._charged_ahead:         # most quanta: nothing was
+            return
         for index, cycles, privileged in self._charged_ahead:
             if index >= first:
                 self.clock.charged -= cycles
@@ -474,8 +475,9 @@ class Core:
         back when the quantum ends, before any other core runs.
         """
         counter = self._emu_counter.value
-        ahead = sum(cycles for index, cycles, _ in self._charged_ahead if index >= counter)
-        began = self.now() - 1 - ahead         # the clock the core stops with
+        began = self.now() - 1                 # the clock the core stops with, which
+        if self._charged_ahead:                # leaves out what was charged ahead for it
+            began -= sum(cycles for index, cycles, _ in self._charged_ahead if index >= counter)
         if began < self.clock.horizon:
             return False
         if store is not None:
@@ -503,7 +505,8 @@ class Core:
         clock.charged = 0
         clock.horizon = horizon
         clock.served = 0
-        self._charged_ahead = []
+        if self._charged_ahead:
+            self._charged_ahead = []
         self._stop_requested = False
         self._in_quantum = True
         try:
@@ -517,7 +520,7 @@ class Core:
             address, data = self._undo.pop()
             self.memory.write(address, data)
         # clock.quantum, not quantum: a debugger stop may have cut it short.
-        retired = retired_instructions(self.uc, clock.quantum)
+        retired = min(self._emu_counter.value, clock.quantum)
         self._take_back_charges(retired + 1)    # charged ahead, but the quantum ended first
         self.stats.instructions += retired
         self.cycles += retired * self.clock_ratio + clock.charged

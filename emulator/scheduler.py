@@ -52,6 +52,7 @@ import random
 from emulator.core import NO_HORIZON, UNORDERED, CoreState
 
 DEFAULT_QUANTUM = 10_000
+_NO_CHOICE = None, UNORDERED      # Scheduler._horizon when next_core chose no core
 
 
 class Scheduler:
@@ -63,7 +64,7 @@ class Scheduler:
         self.quanta_run = 0
         self.seed = seed
         self._random = random.Random(seed) if seed is not None else None
-        self._horizon = None, UNORDERED     # (core next_core chose, its quantum's horizon)
+        self._horizon = _NO_CHOICE          # (core next_core chose, its quantum's horizon)
 
     def ready_time(self, core) -> int | None:
         """When `core` could next run, or None if it never can by itself."""
@@ -85,20 +86,42 @@ class Scheduler:
         """The ready core with the lowest ready time, and that time (with a
         seed: any ready core within a quantum of the lowest). Cores whose ids
         are in `skip` are passed over (a debugger holds them)."""
+        if self._random is not None:
+            return self._pick_at_random(skip)
+        # One pass, no lists: this runs before every quantum, and where cores
+        # meet (URPC) a quantum is a few dozen instructions. `best` is the
+        # first core with the lowest time (ties: the lower id, as the cores
+        # are in id order); `runner_up` the first of the others by (time, id).
+        best = best_time = runner_up = None
+        for core in self.cores:
+            if core.id in skip:
+                continue
+            if core.state is CoreState.RUNNING:      # ready_time's first case, inline
+                time = core.cycles if core.cycles >= core.not_before else core.not_before
+            elif (time := self.ready_time(core)) is None:
+                continue
+            if best is None:
+                best, best_time = core, time
+            elif time < best_time:
+                runner_up = best_time, best.id
+                best, best_time = core, time
+            elif runner_up is None or time < runner_up[0]:
+                runner_up = time, core.id
+        if best is None:
+            return None, None
+        self._horizon = best, horizon_for(best, *runner_up) if runner_up else NO_HORIZON
+        return best, best_time
+
+    def _pick_at_random(self, skip):
+        """next_core with a seed: any ready core within a quantum of the lowest."""
         ready = [(core, time) for core in self.cores
                  if core.id not in skip and (time := self.ready_time(core)) is not None]
         if not ready:
             return None, None
-        best, best_time = min(ready, key=lambda entry: entry[1])   # ties: the lower id
-        if self._random is not None:
-            close = [(core, time) for core, time in ready if time <= best_time + self.quantum]
-            best, best_time = close[self._random.randrange(len(close))]
-            self._horizon = best, UNORDERED
-        else:
-            # The first of the others, by (ready time, id): the order the
-            # scheduler would run them in.
-            others = [(time, core.id) for core, time in ready if core is not best]
-            self._horizon = best, horizon_for(best, *min(others)) if others else NO_HORIZON
+        best_time = min(time for _, time in ready)
+        close = [(core, time) for core, time in ready if time <= best_time + self.quantum]
+        best, best_time = close[self._random.randrange(len(close))]
+        self._horizon = best, UNORDERED
         return best, best_time
 
     def _turn(self) -> int:
@@ -122,7 +145,7 @@ class Scheduler:
             # quantum, so the core goes one instruction at a time till then.
             budget = 1
         chosen, horizon = self._horizon
-        self._horizon = None, UNORDERED
+        self._horizon = _NO_CHOICE
         # A core run otherwise than as next_core's choice (a debugger's step)
         # runs its instructions, whoever is ready first.
         horizon = horizon if chosen is core else UNORDERED
