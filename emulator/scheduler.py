@@ -55,7 +55,8 @@ DEFAULT_QUANTUM = 10_000
 
 
 class Scheduler:
-    def __init__(self, cores, quantum: int = DEFAULT_QUANTUM, seed: int | None = None):
+    def __init__(self, cores, quantum: int = DEFAULT_QUANTUM, seed: int | None = None,
+                 ordered: bool = False):
         if quantum < 1:
             raise ValueError("quantum must be at least 1 instruction")
         self.cores = cores
@@ -63,6 +64,7 @@ class Scheduler:
         self.quanta_run = 0
         self.seed = seed
         self._random = random.Random(seed) if seed is not None else None
+        self.ordered = ordered               # give the core run a horizon (detailed timing)
         self._horizon = None, UNORDERED     # (core next_core chose, its quantum's horizon)
 
     def ready_time(self, core) -> int | None:
@@ -93,6 +95,8 @@ class Scheduler:
         if self._random is not None:
             close = [(core, time) for core, time in ready if time <= best_time + self.quantum]
             best, best_time = close[self._random.randrange(len(close))]
+            self._horizon = best, UNORDERED
+        elif not self.ordered:
             self._horizon = best, UNORDERED
         else:
             # The first of the others, by (ready time, id): the order the
