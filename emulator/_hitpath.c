@@ -182,7 +182,7 @@ struct window {                  /* one core's hook on one tracked range: Window
     struct directory *directory;
     struct clock *clock;
     struct watch *watch;
-    struct store_buffer *buffer;
+    struct store_buffer *buffer;  /* the core's; NULL in fast timing: stores wait (cost.py) */
     int64_t core;
     PyObject *wake;              /* cost.py's wake(line): wakes the cores parked on it */
     PyObject *charge;            /* cost.py's charge(write, address, size, now) */
@@ -546,8 +546,11 @@ static void on_access(void *uc, int type, uint64_t address, int size,
             return;                            /* deferred: it runs again later */
     }
     w->clock->served = *w->clock->emu_counter;
-    w->buffer->latest = start - 1;
-    if (write)
+    if (w->buffer != NULL)
+        w->buffer->latest = start - 1;
+    if (write && w->buffer == NULL)             /* fast timing: the store waits for its line */
+        cycles = serve_here(w->directory, w->core, line, 1, start);
+    else if (write)
         cycles = buffered_store(w->buffer, w->directory, w->core, line,
                                 w->hidden != NULL ? &w->hidden[index] : NULL, address, size,
                                 start, w->clock->start + (int64_t)*w->clock->emu_counter,

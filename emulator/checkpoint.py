@@ -209,8 +209,10 @@ def _take_cost(cost) -> tuple:
     watches = [bytes(watch) for watch in cost.watches]
     parked = [bytes(counts) for _, _, counts in cost._parked]
     waiters = {line: [core.id for core in cores] for line, cores in cost.waiters.items()}
-    buffers = [bytes(buffer) for buffer in cost.store_buffers]     # stores in flight
-    return lines, counters, watches, parked, waiters, buffers, _take_hidden(cost.visibility)
+    # Stores in flight, and what they hide (detailed timing only).
+    buffers = [bytes(buffer) for buffer in cost.store_buffers or ()]
+    hidden = None if cost.visibility is None else _take_hidden(cost.visibility)
+    return lines, counters, watches, parked, waiters, buffers, hidden
 
 
 def _restore_cost(cost, state: tuple) -> None:
@@ -236,9 +238,10 @@ def _restore_cost(cost, state: tuple) -> None:
         ctypes.memmove(ctypes.addressof(watch), data, len(data))
     for (_, _, counts), data in zip(cost._parked, parked):
         ctypes.memmove(ctypes.addressof(counts), data, len(data))
-    for buffer, data in zip(cost.store_buffers, buffers):
+    for buffer, data in zip(cost.store_buffers or (), buffers):
         ctypes.memmove(ctypes.addressof(buffer), data, len(data))
-    _restore_hidden(cost.visibility, hidden)
+    if hidden is not None:
+        _restore_hidden(cost.visibility, hidden)
     cost.waiters.clear()
     for line, cores in waiters.items():
         cost.waiters[line] = [cost.machine.cores[core] for core in cores]

@@ -112,10 +112,15 @@ from emulator.interconnect.storebuffer import (LOCKED, StoreBuffer, Visibility, 
 PAUSE = b"\xf3\x90"
 
 
+TIMING_MODES = ("fast", "detailed")
+
+
 class CostModel:
-    def __init__(self, machine, topology):
+    def __init__(self, machine, topology, timing: str = "fast"):
         self.machine = machine
         self.topology = topology
+        self.timing = timing
+        detailed = timing == "detailed"
         reason = hitpath.why_pure(CoherenceDirectory)
         self.hit_path = "C" if reason is None else f"pure Python ({reason})"
         # On the C path, the directory's counters and the entries of tracked
@@ -124,9 +129,12 @@ class CostModel:
         # objects, which Python reads faster.
         in_c = self.hit_path == "C"
         # Whether reads of one line merge at its ordering point is the
-        # machine family's (the topology's [protocol] merge_reads).
+        # machine family's (the topology's [protocol] merge_reads), when
+        # accesses come in modeled-time order. In host order they must
+        # merge: readers woken by one write are then served alike, whatever
+        # order the scheduler runs them in (see "Timing modes" above).
         self.directory = CoherenceDirectory(topology, counters=hitpath.counters if in_c else None,
-                                            merge_reads=topology.merge_reads,
+                                            merge_reads=topology.merge_reads if detailed else True,
                                             memory_size=machine.memory.size)
         self._shared_directory = hitpath.share(self.directory) if in_c else None
         if in_c:
@@ -134,11 +142,13 @@ class CostModel:
                 core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)),
                                          horizon=NO_HORIZON)
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
-        spec = spec_for(topology)
-        self.store_buffers = [StoreBuffer() for _ in machine.cores]
-        self.visibility = Visibility(machine.memory, self.store_buffers)
-        for core, buffer in zip(machine.cores, self.store_buffers):
-            buffer.attach(core.id, self.directory, spec, visibility=self.visibility)
+        self.store_buffers = self.visibility = None     # fast: every store waits for its line
+        if detailed:
+            spec = spec_for(topology)
+            self.store_buffers = [StoreBuffer() for _ in machine.cores]
+            self.visibility = Visibility(machine.memory, self.store_buffers)
+            for core, buffer in zip(machine.cores, self.store_buffers):
+                buffer.attach(core.id, self.directory, spec, visibility=self.visibility)
         self.stale_until = [0] * len(machine.cores)   # a stale copy read since the last pause
         self.fence_sites = set()
         self.windows = []                 # (physical, size)
@@ -157,34 +167,36 @@ class CostModel:
         self.windows.append((physical, size))
         first = physical >> LINE_SHIFT
         n_lines = ((physical + size - 1) >> LINE_SHIFT) - first + 1
-        hidden = self.visibility.add_window(first, n_lines)
+        hidden = None if self.visibility is None else self.visibility.add_window(first, n_lines)
         if self.hit_path == "C":
             lines, parked = (SharedLine * n_lines)(), (ctypes.c_int32 * n_lines)()
             self.directory.keep_lines_in(first, lines)
             self._parked.append((first, first + n_lines, parked))
         for core in self.machine.cores:
             charge, wake, defer = self._python_hook(core)
-            buffer = self.store_buffers[core.id]
+            buffer = None if self.store_buffers is None else self.store_buffers[core.id]
             if self.hit_path == "C":
                 window = Window(lines=ctypes.addressof(lines), parked=ctypes.addressof(parked),
-                                hidden=ctypes.addressof(hidden),
+                                hidden=0 if hidden is None else ctypes.addressof(hidden),
                                 first_line=first, n_lines=n_lines,
                                 directory=ctypes.addressof(self._shared_directory),
                                 clock=ctypes.addressof(core.clock),
                                 watch=ctypes.addressof(self.watches[core.id]),
-                                buffer=ctypes.addressof(buffer),
+                                buffer=0 if buffer is None else ctypes.addressof(buffer),
                                 core=core.id, wake=wake, charge=charge, defer=defer)
                 self._keep.append(window)
                 hitpath.add_hook(core.uc, window, physical, physical + size - 1)
-                hitpath.add_restore_hook(core.uc, buffer, physical, physical + size - 1)
+                if buffer is not None:
+                    hitpath.add_restore_hook(core.uc, buffer, physical, physical + size - 1)
                 continue
-            # After a load that read a stale copy, the present goes back.
-            restore = HOOK_MEM_ACCESS_CFUNC(
-                lambda _uc, _kind, _address, _size, _value, _data, buffer=buffer:
-                buffer.restore())
-            self._keep.append(restore)
-            core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ_AFTER, restore,
-                                     physical, physical + size - 1)
+            if buffer is not None:
+                # After a load that read a stale copy, the present goes back.
+                restore = HOOK_MEM_ACCESS_CFUNC(
+                    lambda _uc, _kind, _address, _size, _value, _data, buffer=buffer:
+                    buffer.restore())
+                self._keep.append(restore)
+                core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ_AFTER, restore,
+                                         physical, physical + size - 1)
             # A raw ctypes callback, not the binding's hook_add: this runs on
             # every access, and the binding's wrapper costs a third again as
             # much as the work.
@@ -238,8 +250,7 @@ class CostModel:
         two lines or to a line new to the directory.
         """
         access = self.directory.access
-        buffer = self.store_buffers[core.id]
-        store = buffer.store
+        buffer = None if self.store_buffers is None else self.store_buffers[core.id]
         visibility = self.visibility
         writes = self.directory.writes
         waiters = self.waiters
@@ -261,19 +272,22 @@ class CostModel:
                         and defer(address if write else None, size):
                     return
                 clock.served = counter.value
-                buffer.latest = now - 1             # when the instruction began (Visibility)
-                stamp = clock.start + counter.value     # the instruction (StoreBuffer.store)
                 stale = {}
-                if not write and stamp != buffer.locked_at \
-                        and any(visibility.line(key).cores & mask for key in range(line, last + 1)):
-                    # A woken core acts no earlier than not_before (_wake).
-                    stale = visibility.load(core_id, address, size, max(now, core.not_before))
+                if buffer is not None:
+                    buffer.latest = now - 1         # when the instruction began (Visibility)
+                    stamp = clock.start + counter.value     # the instruction (StoreBuffer.store)
+                    if not write and stamp != buffer.locked_at and \
+                            any(visibility.line(key).cores & mask for key in range(line, last + 1)):
+                        # A woken core acts no earlier than not_before (_wake).
+                        stale = visibility.load(core_id, address, size, max(now, core.not_before))
                 while True:
-                    if write:
+                    if write and buffer is None:    # fast: the store waits for its line
+                        cycles = access(core_id, line << LINE_SHIFT, True, now)
+                    elif write:
                         begin = max(address, line << LINE_SHIFT)
                         end = min(address + size, (line + 1) << LINE_SHIFT)
                         # No core acts before this quantum's start or its horizon.
-                        cycles = store(begin, end - begin, now, stamp,
+                        cycles = buffer.store(begin, end - begin, now, stamp,
                                        min(clock.start, clock.horizon - 1))
                     elif line in stale:       # its copy, which a store is on its way to take
                         cycles = self.directory.stale_hit(core_id, line << LINE_SHIFT)
@@ -402,7 +416,10 @@ class CostModel:
     def add_fence_sites(self, addresses, cores=None) -> None:
         """Hook these `mfence`, `sfence` and locked instructions (virtual
         addresses) on the cores with these ids (None: every core), where
-        each waits for its core's store buffer."""
+        each waits for its core's store buffer. In fast timing there is no
+        buffer to drain, and no hook: a code hook slows its core."""
+        if self.store_buffers is None:
+            return
         for address in sorted(set(addresses) - self.fence_sites):
             self.fence_sites.add(address)
             for core in self.machine.cores:
@@ -460,7 +477,8 @@ class CostModel:
             self._stop_waiting(core)
             self.watches[core.id].woken = 1
             core.not_before = max(core.not_before, self.directory.visible_at(core.id, line))
-            self.visibility.caught_up(core.id, line)   # by then every store to it reached it
+            if self.visibility is not None:     # by then every store to it reached it
+                self.visibility.caught_up(core.id, line)
             lower_horizon(writer, core, max(core.cycles, core.not_before))
 
     def _stop_waiting(self, core) -> None:

@@ -36,7 +36,7 @@ from emulator.devices.apic import (DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_START
 from emulator.devices.console import Console
 from unicorn import x86_const as x86
 
-from emulator.cost import CostModel, lower_horizon
+from emulator.cost import TIMING_MODES, CostModel, lower_horizon
 from emulator.devices.hypercall import ENOSYS
 from emulator.errors import SpratError
 from emulator.interconnect import generic
@@ -67,7 +67,7 @@ class RunResult:
 class Machine:
     def __init__(self, cores: int, memory_size: int = DEFAULT_MEMORY,
                  quantum: int = DEFAULT_QUANTUM, output=None, topology=None,
-                 cost_model: bool = True, seed: int | None = None):
+                 cost_model: bool = True, seed: int | None = None, timing: str = "fast"):
         if not 1 <= cores <= MAX_CORES:
             raise SpratError(f"--cores must be between 1 and {MAX_CORES}, got {cores}")
         if topology is not None and topology.n_cores() != cores:
@@ -75,16 +75,22 @@ class Machine:
                              f"not {cores}")
         if quantum < 1:
             raise SpratError(f"--quantum must be at least 1 instruction, got {quantum}")
+        if timing not in TIMING_MODES:
+            raise SpratError(f"--timing must be one of {', '.join(TIMING_MODES)}, got {timing!r}")
         check_layout()
         self.n_cores = cores
         self.memory = PhysicalMemory(memory_size)
         self.console = Console(cores, output or (lambda core, line: None))
         self.cores = [Core(i, self.memory, self) for i in range(cores)]
-        self.scheduler = Scheduler(self.cores, quantum, seed)
+        # Detailed timing serves tracked accesses in the order of the cores'
+        # clocks; the scheduler keeps that order (emulator/cost.py, "Timing").
+        self.timing = timing if cost_model else "fast"
+        self.scheduler = Scheduler(self.cores, quantum, seed,
+                                   ordered=self.timing == "detailed")
         self.observers = []       # callables(event, **fields), e.g. the message trace
         self._hypercall_handler = None
         self.topology = topology or generic(cores)
-        self.cost = CostModel(self, self.topology) if cost_model else None
+        self.cost = CostModel(self, self.topology, timing) if cost_model else None
 
     def power_on(self, entry: int, registers: dict[int, int] | None = None) -> None:
         """Start the bootstrap processor (core 0) at `entry`."""

@@ -56,7 +56,8 @@ _NO_CHOICE = None, UNORDERED      # Scheduler._horizon when next_core chose no c
 
 
 class Scheduler:
-    def __init__(self, cores, quantum: int = DEFAULT_QUANTUM, seed: int | None = None):
+    def __init__(self, cores, quantum: int = DEFAULT_QUANTUM, seed: int | None = None,
+                 ordered: bool = False):
         if quantum < 1:
             raise ValueError("quantum must be at least 1 instruction")
         self.cores = cores
@@ -64,6 +65,7 @@ class Scheduler:
         self.quanta_run = 0
         self.seed = seed
         self._random = random.Random(seed) if seed is not None else None
+        self.ordered = ordered               # give the core run a horizon (detailed timing)
         self._horizon = _NO_CHOICE          # (core next_core chose, its quantum's horizon)
 
     def ready_time(self, core) -> int | None:
@@ -109,7 +111,10 @@ class Scheduler:
                 runner_up = time, core.id
         if best is None:
             return None, None
-        self._horizon = best, horizon_for(best, *runner_up) if runner_up else NO_HORIZON
+        if not self.ordered:
+            self._horizon = best, UNORDERED
+        else:       # the core runs until the first of the others would
+            self._horizon = best, horizon_for(best, *runner_up) if runner_up else NO_HORIZON
         return best, best_time
 
     def _pick_at_random(self, skip):

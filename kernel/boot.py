@@ -144,15 +144,17 @@ def user_defines(module: int = 0) -> dict[str, int]:
 
 def boot_image(path, cores: int = 4, quantum: int = DEFAULT_QUANTUM,
                memory_size: int = DEFAULT_MEMORY, output=None, topology=None,
-               cost_model: bool = True, seed: int | None = None) -> System:
+               cost_model: bool = True, seed: int | None = None,
+               timing: str = "fast") -> System:
     """Parse, assemble and load an image; return a System ready to run.
 
     With a `topology`, the machine has its cores (and `cores` must agree).
+    `timing`: "fast" or "detailed" (emulator/cost.py, "Timing modes").
     """
     image = parse_image(path)
     kernel = assemble_kernel(image)
     machine = Machine(cores, memory_size=memory_size, quantum=quantum, output=output,
-                      topology=topology, cost_model=cost_model, seed=seed)
+                      topology=topology, cost_model=cost_model, seed=seed, timing=timing)
     machine.memory.write(layout.KERNEL_BASE, kernel.code)
     system = System(machine, image, kernel)
     _load_modules(system, cores)

@@ -82,6 +82,17 @@ def add_machine_options(parser) -> None:
     parser.add_argument("--topology", metavar="T", default=None,
                         help="the machine's interconnect: a preset (see `sprat topology list`) "
                              "or a TOML file; the core count follows it")
+    add_timing_option(parser)
+
+
+def add_timing_option(parser, default: str = "fast") -> None:
+    """--timing fast|detailed: the cost model's two modes (emulator/cost.py)."""
+    parser.add_argument("--timing", choices=("fast", "detailed"), default=default,
+                        help="the cost model's timing: 'fast' serves each core's accesses to "
+                             "channels as the core runs, and a store waits for its line; "
+                             "'detailed' serves them in the order of the cores' clocks, with "
+                             "store buffers (x86-TSO), several times slower on the host "
+                             f"(default {default})")
 
 
 def seed_argument(text: str) -> int:
@@ -150,7 +161,7 @@ def run(args) -> int:
     from emulator import faults
     rules = [faults.parse(rule) for rule in args.inject]
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
-                        topology=topology, seed=args.seed)
+                        topology=topology, seed=args.seed, timing=args.timing)
     faults.apply(system.machine, rules)
     with recording(system, args.trace) as observer:
         if args.gdb is not None and serve_gdb_first(system, args) == "kill":

@@ -200,7 +200,7 @@ def open_debuggee(args, out) -> Debuggee:
         out.flush()
 
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=console,
-                        topology=topology, seed=args.seed)
+                        topology=topology, seed=args.seed, timing=args.timing)
     return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
 
 

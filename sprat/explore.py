@@ -31,8 +31,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from sprat.boot import (DEFAULT_MAX_CYCLES, add_lab_option, cores_argument, machine_shape,
-                        positive_argument, whole_number)
+from sprat.boot import (DEFAULT_MAX_CYCLES, add_lab_option, add_timing_option, cores_argument,
+                        machine_shape, positive_argument, whole_number)
 
 DEFAULT_JOBS = 2             # this machine's cores; --jobs for more
 MAX_JOBS = 64
@@ -47,6 +47,7 @@ class Options:
     topology: str | None
     quantum: int
     max_cycles: int
+    timing: str = "fast"
     expect_lines: tuple = ()
     expect_failures: bool = False
     protocol_check: bool = True
@@ -90,6 +91,7 @@ def add_parser(subparsers) -> None:
                         help="a preset (see `sprat topology list`) or a TOML file")
     parser.add_argument("--quantum", type=positive_argument, default=DEFAULT_QUANTUM, metavar="Q",
                         help=f"the longest turn a seed may give a core (default {DEFAULT_QUANTUM:,})")
+    add_timing_option(parser)
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help=f"a run that passes C cycles fails (default "
                                           f"{DEFAULT_MAX_CYCLES:,})")
@@ -101,7 +103,8 @@ def run(args) -> int:
     from sprat.cli import EXIT_MACHINE_FAILURE, EXIT_OK
     cores, _ = machine_shape(args)
     options = Options(args.image, cores, args.topology, args.quantum, args.max_cycles,
-                      tuple(args.expect_line), args.expect_failures, not args.no_protocol_check)
+                      args.timing, tuple(args.expect_line), args.expect_failures,
+                      not args.no_protocol_check)
     check_image(options)
     outcomes = explore(options, range(1, args.seeds + 1), args.jobs, progress=show_progress)
     failed = [outcome for outcome in outcomes if outcome.failed]
@@ -181,7 +184,7 @@ def boot(options: Options, seed, output):
     from kernel.tracepoints import install_message_tracepoints
     topology = load_topology(options.topology) if options.topology else None
     system = boot_image(options.image, cores=options.cores, quantum=options.quantum,
-                        output=output, topology=topology, seed=seed)
+                        output=output, topology=topology, seed=seed, timing=options.timing)
     observer = install_message_tracepoints(system) if options.protocol_check else None
     return system, observer
 
@@ -200,6 +203,8 @@ def replay_command(args, seed: int) -> str:
         words += ["--quantum", str(args.quantum)]
     if args.max_cycles != DEFAULT_MAX_CYCLES:
         words += ["--max-cycles", str(args.max_cycles)]
+    if args.timing != "fast":
+        words += ["--timing", args.timing]
     words += ["--seed", str(seed)]
     return " ".join(shlex.quote(word) for word in words)
 

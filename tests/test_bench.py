@@ -39,8 +39,9 @@ def test_bench_urpc_json_rows_cover_every_distance_and_the_host(capsys):
     latencies = [r["latency_cycles"] for r in cases]
     assert latencies == sorted(latencies), "farther pairs must not be cheaper"
     host = [r for r in rows if "host_msgs_per_s" in r]
-    assert len(host) == 1 and set(host[0]) == {"host_msgs_per_s", "mips_model_on", "mips_model_off",
-                                                "hit_path"}
+    assert len(host) == 1 and set(host[0]) == {"host_msgs_per_s", "host_msgs_per_s_detailed",
+                                                "mips_model_on", "mips_model_off", "hit_path"}
+    assert host[0]["host_msgs_per_s"] > 0 and host[0]["host_msgs_per_s_detailed"] > 0
     assert host[0]["hit_path"] == "C" or host[0]["hit_path"].startswith("pure Python (")
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, number_list, progress
+from sprat.boot import add_timing_option
 from sprat.boot import whole_number
 from sprat.output import png_name, save_png
 
@@ -63,6 +64,7 @@ def add_parser(benches) -> None:
         "shm-vs-msg", help="shared-memory updates against messages to a server (paper Fig. 3)",
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output_options(parser)
+    add_timing_option(parser, "detailed")
     parser.add_argument("--topology", metavar="T", default=DEFAULT_TOPOLOGY,
                         help=f"a preset or TOML file (default {DEFAULT_TOPOLOGY})")
     parser.add_argument("--cores", metavar="LIST", type=number_list, default=None,
@@ -92,10 +94,12 @@ def run(args) -> int:
     for lines in args.lines:
         for cores in shm_cores:
             progress(f"shm: {cores} cores update {lines} shared lines")
-            rows.append(measure_shm(topology, cores, lines, args.updates, args.warmup))
+            rows.append(measure_shm(topology, cores, lines, args.updates, args.warmup,
+                                    args.timing))
         for cores in msg_cores:
             progress(f"msg: {cores} clients send {lines}-line updates to the server")
-            rows.append(measure_msg(topology, cores, lines, args.updates, args.warmup))
+            rows.append(measure_msg(topology, cores, lines, args.updates, args.warmup,
+                                    args.timing))
     rows.sort(key=lambda row: (row["mode"] != "shm", row["lines"], row["cores"]))
     if args.plot:
         plot(rows, topology.name, args.plot)
@@ -127,20 +131,20 @@ def client_counts(n_cores: int, chosen=None) -> tuple[list[int], list[int]]:
 
 
 # --- one run --------------------------------------------------------------------------
-def measure_shm(topology, cores, lines, updates, warmup) -> dict:
+def measure_shm(topology, cores, lines, updates, warmup, timing="detailed") -> dict:
     args = f"clients={cores} lines={lines} updates={updates} warmup={warmup}"
     # channels: the sync page and the shared array (userland/shm_update.S)
-    output = run_image(topology, [f"/userland/shm_update.S channels=0-1 {args}"])
+    output = run_image(topology, [f"/userland/shm_update.S channels=0-1 {args}"], timing)
     return row("shm", cores, lines, client_average(output, "shm", cores), None)
 
 
-def measure_msg(topology, clients, lines, updates, warmup) -> dict:
+def measure_msg(topology, clients, lines, updates, warmup, timing="detailed") -> dict:
     # channels: the sync page, then the array and a channel per client core
     # (userland/msg_server.S)
     args = f"clients={clients} updates={updates} warmup={warmup} " \
            f"channels=0-{topology.n_cores()}"
     output = run_image(topology, [f"/userland/msg_server.S core=0 lines={lines} {args}",
-                                  f"/userland/msg_client.S {args}"])
+                                  f"/userland/msg_client.S {args}"], timing)
     server_updates, server_cycles = reports(output, "server")[0]
     return row("msg", clients, lines, client_average(output, "msg", clients),
                server_cycles / server_updates)
@@ -151,7 +155,7 @@ def row(mode, cores, lines, cycles, server_cycles) -> dict:
     return dict(zip(HEADERS, [mode, cores, lines, round(cycles, 1), rounded]))
 
 
-def run_image(topology, modules) -> list[tuple[int, str]]:
+def run_image(topology, modules, timing="detailed") -> list[tuple[int, str]]:
     """Boot the modules on `topology`, run them to the end; the console lines."""
     from kernel.boot import boot_image
     output = []
@@ -160,7 +164,7 @@ def run_image(topology, modules) -> list[tuple[int, str]]:
         image.write_text("kernel /cpudriver/cpudriver.S\n"
                          + "".join(f"module {module}\n" for module in modules))
         system = boot_image(image, cores=topology.n_cores(), topology=topology,
-                            output=lambda core, line: output.append((core, line)))
+                            output=lambda core, line: output.append((core, line)), timing=timing)
     interleave_finely_after_barrier(system)
     result = system.machine.run(max_cycles=MAX_CYCLES)
     if not result.clean:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, progress
+from sprat.boot import add_timing_option
 from sprat.boot import whole_number
 
 ITERATIONS = 200
@@ -42,6 +43,7 @@ def add_parser(benches) -> None:
         "syscall", help="cost of a system call, a context switch, an LMP round trip",
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output_options(parser)
+    add_timing_option(parser, "detailed")
     parser.add_argument("--topology", default="amd-2x2", metavar="T",
                         help="machine whose clock and paper figures to use (default amd-2x2)")
     parser.add_argument("--iterations", type=whole_number(1, MAX_ITERATIONS),
@@ -68,7 +70,7 @@ def run(args) -> int:
     rows = []
     for name, per_iteration, modules in cases:
         progress(name)
-        instructions, cycles, privileged = difference(topology, modules, n)
+        instructions, cycles, privileged = difference(topology, modules, n, args.timing)
         events = n * per_iteration
         paper = LRPC.get(topology.name, (None,))[0] if name.startswith("LMP") else None
         rows.append([name, round(cycles / events, 1), round(instructions / events, 1),
@@ -90,19 +92,19 @@ def costs_text(topology) -> str:
     return f"{costs}; the rest 1 cycle" if costs else "none: every instruction 1 cycle"
 
 
-def difference(topology, modules, n):
+def difference(topology, modules, n, timing="detailed"):
     """(instructions, cycles, privileged cycles) that N more iterations cost on core 0."""
-    totals = [measure(topology, modules(k)) for k in (n, 2 * n)]
+    totals = [measure(topology, modules(k), timing) for k in (n, 2 * n)]
     return tuple(more - fewer for more, fewer in zip(totals[1], totals[0]))
 
 
-def measure(topology, modules):
+def measure(topology, modules, timing="detailed"):
     from kernel.boot import boot_image
     with tempfile.TemporaryDirectory() as directory:
         image = Path(directory) / "syscall.lst"
         image.write_text("kernel /cpudriver/cpudriver.S\n" +
                          "".join(f"module {m}\n" for m in modules))
-        system = boot_image(image, cores=topology.n_cores(), topology=topology)
+        system = boot_image(image, cores=topology.n_cores(), topology=topology, timing=timing)
     result = system.machine.run(max_cycles=10**9)
     if not result.clean:
         raise MachineFailure(f"bench program failed: {result.reason}")

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from emulator.errors import MachineFailure
 from sprat.bench import add_output_options, emit, number_list, progress
+from sprat.boot import add_timing_option
 from sprat.output import png_name, save_png
 
 DEFAULT_TOPOLOGY = "amd-8x4"
@@ -69,6 +70,7 @@ def add_parser(benches) -> None:
             name, help=helptext, description=__doc__.split("\n\n", 1)[1],
             formatter_class=argparse.RawDescriptionHelpFormatter)
         add_output_options(parser)
+        add_timing_option(parser, "detailed")
         parser.add_argument("--topology", metavar="T", default=DEFAULT_TOPOLOGY,
                             help=f"a preset or TOML file, at most 32 cores (default "
                                  f"{DEFAULT_TOPOLOGY})")
@@ -87,7 +89,7 @@ def run_tlb(args) -> int:
     topology, counts = machine_and_counts(args.topology, args.cores)
     progress(f"booting {topology.n_cores()} monitors on {topology.name}; shootdowns over "
              f"{', '.join(map(str, counts))} cores")
-    results = run_shootdowns(topology, MODE_TLB, counts, PROTOCOLS)
+    results = run_shootdowns(topology, MODE_TLB, counts, PROTOCOLS, timing=args.timing)
     rows = [{"protocol": r["protocol"], "cores": r["cores"], "latency_cycles": r["cycles"]}
             for r in results]
     if args.plot:
@@ -110,7 +112,8 @@ def run_unmap(args) -> int:
     topology, counts = machine_and_counts(args.topology, args.cores)
     progress(f"booting {topology.n_cores()} monitors on {topology.name}; unmaps over "
              f"{', '.join(map(str, counts))} cores")
-    results = run_shootdowns(topology, MODE_UNMAP, counts, ["numa-multicast"])
+    results = run_shootdowns(topology, MODE_UNMAP, counts, ["numa-multicast"],
+                             timing=args.timing)
     rows = [{"cores": r["cores"], "latency_cycles": r["cycles"]} for r in results]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -151,13 +154,14 @@ def machine_and_counts(name: str, chosen) -> tuple[object, list[int]]:
 # --- one boot -----------------------------------------------------------------------------------
 
 def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
-                   booted_system=None) -> list[dict]:
+                   booted_system=None, timing="detailed") -> list[dict]:
     """Boot the monitors and the shootdown program; the shootdowns it printed.
 
     Each result: protocol, cores, cycles, acked (cores that invalidated),
     stale (cores that read the page between their unmap and their invlpg;
     0 unless `probe`). `lines`, if given, collects every console line;
     `booted_system`, if given, is called with the System before it runs.
+    `timing`: the cost model's mode (emulator/cost.py, "Timing modes").
     """
     from emulator.errors import SpratError
     from kernel.boot import boot_image
@@ -176,7 +180,8 @@ def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
                          f"module {monitor}\n"
                          f"module /userland/span_member.S nospawn\n")
         system = boot_image(image, cores=topology.n_cores(), topology=topology,
-                            output=lambda core, line: output.append((core, line)))
+                            output=lambda core, line: output.append((core, line)),
+                            timing=timing)
     if booted_system:
         booted_system(system)
     result = system.machine.run(max_cycles=MAX_CYCLES)

@@ -154,7 +154,7 @@ class Run:
         words = ["sprat", "debug", _shown_image(self.image)]
         if context.workspace_shown and not self.options.get("reference"):
             words += ["--lab", context.workspace_shown]
-        for option in ("topology", "cores", "quantum", "seed", "max_cycles"):
+        for option in ("topology", "cores", "quantum", "seed", "max_cycles", "timing"):
             value = self.options.get(option)
             if value is not None:
                 words += [f"--{option.replace('_', '-')}", str(value)]
@@ -165,13 +165,16 @@ class Run:
 
 def boot(image, *, cores: int | None = None, topology: str | None = None,
          quantum: int | None = None, seed: int | None = None,
-         max_cycles: int = DEFAULT_MAX_CYCLES, reference: bool = False, setup=None) -> Run:
+         max_cycles: int = DEFAULT_MAX_CYCLES, timing: str | None = None,
+         reference: bool = False, setup=None) -> Run:
     """Boot `image` (relative to the lab's folder) and run it to its end.
 
     The student's files are used, except with `reference=True`, which boots
     the tree's own assembly (to measure the reference in the same grade).
     `setup(system)`, if given, runs before the first instruction: to hook
     what the test watches (a handler's entry, a line of memory).
+    `timing`: the cost model's mode, "fast" (None: the default) or
+    "detailed" (`sprat boot --timing`).
     """
     from emulator import sources
     from emulator.interconnect import load_topology
@@ -185,12 +188,12 @@ def boot(image, *, cores: int | None = None, topology: str | None = None,
     console, events = [], []
     options = {"topology": topology, "cores": cores if topology is None else None,
                "quantum": quantum, "seed": seed, "max_cycles": max_cycles,
-               "reference": reference}
+               "timing": timing, "reference": reference}
 
     def build():
         return boot_image(path, cores=n_cores, quantum=quantum or DEFAULT_QUANTUM,
                           output=lambda core, line: console.append((core, line)),
-                          topology=shape, seed=seed)
+                          topology=shape, seed=seed, timing=timing or "fast")
     if reference:
         with sources.without_workspace():
             system = build()
