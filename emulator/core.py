@@ -40,7 +40,8 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from emulator import privilege, traps
 from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, FEAT_1_ECX, Registers, SavedContext,
-                               clear_cpuid_feature, emu_counter, set_instruction_limit)
+                               clear_cpuid_feature, emu_counter, instruction_pointer,
+                               set_instruction_limit)
 from emulator.devices.apic import APIC_BASE, APIC_SIZE, LocalApic
 from emulator.devices.console import CONSOLE_PORT
 from emulator.devices.hypercall import HYPERCALL_PORT
@@ -115,6 +116,7 @@ class Core:
         self.uc.mmio_map(APIC_BASE, APIC_SIZE, self.apic.read, None, self.apic.write, None)
         self.regs = Registers(self.uc)
         self._emu_counter = emu_counter(self.uc)    # unicorn's count of this quantum
+        self._rip = instruction_pointer(self.uc)    # read before every quantum
         self.clock = Clock()
         self.context = SavedContext(self.uc)
         self.stats = CoreStats()
@@ -284,7 +286,7 @@ class Core:
 
     @property
     def rip(self) -> int:
-        return self.regs.read(x86.UC_X86_REG_RIP)
+        return self._rip.value
 
     @property
     def privilege(self) -> int:

@@ -9,9 +9,11 @@ CPUX86State) at offsets that were found by experiment on unicorn 2.1.4 and
 are checked at start-up (`check_layout`), so a different unicorn fails loudly
 instead of silently.
 
-It also reaches one thing outside the saved context: the CPUID feature
+It also reaches two things outside the saved context: the CPUID feature
 words, which decide both what `cpuid` reports and which instructions the
-engine accepts (`clear_cpuid_feature`).
+engine accepts (`clear_cpuid_feature`), and the live instruction pointer,
+read as memory (`instruction_pointer`: a core reads it before every
+quantum, and a register read through the C API costs ten times as much).
 
 It also holds `Registers`, a fast path to uc_reg_read / uc_reg_write (the
 Python binding's reg_read costs ~1.4 us, the bare C call ~0.35 us), and
@@ -57,6 +59,7 @@ EMU_COUNT = 1376
 UC_CPU = 440
 CPU_ENV_PTR = 296
 ENV_FEATURES = 5632
+ENV_EIP = 128            # target_ulong env->eip, after the 16 general registers
 FEAT_1_EDX = 0           # CPUID.1:EDX
 FEAT_1_ECX = 1           # CPUID.1:ECX
 CPUID_1_EDX_FPU = 1 << 0
@@ -124,10 +127,21 @@ class SavedContext:
         return struct.unpack("<I4xQII", ctypes.string_at(offset, SEGMENT_SIZE))
 
 
-def _cpuid_feature_word(uc: Uc, word: int) -> ctypes.c_uint64:
+def _env(uc: Uc) -> int:
+    """The address of the live CPUX86State (uc->cpu->env_ptr)."""
     cpu = ctypes.c_uint64.from_address(uc._uch.value + UC_CPU).value
-    env = ctypes.c_uint64.from_address(cpu + CPU_ENV_PTR).value
-    return ctypes.c_uint64.from_address(env + ENV_FEATURES + 8 * word)
+    return ctypes.c_uint64.from_address(cpu + CPU_ENV_PTR).value
+
+
+def _cpuid_feature_word(uc: Uc, word: int) -> ctypes.c_uint64:
+    return ctypes.c_uint64.from_address(_env(uc) + ENV_FEATURES + 8 * word)
+
+
+def instruction_pointer(uc: Uc) -> ctypes.c_uint64:
+    """RIP as a live ctypes view, for reading: what uc_reg_read returns for
+    it (env->eip) without the call. Valid once the engine is set up (any
+    mem_map). Write RIP through Registers: unicorn must know of a jump."""
+    return ctypes.c_uint64.from_address(_env(uc) + ENV_EIP)
 
 
 def clear_cpuid_feature(uc: Uc, word: int, bits: int) -> None:
@@ -195,6 +209,9 @@ def check_layout() -> None:
     elif not (_cpuid_feature_word(uc, FEAT_1_EDX).value & CPUID_1_EDX_FPU
               and _cpuid_feature_word(uc, FEAT_1_ECX).value & CPUID_1_ECX_SSE3):
         problems.append("env->features")
+    if instruction_pointer(uc).value != regs.read(x86.UC_X86_REG_RIP) or \
+            instruction_pointer(uc).value != 0x100C:      # after the hlt
+        problems.append("env->eip")
     hflags = context.read_u32(HFLAGS)
     if not hflags & (1 << 15):        # HF_CS64: the engine is in 64-bit mode
         problems.append("hflags")
