@@ -520,30 +520,32 @@ static void on_access(void *uc, int type, uint64_t address, int size,
             && w->lines[index].owner_state != 0)
         line = &w->lines[index];
 
-    /* A load by a core that may read a stale copy (storebuffer.py,
-     * Visibility.load): Python, which first decides whether the access is
-     * served now at all (ordering may defer it), and only then whether the
-     * copy is stale or the core has caught up (clearing its bit): a
-     * deferred load must leave the hidden stores as they were. */
-    if (line != NULL && !write && w->hidden != NULL && (w->hidden[index].cores >> w->core & 1))
-        line = NULL;
-    if (line == NULL) {
-        /* New to the directory, two lines at once, outside the window, or
-         * one of the above: all of it in Python, cost.py's
-         * charge(write, address, size, now). */
-        int64_t args[4] = {write, (int64_t)address, size, now(w->clock)};
-        call_python(w->charge, 4, args);
-        return;
-    }
-    /* Ordered (cost.py's charge): an instruction begun past the horizon
-     * makes no access to a tracked line before the cores ready earlier
-     * have made theirs; Python ends the quantum before the instruction. */
+    /* Ordered (cost.py's charge, which asks the same first): an
+     * instruction begun past the horizon makes no access to a tracked line
+     * before the cores ready earlier have made theirs; Python ends the
+     * quantum before the instruction. Asked before anything else, as
+     * charge() asks it: where cores meet, most quanta end here. */
     start = now(w->clock);
     if (start - 1 >= w->clock->horizon && w->clock->served != *w->clock->emu_counter) {
         int64_t args[3] = {(int64_t)address, size, write};
         call_python(w->defer, 3, args);
         if (*w->clock->emu_counter > (uint64_t)w->clock->quantum)
             return;                            /* deferred: it runs again later */
+    }
+    /* A load by a core that may read a stale copy (storebuffer.py,
+     * Visibility.load): Python decides whether the copy is stale or the
+     * core has caught up (clearing its bit). Not deferred (above): a
+     * deferred load must leave the hidden stores as they were. */
+    if (line != NULL && !write && w->hidden != NULL && (w->hidden[index].cores >> w->core & 1))
+        line = NULL;
+    if (line == NULL) {
+        /* New to the directory, two lines at once, outside the window, or
+         * one of the above: the rest in Python, cost.py's
+         * charge(write, address, size, now), which asks again whether to
+         * defer, and gets the same answer. */
+        int64_t args[4] = {write, (int64_t)address, size, start};
+        call_python(w->charge, 4, args);
+        return;
     }
     w->clock->served = *w->clock->emu_counter;
     if (w->buffer != NULL)
