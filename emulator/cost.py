@@ -40,7 +40,28 @@ connects them to the cores:
     so the loader tells us where the `pause` instructions are
     (`add_pause_sites`).
 
-  * Ordering. The directory must see the accesses to a line in the order
+  * Timing modes. The model runs in one of two modes, as gem5 has atomic
+    and timing memory (`--timing`, Machine(timing=...)):
+      fast      the default. A core's accesses reach the directory when
+                the core runs them, in the host's order; a store waits
+                for its line; reads of a line merge, so that cores woken
+                by one write are served alike, whoever runs first. Message
+                latencies between cores that wait for each other come out
+                the same at every quantum (the writer's clock decides, by
+                causality), but what contends (N readers of one line, a
+                sender's stores to N cores) is served as the scheduler
+                happens to run it.
+      detailed  the accesses reach the directory in the order of the
+                cores' clocks (Ordering, below), reads of a line wait
+                their turn unless the topology merges them, and every core
+                has a store buffer (Store buffers, below). What contends is
+                served as the silicon serves it, at any quantum; the host
+                pays a core switch wherever two cores meet on a line,
+                several times slower (`sprat bench urpc` prints both
+                speeds). The benches measure in it by default.
+
+  * Ordering (detailed timing). The directory must see the accesses to a
+    line in the order
     of their modeled times (coherence.py, "Ordering"), but cores run one
     after another, a quantum each, and a core's clock runs ahead of the
     others' during its quantum. So the scheduler gives the core it runs a
@@ -70,7 +91,7 @@ connects them to the cores:
     or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one,
     and so does a directory that is not the tree's own, as in lab 6).
 
-  * Store buffers. A store does not wait for its line: it retires into
+  * Store buffers (detailed timing). A store does not wait for its line: it retires into
     the core's store buffer, and the line's transaction runs while the
     core goes on, up to a number of misses in flight; `mfence`, `sfence`
     and locked instructions wait for the buffer to drain

@@ -64,7 +64,7 @@ def read_done_times(tmp_path, quantum):
     image = write_image(tmp_path, programs, args)
     lines = []
     system = boot_image(image, cores=topology.n_cores(), topology=topology, quantum=quantum,
-                        output=lambda core, line: lines.append((core, line)))
+                        output=lambda core, line: lines.append((core, line)), timing="detailed")
     result = system.machine.run(max_cycles=10**7)
     assert result.clean, f"the pollers did not all see the write: {result.reason}"
     # rdtsc ran 3 instructions after the load: its completion is 3 cycles before.

@@ -372,7 +372,8 @@ def litmus(tmp_path, side_0, side_1, quantum, seed, topology="amd-2x2", partner=
     lines = []
     topology = load_topology(topology)
     system = boot_image(image, cores=topology.n_cores(), topology=topology, quantum=quantum,
-                        seed=seed, output=lambda core, line: lines.append((core, line)))
+                        seed=seed, output=lambda core, line: lines.append((core, line)),
+                        timing="detailed")
     result = system.machine.run(max_cycles=10**8)
     assert result.clean, f"the litmus program failed: {result.reason}"
     counts = {core: int(line) for core, line in lines if re.fullmatch(r"\d+", line)}
