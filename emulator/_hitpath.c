@@ -31,8 +31,12 @@
  *   - a read: remember (line, its writes so far) for parking (cost.py);
  *   - a write: record when it completes and by whom, count the write;
  *   - an instruction begun at or past the core's horizon: before its first
- *     tracked access, cost.py's defer() may stop the core before it, and
- *     nothing of that access is served or recorded.
+ *     tracked access, the core may stop before it, and nothing of that
+ *     access is served or recorded. defer_here() below mirrors
+ *     Core.defer_this_instruction (emulator/core.py) where that is simple,
+ *     the first such stop in a quantum with nothing charged ahead, and
+ *     leaves the rest to it (cost.py's defer()): where cores meet, most
+ *     quanta end so, and this saves each a call into Python.
  *
  * A write goes through the core's store buffer: buffered_store() below
  * mirrors StoreBuffer.store in emulator/interconnect/storebuffer.py (read
@@ -74,6 +78,7 @@
 #define MAX_OUTSTANDING 32       /* a store buffer's ring (storebuffer.py) */
 #define MAX_HIDDEN 64            /* stores a buffer keeps hidden (storebuffer.py) */
 #define LINE_BYTES (1 << LINE_SHIFT)
+#define UNDO_BYTES 16            /* the widest store put back here (an SSE store) */
 #define UC_MEM_WRITE 17          /* unicorn.h, enum uc_mem_type (checked by hitpath.py) */
 #define UC_X86_REG_CR0 50        /* unicorn/x86.h, enum uc_x86_reg (checked too) */
 #define UC_X86_REG_CR3 53
@@ -90,6 +95,16 @@ struct clock {                   /* a core's clock during a quantum: SharedClock
     int64_t horizon;             /* no tracked access by an instruction begun from
                                     this time on (core.py, Clock) */
     uint64_t served;             /* *emu_counter at the last tracked access served */
+    /* What defer_here() needs, and what it leaves for core.py (Clock): */
+    int64_t ahead;               /* 1: cycles were charged ahead in this quantum
+                                    (core.py, charge_ahead): Python decides */
+    int64_t deferred;            /* 1: the quantum stopped before an instruction */
+    uint8_t *memory;             /* physical memory in the host (memory.py) */
+    uint64_t memory_size;
+    int (*emu_stop)(void *uc);   /* unicorn's uc_emu_stop */
+    int64_t undo_address;        /* a store deferred here, made all the same: */
+    int64_t undo_size;           /* the bytes it overwrote, put back when the */
+    uint8_t undo[UNDO_BYTES];    /* quantum ends (Core._run) */
 };
 
 struct line {                    /* a directory entry: SharedLine, hitpath.py */
@@ -503,6 +518,31 @@ static void call_python(PyObject *function, int n, const int64_t *values)
     PyGILState_Release(gil);
 }
 
+/* Core.defer_this_instruction (emulator/core.py), for the instruction
+ * begun past the horizon: stop the quantum before it, and note the bytes a
+ * store overwrites, since the store is made all the same. Only for the
+ * first stop of a quantum with nothing charged ahead (what to leave out of
+ * the clock is Python's to say), and a store within memory and UNDO_BYTES;
+ * 0 if it leaves the instruction to Python. */
+static int defer_here(void *uc, struct clock *clock, uint64_t address, int size, int write)
+{
+    int64_t counter = (int64_t)*clock->emu_counter;
+
+    if (clock->ahead || clock->deferred || (write && (size > UNDO_BYTES
+            || address + (uint64_t)size > clock->memory_size)))
+        return 0;
+    if (write) {
+        clock->undo_address = (int64_t)address;
+        clock->undo_size = size;
+        memcpy(clock->undo, clock->memory + address, (size_t)size);
+    }
+    clock->deferred = 1;
+    if (counter - 1 < clock->quantum)      /* Core.stop_before_this_instruction */
+        clock->quantum = counter - 1;
+    clock->emu_stop(uc);
+    return 1;
+}
+
 /* The memory hook unicorn calls (registered by emulator/hitpath.py). */
 static void on_access(void *uc, int type, uint64_t address, int size,
                       int64_t value, void *user_data)
@@ -522,15 +562,17 @@ static void on_access(void *uc, int type, uint64_t address, int size,
 
     /* Ordered (cost.py's charge, which asks the same first): an
      * instruction begun past the horizon makes no access to a tracked line
-     * before the cores ready earlier have made theirs; Python ends the
-     * quantum before the instruction. Asked before anything else, as
-     * charge() asks it: where cores meet, most quanta end here. */
+     * before the cores ready earlier have made theirs; the quantum ends
+     * before the instruction, here or in Python. Asked before anything
+     * else, as charge() asks it: where cores meet, most quanta end here. */
     start = now(w->clock);
     if (start - 1 >= w->clock->horizon && w->clock->served != *w->clock->emu_counter) {
+        if (defer_here(uc, w->clock, address, size, write))
+            return;                            /* deferred: it runs again later */
         int64_t args[3] = {(int64_t)address, size, write};
         call_python(w->defer, 3, args);
         if (*w->clock->emu_counter > (uint64_t)w->clock->quantum)
-            return;                            /* deferred: it runs again later */
+            return;
     }
     /* A load by a core that may read a stale copy (storebuffer.py,
      * Visibility.load): Python decides whether the copy is stale or the
@@ -675,10 +717,12 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnnnn)"
+        "{s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnnnn)"
         " s:(nnnnnnnnnnnnnnnnn) s:(nnnnnnn) s:(nnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
         AT(clock, charged), AT(clock, emu_counter), AT(clock, horizon), AT(clock, served),
+        AT(clock, ahead), AT(clock, deferred), AT(clock, memory), AT(clock, memory_size),
+        AT(clock, emu_stop), AT(clock, undo_address), AT(clock, undo_size), AT(clock, undo),
         "line", (Py_ssize_t)sizeof(struct line), AT(line, sharers), AT(line, owner),
         AT(line, owner_state), AT(line, home), AT(line, written_at), AT(line, writer), AT(line, busy_from),
         AT(line, busy_until), AT(line, busy_read), AT(line, hits),
@@ -720,6 +764,7 @@ static int init_module(PyObject *module)
         || PyModule_AddIntMacro(module, MAX_WATCHED_LINES)
         || PyModule_AddIntMacro(module, MAX_OUTSTANDING)
         || PyModule_AddIntMacro(module, MAX_HIDDEN)
+        || PyModule_AddIntMacro(module, UNDO_BYTES)
         || PyModule_AddIntMacro(module, UC_MEM_WRITE)
         || PyModule_AddIntMacro(module, UC_X86_REG_CR0)
         || PyModule_AddIntMacro(module, UC_X86_REG_CR3) ? -1 : 0;

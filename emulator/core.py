@@ -79,9 +79,13 @@ UNORDERED = NO_HORIZON + 1    # a run that keeps no order (a seed's, a debugger'
 class Clock:
     """What `now()` needs during a quantum, besides unicorn's instruction
     count, and what the cost model needs to keep the directory's order:
-    the horizon, and the instruction that was served last."""
+    the horizon, the instruction that was served last, and whether the
+    core stopped before one (defer_this_instruction; the C hit path's
+    SharedClock, emulator/hitpath.py, does that in C too, and keeps there
+    the bytes of a store it stopped before)."""
 
-    __slots__ = ("start", "quantum", "charged", "horizon", "served")
+    __slots__ = ("start", "quantum", "charged", "horizon", "served", "ahead", "deferred",
+                 "undo_size")
 
     def __init__(self):
         self.start = 0        # `cycles` when this quantum began
@@ -91,6 +95,9 @@ class Clock:
         # tracked line: another core comes first (emulator/scheduler.py).
         self.horizon = NO_HORIZON
         self.served = 0       # unicorn's count at the last tracked access served
+        self.ahead = 0        # 1: cycles were charged ahead in this quantum
+        self.deferred = 0     # 1: it stopped before an instruction
+        self.undo_size = 0    # the C path's deferred store (never, here)
 
 
 @dataclass
@@ -325,6 +332,7 @@ class Core:
         self.charge(cycles)
         self._charged_ahead = [entry for entry in self._charged_ahead if entry[0] > counter]
         self._charged_ahead.append((index, cycles, True))
+        self.clock.ahead = 1        # the C hit path leaves deferrals to Python
 
     def charge_this_instruction(self, cycles: int) -> None:
         """From a code hook: the instruction about to run (unicorn has
@@ -337,6 +345,7 @@ class Core:
             return
         self.clock.charged += cycles
         self._charged_ahead.append((counter, cycles, False))
+        self.clock.ahead = 1
 
     def _take_back_charges(self, first: int) -> None:
         """Take back what was charged ahead for the instructions from
@@ -349,6 +358,7 @@ class Core:
                 if privileged:
                     self.stats.privileged_cycles -= cycles
         self._charged_ahead = [entry for entry in self._charged_ahead if entry[0] < first]
+        self.clock.ahead = 1 if self._charged_ahead else 0
 
     # --- Power and interrupts -------------------------------------------------
     def start(self, rip: int, at_cycle: int) -> None:
@@ -484,6 +494,7 @@ class Core:
             return False
         if store is not None:
             self._undo.append((store, self.memory.read(store, size)))
+        self.clock.deferred = 1
         self.stop_before_this_instruction()
         return True
 
@@ -507,8 +518,10 @@ class Core:
         clock.charged = 0
         clock.horizon = horizon
         clock.served = 0
+        clock.deferred = 0
         if self._charged_ahead:
             self._charged_ahead = []
+            clock.ahead = 0
         self._stop_requested = False
         self._in_quantum = True
         try:
@@ -518,9 +531,8 @@ class Core:
                 self.fail(f"unicorn stopped at RIP {self.rip:#x}: {error}")
         finally:
             self._in_quantum = False
-        while self._undo:                  # a deferred store, made all the same: unmake it
-            address, data = self._undo.pop()
-            self.memory.write(address, data)
+        if clock.deferred:
+            self._unmake_deferred_stores()
         # clock.quantum, not quantum: a debugger stop may have cut it short.
         retired = min(self._emu_counter.value, clock.quantum)
         self._take_back_charges(retired + 1)    # charged ahead, but the quantum ended first
@@ -532,9 +544,22 @@ class Core:
         # The counter passes `quantum` only when the quantum ran out; if it did
         # not, unicorn stopped by itself: `hlt` (even as the quantum's last one).
         if self._emu_counter.value <= quantum and not self._stop_requested \
-                and self._halted_here():
+                and not clock.deferred and self._halted_here():
             self.state = CoreState.HALTED
         return retired
+
+    def _unmake_deferred_stores(self) -> None:
+        """The quantum stopped before an instruction whose store was made all
+        the same (defer_this_instruction): put its bytes back, before any
+        other core runs. Latest first: the C hit path's (in the clock) is
+        the quantum's first, if any."""
+        while self._undo:
+            address, data = self._undo.pop()
+            self.memory.write(address, data)
+        clock = self.clock
+        if clock.undo_size:
+            self.memory.write(clock.undo_address, bytes(clock.undo[:clock.undo_size]))
+            clock.undo_size = 0
 
     def _halted_here(self) -> bool:
         """Did the quantum end early because of `hlt`? (unicorn stops on it)"""

@@ -161,7 +161,9 @@ class CostModel:
         if in_c:
             for core in machine.cores:      # the clocks too, before anything reads them
                 core.clock = SharedClock(emu_counter=ctypes.addressof(emu_counter(core.uc)),
-                                         horizon=NO_HORIZON)
+                                         horizon=NO_HORIZON, memory=machine.memory.address,
+                                         memory_size=machine.memory.size,
+                                         emu_stop=hitpath.UC_EMU_STOP)
         self.watches = [Watch() for _ in machine.cores]   # per core: read since its last pause
         self.store_buffers = self.visibility = None     # fast: every store waits for its line
         if detailed:

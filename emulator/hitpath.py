@@ -23,7 +23,8 @@ structs mirror the C ones field for field:
     Window           one core's hook on one tracked window: what the C hook
                      gets as its user_data
     SharedClock      a core's clock during a quantum (core.clock, emulator/core.py),
-                     with where to find unicorn's instruction count
+                     with where to find unicorn's instruction count, and what
+                     the C hook needs to stop the core before an instruction
     StoreBuffer      a core's outstanding stores (emulator/interconnect/storebuffer.py,
                      where it lives: the rules are read there), and the stores
                      it hides from stale copies (HiddenStore; HiddenLine per
@@ -67,6 +68,7 @@ from emulator.interconnect.storebuffer import (MAX_HIDDEN, MAX_OUTSTANDING, Hidd
 PURE_ENV = "SPRAT_PURE_COST_MODEL"
 MAX_WATCHED_LINES = 128    # a poll loop reading more lines than this is not parked
                            # (a monitor on 64 cores reads 65: userland/monitor.S serve)
+UNDO_BYTES = 16            # the widest deferred store the C hook puts back itself
 
 
 class SharedClock(ctypes.Structure):
@@ -79,6 +81,14 @@ class SharedClock(ctypes.Structure):
         ("emu_counter", ctypes.c_void_p),       # uint64_t *: cpustate.emu_counter()
         ("horizon", ctypes.c_int64),
         ("served", ctypes.c_uint64),
+        ("ahead", ctypes.c_int64),              # 1: charged ahead, Python decides deferrals
+        ("deferred", ctypes.c_int64),           # 1: stopped before an instruction
+        ("memory", ctypes.c_void_p),            # physical memory, in the host
+        ("memory_size", ctypes.c_uint64),
+        ("emu_stop", ctypes.c_void_p),          # UC_EMU_STOP
+        ("undo_address", ctypes.c_int64),       # a store deferred in C: what it
+        ("undo_size", ctypes.c_int64),          # overwrote (Core._run puts it back)
+        ("undo", ctypes.c_uint8 * UNDO_BYTES),
     ]
 
 
@@ -193,6 +203,8 @@ class PauseHook(ctypes.Structure):
 
 # unicorn's uc_reg_read, for PauseHook: the C pause hook reads CR0 and CR3 with it.
 UC_REG_READ = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
+# unicorn's uc_emu_stop, for SharedClock: the C memory hook stops a core with it.
+UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
 
 
 def counters(n: int):
@@ -238,6 +250,7 @@ def _load():
     differ = [f"struct {name}" for name, mirror in mirrors.items()
               if layouts.get(name) != _layout(mirror)]
     constants = {"UC_MEM_WRITE": UC_MEM_WRITE, "MAX_WATCHED_LINES": MAX_WATCHED_LINES,
+                 "UNDO_BYTES": UNDO_BYTES,
                  "MAX_OUTSTANDING": MAX_OUTSTANDING, "MAX_HIDDEN": MAX_HIDDEN,
                  "UC_X86_REG_CR0": x86.UC_X86_REG_CR0, "UC_X86_REG_CR3": x86.UC_X86_REG_CR3}
     if any(getattr(_hitpath, name, None) != value for name, value in constants.items()):
