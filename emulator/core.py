@@ -558,7 +558,7 @@ class Core:
             self.memory.write(address, data)
         clock = self.clock
         if clock.undo_size:
-            self.memory.write(clock.undo_address, bytes(clock.undo[:clock.undo_size]))
+            self.memory.write(clock.undo_address, bytes(clock.undo)[:clock.undo_size])
             clock.undo_size = 0
 
     def _halted_here(self) -> bool:

@@ -149,8 +149,9 @@ class Machine:
         """Run until no core can run, until every clock passes max_cycles, or
         until the machine is stuck."""
         window_start, retired_then = None, self._retired()
+        next_core, run_one = self.scheduler.next_core, self.scheduler.run_one  # once a quantum
         while True:
-            core, time = self.scheduler.next_core()
+            core, time = next_core()
             if core is None:
                 break
             if max_cycles is not None and time >= max_cycles:
@@ -167,7 +168,7 @@ class Machine:
                                      self.elapsed())
                 window_start, retired_then = time, retired
             limit = None if max_cycles is None else max_cycles - time
-            self.scheduler.run_one(core, time, limit)
+            run_one(core, time, limit)
         self.console.flush()
         return self._outcome()
 
