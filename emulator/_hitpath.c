@@ -42,9 +42,11 @@
  * mirrors StoreBuffer.store in emulator/interconnect/storebuffer.py (read
  * the rules there), and hide() keeps a store that took other cores'
  * copies hidden from them until it commits (StoreBuffer._hide). A load by
- * a core that may read such a stale copy is rare and left to Python
- * (Visibility.load), which rolls the bytes back for it; on_read_done puts
- * the present back after the load. The instructions that drain the buffer
+ * a core that may read such a stale copy is left to Python
+ * (Visibility.load), which rolls the bytes back for it, unless every
+ * store hidden on the line is done by then (Visibility.load's first case,
+ * what a URPC receiver meets once a message): the core sees them all, and
+ * drops its bit here. on_read_done puts the present back after the load. The instructions that drain the buffer
  * (fences, locked instructions) are rare and stay in Python (cost.py,
  * add_fence_sites).
  *
@@ -575,11 +577,18 @@ static void on_access(void *uc, int type, uint64_t address, int size,
             return;
     }
     /* A load by a core that may read a stale copy (storebuffer.py,
-     * Visibility.load): Python decides whether the copy is stale or the
-     * core has caught up (clearing its bit). Not deferred (above): a
-     * deferred load must leave the hidden stores as they were. */
-    if (line != NULL && !write && w->hidden != NULL && (w->hidden[index].cores >> w->core & 1))
-        line = NULL;
+     * Visibility.load, which charge() asks unless a locked instruction
+     * loads): if every store hidden on the line is done by now, the core
+     * sees them all from now on, and its bit goes; else Python decides
+     * whether the copy is stale. Not deferred (above): a deferred load must
+     * leave the hidden stores as they were. */
+    if (line != NULL && !write && w->hidden != NULL && (w->hidden[index].cores >> w->core & 1)) {
+        if (w->hidden[index].until <= start
+                && w->clock->start + (int64_t)*w->clock->emu_counter != w->buffer->locked_at)
+            w->hidden[index].cores &= ~((uint64_t)1 << w->core);
+        else
+            line = NULL;
+    }
     if (line == NULL) {
         /* New to the directory, two lines at once, outside the window, or
          * one of the above: the rest in Python, cost.py's
