@@ -644,7 +644,7 @@ def test_the_c_pause_hook_reads_the_code_as_python_does(monkeypatch):
     from emulator.interconnect import generic
     from sprat.bench.urpc import boot
     monkeypatch.delenv(hitpath.PURE_ENV, raising=False)
-    system, _ = boot(generic(2), ["/userland/urpc_stream.S core=0 role=0 channel=1 count=50",
+    system, _ = boot(generic(2), "fast", ["/userland/urpc_stream.S core=0 role=0 channel=1 count=50",
                                   "/userland/urpc_stream.S core=1 role=1 channel=1 count=50"])
     machine = system.machine
     machine.run(max_cycles=200_000)
