@@ -89,6 +89,16 @@ def test_the_outermost_label_has_an_undefined_return_address(program, elf):
         'the return address (rip, column 16) must be undefined so that bt stops there'
 
 
+def test_an_outermost_label_sharing_its_address_with_another_still_ends_the_backtrace():
+    # cpudriver/boot.S: `ap_trampoline_end:` then `ap_entry:`, one address; the
+    # first names the function, the second is the one nothing called.
+    program = assemble_text('before:\n    nop\nmarker:\nentry:\n    hlt\n', BASE)
+    elf = ELFFile(io.BytesIO(program_elf(program, 'shared', '/src', outermost=('entry',))))
+    fdes = [e for e in elf.get_dwarf_info().CFI_entries() if 'initial_location' in e.header]
+    assert [f.header['initial_location'] for f in fdes] == [program.symbols['entry']], \
+        'entry, named second at its address, should still get its FDE'
+
+
 @pytest.mark.parametrize('value, encoded', [(0, b'\x00'), (127, b'\x7f'), (128, b'\x80\x01'),
                                             (624485, b'\xe5\x8e\x26')])
 def test_uleb128_matches_the_dwarf_examples(value, encoded):
