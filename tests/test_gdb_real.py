@@ -261,6 +261,33 @@ def test_gdb_names_each_cores_frame_in_its_own_program(spawn_under_gdb):
         f'core 0\'s backtrace should end in the parent\'s start:\n{output}'
 
 
+def backtraces(output: str) -> dict[str, list[str]]:
+    """Each thread's frames as `thread apply all bt` prints them: number -> lines."""
+    return {number: frames.splitlines() for number, frames in
+            re.findall(r'^Thread (\d+) \(.*?\):\n((?:#.*\n?)+)', output, re.M)}
+
+
+def test_gdb_bt_on_an_idle_core_ends_in_the_idle_loop(spawn_under_gdb):
+    # Nothing called the idle loop (nor a core's first instruction): gdb
+    # must not read the zero word at the top of its fresh stack as a caller.
+    output = spawn_under_gdb.run_gdb('bt', 'break pick_next thread 2', 'continue', 'bt',
+                                     'delete', 'continue', 'thread apply all bt')
+
+    assert re.search(r'^#0\s+kernel_entry \(\) at cpudriver/boot\.S:\d+\n(?!#1)', output, re.M), \
+        f'bt on core 0 before its first instruction should show kernel_entry alone:\n{output}'
+    assert re.search(r'^#0\s+pick_next \(\) at cpudriver/dispatch\.S:\d+\n'
+                     r'#1\s+0x[0-9a-f]+ in idle_wait \(\) at cpudriver/dispatch\.S:\d+\n(?!#2)',
+                     output, re.M), \
+        f'bt in a call from the idle loop (core 1) should end at the idle loop:\n{output}'
+    frames = backtraces(output)
+    assert sorted(frames) == ['1', '2', '3'], f'every core should have a backtrace:\n{output}'
+    for thread, lines in frames.items():
+        assert len(lines) == 1 and re.match(r'#0\s+idle_sleep \(\)', lines[0]), \
+            f'bt on idle thread {thread} should be idle_sleep alone, not {lines}:\n{output}'
+    assert not re.search(r'^#\d+\s+0x0+ in', output, re.M), \
+        f'no backtrace should show a frame at address 0:\n{output}'
+
+
 def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_gdb):
     output = spawn_under_gdb.run_gdb('continue', 'info registers rip', 'info threads',
                                      'continue')
