@@ -61,24 +61,24 @@ connects them to the cores:
                 speeds). The benches measure in it by default.
 
   * Ordering (detailed timing). The directory must see the accesses to a
-    line in the order
-    of their modeled times (coherence.py, "Ordering"), but cores run one
-    after another, a quantum each, and a core's clock runs ahead of the
-    others' during its quantum. So the scheduler gives the core it runs a
-    horizon (core.clock.horizon, emulator/scheduler.py): the modeled time
-    from which another core comes first. An instruction that begins at or
-    past it does not touch a tracked line: at its first access to one the
-    core stops before the instruction (core.defer_this_instruction), and
-    runs it again when its turn comes, after the cores ready before it
-    have made their accesses. A `pause` that may park waits so too:
-    whether a write came after the poll's reads is known only then. A
-    write that wakes a parked core, or an IPI, lowers the writer's horizon
-    to the time the other core is ready (`lower_horizon`). Every other
-    instruction runs on past the horizon, since no other core sees what it
-    does, so a quantum ends early only where cores meet. The result is
-    what a quantum of one instruction gives, at any quantum (the tests:
-    tests/test_ordering.py, and the URPC and shootdown latencies at quanta
-    1 to 10,000). A seeded schedule keeps no horizon (scheduler.py says why).
+    line in the order of their modeled times (coherence.py, "Ordering"), but
+    cores run one after another, a quantum each, and a core's clock runs
+    ahead of the others' during its quantum. So the scheduler gives the core
+    it runs a horizon (core.clock.horizon, emulator/scheduler.py): the
+    modeled time from which another core comes first. An instruction that
+    begins at or past it does not touch a tracked line: at its first access
+    to one the core stops before the instruction
+    (core.defer_this_instruction), and runs it again when its turn comes,
+    after the cores ready before it have made their accesses. A `pause` that
+    may park waits so too: whether a write came after the poll's reads is
+    known only then. A write that wakes a parked core, or an IPI, lowers the
+    writer's horizon to the time the other core is ready (`lower_horizon`).
+    Every other instruction runs on past the horizon, since no other core
+    sees what it does, so a quantum ends early only where cores meet. The
+    result is what a quantum of one instruction gives, at any quantum (the
+    tests: tests/test_ordering.py, and the URPC and shootdown latencies at
+    quanta 1 to 10,000). A seeded schedule keeps no horizon (scheduler.py
+    says why).
 
   * Speed. Crossing from unicorn into Python costs more than charging an
     access. So when emulator/_hitpath.c is built, its C functions are the
@@ -91,20 +91,20 @@ connects them to the cores:
     or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one,
     and so does a directory that is not the tree's own, as in lab 6).
 
-  * Store buffers (detailed timing). A store does not wait for its line: it retires into
-    the core's store buffer, and the line's transaction runs while the
-    core goes on, up to a number of misses in flight; `mfence`, `sfence`
-    and locked instructions wait for the buffer to drain
+  * Store buffers (detailed timing). A store does not wait for its line: it
+    retires into the core's store buffer, and the line's transaction runs
+    while the core goes on, up to a number of misses in flight; `mfence`,
+    `sfence` and locked instructions wait for the buffer to drain
     (emulator/interconnect/storebuffer.py says what is modeled and why).
-    Every write to a tracked line goes through the core's StoreBuffer,
-    and the loader tells us where the draining instructions are
-    (`add_fence_sites`), as it does for `pause`. Until it commits, a
-    store is hidden from the cores whose copy of the line it took: a load
-    by one of them reads its stale copy, the bytes before the store
+    Every write to a tracked line goes through the core's StoreBuffer, and
+    the loader tells us where the draining instructions are
+    (`add_fence_sites`), as it does for `pause`. Until it commits, a store
+    is hidden from the cores whose copy of the line it took: a load by one
+    of them reads its stale copy, the bytes before the store
     (storebuffer.Visibility, which the C hook leaves such loads to; a hook
     after each read puts the present back). A core that read a stale copy
-    and pauses is not parked on it (the write is made) but runs again
-    once its copy is gone, as a woken core would.
+    and pauses is not parked on it (the write is made) but runs again once
+    its copy is gone, as a woken core would.
 
   * Listening. `observe(listener)` reports every load and store on the
     tracked lines to `listener(core, write, address, size, value)` (the
