@@ -538,7 +538,10 @@ def find_pause_sites(program) -> dict[int, bool]:
     straight run into it, or the program's first statement) may be in the
     middle of a block, where a block hook would not run: it keeps a code
     hook. (The proof assumes what the assembler's code does: no jump lands
-    inside the statement before the pause.)
+    inside the statement before the pause. And where a code hook is also
+    called on other code at the site's address, a block hook is not, unless
+    that code starts a block there; every program is linked at an address
+    of its own, cpudriver/layout.py, so no other code is there.)
     """
     from capstone import CS_ARCH_X86, CS_MODE_64, Cs
     disassembler = Cs(CS_ARCH_X86, CS_MODE_64)
