@@ -46,20 +46,21 @@
  * (Visibility.load), which rolls the bytes back for it, unless every
  * store hidden on the line is done by then (Visibility.load's first case,
  * what a URPC receiver meets once a message): the core sees them all, and
- * drops its bit here. on_read_done puts the present back after the load. The instructions that drain the buffer
- * (fences, locked instructions) are rare and stay in Python (cost.py,
- * add_fence_sites).
+ * drops its bit here. on_read_done puts the present back after the load.
+ * The instructions that drain the buffer (fences, locked instructions) are
+ * rare and stay in Python (cost.py, add_fence_sites).
  *
  * Parking and waking cores stay in Python: cost.py keeps, for every
  * tracked line, how many cores are parked on it (`parked`), and this hook
  * calls its wake() after a write to a line with parked cores.
  *
  * on_pause, further down, is the hook on every `pause` instruction the
- * loader found (cost.py, add_pause_sites). It makes the tests that begin
- * cost.py's on_pause(), which most pauses fail (the core was just woken,
- * or read no lines it can watch, or the bytes there are another
- * dispatcher's code, read through the page tables as paging.py reads
- * them), and calls Python only to park the core.
+ * loader found (cost.py, add_pause_sites): a code hook, or called by the
+ * block hook on_pause_block where the pause starts a block. It makes the
+ * tests that begin cost.py's on_pause(), which most pauses fail (the core
+ * was just woken, or read no lines it can watch, or the bytes there are
+ * another dispatcher's code, read through the page tables as paging.py
+ * reads them), and calls Python only to park the core.
  *
  * Nothing is copied between C and Python: the structs below are the very
  * memory Python uses, through ctypes mirrors (SharedClock, SharedLine,
@@ -183,6 +184,7 @@ struct store_buffer {            /* a core's outstanding stores: StoreBuffer, st
 
 struct pause_hook {              /* one core's hook on its `pause` sites: PauseHook */
     struct watch *watch;
+    const struct clock *clock;   /* the core's clock (on_pause_block reads it) */
     const uint8_t *memory;       /* the machine's physical memory (memory.py) */
     uint64_t memory_size;
     int (*reg_read)(void *uc, int regid, void *value);   /* unicorn's uc_reg_read */
@@ -708,6 +710,21 @@ static void on_pause(void *uc, uint64_t address, uint32_t size, void *user_data)
     }
 }
 
+/* The block hook on a `pause` site that starts a block on every way to it
+ * (cost.py, find_pause_sites): it runs as the block starts, before unicorn's
+ * counting hook has counted the pause, where a code hook runs after. So it
+ * does nothing if that count will end the quantum (the code hook would not
+ * run), and otherwise what on_pause does; its Python functions count the
+ * pause themselves (core.py, Core.as_code_hook). */
+static void on_pause_block(void *uc, uint64_t address, uint32_t size, void *user_data)
+{
+    struct pause_hook *hook = user_data;
+
+    if (*hook->clock->emu_counter + 1 > (uint64_t)hook->clock->quantum)
+        return;
+    on_pause(uc, address, 2, user_data);        /* 2: a pause's size, if it is one */
+}
+
 /* --- The module: what Python needs to register on_access, and to check
  * that its ctypes mirrors match the structs above. --- */
 
@@ -726,7 +743,7 @@ static int add(PyObject *module, const char *name, PyObject *value)
 static PyObject *layouts(void)
 {
     return Py_BuildValue(
-        "{s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnn) s:(nnnnnnnnnnnnnn)"
+        "{s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnnn) s:(nnnnnnnnnnnnnn) s:(nnnnnn) s:(nnnnnnnn) s:(nnnnnnnnnnnnnn)"
         " s:(nnnnnnnnnnnnnnnnn) s:(nnnnnnn) s:(nnn)}",
         "clock", (Py_ssize_t)sizeof(struct clock), AT(clock, start), AT(clock, quantum),
         AT(clock, charged), AT(clock, emu_counter), AT(clock, horizon), AT(clock, served),
@@ -745,7 +762,7 @@ static PyObject *layouts(void)
         "watch", (Py_ssize_t)sizeof(struct watch), AT(watch, count), AT(watch, overflowed),
         AT(watch, woken), AT(watch, line), AT(watch, writes),
         "pause_hook", (Py_ssize_t)sizeof(struct pause_hook), AT(pause_hook, watch),
-        AT(pause_hook, memory), AT(pause_hook, memory_size), AT(pause_hook, reg_read),
+        AT(pause_hook, clock), AT(pause_hook, memory), AT(pause_hook, memory_size), AT(pause_hook, reg_read),
         AT(pause_hook, pause), AT(pause_hook, checked_pause),
         "window", (Py_ssize_t)sizeof(struct window), AT(window, lines), AT(window, parked),
         AT(window, hidden), AT(window, first_line), AT(window, n_lines), AT(window, directory), AT(window, clock),
@@ -768,6 +785,7 @@ static int init_module(PyObject *module)
 {
     return add(module, "on_access", PyLong_FromVoidPtr((void *)on_access))
         || add(module, "on_pause", PyLong_FromVoidPtr((void *)on_pause))
+        || add(module, "on_pause_block", PyLong_FromVoidPtr((void *)on_pause_block))
         || add(module, "on_read_done", PyLong_FromVoidPtr((void *)on_read_done))
         || add(module, "layouts", layouts())
         || PyModule_AddIntMacro(module, MAX_WATCHED_LINES)

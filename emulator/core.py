@@ -460,6 +460,29 @@ class Core:
         self.clock.quantum = min(self.clock.quantum, self._emu_counter.value - 1)
         self.request_stop()
 
+    def as_code_hook(self, hook, *args) -> None:
+        """From a block hook on a block's first instruction: call
+        `hook(*args)` as a code hook on that instruction would be called,
+        in the same state, leaving the core in the same state.
+
+        A block hook runs before unicorn's counting hook has counted the
+        block's first instruction; a code hook after it, and not at all if
+        that count ends the quantum (verified by experiment). So: nothing
+        if the instruction will not run in this quantum; else it is counted
+        here as unicorn would, and the count put back unless the hook stops
+        the core (stop_before_this_instruction, fail): unicorn's counting
+        hook does not run after a stop, and the core stops counted as from
+        a code hook. For hooks that stop before the instruction or not at
+        all (emulator/cost.py's pause hooks).
+        """
+        counter = self._emu_counter
+        if counter.value + 1 > self.clock.quantum:
+            return
+        counter.value += 1
+        hook(*args)
+        if not self._stop_requested:
+            counter.value -= 1
+
     def stop_after_this_instruction(self) -> None:
         """From a memory hook: end the quantum as soon as this instruction is done.
 

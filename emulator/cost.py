@@ -38,7 +38,9 @@ connects them to the cores:
     own; the writer's accesses after that time wait for the woken core's
     (Ordering, below). Unicorn cannot hook an opcode,
     so the loader tells us where the `pause` instructions are
-    (`add_pause_sites`).
+    (`add_pause_sites`); a pause that only a block can start with gets a
+    block hook, which costs the core's other code nothing, and any other
+    a code hook (find_pause_sites says why and which).
 
   * Timing modes. The model runs in one of two modes, as gem5 has atomic
     and timing memory (`--timing`, Machine(timing=...)):
@@ -61,24 +63,24 @@ connects them to the cores:
                 speeds). The benches measure in it by default.
 
   * Ordering (detailed timing). The directory must see the accesses to a
-    line in the order
-    of their modeled times (coherence.py, "Ordering"), but cores run one
-    after another, a quantum each, and a core's clock runs ahead of the
-    others' during its quantum. So the scheduler gives the core it runs a
-    horizon (core.clock.horizon, emulator/scheduler.py): the modeled time
-    from which another core comes first. An instruction that begins at or
-    past it does not touch a tracked line: at its first access to one the
-    core stops before the instruction (core.defer_this_instruction), and
-    runs it again when its turn comes, after the cores ready before it
-    have made their accesses. A `pause` that may park waits so too:
-    whether a write came after the poll's reads is known only then. A
-    write that wakes a parked core, or an IPI, lowers the writer's horizon
-    to the time the other core is ready (`lower_horizon`). Every other
-    instruction runs on past the horizon, since no other core sees what it
-    does, so a quantum ends early only where cores meet. The result is
-    what a quantum of one instruction gives, at any quantum (the tests:
-    tests/test_ordering.py, and the URPC and shootdown latencies at quanta
-    1 to 10,000). A seeded schedule keeps no horizon (scheduler.py says why).
+    line in the order of their modeled times (coherence.py, "Ordering"), but
+    cores run one after another, a quantum each, and a core's clock runs
+    ahead of the others' during its quantum. So the scheduler gives the core
+    it runs a horizon (core.clock.horizon, emulator/scheduler.py): the
+    modeled time from which another core comes first. An instruction that
+    begins at or past it does not touch a tracked line: at its first access
+    to one the core stops before the instruction
+    (core.defer_this_instruction), and runs it again when its turn comes,
+    after the cores ready before it have made their accesses. A `pause` that
+    may park waits so too: whether a write came after the poll's reads is
+    known only then. A write that wakes a parked core, or an IPI, lowers the
+    writer's horizon to the time the other core is ready (`lower_horizon`).
+    Every other instruction runs on past the horizon, since no other core
+    sees what it does, so a quantum ends early only where cores meet. The
+    result is what a quantum of one instruction gives, at any quantum (the
+    tests: tests/test_ordering.py, and the URPC and shootdown latencies at
+    quanta 1 to 10,000). A seeded schedule keeps no horizon (scheduler.py
+    says why).
 
   * Speed. Crossing from unicorn into Python costs more than charging an
     access. So when emulator/_hitpath.c is built, its C functions are the
@@ -91,20 +93,20 @@ connects them to the cores:
     or "pure Python (why)"; SPRAT_PURE_COST_MODEL=1 forces the pure one,
     and so does a directory that is not the tree's own, as in lab 6).
 
-  * Store buffers (detailed timing). A store does not wait for its line: it retires into
-    the core's store buffer, and the line's transaction runs while the
-    core goes on, up to a number of misses in flight; `mfence`, `sfence`
-    and locked instructions wait for the buffer to drain
+  * Store buffers (detailed timing). A store does not wait for its line: it
+    retires into the core's store buffer, and the line's transaction runs
+    while the core goes on, up to a number of misses in flight; `mfence`,
+    `sfence` and locked instructions wait for the buffer to drain
     (emulator/interconnect/storebuffer.py says what is modeled and why).
-    Every write to a tracked line goes through the core's StoreBuffer,
-    and the loader tells us where the draining instructions are
-    (`add_fence_sites`), as it does for `pause`. Until it commits, a
-    store is hidden from the cores whose copy of the line it took: a load
-    by one of them reads its stale copy, the bytes before the store
+    Every write to a tracked line goes through the core's StoreBuffer, and
+    the loader tells us where the draining instructions are
+    (`add_fence_sites`), as it does for `pause`. Until it commits, a store
+    is hidden from the cores whose copy of the line it took: a load by one
+    of them reads its stale copy, the bytes before the store
     (storebuffer.Visibility, which the C hook leaves such loads to; a hook
     after each read puts the present back). A core that read a stale copy
-    and pauses is not parked on it (the write is made) but runs again
-    once its copy is gone, as a woken core would.
+    and pauses is not parked on it (the write is made) but runs again once
+    its copy is gone, as a woken core would.
 
   * Listening. `observe(listener)` reports every load and store on the
     tracked lines to `listener(core, write, address, size, value)` (the
@@ -115,16 +117,17 @@ connects them to the cores:
 """
 
 import ctypes
+from functools import partial
 
-from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_AFTER, UC_HOOK_MEM_WRITE,
-                     UC_MEM_WRITE)
+from unicorn import (UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_AFTER,
+                     UC_HOOK_MEM_WRITE, UC_MEM_WRITE)
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
 from emulator.core import NO_HORIZON, UNORDERED, CoreState
 from emulator.cpustate import emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
-from emulator.instcost import InstructionCosts
+from emulator.instcost import InstructionCosts, ends_run
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 from emulator.scheduler import horizon_for
 from emulator.interconnect.storebuffer import (LOCKED, StoreBuffer, Visibility, fence_kind,
@@ -178,7 +181,7 @@ class CostModel:
         self.waiters = {}                 # line number -> cores parked on it
         self._parked = []                 # C path: (first line, end line, cores parked per line)
         self.pause_sites = set()
-        self._pause_hooks = {}            # C path: core id -> its PauseHook
+        self._pause_hooks = {}            # C path: (core id, block hook?) -> its PauseHook
         self._keep = []                   # what unicorn and C hold bare pointers to
         self.listeners = []               # observe(): told of every access to a tracked line
         # Privileged instructions and trap delivery (emulator/instcost.py).
@@ -342,30 +345,52 @@ class CostModel:
         return charge, wake, defer_in_c
 
     # --- Parking cores that poll -------------------------------------------------
-    def add_pause_sites(self, addresses) -> None:
-        """Hook these `pause` instructions (virtual addresses) on every core."""
-        for address in sorted(set(addresses) - self.pause_sites):
+    def add_pause_sites(self, sites: dict) -> None:
+        """Hook these `pause` instructions on every core: {virtual address:
+        whether a translation block starts there on every way to it}
+        (find_pause_sites). A site that is a block start gets a block hook,
+        the others a code hook (see "Pause sites" at find_pause_sites)."""
+        for address in sorted(sites.keys() - self.pause_sites):
             self.pause_sites.add(address)
+            starts_block = sites[address]
             for core in self.machine.cores:
                 if self.hit_path == "C":
-                    hitpath.add_pause_hook(core.uc, self._c_pause_hook(core), address)
+                    hook = self._c_pause_hook(core, starts_block)
+                    add = hitpath.add_pause_block_hook if starts_block else hitpath.add_pause_hook
+                    add(core.uc, hook, address)
                 else:
-                    on_pause, _ = self._pause_hook(core)
-                    callback = HOOK_CODE_CFUNC(       # raw, as above
-                        lambda _uc, address, size, _data, on_pause=on_pause: on_pause(address, size))
-                    self._keep.append(callback)
-                    core.uc._Uc__do_hook_add(UC_HOOK_CODE, callback, address, address)
+                    self._add_python_pause_hook(core, address, starts_block)
                 core.uc.ctl_remove_cache(address, address + 1)
 
-    def _c_pause_hook(self, core) -> PauseHook:
-        """`core`'s PauseHook for the C path, one for all its pause sites."""
-        if core.id not in self._pause_hooks:
+    def _add_python_pause_hook(self, core, address: int, starts_block: bool) -> None:
+        """The pure Python path's hook on one pause site of `core`."""
+        on_pause, _ = self._pause_hook(core)
+        if starts_block:
+            def on_block(_uc, address, _size, _data):
+                core.as_code_hook(on_pause, address, len(PAUSE))
+            callback, kind = HOOK_CODE_CFUNC(on_block), UC_HOOK_BLOCK     # raw, as above
+        else:
+            def on_code(_uc, address, size, _data):
+                on_pause(address, size)
+            callback, kind = HOOK_CODE_CFUNC(on_code), UC_HOOK_CODE
+        self._keep.append(callback)
+        core.uc._Uc__do_hook_add(kind, callback, address, address)
+
+    def _c_pause_hook(self, core, starts_block: bool) -> PauseHook:
+        """`core`'s PauseHook for the C path, one for all its code-hooked
+        pause sites and one for its block-hooked ones, whose Python calls
+        are made as from a code hook (Core.as_code_hook)."""
+        key = core.id, starts_block
+        if key not in self._pause_hooks:
             on_pause, on_checked_pause = self._pause_hook(core)
-            self._pause_hooks[core.id] = PauseHook(
-                watch=ctypes.addressof(self.watches[core.id]),
+            if starts_block:
+                on_pause = partial(core.as_code_hook, on_pause)
+                on_checked_pause = partial(core.as_code_hook, on_checked_pause)
+            self._pause_hooks[key] = PauseHook(
+                watch=ctypes.addressof(self.watches[core.id]), clock=ctypes.addressof(core.clock),
                 memory=core.memory.address, memory_size=core.memory.size,
                 reg_read=hitpath.UC_REG_READ, pause=on_pause, checked_pause=on_checked_pause)
-        return self._pause_hooks[core.id]
+        return self._pause_hooks[key]
 
     def _pause_hook(self, core):
         """`core`'s hook on a `pause` at virtual `address`, in two forms:
@@ -531,12 +556,45 @@ def lower_horizon(running, core, ready: int) -> None:
         running.clock.horizon = min(running.clock.horizon, horizon_for(running, ready, core.id))
 
 
-def find_pause_sites(program) -> list[int]:
-    """Addresses of every `pause` instruction in an assembled program.
+def find_pause_sites(program) -> dict[int, bool]:
+    """{address: starts_block} of every `pause` instruction in an assembled
+    program.
 
     Programs mix code and data, so rather than disassembling blindly this
     looks at the start of every statement the assembler placed.
+
+    Pause sites. Each site needs a hook that runs before its pause. A code
+    hook does, but while the core counts its quantum the engine checks
+    every instruction it runs against every code hook's range, so each
+    one slows all of the core's code (measured: about 3% a hook; see
+    emulator/instcost.py). A block hook runs only as a block starts at its
+    address, before the block's first instruction: at the same moment as
+    a code hook, if the pause is always the first instruction of its
+    block (Core.as_code_hook makes the rest the same). The engine ends a
+    block after every jump, call, return, trap and hlt (instcost.ends_run),
+    and starts one wherever a jump lands or the core resumes; so a pause
+    whose statement before is one such instruction, ending where the pause
+    begins, is entered only at a block's start, and `starts_block` is True.
+    A poll loop's pause follows its conditional branch. Any other pause (a
+    straight run into it, or the program's first statement) may be in the
+    middle of a block, where a block hook would not run: it keeps a code
+    hook. (The proof assumes what the assembler's code does: no jump lands
+    inside the statement before the pause. And where a code hook is also
+    called on other code at the site's address, a block hook is not, unless
+    that code starts a block there; every program is linked at an address
+    of its own, cpudriver/layout.py, so no other code is there.)
     """
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+    disassembler = Cs(CS_ARCH_X86, CS_MODE_64)
     code, base = program.code, program.base
-    return sorted({address for address, _, _ in program.source_lines
-                   if code[address - base:address - base + 2] == PAUSE})
+    starts = sorted({address for address, _, _ in program.source_lines})
+
+    def ends_a_block(begin, end):
+        """Is [begin, end) one instruction after which the engine ends a block?"""
+        statement = code[begin - base:end - base]
+        decoded = next(disassembler.disasm(statement, begin, count=1), None)
+        return decoded is not None and decoded.size == len(statement) and ends_run(statement)
+
+    return {address: before is not None and ends_a_block(before, address)
+            for before, address in zip([None] + starts, starts)
+            if code[address - base:address - base + 2] == PAUSE}

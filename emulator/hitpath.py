@@ -19,7 +19,8 @@ structs mirror the C ones field for field:
                      cost tables (protocol.py), the bus's busy period and
                      the per-core counters
     Watch            the lines a core read since its last `pause` (parking, cost.py)
-    PauseHook        one core's hook on its `pause` instructions
+    PauseHook        one core's hook on its `pause` instructions (code
+                     hooks, or block hooks where a pause starts a block)
     Window           one core's hook on one tracked window: what the C hook
                      gets as its user_data
     SharedClock      a core's clock during a quantum (core.clock, emulator/core.py),
@@ -55,8 +56,8 @@ import os
 import sys
 from pathlib import Path
 
-from unicorn import (UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_AFTER, UC_HOOK_MEM_WRITE,
-                     UC_MEM_WRITE, UcError)
+from unicorn import (UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_READ_AFTER,
+                     UC_HOOK_MEM_WRITE, UC_MEM_WRITE, UcError)
 from unicorn import x86_const as x86
 from unicorn.unicorn_const import UC_ERR_OK
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
@@ -190,9 +191,12 @@ class Window(ctypes.Structure):
 
 
 class PauseHook(ctypes.Structure):
-    """One core's hook on its `pause` sites: struct pause_hook in _hitpath.c."""
+    """One core's hook on its `pause` sites (code hooks, or block hooks on
+    sites that start a block: cost.find_pause_sites): struct pause_hook in
+    _hitpath.c."""
     _fields_ = [
         ("watch", ctypes.c_void_p),             # the core's Watch
+        ("clock", ctypes.c_void_p),             # its SharedClock (block hooks read it)
         ("memory", ctypes.c_void_p),            # physical memory, in the host
         ("memory_size", ctypes.c_uint64),
         ("reg_read", ctypes.c_void_p),          # UC_REG_READ
@@ -310,6 +314,14 @@ def add_restore_hook(uc, buffer: StoreBuffer, begin: int, end: int) -> None:
 def add_pause_hook(uc, hook: PauseHook, address: int) -> None:
     """Have unicorn call the C pause hook on the instruction at `address`."""
     _add(uc, UC_HOOK_CODE, _hitpath.on_pause, hook, address, address)
+
+
+def add_pause_block_hook(uc, hook: PauseHook, address: int) -> None:
+    """Have unicorn call the C pause hook as a block starts at `address`
+    (a pause every way to which starts a block: cost.find_pause_sites).
+    Its Python functions must be made to run as from a code hook
+    (Core.as_code_hook)."""
+    _add(uc, UC_HOOK_BLOCK, _hitpath.on_pause_block, hook, address, address)
 
 
 def _add(uc, kind: int, function: int, user_data, begin: int, end: int) -> None:

@@ -72,7 +72,8 @@ def add_machine_options(parser) -> None:
     parser.add_argument("--quantum", type=positive_argument, default=DEFAULT_QUANTUM, metavar="Q",
                         help="instructions a core runs before the scheduler picks again "
                              f"(default {DEFAULT_QUANTUM:,}); larger is faster; message latencies "
-                             "do not depend on it, contended shared-memory costs do (use 1)")
+                             "do not depend on it, contended shared-memory costs do (use 1, or "
+                             "--timing detailed, where nothing does)")
     parser.add_argument("--seed", type=seed_argument, default=None, metavar="S",
                         help="another schedule: which core runs next among those close in "
                              "modeled time, and for how long, drawn from seed S (0 to 2**64-1); "

@@ -45,6 +45,14 @@ TREE = Path(__file__).resolve().parents[1]
 # Where every user program begins (the CPU driver enters it there, nothing
 # calls it): gdb's backtraces end at it.
 USER_ENTRY = ("start",)
+# The CPU driver's code that nothing called: where a core starts
+# (cpudriver/boot.S) and what runs on a stack it has just reset
+# (cpudriver/dispatch.S: entering a dispatcher, the idle loop). Every label
+# is a frame to gdb, so each label of these routines is named. Without them
+# gdb takes the word at rsp for a return address and shows `#1 0x0`.
+KERNEL_ENTRY = ("kernel_entry", "ap_entry", "core_init", "core_init_run",
+                "run_first_dispatcher", "run_first_dispatcher_go", "run_dispatcher",
+                "idle", "idle_wait", "idle_sleep")
 # The prompt commands a `monitor` may run: those that only look.
 SHELL_VIEWS = ("cores", "msgs", "channels")
 
@@ -83,7 +91,8 @@ def write_symbol_files(system, directory, port: int) -> SymbolFiles:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         kernel = directory / f"{KERNEL_NAME}.elf"
-        kernel.write_bytes(program_elf(system.kernel, KERNEL_NAME, str(TREE)))
+        kernel.write_bytes(program_elf(system.kernel, KERNEL_NAME, str(TREE),
+                                       outermost=KERNEL_ENTRY))
         programs = {}
         for name, program in program_names(system).items():
             path = directory / f"{name}.elf"

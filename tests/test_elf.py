@@ -6,11 +6,14 @@ program happens to tolerate.
 """
 
 import io
+from pathlib import Path
 
 import pytest
 
-from emulator.assembler import assemble_text
+from cpudriver import layout
+from emulator.assembler import assemble_file, assemble_text
 from emulator.debug.elf import program_elf, sleb128, uleb128
+from sprat.gdb import KERNEL_ENTRY
 
 elftools = pytest.importorskip('elftools', reason='pyelftools is in the test extra')
 from elftools.elf.elffile import ELFFile  # noqa: E402
@@ -28,6 +31,7 @@ helper_loop:
     ret
 """
 BASE = 0x80_0000_0000
+TREE = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -87,6 +91,23 @@ def test_the_outermost_label_has_an_undefined_return_address(program, elf):
     row = fdes[0].get_decoded().table[0]
     assert row['pc'] == BASE and row[16].type == 'UNDEFINED', \
         'the return address (rip, column 16) must be undefined so that bt stops there'
+
+
+def test_an_outermost_label_sharing_its_address_with_another_still_ends_the_backtrace():
+    # cpudriver/boot.S: `ap_trampoline_end:` then `ap_entry:`, one address; the
+    # first names the function, the second is the one nothing called.
+    program = assemble_text('before:\n    nop\nmarker:\nentry:\n    hlt\n', BASE)
+    elf = ELFFile(io.BytesIO(program_elf(program, 'shared', '/src', outermost=('entry',))))
+    fdes = [e for e in elf.get_dwarf_info().CFI_entries() if 'initial_location' in e.header]
+    assert [f.header['initial_location'] for f in fdes] == [program.symbols['entry']], \
+        'entry, named second at its address, should still get its FDE'
+
+
+def test_the_cpu_drivers_outermost_labels_are_all_its_labels():
+    kernel = assemble_file(TREE / 'cpudriver' / 'cpudriver.S', layout.KERNEL_BASE,
+                           defines=layout.defines())
+    missing = [name for name in KERNEL_ENTRY if name not in kernel.symbols]
+    assert not missing, f'sprat/gdb.py names CPU driver labels that are gone: {missing}'
 
 
 @pytest.mark.parametrize('value, encoded', [(0, b'\x00'), (127, b'\x7f'), (128, b'\x80\x01'),

@@ -79,3 +79,13 @@ def test_bad_input_is_a_one_line_error(argv, message, capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_replay_command_keeps_the_timing_the_seeds_ran_in(racy_stream, capsys):
+    # A seed found in detailed timing fails in detailed timing: the replay
+    # must say so, or it replays another machine.
+    assert main(["explore", str(racy_stream), "--cores", "2", "--seeds", "2", "--jobs", "1",
+                 "--timing", "detailed"]) == 1
+    replay = re.search(r"replay the first: (sprat debug .*)$", capsys.readouterr().out,
+                       re.MULTILINE)
+    assert replay and " --timing detailed " in replay.group(1) + " ", replay

@@ -36,6 +36,7 @@ def pools(files, workdir):
         "count": count, "count2": count2,
         "quantum": (["1", "100", "10000"], count[1], count[2]),
         "max-cycles": (["1", "1000", "200000"], count[1], count[2]),
+        "timing": (["fast", "detailed"], ["", "slow", "FAST", "detailed ", "²", "-1"], []),
         "cores": (["1", "2", "3"], ["0", "65", "-1", *HUGE, *NOT_NUMBERS], ["٢", "4"]),
         "seed": (["0", "1", str(2**64 - 1), "0x10", "1_0"],
                  ["-1", str(2**64), "9" * 40, "nan", "", "²", "0x", "x"], ["٣"]),
@@ -73,8 +74,9 @@ def pools(files, workdir):
 
 
 MACHINE = [("--cores", "cores"), ("--quantum", "quantum"), ("--seed", "seed"),
-           ("--lab", "lab-dir"), ("--topology", "topology")]
+           ("--lab", "lab-dir"), ("--topology", "topology"), ("--timing", "timing")]
 BENCH = [("--json", None), ("--lab", "lab-dir")]
+TIMED_BENCH = BENCH + [("--timing", "timing")]
 # command words -> (positionals, options, expensive on good values?)
 COMMANDS = {
     ("boot",): ([("image", "?")], MACHINE + [("--max-cycles", "max-cycles"),
@@ -89,17 +91,17 @@ COMMANDS = {
     ("trace",): ([("trace", "1")], [("--lab", "lab-dir"), ("--plot", "png"),
                                     ("--perfetto", "json")], False),
     ("bench", "boot"): ([], BENCH + [("--iterations", "count"), ("--quantum", "count")], True),
-    ("bench", "urpc"): ([], BENCH + [("--topology", "topology"), ("--rounds", "count2"),
+    ("bench", "urpc"): ([], TIMED_BENCH + [("--topology", "topology"), ("--rounds", "count2"),
                                      ("--messages", "count2"), ("--host-messages", "count2")],
                         True),
-    ("bench", "shm-vs-msg"): ([], BENCH + [("--topology", "topology"), ("--cores", "list"),
+    ("bench", "shm-vs-msg"): ([], TIMED_BENCH + [("--topology", "topology"), ("--cores", "list"),
                                            ("--lines", "list"), ("--updates", "count"),
                                            ("--warmup", "count"), ("--plot", "png")], True),
-    ("bench", "syscall"): ([], BENCH + [("--topology", "topology"), ("--iterations", "count")],
+    ("bench", "syscall"): ([], TIMED_BENCH + [("--topology", "topology"), ("--iterations", "count")],
                            True),
-    ("bench", "tlb"): ([], BENCH + [("--topology", "topology"), ("--cores", "list"),
+    ("bench", "tlb"): ([], TIMED_BENCH + [("--topology", "topology"), ("--cores", "list"),
                                     ("--plot", "png")], True),
-    ("bench", "unmap"): ([], BENCH + [("--topology", "topology"), ("--cores", "list")], True),
+    ("bench", "unmap"): ([], TIMED_BENCH + [("--topology", "topology"), ("--cores", "list")], True),
     ("topology", "list"): ([], [], False),
     ("topology", "show"): ([("name", "1")], [], False),
     ("lab", "list"): ([], [], False),

@@ -6,7 +6,7 @@ gdb's output; the next ones run `sprat debug IMAGE --gdb` (and `sprat boot
 --gdb`) on a real image and gdb with the script it writes (symbols, source
 lines, the end); the last ones drive gdb in non-stop mode through a pipe
 (`InteractiveGdb`), as docs/gdb.md shows it. Every wait has a timeout, so a stub that stops answering
-fails the test instead of hanging it. Skipped only if gdb is not installed.
+fails the test instead of hanging it. Without gdb they fail: they never skip.
 """
 
 import re
@@ -27,8 +27,13 @@ GDB = shutil.which('gdb') or '/usr/bin/gdb'
 GDB_TIMEOUT_S = 60
 TREE = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(shutil.which(GDB) is None,
-                                reason='gdb is not installed (apt-get install gdb)')
+
+@pytest.fixture(autouse=True)
+def gdb_is_installed():
+    """Every test here drives the real gdb: without it they fail, they do not
+    skip (.ci/run installs it), so a machine without gdb cannot pass them."""
+    assert shutil.which(GDB), f'gdb is not installed (no {GDB}): apt-get install gdb'
+
 
 DATA_ADDR = 0x2000
 DATA = bytes.fromhex('deadbeef')
@@ -259,6 +264,33 @@ def test_gdb_names_each_cores_frame_in_its_own_program(spawn_under_gdb):
         f'core 2\'s backtrace should end in the child\'s start:\n{output}'
     assert re.search(r'in start \(\) at userland/spawn_parent\.S:\d+', threads.get('1', '')), \
         f'core 0\'s backtrace should end in the parent\'s start:\n{output}'
+
+
+def backtraces(output: str) -> dict[str, list[str]]:
+    """Each thread's frames as `thread apply all bt` prints them: number -> lines."""
+    return {number: frames.splitlines() for number, frames in
+            re.findall(r'^Thread (\d+) \(.*?\):\n((?:#.*\n?)+)', output, re.M)}
+
+
+def test_gdb_bt_on_an_idle_core_ends_in_the_idle_loop(spawn_under_gdb):
+    # Nothing called the idle loop (nor a core's first instruction): gdb
+    # must not read the zero word at the top of its fresh stack as a caller.
+    output = spawn_under_gdb.run_gdb('bt', 'break pick_next thread 2', 'continue', 'bt',
+                                     'delete', 'continue', 'thread apply all bt')
+
+    assert re.search(r'^#0\s+kernel_entry \(\) at cpudriver/boot\.S:\d+\n(?!#1)', output, re.M), \
+        f'bt on core 0 before its first instruction should show kernel_entry alone:\n{output}'
+    assert re.search(r'^#0\s+pick_next \(\) at cpudriver/dispatch\.S:\d+\n'
+                     r'#1\s+0x[0-9a-f]+ in idle_wait \(\) at cpudriver/dispatch\.S:\d+\n(?!#2)',
+                     output, re.M), \
+        f'bt in a call from the idle loop (core 1) should end at the idle loop:\n{output}'
+    frames = backtraces(output)
+    assert sorted(frames) == ['1', '2', '3'], f'every core should have a backtrace:\n{output}'
+    for thread, lines in frames.items():
+        assert len(lines) == 1 and re.match(r'#0\s+idle_sleep \(\)', lines[0]), \
+            f'bt on idle thread {thread} should be idle_sleep alone, not {lines}:\n{output}'
+    assert not re.search(r'^#\d+\s+0x0+ in', output, re.M), \
+        f'no backtrace should show a frame at address 0:\n{output}'
 
 
 def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_gdb):

@@ -717,9 +717,8 @@ def test_the_c_pause_hook_reads_the_code_as_python_does(monkeypatch):
     from emulator.interconnect import generic
     from sprat.bench.urpc import boot
     monkeypatch.delenv(hitpath.PURE_ENV, raising=False)
-    system, _ = boot(generic(2), "detailed",
-                     ["/userland/urpc_stream.S core=0 role=0 channel=1 count=50",
-                      "/userland/urpc_stream.S core=1 role=1 channel=1 count=50"])
+    system, _ = boot(generic(2), "fast", ["/userland/urpc_stream.S core=0 role=0 channel=1 count=50",
+                                  "/userland/urpc_stream.S core=1 role=1 channel=1 count=50"])
     machine = system.machine
     machine.run(max_cycles=200_000)
     calls = []
@@ -764,6 +763,34 @@ def test_the_c_pause_hook_reads_the_code_as_python_does(monkeypatch):
             "a woken core's pause did not just run, starting its next round afresh"
         for case in ({"reads": 0}, {"overflowed": 1}, {"size": 3}):
             assert on_pause(site, **case) is None and watch.count == 0, f"{case}: not let run"
+
+
+@needs_c
+def test_the_c_block_hook_on_a_pause_does_nothing_when_the_quantum_ends_first():
+    # As a block starts at a pause, unicorn has not counted the pause yet:
+    # with the count at the quantum, the pause will not run in it and a
+    # code hook on it would not be called, so the block hook must leave the
+    # core's reads alone; with room left, it does what the code hook does.
+    ran = ctypes.c_uint64(0)
+    clock = hitpath.SharedClock(quantum=10, emu_counter=ctypes.addressof(ran),
+                                horizon=NO_HORIZON)
+    watch, calls = hitpath.Watch(), []
+    hook = hitpath.PauseHook(watch=ctypes.addressof(watch), clock=ctypes.addressof(clock),
+                             pause=lambda address, size: calls.append(("pause", address, size)),
+                             checked_pause=lambda: calls.append(("checked",)))
+    # (at the last byte of a page, so that the C hook leaves the reading of
+    # the code to Python, here a list, and needs no engine)
+    site = 0x1FFF
+    for counted, expected in ((10, []), (9, [("pause", site, 2)])):
+        ran.value, watch.count, watch.woken = counted, 1, 0
+        del calls[:]
+        ON_PAUSE(hitpath._hitpath.on_pause_block)(None, site, 40, ctypes.addressof(hook))
+        assert calls == expected and watch.count == 1, (
+            f"{counted} of 10 instructions counted as the block starts: the hook did {calls} "
+            f"and left {watch.count} reads, expected {expected} and 1")
+    ran.value, watch.woken = 10, 1
+    ON_PAUSE(hitpath._hitpath.on_pause_block)(None, site, 40, ctypes.addressof(hook))
+    assert watch.woken == 1, "a pause that will not run in this quantum took the core's wake-up"
 
 
 # --- the shared entries -------------------------------------------------------------

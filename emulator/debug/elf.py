@@ -17,8 +17,9 @@ names and lines into addresses. Its sections:
   .debug_abbrev code, with a subprogram per label (`list urpc_send`,
                 `break file.S:42`)
   .debug_frame  only for the labels named `outermost` (a program's `start`,
-                which nothing called): "the return address is undefined",
-                so `bt` ends there instead of reading on past the stack
+                the CPU driver's entry points and idle loop: code nothing
+                called): "the return address is undefined", so `bt` ends
+                there instead of reading on past the stack
 
 Everything is written here by hand, from the ELF-64 and DWARF 4 standards
 (the System V gABI, "DWARF Debugging Information Format Version 4" sections
@@ -211,8 +212,11 @@ def debug_frame(program, outermost) -> bytes:
     cie = padded(struct.pack('<IB', CIE_ID, DWARF_VERSION) + b'\0'    # no augmentation
                  + bytes([8, 0]) + uleb128(1) + sleb128(-8) + uleb128(DWARF_RIP))
     out = bytearray(cie)
-    for name, start, size in functions(program):
-        if name in outermost:
+    # By address, not by name: of two labels at one address only the first
+    # names the function, and either may be the one called outermost.
+    starts = {program.symbols[name] for name in outermost if name in program.symbols}
+    for _, start, size in functions(program):
+        if start in starts:
             expression = bytes([DW_OP_constu]) + uleb128(start)
             rules = (bytes([DW_CFA_def_cfa_expression]) + uleb128(len(expression)) + expression
                      + bytes([DW_CFA_undefined]) + uleb128(DWARF_RIP))

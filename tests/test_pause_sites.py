@@ -1,0 +1,174 @@
+"""A `pause` that starts a block has a block hook, and it parks a core
+exactly as a code hook on it would.
+
+The cost model hooks every `pause` the loader finds (emulator/cost.py,
+find_pause_sites). A code hook slows every instruction of its core, so a
+pause that only a block can start with (a poll loop's, after its branch)
+gets a block hook instead; Core.as_code_hook runs it as the code hook would
+run. These tests hold the two to the same cycles, the same parking, and
+the same stops, instruction for instruction, on both of the cost model's
+paths and at quanta that end right at a pause.
+"""
+
+import pytest
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
+
+from emulator.assembler import assemble_text
+from emulator.cost import PAUSE, find_pause_sites
+from emulator.interconnect.topology import generic, load_topology
+from emulator.machine import Machine
+from tests.test_hitpath import needs_c, run
+
+CODE = 0x10000
+NOWHERE = 0x90000          # no code there
+
+SITES = """
+start:
+    jmp poll
+    pause                     # the program's second statement, after a jmp
+poll:
+    cmp qword ptr [rbx], 0
+    jne seen
+    pause                     # a poll loop's: after its conditional branch
+    jmp poll
+seen:
+    xor eax, eax
+    pause                     # after an instruction that runs on into it
+    call poll
+    pause                     # where a call returns
+    .byte 0x74, 0x00, 0x90
+    pause                     # after data whose first bytes are a jz: no one instruction
+    ret
+"""
+
+
+def test_a_pause_after_a_branch_is_a_block_start_and_any_other_is_not():
+    program = assemble_text(SITES, CODE)
+    pauses = [address for address, _, _ in program.source_lines
+              if program.code[address - CODE:address - CODE + 2] == PAUSE]
+    after_jmp, poll, after_xor, after_call, after_data = pauses
+    assert find_pause_sites(program) == {after_jmp: True, poll: True, after_xor: False,
+                                         after_call: True, after_data: False}, (
+        "a pause was called a block start (or not) against what comes before it")
+    first = assemble_text("start:\n    pause\n    jmp start\n", CODE)
+    assert find_pause_sites(first) == {CODE: False}, (
+        "the program's first statement was called a block start: code before it in "
+        "memory may run on into it")
+
+
+# --- Core.as_code_hook, one instruction at a time ------------------------------------
+LOOP = """
+start:
+    mov ecx, 12
+again:
+    dec ecx
+    jz done
+    pause
+    jmp again
+done:
+    xor eax, eax
+    out 0xF4, al
+"""
+
+
+def run_hooked(kind: str, quantum: int) -> list:
+    """Run LOOP on one core with a hook of `kind` on its pause ("code", or
+    "block" through Core.as_code_hook) that stops the core before every
+    third pause; what the core saw at each hook and each quantum's end."""
+    machine = Machine(1, topology=generic(1), quantum=quantum)
+    program = assemble_text(LOOP, CODE)
+    machine.memory.write(CODE, program.code)
+    [site] = find_pause_sites(program)
+    core = machine.cores[0]
+    seen = []
+
+    def on_pause(address, _size):
+        seen.append(("pause", address, core.now()))
+        if len(seen) % 3 == 0:
+            core.stop_before_this_instruction()
+
+    # A code hook where nothing runs, in both runs, as a booted machine has
+    # on its CPU driver's fences: unicorn 2.1.4 counts one instruction more
+    # after the port write that switches the machine off when its counting
+    # hook is a core's only code hook (verified by experiment).
+    core.uc.hook_add(UC_HOOK_CODE, lambda *_: None, begin=NOWHERE, end=NOWHERE)
+    if kind == "code":
+        core.uc.hook_add(UC_HOOK_CODE, lambda _uc, address, size, _data: on_pause(address, size),
+                         begin=site, end=site)
+    else:
+        core.uc.hook_add(UC_HOOK_BLOCK, lambda _uc, address, _size, _data:
+                         core.as_code_hook(on_pause, address, len(PAUSE)), begin=site, end=site)
+    machine.power_on(CODE)
+    run_one = core.run
+
+    def run_and_record(*args, **options):
+        retired = run_one(*args, **options)
+        seen.append(("quantum", retired, core.rip, core.cycles))
+        return retired
+    core.run = run_and_record
+    result = machine.run(max_cycles=10**5)
+    assert result.clean, f"the loop failed: {result.reason}"
+    return seen
+
+
+@pytest.mark.parametrize("quantum", [1, 2, 3, 4, 5, 7, 10_000])
+def test_a_block_hook_through_as_code_hook_sees_and_stops_as_a_code_hook(quantum):
+    code, block = run_hooked("code", quantum), run_hooked("block", quantum)
+    assert sum(kind == "pause" for kind, *_ in code) >= 10, "the loop did not pause"
+    for step, (by_code, by_block) in enumerate(zip(code, block)):
+        assert by_code == by_block, (
+            f"quantum {quantum}, event {step}: the code hook saw {by_code}, the block hook "
+            f"{by_block} (events: pause, address, now; quantum, retired, rip, cycles)")
+    assert len(code) == len(block), "one hook ran more often than the other"
+
+
+# --- whole workloads: block hooks against code hooks everywhere -----------------------
+def code_hooks_only(monkeypatch):
+    """Make the loader give every pause site a code hook, as before block hooks."""
+    monkeypatch.setattr("kernel.boot.find_pause_sites",
+                        lambda program: dict.fromkeys(find_pause_sites(program), False))
+
+
+WORKLOADS = {
+    "stream": dict(topology="amd-2x2", modules=[
+        "/userland/urpc_stream.S core=0 role=0 channel=2 count=60",
+        "/userland/urpc_stream.S core=2 role=1 channel=2 count=60"]),
+    "server": dict(topology="amd-2x2", modules=[
+        "/userland/msg_server.S core=0 lines=4 clients=3 updates=20 warmup=5 channels=0-4",
+        "/userland/msg_client.S clients=3 updates=20 warmup=5 channels=0-4"]),
+}
+
+
+@needs_c
+@pytest.mark.parametrize("path", ["C", "pure"])
+@pytest.mark.parametrize("quantum", [3, 10_000])
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+def test_block_hooked_pauses_park_as_code_hooked_ones(monkeypatch, workload, quantum, path):
+    options = dict(WORKLOADS[workload], topology=load_topology(WORKLOADS[workload]["topology"]),
+                   quantum=quantum)
+    blocks = run(monkeypatch, path, **options)
+    code_hooks_only(monkeypatch)
+    codes = run(monkeypatch, path, **options)
+    assert blocks["result"][0], f"the workload failed: {blocks['result'][1]}"
+    assert blocks["parks"] > 0, "no core parked: the workload does not exercise the pauses"
+    for key in ("result", "output", "cores", "core_stats", "parks", "deferred", "lines"):
+        assert blocks[key] == codes[key], (
+            f"{key} differ with the pauses block-hooked and code-hooked: "
+            f"{blocks[key]} against {codes[key]}")
+
+
+def test_every_pause_of_the_poll_loops_in_userland_is_block_hooked(tmp_path):
+    # What the speed-up rests on: the library's poll loops (lib/urpc.S,
+    # lib/measure.S), the monitor's and the message server's each pause
+    # right after a branch.
+    from kernel.boot import assemble_image, parse_image
+    image = tmp_path / "pauses.lst"
+    programs = ["urpc_stream.S", "monitor.S", "msg_server.S"]
+    image.write_text("kernel /cpudriver/cpudriver.S\n"
+                     + "".join(f"module /userland/{name}\n" for name in programs))
+    _, modules = assemble_image(parse_image(image))
+    for name, program in zip(programs, modules):
+        sites = find_pause_sites(program)
+        assert sites and all(sites.values()), (
+            f"userland/{name}: the pauses at {[hex(a) for a, block in sites.items() if not block]} "
+            f"keep a code hook, which slows every instruction of their core")
