@@ -548,26 +548,27 @@ class Core:
         self._stop_requested = False
         self._in_quantum = True
         try:
-            self.uc.emu_start(self.rip, 0, count=quantum)
+            self.uc.emu_start(self._rip.value, 0, count=quantum)
         except UcError as error:
             if self.state is not CoreState.FAILED:
                 self.fail(f"unicorn stopped at RIP {self.rip:#x}: {error}")
         finally:
             self._in_quantum = False
-        if clock.deferred:
+        deferred = clock.deferred
+        if deferred:
             self._unmake_deferred_stores()
         # clock.quantum, not quantum: a debugger stop may have cut it short.
         retired = min(self._emu_counter.value, clock.quantum)
-        self._take_back_charges(retired + 1)    # charged ahead, but the quantum ended first
+        if self._charged_ahead:             # charged ahead, but the quantum ended first
+            self._take_back_charges(retired + 1)
         self.stats.instructions += retired
-        self.cycles += retired * self.clock_ratio + clock.charged
-        clock.charged = 0
+        self.cycles += retired * self.clock_ratio + clock.charged   # zeroed as the next begins
         if self._pending_fault is not None:
             self._raise_pending_fault()
         # The counter passes `quantum` only when the quantum ran out; if it did
         # not, unicorn stopped by itself: `hlt` (even as the quantum's last one).
         if self._emu_counter.value <= quantum and not self._stop_requested \
-                and not clock.deferred and self._halted_here():
+                and not deferred and self._halted_here():
             self.state = CoreState.HALTED
         return retired
 
