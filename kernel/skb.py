@@ -24,11 +24,11 @@ request on to the cores in `forwards` and acknowledges for all of them.
                    when there are other packages, the initiator hands its
                    own package to its nearest neighbour too, and its
                    routes go nearest first. The initiator is the busiest
-                   core of the tree, and its stores retire into its store
-                   buffer while it goes on, so what it waits for is the
-                   acknowledgements, read one line transfer after another
-                   in route order: the first it reads should be the first
-                   to arrive (sprat/bench/tlb.py says what that is worth).
+                   core of the tree: what it hands off comes off its
+                   path, and in detailed timing, where its stores retire
+                   into a store buffer, the acknowledgements it reads in
+                   route order should arrive in that order
+                   (sprat/bench/tlb.py says what each is worth).
 
 How it meets the guest: monitor 0 stops at its `skb_query` label once
 every monitor has measured; `attach` hooks that label on the host, reads

@@ -221,7 +221,7 @@ def expect_touches_done(run, n) -> None:
 @test(points=15)
 def numa_multicast_beats_multicast():
     """At 32 cores on amd-8x4 the NUMA-aware tree's shootdown is 10% faster than plain multicast's."""
-    run = boot("images/cost-32.lst", topology="amd-8x4", max_cycles=MAX_CYCLES, timing="detailed")
+    run = boot("images/cost-32.lst", topology="amd-8x4", max_cycles=MAX_CYCLES)
     if run.system.skb is None:
         run.expect_clean()
         fail("monitor 0 never asked the SKB for its routes", run)
