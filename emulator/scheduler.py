@@ -14,9 +14,11 @@ dispatchers), with its clock where it would be had it spun till then.
 A core that is off, stopped or failed is never ready. When no core is ready, the machine is done.
 
 The quantum is a trade-off (DESIGN.md section 6): a larger one is faster on
-the host (each emu_start costs ~20 us), a smaller one interleaves cores more
-finely. In fast timing (the default, emulator/cost.py "Timing modes") a
-core's accesses reach the coherence directory as it runs them, and what
+the host (each quantum costs some microseconds beyond its instructions:
+emu_start, the choice below, the core's bookkeeping), a smaller one
+interleaves cores more finely. In fast timing (the default,
+emulator/cost.py "Timing modes") a core's accesses reach the coherence
+directory as it runs them, and what
 contends is served in the order the quanta fall; causality keeps message
 latencies between cores that wait for each other the same at any quantum
 (a core woken by a write to a line it polls runs no earlier than that
