@@ -526,14 +526,15 @@ static void call_python(PyObject *function, int n, const int64_t *values)
  * begun past the horizon: stop the quantum before it, and note the bytes a
  * store overwrites, since the store is made all the same. Only for the
  * first stop of a quantum with nothing charged ahead (what to leave out of
- * the clock is Python's to say), and a store within memory and UNDO_BYTES;
- * 0 if it leaves the instruction to Python. */
+ * the clock is Python's to say), and a store within memory and UNDO_BYTES,
+ * on a clock that knows unicorn's emu_stop; 0 if it leaves the instruction
+ * to Python. */
 static int defer_here(void *uc, struct clock *clock, uint64_t address, int size, int write)
 {
     int64_t counter = (int64_t)*clock->emu_counter;
 
-    if (clock->ahead || clock->deferred || (write && (size > UNDO_BYTES
-            || address + (uint64_t)size > clock->memory_size)))
+    if (clock->ahead || clock->deferred || clock->emu_stop == NULL
+            || (write && (size > UNDO_BYTES || address + (uint64_t)size > clock->memory_size)))
         return 0;
     if (write) {
         clock->undo_address = (int64_t)address;
