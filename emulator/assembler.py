@@ -162,6 +162,21 @@ class Program:
     def _line_addresses(self) -> list[int]:
         return [addr for addr, _, _ in self.source_lines]
 
+    def statements(self) -> list[tuple[int, bytes]]:
+        """(address, bytes) of every statement that produced bytes, by
+        address: where the hooks that look for one instruction search
+        (programs mix code and data, so nothing is disassembled blindly)."""
+        starts = sorted({addr for addr, _, _ in self.source_lines}) + [self.end]
+        return [(addr, self.code[addr - self.base:end - self.base])
+                for addr, end in zip(starts, starts[1:])]
+
+
+def is_one_instruction(statement: bytes, address: int) -> bool:
+    """Are a statement's bytes exactly one x86-64 instruction (not data that
+    happens to decode, not two instructions)?"""
+    decoded = next(_capstone().disasm(statement, address, count=1), None)
+    return decoded is not None and decoded.size == len(statement)
+
 
 def assemble_file(path, base: int, defines: dict[str, int] | None = None) -> Program:
     """Assemble a source file (and what it includes) to run at `base`."""

@@ -124,6 +124,7 @@ from unicorn import (UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
+from emulator.assembler import is_one_instruction
 from emulator.core import NO_HORIZON, UNORDERED, CoreState
 from emulator.cpustate import emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
@@ -220,20 +221,23 @@ class CostModel:
                 restore = HOOK_MEM_ACCESS_CFUNC(
                     lambda _uc, _kind, _address, _size, _value, _data, buffer=buffer:
                     buffer.restore())
-                self._keep.append(restore)
-                core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ_AFTER, restore,
-                                         physical, physical + size - 1)
-            # A raw ctypes callback, not the binding's hook_add: this runs on
-            # every access, and the binding's wrapper costs a third again as
-            # much as the work.
+                self._add_raw_hook(core, UC_HOOK_MEM_READ_AFTER, restore,
+                                   physical, physical + size - 1)
             def on_access(_uc, kind, address, size, _value, _data, charge=charge, now=core.now):
                 charge(kind == UC_MEM_WRITE, address, size, now())
-            callback = HOOK_MEM_ACCESS_CFUNC(on_access)
-            self._keep.append(callback)
-            core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, callback,
-                                     physical, physical + size - 1)
+            self._add_raw_hook(core, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE,
+                               HOOK_MEM_ACCESS_CFUNC(on_access), physical, physical + size - 1)
         for listener in self.listeners:
             self._report_to(listener, physical, size)
+
+    def _add_raw_hook(self, core, kind: int, callback, begin: int, end: int) -> None:
+        """Have unicorn call `callback` (a HOOK_CODE_CFUNC or
+        HOOK_MEM_ACCESS_CFUNC) for `kind` on [begin, end] of `core`. Raw
+        ctypes, not the binding's hook_add: these run on every access or at
+        every site, and the binding's wrapper costs a third again as much as
+        the work. Kept alive here: unicorn holds a bare pointer to it."""
+        self._keep.append(callback)
+        core.uc._Uc__do_hook_add(kind, callback, begin, end)
 
     # --- Listening to the tracked lines ------------------------------------------
     def observe(self, listener) -> None:
@@ -256,10 +260,8 @@ class CostModel:
                     listener(core, kind == UC_MEM_WRITE, address, length, value)
                 except BaseException as error:     # a bug in an observer: stop this core, say so
                     core.fail(f"internal error in an observer of memory: {error!r}")
-            callback = HOOK_MEM_ACCESS_CFUNC(on_access)     # raw, as in track()
-            self._keep.append(callback)
-            core.uc._Uc__do_hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, callback,
-                                     physical, physical + size - 1)
+            self._add_raw_hook(core, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE,
+                               HOOK_MEM_ACCESS_CFUNC(on_access), physical, physical + size - 1)
 
     def _python_hook(self, core):
         """The Python half of `core`'s memory hook: charge and wake.
@@ -368,13 +370,12 @@ class CostModel:
         if starts_block:
             def on_block(_uc, address, _size, _data):
                 core.as_code_hook(on_pause, address, len(PAUSE))
-            callback, kind = HOOK_CODE_CFUNC(on_block), UC_HOOK_BLOCK     # raw, as above
+            callback, kind = HOOK_CODE_CFUNC(on_block), UC_HOOK_BLOCK
         else:
             def on_code(_uc, address, size, _data):
                 on_pause(address, size)
             callback, kind = HOOK_CODE_CFUNC(on_code), UC_HOOK_CODE
-        self._keep.append(callback)
-        core.uc._Uc__do_hook_add(kind, callback, address, address)
+        self._add_raw_hook(core, kind, callback, address, address)
 
     def _c_pause_hook(self, core, starts_block: bool) -> PauseHook:
         """`core`'s PauseHook for the C path, one for all its code-hooked
@@ -474,10 +475,9 @@ class CostModel:
                 if cores is not None and core.id not in cores:
                     continue
                 on_fence = self._fence_hook(core)
-                callback = HOOK_CODE_CFUNC(       # raw, as in track()
+                callback = HOOK_CODE_CFUNC(
                     lambda _uc, address, size, _data, on_fence=on_fence: on_fence(address, size))
-                self._keep.append(callback)
-                core.uc._Uc__do_hook_add(UC_HOOK_CODE, callback, address, address)
+                self._add_raw_hook(core, UC_HOOK_CODE, callback, address, address)
                 core.uc.ctl_remove_cache(address, address + 1)
 
     def _fence_hook(self, core):
@@ -584,17 +584,17 @@ def find_pause_sites(program) -> dict[int, bool]:
     that code starts a block there; every program is linked at an address
     of its own, cpudriver/layout.py, so no other code is there.)
     """
-    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-    disassembler = Cs(CS_ARCH_X86, CS_MODE_64)
     code, base = program.code, program.base
-    starts = sorted({address for address, _, _ in program.source_lines})
+    statements = program.statements()
 
-    def ends_a_block(begin, end):
-        """Is [begin, end) one instruction after which the engine ends a block?"""
-        statement = code[begin - base:end - base]
-        decoded = next(disassembler.disasm(statement, begin, count=1), None)
-        return decoded is not None and decoded.size == len(statement) and ends_run(statement)
+    def ends_a_block(before):
+        """Is the statement before one instruction after which the engine
+        ends a block?"""
+        if before is None:
+            return False
+        address, statement = before
+        return is_one_instruction(statement, address) and ends_run(statement)
 
-    return {address: before is not None and ends_a_block(before, address)
-            for before, address in zip([None] + starts, starts)
+    return {address: ends_a_block(before)
+            for before, (address, _) in zip([None] + statements, statements)
             if code[address - base:address - base + 2] == PAUSE}

@@ -69,6 +69,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
+from emulator.assembler import is_one_instruction
 from emulator.interconnect.coherence import LINE_SHIFT
 
 MAX_OUTSTANDING = 32        # the ring's size; a spec's `outstanding` is at most this
@@ -167,19 +168,8 @@ def find_fence_sites(program) -> list[int]:
     addresses, say), whatever its first bytes look like: every site costs
     a code hook, and every code hook slows all of a core's code (see
     emulator/instcost.py, InstructionCosts.add_sites)."""
-    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-    disassembler = Cs(CS_ARCH_X86, CS_MODE_64)
-    code, base = program.code, program.base
-    starts = [address for address, _, _ in program.source_lines] + [program.end]
-    sites = set()
-    for address, end in zip(starts, starts[1:]):
-        statement = code[address - base:end - base]
-        if not fence_kind(statement):
-            continue
-        decoded = next(disassembler.disasm(statement, address, count=1), None)
-        if decoded is not None and decoded.size == len(statement):
-            sites.add(address)
-    return sorted(sites)
+    return [address for address, statement in program.statements()
+            if fence_kind(statement) and is_one_instruction(statement, address)]
 
 
 # --- One core's buffer ------------------------------------------------------------------
