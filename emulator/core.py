@@ -558,7 +558,8 @@ class Core:
         if deferred:
             self._unmake_deferred_stores()
         # clock.quantum, not quantum: a debugger stop may have cut it short.
-        retired = min(self._emu_counter.value, clock.quantum)
+        retired = min(self._emu_counter.value, clock.quantum)    # cpustate.retired_instructions,
+                                                                 # through the view kept
         if self._charged_ahead:             # charged ahead, but the quantum ended first
             self._take_back_charges(retired + 1)
         self.stats.instructions += retired

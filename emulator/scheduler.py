@@ -16,26 +16,25 @@ A core that is off, stopped or failed is never ready. When no core is ready, the
 The quantum is a trade-off (DESIGN.md section 6): a larger one is faster on
 the host (each quantum costs some microseconds beyond its instructions:
 emu_start, the choice below, the core's bookkeeping), a smaller one
-interleaves cores more finely. In fast timing (the default,
-emulator/cost.py "Timing modes") a core's accesses reach the coherence
-directory as it runs them, and what
-contends is served in the order the quanta fall; causality keeps message
-latencies between cores that wait for each other the same at any quantum
-(a core woken by a write to a line it polls runs no earlier than that
-write could reach it: `not_before`, emulator/cost.py; tests/test_urpc.py,
-tests/test_shootdown.py). In detailed timing (`ordered`) the quantum does
-not change what cores see of each other. The core run is
+interleaves cores more finely. In fast timing (the default, emulator/cost.py
+"Timing modes") a core's accesses reach the coherence directory as it runs
+them, and what contends is served in the order the quanta fall; causality
+keeps message latencies between cores that wait for each other the same at
+any quantum (a core woken by a write to a line it polls runs no earlier than
+that write could reach it: `not_before`, emulator/cost.py;
+tests/test_urpc.py, tests/test_shootdown.py). In detailed timing (`ordered`)
+the quantum does not change what cores see of each other. The core run is
 given a horizon: the (ready time, id) of the first of the others, the one
-the scheduler would run next. An instruction that begins at or past it
-makes no access to a tracked line, nor parks on a `pause`: the core stops
-before it and the others run first (emulator/cost.py, "Ordering"). So the
-coherence directory sees accesses in the order of their modeled times, as
-at a quantum of one instruction, and what a run measures is the same for
-any quantum (tests/test_ordering.py). A woken core is ready at
-`not_before`, and the writer's horizon comes down to it. Small quanta
-cost host time, not accuracy. (`sprat bench shm-vs-msg` still switches to
-a quantum of 1 for its measured phase, from before the horizon; it gives
-the same figures at 10,000.)
+the scheduler would run next. An instruction that begins at or past it makes
+no access to a tracked line, nor parks on a `pause`: the core stops before
+it and the others run first (emulator/cost.py, "Ordering"). So the coherence
+directory sees accesses in the order of their modeled times, as at a quantum
+of one instruction, and what a run measures is the same for any quantum
+(tests/test_ordering.py). A woken core is ready at `not_before`, and the
+writer's horizon comes down to it. Small quanta cost host time, not
+accuracy. (`sprat bench shm-vs-msg` still switches to a quantum of 1 for its
+measured phase, from before the horizon; it gives the same figures at
+10,000.)
 
 A seed chooses another schedule (`--seed S`): among the cores ready within
 one quantum's worth of cycles of the earliest, one is picked at random, and
