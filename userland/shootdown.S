@@ -4,8 +4,10 @@
 # this core's client rings (lib/monitor_client.S). For every protocol p in the
 # mask PROTOCOLS (bit 0 unicast, 1 broadcast, 2 multicast, 3 NUMA-aware
 # multicast) and every core count n in the mask COUNTS (bit n-1: n cores,
-# cores 0 .. n-1 sharing the page, a spanning domain's cores) it does,
-# twice (the first run warms the caches, the second is reported):
+# cores 0 .. n-1 sharing the page, a spanning domain's cores) it does
+# WARMUPS + RUNS runs (the first warm the caches; of the other RUNS it
+# reports the median, so that a run a timer interrupt or the tail of the
+# previous protocol's traffic slowed does not stand for the protocol):
 #
 #   prepare    the monitors map the page PAGE on cores 0 .. n-1 and read
 #              it, so that every TLB holds it;
@@ -22,11 +24,13 @@
 #   MODE 2     like MODE 0 once, then every other core touches the page,
 #              which must fault now (the tests)
 #
-# acked: cores that invalidated (must be n); stale: cores that could still
-# read the page after their PTE was gone, before their invlpg (monitors
-# built with probe=1; otherwise 0). At the end we stop the monitors.
+# acked: cores that invalidated (must be n; the fewest of the reported
+# runs); stale: cores that could still read the page after their PTE was
+# gone, before their invlpg (monitors built with probe=1; otherwise 0; the
+# most of the reported runs). At the end we stop the monitors.
 #
 # Image arguments: protocols=MASK counts=MASK mode=0|1|2 page=P member=MODULE
+# runs=1..13 (sprat bench tlb and unmap ask for 5)
 
 PROTOCOLS = 15
 COUNTS = 0x8080808A                    # 2, 4, 8, 16, 24, 32 cores
@@ -34,9 +38,14 @@ MODE = 0
 PAGE = MONITOR_FIRST_PAGE             # the page shot down: the programs' first
 NUMA_MULTICAST = 3
 MAX_PROTOCOLS = 4
-RUNS = 2                              # a warm-up run, then the reported one
+WARMUPS = 1                           # runs that warm the caches, not reported
+RUNS = 1                              # runs reported: their median
+MAX_RUNS = 13                         # room in TIMES
 ENDS = USER_STACK_TOP - 256           # our ends of the client rings
 SPANNED = ENDS + 128                  # how many cores our domain spans so far
+TIMES = ENDS + 136                    # the reported runs' cycles (MAX_RUNS words)
+ACKED_LEAST = ENDS + 240              # the fewest cores that acknowledged a run
+STALE_MOST = ENDS + 248               # the most stale reads a run saw
 MEMBER = 0                            # the image's span_member.S module (mode 1)
 DOMAIN = 1                            # our domain's number
 DOMAIN_PAGE = MONITOR_FIRST_PAGE + 1  # its done word: our members leave when it is set
@@ -46,6 +55,15 @@ start:
     mov rsp, ENDS                     # our ends of the client rings, above the stack
     mov rdi, rsp
     call monitor_open
+    mov rax, RUNS
+    dec rax
+    cmp rax, MAX_RUNS
+    jb runs_fit
+    lea rdi, [rip + text_bad_runs]
+    call print_cstr
+    mov rdi, ENDS
+    jmp stop_monitors_and_fail
+runs_fit:
     xor r12d, r12d                    # r12 = the protocol
     mov rax, MODE
     cmp rax, 1
@@ -82,7 +100,8 @@ finished:
     mov rdi, ENDS
     jmp stop_monitors_and_exit
 
-# measure: RUNS shootdowns of protocol r12 over r13 cores; print the last.
+# measure: WARMUPS + RUNS shootdowns of protocol r12 over r13 cores;
+# print the median of the last RUNS.
 #   clobbers: rax rcx rdx rsi rdi r8-r11 r14
 measure:
     push rbx
@@ -93,7 +112,11 @@ measure:
     jne measure_spanned
     call span_domain
 measure_spanned:
-    mov r14, RUNS
+    mov rax, ACKED_LEAST
+    mov qword ptr [rax], -1
+    mov rax, STALE_MOST
+    mov qword ptr [rax], 0
+    mov r14, WARMUPS + RUNS
 measure_run:
     mov rdi, MONITOR_MAP_PAGE
     call ask
@@ -112,14 +135,24 @@ measure_end_to_end:
     syscall
     mov rdi, MONITOR_SHOOTDOWN        # ... and the monitor does the rest
     call ask
+    push rdx                          # the stale reads (clock clobbers rdx)
     call clock
+    pop rdx
     sub rax, rbx
     mov rbx, rax
 measure_ran:
-    mov r15, rsi                      # r15 = cores that acknowledged
-    mov rbp, rdx                      # rbp = stale reads seen
+    cmp r14, RUNS
+    ja measure_next                   # a warm-up run
+    call keep_run
+measure_next:
     dec r14
     jnz measure_run
+    call median_time
+    mov rbx, rax                      # rbx = the median cycles
+    mov rax, ACKED_LEAST
+    mov r15, qword ptr [rax]          # r15 = cores that acknowledged
+    mov rax, STALE_MOST
+    mov rbp, qword ptr [rax]          # rbp = stale reads seen
     mov rax, MODE
     cmp rax, 1
     je measure_print_unmap
@@ -159,6 +192,57 @@ measure_done:
     pop rbp
     pop r15
     pop rbx
+    ret
+
+# keep_run: record a reported run: its cycles (rbx) in TIMES, as run
+# RUNS - r14; the fewest acknowledgements (rsi) and the most stale reads
+# (rdx) so far.
+#   clobbers: rax rcx
+keep_run:
+    mov rcx, RUNS
+    sub rcx, r14
+    mov rax, TIMES
+    mov qword ptr [rax + rcx * 8], rbx
+    mov rax, ACKED_LEAST
+    cmp rsi, qword ptr [rax]
+    jae keep_run_stale
+    mov qword ptr [rax], rsi
+keep_run_stale:
+    mov rax, STALE_MOST
+    cmp rdx, qword ptr [rax]
+    jbe keep_run_done
+    mov qword ptr [rax], rdx
+keep_run_done:
+    ret
+
+# median_time() -> rax: the median of the RUNS times in TIMES (the upper
+# of the middle two if RUNS is even), sorting them in place (insertion
+# sort: there are at most MAX_RUNS).
+#   clobbers: rcx rdx rsi rdi r8
+median_time:
+    mov rdi, TIMES
+    mov ecx, 1                        # rcx = the next time to insert
+median_insert:
+    cmp rcx, RUNS
+    jae median_pick
+    mov r8, qword ptr [rdi + rcx * 8] # r8 = it; the ones before are sorted
+    mov rdx, rcx                      # rdx = where it goes
+median_shift:
+    test rdx, rdx
+    jz median_place
+    mov rsi, qword ptr [rdi + rdx * 8 - 8]
+    cmp rsi, r8
+    jbe median_place
+    mov qword ptr [rdi + rdx * 8], rsi
+    dec rdx
+    jmp median_shift
+median_place:
+    mov qword ptr [rdi + rdx * 8], r8
+    inc rcx
+    jmp median_insert
+median_pick:
+    mov eax, RUNS / 2
+    mov rax, qword ptr [rdi + rax * 8]
     ret
 
 # span_domain: have our domain span cores 0 .. r13-1: a dispatcher of
@@ -213,6 +297,7 @@ text_cycles:    .asciz " cycles "
 text_acked:     .asciz " acked "
 text_stale:     .asciz " stale "
 text_newline:   .asciz "\n"
+text_bad_runs:  .asciz "shootdown.S: runs must be 1 to 13\n"
 
 .include "lib/monitor_client.S"
 .include "lib/urpc.S"

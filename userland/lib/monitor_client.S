@@ -112,15 +112,21 @@ monitor_call:
     pop rbx
     jmp monitor_wait                  # its ret returns to our caller
 
-# stop_monitors_and_exit(ends): ask every monitor to stop (MONITOR_STOP),
-# then exit with status 0. Never returns.
+# stop_monitors_and_exit(ends), stop_monitors_and_fail(ends): ask every
+# monitor to stop (MONITOR_STOP), then exit with status 0, or 1 (the
+# program found something wrong: sprat boot fails). Never return.
+stop_monitors_and_fail:
+    push 1
+    jmp stop_monitors
 stop_monitors_and_exit:
+    push 0
+stop_monitors:
     mov esi, MONITOR_STOP
     xor edx, edx
     xor ecx, ecx
     xor r8d, r8d
     call monitor_call
-    xor edi, edi
+    pop rdi                           # the status
     jmp exit
 
 # monitor_wait(ends) -> rax, rdx, rcx: w1..w3 of the next message from our
