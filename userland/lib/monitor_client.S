@@ -117,10 +117,10 @@ monitor_call:
 # program found something wrong: sprat boot fails). Never return.
 stop_monitors_and_fail:
     push 1
-    jmp stop_monitors
+    jmp stop_monitors_with_status
 stop_monitors_and_exit:
     push 0
-stop_monitors:
+stop_monitors_with_status:
     mov esi, MONITOR_STOP
     xor edx, edx
     xor ecx, ecx
