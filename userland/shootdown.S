@@ -6,8 +6,8 @@
 # multicast) and every core count n in the mask COUNTS (bit n-1: n cores,
 # cores 0 .. n-1 sharing the page, a spanning domain's cores) it does
 # WARMUPS + RUNS runs (the first warm the caches; of the other RUNS it
-# reports the median, so that a run a timer interrupt or the tail of the
-# previous protocol's traffic slowed does not stand for the protocol):
+# reports the median, so that a run that a time-slice interrupt of the
+# initiator's core fell into does not stand for the protocol):
 #
 #   prepare    the monitors map the page PAGE on cores 0 .. n-1 and read
 #              it, so that every TLB holds it;
