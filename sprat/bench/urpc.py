@@ -112,7 +112,7 @@ def run(args) -> int:
     emit(args, "host speed: urpc_stream.S on two cores",
          host_headers, [[host[h] for h in host_headers]],
          [f"cost model hit path: {host['hit_path']}; host_msgs_per_s and mips_model_on in "
-          "fast timing (sprat's default), host_msgs_per_s_detailed in detailed timing "
+          "fast timing (sprat boot's default), host_msgs_per_s_detailed in detailed timing "
           "(the benches' default: --timing)",
           "goal: at least 100,000 one-way messages per host second (fast timing)"])
     return 0
