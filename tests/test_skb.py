@@ -59,7 +59,8 @@ def test_monitors_measure_latencies_at_boot_that_follow_the_topology():
     from sprat.bench.tlb import MODE_TLB, run_shootdowns
     topology = load_topology("amd-4x4")
     booted = []
-    run_shootdowns(topology, MODE_TLB, [2], ["unicast"], booted_system=booted.append)
+    run_shootdowns(topology, MODE_TLB, [2], ["unicast"], booted_system=booted.append,
+                   runs=1)
     skb = booted[0].skb
     assert skb is not None, "monitor 0 never asked the SKB"
     n = topology.n_cores()
