@@ -163,7 +163,10 @@ def check_channel(run, channel, count):
                      f" {sent_word(index, k):#x}){diagnose(index, k, word)}", run,
                      stop=f"{stop} if $rcx == {index + 1}")
     if len(received) < count:
-        fail(f"{where}: {len(received)} of {count} messages arrived; {why_stuck(run)}", run)
+        # A test program that found a register changed stops there and says so.
+        said = program_complaint(run)
+        fail(f"{where}: {len(received)} of {count} messages arrived; "
+             f"{said or why_stuck(run)}", run)
     if len(received) > count:
         fail(f"{where}: {len(received)} messages arrived, {count} were sent", run, stop=stop)
 
@@ -198,18 +201,28 @@ def check_flow_control(run, channel, where):
 
 def check_finished(run):
     """Each test program said it finished, and the machine ended cleanly."""
-    for core, line in run.console:
-        if line.startswith("checked:"):
-            fail(f"core {core}: {line[len('checked: '):].strip()}", run)
+    said = program_complaint(run)
+    if said:
+        fail(said, run)
     if not run.clean:
         fail(f"the run did not end cleanly: {why_stuck(run)}", run)
+
+
+def program_complaint(run):
+    """What the first test program that found something wrong printed ("core C: ..."),
+    or None: a wrong word, or a register your routine changed (checked_stream.S)."""
+    for core, line in run.console:
+        if line.startswith("checked:"):
+            return f"core {core}: {line[len('checked: '):].strip()}"
+    return None
 
 
 def diagnose(n, k, word):
     """What a wrong word tells about the mistake, as a parenthesis."""
     owner = (word >> 16) - 1
     if word == 0:
-        return ": the slot was empty; was the message taken before its control word said so?"
+        return (": the slot was empty; was the message taken before its control word said so,"
+                " or was the control word stored before the payload?")
     if owner == n - URPC_SLOTS and word & 0xFFFF == k:
         return (f": that is message {owner}'s, the slot's previous message; the receiver saw the"
                 f" control word before the payload was complete (store the control word last)")

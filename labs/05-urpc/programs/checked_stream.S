@@ -139,7 +139,8 @@ take_one_done:
 
 # kept_call(rax = routine, rdx = its name, rdi, rsi = its arguments) -> its rax.
 # Calls it with a marker value in every register it must keep (all but
-# rax rcx rdx r8) and checks that each still has it afterwards.
+# rax rcx rdx, and r8 for urpc_send) and checks that each still has it
+# afterwards.
 KEPT = 0x6b65707400000000             # "kept" in the high half; + 1, + 2 ... per register
 kept_call:
     push rbx
@@ -153,6 +154,7 @@ kept_call:
     push rsi                          # [rsp]
     mov rbx, KEPT + 1
     mov rbp, KEPT + 2
+    mov r8, KEPT + 8
     mov r9, KEPT + 9
     mov r10, KEPT + 10
     mov r11, KEPT + 11
@@ -161,6 +163,14 @@ kept_call:
     mov r14, KEPT + 14
     mov r15, KEPT + 15
     call rax
+    lea rcx, [rip + name_send]        # urpc_send may change r8, the others not
+    cmp qword ptr [rsp + 16], rcx
+    je kept_r8_free
+    mov rcx, KEPT + 8
+    cmp r8, rcx
+    lea r8, [rip + name_r8]
+    jne kept_broken
+kept_r8_free:
     lea r8, [rip + name_rsi]
     cmp rsi, qword ptr [rsp]
     jne kept_broken
@@ -271,6 +281,7 @@ name_rsi:      .asciz "rsi"
 name_rdi:      .asciz "rdi"
 name_rbx:      .asciz "rbx"
 name_rbp:      .asciz "rbp"
+name_r8:       .asciz "r8"
 name_r9:       .asciz "r9"
 name_r10:      .asciz "r10"
 name_r11:      .asciz "r11"
