@@ -161,7 +161,7 @@ def summary(events) -> str:
 
 def _channel_rows(events) -> list[list]:
     by_channel = defaultdict(lambda: {"sends": 0, "recvs": 0, "words": 0, "pairs": set(),
-                                      "latencies": []})
+                                      "receivers": set(), "latencies": []})
     for event in events:
         if event["event"] in ("send", "recv"):
             row = by_channel[_key(event.get("channel"))]
@@ -169,6 +169,8 @@ def _channel_rows(events) -> list[list]:
             if event["event"] == "send":
                 row["words"] += _word_count(event.get("words"))
                 row["pairs"].add((event.get("core"), event.get("peer")))
+            else:
+                row["receivers"].add(event.get("core"))
     for message in messages(events):
         sent, received = message["send"].get("time"), (message["recv"] or {}).get("time")
         if sent is not None and received is not None:
@@ -177,8 +179,12 @@ def _channel_rows(events) -> list[list]:
     rows = []
     for channel in sorted(by_channel, key=str):
         row = by_channel[channel]
-        # a send made before the receiver was first seen names no peer
+        # a send made before the receiver was first seen names no peer;
+        # then the core that took the messages is the other end
         known = {pair for pair in row["pairs"] if pair[1] is not None}
+        if not known and len(row["receivers"]) == 1:
+            receiver = next(iter(row["receivers"]))
+            known = {(sender, receiver) for sender, _ in row["pairs"]}
         pairs = sorted(known or row["pairs"], key=str)
         source, target = pairs[0] if len(pairs) == 1 else ("many", "many") if pairs else ("-", "-")
         latencies = row["latencies"]

@@ -77,6 +77,19 @@ def test_sends_and_receives_pair_up_by_channel_and_sequence():
     assert row3.split() == ["3", "0", "1", "2", "2", "4", "30", "54.00", "78"]
 
 
+def test_a_channel_whose_sends_name_no_receiver_shows_the_core_that_took_them():
+    # Sends made before the receiver was first seen name no peer (lab 5's
+    # waiting.lst fills the ring first): the table's "to" and the debugger's
+    # msgs take the receiving core from the receives.
+    events = [send(10, 0, None, 3, 0), send(12, 0, None, 3, 1), recv(40, 2, 0, 3, 0)]
+    row3 = next(line for line in summary(events).splitlines() if line.split()[:1] == ["3"])
+    assert row3.split()[:3] == ["3", "0", "2"]
+    log = MessageLog(keep=4)
+    for event in events:
+        log(event["event"], **{k: v for k, v in event.items() if k != "event"})
+    assert [e.get("peer") for e in log.channels[3]] == [2, 2, 0]
+
+
 def test_trace_command_prints_a_table_and_draws_a_chart(tmp_path, capsys):
     path = write_trace(tmp_path / "m.trace", [
         {"event": "ipi", "source": 0, "target": 1, "mode": 0, "vector": 40, "time": 5},

@@ -62,6 +62,12 @@ class MessageLog:
         if channel not in self.channels:
             self.channels[channel] = deque(maxlen=self.keep)
         record = {"event": event, **fields}
+        if event == "recv":
+            # The sends made before the receiver was first seen name no
+            # peer: the core that takes them is it.
+            for kept in self.channels[channel]:
+                if kept["event"] == "send" and kept.get("peer") is None:
+                    kept["peer"] = fields.get("core")
         self.channels[channel].append(record)
         self.latest.setdefault(channel, {})[event] = record
 
