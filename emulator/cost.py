@@ -100,7 +100,8 @@ connects them to the cores:
     (emulator/interconnect/storebuffer.py says what is modeled and why).
     Every write to a tracked line goes through the core's StoreBuffer, and
     the loader tells us where the draining instructions are
-    (`add_fence_sites`), as it does for `pause`. Until it commits, a store
+    (`add_fence_sites`), as it does for `pause`, and each gets a block
+    hook or a code hook as a pause does. Until it commits, a store
     is hidden from the cores whose copy of the line it took: a load by one
     of them reads its stale copy, the bytes before the store
     (storebuffer.Visibility, which the C hook leaves such loads to; a hook
@@ -465,22 +466,24 @@ class CostModel:
         return on_pause, on_checked_pause
 
     # --- Instructions that drain the store buffer ---------------------------------
-    def add_fence_sites(self, addresses, cores=None) -> None:
-        """Hook these `mfence`, `sfence` and locked instructions (virtual
-        addresses) on the cores with these ids (None: every core), where
-        each waits for its core's store buffer. In fast timing there is no
-        buffer to drain, and no hook: a code hook slows its core."""
+    def add_fence_sites(self, sites: dict, cores=None) -> None:
+        """Hook these `mfence`, `sfence` and locked instructions ({virtual
+        address: FenceSite}, storebuffer.find_fence_sites) on the cores with
+        these ids (None: every core), where each waits for its core's store
+        buffer. A site that starts a block gets a block hook, the others a
+        code hook, as pause sites do (find_pause_sites says why). In fast
+        timing there is no buffer to drain, and no hook: a hook slows its
+        core, a code hook all of its code."""
         if self.store_buffers is None:
             return
-        for address in sorted(set(addresses) - self.fence_sites):
+        for address in sorted(sites.keys() - self.fence_sites):
             self.fence_sites.add(address)
+            site = sites[address]
             for core in self.machine.cores:
                 if cores is not None and core.id not in cores:
                     continue
-                on_fence = self._fence_hook(core)
-                callback = HOOK_CODE_CFUNC(
-                    lambda _uc, address, size, _data, on_fence=on_fence: on_fence(address, size))
-                self._add_raw_hook(core, UC_HOOK_CODE, callback, address, address)
+                self._add_site_hook(core, address, site.starts_block, site.size,
+                                    self._fence_hook(core))
                 core.uc.ctl_remove_cache(address, address + 1)
 
     def _fence_hook(self, core):
