@@ -476,6 +476,11 @@ class CostModel:
         core, a code hook all of its code."""
         if self.store_buffers is None:
             return
+        # Unicorn runs a block's hooks in the order they were added, all
+        # before any code hook (verified by experiment). So a block-hooked
+        # fence sees the charges its block's instruction-cost hooks made
+        # ahead (instcost.py), as a code hook would, only if added after
+        # them: kernel/boot.py adds the fences last.
         for address in sorted(sites.keys() - self.fence_sites):
             self.fence_sites.add(address)
             site = sites[address]

@@ -127,6 +127,56 @@ def test_a_block_hooked_fence_is_charged_and_stopped_as_a_code_hooked_one(quantu
     assert len(code) == len(block), "one hook ran more often than the other"
 
 
+# --- a fence whose block holds an instruction charged ahead --------------------------
+CHARGED = """
+start:
+    mov ecx, 12
+again:
+    jmp fence
+fence:
+    mfence                    # a block start; the block's invlpg is charged as it starts
+    nop
+    invlpg [rax]
+    dec ecx
+    jnz again
+    xor eax, eax
+    out 0xF4, al
+"""
+
+
+def run_charged(monkeypatch, kind: str) -> tuple:
+    """Run CHARGED on one core in detailed timing, its mfence hooked by a
+    hook of `kind`, after the instruction costs, as the loader does; the
+    drains and the core's clock."""
+    from emulator.instcost import find_instruction_sites
+    machine = Machine(1, topology=generic(1), timing="detailed")
+    program = assemble_text(CHARGED, CODE)
+    machine.memory.write(CODE, program.code)
+    machine.cost.instructions.add_sites(find_instruction_sites(program))
+    sites = find_fence_sites(program)
+    assert all(site.starts_block for site in sites.values()), "CHARGED's mfence starts no block"
+    if kind == "code":
+        sites = {address: site._replace(starts_block=False) for address, site in sites.items()}
+    log = drains(monkeypatch)
+    # A code hook where nothing runs, as in run_hooked above.
+    machine.cores[0].uc.hook_add(UC_HOOK_CODE, lambda *_: None, begin=NOWHERE, end=NOWHERE)
+    machine.cost.add_fence_sites(sites)
+    machine.power_on(CODE)
+    result = machine.run(max_cycles=10**6)
+    assert result.clean, f"the program failed: {result.reason}"
+    return log, machine.cores[0].cycles
+
+
+def test_a_block_hooked_fence_sees_what_its_block_was_charged_ahead(monkeypatch):
+    # The instruction costs charge the block's invlpg as the block starts,
+    # before any code hook runs: the fence's block hook must run after
+    # theirs to wait from the same clock.
+    code, block = run_charged(monkeypatch, "code"), run_charged(monkeypatch, "block")
+    assert len(code[0]) == 12, f"the mfence drained the buffer {len(code[0])} times, not 12"
+    assert block == code, (f"the block-hooked mfence drained at {block[0]}, ending at cycle "
+                           f"{block[1]}; the code-hooked one at {code[0]}, ending at {code[1]}")
+
+
 # --- whole programs: the TSO litmus tests, block hooks against code hooks --------------
 def code_hooks_only(monkeypatch):
     """Make the loader give every fence site a code hook, as before block hooks."""
