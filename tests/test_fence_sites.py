@@ -20,6 +20,7 @@ from emulator.interconnect import load_topology
 from emulator.interconnect.storebuffer import FenceSite, StoreBuffer, find_fence_sites
 from emulator.interconnect.topology import generic
 from emulator.machine import Machine
+from tests.test_hitpath import needs_c, run
 from tests.test_tso import LITMUS, ROUNDS, SCHEDULES, store_buffering
 
 CODE = 0x10000
@@ -290,3 +291,38 @@ def test_the_userland_librarys_fences_are_block_hooked(tmp_path):
     assert len(sites) == 2 and all(site.starts_block for site in sites.values()), (
         f"userland/lib: the fences at {[hex(a) for a, s in sites.items() if not s.starts_block]} "
         f"keep a code hook, which slows every instruction of their core ({len(sites)} sites)")
+
+
+# --- whole workloads: the library's barrier on a tracked line, on both paths -----------
+WORKLOADS = {
+    "shm": dict(topology="amd-2x2", modules=[
+        "/userland/shm_update.S clients=4 lines=2 updates=10 warmup=3 channels=0-1"]),
+    "server": dict(topology="amd-2x2", modules=[
+        "/userland/msg_server.S core=0 lines=4 clients=3 updates=20 warmup=5 channels=0-4",
+        "/userland/msg_client.S clients=3 updates=20 warmup=5 channels=0-4"]),
+}
+
+
+@needs_c
+@pytest.mark.parametrize("path", ["C", "pure"])
+@pytest.mark.parametrize("quantum", [3, 10_000])
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+def test_block_hooked_barriers_drain_as_code_hooked_ones(monkeypatch, workload, quantum, path):
+    # The library's `barrier` and `arrive` (userland/lib/measure.S) are
+    # locked instructions on a channel line: block-hooked, and what the
+    # memory hook may stop before, past the horizon.
+    options = dict(WORKLOADS[workload], topology=load_topology(WORKLOADS[workload]["topology"]),
+                   quantum=quantum)
+    def observed():
+        log = drains(monkeypatch)
+        return dict(run(monkeypatch, path, **options), drains=log)
+    blocks = observed()
+    code_hooks_only(monkeypatch)
+    codes = observed()
+    assert blocks["result"][0], f"the workload failed: {blocks['result'][1]}"
+    assert any(kind == "locked" for _, _, kind, _ in blocks["drains"]), "no barrier ran"
+    for key in ("result", "output", "cores", "core_stats", "parks", "deferred", "lines",
+                "drains"):
+        assert blocks[key] == codes[key], (
+            f"{key} differ with the fences block-hooked and code-hooked: "
+            f"{blocks[key]} against {codes[key]}")
