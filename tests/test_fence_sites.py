@@ -25,7 +25,30 @@ from tests.test_tso import LITMUS, ROUNDS, SCHEDULES, store_buffering
 
 CODE = 0x10000
 NOWHERE = 0x90000          # no code there
+FENCE = StoreBuffer.fence
 
+
+# --- what the tests compare --------------------------------------------------------------
+def code_hooks_only(monkeypatch):
+    """Make the loader give every fence site a code hook, as before block hooks."""
+    monkeypatch.setattr("kernel.boot.find_fence_sites", lambda program: {
+        address: site._replace(starts_block=False)
+        for address, site in find_fence_sites(program).items()})
+
+
+def drains(monkeypatch) -> list:
+    """Every fence the store buffers run from now on: (core, when, what, cycles)."""
+    log = []
+
+    def logged(buffer, now, kind):
+        cycles = FENCE(buffer, now, kind)
+        log.append((buffer.core_id, now, kind, cycles))
+        return cycles
+    monkeypatch.setattr(StoreBuffer, "fence", logged)
+    return log
+
+
+# --- which fences start a block ----------------------------------------------------------
 SITES = """
 start:
     mfence                    # the program's first statement
@@ -58,7 +81,7 @@ def test_a_fence_after_a_branch_or_a_call_is_a_block_start_and_any_other_is_not(
         "a fence site's size is not its instruction's: the block hook reads that many bytes")
 
 
-# --- Core.as_code_hook on a fence, one instruction at a time ---------------------------
+# --- Core.as_code_hook on a fence, one instruction at a time -----------------------------
 LOOP = """
 start:
     mov ecx, 12
@@ -128,7 +151,7 @@ def test_a_block_hooked_fence_is_charged_and_stopped_as_a_code_hooked_one(quantu
     assert len(code) == len(block), "one hook ran more often than the other"
 
 
-# --- a fence whose block holds an instruction charged ahead --------------------------
+# --- a fence whose block holds an instruction charged ahead ------------------------------
 CHARGED = """
 start:
     mov ecx, 12
@@ -178,29 +201,7 @@ def test_a_block_hooked_fence_sees_what_its_block_was_charged_ahead(monkeypatch)
                            f"{block[1]}; the code-hooked one at {code[0]}, ending at {code[1]}")
 
 
-# --- whole programs: the TSO litmus tests, block hooks against code hooks --------------
-def code_hooks_only(monkeypatch):
-    """Make the loader give every fence site a code hook, as before block hooks."""
-    monkeypatch.setattr("kernel.boot.find_fence_sites", lambda program: {
-        address: site._replace(starts_block=False)
-        for address, site in find_fence_sites(program).items()})
-
-
-FENCE = StoreBuffer.fence
-
-
-def drains(monkeypatch) -> list:
-    """Every fence the store buffers run from now on: (core, when, what, cycles)."""
-    log = []
-
-    def logged(buffer, now, kind):
-        cycles = FENCE(buffer, now, kind)
-        log.append((buffer.core_id, now, kind, cycles))
-        return cycles
-    monkeypatch.setattr(StoreBuffer, "fence", logged)
-    return log
-
-
+# --- whole programs: the TSO litmus tests, block hooks against code hooks ----------------
 def store_buffering_run(monkeypatch, tmp_path, fence: str, quantum: int, seed) -> dict:
     """The store-buffering litmus test with `fence` between each side's store
     and load (test_tso.py), on cores 0 and 2 of amd-2x2: what it printed, and
@@ -293,7 +294,7 @@ def test_the_userland_librarys_fences_are_block_hooked(tmp_path):
         f"keep a code hook, which slows every instruction of their core ({len(sites)} sites)")
 
 
-# --- whole workloads: the library's barrier on a tracked line, on both paths -----------
+# --- whole workloads: the library's barrier on a tracked line, on both paths -------------
 WORKLOADS = {
     "shm": dict(topology="amd-2x2", modules=[
         "/userland/shm_update.S clients=4 lines=2 updates=10 warmup=3 channels=0-1"]),
