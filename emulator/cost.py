@@ -588,6 +588,7 @@ def find_pause_sites(program) -> dict[int, bool]:
     would not run: it keeps a code hook.
     """
     code, base = program.code, program.base
-    starts = block_starts(program)
-    return {address: address in starts for address, _ in program.statements()
-            if code[address - base:address - base + 2] == PAUSE}
+    pauses = [address for address, _ in program.statements()
+              if code[address - base:address - base + 2] == PAUSE]
+    starts = block_starts(program, pauses)
+    return {address: address in starts for address in pauses}

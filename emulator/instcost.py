@@ -130,10 +130,11 @@ def ends_run(code: bytes) -> bool:
     return False
 
 
-def block_starts(program) -> set[int]:
-    """The statements of an assembled program that a translation block
-    starts at on every way to them: where a block hook runs exactly when
-    a code hook on the statement's first instruction would.
+def block_starts(program, addresses) -> set[int]:
+    """Which of `addresses`, statements of an assembled program, a
+    translation block starts at on every way to them: where a block hook
+    runs exactly when a code hook on the statement's first instruction
+    would.
 
     The engine ends a block after every control transfer (ends_run) and
     starts one wherever a jump lands or the core resumes. So a statement
@@ -147,11 +148,16 @@ def block_starts(program) -> set[int]:
     code starts a block; every program is linked at an address of its
     own, cpudriver/layout.py, so no other code is there.) Data, even data
     whose first bytes are a jump, ends no block: the statement before must
-    be exactly one instruction (assembler.is_one_instruction).
+    be exactly one instruction (assembler.is_one_instruction, asked only
+    of the statements before `addresses`: it costs a disassembly each).
     """
     statements = program.statements()
-    return {address for (at, before), (address, _) in zip(statements, statements[1:])
-            if is_one_instruction(before, at) and ends_run(before)}
+    before = {address: previous for previous, (address, _) in zip(statements, statements[1:])}
+
+    def ends_a_block(at, statement):
+        return ends_run(statement) and is_one_instruction(statement, at)
+    return {address for address in addresses
+            if address in before and ends_a_block(*before[address])}
 
 
 def find_instruction_sites(program) -> dict[int, Site]:

@@ -178,10 +178,10 @@ def find_fence_sites(program) -> dict[int, FenceSite]:
     Every site costs a hook; one that starts a block (instcost.block_starts:
     a fence after a branch or a call) a block hook, any other a code hook,
     which slows all of a core's code (emulator/cost.py, add_fence_sites)."""
-    starts = block_starts(program)
-    return {address: FenceSite(len(statement), address in starts)
-            for address, statement in program.statements()
-            if fence_kind(statement) and is_one_instruction(statement, address)}
+    fences = {address: len(statement) for address, statement in program.statements()
+              if fence_kind(statement) and is_one_instruction(statement, address)}
+    starts = block_starts(program, fences)
+    return {address: FenceSite(size, address in starts) for address, size in fences.items()}
 
 
 # --- One core's buffer ------------------------------------------------------------------
