@@ -473,7 +473,9 @@ class Core:
         the core (stop_before_this_instruction, fail): unicorn's counting
         hook does not run after a stop, and the core stops counted as from
         a code hook. For hooks that stop before the instruction or not at
-        all (emulator/cost.py's pause hooks).
+        all (emulator/cost.py's pause hooks), and that charge it
+        (charge_this_instruction: the fence hooks), which they do at the
+        count a code hook would.
         """
         counter = self._emu_counter
         if counter.value + 1 > self.clock.quantum:

@@ -100,7 +100,8 @@ connects them to the cores:
     (emulator/interconnect/storebuffer.py says what is modeled and why).
     Every write to a tracked line goes through the core's StoreBuffer, and
     the loader tells us where the draining instructions are
-    (`add_fence_sites`), as it does for `pause`. Until it commits, a store
+    (`add_fence_sites`), as it does for `pause`, and each gets a block
+    hook or a code hook as a pause does. Until it commits, a store
     is hidden from the cores whose copy of the line it took: a load by one
     of them reads its stale copy, the bytes before the store
     (storebuffer.Visibility, which the C hook leaves such loads to; a hook
@@ -124,11 +125,10 @@ from unicorn import (UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, HOOK_MEM_ACCESS_CFUNC
 
 from emulator import hitpath
-from emulator.assembler import is_one_instruction
 from emulator.core import NO_HORIZON, UNORDERED, CoreState
 from emulator.cpustate import emu_counter
 from emulator.hitpath import PauseHook, SharedClock, SharedLine, Watch, Window
-from emulator.instcost import InstructionCosts, ends_run
+from emulator.instcost import InstructionCosts, block_starts
 from emulator.interconnect.coherence import LINE_SHIFT, CoherenceDirectory
 from emulator.scheduler import horizon_for
 from emulator.interconnect.storebuffer import (LOCKED, StoreBuffer, Visibility, fence_kind,
@@ -361,19 +361,23 @@ class CostModel:
                     add = hitpath.add_pause_block_hook if starts_block else hitpath.add_pause_hook
                     add(core.uc, hook, address)
                 else:
-                    self._add_python_pause_hook(core, address, starts_block)
+                    on_pause, _ = self._pause_hook(core)
+                    self._add_site_hook(core, address, starts_block, len(PAUSE), on_pause)
                 core.uc.ctl_remove_cache(address, address + 1)
 
-    def _add_python_pause_hook(self, core, address: int, starts_block: bool) -> None:
-        """The pure Python path's hook on one pause site of `core`."""
-        on_pause, _ = self._pause_hook(core)
+    def _add_site_hook(self, core, address: int, starts_block: bool, size: int, hook) -> None:
+        """Have `hook(address, size)` called before `core` runs the
+        instruction at `address` (a pause or fence site, of `size` bytes):
+        from a block hook if a block starts there on every way to it
+        (instcost.block_starts), as a code hook would call it
+        (Core.as_code_hook); else from a code hook. Pure Python hooks."""
         if starts_block:
-            def on_block(_uc, address, _size, _data):
-                core.as_code_hook(on_pause, address, len(PAUSE))
+            def on_block(_uc, address, _size, _data):      # _size: the block's
+                core.as_code_hook(hook, address, size)
             callback, kind = HOOK_CODE_CFUNC(on_block), UC_HOOK_BLOCK
         else:
             def on_code(_uc, address, size, _data):
-                on_pause(address, size)
+                hook(address, size)
             callback, kind = HOOK_CODE_CFUNC(on_code), UC_HOOK_CODE
         self._add_raw_hook(core, kind, callback, address, address)
 
@@ -478,22 +482,29 @@ class CostModel:
         return on_pause, on_checked_pause
 
     # --- Instructions that drain the store buffer ---------------------------------
-    def add_fence_sites(self, addresses, cores=None) -> None:
-        """Hook these `mfence`, `sfence` and locked instructions (virtual
-        addresses) on the cores with these ids (None: every core), where
-        each waits for its core's store buffer. In fast timing there is no
-        buffer to drain, and no hook: a code hook slows its core."""
+    def add_fence_sites(self, sites: dict, cores=None) -> None:
+        """Hook these `mfence`, `sfence` and locked instructions ({virtual
+        address: FenceSite}, storebuffer.find_fence_sites) on the cores with
+        these ids (None: every core), where each waits for its core's store
+        buffer. A site that starts a block gets a block hook, the others a
+        code hook, as pause sites do (find_pause_sites says why). In fast
+        timing there is no buffer to drain, and no hook: a hook slows its
+        core, a code hook all of its code."""
         if self.store_buffers is None:
             return
-        for address in sorted(set(addresses) - self.fence_sites):
+        # Unicorn runs a block's hooks in the order they were added, all
+        # before any code hook (verified by experiment). So a block-hooked
+        # fence sees the charges its block's instruction-cost hooks made
+        # ahead (instcost.py), as a code hook would, only if added after
+        # them: kernel/boot.py adds the fences last.
+        for address in sorted(sites.keys() - self.fence_sites):
             self.fence_sites.add(address)
+            site = sites[address]
             for core in self.machine.cores:
                 if cores is not None and core.id not in cores:
                     continue
-                on_fence = self._fence_hook(core)
-                callback = HOOK_CODE_CFUNC(
-                    lambda _uc, address, size, _data, on_fence=on_fence: on_fence(address, size))
-                self._add_raw_hook(core, UC_HOOK_CODE, callback, address, address)
+                self._add_site_hook(core, address, site.starts_block, site.size,
+                                    self._fence_hook(core))
                 core.uc.ctl_remove_cache(address, address + 1)
 
     def _fence_hook(self, core):
@@ -586,31 +597,14 @@ def find_pause_sites(program) -> dict[int, bool]:
     emulator/instcost.py). A block hook runs only as a block starts at its
     address, before the block's first instruction: at the same moment as
     a code hook, if the pause is always the first instruction of its
-    block (Core.as_code_hook makes the rest the same). The engine ends a
-    block after every jump, call, return, trap and hlt (instcost.ends_run),
-    and starts one wherever a jump lands or the core resumes; so a pause
-    whose statement before is one such instruction, ending where the pause
-    begins, is entered only at a block's start, and `starts_block` is True.
-    A poll loop's pause follows its conditional branch. Any other pause (a
-    straight run into it, or the program's first statement) may be in the
-    middle of a block, where a block hook would not run: it keeps a code
-    hook. (The proof assumes what the assembler's code does: no jump lands
-    inside the statement before the pause. And where a code hook is also
-    called on other code at the site's address, a block hook is not, unless
-    that code starts a block there; every program is linked at an address
-    of its own, cpudriver/layout.py, so no other code is there.)
+    block (Core.as_code_hook makes the rest the same). instcost.block_starts
+    says which statements are; a poll loop's pause, after its conditional
+    branch, is. Any other pause (a straight run into it, or the program's
+    first statement) may be in the middle of a block, where a block hook
+    would not run: it keeps a code hook.
     """
     code, base = program.code, program.base
-    statements = program.statements()
-
-    def ends_a_block(before):
-        """Is the statement before one instruction after which the engine
-        ends a block?"""
-        if before is None:
-            return False
-        address, statement = before
-        return is_one_instruction(statement, address) and ends_run(statement)
-
-    return {address: ends_a_block(before)
-            for before, (address, _) in zip([None] + statements, statements)
-            if code[address - base:address - base + 2] == PAUSE}
+    pauses = [address for address, _ in program.statements()
+              if code[address - base:address - base + 2] == PAUSE]
+    starts = block_starts(program, pauses)
+    return {address: address in starts for address in pauses}

@@ -48,6 +48,8 @@ from typing import NamedTuple
 from unicorn import UC_HOOK_BLOCK
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC
 
+from emulator.assembler import is_one_instruction
+
 # Prefixes an instruction may carry before its opcode: operand and address
 # size, rep, segment overrides (REX comes after them).
 LEGACY_PREFIXES = frozenset(b"\x66\x67\xf2\xf3\x2e\x36\x3e\x26\x64\x65")
@@ -126,6 +128,36 @@ def ends_run(code: bytes) -> bool:
     if first == 0x0F and second is not None:               # jcc near, syscall, sysret,
         return 0x80 <= second <= 0x8F or second in (0x05, 0x07, 0x34, 0x35)  # sysenter, sysexit
     return False
+
+
+def block_starts(program, addresses) -> set[int]:
+    """Which of `addresses`, statements of an assembled program, a
+    translation block starts at on every way to them: where a block hook
+    runs exactly when a code hook on the statement's first instruction
+    would.
+
+    The engine ends a block after every control transfer (ends_run) and
+    starts one wherever a jump lands or the core resumes. So a statement
+    whose statement before is one such instruction, ending where it
+    begins, is entered only at a block's start: a poll loop's `pause`
+    after its branch, code after a call that returns to it. Any other
+    statement (a straight run into it, or the program's first) may be in
+    the middle of a block. (The proof assumes what the assembler's code
+    does: no jump lands inside the statement before. And a code hook is
+    also called on other code at its address, a block hook only where that
+    code starts a block; every program is linked at an address of its
+    own, cpudriver/layout.py, so no other code is there.) Data, even data
+    whose first bytes are a jump, ends no block: the statement before must
+    be exactly one instruction (assembler.is_one_instruction, asked only
+    of the statements before `addresses`: it costs a disassembly each).
+    """
+    statements = program.statements()
+    before = {address: previous for previous, (address, _) in zip(statements, statements[1:])}
+
+    def ends_a_block(at, statement):
+        return ends_run(statement) and is_one_instruction(statement, at)
+    return {address for address in addresses
+            if address in before and ends_a_block(*before[address])}
 
 
 def find_instruction_sites(program) -> dict[int, Site]:

@@ -297,6 +297,7 @@ def _track_channels(system: System) -> None:
     for module in system.modules:
         cost.add_pause_sites(find_pause_sites(module.program))
         cost.instructions.add_sites(find_instruction_sites(module.program))
+    # The fences after the instruction costs: CostModel.add_fence_sites says why.
     cost.add_fence_sites(find_fence_sites(system.kernel))
     for module in system.modules:          # only where it runs: a code hook slows a core
         cost.add_fence_sites(find_fence_sites(module.program),

@@ -68,8 +68,10 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from emulator.assembler import is_one_instruction
+from emulator.instcost import block_starts
 from emulator.interconnect.coherence import LINE_SHIFT
 
 MAX_OUTSTANDING = 32        # the ring's size; a spec's `outstanding` is at most this
@@ -161,15 +163,25 @@ def fence_kind(code: bytes) -> str | None:
     return None
 
 
-def find_fence_sites(program) -> list[int]:
-    """Addresses of every instruction in an assembled program that drains the
-    store buffer (as cost.find_pause_sites: the start of every statement).
-    A statement whose bytes are not one instruction is data (a table of
-    addresses, say), whatever its first bytes look like: every site costs
-    a code hook, and every code hook slows all of a core's code (see
-    emulator/instcost.py, InstructionCosts.add_sites)."""
-    return [address for address, statement in program.statements()
-            if fence_kind(statement) and is_one_instruction(statement, address)]
+class FenceSite(NamedTuple):
+    """Where an instruction that drains the store buffer is (find_fence_sites)."""
+
+    size: int               # its bytes
+    starts_block: bool      # a translation block starts there on every way to it
+
+
+def find_fence_sites(program) -> dict[int, FenceSite]:
+    """{address: FenceSite} of every instruction in an assembled program
+    that drains the store buffer (as cost.find_pause_sites: the start of
+    every statement). A statement whose bytes are not one instruction is
+    data (a table of addresses, say), whatever its first bytes look like.
+    Every site costs a hook; one that starts a block (instcost.block_starts:
+    a fence after a branch or a call) a block hook, any other a code hook,
+    which slows all of a core's code (emulator/cost.py, add_fence_sites)."""
+    fences = {address: len(statement) for address, statement in program.statements()
+              if fence_kind(statement) and is_one_instruction(statement, address)}
+    starts = block_starts(program, fences)
+    return {address: FenceSite(size, address in starts) for address, size in fences.items()}
 
 
 # --- One core's buffer ------------------------------------------------------------------
