@@ -13,18 +13,17 @@ at quanta that end right at a fence, and on the TSO litmus tests.
 """
 
 import pytest
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
+from unicorn import UC_HOOK_CODE
 
 from emulator.assembler import assemble_text
 from emulator.interconnect import load_topology
 from emulator.interconnect.storebuffer import FenceSite, StoreBuffer, find_fence_sites
 from emulator.interconnect.topology import generic
 from emulator.machine import Machine
+from tests.site_hooks import CODE, NOWHERE, run_site_hooked
 from tests.test_hitpath import needs_c, run
 from tests.test_tso import LITMUS, ROUNDS, SCHEDULES, store_buffering
 
-CODE = 0x10000
-NOWHERE = 0x90000          # no code there
 FENCE = StoreBuffer.fence
 
 
@@ -102,42 +101,17 @@ def run_hooked(kind: str, quantum: int) -> list:
     "block" through Core.as_code_hook) that charges the fence as the cost
     model's does (Core.charge_this_instruction) and stops the core before
     every third one; what the core saw at each hook and each quantum's end."""
-    machine = Machine(1, topology=generic(1), quantum=quantum)
-    program = assemble_text(LOOP, CODE)
-    machine.memory.write(CODE, program.code)
-    [(site, fence)] = find_fence_sites(program).items()
-    assert fence == FenceSite(3, True), "LOOP's mfence is not a block start, as it must be"
-    core = machine.cores[0]
-    seen = []
+    def locate(program):
+        [(site, fence)] = find_fence_sites(program).items()
+        assert fence == FenceSite(3, True), "LOOP's mfence is not a block start, as it must be"
+        return site, fence.size
 
-    def on_fence(address, size):
+    def on_fence(core, seen, address, size):
         seen.append(("fence", address, size, core.now()))
         core.charge_this_instruction(FENCE_WAIT)
         if len(seen) % 3 == 0:
             core.stop_before_this_instruction()
-
-    # A code hook where nothing runs, in both runs, as a booted machine has
-    # on its CPU driver's fences (see test_pause_sites.run_hooked: unicorn
-    # counts the port write that switches the machine off differently
-    # when its counting hook is a core's only code hook).
-    core.uc.hook_add(UC_HOOK_CODE, lambda *_: None, begin=NOWHERE, end=NOWHERE)
-    if kind == "code":
-        core.uc.hook_add(UC_HOOK_CODE, lambda _uc, address, size, _data: on_fence(address, size),
-                         begin=site, end=site)
-    else:
-        core.uc.hook_add(UC_HOOK_BLOCK, lambda _uc, address, _size, _data:
-                         core.as_code_hook(on_fence, address, fence.size), begin=site, end=site)
-    machine.power_on(CODE)
-    run_one = core.run
-
-    def run_and_record(*args, **options):
-        retired = run_one(*args, **options)
-        seen.append(("quantum", retired, core.rip, core.cycles))
-        return retired
-    core.run = run_and_record
-    result = machine.run(max_cycles=10**5)
-    assert result.clean, f"the loop failed: {result.reason}"
-    return seen
+    return run_site_hooked(LOOP, kind, quantum, locate, on_fence)
 
 
 @pytest.mark.parametrize("quantum", [1, 2, 3, 4, 5, 7, 10_000])

@@ -11,16 +11,13 @@ paths and at quanta that end right at a pause.
 """
 
 import pytest
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 
 from emulator.assembler import assemble_text
 from emulator.cost import PAUSE, find_pause_sites
-from emulator.interconnect.topology import generic, load_topology
-from emulator.machine import Machine
+from emulator.interconnect.topology import load_topology
+from tests.site_hooks import CODE, run_site_hooked
 from tests.test_hitpath import needs_c, run
 
-CODE = 0x10000
-NOWHERE = 0x90000          # no code there
 
 SITES = """
 start:
@@ -75,40 +72,15 @@ def run_hooked(kind: str, quantum: int) -> list:
     """Run LOOP on one core with a hook of `kind` on its pause ("code", or
     "block" through Core.as_code_hook) that stops the core before every
     third pause; what the core saw at each hook and each quantum's end."""
-    machine = Machine(1, topology=generic(1), quantum=quantum)
-    program = assemble_text(LOOP, CODE)
-    machine.memory.write(CODE, program.code)
-    [site] = find_pause_sites(program)
-    core = machine.cores[0]
-    seen = []
+    def locate(program):
+        [site] = find_pause_sites(program)
+        return site, len(PAUSE)
 
-    def on_pause(address, _size):
+    def on_pause(core, seen, address, _size):
         seen.append(("pause", address, core.now()))
         if len(seen) % 3 == 0:
             core.stop_before_this_instruction()
-
-    # A code hook where nothing runs, in both runs, as a booted machine has
-    # on its CPU driver's fences: unicorn 2.1.4 counts one instruction more
-    # after the port write that switches the machine off when its counting
-    # hook is a core's only code hook (verified by experiment).
-    core.uc.hook_add(UC_HOOK_CODE, lambda *_: None, begin=NOWHERE, end=NOWHERE)
-    if kind == "code":
-        core.uc.hook_add(UC_HOOK_CODE, lambda _uc, address, size, _data: on_pause(address, size),
-                         begin=site, end=site)
-    else:
-        core.uc.hook_add(UC_HOOK_BLOCK, lambda _uc, address, _size, _data:
-                         core.as_code_hook(on_pause, address, len(PAUSE)), begin=site, end=site)
-    machine.power_on(CODE)
-    run_one = core.run
-
-    def run_and_record(*args, **options):
-        retired = run_one(*args, **options)
-        seen.append(("quantum", retired, core.rip, core.cycles))
-        return retired
-    core.run = run_and_record
-    result = machine.run(max_cycles=10**5)
-    assert result.clean, f"the loop failed: {result.reason}"
-    return seen
+    return run_site_hooked(LOOP, kind, quantum, locate, on_pause)
 
 
 @pytest.mark.parametrize("quantum", [1, 2, 3, 4, 5, 7, 10_000])
