@@ -102,13 +102,13 @@ def run(args) -> int:
                                     args.timing))
     rows.sort(key=lambda row: (row["mode"] != "shm", row["lines"], row["cores"]))
     if args.plot:
-        plot(rows, topology.name, args.plot)
+        plot(rows, f"{topology.name}, {args.timing} timing", args.plot)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     headers, table = pivot(rows, args.lines)
     emit(args, f"shm vs msg on {topology.name}: cycles per update, by clients (rows) and "
-               f"lines per update (columns)", headers, table,
+               f"lines per update (columns) ({args.timing} timing)", headers, table,
          [f"shmL: N cores update L shared lines in place; msgL: N clients send each update "
           f"to a server core (core 0) that owns the L lines; serverL: the server's cycles "
           f"per update",

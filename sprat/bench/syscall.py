@@ -78,7 +78,8 @@ def run(args) -> int:
                      paper])
     headers = ["operation", "cycles", "instructions", "privileged_cycles", "ns",
                "paper_lrpc_cycles"]
-    emit(args, f"kernel entry costs on {topology.name} (core 0, per operation)", headers, rows,
+    emit(args, f"kernel entry costs on {topology.name} (core 0, per operation, "
+               f"{args.timing} timing)", headers, rows,
          [f"privileged_cycles: charged for traps and privileged instructions "
           f"({costs_text(topology)})",
           "paper_lrpc_cycles: Baumann et al., SOSP 2009, Table 1 (LRPC round trip on one core)",

@@ -28,12 +28,17 @@ it), shoots it down once to warm the caches, then maps it and shoots it
 down five times more, and reports the median of those five: one of them
 now and then takes longer for reasons not the protocol's (a timer
 interrupt on the initiator's core, about 1,500 cycles), and the median
-leaves them out, so that a protocol's figure is the same whatever else
-the boot measured (a test holds that). Broadcast below 8 cores is the
-exception: every monitor reads its ring, taking part or not, and where
-the few that take part fall in that queue of readers moves with what
-ran before. A run is one boot: the machine is the whole topology, the
-shootdowns use its first N cores.
+leaves them out, so that a protocol's figure hardly depends on what else
+the boot measured (unicast over 4 cores and multicast over 32 are the
+same alone as in the default list, a test holds; other figures move by
+under 1% with the --cores list). Not so broadcast below 8 cores: every
+monitor reads its ring, taking part or not, and where the few that take
+part fall in that queue of readers moves with what ran before. Nor the
+unmap: its domain's dispatchers share the cores with the monitors, and
+where their time slices fall moves with the list (2 cores: 5,760 cycles
+in the default list, 6,540 alone). One boot measures the whole list:
+the machine is the whole topology, the shootdowns use its first N cores;
+the same list gives the same figures every time.
 
 What the model shows: the initiator is the critical path. In detailed
 timing (the bench's default) its sends are stores, which retire into its
@@ -105,13 +110,14 @@ def run_tlb(args) -> int:
     rows = [{"protocol": r["protocol"], "cores": r["cores"], "latency_cycles": r["cycles"]}
             for r in results]
     if args.plot:
-        plot(rows, topology.name, args.plot)
+        plot(rows, f"{topology.name}, {args.timing} timing", args.plot)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     cells = {(r["protocol"], r["cores"]): r["latency_cycles"] for r in rows}
     table = [[n] + [cells[(p, n)] for p in PROTOCOLS] for n in counts]
-    emit(args, f"TLB shootdown on {topology.name}: cycles for one shootdown, by cores",
+    emit(args, f"TLB shootdown on {topology.name}: cycles for one shootdown, by cores "
+               f"({args.timing} timing)",
          ["cores", *PROTOCOLS], table,
          ["from monitor 0's first message to the last acknowledgement (its rdtsc); every "
           f"core unmapped the page and ran invlpg; the median of {RUNS} runs after one "
@@ -131,7 +137,8 @@ def run_unmap(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    emit(args, f"Unmapping a page shared by N cores on {topology.name}, end to end",
+    emit(args, f"Unmapping a page shared by N cores on {topology.name}, end to end "
+               f"({args.timing} timing)",
          ["cores", "latency_cycles", "latency_ns"],
          [[r["cores"], r["latency_cycles"], round(topology.ns(r["latency_cycles"]))]
           for r in rows],
