@@ -138,6 +138,24 @@ def test_bench_unmap_json_rows(capsys):
         [(1, {"cores", "latency_cycles"}), (4, {"cores", "latency_cycles"})]
 
 
+def test_bench_tlb_measures_a_machine_of_your_own_whole_and_says_what_it_left_out(
+        tmp_path, capsys):
+    # A 6-core machine (amd-2x2's file, three cores a package): the default
+    # counts 2, 4 and 6 (its size), not 2 and 4 only; a count past the
+    # machine given on the command line is left out, and said so.
+    from emulator.interconnect.topology import PRESET_DIR
+    machine = tmp_path / "amd-2x3.toml"
+    machine.write_text((PRESET_DIR / "amd-2x2.toml").read_text()
+                       .replace("packages = [[0, 1], [2, 3]]", "packages = [[0, 1, 2], [3, 4, 5]]"))
+    assert main(["bench", "unmap", "--topology", str(machine), "--json"]) == 0
+    out, _ = capsys.readouterr()
+    assert [row["cores"] for row in json.loads(out)] == [1, 2, 4, 6]
+    assert main(["bench", "tlb", "--topology", str(machine), "--cores", "2,40", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert {row["cores"] for row in json.loads(out)} == {2}
+    assert "--cores: 40 left out:" in err and "has 6 cores" in err, err
+
+
 def test_bench_refuses_core_counts_the_machine_lacks(capsys):
     assert main(["bench", "tlb", "--cores", "64"]) == 2
     assert "none of 64" in capsys.readouterr().err

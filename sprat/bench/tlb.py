@@ -92,8 +92,8 @@ def add_parser(benches) -> None:
                             help=f"a preset or TOML file, at most 32 cores (default "
                                  f"{DEFAULT_TOPOLOGY})")
         parser.add_argument("--cores", metavar="LIST", type=number_list, default=cores,
-                            help=f"core counts (default {','.join(map(str, cores))}, "
-                                 f"up to the machine's)")
+                            help=f"core counts (default {','.join(map(str, cores))} "
+                                 f"as far as the machine goes, and its whole size)")
         if name == "tlb":
             parser.add_argument("--plot", metavar="FILE.png", type=png_name, default=None,
                                 help="also draw the curves into this PNG (matplotlib)")
@@ -164,10 +164,17 @@ def machine_and_counts(name: str, chosen) -> tuple[object, list[int]]:
     if topology.n_cores() > MAX_CORES:
         raise SpratError(f"{topology.name} has {topology.n_cores()} cores: the monitors' "
                          f"channels serve at most {MAX_CORES}")
-    counts = sorted({n for n in chosen if n <= topology.n_cores()})
+    n = topology.n_cores()
+    counts = sorted({count for count in chosen if count <= n})
     if not counts:
         raise SpratError(f"--cores: none of {','.join(map(str, chosen))} fits the "
-                         f"{topology.n_cores()} cores of {topology.name}")
+                         f"{n} cores of {topology.name}")
+    if chosen in (TLB_CORES, UNMAP_CORES):
+        counts = sorted({*counts, n})         # the defaults, and the whole machine
+    elif len(counts) < len(set(chosen)):
+        left_out = sorted(set(chosen) - set(counts))
+        progress(f"--cores: {','.join(map(str, left_out))} left out: {topology.name} has "
+                 f"{n} cores")
     return topology, counts
 
 
