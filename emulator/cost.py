@@ -438,27 +438,30 @@ class CostModel:
             if not core.defer_this_instruction():
                 park_unless_written(watch.take())
 
+        def run_again_from(time):
+            # As a woken core (_wake): it runs no earlier than `time`, and
+            # then its pause runs.
+            core.not_before = max(core.not_before, time)
+            watch.woken = 1
+            core.stop_before_this_instruction()
+
         def park_unless_written(reads):
             # It read a stale copy (Visibility, storebuffer.py): the write it
             # waits for is made, and on its way. Spinning, it would see it
-            # once its copy is gone; as a woken core (_wake), it runs no
-            # earlier than that, and then its pause runs.
+            # once its copy is gone.
             gone, self.stale_until[core.id] = self.stale_until[core.id], 0
             if gone > core.now():
-                core.not_before = max(core.not_before, gone)
-                watch.woken = 1
-                core.stop_before_this_instruction()
+                run_again_from(gone)
                 return
             # Like MONITOR/MWAIT: a write that came after the read (say, while
             # this core's quantum ended between its read and this pause)
             # means there is something new to see, so do not sleep. (So a
             # parked core holds a copy of every line it waits on, and the
             # first write to one is a miss.) In fast timing it sees it no
-            # sooner than the write can reach it (causality): as if that
-            # write had woken it (_wake), it runs again from then on, and its
-            # pause then. Run on at once, its read would be served at once,
-            # between the writer's stores to the line, each of which then
-            # waits for the line anew (a same-die pair on intel-2x4, where a
+            # sooner than the write can reach it (causality), as if that
+            # write had woken it. Run on at once, its read would be served
+            # at once, between the writer's stores to the line, each of which
+            # then waits for the line anew (a same-die pair on intel-2x4, where a
             # transfer is short: at quantum 1 every store of a message was
             # an invalidation, and a round trip cost half as much again as
             # at quantum 100). In detailed timing the read takes its turn at
@@ -466,11 +469,10 @@ class CostModel:
             # core's does, and the writer's stores sit in its store buffer.
             written = [line for line, count in reads if writes(line) != count]
             if written:
-                seen = min(self.directory.visible_at(core.id, line) for line in written)
-                if self.store_buffers is None and seen > core.now():
-                    core.not_before = max(core.not_before, seen)
-                    watch.woken = 1
-                    core.stop_before_this_instruction()
+                if self.store_buffers is None:          # fast timing
+                    seen = min(self.directory.visible_at(core.id, line) for line in written)
+                    if seen > core.now():
+                        run_again_from(seen)
                 return
             lines = tuple(sorted({line for line, _ in reads}))
             core.state = CoreState.WAITING
