@@ -91,7 +91,7 @@ def add_parser(benches) -> None:
         parser.add_argument("--topology", metavar="T", default=DEFAULT_TOPOLOGY,
                             help=f"a preset or TOML file, at most 32 cores (default "
                                  f"{DEFAULT_TOPOLOGY})")
-        parser.add_argument("--cores", metavar="LIST", type=number_list, default=cores,
+        parser.add_argument("--cores", metavar="LIST", type=number_list, default=None,
                             help=f"core counts (default {','.join(map(str, cores))} "
                                  f"as far as the machine goes, and its whole size)")
         if name == "tlb":
@@ -103,7 +103,7 @@ def add_parser(benches) -> None:
 # --- the two commands ------------------------------------------------------------------------
 
 def run_tlb(args) -> int:
-    topology, counts = machine_and_counts(args.topology, args.cores)
+    topology, counts = machine_and_counts(args.topology, args.cores, TLB_CORES)
     progress(f"booting {topology.n_cores()} monitors on {topology.name}; shootdowns over "
              f"{', '.join(map(str, counts))} cores")
     results = run_shootdowns(topology, MODE_TLB, counts, PROTOCOLS, timing=args.timing)
@@ -128,7 +128,7 @@ def run_tlb(args) -> int:
 
 
 def run_unmap(args) -> int:
-    topology, counts = machine_and_counts(args.topology, args.cores)
+    topology, counts = machine_and_counts(args.topology, args.cores, UNMAP_CORES)
     progress(f"booting {topology.n_cores()} monitors on {topology.name}; unmaps over "
              f"{', '.join(map(str, counts))} cores")
     results = run_shootdowns(topology, MODE_UNMAP, counts, ["numa-multicast"],
@@ -156,22 +156,25 @@ def costs_text(topology) -> str:
     return text(topology)
 
 
-def machine_and_counts(name: str, chosen) -> tuple[object, list[int]]:
+def machine_and_counts(name: str, chosen, defaults) -> tuple[object, list[int]]:
+    """The machine, and the core counts to measure on it: `chosen` (--cores)
+    as far as the machine goes, saying which it left out; or, if None, the
+    `defaults` that fit and the machine's whole size."""
     from emulator.errors import SpratError
     from emulator.interconnect import load_topology
     from kernel.skb import MAX_CORES
     topology = load_topology(name)
-    if topology.n_cores() > MAX_CORES:
-        raise SpratError(f"{topology.name} has {topology.n_cores()} cores: the monitors' "
-                         f"channels serve at most {MAX_CORES}")
     n = topology.n_cores()
+    if n > MAX_CORES:
+        raise SpratError(f"{topology.name} has {n} cores: the monitors' "
+                         f"channels serve at most {MAX_CORES}")
+    if chosen is None:
+        return topology, sorted({count for count in defaults if count <= n} | {n})
     counts = sorted({count for count in chosen if count <= n})
     if not counts:
         raise SpratError(f"--cores: none of {','.join(map(str, chosen))} fits the "
                          f"{n} cores of {topology.name}")
-    if chosen in (TLB_CORES, UNMAP_CORES):
-        counts = sorted({*counts, n})         # the defaults, and the whole machine
-    elif len(counts) < len(set(chosen)):
+    if len(counts) < len(set(chosen)):
         left_out = sorted(set(chosen) - set(counts))
         progress(f"--cores: {','.join(map(str, left_out))} left out: {topology.name} has "
                  f"{n} cores")
