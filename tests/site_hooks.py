@@ -7,7 +7,7 @@ tests/test_fence_sites.py hold the two kinds of hook alike with it.
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 
 from emulator.assembler import assemble_text
-from emulator.interconnect.topology import generic
+from emulator.interconnect.topology import generic, load_topology
 from emulator.machine import Machine
 
 CODE = 0x10000
@@ -55,3 +55,46 @@ def run_site_hooked(source: str, kind: str, quantum: int, locate, on_site) -> li
     result = machine.run(max_cycles=10**5)
     assert result.clean, f"the loop failed: {result.reason}"
     return seen
+
+
+
+def assert_seen_alike(code: list, block: list, quantum: int, events: str) -> None:
+    """run_site_hooked's record with a code hook and with a block hook agree
+    event for event (`events`: what a hook's event holds, for the message)."""
+    for step, (by_code, by_block) in enumerate(zip(code, block)):
+        assert by_code == by_block, (
+            f"quantum {quantum}, event {step}: the code hook saw {by_code}, the block hook "
+            f"{by_block} (events: {events}; quantum, retired, rip, cycles)")
+    assert len(code) == len(block), "one hook ran more often than the other"
+
+# What a whole workload's run gives (tests/test_hitpath.py, run) that must not
+# change with how its sites are hooked.
+SAME_EITHER_WAY = ("result", "output", "cores", "core_stats", "parks", "deferred", "lines")
+
+
+def block_and_code_hooked(monkeypatch, observe, code_hooks_only, sites: str, keys=()):
+    """`observe()` (a workload's run, a dict) with its `sites` ("pauses",
+    "fences") block-hooked where they start a block, then with
+    `code_hooks_only(monkeypatch)` in force; assert the two runs agree on
+    SAME_EITHER_WAY and `keys`, and return the block-hooked one."""
+    blocks = observe()
+    code_hooks_only(monkeypatch)
+    codes = observe()
+    assert blocks["result"][0], f"the workload failed: {blocks['result'][1]}"
+    for key in (*SAME_EITHER_WAY, *keys):
+        assert blocks[key] == codes[key], (
+            f"{key} differ with the {sites} block-hooked and code-hooked: "
+            f"{blocks[key]} against {codes[key]}")
+    return blocks
+
+
+# A message server and its clients: every pause and the library's barrier.
+SERVER = dict(topology="amd-2x2", modules=[
+    "/userland/msg_server.S core=0 lines=4 clients=3 updates=20 warmup=5 channels=0-4",
+    "/userland/msg_client.S clients=3 updates=20 warmup=5 channels=0-4"])
+
+
+def workload_options(workload: dict, quantum: int) -> dict:
+    """A workload (its topology named, its modules) as the options of
+    tests/test_hitpath.py's run()."""
+    return dict(workload, topology=load_topology(workload["topology"]), quantum=quantum)

@@ -20,7 +20,8 @@ from emulator.interconnect import load_topology
 from emulator.interconnect.storebuffer import FenceSite, StoreBuffer, find_fence_sites
 from emulator.interconnect.topology import generic
 from emulator.machine import Machine
-from tests.site_hooks import CODE, NOWHERE, run_site_hooked
+from tests.site_hooks import (CODE, NOWHERE, SERVER, assert_seen_alike,
+                              block_and_code_hooked, run_site_hooked, workload_options)
 from tests.test_hitpath import needs_c, run
 from tests.test_tso import LITMUS, ROUNDS, SCHEDULES, store_buffering
 
@@ -118,11 +119,7 @@ def run_hooked(kind: str, quantum: int) -> list:
 def test_a_block_hooked_fence_is_charged_and_stopped_as_a_code_hooked_one(quantum):
     code, block = run_hooked("code", quantum), run_hooked("block", quantum)
     assert sum(kind == "fence" for kind, *_ in code) >= 10, "the loop ran no fences"
-    for step, (by_code, by_block) in enumerate(zip(code, block)):
-        assert by_code == by_block, (
-            f"quantum {quantum}, event {step}: the code hook saw {by_code}, the block hook "
-            f"{by_block} (events: fence, address, size, now; quantum, retired, rip, cycles)")
-    assert len(code) == len(block), "one hook ran more often than the other"
+    assert_seen_alike(code, block, quantum, "fence, address, size, now")
 
 
 # --- a fence whose block holds an instruction charged ahead ------------------------------
@@ -272,9 +269,7 @@ def test_the_userland_librarys_fences_are_block_hooked(tmp_path):
 WORKLOADS = {
     "shm": dict(topology="amd-2x2", modules=[
         "/userland/shm_update.S clients=4 lines=2 updates=10 warmup=3 channels=0-1"]),
-    "server": dict(topology="amd-2x2", modules=[
-        "/userland/msg_server.S core=0 lines=4 clients=3 updates=20 warmup=5 channels=0-4",
-        "/userland/msg_client.S clients=3 updates=20 warmup=5 channels=0-4"]),
+    "server": SERVER,
 }
 
 
@@ -286,18 +281,10 @@ def test_block_hooked_barriers_drain_as_code_hooked_ones(monkeypatch, workload, 
     # The library's `barrier` and `arrive` (userland/lib/measure.S) are
     # locked instructions on a channel line: block-hooked, and what the
     # memory hook may stop before, past the horizon.
-    options = dict(WORKLOADS[workload], topology=load_topology(WORKLOADS[workload]["topology"]),
-                   quantum=quantum)
+    options = workload_options(WORKLOADS[workload], quantum)
     def observed():
         log = drains(monkeypatch)
         return dict(run(monkeypatch, path, **options), drains=log)
-    blocks = observed()
-    code_hooks_only(monkeypatch)
-    codes = observed()
-    assert blocks["result"][0], f"the workload failed: {blocks['result'][1]}"
+    blocks = block_and_code_hooked(monkeypatch, observed, code_hooks_only, "fences",
+                                   keys=("drains",))
     assert any(kind == "locked" for _, _, kind, _ in blocks["drains"]), "no barrier ran"
-    for key in ("result", "output", "cores", "core_stats", "parks", "deferred", "lines",
-                "drains"):
-        assert blocks[key] == codes[key], (
-            f"{key} differ with the fences block-hooked and code-hooked: "
-            f"{blocks[key]} against {codes[key]}")

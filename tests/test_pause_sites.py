@@ -14,8 +14,8 @@ import pytest
 
 from emulator.assembler import assemble_text
 from emulator.cost import PAUSE, find_pause_sites
-from emulator.interconnect.topology import load_topology
-from tests.site_hooks import CODE, run_site_hooked
+from tests.site_hooks import (CODE, SERVER, assert_seen_alike, block_and_code_hooked,
+                              run_site_hooked, workload_options)
 from tests.test_hitpath import needs_c, run
 
 
@@ -87,11 +87,7 @@ def run_hooked(kind: str, quantum: int) -> list:
 def test_a_block_hook_through_as_code_hook_sees_and_stops_as_a_code_hook(quantum):
     code, block = run_hooked("code", quantum), run_hooked("block", quantum)
     assert sum(kind == "pause" for kind, *_ in code) >= 10, "the loop did not pause"
-    for step, (by_code, by_block) in enumerate(zip(code, block)):
-        assert by_code == by_block, (
-            f"quantum {quantum}, event {step}: the code hook saw {by_code}, the block hook "
-            f"{by_block} (events: pause, address, now; quantum, retired, rip, cycles)")
-    assert len(code) == len(block), "one hook ran more often than the other"
+    assert_seen_alike(code, block, quantum, "pause, address, now")
 
 
 # --- whole workloads: block hooks against code hooks everywhere -----------------------
@@ -105,9 +101,7 @@ WORKLOADS = {
     "stream": dict(topology="amd-2x2", modules=[
         "/userland/urpc_stream.S core=0 role=0 channel=2 count=60",
         "/userland/urpc_stream.S core=2 role=1 channel=2 count=60"]),
-    "server": dict(topology="amd-2x2", modules=[
-        "/userland/msg_server.S core=0 lines=4 clients=3 updates=20 warmup=5 channels=0-4",
-        "/userland/msg_client.S clients=3 updates=20 warmup=5 channels=0-4"]),
+    "server": SERVER,
 }
 
 
@@ -116,17 +110,10 @@ WORKLOADS = {
 @pytest.mark.parametrize("quantum", [3, 10_000])
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_block_hooked_pauses_park_as_code_hooked_ones(monkeypatch, workload, quantum, path):
-    options = dict(WORKLOADS[workload], topology=load_topology(WORKLOADS[workload]["topology"]),
-                   quantum=quantum)
-    blocks = run(monkeypatch, path, **options)
-    code_hooks_only(monkeypatch)
-    codes = run(monkeypatch, path, **options)
-    assert blocks["result"][0], f"the workload failed: {blocks['result'][1]}"
+    options = workload_options(WORKLOADS[workload], quantum)
+    blocks = block_and_code_hooked(monkeypatch, lambda: run(monkeypatch, path, **options),
+                                   code_hooks_only, "pauses")
     assert blocks["parks"] > 0, "no core parked: the workload does not exercise the pauses"
-    for key in ("result", "output", "cores", "core_stats", "parks", "deferred", "lines"):
-        assert blocks[key] == codes[key], (
-            f"{key} differ with the pauses block-hooked and code-hooked: "
-            f"{blocks[key]} against {codes[key]}")
 
 
 def test_every_pause_of_the_poll_loops_in_userland_is_block_hooked(tmp_path):
