@@ -59,11 +59,11 @@ def test_monitors_measure_latencies_at_boot_that_follow_the_topology():
     from sprat.bench.tlb import MODE_TLB, run_shootdowns
     topology = load_topology("amd-4x4")
     booted = []
-    run_shootdowns(topology, MODE_TLB, [2], ["unicast"], booted_system=booted.append,
+    n = topology.n_cores()
+    run_shootdowns(topology, MODE_TLB, [n], ["unicast"], booted_system=booted.append,
                    runs=1)
     skb = booted[0].skb
     assert skb is not None, "monitor 0 never asked the SKB"
-    n = topology.n_cores()
     assert set(skb.round_trips) == {(a, b) for a in range(n) for b in range(n) if a != b}
     # What the model charges a round trip between two cores over a channel
     # homed where the measuring channels are (a transfer is a probe round

@@ -70,6 +70,9 @@ ROUTE_BYTES = 1024                    # room for 63 routes: count, 0, (child, ma
 SKB_QUERY = 0x534B42                  # "SKB" in rax at skb_query: the host answers
 PROBE = 0
 SHOW = 0                              # 1: print the replica when stopping
+MONITORS = 0                          # 0: monitors on every core; N: on cores 0 .. N-1
+                                      #   only, the others never started (a smaller
+                                      #   system on the same machine)
 
 # What a message is (word 0 of every message between monitors). Requests
 # from programs use the same numbers (lib/monitor_client.S, MONITOR_*).
@@ -130,6 +133,14 @@ start:
     mov rbx, rdi                      # rbx = our core, for the whole run
     mov rbp, rsi                      # rbp = how many cores the machine has
     call boot_other_cores
+    mov rax, MONITORS                 # rbp = the cores that run monitors, 0 .. rbp-1:
+    test rax, rax                     #   every core, or the first MONITORS (a
+    jz monitors_counted               #   smaller system on the same board)
+    cmp rax, rbp
+    cmovb rbp, rax
+monitors_counted:
+    cmp rbx, rbp
+    jae no_monitor_here
     mov rsp, REPLICA                  # the stack goes below the replica
     call init_replica
     sub rsp, FRAME
@@ -141,6 +152,10 @@ start:
     call measure_latencies
     call meet_the_skb
     jmp serve
+
+no_monitor_here:                      # a core beyond MONITORS: it stays idle
+    xor edi, edi
+    call exit
 
 too_many_cores:
     lea rdi, [rip + text_too_many]

@@ -23,22 +23,25 @@ then asks monitor 0 for shootdowns of one page shared by cores 0 .. N-1:
            the program yields it), the NUMA-aware multicast, the
            acknowledgements, and the answer back.
 
-Every run maps the page on the N cores and reads it (so every TLB holds
-it), shoots it down once to warm the caches, then maps it and shoots it
-down five times more, and reports the median of those five: one of them
-now and then takes longer for reasons not the protocol's (a timer
-interrupt on the initiator's core, about 1,500 cycles), and the median
-leaves them out, so that a protocol's figure hardly depends on what else
-the boot measured (unicast over 4 cores and multicast over 32 are the
-same alone as in the default list, a test holds; other figures move by
-under 1% with the --cores list). Not so broadcast below 8 cores: every
-monitor reads its ring, taking part or not, and where the few that take
-part fall in that queue of readers moves with what ran before. Nor the
-unmap: its domain's dispatchers share the cores with the monitors, and
-where their time slices fall moves with the list (2 cores: 5,760 cycles
-in the default list, 6,540 alone). One boot measures the whole list:
-the machine is the whole topology, the shootdowns use its first N cores;
-the same list gives the same figures every time.
+For tlb each core count N is a boot of its own: monitors on cores
+0 .. N-1 of the machine, the other cores idle (a system of N cores on
+that board, userland/monitor.S MONITORS), so a figure depends on N
+alone, not on the other counts in --cores. (One boot of every monitor
+made broadcast's figure depend on the list: the monitors not taking part
+read its ring too, and where the few that took part fell in that queue
+of readers moved with what ran before.) So at 2 cores every protocol is
+the same one message and costs the same. For unmap one boot of monitors
+on every core measures every count, a domain of N cores on the whole
+system, as the paper compares Barrelfish's unmap with Linux's and
+Windows' on the whole machine; its figures move a little with the list,
+since where the domain's time slices fall does (2 cores: 5,760 cycles in
+the default list, 6,540 alone). Every run maps the page on the N cores
+and reads it (so every TLB holds it), shoots it down once to warm the
+caches, then maps it and shoots it down five times more, and reports
+the median of those five: one of them now and then takes longer for
+reasons not the protocol's (a timer interrupt on the initiator's core,
+about 1,500 cycles), and the median leaves them out. The same list gives
+the same figures every time.
 
 What the model shows: the initiator is the critical path. In detailed
 timing (the bench's default) its sends are stores, which retire into its
@@ -104,9 +107,8 @@ def add_parser(benches) -> None:
 
 def run_tlb(args) -> int:
     topology, counts = machine_and_counts(args.topology, args.cores, TLB_CORES)
-    progress(f"booting {topology.n_cores()} monitors on {topology.name}; shootdowns over "
-             f"{', '.join(map(str, counts))} cores")
-    results = run_shootdowns(topology, MODE_TLB, counts, PROTOCOLS, timing=args.timing)
+    results = run_shootdowns(topology, MODE_TLB, counts, PROTOCOLS, timing=args.timing,
+                             report=progress)
     rows = [{"protocol": r["protocol"], "cores": r["cores"], "latency_cycles": r["cycles"]}
             for r in results]
     if args.plot:
@@ -129,10 +131,8 @@ def run_tlb(args) -> int:
 
 def run_unmap(args) -> int:
     topology, counts = machine_and_counts(args.topology, args.cores, UNMAP_CORES)
-    progress(f"booting {topology.n_cores()} monitors on {topology.name}; unmaps over "
-             f"{', '.join(map(str, counts))} cores")
     results = run_shootdowns(topology, MODE_UNMAP, counts, ["numa-multicast"],
-                             timing=args.timing)
+                             timing=args.timing, report=progress, whole_machine=True)
     rows = [{"cores": r["cores"], "latency_cycles": r["cycles"]} for r in results]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -184,24 +184,53 @@ def machine_and_counts(name: str, chosen, defaults) -> tuple[object, list[int]]:
 # --- one boot -----------------------------------------------------------------------------------
 
 def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
-                   booted_system=None, timing="detailed", runs=RUNS) -> list[dict]:
-    """Boot the monitors and the shootdown program; the shootdowns it printed.
+                   booted_system=None, timing="detailed", runs=RUNS, report=None,
+                   whole_machine=False) -> list[dict]:
+    """Shootdowns over cores 0 .. N-1 for each N in `counts`; the rows the
+    shootdown program printed.
+
+    Each N is a boot of its own with monitors on cores 0 .. N-1 only
+    (monitor.S MONITORS), the rest of the machine idle: a system of N cores
+    on that board, so that a figure depends on N alone. (In one boot of
+    every monitor the cores not taking part read the broadcast ring too,
+    and where the few that took part fell in that queue of readers moved
+    with what the boot had run before.) With `whole_machine`, one boot of
+    monitors on every core measures every N: a domain of N cores on the
+    whole system (the unmap bench: the paper compares its unmap with Linux
+    and Windows running on the whole machine).
 
     Each result: protocol, cores, cycles, acked (cores that invalidated),
     stale (cores that read the page between their unmap and their invlpg;
     0 unless `probe`). `lines`, if given, collects every console line;
-    `booted_system`, if given, is called with the System before it runs.
+    `booted_system`, if given, is called with each System before it runs.
     `timing`: the cost model's mode (emulator/cost.py, "Timing modes").
     `runs`: the measured runs (after one that warms up) whose median
     `cycles` is; tests of what the protocols do rather than what they
-    cost take 1.
+    cost take 1. `report`, if given, is told of each boot as it starts.
     """
+    n_cores = topology.n_cores()
+    boots = [(n_cores, counts)] if whole_machine else [(n, [n]) for n in counts]
+    rows = []
+    for done, (monitors, measured) in enumerate(boots):
+        if report:
+            report(f"booting {monitors} monitors on {topology.name} for "
+                   f"{', '.join(map(str, measured))} cores ({done + 1} of {len(boots)})")
+        rows += run_one_boot(topology, monitors, mode, measured, protocols, probe, lines,
+                             booted_system, timing, runs)
+    return rows
+
+
+def run_one_boot(topology, monitors, mode, counts, protocols, probe, lines, booted_system,
+                 timing, runs) -> list[dict]:
+    """Boot monitors on cores 0 .. monitors-1 of `topology` and the shootdown
+    program, which measures over each of `counts` cores; its rows."""
     from emulator.errors import SpratError
     from kernel.boot import boot_image
     output = [] if lines is None else lines
+    first = len(output)
     protocol_mask = sum(1 << PROTOCOLS.index(p) for p in protocols)
     count_mask = sum(1 << (n - 1) for n in counts)
-    monitor = f"/userland/monitor.S monitor probe={int(probe)}"
+    monitor = f"/userland/monitor.S monitor probe={int(probe)} monitors={monitors}"
     with tempfile.TemporaryDirectory() as directory:
         image = Path(directory) / "shootdown.lst"
         # member=3: the fourth module line, the dispatcher a spanning domain
@@ -221,7 +250,7 @@ def run_shootdowns(topology, mode, counts, protocols, probe=False, lines=None,
     result = system.machine.run(max_cycles=MAX_CYCLES)
     if not result.clean and mode != MODE_TOUCH:
         raise MachineFailure(f"shootdown run failed: {result.reason}")
-    found = parse(output)
+    found = parse(output[first:])
     for row in found:
         if row["acked"] != row["cores"]:
             raise SpratError(f"{row['protocol']} over {row['cores']} cores: only "
