@@ -223,3 +223,23 @@ def test_an_image_without_monitors_boots_as_before():
     assert [run.output(core) for core in range(4)] == \
         [[f"hello from core {core} of 4"] for core in range(4)]
     assert cores_started(run.system) == [0, 1, 2, 3]
+
+
+def test_monitors_on_fewer_cores_make_a_smaller_system_and_refuse_shootdowns_beyond_it(
+        tmp_path, capsys):
+    # monitors=4 on an 8-core machine: a system of 4 cores on that board
+    # (sprat bench tlb boots one per core count). Shootdowns over 2 and 4
+    # cores run; one over 8 is refused, and the program says so and fails.
+    from sprat.cli import main
+    image = tmp_path / "four.lst"
+    image.write_text("kernel /cpudriver/cpudriver.S\n"
+                     "module /userland/monitor.S core=0 monitor monitors=4\n"
+                     "module /userland/shootdown.S core=0 protocols=1 counts=0x8A "
+                     "channels=1536-1537\n"
+                     "module /userland/monitor.S monitor monitors=4\n")
+    status = main(["boot", str(image), "--cores", "8"])
+    out = capsys.readouterr().out
+    measured = re.findall(r"shootdown protocol 0 cores (\d+) cycles \d+ acked (\d+)", out)
+    assert measured == [("2", "2"), ("4", "4")], out
+    assert "monitor 0 refused a shootdown over 8 cores" in out, out
+    assert status == 1, "a refused shootdown must fail the boot"

@@ -125,6 +125,8 @@ measure_run:
     je measure_end_to_end
     mov rdi, MONITOR_SHOOTDOWN
     call ask                          # rdi = cycles, as the monitor timed them
+    cmp rdi, -1
+    je refused
     mov rbx, rdi
     jmp measure_ran
 measure_end_to_end:
@@ -135,6 +137,8 @@ measure_end_to_end:
     syscall
     mov rdi, MONITOR_SHOOTDOWN        # ... and the monitor does the rest
     call ask
+    cmp rdi, -1
+    je refused
     push rdx                          # the stale reads (clock clobbers rdx)
     call clock
     pop rdx
@@ -193,6 +197,18 @@ measure_done:
     pop r15
     pop rbx
     ret
+
+# refused: monitor 0 said no to a shootdown over r13 cores (more cores
+# than there are monitors: monitor.S monitors=N). Say so, and fail.
+refused:
+    lea rdi, [rip + text_refused]
+    call print_cstr
+    mov rdi, r13
+    call print_u64
+    lea rdi, [rip + text_refused_why]
+    call print_cstr
+    mov rdi, ENDS
+    jmp stop_monitors_and_fail
 
 # keep_run: record a reported run: its cycles (rbx) in TIMES, as run
 # RUNS - r14; the fewest acknowledgements (rsi) and the most stale reads
@@ -298,6 +314,8 @@ text_acked:     .asciz " acked "
 text_stale:     .asciz " stale "
 text_newline:   .asciz "\n"
 text_bad_runs:  .asciz "shootdown.S: runs must be 1 to 13\n"
+text_refused:   .asciz "shootdown.S: monitor 0 refused a shootdown over "
+text_refused_why: .asciz " cores (are there fewer monitors?)\n"
 
 .include "lib/monitor_client.S"
 .include "lib/urpc.S"
