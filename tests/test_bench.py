@@ -27,10 +27,10 @@ def test_bench_urpc_json_rows_cover_every_distance_and_the_host(capsys):
     out, _ = capsys.readouterr()
     assert status == 0
     rows = json.loads(out)
-    cases = [r for r in rows if "case" in r and r["relation"] != "same-core"]
-    lmp = [r for r in rows if "case" in r and r["relation"] == "same-core"]
+    cases = [r for r in rows if "case" in r and r["relation"] != "same core"]
+    lmp = [r for r in rows if "case" in r and r["relation"] == "same core"]
     assert len(lmp) == 1 and lmp[0]["latency_cycles"] > 0
-    assert [r["relation"] for r in cases] == ["shared-cache", "1-hop", "2-hop"]
+    assert [r["relation"] for r in cases] == ["shared", "one-hop", "two-hop"]
     for row in cases:
         for field in ("case", "latency_cycles", "latency_ns", "throughput_msgs_per_kcycle",
                       "icache_lines", "dcache_lines"):
@@ -43,6 +43,19 @@ def test_bench_urpc_json_rows_cover_every_distance_and_the_host(capsys):
                                                 "mips_model_on", "mips_model_off", "hit_path"}
     assert host[0]["host_msgs_per_s"] > 0 and host[0]["host_msgs_per_s_detailed"] > 0
     assert host[0]["hit_path"] == "C" or host[0]["hit_path"].startswith("pure Python (")
+
+
+def test_bench_urpc_names_intel_pairs_by_die_and_socket_not_by_hops(capsys):
+    # A front-side bus has no hops: the paper's Table 2 calls Intel's far
+    # pairs "non-shared", and they are the other die or the other socket.
+    status = main(["bench", "urpc", "--topology", "intel-2x4", "--rounds", "16",
+                   "--messages", "40", "--host-messages", "200"])
+    table = capsys.readouterr()[0]
+    assert status == 0
+    cases = [line.split(" (0->")[0] for line in table.splitlines() if " (0->" in line]
+    assert cases == ["intel-2x4 shared", "intel-2x4 other die", "intel-2x4 other socket"], (
+        f"sprat bench urpc named intel-2x4's pairs {cases}")
+    assert "hop" not in table.split("LMP")[0], "a pair on the front-side bus was named by hops"
 
 
 def test_bench_syscall_rows_order_the_kernel_paths_by_their_work(capsys):

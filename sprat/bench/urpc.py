@@ -1,9 +1,10 @@
 """`sprat bench urpc`: what a message costs, per pair of cores, per machine.
 
 For each topology (default: the four machines of the Barrelfish paper) and
-each kind of pair the machine has (cores sharing a cache, in one package,
-one or two interconnect hops apart), the guest measures itself with rdtsc,
-as the paper's benchmarks did:
+each kind of pair the machine has, named as the paper's Table 2 names it
+(shared cache, same die, then one-hop, two-hop, ... on the Opterons'
+links, other die and other socket on the Xeons' front-side bus), the guest
+measures itself with rdtsc, as the paper's benchmarks did:
 
   latency     one-way: half the round trip of userland/urpc_pingpong.S,
               after warm-up rounds
@@ -80,10 +81,9 @@ def run(args) -> int:
     for name in names:
         topology = load_topology(name)
         families.append(f"{topology.name}: {topology.family}")
-        for relation, peer in core_pairs(topology):
-            progress(f"{topology.name}: cores 0 and {peer} ({relation})")
-            rows.append(measure_case(topology, relation, peer, args.rounds, args.messages,
-                                     args.timing))
+        for _, peer in core_pairs(topology):
+            progress(f"{topology.name}: cores 0 and {peer} ({topology.pair_label(0, peer)})")
+            rows.append(measure_case(topology, peer, args.rounds, args.messages, args.timing))
         progress(f"{topology.name}: LMP on core 0")
         lmp_rows.append(measure_lmp(topology, args.rounds, args.timing))
     host = measure_host(args.host_messages)
@@ -119,22 +119,24 @@ def run(args) -> int:
 
 
 def core_pairs(topology):
-    """(relation, core) for the first core at each distance from core 0."""
+    """(relation, core) for the first core at each distance from core 0
+    (Topology.relation: the model's names, which lab 6's answers use)."""
     found = {}
     for core in range(1, topology.n_cores()):
         found.setdefault(topology.relation(0, core), core)
     return [(relation, found[relation]) for relation in RELATIONS if relation in found]
 
 
-def measure_case(topology, relation, peer, rounds, messages, timing="detailed") -> dict:
+def measure_case(topology, peer, rounds, messages, timing="detailed") -> dict:
     from emulator.interconnect.paper import URPC, paper_case
     round_trip, footprint = pingpong(topology, peer, rounds, timing)
     latency = round_trip / (2 * rounds)
     stream_cycles = stream(topology, peer, messages, timing)
-    paper = URPC.get(topology.name, {}).get(paper_case(topology.name, relation) or "", None)
+    label = topology.pair_label(0, peer)
+    paper = URPC.get(topology.name, {}).get(paper_case(topology.name, label) or "", None)
     return {
-        "case": f"{topology.name} {relation} (0->{peer})",
-        "topology": topology.name, "relation": relation, "cores": [0, peer],
+        "case": f"{topology.name} {label} (0->{peer})",
+        "topology": topology.name, "relation": label, "cores": [0, peer],
         "latency_cycles": round(latency, 1),
         "latency_ns": round(topology.ns(latency), 1),
         "throughput_msgs_per_kcycle": round(1000 * (messages - 1) / stream_cycles, 2),
@@ -152,7 +154,7 @@ def measure_lmp(topology, rounds, timing="detailed") -> dict:
     privileged = (lmp_pingpong(topology, 2 * rounds, timing)[1] - privileged) / (2 * rounds)
     paper = LRPC.get(topology.name)
     return {"case": f"{topology.name} lmp (core 0)", "topology": topology.name,
-            "relation": "same-core", "cores": [0, 0],
+            "relation": "same core", "cores": [0, 0],
             "latency_cycles": round(latency, 1), "latency_ns": round(topology.ns(latency), 1),
             "privileged_cycles": round(privileged, 1),
             "paper_lrpc_cycles": paper[0] if paper else None}
