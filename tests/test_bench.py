@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from sprat.cli import main
 
 
@@ -56,6 +58,29 @@ def test_bench_urpc_names_intel_pairs_by_die_and_socket_not_by_hops(capsys):
     assert cases == ["intel-2x4 shared", "intel-2x4 other die", "intel-2x4 other socket"], (
         f"sprat bench urpc named intel-2x4's pairs {cases}")
     assert "hop" not in table.split("LMP")[0], "a pair on the front-side bus was named by hops"
+
+
+def test_bench_urpc_refuses_fewer_rounds_than_a_lap_of_the_ring(capsys):
+    # 10 rounds on amd-2x2 measured 395 cycles a message where the default
+    # measures 406: the sender's read of the receiver's acknowledgement,
+    # once a lap of 16 messages, fell outside the 10 rounds measured.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "urpc", "--topology", "amd-2x2", "--rounds", "10"])
+    err = capsys.readouterr()[1]
+    assert exit_info.value.code == 2, f"--rounds 10 ran (exit {exit_info.value.code})"
+    assert len(err.strip().splitlines()) == 1 and "at least one lap of the 16-slot ring" in err, (
+        f"--rounds 10 was refused without saying the minimum and why: {err}")
+
+
+def test_bench_urpc_one_lap_measures_what_the_default_measures():
+    from emulator.interconnect import load_topology
+    from sprat.bench.urpc import MIN_ROUNDS, ROUNDS, pingpong
+    topology = load_topology("amd-2x2")
+    one_way = {rounds: pingpong(topology, 1, rounds)[0] / (2 * rounds)
+               for rounds in (MIN_ROUNDS, ROUNDS)}
+    assert abs(one_way[MIN_ROUNDS] / one_way[ROUNDS] - 1) < 0.005, (
+        f"amd-2x2's same-die message measured {one_way[MIN_ROUNDS]:.1f} cycles over "
+        f"{MIN_ROUNDS} rounds and {one_way[ROUNDS]:.1f} over {ROUNDS}")
 
 
 def test_bench_syscall_rows_order_the_kernel_paths_by_their_work(capsys):
