@@ -1,6 +1,7 @@
 """Benches print tables and JSON rows with the documented fields (not timings)."""
 
 import json
+import re
 
 import pytest
 
@@ -108,3 +109,44 @@ def test_bench_syscall_charges_a_switch_of_address_space_its_cited_cr3_load(caps
         f"a yield charged {switch['privileged_cycles']} privileged cycles and a null system "
         f"call {null['privileged_cycles']}: the difference should be one CR3 load "
         f"({mov_cr3} cycles in all)")
+
+
+def numeric_columns(table: str) -> list[list[str]]:
+    """The cells of each column of a printed table that holds numbers."""
+    lines = table.splitlines()
+    rule = next(index for index, line in enumerate(lines) if set(line) <= {"-", " "} and line)
+    spans = [match.span() for match in re.finditer(r"-+", lines[rule])]
+    gaps = [end for _, end in spans[:-1]]
+
+    def is_row(line):       # the notes under a table do not keep its columns' gaps
+        return len(line) <= len(lines[rule]) and all(line[gap:gap + 2].strip() == ""
+                                                     for gap in gaps)
+    rows = []
+    for line in lines[rule + 1:]:
+        if not is_row(line):
+            break
+        rows.append(line)
+    columns = [[row[start:end].strip() for row in rows] for start, end in spans]
+    return [cells for cells in columns
+            if all(re.fullmatch(r"-?[\d,]+(\.\d+)?|-", cell) for cell in cells)]
+
+
+def test_bench_syscall_prints_each_column_in_one_number_format(capsys):
+    # The instructions column printed "95.00" above "106": a number's format
+    # came from its size, not from its column.
+    assert main(["bench", "syscall", "--iterations", "20"]) == 0
+    table = capsys.readouterr()[0].split("\n\n")[0]
+    columns = numeric_columns(table)
+    assert len(columns) == 5, f"expected 5 columns of numbers in:\n{table}"
+    for cells in columns:
+        places = {len(cell.partition(".")[2]) for cell in cells if cell != "-"}
+        assert len(places) == 1, f"one column of sprat bench syscall printed {cells}"
+
+
+def test_tables_print_thousands_separators_and_never_scientific_notation():
+    from sprat.table import format_table
+    table = format_table(["cycles", "ratio"], [[1e6, 0.00001], [86.1, 1.5], [1_944, 2]],
+                         decimals={"ratio": 2})
+    cells = [line.split() for line in table.splitlines()[2:]]
+    assert cells == [["1,000,000", "0.00"], ["86", "1.50"], ["1,944", "2.00"]], (
+        f"a table printed {cells}: counts whole with separators, ratios with two decimals")

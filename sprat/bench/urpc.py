@@ -58,6 +58,10 @@ STREAM = 2000
 HOST_STREAM = 20000
 MAX_ROUNDS = 1_000_000         # about an hour of host time
 MAX_MESSAGES = 100_000_000
+# Decimal places of the columns that are not counts (sprat/table.py): cycles
+# and nanoseconds print whole, as the paper's Table 2 does.
+DECIMALS = {"throughput_msgs_per_kcycle": 2, "paper_msgs_per_kcycle": 2,
+            "mips_model_on": 2, "mips_model_off": 2}
 
 
 def add_parser(benches) -> None:
@@ -124,7 +128,7 @@ def run(args) -> int:
          ["paper: Baumann et al., SOSP 2009, Table 2 ('-' where the value is not on record, "
           "see emulator/interconnect/PAPER.md)",
           "a transfer is charged by its machine's protocol path "
-          f"(emulator/interconnect/protocol.py): {', '.join(families)}"])
+          f"(emulator/interconnect/protocol.py): {', '.join(families)}"], DECIMALS)
     lmp_headers = ["case", "latency_cycles", "privileged_cycles", "latency_ns",
                    "paper_lrpc_cycles"]
     emit(args, "LMP: two dispatchers on one core, through the CPU driver",
@@ -139,7 +143,7 @@ def run(args) -> int:
          [f"cost model hit path: {host['hit_path']}; host_msgs_per_s and mips_model_on in "
           "fast timing (sprat boot's default), host_msgs_per_s_detailed in detailed timing "
           "(the benches' default: --timing)",
-          "goal: at least 100,000 one-way messages per host second (fast timing)"])
+          "goal: at least 100,000 one-way messages per host second (fast timing)"], DECIMALS)
     return 0
 
 
