@@ -1,33 +1,37 @@
 """Plain-text tables for the terminal, and the same rows as JSON.
 
-    print(format_table(["cores", "boot_s"], [[1, 0.02], [4, 0.05]]))
+    print(format_table(["cores", "boot_s"], [[1, 0.0213], [4, 0.05]], decimals={"boot_s": 3}))
 
-Numbers are right-aligned with thousands separators; floats get three
-significant decimals. Every bench prints its rows through here, so `--json`
-and the table always show the same data.
+A number prints as a whole number with thousands separators (cycles,
+instructions, counts: 1,944), unless its column is given a number of
+decimals (ratios, rates, seconds: 0.98), which every value in the column
+then has: a column never mixes "86.10" with "106", and no number prints
+in scientific notation. Every bench prints its rows through here, so
+`--json` and the table always show the same data; the JSON keeps the
+numbers as they are.
 """
 
 import json
+import math
 
 
-def format_cell(value) -> str:
+def format_cell(value, decimals: int = 0) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        if abs(value) >= 1:
-            return f"{value:.2f}"
-        return f"{value:.3g}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (int, float)):
+        text = f"{value:,.{decimals}f}"
+        # -0.4 rounds to "-0": a sign on nothing is not a measurement
+        return text[1:] if text.startswith("-") and not text.strip("-0.,") else text
     return str(value)
 
 
-def format_table(headers, rows) -> str:
-    cells = [[format_cell(value) for value in row] for row in rows]
+def format_table(headers, rows, decimals=None) -> str:
+    """`rows` under `headers`; `decimals` maps a header to its decimal places
+    (a column not in it prints whole numbers)."""
+    places = [(decimals or {}).get(header, 0) for header in headers]
+    cells = [[format_cell(value, digits) for value, digits in zip(row, places)] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
     numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
                for i in range(len(headers))]

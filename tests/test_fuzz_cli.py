@@ -32,8 +32,9 @@ def pools(files, workdir):
     hostile = [path for path in files.values()]
     count = (["1", "2", "1_000"], ["0", "-1", *HUGE, *NOT_NUMBERS], ["٣", "0012"])
     count2 = (["2", "3"], ["1", "0", "-1", *HUGE, *NOT_NUMBERS], ["٣"])
+    rounds = (["16", "17"], ["15", "2", "0", "-1", *HUGE, *NOT_NUMBERS], ["٣"])
     return {
-        "count": count, "count2": count2,
+        "count": count, "count2": count2, "rounds": rounds,
         "quantum": (["1", "100", "10000"], count[1], count[2]),
         "max-cycles": (["1", "1000", "200000"], count[1], count[2]),
         "timing": (["fast", "detailed"], ["", "slow", "FAST", "detailed ", "²", "-1"], []),
@@ -91,7 +92,7 @@ COMMANDS = {
     ("trace",): ([("trace", "1")], [("--lab", "lab-dir"), ("--plot", "png"),
                                     ("--perfetto", "json")], False),
     ("bench", "boot"): ([], BENCH + [("--iterations", "count"), ("--quantum", "count")], True),
-    ("bench", "urpc"): ([], TIMED_BENCH + [("--topology", "topology"), ("--rounds", "count2"),
+    ("bench", "urpc"): ([], TIMED_BENCH + [("--topology", "topology"), ("--rounds", "rounds"),
                                      ("--messages", "count2"), ("--host-messages", "count2")],
                         True),
     ("bench", "shm-vs-msg"): ([], TIMED_BENCH + [("--topology", "topology"), ("--cores", "list"),

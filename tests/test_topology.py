@@ -361,7 +361,8 @@ def test_render_lists_packages_caches_and_latencies_in_cycles_and_ns(name):
     assert f"{topo.freq_ghz:g} GHz" in text
     assert "package 1: cores" in text
     assert re.search(r"memory\s+%d\s+%.1f" % (topo.memory, topo.ns(topo.memory)), text)
-    assert "1-hop transfer" in text
+    far = topo.pair_label(0, topo.packages[1][0])
+    assert f"{far} transfer" in text, f"no row for the transfer from package 1 ({far})"
     assert f"protocol: {topo.family}" in text
 
 

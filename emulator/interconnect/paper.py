@@ -61,20 +61,13 @@ LRPC: dict[str, tuple[int, int]] = {
 }
 
 
-def paper_case(machine: str, relation: str) -> str | None:
-    """The Table 2 case for two cores at `relation` (Topology.relation), or None.
+def paper_case(machine: str, label: str) -> str | None:
+    """The Table 2 case for two cores at `label` (Topology.pair_label), or None.
 
-    The paper names cases per machine: Intel has only "shared" and
-    "non-shared" (read here as: any two cores without a common L2, on the
-    other die or the other socket), the 2x2 AMD calls its two cores of one
-    die "same die".
+    The labels are Table 2's own words but for Intel's two far pairs: the
+    paper has only "shared" and "non-shared" there (read here as any two
+    cores without a common L2, on the other die or the other socket).
     """
-    if relation == "same-core":
-        return None
-    if machine == "intel-2x4":
-        return "shared" if relation == "shared-cache" else "non-shared"
-    if relation == "same-package":
-        return "same die"
-    if relation == "shared-cache":
-        return "shared"
-    return {"1-hop": "one-hop", "2-hop": "two-hop"}.get(relation)
+    if machine == "intel-2x4" and label in ("other die", "other socket"):
+        return "non-shared"
+    return label if label in URPC.get(machine, {}) else None

@@ -82,12 +82,14 @@ def _links(topo: Topology) -> str:
 def _latencies(topo: Topology) -> str:
     rows = [("L1 hit", topo.l1_hit), ("L2 hit", topo.l2_hit), ("L3 hit", topo.l3_hit)]
     # A transfer is a path, not a number per relation: show it from core 0
-    # to the first core at each distance, the line homed at that core's package.
+    # to the first core at each distance, the line homed at that core's package,
+    # each named as the benches name the pair (other socket on a bus, one-hop
+    # over a link).
     first = {}
     for core in range(1, topo.n_cores()):
-        first.setdefault(topo.relation(0, core), core)
-    for relation, core in first.items():
-        rows.append((f"{relation} transfer", topo.transfer_cycles(0, core)))
+        first.setdefault(topo.pair_label(0, core), core)
+    for label, core in first.items():
+        rows.append((f"{label} transfer", topo.transfer_cycles(0, core)))
     rows.append(("memory", topo.memory))
     lines = ["latencies:                  cycles        ns"]
     for label, cycles in rows:

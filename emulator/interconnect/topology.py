@@ -5,17 +5,30 @@ coherence cost model (coherence.py) and of `sprat topology show`:
 
     topo = load_topology("amd-4x4")        # a preset, or a path to a .toml file
     topo.relation(0, 5)                    # -> "1-hop"
+    topo.pair_label(0, 5)                  # -> "one-hop", as the paper's Table 2 says it
     topo.transfer_cycles(0, 5)             # cycles to move a line from core 5 to core 0
     topo.ns(topo.transfer_cycles(0, 5))    # the same in nanoseconds
 
-Distances between two cores, nearest first (`relation`), which the
-benches and `sprat topology show` group pairs by:
+Distances between two cores, nearest first (`relation`), the model's
+own names (tests and lab 6's answers use them):
 
     same-core     the line is in the core's own cache
     shared-cache  the cores share an L2 or L3
     same-package  same package, no shared cache (Intel: the other die
                   of a Clovertown, across the FSB)
     N-hop         other package, N interconnect hops away
+
+Tables name a pair in the words of the paper's Table 2 instead
+(`pair_label`), which differ by family: a front-side bus has no hops.
+
+    label          amd-probe-broadcast          intel-fsb
+    -------------  ---------------------------  ---------------------------
+    shared         a shared L2 or L3            a shared L2 (one die)
+    same die       one die, no shared cache     one die, no shared cache
+    other die      (no AMD preset has one)      the package's other die
+    one-hop, ...   other package, N links away  -
+    other socket   -                            other package, across the
+                                                chipset
 
 What a transfer costs is not a number per relation: it is the path the
 machine's protocol family takes (`family`: amd-probe-broadcast or
@@ -41,6 +54,10 @@ from emulator.errors import SpratError
 from emulator.interconnect.topofile import package_hops, read_topology_fields
 
 PRESET_DIR = Path(__file__).parent / "presets"
+
+# pair_label: hops spelled as the paper's Table 2 does ("two-hop").
+HOP_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven",
+             8: "eight", 9: "nine"}
 
 # generic(n): cores per package. Four, like the quad-core Opterons of the
 # paper's AMD machines, so a small run already has cores on other packages.
@@ -120,6 +137,22 @@ class Topology:
             return "shared-cache"
         hops = self.hops(a, b)
         return "same-package" if hops == 0 else f"{hops}-hop"
+
+    def pair_label(self, a: int, b: int) -> str:
+        """What cores a and b are to each other, as the paper's Table 2 says
+        it on this machine's family: shared, same die, other die, then
+        one-hop, two-hop, ... over a link graph, other socket on a bus."""
+        if a == b:
+            return "same core"
+        if self.shared_level(a, b) is not None:
+            return "shared"
+        if self.same_die(a, b):
+            return "same die"
+        if self.hops(a, b) == 0:
+            return "other die"
+        if self.family == "intel-fsb":
+            return "other socket"      # every socket is one chipset away: no hops to count
+        return f"{HOP_WORDS.get(self.hops(a, b), self.hops(a, b))}-hop"
 
     def transfer_cycles(self, a: int, b: int) -> int:
         """Cycles for core a to get a line that core b holds, the line's home

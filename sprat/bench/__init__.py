@@ -28,13 +28,15 @@ def add_output_options(parser) -> None:
     add_lab_option(parser)
 
 
-def emit(args, title: str, headers, rows, notes=()) -> None:
-    """Print one table of rows (or JSON), with a title and notes."""
+def emit(args, title: str, headers, rows, notes=(), decimals=None) -> None:
+    """Print one table of rows (or JSON), with a title and notes. Numbers print
+    whole, with thousands separators, but in the columns `decimals` gives
+    places to (ratios, rates, seconds: sprat/table.py)."""
     if args.json:
         print(format_json(headers, rows))
         return
     print(title)
-    print(format_table(headers, rows))
+    print(format_table(headers, rows, decimals))
     for note in notes:
         print(note)
     print()

@@ -251,6 +251,10 @@ def plot(rows, topology_name, path: str) -> None:
                           markersize=4)
     axes.set_xlabel("cores (clients)")
     axes.set_ylabel("cycles per update")
+    # cycles as the tables print them (12,000), never as an offset or 1e4;
+    # cores are whole (no tick at 2.25 cores)
+    axes.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_title(f"shared memory vs messages on {topology_name} (cf. Baumann et al. 2009, "
                    f"Fig. 3)")
     axes.grid(True, alpha=0.3)

@@ -291,6 +291,10 @@ def plot(rows, topology_name, path: str) -> None:
             axes.plot(*zip(*points), style, label=protocol, markersize=4)
     axes.set_xlabel("cores")
     axes.set_ylabel("latency (cycles)")
+    # cycles as the tables print them (12,000), never as an offset or 1e4;
+    # cores are whole (no tick at 2.25 cores)
+    axes.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_title(f"TLB shootdown on {topology_name} (cf. Baumann et al. 2009, Fig. 6)")
     axes.grid(True, alpha=0.3)
     axes.legend()

@@ -1,12 +1,15 @@
 """`sprat bench urpc`: what a message costs, per pair of cores, per machine.
 
 For each topology (default: the four machines of the Barrelfish paper) and
-each kind of pair the machine has (cores sharing a cache, in one package,
-one or two interconnect hops apart), the guest measures itself with rdtsc,
-as the paper's benchmarks did:
+each kind of pair the machine has, named as the paper's Table 2 names it
+(shared cache, same die, then one-hop, two-hop, ... on the Opterons'
+links, other die and other socket on the Xeons' front-side bus), the guest
+measures itself with rdtsc, as the paper's benchmarks did:
 
   latency     one-way: half the round trip of userland/urpc_pingpong.S,
-              after warm-up rounds
+              after warm-up rounds, over at least one lap of the ring
+              (--rounds: a message's share of the flow control is one
+              read of the receiver's acknowledgement per lap)
   throughput  messages per thousand cycles, pipelined: userland/urpc_stream.S
               sends back to back and the receiver times the stream
   footprint   distinct instruction-cache and data-cache lines that one send
@@ -39,16 +42,26 @@ from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn import x86_const as x86
 
 from emulator.errors import MachineFailure
+from kernel.urpc import URPC_SLOTS
 from sprat.bench import add_output_options, emit, progress
 from sprat.boot import add_timing_option, whole_number
 
 RELATIONS = ("shared-cache", "same-package", "1-hop", "2-hop", "3-hop")
 ROUNDS = 200
+# The sender reads the receiver's acknowledgement count once a lap of the
+# ring (userland/lib/urpc.S, "Flow control"), a transfer it waits for: a
+# run of fewer rounds can leave it out and measure less than a message
+# costs (amd-2x2 same die: 395 cycles at 10 rounds, 406 at 16 and at 200).
+MIN_ROUNDS = URPC_SLOTS
 WARMUP = 20
 STREAM = 2000
 HOST_STREAM = 20000
 MAX_ROUNDS = 1_000_000         # about an hour of host time
 MAX_MESSAGES = 100_000_000
+# Decimal places of the columns that are not counts (sprat/table.py): cycles
+# and nanoseconds print whole, as the paper's Table 2 does.
+DECIMALS = {"throughput_msgs_per_kcycle": 2, "paper_msgs_per_kcycle": 2,
+            "mips_model_on": 2, "mips_model_off": 2}
 
 
 def add_parser(benches) -> None:
@@ -60,10 +73,13 @@ def add_parser(benches) -> None:
     add_timing_option(parser, "detailed")
     parser.add_argument("--topology", metavar="T", action="append",
                         help="a preset or TOML file (repeatable; default: the four presets)")
-    # Two is the least that measures anything: the footprint is taken on the
-    # second measured round, a throughput between the first and last message.
-    parser.add_argument("--rounds", type=whole_number(2, MAX_ROUNDS), default=ROUNDS,
-                        help=f"ping-pong rounds, 2 to {MAX_ROUNDS:,} ({ROUNDS})")
+    parser.add_argument("--rounds", type=rounds_argument, default=ROUNDS,
+                        help=f"ping-pong rounds, {MIN_ROUNDS} (one lap of the ring) to "
+                             f"{MAX_ROUNDS:,} ({ROUNDS}); a whole number of laps "
+                             f"({MIN_ROUNDS}, {2 * MIN_ROUNDS}, ...) holds each message's "
+                             f"share of the flow control exactly")
+    # Two is the least that measures anything: a throughput is taken between
+    # the first and last message.
     parser.add_argument("--messages", type=whole_number(2, MAX_MESSAGES), default=STREAM,
                         help=f"messages in the throughput stream, 2 to {MAX_MESSAGES:,} "
                              f"({STREAM})")
@@ -73,6 +89,20 @@ def add_parser(benches) -> None:
     parser.set_defaults(run=run)
 
 
+def rounds_argument(text: str) -> int:
+    """An argparse type: ping-pong rounds, at least one lap of the ring."""
+    import argparse
+    try:
+        return whole_number(MIN_ROUNDS, MAX_ROUNDS)(text)
+    except argparse.ArgumentTypeError as error:
+        if "between" not in str(error) or int(text.replace("_", "")) > MAX_ROUNDS:
+            raise
+        raise argparse.ArgumentTypeError(
+            f"{error}: at least one lap of the {URPC_SLOTS}-slot ring, in which the sender "
+            f"reads the receiver's acknowledgement once (fewer rounds can leave that transfer "
+            f"out, and measure less than a message costs)") from None
+
+
 def run(args) -> int:
     from emulator.interconnect import list_presets, load_topology
     names = args.topology or list_presets()
@@ -80,10 +110,9 @@ def run(args) -> int:
     for name in names:
         topology = load_topology(name)
         families.append(f"{topology.name}: {topology.family}")
-        for relation, peer in core_pairs(topology):
-            progress(f"{topology.name}: cores 0 and {peer} ({relation})")
-            rows.append(measure_case(topology, relation, peer, args.rounds, args.messages,
-                                     args.timing))
+        for _, peer in core_pairs(topology):
+            progress(f"{topology.name}: cores 0 and {peer} ({topology.pair_label(0, peer)})")
+            rows.append(measure_case(topology, peer, args.rounds, args.messages, args.timing))
         progress(f"{topology.name}: LMP on core 0")
         lmp_rows.append(measure_lmp(topology, args.rounds, args.timing))
     host = measure_host(args.host_messages)
@@ -99,7 +128,7 @@ def run(args) -> int:
          ["paper: Baumann et al., SOSP 2009, Table 2 ('-' where the value is not on record, "
           "see emulator/interconnect/PAPER.md)",
           "a transfer is charged by its machine's protocol path "
-          f"(emulator/interconnect/protocol.py): {', '.join(families)}"])
+          f"(emulator/interconnect/protocol.py): {', '.join(families)}"], DECIMALS)
     lmp_headers = ["case", "latency_cycles", "privileged_cycles", "latency_ns",
                    "paper_lrpc_cycles"]
     emit(args, "LMP: two dispatchers on one core, through the CPU driver",
@@ -114,27 +143,29 @@ def run(args) -> int:
          [f"cost model hit path: {host['hit_path']}; host_msgs_per_s and mips_model_on in "
           "fast timing (sprat boot's default), host_msgs_per_s_detailed in detailed timing "
           "(the benches' default: --timing)",
-          "goal: at least 100,000 one-way messages per host second (fast timing)"])
+          "goal: at least 100,000 one-way messages per host second (fast timing)"], DECIMALS)
     return 0
 
 
 def core_pairs(topology):
-    """(relation, core) for the first core at each distance from core 0."""
+    """(relation, core) for the first core at each distance from core 0
+    (Topology.relation: the model's names, which lab 6's answers use)."""
     found = {}
     for core in range(1, topology.n_cores()):
         found.setdefault(topology.relation(0, core), core)
     return [(relation, found[relation]) for relation in RELATIONS if relation in found]
 
 
-def measure_case(topology, relation, peer, rounds, messages, timing="detailed") -> dict:
+def measure_case(topology, peer, rounds, messages, timing="detailed") -> dict:
     from emulator.interconnect.paper import URPC, paper_case
     round_trip, footprint = pingpong(topology, peer, rounds, timing)
     latency = round_trip / (2 * rounds)
     stream_cycles = stream(topology, peer, messages, timing)
-    paper = URPC.get(topology.name, {}).get(paper_case(topology.name, relation) or "", None)
+    label = topology.pair_label(0, peer)
+    paper = URPC.get(topology.name, {}).get(paper_case(topology.name, label) or "", None)
     return {
-        "case": f"{topology.name} {relation} (0->{peer})",
-        "topology": topology.name, "relation": relation, "cores": [0, peer],
+        "case": f"{topology.name} {label} (0->{peer})",
+        "topology": topology.name, "relation": label, "cores": [0, peer],
         "latency_cycles": round(latency, 1),
         "latency_ns": round(topology.ns(latency), 1),
         "throughput_msgs_per_kcycle": round(1000 * (messages - 1) / stream_cycles, 2),
@@ -152,7 +183,7 @@ def measure_lmp(topology, rounds, timing="detailed") -> dict:
     privileged = (lmp_pingpong(topology, 2 * rounds, timing)[1] - privileged) / (2 * rounds)
     paper = LRPC.get(topology.name)
     return {"case": f"{topology.name} lmp (core 0)", "topology": topology.name,
-            "relation": "same-core", "cores": [0, 0],
+            "relation": "same core", "cores": [0, 0],
             "latency_cycles": round(latency, 1), "latency_ns": round(topology.ns(latency), 1),
             "privileged_cycles": round(privileged, 1),
             "paper_lrpc_cycles": paper[0] if paper else None}
