@@ -21,8 +21,9 @@ MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins
 # One-way latency, student / reference, at the default quantum (where it does
 # not depend on the quantum): between cores sharing a cache the path's
 # instructions are much of the cost, so a plainer path may take longer
-# there; one hop apart the cache line transfers dominate.
-LATENCY_BOUNDS = ((0, "cores 0 and 1 (sharing a cache)", 1.5), (2, "cores 2 and 4 (one hop)", 1.25))
+# there; across the bus to the other socket the cache line transfers dominate.
+LATENCY_BOUNDS = ((0, "cores 0 and 1 (sharing a cache)", 1.5),
+                  (2, "cores 2 and 4 (other socket)", 1.25))
 LINES_BOUND = 1.25            # student / reference, cache lines moved per message
 TORN_QUANTUM = 100            # with a seed: turns of 1 to 100 instructions
 LINES_QUANTUM = 100           # at 10,000 one quantum spans many messages and hides a line's moves
