@@ -207,7 +207,8 @@ def retype_follows_the_type_table():
                 fail(f"retyping {what} was accepted: {why_not(src.type, new_type)}")
             elif result != -E.RETYPE_NOT_ALLOWED:
                 fail(f"retyping {what} was {answer(result)}, not refused with "
-                     f"RETYPE_NOT_ALLOWED (the type table is checked first)")
+                     f"RETYPE_NOT_ALLOWED (the type table is checked before the size, count "
+                     f"and range)")
 
 
 def check_new_objects(world, src, new_type, offset, size_bits, count, first, what):
@@ -254,6 +255,8 @@ def size_cases():
          E.OUT_OF_RANGE),
         ("an 8 KiB FRAME at offset 0xF000 (past the end and misaligned: the range is "
          "checked first)", "RAM", 0xF000, T.FRAME, 13, 1, E.OUT_OF_RANGE),
+        ("a 4 KiB FRAME at offset 0xF001 (misaligned, and its last byte one past the RAM's "
+         "end: the range is checked first)", "RAM", 0xF001, T.FRAME, 12, 1, E.OUT_OF_RANGE),
         ("two 4 KiB FRAMEs at offset 0xF000 (the second past the end)", "RAM", 0xF000,
          T.FRAME, 12, 2, E.OUT_OF_RANGE),
         ("a 128 KiB FRAME (bigger than the RAM)", "RAM", 0, T.FRAME, 17, 1, E.OUT_OF_RANGE),
@@ -265,6 +268,8 @@ def size_cases():
          1, E.INVALID_SIZE),
         ("a FRAME from RAM whose capability lacks WRITE", "READ-ONLY RAM", 0, T.FRAME, 12, 1,
          E.NO_RIGHTS),
+        ("an ENDPOINT from RAM whose capability lacks WRITE (the table refuses it too, but "
+         "the rights are checked first)", "READ-ONLY RAM", 0, T.ENDPOINT, 0, 1, E.NO_RIGHTS),
         ("a 4 KiB FRAME at offset 0xF000 (the last page)", "RAM", 0xF000, T.FRAME, 12, 1,
          None),
         ("a 64 KiB RAM at offset 0 (all of it)", "RAM", 0, T.RAM, 16, 1, None),
@@ -407,6 +412,8 @@ def mint_only_removes_rights_and_badges_an_endpoint_once():
          3, R.READ | R.WRITE | R.EXECUTE, 0, E.NO_RIGHTS, None),
         ("READ|WRITE from the READ-only mint (a mint of a mint cannot grow back what the "
          "first took away)", caddr(0, 0), 3, R.READ | R.WRITE, 0, E.NO_RIGHTS, None),
+        ("READ|WRITE and badge 5 from the READ-only mint of RAM (two things wrong: the "
+         "rights are checked first)", caddr(0, 0), 3, R.READ | R.WRITE, 5, E.NO_RIGHTS, None),
         ("rights 0x10 (a bit that is no right)", ram, 3, 0x10, 0, E.INVALID_ARGUMENT, None),
         ("rights 2**64 - 1", ram, 3, 2**64 - 1, 0, E.INVALID_ARGUMENT, None),
         ("badge 5 on RAM (only an ENDPOINT takes a badge)", ram, 3, R.READ, 5, E.BADGE,
