@@ -792,8 +792,10 @@ def random_revoke(world, rng, where):
     if result == 0 and not lacks:
         left = [c for c in doomed if c.live]
         if left:
-            fail(f"{where}: {text} left {describe(left[0])} alive: a revoke deletes every "
-                 f"other copy and every descendant")
+            kept = ("another copy of it" if left[0].obj is cap.obj
+                    else f"{describe(left[0])}, a descendant of it,")
+            fail(f"{where}: {text} left {kept} alive: a revoke deletes every other copy and "
+                 f"every descendant")
         if not cap.live:      # (no capability here sits in a CNode made from its object)
             fail(f"{where}: {text} deleted that capability too: the one a revoke is invoked "
                  f"through stays")
@@ -938,7 +940,7 @@ def expect_only_the_fault(run) -> None:
     """The run ended cleanly, and its one program failed: killed for the fault it
     makes on purpose at its end (user_fault_at says where)."""
     if not run.result.clean:
-        fail(f"the run did not end cleanly: {run.result.reason}", run)
+        fail(f"the run did not end cleanly: {run.why_unfinished()}", run)
     if run.system.failed_programs(0) != 1:
         fail(f"{run.system.failed_programs(0)} programs failed on core 0; only the one "
              f"killed at the end, on purpose, should", run)
@@ -988,7 +990,8 @@ def guest_retypes_maps_and_revokes_through_system_calls():
     expect_only_the_fault(run)
     if [value for _, _, value in calls[:4]] != [0, 0, 0, -111]:
         fail(f"caps.lst: the first four invocations were answered "
-             f"{[value for _, _, value in calls[:4]]}, expected [0, 0, 0, -111]", run)
+             f"{[value for _, _, value in calls[:4]]}, expected [0, 0, 0, -111]"
+             f"{stopped_because(run) if len(calls) < 4 else ''}", run)
     if not user_fault_at(run, 0, "touch_again"):
         fail("caps.lst: no page fault at touch_again after the unmap", run,
              stop="touch_again core 0")
