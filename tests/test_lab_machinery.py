@@ -230,10 +230,10 @@ def test_an_exception_raised_inside_python_names_the_line_of_ours_that_called():
     """A student's `CapType(255)` raises inside enum.py; the reason must name
     the student's line (here: this test's), then where Python raised it."""
     from kernel.caps import CapType
-    from sprat.lab.runner import _where
+    from sprat.lab.grading import where as where_raised
     try:
         CapType(255)
     except ValueError as error:
-        where = _where(error)
+        where = where_raised(error)
     assert where.startswith("tests/test_lab_machinery.py:"), where
     assert "in test_an_exception_raised_inside_python" in where and "raised in enum.py" in where

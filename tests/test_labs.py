@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,3 +104,48 @@ def test_a_deadlocked_core_is_reported_once_with_the_cpu_drivers_own_words(tmp_p
     reason = failed["reason"]
     assert reason.count("stopped with exit code 3") == 1, reason
     assert "every dispatcher left waits for a message that cannot come" in reason, reason
+
+
+# Lab 2: what a student reads when their rules go wrong in ways a student's
+# trial found explained badly: (recorded mistake, the test that catches it,
+# what its reason must say).
+CAPS_REASONS = [
+    ("captype_before_the_table.diff", "retype_follows_the_type_table",
+     ["retyping a RAM into a type 11 raised ValueError: 11 is not a valid CapType",
+      "it must be refused with RETYPE_NOT_ALLOWED"]),
+    ("range_wraps_at_64_bits.diff", "retype_checks_size_count_alignment_and_range",
+     ["a retype into a 4 KiB FRAME at offset 2**64 - 0x1000 raised IndexError",
+      "it must be refused with OUT_OF_RANGE"]),
+    ("revoke_deletes_the_invoked_copy.diff", "random_sequences_agree_with_the_rules",
+     ["REVOKE through the RAM", "deleted that capability too"]),
+    ("mint_badge_0_clears.diff", "mint_only_removes_rights_and_badges_an_endpoint_once",
+     ["made a copy with READ and badge 0, not READ and badge 7"]),
+    ("endpoint_of_one_byte.diff", "retype_follows_the_type_table",
+     ["retyping a DISPATCHER into an ENDPOINT made an ENDPOINT of 0x1 bytes"]),
+]
+
+
+@pytest.mark.parametrize("diff, test, said", CAPS_REASONS, ids=[c[0] for c in CAPS_REASONS])
+def test_caps_lab_reasons_name_the_request_and_the_answer_the_rules_want(tmp_path, diff, test,
+                                                                         said):
+    failed = grade_wrong_solution(tmp_path, 2, diff, test)
+    assert not failed["passed"], f"{diff} passed {test}"
+    for words in said:
+        assert words in failed["reason"], f"{diff}: the reason does not say {words!r}: " \
+                                          f"{failed['reason']}"
+
+
+def test_caps_lab_guest_that_stops_early_says_why_the_core_stopped(tmp_path):
+    """With the skeleton, the kernel's own first retype stops core 0 before the
+    program runs: the reason quotes the core's failure, not only 'stopped'."""
+    import json
+    from sprat.lab import workspace
+    from sprat.lab.manifest import find_lab
+    lab = find_lab("2")
+    workspace.create(lab, tmp_path / "ws", workspace.skeleton_files(lab))
+    done = sprat("lab", "grade", "2", "ws", "--json", "-k",
+                 "guest_retypes_maps_and_revokes_through_system_calls", cwd=tmp_path)
+    reason = json.loads(done.stdout)["tests"][0]["reason"]
+    assert reason.startswith("caps_lab.S stopped after 0 invocations, before 'retype RAM: "
+                             "page directory at 0x0': core 0 failed: hypercall: the service "
+                             "raised NotImplementedError"), reason

@@ -85,6 +85,37 @@ def fail(reason: str, run: "Run | None" = None, stop: str | None = None):
     raise Failure(" ".join(str(reason).split()), run.replay_command(stop) if run else None)
 
 
+def raised(error: BaseException) -> str:
+    """An exception on one line, as a failed test shows it: `ValueError: 11 is
+    not a valid CapType (at kernel/caps/rules.py:153 in check_retype)`. For a
+    grader that catches what the student's code raised, to say what it was
+    asked too: `fail(f"RETYPE of ... raised {raised(error)}; it must be ...")`."""
+    return f"{type(error).__name__}: {error} (at {where(error)})"
+
+
+def where(error: BaseException) -> str:
+    """Where an exception came from, as FILE:LINE in FUNCTION: the innermost
+    frame in sprat's code or the student's, which is where a student looks
+    (a ValueError raised inside enum.py came from the line that called it),
+    and the innermost frame too if that is elsewhere."""
+    import traceback
+    from emulator import sources
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    shown = sources.innermost_own_frame(frames) or frames[-1]
+    text = f"{_tree_relative(shown.filename)}:{shown.lineno} in {shown.name}"
+    if shown is not frames[-1]:
+        inner = frames[-1]
+        text += f", raised in {Path(inner.filename).name}:{inner.lineno} in {inner.name}"
+    return text
+
+
+def _tree_relative(filename: str) -> str:
+    from emulator import sources
+    return sources.tree_relative(Path(filename)) or filename
+
+
 # --- Booting the student's machine ----------------------------------------------------
 
 @dataclass

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,19 +196,18 @@ def _verdict(args) -> dict:
         return {"passed": False, "reason": failure.reason, "replay": failure.replay}
     except AssertionError as error:
         return {"passed": False, "reason": str(error) or f"an assertion failed at "
-                                                         f"{_where(error)}"}
+                                                         f"{grading.where(error)}"}
     except NotImplementedError as error:
         return {"passed": False, "reason": str(error) if str(error)
-                else f"not written yet ({_where(error)})"}
+                else f"not written yet ({grading.where(error)})"}
     except SpratError as error:
         return {"passed": False, "reason": str(error)}
     except MemoryError:
         return {"passed": False, "reason": "ran out of memory"}
-    except RecursionError:
-        return {"passed": False, "reason": f"recursion too deep at {_where(None)}"}
+    except RecursionError as error:
+        return {"passed": False, "reason": f"recursion too deep at {grading.where(error)}"}
     except Exception as error:                               # noqa: BLE001 -- any submission
-        return {"passed": False, "reason": f"{type(error).__name__}: {error} "
-                                           f"(at {_where(error)})"}
+        return {"passed": False, "reason": grading.raised(error)}
 
 
 def _build_verdict(lab_folder: Path) -> dict:
@@ -232,29 +230,6 @@ def _build_verdict(lab_folder: Path) -> dict:
     except (SpratError, OSError, UnicodeDecodeError) as error:
         return {"passed": False, "reason": str(error)}
     return {"passed": True}
-
-
-def _where(error) -> str:
-    """Where the exception being handled came from, as FILE:LINE in FUNCTION:
-    the innermost frame in sprat's code or the student's, which is where a
-    student looks (a ValueError raised inside enum.py came from the line
-    that called it), and the innermost frame too if that is elsewhere."""
-    from emulator import sources
-    frames = traceback.extract_tb(sys.exc_info()[2])
-    if not frames:
-        return "?"
-    shown = sources.innermost_own_frame(frames) or frames[-1]
-    where = f"{_short(shown.filename)}:{shown.lineno} in {shown.name}"
-    if shown is not frames[-1]:
-        inner = frames[-1]
-        where += f", raised in {Path(inner.filename).name}:{inner.lineno} in {inner.name}"
-    return where
-
-
-def _short(filename: str) -> str:
-    from emulator import sources
-    name = sources.tree_relative(Path(filename))
-    return name or filename
 
 
 def _load_grader(path: Path, number: int) -> None:
