@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,3 +104,36 @@ def test_a_deadlocked_core_is_reported_once_with_the_cpu_drivers_own_words(tmp_p
     reason = failed["reason"]
     assert reason.count("stopped with exit code 3") == 1, reason
     assert "every dispatcher left waits for a message that cannot come" in reason, reason
+
+
+LAB_7_FAULTS_NAMED = [
+    # (recorded mistake, the test that runs it, what the reason must say)
+    ("abort-takes-frame-back-only.diff", "acknowledged_only_once_applied",
+     ["core 3 acknowledged the abort of transaction 2", "region 1 is in use",
+      "free when it voted yes"]),
+    ("tentative-frame-one-page.diff", "replicas_agree_after_every_answer",
+     ["a frame of 4096 bytes", "not the whole region 0"]),
+    ("retype-error-unchecked.diff", "votes_lock_and_change_nothing",
+     ["core 3 voted 104", "refused with 107", "the retype's own error"]),
+    ("vote-clobbers-rbx.diff", "decision_waits_for_every_vote",
+     ["says it is core 0", "keep rbx"]),
+    ("coordinator-skips-own-vote.diff", "replicas_agree_after_every_answer",
+     ["monitor 0 sent PREPARE for transaction 1 without voting itself"]),
+    ("commits-counted-on-asker-only.diff", "replicas_agree_after_every_answer",
+     ["counts 2 committed, core 0's 0", "every commit"]),
+    ("region-copy-address-as-region.diff", "votes_lock_and_change_nothing",
+     ["#PF", "in vote+", "userland/monitor_agree.S:"]),
+    ("own-gather-takes-requests.diff", "agreement_under_random_schedules",
+     ["took a request that core 3 forwarded for the acknowledgement", "gather_votes"]),
+]
+
+
+@pytest.mark.parametrize("diff, test, said", LAB_7_FAULTS_NAMED,
+                         ids=[case[0].removesuffix(".diff") for case in LAB_7_FAULTS_NAMED])
+def test_agree_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test, said):
+    """Lab 7, mistakes from a student trial: each fails, and the reason names
+    the fault itself, not a symptom further on."""
+    failed = grade_wrong_solution(tmp_path, 7, diff, test)
+    assert not failed["passed"], f"{diff} passed {test}"
+    missing = [words for words in said if words not in failed["reason"]]
+    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"

@@ -101,8 +101,10 @@ class Watcher:
             if event == "send" and op == OP_PREPARE:
                 self.prepare_sent(words)
             elif event == "recv" and op == OP_REPLY and self.current is not None:
-                self.reply_taken(fields["peer"], words[2], words[1])
-            elif event == "recv" and self.current is not None and not self.current.answered:
+                sender = fields["peer"] if fields["peer"] is not None else words[2]
+                self.reply_taken(sender, words[2], words[1])
+            elif event == "recv" and self.current is not None and not self.current.answered \
+                    and fields["peer"] is not None:
                 self.request_taken(fields["peer"])
             elif event == "send" and op in DECISION and self.current is not None:
                 self.decision_sent(op, words[2])
