@@ -9,18 +9,25 @@ at the machine at the moments that matter, as the URPC tracepoints report
 them:
 
   a participant's reply     its vote: its replica unchanged, its copy of
-                            the region locked if and only if it said yes;
-                            its acknowledgement: the decision applied in
-                            its replica and its capabilities, the lock gone
+                            the region locked if and only if it said yes,
+                            on the asker's core the retype's own error if
+                            the retype is refused; its acknowledgement: the
+                            decision applied in its replica and its
+                            capabilities, the lock gone (after an abort the
+                            asker's copy free again)
+  monitor 0's PREPARE       its own vote cast: its copy locked
+  monitor 0 takes a reply   signed by the core it came from
   monitor 0's decision      every vote in; COMMIT only if every vote was yes
   monitor 0's answer        every acknowledgement in; every monitor's
                             replica (kernel/replica.py) and every core's copy
                             of every region as the answers so far say
 
 and after the run every replica agrees with every other, and each asking
-program holds a frame of a region exactly when a commit gave it one.
+program holds the whole region as a frame exactly when a commit gave it.
 Each finding has a kind; each test fails on the first finding of its
-kinds, in runs under the schedules it names (QUANTA, SEEDS).
+kinds (or of kind "protocol", which every test reports), in runs under the
+schedules it names (QUANTA, SEEDS). A program killed for a fault is named
+by label and line (kernel/diagnosis.user_faults).
 """
 
 from dataclasses import astuple, dataclass, field
