@@ -149,3 +149,36 @@ def test_caps_lab_guest_that_stops_early_says_why_the_core_stopped(tmp_path):
     assert reason.startswith("caps_lab.S stopped after 0 invocations, before 'retype RAM: "
                              "page directory at 0x0': core 0 failed: hypercall: the service "
                              "raised NotImplementedError"), reason
+
+
+LAB_7_FAULTS_NAMED = [
+    # (recorded mistake, the test that runs it, what the reason must say)
+    ("abort-takes-frame-back-only.diff", "acknowledged_only_once_applied",
+     ["core 3 acknowledged the abort of transaction 2", "region 1 is in use",
+      "free when it voted yes"]),
+    ("tentative-frame-one-page.diff", "replicas_agree_after_every_answer",
+     ["a frame of 4096 bytes", "not the whole region 0"]),
+    ("retype-error-unchecked.diff", "votes_lock_and_change_nothing",
+     ["core 3 voted 104", "refused with 107", "the retype's own error"]),
+    ("vote-clobbers-rbx.diff", "decision_waits_for_every_vote",
+     ["says it is core 0", "keep rbx"]),
+    ("coordinator-skips-own-vote.diff", "replicas_agree_after_every_answer",
+     ["monitor 0 sent PREPARE for transaction 1 without voting itself"]),
+    ("commits-counted-on-asker-only.diff", "replicas_agree_after_every_answer",
+     ["counts 2 committed, core 0's 0", "every commit"]),
+    ("region-copy-address-as-region.diff", "votes_lock_and_change_nothing",
+     ["#PF", "in vote+", "userland/monitor_agree.S:"]),
+    ("own-gather-takes-requests.diff", "agreement_under_random_schedules",
+     ["took a request that core 3 forwarded for the acknowledgement", "gather_votes"]),
+]
+
+
+@pytest.mark.parametrize("diff, test, said", LAB_7_FAULTS_NAMED,
+                         ids=[case[0].removesuffix(".diff") for case in LAB_7_FAULTS_NAMED])
+def test_agree_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test, said):
+    """Lab 7, mistakes from a student trial: each fails, and the reason names
+    the fault itself, not a symptom further on."""
+    failed = grade_wrong_solution(tmp_path, 7, diff, test)
+    assert not failed["passed"], f"{diff} passed {test}"
+    missing = [words for words in said if words not in failed["reason"]]
+    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"

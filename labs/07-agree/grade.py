@@ -9,18 +9,25 @@ at the machine at the moments that matter, as the URPC tracepoints report
 them:
 
   a participant's reply     its vote: its replica unchanged, its copy of
-                            the region locked if and only if it said yes;
-                            its acknowledgement: the decision applied in
-                            its replica and its capabilities, the lock gone
+                            the region locked if and only if it said yes,
+                            on the asker's core the retype's own error if
+                            the retype is refused; its acknowledgement: the
+                            decision applied in its replica and its
+                            capabilities, the lock gone (after an abort the
+                            asker's copy free again)
+  monitor 0's PREPARE       its own vote cast: its copy locked
+  monitor 0 takes a reply   signed by the core it came from
   monitor 0's decision      every vote in; COMMIT only if every vote was yes
   monitor 0's answer        every acknowledgement in; every monitor's
                             replica (kernel/replica.py) and every core's copy
                             of every region as the answers so far say
 
 and after the run every replica agrees with every other, and each asking
-program holds a frame of a region exactly when a commit gave it one.
+program holds the whole region as a frame exactly when a commit gave it.
 Each finding has a kind; each test fails on the first finding of its
-kinds, in runs under the schedules it names (QUANTA, SEEDS).
+kinds (or of kind "protocol", which every test reports), in runs under the
+schedules it names (QUANTA, SEEDS). A program killed for a fault is named
+by label and line (kernel/diagnosis.user_faults).
 """
 
 from dataclasses import astuple, dataclass, field
@@ -42,7 +49,8 @@ CONTENDED_16 = ("images/contended-16.lst", "amd-4x4")  # ... racing with the vot
 
 @dataclass
 class Finding:
-    kind: str            # "vote", "ack", "decision", "answer", "state"
+    kind: str            # "vote", "ack", "decision", "answer", "state", or "protocol":
+                         # a fault every later check rests on, which every test reports
     reason: str
     stop: str
 
@@ -58,6 +66,9 @@ class Transaction:
     asked: bool = False                            # monitor 0 sent PREPARE
     before: tuple = ()                             # the region's record before it
     votes: dict = field(default_factory=dict)     # core -> its vote, as monitor 0 took it
+    requests: dict = field(default_factory=dict)  # core -> the phase ("vote" or
+                                                  # "acknowledgement") in which monitor 0
+                                                  # took a message from it that was no reply
     decision: int | None = None                   # OP_COMMIT or OP_ABORT, as monitor 0 sent it
     acks: set = field(default_factory=set)        # cores whose acknowledgement monitor 0 took
     answered: bool = False
@@ -97,19 +108,24 @@ class Watcher:
             if event == "send" and op == OP_PREPARE:
                 self.prepare_sent(words)
             elif event == "recv" and op == OP_REPLY and self.current is not None:
-                self.reply_taken(words[2], words[1])
+                sender = fields["peer"] if fields["peer"] is not None else words[2]
+                self.reply_taken(sender, words[2], words[1])
+            elif event == "recv" and self.current is not None and not self.current.answered \
+                    and fields["peer"] is not None:
+                self.request_taken(fields["peer"])
             elif event == "send" and op in DECISION and self.current is not None:
                 self.decision_sent(op, words[2])
             elif event == "send" and op in (OP_ANSWER, MONITOR_ANSWER) and words[3] >= 1:
                 self.answered(words[3], words[1], words[2])
         elif event == "recv" and op in (OP_PREPARE, OP_COMMIT, OP_ABORT):
             self.hits[op, core] = self.hits.get((op, core), 0) + 1
-            self.taken[core] = (op, words, self.record(core, words[1]))
+            self.taken[core] = (op, words, self.record(core, words[1]),
+                                self.copy_state(core, words[1]))
         elif event == "send" and op == OP_REPLY and core in self.taken:
             self.participant_replied(core, words[1], *self.taken.pop(core))
 
     # --- a participant -----------------------------------------------------------------
-    def participant_replied(self, core, result, op, request, before) -> None:
+    def participant_replied(self, core, result, op, request, before, copy_before) -> None:
         region, txn, initiator = request[1], request[2], request[3]
         hit = self.hits[op, core]
         record = self.record(core, region)
@@ -117,6 +133,8 @@ class Watcher:
         if op == OP_PREPARE:
             self.voted[core, txn] = result
             self.check_vote(core, result, region, txn, before, record, state, hit)
+            if core == initiator and copy_before == "free":
+                self.check_retype_error(core, result, region, txn, request[4], hit)
         elif op == OP_COMMIT and self.voted.get((core, txn), 0) != 0:
             return          # told to commit after its no: decision_waits_for_every_vote says so
         else:
@@ -132,6 +150,8 @@ class Watcher:
                 if slot:
                     problems.append(f"the asking program still holds {slot} (the tentative "
                                     f"retype)")
+                if self.voted.get((core, txn)) == 0:
+                    problems += self.left_in_use(core, region)
             if problems:
                 name, undo = (("commit", "apply it") if op == OP_COMMIT
                               else ("abort", "roll back"))
@@ -159,6 +179,33 @@ class Watcher:
             self.note("vote", f"core {core} voted no on transaction {txn} but left its copy of "
                       f"region {region} locked: a no holds nothing", stop, hit)
 
+    def check_retype_error(self, core, vote, region, txn, new_type, hit) -> None:
+        """On the asker's core, whose copy was free (so its lock was granted): if the
+        retype itself is refused, the vote is the retype's error, not a later step's."""
+        from kernel.capservice import SHARED_REGION_BITS
+        from kernel.caps.errors import CapError, ErrorCode
+        from kernel.caps.rules import check_retype
+        service = self.system.machine._hypercall_handler
+        try:
+            check_retype(service.regions[core][region], new_type, SHARED_REGION_BITS, 0, 1)
+        except CapError as refused:
+            if vote != refused.code:
+                said = ErrorCode(vote).name if vote in set(ErrorCode) else "no such error"
+                self.note("vote", f"core {core} voted {vote} ({said}) on transaction {txn}, "
+                          f"but its retype of region {region} into type {new_type} is refused "
+                          f"with {refused.code.value} ({refused.code.name}): the vote is the "
+                          f"retype's own error (check CAP_RETYPE's rax before the give)",
+                          f"prepare_retype core {core}", hit)
+
+    def left_in_use(self, core, region) -> list[str]:
+        """After an abort, on a core that voted yes: its copy is free again. (Only on the
+        asker's core: elsewhere a program may take the copy the moment it is unlocked.)"""
+        state = self.copy_state(core, region)
+        if state != "in use":
+            return []
+        return [f"its copy of region {region} is in use, though it was free when it voted yes "
+                f"(is the frame it took back deleted?)"]
+
     # --- monitor 0 -----------------------------------------------------------------------
     def prepare_sent(self, words) -> None:
         txn = words[2]
@@ -169,13 +216,51 @@ class Watcher:
             words[1], words[3], words[5], words[6], True
         t.before = self.expected(t.region)
         self.current = t
+        self.check_own_vote(t)
 
-    def reply_taken(self, core, result) -> None:
+    def check_own_vote(self, t) -> None:
+        """Monitor 0 votes before it asks: its copy is locked when PREPARE goes out."""
+        state = self.copy_state(0, t.region)
+        if state == "locked":
+            return
+        stop = "two_phase_commit core 0"
+        if state == "free":
+            self.note("protocol", f"monitor 0 sent PREPARE for transaction {t.number} without "
+                      f"voting itself: its copy of region {t.region} is free, not locked "
+                      f"(two_phase_commit calls vote first, as every monitor votes)", stop,
+                      t.number)
+        else:
+            self.note("protocol", f"monitor 0 sent PREPARE for transaction {t.number} though "
+                      f"its own copy of region {t.region} is {state}, so its vote is no: a no "
+                      f"from monitor 0 ends the transaction before anyone else is asked",
+                      stop, t.number)
+
+    def reply_taken(self, core, signed, result) -> None:
+        """Monitor 0 took a reply from `core`, which signed it `signed`."""
         t = self.current
+        if signed != core:
+            self.note("protocol", f"core {core}'s reply to transaction {t.number} says it is "
+                      f"core {signed}: reply signs with rbx, so keep rbx (our core) through "
+                      f"vote, apply_commit and apply_abort", f"reply core {core}")
         if t.decision is None:
             t.votes.setdefault(core, result)
         else:
             t.acks.add(core)
+
+    def request_taken(self, core) -> None:
+        """Monitor 0 took a message from `core` that is no reply, in a transaction."""
+        t = self.current
+        t.requests.setdefault(core, "vote" if t.decision is None else "acknowledgement")
+
+    def none_yet(self, t, missing, step) -> str:
+        """'core 1, 3' for the cores whose `step` monitor 0 went on without, and whether
+        it took another message from one of them for it."""
+        said = f"none yet from core {cores(missing)}"
+        mistaken = [core for core in missing if t.requests.get(core) == step]
+        if mistaken:
+            said += (f"; it took a request that core {cores(mistaken)} forwarded for the "
+                     f"{step}: read replies with gather_votes, which keeps requests for later")
+        return said
 
     def decision_sent(self, op, txn) -> None:
         t = self.current
@@ -186,7 +271,7 @@ class Watcher:
         missing = [core for core in self.others() if core not in t.votes]
         if missing:
             self.note("decision", f"monitor 0 sent {DECISION[op]} for transaction {txn} before "
-                      f"every vote was in (none yet from core {cores(missing)}): decide once "
+                      f"every vote was in ({self.none_yet(t, missing, 'vote')}): decide once "
                       f"every core has voted", stop, txn)
         refusals = {core: vote for core, vote in t.votes.items() if vote != 0}
         if op == OP_COMMIT and refusals:
@@ -215,8 +300,9 @@ class Watcher:
         missing = [core for core in self.others() if core not in t.acks]
         if missing:
             self.note("answer", f"monitor 0 answered transaction {txn} before every core had "
-                      f"acknowledged the {DECISION[t.decision]} (none yet from core "
-                      f"{cores(missing)}): the program may act on a replica not yet changed",
+                      f"acknowledged the {DECISION[t.decision]} "
+                      f"({self.none_yet(t, missing, 'acknowledgement')}): the program may act "
+                      f"on a replica not yet changed",
                       stop, txn)
         if (verdict == 0) != (t.decision == OP_COMMIT):
             self.note("decision", f"monitor 0 answered transaction {txn} with {verdict} but "
@@ -235,10 +321,19 @@ class Watcher:
             self.note("state", f"transaction {txn} committed, but the asking program on core "
                       f"{t.initiator} holds {slot or 'nothing'} where the new frame goes",
                       stop, txn)
+        elif t.decision == OP_COMMIT and slot != self.whole(t.region):
+            self.note("state", f"transaction {txn} committed, but the asking program on core "
+                      f"{t.initiator} holds {slot}, not the whole region {t.region} "
+                      f"({self.whole(t.region)}): the retype makes one object of "
+                      f"SHARED_REGION_BITS", stop, txn)
         if t.decision == OP_ABORT and slot:
             self.note("state", f"transaction {txn} was rolled back, but the asking program on "
                       f"core {t.initiator} still holds {slot}: an abort takes the tentative "
                       f"frame back and deletes it", stop, txn)
+        if t.decision == OP_ABORT and (t.initiator == 0 or t.votes.get(t.initiator) == 0):
+            for problem in self.left_in_use(t.initiator, t.region):
+                self.note("state", f"transaction {txn} was rolled back, but on core "
+                          f"{t.initiator}, the asker's, {problem}", stop, txn)
         self.check_state(f"after the answer to transaction {txn}", stop, txn)
 
     # --- the state ---------------------------------------------------------------------------
@@ -322,11 +417,15 @@ class Watcher:
                               f"is {self.said(astuple(a))}, core {first}'s "
                               f"{self.said(astuple(b))}", "stop core 0")
                     return
-            if (mine.commits, mine.aborts) != (theirs.commits, theirs.aborts):
+            if mine.commits != theirs.commits:
                 self.note("state", f"at the end core {core}'s replica counts {mine.commits} "
-                          f"committed and {mine.aborts} rolled back, core {first}'s "
-                          f"{theirs.commits} and {theirs.aborts} (every monitor counts every "
-                          f"abort, whatever it voted)", "stop core 0")
+                          f"committed, core {first}'s {theirs.commits} (every monitor counts "
+                          f"every commit it applies, on the asker's core or not)", "stop core 0")
+                return
+            if mine.aborts != theirs.aborts:
+                self.note("state", f"at the end core {core}'s replica counts {mine.aborts} "
+                          f"rolled back, core {first}'s {theirs.aborts} (every monitor counts "
+                          f"every abort, whatever it voted)", "stop core 0")
                 return
         if replicas[first].commits != self.commits:
             self.note("state", f"at the end every replica counts {replicas[first].commits} "
@@ -352,6 +451,12 @@ class Watcher:
             return None
         r = replica.regions[region]
         return (r.state, r.owner, r.version, r.pending)
+
+    def whole(self, region) -> str:
+        """The frame a commit of `region` gives, as holds() describes it."""
+        service = self.system.machine._hypercall_handler
+        obj = service.regions[0][region].obj
+        return f"a frame of {obj.size} bytes at {obj.base:#x}"
 
     def copy_state(self, core, region) -> str:
         service = self.system.machine._hypercall_handler
@@ -406,8 +511,9 @@ def watched(image, topology, quantum=None, seed=None):
 
 
 def judge(runs, kinds) -> None:
-    """Boot each (image, topology, quantum, seed); fail on the first finding of `kinds`,
-    or on a run that did not end cleanly."""
+    """Boot each (image, topology, quantum, seed); fail on the first finding of `kinds`
+    (or of kind "protocol"), or on a run that did not end cleanly."""
+    from kernel.diagnosis import user_faults
     for image, topology, quantum, seed in runs:
         run, watcher = watched(image, topology, quantum, seed)
         here = f"{image.split('/')[-1]} on {topology}" + \
@@ -419,11 +525,12 @@ def judge(runs, kinds) -> None:
         if run.result.clean:
             watcher.finish(run)
         for finding in watcher.findings:
-            if finding.kind in kinds:
+            if finding.kind in kinds or finding.kind == "protocol":
                 fail(f"{here}: {finding.reason}", run, stop=finding.stop)
         died = run.system.failures()
-        if died:            # a monitor killed for a fault, or exited: that first
-            said = [line.strip() for _, line in run.console if "killed" in line or "exit" in line]
+        if died:            # a monitor killed for a fault (named where), or exited: that first
+            said = user_faults(run.system) or \
+                [line.strip() for _, line in run.console if "killed" in line or "exit" in line]
             fail(f"{here}: {died}{': ' + said[0] if said else ''}", run)
         stuck = None if run.result.clean else watcher.stuck()
         if stuck:
