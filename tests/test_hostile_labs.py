@@ -1,0 +1,134 @@
+"""Hostile student code against the lab grader: it fails, it never wins.
+
+tests/test_lab_machinery.py holds graders whose own tests misbehave. Here
+the student's code does: tests/fixtures/labs/96-answer asks for a Python
+function that the grader calls inside the test's process, where the code
+can reach the runner itself. Whatever it does (forge the verdict, print
+without end, leave a process behind), the grade is a FAIL with a reason,
+or a pass earned, and the grader neither hangs nor grows.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_LABS = ROOT / "tests" / "fixtures" / "labs"
+ANSWER = "tests/fixtures/labs/96-answer/answer.py"
+GRADE_SECONDS = 120           # a grade of one 20-second test that takes this long hangs
+
+
+def grade(workspace: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SPRAT_LABS=str(FIXTURE_LABS))
+    return subprocess.run([sys.executable, "-m", "sprat", "lab", "grade", "--json"],
+                          cwd=workspace, env=env, capture_output=True, text=True,
+                          timeout=GRADE_SECONDS)
+
+
+@pytest.fixture
+def answer(tmp_path):
+    """Write the body of the student's answer(); grade it; the test's result."""
+    env = dict(os.environ, SPRAT_LABS=str(FIXTURE_LABS))
+    done = subprocess.run([sys.executable, "-m", "sprat", "lab", "start", "96", "ws"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    workspace = tmp_path / "ws"
+
+    def write_and_grade(body: str) -> dict:
+        path = workspace / ANSWER
+        stub = 'raise NotImplementedError("answer: not written yet")'
+        path.write_text(path.read_text().replace(stub, textwrap.indent(
+            textwrap.dedent(body).strip(), "    ").lstrip()))
+        done = grade(workspace)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.returncode in (0, 1), (done.returncode, done.stderr)
+        return json.loads(done.stdout)["tests"][0]
+    return write_and_grade
+
+
+def test_an_honest_answer_scores(answer):
+    assert answer("return 42")["passed"]
+
+
+def test_a_verdict_the_students_code_writes_itself_scores_nothing(answer):
+    """The verdict's path was on the runner's command line: a module could
+    write `passed` there and exit before the grader looked."""
+    result = answer("""
+        import os, sys
+        for path in [sys.argv[i + 1] for i, word in enumerate(sys.argv) if word == "--verdict"] \\
+                + ["verdict.json"]:
+            with open(path, "w") as verdict:
+                verdict.write('{"passed": true}')
+        os._exit(0)
+    """)
+    assert not result["passed"], "a verdict forged by the student's code was believed"
+    assert "os._exit" in result["reason"] or "not the grader's own" in result["reason"], \
+        result["reason"]
+
+
+def test_printing_without_end_costs_the_grader_no_memory(answer, tmp_path):
+    """Everything a test prints went into the grader's memory: a gigabyte
+    printed was a gigabyte held, by the process that is not memory-limited."""
+    measure = tmp_path / "measure.py"
+    measure.write_text(textwrap.dedent(f"""
+        import os, resource, subprocess, sys
+        subprocess.run([sys.executable, "-m", "sprat", "lab", "grade"], cwd={str(tmp_path / 'ws')!r},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    """))
+    answer("return 42")            # the workspace exists; now make it print 1 GiB
+    path = tmp_path / "ws" / ANSWER
+    path.write_text(path.read_text().replace(
+        "return 42", 'import os\n    for _ in range(1024):\n        os.write(1, b"x" * (1 << 20))\n'
+                     '    return 42'))
+    env = dict(os.environ, SPRAT_LABS=str(FIXTURE_LABS))
+    done = subprocess.run([sys.executable, str(measure)], env=env, capture_output=True,
+                          text=True, timeout=GRADE_SECONDS)
+    largest = int(done.stdout.split()[-1]) << 10          # ru_maxrss is in KiB
+    assert largest < 512 << 20, f"grading a test that printed 1 GiB took {largest >> 20} MiB"
+
+
+def test_a_process_left_behind_does_not_hold_up_the_grade(answer, tmp_path):
+    """A daemon the student's code leaves (its own session, so the runner's
+    kill of the test's process group misses it) keeps the output pipe open:
+    the grader waited for it to close, for as long as the daemon lived."""
+    pid_file = tmp_path / "daemon.pid"
+    try:
+        result = answer(f"""
+            import os, time
+            if os.fork() == 0:
+                os.setsid()
+                with open({str(pid_file)!r}, "w") as note:
+                    note.write(str(os.getpid()))
+                time.sleep(600)
+                os._exit(0)
+            return 42
+        """)
+        assert result["passed"], result["reason"]
+    finally:
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def test_a_wrong_type_returned_is_a_reason_not_a_crash(answer):
+    result = answer('return {"answer": 42}')
+    assert not result["passed"] and "not 42" in result["reason"], result["reason"]
+
+
+@pytest.mark.parametrize("body, said", [
+    ("raise SystemExit(3)", "status 3"),
+    ("import sys\nsys.exit('bye')", "bye"),
+    ("import os\nos._exit(0)", "sys.exit or os._exit"),
+    ("def f(n):\n    return f(n + 1)\nreturn f(0)", "recursion"),
+])
+def test_leaving_the_test_early_is_a_reason(answer, body, said):
+    result = answer(body)
+    assert not result["passed"] and said in result["reason"], result["reason"]
