@@ -132,3 +132,57 @@ def test_a_wrong_type_returned_is_a_reason_not_a_crash(answer):
 def test_leaving_the_test_early_is_a_reason(answer, body, said):
     result = answer(body)
     assert not result["passed"] and said in result["reason"], result["reason"]
+
+
+# --- assembly that kills itself: the reason says so ----------------------------------
+
+def workspace_with(tmp_path, number, name, region, body):
+    """A workspace of lab `number`: the reference, with `region` of `name` replaced by `body`."""
+    from sprat.lab import workspace
+    from sprat.lab.manifest import find_lab
+    from sprat.lab.regions import find_regions
+    lab = find_lab(str(number))
+    files = workspace.reference_files(lab)
+    lines = files[name].splitlines(keepends=True)
+    found = next(r for r in find_regions(files[name], lab.slug, name) if r.name == region)
+    lines[found.begin + 1:found.end] = [textwrap.dedent(body).lstrip("\n")]
+    files[name] = "".join(lines)
+    workspace.create(lab, tmp_path / "ws", files)
+    return tmp_path / "ws"
+
+
+def grade_one(folder, test):
+    env = {key: value for key, value in os.environ.items() if key != "SPRAT_LABS"}
+    done = subprocess.run([sys.executable, "-m", "sprat", "lab", "grade", "--json", "-k", test],
+                          cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=GRADE_SECONDS)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    return json.loads(done.stdout)["tests"][0]
+
+
+def test_a_sender_killed_for_a_wild_store_is_named_in_the_reason(tmp_path):
+    """Lab 5, urpc_send storing to an unmapped address: the reason said only
+    that the receivers wait, not that the senders were killed, nor for what."""
+    folder = workspace_with(tmp_path, 5, "userland/lib/urpc.S", "send", """
+        mov rcx, 0xdead0000000
+        mov qword ptr [rcx], 1
+    urpc_send_commit:
+    """)
+    result = grade_one(folder, "messages_arrive")
+    assert not result["passed"]
+    assert "program was killed: user fault: #PF" in result["reason"], result["reason"]
+    assert "address 0xdead0000000" in result["reason"], result["reason"]
+
+
+def test_a_kernel_panic_in_the_students_cpu_driver_code_says_where(tmp_path):
+    """Lab 3, the TLB flush (ring 0) storing to an unmapped address: the
+    reason said `core 0 stopped with exit code 1`, not the panic and its line."""
+    folder = workspace_with(tmp_path, 3, "cpudriver/syscall.S", "flush", """
+        mov rcx, 0xdead0000000
+        mov qword ptr [rcx], 1
+        ret
+    """)
+    result = grade_one(folder, "pages_map")
+    assert not result["passed"]
+    assert "a kernel panic, #PF page fault" in result["reason"], result["reason"]
+    assert "in sys_invoke+" in result["reason"], result["reason"]
