@@ -145,7 +145,9 @@ def workspace_with(tmp_path, number, name, region, body):
     files = workspace.reference_files(lab)
     lines = files[name].splitlines(keepends=True)
     found = next(r for r in find_regions(files[name], lab.slug, name) if r.name == region)
-    lines[found.begin + 1:found.end] = [textwrap.dedent(body).lstrip("\n")]
+    # Indented as the region's BEGIN line is (a Python region's body is in a function).
+    lines[found.begin + 1:found.end] = [textwrap.indent(textwrap.dedent(body).lstrip("\n"),
+                                                        found.indent)]
     files[name] = "".join(lines)
     workspace.create(lab, tmp_path / "ws", files)
     return tmp_path / "ws"
@@ -186,3 +188,29 @@ def test_a_kernel_panic_in_the_students_cpu_driver_code_says_where(tmp_path):
     assert not result["passed"]
     assert "a kernel panic, #PF page fault" in result["reason"], result["reason"]
     assert "in sys_invoke+" in result["reason"], result["reason"]
+
+
+# --- Python that lies about what it returns --------------------------------------------
+
+LIAR = """
+class Liar(int):
+    # An int that equals anything: every comparison the grader made agreed.
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = int.__hash__
+    def __add__(self, other):
+        return self
+    __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __add__
+return Liar(0)
+"""
+
+
+def test_a_cost_that_equals_anything_scores_nothing(tmp_path):
+    """Lab 6, amd_probe_broadcast returning an int subclass whose == always
+    says yes: it scored the AMD path's 15 points without a line of the path."""
+    folder = workspace_with(tmp_path, 6, "emulator/interconnect/protocol.py", "amd_path", LIAR)
+    result = grade_one(folder, "the_amd_path_adds_up_its_legs")
+    assert not result["passed"], "a cost that equals anything was believed"
+    assert "is a Liar, not a plain int" in result["reason"], result["reason"]
