@@ -214,3 +214,15 @@ def test_a_cost_that_equals_anything_scores_nothing(tmp_path):
     result = grade_one(folder, "the_amd_path_adds_up_its_legs")
     assert not result["passed"], "a cost that equals anything was believed"
     assert "is a Liar, not a plain int" in result["reason"], result["reason"]
+
+
+def test_a_machine_priced_by_a_cost_that_equals_anything_is_refused_not_run_forever(tmp_path):
+    """Its sums are itself, so the clocks never move: a boot with it (and
+    lab 6's whole-machine test) ran until it was killed."""
+    folder = workspace_with(tmp_path, 6, "emulator/interconnect/protocol.py", "amd_path", LIAR)
+    done = subprocess.run([sys.executable, "-m", "sprat", "boot", "images/contended.lst",
+                           "--topology", "amd-2x2"], cwd=folder, capture_output=True, text=True,
+                          timeout=GRADE_SECONDS)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "priced a transaction at a Liar: not a whole number of cycles" in done.stderr, \
+        done.stderr
