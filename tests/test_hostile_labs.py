@@ -226,3 +226,24 @@ def test_a_machine_priced_by_a_cost_that_equals_anything_is_refused_not_run_fore
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "priced a transaction at a Liar: not a whole number of cycles" in done.stderr, \
         done.stderr
+
+
+def test_aggregators_that_equal_anything_score_nothing(tmp_path):
+    """Lab 8, a tree whose aggregators are int subclasses that equal any core:
+    it passed the latency test while ignoring every latency."""
+    folder = workspace_with(tmp_path, 8, "kernel/skb.py", "numa_tree", """
+        class Liar(int):
+            def __eq__(self, other):
+                return True
+            def __ne__(self, other):
+                return False
+            __hash__ = int.__hash__
+        mates, others = self.packages(cores, root)
+        routes = [Route(Liar(members[0]), tuple(members[1:])) for members in others]
+        if mates and routes:
+            routes.insert(0, Route(Liar(mates[0]), tuple(mates[1:])))
+        return routes or [Route(core) for core in mates]
+    """)
+    result = grade_one(folder, "tree_uses_the_measured_latencies")
+    assert not result["passed"], "aggregators that equal anything were believed"
+    assert "a route names a core with a Liar, not an int" in result["reason"], result["reason"]
