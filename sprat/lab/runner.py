@@ -12,10 +12,12 @@ A lab whose student part is Python runs that code in the child, next to the
 test that judges it. The child learns where its verdict goes, and a secret
 the verdict must carry, on its stdin before any of the student's code is
 imported: a student's module that writes a verdict of its own and exits
-(the path is not on the command line) scores nothing. A module that goes
-looking through the runner's frames for the secret can still forge one;
-nothing in one process stops that, and the code says it plainly to a
-reader.
+(the path is not on the command line) scores nothing. A module that sets
+out to patch the runner or the grader in their own process (their frames,
+their functions, json) can still forge a pass: nothing in one process stops
+that, and such code says what it does plainly to whoever reads it. Graders
+of Python labs take the student's values as Python's own types only (lab
+6's replay.plain), so that a value cannot lie to a comparison.
 
     results = run_tests(lab, workspace, tests, jobs=2)
 
