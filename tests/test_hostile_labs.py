@@ -247,3 +247,21 @@ def test_aggregators_that_equal_anything_score_nothing(tmp_path):
     result = grade_one(folder, "tree_uses_the_measured_latencies")
     assert not result["passed"], "aggregators that equal anything were believed"
     assert "a route names a core with a Liar, not an int" in result["reason"], result["reason"]
+
+
+# --- a delivery (lab 1) that never reaches a handler --------------------------------------
+
+def test_a_delivery_that_never_reaches_a_handler_ends_the_core_not_the_machine(tmp_path):
+    """Lab 1, a delivery that sets RIP and RSP to 0 and nothing else: each
+    fault faulted again at once, unicorn counted no instruction, and after
+    the third it spun inside the engine: `sprat boot` hung."""
+    folder = workspace_with(tmp_path, 1, "emulator/traps.py", "vector", """
+        core.regs.write(x86.UC_X86_REG_RIP, 0)
+        core.regs.write(x86.UC_X86_REG_RSP, 0)
+    """)
+    done = subprocess.run([sys.executable, "-m", "sprat", "boot", "images/faults.lst",
+                           "--cores", "2"], cwd=folder, capture_output=True, text=True,
+                          timeout=GRADE_SECONDS)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "core 0 failed: 1000 events in a row at RIP 0x0" in done.stderr, done.stderr
+    assert "with no instruction run between them" in done.stderr, done.stderr
