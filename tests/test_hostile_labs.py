@@ -265,3 +265,17 @@ def test_a_delivery_that_never_reaches_a_handler_ends_the_core_not_the_machine(t
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "core 0 failed: 1000 events in a row at RIP 0x0" in done.stderr, done.stderr
     assert "with no instruction run between them" in done.stderr, done.stderr
+
+
+def test_a_delivery_that_writes_nowhere_says_where_it_wrote(tmp_path):
+    """Lab 1, a delivery that pushes its frame at an unmapped address: the
+    reason was `delivery raised PageFault: (18446744073709486080, False, True, False)`."""
+    folder = workspace_with(tmp_path, 1, "emulator/traps.py", "vector", """
+        core.write_virtual(0xFFFF_FFFF_FFFF_0000, bytes(40))
+    """)
+    done = subprocess.run([sys.executable, "-m", "sprat", "boot", "images/faults.lst",
+                           "--cores", "2"], cwd=folder, capture_output=True, text=True,
+                          timeout=GRADE_SECONDS)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "delivery raised PageFault: a kernel write of 0xffffffffffff0000: not mapped" \
+        in done.stderr, done.stderr
