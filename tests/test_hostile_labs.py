@@ -279,3 +279,31 @@ def test_a_delivery_that_writes_nowhere_says_where_it_wrote(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "delivery raised PageFault: a kernel write of 0xffffffffffff0000: not mapped" \
         in done.stderr, done.stderr
+
+
+# --- a Python part that does not import ------------------------------------------------
+
+@pytest.mark.parametrize("appended, said", [
+    ("def (:\n", "invalid syntax"),
+    ("import no_such_module_here\n", "ModuleNotFoundError: No module named 'no_such_module_here'"),
+    ("raise SystemExit(0)\n", "importing your file raised SystemExit"),
+])
+def test_a_python_part_that_does_not_import_is_one_line_for_boot_and_grade(tmp_path, appended,
+                                                                            said):
+    """Lab 1's traps.py with a syntax error or an import that fails: `sprat
+    boot` printed a Python traceback, and one that exits at import ended it
+    with status 0; the grade's reason named no line."""
+    env = {key: value for key, value in os.environ.items() if key != "SPRAT_LABS"}
+    subprocess.run([sys.executable, "-m", "sprat", "lab", "start", "1", "ws"], cwd=tmp_path,
+                   env=env, capture_output=True, check=True)
+    traps = tmp_path / "ws" / "emulator" / "traps.py"
+    line = len(traps.read_text().splitlines()) + 1
+    with open(traps, "a") as source:
+        source.write(appended)
+    for command in (["boot", "images/faults.lst", "--cores", "2"], ["lab", "grade"]):
+        done = subprocess.run([sys.executable, "-m", "sprat", *command], cwd=tmp_path / "ws",
+                              env=env, capture_output=True, text=True, timeout=GRADE_SECONDS)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (command, done.stderr)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("sprat: error:")]
+        assert len(errors) == 1 and said in errors[0], (command, done.stderr)
+        assert f"emulator/traps.py:{line}: " in errors[0], (command, done.stderr)

@@ -295,14 +295,20 @@ def _build_verdict(lab_folder: Path) -> dict:
     from emulator import sources
     from emulator.errors import SpratError
     from emulator.files import read_text
-    from kernel.boot import assemble_image
-    from kernel.image import parse_image
     from sprat.lab.manifest import load_lab
+    from sprat.lab.workspace import Workspace, import_swapped
     try:
-        for name in load_lab(lab_folder).files:
+        lab = load_lab(lab_folder)
+        for name in lab.files:
             path = sources.locate(sources.TREE / name)
             if name.endswith(".py"):
                 compile(read_text(path, "Python file"), name, "exec")
+        # Before kernel.boot, which imports them: an import that raises or
+        # exits is a reason, not a verdict that never comes.
+        if sources.workspace() is not None:
+            import_swapped(Workspace(sources.workspace(), lab))
+        from kernel.boot import assemble_image
+        from kernel.image import parse_image
         for image_path in sorted((lab_folder / "images").glob("*.lst")):
             assemble_image(parse_image(image_path))
     except SyntaxError as error:
