@@ -219,7 +219,7 @@ class Core:
         self._entering_kernel()
         try:
             traps.deliver_syscall(self)
-        except Exception as error:         # noqa: BLE001 -- see _deliver
+        except (Exception, SystemExit) as error:     # noqa: BLE001 -- see _deliver
             self.fail(f"syscall at RIP {self.rip:#x}: delivery raised "
                       f"{type(error).__name__}: {error}")
 
@@ -284,8 +284,9 @@ class Core:
             traps.deliver_interrupt(self, vector, error_code, software, return_rip)
         except traps.TripleFault as fault:
             self.fail(f"triple fault at RIP {self.rip:#x}: {fault}")
-        except Exception as error:         # noqa: BLE001 -- a bug in trap delivery (lab 1's
-            # student code, say) stops this core, with the reason, not the machine
+        except (Exception, SystemExit) as error:     # noqa: BLE001 -- a bug in trap
+            # delivery (lab 1's student code, say; even a sys.exit) stops this
+            # core, with the reason, not the machine
             self.fail(f"{traps.exception_name(vector)} at RIP {self.rip:#x}: delivery raised "
                       f"{type(error).__name__}: {error}")
 

@@ -307,3 +307,18 @@ def test_a_python_part_that_does_not_import_is_one_line_for_boot_and_grade(tmp_p
         errors = [line for line in done.stderr.splitlines() if line.startswith("sprat: error:")]
         assert len(errors) == 1 and said in errors[0], (command, done.stderr)
         assert f"emulator/traps.py:{line}: " in errors[0], (command, done.stderr)
+
+
+def test_a_delivery_that_calls_sys_exit_fails_its_core_not_the_run(tmp_path):
+    """Lab 1, `sys.exit(0)` inside the delivery: `sprat boot` ended with
+    status 0 and said nothing."""
+    folder = workspace_with(tmp_path, 1, "emulator/traps.py", "vector", """
+        import sys
+        sys.exit(0)
+    """)
+    done = subprocess.run([sys.executable, "-m", "sprat", "boot", "images/faults.lst",
+                           "--cores", "2"], cwd=folder, capture_output=True, text=True,
+                          timeout=GRADE_SECONDS)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "core 0 failed: #PF page fault at RIP" in done.stderr, done.stderr
+    assert "delivery raised SystemExit: 0" in done.stderr, done.stderr
