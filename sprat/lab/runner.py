@@ -46,7 +46,7 @@ from pathlib import Path
 MEMORY_LIMIT = 6 << 30          # bytes of address space a test may take
 BUILD_TIMEOUT = 60              # seconds to assemble a lab's images
 OUTPUT_KEPT = 2000              # characters of a crashed child's output shown
-OUTPUT_SECONDS = 5              # to read what is left in the pipe once the child ended
+OUTPUT_SECONDS = 1              # to read what is left in the pipe once the child ended
 
 
 @dataclass
