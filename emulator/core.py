@@ -39,9 +39,9 @@ from unicorn import x86_const as x86
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from emulator import privilege, traps
-from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, FEAT_1_ECX, Registers, SavedContext,
-                               clear_cpuid_feature, emu_counter, instruction_pointer,
-                               set_instruction_limit)
+from emulator.cpustate import (ERROR_CODE, EXCEPTION_IS_INT, FEAT_1_ECX, OLD_EXCEPTION,
+                               Registers, SavedContext, clear_cpuid_feature, emu_counter,
+                               instruction_pointer, set_instruction_limit)
 from emulator.devices.apic import APIC_BASE, APIC_SIZE, LocalApic
 from emulator.devices.console import CONSOLE_PORT
 from emulator.devices.hypercall import HYPERCALL_PORT
@@ -56,6 +56,12 @@ HLT_OPCODE = 0xF4
 RFLAGS_IF = 1 << 9
 SYSENTER_LENGTH = 2       # unicorn adds this to RIP after the sysenter hook
 MSR_TSC_AUX = 0xC000_0103
+# Events delivered in a row with no instruction retired between them: a
+# handler that is never reached (a delivery that leaves RIP on an unmapped
+# page, lab 1's to write). Unicorn counts no instruction, so the quantum
+# never ends and modeled time stands still: without this, a hang. Real
+# delivery pushes a frame each time, and runs out of stack long before.
+FAULT_STORM = 1000
 # RDRAND (and RDSEED, which QEMU decodes under the same bit) would read the
 # host's randomness. Without the feature bit, `cpuid` says they are absent
 # and both are invalid opcodes: a run stays the same run.
@@ -143,6 +149,7 @@ class Core:
         self.clock_ratio = 1           # it dies at; the cycles each instruction costs
         self.syscall_cycles = 0        # what a syscall and a trap's delivery cost beyond
         self.delivery_cycles = 0       # their instructions (emulator/instcost.py)
+        self._storm = (-1, 0)          # (instructions retired, events since): FAULT_STORM
         self.user_faults = []          # (vector, rip, error code, cr2) of each exception
                                        # taken in ring 3, for the run's report
         self._charged_ahead = []       # (unicorn's count, cycles, privileged) of instructions charged
@@ -187,9 +194,16 @@ class Core:
         # a fault cuts its block short: what was charged for the rest of it
         # (emulator/instcost.py), the faulting instruction on, did not run
         self._take_back_charges(self._emu_counter.value)
-        self.context.save()
-        software = self.context.read_i32(EXCEPTION_IS_INT) == 1
-        error_code = self.context.read_i32(ERROR_CODE) & 0xFFFF_FFFF
+        context = self.context
+        context.save()
+        software = context.read_i32(EXCEPTION_IS_INT) == 1
+        error_code = context.read_i32(ERROR_CODE) & 0xFFFF_FFFF
+        if context.read_i32(OLD_EXCEPTION) != -1:
+            # Unicorn never marks an exception delivered (DESIGN.md section 6):
+            # left so, the next fault is a #DF and the one after hangs the
+            # engine. The delivery is lab 1's to write; this is the machine's.
+            context.write_i32(OLD_EXCEPTION, -1)
+            context.restore()
         self._deliver(vector, error_code, software)
 
     def _on_invalid_instruction(self, uc, _):
@@ -205,7 +219,7 @@ class Core:
         self._entering_kernel()
         try:
             traps.deliver_syscall(self)
-        except Exception as error:         # noqa: BLE001 -- see _deliver
+        except (Exception, SystemExit) as error:     # noqa: BLE001 -- see _deliver
             self.fail(f"syscall at RIP {self.rip:#x}: delivery raised "
                       f"{type(error).__name__}: {error}")
 
@@ -261,14 +275,28 @@ class Core:
                                      self.regs.read(x86.UC_X86_REG_CR2)))
         if self.delivery_cycles:
             self.charge(self.delivery_cycles)
+        if self._no_progress():
+            self.fail(f"{FAULT_STORM} events in a row at RIP {self.rip:#x}, the last "
+                      f"{traps.exception_name(vector)}, with no instruction run between them: "
+                      f"their handler is never reached")
+            return
         try:
             traps.deliver_interrupt(self, vector, error_code, software, return_rip)
         except traps.TripleFault as fault:
             self.fail(f"triple fault at RIP {self.rip:#x}: {fault}")
-        except Exception as error:         # noqa: BLE001 -- a bug in trap delivery (lab 1's
-            # student code, say) stops this core, with the reason, not the machine
+        except (Exception, SystemExit) as error:     # noqa: BLE001 -- a bug in trap
+            # delivery (lab 1's student code, say; even a sys.exit) stops this
+            # core, with the reason, not the machine
             self.fail(f"{traps.exception_name(vector)} at RIP {self.rip:#x}: delivery raised "
                       f"{type(error).__name__}: {error}")
+
+    def _no_progress(self) -> bool:
+        """Is this the FAULT_STORM-th event delivered since an instruction last retired?"""
+        retired = self.stats.instructions + (self._emu_counter.value if self._in_quantum else 0)
+        seen, count = self._storm
+        count = count + 1 if retired == seen else 0
+        self._storm = (retired, count)
+        return count >= FAULT_STORM
 
     def _entering_kernel(self, cut_short: bool = False) -> None:
         # A `pause` parks a core on the lines read since the previous one

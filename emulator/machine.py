@@ -135,8 +135,9 @@ class Machine:
             handler(core)
         except SpratError as error:        # the OS's service refused: a machine fault
             core.fail(f"hypercall: {error}")
-        except Exception as error:         # noqa: BLE001 -- a bug in the service (a lab's
-            # student code, say) stops this core, with the reason, not the machine
+        except (Exception, SystemExit) as error:     # noqa: BLE001 -- a bug in the
+            # service (a lab's student code, say; even a sys.exit) stops this
+            # core, with the reason, not the machine
             core.fail(f"hypercall: the service raised {type(error).__name__}: {error}"
                       f"{_raised_in(error)}")
 

@@ -35,6 +35,13 @@ class PageFault(Exception):
         """The #PF error code the hardware pushes for this fault."""
         return (1 if self.present else 0) | (2 if self.write else 0) | (4 if self.user else 0)
 
+    def __str__(self) -> str:
+        # Said in a reason when the host's own walk fails (lab 1's delivery
+        # writing a frame to an unmapped stack, say).
+        access = "write" if self.write else "read"
+        why = "not allowed" if self.present else "not mapped"
+        return f"a {'user' if self.user else 'kernel'} {access} of {self.address:#x}: {why}"
+
 
 def translate(memory: PhysicalMemory, cr0: int, cr3: int, address: int,
               write: bool = False, user: bool = False) -> int:

@@ -126,6 +126,7 @@ def use_lab_workspace(argv: list[str]) -> None:
     workspace.activate(space)
     print(f"sprat: lab {space.lab.number} workspace {folder}: your "
           f"{', '.join(space.files)} instead of the tree's", file=sys.stderr)
+    workspace.import_swapped(space)
 
 
 if __name__ == "__main__":

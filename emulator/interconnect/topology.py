@@ -175,7 +175,7 @@ class Topology:
     def costs(self):
         """The family's path evaluated for every case (protocol.CostTables)."""
         from emulator.interconnect.protocol import CostTables
-        return CostTables(self)
+        return _whole_cycles(CostTables(self), self.family)
 
     def ns(self, cycles: float) -> float:
         return cycles / self.freq_ghz
@@ -271,3 +271,18 @@ def generic(n_cores: int) -> Topology:
         instruction_costs=base.instruction_costs,
         merge_reads=base.merge_reads,
     )
+
+
+def _whole_cycles(costs, family: str):
+    """`costs` if every figure in it is a plain int, 0 or more. protocol.py
+    is a lab's to write (lab 6): a cost the clocks cannot add (a float, an
+    int subclass whose sums are itself) would stop modeled time, and a run
+    charged with it would never reach its cycle budget."""
+    figures = [costs.bus_occupancy] + [cycles for table in (costs.fetch, costs.invalidate)
+                                       for rows in table for row in rows for cycles in row]
+    wrong = next((c for c in figures if type(c) is not int or c < 0), None)
+    if wrong is not None:
+        shown = repr(wrong) if type(wrong) in (float, int, str) else f"a {type(wrong).__name__}"
+        raise SpratError(f"the {family} path (emulator/interconnect/protocol.py) priced a "
+                         f"transaction at {shown}: not a whole number of cycles, 0 or more")
+    return costs

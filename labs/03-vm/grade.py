@@ -450,7 +450,7 @@ def why_ended(run):
                 f" the stack overflowed (a recursion that never ends?)")
     if failed:
         return failed[0].removeprefix("cpu driver: ")
-    return run.result.reason
+    return run.why_unfinished()
 
 
 def _signed(value):

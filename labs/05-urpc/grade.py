@@ -235,11 +235,12 @@ def diagnose(n, k, word):
 def why_stuck(run):
     """The run's end in the student's words: which core waits or spins where, on what."""
     unfinished = run.diagnosis()
+    killed = f"{run.killed()}; " if run.killed() else ""
     if run.clean or not unfinished:
-        return run.result.reason
+        return killed + run.result.reason
     if run.result.reason.startswith("cycle budget"):
-        return f"after {MAX_CYCLES:,} cycles " + "; ".join(unfinished)
-    return "; ".join(unfinished) + ", and no core will write what they poll"
+        return killed + f"after {MAX_CYCLES:,} cycles " + "; ".join(unfinished)
+    return killed + "; ".join(unfinished) + ", and no core will write what they poll"
 
 
 def ends(run, channel):

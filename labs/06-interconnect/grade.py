@@ -194,7 +194,11 @@ def the_amd_path_adds_up_its_legs():
                     if source == me:
                         continue
                     want = reference.amd_probe_broadcast(topology, me, home, source)
-                    got = protocol.amd_probe_broadcast(topology, me, home, source)
+                    try:
+                        got = replay.plain(protocol.amd_probe_broadcast(topology, me, home,
+                                                                        source), "the cost")
+                    except replay.WrongType as error:
+                        fail(f"{describe_transaction(topology, me, home, source)}: {error}")
                     if got != want:
                         fail(f"{describe_transaction(topology, me, home, source)}: should cost "
                              f"{want} cycles ({amd_legs(topology, me, home, source)}), yours "
@@ -243,10 +247,12 @@ def outcome(run) -> dict:
     machine = run.system.machine
     messages = [(e["event"], e.get("time"), e.get("core"), e.get("channel"), e.get("seq"))
                 for e in run.events if e["event"] in ("send", "recv")]
-    return {"cycles": [core.cycles for core in machine.cores],
-            "instructions": [core.stats.instructions for core in machine.cores],
-            "messages": messages,
-            "counters": [machine.cost.directory.core_stats(core) for core in range(machine.n_cores)]}
+    return replay.plain({
+        "cycles": [core.cycles for core in machine.cores],
+        "instructions": [core.stats.instructions for core in machine.cores],
+        "messages": messages,
+        "counters": [machine.cost.directory.core_stats(core) for core in range(machine.n_cores)]},
+        "what the run ended with (its cycles, counters)")
 
 
 def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
@@ -264,7 +270,10 @@ def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
         if core.failure and "cost model" in core.failure:      # your directory raised
             fail(f"{what}: core {core.id}: {core.failure}", run)
     run.expect_clean(failed=failed)
-    got, want = outcome(run), outcome(expected)
+    try:
+        got, want = outcome(run), outcome(expected)
+    except replay.WrongType as error:
+        fail(f"{what}: {error}", run)
     for core, (have, should) in enumerate(zip(got["cycles"], want["cycles"])):
         if have != should:
             first = next(((g, w) for g, w in zip(got["messages"], want["messages"]) if g != w),

@@ -74,8 +74,17 @@ def numa_tree(skb, n, root, here):
         fail(str(error))
     except Exception as error:     # the student's code, any mistake: say where
         fail(f"{here}: the tree raised {type(error).__name__}: {error}")
-    if not isinstance(routes, list) or not all(isinstance(route, Route) for route in routes):
-        fail(f"{here}: the tree is {routes!r:.80}, not a list of Route")
+    if type(routes) is not list or not all(type(route) is Route for route in routes):
+        fail(f"{here}: the tree is a {type(routes).__name__}, not a list of Route")
+    # Python's own ints only: an int subclass whose == always says yes would
+    # be every aggregator the grader asks for.
+    for route in routes:
+        if type(route.forwards) is not tuple:
+            fail(f"{here}: a route's forwards is a {type(route.forwards).__name__}, not a tuple "
+                 f"of ints")
+        odd = [core for core in (route.child, *route.forwards) if type(core) is not int]
+        if odd:
+            fail(f"{here}: a route names a core with a {type(odd[0]).__name__}, not an int")
     return routes
 
 

@@ -36,6 +36,7 @@ QUANTA = (1, 7, 13, 100, 10_000)
 # long, drawn from the seed. A few seeds shake out what fixed quanta miss.
 SEEDS = (1, 2, 3, 4, 5, 6, 7, 8)
 DEFAULT_MAX_CYCLES = 10_000_000
+KILLED = ": program killed"     # how the CPU driver ends its line on a program it kills
 
 
 @dataclass
@@ -174,7 +175,20 @@ class Run:
                     if c == core.id and line.startswith("cpu driver:")]
             if core.exit_code and said and "KERNEL PANIC" not in said[-1]:
                 lines.append(f"core {core.id}'s {said[-1]}")
+        killed = self.killed()
+        if killed:
+            lines.append(killed)
         return "; ".join(lines)
+
+    def killed(self) -> str | None:
+        """The first program the CPU driver killed for a fault, in its words
+        ("core 0's program was killed: user fault: #PF ..."), or None. The
+        cores that wait for it say what they wait on, not why it never came."""
+        for core, line in self.console:
+            if line.startswith("cpu driver:") and line.rstrip().endswith(KILLED):
+                what = line.strip().removeprefix("cpu driver:").removesuffix(KILLED).strip()
+                return f"core {core}'s program was killed: {what}"
+        return None
 
     def printed(self, core: int | None = None) -> list[str]:
         """The lines the guest printed (by design: a program's own report)."""

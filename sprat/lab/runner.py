@@ -4,7 +4,20 @@ Each test runs in a child process of its own (`python -m sprat.lab.runner`)
 with the student's workspace active, a time limit and a memory limit. A
 test that hangs, loops in the assembler, eats memory or crashes the
 emulator fails with a reason; the grader goes on. The child reports its
-verdict as JSON in a file, since a student's program may print anything.
+verdict as JSON in a file, since a student's program may print anything;
+what it prints is read as it comes and only its end kept, so a program
+that prints gigabytes costs the grader no memory.
+
+A lab whose student part is Python runs that code in the child, next to the
+test that judges it. The child learns where its verdict goes, and a secret
+the verdict must carry, on its stdin before any of the student's code is
+imported: a student's module that writes a verdict of its own and exits
+(the path is not on the command line) scores nothing. A module that sets
+out to patch the runner or the grader in their own process (their frames,
+their functions, json) can still forge a pass: nothing in one process stops
+that, and such code says what it does plainly to whoever reads it. Graders
+of Python labs take the student's values as Python's own types only (lab
+6's replay.plain), so that a value cannot lie to a comparison.
 
     results = run_tests(lab, workspace, tests, jobs=2)
 
@@ -19,10 +32,12 @@ import importlib.util
 import json
 import os
 import resource
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +45,7 @@ from pathlib import Path
 MEMORY_LIMIT = 6 << 30          # bytes of address space a test may take
 BUILD_TIMEOUT = 60              # seconds to assemble a lab's images
 OUTPUT_KEPT = 2000              # characters of a crashed child's output shown
+OUTPUT_SECONDS = 1              # to read what is left in the pipe once the child ended
 
 
 @dataclass
@@ -108,41 +124,89 @@ def _run_child(lab, workspace, shown, graders, test, mode="--test") -> Result:
     timeout = test.timeout or lab.timeout
     with tempfile.TemporaryDirectory(prefix="sprat-lab-") as scratch:
         verdict = Path(scratch) / "verdict.json"
+        secret = secrets.token_hex(16)
         command = [sys.executable, "-m", "sprat.lab.runner", "--lab", str(lab.folder),
-                   mode, test.name, "--verdict", str(verdict)]
+                   mode, test.name]
         if workspace is not None:
             command += ["--workspace", str(workspace), "--shown", shown or str(workspace)]
         for grader in graders:
             command += ["--grader", str(grader)]
         started = time.monotonic()
+        # Unbuffered: a buffered pipe's close waits for a read that another
+        # process holding the pipe may never end.
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, start_new_session=True,
+                              stdin=subprocess.PIPE, bufsize=0, start_new_session=True,
                               cwd=scratch, preexec_fn=_limit_memory) as child:
+            output = _Tail(child.stdout)
+            _tell(child, json.dumps({"verdict": str(verdict), "secret": secret}))
             try:
-                output, _ = child.communicate(timeout=timeout)
+                child.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
-                child.communicate()
+                child.wait()
                 return Result(test.name, test.points, False,
                               f"took longer than {timeout} s and was stopped (a hang? a "
                               "program that never finishes, or an assembler loop)",
                               seconds=time.monotonic() - started)
+            finally:
+                # A process the test started may outlive it, holding the pipe.
+                _kill_group(child.pid)
+                output.join(timeout=OUTPUT_SECONDS)
         seconds = time.monotonic() - started
         try:
             data = json.loads(verdict.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return Result(test.name, test.points, False,
-                          _crash_reason(child.returncode, output), seconds=seconds)
-    return Result(test.name, test.points, data["passed"], data.get("reason", ""),
+                          _crash_reason(child.returncode, output.text()), seconds=seconds)
+    if not isinstance(data, dict) or data.get("secret") != secret:
+        return Result(test.name, test.points, False,
+                      "the test's verdict was not the grader's own (did your code write one?)",
+                      seconds=seconds)
+    return Result(test.name, test.points, data.get("passed") is True, str(data.get("reason", "")),
                   data.get("replay"), seconds)
+
+
+def _tell(child, line: str) -> None:
+    """Give the child its one line on stdin (it may be dead already)."""
+    try:
+        child.stdin.write(line.encode("utf-8") + b"\n")
+        child.stdin.close()
+    except OSError:
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass                        # the group is empty: everyone has ended
+
+
+class _Tail(threading.Thread):
+    """Reads a pipe to its end in the background, keeping its last bytes only."""
+
+    def __init__(self, pipe):
+        super().__init__(daemon=True)
+        # Its own descriptor: the pipe's may be closed, and its number reused,
+        # while this thread still waits on a process that outlived the test.
+        self.fd, self.kept = os.dup(pipe.fileno()), b""
+        self.start()
+
+    def run(self):
+        while chunk := os.read(self.fd, 1 << 16):
+            self.kept = (self.kept + chunk)[-OUTPUT_KEPT * 4:]
+        os.close(self.fd)
+
+    def text(self) -> str:
+        return self.kept.decode("utf-8", errors="replace")
 
 
 def _limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def _crash_reason(status: int, output: bytes) -> str:
-    text = output.decode("utf-8", errors="replace").strip()
+def _crash_reason(status: int, output: str) -> str:
+    text = output.strip()
     last = text.splitlines()[-1] if text else ""
     if status < 0:
         name = signal.Signals(-status).name if -status in signal.Signals._value2member_map_ \
@@ -151,6 +215,9 @@ def _crash_reason(status: int, output: bytes) -> str:
                f"memory){': ' + last[:200] if last else ''}"
     if "MemoryError" in text:
         return f"ran out of memory (more than {MEMORY_LIMIT >> 30} GiB)"
+    if not last:
+        return (f"the test's process ended with status {status} without a verdict and "
+                "without a word (did your code call sys.exit or os._exit?)")
     return f"the test's process ended with status {status} without a verdict: {last[:200]}"
 
 
@@ -165,8 +232,8 @@ def _child(argv=None) -> int:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--test")
     what.add_argument("--build")
-    parser.add_argument("--verdict", required=True)
     args = parser.parse_args(argv)
+    told = _told()
     sys.setrecursionlimit(10_000)
     if args.workspace:
         # Before anything imports a module the student may have swapped.
@@ -177,8 +244,19 @@ def _child(argv=None) -> int:
     grading.context.lab_folder = Path(args.lab)
     grading.context.workspace_shown = args.shown
     verdict = _build_verdict(Path(args.lab)) if args.build else _verdict(args)
-    Path(args.verdict).write_text(json.dumps(verdict), encoding="utf-8")
+    verdict["secret"] = told["secret"]
+    Path(told["verdict"]).write_text(json.dumps(verdict), encoding="utf-8")
     return 0
+
+
+def _told() -> dict:
+    """What the parent said on stdin: where the verdict goes, and its secret.
+    Read before any of the student's code runs; stdin is then empty."""
+    line = b""
+    while not line.endswith(b"\n") and (chunk := os.read(0, 4096)):
+        line += chunk
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    return json.loads(line)
 
 
 def _verdict(args) -> dict:
@@ -215,14 +293,20 @@ def _build_verdict(lab_folder: Path) -> dict:
     from emulator import sources
     from emulator.errors import SpratError
     from emulator.files import read_text
-    from kernel.boot import assemble_image
-    from kernel.image import parse_image
     from sprat.lab.manifest import load_lab
+    from sprat.lab.workspace import Workspace, import_swapped
     try:
-        for name in load_lab(lab_folder).files:
+        lab = load_lab(lab_folder)
+        for name in lab.files:
             path = sources.locate(sources.TREE / name)
             if name.endswith(".py"):
                 compile(read_text(path, "Python file"), name, "exec")
+        # Before kernel.boot, which imports them: an import that raises or
+        # exits is a reason, not a verdict that never comes.
+        if sources.workspace() is not None:
+            import_swapped(Workspace(sources.workspace(), lab))
+        from kernel.boot import assemble_image
+        from kernel.image import parse_image
         for image_path in sorted((lab_folder / "images").glob("*.lst")):
             assemble_image(parse_image(image_path))
     except SyntaxError as error:

@@ -174,6 +174,38 @@ def activate(workspace: Workspace) -> None:
         sys.meta_path.insert(0, _WorkspaceFinder(workspace.folder, python))
 
 
+def import_swapped(workspace: Workspace) -> None:
+    """Import the workspace's Python modules now: one that does not import
+    (a syntax error, an exception or an exit at import) is a SpratError
+    naming the student's file and line, not a traceback from wherever a
+    command first needed it. Call it right after `activate`."""
+    for name in workspace.files:
+        if not name.endswith(".py"):
+            continue
+        module = name[:-3].replace("/", ".")
+        try:
+            if importlib.util.find_spec(module.rpartition(".")[0] or module) is None:
+                continue
+        except ImportError:
+            continue                 # a file outside sprat's packages (a fixture lab's)
+        try:
+            importlib.import_module(module)
+        except SyntaxError as error:
+            line = f":{error.lineno}" if error.lineno else ""
+            raise SpratError(f"{name}{line}: your file does not compile: {error.msg}") from None
+        except (Exception, SystemExit) as error:   # noqa: BLE001 -- the student's code
+            raise SpratError(f"{name}{_line_in(error, workspace.folder / name)}: importing "
+                             f"your file raised {type(error).__name__}: {error}") from None
+
+
+def _line_in(error: BaseException, file: Path) -> str:
+    """':LINE' of the innermost frame of `error` in `file`, or ''."""
+    import traceback
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if Path(frame.filename).resolve() == file.resolve()]
+    return f":{lines[-1]}" if lines else ""
+
+
 class _WorkspaceFinder(importlib.abc.MetaPathFinder):
     """Import a swapped module (say kernel.caps.rules) from the workspace's copy."""
 

@@ -84,13 +84,36 @@ def new_directory(module, topology_name: str, memory_size: int | None = None):
     return module.CoherenceDirectory(topology, merge_reads=True, memory_size=memory_size)
 
 
+class WrongType(Exception):
+    """A directory gave something that is not Python's own number, string or container."""
+
+
+PLAIN = (int, float, str, bool, type(None))
+
+
+def plain(value, what: str):
+    """`value`, if it is made of Python's own types only (numbers, strings,
+    None, and lists, tuples and dicts of them); else WrongType. Everything
+    a directory returns goes through here before it is compared: a subclass
+    of int whose == always says yes would agree with every figure."""
+    kind = type(value)
+    if kind in (list, tuple):
+        return kind(plain(item, what) for item in value)
+    if kind is dict:
+        return {plain(key, what): plain(item, what) for key, item in value.items()}
+    if kind in PLAIN:
+        return value
+    raise WrongType(f"{what} is a {kind.__name__}, not a plain int, string or container")
+
+
 def apply(directory, core: int, write: bool, address: int, size: int, now: int) -> int:
     """One load or store, line by line as the cost model charges it; its cycles."""
     line = address >> LINE_SHIFT
     last = (address + size - 1) >> LINE_SHIFT
     total = 0
     while True:
-        cycles = directory.access(core, line << LINE_SHIFT, write, now)
+        cycles = plain(directory.access(core, line << LINE_SHIFT, write, now),
+                       "the cycles access() returned")
         total += cycles
         if line == last:
             return total
@@ -175,7 +198,7 @@ def replay(stream: Stream, student, reference, until: int | None = None):
         expected_cycles = apply(reference, core, write, address, size, now)
         try:
             got_cycles = apply(student, core, write, address, size, now)
-        except NotImplementedError as error:
+        except (NotImplementedError, WrongType) as error:
             yield Step(index, access, before, "", "", f"{error}", (expected_cycles, None))
             return
         expected = "; ".join(states(reference, line, n) for line in touched)
@@ -186,27 +209,34 @@ def replay(stream: Stream, student, reference, until: int | None = None):
         elif got_cycles != expected_cycles:
             difference = f"it should cost {expected_cycles} cycles, yours costs {got_cycles}"
         else:
-            difference = (_counters(student, reference, n, touched)
-                          or (_every_line(student, reference)
-                              if index % CHECK_EVERY_LINE == 0 else None))
+            try:
+                difference = (_counters(student, reference, n, touched)
+                              or (_every_line(student, reference)
+                                  if index % CHECK_EVERY_LINE == 0 else None))
+            except WrongType as error:
+                difference = str(error)
         yield Step(index, access, before, expected, got, difference,
                    (expected_cycles, got_cycles))
         if difference:
             return
     if until is None:
-        difference = _every_line(student, reference)
+        try:
+            difference = _every_line(student, reference)
+        except WrongType as error:
+            difference = str(error)
         if difference:
             yield Step(len(stream.accesses), None, "", "", "", f"at the end: {difference}")
 
 
 def _counters(student, reference, n, touched) -> str | None:
     for core in range(n):
-        want, have = reference.core_stats(core), student.core_stats(core)
+        want, have = reference.core_stats(core), plain(student.core_stats(core), "core_stats")
         for name, value in want.items():
             if have.get(name) != value:
                 return f"core {core}'s {name} should be {value}, yours is {have.get(name)}"
     for line in touched:
-        want, have = reference.line_stats(line << LINE_SHIFT), student.line_stats(line << LINE_SHIFT)
+        want = reference.line_stats(line << LINE_SHIFT)
+        have = plain(student.line_stats(line << LINE_SHIFT), "line_stats")
         for name, value in want.items():
             if have.get(name) != value:
                 return (f"line {line << LINE_SHIFT:#x}'s {name} should be {value}, yours is "
@@ -215,7 +245,7 @@ def _counters(student, reference, n, touched) -> str | None:
 
 
 def _every_line(student, reference) -> str | None:
-    want, have = snapshot(reference), snapshot(student)
+    want, have = snapshot(reference), plain(snapshot(student), "the directory's state")
     for address, (expected, _, _) in want["lines"].items():
         got = have["lines"].get(address, ("no copies",))[0]
         if got != expected:
