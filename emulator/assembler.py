@@ -15,7 +15,8 @@ operands) with these additions and guards:
 
   * comments start with `#` or `//` and run to the end of the line; `;`
     separates statements (it is NOT a comment);
-  * `.include "file.S"` is resolved relative to the including file;
+  * `.include "file.S"` is resolved relative to the including file, and
+    names an assembly source (.S, .s, .asm, .inc), never any other file;
   * `defines` become constants; a define overrides a definition of the same
     name in the source, so `ITERATIONS = 1000` is a default an image can
     override;
@@ -487,6 +488,13 @@ class _Reader:
         match = re.fullmatch(r'\.include\s*"([^"]*)"', text, re.IGNORECASE)
         if not match:
             raise AssemblyError(name, number, '.include needs a quoted file name: .include "file.S"')
+        if Path(match.group(1)).suffix not in INCLUDABLE:
+            # A student's program is assembled on a grading machine too: an
+            # include of any file would let it read (and quote, in an error)
+            # whatever the host holds, /etc/passwd or another student's work.
+            raise AssemblyError(name, number, f'cannot include "{match.group(1)}": only '
+                                f'assembly sources ({", ".join(sorted(INCLUDABLE))}) may be '
+                                f'included')
         target = _include_target(path, match.group(1))
         if target in including or target == path:
             chain = " -> ".join(_display(p) for p in (*including, path, target))
@@ -645,6 +653,9 @@ def _check_block_directive(word: str, name: str, number: int) -> None:
     known = _INSIDE_BLOCKS | _DATA_WIDTHS.keys() | _OTHER_DATA | _CONSTANT_DIRECTIVES
     if word not in known and word not in _IGNORED:
         raise AssemblyError(name, number, f"unknown directive {word}")
+
+
+INCLUDABLE = frozenset({".S", ".s", ".asm", ".inc"})     # what `.include` may name
 
 
 def _include_target(including: Path, name: str) -> Path:

@@ -182,10 +182,25 @@ def test_a_constant_that_uses_a_label_is_left_to_keystone():
 
 def test_including_dev_zero_is_one_line_naming_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "main.S").write_text('nop\n.include "/dev/zero"\n')
+    (tmp_path / "zero.S").symlink_to("/dev/zero")
+    (tmp_path / "main.S").write_text('nop\n.include "zero.S"\n')
     with pytest.raises(AssemblyError) as caught:
         assemble_file(tmp_path / "main.S", BASE)
-    assert str(caught.value) == 'main.S:2: cannot include "/dev/zero": is not a regular file'
+    assert str(caught.value) == 'main.S:2: cannot include "zero.S": is not a regular file'
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "/etc/hostname", "../secret.txt", "notes"])
+def test_only_assembly_sources_may_be_included_so_a_program_cannot_read_the_host(
+        tmp_path, monkeypatch, name):
+    # Lab graders assemble students' programs: an include of any file would
+    # read it, and an error would quote its first line.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "main.S").write_text(f'nop\n.include "{name}"\n')
+    with pytest.raises(AssemblyError) as caught:
+        assemble_file(tmp_path / "main.S", BASE)
+    assert str(caught.value).startswith(f'main.S:2: cannot include "{name}": only assembly '
+                                        f'sources'), caught.value
+    assert "root" not in str(caught.value)
 
 
 def test_assembling_dev_zero_is_refused():
@@ -224,12 +239,13 @@ def test_a_binary_or_utf16_include_is_one_line_naming_it(tmp_path, monkeypatch, 
 
 
 def test_sprat_boot_with_a_module_including_dev_zero_exits_2_with_one_line(capsys, tmp_path):
-    (tmp_path / "zero.S").write_text('start: nop\n.include "/dev/zero"\n')
+    (tmp_path / "dev_zero.S").symlink_to("/dev/zero")
+    (tmp_path / "zero.S").write_text('start: nop\n.include "dev_zero.S"\n')
     image = tmp_path / "zero.lst"
     image.write_text("kernel /cpudriver/cpudriver.S\nmodule zero.S\n")
     assert main(["boot", str(image)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith('zero.S:2: cannot include "/dev/zero": is not a regular file'), err
+    assert err.endswith('zero.S:2: cannot include "dev_zero.S": is not a regular file'), err
 
 
 def test_sprat_boot_with_a_typo_that_hung_keystone_exits_2_with_one_line(capsys, tmp_path):
