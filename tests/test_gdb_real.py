@@ -580,3 +580,37 @@ def test_sprat_boot_with_gdb_serves_symbols_and_runs_on_after_detach(tmp_path):
     assert 'sprat: with symbols and source lines: gdb -x' in printed, printed
     assert status == 0 and 'every core halted cleanly' in printed, \
         f'after gdb detaches, the run should go on to its end:\n{printed}'
+
+
+LONG_SPIN = 'kernel /cpudriver/cpudriver.S\nmodule /userland/spin.S iterations=100000000\n'
+
+
+def cpu_seconds(pid: int) -> float:
+    """How much CPU time process `pid` has used (user + system), from /proc."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rpartition(')')[2].split()
+    return (int(fields[11]) + int(fields[12])) / 100   # utime, stime in clock ticks
+
+
+def test_ctrl_c_on_sprat_while_gdb_runs_the_machine_exits_130_without_crashing(tmp_path):
+    image = tmp_path / 'longspin.lst'
+    image.write_text(LONG_SPIN)
+    session = SpratGdb(tmp_path, str(image), '--cores', '2', '--max-cycles', str(10 ** 13))
+    start = cpu_seconds(session.sprat.pid)
+    gdb = subprocess.Popen([GDB, '-nx', '-batch', '-x', str(session.script), '-ex', 'continue'],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        # sprat waits for gdb without using the CPU: once it has used some,
+        # gdb has it running the machine (the spin ends minutes later).
+        while cpu_seconds(session.sprat.pid) < start + 0.5:
+            assert gdb.poll() is None, f'gdb left before running the machine:\n{gdb.stdout.read()}'
+            time.sleep(0.02)
+        session.sprat.send_signal(signal.SIGINT)       # Ctrl-C at sprat's terminal
+        status, printed = session.finish()
+    finally:
+        gdb.kill()
+        gdb.communicate()
+        session.close()
+    assert status == 130, \
+        f'Ctrl-C should end sprat with status 130, not {status} (-11 is a crash):\n{printed}'
+    assert 'sprat: interrupted' in printed, printed

@@ -923,7 +923,15 @@ class Session:
         worker = threading.Thread(target=work, name='gdbstub-run', daemon=True)
         with done_r, done_w:
             worker.start()
-            self._watch_while_running(done_r)
+            try:
+                self._watch_while_running(done_r)
+            except BaseException:
+                # Ctrl-C at the stub's own terminal (KeyboardInterrupt) ends the
+                # program: the worker must leave the emulator before Python shuts
+                # down under it, which would crash the process.
+                self.target.request_interrupt()
+                worker.join()
+                raise
             worker.join()
         return self._finish_run(outcome)
 
