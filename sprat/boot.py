@@ -241,7 +241,8 @@ def serve_gdb_first(system, args) -> str:
     from sprat import gdb
     from sprat.debug import attach
     # --trace installed the message tracepoints already (`recording`).
-    debuggee = attach(system, max_cycles=args.max_cycles, tracepoints=args.trace is None)
+    debuggee = attach(system, max_cycles=args.max_cycles, tracepoints=args.trace is None,
+                      expect_failures=args.expect_failures)
     try:
         return gdb.serve(debuggee, args.gdb, sys.stdout, args.gdb_files)
     finally:

@@ -204,10 +204,14 @@ def open_debuggee(args, out) -> Debuggee:
     return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
 
 
-def attach(system, max_cycles=None, trace=None, tracepoints=True) -> Debuggee:
+def attach(system, max_cycles=None, trace=None, tracepoints=True,
+           expect_failures=False) -> Debuggee:
     """Wrap a booted (not yet run) system for debugging (`tracepoints`: install
-    the message tracepoints, unless the caller has: `sprat boot --trace`)."""
+    the message tracepoints, unless the caller has: `sprat boot --trace`;
+    `expect_failures`: a program's non-zero exit does not fail the run)."""
     engine = DebugEngine(system.machine, max_cycles=max_cycles)
+    if not expect_failures:
+        engine.end_checks.append(lambda: failed_programs(system))
     symbols = SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(),
                           read=engine.read_memory)
     messages = MessageLog(keep=MESSAGES_SHOWN)
@@ -220,6 +224,16 @@ def attach(system, max_cycles=None, trace=None, tracepoints=True) -> Debuggee:
         trace_file = open_trace(system.machine, trace)
         install_run_tracepoints(system)
     return Debuggee(system, engine, symbols, messages, trace_file)
+
+
+def failed_programs(system) -> list[str]:
+    """The end check of a run whose programs failed, in `sprat boot`'s words:
+    which programs, then the faults that killed any of them."""
+    failures = system.failures()
+    if failures is None:
+        return []
+    from kernel.diagnosis import user_faults
+    return [failures, *user_faults(system)]
 
 
 def open_trace(machine, path):
@@ -948,6 +962,8 @@ class DebugShell(cmd.Cmd):
         self._condition_errors = []
         if event.reason == "exited":
             self.out(f"the run is over: {self.engine.end_reason}")
+            for note in self.engine.end_notes:
+                self.out(f"  {note}")
             return
         if event.reason == "interrupt" and self.engine.stalled:
             held = sorted(self.engine.held)

@@ -186,7 +186,8 @@ class GdbTarget:
             return ""
         self.end_told = True
         return (f"sprat: the machine has ended: {reason}; its state stays here to inspect, "
-                f"and running it again reports the exit")
+                f"and running it again reports the exit"
+                + "".join(f"\nsprat:   {note}" for note in self.engine.end_notes))
 
     def _views(self) -> list[str]:
         from sprat.debug import DebugShell

@@ -191,6 +191,16 @@ def test_a_guest_fault_stops_continue_with_a_report(tmp_path):
     assert session.engine.fault.address == 0x200000
 
 
+FAILING = "start:\n    mov edi, 1\n    call exit\n"
+
+
+def test_a_run_whose_program_exits_1_is_over_as_a_failure_as_sprat_boot_says(tmp_path):
+    session = Session(write_image(tmp_path, {"failing": FAILING}), cores=1)
+    output = session.run("continue")
+    assert "the run is over: every core halted cleanly, but 1 program failed (core 0: 1)" \
+        in output, f"a program that exited 1 must not end the run cleanly:\n{output}"
+
+
 def test_next_steps_over_a_call():
     session = Session()
     session.run("break start core 0", "continue")

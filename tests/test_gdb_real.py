@@ -614,3 +614,28 @@ def test_ctrl_c_on_sprat_while_gdb_runs_the_machine_exits_130_without_crashing(t
     assert status == 130, \
         f'Ctrl-C should end sprat with status 130, not {status} (-11 is a crash):\n{printed}'
     assert 'sprat: interrupted' in printed, printed
+
+
+FAILING = """\
+start:
+    mov edi, 1
+    call exit
+.include "{tree}/userland/lib/sprat.S"
+"""
+
+
+def test_gdb_hears_that_a_program_exited_1_and_the_run_failed(tmp_path):
+    (tmp_path / 'failing.S').write_text(FAILING.format(tree=TREE))
+    image = tmp_path / 'failing.lst'
+    image.write_text('kernel /cpudriver/cpudriver.S\nmodule failing.S\n')
+    session = SpratGdb(tmp_path, str(image), '--cores', '1')
+    try:
+        output = session.run_gdb('continue', 'continue')
+    finally:
+        session.close()
+    assert 'but 1 program failed (core 0: 1)' in output and '(exit status 1)' in output, \
+        f'gdb should be told that a program failed, as sprat boot says:\n{output}'
+    assert 'received signal SIGABRT' in output, \
+        f'a run whose program failed ends as a failure, not a clean stop:\n{output}'
+    assert '[Inferior 1 (Remote target) exited with code 01]' in output, \
+        f'the exit gdb reports should be the failure\'s, not a normal one:\n{output}'

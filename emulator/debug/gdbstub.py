@@ -1007,9 +1007,10 @@ class Session:
         self.end_told = True
         reason = getattr(self.target, 'end_reason', None) or 'every core has stopped'
         clean = event.exit_code == 0
+        notes = ''.join(f'sprat:   {note}\n' for note in getattr(self.target, 'end_notes', []))
         self._console(f'sprat: the machine has ended: {reason} (exit status '
                       f'{event.exit_code}); its state stays here to inspect, '
-                      f'and running it again reports the exit\n')
+                      f'and running it again reports the exit\n{notes}')
         signal = 0 if clean else SIGABRT
         return f'T{signal:02x}thread:{self._thread(event.core)};core:{event.core:x};'
 

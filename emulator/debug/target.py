@@ -148,6 +148,7 @@ class Target(Protocol):
 
     # Optional: a target may also have these, and the stub uses them if so.
     #   end_reason: str | None       why the machine can run no more (after 'exited')
+    #   end_notes: list[str]         lines that say more about that end, if any
     #   thread_info(core) -> str     what `info threads` shows beside the core
     #   monitor(command) -> str      the answer to gdb's `monitor COMMAND`;
     #                                raises TargetError for a command it refuses
