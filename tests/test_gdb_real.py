@@ -9,6 +9,7 @@ lines, the end); the last ones drive gdb in non-stop mode through a pipe
 fails the test instead of hanging it. Without gdb they fail: they never skip.
 """
 
+import os
 import re
 import shutil
 import signal
@@ -174,12 +175,13 @@ class SpratGdb:
     """`sprat debug IMAGE --gdb 0 --gdb-files DIR` (or `sprat boot ...`)
     running, its script written."""
 
-    def __init__(self, tmp_path, image: str, *options: str, command: str = 'debug') -> None:
+    def __init__(self, tmp_path, image: str, *options: str, command: str = 'debug',
+                 cwd=TREE, env=None) -> None:
         self.files = tmp_path / 'gdb'
         self.script = self.files / 'sprat.gdb'
         self.sprat = subprocess.Popen(
             [*SPRAT, command, image, *options, '--gdb', '0', '--gdb-files', str(self.files)],
-            cwd=TREE, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         # The script is written once the port is listening: wait for it (or
         # for sprat to give up), within the bound every wait here has.
@@ -639,3 +641,21 @@ def test_gdb_hears_that_a_program_exited_1_and_the_run_failed(tmp_path):
         f'a run whose program failed ends as a failure, not a clean stop:\n{output}'
     assert '[Inferior 1 (Remote target) exited with code 01]' in output, \
         f'the exit gdb reports should be the failure\'s, not a normal one:\n{output}'
+
+
+def test_gdb_lists_the_lab_workspaces_file_not_the_trees(tmp_path):
+    env = dict(os.environ, SPRAT_LABS=str(TREE / 'tests' / 'fixtures' / 'labs'))
+    started = subprocess.run([*SPRAT, 'lab', 'start', '97', 'work'], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=GDB_TIMEOUT_S)
+    assert started.returncode == 0, started.stderr
+    workspace = tmp_path / 'work'
+    session = SpratGdb(tmp_path, 'images/hello.lst', '--cores', '1', cwd=workspace, env=env)
+    try:
+        output = session.run_gdb('list start', 'info source')
+    finally:
+        session.close()
+    students = workspace / 'tests' / 'fixtures' / 'labs' / '97-hello' / 'greet.S'
+    assert f'Located in {students}' in output, \
+        f'gdb should read the student\'s greet.S, not the tree\'s:\n{output}'
+    assert re.search(r'^9\s+lea rdi, \[rip \+ not_written\]$', output, re.M), \
+        f'list should show the student\'s lines (the blanked region):\n{output}'
