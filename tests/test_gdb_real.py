@@ -133,6 +133,18 @@ def test_gdb_writes_registers_and_memory_and_catches_a_watchpoint(served):
     assert served.ended() == 'kill' and target.killed
 
 
+def test_gdb_scheduler_locking_runs_only_the_selected_thread(served):
+    core0_rip, core1_rip = served.target.regs[0]['rip'], served.target.regs[1]['rip']
+    output = served.run_gdb(
+        f'break *{core0_rip + 2:#x}', f'break *{core1_rip + 16:#x}',
+        'set scheduler-locking on', 'thread 2', 'continue', 'detach')
+    assert 'Thread 2 hit Breakpoint 2' in output, \
+        f'continue with scheduler-locking on should run thread 2 alone to its breakpoint:\n{output}'
+    assert served.target.regs[0]['rip'] == core0_rip, \
+        'core 0 (thread 1) ran although scheduler-locking held it'
+    assert served.ended() == 'detach'
+
+
 class SignallingTarget(FakeTarget):
     """A FakeTarget that says when resume() has started."""
 
@@ -140,9 +152,9 @@ class SignallingTarget(FakeTarget):
         super().__init__(**kwargs)
         self.running = threading.Event()
 
-    def resume(self):
+    def resume(self, only=None):
         self.running.set()
-        return super().resume()
+        return super().resume(only)
 
 
 def test_gdb_ctrl_c_interrupts_a_running_machine():

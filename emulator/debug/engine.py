@@ -513,10 +513,15 @@ class DebugEngine:
             core.uc.hook_del(handle)
             core.uc.ctl_flush_tb()
 
-    def resume(self, only: int | None = None) -> StopEvent:
-        """Run every core but the held ones (or core `only`, alone) until
-        something stops the machine (see the module doc)."""
-        skip = self.held if only is None else set(self.cores()) - {self.core(only).id}
+    def resume(self, only: int | set[int] | None = None) -> StopEvent:
+        """Run every core but the held ones (or core `only`, alone, or the
+        cores in the set `only`) until something stops the machine (see the
+        module doc)."""
+        if only is None:
+            skip = self.held
+        else:
+            wanted = {only} if isinstance(only, int) else only
+            skip = set(self.cores()) - {self.core(core).id for core in wanted}
         try:
             self._begin_run()
             return self._run_quanta(skip)

@@ -822,18 +822,16 @@ class Session:
             return ''
         if self.non_stop:
             return self._vcont_non_stop(packet)
-        step_cores, run = [], False
+        step_cores, run_cores = [], []
         for action in packet[len('vCont;'):].split(';'):
             op, colon, thread = action.partition(':')
             # No thread, or -1, means every thread the action applies to.
             core = self._core_of_thread(thread) if colon and thread != '-1' else None
             if op in ('s', 'c') or (op[:1] in ('S', 'C') and _HEX.fullmatch(op[1:])):
-                if op[0] in 'sS':
-                    step_cores.append(core)
-                else:
-                    run = True
+                (step_cores if op[0] in 'sS' else run_cores).append(core)
             else:
                 raise PacketError(E_INVALID)
+        run = bool(run_cores)
         # All-stop with one stepping thread: "continue the others" lets the
         # others run only as far as the stepping core needs (a target
         # without step_while_others_run keeps them still, as step() does).
@@ -844,7 +842,11 @@ class Session:
             if run and others_run is not None:
                 return self._run(lambda: others_run(core))
             return self._step(core)
-        return self._resume() if run else ''
+        if not run:
+            return ''
+        # `vCont;c:2` (gdb's `set scheduler-locking on`) runs thread 2 alone,
+        # as QEMU does; `vCont;c` runs every core.
+        return self._resume(None if None in run_cores else set(run_cores))
 
     def _packet_b(self, packet: str) -> str:
         """bs: one instruction of the current core backwards; bc: back to the
@@ -899,8 +901,11 @@ class Session:
             return self._vcont_non_stop(f'vCont;s:{self._thread(core)}')
         return self._run(lambda: self.target.step(core))
 
-    def _resume(self) -> str:
-        return self._run(self.target.resume)
+    def _resume(self, only: set[int] | None = None) -> str:
+        """Run every core, or only the cores in `only`."""
+        if only is None or only == set(self.target.cores()):
+            return self._run(self.target.resume)
+        return self._run(lambda: self.target.resume(only=only))
 
     def _run(self, start: Callable[[], StopEvent]) -> str:
         """Run the machine on a worker thread; here, watch for Ctrl-C.
