@@ -386,6 +386,9 @@ class Session:
         # as stubs conventionally do, which gdb shows without fuss.
         self.last_stop = StopEvent(first, 'interrupt', signal=SIGTRAP)
         self.g_core = first           # Hg: whose registers and memory
+        # The core gdb's user works with: the last one named by Hg or that
+        # stopped, but not one gdb only stepped back over a breakpoint (bs).
+        self.chosen_core = first
         self.c_core: int | None = None  # Hc: who `s` steps; None = last stopped
         self.breakpoints: dict[int, set[str]] = {}  # addr -> {'0', '1'}
         self.watchpoints: set[tuple[int, int, str]] = set()   # (addr, size, kind)
@@ -533,7 +536,7 @@ class Session:
             return 'OK'
         core = self._core_of_thread(thread)
         if op == 'g':
-            self.g_core = core
+            self.g_core = self.chosen_core = core
         else:
             self.c_core = core
         return 'OK'
@@ -858,13 +861,28 @@ class Session:
             # Going back restores the whole machine: not one core of it.
             raise PacketError(E_INVALID)
         if packet == 'bs':
-            core = self._default_core()
-            reply = self._run(lambda: travel.reverse_step(core))
+            # `reverse-stepi` on thread 2 while thread 1 stopped at a breakpoint:
+            # gdb first steps thread 1 back over it (Hc1, bs), then thread 2
+            # with Hc0, "any thread", meaning the one it shows (see chosen_core).
+            chosen, core = self.chosen_core, self.c_core
+            core = chosen if core is None else core
+            at_start = []
+
+            def step_back() -> StopEvent:
+                try:
+                    return travel.reverse_step(core)
+                except TargetError:     # the core has run nothing since recording began
+                    at_start.append(core)
+                    return StopEvent(core, 'step')
+            reply = self._run(step_back)
+            if self.c_core is not None:
+                self.chosen_core = chosen   # a step over a breakpoint, not the user's step
         else:
             reply = self._run(travel.reverse_continue)
-            if travel.at_start and reply.startswith('T'):
-                # gdb's word for "no further back": the start of the history
-                reply = reply[:3] + 'replaylog:begin;' + reply[3:]
+            at_start = travel.at_start
+        if at_start and reply.startswith('T'):
+            # gdb's word for "no further back": the start of the history
+            reply = reply[:3] + 'replaylog:begin;' + reply[3:]
         return reply
 
     def _travel(self):
@@ -988,7 +1006,7 @@ class Session:
             return E_TARGET
         event = outcome['event']
         self.last_stop = event
-        self.g_core = event.core   # gdb expects the stopped thread selected
+        self.g_core = self.chosen_core = event.core   # gdb expects the stopped thread selected
         return self.stop_reply(event)
 
     def stop_reply(self, event: StopEvent) -> str:
