@@ -186,6 +186,10 @@ class GdbTarget:
         word, _, rest = command.partition(" ")
         if word in ("", "help"):
             return self._help()
+        if word in ("cycles", *self._views()) and rest.strip():
+            # Said here, not by the prompt, whose message points at its own `help`.
+            raise TargetError(f"monitor {word} takes no arguments (`monitor help` lists "
+                              f"the commands)")
         if word == "cycles":
             return "\n".join(f"core {c.id}: {c.cycles:,} cycles, {c.stats.instructions:,} "
                              f"instructions" for c in self.engine.machine.cores)

@@ -259,6 +259,20 @@ def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_unde
     assert 'monitor cycles' in output, f'monitor help lists the commands:\n{output}'
 
 
+def test_a_bad_monitor_command_is_one_line_of_sprats_own(spawn_under_gdb):
+    output = spawn_under_gdb.run_gdb('monitor nonsense', 'monitor msgs 5', 'monitor cycles now',
+                                     'info threads')
+    assert "no monitor command 'nonsense': `monitor help` lists them" in output, output
+    assert 'monitor msgs takes no arguments (`monitor help` lists the commands)' in output, \
+        f'the message should point at gdb\'s monitor help, not the prompt\'s help:\n{output}'
+    assert 'monitor cycles takes no arguments' in output and not re.search(
+        r'^core 0: [\d,]+ cycles', output, re.M), \
+        f'monitor cycles should refuse an argument, not ignore it:\n{output}'
+    assert 'Protocol error' not in output, \
+        f'a refused command should be sprat\'s line alone, without gdb\'s protocol error:\n{output}'
+    assert 'Thread 1 (core 0' in output, f'gdb should go on after a refused command:\n{output}'
+
+
 def test_gdb_names_each_cores_frame_in_its_own_program(spawn_under_gdb):
     # spawn.lst: the parent runs on core 0, the child it spawns on core 2, and
     # both link urpc_send. Every program has its own virtual base, so gdb holds
