@@ -653,9 +653,9 @@ class DebugEngine:
     def _the_end(self, core_id: int | None = None) -> StopEvent:
         self.machine.console.flush()
         result = self.machine.outcome()
-        failed = [lines for lines in (check() for check in self.end_checks) if lines] \
-            if result.clean else []
-        self.end_reason = result.reason + "".join(f", but {lines[0]}" for lines in failed)
+        failed = [lines for lines in (check() for check in self.end_checks) if lines]
+        joiner = ", but " if result.clean else "; and "
+        self.end_reason = result.reason + "".join(joiner + lines[0] for lines in failed)
         self.end_notes = [note for lines in failed for note in lines[1:]]
         clean = result.clean and not failed
         codes = [c.exit_code for c in self.machine.cores if c.exit_code]
