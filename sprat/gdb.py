@@ -229,8 +229,9 @@ class GdbTarget:
 
 
 def serve(debuggee, port: int, out, directory=None) -> str:
-    """Write the symbol files, print the gdb command, serve one gdb session;
-    return how it ended ('detach', 'kill', 'disconnect')."""
+    """Write the symbol files, print the gdb command, serve gdb until one
+    detaches or kills the machine (one that disconnects is followed by the
+    next to connect); return how it ended ('detach', 'kill', 'exited')."""
     import tempfile
 
     from emulator.debug.gdbstub import GdbServer
@@ -246,6 +247,13 @@ def serve(debuggee, port: int, out, directory=None) -> str:
                   f"sprat: with symbols and source lines: {files.command()}\n")
         out.flush()
         ended = server.serve_one()
+        while ended == "disconnect":
+            # gdb went without detaching (its `disconnect`, or it died): as
+            # QEMU's stub does, the machine waits as it is for the next gdb.
+            out.write(f"sprat: gdb disconnected; waiting for gdb again on 127.0.0.1:"
+                      f"{server.port}\n")
+            out.flush()
+            ended = server.serve_one()
     out.write(f"sprat: the gdb session ended ({ended})\n")
     out.flush()
     return ended

@@ -685,3 +685,14 @@ def test_gdb_lists_the_lab_workspaces_file_not_the_trees(tmp_path):
         f'gdb should read the student\'s greet.S, not the tree\'s:\n{output}'
     assert re.search(r'^9\s+lea rdi, \[rip \+ not_written\]$', output, re.M), \
         f'list should show the student\'s lines (the blanked region):\n{output}'
+
+
+def test_after_gdb_disconnects_the_next_gdb_finds_the_machine_where_it_was(spawn_under_gdb):
+    first = spawn_under_gdb.run_gdb('stepi', 'stepi', 'info registers rip', 'disconnect')
+    second = spawn_under_gdb.run_gdb('info registers rip', 'detach')
+    status, printed = spawn_under_gdb.finish()
+    rips = re.findall(r'^rip\s+(0x[0-9a-f]+)', first + second, re.M)
+    assert len(rips) == 2 and rips[0] == rips[1], \
+        f'a second gdb should find the machine where the first left it:\n{first}\n{second}'
+    assert 'sprat: gdb disconnected; waiting for gdb again' in printed, printed
+    assert status == 0, f'sprat should end well once the second gdb detaches:\n{printed}'
