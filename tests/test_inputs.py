@@ -288,7 +288,7 @@ def test_gdb_going_away_without_detaching_leaves_sprat_waiting_for_the_next():
         port = int(waiting.split("127.0.0.1:")[1].split()[0])
         with socket.create_connection(("127.0.0.1", port)) as connection:
             connection.sendall(b"$qSupported#37")
-        lines = [process.stdout.readline() for _ in range(2)]   # the script line, then the one to check
+        lines = [process.stdout.readline() for _ in range(2)]   # the script, then this
         assert "sprat: gdb disconnected; waiting for gdb again" in lines[-1], \
             f"sprat should say it waits for another gdb: {lines!r}"
         with socket.create_connection(("127.0.0.1", port)) as connection:
