@@ -165,7 +165,7 @@ def run(args) -> int:
                         topology=topology, seed=args.seed, timing=args.timing)
     faults.apply(system.machine, rules)
     with recording(system, args.trace) as observer:
-        if args.gdb is not None and serve_gdb_first(system, args) == "kill":
+        if args.gdb is not None and serve_gdb_first(system, args, observer) == "kill":
             print("sprat: gdb killed the run", file=sys.stderr)
             return EXIT_MACHINE_FAILURE
         try:
@@ -234,14 +234,15 @@ def recording(system, path):
             stream.close()
 
 
-def serve_gdb_first(system, args) -> str:
+def serve_gdb_first(system, args, observer=None) -> str:
     """--gdb PORT: gdb drives the machine from its first instruction, with the
     symbol files and the script of `sprat debug --gdb` (sprat/gdb.py); once
     gdb detaches, the run goes on as if it had never been stopped."""
     from sprat import gdb
     from sprat.debug import attach
     # --trace installed the message tracepoints already (`recording`).
-    debuggee = attach(system, max_cycles=args.max_cycles, tracepoints=args.trace is None)
+    debuggee = attach(system, max_cycles=args.max_cycles, tracepoints=args.trace is None,
+                      observer=observer, expect_failures=args.expect_failures)
     try:
         return gdb.serve(debuggee, args.gdb, sys.stdout, args.gdb_files)
     finally:

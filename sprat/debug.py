@@ -53,7 +53,8 @@ from cpudriver.layout import N_USER_CHANNELS
 from kernel.urpc import URPC_SLOTS, ring_state
 from emulator.errors import SpratError
 from emulator.files import OutputFile, read_text
-from sprat.boot import DEFAULT_MAX_CYCLES, add_machine_options, machine_shape, positive_argument
+from sprat.boot import (DEFAULT_MAX_CYCLES, VIOLATIONS_SHOWN, add_machine_options, machine_shape,
+                        positive_argument)
 from sprat.output import input_name, output_name
 from sprat.table import format_table
 
@@ -204,22 +205,52 @@ def open_debuggee(args, out) -> Debuggee:
     return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
 
 
-def attach(system, max_cycles=None, trace=None, tracepoints=True) -> Debuggee:
+def attach(system, max_cycles=None, trace=None, tracepoints=True, observer=None,
+           expect_failures=False) -> Debuggee:
     """Wrap a booted (not yet run) system for debugging (`tracepoints`: install
-    the message tracepoints, unless the caller has: `sprat boot --trace`)."""
+    the message tracepoints, unless the caller has and gives their `observer`:
+    `sprat boot --trace`; `expect_failures`: a program's non-zero exit does
+    not fail the run)."""
     engine = DebugEngine(system.machine, max_cycles=max_cycles)
+    if not expect_failures:
+        engine.end_checks.append(lambda: failed_programs(system))
     symbols = SymbolTable(shared=[system.kernel], per_core=system.programs_by_core(),
                           read=engine.read_memory)
     messages = MessageLog(keep=MESSAGES_SHOWN)
     system.machine.observers.append(messages)
     if tracepoints:
-        install_message_tracepoints(system)
+        observer = install_message_tracepoints(system)
+    if observer is not None:
+        engine.end_checks.append(lambda: broken_protocol(observer.violations))
     engine.travel = TimeTravel(engine)       # reverse execution: history kept from here
     trace_file = None
     if trace:
         trace_file = open_trace(system.machine, trace)
         install_run_tracepoints(system)
     return Debuggee(system, engine, symbols, messages, trace_file)
+
+
+def failed_programs(system) -> list[str]:
+    """The end check of a run whose programs failed, in `sprat boot`'s words:
+    which programs, then the faults that killed any of them."""
+    failures = system.failures()
+    if failures is None:
+        return []
+    from kernel.diagnosis import user_faults
+    return [failures, *user_faults(system)]
+
+
+def broken_protocol(violations) -> list[str]:
+    """The end check of a run that broke the channel protocol (what `sprat
+    explore` and `sprat boot --trace` flag): how often, then the first few."""
+    count = len(violations)
+    if not count:
+        return []
+    lines = [f"the channel protocol was broken ({count} violation{'s' if count > 1 else ''})"]
+    lines += [violation["text"] for violation in violations[:VIOLATIONS_SHOWN]]
+    if count > VIOLATIONS_SHOWN:
+        lines.append(f"... and {count - VIOLATIONS_SHOWN} more")
+    return lines
 
 
 def open_trace(machine, path):
@@ -948,6 +979,8 @@ class DebugShell(cmd.Cmd):
         self._condition_errors = []
         if event.reason == "exited":
             self.out(f"the run is over: {self.engine.end_reason}")
+            for note in self.engine.end_notes:
+                self.out(f"  {note}")
             return
         if event.reason == "interrupt" and self.engine.stalled:
             held = sorted(self.engine.held)

@@ -30,7 +30,7 @@ stop after the end (`monitor ended` says it whenever asked).
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from emulator.debug.elf import program_elf
@@ -91,12 +91,13 @@ def write_symbol_files(system, directory, port: int) -> SymbolFiles:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         kernel = directory / f"{KERNEL_NAME}.elf"
-        kernel.write_bytes(program_elf(system.kernel, KERNEL_NAME, str(TREE),
+        kernel.write_bytes(program_elf(as_gdb_finds_it(system.kernel), KERNEL_NAME, str(TREE),
                                        outermost=KERNEL_ENTRY))
         programs = {}
         for name, program in program_names(system).items():
             path = directory / f"{name}.elf"
-            path.write_bytes(program_elf(program, name, str(TREE), outermost=USER_ENTRY))
+            path.write_bytes(program_elf(as_gdb_finds_it(program), name, str(TREE),
+                                         outermost=USER_ENTRY))
             programs[name] = (program, path)
         files = SymbolFiles(directory, directory / SCRIPT_NAME, kernel, programs)
         files.script.write_text(gdb_script(files, port))
@@ -104,6 +105,22 @@ def write_symbol_files(system, directory, port: int) -> SymbolFiles:
         raise SpratError(f"cannot write gdb's symbol files in {directory}: "
                          f"{error.strerror}") from None
     return files
+
+
+def as_gdb_finds_it(program):
+    """`program` with each source file named so that gdb opens the file that
+    was assembled: relative to the tree (gdb's compilation directory) if it
+    is the tree's, else by its absolute path, as a lab workspace's copy of
+    `userland/lib/urpc.S` is: by its tree name, gdb would show the tree's."""
+    return replace(program, source_lines=tuple(
+        (address, source_name(file), line) for address, file, line in program.source_lines))
+
+
+def source_name(file: str) -> str:
+    # The assembler names a file relative to the working directory when it
+    # is inside it (emulator/assembler.py), and this process has not moved.
+    path = (Path.cwd() / file).resolve()
+    return path.relative_to(TREE).as_posix() if path.is_relative_to(TREE) else str(path)
 
 
 def gdb_script(files: SymbolFiles, port: int) -> str:
@@ -169,6 +186,10 @@ class GdbTarget:
         word, _, rest = command.partition(" ")
         if word in ("", "help"):
             return self._help()
+        if word in ("cycles", *self._views()) and rest.strip():
+            # Said here, not by the prompt, whose message points at its own `help`.
+            raise TargetError(f"monitor {word} takes no arguments (`monitor help` lists "
+                              f"the commands)")
         if word == "cycles":
             return "\n".join(f"core {c.id}: {c.cycles:,} cycles, {c.stats.instructions:,} "
                              f"instructions" for c in self.engine.machine.cores)
@@ -186,7 +207,8 @@ class GdbTarget:
             return ""
         self.end_told = True
         return (f"sprat: the machine has ended: {reason}; its state stays here to inspect, "
-                f"and running it again reports the exit")
+                f"and running it again reports the exit"
+                + "".join(f"\nsprat:   {note}" for note in self.engine.end_notes))
 
     def _views(self) -> list[str]:
         from sprat.debug import DebugShell
@@ -207,8 +229,9 @@ class GdbTarget:
 
 
 def serve(debuggee, port: int, out, directory=None) -> str:
-    """Write the symbol files, print the gdb command, serve one gdb session;
-    return how it ended ('detach', 'kill', 'disconnect')."""
+    """Write the symbol files, print the gdb command, serve gdb until one
+    detaches or kills the machine (one that disconnects is followed by the
+    next to connect); return how it ended ('detach', 'kill', 'exited')."""
     import tempfile
 
     from emulator.debug.gdbstub import GdbServer
@@ -224,6 +247,13 @@ def serve(debuggee, port: int, out, directory=None) -> str:
                   f"sprat: with symbols and source lines: {files.command()}\n")
         out.flush()
         ended = server.serve_one()
+        while ended == "disconnect":
+            # gdb went without detaching (its `disconnect`, or it died): as
+            # QEMU's stub does, the machine waits as it is for the next gdb.
+            out.write(f"sprat: gdb disconnected; waiting for gdb again on 127.0.0.1:"
+                      f"{server.port}\n")
+            out.flush()
+            ended = server.serve_one()
     out.write(f"sprat: the gdb session ended ({ended})\n")
     out.flush()
     return ended

@@ -15,12 +15,13 @@ import pytest
 from unicorn import x86_const as x86
 
 from cpudriver import layout
+from emulator import sources
 from emulator.core import CoreState
 from emulator.debug.engine import DebugEngine
 from kernel.boot import boot_image
 from sprat import cli
 from sprat.debug import DebugShell, attach
-from conftest import ROOT, write_image
+from conftest import ROOT, control_word_first_workspace, write_image
 
 DEFAULT_IMAGE = ROOT / "images" / "default.lst"
 GPRS = ("RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R10", "R11",
@@ -189,6 +190,32 @@ def test_a_guest_fault_stops_continue_with_a_report(tmp_path):
     assert f"at rip {poke:#x}" in output and "<poke>" in output
     assert session.core(0).rip == session.symbol("vector14"), "it stops at the handler"
     assert session.engine.fault.address == 0x200000
+
+
+FAILING = "start:\n    mov edi, 1\n    call exit\n"
+
+
+def test_a_run_whose_program_exits_1_is_over_as_a_failure_as_sprat_boot_says(tmp_path):
+    session = Session(write_image(tmp_path, {"failing": FAILING}), cores=1)
+    output = session.run("continue")
+    assert "the run is over: every core halted cleanly, but 1 program failed (core 0: 1)" \
+        in output, f"a program that exited 1 must not end the run cleanly:\n{output}"
+
+
+def test_a_run_that_broke_the_channel_protocol_ends_saying_how(tmp_path):
+    image = control_word_first_workspace(tmp_path)
+    sources.set_workspace(tmp_path)
+    try:
+        session = Session(image, cores=2)
+        output = session.run("continue")
+    finally:
+        sources.set_workspace(None)
+    assert re.search(r"the run is over: .*the channel protocol was broken \(\d+ violations\)",
+                     output), f"the end should say that the protocol was broken:\n{output}"
+    shown = re.findall(r"^  core 0, channel 3 slot \d+, message \d+: payload word 0 stored "
+                       r"after the slot's control word", output, re.M)
+    assert len(shown) == 5 and re.search(r"^  \.\.\. and \d+ more$", output, re.M), \
+        f"the first five violations should follow, one line each, then how many more:\n{output}"
 
 
 def test_next_steps_over_a_call():

@@ -9,6 +9,7 @@ lines, the end); the last ones drive gdb in non-stop mode through a pipe
 fails the test instead of hanging it. Without gdb they fail: they never skip.
 """
 
+import os
 import re
 import shutil
 import signal
@@ -132,6 +133,18 @@ def test_gdb_writes_registers_and_memory_and_catches_a_watchpoint(served):
     assert served.ended() == 'kill' and target.killed
 
 
+def test_gdb_scheduler_locking_runs_only_the_selected_thread(served):
+    core0_rip, core1_rip = served.target.regs[0]['rip'], served.target.regs[1]['rip']
+    output = served.run_gdb(
+        f'break *{core0_rip + 2:#x}', f'break *{core1_rip + 16:#x}',
+        'set scheduler-locking on', 'thread 2', 'continue', 'detach')
+    assert 'Thread 2 hit Breakpoint 2' in output, \
+        f'continue with scheduler-locking on should run thread 2 alone to its breakpoint:\n{output}'
+    assert served.target.regs[0]['rip'] == core0_rip, \
+        'core 0 (thread 1) ran although scheduler-locking held it'
+    assert served.ended() == 'detach'
+
+
 class SignallingTarget(FakeTarget):
     """A FakeTarget that says when resume() has started."""
 
@@ -139,9 +152,9 @@ class SignallingTarget(FakeTarget):
         super().__init__(**kwargs)
         self.running = threading.Event()
 
-    def resume(self):
+    def resume(self, only=None):
         self.running.set()
-        return super().resume()
+        return super().resume(only)
 
 
 def test_gdb_ctrl_c_interrupts_a_running_machine():
@@ -174,12 +187,13 @@ class SpratGdb:
     """`sprat debug IMAGE --gdb 0 --gdb-files DIR` (or `sprat boot ...`)
     running, its script written."""
 
-    def __init__(self, tmp_path, image: str, *options: str, command: str = 'debug') -> None:
+    def __init__(self, tmp_path, image: str, *options: str, command: str = 'debug',
+                 cwd=TREE, env=None) -> None:
         self.files = tmp_path / 'gdb'
         self.script = self.files / 'sprat.gdb'
         self.sprat = subprocess.Popen(
             [*SPRAT, command, image, *options, '--gdb', '0', '--gdb-files', str(self.files)],
-            cwd=TREE, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         # The script is written once the port is listening: wait for it (or
         # for sprat to give up), within the bound every wait here has.
@@ -243,6 +257,20 @@ def test_gdb_breaks_by_name_in_a_spawned_program_and_steps_its_source(spawn_unde
         f'monitor cores should show the cores as the sprat prompt does:\n{output}'
     assert re.search(r'^channel 20:', output, re.M), f'monitor msgs shows the messages:\n{output}'
     assert 'monitor cycles' in output, f'monitor help lists the commands:\n{output}'
+
+
+def test_a_bad_monitor_command_is_one_line_of_sprats_own(spawn_under_gdb):
+    output = spawn_under_gdb.run_gdb('monitor nonsense', 'monitor msgs 5', 'monitor cycles now',
+                                     'info threads')
+    assert "no monitor command 'nonsense': `monitor help` lists them" in output, output
+    assert 'monitor msgs takes no arguments (`monitor help` lists the commands)' in output, \
+        f'the message should point at gdb\'s monitor help, not the prompt\'s help:\n{output}'
+    assert 'monitor cycles takes no arguments' in output and not re.search(
+        r'^core 0: [\d,]+ cycles', output, re.M), \
+        f'monitor cycles should refuse an argument, not ignore it:\n{output}'
+    assert 'Protocol error' not in output, \
+        f'a refused command should be sprat\'s line alone, without gdb\'s protocol error:\n{output}'
+    assert 'Thread 1 (core 0' in output, f'gdb should go on after a refused command:\n{output}'
 
 
 def test_gdb_names_each_cores_frame_in_its_own_program(spawn_under_gdb):
@@ -580,3 +608,91 @@ def test_sprat_boot_with_gdb_serves_symbols_and_runs_on_after_detach(tmp_path):
     assert 'sprat: with symbols and source lines: gdb -x' in printed, printed
     assert status == 0 and 'every core halted cleanly' in printed, \
         f'after gdb detaches, the run should go on to its end:\n{printed}'
+
+
+LONG_SPIN = 'kernel /cpudriver/cpudriver.S\nmodule /userland/spin.S iterations=100000000\n'
+
+
+def cpu_seconds(pid: int) -> float:
+    """How much CPU time process `pid` has used (user + system), from /proc."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rpartition(')')[2].split()
+    return (int(fields[11]) + int(fields[12])) / 100   # utime, stime in clock ticks
+
+
+def test_ctrl_c_on_sprat_while_gdb_runs_the_machine_exits_130_without_crashing(tmp_path):
+    image = tmp_path / 'longspin.lst'
+    image.write_text(LONG_SPIN)
+    session = SpratGdb(tmp_path, str(image), '--cores', '2', '--max-cycles', str(10 ** 13))
+    start = cpu_seconds(session.sprat.pid)
+    gdb = subprocess.Popen([GDB, '-nx', '-batch', '-x', str(session.script), '-ex', 'continue'],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        # sprat waits for gdb without using the CPU: once it has used some,
+        # gdb has it running the machine (the spin ends minutes later).
+        while cpu_seconds(session.sprat.pid) < start + 0.5:
+            assert gdb.poll() is None, f'gdb left before running the machine:\n{gdb.stdout.read()}'
+            time.sleep(0.02)
+        session.sprat.send_signal(signal.SIGINT)       # Ctrl-C at sprat's terminal
+        status, printed = session.finish()
+    finally:
+        gdb.kill()
+        gdb.communicate()
+        session.close()
+    assert status == 130, \
+        f'Ctrl-C should end sprat with status 130, not {status} (-11 is a crash):\n{printed}'
+    assert 'sprat: interrupted' in printed, printed
+
+
+FAILING = """\
+start:
+    mov edi, 1
+    call exit
+.include "{tree}/userland/lib/sprat.S"
+"""
+
+
+def test_gdb_hears_that_a_program_exited_1_and_the_run_failed(tmp_path):
+    (tmp_path / 'failing.S').write_text(FAILING.format(tree=TREE))
+    image = tmp_path / 'failing.lst'
+    image.write_text('kernel /cpudriver/cpudriver.S\nmodule failing.S\n')
+    session = SpratGdb(tmp_path, str(image), '--cores', '1')
+    try:
+        output = session.run_gdb('continue', 'continue')
+    finally:
+        session.close()
+    assert 'but 1 program failed (core 0: 1)' in output and '(exit status 1)' in output, \
+        f'gdb should be told that a program failed, as sprat boot says:\n{output}'
+    assert 'received signal SIGABRT' in output, \
+        f'a run whose program failed ends as a failure, not a clean stop:\n{output}'
+    assert '[Inferior 1 (Remote target) exited with code 01]' in output, \
+        f'the exit gdb reports should be the failure\'s, not a normal one:\n{output}'
+
+
+def test_gdb_lists_the_lab_workspaces_file_not_the_trees(tmp_path):
+    env = dict(os.environ, SPRAT_LABS=str(TREE / 'tests' / 'fixtures' / 'labs'))
+    started = subprocess.run([*SPRAT, 'lab', 'start', '97', 'work'], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=GDB_TIMEOUT_S)
+    assert started.returncode == 0, started.stderr
+    workspace = tmp_path / 'work'
+    session = SpratGdb(tmp_path, 'images/hello.lst', '--cores', '1', cwd=workspace, env=env)
+    try:
+        output = session.run_gdb('list start', 'info source')
+    finally:
+        session.close()
+    students = workspace / 'tests' / 'fixtures' / 'labs' / '97-hello' / 'greet.S'
+    assert f'Located in {students}' in output, \
+        f'gdb should read the student\'s greet.S, not the tree\'s:\n{output}'
+    assert re.search(r'^9\s+lea rdi, \[rip \+ not_written\]$', output, re.M), \
+        f'list should show the student\'s lines (the blanked region):\n{output}'
+
+
+def test_after_gdb_disconnects_the_next_gdb_finds_the_machine_where_it_was(spawn_under_gdb):
+    first = spawn_under_gdb.run_gdb('stepi', 'stepi', 'info registers rip', 'disconnect')
+    second = spawn_under_gdb.run_gdb('info registers rip', 'detach')
+    status, printed = spawn_under_gdb.finish()
+    rips = re.findall(r'^rip\s+(0x[0-9a-f]+)', first + second, re.M)
+    assert len(rips) == 2 and rips[0] == rips[1], \
+        f'a second gdb should find the machine where the first left it:\n{first}\n{second}'
+    assert 'sprat: gdb disconnected; waiting for gdb again' in printed, printed
+    assert status == 0, f'sprat should end well once the second gdb detaches:\n{printed}'

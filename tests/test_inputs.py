@@ -13,6 +13,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -277,20 +278,28 @@ def test_sprat_without_a_command_says_so_on_stderr(capsys):
     assert_one_line(status, err, 2, "a command is needed")
 
 
-def test_gdb_going_away_without_detaching_is_one_line_and_exit_1():
+def test_gdb_going_away_without_detaching_leaves_sprat_waiting_for_the_next():
     process = subprocess.Popen([sys.executable, "-m", "sprat", "debug", "--gdb", "0"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(60, process.kill)     # a sprat that says nothing: no hang
+    watchdog.start()
     try:
         waiting = process.stdout.readline()
         port = int(waiting.split("127.0.0.1:")[1].split()[0])
         with socket.create_connection(("127.0.0.1", port)) as connection:
             connection.sendall(b"$qSupported#37")
+        lines = [process.stdout.readline() for _ in range(2)]   # the script, then this
+        assert "sprat: gdb disconnected; waiting for gdb again" in lines[-1], \
+            f"sprat should say it waits for another gdb: {lines!r}"
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            connection.sendall(b"$D#44")
+            connection.recv(64)                 # the ack and OK: then the session is over
         _, err = process.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         process.kill()
-    assert "Traceback" not in err
-    assert process.returncode == 1, "a lost debugger is a failed run"
-    assert len(err.strip().splitlines()) == 1 and "gdb" in err, f"one line expected: {err!r}"
+    assert "Traceback" not in err and err == "", f"nothing went wrong: {err!r}"
+    assert process.returncode == 0, "a gdb that came back and detached ends the run well"
 
 
 # --- Traces ---------------------------------------------------------------------------------

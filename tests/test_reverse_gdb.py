@@ -94,3 +94,27 @@ def test_gdb_reverse_continue_from_a_wrong_message_lands_on_the_senders_store(tm
     assert text.startswith("mov qword ptr [rdx"), f"not on the sender's payload store: {text}"
     assert sender.symbols["urpc_send"] <= at_store < sender.symbols["urpc_send_end"]
     assert again == at_store, "reverse-stepi then stepi did not come back to the store"
+
+
+def test_gdb_reverse_stepi_steps_back_the_thread_gdb_shows_not_the_last_stopped():
+    system = boot_image(ROOT / "images" / "default.lst", cores=2)
+    engine = attach(system).engine
+    entry = system.kernel.symbols["syscall_entry"]
+    output = gdb_session(engine, f"break *{entry:#x}", "continue", "delete",
+                         "thread 2", "stepi", "info registers rip", "stepi",
+                         "thread 1", "stepi",                   # the last stop is thread 1's
+                         "thread 2", "reverse-stepi", "info registers rip", "detach")
+    after_first, back = rips(output)
+    assert back == after_first, \
+        f"reverse-stepi on thread 2 should undo core 1's second stepi:\n{output}"
+    assert "Thread 1 received signal SIGTRAP" not in output, \
+        f"reverse-stepi on thread 2 moved thread 1 instead:\n{output}"
+
+
+def test_gdb_reverse_stepi_at_the_start_of_history_says_there_is_no_more():
+    system = boot_image(ROOT / "images" / "default.lst", cores=2)
+    engine = attach(system).engine
+    output = gdb_session(engine, "reverse-stepi", "info registers rip", "detach")
+    assert "No more reverse-execution history" in output, \
+        f"reverse-stepi before anything ran should say the history begins here:\n{output}"
+    assert rips(output) == [layout.KERNEL_BASE], output

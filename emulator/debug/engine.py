@@ -181,6 +181,13 @@ class DebugEngine:
         self.stop_causes: list = []         # the breakpoints or watchpoint of the last stop
         self.fault: Fault | None = None     # the last stop's fault, if it was one
         self.end_reason: str | None = None  # why the machine can run no more
+        # What the layers above know of a run's end that the machine does not
+        # (a program exited with status 1, a channel's protocol was broken):
+        # each check returns the lines that say what went wrong, the first a
+        # summary, or none. A machine that halts cleanly but fails a check has
+        # failed, as `sprat boot` says it has.
+        self.end_checks: list[Callable[[], list[str]]] = []
+        self.end_notes: list[str] = []      # the failed checks' lines after their summary
         self.killed = False
         self._numbers = itertools.count(1)
         self._code_hooks: dict[int, list] = {}      # address -> a hook on every core
@@ -506,10 +513,15 @@ class DebugEngine:
             core.uc.hook_del(handle)
             core.uc.ctl_flush_tb()
 
-    def resume(self, only: int | None = None) -> StopEvent:
-        """Run every core but the held ones (or core `only`, alone) until
-        something stops the machine (see the module doc)."""
-        skip = self.held if only is None else set(self.cores()) - {self.core(only).id}
+    def resume(self, only: int | set[int] | None = None) -> StopEvent:
+        """Run every core but the held ones (or core `only`, alone, or the
+        cores in the set `only`) until something stops the machine (see the
+        module doc)."""
+        if only is None:
+            skip = self.held
+        else:
+            wanted = {only} if isinstance(only, int) else only
+            skip = set(self.cores()) - {self.core(core).id for core in wanted}
         try:
             self._begin_run()
             return self._run_quanta(skip)
@@ -641,9 +653,13 @@ class DebugEngine:
     def _the_end(self, core_id: int | None = None) -> StopEvent:
         self.machine.console.flush()
         result = self.machine.outcome()
-        self.end_reason = result.reason
+        failed = [lines for lines in (check() for check in self.end_checks) if lines]
+        joiner = ", but " if result.clean else "; and "
+        self.end_reason = result.reason + "".join(joiner + lines[0] for lines in failed)
+        self.end_notes = [note for lines in failed for note in lines[1:]]
+        clean = result.clean and not failed
         codes = [c.exit_code for c in self.machine.cores if c.exit_code]
-        code = 0 if result.clean else (codes[0] if codes else 1)
+        code = 0 if clean else (codes[0] if codes else 1)
         return StopEvent(self._last_core if core_id is None else core_id, 'exited', exit_code=code)
 
     def _out_of_budget(self, core) -> StopEvent:

@@ -386,6 +386,9 @@ class Session:
         # as stubs conventionally do, which gdb shows without fuss.
         self.last_stop = StopEvent(first, 'interrupt', signal=SIGTRAP)
         self.g_core = first           # Hg: whose registers and memory
+        # The core gdb's user works with: the last one named by Hg or that
+        # stopped, but not one gdb only stepped back over a breakpoint (bs).
+        self.chosen_core = first
         self.c_core: int | None = None  # Hc: who `s` steps; None = last stopped
         self.breakpoints: dict[int, set[str]] = {}  # addr -> {'0', '1'}
         self.watchpoints: set[tuple[int, int, str]] = set()   # (addr, size, kind)
@@ -533,7 +536,7 @@ class Session:
             return 'OK'
         core = self._core_of_thread(thread)
         if op == 'g':
-            self.g_core = core
+            self.g_core = self.chosen_core = core
         else:
             self.c_core = core
         return 'OK'
@@ -575,10 +578,10 @@ class Session:
         try:
             text = monitor(command.strip())
         except TargetError as error:
-            # The message as console output, then an error so that a gdb
-            # script (a `define`) stops at the refused command.
+            # The message as console output, then OK: an error reply would
+            # make gdb add "Protocol error with Rcmd" to a line that says it all.
             self._console(f'{error}\n')
-            return E_INVALID
+            return 'OK'
         if not text:
             return 'OK'
         # A reply of hex digits is console output and ends the command.
@@ -822,18 +825,16 @@ class Session:
             return ''
         if self.non_stop:
             return self._vcont_non_stop(packet)
-        step_cores, run = [], False
+        step_cores, run_cores = [], []
         for action in packet[len('vCont;'):].split(';'):
             op, colon, thread = action.partition(':')
             # No thread, or -1, means every thread the action applies to.
             core = self._core_of_thread(thread) if colon and thread != '-1' else None
             if op in ('s', 'c') or (op[:1] in ('S', 'C') and _HEX.fullmatch(op[1:])):
-                if op[0] in 'sS':
-                    step_cores.append(core)
-                else:
-                    run = True
+                (step_cores if op[0] in 'sS' else run_cores).append(core)
             else:
                 raise PacketError(E_INVALID)
+        run = bool(run_cores)
         # All-stop with one stepping thread: "continue the others" lets the
         # others run only as far as the stepping core needs (a target
         # without step_while_others_run keeps them still, as step() does).
@@ -844,7 +845,11 @@ class Session:
             if run and others_run is not None:
                 return self._run(lambda: others_run(core))
             return self._step(core)
-        return self._resume() if run else ''
+        if not run:
+            return ''
+        # `vCont;c:2` (gdb's `set scheduler-locking on`) runs thread 2 alone,
+        # as QEMU does; `vCont;c` runs every core.
+        return self._resume(None if None in run_cores else set(run_cores))
 
     def _packet_b(self, packet: str) -> str:
         """bs: one instruction of the current core backwards; bc: back to the
@@ -856,13 +861,28 @@ class Session:
             # Going back restores the whole machine: not one core of it.
             raise PacketError(E_INVALID)
         if packet == 'bs':
-            core = self._default_core()
-            reply = self._run(lambda: travel.reverse_step(core))
+            # `reverse-stepi` on thread 2 while thread 1 stopped at a breakpoint:
+            # gdb first steps thread 1 back over it (Hc1, bs), then thread 2
+            # with Hc0, "any thread", meaning the one it shows (see chosen_core).
+            chosen, core = self.chosen_core, self.c_core
+            core = chosen if core is None else core
+            at_start = []
+
+            def step_back() -> StopEvent:
+                try:
+                    return travel.reverse_step(core)
+                except TargetError:     # the core has run nothing since recording began
+                    at_start.append(core)
+                    return StopEvent(core, 'step')
+            reply = self._run(step_back)
+            if self.c_core is not None:
+                self.chosen_core = chosen   # a step over a breakpoint, not the user's step
         else:
             reply = self._run(travel.reverse_continue)
-            if travel.at_start and reply.startswith('T'):
-                # gdb's word for "no further back": the start of the history
-                reply = reply[:3] + 'replaylog:begin;' + reply[3:]
+            at_start = travel.at_start
+        if at_start and reply.startswith('T'):
+            # gdb's word for "no further back": the start of the history
+            reply = reply[:3] + 'replaylog:begin;' + reply[3:]
         return reply
 
     def _travel(self):
@@ -899,8 +919,11 @@ class Session:
             return self._vcont_non_stop(f'vCont;s:{self._thread(core)}')
         return self._run(lambda: self.target.step(core))
 
-    def _resume(self) -> str:
-        return self._run(self.target.resume)
+    def _resume(self, only: set[int] | None = None) -> str:
+        """Run every core, or only the cores in `only`."""
+        if only is None or only == set(self.target.cores()):
+            return self._run(self.target.resume)
+        return self._run(lambda: self.target.resume(only=only))
 
     def _run(self, start: Callable[[], StopEvent]) -> str:
         """Run the machine on a worker thread; here, watch for Ctrl-C.
@@ -923,7 +946,15 @@ class Session:
         worker = threading.Thread(target=work, name='gdbstub-run', daemon=True)
         with done_r, done_w:
             worker.start()
-            self._watch_while_running(done_r)
+            try:
+                self._watch_while_running(done_r)
+            except BaseException:
+                # Ctrl-C at the stub's own terminal (KeyboardInterrupt) ends the
+                # program: the worker must leave the emulator before Python shuts
+                # down under it, which would crash the process.
+                self.target.request_interrupt()
+                worker.join()
+                raise
             worker.join()
         return self._finish_run(outcome)
 
@@ -975,7 +1006,7 @@ class Session:
             return E_TARGET
         event = outcome['event']
         self.last_stop = event
-        self.g_core = event.core   # gdb expects the stopped thread selected
+        self.g_core = self.chosen_core = event.core   # gdb expects the stopped thread selected
         return self.stop_reply(event)
 
     def stop_reply(self, event: StopEvent) -> str:
@@ -999,9 +1030,10 @@ class Session:
         self.end_told = True
         reason = getattr(self.target, 'end_reason', None) or 'every core has stopped'
         clean = event.exit_code == 0
+        notes = ''.join(f'sprat:   {note}\n' for note in getattr(self.target, 'end_notes', []))
         self._console(f'sprat: the machine has ended: {reason} (exit status '
                       f'{event.exit_code}); its state stays here to inspect, '
-                      f'and running it again reports the exit\n')
+                      f'and running it again reports the exit\n{notes}')
         signal = 0 if clean else SIGABRT
         return f'T{signal:02x}thread:{self._thread(event.core)};core:{event.core:x};'
 

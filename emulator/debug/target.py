@@ -130,8 +130,9 @@ class Target(Protocol):
         does not stop the step (gdb steps off breakpoints this way).
         """
 
-    def resume(self) -> StopEvent:
-        """Run all cores until a breakpoint, watchpoint, fault, the end.
+    def resume(self, only=None) -> StopEvent:
+        """Run all cores (or only the cores in the set `only`, gdb's
+        scheduler-locking) until a breakpoint, watchpoint, fault, the end.
 
         Must also return (reason 'interrupt') soon after request_interrupt,
         including when the request arrived between the call starting and
@@ -148,6 +149,7 @@ class Target(Protocol):
 
     # Optional: a target may also have these, and the stub uses them if so.
     #   end_reason: str | None       why the machine can run no more (after 'exited')
+    #   end_notes: list[str]         lines that say more about that end, if any
     #   thread_info(core) -> str     what `info threads` shows beside the core
     #   monitor(command) -> str      the answer to gdb's `monitor COMMAND`;
     #                                raises TargetError for a command it refuses
@@ -303,9 +305,9 @@ class FakeTarget:
             return self._store(core, regs['rdi'], regs['rax'] & 0xFF)
         return StopEvent(core, 'step')
 
-    def resume(self) -> StopEvent:
+    def resume(self, only=None) -> StopEvent:
         try:
-            return self._run()
+            return self._run(self.cores() if only is None else sorted(only))
         finally:
             # Cleared on the way out, not on the way in: a request that came
             # before the run got going must still stop it.
@@ -363,13 +365,13 @@ class FakeTarget:
                 return StopEvent(core, 'watchpoint', addr=addr)
         return StopEvent(core, 'step')
 
-    def _run(self) -> StopEvent:
+    def _run(self, cores: list[int]) -> StopEvent:
         # Like an engine hook, a breakpoint under a core's pc when the run
         # starts is skipped once, or "continue" would never move.
-        skip_once = set(self.cores())
+        skip_once = set(cores)
         ticks = 0
         while not self._interrupt.is_set():
-            for core in self.cores():
+            for core in cores:
                 if self.regs[core]['rip'] in self.breakpoints and core not in skip_once:
                     return StopEvent(core, 'breakpoint')
                 skip_once.discard(core)
