@@ -1,9 +1,10 @@
 # vm_check.S: lab 3's test program. It maps five pages with your
 # vspace_map, uses them, and then, as MODE (the image's mode=N) says:
 #
-#   MODE 1  asks for four mappings the kernel or the library must refuse:
+#   MODE 1  asks for five mappings the kernel or the library must refuse:
 #           a page mapped twice, a read-only frame mapped writable, an
-#           unaligned address (in a GiB with no tables yet), an address outside the user's 512 GiB; then
+#           unaligned address (in a GiB with no tables yet), addresses
+#           above and below the user's 512 GiB; then
 #           fills PDPT entry 9 with a PD of its own and asks for a page
 #           there (vspace_map's new PD cannot be mapped: it must give it
 #           back), and then for a page that needs a new table
@@ -141,6 +142,14 @@ probe_unaligned:
     lea rax, [rip + vspace_map]
     call call_kept
 probe_outside:
+    nop
+    mov rdi, rbx                      # PML4 entry 0: the kernel's
+    mov rsi, GIB
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_below:
     nop
     mov rdi, TABLE_RAM                # PDPT entry 9 taken behind vspace's back
     mov esi, OWN_PD_OFFSET
