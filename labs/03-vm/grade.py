@@ -522,7 +522,8 @@ def rax_kept(rax):
     if rax <= 0:
         return ""
     return (": the kernel answers 0 or -error; does sys_invoke's flush (cpudriver/syscall.S)"
-            " keep rax, the program's result, when it reloads CR3 or invlpgs?")
+            " keep rax, the program's result, and rbx, the trap frame syscall_result writes it"
+            " into, when it reloads CR3 or invlpgs?")
 
 
 def rights_name(rights):
