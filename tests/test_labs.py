@@ -190,6 +190,8 @@ LAB_3_FAULTS_NAMED = [
      ["which is no error number", "does sys_invoke's flush (cpudriver/syscall.S) keep rax"]),
     ("flush_through_rbx.diff", "a_deleted_table_takes_its_pages_along",
      ["which is no error number", "and rbx, the trap frame"]),
+    ("ram_offset_advanced_by_one.diff", "pages_map_where_asked_with_their_rights",
+     ["returned -109 (MISALIGNED)", "VS_USED advances by 4096 a table"]),
     ("user_range_one_bit_short.diff", "refusals_come_back_and_change_nothing",
      ["stopped after probe_outside, in vspace_map of 0x40000000 (in the kernel's PML4 entry)",
       "the stack overflowed"]),

@@ -501,7 +501,8 @@ def hint(hit):
              -int(E.MISALIGNED): ": was a Frame mapped where a table belongs (retype the RAM"
                                  " into a VNode)? Or is the frame's offset wrong: cap_map's"
                                  " 5th argument (r8) is the offset into the frame, 0 for a"
-                                 " whole 4 KiB frame",
+                                 " whole 4 KiB frame. Or was a table retyped at an offset"
+                                 " that is not a page's: VS_USED advances by 4096 a table",
              -int(E.OUT_OF_RANGE): ": cap_map's 5th argument (r8), the offset into the frame,"
                                    " must be 0 (a table is mapped whole, a 4 KiB frame from"
                                    " its start)",
