@@ -182,3 +182,38 @@ def test_agree_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path,
     assert not failed["passed"], f"{diff} passed {test}"
     missing = [words for words in said if words not in failed["reason"]]
     assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"
+
+
+LAB_3_FAULTS_NAMED = [
+    # (recorded mistake, the test that catches it, what the reason must say): from a trial
+    ("flush_clobbers_rax.diff", "a_deleted_table_takes_its_pages_along",
+     ["which is no error number", "does sys_invoke's flush (cpudriver/syscall.S) keep rax"]),
+    ("flush_through_rbx.diff", "a_deleted_table_takes_its_pages_along",
+     ["which is no error number", "and rbx, the trap frame"]),
+    ("ram_offset_advanced_by_one.diff", "pages_map_where_asked_with_their_rights",
+     ["returned -109 (MISALIGNED)", "VS_USED advances by 4096 a table"]),
+    ("user_range_one_bit_short.diff", "refusals_come_back_and_change_nothing",
+     ["stopped after probe_outside, in vspace_map of 0x40000000 (in the kernel's PML4 entry)",
+      "the stack overflowed"]),
+    ("alignment_checked_after_the_walk.diff", "refusals_come_back_and_change_nothing",
+     ["vspace_map of 0x80c0003008 (not a page's address) was refused, but it left tables"
+      " behind", "check the address before you make any table"]),
+    ("table_remembered_before_its_map.diff", "refusals_come_back_and_change_nothing",
+     ["struct vspace remembers a PD for 0x8240000000", "which holds VNODE_PT",
+      "only once its map worked"]),
+    ("unmap_without_a_table.diff", "an_unmapped_page_faults",
+     ["vspace_unmap of 0x81c0000000, where no PT is, returned -103 (NOT_A_CNODE)",
+      "expected -116 (ENTRY_EMPTY)"]),
+]
+
+
+@pytest.mark.parametrize("diff, test, said", LAB_3_FAULTS_NAMED,
+                         ids=[case[0].removesuffix(".diff") for case in LAB_3_FAULTS_NAMED])
+def test_vm_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test, said):
+    """Lab 3, mistakes from a student trial: each fails, and the reason names
+    the fault itself (the flush's rax, the call the program died in, the
+    refusal that left tables, the stale record), not a symptom further on."""
+    failed = grade_wrong_solution(tmp_path, 3, diff, test)
+    assert not failed["passed"], f"{diff} passed {test}"
+    missing = [words for words in said if words not in failed["reason"]]
+    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"

@@ -41,6 +41,28 @@ CANARY = 0x5AFE_0000_0000_0000
 KEPT = {"rbx": CANARY + 3, "rbp": CANARY + 5, "r12": CANARY + 12, "r13": CANARY + 13,
         "r14": CANARY + 14, "r15": CANARY + 15}
 LEVEL_NAMES = {1: "PT", 2: "PD", 3: "PDPT"}
+# programs/vm_check.S's refusals: an unaligned address in a GiB with no tables yet, so that
+# tables made before the check are seen; unmapping where no PT is
+UNALIGNED = USER_BASE + 3 * GIB + 0x3008
+NO_TABLE = USER_BASE + 7 * GIB
+REFUSALS = (("probe_twice", "a page mapped already"),
+            ("probe_rights", "a read-only frame as writable"),
+            ("probe_unaligned", f"{UNALIGNED:#x} (not a page's address)"),
+            ("probe_outside", "an address outside the user's 512 GiB"),
+            ("probe_below", f"{GIB:#x} (the kernel's PML4 entry)"))
+# what vm_check.S calls after each probe of layout.lst: where a program stopped after it died
+FOLLOWS = {"probe_mapped": "the next page's vspace_map",
+           "probe_layout": "the writes into the pages",
+           "probe_used": "vspace_map of a page mapped already",
+           "probe_twice": "vspace_map of a read-only frame as writable",
+           "probe_rights": f"vspace_map of {UNALIGNED:#x} (not a page's address)",
+           "probe_unaligned": f"vspace_map of {USER_BASE + 512 * GIB:#x} (outside the user's"
+                              f" 512 GiB)",
+           "probe_outside": f"vspace_map of {GIB:#x} (in the kernel's PML4 entry)",
+           "probe_below": f"vspace_map of {USER_BASE + 9 * GIB:#x} (its PDPT entry taken)",
+           "probe_taken": f"vspace_map of {USER_BASE + GIB + 2 * MIB2:#x} (a new PT)"}
+# struct vspace (userland/lib/vspace.S): VS_COUNT, and the records' layout
+VS_COUNT, VS_TABLES, VT_SIZE, VSPACE_MAX_TABLES = 24, 32, 32, 16
 
 
 # --- the tests -----------------------------------------------------------------------------
@@ -49,7 +71,7 @@ def pages_map_where_asked_with_their_rights():
     """Each page maps its frame at its address, writable and executable exactly as asked; nothing else."""
     run, probes = start("images/layout.lst")
     check_maps_succeeded(run, probes)
-    run.expect_clean(stop="probe_layout core 0")
+    reached(run, probes, "probe_used")    # what comes after is the refusals' test
     layout = probes.one(run, "probe_layout")
     check_layout(run, layout, PAGES)
     memory = run.system.machine.memory
@@ -64,7 +86,7 @@ def tables_are_made_once_and_of_the_right_level():
     """Each PDPT entry holds a PD, each PD entry a PT, one per range, all retyped from the RAM given."""
     run, probes = start("images/layout.lst")
     check_maps_succeeded(run, probes)
-    run.expect_clean(stop="probe_layout core 0")
+    reached(run, probes, "probe_layout")
     layout = probes.one(run, "probe_layout")
     for (level, vaddr), kind in sorted(layout.tables.items()):
         want = LEVEL_NAMES[level]
@@ -86,23 +108,30 @@ def refusals_come_back_and_change_nothing():
     from kernel.caps import ErrorCode as E
     run, probes = start("images/layout.lst")
     check_maps_succeeded(run, probes)
-    run.expect_clean(stop="probe_twice core 0")
+    expect_clean(run, probes)
     for label, what, code in (
             ("probe_twice", f"a second mapping of page {PAGES[0][0]:#x}", E.ENTRY_IN_USE),
             ("probe_rights", "a read-only frame mapped READ|WRITE", E.NO_RIGHTS),
-            ("probe_unaligned", "an address that is not a page's (…3008)", E.MISALIGNED),
+            ("probe_unaligned", f"{UNALIGNED:#x}, not a page's address", E.MISALIGNED),
             ("probe_outside", "an address in PML4 entry 2, outside the user's 512 GiB",
-             E.INVALID_ENTRY)):
+             E.INVALID_ENTRY),
+            ("probe_below", f"{GIB:#x}, in PML4 entry 0 (the kernel's)", E.INVALID_ENTRY)):
         got = probes.one(run, label).rax
         if got != -int(code):
             fail(f"vspace_map of {what} returned {error_name(got)}; expected -{int(code)}"
                  f" ({code.name})", run, stop=f"{label} core 0")
-    end = probes.one(run, "probe_outside")
+    end = probes.one(run, "probe_below")
     check_layout(run, end, PAGES)
-    if end.retyped != probes.one(run, "probe_layout").retyped:
-        fail(f"the refused mappings left tables behind: the RAM given to vspace_init now holds"
-             f" {describe(end.retyped)}", run, stop="probe_twice core 0")
+    before = probes.one(run, "probe_layout")
+    for label, what in REFUSALS:
+        hit = probes.one(run, label)
+        if hit.retyped != before.retyped:
+            fail(f"vspace_map of {what} was refused, but it left tables behind: the RAM given"
+                 f" to vspace_init now holds {describe(hit.retyped)}, not"
+                 f" {describe(before.retyped)}; check the address before you make any table",
+                 run, stop=f"{label} core 0")
     check_refused_table_given_back(run, probes, end)
+    check_records(run, probes.one(run, "probe_after_taken"))
 
 
 def check_refused_table_given_back(run, probes, before):
@@ -142,7 +171,7 @@ def an_unmapped_page_faults():
     page, neighbour = PAGES[0][0], PAGES[1][0]
     if unmapped.rax != 0:
         fail(f"vspace_unmap({page:#x}) returned {error_name(unmapped.rax)}; a mapped page"
-             f" unmaps with 0", run, stop="probe_unmapped core 0")
+             f" unmaps with 0{rax_kept(unmapped.rax)}", run, stop="probe_unmapped core 0")
     if page in unmapped.pages:
         fail(f"after vspace_unmap({page:#x}) the page tables still map it (entry"
              f" {unmapped.pages[page]:#x}): clear its PT entry", run, stop="probe_unmapped core 0")
@@ -155,6 +184,12 @@ def an_unmapped_page_faults():
         fail(f"vspace_unmap of {page:#x} a second time returned {error_name(again)}; nothing is"
              f" mapped there: expected -{int(E.ENTRY_EMPTY)} (ENTRY_EMPTY)", run,
              stop="probe_unmapped_again core 0")
+    nowhere = probes.one(run, "probe_unmapped_nowhere").rax
+    if nowhere != -int(E.ENTRY_EMPTY):
+        fail(f"vspace_unmap of {NO_TABLE:#x}, where no PT is, returned {error_name(nowhere)};"
+             f" expected -{int(E.ENTRY_EMPTY)} (ENTRY_EMPTY): when vspace_find finds no PT,"
+             f" there is no table to ask the kernel about", run,
+             stop="probe_unmapped_nowhere core 0")
     check_touch_faults(run, probes, "touch_unmapped", "probe_touch_survived", page,
                        f"vspace_unmap({page:#x})", "the one page the kernel names in rdx")
 
@@ -165,6 +200,9 @@ def a_deleted_table_takes_its_pages_along():
     run, probes = start("images/table.lst")
     check_maps_succeeded(run, probes)
     deleted = probes.one(run, "probe_table_deleted")
+    if deleted.rax > 0:
+        fail(f"deleting the PT of {PAGES[0][0]:#x} returned {error_name(deleted.rax)}, which is"
+             f" no error number{rax_kept(deleted.rax)}", run, stop="probe_table_deleted core 0")
     if deleted.rax != 0:
         fail(f"deleting the PT of {PAGES[0][0]:#x} (the capability vspace_find gives) returned"
              f" {error_name(deleted.rax)}: did vspace_map remember its tables with"
@@ -202,8 +240,10 @@ def vspace_map_keeps_the_callers_registers():
 class Probe:
     """What the machine held when the program passed a probe_* label."""
 
-    def __init__(self, label, rax, r12, pages, tables, retyped, kept=None, routine=None):
+    def __init__(self, label, rax, r12, pages, tables, retyped, kept=None, routine=None,
+                 records=None):
         self.label, self.rax, self.r12 = label, rax, r12
+        self.records = records      # struct vspace's records: [(base, level, cap, what cap holds)]
         self.kept, self.routine = kept, routine   # probe_kept: rbx rbp r12-r15, whose call
         self.pages = pages          # {vaddr: pte} of every user page the MMU would find
         self.tables = tables        # {(level, vaddr): type name} of each table entry's object
@@ -255,14 +295,17 @@ def watch(system, probes):
             rax, r12 = _signed(regs.read(x86.UC_X86_REG_RAX)), regs.read(x86.UC_X86_REG_R12)
             pages = user_pages(system.machine.memory, regs.read(x86.UC_X86_REG_CR3))
             tables, retyped = capability_view(system)
-            kept, routine = None, None
+            kept, routine, records = None, None, None
+            if label != "probe_kept":           # rbx is the program's struct vspace
+                records = vspace_records(system, core, regs.read(x86.UC_X86_REG_RBX))
             if label == "probe_kept":
                 kept = {name: regs.read(getattr(x86, f"UC_X86_REG_{name.upper()}"))
                         for name in KEPT}
                 called = int.from_bytes(core.read_virtual(regs.read(x86.UC_X86_REG_RSP), 8),
                                         "little")
                 routine = names.get(called, f"the routine at {called:#x}")
-            probes.hits.append(Probe(label, rax, r12, pages, tables, retyped, kept, routine))
+            probes.hits.append(Probe(label, rax, r12, pages, tables, retyped, kept, routine,
+                                     records))
         core.uc.hook_add(UC_HOOK_CODE, on_probe, begin=address, end=address)
         core.uc.ctl_remove_cache(address, address + 1)
 
@@ -320,6 +363,58 @@ def capability_view(system):
     except Exception:                  # the program deleted what we look for: nothing to show
         return tables, []
     return tables, retyped
+
+
+def vspace_records(system, core, vs):
+    """The tables struct vspace at `vs` remembers, each with the type of what its
+    capability names now (None: an empty slot)."""
+    service = system.machine._hypercall_handler
+    cspace = service.cspaces.get((0, 0))
+    try:
+        count = int.from_bytes(core.read_virtual(vs + VS_COUNT, 8), "little")
+        raw = core.read_virtual(vs + VS_TABLES, min(count, VSPACE_MAX_TABLES) * VT_SIZE)
+    except Exception:                  # rbx is not the struct: nothing to show
+        return None
+    records = []
+    for at in range(0, len(raw), VT_SIZE):
+        base, level, cap = (int.from_bytes(raw[at + i:at + i + 8], "little") for i in (0, 8, 16))
+        try:
+            held = service.systems[0].lookup(cspace, cap).type.name
+        except Exception:
+            held = None
+        records.append((base, level, cap, held))
+    return records
+
+
+def check_records(run, probe):
+    """Every table struct vspace remembers is there, of its level, under the
+    capability it was remembered by: a record of a table whose map was
+    refused names an empty slot, or the next table made in it."""
+    for base, level, cap, held in probe.records or []:
+        want = f"VNODE_{LEVEL_NAMES.get(level, '?')}"
+        if held != want:
+            fail(f"struct vspace remembers a {LEVEL_NAMES.get(level, f'level-{level}')} for"
+                 f" {base:#x} under capability {cap:#x}, which holds"
+                 f" {held or 'nothing'}: remember a table (vspace_remember) only once its map"
+                 f" worked", run, stop=f"{probe.label} core 0")
+
+
+def expect_clean(run, probes):
+    """The program ran to its end; if it was killed, say why and after which
+    probe (the call after that probe is where to look)."""
+    passed = [hit.label for hit in probes.hits if hit.label != "probe_kept"]
+    if run.system.failed_programs(0) and passed:
+        follows = FOLLOWS.get(passed[-1], "the call that follows it")
+        fail(f"the program was stopped after {passed[-1]}, in {follows}: {why_ended(run)}",
+             run, stop=f"{passed[-1]} core 0")
+    run.expect_clean(stop=f"{passed[-1] if passed else 'probe_layout'} core 0")
+
+
+def reached(run, probes, label):
+    """The program got as far as `label`; what it did after is another test's."""
+    if not probes.all(label):
+        expect_clean(run, probes)
+        fail(f"the program never reached {label}: {why_ended(run)}", run)
 
 
 def check_maps_succeeded(run, probes):
@@ -406,7 +501,8 @@ def hint(hit):
              -int(E.MISALIGNED): ": was a Frame mapped where a table belongs (retype the RAM"
                                  " into a VNode)? Or is the frame's offset wrong: cap_map's"
                                  " 5th argument (r8) is the offset into the frame, 0 for a"
-                                 " whole 4 KiB frame",
+                                 " whole 4 KiB frame. Or was a table retyped at an offset"
+                                 " that is not a page's: VS_USED advances by 4096 a table",
              -int(E.OUT_OF_RANGE): ": cap_map's 5th argument (r8), the offset into the frame,"
                                    " must be 0 (a table is mapped whole, a 4 KiB frame from"
                                    " its start)",
@@ -420,6 +516,15 @@ def hint(hit):
              -int(E.OVERLAP): ": each new table needs a page of the RAM that no other table"
                               " has (VS_USED)"}
     return hints.get(hit.rax, "")
+
+
+def rax_kept(rax):
+    """A system call that worked but returned a positive number: the flush wrote rax."""
+    if rax <= 0:
+        return ""
+    return (": the kernel answers 0 or -error; does sys_invoke's flush (cpudriver/syscall.S)"
+            " keep rax, the program's result, and rbx, the trap frame syscall_result writes it"
+            " into, when it reloads CR3 or invlpgs?")
 
 
 def rights_name(rights):

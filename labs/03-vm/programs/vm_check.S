@@ -1,15 +1,17 @@
 # vm_check.S: lab 3's test program. It maps five pages with your
 # vspace_map, uses them, and then, as MODE (the image's mode=N) says:
 #
-#   MODE 1  asks for four mappings the kernel or the library must refuse:
+#   MODE 1  asks for five mappings the kernel or the library must refuse:
 #           a page mapped twice, a read-only frame mapped writable, an
-#           unaligned address, an address outside the user's 512 GiB; then
+#           unaligned address (in a GiB with no tables yet), addresses
+#           above and below the user's 512 GiB; then
 #           fills PDPT entry 9 with a PD of its own and asks for a page
 #           there (vspace_map's new PD cannot be mapped: it must give it
 #           back), and then for a page that needs a new table
 #   MODE 2  unmaps page 0 with vspace_unmap (after reading it, so the TLB
 #           holds it), reads page 1 (same PT), unmaps page 0 again (nothing
-#           is there) and touches page 0, which must fault
+#           is there), unmaps a page no PT covers, and touches page 0,
+#           which must fault
 #   MODE 3  deletes the capability of page 0's PT (the kernel unmaps the
 #           whole table: the CPU driver must forget every entry) and touches
 #           page 1, which must fault
@@ -125,8 +127,8 @@ probe_twice:
     call call_kept
 probe_rights:
     nop
-    mov rdi, rbx                      # not a page's address
-    mov rsi, USER_BASE + GIB + 0x3008
+    mov rdi, rbx                      # not a page's address, where no table is
+    mov rsi, USER_BASE + 3 * GIB + 0x3008
     mov rdx, CADDR_ROOT | FIRST_FRAME + 7
     mov ecx, RW
     lea rax, [rip + vspace_map]
@@ -140,6 +142,14 @@ probe_unaligned:
     lea rax, [rip + vspace_map]
     call call_kept
 probe_outside:
+    nop
+    mov rdi, rbx                      # PML4 entry 0: the kernel's
+    mov rsi, GIB
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_below:
     nop
     mov rdi, TABLE_RAM                # PDPT entry 9 taken behind vspace's back
     mov esi, OWN_PD_OFFSET
@@ -195,6 +205,12 @@ probe_unmapped:
     lea rax, [rip + vspace_unmap]
     call call_kept
 probe_unmapped_again:
+    nop
+    mov rdi, rbx                      # where no PT is: nothing to unmap
+    mov rsi, USER_BASE + 7 * GIB
+    lea rax, [rip + vspace_unmap]
+    call call_kept
+probe_unmapped_nowhere:
     nop
     mov rax, PAGE_0
 touch_unmapped:
