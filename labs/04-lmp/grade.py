@@ -161,7 +161,9 @@ class Model:
         attempt that was delivered (the receiver waiting) or refused (not)."""
         lay = layout()
         condition = f"$cr3 == {cr3:#x} && $rsi == {frame['rsi']:#x}"
-        if 0 <= target < self.n:
+        if not 0 <= target < self.n:
+            condition += f" && $rdi == {frame['rdi']:#x}"    # which missing one
+        else:
             state = (lay.PERCORE_BASE + self.core * lay.PERCORE_SIZE + lay.PC_DISPATCHERS
                      + target * lay.DISPATCHER_SIZE + lay.DCB_STATE)
             condition += (f" && u64[{state:#x}] {'==' if delivered else '!='}"
@@ -213,7 +215,7 @@ class Model:
         self.last_send = (s, call, target, stop)
         if target >= self.n:
             info["result"] = -lay.EINVAL
-            self.refusal = (s, f"{call} to {target}", stop)
+            self.refusal = (s, f"{call} to {signed(target)}", stop)
         elif delivered:
             self.deliveries[target] = (s, words, call, stop)
             self.state[target] = "ready"
@@ -353,9 +355,10 @@ class Model:
                          f" {target} was waiting for a message (in lmp_recv, or in lmp_call for"
                          f" its answer): it must be delivered (0)", stop=stop.split(" && u64[")[0])
         elif want == -lay.EINVAL:
-            self.problem("refusal", f"dispatcher {d}'s {call} to {target}, a dispatcher that does"
-                         f" not exist (this core has {self.n}), returned {have}, not -EINVAL"
-                         f" ({-lay.EINVAL})", stop=stop)
+            self.problem("refusal", f"dispatcher {d}'s {call} to {signed(target)}, a dispatcher"
+                         f" that does not exist (this core has {self.n}, numbered 0 to"
+                         f" {self.n - 1}), returned {have}, not -EINVAL ({-lay.EINVAL})"
+                         f"{bound_hint(signed(target), self.n)}", stop=stop)
         else:
             whom = "itself" if target == d else f"{target}, which was not waiting in lmp_recv" \
                 f" ({info.get('busy')})"
@@ -383,6 +386,16 @@ class Model:
 
 def signed(value):
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def bound_hint(target, n):
+    """What a send to a missing dispatcher that was not refused as one suggests."""
+    if target == n:
+        return (f" (one past the last: is the bound check off by one? {n} dispatchers are"
+                f" 0 to {n - 1})")
+    if target < 0:
+        return " (a negative number: the bound check must compare unsigned, jae, not jge)"
+    return ""
 
 
 def word_hint(have, wanted, register, before):
@@ -544,7 +557,7 @@ def a_dispatcher_not_waiting_gets_nothing():
     judge(checked, {"switch", "refusal", "delivery"})
     expect_lines(checked.run, BUSY_LINES)
     if checked.total("refused") < 40:
-        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 42 that"
+        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 44 that"
              f" must be", checked.run)
 
 
