@@ -72,6 +72,7 @@ class Crossing:
     current: int | None      # leave: by PCV_CURRENT
     frame: dict
     cr3: int
+    next_up: int | None = None   # leave: the dispatcher PCV_NEXT names (None: 0, as it must be)
 
 
 class Watch:
@@ -107,9 +108,13 @@ class Watch:
                     return
                 cr3 = core.regs.read(x86.UC_X86_REG_CR3)
                 who = index(cr3 - lay.D_PML4)
-                current = index(memory.read_u64(area + lay.PCV_CURRENT)) if kind == "leave" \
-                    else None
-                self.crossings[core.id].append(Crossing(kind, core.id, who, current, frame, cr3))
+                current = next_up = None
+                if kind == "leave":
+                    current = index(memory.read_u64(area + lay.PCV_CURRENT))
+                    slot = memory.read_u64(area + lay.PCV_NEXT)
+                    next_up = index(slot) if slot else None
+                self.crossings[core.id].append(Crossing(kind, core.id, who, current, frame, cr3,
+                                                        next_up))
 
             def on_enter(uc, address, size, _, core=core, record=record):
                 record("enter", core.regs.read(x86.UC_X86_REG_RDI))
@@ -229,8 +234,9 @@ class Model:
             info["busy"] = self.state.get(target)
             self.refusal = (s, f"{call} to {'itself' if target == s else target}", stop)
 
-    # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`).
-    def leave(self, d, current, frame, cr3):
+    # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`;
+    # `next_up`: whom PCV_NEXT names, which must be nobody by then).
+    def leave(self, d, current, frame, cr3, next_up=None):
         if not 0 <= d < self.n:
             self.problem("switch", f"dispatcher {current} (PCV_CURRENT) goes back to user mode on"
                          f" page tables that are no dispatcher's (CR3 = {cr3:#x}): load_dispatcher"
@@ -251,6 +257,10 @@ class Model:
                          f" {lay.USER_CS:#x}, {lay.USER_SS:#x}): a switch must save and load the"
                          f" whole trap frame, r15 to ss", "load_dispatcher")
             return
+        if next_up is not None and self.refusal is None:
+            self.problem("handover", f"dispatcher {d} goes back to user mode with PCV_NEXT still"
+                         f" naming dispatcher {next_up}: pick_next clears PCV_NEXT whether or not"
+                         f" it uses it, and only a delivered message sets it", "pick_next")
         if self.next_up is not None:
             due, why, stop = self.next_up
             if d != due:
@@ -261,7 +271,12 @@ class Model:
                 self.handed_over += 1
         elif self.refusal is not None:
             sender, what, stop = self.refusal
-            if d != sender:
+            if next_up is not None:
+                self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet PCV_NEXT"
+                             f" names dispatcher {next_up} as {d} goes back to user mode: set"
+                             f" PCV_NEXT only for a delivered message (a stale PCV_NEXT wins the"
+                             f" next switch, whoever the round robin's turn is)", stop=stop)
+            elif d != sender:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet dispatcher"
                              f" {d} ran next: a refused send returns to its sender at once, no"
                              f" switch (does schedule clear PCV_RESCHEDULE? is PCV_NEXT set only"
@@ -453,7 +468,8 @@ def run_checked(image, cores=1):
             if crossing.kind == "enter":
                 model.enter(crossing.dispatcher, crossing.frame, crossing.cr3)
             else:
-                model.leave(crossing.dispatcher, crossing.current, crossing.frame, crossing.cr3)
+                model.leave(crossing.dispatcher, crossing.current, crossing.frame, crossing.cr3,
+                            crossing.next_up)
         model.finish()
         models[core] = model
     return Checked(run, models)
