@@ -345,7 +345,8 @@ class Model:
             if register == "rax":
                 shown = f"{signed(have)}, expected the sender's number {want}"
             elif call == "lmp_send_ep" and register == "rdx":
-                shown = f"{have:#x}, expected {want} (a capability came along)"
+                shown = (f"{have:#x}, expected {want} "
+                         f"({'a capability came along' if want else 'no capability was given'})")
             else:
                 shown = f"{have:#x}, expected word {place - 1} = {want:#x}"
             self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
@@ -377,9 +378,12 @@ class Model:
         else:
             whom = "itself" if target == d else f"{target}, which was not waiting in lmp_recv" \
                 f" ({info.get('busy')})"
+            why = "only a waiting dispatcher may be sent to"
+            if call == "lmp_send_ep" and have == -lay.EINVAL:
+                why = ("the hypercall refused it, and lmp_send_ep returns the hypercall's error as"
+                       " it is (is a negative rax taken for the receiver's number?)")
             self.problem("refusal", f"dispatcher {d}'s {call} to {whom} returned {have}, not"
-                         f" -EAGAIN ({-lay.EAGAIN}): only a waiting dispatcher may be sent to",
-                         stop=stop)
+                         f" -EAGAIN ({-lay.EAGAIN}): {why}", stop=stop)
 
     def check_kept(self, d, info, frame, lost):
         before = info["frame"]
@@ -587,15 +591,16 @@ def registers_survive_calls_and_time_slices():
 
 @test(points=10)
 def a_capability_goes_along():
-    """lmp_send_ep: the frame's capability lands in the receiver's slot, which it maps and reads."""
+    """lmp_send_ep: the frame's capability lands in the receiver's slot, which it maps and reads;
+    without a capability rdx is 0; a refusal, the capability system's or -EAGAIN, comes back as it is."""
     from kernel.caps import CapType, root_caddr
     from kernel.capservice import SLOT_RECEIVE
     checked = run_checked("images/share.lst")
-    judge(checked, {"switch", "delivery"})
+    judge(checked, {"switch", "delivery", "refusal"})
     run = checked.run
-    if checked.total("delivered") != 1:
-        fail(f"{checked.total('delivered')} messages went from the giver to the taker, expected 1",
-             run, stop="sys_lmp_send_ep core 0")
+    if checked.total("delivered") != 2:
+        fail(f"{checked.total('delivered')} messages went through endpoints, expected 2 (the giver's"
+             f" to the taker, the ep prober's to its taker)", run, stop="sys_lmp_send_ep core 0")
     service = run.system.machine._hypercall_handler
     system = service.systems[0]
     given = system.lookup(service.cspaces[(0, 0)], root_caddr(4))
@@ -603,7 +608,9 @@ def a_capability_goes_along():
     if taken.type != CapType.FRAME or taken.obj is not given.obj:
         fail(f"the taker's slot {SLOT_RECEIVE} holds a {taken.type.name}, not a copy of the"
              f" giver's frame", run, stop="sys_lmp_send_ep core 0")
-    expect_lines(run, ["taker: mapped the frame I was given; it holds 23063"])
+    expect_lines(run, ["taker: mapped the frame I was given; it holds 23063",
+                       "ep prober: refused twice as it should be, then sent",
+                       "ep taker: the words, and no capability"])
 
 
 @test(points=15)
