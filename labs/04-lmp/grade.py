@@ -73,6 +73,7 @@ class Crossing:
     frame: dict
     cr3: int
     next_up: int | None = None   # leave: the dispatcher PCV_NEXT names (None: 0, as it must be)
+    state: int | None = None     # leave: its DCB_STATE (DISPATCHER_RUNNABLE, as it must be)
 
 
 class Watch:
@@ -108,13 +109,15 @@ class Watch:
                     return
                 cr3 = core.regs.read(x86.UC_X86_REG_CR3)
                 who = index(cr3 - lay.D_PML4)
-                current = next_up = None
+                current = next_up = state = None
+                if kind == "leave" and 0 <= who < lay.MAX_DISPATCHERS:
+                    state = memory.read_u64(slots + who * lay.DISPATCHER_SIZE + lay.DCB_STATE)
                 if kind == "leave":
                     current = index(memory.read_u64(area + lay.PCV_CURRENT))
                     slot = memory.read_u64(area + lay.PCV_NEXT)
                     next_up = index(slot) if slot else None
                 self.crossings[core.id].append(Crossing(kind, core.id, who, current, frame, cr3,
-                                                        next_up))
+                                                        next_up, state))
 
             def on_enter(uc, address, size, _, core=core, record=record):
                 record("enter", core.regs.read(x86.UC_X86_REG_RDI))
@@ -236,7 +239,7 @@ class Model:
 
     # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`;
     # `next_up`: whom PCV_NEXT names, which must be nobody by then).
-    def leave(self, d, current, frame, cr3, next_up=None):
+    def leave(self, d, current, frame, cr3, next_up=None, state=None):
         if not 0 <= d < self.n:
             self.problem("switch", f"dispatcher {current} (PCV_CURRENT) goes back to user mode on"
                          f" page tables that are no dispatcher's (CR3 = {cr3:#x}): load_dispatcher"
@@ -305,6 +308,8 @@ class Model:
                          f" message comes", "sys_lmp_recv")
             self.state[d] = "ready"
         info = self.pending.pop(d, None)
+        if state is not None and state != lay.DISPATCHER_RUNNABLE:
+            self.not_runnable(d, state, info, frame)
         if info is None:
             self.check_first_run(d, frame)
             return
@@ -317,6 +322,25 @@ class Model:
             elif info["result"] is not None:
                 self.check_result(d, info, frame)
         self.check_kept(d, info, frame, lost)
+
+    def not_runnable(self, d, state, info, frame):
+        """A dispatcher goes back to user mode though its DCB_STATE says it may not run."""
+        lay = layout()
+        name = {lay.DISPATCHER_WAITING: "DISPATCHER_WAITING",
+                lay.DISPATCHER_EXITED: "DISPATCHER_EXITED"}.get(state, str(state))
+        call = (info or {}).get("call")
+        text = (f"dispatcher {d} goes back to user mode"
+                f"{f' from its {call}' if call else ''} (rax = {signed(frame['rax'])}) while its"
+                f" DCB_STATE says {name}: only a runnable dispatcher runs, and the round robin"
+                f" will skip it from now on")
+        stop = (info or {}).get("stop")
+        if call == "lmp_call" and info.get("result"):
+            text += (" (its call was refused: a refused lmp_call returns the send's error at once"
+                     " and leaves its caller runnable; mark it waiting only once the send is"
+                     " delivered)")
+        elif call == "lmp_recv":
+            text += " (lmp_recv marks its caller waiting and asks for a switch: request_reschedule)"
+        self.problem("switch", text, stop=stop)
 
     def check_first_run(self, d, frame):
         """A dispatcher's first run starts at its program's first instruction."""
@@ -473,7 +497,7 @@ def run_checked(image, cores=1):
                 model.enter(crossing.dispatcher, crossing.frame, crossing.cr3)
             else:
                 model.leave(crossing.dispatcher, crossing.current, crossing.frame, crossing.cr3,
-                            crossing.next_up)
+                            crossing.next_up, crossing.state)
         model.finish()
         models[core] = model
     return Checked(run, models)
