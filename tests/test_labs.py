@@ -198,6 +198,10 @@ LAB_4_FAULTS_NAMED = [
      ["returned -22, not -EAGAIN", "the hypercall's error as it is"]),
     ("refused_call_still_waits.diff", "messages_arrive_whole_and_in_order",
      ["from its lmp_call", "DISPATCHER_WAITING", "its call was refused"]),
+    ("next_holds_the_number.diff", "the_receiver_runs_next",
+     ["dispatcher 1 ran next, not 2", "the receiver's slot", "not its number"]),
+    ("ep_words_popped_swapped.diff", "a_capability_goes_along",
+     ["the receiver got rdi = 0x0, expected word 0 = 0x1", "in the wrong registers"]),
 ]
 
 

@@ -269,7 +269,8 @@ class Model:
             if d != due:
                 self.problem("handover", f"after {why}, dispatcher {d} ran next, not {due}: the"
                              f" receiver runs next (the sender hands it the core through"
-                             f" PCV_NEXT)", stop=stop)
+                             f" PCV_NEXT, which holds the receiver's slot as dispatcher_slot"
+                             f" returns it, not its number; pick_next takes it first)", stop=stop)
             else:
                 self.handed_over += 1
         elif self.refusal is not None:
@@ -448,7 +449,7 @@ def word_hint(have, wanted, register, before):
     if register != "rax" and have == before[register]:
         return (f" (that is what the receiver's {register} held when it called: the words never"
                 f" reached its saved frame, DCB_FRAME)")
-    if register != "rax" and have and wanted[1:].count(have) == 1:
+    if register != "rax" and wanted[1:].count(have) == 1:
         return " (the words are there, in the wrong registers: w0, w1, w2 go to rdi, rsi, rdx)"
     return ""
 
