@@ -217,3 +217,35 @@ def test_vm_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, di
     assert not failed["passed"], f"{diff} passed {test}"
     missing = [words for words in said if words not in failed["reason"]]
     assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"
+
+
+LAB_4_FAULTS_NAMED = [
+    # (recorded mistake, the test that runs it, what the reason must say)
+    ("bound_off_by_one.diff", "a_dispatcher_not_waiting_gets_nothing",
+     ["lmp_send to 4, a dispatcher that does not exist", "off by one"]),
+    ("bound_signed.diff", "a_dispatcher_not_waiting_gets_nothing",
+     ["lmp_send to -1", "compare unsigned"]),
+    ("next_set_before_the_check.diff", "a_dispatcher_not_waiting_gets_nothing",
+     ["was refused, yet PCV_NEXT names dispatcher", "only for a delivered message"]),
+    ("capability_flag_always_set.diff", "a_capability_goes_along",
+     ["rdx = 0x1, expected 0 (no capability was given)"]),
+    ("ep_error_taken_for_a_receiver.diff", "a_capability_goes_along",
+     ["returned -22, not -EAGAIN", "the hypercall's error as it is"]),
+    ("refused_call_still_waits.diff", "messages_arrive_whole_and_in_order",
+     ["from its lmp_call", "DISPATCHER_WAITING", "its call was refused"]),
+    ("next_holds_the_number.diff", "the_receiver_runs_next",
+     ["dispatcher 1 ran next, not 2", "the receiver's slot", "not its number"]),
+    ("ep_words_popped_swapped.diff", "a_capability_goes_along",
+     ["the receiver got rdi = 0x0, expected word 0 = 0x1", "in the wrong registers"]),
+]
+
+
+@pytest.mark.parametrize("diff, test, said", LAB_4_FAULTS_NAMED,
+                         ids=[case[0].removesuffix(".diff") for case in LAB_4_FAULTS_NAMED])
+def test_lmp_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test, said):
+    """Lab 4, mistakes from a student trial that scored full or were explained
+    by a symptom: each fails, and the reason names the fault itself."""
+    failed = grade_wrong_solution(tmp_path, 4, diff, test)
+    assert not failed["passed"], f"{diff} passed {test}"
+    missing = [words for words in said if words not in failed["reason"]]
+    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"

@@ -72,6 +72,8 @@ class Crossing:
     current: int | None      # leave: by PCV_CURRENT
     frame: dict
     cr3: int
+    next_up: int | None = None   # leave: the dispatcher PCV_NEXT names (None: 0, as it must be)
+    state: int | None = None     # leave: its DCB_STATE (DISPATCHER_RUNNABLE, as it must be)
 
 
 class Watch:
@@ -107,9 +109,15 @@ class Watch:
                     return
                 cr3 = core.regs.read(x86.UC_X86_REG_CR3)
                 who = index(cr3 - lay.D_PML4)
-                current = index(memory.read_u64(area + lay.PCV_CURRENT)) if kind == "leave" \
-                    else None
-                self.crossings[core.id].append(Crossing(kind, core.id, who, current, frame, cr3))
+                current = next_up = state = None
+                if kind == "leave" and 0 <= who < lay.MAX_DISPATCHERS:
+                    state = memory.read_u64(slots + who * lay.DISPATCHER_SIZE + lay.DCB_STATE)
+                if kind == "leave":
+                    current = index(memory.read_u64(area + lay.PCV_CURRENT))
+                    slot = memory.read_u64(area + lay.PCV_NEXT)
+                    next_up = index(slot) if slot else None
+                self.crossings[core.id].append(Crossing(kind, core.id, who, current, frame, cr3,
+                                                        next_up, state))
 
             def on_enter(uc, address, size, _, core=core, record=record):
                 record("enter", core.regs.read(x86.UC_X86_REG_RDI))
@@ -161,7 +169,9 @@ class Model:
         attempt that was delivered (the receiver waiting) or refused (not)."""
         lay = layout()
         condition = f"$cr3 == {cr3:#x} && $rsi == {frame['rsi']:#x}"
-        if 0 <= target < self.n:
+        if not 0 <= target < self.n:
+            condition += f" && $rdi == {frame['rdi']:#x}"    # which missing one
+        else:
             state = (lay.PERCORE_BASE + self.core * lay.PERCORE_SIZE + lay.PC_DISPATCHERS
                      + target * lay.DISPATCHER_SIZE + lay.DCB_STATE)
             condition += (f" && u64[{state:#x}] {'==' if delivered else '!='}"
@@ -213,7 +223,7 @@ class Model:
         self.last_send = (s, call, target, stop)
         if target >= self.n:
             info["result"] = -lay.EINVAL
-            self.refusal = (s, f"{call} to {target}", stop)
+            self.refusal = (s, f"{call} to {signed(target)}", stop)
         elif delivered:
             self.deliveries[target] = (s, words, call, stop)
             self.state[target] = "ready"
@@ -227,8 +237,9 @@ class Model:
             info["busy"] = self.state.get(target)
             self.refusal = (s, f"{call} to {'itself' if target == s else target}", stop)
 
-    # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`).
-    def leave(self, d, current, frame, cr3):
+    # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`;
+    # `next_up`: whom PCV_NEXT names, which must be nobody by then).
+    def leave(self, d, current, frame, cr3, next_up=None, state=None):
         if not 0 <= d < self.n:
             self.problem("switch", f"dispatcher {current} (PCV_CURRENT) goes back to user mode on"
                          f" page tables that are no dispatcher's (CR3 = {cr3:#x}): load_dispatcher"
@@ -249,17 +260,27 @@ class Model:
                          f" {lay.USER_CS:#x}, {lay.USER_SS:#x}): a switch must save and load the"
                          f" whole trap frame, r15 to ss", "load_dispatcher")
             return
+        if next_up is not None and self.refusal is None:
+            self.problem("handover", f"dispatcher {d} goes back to user mode with PCV_NEXT still"
+                         f" naming dispatcher {next_up}: pick_next clears PCV_NEXT whether or not"
+                         f" it uses it, and only a delivered message sets it", "pick_next")
         if self.next_up is not None:
             due, why, stop = self.next_up
             if d != due:
                 self.problem("handover", f"after {why}, dispatcher {d} ran next, not {due}: the"
                              f" receiver runs next (the sender hands it the core through"
-                             f" PCV_NEXT)", stop=stop)
+                             f" PCV_NEXT, which holds the receiver's slot as dispatcher_slot"
+                             f" returns it, not its number; pick_next takes it first)", stop=stop)
             else:
                 self.handed_over += 1
         elif self.refusal is not None:
             sender, what, stop = self.refusal
-            if d != sender:
+            if next_up is not None:
+                self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet PCV_NEXT"
+                             f" names dispatcher {next_up} as {d} goes back to user mode: set"
+                             f" PCV_NEXT only for a delivered message (a stale PCV_NEXT wins the"
+                             f" next switch, whoever the round robin's turn is)", stop=stop)
+            elif d != sender:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet dispatcher"
                              f" {d} ran next: a refused send returns to its sender at once, no"
                              f" switch (does schedule clear PCV_RESCHEDULE? is PCV_NEXT set only"
@@ -288,6 +309,8 @@ class Model:
                          f" message comes", "sys_lmp_recv")
             self.state[d] = "ready"
         info = self.pending.pop(d, None)
+        if state is not None and state != lay.DISPATCHER_RUNNABLE:
+            self.not_runnable(d, state, info, frame)
         if info is None:
             self.check_first_run(d, frame)
             return
@@ -300,6 +323,25 @@ class Model:
             elif info["result"] is not None:
                 self.check_result(d, info, frame)
         self.check_kept(d, info, frame, lost)
+
+    def not_runnable(self, d, state, info, frame):
+        """A dispatcher goes back to user mode though its DCB_STATE says it may not run."""
+        lay = layout()
+        name = {lay.DISPATCHER_WAITING: "DISPATCHER_WAITING",
+                lay.DISPATCHER_EXITED: "DISPATCHER_EXITED"}.get(state, str(state))
+        call = (info or {}).get("call")
+        text = (f"dispatcher {d} goes back to user mode"
+                f"{f' from its {call}' if call else ''} (rax = {signed(frame['rax'])}) while its"
+                f" DCB_STATE says {name}: only a runnable dispatcher runs, and the round robin"
+                f" will skip it from now on")
+        stop = (info or {}).get("stop")
+        if call == "lmp_call" and info.get("result"):
+            text += (" (its call was refused: a refused lmp_call returns the send's error at once"
+                     " and leaves its caller runnable; mark it waiting only once the send is"
+                     " delivered)")
+        elif call == "lmp_recv":
+            text += " (lmp_recv marks its caller waiting and asks for a switch: request_reschedule)"
+        self.problem("switch", text, stop=stop)
 
     def check_first_run(self, d, frame):
         """A dispatcher's first run starts at its program's first instruction."""
@@ -328,7 +370,8 @@ class Model:
             if register == "rax":
                 shown = f"{signed(have)}, expected the sender's number {want}"
             elif call == "lmp_send_ep" and register == "rdx":
-                shown = f"{have:#x}, expected {want} (a capability came along)"
+                shown = (f"{have:#x}, expected {want} "
+                         f"({'a capability came along' if want else 'no capability was given'})")
             else:
                 shown = f"{have:#x}, expected word {place - 1} = {want:#x}"
             self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
@@ -353,15 +396,19 @@ class Model:
                          f" {target} was waiting for a message (in lmp_recv, or in lmp_call for"
                          f" its answer): it must be delivered (0)", stop=stop.split(" && u64[")[0])
         elif want == -lay.EINVAL:
-            self.problem("refusal", f"dispatcher {d}'s {call} to {target}, a dispatcher that does"
-                         f" not exist (this core has {self.n}), returned {have}, not -EINVAL"
-                         f" ({-lay.EINVAL})", stop=stop)
+            self.problem("refusal", f"dispatcher {d}'s {call} to {signed(target)}, a dispatcher"
+                         f" that does not exist (this core has {self.n}, numbered 0 to"
+                         f" {self.n - 1}), returned {have}, not -EINVAL ({-lay.EINVAL})"
+                         f"{bound_hint(signed(target), self.n)}", stop=stop)
         else:
             whom = "itself" if target == d else f"{target}, which was not waiting in lmp_recv" \
                 f" ({info.get('busy')})"
+            why = "only a waiting dispatcher may be sent to"
+            if call == "lmp_send_ep" and have == -lay.EINVAL:
+                why = ("the hypercall refused it, and lmp_send_ep returns the hypercall's error as"
+                       " it is (is a negative rax taken for the receiver's number?)")
             self.problem("refusal", f"dispatcher {d}'s {call} to {whom} returned {have}, not"
-                         f" -EAGAIN ({-lay.EAGAIN}): only a waiting dispatcher may be sent to",
-                         stop=stop)
+                         f" -EAGAIN ({-lay.EAGAIN}): {why}", stop=stop)
 
     def check_kept(self, d, info, frame, lost):
         before = info["frame"]
@@ -385,6 +432,16 @@ def signed(value):
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def bound_hint(target, n):
+    """What a send to a missing dispatcher that was not refused as one suggests."""
+    if target == n:
+        return (f" (one past the last: is the bound check off by one? {n} dispatchers are"
+                f" 0 to {n - 1})")
+    if target < 0:
+        return " (a negative number: the bound check must compare unsigned, jae, not jge)"
+    return ""
+
+
 def word_hint(have, wanted, register, before):
     """What a wrong register in a delivered message suggests, as a parenthesis."""
     if register == "rax" and signed(have) == -layout().EAGAIN:
@@ -392,7 +449,7 @@ def word_hint(have, wanted, register, before):
     if register != "rax" and have == before[register]:
         return (f" (that is what the receiver's {register} held when it called: the words never"
                 f" reached its saved frame, DCB_FRAME)")
-    if register != "rax" and have and wanted[1:].count(have) == 1:
+    if register != "rax" and wanted[1:].count(have) == 1:
         return " (the words are there, in the wrong registers: w0, w1, w2 go to rdi, rsi, rdx)"
     return ""
 
@@ -440,7 +497,8 @@ def run_checked(image, cores=1):
             if crossing.kind == "enter":
                 model.enter(crossing.dispatcher, crossing.frame, crossing.cr3)
             else:
-                model.leave(crossing.dispatcher, crossing.current, crossing.frame, crossing.cr3)
+                model.leave(crossing.dispatcher, crossing.current, crossing.frame, crossing.cr3,
+                            crossing.next_up, crossing.state)
         model.finish()
         models[core] = model
     return Checked(run, models)
@@ -544,7 +602,7 @@ def a_dispatcher_not_waiting_gets_nothing():
     judge(checked, {"switch", "refusal", "delivery"})
     expect_lines(checked.run, BUSY_LINES)
     if checked.total("refused") < 40:
-        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 42 that"
+        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 44 that"
              f" must be", checked.run)
 
 
@@ -558,15 +616,16 @@ def registers_survive_calls_and_time_slices():
 
 @test(points=10)
 def a_capability_goes_along():
-    """lmp_send_ep: the frame's capability lands in the receiver's slot, which it maps and reads."""
+    """lmp_send_ep: the frame's capability lands in the receiver's slot, which it maps and reads;
+    without a capability rdx is 0; a refusal, the capability system's or -EAGAIN, comes back as it is."""
     from kernel.caps import CapType, root_caddr
     from kernel.capservice import SLOT_RECEIVE
     checked = run_checked("images/share.lst")
-    judge(checked, {"switch", "delivery"})
+    judge(checked, {"switch", "delivery", "refusal"})
     run = checked.run
-    if checked.total("delivered") != 1:
-        fail(f"{checked.total('delivered')} messages went from the giver to the taker, expected 1",
-             run, stop="sys_lmp_send_ep core 0")
+    if checked.total("delivered") != 2:
+        fail(f"{checked.total('delivered')} messages went through endpoints, expected 2 (the giver's"
+             f" to the taker, the ep prober's to its taker)", run, stop="sys_lmp_send_ep core 0")
     service = run.system.machine._hypercall_handler
     system = service.systems[0]
     given = system.lookup(service.cspaces[(0, 0)], root_caddr(4))
@@ -574,7 +633,9 @@ def a_capability_goes_along():
     if taken.type != CapType.FRAME or taken.obj is not given.obj:
         fail(f"the taker's slot {SLOT_RECEIVE} holds a {taken.type.name}, not a copy of the"
              f" giver's frame", run, stop="sys_lmp_send_ep core 0")
-    expect_lines(run, ["taker: mapped the frame I was given; it holds 23063"])
+    expect_lines(run, ["taker: mapped the frame I was given; it holds 23063",
+                       "ep prober: refused twice as it should be, then sent",
+                       "ep taker: the words, and no capability"])
 
 
 @test(points=15)

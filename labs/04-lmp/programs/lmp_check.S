@@ -35,7 +35,7 @@
 # and which was the first, and exits with 1. A system call that returns what
 # it must not ends the program at once (status 1).
 #
-# Image arguments: role=N peer=N count=N pace=N rounds=N
+# Image arguments: role=N peer=N count=N pace=N rounds=N absent=N
 
 ROLE = 0
 PEER = 1
@@ -43,6 +43,7 @@ COUNT = 20
 PACE = 0
 ROUNDS = 400000
 NO_SUCH_DISPATCHER = 9                # more than a core ever has (MAX_DISPATCHERS, layout.py)
+ABSENT = 9                            # the first number no dispatcher has on this core
 
 start:
     mov r15, rdx                      # r15 = our dispatcher number, all along
@@ -220,6 +221,16 @@ prober:
     mov rdi, r15
     call words
     mov rdi, NO_SUCH_DISPATCHER
+    mov eax, SYS_LMP_SEND
+    syscall
+    cmp rax, -EINVAL
+    jne wrong_result
+    mov rdi, ABSENT                   # one past the last: an off-by-one bound takes it
+    mov eax, SYS_LMP_SEND
+    syscall
+    cmp rax, -EINVAL
+    jne wrong_result
+    mov rdi, -1                       # negative: a signed bound takes it
     mov eax, SYS_LMP_SEND
     syscall
     cmp rax, -EINVAL
