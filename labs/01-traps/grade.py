@@ -41,6 +41,9 @@ DOUBLE_FAULT = 8
 SYSCALL = None          # Entry.vector of an entry at syscall_entry
 SYSCALL_INSTRUCTION = b"\x0f\x05"
 SYSCALL_LENGTH = len(SYSCALL_INSTRUCTION)
+# calls.S's value in each register a system call keeps (RAX, RCX, R11 aside)
+CALLS_REGISTERS = {"rbx": 0x1111, "rdx": 0x2222, "rsi": 0x3333, "rdi": 0x4444, "rbp": 0x5555,
+                   "r8": 0x6666, "r9": 0x7777, "r10": 0x8888, "r13": 0x9999, "r14": 0xAAAA}
 
 
 def name(vector):
@@ -64,6 +67,7 @@ class Entry:
     r15: int
     words: tuple | None     # 8 words from RSP up; None when RSP points nowhere
     before_rcx: bytes | None = None     # syscall_entry: the 2 bytes below RCX
+    kept: dict | None = None            # syscall_entry: the registers SYSCALL keeps
 
     def frame(self, with_error):
         """The processor's frame at RSP: {"error": .., "RIP": .., "CS": .., ...}."""
@@ -90,17 +94,19 @@ def snapshot(core, vector):
     except PageFault:
         words = None
     rcx = regs.read(x86.UC_X86_REG_RCX)
-    before_rcx = None
+    before_rcx = kept = None
     if vector is SYSCALL:
         try:
             before_rcx = core.read_virtual(rcx - SYSCALL_LENGTH, SYSCALL_LENGTH)
         except PageFault:
             pass
+        kept = {name: regs.read(getattr(x86, f"UC_X86_REG_{name.upper()}"))
+                for name in CALLS_REGISTERS}
     # (a segment register read fills 16 bits of a reused 64-bit buffer)
     return Entry(core.id, vector, cpl, regs.read(x86.UC_X86_REG_CS) & SELECTOR,
                  regs.read(x86.UC_X86_REG_SS) & SELECTOR, rsp, regs.read(x86.UC_X86_REG_RFLAGS),
                  rcx, regs.read(x86.UC_X86_REG_R11), regs.read(x86.UC_X86_REG_R15), words,
-                 before_rcx)
+                 before_rcx, kept)
 
 
 class Watch:
@@ -510,6 +516,9 @@ def system_calls_enter_at_lstar_and_return_intact():
                 what = f"system call {number} on core {core_id}"
                 stop = f"syscall_entry core {core_id}"
                 in_loop = number <= CALLS
+                changed = [f"{reg.upper()} is {entry.kept[reg]:#x}, not calls.S's {value:#x}"
+                           for reg, value in CALLS_REGISTERS.items()
+                           if in_loop and entry.kept[reg] != value]
                 problems = [
                     (entry.cpl != 0, f"the handler runs in ring {entry.cpl}, not ring 0"),
                     (entry.cs != lay.KERNEL_CS,
@@ -525,6 +534,9 @@ def system_calls_enter_at_lstar_and_return_intact():
                     (entry.rflags != entry.r11 & ~fmask,
                      f"RFLAGS is {entry.rflags:#x}, expected R11 & ~FMASK = "
                      f"{entry.r11 & ~fmask:#x}"),
+                    (bool(changed),
+                     f"{changed[0] if changed else ''}: SYSCALL changes RCX, R11, RFLAGS, CS, "
+                     f"SS and RIP, and no other register"),
                     (in_loop and entry.rsp != entry.r15,
                      f"RSP is {entry.rsp:#x}, not the program's {entry.r15:#x}: SYSCALL does not "
                      f"switch stacks (the CPU driver does)"),
@@ -619,7 +631,7 @@ def ist_gates_switch_to_their_own_stack():
 
 @test(points=7)
 def the_new_stack_is_aligned_to_16_bytes():
-    """RSP is aligned down to 16 before the push: an odd RSP0, and an odd ring-0 RSP."""
+    """RSP is aligned down to 16 before the push: an odd RSP0, an odd ring-0 RSP, an odd IST stack."""
     system, core = stopped_in_ring_3()
     rsp0 = rsp0_of(0) - 8
     system.machine.memory.write_u64(tss(TSS_RSP0), rsp0)
@@ -641,6 +653,18 @@ def the_new_stack_is_aligned_to_16_bytes():
     entry = deliver(core, 14, 2)
     problem = frame_problem(what, entry, expected, odd & ~0xF, "RSP aligned down to 16,",
                             unaligned_top=odd)
+    if problem:
+        fail(problem)
+    # An IST stack is aligned like any other.
+    ist_top = IST_STACK_TOP - 8
+    system.machine.memory.write_u64(tss(TSS_IST1), ist_top)
+    patch_gate(system, 2, ist=1)
+    expected = {"RIP": core.rip, "CS": lay.KERNEL_CS, "RFLAGS": entry.rflags, "RSP": entry.rsp,
+                "SS": entry.ss}
+    what = f"an NMI through a gate naming IST 1, with TSS.IST1 = {ist_top:#x}"
+    entry = deliver(core, 2)
+    problem = frame_problem(what, entry, expected, ist_top & ~0xF, "TSS.IST1 aligned down to 16,",
+                            unaligned_top=ist_top)
     if problem:
         fail(problem)
 
