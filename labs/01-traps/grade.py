@@ -183,7 +183,8 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
     lay = layout()
     got, size = entry.rsp, len(expected)
     want = top - 8 * size
-    if got >= lay.USER_BASE and entry.words and entry.frame("error" in expected)["CS"] == lay.KERNEL_CS:
+    interrupted_cs = entry.frame("error" in expected)["CS"] if entry.words else None
+    if got >= lay.USER_BASE and interrupted_cs == lay.KERNEL_CS:
         return (f"{what}: the frame is on the user's stack (RSP {got:#x}) and its CS says ring 0 "
                 f"was interrupted: the core was switched to ring 0 and then the event refused "
                 f"(the gate's DPL check must come before anything changes)")
@@ -631,7 +632,7 @@ def ist_gates_switch_to_their_own_stack():
 
 @test(points=7)
 def the_new_stack_is_aligned_to_16_bytes():
-    """RSP is aligned down to 16 before the push: an odd RSP0, an odd ring-0 RSP, an odd IST stack."""
+    """RSP is aligned down to 16 before the push: odd RSP0, ring-0 RSP and IST stacks."""
     system, core = stopped_in_ring_3()
     rsp0 = rsp0_of(0) - 8
     system.machine.memory.write_u64(tss(TSS_RSP0), rsp0)
