@@ -249,3 +249,37 @@ def test_lmp_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, d
     assert not failed["passed"], f"{diff} passed {test}"
     missing = [words for words in said if words not in failed["reason"]]
     assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"
+
+
+TRAPS_FAULTS_NAMED = [
+    # (recorded mistake, the test that runs it, what the reason must say): lab 1's
+    # trial, where a symptom further on (a frame, a budget) was blamed instead
+    ("push_fault_escapes.diff", "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
+     ["deliver_interrupt raised PageFault", "must become _DeliveryFault"]),
+    ("rsp_moved_before_the_push.diff", "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
+     ["the frame's RSP", "must have changed nothing"]),
+    ("int3_refused_at_equal_privilege.diff", "software_interrupts_obey_the_gate_privilege",
+     ["says gate 3 refused the `int`", "only a DPL below the CPL refuses"]),
+    ("privilege_switched_before_the_dpl_check.diff", "software_interrupts_obey_the_gate_privilege",
+     ["its CS says ring 0 was interrupted", "DPL check must come before anything changes"]),
+    ("syscall_fmask_not_applied.diff", "kernel_page_faults_stay_on_the_kernel_stack",
+     ["system call 1 on core 0: RFLAGS is", "expected R11 & ~FMASK"]),
+    ("syscall_switches_to_rsp0.diff", "kernel_page_faults_stay_on_the_kernel_stack",
+     ["system call 1 on core 0: RSP is", "SYSCALL does not switch stacks"]),
+    ("syscall_lands_past_lstar.diff", "timer_interrupts_preempt_and_resume_programs",
+     ["none reached syscall_entry", "LSTAR - SYSCALL_LENGTH"]),
+    ("syscall_clobbers_a_register.diff", "system_calls_enter_at_lstar_and_return_intact",
+     ["system call 1 on core 0: RDX is", "not calls.S's 0x2222", "no other register"]),
+]
+
+
+@pytest.mark.parametrize("diff, test, said", TRAPS_FAULTS_NAMED,
+                         ids=[case[0].removesuffix(".diff") for case in TRAPS_FAULTS_NAMED])
+def test_traps_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test,
+                                                                        said):
+    """Lab 1, mistakes from a student trial: each fails, and the reason names
+    the fault itself (the push, the check, the syscall), not a symptom further on."""
+    failed = grade_wrong_solution(tmp_path, 1, diff, test)
+    assert not failed["passed"], f"{diff} passed {test}"
+    missing = [words for words in said if words not in failed["reason"]]
+    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"

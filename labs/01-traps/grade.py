@@ -36,8 +36,14 @@ SELECTOR = 0xFFFF       # a selector is 16 bits; the frame's CS and SS slots are
 # Free RAM (past every core's private area), mapped in the kernel half:
 # the stack the IST test hands the processor.
 IST_STACK_TOP = 0x0300_1000
+DOUBLE_FAULT = 8
 
 SYSCALL = None          # Entry.vector of an entry at syscall_entry
+SYSCALL_INSTRUCTION = b"\x0f\x05"
+SYSCALL_LENGTH = len(SYSCALL_INSTRUCTION)
+# calls.S's value in each register a system call keeps (RAX, RCX, R11 aside)
+CALLS_REGISTERS = {"rbx": 0x1111, "rdx": 0x2222, "rsi": 0x3333, "rdi": 0x4444, "rbp": 0x5555,
+                   "r8": 0x6666, "r9": 0x7777, "r10": 0x8888, "r13": 0x9999, "r14": 0xAAAA}
 
 
 def name(vector):
@@ -60,6 +66,8 @@ class Entry:
     r11: int
     r15: int
     words: tuple | None     # 8 words from RSP up; None when RSP points nowhere
+    before_rcx: bytes | None = None     # syscall_entry: the 2 bytes below RCX
+    kept: dict | None = None            # syscall_entry: the registers SYSCALL keeps
 
     def frame(self, with_error):
         """The processor's frame at RSP: {"error": .., "RIP": .., "CS": .., ...}."""
@@ -85,11 +93,20 @@ def snapshot(core, vector):
         words = struct.unpack("<8Q", core.read_virtual(rsp, 64))
     except PageFault:
         words = None
+    rcx = regs.read(x86.UC_X86_REG_RCX)
+    before_rcx = kept = None
+    if vector is SYSCALL:
+        try:
+            before_rcx = core.read_virtual(rcx - SYSCALL_LENGTH, SYSCALL_LENGTH)
+        except PageFault:
+            pass
+        kept = {name: regs.read(getattr(x86, f"UC_X86_REG_{name.upper()}"))
+                for name in CALLS_REGISTERS}
     # (a segment register read fills 16 bits of a reused 64-bit buffer)
     return Entry(core.id, vector, cpl, regs.read(x86.UC_X86_REG_CS) & SELECTOR,
                  regs.read(x86.UC_X86_REG_SS) & SELECTOR, rsp, regs.read(x86.UC_X86_REG_RFLAGS),
-                 regs.read(x86.UC_X86_REG_RCX), regs.read(x86.UC_X86_REG_R11),
-                 regs.read(x86.UC_X86_REG_R15), words)
+                 rcx, regs.read(x86.UC_X86_REG_R11), regs.read(x86.UC_X86_REG_R15), words,
+                 before_rcx, kept)
 
 
 class Watch:
@@ -166,6 +183,11 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
     lay = layout()
     got, size = entry.rsp, len(expected)
     want = top - 8 * size
+    interrupted_cs = entry.frame("error" in expected)["CS"] if entry.words else None
+    if got >= lay.USER_BASE and interrupted_cs == lay.KERNEL_CS:
+        return (f"{what}: the frame is on the user's stack (RSP {got:#x}) and its CS says ring 0 "
+                f"was interrupted: the core was switched to ring 0 and then the event refused "
+                f"(the gate's DPL check must come before anything changes)")
     if got >= lay.USER_BASE:
         return (f"{what}: the frame is on the user's stack (RSP {got:#x}): coming from ring 3 "
                 f"the processor first switches to the TSS's RSP0 ({top:#x})")
@@ -257,6 +279,10 @@ def check_user_event(run, what, entry, vector, error, rip, user_rsp, stop):
         hint = ("" if entry.vector != 14 else " (a page fault on the way in: did the handler "
                 "start in ring 3? The new CPL is the DPL of the handler's code segment, 0, "
                 "not the gate's DPL)")
+        if entry.vector == 13 and entry.words and entry.words[0] == vector * 8 + 2:
+            hint = (f" (the #GP's error code {vector * 8 + 2:#x} says gate {vector} refused the "
+                    f"`int`: its DPL is 3 and the program's CPL is 3; only a DPL below the CPL "
+                    f"refuses)")
         fail(f"{what}: the processor went to the handler of {name(entry.vector)}, not "
              f"{name(vector)}'s{hint}", run, stop)
     expected = {} if error is None else {"error": error}
@@ -270,15 +296,62 @@ def check_user_event(run, what, entry, vector, error, rip, user_rsp, stop):
 def expect_exits(run, watch, wanted, why):
     """Every program ran to its end and said exit(0)."""
     statuses = [status for _, status in watch.exits]
-    for core, status in watch.exits:
-        if status:
-            fail(f"a program on core {core} exited with status {status}: "
-                 f"{why.get(status, 'it went wrong')}", run,
-                 "sys_exit")
+    wrong = [(core, status) for core, status in watch.exits if status]
+    if wrong or len(statuses) < wanted:
+        # The programs enter the kernel by `syscall`: a wrong entry is the fault to name.
+        problem, stop = system_call_problem(run, watch)
+        if problem:
+            fail(problem, run, stop)
+    for core, status in wrong:
+        fail(f"a program on core {core} exited with status {status}: "
+             f"{why.get(status, 'it went wrong')}", run,
+             "sys_exit")
     if len(statuses) < wanted:
         fail(f"only {len(statuses)} of {wanted} programs got to exit(); the run ended: "
              f"{run.result.reason}", run)
     run.expect_clean()
+
+
+def syscall_entry_problem(entry, fmask):
+    """What any system call must find at syscall_entry, whatever the program."""
+    lay = layout()
+    problems = [
+        (entry.cpl != 0, f"the handler runs in ring {entry.cpl}, not ring 0"),
+        (entry.cs != lay.KERNEL_CS, f"CS is {entry.cs:#x}, not STAR[47:32] = {lay.KERNEL_CS:#x}"),
+        (entry.ss != lay.KERNEL_SS,
+         f"SS is {entry.ss:#x}, not STAR[47:32] + 8 = {lay.KERNEL_SS:#x}"),
+        (entry.before_rcx != SYSCALL_INSTRUCTION,
+         f"RCX is {entry.rcx:#x}, not the address of the instruction after a syscall"),
+        (not entry.r11 & RFLAGS_IF,
+         f"R11 ({entry.r11:#x}) has IF clear: it must hold RFLAGS as the program had it, "
+         f"before FMASK"),
+        (entry.rflags != entry.r11 & ~fmask,
+         f"RFLAGS is {entry.rflags:#x}, expected R11 & ~FMASK = {entry.r11 & ~fmask:#x}"),
+        (entry.rsp < lay.USER_BASE,
+         f"RSP is {entry.rsp:#x}, not the program's: SYSCALL does not switch stacks (the CPU "
+         f"driver does)"),
+    ]
+    return next((problem for wrong, problem in problems if wrong), None)
+
+
+def system_call_problem(run, watch):
+    """The first system call of the run that entered the kernel wrong:
+    (reason, breakpoint that stops there), or (None, None)."""
+    for core in run.system.machine.cores:
+        calls = watch.on(core.id, {SYSCALL})
+        if core.stats.syscalls and not calls:
+            count = core.stats.syscalls
+            return (f"core {core.id} executed {count} syscall instruction{'s' * (count != 1)} "
+                    f"and none reached syscall_entry: does deliver_syscall leave RIP at LSTAR - "
+                    f"SYSCALL_LENGTH, since unicorn adds SYSCALL_LENGTH after the hook? (the "
+                    f"run ended: {run.result.reason})"), None
+        fmask = core.read_msr(MSR_FMASK)
+        for number, entry in enumerate(calls, 1):
+            found = syscall_entry_problem(entry, fmask)
+            if found:
+                return (f"system call {number} on core {core.id}: {found}",
+                        f"syscall_entry core {core.id}")
+    return None, None
 
 
 # --- Exceptions from user mode (images/faults.lst) -----------------------------------
@@ -325,7 +398,7 @@ def check_faults(image, quanta, max_cycles=200_000):
             run.expect_clean()
 
 
-@test(points=20)
+@test(points=15)
 def exceptions_from_user_mode_arrive_with_the_right_frame():
     """#PF (two error codes), #GP, #UD and #DE from ring 3: ring 0, RSP0's stack, exact frame, IF off."""
     check_faults("images/faults.lst", QUANTA)
@@ -349,6 +422,9 @@ def kernel_page_faults_stay_on_the_kernel_stack():
     run, watch = watched_boot("images/badptr.lst", cores=1, max_cycles=150_000,
                               at=("user_access_begin",))
     symbols = run.system.kernel.symbols
+    problem, stop = system_call_problem(run, watch)
+    if problem:
+        fail(f"{problem} (badptr.S's prints enter the kernel by `syscall`)", run, stop)
     faults = [e for e in watch.on(0) if e.vector is not SYSCALL]
     before = watch.rsp_at["user_access_begin"]
     for number, entry in enumerate(faults[:BADPTR_FAULTS], 1):
@@ -441,6 +517,9 @@ def system_calls_enter_at_lstar_and_return_intact():
                 what = f"system call {number} on core {core_id}"
                 stop = f"syscall_entry core {core_id}"
                 in_loop = number <= CALLS
+                changed = [f"{reg.upper()} is {entry.kept[reg]:#x}, not calls.S's {value:#x}"
+                           for reg, value in CALLS_REGISTERS.items()
+                           if in_loop and entry.kept[reg] != value]
                 problems = [
                     (entry.cpl != 0, f"the handler runs in ring {entry.cpl}, not ring 0"),
                     (entry.cs != lay.KERNEL_CS,
@@ -456,6 +535,9 @@ def system_calls_enter_at_lstar_and_return_intact():
                     (entry.rflags != entry.r11 & ~fmask,
                      f"RFLAGS is {entry.rflags:#x}, expected R11 & ~FMASK = "
                      f"{entry.r11 & ~fmask:#x}"),
+                    (bool(changed),
+                     f"{changed[0] if changed else ''}: SYSCALL changes RCX, R11, RFLAGS, CS, "
+                     f"SS and RIP, and no other register"),
                     (in_loop and entry.rsp != entry.r15,
                      f"RSP is {entry.rsp:#x}, not the program's {entry.r15:#x}: SYSCALL does not "
                      f"switch stacks (the CPU driver does)"),
@@ -550,7 +632,7 @@ def ist_gates_switch_to_their_own_stack():
 
 @test(points=7)
 def the_new_stack_is_aligned_to_16_bytes():
-    """RSP is aligned down to 16 before the push: an odd RSP0, and an odd ring-0 RSP."""
+    """RSP is aligned down to 16 before the push: odd RSP0, ring-0 RSP and IST stacks."""
     system, core = stopped_in_ring_3()
     rsp0 = rsp0_of(0) - 8
     system.machine.memory.write_u64(tss(TSS_RSP0), rsp0)
@@ -572,6 +654,18 @@ def the_new_stack_is_aligned_to_16_bytes():
     entry = deliver(core, 14, 2)
     problem = frame_problem(what, entry, expected, odd & ~0xF, "RSP aligned down to 16,",
                             unaligned_top=odd)
+    if problem:
+        fail(problem)
+    # An IST stack is aligned like any other.
+    ist_top = IST_STACK_TOP - 8
+    system.machine.memory.write_u64(tss(TSS_IST1), ist_top)
+    patch_gate(system, 2, ist=1)
+    expected = {"RIP": core.rip, "CS": lay.KERNEL_CS, "RFLAGS": entry.rflags, "RSP": entry.rsp,
+                "SS": entry.ss}
+    what = f"an NMI through a gate naming IST 1, with TSS.IST1 = {ist_top:#x}"
+    entry = deliver(core, 2)
+    problem = frame_problem(what, entry, expected, ist_top & ~0xF, "TSS.IST1 aligned down to 16,",
+                            unaligned_top=ist_top)
     if problem:
         fail(problem)
 
@@ -605,3 +699,35 @@ def interrupt_gates_clear_IF_and_trap_gates_keep_it():
         if gate_type == GATE_TRAP and not entry.rflags & RFLAGS_IF:
             fail(f"{what}: IF is clear in the handler: a trap gate (type {GATE_TRAP:#x}) leaves "
                  f"IF as it was")
+
+
+@test(points=5)
+def a_frame_that_cannot_be_pushed_becomes_a_double_fault():
+    """An unmapped RSP0: the event becomes a #DF on its IST stack, framing the program as it was."""
+    from emulator import traps
+    from emulator.paging import PageFault
+    lay = layout()
+    system, core = stopped_in_ring_3()
+    bad_rsp0 = lay.USER_BASE + 0x1000           # the user half's first 2 MiB: never mapped
+    memory = system.machine.memory
+    memory.write_u64(tss(TSS_RSP0), bad_rsp0)
+    memory.write_u64(tss(TSS_IST1), IST_STACK_TOP)
+    patch_gate(system, DOUBLE_FAULT, ist=1)     # what real kernels do, for this very case
+    expected = user_frame(core, error=0)
+    what = (f"the timer interrupt from ring 3 with TSS.RSP0 = {bad_rsp0:#x} (not mapped) and "
+            f"#DF's gate naming IST 1")
+    try:
+        entry = deliver(core, 32)
+    except PageFault as fault:
+        fail(f"{what}: deliver_interrupt raised PageFault ({fault}): a PageFault from pushing "
+             f"the frame must become _DeliveryFault, which the caller delivers as a #DF")
+    except traps.TripleFault as fault:
+        fail(f"{what}: triple fault ({fault}), but #DF's own stack (TSS.IST1) is mapped")
+    handler = system.kernel.symbols[f"vector{DOUBLE_FAULT}"]
+    if core.rip != handler:
+        fail(f"{what}: the core is at {core.rip:#x}, not #DF's handler vector8 ({handler:#x})")
+    problem = (handler_problem(what, entry, from_ring=3)
+               or frame_problem(what, entry, expected, IST_STACK_TOP, "TSS.IST1"))
+    if problem:
+        fail(f"{problem} (the delivery that could not push its frame must have changed nothing: "
+             f"the #DF frames the program as it was)")
