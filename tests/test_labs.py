@@ -106,35 +106,6 @@ def test_a_deadlocked_core_is_reported_once_with_the_cpu_drivers_own_words(tmp_p
     assert "every dispatcher left waits for a message that cannot come" in reason, reason
 
 
-# Lab 2: what a student reads when their rules go wrong in ways a student's
-# trial found explained badly: (recorded mistake, the test that catches it,
-# what its reason must say).
-CAPS_REASONS = [
-    ("captype_before_the_table.diff", "retype_follows_the_type_table",
-     ["retyping a RAM into a type 11 raised ValueError: 11 is not a valid CapType",
-      "it must be refused with RETYPE_NOT_ALLOWED"]),
-    ("range_wraps_at_64_bits.diff", "retype_checks_size_count_alignment_and_range",
-     ["a retype into a 4 KiB FRAME at offset 2**64 - 0x1000 raised IndexError",
-      "it must be refused with OUT_OF_RANGE"]),
-    ("revoke_deletes_the_invoked_copy.diff", "random_sequences_agree_with_the_rules",
-     ["REVOKE through the RAM", "deleted that capability too"]),
-    ("mint_badge_0_clears.diff", "mint_only_removes_rights_and_badges_an_endpoint_once",
-     ["made a copy with READ and badge 0, not READ and badge 7"]),
-    ("endpoint_of_one_byte.diff", "retype_follows_the_type_table",
-     ["retyping a DISPATCHER into an ENDPOINT made an ENDPOINT of 0x1 bytes"]),
-]
-
-
-@pytest.mark.parametrize("diff, test, said", CAPS_REASONS, ids=[c[0] for c in CAPS_REASONS])
-def test_caps_lab_reasons_name_the_request_and_the_answer_the_rules_want(tmp_path, diff, test,
-                                                                         said):
-    failed = grade_wrong_solution(tmp_path, 2, diff, test)
-    assert not failed["passed"], f"{diff} passed {test}"
-    for words in said:
-        assert words in failed["reason"], f"{diff}: the reason does not say {words!r}: " \
-                                          f"{failed['reason']}"
-
-
 def test_caps_lab_guest_that_stops_early_says_why_the_core_stopped(tmp_path):
     """With the skeleton, the kernel's own first retype stops core 0 before the
     program runs: the reason quotes the core's failure, not only 'stopped'."""
@@ -151,41 +122,47 @@ def test_caps_lab_guest_that_stops_early_says_why_the_core_stopped(tmp_path):
                              "raised NotImplementedError"), reason
 
 
-LAB_7_FAULTS_NAMED = [
-    # (recorded mistake, the test that runs it, what the reason must say)
-    ("abort-takes-frame-back-only.diff", "acknowledged_only_once_applied",
-     ["core 3 acknowledged the abort of transaction 2", "region 1 is in use",
-      "free when it voted yes"]),
-    ("tentative-frame-one-page.diff", "replicas_agree_after_every_answer",
-     ["a frame of 4096 bytes", "not the whole region 0"]),
-    ("retype-error-unchecked.diff", "votes_lock_and_change_nothing",
-     ["core 3 voted 104", "refused with 107", "the retype's own error"]),
-    ("vote-clobbers-rbx.diff", "decision_waits_for_every_vote",
-     ["says it is core 0", "keep rbx"]),
-    ("coordinator-skips-own-vote.diff", "replicas_agree_after_every_answer",
-     ["monitor 0 sent PREPARE for transaction 1 without voting itself"]),
-    ("commits-counted-on-asker-only.diff", "replicas_agree_after_every_answer",
-     ["counts 2 committed, core 0's 0", "every commit"]),
-    ("region-copy-address-as-region.diff", "votes_lock_and_change_nothing",
-     ["#PF", "in vote+", "userland/monitor_agree.S:"]),
-    ("own-gather-takes-requests.diff", "agreement_under_random_schedules",
-     ["took a request that core 3 forwarded for the acknowledgement", "gather_votes"]),
+# What each lab's grader must say of mistakes students made in trials, where
+# it once blamed a symptom further on (a frame, a budget, a deadlock) or
+# crashed: (recorded mistake in the lab's wrong/, the test that catches it,
+# words its reason must say).
+LAB_1_FAULTS_NAMED = [
+    ("push_fault_escapes.diff", "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
+     ["deliver_interrupt raised PageFault", "must become _DeliveryFault"]),
+    ("rsp_moved_before_the_push.diff", "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
+     ["the frame's RSP", "must have changed nothing"]),
+    ("int3_refused_at_equal_privilege.diff", "software_interrupts_obey_the_gate_privilege",
+     ["says gate 3 refused the `int`", "only a DPL below the CPL refuses"]),
+    ("privilege_switched_before_the_dpl_check.diff", "software_interrupts_obey_the_gate_privilege",
+     ["its CS says ring 0 was interrupted", "DPL check must come before anything changes"]),
+    ("syscall_fmask_not_applied.diff", "kernel_page_faults_stay_on_the_kernel_stack",
+     ["system call 1 on core 0: RFLAGS is", "expected R11 & ~FMASK"]),
+    ("syscall_switches_to_rsp0.diff", "kernel_page_faults_stay_on_the_kernel_stack",
+     ["system call 1 on core 0: RSP is", "SYSCALL does not switch stacks"]),
+    ("syscall_lands_past_lstar.diff", "timer_interrupts_preempt_and_resume_programs",
+     ["none reached syscall_entry", "LSTAR - SYSCALL_LENGTH"]),
+    ("syscall_clobbers_a_register.diff", "system_calls_enter_at_lstar_and_return_intact",
+     ["system call 1 on core 0: RDX is", "not calls.S's 0x2222", "no other register"]),
 ]
 
 
-@pytest.mark.parametrize("diff, test, said", LAB_7_FAULTS_NAMED,
-                         ids=[case[0].removesuffix(".diff") for case in LAB_7_FAULTS_NAMED])
-def test_agree_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test, said):
-    """Lab 7, mistakes from a student trial: each fails, and the reason names
-    the fault itself, not a symptom further on."""
-    failed = grade_wrong_solution(tmp_path, 7, diff, test)
-    assert not failed["passed"], f"{diff} passed {test}"
-    missing = [words for words in said if words not in failed["reason"]]
-    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"
+LAB_2_FAULTS_NAMED = [
+    ("captype_before_the_table.diff", "retype_follows_the_type_table",
+     ["retyping a RAM into a type 11 raised ValueError: 11 is not a valid CapType",
+      "it must be refused with RETYPE_NOT_ALLOWED"]),
+    ("range_wraps_at_64_bits.diff", "retype_checks_size_count_alignment_and_range",
+     ["a retype into a 4 KiB FRAME at offset 2**64 - 0x1000 raised IndexError",
+      "it must be refused with OUT_OF_RANGE"]),
+    ("revoke_deletes_the_invoked_copy.diff", "random_sequences_agree_with_the_rules",
+     ["REVOKE through the RAM", "deleted that capability too"]),
+    ("mint_badge_0_clears.diff", "mint_only_removes_rights_and_badges_an_endpoint_once",
+     ["made a copy with READ and badge 0, not READ and badge 7"]),
+    ("endpoint_of_one_byte.diff", "retype_follows_the_type_table",
+     ["retyping a DISPATCHER into an ENDPOINT made an ENDPOINT of 0x1 bytes"]),
+]
 
 
 LAB_3_FAULTS_NAMED = [
-    # (recorded mistake, the test that catches it, what the reason must say): from a trial
     ("flush_clobbers_rax.diff", "a_deleted_table_takes_its_pages_along",
      ["which is no error number", "does sys_invoke's flush (cpudriver/syscall.S) keep rax"]),
     ("flush_through_rbx.diff", "a_deleted_table_takes_its_pages_along",
@@ -207,20 +184,7 @@ LAB_3_FAULTS_NAMED = [
 ]
 
 
-@pytest.mark.parametrize("diff, test, said", LAB_3_FAULTS_NAMED,
-                         ids=[case[0].removesuffix(".diff") for case in LAB_3_FAULTS_NAMED])
-def test_vm_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test, said):
-    """Lab 3, mistakes from a student trial: each fails, and the reason names
-    the fault itself (the flush's rax, the call the program died in, the
-    refusal that left tables, the stale record), not a symptom further on."""
-    failed = grade_wrong_solution(tmp_path, 3, diff, test)
-    assert not failed["passed"], f"{diff} passed {test}"
-    missing = [words for words in said if words not in failed["reason"]]
-    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"
-
-
 LAB_4_FAULTS_NAMED = [
-    # (recorded mistake, the test that runs it, what the reason must say)
     ("bound_off_by_one.diff", "a_dispatcher_not_waiting_gets_nothing",
      ["lmp_send to 4, a dispatcher that does not exist", "off by one"]),
     ("bound_signed.diff", "a_dispatcher_not_waiting_gets_nothing",
@@ -240,46 +204,45 @@ LAB_4_FAULTS_NAMED = [
 ]
 
 
-@pytest.mark.parametrize("diff, test, said", LAB_4_FAULTS_NAMED,
-                         ids=[case[0].removesuffix(".diff") for case in LAB_4_FAULTS_NAMED])
-def test_lmp_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test, said):
-    """Lab 4, mistakes from a student trial that scored full or were explained
-    by a symptom: each fails, and the reason names the fault itself."""
-    failed = grade_wrong_solution(tmp_path, 4, diff, test)
-    assert not failed["passed"], f"{diff} passed {test}"
-    missing = [words for words in said if words not in failed["reason"]]
-    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"
-
-
-TRAPS_FAULTS_NAMED = [
-    # (recorded mistake, the test that runs it, what the reason must say): lab 1's
-    # trial, where a symptom further on (a frame, a budget) was blamed instead
-    ("push_fault_escapes.diff", "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
-     ["deliver_interrupt raised PageFault", "must become _DeliveryFault"]),
-    ("rsp_moved_before_the_push.diff", "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
-     ["the frame's RSP", "must have changed nothing"]),
-    ("int3_refused_at_equal_privilege.diff", "software_interrupts_obey_the_gate_privilege",
-     ["says gate 3 refused the `int`", "only a DPL below the CPL refuses"]),
-    ("privilege_switched_before_the_dpl_check.diff", "software_interrupts_obey_the_gate_privilege",
-     ["its CS says ring 0 was interrupted", "DPL check must come before anything changes"]),
-    ("syscall_fmask_not_applied.diff", "kernel_page_faults_stay_on_the_kernel_stack",
-     ["system call 1 on core 0: RFLAGS is", "expected R11 & ~FMASK"]),
-    ("syscall_switches_to_rsp0.diff", "kernel_page_faults_stay_on_the_kernel_stack",
-     ["system call 1 on core 0: RSP is", "SYSCALL does not switch stacks"]),
-    ("syscall_lands_past_lstar.diff", "timer_interrupts_preempt_and_resume_programs",
-     ["none reached syscall_entry", "LSTAR - SYSCALL_LENGTH"]),
-    ("syscall_clobbers_a_register.diff", "system_calls_enter_at_lstar_and_return_intact",
-     ["system call 1 on core 0: RDX is", "not calls.S's 0x2222", "no other register"]),
+LAB_7_FAULTS_NAMED = [
+    ("abort-takes-frame-back-only.diff", "acknowledged_only_once_applied",
+     ["core 3 acknowledged the abort of transaction 2", "region 1 is in use",
+      "free when it voted yes"]),
+    ("tentative-frame-one-page.diff", "replicas_agree_after_every_answer",
+     ["a frame of 4096 bytes", "not the whole region 0"]),
+    ("retype-error-unchecked.diff", "votes_lock_and_change_nothing",
+     ["core 3 voted 104", "refused with 107", "the retype's own error"]),
+    ("vote-clobbers-rbx.diff", "decision_waits_for_every_vote",
+     ["says it is core 0", "keep rbx"]),
+    ("coordinator-skips-own-vote.diff", "replicas_agree_after_every_answer",
+     ["monitor 0 sent PREPARE for transaction 1 without voting itself"]),
+    ("commits-counted-on-asker-only.diff", "replicas_agree_after_every_answer",
+     ["counts 2 committed, core 0's 0", "every commit"]),
+    ("region-copy-address-as-region.diff", "votes_lock_and_change_nothing",
+     ["#PF", "in vote+", "userland/monitor_agree.S:"]),
+    ("own-gather-takes-requests.diff", "agreement_under_random_schedules",
+     ["took a request that core 3 forwarded for the acknowledgement", "gather_votes"]),
 ]
 
 
-@pytest.mark.parametrize("diff, test, said", TRAPS_FAULTS_NAMED,
-                         ids=[case[0].removesuffix(".diff") for case in TRAPS_FAULTS_NAMED])
-def test_traps_lab_names_the_real_fault_of_each_mistake_a_student_made(tmp_path, diff, test,
-                                                                        said):
-    """Lab 1, mistakes from a student trial: each fails, and the reason names
-    the fault itself (the push, the check, the syscall), not a symptom further on."""
-    failed = grade_wrong_solution(tmp_path, 1, diff, test)
-    assert not failed["passed"], f"{diff} passed {test}"
+# Every lab's list above, as (lab, mistake, test, words).
+FAULTS_NAMED = [(lab, *case) for lab, cases in ((1, LAB_1_FAULTS_NAMED), (2, LAB_2_FAULTS_NAMED),
+                                                (3, LAB_3_FAULTS_NAMED), (4, LAB_4_FAULTS_NAMED),
+                                                (7, LAB_7_FAULTS_NAMED))
+                for case in cases]
+
+
+@pytest.mark.parametrize("lab, diff, test, said", FAULTS_NAMED,
+                         ids=[f"lab{lab}-{diff.removesuffix('.diff')}"
+                              for lab, diff, _, _ in FAULTS_NAMED])
+def test_a_labs_reason_names_the_real_fault_of_a_mistake_a_student_made(tmp_path, lab, diff,
+                                                                          test, said):
+    """Mistakes from student trials (recorded in each lab's wrong/): each
+    fails its test, and the reason names the fault itself (the request and
+    the answer the rules want, the register, the check, the call), not a
+    symptom further on."""
+    failed = grade_wrong_solution(tmp_path, lab, diff, test)
+    assert not failed["passed"], f"lab {lab}: {diff} passed {test}"
     missing = [words for words in said if words not in failed["reason"]]
-    assert not missing, f"{diff}: the reason does not say {missing}: {failed['reason']}"
+    assert not missing, f"lab {lab}, {diff}: the reason does not say {missing}: " \
+                        f"{failed['reason']}"
