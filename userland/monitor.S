@@ -71,7 +71,7 @@ SKB_QUERY = 0x534B42                  # "SKB" in rax at skb_query: the host answ
 PROBE = 0
 SHOW = 0                              # 1: print the replica when stopping
 MONITORS = 0                          # 0: monitors on every core; N: on cores 0 .. N-1
-                                      #   only, the others never started (a smaller
+                                      #   only, the others' exit at once (a smaller
                                       #   system on the same machine)
 
 # What a message is (word 0 of every message between monitors). Requests
@@ -153,7 +153,7 @@ monitors_counted:
     call meet_the_skb
     jmp serve
 
-no_monitor_here:                      # a core beyond MONITORS: it stays idle
+no_monitor_here:                      # a core beyond MONITORS: it switches off, idle
     xor edi, edi
     call exit
 
