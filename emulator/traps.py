@@ -272,5 +272,4 @@ def _switch_privilege(core, cpl, cs, ss=None):
         context.load_segment(cpustate.SEG_SS, *ss)
     hflags = context.read_u32(cpustate.HFLAGS)
     context.write_u32(cpustate.HFLAGS, (hflags & ~cpustate.HF_CPL_MASK) | cpl)
-    context.write_i32(cpustate.OLD_EXCEPTION, -1)
-    context.restore()
+    context.restore()        # (the exception in flight the core cleared before delivery)
