@@ -225,6 +225,13 @@ def _misordered(entry, expected):
     return True
 
 
+def expect_frame(what, entry, expected, top, where, unaligned_top=None):
+    """Fail the test with frame_problem's reason, if the frame has a problem."""
+    problem = frame_problem(what, entry, expected, top, where, unaligned_top)
+    if problem:
+        fail(problem)
+
+
 def frame_problem(what, entry, expected, top, where, unaligned_top=None):
     """Compare the frame at the handler's RSP with `expected` ({"error": .., "RIP": .., ...}),
     pushed below `top` (where the stack starts, aligned)."""
@@ -615,9 +622,7 @@ def ist_gates_switch_to_their_own_stack():
     expected = user_frame(core)
     what = "an NMI through a gate naming IST 1, from ring 3"
     entry = deliver(core, 2)
-    problem = frame_problem(what, entry, expected, IST_STACK_TOP, "TSS.IST1")
-    if problem:
-        fail(problem)
+    expect_frame(what, entry, expected, IST_STACK_TOP, "TSS.IST1")
     # Again, now from the handler (ring 0): the IST switch happens all the same.
     what = "an NMI through a gate naming IST 1, from ring 0"
     ring0_rsp = entry.rsp
@@ -639,10 +644,8 @@ def the_new_stack_is_aligned_to_16_bytes():
     expected = user_frame(core)
     what = f"the timer interrupt from ring 3 with TSS.RSP0 = {rsp0:#x}"
     entry = deliver(core, 32)
-    problem = frame_problem(what, entry, expected, rsp0 & ~0xF, "RSP0 aligned down to 16,",
-                            unaligned_top=rsp0)
-    if problem:
-        fail(problem)
+    expect_frame(what, entry, expected, rsp0 & ~0xF, "RSP0 aligned down to 16,",
+                 unaligned_top=rsp0)
     # From ring 0 with an RSP that is not even word-aligned.
     from unicorn import x86_const as x86
     odd = entry.rsp - 0x103
@@ -652,10 +655,8 @@ def the_new_stack_is_aligned_to_16_bytes():
                 "RSP": odd, "SS": entry.ss}
     what = f"a #PF in ring 0 at RSP {odd:#x}"
     entry = deliver(core, 14, 2)
-    problem = frame_problem(what, entry, expected, odd & ~0xF, "RSP aligned down to 16,",
-                            unaligned_top=odd)
-    if problem:
-        fail(problem)
+    expect_frame(what, entry, expected, odd & ~0xF, "RSP aligned down to 16,",
+                 unaligned_top=odd)
     # An IST stack is aligned like any other.
     ist_top = IST_STACK_TOP - 8
     system.machine.memory.write_u64(tss(TSS_IST1), ist_top)
@@ -664,10 +665,8 @@ def the_new_stack_is_aligned_to_16_bytes():
                 "SS": entry.ss}
     what = f"an NMI through a gate naming IST 1, with TSS.IST1 = {ist_top:#x}"
     entry = deliver(core, 2)
-    problem = frame_problem(what, entry, expected, ist_top & ~0xF, "TSS.IST1 aligned down to 16,",
-                            unaligned_top=ist_top)
-    if problem:
-        fail(problem)
+    expect_frame(what, entry, expected, ist_top & ~0xF, "TSS.IST1 aligned down to 16,",
+                 unaligned_top=ist_top)
 
 
 @test(points=10)
@@ -683,9 +682,7 @@ def interrupt_gates_clear_IF_and_trap_gates_keep_it():
         expected = user_frame(core)
         what = f"the timer interrupt through {gate}, from ring 3 with TF, NT, RF and IF set"
         entry = deliver(core, 32)
-        problem = frame_problem(what, entry, expected, rsp0_of(0), "RSP0")
-        if problem:
-            fail(problem)
+        expect_frame(what, entry, expected, rsp0_of(0), "RSP0")
         pushed = entry.frame(False)["RFLAGS"]
         if pushed != flags:
             fail(f"{what}: the frame's RFLAGS is {pushed:#x}, expected {flags:#x}: push RFLAGS "
