@@ -185,7 +185,7 @@ def test_a_kernel_panic_in_the_students_cpu_driver_code_says_where(tmp_path):
 
 # --- Python that lies about what it returns --------------------------------------------
 
-LIAR = """
+LIAR_CLASS = """
 class Liar(int):
     # An int that equals anything: every comparison the grader made agreed.
     def __eq__(self, other):
@@ -196,8 +196,8 @@ class Liar(int):
     def __add__(self, other):
         return self
     __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __add__
-return Liar(0)
 """
+LIAR = LIAR_CLASS + "return Liar(0)\n"
 
 
 def test_a_cost_that_equals_anything_scores_nothing(tmp_path):
@@ -224,19 +224,14 @@ def test_a_machine_priced_by_a_cost_that_equals_anything_is_refused_not_run_fore
 def test_aggregators_that_equal_anything_score_nothing(tmp_path):
     """Lab 8, a tree whose aggregators are int subclasses that equal any core:
     it passed the latency test while ignoring every latency."""
-    folder = workspace_with(tmp_path, 8, "kernel/skb.py", "numa_tree", """
-        class Liar(int):
-            def __eq__(self, other):
-                return True
-            def __ne__(self, other):
-                return False
-            __hash__ = int.__hash__
+    tree = LIAR_CLASS + textwrap.dedent("""
         mates, others = self.packages(cores, root)
         routes = [Route(Liar(members[0]), tuple(members[1:])) for members in others]
         if mates and routes:
             routes.insert(0, Route(Liar(mates[0]), tuple(mates[1:])))
         return routes or [Route(core) for core in mates]
     """)
+    folder = workspace_with(tmp_path, 8, "kernel/skb.py", "numa_tree", tree)
     result = grade_one(folder, "tree_uses_the_measured_latencies")
     assert not result["passed"], "aggregators that equal anything were believed"
     assert "a route names a core with a Liar, not an int" in result["reason"], result["reason"]
