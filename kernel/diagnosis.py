@@ -105,16 +105,29 @@ def user_faults(system) -> list[str]:
     the program for it), named: its label and source line, and what the
     error code says, where the CPU driver's console line has raw numbers."""
     symbols = symbols_of(system)
-    lines = []
-    for core in system.machine.cores:
-        for vector, rip, error, cr2 in core.user_faults:
-            what = f"core {core.id}: {exception_name(vector)}{_named(rip, symbols) or f' at {rip:#x}'}"
-            if vector == PAGE_FAULT:
-                what += f" touching {cr2:#x}: {page_fault_cause(error)} (error {error:#x})"
-            elif vector == GENERAL_PROTECTION and error:
-                what += f" (error {error:#x}: selector {error & ~7:#x})"
-            lines.append(what)
-    return lines
+    return [f"core {core.id}: {_user_fault(fault, symbols)}"
+            for core in system.machine.cores for fault in core.user_faults]
+
+
+def user_fault(system, core: int, number: int = 0) -> str | None:
+    """The `number`th exception a program on `core` took in ring 3, as
+    user_faults names it (without the core), or None if it took fewer.
+    Every one kills its program, so the Nth program killed on a core died
+    of the Nth."""
+    faults = system.machine.cores[core].user_faults
+    if number >= len(faults):
+        return None
+    return _user_fault(faults[number], symbols_of(system))
+
+
+def _user_fault(fault, symbols) -> str:
+    vector, rip, error, cr2 = fault
+    what = f"{exception_name(vector)}{_named(rip, symbols) or f' at {rip:#x}'}"
+    if vector == PAGE_FAULT:
+        what += f" touching {cr2:#x}: {page_fault_cause(error)} (error {error:#x})"
+    elif vector == GENERAL_PROTECTION and error:
+        what += f" (error {error:#x}: selector {error & ~7:#x})"
+    return what
 
 
 def page_fault_cause(error: int) -> str:

@@ -166,7 +166,9 @@ def test_a_sender_killed_for_a_wild_store_is_named_in_the_reason(tmp_path):
     result = grade_one(folder, "messages_arrive")
     assert not result["passed"]
     assert "program was killed: user fault: #PF" in result["reason"], result["reason"]
-    assert "address 0xdead0000000" in result["reason"], result["reason"]
+    assert "touching 0xdead0000000" in result["reason"], result["reason"]
+    assert "(in urpc_send+" in result["reason"] and "lib/urpc.S:" in result["reason"], \
+        f"the reason does not name the store's label and line: {result['reason']}"
 
 
 def test_a_kernel_panic_in_the_students_cpu_driver_code_says_where(tmp_path):

@@ -132,6 +132,19 @@ def test_hostile_tests_fail_with_reasons_and_the_grader_goes_on(tmp_path):
     assert "still running in spin_loop" in reasons["never_finishes"]
 
 
+def test_a_killed_programs_reason_names_its_label_and_source_line(tmp_path):
+    """expect_clean, every lab's "the program ran clean": a program the kernel
+    killed is named where it faulted (faulty.S's write_kernel), not by its rip."""
+    assert sprat("lab", "start", "98", "w", cwd=tmp_path).returncode == 0
+    done = sprat("lab", "grade", "--json", "-k", "a_program_is_killed", cwd=tmp_path / "w")
+    reason = json.loads(done.stdout)["tests"][0]["reason"]
+    source = (ROOT / "userland" / "faulty.S").read_text().splitlines()
+    line = next(n for n, text in enumerate(source, 1)
+                if "mov qword ptr [rax], 0" in text and n > source.index("write_kernel:"))
+    assert f"core 0's program was killed: user fault: #PF page fault (in write_kernel+" \
+           in reason and f"userland/faulty.S:{line})" in reason, reason
+
+
 def test_check_proves_the_fixture_lab(tmp_path):
     done = sprat("lab", "check", "97", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

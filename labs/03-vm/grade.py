@@ -553,6 +553,8 @@ def why_ended(run):
     if failed and "killed" in failed[0] and STACK_BOTTOM - PAGE <= cr2 < STACK_BOTTOM:
         return (f"the program was killed for a fault at {cr2:#x}, just below its stack:"
                 f" the stack overflowed (a recursion that never ends?)")
+    if failed and "killed" in failed[0]:
+        return run.killed()         # named by label and source line
     if failed:
         return failed[0].removeprefix("cpu driver: ")
     return run.why_unfinished()

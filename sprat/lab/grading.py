@@ -37,6 +37,7 @@ QUANTA = (1, 7, 13, 100, 10_000)
 SEEDS = (1, 2, 3, 4, 5, 6, 7, 8)
 DEFAULT_MAX_CYCLES = 10_000_000
 KILLED = ": program killed"     # how the CPU driver ends its line on a program it kills
+EXITED = "cpu driver: program exited with status"     # ...and begins one on a failed exit
 
 
 @dataclass
@@ -153,10 +154,20 @@ class Run:
         count = sum(self.system.failed_programs(core)
                     for core in range(self.system.machine.n_cores))
         if count != failed:
-            killed = [line for _, line in self.console if "killed" in line or "exited" in line]
             said = self.system.failures() or "no program failed"
-            fail(f"{said}{': ' + killed[0] if killed else ''}"
+            first = self._first_failed()
+            fail(f"{said}{': ' + first if first else ''}"
                  f"{f' (expected {failed} to)' if failed else ''}", self, stop)
+
+    def _first_failed(self) -> str | None:
+        """The first program that failed: killed (named as killed() names it),
+        or exited with an error (the CPU driver's line)."""
+        for _, line in self.console:
+            if _kill_line(line):
+                return self.killed()
+            if line.startswith(EXITED):
+                return line.strip()
+        return None
 
     def diagnosis(self) -> list[str]:
         """Each unfinished core: where it is, what it waits on (kernel/diagnosis.py)."""
@@ -181,13 +192,21 @@ class Run:
         return "; ".join(lines)
 
     def killed(self) -> str | None:
-        """The first program the CPU driver killed for a fault, in its words
-        ("core 0's program was killed: user fault: #PF ..."), or None. The
-        cores that wait for it say what they wait on, not why it never came."""
+        """The first program the CPU driver killed for a fault, or None:
+        "core 0's program was killed: user fault: #PF page fault (in
+        write_kernel+7, userland/faulty.S:30) touching 0x200000: ...". Named
+        by label and source line (kernel/diagnosis.user_fault), where the CPU
+        driver's own line has raw numbers; in its words if the machine saw no
+        such fault. The cores that wait for that program say what they wait
+        on, not why it never came."""
+        from kernel.diagnosis import user_fault
         for core, line in self.console:
-            if line.startswith("cpu driver:") and line.rstrip().endswith(KILLED):
-                what = line.strip().removeprefix("cpu driver:").removesuffix(KILLED).strip()
-                return f"core {core}'s program was killed: {what}"
+            if _kill_line(line):
+                said = line.strip().removeprefix("cpu driver:").removesuffix(KILLED).strip()
+                # The first kill on this core: the first fault it took in ring 3.
+                named = user_fault(self.system, core)
+                return f"core {core}'s program was killed: " \
+                       f"{'user fault: ' + named if named else said}"
         return None
 
     def printed(self, core: int | None = None) -> list[str]:
@@ -206,6 +225,11 @@ class Run:
         if stop:
             words += ["--break", stop]
         return " ".join(shlex.quote(word) for word in words)
+
+
+def _kill_line(line: str) -> bool:
+    """Is this the CPU driver's line on a program it killed for a fault?"""
+    return line.startswith("cpu driver:") and line.rstrip().endswith(KILLED)
 
 
 def boot(image, *, cores: int | None = None, topology: str | None = None,
