@@ -193,7 +193,8 @@ def _vector_through_idt(core, vector, error_code, software, return_rip):
     rsp &= ~0xF
 
     frame = [old_ss, old_rsp, rflags, old_cs, rip]
-    if vector in VECTORS_WITH_ERROR_CODE:
+    # `int n` pushes none, even `int 13` (SDM vol. 3, 6.13): why those gates have DPL 0
+    if vector in VECTORS_WITH_ERROR_CODE and not software:
         frame.append(error_code or 0)
     rsp -= 8 * len(frame)
     try:

@@ -143,6 +143,8 @@ LAB_1_FAULTS_NAMED = [
      ["none reached syscall_entry", "LSTAR - SYSCALL_LENGTH"]),
     ("syscall_clobbers_a_register.diff", "system_calls_enter_at_lstar_and_return_intact",
      ["system call 1 on core 0: RDX is", "not calls.S's 0x2222", "no other register"]),
+    ("int_n_pushes_an_error_code.diff", "software_interrupts_obey_the_gate_privilege",
+     ["`int 13` from ring 3", "6 words were pushed", "`int n` pushes no error code"]),
 ]
 
 

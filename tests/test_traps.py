@@ -95,6 +95,29 @@ def test_int_through_a_kernel_only_gate_is_a_gp_naming_the_vector(run_programs):
     assert (vector, error, rip) == (13, 0x40 * 8 + 2, user_address(run, "software"))
 
 
+def test_int_13_pushes_no_error_code_though_the_gp_exception_does(run_programs):
+    """`int n` is a software interrupt: it pushes no error code, even through
+    #GP's gate (Intel SDM vol. 3, 6.13). The CPU driver's gate 13 has DPL 0;
+    the test opens it to ring 3 as the program starts."""
+    snapshot, seen = snapshot_at("vector13", frame_words=5)
+
+    def setup(system):
+        snapshot(system)
+        attributes = layout.PERCORE_BASE + layout.PC_IDT + 16 * 13 + 5
+        start = system.modules[0].program.symbols["start"]
+
+        def open_gate(uc, address, size, _):
+            system.machine.memory.write(attributes, bytes([0xEE]))     # present, DPL 3
+        system.machine.cores[0].uc.hook_add(UC_HOOK_CODE, open_gate, begin=start, end=start)
+    run = run_programs({"int13": "start:\n    int 13\nafter:\n    call exit\n"}, setup=setup)
+    assert seen, f"vector 13's handler never ran: {run.result.reason}"
+    pushed = (kernel_stack_top(0) - seen[0]["rsp"]) // 8
+    assert pushed == 5, f"`int 13` pushed {pushed} words, expected 5 (no error code)"
+    rip, cs, _, rsp, ss = seen[0]["stack"]
+    assert (rip, cs, rsp, ss) == (user_address(run, "after"), USER_CS, layout.stack_top(0),
+                                  USER_SS)
+
+
 def test_int3_from_user_is_a_breakpoint_trap_after_the_instruction(run_programs):
     setup, seen = snapshot_at("trap_common")
     run = run_programs({"bp": "start:\n    int3\nafter:\n    call exit\n"}, setup=setup)

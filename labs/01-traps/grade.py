@@ -37,6 +37,7 @@ SELECTOR = 0xFFFF       # a selector is 16 bits; the frame's CS and SS slots are
 # the stack the IST test hands the processor.
 IST_STACK_TOP = 0x0300_1000
 DOUBLE_FAULT = 8
+GENERAL_PROTECTION = 13
 
 SYSCALL = None          # Entry.vector of an entry at syscall_entry
 SYSCALL_INSTRUCTION = b"\x0f\x05"
@@ -413,8 +414,29 @@ def exceptions_from_user_mode_arrive_with_the_right_frame():
 
 @test(points=10)
 def software_interrupts_obey_the_gate_privilege():
-    """`int 0x40` through a DPL-0 gate is a #GP at the int; `int3` (DPL 3) is a #BP after it."""
+    """`int 0x40` (DPL-0 gate) is a #GP at the int, `int3` a #BP after it; `int 13` pushes no error code."""
     check_faults("images/softints.lst", (1, 13, 10_000))
+    check_int_13_from_ring_3()
+
+
+def check_int_13_from_ring_3():
+    """`int 13` through a gate the program may use: the #GP vector, but a
+    software interrupt, which pushes no error code (Intel SDM vol. 3, 6.13:
+    not for INT n, even for vectors 8, 10-14, 17 and 21). The CPU driver's
+    gate 13 has DPL 0, so the grader gives it DPL 3 on a probe core."""
+    system, core = stopped_in_ring_3()
+    patch_gate(system, GENERAL_PROTECTION, dpl=3)
+    expected = user_frame(core)
+    what = "`int 13` from ring 3 through a gate of DPL 3"
+    entry = deliver(core, GENERAL_PROTECTION, 0, software=True)
+    if entry.rsp == rsp0_of(0) - 8 * (len(expected) + 1):
+        fail(f"{what}: 6 words were pushed below RSP0 {rsp0_of(0):#x}, expected 5: `int n` "
+             f"pushes no error code, even for a vector that has one (only an exception the "
+             f"processor raises does: deliver's `software` says which)")
+    problem = (handler_problem(what, entry, from_ring=3)
+               or frame_problem(what, entry, expected, rsp0_of(0), "RSP0"))
+    if problem:
+        fail(problem)
 
 
 # --- Faults in the kernel (images/badptr.lst) ----------------------------------------
@@ -580,9 +602,9 @@ def stopped_in_ring_3():
     return system, core
 
 
-def deliver(core, vector, error_code=None):
+def deliver(core, vector, error_code=None, software=False):
     from emulator import traps
-    traps.deliver_interrupt(core, vector, error_code)
+    traps.deliver_interrupt(core, vector, error_code, software)
     return snapshot(core, vector)
 
 
@@ -597,7 +619,7 @@ def user_frame(core, error=None):
     return expected
 
 
-def patch_gate(system, vector, *, ist=None, gate_type=None):
+def patch_gate(system, vector, *, ist=None, gate_type=None, dpl=None):
     lay = layout()
     attributes = lay.PERCORE_BASE + lay.PC_IDT + 16 * vector + 4
     memory = system.machine.memory
@@ -606,6 +628,9 @@ def patch_gate(system, vector, *, ist=None, gate_type=None):
     if gate_type is not None:
         old = memory.read(attributes + 1, 1)[0]
         memory.write(attributes + 1, bytes([old & 0xF0 | gate_type]))
+    if dpl is not None:
+        old = memory.read(attributes + 1, 1)[0]
+        memory.write(attributes + 1, bytes([old & 0x9F | dpl << 5]))
 
 
 def tss(offset):
