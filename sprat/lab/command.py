@@ -242,35 +242,32 @@ def run_check(args) -> int:
 def _check_lab(lab, scratch: Path):
     """Rows (lab, solution, score, verdict) and for each the problem, if any."""
     tests = runner.load_tests([lab.grader])
-    total = sum(t.points for t in tests)
     progress = _progress_line(f"checking lab {lab.number}")
 
-    def grade(label, files, order=tests, stop=False):
+    def grade(label, files):
         folder = scratch / f"{lab.name}-{label}"
         space = workspaces.create(lab, folder, files)
-        return runner.run_tests(lab, space.folder, order, shown=str(folder),
-                                stop_at_first_failure=stop, progress=progress)
+        return runner.run_tests(lab, space.folder, tests, shown=str(folder), progress=progress)
 
     results = grade("reference", workspaces.reference_files(lab))
     failing = [r for r in results if not r.passed]
-    score = sum(r.earned for r in results)
-    yield ([lab.number, "reference", f"{score}/{total}", "full" if not failing else "NOT FULL"],
+    yield ([lab.number, "reference", _score(results), "full" if not failing else "NOT FULL"],
            f"the reference fails {failing[0].name}: {failing[0].reason}" if failing else None)
 
-    results = grade("skeleton", workspaces.skeleton_files(lab), stop=True)
-    caught = [r.name for r in results if not r.passed and not r.reason.startswith("not run")]
-    yield ([lab.number, "skeleton", _partial(results, total), "fails " + caught[0] if caught
+    results = grade("skeleton", workspaces.skeleton_files(lab))
+    caught = [r.name for r in results if not r.passed]
+    yield ([lab.number, "skeleton", _score(results), "fails " + caught[0] if caught
             else "PASSES"], None if caught else "the skeleton passes every test")
 
     for diff in lab.wrong_solutions():
         wrong, files = workspaces.wrong_files(lab, diff)
-        expected = [t for t in tests if t.name in wrong.expect]
         unknown = set(wrong.expect) - {t.name for t in tests}
-        # Named tests must all catch it; otherwise any one test will do.
-        order = expected or tests
-        results = grade(diff.stem, files, order=order, stop=not expected)
-        caught = [r.name for r in results if not r.passed and not r.reason.startswith("not run")]
-        missed = [t.name for t in expected if t.name not in caught]
+        # Every test runs, so that the score is the one a student with this
+        # mistake would get; the tests it names must all catch it, or else
+        # any one test.
+        results = grade(diff.stem, files)
+        caught = [r.name for r in results if not r.passed]
+        missed = [name for name in wrong.expect if name not in caught]
         problem = None
         if unknown:
             problem = f"expects unknown tests {', '.join(sorted(unknown))}"
@@ -278,13 +275,11 @@ def _check_lab(lab, scratch: Path):
             problem = f"{wrong.summary}: not caught by {', '.join(missed)}"
         elif not caught:
             problem = f"{wrong.summary}: passes every test"
-        verdict = f"caught by {', '.join(caught[:2])}" if caught else "NOT CAUGHT"
-        yield [lab.number, f"wrong/{diff.stem}", _partial(results, total), verdict], problem
+        named = [name for name in wrong.expect if name in caught] or caught
+        verdict = f"caught by {', '.join(named[:2])}" if caught else "NOT CAUGHT"
+        yield [lab.number, f"wrong/{diff.stem}", _score(results), verdict], problem
 
 
-def _partial(results, total) -> str:
-    """A score; where not every test ran, the most it could be (`<=`)."""
-    ran = [r for r in results if not r.reason.startswith("not run")]
-    lost = sum(r.points for r in ran if not r.passed)
-    ran_all = len(ran) == len(results) and sum(r.points for r in results) == total
-    return f"{total - lost}/{total}" if ran_all else f"<={total - lost}/{total}"
+def _score(results) -> str:
+    """The score the grader gave: points earned of the lab's total."""
+    return f"{sum(r.earned for r in results)}/{sum(r.points for r in results)}"

@@ -86,19 +86,14 @@ def load_tests(graders: list[Path]) -> list:
 
 def run_tests(lab, workspace: Path | None, tests: list, *, shown: str | None = None,
               graders: list[Path] | None = None, jobs: int | None = None,
-              stop_at_first_failure: bool = False, progress=None) -> list[Result]:
+              progress=None) -> list[Result]:
     """Run `tests` (from load_tests) in child processes; results in the same order."""
     graders = graders or [lab.grader]
     jobs = jobs or max(1, min(len(tests), os.cpu_count() or 1))
     results: dict[str, Result] = {}
-    failed = False
 
     def one(test):
-        nonlocal failed
-        if stop_at_first_failure and failed:
-            return Result(test.name, test.points, False, "not run (an earlier test failed)")
         result = _run_child(lab, workspace, shown, graders, test)
-        failed = failed or not result.passed
         results[test.name] = result
         if progress:
             progress(len(results), len(tests))
