@@ -183,6 +183,12 @@ LAB_3_FAULTS_NAMED = [
     ("unmap_without_a_table.diff", "an_unmapped_page_faults",
      ["vspace_unmap of 0x81c0000000, where no PT is, returned -103 (NOT_A_CNODE)",
       "expected -116 (ENTRY_EMPTY)"]),
+    ("records_never_checked.diff", "a_full_vspace_refuses_a_new_table_with_enomem",
+     ["vspace_map of 0x8041800000, which needs a new PT", "returned 0; expected -12 (ENOMEM)"]),
+    ("enomem_after_the_map.diff", "a_full_vspace_refuses_a_new_table_with_enomem",
+     ["returned -ENOMEM, but left a table behind", "13 PT and now holds 2 PD, 14 PT"]),
+    ("record_written_without_a_bound.diff", "a_full_vspace_refuses_a_new_table_with_enomem",
+     ["wrote past the end of struct vspace (at +0x220"]),
 ]
 
 

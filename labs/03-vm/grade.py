@@ -3,8 +3,9 @@
 Every test boots an image of programs/vm_check.S, which maps five pages
 with the student's vspace_map (userland/lib/vspace.S), uses them, and then
 asks for refusals (images/layout.lst), unmaps a page the TLB holds and
-touches it (images/unmap.lst), or deletes a page table under two pages
-and touches one (images/table.lst). Code hooks on the program's probe_*
+touches it (images/unmap.lst), deletes a page table under two pages
+and touches one (images/table.lst), or fills struct vspace's records and
+asks for one table more (images/full.lst). Code hooks on the program's probe_*
 labels record, at that instant:
   * rax: what the call before the probe returned;
   * the page tables as the MMU walks them from the core's CR3: every user
@@ -63,10 +64,25 @@ FOLLOWS = {"probe_mapped": "the next page's vspace_map",
            "probe_taken": f"vspace_map of {USER_BASE + GIB + 2 * MIB2:#x} (a new PT)"}
 # struct vspace (userland/lib/vspace.S): VS_COUNT, and the records' layout
 VS_COUNT, VS_TABLES, VT_SIZE, VSPACE_MAX_TABLES = 24, 32, 32, 16
+VSPACE_SIZE = VS_TABLES + VSPACE_MAX_TABLES * VT_SIZE
+# programs/vm_check.S's MODE 4 (images/full.lst): what lies past struct vspace's end;
+# the pages that fill its records (a new PT each, PD entries 2..11 of GiB 1); a page in
+# a PT made already; the page that needs a 16th table
+PAST_END, PAST_CANARY = 32, 0x0E0D_0E0D_0E0D_0E0D
+FILL_FIRST, FILL_TABLES = 2, 10
+FULL_MAPPED = USER_BASE + GIB + 3 * PAGE
+FULL_PAGE = USER_BASE + GIB + (FILL_FIRST + FILL_TABLES) * MIB2
+# what vm_check.S calls after each probe of full.lst (MODE 4)
+FOLLOWS_FULL = {**FOLLOWS,
+                "probe_used": f"vspace_map of {USER_BASE + GIB + FILL_FIRST * MIB2:#x} (a new PT)",
+                "probe_filled": "the next vspace_map (a new PT; after the tenth, one in a PT"
+                                " made already)",
+                "probe_full_mapped": f"vspace_map of {FULL_PAGE:#x} (a new PT, and no record"
+                                     f" left for it)"}
 
 
 # --- the tests -----------------------------------------------------------------------------
-@test(points=25)
+@test(points=20)
 def pages_map_where_asked_with_their_rights():
     """Each page maps its frame at its address, writable and executable exactly as asked; nothing else."""
     run, probes = start("images/layout.lst")
@@ -81,7 +97,7 @@ def pages_map_where_asked_with_their_rights():
                  f" the address does not lead to that frame", run, stop="probe_used core 0")
 
 
-@test(points=20)
+@test(points=15)
 def tables_are_made_once_and_of_the_right_level():
     """Each PDPT entry holds a PD, each PD entry a PT, one per range, all retyped from the RAM given."""
     run, probes = start("images/layout.lst")
@@ -132,6 +148,49 @@ def refusals_come_back_and_change_nothing():
                  run, stop=f"{label} core 0")
     check_refused_table_given_back(run, probes, end)
     check_records(run, probes.one(run, "probe_after_taken"))
+
+
+@test(points=10)
+def a_full_vspace_refuses_a_new_table_with_enomem():
+    """With struct vspace's 16 records used, a map that needs a new table is -ENOMEM and changes nothing."""
+    from cpudriver.layout import ENOMEM
+    run, probes = start("images/full.lst")
+    check_maps_succeeded(run, probes)
+    for hit in probes.all("probe_filled"):
+        if hit.rax != 0:
+            record = 7 + hit.r12 - FILL_FIRST
+            vaddr = USER_BASE + GIB + hit.r12 * MIB2
+            fail(f"vspace_map of {vaddr:#x}, a page in a new PT, returned {error_name(hit.rax)};"
+                 f" that PT is struct vspace's record {record} of {VSPACE_MAX_TABLES}: there is"
+                 f" room for it", run, stop=f"probe_filled core 0 if $r12 == {hit.r12}")
+    before = probes.one(run, "probe_full_mapped")
+    if before.rax != 0:
+        fail(f"with every record used, vspace_map of {FULL_MAPPED:#x} returned"
+             f" {error_name(before.rax)}: its PT is made already, and a map that makes no"
+             f" table needs no record", run, stop="probe_full_mapped core 0")
+    full = probes.one(run, "probe_full")
+    stop = "probe_full core 0"
+    what = (f"vspace_map of {FULL_PAGE:#x}, which needs a new PT when struct vspace's"
+            f" {VSPACE_MAX_TABLES} records are used (the PDPT and 15 tables)")
+    overrun = [at for at in range(0, PAST_END, 8) if full.past_end is not None
+               and int.from_bytes(full.past_end[at:at + 8], "little") != PAST_CANARY]
+    if overrun:
+        fail(f"{what} wrote past the end of struct vspace (at +{VSPACE_SIZE + overrun[0]:#x},"
+             f" after its last record): a 17th record; vspace_remember says -ENOMEM instead",
+             run, stop=stop)
+    if full.rax != -ENOMEM:
+        fail(f"{what} returned {error_name(full.rax)}; expected -{ENOMEM} (ENOMEM): look for a"
+             f" free record before you make the table", run, stop=stop)
+    if full.retyped != before.retyped or full.tables != before.tables:
+        fail(f"{what} returned -ENOMEM, but left a table behind: the RAM given to vspace_init"
+             f" held {describe(before.retyped)} and now holds {describe(full.retyped)}; look"
+             f" for a free record before you retype", run, stop=stop)
+    if full.pages != before.pages:
+        strays = sorted(set(full.pages) - set(before.pages)) or sorted(before.pages)
+        fail(f"{what} returned -ENOMEM, but the page tables changed ({strays[0]:#x}): a refused"
+             f" map changes nothing", run, stop=stop)
+    if full.records != before.records:
+        fail(f"{what} returned -ENOMEM, but struct vspace's records changed", run, stop=stop)
 
 
 def check_refused_table_given_back(run, probes, before):
@@ -241,9 +300,10 @@ class Probe:
     """What the machine held when the program passed a probe_* label."""
 
     def __init__(self, label, rax, r12, pages, tables, retyped, kept=None, routine=None,
-                 records=None):
+                 records=None, past_end=None):
         self.label, self.rax, self.r12 = label, rax, r12
         self.records = records      # struct vspace's records: [(base, level, cap, what cap holds)]
+        self.past_end = past_end    # the PAST_END bytes after struct vspace
         self.kept, self.routine = kept, routine   # probe_kept: rbx rbp r12-r15, whose call
         self.pages = pages          # {vaddr: pte} of every user page the MMU would find
         self.tables = tables        # {(level, vaddr): type name} of each table entry's object
@@ -295,9 +355,11 @@ def watch(system, probes):
             rax, r12 = _signed(regs.read(x86.UC_X86_REG_RAX)), regs.read(x86.UC_X86_REG_R12)
             pages = user_pages(system.machine.memory, regs.read(x86.UC_X86_REG_CR3))
             tables, retyped = capability_view(system)
-            kept, routine, records = None, None, None
+            kept, routine, records, past_end = None, None, None, None
             if label != "probe_kept":           # rbx is the program's struct vspace
-                records = vspace_records(system, core, regs.read(x86.UC_X86_REG_RBX))
+                vs = regs.read(x86.UC_X86_REG_RBX)
+                records = vspace_records(system, core, vs)
+                past_end = bytes_at(core, vs + VSPACE_SIZE, PAST_END)
             if label == "probe_kept":
                 kept = {name: regs.read(getattr(x86, f"UC_X86_REG_{name.upper()}"))
                         for name in KEPT}
@@ -305,9 +367,17 @@ def watch(system, probes):
                                         "little")
                 routine = names.get(called, f"the routine at {called:#x}")
             probes.hits.append(Probe(label, rax, r12, pages, tables, retyped, kept, routine,
-                                     records))
+                                     records, past_end))
         core.uc.hook_add(UC_HOOK_CODE, on_probe, begin=address, end=address)
         core.uc.ctl_remove_cache(address, address + 1)
+
+
+def bytes_at(core, address, length):
+    """`length` bytes at a virtual address, or None where rbx is not the struct."""
+    try:
+        return core.read_virtual(address, length)
+    except Exception:                  # an address the program does not map
+        return None
 
 
 def user_pages(memory, cr3):
@@ -404,7 +474,8 @@ def expect_clean(run, probes):
     probe (the call after that probe is where to look)."""
     passed = [hit.label for hit in probes.hits if hit.label != "probe_kept"]
     if run.system.failed_programs(0) and passed:
-        follows = FOLLOWS.get(passed[-1], "the call that follows it")
+        follows = (FOLLOWS_FULL if run.image.name == "full.lst" else FOLLOWS).get(
+            passed[-1], "the call that follows it")
         fail(f"the program was stopped after {passed[-1]}, in {follows}: {why_ended(run)}",
              run, stop=f"{passed[-1]} core 0")
     run.expect_clean(stop=f"{passed[-1] if passed else 'probe_layout'} core 0")
@@ -482,9 +553,12 @@ def frame_base(run, frame):
 
 
 def error_name(value):
+    from cpudriver.layout import ENOMEM
     from kernel.caps import ErrorCode
     if value >= 0:
         return str(value)
+    if value == -ENOMEM:
+        return f"{value} (ENOMEM)"
     try:
         return f"{value} ({ErrorCode(-value).name})"
     except ValueError:

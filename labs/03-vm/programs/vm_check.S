@@ -15,6 +15,14 @@
 #   MODE 3  deletes the capability of page 0's PT (the kernel unmaps the
 #           whole table: the CPU driver must forget every entry) and touches
 #           page 1, which must fault
+#   MODE 4  maps a page in each of the next FILL_TABLES 2 MiB ranges of
+#           GiB 1 (a new PT each), which fills struct vspace's records (the
+#           PDPT and 15 tables); maps a page in a PT made already (no table
+#           needed: it works), then one that needs a 16th table, which
+#           vspace_map must refuse with -ENOMEM, changing nothing
+#
+# Past the end of struct vspace lie PAST_END bytes of PAST_CANARY: a record
+# written past the last one lands there, and the grader sees it.
 #
 # The grader watches the labels probe_*: rax there is what the call before
 # returned, and at probe_mapped r12 is the page's number in `pages`. A probe
@@ -41,10 +49,19 @@ RX = CAPRIGHT_READ | CAPRIGHT_EXECUTE
 PAGE_0 = USER_BASE + GIB              # PDPT entry 1, PD entry 0, PT entry 0
 PAGE_1 = USER_BASE + GIB + 0x1000     # the same PT, entry 1
 CANARY = 0x5AFE000000000000           # + the register's number: rbx 3, rbp 5, r12..r15
+PAST_END = 32
+PAST_CANARY = 0x0E0D0E0D0E0D0E0D
+FILL_TABLES = 10                      # 6 records after the five pages: 10 more fill all 16
+MIB2 = 0x200000
 
 start:
-    sub rsp, VSPACE_SIZE
+    sub rsp, VSPACE_SIZE + PAST_END
     mov rbx, rsp                      # rbx = our struct vspace
+    mov rax, PAST_CANARY
+    mov qword ptr [rbx + VSPACE_SIZE], rax
+    mov qword ptr [rbx + VSPACE_SIZE + 8], rax
+    mov qword ptr [rbx + VSPACE_SIZE + 16], rax
+    mov qword ptr [rbx + VSPACE_SIZE + 24], rax
     mov rdi, CADDR_ROOT | SLOT_RAM
     xor esi, esi
     mov edx, CAPTYPE_FRAME
@@ -109,6 +126,8 @@ probe_used:
     je unmap_and_touch
     cmp eax, 3
     je delete_table_and_touch
+    cmp eax, 4
+    je fill_records
 
 refusals:
     mov rdi, rbx                      # page 0 again, with another frame
@@ -239,6 +258,42 @@ touch_deleted:
 probe_touch_survived_delete:
     nop
     mov edi, 3
+    call exit
+
+fill_records:
+    mov r12d, 2                       # PD entries 0 and 1 of GiB 1 have their PTs
+fill_next:
+    mov rdi, rbx                      # a page in the 2 MiB of PD entry r12: a new PT
+    mov rsi, r12
+    shl rsi, 21
+    mov rax, PAGE_0
+    add rsi, rax
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_filled:
+    nop
+    inc r12
+    cmp r12, 2 + FILL_TABLES
+    jb fill_next
+    mov rdi, rbx                      # in page 0's PT: no new table, no record needed
+    mov rsi, PAGE_0 + 0x3000
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_full_mapped:
+    nop
+    mov rdi, rbx                      # a new PT, and no record left for it
+    mov rsi, PAGE_0 + (2 + FILL_TABLES) * MIB2
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_full:
+    nop
+    xor edi, edi
     call exit
 
 # call_kept(routine in rax; its arguments in rdi rsi rdx rcx): call it with
