@@ -209,6 +209,9 @@ LAB_4_FAULTS_NAMED = [
      ["dispatcher 1 ran next, not 2", "the receiver's slot", "not its number"]),
     ("ep_words_popped_swapped.diff", "a_capability_goes_along",
      ["the receiver got rdi = 0x0, expected word 0 = 0x1", "in the wrong registers"]),
+    ("cr3_always_written.diff", "cr3_is_written_only_when_it_changes",
+     ["CR3 writes loaded the page tables loaded already (the first at cpudriver/dispatch.S:",
+      "write it only when it changes"]),
 ]
 
 

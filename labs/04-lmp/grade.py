@@ -130,6 +130,53 @@ class Watch:
                 core.uc.ctl_remove_cache(symbols[label], symbols[label] + 1)
 
 
+@dataclass
+class CR3Write:
+    """A `mov cr3` the CPU driver ran: on which core, where, from which register."""
+    core: int
+    where: str               # FILE:LINE of the instruction
+    register: str            # its source register
+    old: int                 # CR3 before it
+    new: int                 # what it wrote
+
+
+class CR3Writes:
+    """Code hooks on every `mov cr3` of the CPU driver (found as the cost model finds
+    them, emulator/instcost.py, which charges each: a write empties the TLB)."""
+
+    def __init__(self):
+        self.all: list[CR3Write] = []
+
+    def install(self, system):
+        from unicorn import UC_HOOK_CODE
+        from unicorn import x86_const as x86
+
+        from emulator.instcost import find_instruction_sites, opcode_at
+        from kernel.diagnosis import short_source
+        kernel = system.kernel
+        lines = {address: f"{file}:{line}" for address, file, line in kernel.source_lines}
+        for address, site in find_instruction_sites(kernel).items():
+            if site.kind != "mov_cr3":
+                continue
+            code = kernel.code[address - kernel.base:address - kernel.base + 15]
+            at = opcode_at(code)
+            rex_b = code[at - 1] & 1 if at and 0x40 <= code[at - 1] <= 0x4F else 0
+            register = GENERAL_REGISTERS[(code[at + 2] & 7) | rex_b << 3]
+            where = short_source(lines[address])
+            for core in system.machine.cores:
+                def on_write(uc, at, size, _, core=core, where=where, register=register):
+                    regs = core.regs
+                    self.all.append(CR3Write(
+                        core.id, where, register, regs.read(x86.UC_X86_REG_CR3),
+                        regs.read(getattr(x86, f"UC_X86_REG_{register.upper()}"))))
+                core.uc.hook_add(UC_HOOK_CODE, on_write, begin=address, end=address)
+                core.uc.ctl_remove_cache(address, address + 1)
+
+
+GENERAL_REGISTERS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+                     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+
 # --- What LMP means: the model the crossings are held to -----------------------------------
 
 @dataclass
@@ -480,11 +527,16 @@ class Checked:
         return sum(getattr(model, what) for model in self.models.values())
 
 
-def run_checked(image, cores=1):
-    """Boot `image` with the student's CPU driver, watch every crossing, model it."""
+def run_checked(image, cores=1, also=None):
+    """Boot `image` with the student's CPU driver, watch every crossing, model it.
+    `also(system)`: another watch to install."""
     watches = []
-    run = boot(image, cores=cores, max_cycles=MAX_CYCLES,
-               setup=lambda system: watches.append(Watch(system)))
+
+    def setup(system):
+        watches.append(Watch(system))
+        if also is not None:
+            also(system)
+    run = boot(image, cores=cores, max_cycles=MAX_CYCLES, setup=setup)
     for core, line in run.console:
         if "not written yet" in line:
             fail(f"core {core}: {line.strip()}", run)
@@ -638,7 +690,25 @@ def a_capability_goes_along():
                        "ep taker: the words, and no capability"])
 
 
-@test(points=15)
+@test(points=5)
+def cr3_is_written_only_when_it_changes():
+    """A switch to the dispatcher whose page tables are loaded keeps CR3: a write empties the TLB."""
+    for image in ("images/pingpong.lst", "images/busy.lst"):
+        writes = CR3Writes()
+        checked = run_checked(image, also=writes.install)
+        judge(checked, {"switch"}, programs=False)
+        reloads = [w for w in writes.all if w.old == w.new]
+        if reloads:
+            first = reloads[0]
+            fail(f"{image}: {len(reloads)} of the {len(writes.all)} CR3 writes loaded the page"
+                 f" tables loaded already (the first at {first.where}, CR3 {first.old:#x} on"
+                 f" core {first.core}): each empties the TLB for nothing; a switch back to the"
+                 f" dispatcher that was running must keep CR3 (write it only when it changes)",
+                 checked.run,
+                 stop=f"{first.where} core {first.core} if $cr3 == ${first.register}")
+
+
+@test(points=10)
 def costs_no_more_than_the_reference():
     """One-way LMP cost past a bystander within 3x of the reference's, measured in this grade."""
     yours = run_checked("images/pingpong.lst")
