@@ -254,13 +254,14 @@ def check_flow_control(run, channel, where):
         elif event["event"] == "violation" and event["kind"] == "slot_reused" and early is None:
             early = event               # a payload word: the check above sees the control word
     if early is not None:
-        # Its control word came after the slot's message was taken: the sender
-        # did wait, but only after it had written the payload.
+        # Its control word came after the slot's message was taken (if ever):
+        # the sender waited, but only after it had written the payload. The
+        # replay stops as urpc_send starts on message n (rdi + URPC_SEQ).
         n = early["seq"]
         fail(f"{where}: message {n}'s payload went into slot {n % URPC_SLOTS} while message"
              f" {n - URPC_SLOTS}, still in it, had not been taken ({early['place']}): wait for"
              f" room before writing any word of the slot", run,
-             stop=f"urpc_send_commit {cores(run, channel, 'send')} if $rcx == {n + 1}")
+             stop=f"urpc_send {cores(run, channel, 'send')} if [$rdi + 8] == {n}")
 
 
 def check_sender_parks(run, channel, count):
