@@ -221,6 +221,8 @@ LAB_5_FAULTS_NAMED = [
       "read the control word first"]),
     ("control_word_first.diff", "messages_arrive_once_in_order_and_whole",
      ["store the control word last", "stored after the slot's control word published"]),
+    ("poll_returns_only_al.diff", "messages_arrive_once_in_order_and_whole",
+     ["core 1: urpc_poll took a message and returned rax = 0x10001, not 1"]),
     ("payload_before_the_wait.diff", "the_sender_waits_while_the_ring_is_full",
      ["message 16's payload went into slot 0 while message 0", "had not been taken",
       "wait for room before writing any word of the slot"]),
