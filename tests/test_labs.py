@@ -210,6 +210,8 @@ LAB_5_FAULTS_NAMED = [
       "acknowledge a message only after its words are copied out"]),
     ("send_wait_without_pause.diff", "the_sender_waits_while_the_ring_is_full",
      ["the sender, read the ack line", "its wait loop spins", "put a `pause`"]),
+    ("recv_wait_without_pause.diff", "messages_arrive_once_in_order_and_whole",
+     ["core 2, the receiver, read control words", "its wait loop spins", "put a `pause`"]),
     ("half_the_ring.diff", "the_sender_waits_while_the_ring_is_full",
      ["never had more than 8 messages outstanding", "it may have URPC_SLOTS = 16"]),
     ("slot_shifted_at_both_ends.diff", "messages_arrive_once_in_order_and_whole",

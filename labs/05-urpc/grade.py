@@ -41,6 +41,10 @@ LINES_QUANTUM = 100           # at 10,000 one quantum spans many messages and hi
 # reference: 6 to 12 for 64 messages on paced.lst; reading it on every send
 # makes 64 more). A wait loop without pause reads it thousands of times.
 ACK_READS_PER_MESSAGE = 4
+# Likewise a receiver reads the control word it waits for at most twice per
+# message at the default quantum (waiting.lst, paced.lst); one that spins,
+# 8 to 16 times (at short quanta the other cores' turns hide the spinning).
+CONTROL_READS_PER_MESSAGE = 4
 TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
                "urpc_received": "just after the payload is copied out"}
 
@@ -147,6 +151,7 @@ class Watch:
         self.taken = Counter()          # channel -> messages taken so far
         self.acks = {}                  # channel -> [(core, count written, taken by then)]
         self.ack_reads = Counter()      # (channel, core) -> loads of the ack line
+        self.control_reads = Counter()  # (channel, core) -> loads of control words
         self.slot_writes = {}           # (channel, core) -> its first store into a slot
 
     def install(self, system):
@@ -166,6 +171,8 @@ class Watch:
                 self.ack_reads[channel, core.id] += 1
         elif write and offset < URPC_ACK:
             self.slot_writes.setdefault((channel, core.id), (offset, value))
+        elif offset < URPC_ACK and offset % URPC_SLOT_SIZE == URPC_CONTROL:
+            self.control_reads[channel, core.id] += 1
 
 
 def start(image, topology, quantum=None, seed=None):
@@ -222,6 +229,8 @@ def check_channel(run, channel, count):
     if len(received) > count:
         fail(f"{where}: {len(received)} messages arrived, {count} were sent", run, stop=stop)
     check_only_the_sender_writes_slots(run, channel, where)
+    if run.options["quantum"] in (None, max(QUANTA)):
+        check_receiver_parks(run, channel, count, where)
     check_each_message_in_its_slot(run, channel, count, where)
 
 
@@ -275,6 +284,17 @@ def check_sender_parks(run, channel, count):
              f" each jump back to the load: the machine parks a core that pauses until the"
              f" receiver writes the line)", run,
              stop=f"urpc_send_commit core {sender} if $rcx == {URPC_SLOTS + 1}")
+
+
+def check_receiver_parks(run, channel, count, where):
+    """The receiver waits with `pause` too: a read of the control word, then parked."""
+    receiver = ends(run, channel).get("recv")
+    reads = run.watch.control_reads[channel, receiver]
+    if reads > CONTROL_READS_PER_MESSAGE * count:
+        fail(f"{where}: core {receiver}, the receiver, read control words {reads:,} times for"
+             f" {count} messages: its wait loop spins instead of waiting (put a `pause` before"
+             f" each jump back to the load: the machine parks a core that pauses until the"
+             f" sender writes the line)", run, stop=f"urpc_received core {receiver}")
 
 
 def check_ring_fills(run, channel):
