@@ -247,7 +247,7 @@ def check_ring_lines(run, channel, where):
 
 
 def check_flow_control(run, channel, where):
-    """In the order the cores ran: message n is written only after message n - URPC_SLOTS was taken."""
+    """In the order the cores ran: message n goes in only once message n - URPC_SLOTS was taken."""
     taken, early = 0, None
     for event in run.events:
         if event.get("channel") != channel:
@@ -280,9 +280,7 @@ def check_sender_parks(run, channel, count):
     reads = run.watch.ack_reads[channel, sender]
     if reads > ACK_READS_PER_MESSAGE * count:
         fail(f"channel {channel}: core {sender}, the sender, read the ack line {reads:,} times for"
-             f" {count} messages: its wait loop spins instead of waiting (put a `pause` before"
-             f" each jump back to the load: the machine parks a core that pauses until the"
-             f" receiver writes the line)", run,
+             f" {count} messages: {spins('receiver')}", run,
              stop=f"urpc_send_commit core {sender} if $rcx == {URPC_SLOTS + 1}")
 
 
@@ -292,9 +290,13 @@ def check_receiver_parks(run, channel, count, where):
     reads = run.watch.control_reads[channel, receiver]
     if reads > CONTROL_READS_PER_MESSAGE * count:
         fail(f"{where}: core {receiver}, the receiver, read control words {reads:,} times for"
-             f" {count} messages: its wait loop spins instead of waiting (put a `pause` before"
-             f" each jump back to the load: the machine parks a core that pauses until the"
-             f" sender writes the line)", run, stop=f"urpc_received core {receiver}")
+             f" {count} messages: {spins('sender')}", run, stop=f"urpc_received core {receiver}")
+
+
+def spins(other):
+    """What a wait loop that reads a channel line over and over is missing."""
+    return (f"its wait loop spins instead of waiting (put a `pause` before each jump back to the"
+            f" load: the machine parks a core that pauses until the {other} writes the line)")
 
 
 def check_ring_fills(run, channel):
