@@ -217,6 +217,33 @@ LAB_4_FAULTS_NAMED = [
 ]
 
 
+LAB_5_FAULTS_NAMED = [
+    ("ack_before_the_copy.diff", "acks_every_half_ring",
+     ["wrote 8 to the ack line when it had taken 7 messages",
+      "acknowledge a message only after its words are copied out"]),
+    ("send_wait_without_pause.diff", "the_sender_waits_while_the_ring_is_full",
+     ["the sender, read the ack line", "its wait loop spins", "put a `pause`"]),
+    ("recv_wait_without_pause.diff", "messages_arrive_once_in_order_and_whole",
+     ["core 2, the receiver, read control words", "its wait loop spins", "put a `pause`"]),
+    ("half_the_ring.diff", "the_sender_waits_while_the_ring_is_full",
+     ["never had more than 8 messages outstanding", "it may have URPC_SLOTS = 16"]),
+    ("slot_shifted_at_both_ends.diff", "messages_arrive_once_in_order_and_whole",
+     ["slot 0 holds control word 32, not 33", "message n goes into slot n mod URPC_SLOTS"]),
+    ("receiver_clears_the_control_word.diff", "messages_arrive_once_in_order_and_whole",
+     ["core 2 wrote 0x0 at ring + 56", "only the sender writes the slots"]),
+    ("copy_before_the_control_word.diff", "messages_arrive_once_in_order_and_whole",
+     ["the sender stored every payload word before the control word",
+      "read the control word first"]),
+    ("control_word_first.diff", "messages_arrive_once_in_order_and_whole",
+     ["store the control word last", "stored after the slot's control word published"]),
+    ("poll_returns_only_al.diff", "messages_arrive_once_in_order_and_whole",
+     ["core 1: urpc_poll took a message and returned rax = 0x10001, not 1"]),
+    ("payload_before_the_wait.diff", "the_sender_waits_while_the_ring_is_full",
+     ["message 16's payload went into slot 0 while message 0", "had not been taken",
+      "wait for room before writing any word of the slot"]),
+]
+
+
 LAB_7_FAULTS_NAMED = [
     ("abort-takes-frame-back-only.diff", "acknowledged_only_once_applied",
      ["core 3 acknowledged the abort of transaction 2", "region 1 is in use",
@@ -241,7 +268,7 @@ LAB_7_FAULTS_NAMED = [
 # Every lab's list above, as (lab, mistake, test, words).
 FAULTS_NAMED = [(lab, *case) for lab, cases in ((1, LAB_1_FAULTS_NAMED), (2, LAB_2_FAULTS_NAMED),
                                                 (3, LAB_3_FAULTS_NAMED), (4, LAB_4_FAULTS_NAMED),
-                                                (7, LAB_7_FAULTS_NAMED))
+                                                (5, LAB_5_FAULTS_NAMED), (7, LAB_7_FAULTS_NAMED))
                 for case in cases]
 
 

@@ -7,15 +7,24 @@ Every test boots images of programs/checked_stream.S (word k of message n is
     channel, with which words, in the order the cores executed them;
   * the coherence directory's counters: which lines of a channel were
     touched, how often the ack line was written, lines moved per message;
-  * the channel's memory at the end (the ack line's count);
+  * the channel's memory at the end (the ack line's count, each slot's
+    control word);
+  * what each core did to a channel's ack line and slots, in the order the
+    cores did it (`Watch`): when the ack line was written, and how many
+    messages had been taken by then; who read it, who wrote the slots;
+  * the protocol violations the machine's channel observer reports
+    (kernel/channel_observer.py): a payload word stored after its control
+    word, a slot written before its message was acknowledged;
   * the cycles the test programs measure and print by design.
 Correctness runs under the schedule sweep (QUANTA) and on two machines; the
 cost test measures the reference in the same grader run.
 """
 
+from collections import Counter
+
 from sprat.lab.grading import QUANTA, SEEDS, boot, fail, test
 
-from kernel.urpc import URPC_ACK, URPC_SLOT_SIZE, URPC_SLOTS, channel_address
+from kernel.urpc import URPC_ACK, URPC_CONTROL, URPC_SLOT_SIZE, URPC_SLOTS, channel_address
 
 MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins no longer
 # One-way latency, student / reference, at the default quantum (where it does
@@ -27,6 +36,15 @@ LATENCY_BOUNDS = ((0, "cores 0 and 1 (sharing a cache)", 1.5),
 LINES_BOUND = 1.25            # student / reference, cache lines moved per message
 TORN_QUANTUM = 100            # with a seed: turns of 1 to 100 instructions
 LINES_QUANTUM = 100           # at 10,000 one quantum spans many messages and hides a line's moves
+# A sender that waits with `pause` reads the ack line once, is parked until the
+# receiver writes it, and reads it again: a few reads per acknowledgement (the
+# reference: 6 to 12 for 64 messages on paced.lst; reading it on every send
+# makes 64 more). A wait loop without pause reads it thousands of times.
+ACK_READS_PER_MESSAGE = 4
+# Likewise a receiver reads the control word it waits for at most twice per
+# message at the default quantum (waiting.lst, paced.lst); one that spins,
+# 8 to 16 times (at short quanta the other cores' turns hide the spinning).
+CONTROL_READS_PER_MESSAGE = 4
 TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
                "urpc_received": "just after the payload is copied out"}
 
@@ -61,6 +79,11 @@ def the_sender_waits_while_the_ring_is_full():
         run = start("images/paced.lst", "amd-2x2", quantum)
         for channel in (1, 2):
             check_channel(run, channel, count=64)
+            check_sender_parks(run, channel, count=64)
+            if quantum == max(QUANTA):
+                # At shorter quanta the other pair's turns can keep a sender
+                # from getting that far ahead; at the default both do.
+                check_ring_fills(run, channel)
         check_finished(run)
 
 
@@ -91,6 +114,7 @@ def acks_every_half_ring():
         if count != taken // half * half:
             fail(f"{where} took {taken} messages and the ack line holds {count}: it must hold how many"
                  f" messages the receiver has taken, written after every {half}th", run)
+        check_ack_follows_the_copies(run, channel)
     for channel in (1, 2):
         check_channel(run, channel, count=64)
     check_finished(run)
@@ -119,12 +143,46 @@ def costs_no_more_than_the_reference():
 
 
 # --- running an image and reading what happened -----------------------------------------
+class Watch:
+    """What the cores did to each channel's ack line and slots, in the order
+    they did it: hooked on the machine before the first instruction."""
+
+    def __init__(self):
+        self.taken = Counter()          # channel -> messages taken so far
+        self.acks = {}                  # channel -> [(core, count written, taken by then)]
+        self.ack_reads = Counter()      # (channel, core) -> loads of the ack line
+        self.control_reads = Counter()  # (channel, core) -> loads of control words
+        self.slot_writes = {}           # (channel, core) -> its first store into a slot
+
+    def install(self, system):
+        system.machine.observers.append(self.on_event)
+        system.machine.cost.observe(self.on_access)
+
+    def on_event(self, event, **fields):
+        if event == "recv":
+            self.taken[fields["channel"]] += 1
+
+    def on_access(self, core, write, address, size, value):
+        channel, offset = divmod(address - channel_address(0), 4096)
+        if offset == URPC_ACK:
+            if write:
+                self.acks.setdefault(channel, []).append((core.id, value, self.taken[channel]))
+            else:
+                self.ack_reads[channel, core.id] += 1
+        elif write and offset < URPC_ACK:
+            self.slot_writes.setdefault((channel, core.id), (offset, value))
+        elif offset < URPC_ACK and offset % URPC_SLOT_SIZE == URPC_CONTROL:
+            self.control_reads[channel, core.id] += 1
+
+
 def start(image, topology, quantum=None, seed=None):
     """Boot `image` with the student's urpc.S, run it, and fail on the obvious first."""
     options = {} if quantum is None else {"quantum": quantum}
     if seed is not None:
         options["seed"] = seed
-    run = boot(image, topology=topology, max_cycles=MAX_CYCLES, **options)
+    watch = Watch()
+    run = boot(image, topology=topology, max_cycles=MAX_CYCLES, setup=watch.install, **options)
+    run.watch = watch
     for core, line in run.console:
         if "not written yet" in line:
             fail(f"core {core}: {line.strip()}", run)
@@ -161,7 +219,7 @@ def check_channel(run, channel, count):
             if word != sent_word(index, k):
                 # The replay stops as that message is taken: rcx is its number + 1.
                 fail(f"{where}: message {index} arrived with word {k} = {word:#x} (sent as"
-                     f" {sent_word(index, k):#x}){diagnose(index, k, word)}", run,
+                     f" {sent_word(index, k):#x}){diagnose(run, channel, index, k, word)}", run,
                      stop=f"{stop} if $rcx == {index + 1}")
     if len(received) < count:
         # A test program that found a register changed stops there and says so.
@@ -170,6 +228,10 @@ def check_channel(run, channel, count):
              f"{said or why_stuck(run)}", run)
     if len(received) > count:
         fail(f"{where}: {len(received)} messages arrived, {count} were sent", run, stop=stop)
+    check_only_the_sender_writes_slots(run, channel, where)
+    if run.options["quantum"] in (None, max(QUANTA)):
+        check_receiver_parks(run, channel, count, where)
+    check_each_message_in_its_slot(run, channel, count, where)
 
 
 def check_ring_lines(run, channel, where):
@@ -185,8 +247,8 @@ def check_ring_lines(run, channel, where):
 
 
 def check_flow_control(run, channel, where):
-    """In the order the cores ran: message n is sent only after message n - URPC_SLOTS was taken."""
-    taken = 0
+    """In the order the cores ran: message n goes in only once message n - URPC_SLOTS was taken."""
+    taken, early = 0, None
     for event in run.events:
         if event.get("channel") != channel:
             continue
@@ -197,6 +259,104 @@ def check_flow_control(run, channel, where):
             fail(f"{where}: message {n} was written into slot {n % URPC_SLOTS} while message"
                  f" {n - URPC_SLOTS}, still in it, had not been taken: the sender must wait while"
                  f" URPC_SLOTS messages are unconsumed", run,
+                 stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+        elif event["event"] == "violation" and event["kind"] == "slot_reused" and early is None:
+            early = event               # a payload word: the check above sees the control word
+    if early is not None:
+        # Its control word came after the slot's message was taken (if ever):
+        # the sender waited, but only after it had written the payload. The
+        # replay stops as urpc_send starts on message n (rdi + URPC_SEQ).
+        n = early["seq"]
+        fail(f"{where}: message {n}'s payload went into slot {n % URPC_SLOTS} while message"
+             f" {n - URPC_SLOTS}, still in it, had not been taken ({early['place']}): wait for"
+             f" room before writing any word of the slot", run,
+             stop=f"urpc_send {cores(run, channel, 'send')} if [$rdi + 8] == {n}")
+
+
+def check_sender_parks(run, channel, count):
+    """The sender waits for room with `pause`: it reads the ack line a few times
+    per acknowledgement, not over and over (a loop without pause spins)."""
+    sender = ends(run, channel).get("send")
+    reads = run.watch.ack_reads[channel, sender]
+    if reads > ACK_READS_PER_MESSAGE * count:
+        fail(f"channel {channel}: core {sender}, the sender, read the ack line {reads:,} times for"
+             f" {count} messages: {spins('receiver')}", run,
+             stop=f"urpc_send_commit core {sender} if $rcx == {URPC_SLOTS + 1}")
+
+
+def check_receiver_parks(run, channel, count, where):
+    """The receiver waits with `pause` too: a read of the control word, then parked."""
+    receiver = ends(run, channel).get("recv")
+    reads = run.watch.control_reads[channel, receiver]
+    if reads > CONTROL_READS_PER_MESSAGE * count:
+        fail(f"{where}: core {receiver}, the receiver, read control words {reads:,} times for"
+             f" {count} messages: {spins('sender')}", run, stop=f"urpc_received core {receiver}")
+
+
+def spins(other):
+    """What a wait loop that reads a channel line over and over is missing."""
+    return (f"its wait loop spins instead of waiting (put a `pause` before each jump back to the"
+            f" load: the machine parks a core that pauses until the {other} writes the line)")
+
+
+def check_ring_fills(run, channel):
+    """With a slow receiver the sender gets URPC_SLOTS messages ahead, not fewer."""
+    outstanding = most = 0
+    for event in run.events:
+        if event.get("channel") == channel and event["event"] in ("send", "recv"):
+            outstanding += 1 if event["event"] == "send" else -1
+            most = max(most, outstanding)
+    if 0 < most < URPC_SLOTS:
+        for core, count, taken in run.watch.acks.get(channel, []):
+            if count < taken:
+                fail(f"channel {channel}: core {core} wrote {count} to the ack line when it had"
+                     f" taken {taken} messages: the ack line holds the receiver's count, and the"
+                     f" sender, believing it, never had more than {most} messages outstanding",
+                     run, stop=f"urpc_received core {core} if $rcx == {taken}")
+        fail(f"channel {channel} ({describe_cores(run, channel)}): the receiver is slow, but the"
+             f" sender never had more than {most} messages outstanding: it may have"
+             f" URPC_SLOTS = {URPC_SLOTS} (it waits only while seq - URPC_ACKED >= URPC_SLOTS)",
+             run, stop=f"urpc_send_commit {cores(run, channel, 'send')} if $rcx == {most + 1}")
+
+
+def check_ack_follows_the_copies(run, channel):
+    """The receiver writes count c to the ack line only once it has taken c
+    messages: the sender may overwrite a slot as soon as it reads the count."""
+    for core, count, taken in run.watch.acks.get(channel, []):
+        if count > taken:
+            fail(f"channel {channel}: core {core} wrote {count} to the ack line when it had taken"
+                 f" {taken} messages (urpc_received): acknowledge a message only after its words"
+                 f" are copied out, or the sender may overwrite slot {(count - 1) % URPC_SLOTS}"
+                 f" while it is being read", run,
+                 stop=f"urpc_received core {core} if $rcx == {count}")
+
+
+def check_only_the_sender_writes_slots(run, channel, where):
+    """The receiver reads the slots and never writes them: each write would take
+    the line from the sender's cache, and the control words of the next lap
+    tell the slots apart already."""
+    sender = ends(run, channel).get("send")
+    for (on, core), (offset, value) in run.watch.slot_writes.items():
+        if on == channel and core != sender:
+            fail(f"{where}: core {core} wrote {value:#x} at ring + {offset} (slot"
+                 f" {offset // URPC_SLOT_SIZE}): only the sender writes the slots; the receiver's"
+                 f" only store to the ring is its count, to the ack line", run,
+                 stop=f"urpc_received core {core}")
+
+
+def check_each_message_in_its_slot(run, channel, count, where):
+    """After the run each slot holds the last message that went into it: message
+    n in slot n mod URPC_SLOTS, as every other end of a channel expects
+    (kernel/urpc.py, the channel observer, the debugger's `msgs`)."""
+    memory = run.system.machine.memory
+    ring = channel_address(channel)
+    for slot in range(min(count, URPC_SLOTS)):
+        last = slot + (count - 1 - slot) // URPC_SLOTS * URPC_SLOTS
+        control = memory.read_u64(ring + slot * URPC_SLOT_SIZE + URPC_CONTROL)
+        if control != last + 1:
+            fail(f"{where}: after {count} messages slot {slot} holds control word {control},"
+                 f" not {last + 1} (message {last}'s): message n goes into slot n mod"
+                 f" URPC_SLOTS, the layout the other ends of a channel rely on", run,
                  stop=f"urpc_send_commit {cores(run, channel, 'send')}")
 
 
@@ -218,18 +378,43 @@ def program_complaint(run):
     return None
 
 
-def diagnose(n, k, word):
+def diagnose(run, channel, n, k, word):
     """What a wrong word tells about the mistake, as a parenthesis."""
     owner = (word >> 16) - 1
+    late = stored_after_control(run, channel)
     if word == 0:
+        if not late:
+            return (": the slot was empty; the sender stored every payload word before the"
+                    f" control word, so the receiver took message {n} before the control word"
+                    f" said {n + 1} (read the control word first, and copy only once it says"
+                    f" {n + 1})")
         return (": the slot was empty; was the message taken before its control word said so,"
                 " or was the control word stored before the payload?")
     if owner == n - URPC_SLOTS and word & 0xFFFF == k:
+        if not late:
+            return (f": that is message {owner}'s, the slot's previous message; the sender stored"
+                    f" every payload word before the control word, so the receiver read word {k}"
+                    f" before the control word said {n + 1} (read the control word first, and"
+                    f" copy only once it says {n + 1})")
         return (f": that is message {owner}'s, the slot's previous message; the receiver saw the"
-                f" control word before the payload was complete (store the control word last)")
+                f" control word before the payload was complete (store the control word last:"
+                f" {late})")
+    if owner == n + URPC_SLOTS and word & 0xFFFF == k:
+        return (f": that is message {owner}'s, the slot's next message: the sender wrote into"
+                f" slot {n % URPC_SLOTS} before message {n} was taken")
     if owner == n - 1 and word & 0xFFFF == k:
         return f": that is message {owner}'s, still in the buffer; was word {k} copied out?"
     return ""
+
+
+def stored_after_control(run, channel):
+    """Where the sender stored a payload word after the control word (the
+    channel observer's report, kernel/channel_observer.py), or None."""
+    for event in run.events:
+        if (event["event"] == "violation" and event["kind"] == "payload_after_control"
+                and event["channel"] == channel):
+            return event["text"]
+    return None
 
 
 def why_stuck(run):

@@ -14,7 +14,9 @@
 #
 # The receiver prints   checked messages N   when all were right, or
 #     checked: message N word K is X (sent as Y)
-# at the first wrong word, and exits with status 1.
+# at the first wrong word (or the first register a routine did not keep,
+# or an urpc_poll that took a message and said so with another rax than
+# 1), and exits with status 1.
 #
 # Image arguments: role=0|1 channel=K count=N [slow=LOOPS] [pace=LOOPS] [poll=1]
 
@@ -131,11 +133,24 @@ take_one_poll:
     lea rdx, [rip + name_poll]
     call kept_call
     test rax, rax
-    jnz take_one_done
+    jnz take_one_polled
     pause
     jmp take_one_poll
+take_one_polled:                      # callers may compare with 1: all of rax says so
+    cmp rax, 1
+    jne take_one_not_one
 take_one_done:
     ret
+take_one_not_one:
+    mov r13, rax
+    lea rdi, [rip + text_poll_said]
+    call print_cstr
+    mov rdi, r13
+    call print_hex
+    lea rdi, [rip + text_poll_not_one]
+    call print_cstr
+    mov edi, 1
+    call exit
 
 # kept_call(rax = routine, rdx = its name, rdi, rsi = its arguments) -> its rax.
 # Calls it with a marker value in every register it must keep (all but
@@ -274,6 +289,8 @@ text_checked:  .asciz "checked messages "
 text_checked_colon: .asciz "checked: "
 text_changed:  .asciz " changed "
 text_must_keep: .asciz ", which it must keep\n"
+text_poll_said: .asciz "checked: urpc_poll took a message and returned rax = "
+text_poll_not_one: .asciz ", not 1\n"
 name_send:     .asciz "urpc_send"
 name_recv:     .asciz "urpc_recv"
 name_poll:     .asciz "urpc_poll"
