@@ -214,6 +214,10 @@ LAB_6_FAULTS_NAMED = [
     ("farthest_copy_taken_as_the_last.diff", "writes_invalidate_every_other_copy",
      ["the near one on the higher-numbered core: the writer still waits for the far one",
       "the line held [0:S 4:S 5:S]): it should cost 102 cycles, yours costs 58"]),
+    ("pairs_named_as_the_bench_prints_them.diff",
+     "the_prediction_is_within_ten_percent_of_the_measurement",
+     ["[prediction] names a pair 'shared', as `sprat bench urpc` prints it",
+      "its key is the model's name, shared-cache"]),
 ]
 
 

@@ -405,13 +405,23 @@ def read_answers() -> dict:
         fail(f"{ANSWERS} does not read as TOML: {error}")
 
 
-def numbers(answers: dict, table: str, relations) -> dict[str, float]:
+def bench_labels(topology) -> dict[str, str]:
+    """What `sprat bench urpc` prints for each pair (the paper's words), by
+    the model's name of the pair, which answers.toml uses."""
+    from sprat.bench import urpc
+    return {relation: topology.pair_label(0, peer) for relation, peer in urpc.core_pairs(topology)}
+
+
+def numbers(answers: dict, table: str, relations, labels: dict[str, str]) -> dict[str, float]:
     values = answers.get(table)
     if not isinstance(values, dict):
         fail(f"{ANSWERS}: no [{table}] table (one number per pair: "
              f"{', '.join(relations)})")
     for relation in relations:
         value = values.get(relation)
+        if value is None and labels.get(relation) in values:
+            fail(f"{ANSWERS}: [{table}] names a pair {labels[relation]!r}, as `sprat bench "
+                 f"urpc` prints it; its key is the model's name, {relation} (Topology.relation)")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             fail(f"{ANSWERS}: [{table}] has no {relation} = CYCLES (a positive number; "
                  f"got {value!r})")
@@ -443,8 +453,9 @@ def the_prediction_is_within_ten_percent_of_the_measurement():
         if not any(word in text for word in words):
             fail(f"{ANSWERS}: your legs do not name {leg}")
     measured = measured_latencies(topology)
-    predicted = numbers(answers, "prediction", measured)
-    printed = numbers(answers, "measured", measured)
+    labels = bench_labels(topology)
+    predicted = numbers(answers, "prediction", measured, labels)
+    printed = numbers(answers, "measured", measured, labels)
     for relation, cycles in measured.items():
         if abs(printed[relation] - cycles) > MEASURED_BAND * cycles:
             fail(f"{ANSWERS}: [measured] {relation} = {printed[relation]}, but `sprat bench "
