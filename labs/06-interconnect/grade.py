@@ -123,6 +123,8 @@ WRITES = [
      [(0, "W", 0), (2, "R", 0), (0, "W", 0)]),
     ("a write miss on a line modified elsewhere", "amd-2x2", [(0, "W", 0), (2, "W", 0), (1, "W", 0)]),
     ("a write miss on a line in E elsewhere", "intel-2x4", [(4, "R", 0), (0, "W", 0)]),
+    ("a write miss on a line in E on the writer's die (a shared L2): an on-die snoop",
+     "intel-2x4", [(1, "R", 0), (0, "W", 0)]),
     ("invalidating copies at three distances: the writer waits for the farthest",
      "intel-2x4", [(1, "R", 0), (2, "R", 0), (4, "R", 0), (0, "R", 0), (0, "W", 0)]),
     ("invalidating a far copy and a near one, the near one on the higher-numbered core: "
