@@ -35,7 +35,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from sprat.lab.grading import QUANTA, SEEDS, Failure, boot, context, fail, test
+from sprat.lab.grading import QUANTA, SEEDS, Failure, boot, context, fail, test, where
 
 LAB = Path(context.lab_folder or Path(__file__).parent)
 sys.path.insert(0, str(LAB / "images"))
@@ -228,7 +228,8 @@ def the_amd_path_adds_up_its_legs():
                         raise                    # the stub's own words: not written yet
                     except Exception as error:
                         fail(f"{describe_transaction(topology, me, home, source)}: your "
-                             f"amd_probe_broadcast raised {type(error).__name__}: {error}")
+                             f"amd_probe_broadcast raised {type(error).__name__}: {error} "
+                             f"({where(error)})")
                     if got != want:
                         fail(f"{describe_transaction(topology, me, home, source)}: should cost "
                              f"{want} cycles ({amd_legs(topology, me, home, source)}), yours "
