@@ -229,7 +229,7 @@ def the_amd_path_adds_up_its_legs():
                     except Exception as error:
                         fail(f"{describe_transaction(topology, me, home, source)}: your "
                              f"amd_probe_broadcast raised {type(error).__name__}: {error} "
-                             f"({where(error)})")
+                             f"(at {where(error)})")
                     if got != want:
                         fail(f"{describe_transaction(topology, me, home, source)}: should cost "
                              f"{want} cycles ({amd_legs(topology, me, home, source)}), yours "
