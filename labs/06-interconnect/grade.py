@@ -317,7 +317,21 @@ def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
                  f"{should:,}{detail}", run)
     for key in ("messages", "instructions", "counters"):
         if got[key] != want[key]:
-            fail(f"{what}: the {key} differ from the reference's run", run)
+            fail(f"{what}: the {key} differ from the reference's run: "
+                 f"{first_difference(key, got[key], want[key])}", run)
+
+
+def first_difference(key, got: list, want: list) -> str:
+    """The first entry of a run's messages, instructions or counters that differs."""
+    if len(got) != len(want):
+        return f"{len(got)} entries, the reference's {len(want)}"
+    index, have, should = next((i, g, w) for i, (g, w) in enumerate(zip(got, want)) if g != w)
+    if key == "counters":
+        name = next(name for name in should if have.get(name) != should[name])
+        return f"core {index} counts {have.get(name)} {name}, the reference {should[name]}"
+    if key == "instructions":
+        return f"core {index} ran {have:,} instructions, the reference {should:,}"
+    return f"message event #{index} is {have}, the reference's {should}"
 
 
 @test(points=15)
