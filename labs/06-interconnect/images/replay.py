@@ -201,6 +201,9 @@ def replay(stream: Stream, student, reference, until: int | None = None):
         except (NotImplementedError, WrongType) as error:
             yield Step(index, access, before, "", "", f"{error}", (expected_cycles, None))
             return
+        except Exception as error:                  # a bug in the student's directory
+            yield Step(index, access, before, "", "", raised(error), (expected_cycles, None))
+            return
         expected = "; ".join(states(reference, line, n) for line in touched)
         got = "; ".join(states(student, line, n) for line in touched)
         difference = None
@@ -232,6 +235,20 @@ def replay(stream: Stream, student, reference, until: int | None = None):
 COUNTS = {"hits": "accesses its own copy served", "transfers": "lines from another core's cache",
           "memory_fills": "lines from memory", "invalidations": "copies its writes destroyed",
           "waits": "cycles waited for a line's turn, a write or the bus"}
+
+
+def raised(error: Exception) -> str:
+    """An exception from the student's directory in one line, with the line of
+    their file it came from (or the innermost one, if it was not theirs)."""
+    import traceback
+    frames = traceback.extract_tb(error.__traceback__)
+    theirs = [frame for frame in frames
+              if Path(frame.filename).parts[-3:] in (("emulator", "interconnect", "coherence.py"),
+                                                     ("emulator", "interconnect", "protocol.py"))]
+    frame = (theirs or frames)[-1]
+    shown = "/".join(Path(frame.filename).parts[-3:] if theirs else Path(frame.filename).parts[-1:])
+    return (f"your directory raised {type(error).__name__}: {error} "
+            f"(at {shown}:{frame.lineno} in {frame.name})")
 
 
 def _counters(student, reference, n, touched) -> str | None:
