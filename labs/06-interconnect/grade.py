@@ -216,7 +216,7 @@ def the_amd_path_adds_up_its_legs():
         cores = range(topology.n_cores())
         for home in range(len(topology.packages)):
             for me in cores:
-                # Every other core: in my package (no link to cross) and beyond.
+                # Every other core: in the requester's package (no link) and beyond.
                 for source in (*(core for core in cores if core != me), "memory", "invalidate"):
                     want = reference.amd_probe_broadcast(topology, me, home, source)
                     try:
