@@ -93,3 +93,27 @@ def test_a_stream_failure_replays_to_the_access_it_names(tmp_path):
     assert f"first difference at #{index}:" in replayed.stdout, (
         f"the replay does not stop at access #{index}: {replayed.stdout[-600:]}")
     assert Path(folder / "emulator/interconnect/coherence.py").as_posix() in replayed.stdout
+
+
+def test_a_directory_that_raises_is_one_line_naming_the_students_line(tmp_path):
+    """A typo in _serve (line.sharer for line.sharers) raises AttributeError:
+    the replay says so in one line with the student's file and line, no
+    traceback, and the grader's reason names the access it was serving."""
+    folder = tmp_path / "work"
+    files = reference_files(LAB)
+    path = "emulator/interconnect/coherence.py"
+    text = files[path]
+    typo = text.replace("        others = sharers & ~bit\n", "        others = line.sharer & ~bit\n")
+    assert typo != text, "the reference's _serve no longer computes `others` as this test expects"
+    files[path] = typo
+    create(LAB, folder, files)
+    replayed = subprocess.run([sys.executable, "images/replay.py", "pingpong-intel-2x4"],
+                              cwd=folder, capture_output=True, text=True, timeout=300)
+    assert replayed.returncode == 1 and "Traceback" not in replayed.stderr, replayed.stderr
+    assert ("your directory raised AttributeError: '_Line' object has no attribute 'sharer'"
+            in replayed.stdout), replayed.stdout
+    assert "(at emulator/interconnect/coherence.py:" in replayed.stdout, replayed.stdout
+    done = sprat("lab", "grade", str(folder), "--json", "-k", "urpc_streams", cwd=tmp_path)
+    reason = json.loads(done.stdout)["tests"][0]["reason"]
+    assert reason.startswith("pingpong-intel-2x4, access #0 of "), reason
+    assert "your directory raised AttributeError" in reason, reason

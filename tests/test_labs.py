@@ -244,6 +244,29 @@ LAB_5_FAULTS_NAMED = [
 ]
 
 
+LAB_6_FAULTS_NAMED = [
+    ("link_crosses_even_within_the_package.diff", "the_amd_path_adds_up_its_legs",
+     ["core 2 (package 1) reading a line from core 3's cache (package 1)",
+      "the owner shares the requester's package: no link"]),
+    ("probes_skip_the_home.diff", "the_amd_path_adds_up_its_legs",
+     ["generic-4 (`sprat boot`'s machine without --topology: one package)",
+      "your amd_probe_broadcast raised ValueError"]),
+    ("farthest_copy_taken_as_the_last.diff", "writes_invalidate_every_other_copy",
+     ["the near one on the higher-numbered core: the writer still waits for the far one",
+      "the line held [0:S 4:S 5:S]): it should cost 102 cycles, yours costs 58"]),
+    ("e_owner_dropped_before_the_fetch.diff", "reads_move_lines_and_downgrade_owners",
+     ["core 1 should get the line from another core's cache",
+      "yours got it from memory (transfers 0, memory_fills 1)"]),
+    ("sharer_bit_off_by_one.diff", "writes_invalidate_every_other_copy",
+     ["a write miss on a line in E on the writer's die (a shared L2)",
+      "it should cost 58 cycles, yours costs 102"]),
+    ("pairs_named_as_the_bench_prints_them.diff",
+     "the_prediction_is_within_ten_percent_of_the_measurement",
+     ["[prediction] names a pair 'shared', as `sprat bench urpc` prints it",
+      "its key is the model's name, shared-cache"]),
+]
+
+
 LAB_7_FAULTS_NAMED = [
     ("abort-takes-frame-back-only.diff", "acknowledged_only_once_applied",
      ["core 3 acknowledged the abort of transaction 2", "region 1 is in use",
@@ -268,7 +291,8 @@ LAB_7_FAULTS_NAMED = [
 # Every lab's list above, as (lab, mistake, test, words).
 FAULTS_NAMED = [(lab, *case) for lab, cases in ((1, LAB_1_FAULTS_NAMED), (2, LAB_2_FAULTS_NAMED),
                                                 (3, LAB_3_FAULTS_NAMED), (4, LAB_4_FAULTS_NAMED),
-                                                (5, LAB_5_FAULTS_NAMED), (7, LAB_7_FAULTS_NAMED))
+                                                (5, LAB_5_FAULTS_NAMED), (6, LAB_6_FAULTS_NAMED),
+                                                (7, LAB_7_FAULTS_NAMED))
                 for case in cases]
 
 

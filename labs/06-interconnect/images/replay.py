@@ -201,6 +201,9 @@ def replay(stream: Stream, student, reference, until: int | None = None):
         except (NotImplementedError, WrongType) as error:
             yield Step(index, access, before, "", "", f"{error}", (expected_cycles, None))
             return
+        except Exception as error:                  # a bug in the student's directory
+            yield Step(index, access, before, "", "", raised(error), (expected_cycles, None))
+            return
         expected = "; ".join(states(reference, line, n) for line in touched)
         got = "; ".join(states(student, line, n) for line in touched)
         difference = None
@@ -228,12 +231,36 @@ def replay(stream: Stream, student, reference, until: int | None = None):
             yield Step(len(stream.accesses), None, "", "", "", f"at the end: {difference}")
 
 
+# What each counter counts, for a difference's reason.
+COUNTS = {"hits": "accesses its own copy served", "transfers": "lines from another core's cache",
+          "memory_fills": "lines from memory", "invalidations": "copies its writes destroyed",
+          "waits": "cycles waited for a line's turn, a write or the bus"}
+
+
+def raised(error: Exception) -> str:
+    """An exception from the student's directory in one line, with the line of
+    their file it came from (or the innermost one, if it was not theirs)."""
+    import traceback
+    frames = traceback.extract_tb(error.__traceback__)
+    theirs = [frame for frame in frames
+              if Path(frame.filename).parts[-3:] in (("emulator", "interconnect", "coherence.py"),
+                                                     ("emulator", "interconnect", "protocol.py"))]
+    frame = (theirs or frames)[-1]
+    shown = "/".join(Path(frame.filename).parts[-3:] if theirs else Path(frame.filename).parts[-1:])
+    return (f"your directory raised {type(error).__name__}: {error} "
+            f"(at {shown}:{frame.lineno} in {frame.name})")
+
+
 def _counters(student, reference, n, touched) -> str | None:
     for core in range(n):
         want, have = reference.core_stats(core), plain(student.core_stats(core), "core_stats")
+        source = _wrong_source(core, want, have)
+        if source:
+            return source
         for name, value in want.items():
             if have.get(name) != value:
-                return f"core {core}'s {name} should be {value}, yours is {have.get(name)}"
+                return (f"core {core}'s {name} ({COUNTS.get(name, name)}) should be {value}, "
+                        f"yours is {have.get(name)}")
     for line in touched:
         want = reference.line_stats(line << LINE_SHIFT)
         have = plain(student.line_stats(line << LINE_SHIFT), "line_stats")
@@ -241,6 +268,19 @@ def _counters(student, reference, n, touched) -> str | None:
             if have.get(name) != value:
                 return (f"line {line << LINE_SHIFT:#x}'s {name} should be {value}, yours is "
                         f"{have.get(name)}")
+    return None
+
+
+def _wrong_source(core, want, have) -> str | None:
+    """The line came from memory where another cache should supply it, or
+    the other way round: say so in those words."""
+    fewer = want["transfers"] - have.get("transfers", 0)
+    if fewer and fewer == have.get("memory_fills", 0) - want["memory_fills"]:
+        where = (("another core's cache", "memory") if fewer > 0 else
+                 ("memory", "another core's cache"))
+        return (f"core {core} should get the line from {where[0]} (transfers {want['transfers']}, "
+                f"memory_fills {want['memory_fills']}), yours got it from {where[1]} (transfers "
+                f"{have.get('transfers')}, memory_fills {have.get('memory_fills')})")
     return None
 
 
