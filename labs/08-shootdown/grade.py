@@ -41,7 +41,7 @@ PERCORE_BASE, PERCORE_SIZE, PC_PT_CHANNELS = 0x0100_0000, 0x0004_0000, 0x6000
 USER_CHANNELS = 0x0000_0080_0020_0000
 MAX_CYCLES = 3_000_000            # these images end before 500,000 cycles
 FASTER = 0.90                     # NUMA-aware: at most this share of multicast's cycles
-# (the reference takes 0.83; a tree that serves its own package itself, 0.95)
+# (the reference takes 0.87; a tree that serves its own package itself, 0.95)
 FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a large quantum
 
 # (image, topology, cores): multicast trees in which an aggregator forwards
