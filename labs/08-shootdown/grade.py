@@ -149,6 +149,15 @@ def tree_uses_the_measured_latencies():
     here = ("amd-8x4, 32 cores, from core 0, which measured each package's last core "
             "fastest, and those measured core 0 slowest")
     check_aggregators(skb, topology, numa_tree(skb, n, 0, here), here)
+    # From another initiator its own measurements count, not core 0's.
+    def by_initiator(a, b):
+        return -12 * (b % 4) if a == 0 else -12 * (3 - b % 4) if a == n - 1 else 0
+    round_trips = {(a, b): 4 * topology.transfer_cycles(a, b) + by_initiator(a, b)
+                   for a in range(n) for b in range(n) if a != b}
+    skb = SystemKnowledgeBase(topology, round_trips)
+    here = (f"amd-8x4, 32 cores, from core {n - 1}, which measured each package's first core "
+            f"fastest, where core 0 measured the last")
+    check_aggregators(skb, topology, numa_tree(skb, n, n - 1, here), here, root=n - 1)
     # One package only: nobody to hand it to, so one message per mate.
     skb = SystemKnowledgeBase(topology, latency_tables(topology)["modeled"])
     routes = numa_tree(skb, 4, 0, "amd-8x4, cores 0 to 3 (one package)")
@@ -157,31 +166,42 @@ def tree_uses_the_measured_latencies():
              f"package there is nothing to gain by handing the package off: one route per mate")
 
 
-def check_aggregators(skb, topology, routes, here) -> None:
+def check_aggregators(skb, topology, routes, here, root=0) -> None:
     """One message per package, to the core the initiator reaches fastest (ties: lower number)."""
     by_package = defaultdict(list)
     for route in routes:
         by_package[topology.package_of(route.child)].append(route.child)
+    own = topology.package_of(root)
     for package, members in enumerate(topology.packages):
         children = by_package.get(package, [])
-        fastest = min((core for core in members if core != 0),
-                      key=lambda core: (skb.latency(0, core), core))
-        if package == 0 and len(children) != 1:
-            fail(f"{here}: core 0 sends to {len(children)} cores of its own package itself: "
+        fastest = min((core for core in members if core != root),
+                      key=lambda core: (skb.latency(root, core), core))
+        if package == own and len(children) != 1:
+            fail(f"{here}: core {root} sends to {len(children)} cores of its own package itself: "
                  f"hand the package to the nearest one (core {fastest}), which serves the others")
         if len(children) != 1:
-            fail(f"{here}: core 0 sends {len(children)} messages into package {package}: one, "
-                 f"to its aggregator, which forwards to the rest")
-        if children[0] != fastest:
-            which = "core 0's own package" if package == 0 else f"package {package}"
-            tie = (" (a tie: the lower core number wins)"
-                   if skb.latency(0, fastest) == skb.latency(0, children[0]) else
-                   f" (core {children[0]} reaches core 0 fastest: the latency that counts is "
-                   f"latency(root, core), the way the request goes)"
-                   if skb.latency(children[0], 0) < skb.latency(fastest, 0) else "")
-            fail(f"{here}: {which} is handed to core {children[0]}, but core 0 reaches core "
-                 f"{fastest} fastest ({skb.latency(0, fastest):.0f} against "
-                 f"{skb.latency(0, children[0]):.0f} cycles one way){tie}")
+            fail(f"{here}: core {root} sends {len(children)} messages into package {package}: "
+                 f"one, to its aggregator, which forwards to the rest")
+        chosen = children[0]
+        if chosen != fastest:
+            which = f"core {root}'s own package" if package == own else f"package {package}"
+            why = why_chosen(skb, root, chosen, fastest)
+            fail(f"{here}: {which} is handed to core {chosen}, but core {root} reaches core "
+                 f"{fastest} fastest ({skb.latency(root, fastest):.0f} against "
+                 f"{skb.latency(root, chosen):.0f} cycles one way){why}")
+
+
+def why_chosen(skb, root, chosen, fastest) -> str:
+    """What a tree that chose `chosen` over `fastest` measured instead, if we can tell."""
+    if skb.latency(root, fastest) == skb.latency(root, chosen):
+        return " (a tie: the lower core number wins)"
+    if skb.latency(chosen, root) < skb.latency(fastest, root):
+        return (f" (core {chosen} reaches core {root} fastest: the latency that counts is "
+                f"latency(root, core), the way the request goes)")
+    if root != 0 and skb.latency(0, chosen) < skb.latency(0, fastest):
+        return (f" (core 0 reaches core {chosen} fastest: the latency that counts is the "
+                f"initiator's, latency(root, core))")
+    return ""
 
 
 # --- the monitor --------------------------------------------------------------------------------
@@ -255,17 +275,30 @@ def check_own_part(run, step, here) -> None:
 
 def check_stale_reads_counted() -> None:
     """With the probe, each core but 0 reads the page between its unmap and its
-    invlpg, through its stale TLB entry: monitor 0's answer counts them all."""
+    invlpg, through its stale TLB entry: each acknowledgement counts the
+    stale reads of its core and subtree, and monitor 0's answer all of them."""
     image, topology, n = PROBED
     run = multicast_run(image, topology, FAST_FIRST[0])
     here = f"{topology}, {n} cores, monitors built probe=1"
+    parent = parents(run.system.skb.route("multicast", range(n)), n, here)
     for step in shootdown_steps(run, n, MULTICAST, here):
-        stale = step.answer[3]
-        if step.op == OP_INVALIDATE and stale != n - 1:
-            fail(f"{here}: monitor 0's answer counts {stale} stale read(s), but cores 1 to "
-                 f"{n - 1} each read the page through their stale TLB entry: ACK_STALE must "
-                 f"be what unmap_page returned (rax, before the syscall takes it), and "
-                 f"take_ack adds the subtree's", run, stop="shootdown_node core 1")
+        if step.op != OP_INVALIDATE:
+            continue
+        for m in step.messages:
+            subtree = sorted(core for core, up in parent.items() if up == m.sender)
+            whose = f"itself and its subtree {subtree}" if subtree else "itself"
+            if m.words[0] == OP_REPLY and m.words[2] != 1 + len(subtree):
+                fail(f"{here}: core {m.sender} acknowledged {m.words[2]} stale read(s) for "
+                     f"{whose}, which made {1 + len(subtree)}: "
+                     f"ACK_STALE starts as what unmap_page returned (rax, before the syscall "
+                     f"takes it), take_ack adds the subtree's, and nothing writes it after",
+                     run, stop=f"shootdown_node core {m.sender}")
+        if step.answer[3] != n - 1:
+            fail(f"{here}: monitor 0's answer counts {step.answer[3]} stale read(s), but cores "
+                 f"1 to {n - 1} each read the page through their stale TLB entry",
+                 run, stop="root_run_done core 0")
+
+
 @test(points=15)
 def requests_follow_the_tree():
     """Each core gets each request once, from its parent in the SKB's tree, at several quanta."""
