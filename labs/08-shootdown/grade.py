@@ -127,37 +127,38 @@ def tree_uses_the_measured_latencies():
     from kernel.skb import SystemKnowledgeBase
     topology = load_topology("amd-8x4")
     n = topology.n_cores()
+    last = n - 1
     # Latencies as if some cores were busy while the monitors measured: in
     # each package the fast ones answer sooner by the cycles given.
-    scenarios = {"each package's last core answers fastest": lambda core: 12 * (core % 4),
-                 "a middle core answers fastest": lambda core: 30 * (core % 4 == 1 + core // 4 % 2),
-                 "two cores tie for fastest": lambda core: 30 * (core % 4 >= 2)}
-    for scenario, speed in scenarios.items():
-        round_trips = {(a, b): 4 * topology.transfer_cycles(a, b) - speed(a) - speed(b)
+    busy = {"each package's last core answers fastest": lambda core: 12 * (core % 4),
+            "a middle core answers fastest": lambda core: 30 * (core % 4 == 1 + core // 4 % 2),
+            "two cores tie for fastest": lambda core: 30 * (core % 4 >= 2)}
+    scenarios = [(f"from core 0, {name}", 0, lambda a, b, speed=speed: -speed(a) - speed(b))
+                 for name, speed in busy.items()]
+    # A round trip measured from each end need not come out the same (a core
+    # busy while it measured): the initiator's own measurement counts, for it
+    # says how fast the request reaches a core.
+
+    def each_way(a, b):
+        if a == 0:
+            return -12 * (b % 4)          # core 0 found each package's last core fastest
+        return 12 * (a % 4) if b == 0 else 0      # which found core 0 slowest
+
+    def per_initiator(a, b):
+        if a == 0:
+            return -12 * (b % 4)          # core 0 found each package's last core fastest
+        return -12 * (3 - b % 4) if a == last else 0   # the last core, the first
+
+    scenarios += [("from core 0, which measured each package's last core fastest, and those "
+                   "measured core 0 slowest", 0, each_way),
+                  (f"from core {last}, which measured each package's first core fastest, "
+                   f"where core 0 measured the last", last, per_initiator)]
+    for scenario, root, adjust in scenarios:
+        round_trips = {(a, b): 4 * topology.transfer_cycles(a, b) + adjust(a, b)
                        for a in range(n) for b in range(n) if a != b}
         skb = SystemKnowledgeBase(topology, round_trips)
-        here = f"amd-8x4, 32 cores, from core 0, {scenario}"
-        check_aggregators(skb, topology, numa_tree(skb, n, 0, here), here)
-    # A round trip measured from each end need not come out the same (a core
-    # busy while it measured): the initiator's measurement says how fast it
-    # reaches a core, which is the way the request goes.
-    def skew(a, b):
-        return -12 * (b % 4) if a == 0 else 12 * (a % 4) if b == 0 else 0
-    round_trips = {(a, b): 4 * topology.transfer_cycles(a, b) + skew(a, b)
-                   for a in range(n) for b in range(n) if a != b}
-    skb = SystemKnowledgeBase(topology, round_trips)
-    here = ("amd-8x4, 32 cores, from core 0, which measured each package's last core "
-            "fastest, and those measured core 0 slowest")
-    check_aggregators(skb, topology, numa_tree(skb, n, 0, here), here)
-    # From another initiator its own measurements count, not core 0's.
-    def by_initiator(a, b):
-        return -12 * (b % 4) if a == 0 else -12 * (3 - b % 4) if a == n - 1 else 0
-    round_trips = {(a, b): 4 * topology.transfer_cycles(a, b) + by_initiator(a, b)
-                   for a in range(n) for b in range(n) if a != b}
-    skb = SystemKnowledgeBase(topology, round_trips)
-    here = (f"amd-8x4, 32 cores, from core {n - 1}, which measured each package's first core "
-            f"fastest, where core 0 measured the last")
-    check_aggregators(skb, topology, numa_tree(skb, n, n - 1, here), here, root=n - 1)
+        here = f"amd-8x4, 32 cores, {scenario}"
+        check_aggregators(skb, topology, numa_tree(skb, n, root, here), here, root)
     # One package only: nobody to hand it to, so one message per mate.
     skb = SystemKnowledgeBase(topology, latency_tables(topology)["modeled"])
     routes = numa_tree(skb, 4, 0, "amd-8x4, cores 0 to 3 (one package)")
