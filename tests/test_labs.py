@@ -288,11 +288,38 @@ LAB_7_FAULTS_NAMED = [
 ]
 
 
+LAB_8_FAULTS_NAMED = [
+    ("ack-before-own-part.diff", "every_core_invalidates",
+     ["core 1 acknowledged the map request before its own part",
+      "came only after the acknowledgement"]),
+    ("prepare-maps-nothing.diff", "every_core_invalidates",
+     ["core 1 acknowledged the map request without its own part", "never ran local_map"]),
+    ("invlpg-before-unmap.diff", "every_core_invalidates",
+     ["ran SYS_INVLPG before unmap_page removed the PTE", "unmap first, then invlpg"]),
+    ("stale-count-clobbered.diff", "every_core_invalidates",
+     ["core 1 acknowledged 0 stale read(s) for itself, which made 1",
+      "ACK_STALE starts as what unmap_page returned"]),
+    ("stale-set-after-collect.diff", "every_core_invalidates",
+     ["core 2 acknowledged 1 stale read(s) for itself and its subtree [3], which made 2",
+      "nothing writes it after"]),
+    ("invlpg-of-the-address.diff", "every_core_invalidates",
+     ["its SYS_INVLPG was of 0x600000, not of page 1536", "not its address"]),
+    ("latency-backwards.diff", "tree_uses_the_measured_latencies",
+     ["core 0 reaches core 3 fastest", "latency(root, core)"]),
+    ("latency-from-core-0.diff", "tree_uses_the_measured_latencies",
+     ["from core 31", "but core 31 reaches core 4 fastest", "the initiator's, latency(root, core)"]),
+    ("forwards-only-above-us.diff", "requests_follow_the_tree",
+     ["core 4 never got the map request", "cores numbered below its aggregator"]),
+    ("own-part-before-forwarding.diff", "numa_multicast_beats_multicast",
+     ["an aggregator, unmapped the page before it forwarded the request", "forward first"]),
+]
+
+
 # Every lab's list above, as (lab, mistake, test, words).
 FAULTS_NAMED = [(lab, *case) for lab, cases in ((1, LAB_1_FAULTS_NAMED), (2, LAB_2_FAULTS_NAMED),
                                                 (3, LAB_3_FAULTS_NAMED), (4, LAB_4_FAULTS_NAMED),
                                                 (5, LAB_5_FAULTS_NAMED), (6, LAB_6_FAULTS_NAMED),
-                                                (7, LAB_7_FAULTS_NAMED))
+                                                (7, LAB_7_FAULTS_NAMED), (8, LAB_8_FAULTS_NAMED))
                 for case in cases]
 
 
