@@ -102,6 +102,25 @@ class System:
                 + spawnable
         return by_core
 
+    def channel_holders(self, channel: int) -> frozenset[int] | None:
+        """The cores whose programs the image gives channel page `channel` at
+        boot (`channels=`, `channel=`, `send=`, `recv=`), or None if a program
+        given it may run anywhere: a `nospawn` module, which a program spawns
+        on a core the image does not say. (A spawn or a monitor may hand the
+        page to more programs later: these are the ends known from the start.)"""
+        own = {m.core for m in self.modules if m.core is not None}
+        cores = set()
+        for module, pages in zip(self.modules, self.module_channels):
+            if channel not in pages:
+                continue
+            if module.core == NOSPAWN:
+                return None
+            if module.core is None:         # every core that has no module of its own
+                cores |= set(range(self.machine.n_cores)) - own
+            else:
+                cores.add(module.core)
+        return frozenset(cores)
+
     def failed_programs(self, core: int) -> int:
         """How many programs on `core` exited with a non-zero status or were killed."""
         base = layout.PERCORE_BASE + core * layout.PERCORE_SIZE

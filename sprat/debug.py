@@ -869,7 +869,9 @@ class DebugShell(cmd.Cmd):
             ring = ring_state(self.machine.memory, channel) if isinstance(channel, int) else None
             next_sent = ring.sent if ring else (sent["seq"] + 1 if sent else 0)
             next_taken = taken["seq"] + 1 if taken else 0
-            rows.append([channel, _core_of(sent), _core_of(taken), next_sent, next_taken,
+            receiver = taken["core"] if taken else self._peer(sent) if sent else None
+            rows.append([channel, _core_of(sent), "-" if receiver is None else receiver,
+                         next_sent, next_taken,
                          ring.acked if ring else "-",
                          f"{next_sent - next_taken}/{URPC_SLOTS}"])
         self.out(format_table(["channel", "sender", "receiver", "next send", "next recv",
@@ -938,7 +940,10 @@ class DebugShell(cmd.Cmd):
 
     def do_msgs(self, arg):
         """msgs
-        The last messages sent and received on each channel."""
+        The last messages sent and received on each channel, each with the
+        core at its other end: the one seen there, or, before the receiver
+        took a message, the only other core the image gives the channel to
+        (`core ?` if the image does not say: a spawned program's channel)."""
         self._no_arguments("msgs", arg)
         channels = self.debuggee.messages.channels
         if not channels:
@@ -948,7 +953,18 @@ class DebugShell(cmd.Cmd):
         for channel in sorted(channels, key=str):
             self.out(f"channel {channel}:")
             for event in channels[channel]:
-                self.out("  " + describe_message(event))
+                self.out("  " + describe_message(event, self._peer(event)))
+
+    def _peer(self, event: dict) -> int | None:
+        """The core at a message's other end: as its event names it, or else,
+        before that end was seen, the only other core the image gives the
+        channel to (lab 5's stream: channel 1 to cores 0 and 2)."""
+        peer, channel = event.get("peer"), event.get("channel")
+        if peer is not None or not isinstance(channel, int):
+            return peer
+        holders = self.debuggee.system.channel_holders(channel) or frozenset()
+        others = holders - {event.get("core")}
+        return next(iter(others)) if len(others) == 1 else None
 
     # -- leaving ---------------------------------------------------------------------------
     def do_quit(self, arg):
@@ -1490,12 +1506,14 @@ def _core_of(event) -> str:
     return "-" if event is None else str(event.get("core"))
 
 
-def describe_message(event: dict) -> str:
-    """One send or recv event as a line."""
+def describe_message(event: dict, peer: int | None = None) -> str:
+    """One send or recv event as a line (`peer`: the other end's core, if the
+    event does not name it)."""
     words = event.get("words")
     shown = " ".join(f"{w:#x}" if isinstance(w, int) else str(w) for w in words) \
         if isinstance(words, (list, tuple)) else str(words)
-    peer = event.get("peer")
+    if event.get("peer") is not None:
+        peer = event["peer"]
     return (f"t={event.get('time')} {event.get('event')} core {event.get('core')} "
             f"{'->' if event.get('event') == 'send' else '<-'} "
             f"core {peer if peer is not None else '?'} "

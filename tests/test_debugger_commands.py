@@ -255,6 +255,18 @@ def test_channels_shows_ends_numbers_and_ring_fill():
     assert rows["21"][:6] == ["2", "0", "1", "1", "0", "0/16"], rows
 
 
+def test_msgs_names_the_receiving_core_the_image_gives_the_channel_before_it_took_one():
+    # Lab 5's stream: the image gives channel 1 to core 0 (the sender) and
+    # core 2 alone, so a message sent before core 2 took any goes to core 2.
+    session = Session(image=ROOT / "labs/05-urpc/images/stream.lst", cores=4)
+    session.run("break send 1", "continue", "continue")
+    sends = [line for line in session.run("msgs").splitlines() if " send " in line]
+    assert len(sends) == 2 and all("core 0 -> core 2 " in line for line in sends), \
+        f"msgs should say the messages go to core 2, the channel's other end: {sends}"
+    assert "2" == table(session.run("channels"))["1"][1], \
+        "channels should name core 2 as channel 1's receiver"
+
+
 def table(output):
     """channel -> the rest of its row, from the `channels` table."""
     rows = {}
