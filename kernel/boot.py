@@ -95,12 +95,14 @@ class System:
         anywhere. Which one is mapped is told by looking
         (emulator/debug/symbols.py)."""
         spawnable = [m.program for m in self.modules if m.core == NOSPAWN]
-        by_core = {}
-        for core in range(self.machine.n_cores):
-            own = [m.program for m in self.modules if m.core == core]
-            by_core[core] = (own or [m.program for m in self.modules if m.core is None]) \
-                + spawnable
-        return by_core
+        return {core: self.started_programs(core) + spawnable
+                for core in range(self.machine.n_cores)}
+
+    def started_programs(self, core: int) -> list:
+        """The programs the CPU driver of `core` starts at boot (dispatch.S: the
+        modules named for that core, or else the ones for every core)."""
+        own = [m.program for m in self.modules if m.core == core]
+        return own or [m.program for m in self.modules if m.core is None]
 
     def channel_holders(self, channel: int) -> frozenset[int] | None:
         """The cores whose programs the image gives channel page `channel` at

@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import capstone
 from unicorn import x86_const as x86
@@ -105,6 +106,7 @@ class PointNote:
     condition: str | None = None
     once: bool = False
     event: str | None = None        # "send" / "recv" for a message breakpoint
+    aside: str | None = None        # said once, when it is set (a spawned program's place)
 
 
 # --- The command line --------------------------------------------------------------
@@ -549,7 +551,10 @@ class DebugShell(cmd.Cmd):
         line (`urpc.S:107`, `userland/hello.S:12`), a number, or an expression
         (`$rip + 4`). A program's label stops only the cores running a program
         that has it (a library routine is in each program that links it, at
-        each one's address: all are covered).
+        each one's address: all are covered). With `core K`, a place no
+        program of core K has is refused, naming the cores whose programs
+        have it; one only a `nospawn` program has is set, saying that it
+        stops core K only if a program spawns that one there.
         `break send CHANNEL` / `break recv CHANNEL` stop a core right after it
         has sent a message on CHANNEL (its control word is stored) / taken one
         (its count is stored); their CONDITION may read the message's payload
@@ -1218,6 +1223,8 @@ class DebugShell(cmd.Cmd):
         kind = "temporary breakpoint" if once else "breakpoint"
         self.out(f"{kind} {point.number} at {note.what}{self._cores_text(point.cores)}"
                  + (f" if {note.condition}" if note.condition else ""))
+        if note.aside:
+            self.out(f"  ({note.aside})")
 
     def _place_break(self, text: str, core: int | None):
         location = self._location(text, core)
@@ -1233,7 +1240,20 @@ class DebugShell(cmd.Cmd):
         shown = self._describe(addresses[0])
         if len(addresses) > 1:
             shown += f" (and {len(addresses) - 1} more program{'s' if len(addresses) > 2 else ''})"
-        return point, PointNote(shown)
+        aside = self._spawned_only(text, core, location) if core is not None else None
+        return point, PointNote(shown, aside=aside)
+
+    def _spawned_only(self, text: str, core: int, location) -> str | None:
+        """A place on `core` only in `nospawn` programs stops the core only if one
+        is spawned there: what to say, lest it look like the core's own program."""
+        started = self.debuggee.system.started_programs(core)
+        programs = [program for _, program in location.places]
+        if not programs or any(p is q for p in programs for q in started):
+            return None
+        names = sorted({Path(m.name).name for m in self.debuggee.system.modules
+                        if any(m.program is p for p in programs)})
+        return (f"core {core} starts no program with {text}: this is {' and '.join(names)}'s, "
+                f"which stops core {core} only if a program spawns it there")
 
     def _message_break(self, event: str, channel_text: str, core: int | None):
         """break send/recv CHANNEL: right after a message is sent or taken on it."""
