@@ -10,7 +10,10 @@
     core 2 ring 0 0x200585 <syscall_entry> cpudriver/syscall.S:14  swapgs
 
 `sprat debug --script FILE` runs the commands in FILE (each echoed after
-the prompt, `#` starts a comment), for labs and tests. `sprat debug --gdb
+the prompt, `#` starts a comment), for labs and tests; it exits 1, with a
+line saying why, if the run they drove failed as `sprat boot` counts it
+(a failed end; a program killed or exiting non-zero, unless
+--expect-failures; a broken channel protocol; a failed core), else 0. `sprat debug --gdb
 PORT` serves gdb's remote protocol on 127.0.0.1:PORT instead of the prompt:
 `target remote :PORT` in gdb, and each core is a thread.
 
@@ -124,6 +127,10 @@ def add_parser(subparsers) -> None:
                              "takes it) and run to it before the prompt (repeatable)")
     add_gdb_option(parser)
     add_trace_option(parser)
+    parser.add_argument("--expect-failures", action="store_true",
+                        help="programs that exit with a non-zero status or are killed for a "
+                             "fault do not fail the run (as for sprat boot; with --script, "
+                             "a failed run exits 1)")
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help="a `continue` stops when every core's clock passes "
                                           f"C cycles (default {DEFAULT_MAX_CYCLES:,})")
@@ -168,7 +175,12 @@ def run(args) -> int:
         if args.breaks:
             shell.run_to_breakpoints(args.breaks)
         if args.script is not None:
-            return shell.run_script(args.script)
+            shell.run_script(args.script)
+            failure = shell.failure()
+            if failure is not None:
+                print(f"sprat: the run failed: {failure}", file=sys.stderr)
+                return EXIT_MACHINE_FAILURE
+            return EXIT_OK
         return shell.interactive()
     finally:
         debuggee.close()
@@ -204,7 +216,8 @@ def open_debuggee(args, out) -> Debuggee:
 
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=console,
                         topology=topology, seed=args.seed, timing=args.timing)
-    return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
+    return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None),
+                  expect_failures=getattr(args, "expect_failures", False))
 
 
 def attach(system, max_cycles=None, trace=None, tracepoints=True, observer=None,
@@ -312,8 +325,9 @@ class DebugShell(cmd.Cmd):
         self.out(f"{self.prompt}continue")
         self.onecmd("continue")
 
-    def run_script(self, path) -> int:
-        """Run the commands of a file, echoing each after the prompt."""
+    def run_script(self, path) -> None:
+        """Run the commands of a file, echoing each after the prompt
+        (`failure()` then says whether the run they drove failed)."""
         lines = read_text(path, "debugger script").splitlines()
         self.greet()
         for line in lines:
@@ -323,7 +337,18 @@ class DebugShell(cmd.Cmd):
             self.out(f"{self.prompt}{line}")
             if self.onecmd(line):
                 break
-        return 0
+
+    def failure(self) -> str | None:
+        """Why the run so far has failed, as `sprat boot` would count it (a
+        failed end; or, before the end, a program killed or that exited
+        non-zero, a broken channel protocol, a failed core), or None."""
+        engine = self.engine
+        if engine.end_reason is not None:
+            return engine.end_reason if engine.exit_code else None
+        reasons = [lines[0] for lines in (check() for check in engine.end_checks) if lines]
+        reasons += [f"core {core.id} failed: {core.failure}" for core in self.machine.cores
+                    if core.state is CoreState.FAILED]
+        return "; ".join(reasons) or None
 
     def greet(self) -> None:
         text = self.banner()
