@@ -11,9 +11,9 @@
 
 `sprat debug --script FILE` runs the commands in FILE (each echoed after
 the prompt, `#` starts a comment), for labs and tests; it exits 1, with a
-line saying why, if the run they drove failed as `sprat boot` counts it
-(a failed end; a program killed or exiting non-zero, unless
---expect-failures; a broken channel protocol; a failed core), else 0. `sprat debug --gdb
+line saying why, if they ran the machine to an end that `sprat boot` counts
+as failed (a program killed or exiting non-zero, unless --expect-failures;
+a broken channel protocol; a panic; the cycle budget), else 0. `sprat debug --gdb
 PORT` serves gdb's remote protocol on 127.0.0.1:PORT instead of the prompt:
 `target remote :PORT` in gdb, and each core is a thread.
 
@@ -339,16 +339,13 @@ class DebugShell(cmd.Cmd):
                 break
 
     def failure(self) -> str | None:
-        """Why the run so far has failed, as `sprat boot` would count it (a
-        failed end; or, before the end, a program killed or that exited
-        non-zero, a broken channel protocol, a failed core), or None."""
+        """Why the run failed, if it has ended and failed as `sprat boot` counts
+        it (a program killed or that exited non-zero, a broken channel
+        protocol, a panic, a deadlock, the cycle budget spent), or None. A run
+        the commands left before its end has no outcome yet: a replay that
+        stops where a mistake shows is not a failure of its own."""
         engine = self.engine
-        if engine.end_reason is not None:
-            return engine.end_reason if engine.exit_code else None
-        reasons = [lines[0] for lines in (check() for check in engine.end_checks) if lines]
-        reasons += [f"core {core.id} failed: {core.failure}" for core in self.machine.cores
-                    if core.state is CoreState.FAILED]
-        return "; ".join(reasons) or None
+        return engine.end_reason if engine.end_reason is not None and engine.exit_code else None
 
     def greet(self) -> None:
         text = self.banner()

@@ -379,7 +379,8 @@ def test_a_script_whose_run_ends_in_a_failure_exits_1_as_boot_does(tmp_path, cap
         "--expect-failures: a killed program does not fail the run, as with sprat boot"
 
 
-def test_a_script_that_stops_before_any_failure_exits_0(tmp_path, capsys):
+def test_a_script_that_leaves_the_run_before_its_end_exits_0(tmp_path, capsys):
+    # Lab replays stop where a mistake shows: the run has no outcome yet.
     script = tmp_path / "fault.txt"
     script.write_text("continue\n")          # stops at the fault, before the kill
     assert cli.main(["debug", str(ROOT / "images/caps.lst"), "--cores", "1",
