@@ -13,9 +13,11 @@
 the prompt, `#` starts a comment), for labs and tests; it exits 1, with a
 line saying why, if they ran the machine to an end that `sprat boot` counts
 as failed (a program killed or exiting non-zero, unless --expect-failures;
-a broken channel protocol; a panic; the cycle budget), else 0. `sprat debug --gdb
-PORT` serves gdb's remote protocol on 127.0.0.1:PORT instead of the prompt:
-`target remote :PORT` in gdb, and each core is a thread.
+a broken channel protocol; a panic; the cycle budget), else 0.
+
+`sprat debug --gdb PORT` serves gdb's remote protocol on 127.0.0.1:PORT
+instead of the prompt: `target remote :PORT` in gdb, and each core is a
+thread.
 
 The prompt is Python's `cmd.Cmd`, as pdb's is: every command is a `do_NAME`
 method below, and its docstring is what `help NAME` prints. A mistake costs
