@@ -95,12 +95,33 @@ class System:
         anywhere. Which one is mapped is told by looking
         (emulator/debug/symbols.py)."""
         spawnable = [m.program for m in self.modules if m.core == NOSPAWN]
-        by_core = {}
-        for core in range(self.machine.n_cores):
-            own = [m.program for m in self.modules if m.core == core]
-            by_core[core] = (own or [m.program for m in self.modules if m.core is None]) \
-                + spawnable
-        return by_core
+        return {core: self.started_programs(core) + spawnable
+                for core in range(self.machine.n_cores)}
+
+    def started_programs(self, core: int) -> list:
+        """The programs the CPU driver of `core` starts at boot (dispatch.S: the
+        modules named for that core, or else the ones for every core)."""
+        own = [m.program for m in self.modules if m.core == core]
+        return own or [m.program for m in self.modules if m.core is None]
+
+    def channel_holders(self, channel: int) -> frozenset[int] | None:
+        """The cores whose programs the image gives channel page `channel` at
+        boot (`channels=`, `channel=`, `send=`, `recv=`), or None if a program
+        given it may run anywhere: a `nospawn` module, which a program spawns
+        on a core the image does not say. (A spawn or a monitor may hand the
+        page to more programs later: these are the ends known from the start.)"""
+        own = {m.core for m in self.modules if m.core is not None}
+        cores = set()
+        for module, pages in zip(self.modules, self.module_channels):
+            if channel not in pages:
+                continue
+            if module.core == NOSPAWN:
+                return None
+            if module.core is None:         # every core that has no module of its own
+                cores |= set(range(self.machine.n_cores)) - own
+            else:
+                cores.add(module.core)
+        return frozenset(cores)
 
     def failed_programs(self, core: int) -> int:
         """How many programs on `core` exited with a non-zero status or were killed."""

@@ -10,9 +10,14 @@
     core 2 ring 0 0x200585 <syscall_entry> cpudriver/syscall.S:14  swapgs
 
 `sprat debug --script FILE` runs the commands in FILE (each echoed after
-the prompt, `#` starts a comment), for labs and tests. `sprat debug --gdb
-PORT` serves gdb's remote protocol on 127.0.0.1:PORT instead of the prompt:
-`target remote :PORT` in gdb, and each core is a thread.
+the prompt, `#` starts a comment), for labs and tests; it exits 1, with a
+line saying why, if they ran the machine to an end that `sprat boot` counts
+as failed (a program killed or exiting non-zero, unless --expect-failures;
+a broken channel protocol; a panic; the cycle budget), else 0.
+
+`sprat debug --gdb PORT` serves gdb's remote protocol on 127.0.0.1:PORT
+instead of the prompt: `target remote :PORT` in gdb, and each core is a
+thread.
 
 The prompt is Python's `cmd.Cmd`, as pdb's is: every command is a `do_NAME`
 method below, and its docstring is what `help NAME` prints. A mistake costs
@@ -34,6 +39,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import capstone
 from unicorn import x86_const as x86
@@ -105,6 +111,7 @@ class PointNote:
     condition: str | None = None
     once: bool = False
     event: str | None = None        # "send" / "recv" for a message breakpoint
+    aside: str | None = None        # said once, when it is set (a spawned program's place)
 
 
 # --- The command line --------------------------------------------------------------
@@ -122,6 +129,10 @@ def add_parser(subparsers) -> None:
                              "takes it) and run to it before the prompt (repeatable)")
     add_gdb_option(parser)
     add_trace_option(parser)
+    parser.add_argument("--expect-failures", action="store_true",
+                        help="programs that exit with a non-zero status or are killed for a "
+                             "fault do not fail the run (as for sprat boot; with --script, "
+                             "a failed run exits 1)")
     parser.add_argument("--max-cycles", type=positive_argument, default=DEFAULT_MAX_CYCLES,
                         metavar="C", help="a `continue` stops when every core's clock passes "
                                           f"C cycles (default {DEFAULT_MAX_CYCLES:,})")
@@ -166,7 +177,12 @@ def run(args) -> int:
         if args.breaks:
             shell.run_to_breakpoints(args.breaks)
         if args.script is not None:
-            return shell.run_script(args.script)
+            shell.run_script(args.script)
+            failure = shell.failure()
+            if failure is not None:
+                print(f"sprat: the run failed: {failure}", file=sys.stderr)
+                return EXIT_MACHINE_FAILURE
+            return EXIT_OK
         return shell.interactive()
     finally:
         debuggee.close()
@@ -202,7 +218,8 @@ def open_debuggee(args, out) -> Debuggee:
 
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=console,
                         topology=topology, seed=args.seed, timing=args.timing)
-    return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None))
+    return attach(system, max_cycles=args.max_cycles, trace=getattr(args, "trace", None),
+                  expect_failures=getattr(args, "expect_failures", False))
 
 
 def attach(system, max_cycles=None, trace=None, tracepoints=True, observer=None,
@@ -310,8 +327,9 @@ class DebugShell(cmd.Cmd):
         self.out(f"{self.prompt}continue")
         self.onecmd("continue")
 
-    def run_script(self, path) -> int:
-        """Run the commands of a file, echoing each after the prompt."""
+    def run_script(self, path) -> None:
+        """Run the commands of a file, echoing each after the prompt
+        (`failure()` then says whether the run they drove failed)."""
         lines = read_text(path, "debugger script").splitlines()
         self.greet()
         for line in lines:
@@ -321,7 +339,15 @@ class DebugShell(cmd.Cmd):
             self.out(f"{self.prompt}{line}")
             if self.onecmd(line):
                 break
-        return 0
+
+    def failure(self) -> str | None:
+        """Why the run failed, if it has ended and failed as `sprat boot` counts
+        it (a program killed or that exited non-zero, a broken channel
+        protocol, a panic, a deadlock, the cycle budget spent), or None. A run
+        the commands left before its end has no outcome yet: a replay that
+        stops where a mistake shows is not a failure of its own."""
+        engine = self.engine
+        return engine.end_reason if engine.end_reason is not None and engine.exit_code else None
 
     def greet(self) -> None:
         text = self.banner()
@@ -549,7 +575,10 @@ class DebugShell(cmd.Cmd):
         line (`urpc.S:107`, `userland/hello.S:12`), a number, or an expression
         (`$rip + 4`). A program's label stops only the cores running a program
         that has it (a library routine is in each program that links it, at
-        each one's address: all are covered).
+        each one's address: all are covered). With `core K`, a place no
+        program of core K has is refused, naming the cores whose programs
+        have it; one only a `nospawn` program has is set, saying that it
+        stops core K only if a program spawns that one there.
         `break send CHANNEL` / `break recv CHANNEL` stop a core right after it
         has sent a message on CHANNEL (its control word is stored) / taken one
         (its count is stored); their CONDITION may read the message's payload
@@ -869,7 +898,9 @@ class DebugShell(cmd.Cmd):
             ring = ring_state(self.machine.memory, channel) if isinstance(channel, int) else None
             next_sent = ring.sent if ring else (sent["seq"] + 1 if sent else 0)
             next_taken = taken["seq"] + 1 if taken else 0
-            rows.append([channel, _core_of(sent), _core_of(taken), next_sent, next_taken,
+            receiver = taken["core"] if taken else self._peer(sent) if sent else None
+            rows.append([channel, _core_of(sent), "-" if receiver is None else receiver,
+                         next_sent, next_taken,
                          ring.acked if ring else "-",
                          f"{next_sent - next_taken}/{URPC_SLOTS}"])
         self.out(format_table(["channel", "sender", "receiver", "next send", "next recv",
@@ -938,7 +969,10 @@ class DebugShell(cmd.Cmd):
 
     def do_msgs(self, arg):
         """msgs
-        The last messages sent and received on each channel."""
+        The last messages sent and received on each channel, each with the
+        core at its other end: the one seen there, or, before the receiver
+        took a message, the only other core the image gives the channel to
+        (`core ?` if the image does not say: a spawned program's channel)."""
         self._no_arguments("msgs", arg)
         channels = self.debuggee.messages.channels
         if not channels:
@@ -948,7 +982,18 @@ class DebugShell(cmd.Cmd):
         for channel in sorted(channels, key=str):
             self.out(f"channel {channel}:")
             for event in channels[channel]:
-                self.out("  " + describe_message(event))
+                self.out("  " + describe_message(event, self._peer(event)))
+
+    def _peer(self, event: dict) -> int | None:
+        """The core at a message's other end: as its event names it, or else,
+        before that end was seen, the only other core the image gives the
+        channel to (lab 5's stream: channel 1 to cores 0 and 2)."""
+        peer, channel = event.get("peer"), event.get("channel")
+        if peer is not None or not isinstance(channel, int):
+            return peer
+        holders = self.debuggee.system.channel_holders(channel) or frozenset()
+        others = holders - {event.get("core")}
+        return next(iter(others)) if len(others) == 1 else None
 
     # -- leaving ---------------------------------------------------------------------------
     def do_quit(self, arg):
@@ -1202,6 +1247,8 @@ class DebugShell(cmd.Cmd):
         kind = "temporary breakpoint" if once else "breakpoint"
         self.out(f"{kind} {point.number} at {note.what}{self._cores_text(point.cores)}"
                  + (f" if {note.condition}" if note.condition else ""))
+        if note.aside:
+            self.out(f"  ({note.aside})")
 
     def _place_break(self, text: str, core: int | None):
         location = self._location(text, core)
@@ -1217,7 +1264,20 @@ class DebugShell(cmd.Cmd):
         shown = self._describe(addresses[0])
         if len(addresses) > 1:
             shown += f" (and {len(addresses) - 1} more program{'s' if len(addresses) > 2 else ''})"
-        return point, PointNote(shown)
+        aside = self._spawned_only(text, core, location) if core is not None else None
+        return point, PointNote(shown, aside=aside)
+
+    def _spawned_only(self, text: str, core: int, location) -> str | None:
+        """A place on `core` only in `nospawn` programs stops the core only if one
+        is spawned there: what to say, lest it look like the core's own program."""
+        started = self.debuggee.system.started_programs(core)
+        programs = [program for _, program in location.places]
+        if not programs or any(p is q for p in programs for q in started):
+            return None
+        names = sorted({Path(m.name).name for m in self.debuggee.system.modules
+                        if any(m.program is p for p in programs)})
+        return (f"core {core} starts no program with {text}: this is {' and '.join(names)}'s, "
+                f"which stops core {core} only if a program spawns it there")
 
     def _message_break(self, event: str, channel_text: str, core: int | None):
         """break send/recv CHANNEL: right after a message is sent or taken on it."""
@@ -1490,12 +1550,14 @@ def _core_of(event) -> str:
     return "-" if event is None else str(event.get("core"))
 
 
-def describe_message(event: dict) -> str:
-    """One send or recv event as a line."""
+def describe_message(event: dict, peer: int | None = None) -> str:
+    """One send or recv event as a line (`peer`: the other end's core, if the
+    event does not name it)."""
     words = event.get("words")
     shown = " ".join(f"{w:#x}" if isinstance(w, int) else str(w) for w in words) \
         if isinstance(words, (list, tuple)) else str(words)
-    peer = event.get("peer")
+    if event.get("peer") is not None:
+        peer = event["peer"]
     return (f"t={event.get('time')} {event.get('event')} core {event.get('core')} "
             f"{'->' if event.get('event') == 'send' else '<-'} "
             f"core {peer if peer is not None else '?'} "

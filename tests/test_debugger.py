@@ -362,6 +362,32 @@ def test_a_missing_script_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("sprat: error: ") and "none.txt: no such debugger script" in err
 
 
+def test_a_script_whose_run_ends_in_a_failure_exits_1_as_boot_does(tmp_path, capsys):
+    # caps.lst's program is killed for touching the page it unmapped: the
+    # first continue stops at the fault, the second runs to the failed end.
+    script = tmp_path / "to_the_end.txt"
+    script.write_text("continue\ncontinue\n")
+    image = str(ROOT / "images/caps.lst")
+    assert cli.main(["debug", image, "--cores", "1", "--script", str(script)]) == 1, \
+        "a script that drove the run to a failed end should exit 1"
+    err = capsys.readouterr().err
+    assert err.startswith("sprat: the run failed: ") and err.count("\n") == 1, \
+        f"one line should say the run failed: {err!r}"
+    assert "1 program failed" in err, err
+    assert cli.main(["debug", image, "--cores", "1", "--script", str(script),
+                     "--expect-failures"]) == 0, \
+        "--expect-failures: a killed program does not fail the run, as with sprat boot"
+
+
+def test_a_script_that_leaves_the_run_before_its_end_exits_0(tmp_path, capsys):
+    # Lab replays stop where a mistake shows: the run has no outcome yet.
+    script = tmp_path / "fault.txt"
+    script.write_text("continue\n")          # stops at the fault, before the kill
+    assert cli.main(["debug", str(ROOT / "images/caps.lst"), "--cores", "1",
+                     "--script", str(script)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 FUZZ_LINES = 3000
 FUZZ_LINES_PER_BOOT = 500
 FUZZ_SEED = 4

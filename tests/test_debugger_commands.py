@@ -77,6 +77,29 @@ def test_a_library_label_stops_each_program_that_links_it():
         f"urpc_send should stop the parent on core 0 and the child on core 2: {stops}"
 
 
+def test_a_label_on_a_core_that_runs_no_program_with_it_is_a_one_line_error():
+    # Lab 5's stream: cores 0 and 2 run the program; core 1 runs none.
+    session = Session(image=ROOT / "labs/05-urpc/images/stream.lst", cores=4)
+    for place in ("urpc_send", "urpc.S:67"):
+        output = session.run(f"break {place} core 1")
+        assert output.startswith("*** ") and output.count("\n") == 1, output
+        assert "core 1 runs no program" in output and "cores 0 and 2" in output, \
+            f"the error should say core 1 runs no program with it, and which cores do: {output}"
+    assert not session.engine.breakpoints, "no breakpoint may be set on another core's program"
+
+
+def test_a_label_of_a_spawned_program_on_a_core_that_starts_none_says_so():
+    # spawn.lst starts nothing on core 1; its one nospawn module, the child,
+    # could be spawned there: the breakpoint is the child's, and says so.
+    session = spawn_session()
+    output = session.run("break start core 1")
+    assert f"{child(session).symbols['start']:#x} <start>" in output, output
+    assert "core 1 starts no program" in output and "spawn_child.S" in output, \
+        f"the breakpoint should say it is the spawned child's start, not core 1's own: {output}"
+    assert "starts no program" not in session.run("break urpc_send core 0"), \
+        "core 0's own program has urpc_send"
+
+
 # --- running to a place -------------------------------------------------------------------
 def test_finish_runs_until_the_routine_returns_to_its_caller():
     session = spawn_session()
@@ -253,6 +276,18 @@ def test_channels_shows_ends_numbers_and_ring_fill():
     rows = table(session.run("channels"))
     assert rows["20"][:6] == ["0", "2", "1", "1", "0", "0/16"], rows
     assert rows["21"][:6] == ["2", "0", "1", "1", "0", "0/16"], rows
+
+
+def test_msgs_names_the_receiving_core_the_image_gives_the_channel_before_it_took_one():
+    # Lab 5's stream: the image gives channel 1 to core 0 (the sender) and
+    # core 2 alone, so a message sent before core 2 took any goes to core 2.
+    session = Session(image=ROOT / "labs/05-urpc/images/stream.lst", cores=4)
+    session.run("break send 1", "continue", "continue")
+    sends = [line for line in session.run("msgs").splitlines() if " send " in line]
+    assert len(sends) == 2 and all("core 0 -> core 2 " in line for line in sends), \
+        f"msgs should say the messages go to core 2, the channel's other end: {sends}"
+    assert "2" == table(session.run("channels"))["1"][1], \
+        "channels should name core 2 as channel 1's receiver"
 
 
 def table(output):

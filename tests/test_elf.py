@@ -87,10 +87,52 @@ def test_the_outermost_label_has_an_undefined_return_address(program, elf):
     entries = elf.get_dwarf_info().CFI_entries()
     fdes = [e for e in entries if 'initial_location' in e.header]
     assert [(f.header['initial_location'], f.header['address_range']) for f in fdes] == \
-        [(BASE, program.symbols['helper'] - BASE)], 'one FDE, covering start only'
+        [(BASE, program.symbols['helper'] - BASE), (program.symbols['helper'],
+                                                    program.end - program.symbols['helper'])], \
+        'an FDE for start up to the routine it calls, and one for that routine'
     row = fdes[0].get_decoded().table[0]
     assert row['pc'] == BASE and row[16].type == 'UNDEFINED', \
         'the return address (rip, column 16) must be undefined so that bt stops there'
+
+
+PUSHING = """\
+start:
+    call saver
+    hlt
+saver:
+    push rbx
+    push r12
+    sub rsp, 16
+    call leaf
+    add rsp, 16
+    pop r12
+    pop rbx
+    ret
+leaf:
+    ret
+data:
+    .asciz "call me"
+"""
+
+
+def test_a_routine_that_pushes_has_its_return_address_where_the_pushes_put_it():
+    program = assemble_text(PUSHING, BASE)
+    elf = ELFFile(io.BytesIO(program_elf(program, 'pushing', '/src', outermost=('start',))))
+    cfi = elf.get_dwarf_info().CFI_entries()
+    saver = next(e for e in cfi if e.header.get('initial_location') == program.symbols['saver'])
+    rows = saver.get_decoded().table
+    offsets = [(row['pc'] - program.symbols['saver'], row['cfa'].reg, row['cfa'].offset)
+               for row in rows]
+    assert offsets == [(0, 7, 8), (1, 7, 16), (3, 7, 24), (7, 7, 40), (16, 7, 24), (18, 7, 16),
+                       (19, 7, 8)], \
+        f'the CFA should be rsp + 8, + 16 and + 24 after each push, + 40 after sub rsp, 16, ' \
+        f'and back again as they are undone: {offsets}'
+    assert all(row[16].type == 'OFFSET' and row[16].arg == -8 for row in rows), \
+        'the return address is just below the CFA throughout'
+    covered = [(e.header['initial_location'], e.header['address_range']) for e in cfi
+               if 'initial_location' in e.header]
+    assert all(start + size <= program.symbols['data'] for start, size in covered), \
+        f'data is not code, and gets no rule: {covered}'
 
 
 def test_an_outermost_label_sharing_its_address_with_another_still_ends_the_backtrace():

@@ -88,6 +88,7 @@ COMMANDS = {
     ("debug",): ([("image", "?")], MACHINE + [("--script", "script"), ("--break", "break"),
                                               ("--gdb", "port"), ("--trace", "output"),
                                               ("--gdb-files", "gdb-files"),
+                                              ("--expect-failures", None),
                                               ("--max-cycles", "max-cycles")], False),
     ("trace",): ([("trace", "1")], [("--lab", "lab-dir"), ("--plot", "png"),
                                     ("--perfetto", "json")], False),

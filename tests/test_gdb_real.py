@@ -321,6 +321,28 @@ def test_gdb_bt_on_an_idle_core_ends_in_the_idle_loop(spawn_under_gdb):
         f'no backtrace should show a frame at address 0:\n{output}'
 
 
+def test_gdb_bt_past_a_routines_pushes_names_its_real_callers(tmp_path):
+    # Lab 5's stream: receive_next (in start's frame) calls take_one, which
+    # jumps to kept_call; kept_call pushes nine registers and calls urpc_recv
+    # through rax. gdb, guessing from prologues, read saved registers as
+    # return addresses past those pushes; the symbol files' call-frame
+    # information says where the return address is.
+    session = SpratGdb(tmp_path, 'labs/05-urpc/images/stream.lst', '--cores', '4')
+    try:
+        output = session.run_gdb('break urpc_recv thread 3', 'continue', 'bt',
+                                 'break checked_stream.S:165 thread 3', 'continue', 'bt')
+    finally:
+        session.close()
+    frames = re.findall(r'^(#\d+\s+.*)$', output, re.M)
+    names = [re.search(r'(\w+|\?\?) \(\)', frame).group(1) for frame in frames]
+    assert names == ['urpc_recv', 'kept_call', 'receive_next', 'kept_call', 'receive_next'], \
+        f'bt in urpc_recv should show kept_call and then receive_next, where the call was ' \
+        f'made, and end there (start\'s frame); inside kept_call, past its pushes, the ' \
+        f'same:\n{output}'
+    assert 'checked_stream.S:67' in frames[2] and 'checked_stream.S:165' in frames[1], \
+        f'each caller should be named at the line of its call:\n{output}'
+
+
 def test_gdb_is_told_why_the_machine_ended_and_can_still_look_at_it(spawn_under_gdb):
     output = spawn_under_gdb.run_gdb('continue', 'info registers rip', 'info threads',
                                      'continue')

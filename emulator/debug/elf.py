@@ -16,9 +16,13 @@ names and lines into addresses. Its sections:
   .debug_info   one compile unit for the program's main file, covering its
   .debug_abbrev code, with a subprogram per label (`list urpc_send`,
                 `break file.S:42`)
-  .debug_frame  only for the labels named `outermost` (a program's `start`,
-                the CPU driver's entry points and idle loop: code nothing
-                called): "the return address is undefined", so `bt` ends
+  .debug_frame  where each instruction's caller is (emulator/debug/frames.py
+                reads it from the code: the pushes and `sub rsp` since the
+                routine's entry), so that gdb's `bt` finds the return
+                address past a routine's pushes; and, for the code the
+                labels named `outermost` reach (a program's `start`, the
+                CPU driver's entry points and idle loop: code nothing
+                called), "the return address is undefined", so `bt` ends
                 there instead of reading on past the stack
 
 Everything is written here by hand, from the ELF-64 and DWARF 4 standards
@@ -29,6 +33,8 @@ Everything is written here by hand, from the ELF-64 and DWARF 4 standards
 from __future__ import annotations
 
 import struct
+
+from emulator.debug.frames import RETURN_ADDRESS, Outermost, frame_rules
 
 # ELF constants (System V gABI, chapter 4).
 ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE = 2, 1, 1, 0
@@ -50,7 +56,11 @@ DW_LANG_Mips_Assembler = 0x8001     # "assembly", whatever the CPU
 DW_LNS_copy, DW_LNS_advance_pc, DW_LNS_advance_line, DW_LNS_set_file = 1, 2, 3, 4
 DW_LNE_end_sequence, DW_LNE_set_address = 1, 2
 DW_CFA_def_cfa_expression, DW_CFA_undefined, DW_OP_constu = 0x0F, 0x07, 0x10
-DWARF_RIP = 16                      # the return address column (x86-64 psABI, 3.6.2)
+DW_CFA_def_cfa, DW_CFA_def_cfa_offset, DW_CFA_offset = 0x0C, 0x0E, 0x80
+DW_CFA_advance_loc, DW_CFA_advance_loc1, DW_CFA_advance_loc2, DW_CFA_advance_loc4 = \
+    0x40, 0x02, 0x03, 0x04
+DWARF_RSP, DWARF_RIP = 7, 16        # register numbers; rip is the return address column
+                                    # (x86-64 psABI, 3.6.2)
 CIE_ID = 0xFFFF_FFFF                # a .debug_frame CIE, not an FDE (DWARF 4, 6.4.1)
 DWARF_VERSION = 4
 # The standard opcodes' operand counts (DWARF 4, 6.2.5.2): opcodes 1..12.
@@ -202,26 +212,71 @@ def debug_info(program, main_file: str, comp_dir: str) -> bytes:
 
 
 def debug_frame(program, outermost) -> bytes:
-    """.debug_frame: one CIE, and an FDE per outermost label saying that its
-    return address is undefined (DWARF 4, 6.4). The CFA is a constant, the
-    label's own address, so the frame keeps one identity while it runs."""
+    """.debug_frame: one CIE (at an entry, the CFA is rsp + 8 and the return
+    address is just below it), and an FDE per run of adjacent instructions
+    that emulator/debug/frames.py gives a rule: "the CFA is rsp + depth",
+    changing as the run goes; or, for code an outermost label reaches, "the
+    return address is undefined" with a constant CFA, the label's address,
+    so that the frame keeps one identity while it runs (DWARF 4, 6.4)."""
     def padded(body: bytes) -> bytes:      # entries are a multiple of 8 bytes long
         body += bytes(-(len(body) + 4) % 8)   # DW_CFA_nop is 0
         return struct.pack('<I', len(body)) + body
 
+    at_entry = (bytes([DW_CFA_def_cfa]) + uleb128(DWARF_RSP) + uleb128(RETURN_ADDRESS)
+                + bytes([DW_CFA_offset | DWARF_RIP]) + uleb128(1))     # CFA - 8: factor -8
     cie = padded(struct.pack('<IB', CIE_ID, DWARF_VERSION) + b'\0'    # no augmentation
-                 + bytes([8, 0]) + uleb128(1) + sleb128(-8) + uleb128(DWARF_RIP))
+                 + bytes([8, 0]) + uleb128(1) + sleb128(-8) + uleb128(DWARF_RIP) + at_entry)
     out = bytearray(cie)
-    # By address, not by name: of two labels at one address only the first
-    # names the function, and either may be the one called outermost.
-    starts = {program.symbols[name] for name in outermost if name in program.symbols}
-    for _, start, size in functions(program):
-        if start in starts:
-            expression = bytes([DW_OP_constu]) + uleb128(start)
-            rules = (bytes([DW_CFA_def_cfa_expression]) + uleb128(len(expression)) + expression
-                     + bytes([DW_CFA_undefined]) + uleb128(DWARF_RIP))
-            out += padded(struct.pack('<IQQ', 0, start, size) + rules)   # CIE at offset 0
+    for start, end, rules in rule_runs(program, frame_rules(program, outermost)):
+        out += padded(struct.pack('<IQQ', 0, start, end - start) + rules)   # CIE at offset 0
     return bytes(out)
+
+
+def rule_runs(program, rules: dict):
+    """(start, end, CFA instructions) of each run of adjacent instructions
+    whose rules one FDE says: depths, or one outermost frame."""
+    sizes = {address: len(statement) for address, statement in program.statements()}
+    runs = []               # [start, end, kind, [(address, rule), ...]]
+    for address in sorted(rules):
+        rule = rules[address]
+        kind = rule if isinstance(rule, Outermost) else "depth"
+        if runs and runs[-1][1] == address and runs[-1][2] == kind:
+            runs[-1][1] = address + sizes[address]
+            runs[-1][3].append((address, rule))
+        else:
+            runs.append([address, address + sizes[address], kind, [(address, rule)]])
+    for start, end, kind, rows in runs:
+        yield start, end, cfa_instructions(start, kind, rows)
+
+
+def cfa_instructions(start: int, kind, rows) -> bytes:
+    """An FDE's instructions: for an outermost frame, a constant CFA and no
+    return address; else the CFA's offset from rsp, row by row as it changes."""
+    if isinstance(kind, Outermost):
+        expression = bytes([DW_OP_constu]) + uleb128(kind.entry)
+        return (bytes([DW_CFA_def_cfa_expression]) + uleb128(len(expression)) + expression
+                + bytes([DW_CFA_undefined]) + uleb128(DWARF_RIP))
+    out, at, depth = bytearray(), start, None
+    for address, rule in rows:
+        if rule == depth:
+            continue
+        if depth is not None:
+            out += advance(address - at)
+            at = address
+        out += bytes([DW_CFA_def_cfa_offset]) + uleb128(rule)
+        depth = rule
+    return bytes(out)
+
+
+def advance(delta: int) -> bytes:
+    """DW_CFA_advance_loc in its shortest form (the code alignment factor is 1)."""
+    if delta < 0x40:
+        return bytes([DW_CFA_advance_loc | delta])
+    if delta < 0x100:
+        return bytes([DW_CFA_advance_loc1, delta])
+    if delta < 0x10000:
+        return bytes([DW_CFA_advance_loc2]) + struct.pack('<H', delta)
+    return bytes([DW_CFA_advance_loc4]) + struct.pack('<I', delta)
 
 
 # --------------------------------------------------------------------------

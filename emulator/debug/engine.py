@@ -181,6 +181,7 @@ class DebugEngine:
         self.stop_causes: list = []         # the breakpoints or watchpoint of the last stop
         self.fault: Fault | None = None     # the last stop's fault, if it was one
         self.end_reason: str | None = None  # why the machine can run no more
+        self.exit_code: int | None = None   # with end_reason: the run's (0: a clean end)
         # What the layers above know of a run's end that the machine does not
         # (a program exited with status 1, a channel's protocol was broken):
         # each check returns the lines that say what went wrong, the first a
@@ -660,11 +661,13 @@ class DebugEngine:
         clean = result.clean and not failed
         codes = [c.exit_code for c in self.machine.cores if c.exit_code]
         code = 0 if clean else (codes[0] if codes else 1)
+        self.exit_code = code
         return StopEvent(self._last_core if core_id is None else core_id, 'exited', exit_code=code)
 
     def _out_of_budget(self, core) -> StopEvent:
         self.end_reason = (f"cycle budget of {self.max_cycles:,} cycles spent "
                            f"(core {core.id} still running at rip {core.rip:#x})")
+        self.exit_code = 1
         return StopEvent(core.id, 'exited', exit_code=1)
 
 

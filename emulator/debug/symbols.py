@@ -44,6 +44,13 @@ def _same_file(path: str, name: str) -> bool:
     return path == name or path.endswith("/" + name.lstrip("/"))
 
 
+def _cores_phrase(cores) -> str:
+    """[0] -> 'core 0'; [0, 2, 3] -> 'cores 0, 2 and 3'."""
+    if len(cores) == 1:
+        return f"core {cores[0]}"
+    return f"cores {', '.join(map(str, cores[:-1]))} and {cores[-1]}"
+
+
 class SymbolError(ValueError):
     """A name that is not a symbol, or an address that does not parse."""
 
@@ -147,8 +154,8 @@ class SymbolTable:
                 places.append((program.symbols[name], program))
                 cores |= may_run
         if not places:
-            where = f" on core {core}" if core is not None else ""
-            raise SymbolError(f"no symbol {name!r}{where}")
+            raise SymbolError(self._missing(f"symbol {name!r}", core,
+                                            lambda program: name in program.symbols))
         return Location(places[0][0], frozenset(cores), tuple(places))
 
     def line(self, file: str, line: int, core: int | None = None) -> Location:
@@ -166,8 +173,10 @@ class SymbolTable:
             if best is not None:
                 found.append((*best, program, cores))
         if not found:
-            where = f" on core {core}" if core is not None else ""
-            raise SymbolError(f"no code at or after {file}:{line}{where}")
+            raise SymbolError(self._missing(
+                f"code at or after {file}:{line}", core,
+                lambda program: any(_same_file(name, file) and number >= line
+                                    for _, name, number in program.source_lines)))
         nearest = min(number for number, *_ in found)
         found = [(address, program, cores) for number, address, program, cores in found
                  if number == nearest]
@@ -176,6 +185,17 @@ class SymbolTable:
             return Location(address)
         running = frozenset(c for _, _, cs in found for c in cs)
         return Location(address, running, tuple((a, program) for a, program, _ in found))
+
+    def _missing(self, what: str, core: int | None, has) -> str:
+        """Why `what` was not found: on `core`, say which cores' programs have it
+        (`has(program)`), lest a person think it is nowhere."""
+        if core is not None:
+            others = [c for c, programs in sorted(self.per_core.items())
+                      if any(has(program) for program in programs)]
+            if others:
+                return (f"core {core} runs no program with {what} "
+                        f"({_cores_phrase(others)} {'do' if len(others) > 1 else 'does'})")
+        return f"no {what}" + (f" on core {core}" if core is not None else "")
 
     def _programs(self, core: int | None, shared: bool = True):
         """(program, the cores that may run it, None for every core), the shared first."""

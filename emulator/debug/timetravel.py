@@ -209,6 +209,7 @@ class TimeTravel:
             self.machine.scheduler.quanta_run = last.quanta
         self.engine._stop = None
         self.engine.end_reason = None
+        self.engine.exit_code = None
         self.engine.end_notes = []
 
     def _restore_at(self, start: int) -> None:
