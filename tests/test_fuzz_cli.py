@@ -32,7 +32,7 @@ def pools(files, workdir):
     hostile = [path for path in files.values()]
     count = (["1", "2", "1_000"], ["0", "-1", *HUGE, *NOT_NUMBERS], ["٣", "0012"])
     count2 = (["2", "3"], ["1", "0", "-1", *HUGE, *NOT_NUMBERS], ["٣"])
-    rounds = (["16", "17"], ["15", "2", "0", "-1", *HUGE, *NOT_NUMBERS], ["٣"])
+    rounds = (["16", "17"], ["15", "2", "0", "-1", *HUGE, *NOT_NUMBERS], ["٣"])  # and messages
     return {
         "count": count, "count2": count2, "rounds": rounds,
         "quantum": (["1", "100", "10000"], count[1], count[2]),
@@ -93,7 +93,7 @@ COMMANDS = {
                                     ("--perfetto", "json")], False),
     ("bench", "boot"): ([], BENCH + [("--iterations", "count"), ("--quantum", "count")], True),
     ("bench", "urpc"): ([], TIMED_BENCH + [("--topology", "topology"), ("--rounds", "rounds"),
-                                     ("--messages", "count2"), ("--host-messages", "count2")],
+                                     ("--messages", "rounds"), ("--host-messages", "count2")],
                         True),
     ("bench", "shm-vs-msg"): ([], TIMED_BENCH + [("--topology", "topology"), ("--cores", "list"),
                                            ("--lines", "list"), ("--updates", "count"),
