@@ -58,6 +58,8 @@ def pools(files, workdir):
                   str(workdir / "no" / "such" / "x.json")], []),
         "trace": ([str(workdir / "run.trace")], hostile, []),
         "lab-dir": ([], [path for path in hostile if path], []),
+        "python-limit": (["1", "0.5", "86400"], ["0", "-1", "86401", *HUGE, "", " ", "nan",
+                                                 "inf", "-inf", "x", "²"], ["1e3", "1_0", "٣"]),
         "lab": (["1"], ["99", "0", "-1", "", "²", "nosuch"], ["traps", "2", "١"]),
         "lab-folder": ([str(workdir / "ws")], [files["binary"], "/dev/full", files["long"]],
                        [files["folder"], "ünï"]),
@@ -75,8 +77,9 @@ def pools(files, workdir):
 
 
 MACHINE = [("--cores", "cores"), ("--quantum", "quantum"), ("--seed", "seed"),
-           ("--lab", "lab-dir"), ("--topology", "topology"), ("--timing", "timing")]
-BENCH = [("--json", None), ("--lab", "lab-dir")]
+           ("--lab", "lab-dir"), ("--python-limit", "python-limit"), ("--topology", "topology"),
+           ("--timing", "timing")]
+BENCH = [("--json", None), ("--lab", "lab-dir"), ("--python-limit", "python-limit")]
 TIMED_BENCH = BENCH + [("--timing", "timing")]
 # command words -> (positionals, options, expensive on good values?)
 COMMANDS = {
@@ -89,7 +92,8 @@ COMMANDS = {
                                               ("--gdb", "port"), ("--trace", "output"),
                                               ("--gdb-files", "gdb-files"),
                                               ("--max-cycles", "max-cycles")], False),
-    ("trace",): ([("trace", "1")], [("--lab", "lab-dir"), ("--plot", "png"),
+    ("trace",): ([("trace", "1")], [("--lab", "lab-dir"), ("--python-limit", "python-limit"),
+                                    ("--plot", "png"),
                                     ("--perfetto", "json")], False),
     ("bench", "boot"): ([], BENCH + [("--iterations", "count"), ("--quantum", "count")], True),
     ("bench", "urpc"): ([], TIMED_BENCH + [("--topology", "topology"), ("--rounds", "rounds"),
