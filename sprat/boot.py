@@ -108,10 +108,17 @@ def seed_argument(text: str) -> int:
 
 
 def add_lab_option(parser) -> None:
-    """--lab DIR: read sprat/cli.py before the parser runs; here for --help."""
+    """--lab DIR: read sprat/cli.py before the parser runs; here for --help.
+    --python-limit S: the watchdog's limit (sprat/lab/watchdog.py)."""
+    from sprat.lab.watchdog import DEFAULT_LIMIT, limit_argument
     parser.add_argument("--lab", metavar="DIR", default=None,
                         help="a lab workspace (`sprat lab start`): its files instead of the "
                              "tree's (the default inside one)")
+    parser.add_argument("--python-limit", metavar="S", type=limit_argument,
+                        default=DEFAULT_LIMIT,
+                        help="in a lab workspace, seconds of host time one call into its "
+                             "Python files may take before sprat stops, naming the line "
+                             f"(exit 1; default {DEFAULT_LIMIT:g})")
 
 
 def machine_shape(args):

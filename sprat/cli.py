@@ -60,16 +60,35 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         # Before any module a lab swaps is imported (sprat/lab/workspace.py).
-        use_lab_workspace(argv)
+        space = use_lab_workspace(argv)
     except SpratError as error:
         print(f"sprat: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if space is None:
+        return _run(argv)
+    from sprat.lab.watchdog import limit_in, watching
+    from sprat.lab.workspace import import_swapped
+    # A call into the workspace's Python that never returns, from its import
+    # on, ends the run with a line that names where it is stuck.
+    with watching(space.folder, space.files, limit_in(argv)) as watchdog:
+        try:
+            import_swapped(space)
+        except SpratError as error:
+            print(f"sprat: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        return _run(argv, watchdog)
+
+
+def _run(argv: list[str], watchdog=None) -> int:
+    """Parse the command line and run the command."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         print("sprat: error: a command is needed, e.g. sprat boot (see sprat --help)",
               file=sys.stderr)
         return EXIT_USAGE
+    if watchdog is not None and hasattr(args, "python_limit"):
+        watchdog.limit = args.python_limit
     try:
         return args.run(args)
     except SpratError as error:
@@ -98,8 +117,10 @@ def _discard_stdout() -> None:
         pass
 
 
-def use_lab_workspace(argv: list[str]) -> None:
-    """`--lab DIR`, or a lab workspace around the current folder: read its files first.
+def use_lab_workspace(argv: list[str]):
+    """`--lab DIR`, or a lab workspace around the current folder: read its files
+    first. The workspace, or None; its Python files are not imported yet
+    (workspace.import_swapped).
 
     `sprat lab` itself is left alone: its grader activates each workspace in
     the child process that tests it."""
@@ -110,13 +131,13 @@ def use_lab_workspace(argv: list[str]) -> None:
         elif word.startswith("--lab="):
             folder = word[len("--lab="):]
     if "lab" in argv[:1]:
-        return
+        return None
     from pathlib import Path
     from sprat.lab import workspace
     if folder is None:
         found = workspace.find_workspace()
         if found is None:
-            return
+            return None
         folder = found
     # os.path.isdir, not Path.is_dir: a name too long for the system is
     # no folder, where Path.is_dir raises OSError.
@@ -126,7 +147,7 @@ def use_lab_workspace(argv: list[str]) -> None:
     workspace.activate(space)
     print(f"sprat: lab {space.lab.number} workspace {folder}: your "
           f"{', '.join(space.files)} instead of the tree's", file=sys.stderr)
-    workspace.import_swapped(space)
+    return space
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "topology", help="list or show machine topologies",
         description="Show the packages, cores, shared caches, latencies and the core-to-core "
-                    "hop matrix of a preset machine or of a topology file (TOML).")
+                    "distance matrix of a preset machine or of a topology file (TOML).")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
                                     parser_class=type(parser))
     show = actions.add_parser("show", help="show one topology",

@@ -32,7 +32,7 @@ def pools(files, workdir):
     hostile = [path for path in files.values()]
     count = (["1", "2", "1_000"], ["0", "-1", *HUGE, *NOT_NUMBERS], ["٣", "0012"])
     count2 = (["2", "3"], ["1", "0", "-1", *HUGE, *NOT_NUMBERS], ["٣"])
-    rounds = (["16", "17"], ["15", "2", "0", "-1", *HUGE, *NOT_NUMBERS], ["٣"])
+    rounds = (["16", "17"], ["15", "2", "0", "-1", *HUGE, *NOT_NUMBERS], ["٣"])  # and messages
     return {
         "count": count, "count2": count2, "rounds": rounds,
         "quantum": (["1", "100", "10000"], count[1], count[2]),
@@ -58,6 +58,8 @@ def pools(files, workdir):
                   str(workdir / "no" / "such" / "x.json")], []),
         "trace": ([str(workdir / "run.trace")], hostile, []),
         "lab-dir": ([], [path for path in hostile if path], []),
+        "python-limit": (["1", "0.5", "86400"], ["0", "-1", "86401", *HUGE, "", " ", "nan",
+                                                 "inf", "-inf", "x", "²"], ["1e3", "1_0", "٣"]),
         "lab": (["1"], ["99", "0", "-1", "", "²", "nosuch"], ["traps", "2", "١"]),
         "lab-folder": ([str(workdir / "ws")], [files["binary"], "/dev/full", files["long"]],
                        [files["folder"], "ünï"]),
@@ -75,8 +77,9 @@ def pools(files, workdir):
 
 
 MACHINE = [("--cores", "cores"), ("--quantum", "quantum"), ("--seed", "seed"),
-           ("--lab", "lab-dir"), ("--topology", "topology"), ("--timing", "timing")]
-BENCH = [("--json", None), ("--lab", "lab-dir")]
+           ("--lab", "lab-dir"), ("--python-limit", "python-limit"), ("--topology", "topology"),
+           ("--timing", "timing")]
+BENCH = [("--json", None), ("--lab", "lab-dir"), ("--python-limit", "python-limit")]
 TIMED_BENCH = BENCH + [("--timing", "timing")]
 # command words -> (positionals, options, expensive on good values?)
 COMMANDS = {
@@ -90,11 +93,12 @@ COMMANDS = {
                                               ("--gdb-files", "gdb-files"),
                                               ("--expect-failures", None),
                                               ("--max-cycles", "max-cycles")], False),
-    ("trace",): ([("trace", "1")], [("--lab", "lab-dir"), ("--plot", "png"),
+    ("trace",): ([("trace", "1")], [("--lab", "lab-dir"), ("--python-limit", "python-limit"),
+                                    ("--plot", "png"),
                                     ("--perfetto", "json")], False),
     ("bench", "boot"): ([], BENCH + [("--iterations", "count"), ("--quantum", "count")], True),
     ("bench", "urpc"): ([], TIMED_BENCH + [("--topology", "topology"), ("--rounds", "rounds"),
-                                     ("--messages", "count2"), ("--host-messages", "count2")],
+                                     ("--messages", "rounds"), ("--host-messages", "count2")],
                         True),
     ("bench", "shm-vs-msg"): ([], TIMED_BENCH + [("--topology", "topology"), ("--cores", "list"),
                                            ("--lines", "list"), ("--updates", "count"),

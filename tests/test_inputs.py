@@ -225,6 +225,7 @@ def test_an_empty_script_name_is_refused_not_taken_for_the_terminal(capsys):
     ["bench", "urpc", "--messages", "0"], ["bench", "urpc", "--messages", "-1"],
     ["bench", "urpc", "--host-messages", "-1"], ["bench", "urpc", "--rounds", "0"],
     ["bench", "shm-vs-msg", "--updates", "0"], ["bench", "shm-vs-msg", "--warmup", "-1"],
+    ["boot", "--python-limit", "0"], ["debug", "--python-limit", "nan"],
     ["boot", "--quantum", str(1 << 63)], ["boot", "--max-cycles", str(1 << 63)],
     ["debug", "--max-cycles", str(1 << 63)], ["boot", "--quantum", "9" * 5000],
 ], ids=" ".join)

@@ -57,7 +57,7 @@ def test_a_workspace_directory_charges_the_machine_on_the_pure_path(tmp_path):
     folder = tmp_path / "work"
     create(LAB, folder, reference_files(LAB))
     done = sprat("bench", "urpc", "--lab", str(folder), "--topology", "amd-2x2", "--rounds", "16",
-                 "--messages", "2", "--host-messages", "2", "--json", cwd=tmp_path)
+                 "--messages", "16", "--host-messages", "2", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     hit_path = json.loads(done.stdout)[-1]["hit_path"]
     assert hit_path.startswith("pure Python") and "coherence.py" in hit_path, (
@@ -73,7 +73,7 @@ def test_python_m_sprat_inside_a_workspace_uses_the_installed_tree(tmp_path):
     folder = tmp_path / "work"
     create(LAB, folder, reference_files(LAB))
     done = sprat("bench", "urpc", "--lab", ".", "--topology", "amd-2x2", "--rounds", "16",
-                 "--messages", "2", "--host-messages", "2", "--json", cwd=folder)
+                 "--messages", "16", "--host-messages", "2", "--json", cwd=folder)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert json.loads(done.stdout)[-1]["hit_path"].startswith("pure Python"), done.stdout
 

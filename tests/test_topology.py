@@ -366,10 +366,40 @@ def test_render_lists_packages_caches_and_latencies_in_cycles_and_ns(name):
     assert f"protocol: {topo.family}" in text
 
 
-def test_render_marks_same_package_cores_on_intel():
-    text = render_topology(load_topology("intel-2x4"))
+def matrix_of(name):
+    """The text of `sprat topology show NAME`, the legend line of its distance
+    matrix and the matrix's rows (the last section: one row per core)."""
+    text = render_topology(load_topology(name))
+    lines = text.splitlines()
+    legend = next(line for line in lines if line.startswith("core-to-core distance"))
+    return text, legend, lines[-load_topology(name).n_cores():]
+
+
+def test_intel_matrix_names_the_other_die_and_socket_not_hops():
+    text, legend, rows = matrix_of("intel-2x4")
     assert "L2: [0,1]  [2,3]  [4,5]  [6,7]" in text
-    assert "  0 .spp 1111" in text
+    assert rows[0] == "  0 .sdd xxxx", (
+        f"core 0's row should read shared, other die, other socket: {rows[0]!r}")
+    assert not re.search(r"\d", "".join(row.split(None, 1)[1] for row in rows)), (
+        "a front-side bus machine has no hops, yet its matrix counts some")
+    for words in ("s shared cache", "d the package's other die", "x other socket"):
+        assert words in legend, f"the legend does not say what {words[0]!r} means: {legend}"
+    assert not re.search(r"\d hops?\b|hops? each", text), (
+        f"intel-2x4 is described in hops, but a bus has none:\n{text}")
+
+
+def test_amd_matrix_counts_hops_up_to_the_farthest_package():
+    _, legend, rows = matrix_of("amd-8x4")
+    assert "1-3 hops to another package" in legend, legend
+    assert "3" in rows[0] and not re.search(r"[4-9+]", "".join(row[5:] for row in rows)), (
+        "amd-8x4's farthest pairs should be 3 hops apart")
+
+
+def test_matrix_legend_lists_only_the_marks_it_uses():
+    _, legend, rows = matrix_of("amd-2x2")
+    assert rows[0] == "  0 .p 11", rows[0]
+    assert legend == ("core-to-core distance (. same core, p same package, "
+                      "1 hop to another package):"), legend
 
 
 # -- every preset number has its source beside it --

@@ -5,12 +5,16 @@
 Prints the name and description, the clock, the packages and their cores,
 which cores share which cache, the package links, the latency table (cycles
 and ns), what privileged instructions cost (the [instructions] table) and a
-core-to-core distance matrix. The matrix uses one character
-per core pair so that 32 or 64 cores still fit in a terminal:
+core-to-core distance matrix. The matrix uses one character per core pair
+so that 32 or 64 cores still fit in a terminal, with a space between
+packages. A cell says what the two cores are to each other in the words of
+the machine's family (Topology.pair_label), and the legend above it lists
+the marks the matrix uses:
 
-    .  same core      s  shared cache     p  same package     1-9  hops
-
-(+ for 10 hops or more), with a space between packages.
+    .  same core     s  shared cache     p  same package, one die, no shared cache
+    d  the package's other die (a Clovertown holds two)
+    x  other socket, across the chipset (intel-fsb: a bus has no hops)
+    1-9  hops to another package over the links (+ for 10 or more)
 
 What does not live here: the topology itself (topology.py).
 """
@@ -19,7 +23,15 @@ from __future__ import annotations
 
 from emulator.interconnect.topology import Topology
 
-RELATION_MARK = {"same-core": ".", "shared-cache": "s", "same-package": "p"}
+# The matrix's mark for each pair_label that is not a hop count, and the
+# legend's words for it, in the order the legend lists them.
+PAIR_MARKS = {
+    "same core": (".", "same core"),
+    "shared": ("s", "shared cache"),
+    "same die": ("p", "same package"),
+    "other die": ("d", "the package's other die"),
+    "other socket": ("x", "other socket, across the chipset"),
+}
 
 
 def render_topology(topo: Topology) -> str:
@@ -74,6 +86,10 @@ def _caches(topo: Topology) -> str:
 def _links(topo: Topology) -> str:
     if not topo.links:
         return ""
+    if topo.family == "intel-fsb":
+        # The bus path never counts hops (protocol.py): [links] only joins the packages.
+        sockets = ", ".join(str(index) for index in range(len(topo.packages)))
+        return f"front-side bus: packages {sockets}, through the chipset (no hops)"
     pairs = ", ".join(f"{a}-{b}" for a, b in topo.links)
     return (f"package links (1 hop each): {pairs}\n"
             f"farthest packages: {_plural(topo.max_hops(), 'hop')} apart")
@@ -113,11 +129,23 @@ def _instructions(topo: Topology) -> str:
 
 
 def _mark(topo: Topology, a: int, b: int) -> str:
-    relation = topo.relation(a, b)
-    if relation in RELATION_MARK:
-        return RELATION_MARK[relation]
+    label = topo.pair_label(a, b)
+    if label in PAIR_MARKS:
+        return PAIR_MARKS[label][0]
     hops = topo.hops(a, b)
     return str(hops) if hops < 10 else "+"
+
+
+def _legend(marks: set[str]) -> str:
+    """What the marks the matrix uses mean, nearest first."""
+    words = [f"{mark} {meaning}" for mark, meaning in PAIR_MARKS.values() if mark in marks]
+    hops = sorted(int(mark) for mark in marks if mark.isdigit())
+    if hops:
+        span = str(hops[0]) if hops[0] == hops[-1] else f"{hops[0]}-{hops[-1]}"
+        words.append(f"{span} {'hop' if span == '1' else 'hops'} to another package")
+    if "+" in marks:
+        words.append("+ 10 hops or more")
+    return ", ".join(words)
 
 
 def _matrix(topo: Topology) -> str:
@@ -125,6 +153,7 @@ def _matrix(topo: Topology) -> str:
     n = topo.n_cores()
     order = [core for cores in topo.packages for core in cores]
     width = len(str(n - 1))
+    marks = {a: [_mark(topo, a, b) for b in order] for a in order}
 
     def row_of(cells):
         groups, at = [], 0
@@ -133,11 +162,11 @@ def _matrix(topo: Topology) -> str:
             at += len(cores)
         return " ".join(groups)
 
-    lines = ["core-to-core distance (. same core, s shared cache, "
-             "p same package, 1-9 hops):"]
+    used = {mark for row in marks.values() for mark in row}
+    lines = [f"core-to-core distance ({_legend(used)}):"]
     for digit in range(width):                      # column numbers, written downwards
         cells = [str(core).rjust(width)[digit] for core in order]
         lines.append(" " * (width + 3) + row_of(cells))
     for a in order:
-        lines.append(f"  {str(a).rjust(width)} " + row_of([_mark(topo, a, b) for b in order]))
+        lines.append(f"  {str(a).rjust(width)} " + row_of(marks[a]))
     return "\n".join(lines)
