@@ -152,14 +152,26 @@ def test_check_proves_the_fixture_lab(tmp_path):
     assert "caught by greeting_names_the_core_count" in done.stdout
 
 
-def test_check_shows_the_score_a_recorded_mistake_gets(tmp_path):
-    """The score the grader gives the mistake (every test run), not a bound:
-    no-count.diff fails the 3-point test and passes the 5-point one."""
-    done = sprat("lab", "check", "97", "--json", cwd=tmp_path)
+def test_check_scores_shows_the_score_a_recorded_mistake_gets(tmp_path):
+    """With --scores, the score the grader gives the mistake (every test
+    run), not a bound: no-count.diff fails the 3-point test and passes the
+    5-point one."""
+    done = sprat("lab", "check", "97", "--scores", "--json", cwd=tmp_path)
     rows = {row["solution"]: row for row in json.loads(done.stdout)["rows"]}
     assert rows["wrong/no-count"]["score"] == "5/8", rows["wrong/no-count"]
     assert rows["wrong/no-count"]["verdict"] == "caught by greeting_names_the_core_count"
     assert rows["skeleton"]["score"] == "0/8", rows["skeleton"]
+
+
+def test_check_without_scores_stops_at_the_catch_and_shows_no_score(tmp_path):
+    """The default check runs a mistake's named tests only: it shows - for
+    a score it did not measure, never a bound that reads like a score."""
+    done = sprat("lab", "check", "97", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["solution"]: row for row in json.loads(done.stdout)["rows"]}
+    assert rows["wrong/no-count"]["score"] == "-", rows["wrong/no-count"]
+    assert rows["wrong/no-count"]["verdict"] == "caught by greeting_names_the_core_count"
+    assert rows["reference"]["score"] == "8/8", rows["reference"]
 
 
 def test_check_fails_when_a_recorded_mistake_is_not_caught(tmp_path):

@@ -65,6 +65,10 @@ def add_parser(subparsers) -> None:
                                          "solution (wrong/*.diff) fails at least one test.")
     check.add_argument("labs", metavar="N", nargs="*", help="only these labs (default: all)")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.add_argument("--scores", action="store_true",
+                       help="run every test on the skeleton and each wrong solution, to show "
+                            "the score the grader gives it (several times slower; by default "
+                            "the check stops at the tests that catch a mistake)")
     check.set_defaults(run=run_check)
 
 
@@ -221,7 +225,7 @@ def run_check(args) -> int:
     rows, problems, started = [], [], time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sprat-lab-check-") as scratch:
         for lab in labs:
-            for row, problem in _check_lab(lab, Path(scratch)):
+            for row, problem in _check_lab(lab, Path(scratch), args.scores):
                 rows.append(row)
                 if problem:
                     problems.append(f"lab {lab.number} {row[1]}: {problem}")
@@ -234,39 +238,48 @@ def run_check(args) -> int:
         print(format_table(["lab", "solution", "score", "verdict"], rows))
         for problem in problems:
             print(f"sprat: {problem}", file=sys.stderr)
+        if not args.scores:
+            print("(score -: the check stopped at the tests that catch the mistake; "
+                  "--scores runs them all)")
         print(f"sprat: {len(labs)} labs checked in {seconds:.0f} s: "
               f"{'all graders hold' if not problems else f'{len(problems)} problems'}")
     return EXIT_OK if not problems else EXIT_BELOW_FULL
 
 
-def _check_lab(lab, scratch: Path):
-    """Rows (lab, solution, score, verdict) and for each the problem, if any."""
+def _check_lab(lab, scratch: Path, scores: bool):
+    """Rows (lab, solution, score, verdict) and for each the problem, if any.
+    Without `scores`, the skeleton and each wrong solution run only until
+    they are caught (the tests a mistake names, else until one fails), and
+    their score is shown as -."""
     tests = runner.load_tests([lab.grader])
     progress = _progress_line(f"checking lab {lab.number}")
 
-    def grade(label, files):
+    def grade(label, files, order=tests):
         folder = scratch / f"{lab.name}-{label}"
         space = workspaces.create(lab, folder, files)
-        return runner.run_tests(lab, space.folder, tests, shown=str(folder), progress=progress)
+        stop = not scores and order is tests
+        return runner.run_tests(lab, space.folder, order, shown=str(folder),
+                                stop_at_first_failure=stop, progress=progress)
 
     results = grade("reference", workspaces.reference_files(lab))
-    failing = [r for r in results if not r.passed]
-    yield ([lab.number, "reference", _score(results), "full" if not failing else "NOT FULL"],
+    failing = [r for r in results if not r.passed and r.reason != runner.NOT_RUN]
+    yield ([lab.number, "reference", _score(results, tests), "full" if not failing else "NOT FULL"],
            f"the reference fails {failing[0].name}: {failing[0].reason}" if failing else None)
 
     results = grade("skeleton", workspaces.skeleton_files(lab))
-    caught = [r.name for r in results if not r.passed]
-    yield ([lab.number, "skeleton", _score(results), "fails " + caught[0] if caught
+    caught = [r.name for r in results if not r.passed and r.reason != runner.NOT_RUN]
+    yield ([lab.number, "skeleton", _score(results, tests), "fails " + caught[0] if caught
             else "PASSES"], None if caught else "the skeleton passes every test")
 
     for diff in lab.wrong_solutions():
         wrong, files = workspaces.wrong_files(lab, diff)
         unknown = set(wrong.expect) - {t.name for t in tests}
-        # Every test runs, so that the score is the one a student with this
-        # mistake would get; the tests it names must all catch it, or else
-        # any one test.
-        results = grade(diff.stem, files)
-        caught = [r.name for r in results if not r.passed]
+        # The tests it names must all catch it, or else any one test. With
+        # --scores every test runs, so that the score is the one a student
+        # with this mistake would get.
+        named = [t for t in tests if t.name in wrong.expect]
+        results = grade(diff.stem, files, order=tests if scores or not named else named)
+        caught = [r.name for r in results if not r.passed and r.reason != runner.NOT_RUN]
         missed = [name for name in wrong.expect if name not in caught]
         problem = None
         if unknown:
@@ -275,11 +288,14 @@ def _check_lab(lab, scratch: Path):
             problem = f"{wrong.summary}: not caught by {', '.join(missed)}"
         elif not caught:
             problem = f"{wrong.summary}: passes every test"
-        named = [name for name in wrong.expect if name in caught] or caught
-        verdict = f"caught by {', '.join(named[:2])}" if caught else "NOT CAUGHT"
-        yield [lab.number, f"wrong/{diff.stem}", _score(results), verdict], problem
+        shown = [name for name in wrong.expect if name in caught] or caught
+        verdict = f"caught by {', '.join(shown[:2])}" if caught else "NOT CAUGHT"
+        yield [lab.number, f"wrong/{diff.stem}", _score(results, tests), verdict], problem
 
 
-def _score(results) -> str:
-    """The score the grader gave: points earned of the lab's total."""
+def _score(results, tests) -> str:
+    """The score the grader gave: points earned of the lab's total; - where
+    not every test ran."""
+    if len(results) < len(tests) or any(r.reason == runner.NOT_RUN for r in results):
+        return "-"
     return f"{sum(r.earned for r in results)}/{sum(r.points for r in results)}"

@@ -84,16 +84,27 @@ def load_tests(graders: list[Path]) -> list:
     return list(grading.context.tests)
 
 
+NOT_RUN = "not run (an earlier test failed)"
+
+
 def run_tests(lab, workspace: Path | None, tests: list, *, shown: str | None = None,
               graders: list[Path] | None = None, jobs: int | None = None,
-              progress=None) -> list[Result]:
-    """Run `tests` (from load_tests) in child processes; results in the same order."""
+              stop_at_first_failure: bool = False, progress=None) -> list[Result]:
+    """Run `tests` (from load_tests) in child processes; results in the same order.
+    With `stop_at_first_failure`, tests not yet started when one fails are
+    not run (their reason says so)."""
     graders = graders or [lab.grader]
     jobs = jobs or max(1, min(len(tests), os.cpu_count() or 1))
     results: dict[str, Result] = {}
+    failed = False
 
     def one(test):
-        result = _run_child(lab, workspace, shown, graders, test)
+        nonlocal failed
+        if stop_at_first_failure and failed:
+            result = Result(test.name, test.points, False, NOT_RUN)
+        else:
+            result = _run_child(lab, workspace, shown, graders, test)
+            failed = failed or not result.passed
         results[test.name] = result
         if progress:
             progress(len(results), len(tests))
