@@ -311,3 +311,19 @@ def test_a_delivery_that_calls_sys_exit_fails_its_core_not_the_run(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "core 0 failed: #PF page fault at RIP" in done.stderr, done.stderr
     assert "delivery raised SystemExit: 0" in done.stderr, done.stderr
+
+
+def test_an_amd_path_that_raises_is_one_line_naming_the_students_line(tmp_path):
+    """A leg's name mistyped (a KeyError in protocol.py): sprat boot, topology
+    show and the urpc bench in the workspace each say what the path raised
+    and where, not a Python traceback."""
+    folder = workspace_with(tmp_path, 6, "emulator/interconnect/protocol.py", "amd_path",
+                            'return round(topo.legs_in_cycles()["ht_hopp"])\n')
+    for command in (["boot", "images/contended.lst", "--topology", "amd-2x2"],
+                    ["topology", "show", "amd-2x2"]):
+        done = subprocess.run([sys.executable, "-m", "sprat", *command], cwd=folder,
+                              capture_output=True, text=True, timeout=GRADE_SECONDS)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "path (emulator/interconnect/protocol.py) raised KeyError: 'ht_hopp'" \
+            in done.stderr, done.stderr
+        assert "protocol.py:" in done.stderr.splitlines()[-1], done.stderr

@@ -46,6 +46,7 @@ the text of `sprat topology show` (render.py).
 from __future__ import annotations
 
 import os
+import traceback
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -175,7 +176,15 @@ class Topology:
     def costs(self):
         """The family's path evaluated for every case (protocol.CostTables)."""
         from emulator.interconnect.protocol import CostTables
-        return _whole_cycles(CostTables(self), self.family)
+        try:
+            tables = CostTables(self)
+        except SpratError:
+            raise
+        except Exception as error:       # protocol.py is lab 6's to write
+            raise SpratError(f"the {self.family} path (emulator/interconnect/protocol.py) "
+                             f"raised {type(error).__name__}: {error} "
+                             f"(at {_innermost(error)})") from None
+        return _whole_cycles(tables, self.family)
 
     def ns(self, cycles: float) -> float:
         return cycles / self.freq_ghz
@@ -271,6 +280,15 @@ def generic(n_cores: int) -> Topology:
         instruction_costs=base.instruction_costs,
         merge_reads=base.merge_reads,
     )
+
+
+def _innermost(error: BaseException) -> str:
+    """FILE:LINE of the deepest frame of protocol.py that `error` passed
+    through (the student's line in lab 6), else of the deepest frame."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if f.filename.endswith("protocol.py")] or frames
+    frame = ours[-1]
+    return f"{frame.filename}:{frame.lineno}"
 
 
 def _whole_cycles(costs, family: str):
