@@ -92,6 +92,14 @@ class RingLayout:
             return page * layout.CHANNEL_SIZE + index * self.ring_bytes
         return page * layout.CHANNEL_SIZE
 
+    def ring_index(self, offset: int) -> int | None:
+        """Which ring of its page holds `offset`, on a page of several rings;
+        None on a page of one (its channel number names it)."""
+        page, within = divmod(offset, layout.CHANNEL_SIZE)
+        if not any(page in pages for pages in self.packed):
+            return None
+        return within // self.ring_bytes
+
 
 CONVENTION = RingLayout()
 
@@ -262,9 +270,11 @@ class ChannelObserver:
             return
         self.reported.add(key)
         place, source = self._place(core)
+        index = self.rings_layout.ring_index(base)
         self.machine._notify(event, time=core.now(), core=core.id, peer=peer,
                              channel=ring.channel, slot=slot, seq=seq, words=words,
-                             place=place, line=source)
+                             place=place, line=source,
+                             **({} if index is None else {"ring": index}))
 
     def _violation(self, kind, core, ring, base, slot, seq, **details) -> None:
         key = (kind, base + slot * SLOT_SIZE, seq)

@@ -12,8 +12,9 @@ userland/lib/urpc.S marks the two places with labels:
 A code hook on each (only when someone listens: `sprat boot --trace`, the
 debugger's `msgs`) reads the message and reports a `send` or `recv` event
 through `machine._notify`, with the modeled time, the core, the channel,
-the seven words and the message number. `peer` is the core last seen at
-the other end of the same channel (None until there is one).
+the seven words and the message number, and on a page of several rings
+(the monitors': three to a page) which `ring` of it. `peer` is the core
+last seen at the other end of the same ring (None until there is one).
 
 A program that sends its own way has no such labels: the channel observer
 (kernel/channel_observer.py) sees its messages in the machine's loads and
@@ -152,7 +153,7 @@ def install_message_tracepoints(system) -> ChannelObserver:
     observer = ChannelObserver(system, monitor_layout() if monitors else CONVENTION)
     observer.install()
     reported = observer.reported
-    ends = {}                                  # channel -> {"send": core, "recv": core}
+    ends = {}                                  # (channel, ring) -> {"send": core, "recv": core}
     hooked = set()                             # programs built alike share their hooks
     for module in system.modules:
         program = module.program
@@ -165,13 +166,14 @@ def install_message_tracepoints(system) -> ChannelObserver:
                 continue
             hooked.add((address, expected))
             for core in system.machine.cores:
-                hook = _tracepoint(system.machine, core, event, expected, ends, reported, label)
+                hook = _tracepoint(system.machine, core, event, expected, ends, reported, label,
+                                   observer.rings_layout)
                 core.uc.hook_add(UC_HOOK_CODE, hook, begin=address, end=address)
                 core.uc.ctl_remove_cache(address, address + 1)
     return observer
 
 
-def _tracepoint(machine, core, event, expected, ends, reported, label):
+def _tracepoint(machine, core, event, expected, ends, reported, label, rings_layout):
     def on_message(uc, address, size, _):
         # Several programs share virtual addresses: is this one of ours?
         if core.read_virtual(address, len(expected)) != expected:
@@ -183,10 +185,12 @@ def _tracepoint(machine, core, event, expected, ends, reported, label):
         if key in reported:
             return
         reported.add(key)
-        sides = ends.setdefault(message.channel, {})
+        ring = rings_layout.ring_index(message.slot_address - layout.USER_CHANNELS)
+        sides = ends.setdefault((message.channel, ring), {})
         sides[event] = core.id
         other = sides.get("recv" if event == "send" else "send")
         machine._notify(event, time=core.now(), core=core.id, peer=other,
                         channel=message.channel, slot=message.seq % URPC_SLOTS,
-                        seq=message.seq, place=label, words=list(message.words))
+                        seq=message.seq, place=label, words=list(message.words),
+                        **({} if ring is None else {"ring": ring}))
     return on_message

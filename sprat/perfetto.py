@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 
+from emulator.debug.trace import channel_name
 from emulator.devices.apic import DELIVERY_STARTUP, IPI_LATENCY_CYCLES
 from emulator.files import write_bytes
 
@@ -115,7 +116,7 @@ def _message_flows(messages) -> list[dict]:
         send, recv = message["send"], message["recv"]
         if not _at(send):
             continue
-        name = f"channel {send.get('channel')} message {send.get('seq')}"
+        name = f"channel {channel_name(send)} message {send.get('seq')}"
         args = {"words": send.get("words"), "seq": send.get("seq")}
         records.append(_mark(send["core"], send["time"], f"send: {name}", "message", args))
         if recv is None or not _at(recv):

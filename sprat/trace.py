@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from emulator.debug.trace import read_trace
+from emulator.debug.trace import channel_name, read_trace
 from emulator.devices.apic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, IPI_LATENCY_CYCLES
 from emulator.errors import SpratError
 from emulator.machine import MAX_CORES
@@ -119,12 +119,13 @@ def _short(value) -> str:
 
 # --- The summary --------------------------------------------------------------------
 def messages(events) -> list[dict]:
-    """Each message: its send and, if it arrived, its receive (matched by channel, seq)."""
+    """Each message: its send and, if it arrived, its receive (matched by
+    channel, or ring of a page of several: channel_name, and seq)."""
     pending = {}
     found = []
     for event in events:
         kind = event["event"]
-        key = (_key(event.get("channel")), event.get("seq"))
+        key = (_key(channel_name(event)), event.get("seq"))
         if kind == "send":
             message = {"send": event, "recv": None}
             pending.setdefault(key, []).append(message)
@@ -164,7 +165,7 @@ def _channel_rows(events) -> list[list]:
                                       "receivers": set(), "latencies": []})
     for event in events:
         if event["event"] in ("send", "recv"):
-            row = by_channel[_key(event.get("channel"))]
+            row = by_channel[_ring_key(event)]
             row[event["event"] + "s"] += 1
             if event["event"] == "send":
                 row["words"] += _word_count(event.get("words"))
@@ -175,10 +176,10 @@ def _channel_rows(events) -> list[list]:
         sent, received = message["send"].get("time"), (message["recv"] or {}).get("time")
         if sent is not None and received is not None:
             latency = received - sent
-            by_channel[_key(message["send"].get("channel"))]["latencies"].append(latency)
+            by_channel[_ring_key(message["send"])]["latencies"].append(latency)
     rows = []
-    for channel in sorted(by_channel, key=str):
-        row = by_channel[channel]
+    for channel, ring in sorted(by_channel, key=_in_channel_order):
+        row = by_channel[channel, ring]
         # a send made before the receiver was first seen names no peer;
         # then the core that took the messages is the other end
         known = {pair for pair in row["pairs"] if pair[1] is not None}
@@ -188,7 +189,8 @@ def _channel_rows(events) -> list[list]:
         pairs = sorted(known or row["pairs"], key=str)
         source, target = pairs[0] if len(pairs) == 1 else ("many", "many") if pairs else ("-", "-")
         latencies = row["latencies"]
-        rows.append([channel, source, target, row["sends"], row["recvs"], row["words"],
+        name = str(channel_name({"channel": channel, "ring": ring}))   # a number, not a count
+        rows.append([name, source, target, row["sends"], row["recvs"], row["words"],
                      min(latencies) if latencies else None,
                      sum(latencies) / len(latencies) if latencies else None,
                      max(latencies) if latencies else None])
@@ -217,6 +219,18 @@ def _by_first_time(item):
 def _key(channel):
     """Channels may be numbers or names; lists (from JSON) are not hashable."""
     return tuple(channel) if isinstance(channel, list) else channel
+
+
+def _ring_key(event) -> tuple:
+    """(channel, ring): a ring of a page of several (the monitors') is a
+    channel of its own (ring None: the page's one ring)."""
+    return _key(event.get("channel")), event.get("ring")
+
+
+def _in_channel_order(key) -> tuple:
+    channel, ring = key
+    number = channel if isinstance(channel, int) else None
+    return (number is None, number or 0, str(channel), -1 if ring is None else ring)
 
 
 def _word_count(words) -> int:
@@ -280,7 +294,7 @@ def _draw_message(axes, column, message, label: bool) -> None:
             or recv is not None and recv.get("time") is None:
         return                  # from a core the chart does not show, or at no time
     start = send["time"]
-    text = f"ch {send.get('channel')} #{send.get('seq')}" if label else None
+    text = f"ch {channel_name(send)} #{send.get('seq')}" if label else None
     if recv is None or recv.get("core") not in column:      # never received: a stub
         axes.plot([column[send["core"]]], [float(start)], marker="x", color="tab:blue")
         return

@@ -8,7 +8,8 @@
 The machine tells its observers about what crosses between cores
 (`machine._notify(event, **fields)`): an `ipi` (source, target, mode,
 vector, time) and, from the OS (kernel/tracepoints.py), a `send` or
-`recv` (time, core, peer, channel, words, seq) and a `run` (time, core,
+`recv` (time, core, peer, channel, words, seq; on a page of several
+rings, which `ring`: `channel_name` names it) and a `run` (time, core,
 what: kernel, user or idle, dispatcher). The recorder knows none of these by name: it
 writes whatever event comes, with its fields, so a new kind of event is
 traced the day something reports it. Keys are sorted and nothing of the
@@ -30,6 +31,14 @@ from emulator.errors import SpratError
 from emulator.files import TRACE_LIMIT, read_text
 
 MESSAGE_EVENTS = ("send", "recv")
+
+
+def channel_name(event: dict):
+    """What a message travels on: its channel, or on a page of several
+    rings (the monitors'), "C ring R": each ring has its own ends and
+    message numbers."""
+    channel, ring = event.get("channel"), event.get("ring")
+    return channel if ring is None else f"{channel} ring {ring}"
 
 
 class TraceRecorder:
@@ -58,7 +67,7 @@ class MessageLog:
     def __call__(self, event: str, **fields) -> None:
         if event not in MESSAGE_EVENTS:
             return
-        channel = fields.get("channel")
+        channel = channel_name(fields)
         if channel not in self.channels:
             self.channels[channel] = deque(maxlen=self.keep)
         record = {"event": event, **fields}
