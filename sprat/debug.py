@@ -169,6 +169,10 @@ def run(args) -> int:
             from sprat import gdb
             ended = gdb.serve(debuggee, args.gdb, sys.stdout, args.gdb_files)
             if ended in ("detach", "kill", "exited"):
+                failure = run_failure(debuggee.engine)
+                if failure is not None:          # as gdb was told (SIGABRT, code 01)
+                    print(f"sprat: the run failed: {failure}", file=sys.stderr)
+                    return EXIT_MACHINE_FAILURE
                 return EXIT_OK
             print(f"sprat: the gdb connection was lost ({ended}) before gdb detached",
                   file=sys.stderr)
@@ -186,6 +190,12 @@ def run(args) -> int:
         return shell.interactive()
     finally:
         debuggee.close()
+
+
+def run_failure(engine) -> str | None:
+    """Why the run failed, if it has ended and failed as `sprat boot` counts
+    it, or None (also while it has not ended)."""
+    return engine.end_reason if engine.end_reason is not None and engine.exit_code else None
 
 
 # --- What is being debugged ----------------------------------------------------------
@@ -346,8 +356,7 @@ class DebugShell(cmd.Cmd):
         protocol, a panic, a deadlock, the cycle budget spent), or None. A run
         the commands left before its end has no outcome yet: a replay that
         stops where a mistake shows is not a failure of its own."""
-        engine = self.engine
-        return engine.end_reason if engine.end_reason is not None and engine.exit_code else None
+        return run_failure(self.engine)
 
     def greet(self) -> None:
         text = self.banner()

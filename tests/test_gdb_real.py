@@ -327,10 +327,14 @@ def test_gdb_bt_past_a_routines_pushes_names_its_real_callers(tmp_path):
     # through rax. gdb, guessing from prologues, read saved registers as
     # return addresses past those pushes; the symbol files' call-frame
     # information says where the return address is.
+    source = (TREE / 'labs/05-urpc/programs/checked_stream.S').read_text().splitlines()
+    take_one_called = source.index('    call take_one') + 1       # in receive_next
+    rax_called = source.index('    call rax') + 1                 # in kept_call
     session = SpratGdb(tmp_path, 'labs/05-urpc/images/stream.lst', '--cores', '4')
     try:
         output = session.run_gdb('break urpc_recv thread 3', 'continue', 'bt',
-                                 'break checked_stream.S:165 thread 3', 'continue', 'bt')
+                                 f'break checked_stream.S:{rax_called} thread 3', 'continue',
+                                 'bt')
     finally:
         session.close()
     frames = re.findall(r'^(#\d+\s+.*)$', output, re.M)
@@ -339,7 +343,8 @@ def test_gdb_bt_past_a_routines_pushes_names_its_real_callers(tmp_path):
         f'bt in urpc_recv should show kept_call and then receive_next, where the call was ' \
         f'made, and end there (start\'s frame); inside kept_call, past its pushes, the ' \
         f'same:\n{output}'
-    assert 'checked_stream.S:67' in frames[2] and 'checked_stream.S:165' in frames[1], \
+    assert f'checked_stream.S:{take_one_called}' in frames[2] \
+        and f'checked_stream.S:{rax_called}' in frames[1], \
         f'each caller should be named at the line of its call:\n{output}'
 
 
@@ -681,8 +686,11 @@ def test_gdb_hears_that_a_program_exited_1_and_the_run_failed(tmp_path):
     session = SpratGdb(tmp_path, str(image), '--cores', '1')
     try:
         output = session.run_gdb('continue', 'continue')
+        status, printed = session.finish()
     finally:
         session.close()
+    assert status == 1 and 'sprat: the run failed: ' in printed, \
+        f'sprat debug --gdb should exit 1 after a failed end, as sprat boot does:\n{printed}'
     assert 'but 1 program failed (core 0: 1)' in output and '(exit status 1)' in output, \
         f'gdb should be told that a program failed, as sprat boot says:\n{output}'
     assert 'received signal SIGABRT' in output, \
