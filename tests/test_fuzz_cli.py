@@ -114,7 +114,7 @@ COMMANDS = {
     ("lab", "start"): ([("lab", "1"), ("lab-folder", "?")], [], False),
     ("lab", "grade"): ([("lab-grade", "*")], [("--json", None), ("--extra-tests", "extra-tests"),
                                               ("-k", "k")], True),
-    ("lab", "check"): ([("lab-check", "*")], [("--json", None)], True),
+    ("lab", "check"): ([("lab-check", "*")], [("--json", None), ("--scores", None)], True),
 }
 # Before the drawn options, so that a drawn value overrides them (argparse
 # keeps the last): a boot ends soon, and the debugger reads a script, not
