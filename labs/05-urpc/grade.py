@@ -155,6 +155,7 @@ class Watch:
         self.slot_writes = {}           # (channel, core) -> its first store into a slot
 
     def install(self, system):
+        self.memory = system.machine.memory
         system.machine.observers.append(self.on_event)
         system.machine.cost.observe(self.on_access)
 
@@ -163,16 +164,39 @@ class Watch:
             self.taken[fields["channel"]] += 1
 
     def on_access(self, core, write, address, size, value):
-        channel, offset = divmod(address - channel_address(0), 4096)
-        if offset == URPC_ACK:
+        # An access is judged by the bytes it touches, not where it starts: a
+        # load at ring + 1020 reads half the ack word, one at slot + 52 half
+        # a control word, and a wait loop may spin on either.
+        channel, start = divmod(address - channel_address(0), 4096)
+        end = start + size
+        if start < URPC_ACK + 8 and end > URPC_ACK:
             if write:
-                self.acks.setdefault(channel, []).append((core.id, value, self.taken[channel]))
+                count = self.ack_after(channel, start, size, value)
+                self.acks.setdefault(channel, []).append((core.id, count, self.taken[channel]))
             else:
                 self.ack_reads[channel, core.id] += 1
-        elif write and offset < URPC_ACK:
-            self.slot_writes.setdefault((channel, core.id), (offset, value))
-        elif offset < URPC_ACK and offset % URPC_SLOT_SIZE == URPC_CONTROL:
-            self.control_reads[channel, core.id] += 1
+        if start < URPC_ACK:
+            if write:
+                self.slot_writes.setdefault((channel, core.id), (start, value))
+            elif any(start < control + 8 and end > control
+                     for control in controls_between(start, end)):
+                self.control_reads[channel, core.id] += 1
+
+    def ack_after(self, channel, start, size, value):
+        """The ack word as it will read once a store of `size` bytes at ring +
+        `start` (the hook runs before the store) lands on part or all of it."""
+        ack = channel_address(channel) + URPC_ACK
+        word = bytearray(self.memory.read(ack, 8))
+        for i, byte in enumerate(value.to_bytes(size, "little")):
+            if 0 <= start + i - URPC_ACK < 8:
+                word[start + i - URPC_ACK] = byte
+        return int.from_bytes(word, "little")
+
+
+def controls_between(start, end):
+    """Ring offsets of the control words a slot access [start, end) may touch."""
+    first = start // URPC_SLOT_SIZE * URPC_SLOT_SIZE + URPC_CONTROL
+    return range(first - URPC_SLOT_SIZE, min(end, URPC_ACK), URPC_SLOT_SIZE)
 
 
 def start(image, topology, quantum=None, seed=None):
