@@ -10,12 +10,14 @@ Every test boots images of programs/checked_stream.S (word k of message n is
   * the channel's memory at the end (the ack line's count, each slot's
     control word);
   * what each core did to a channel's ack line and slots, in the order the
-    cores did it (`Watch`): when the ack line was written, and how many
-    messages had been taken by then; who read it, who wrote the slots;
+    cores did it (`Watch`, by the bytes each access touches): when the ack
+    line was written, and how many messages had been taken by then; who
+    read it, who wrote the slots;
   * the protocol violations the machine's channel observer reports
     (kernel/channel_observer.py): a payload word stored after its control
     word, a slot written before its message was acknowledged;
-  * the cycles the test programs measure and print by design.
+  * the cycles the test programs measure and print by design, and the
+    instructions a waiting sender ran (a parked one runs none).
 Correctness runs under the schedule sweep (QUANTA) and on two machines; the
 cost test measures the reference in the same grader run.
 """
@@ -45,6 +47,7 @@ ACK_READS_PER_MESSAGE = 4
 # message at the default quantum (waiting.lst, paced.lst); one that spins,
 # 8 to 16 times (at short quanta the other cores' turns hide the spinning).
 CONTROL_READS_PER_MESSAGE = 4
+SENDER_INSTRUCTIONS_BOUND = 2      # student / reference, the sender's instructions in paced.lst
 TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
                "urpc_received": "just after the payload is copied out"}
 
@@ -81,6 +84,7 @@ def the_sender_waits_while_the_ring_is_full():
             check_channel(run, channel, count=64)
             check_sender_parks(run, channel, count=64)
             if quantum == max(QUANTA):
+                check_sender_rests(run, channel)
                 # At shorter quanta the other pair's turns can keep a sender
                 # from getting that far ahead; at the default both do.
                 check_ring_fills(run, channel)
@@ -206,7 +210,7 @@ def start(image, topology, quantum=None, seed=None):
         options["seed"] = seed
     watch = Watch()
     run = boot(image, topology=topology, max_cycles=MAX_CYCLES, setup=watch.install, **options)
-    run.watch = watch
+    run.watch, run.lab_image = watch, image
     for core, line in run.console:
         if "not written yet" in line:
             fail(f"core {core}: {line.strip()}", run)
@@ -306,6 +310,34 @@ def check_sender_parks(run, channel, count):
         fail(f"channel {channel}: core {sender}, the sender, read the ack line {reads:,} times for"
              f" {count} messages: {spins('receiver')}", run,
              stop=f"urpc_send_commit core {sender} if $rcx == {URPC_SLOTS + 1}")
+
+
+def check_sender_rests(run, channel):
+    """A sender that waits for room is parked, not running: a delay loop
+    between reads of the ack line reads it seldom, but runs all the while
+    (in paced.lst it waits for most of the run: the reference's sender runs
+    ~68,000 instructions, one with a delay loop more than twice that)."""
+    sender = ends(run, channel)["send"]
+    reference = reference_run(run.lab_image, run.options["topology"])
+    mine = run.system.machine.cores[sender].stats.instructions
+    theirs = reference.system.machine.cores[sender].stats.instructions
+    if mine > SENDER_INSTRUCTIONS_BOUND * theirs:
+        fail(f"channel {channel}: core {sender}, the sender, ran {mine:,} instructions in"
+             f" {run.lab_image}, the reference {theirs:,}: while the ring is full it keeps"
+             f" running (a delay loop?) where it should wait with `pause`, parked until the"
+             f" receiver writes the ack line", run,
+             stop=f"urpc_send_commit core {sender} if $rcx == {URPC_SLOTS + 1}")
+
+
+REFERENCE_RUNS = {}
+
+
+def reference_run(image, topology):
+    """The reference's run of `image` at the longest quantum, booted once per test."""
+    if (image, topology) not in REFERENCE_RUNS:
+        REFERENCE_RUNS[image, topology] = boot(image, topology=topology, max_cycles=MAX_CYCLES,
+                                               quantum=max(QUANTA), reference=True)
+    return REFERENCE_RUNS[image, topology]
 
 
 def check_receiver_parks(run, channel, count, where):
