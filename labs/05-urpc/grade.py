@@ -16,12 +16,14 @@ Every test boots images of programs/checked_stream.S (word k of message n is
   * the protocol violations the machine's channel observer reports
     (kernel/channel_observer.py): a payload word stored after its control
     word, a slot written before its message was acknowledged;
-  * the cycles the test programs measure and print by design, and the
+  * the cycles the test programs measure and print by design (one line
+    each, no shorter than the tracepoints' times say), and the
     instructions a waiting sender ran (a parked one runs none).
 Correctness runs under the schedule sweep (QUANTA) and on two machines; the
 cost test measures the reference in the same grader run.
 """
 
+import re
 from collections import Counter
 
 from sprat.lab.grading import QUANTA, SEEDS, boot, fail, test
@@ -505,12 +507,43 @@ def describe_cores(run, channel):
 
 
 def latency(run, core):
-    """One-way latency measured by urpc_pingpong.S's pinger on `core`: half a round trip."""
-    for on, line in run.console:
-        if on == core and line.startswith("pingpong rounds"):
-            words = line.split()
-            return int(words[-1]) / (2 * int(words[2]))
-    fail(f"the ping-pong on core {core} never finished: {why_stuck(run)}", run)
+    """One-way latency measured by urpc_pingpong.S's pinger on `core`: half a round trip.
+    The program prints its one line at its end; a line printed by anyone
+    else (urpc.S may print) is not its measurement."""
+    rounds = next(int(entry.options["rounds"]) for entry in run.system.image.modules
+                  if entry.options.get("core") == str(core))
+    said = [line.strip() for on, line in run.console if on == core and "pingpong rounds" in line]
+    if not said:
+        fail(f"the ping-pong on core {core} never finished: {why_stuck(run)}", run)
+    measured = PINGPONG_LINE.fullmatch(said[-1])
+    if len(said) > 1 or not measured or int(measured[1]) != rounds:
+        more = f" and {len(said) - 1} more such line(s)" if len(said) > 1 else ""
+        fail(f"core {core} printed {said[0]!r}{more}: the ping-pong prints one line,"
+             f" 'pingpong rounds {rounds} cycles C', when it ends; your urpc.S prints nothing",
+             run)
+    cycles = int(measured[2])
+    check_measured_span(run, core, rounds, cycles)
+    return cycles / (2 * rounds)
+
+
+def check_measured_span(run, core, rounds, cycles):
+    """The pinger's clock ran at least from its first measured send to its
+    last receive, as the tracepoints saw them: a measurement shorter than
+    that was not taken by the clock (the pinger keeps its start in r13)."""
+    warmup = next(int(entry.options["warmup"]) for entry in run.system.image.modules
+                  if entry.options.get("core") == str(core))
+    sends = [e["time"] for e in run.events if e["event"] == "send" and e["core"] == core]
+    takes = [e["time"] for e in run.events if e["event"] == "recv" and e["core"] == core]
+    if len(sends) != warmup + rounds or len(takes) != warmup + rounds:
+        return                  # the messages' tests say what went wrong
+    span = takes[-1] - sends[warmup]
+    if cycles < span:
+        fail(f"core {core}'s ping-pong printed {cycles:,} cycles for {rounds} round trips, but"
+             f" its first measured send and its last receive were {span:,} cycles apart: did"
+             f" urpc_send or urpc_recv change r13, which it must keep?", run)
+
+
+PINGPONG_LINE = re.compile(r"pingpong rounds (\d+) cycles (\d+)")
 
 
 def lines_moved(run, channel):
