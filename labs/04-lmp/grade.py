@@ -31,6 +31,7 @@ work of (k * pace) mod 4096 rounds after message k), with several paces.
 """
 
 import struct
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from sprat.lab.grading import boot, fail, test
@@ -142,37 +143,88 @@ class CR3Write:
 
 class CR3Writes:
     """Code hooks on every `mov cr3` of the CPU driver (found as the cost model finds
-    them, emulator/instcost.py, which charges each: a write empties the TLB)."""
+    them, emulator/instcost.py, which charges each: a write empties the TLB), and
+    on every instruction of the student's files, for a `mov cr3` hidden where the
+    cost model does not look: inside the bytes of another statement (`.byte`),
+    reached by a jump into its middle."""
 
     def __init__(self):
         self.all: list[CR3Write] = []
+        self.hidden: list[str] = []      # FILE:LINE of each statement one hid in
 
     def install(self, system):
         from unicorn import UC_HOOK_CODE
-        from unicorn import x86_const as x86
 
-        from emulator.instcost import find_instruction_sites, opcode_at
+        from emulator.instcost import classify, find_instruction_sites, opcode_at
         from kernel.diagnosis import short_source
         kernel = system.kernel
         lines = {address: f"{file}:{line}" for address, file, line in kernel.source_lines}
-        for address, site in find_instruction_sites(kernel).items():
-            if site.kind != "mov_cr3":
-                continue
-            code = kernel.code[address - kernel.base:address - kernel.base + 15]
+        sites = find_instruction_sites(kernel)
+
+        def code_at(address):
+            return kernel.code[address - kernel.base:address - kernel.base + 15]
+
+        def register_of(address):
+            code = code_at(address)
             at = opcode_at(code)
             rex_b = code[at - 1] & 1 if at and 0x40 <= code[at - 1] <= 0x4F else 0
-            register = GENERAL_REGISTERS[(code[at + 2] & 7) | rex_b << 3]
-            where = short_source(lines[address])
+            return GENERAL_REGISTERS[(code[at + 2] & 7) | rex_b << 3]
+
+        for address, site in sites.items():
+            if site.kind != "mov_cr3":
+                continue
+            where, register = short_source(lines[address]), register_of(address)
             for core in system.machine.cores:
                 def on_write(uc, at, size, _, core=core, where=where, register=register):
-                    regs = core.regs
-                    self.all.append(CR3Write(
-                        core.id, where, register, regs.read(x86.UC_X86_REG_CR3),
-                        regs.read(getattr(x86, f"UC_X86_REG_{register.upper()}"))))
+                    self.record(core, where, register)
                 core.uc.hook_add(UC_HOOK_CODE, on_write, begin=address, end=address)
                 core.uc.ctl_remove_cache(address, address + 1)
 
+        starts = sorted(lines)
+        hid = {}                          # address -> (where, register) or None
 
+        def hidden_write(address):
+            """(FILE:LINE of the statement, register) if a mov cr3 that is no
+            site begins at `address`, else None."""
+            if address not in hid:
+                hid[address] = None
+                if address not in sites and classify(code_at(address)) == "mov_cr3":
+                    statement = starts[bisect_right(starts, address) - 1]
+                    hid[address] = (short_source(lines[statement]), register_of(address))
+            return hid[address]
+
+        for begin, end in student_code(kernel, short_source):
+            for core in system.machine.cores:
+                def on_step(uc, address, size, _, core=core):
+                    found = hidden_write(address)
+                    if found:
+                        self.hidden.append(found[0])
+                        self.record(core, *found)
+                core.uc.hook_add(UC_HOOK_CODE, on_step, begin=begin, end=end)
+                core.uc.ctl_remove_cache(begin, end + 1)
+
+    def record(self, core, where, register):
+        from unicorn import x86_const as x86
+        regs = core.regs
+        self.all.append(CR3Write(core.id, where, register, regs.read(x86.UC_X86_REG_CR3),
+                                 regs.read(getattr(x86, f"UC_X86_REG_{register.upper()}"))))
+
+
+STUDENT_FILES = ("cpudriver/dispatch.S", "cpudriver/lmp.S")     # lab.toml's files
+
+
+def student_code(kernel, short_source):
+    """[(first, last)] addresses of the CPU driver's code from the student's files."""
+    spans = {}
+    for address, file, line in kernel.source_lines:
+        name = short_source(f"{file}:{line}").rpartition(":")[0]
+        if name in STUDENT_FILES:
+            first, last = spans.get(name, (address, address))
+            spans[name] = (min(first, address), max(last, address))
+    return [(first, last + 15) for first, last in spans.values()]
+
+
+PAGE_TABLE_BITS = 0x000F_FFFF_FFFF_F000    # of CR3: the PML4's physical address
 GENERAL_REGISTERS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
                      "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
@@ -697,7 +749,14 @@ def cr3_is_written_only_when_it_changes():
         writes = CR3Writes()
         checked = run_checked(image, also=writes.install)
         judge(checked, {"switch"}, programs=False)
-        reloads = [w for w in writes.all if w.old == w.new]
+        if writes.hidden:
+            fail(f"{image}: a `mov cr3` ran from inside the bytes of the statement at"
+                 f" {writes.hidden[0]}, reached by a jump into its middle: the machine charges"
+                 f" and counts only the instructions the assembler placed; write `mov cr3, REG`"
+                 f" as an instruction of its own", checked.run)
+        # The page tables are CR3's bits 12 to 51: a write that changes only
+        # the flag bits below them (PWT, PCD) loads the same tables again.
+        reloads = [w for w in writes.all if (w.old ^ w.new) & PAGE_TABLE_BITS == 0]
         if reloads:
             first = reloads[0]
             fail(f"{image}: {len(reloads)} of the {len(writes.all)} CR3 writes loaded the page"
@@ -705,7 +764,8 @@ def cr3_is_written_only_when_it_changes():
                  f" core {first.core}): each empties the TLB for nothing; a switch back to the"
                  f" dispatcher that was running must keep CR3 (write it only when it changes)",
                  checked.run,
-                 stop=f"{first.where} core {first.core} if $cr3 == ${first.register}")
+                 stop=f"{first.where} core {first.core} if"
+                      f" (($cr3 ^ ${first.register}) & {PAGE_TABLE_BITS:#x}) == 0")
 
 
 @test(points=10)

@@ -10,16 +10,20 @@ Every test boots images of programs/checked_stream.S (word k of message n is
   * the channel's memory at the end (the ack line's count, each slot's
     control word);
   * what each core did to a channel's ack line and slots, in the order the
-    cores did it (`Watch`): when the ack line was written, and how many
-    messages had been taken by then; who read it, who wrote the slots;
+    cores did it (`Watch`, by the bytes each access touches): when the ack
+    line was written, and how many messages had been taken by then; who
+    read it, who wrote the slots;
   * the protocol violations the machine's channel observer reports
     (kernel/channel_observer.py): a payload word stored after its control
     word, a slot written before its message was acknowledged;
-  * the cycles the test programs measure and print by design.
+  * the cycles the test programs measure and print by design (one line
+    each, no shorter than the tracepoints' times say), and the
+    instructions a waiting sender ran (a parked one runs none).
 Correctness runs under the schedule sweep (QUANTA) and on two machines; the
 cost test measures the reference in the same grader run.
 """
 
+import re
 from collections import Counter
 
 from sprat.lab.grading import QUANTA, SEEDS, boot, fail, test
@@ -45,6 +49,7 @@ ACK_READS_PER_MESSAGE = 4
 # message at the default quantum (waiting.lst, paced.lst); one that spins,
 # 8 to 16 times (at short quanta the other cores' turns hide the spinning).
 CONTROL_READS_PER_MESSAGE = 4
+SENDER_INSTRUCTIONS_BOUND = 2      # student / reference, the sender's instructions in paced.lst
 TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
                "urpc_received": "just after the payload is copied out"}
 
@@ -81,6 +86,7 @@ def the_sender_waits_while_the_ring_is_full():
             check_channel(run, channel, count=64)
             check_sender_parks(run, channel, count=64)
             if quantum == max(QUANTA):
+                check_sender_rests(run, channel)
                 # At shorter quanta the other pair's turns can keep a sender
                 # from getting that far ahead; at the default both do.
                 check_ring_fills(run, channel)
@@ -155,6 +161,7 @@ class Watch:
         self.slot_writes = {}           # (channel, core) -> its first store into a slot
 
     def install(self, system):
+        self.memory = system.machine.memory
         system.machine.observers.append(self.on_event)
         system.machine.cost.observe(self.on_access)
 
@@ -163,16 +170,39 @@ class Watch:
             self.taken[fields["channel"]] += 1
 
     def on_access(self, core, write, address, size, value):
-        channel, offset = divmod(address - channel_address(0), 4096)
-        if offset == URPC_ACK:
+        # An access is judged by the bytes it touches, not where it starts: a
+        # load at ring + 1020 reads half the ack word, one at slot + 52 half
+        # a control word, and a wait loop may spin on either.
+        channel, start = divmod(address - channel_address(0), 4096)
+        end = start + size
+        if start < URPC_ACK + 8 and end > URPC_ACK:
             if write:
-                self.acks.setdefault(channel, []).append((core.id, value, self.taken[channel]))
+                count = self.ack_after(channel, start, size, value)
+                self.acks.setdefault(channel, []).append((core.id, count, self.taken[channel]))
             else:
                 self.ack_reads[channel, core.id] += 1
-        elif write and offset < URPC_ACK:
-            self.slot_writes.setdefault((channel, core.id), (offset, value))
-        elif offset < URPC_ACK and offset % URPC_SLOT_SIZE == URPC_CONTROL:
-            self.control_reads[channel, core.id] += 1
+        if start < URPC_ACK:
+            if write:
+                self.slot_writes.setdefault((channel, core.id), (start, value))
+            elif any(start < control + 8 and end > control
+                     for control in controls_between(start, end)):
+                self.control_reads[channel, core.id] += 1
+
+    def ack_after(self, channel, start, size, value):
+        """The ack word as it will read once a store of `size` bytes at ring +
+        `start` (the hook runs before the store) lands on part or all of it."""
+        ack = channel_address(channel) + URPC_ACK
+        word = bytearray(self.memory.read(ack, 8))
+        for i, byte in enumerate(value.to_bytes(size, "little")):
+            if 0 <= start + i - URPC_ACK < 8:
+                word[start + i - URPC_ACK] = byte
+        return int.from_bytes(word, "little")
+
+
+def controls_between(start, end):
+    """Ring offsets of the control words a slot access [start, end) may touch."""
+    first = start // URPC_SLOT_SIZE * URPC_SLOT_SIZE + URPC_CONTROL
+    return range(first - URPC_SLOT_SIZE, min(end, URPC_ACK), URPC_SLOT_SIZE)
 
 
 def start(image, topology, quantum=None, seed=None):
@@ -182,7 +212,7 @@ def start(image, topology, quantum=None, seed=None):
         options["seed"] = seed
     watch = Watch()
     run = boot(image, topology=topology, max_cycles=MAX_CYCLES, setup=watch.install, **options)
-    run.watch = watch
+    run.watch, run.lab_image = watch, image
     for core, line in run.console:
         if "not written yet" in line:
             fail(f"core {core}: {line.strip()}", run)
@@ -282,6 +312,34 @@ def check_sender_parks(run, channel, count):
         fail(f"channel {channel}: core {sender}, the sender, read the ack line {reads:,} times for"
              f" {count} messages: {spins('receiver')}", run,
              stop=f"urpc_send_commit core {sender} if $rcx == {URPC_SLOTS + 1}")
+
+
+def check_sender_rests(run, channel):
+    """A sender that waits for room is parked, not running: a delay loop
+    between reads of the ack line reads it seldom, but runs all the while
+    (in paced.lst it waits for most of the run: the reference's sender runs
+    ~68,000 instructions, one with a delay loop more than twice that)."""
+    sender = ends(run, channel)["send"]
+    reference = reference_run(run.lab_image, run.options["topology"])
+    mine = run.system.machine.cores[sender].stats.instructions
+    theirs = reference.system.machine.cores[sender].stats.instructions
+    if mine > SENDER_INSTRUCTIONS_BOUND * theirs:
+        fail(f"channel {channel}: core {sender}, the sender, ran {mine:,} instructions in"
+             f" {run.lab_image}, the reference {theirs:,}: while the ring is full it keeps"
+             f" running (a delay loop?) where it should wait with `pause`, parked until the"
+             f" receiver writes the ack line", run,
+             stop=f"urpc_send_commit core {sender} if $rcx == {URPC_SLOTS + 1}")
+
+
+REFERENCE_RUNS = {}
+
+
+def reference_run(image, topology):
+    """The reference's run of `image` at the longest quantum, booted once per test."""
+    if (image, topology) not in REFERENCE_RUNS:
+        REFERENCE_RUNS[image, topology] = boot(image, topology=topology, max_cycles=MAX_CYCLES,
+                                               quantum=max(QUANTA), reference=True)
+    return REFERENCE_RUNS[image, topology]
 
 
 def check_receiver_parks(run, channel, count, where):
@@ -449,12 +507,43 @@ def describe_cores(run, channel):
 
 
 def latency(run, core):
-    """One-way latency measured by urpc_pingpong.S's pinger on `core`: half a round trip."""
-    for on, line in run.console:
-        if on == core and line.startswith("pingpong rounds"):
-            words = line.split()
-            return int(words[-1]) / (2 * int(words[2]))
-    fail(f"the ping-pong on core {core} never finished: {why_stuck(run)}", run)
+    """One-way latency measured by urpc_pingpong.S's pinger on `core`: half a round trip.
+    The program prints its one line at its end; a line printed by anyone
+    else (urpc.S may print) is not its measurement."""
+    rounds = next(int(entry.options["rounds"]) for entry in run.system.image.modules
+                  if entry.options.get("core") == str(core))
+    said = [line.strip() for on, line in run.console if on == core and "pingpong rounds" in line]
+    if not said:
+        fail(f"the ping-pong on core {core} never finished: {why_stuck(run)}", run)
+    measured = PINGPONG_LINE.fullmatch(said[-1])
+    if len(said) > 1 or not measured or int(measured[1]) != rounds:
+        more = f" and {len(said) - 1} more such line(s)" if len(said) > 1 else ""
+        fail(f"core {core} printed {said[0]!r}{more}: the ping-pong prints one line,"
+             f" 'pingpong rounds {rounds} cycles C', when it ends; your urpc.S prints nothing",
+             run)
+    cycles = int(measured[2])
+    check_measured_span(run, core, rounds, cycles)
+    return cycles / (2 * rounds)
+
+
+def check_measured_span(run, core, rounds, cycles):
+    """The pinger's clock ran at least from its first measured send to its
+    last receive, as the tracepoints saw them: a measurement shorter than
+    that was not taken by the clock (the pinger keeps its start in r13)."""
+    warmup = next(int(entry.options["warmup"]) for entry in run.system.image.modules
+                  if entry.options.get("core") == str(core))
+    sends = [e["time"] for e in run.events if e["event"] == "send" and e["core"] == core]
+    takes = [e["time"] for e in run.events if e["event"] == "recv" and e["core"] == core]
+    if len(sends) != warmup + rounds or len(takes) != warmup + rounds:
+        return                  # the messages' tests say what went wrong
+    span = takes[-1] - sends[warmup]
+    if cycles < span:
+        fail(f"core {core}'s ping-pong printed {cycles:,} cycles for {rounds} round trips, but"
+             f" its first measured send and its last receive were {span:,} cycles apart: did"
+             f" urpc_send or urpc_recv change r13, which it must keep?", run)
+
+
+PINGPONG_LINE = re.compile(r"pingpong rounds (\d+) cycles (\d+)")
 
 
 def lines_moved(run, channel):

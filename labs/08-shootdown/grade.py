@@ -215,7 +215,9 @@ def every_core_invalidates():
     for (image, topology, n), quantum in runs:
         run = multicast_run(image, topology, quantum)
         here = f"{topology}, {n} cores, quantum {quantum}"
-        shootdown_steps(run, n, MULTICAST, here, lambda step: check_own_part(run, step, here))
+        found = shootdown_steps(run, n, MULTICAST, here,
+                                lambda step: check_own_part(run, step, here))
+        check_no_stale_reads(run, found, here)
         memory = run.system.machine.memory
         touched = {m.receiver for m in pair_messages(run, n) if m.words[0] == OP_TOUCH}
         for core in range(1, n):
@@ -274,6 +276,20 @@ def check_own_part(run, step, here) -> None:
                  f"back in the TLB, so unmap first, then invlpg", run, stop=stop)
 
 
+def check_no_stale_reads(run, steps, here) -> None:
+    """Where no probe reads the page (monitors built without it, and every
+    prepare), every acknowledgement counts 0 stale reads: ACK_STALE is what
+    unmap_page saw, not a constant that the probe's runs happen to expect."""
+    for step in steps:
+        for m in step.messages:
+            if m.words[0] == OP_REPLY and m.words[2] != 0:
+                fail(f"{here}: core {m.sender} acknowledged the {STEP_NAMES[step.op]} step with "
+                     f"{m.words[2]} stale read(s), where no probe read the page: ACK_STALE "
+                     f"starts as what local_part returned (unmap_page's rax: 0 without the "
+                     f"probe; local_map's: 0) and take_ack adds the subtree's",
+                     run, stop=f"shootdown_node core {m.sender}")
+
+
 def check_stale_reads_counted() -> None:
     """With the probe, each core but 0 reads the page between its unmap and its
     invlpg, through its stale TLB entry: each acknowledgement counts the
@@ -282,7 +298,9 @@ def check_stale_reads_counted() -> None:
     run = multicast_run(image, topology, FAST_FIRST[0])
     here = f"{topology}, {n} cores, monitors built probe=1"
     parent = parents(run.system.skb.route("multicast", range(n)), n, here)
-    for step in shootdown_steps(run, n, MULTICAST, here):
+    found = shootdown_steps(run, n, MULTICAST, here)
+    check_no_stale_reads(run, [step for step in found if step.op != OP_INVALIDATE], here)
+    for step in found:
         if step.op != OP_INVALIDATE:
             continue
         for m in step.messages:
