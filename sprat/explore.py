@@ -29,8 +29,10 @@ import multiprocessing
 import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+from emulator.errors import MachineFailure
 from sprat.boot import (DEFAULT_MAX_CYCLES, add_lab_option, add_timing_option, cores_argument,
                         machine_shape, positive_argument, whole_number)
 
@@ -146,6 +148,12 @@ def explore(options: Options, seeds, jobs: int, progress=None) -> list[Outcome]:
                 done.append(future.result())
                 if progress:
                     progress(done, len(seeds))
+        except BrokenProcessPool:
+            # A worker ended without an outcome: stopped by the lab watchdog,
+            # which said why on its own line, or killed from outside.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise MachineFailure("a worker process ended before its seed's outcome "
+                                 f"({len(done)} of {len(seeds)} seeds done)") from None
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

@@ -84,3 +84,16 @@ def test_a_python_part_within_the_limit_runs_the_same_machine(tmp_path):
     assert watched.returncode == 0, watched.stderr
     assert watched.stdout == tree.stdout, (
         "the reference traps.py under the watchdog printed another run than the tree's")
+
+
+def test_explores_forked_workers_are_watched_too(tmp_path):
+    """sprat explore --jobs 2 runs its seeds in forked workers, which keep
+    no thread but the one that forked: each starts a watchdog of its own,
+    and explore says a worker ended without its seed's outcome."""
+    folder = workspace(tmp_path, loop_in_deliver_syscall)
+    done = sprat("explore", str(folder / "images" / "calls.lst"), "--seeds", "2", "--jobs", "2",
+                 "--lab", str(folder), "--python-limit", "1", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert re.search(rf"^sprat: error: {TRAPS}:\d+: your code ran for more than 1 s of host "
+                     r"time in one call, in deliver_syscall", done.stderr, re.M), done.stderr
+    assert "a worker process ended before its seed's outcome" in done.stderr, done.stderr

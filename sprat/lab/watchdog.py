@@ -21,6 +21,10 @@ The machine never learns of the watchdog: it reads no clock the machine
 sees and changes nothing the machine does, so a run that stays within the
 limit is the same run, instruction for instruction.
 
+A process forked inside the block (`sprat explore --jobs N`'s workers)
+starts a watchdog of its own with the same files and limit: a fork keeps
+only the thread that forked.
+
 What it cannot stop: one C-level operation that keeps Python's lock the
 whole time (`10 ** 10 ** 10`), since the thread needs that lock to look.
 Such a call ends on its own, or at Ctrl-C.
@@ -75,6 +79,7 @@ class Watchdog(threading.Thread):
 
     def __init__(self, folder: Path, names, limit: float = DEFAULT_LIMIT):
         super().__init__(name="sprat lab watchdog", daemon=True)
+        self.folder, self.files = folder, list(names)
         # name by file as Python names code loaded from it (workspace.py's finder)
         self.names = {str(Path(folder) / name): name for name in names}
         self.limit = limit
@@ -121,6 +126,19 @@ class Watchdog(threading.Thread):
         os._exit(EXIT_STUCK)
 
 
+_watching = None                # the watchdog of the block running now, if any
+
+
+def _watch_in_forked_child() -> None:
+    global _watching
+    if _watching is not None:
+        _watching = Watchdog(_watching.folder, _watching.files, _watching.limit)
+        _watching.start()
+
+
+os.register_at_fork(after_in_child=_watch_in_forked_child)
+
+
 @contextlib.contextmanager
 def watching(folder: Path, names, limit: float = DEFAULT_LIMIT):
     """Run the block with a watchdog over the workspace's Python files `names`
@@ -130,9 +148,11 @@ def watching(folder: Path, names, limit: float = DEFAULT_LIMIT):
     if not python:
         yield None
         return
-    watchdog = Watchdog(folder, python, limit)
+    global _watching
+    watchdog = _watching = Watchdog(folder, python, limit)
     watchdog.start()
     try:
         yield watchdog
     finally:
+        _watching = None
         watchdog.stop()
