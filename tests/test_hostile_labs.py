@@ -146,6 +146,12 @@ def workspace_with(tmp_path, number, name, region, body):
     return tmp_path / "ws"
 
 
+def sprat_in(folder, *args) -> subprocess.CompletedProcess:
+    """`sprat ARGS` run in a workspace, as a student would (text, a time limit)."""
+    return subprocess.run([sys.executable, "-m", "sprat", *args], cwd=folder,
+                          capture_output=True, text=True, timeout=GRADE_SECONDS)
+
+
 def grade_one(folder, test):
     env = {key: value for key, value in os.environ.items() if key != "SPRAT_LABS"}
     done = subprocess.run([sys.executable, "-m", "sprat", "lab", "grade", "--json", "-k", test],
@@ -215,9 +221,7 @@ def test_a_machine_priced_by_a_cost_that_equals_anything_is_refused_not_run_fore
     """Its sums are itself, so the clocks never move: a boot with it (and
     lab 6's whole-machine test) ran until it was killed."""
     folder = workspace_with(tmp_path, 6, "emulator/interconnect/protocol.py", "amd_path", LIAR)
-    done = subprocess.run([sys.executable, "-m", "sprat", "boot", "images/contended.lst",
-                           "--topology", "amd-2x2"], cwd=folder, capture_output=True, text=True,
-                          timeout=GRADE_SECONDS)
+    done = sprat_in(folder, "boot", "images/contended.lst", "--topology", "amd-2x2")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "priced a transaction at a Liar: not a whole number of cycles" in done.stderr, \
         done.stderr
@@ -249,9 +253,7 @@ def test_a_delivery_that_never_reaches_a_handler_ends_the_core_not_the_machine(t
         core.regs.write(x86.UC_X86_REG_RIP, 0)
         core.regs.write(x86.UC_X86_REG_RSP, 0)
     """)
-    done = subprocess.run([sys.executable, "-m", "sprat", "boot", "images/faults.lst",
-                           "--cores", "2"], cwd=folder, capture_output=True, text=True,
-                          timeout=GRADE_SECONDS)
+    done = sprat_in(folder, "boot", "images/faults.lst", "--cores", "2")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "core 0 failed: 1000 events in a row at RIP 0x0" in done.stderr, done.stderr
     assert "with no instruction run between them" in done.stderr, done.stderr
@@ -263,9 +265,7 @@ def test_a_delivery_that_writes_nowhere_says_where_it_wrote(tmp_path):
     folder = workspace_with(tmp_path, 1, "emulator/traps.py", "vector", """
         core.write_virtual(0xFFFF_FFFF_FFFF_0000, bytes(40))
     """)
-    done = subprocess.run([sys.executable, "-m", "sprat", "boot", "images/faults.lst",
-                           "--cores", "2"], cwd=folder, capture_output=True, text=True,
-                          timeout=GRADE_SECONDS)
+    done = sprat_in(folder, "boot", "images/faults.lst", "--cores", "2")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "delivery raised PageFault: a kernel write of 0xffffffffffff0000: not mapped" \
         in done.stderr, done.stderr
@@ -305,9 +305,7 @@ def test_a_delivery_that_calls_sys_exit_fails_its_core_not_the_run(tmp_path):
         import sys
         sys.exit(0)
     """)
-    done = subprocess.run([sys.executable, "-m", "sprat", "boot", "images/faults.lst",
-                           "--cores", "2"], cwd=folder, capture_output=True, text=True,
-                          timeout=GRADE_SECONDS)
+    done = sprat_in(folder, "boot", "images/faults.lst", "--cores", "2")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "core 0 failed: #PF page fault at RIP" in done.stderr, done.stderr
     assert "delivery raised SystemExit: 0" in done.stderr, done.stderr
@@ -321,8 +319,7 @@ def test_an_amd_path_that_raises_is_one_line_naming_the_students_line(tmp_path):
                             'return round(topo.legs_in_cycles()["ht_hopp"])\n')
     for command in (["boot", "images/contended.lst", "--topology", "amd-2x2"],
                     ["topology", "show", "amd-2x2"]):
-        done = subprocess.run([sys.executable, "-m", "sprat", *command], cwd=folder,
-                              capture_output=True, text=True, timeout=GRADE_SECONDS)
+        done = sprat_in(folder, *command)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert "path (emulator/interconnect/protocol.py) raised KeyError: 'ht_hopp'" \
             in done.stderr, done.stderr
