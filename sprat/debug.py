@@ -10,10 +10,12 @@
     core 2 ring 0 0x200585 <syscall_entry> cpudriver/syscall.S:14  swapgs
 
 `sprat debug --script FILE` runs the commands in FILE (each echoed after
-the prompt, `#` starts a comment), for labs and tests; it exits 1, with a
-line saying why, if they ran the machine to an end that `sprat boot` counts
-as failed (a program killed or exiting non-zero, unless --expect-failures;
-a broken channel protocol; a panic; the cycle budget), else 0.
+the prompt, `#` starts a comment), for labs and tests. Either way, left by
+`quit`, Ctrl-D or the script's end, it exits 1, with a line saying why, if
+the commands ran the machine to an end that `sprat boot` counts as failed
+(a program killed or exiting non-zero, unless --expect-failures; a broken
+channel protocol; a panic; the cycle budget), else 0: a mistyped command
+costs its `***` line, not the exit status.
 
 `sprat debug --gdb PORT` serves gdb's remote protocol on 127.0.0.1:PORT
 instead of the prompt: `target remote :PORT` in gdb, and each core is a
@@ -182,12 +184,15 @@ def run(args) -> int:
             shell.run_to_breakpoints(args.breaks)
         if args.script is not None:
             shell.run_script(args.script)
-            failure = shell.failure()
-            if failure is not None:
-                print(f"sprat: the run failed: {failure}", file=sys.stderr)
-                return EXIT_MACHINE_FAILURE
-            return EXIT_OK
-        return shell.interactive()
+        else:
+            shell.interactive()
+        # Left by the script's end, `quit` or Ctrl-D alike: the run's outcome,
+        # not the last command's (a mistake costs its `***` line, no more).
+        failure = shell.failure()
+        if failure is not None:
+            print(f"sprat: the run failed: {failure}", file=sys.stderr)
+            return EXIT_MACHINE_FAILURE
+        return EXIT_OK
     finally:
         debuggee.close()
 
@@ -311,8 +316,10 @@ class DebugShell(cmd.Cmd):
         self._listed: tuple[str, int] | None = None # (file, last line) of the last `list`
 
     # -- running the loop ------------------------------------------------------
-    def interactive(self) -> int:
-        """The terminal session: readline history, Ctrl-C stops a `continue`."""
+    def interactive(self) -> None:
+        """The terminal session, until `quit` or Ctrl-D: readline history,
+        Ctrl-C stops a `continue` (`failure()` then says whether the run
+        failed)."""
         try:
             import readline  # noqa: F401 -- cmd uses it for history and editing
         except ImportError:
@@ -321,7 +328,7 @@ class DebugShell(cmd.Cmd):
         while True:
             try:
                 self.cmdloop()
-                return 0
+                return
             except KeyboardInterrupt:
                 self.out("^C (type quit to leave)")
 

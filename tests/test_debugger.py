@@ -388,6 +388,32 @@ def test_a_script_that_leaves_the_run_before_its_end_exits_0(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+
+@pytest.mark.parametrize("leaving", ["quit\n", "", "frob\n", "frob\nquit\n"],
+                         ids=["quit", "ctrl-d", "a-mistake-then-ctrl-d", "a-mistake-then-quit"])
+def test_the_prompt_exits_1_after_a_failed_run_as_a_script_does(tmp_path, capsys, monkeypatch,
+                                                                leaving):
+    # At the prompt, not --script: whether the session ends with quit or
+    # Ctrl-D, and whatever the last command typed, the exit says how the run
+    # ended (caps.lst's program is killed at the second continue).
+    monkeypatch.setattr("sys.stdin", io.StringIO("continue\ncontinue\n" + leaving))
+    status = cli.main(["debug", str(ROOT / "images/caps.lst"), "--cores", "1"])
+    err = capsys.readouterr().err
+    assert status == 1, f"the prompt exited {status} after driving the run to a failed end"
+    assert err.startswith("sprat: the run failed: ") and err.count("\n") == 1, \
+        f"one line should say the run failed: {err!r}"
+
+
+@pytest.mark.parametrize("leaving", ["quit\n", "frob\n"], ids=["quit", "a-mistake-then-ctrl-d"])
+def test_the_prompt_exits_0_after_a_clean_run_even_after_a_mistyped_command(
+        capsys, monkeypatch, leaving):
+    monkeypatch.setattr("sys.stdin", io.StringIO("continue\n" + leaving))
+    assert cli.main(["debug", "--cores", "2"]) == 0, \
+        "a run that ended cleanly should exit 0, whatever the last command typed"
+    out = capsys.readouterr().out
+    assert "every core halted cleanly" in out, out[-500:]
+
+
 FUZZ_LINES = 3000
 FUZZ_LINES_PER_BOOT = 500
 FUZZ_SEED = 4
