@@ -26,6 +26,7 @@ flight" record, which it never clears by itself (unicorn issue #1883).
 """
 
 import struct
+from dataclasses import dataclass
 
 from unicorn import x86_const as x86
 
@@ -115,21 +116,40 @@ def deliver_syscall(core) -> None:
     # LAB traps END syscall
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What one delivery did: the gate whose handler now runs, and the error
+    code on top of its frame (None: the frame has none). The debugger reads
+    the frame by it: an `int 13` pushes no error code, `int 0x40` through a
+    kernel-only gate becomes a #GP that pushes one."""
+    vector: int
+    error_code: int | None
+
+
+def pushes_error_code(vector: int, software: bool) -> bool:
+    """Does delivering `vector` push an error code? Only the exceptions that
+    have one, and never for `int n` (SDM vol. 3, 6.13)."""
+    return vector in VECTORS_WITH_ERROR_CODE and not software
+
+
 def deliver_interrupt(core, vector: int, error_code: int | None = None,
-                      software: bool = False, return_rip: int | None = None) -> None:
+                      software: bool = False, return_rip: int | None = None) -> Delivery:
     """Vector through the guest's IDT: the common path of every interrupt.
 
     `software` is set for `int n`, whose gate must allow the caller's
     privilege. `return_rip` is the RIP to push (the faulting instruction for
-    a fault, the next one for `int n` and external interrupts).
+    a fault, the next one for `int n` and external interrupts). Returns what
+    was delivered: another event than `vector` when the gate refused the
+    caller (#GP) or the delivery faulted (#DF).
     """
     try:
         _vector_through_idt(core, vector, error_code, software, return_rip)
+        return Delivery(vector, (error_code or 0) if pushes_error_code(vector, software) else None)
     except _GateTooPrivileged:
         # `int n` through a gate the caller may not use is a #GP at the int
         # instruction, whose error code names the gate (index * 8, IDT bit 2).
-        deliver_interrupt(core, GENERAL_PROTECTION, vector * 8 + 2,
-                          return_rip=_software_interrupt_start(core, vector))
+        return deliver_interrupt(core, GENERAL_PROTECTION, vector * 8 + 2,
+                                 return_rip=_software_interrupt_start(core, vector))
     except _DeliveryFault as first:
         # A fault while delivering becomes a double fault; a fault while
         # delivering that is a triple fault.
@@ -140,6 +160,7 @@ def deliver_interrupt(core, vector: int, error_code: int | None = None,
         except _DeliveryFault as second:
             raise TripleFault(f"{exception_name(vector)} could not be delivered ({first}), "
                               f"nor the double fault ({second})") from None
+        return Delivery(DOUBLE_FAULT, 0)
 
 
 class _DeliveryFault(Exception):

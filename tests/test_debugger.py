@@ -192,6 +192,47 @@ def test_a_guest_fault_stops_continue_with_a_report(tmp_path):
     assert session.engine.fault.address == 0x200000
 
 
+def open_gate_to_ring_3(session, vector):
+    """Let ring 3 use IDT gate `vector` of core 0 (the CPU driver's gates
+    below 32 have DPL 0), once the CPU driver has built its IDT."""
+    attributes = layout.PERCORE_BASE + layout.PC_IDT + 16 * vector + 5
+    session.machine.memory.write(attributes, bytes([0xEE]))      # present, DPL 3, interrupt gate
+
+
+def test_a_fault_report_reads_the_frame_an_int_n_pushed_without_an_error_code(tmp_path):
+    image = write_image(tmp_path, {"int13": "start:\n    int 13\nafter:\n    call exit\n"})
+    session = Session(image, cores=1)
+    session.run("break start", "continue")
+    open_gate_to_ring_3(session, 13)
+    output = session.run("continue")
+    after = session.system.modules[0].program.symbols["after"]
+    assert "core 0 took #GP general protection" in output, output
+    assert f"at rip {after:#x}" in output and "error code" not in output, (
+        f"`int 13` pushes no error code, so the frame's first word is the return rip "
+        f"{after:#x}; the report read it otherwise: {output}")
+
+
+def test_a_fault_report_names_the_gp_an_int_n_through_a_kernel_only_gate_became(tmp_path):
+    image = write_image(tmp_path, {"int14": "start:\nsoftware:\n    int 14\n    call exit\n"})
+    session = Session(image, cores=1)
+    output = session.run("continue")
+    software = session.system.modules[0].program.symbols["software"]
+    assert "core 0 took #GP general protection" in output, (
+        f"`int 14` from ring 3 through a DPL 0 gate delivers a #GP, not a page fault: {output}")
+    assert f"at rip {software:#x}, error code {14 * 8 + 2:#x}" in output, output
+    assert "address" not in output.split("took", 1)[1].split("\n", 1)[0], output
+
+
+def test_a_fault_report_stops_at_the_gp_of_an_int_n_above_the_exceptions(tmp_path):
+    image = write_image(tmp_path, {"int40": "start:\nsoftware:\n    int 0x40\n    call exit\n"})
+    session = Session(image, cores=1)
+    output = session.run("continue")
+    software = session.system.modules[0].program.symbols["software"]
+    assert f"core 0 took #GP general protection at rip {software:#x}, error code " \
+           f"{0x40 * 8 + 2:#x}" in output, (
+        f"`int 0x40` through a kernel-only gate is a #GP the debugger should stop at: {output}")
+
+
 FAILING = "start:\n    mov edi, 1\n    call exit\n"
 
 
