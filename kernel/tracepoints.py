@@ -14,7 +14,8 @@ debugger's `msgs`) reads the message and reports a `send` or `recv` event
 through `machine._notify`, with the modeled time, the core, the channel,
 the seven words and the message number, and on a page of several rings
 (the monitors': three to a page) which `ring` of it. `peer` is the core
-last seen at the other end of the same ring (None until there is one).
+last seen at the other end of the same ring (None until there is one; a
+trace file fills a send's in once its receiver shows, emulator/debug/trace.py).
 
 A program that sends its own way has no such labels: the channel observer
 (kernel/channel_observer.py) sees its messages in the machine's loads and

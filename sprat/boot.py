@@ -230,15 +230,15 @@ def recording(system, path):
     without --trace)."""
     from kernel.tracepoints import install_message_tracepoints, install_run_tracepoints
     from sprat.debug import open_trace
-    stream = open_trace(system.machine, path) if path else None
-    observer = install_message_tracepoints(system) if stream is not None else None
-    if stream is not None:
+    recorder = open_trace(system.machine, path) if path else None
+    observer = install_message_tracepoints(system) if recorder is not None else None
+    if recorder is not None:
         install_run_tracepoints(system)
     try:
         yield observer
     finally:
-        if stream is not None:
-            stream.close()
+        if recorder is not None:
+            recorder.close()
 
 
 def serve_gdb_first(system, args, observer=None) -> str:

@@ -285,12 +285,12 @@ def broken_protocol(violations) -> list[str]:
     return lines
 
 
-def open_trace(machine, path):
-    """Start recording the machine's events to `path` (the caller closes the file,
-    which raises OutputError, exit status 1, if any write failed)."""
-    stream = OutputFile(path, "trace")
-    machine.observers.append(TraceRecorder(stream))
-    return stream
+def open_trace(machine, path) -> TraceRecorder:
+    """Start recording the machine's events to `path`; returns the recorder,
+    which the caller closes (OutputError, exit status 1, if any write failed)."""
+    recorder = TraceRecorder(OutputFile(path, "trace"))
+    machine.observers.append(recorder)
+    return recorder
 
 
 # --- The prompt ------------------------------------------------------------------------

@@ -12,7 +12,10 @@ A trace is what emulator/debug/trace.py records: one JSON object per line,
 each with an "event" and its fields. Messages are `send` and `recv`
 (time, core, peer, channel, words, seq): a send and the receive with the
 same channel and seq are one message, whose latency is the time between
-them. `ipi` events (source, target, mode, vector, time) are the
+them. A send's peer is the core that takes it (null: not known; a trace
+of an older sprat leaves it null on the sends made before the receiver was
+first seen, and the table and chart take the receiver from the receives).
+`ipi` events (source, target, mode, vector, time) are the
 inter-processor interrupts. `violation` events (kernel/channel_observer.py)
 are broken channel protocol: the summary counts them and shows the first
 few in full. Other events are counted and otherwise left

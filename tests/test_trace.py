@@ -111,14 +111,66 @@ def test_a_broken_trace_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["trace", str(tmp_path / "missing.trace")]) == 2
 
 
-def test_the_chart_draws_every_message_even_one_sent_before_its_receiver_was_seen(
-        tmp_path, capsys, monkeypatch):
-    from sprat import trace as trace_command
+def test_a_trace_names_the_receiver_of_a_send_made_before_the_receiver_was_seen(tmp_path,
+                                                                               capsys):
+    # spawn.lst's parent sends to the child before the child has taken
+    # anything: the OS names no peer then, the file must all the same.
     path = tmp_path / "spawn.trace"
     assert cli.main(["boot", str(ROOT / "images/spawn.lst"), "--trace", str(path)]) == 0
+    for message in messages(read_trace(path)):
+        send, received = message["send"], message["recv"]
+        assert received is not None, f"the message {send} was never received"
+        assert send.get("peer") == received["core"], (
+            f"the send on channel {send['channel']} at t={send['time']} names receiver "
+            f"{send.get('peer')}, but core {received['core']} took it")
+
+
+def test_the_recorder_fills_in_a_send_when_its_receiver_shows_keeping_the_order(tmp_path):
+    path = tmp_path / "t.trace"
+    recorder = TraceRecorder(open(path, "w"))
+    recorder("send", time=1, core=0, peer=None, channel=3, seq=0, words=(1,))
+    recorder("ipi", source=0, target=1, mode=0, vector=40, time=2)
+    recorder("send", time=3, core=1, peer=None, channel=4, seq=0, words=(2,))
+    recorder("recv", time=4, core=2, peer=0, channel=3, seq=0, words=(1,))
+    recorder.close()
     events = read_trace(path)
+    assert [(e["event"], e["time"]) for e in events] == \
+        [("send", 1), ("ipi", 2), ("send", 3), ("recv", 4)], "events out of their order"
+    assert events[0]["peer"] == 2, "the receiver that showed later is the send's peer"
+    assert "peer" in events[2] and events[2]["peer"] is None, \
+        "a send nobody took by the end says its receiver is unknown (null)"
+
+
+def test_the_recorder_holds_no_more_than_its_limit_behind_a_waiting_send(tmp_path, monkeypatch):
+    from emulator.debug import trace
+    monkeypatch.setattr(trace, "HOLD_LIMIT", 3)
+    path = tmp_path / "t.trace"
+
+    def written():
+        stream.flush()
+        return read_trace(path)
+
+    with open(path, "w") as stream:
+        recorder = TraceRecorder(stream)
+        recorder("send", time=0, core=0, peer=None, channel=3, seq=0, words=(1,))
+        for time in (1, 2):
+            recorder("run", time=time, core=1, what="idle", dispatcher=None)
+        assert written() == [], "within the limit, the send waits for its receiver"
+        recorder("run", time=3, core=1, what="idle", dispatcher=None)
+        events = written()
+        assert [e["time"] for e in events] == [0, 1, 2, 3], \
+            f"past the limit of 3 held, the send and what followed it go out: {events}"
+        assert events[0]["peer"] is None, "a send written before its receiver showed says null"
+
+
+def test_the_chart_draws_every_message_even_one_sent_before_its_receiver_was_seen(
+        tmp_path, capsys, monkeypatch):
+    # A trace whose sends name no receiver (an older sprat's): the chart
+    # takes the receiver from the receives.
+    from sprat import trace as trace_command
+    events = [send(10, 0, None, 20, 0), send(12, 0, None, 20, 1), recv(40, 2, 0, 20, 0),
+              recv(50, 2, 0, 20, 1), send(60, 2, None, 21, 0), recv(70, 0, 2, 21, 0)]
     sent = [e for e in events if e["event"] == "send"]
-    assert any(e.get("peer") is None for e in sent), "the spawn image's first send names no peer"
     arrows = []
     real_arrow = trace_command._draw_arrow
     monkeypatch.setattr(trace_command, "_draw_arrow",

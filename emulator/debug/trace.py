@@ -1,8 +1,9 @@
 """The message trace: every event the machine reports, one JSON line each.
 
-    with open("run.trace", "w") as out:
-        machine.observers.append(TraceRecorder(out))
-        machine.run()
+    recorder = TraceRecorder(open("run.trace", "w"))
+    machine.observers.append(recorder)
+    machine.run()
+    recorder.close()
     events = read_trace("run.trace")     # [{"event": "ipi", "time": 812, ...}, ...]
 
 The machine tells its observers about what crosses between cores
@@ -10,10 +11,19 @@ The machine tells its observers about what crosses between cores
 vector, time) and, from the OS (kernel/tracepoints.py), a `send` or
 `recv` (time, core, peer, channel, words, seq; on a page of several
 rings, which `ring`: `channel_name` names it) and a `run` (time, core,
-what: kernel, user or idle, dispatcher). The recorder knows none of these by name: it
-writes whatever event comes, with its fields, so a new kind of event is
-traced the day something reports it. Keys are sorted and nothing of the
-host (no wall-clock time) goes in: the same run gives the same file.
+what: kernel, user or idle, dispatcher). The recorder writes whatever event
+comes, with its fields, so a new kind of event is traced the day something
+reports it. Keys are sorted and nothing of the host (no wall-clock time)
+goes in: the same run gives the same file.
+
+It knows one thing of messages. A send made before anyone took from its
+ring names no peer (the OS does not know the receiver yet): the recorder
+holds that send back, with every event after it so that the file stays in
+order, until the first receive on the ring names the receiver, and writes
+the send with it as its peer. A send whose ring nobody took from by the
+end (or held longer than HOLD_LIMIT events) is written with `"peer":
+null`: in a trace, null means the receiver is not known. `close()` writes
+what is held and closes the file.
 
 `MessageLog` is the in-memory cousin the debugger's `msgs` command reads:
 the last few sends and receives on each channel.
@@ -31,6 +41,9 @@ from emulator.errors import SpratError
 from emulator.files import TRACE_LIMIT, read_text
 
 MESSAGE_EVENTS = ("send", "recv")
+# Events held back behind a send that waits for its receiver, at most (tens
+# of megabytes of memory); beyond, the oldest go out as they are.
+HOLD_LIMIT = 100_000
 
 
 def channel_name(event: dict):
@@ -42,16 +55,65 @@ def channel_name(event: dict):
 
 
 class TraceRecorder:
-    """A machine observer that writes each event as a line of JSON."""
+    """A machine observer that writes each event as a line of JSON (a send
+    that names no peer waits for its receiver: see above)."""
 
     def __init__(self, stream):
         self.stream = stream
         self.events = 0
+        # From the first send that waits for its receiver on: each event as
+        # a line, or as a record while it is such a send.
+        self.held: deque = deque()
+        self.waiting: dict[object, list[dict]] = {}     # channel_name -> its sends that wait
 
     def __call__(self, event: str, **fields) -> None:
-        record = {"event": event, **fields}
-        self.stream.write(json.dumps(record, sort_keys=True, default=_plain) + "\n")
         self.events += 1
+        if event == "recv" and self.waiting:
+            for send in self.waiting.pop(channel_name(fields), ()):
+                send["peer"] = fields.get("core")
+        if event == "send" and "peer" in fields and fields["peer"] is None:
+            record = {"event": event, **fields}
+            self.waiting.setdefault(channel_name(fields), []).append(record)
+            self.held.append(record)
+        elif self.held:
+            self.held.append(_line({"event": event, **fields}))
+        else:
+            self.stream.write(_line({"event": event, **fields}))
+        self._write_held(limit=HOLD_LIMIT)
+
+    def close(self) -> None:
+        """Write every event still held (a send nobody took: no peer), then
+        close the stream (which may raise, emulator/files.py's OutputFile)."""
+        self._write_held(limit=0)
+        self.stream.close()
+
+    def _write_held(self, limit: int) -> None:
+        """Write the held events up to the first send still waiting for its
+        receiver, or down to `limit` held (the sends among them as they are)."""
+        while self.held:
+            first = self.held[0]
+            if isinstance(first, dict):
+                if self._waits(first) and len(self.held) <= limit:
+                    return
+                self._stop_waiting(first)
+                first = _line(first)
+            self.held.popleft()
+            self.stream.write(first)
+
+    def _waits(self, send: dict) -> bool:
+        return any(waiting is send for waiting in self.waiting.get(channel_name(send), ()))
+
+    def _stop_waiting(self, send: dict) -> None:
+        name = channel_name(send)
+        rest = [waiting for waiting in self.waiting.get(name, ()) if waiting is not send]
+        if rest:
+            self.waiting[name] = rest
+        else:
+            self.waiting.pop(name, None)
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, default=_plain) + "\n"
 
 
 class MessageLog:
