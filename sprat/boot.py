@@ -16,6 +16,7 @@ from pathlib import Path
 
 from emulator.machine import MAX_CORES
 from emulator.scheduler import DEFAULT_QUANTUM
+from sprat.lab.watchdog import on_stop
 from sprat.table import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,15 +172,14 @@ def run(args) -> int:
     system = boot_image(args.image, cores=cores, quantum=args.quantum, output=print_line,
                         topology=topology, seed=args.seed, timing=args.timing)
     faults.apply(system.machine, rules)
-    with recording(system, args.trace) as observer:
+    with recording(system, args.trace) as observer, on_stop(lambda: end_early(system)):
         if args.gdb is not None and serve_gdb_first(system, args, observer) == "kill":
             print("sprat: gdb killed the run", file=sys.stderr)
             return EXIT_MACHINE_FAILURE
         try:
             result = system.machine.run(max_cycles=args.max_cycles)
         except KeyboardInterrupt:
-            system.machine.console.flush()
-            print(core_table(system))
+            end_early(system)
             raise
     print(core_table(system))
     violations = observer.violations if observer is not None else []
@@ -208,6 +208,13 @@ def run(args) -> int:
     return EXIT_MACHINE_FAILURE
 
 
+def end_early(system) -> None:
+    """A run cut short (Ctrl-C, or the lab watchdog: sprat/lab/watchdog.py)
+    still says where every core was."""
+    system.machine.console.flush()
+    print(core_table(system))
+
+
 VIOLATIONS_SHOWN = 5
 
 
@@ -230,14 +237,17 @@ def recording(system, path):
     without --trace)."""
     from kernel.tracepoints import install_message_tracepoints, install_run_tracepoints
     from sprat.debug import open_trace
-    recorder = open_trace(system.machine, path) if path else None
-    observer = install_message_tracepoints(system) if recorder is not None else None
-    if recorder is not None:
-        install_run_tracepoints(system)
-    try:
-        yield observer
-    finally:
-        if recorder is not None:
+    if not path:
+        yield None
+        return
+    recorder = open_trace(system.machine, path)
+    observer = install_message_tracepoints(system)
+    install_run_tracepoints(system)
+    # A run the lab watchdog stops leaves a whole trace too.
+    with on_stop(recorder.close):
+        try:
+            yield observer
+        finally:
             recorder.close()
 
 

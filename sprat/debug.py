@@ -61,8 +61,9 @@ from cpudriver.layout import N_USER_CHANNELS
 from kernel.urpc import URPC_SLOTS, ring_state
 from emulator.errors import SpratError
 from emulator.files import OutputFile, read_text
-from sprat.boot import (DEFAULT_MAX_CYCLES, VIOLATIONS_SHOWN, add_machine_options, machine_shape,
-                        positive_argument)
+from sprat.boot import (DEFAULT_MAX_CYCLES, VIOLATIONS_SHOWN, add_machine_options, end_early,
+                        machine_shape, positive_argument)
+from sprat.lab.watchdog import on_stop
 from sprat.output import input_name, output_name
 from sprat.table import format_table
 
@@ -164,37 +165,45 @@ def add_trace_option(parser) -> None:
 
 
 def run(args) -> int:
-    from sprat.cli import EXIT_MACHINE_FAILURE, EXIT_OK
     debuggee = open_debuggee(args, sys.stdout)
     try:
-        if args.gdb is not None:
-            from sprat import gdb
-            ended = gdb.serve(debuggee, args.gdb, sys.stdout, args.gdb_files)
-            if ended in ("detach", "kill", "exited"):
-                failure = run_failure(debuggee.engine)
-                if failure is not None:          # as gdb was told (SIGABRT, code 01)
-                    print(f"sprat: the run failed: {failure}", file=sys.stderr)
-                    return EXIT_MACHINE_FAILURE
-                return EXIT_OK
-            print(f"sprat: the gdb connection was lost ({ended}) before gdb detached",
-                  file=sys.stderr)
-            return EXIT_MACHINE_FAILURE
-        shell = DebugShell(debuggee, stdout=sys.stdout)
-        if args.breaks:
-            shell.run_to_breakpoints(args.breaks)
-        if args.script is not None:
-            shell.run_script(args.script)
-        else:
-            shell.interactive()
-        # Left by the script's end, `quit` or Ctrl-D alike: the run's outcome,
-        # not the last command's (a mistake costs its `***` line, no more).
-        failure = shell.failure()
-        if failure is not None:
-            print(f"sprat: the run failed: {failure}", file=sys.stderr)
-            return EXIT_MACHINE_FAILURE
-        return EXIT_OK
+        # Stopped by the lab watchdog, the run still says where each core
+        # was, and its trace is whole.
+        with on_stop(lambda: (end_early(debuggee.system), debuggee.close())):
+            return drive(args, debuggee)
     finally:
         debuggee.close()
+
+
+def drive(args, debuggee) -> int:
+    """Hand the machine to gdb, the script or the prompt; the exit status."""
+    from sprat.cli import EXIT_MACHINE_FAILURE, EXIT_OK
+    if args.gdb is not None:
+        from sprat import gdb
+        ended = gdb.serve(debuggee, args.gdb, sys.stdout, args.gdb_files)
+        if ended in ("detach", "kill", "exited"):
+            failure = run_failure(debuggee.engine)
+            if failure is not None:          # as gdb was told (SIGABRT, code 01)
+                print(f"sprat: the run failed: {failure}", file=sys.stderr)
+                return EXIT_MACHINE_FAILURE
+            return EXIT_OK
+        print(f"sprat: the gdb connection was lost ({ended}) before gdb detached",
+              file=sys.stderr)
+        return EXIT_MACHINE_FAILURE
+    shell = DebugShell(debuggee, stdout=sys.stdout)
+    if args.breaks:
+        shell.run_to_breakpoints(args.breaks)
+    if args.script is not None:
+        shell.run_script(args.script)
+    else:
+        shell.interactive()
+    # Left by the script's end, `quit` or Ctrl-D alike: the run's outcome,
+    # not the last command's (a mistake costs its `***` line, no more).
+    failure = shell.failure()
+    if failure is not None:
+        print(f"sprat: the run failed: {failure}", file=sys.stderr)
+        return EXIT_MACHINE_FAILURE
+    return EXIT_OK
 
 
 def run_failure(engine) -> str | None:

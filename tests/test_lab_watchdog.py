@@ -9,8 +9,12 @@ import sys
 
 import pytest
 
+from emulator.debug.trace import read_trace
 from sprat.lab.manifest import find_lab
 from sprat.lab.workspace import create, reference_files
+from sprat.trace import messages
+
+from conftest import ROOT
 
 LAB = find_lab("1")                      # emulator/traps.py: every system call runs it
 TRAPS = "emulator/traps.py"
@@ -67,6 +71,46 @@ def test_a_python_part_that_never_returns_is_stopped_naming_its_line(tmp_path, c
     (tmp_path / "continue.txt").write_text("continue\n")
     done = sprat(*command, "--lab", str(folder), "--python-limit", "1", cwd=tmp_path)
     assert_stopped_at(done, folder, "while True:", "deliver_syscall")
+
+
+def loop_from_call(count):
+    """A change to traps.py: call `count` of deliver_syscall, and every one
+    after it, never returns."""
+    def change(text):
+        start = text.index("def deliver_syscall")
+        body = text.index("\n    regs = core.regs\n", start) + 1
+        loop = (f"    global CALLS\n    CALLS = globals().get('CALLS', 0) + 1\n"
+                f"    while CALLS >= {count}:\n        pass\n")
+        return text[:body] + loop + text[body:]
+    return change
+
+
+@pytest.mark.parametrize("command", [["boot"], ["debug", "--script", "continue.txt"]],
+                         ids=["boot", "debug"])
+def test_a_stopped_run_ends_as_a_failed_run_does_with_the_core_table_and_a_whole_trace(
+        tmp_path, command):
+    # spawn.lst's 15th system call is core 0's, after the parent and the
+    # child have each sent their message: a few kilobytes of trace, which
+    # a stop that flushed nothing lost.
+    folder = workspace(tmp_path, loop_from_call(15))
+    (tmp_path / "continue.txt").write_text("continue\n")
+    image = str(ROOT / "images" / "spawn.lst")
+    done = sprat(*command, image, "--lab", str(folder), "--python-limit", "1",
+                 "--trace", "run.trace", cwd=tmp_path)
+    assert_stopped_at(done, folder, "while CALLS", "deliver_syscall")
+    table = done.stdout[done.stdout.find("core  state"):].splitlines()
+    assert table and table[0].split()[:2] == ["core", "state"], \
+        f"no core table after the stop: {done.stdout[-600:]}"
+    rows = [line.split() for line in table[2:] if line.split()[:1] in (["0"], ["1"], ["2"], ["3"])]
+    assert [row[:2] for row in rows] == [["0", "running"], ["1", "halted"], ["2", "halted"],
+                                         ["3", "halted"]], \
+        f"the core table should show core 0 stuck running, the others halted: {table}"
+    events = read_trace(tmp_path / "run.trace")
+    sent = [(m["send"]["channel"], m["recv"] and m["recv"]["core"]) for m in messages(events)]
+    assert sent == [(20, 2), (21, 0)], \
+        f"the trace lost the messages sent before the stop: it holds {sent}"
+    timeline = sprat("trace", "run.trace", "--perfetto", "run.json", cwd=tmp_path)
+    assert timeline.returncode == 0, f"the trace of a stopped run does not load: {timeline.stderr}"
 
 
 def test_a_python_part_that_hangs_as_it_is_imported_is_stopped(tmp_path):

@@ -17,6 +17,19 @@ call is stuck in and ends the process with status 1 (no traceback, nothing
 unwound: the student's code is never asked to stop, so no `except:` of
 theirs can swallow it).
 
+A stopped run ends as any failed run does: the command says, before the
+watchdog's line, what it says at the end of a run (`sprat boot` its core
+table), and its trace file is closed whole, loadable. The command hands
+those last steps to the watchdog while the machine runs:
+
+    with on_stop(lambda: print(core_table(system))):
+        system.machine.run()
+
+They run on the watchdog's thread, the student's call still stuck on the
+main one, and get ENDING_LIMIT seconds (a last step that waits for
+something the stuck thread holds, such as standard output's lock, must not
+hang the process); the process ends after them, whatever they did.
+
 The machine never learns of the watchdog: it reads no clock the machine
 sees and changes nothing the machine does, so a run that stays within the
 limit is the same run, instruction for instruction.
@@ -44,6 +57,7 @@ LARGEST_LIMIT = 86_400.0        # a day
 LOOKS_PER_LIMIT = 10            # how often the thread looks: a tenth of the limit ...
 LONGEST_LOOK = 0.25             # ... and at least four times a second
 EXIT_STUCK = 1                  # a machine failure (sprat/cli.py), not the user's mistake
+ENDING_LIMIT = 10.0             # seconds the command's last steps may take once stopped
 
 
 def limit_argument(text: str) -> float:
@@ -120,10 +134,46 @@ class Watchdog(threading.Thread):
         line = (f"sprat: error: {name}:{frame.f_lineno}: your code ran for more than {seconds} "
                 f"of host time in one call, in {frame.f_code.co_name}, and was stopped (a loop "
                 f"that never ends? --python-limit SECONDS gives a call longer)\n")
+        del frame
+        last_steps = threading.Thread(target=_end_the_run, name="sprat lab watchdog: the end",
+                                      daemon=True)
+        last_steps.start()
+        last_steps.join(ENDING_LIMIT)
         # os.write: the main thread may hold sys.stderr's lock, stuck where it is.
         with contextlib.suppress(OSError):
             os.write(2, line.encode("utf-8", errors="replace"))
         os._exit(EXIT_STUCK)
+
+
+_endings = []                   # the last steps of the run now under way, innermost last
+
+
+@contextlib.contextmanager
+def on_stop(step):
+    """Run the block with `step()` among the last steps of a run the
+    watchdog stops (see above); the innermost block's step runs first."""
+    _endings.append(step)
+    try:
+        yield
+    finally:
+        _endings.remove(step)
+
+
+def _end_the_run() -> None:
+    """The stopped command's last steps, then what they printed, flushed:
+    os._exit flushes nothing."""
+    from emulator.errors import SpratError
+    for step in reversed(list(_endings)):
+        try:
+            step()
+        except SpratError as error:        # an OutputError: the trace's disk is full
+            print(f"sprat: error: {error}", file=sys.stderr)
+        except Exception as error:         # noqa: BLE001 -- a bug in sprat: say so, end anyway
+            print(f"sprat: error: ending the stopped run: {type(error).__name__}: {error}",
+                  file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 _watching = None                # the watchdog of the block running now, if any
