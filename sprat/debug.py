@@ -166,10 +166,14 @@ def add_trace_option(parser) -> None:
 
 def run(args) -> int:
     debuggee = open_debuggee(args, sys.stdout)
+
+    def stopped():
+        # By the lab watchdog: the run still says where each core was, and
+        # its trace is whole.
+        end_early(debuggee.system)
+        debuggee.close()
     try:
-        # Stopped by the lab watchdog, the run still says where each core
-        # was, and its trace is whole.
-        with on_stop(lambda: (end_early(debuggee.system), debuggee.close())):
+        with on_stop(stopped):
             return drive(args, debuggee)
     finally:
         debuggee.close()
