@@ -267,10 +267,16 @@ def check_flushes_as_named(run, probes):
             said = " and ".join(dict.fromkeys(TLB_WORDS[kind] for kind in ran))
             fail(f"sys_invoke ran {said} after an invocation that left nothing to"
                  f" forget (rdx = 0): flush only what the kernel names", run, stop=stop)
-        if rdx not in (0, -1) and "mov_cr3" in ran:
-            fail(f"sys_invoke reloaded CR3 when the kernel named one page to forget (rdx ="
-                 f" {rdx:#x}): that throws away every user translation; invlpg that page", run,
-                 stop=stop)
+        if rdx in (0, -1):
+            continue
+        everything = [kind for kind in ran if kind in FLUSH_ALL]
+        if everything:
+            fail(f"sys_invoke ran {TLB_WORDS[everything[0]]} when the kernel named one page to"
+                 f" forget (rdx = {rdx:#x}): that throws away every user translation; invlpg"
+                 f" that page", run, stop=stop)
+        if ran.count("invlpg") > 1:
+            fail(f"sys_invoke ran invlpg {ran.count('invlpg')} times when the kernel named one"
+                 f" page to forget (rdx = {rdx:#x}): invlpg that page, once", run, stop=stop)
 
 
 @test(points=10)
@@ -395,16 +401,27 @@ def watch(system, probes):
 
 
 OUT_IMM8 = 0xE6             # `out imm8, al`: sys_invoke's hypercall
-TLB_WORDS = {"mov_cr3": "a CR3 reload (mov cr3)", "invlpg": "invlpg"}
+TLB_WORDS = {"mov_cr3": "a CR3 reload (mov cr3)", "invlpg": "invlpg",
+             "mov_cr4": "a CR4 write (toggling PGE flushes every entry)"}
+FLUSH_ALL = ("mov_cr3", "mov_cr4")
+
+
+def tlb_kind(code):
+    """mov_cr3, mov_cr4 or invlpg, if `code` begins with one of them, else None."""
+    from emulator.instcost import classify, opcode_at
+    kind = classify(code)
+    at = opcode_at(code)
+    if code[at:at + 2] == b"\x0f\x22" and len(code) > at + 2 and (code[at + 2] >> 3) & 7 == 4:
+        return "mov_cr4"
+    return kind if kind in ("mov_cr3", "invlpg") else None
 
 
 def watch_flushes(system, core, probes):
     """Record each sys_invoke's flush: rdx as the kernel answered, then every
-    mov cr3 and invlpg up to sys_invoke_done."""
+    mov cr3, mov cr4 and invlpg up to sys_invoke_done."""
     from unicorn import UC_HOOK_CODE
     from unicorn import x86_const as x86
 
-    from emulator.instcost import classify
     kernel = system.kernel.symbols
     begin, end = kernel["sys_invoke"], kernel["sys_invoke_done"]
     after_out = [False]
@@ -416,8 +433,8 @@ def watch_flushes(system, core, probes):
             probes.flushes.append([_signed(core.regs.read(x86.UC_X86_REG_RDX)), []])
         if code[:1] == bytes([OUT_IMM8]):
             after_out[0] = True
-        kind = classify(code)
-        if kind in ("mov_cr3", "invlpg") and probes.flushes:
+        kind = tlb_kind(code)
+        if kind and probes.flushes:
             probes.flushes[-1][1].append(kind)
     core.uc.hook_add(UC_HOOK_CODE, on_instruction, begin=begin, end=end)
     core.uc.ctl_remove_cache(begin, end + 1)
