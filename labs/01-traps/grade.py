@@ -25,7 +25,8 @@ from sprat.lab.grading import QUANTA, boot, context, fail, test
 # What the SDM fixes; the grader's own copies, not the student's.
 VECTORS_WITH_ERROR_CODE = {8, 10, 11, 12, 13, 14, 17, 21, 29, 30}
 RFLAGS_TF, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF = 1 << 8, 1 << 9, 1 << 14, 1 << 16
-MSR_FMASK = 0xC000_0084
+RFLAGS_DF, RFLAGS_AC = 1 << 10, 1 << 18
+MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC000_0081, 0xC000_0082, 0xC000_0084
 TSS_RSP0, TSS_IST1 = 0x04, 0x24
 GATE_TRAP = 0xF
 NAMES = {0: "#DE", 2: "the NMI", 3: "#BP", 6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF",
@@ -417,6 +418,37 @@ def software_interrupts_obey_the_gate_privilege():
     """`int 0x40` (DPL-0 gate) is a #GP at the int, `int3` a #BP after it; `int 13` pushes no error code."""
     check_faults("images/softints.lst", (1, 13, 10_000))
     check_int_13_from_ring_3()
+    check_int_from_ring_0()
+
+
+def check_int_from_ring_0():
+    """`int 0x40` from ring 0 through its DPL-0 gate: DPL 0 is not below CPL 0,
+    so the gate is used. (softints.lst's programs are all in ring 3, where a
+    rule that refuses every DPL-0 gate, or every DPL below 3, refuses the
+    same `int`s as the SDM's DPL < CPL.)"""
+    system, core = stopped_in_ring_3()
+    deliver(core, TIMER_VECTOR)                 # now in the timer's handler: ring 0
+    lay = layout()
+    what = "`int 0x40` from ring 0 (the timer's handler) through its gate of DPL 0"
+    rsp = core.regs.read(x86_register("RSP"))
+    expected = {"RIP": core.rip, "CS": lay.KERNEL_CS,
+                "RFLAGS": core.regs.read(x86_register("RFLAGS")), "RSP": rsp,
+                "SS": core.regs.read(x86_register("SS")) & SELECTOR}
+    entry = deliver(core, 0x40, software=True)
+    if core.rip == system.kernel.symbols[f"vector{GENERAL_PROTECTION}"]:
+        fail(f"{what}: it was refused with a #GP; only a gate whose DPL is below the caller's "
+             f"CPL refuses `int n` (DPL 0 < CPL 0 is false: the kernel may use any gate)")
+    if core.rip != system.kernel.symbols["vector64"]:
+        fail(f"{what}: the core is at {core.rip:#x}, not the gate's handler vector64")
+    problem = frame_problem(what, entry, expected, rsp & ~0xF, "the current RSP aligned down to "
+                            "16,", unaligned_top=rsp)
+    if problem:
+        fail(problem)
+
+
+def x86_register(name):
+    from unicorn import x86_const as x86
+    return getattr(x86, f"UC_X86_REG_{name}")
 
 
 def check_int_13_from_ring_3():
@@ -478,6 +510,44 @@ def kernel_page_faults_stay_on_the_kernel_stack():
     expect_exits(run, watch, 1, {4: "a print of a bad buffer did not return -EFAULT"})
     if len(faults) != BADPTR_FAULTS:
         fail(f"{len(faults)} exceptions were delivered, expected {BADPTR_FAULTS} page faults", run)
+    check_gate_into_ring_3()
+
+
+def check_gate_into_ring_3():
+    """The same rule seen from ring 3: a gate whose code segment is ring 3's
+    (the new CPL is that descriptor's DPL, not always 0) changes no privilege,
+    so the frame goes on the current stack. The CPU driver's gates all name
+    its ring-0 CS, where `new CPL = 0` and `switch when coming from ring 3`
+    look right."""
+    lay = layout()
+    system, core = stopped_in_ring_3()
+    handler = system.modules[0].program.symbols["start"]
+    patch_gate(system, TIMER_VECTOR, selector=lay.USER_CS, handler=handler)
+    # Room above the frame for the grader's look at 8 words: the stack's top is its page's end.
+    from unicorn import x86_const as x86
+    core.regs.write(x86.UC_X86_REG_RSP, core.regs.read(x86.UC_X86_REG_RSP) - 64)
+    expected = user_frame(core)
+    rsp = expected["RSP"]
+    what = (f"the timer interrupt from ring 3 through a gate whose selector is the user's code"
+            f" segment {lay.USER_CS:#x} (DPL 3)")
+    entry = deliver(core, TIMER_VECTOR)
+    if core.rip == system.kernel.symbols[f"vector{DOUBLE_FAULT}"]:
+        fail(f"{what}: it became a #DF, so its frame could not be pushed: with no privilege "
+             f"change the frame goes on the current stack (RSP0 is only for a change to ring 0;"
+             f" the TSS's slot for ring 3 is empty)")
+    if entry.cpl != 3:
+        fail(f"{what}: the handler runs in ring {entry.cpl}, not ring 3: the new CPL is the DPL "
+             f"of the gate's code segment (the descriptor's flags), not always 0")
+    if core.rip != handler:
+        fail(f"{what}: the core is at {core.rip:#x}, not the gate's handler {handler:#x}")
+    if entry.cs != lay.USER_CS or entry.ss != lay.USER_SS:
+        fail(f"{what}: CS:SS in the handler are {entry.cs:#x}:{entry.ss:#x}, expected "
+             f"{lay.USER_CS:#x}:{lay.USER_SS:#x} (the gate's CS; SS kept, no privilege change)")
+    problem = frame_problem(what, entry, expected, rsp & ~0xF,
+                            "the current RSP (no privilege change) aligned down to 16,",
+                            unaligned_top=rsp)
+    if problem:
+        fail(problem)
 
 
 # --- Timer interrupts (images/slices.lst) ---------------------------------------------
@@ -582,6 +652,53 @@ def system_calls_enter_at_lstar_and_return_intact():
                      f"{never}: {run.result.reason}", run)
         expect_exits(run, watch, 2, {3: "a register, RSP or IF was different after a system "
                                         "call"})
+    check_syscall_reads_the_msrs()
+
+
+# Other MSRs than the CPU driver's: its own (CS 0x08, FMASK with IF, a program
+# whose RFLAGS hold IF alone) cannot tell STAR, LSTAR and FMASK from constants.
+PROBE_KERNEL_CS = 0x28
+PROBE_LSTAR = 0xFFFF_8000_0012_3450
+PROBE_FMASK = RFLAGS_DF | RFLAGS_AC | RFLAGS_TF
+
+
+def check_syscall_reads_the_msrs():
+    """deliver_syscall on a probe core whose STAR, LSTAR and FMASK are not the
+    CPU driver's, from a program with DF, AC and TF set besides IF."""
+    from unicorn import x86_const as x86
+
+    from emulator import traps
+    system, core = stopped_in_ring_3()
+    regs = core.regs
+    for msr, value in ((MSR_STAR, PROBE_KERNEL_CS << 32), (MSR_LSTAR, PROBE_LSTAR),
+                       (MSR_FMASK, PROBE_FMASK)):
+        core.uc.reg_write(x86.UC_X86_REG_MSR, (msr, value))
+    flags = regs.read(x86.UC_X86_REG_RFLAGS) | RFLAGS_DF | RFLAGS_AC | RFLAGS_TF | RFLAGS_IF
+    regs.write(x86.UC_X86_REG_RFLAGS, flags)
+    syscall_at = core.rip
+    traps.deliver_syscall(core)
+    entry = snapshot(core, SYSCALL)
+    what = (f"a system call with STAR[47:32] = {PROBE_KERNEL_CS:#x}, LSTAR = {PROBE_LSTAR:#x}"
+            f" and FMASK = {PROBE_FMASK:#x} (DF, AC, TF), from RFLAGS {flags:#x}")
+    problems = [
+        (entry.cs != PROBE_KERNEL_CS,
+         f"CS is {entry.cs:#x}, not STAR[47:32] = {PROBE_KERNEL_CS:#x} (read STAR, do not assume "
+         f"the CPU driver's selectors)"),
+        (entry.ss != PROBE_KERNEL_CS + 8,
+         f"SS is {entry.ss:#x}, not STAR[47:32] + 8 = {PROBE_KERNEL_CS + 8:#x}"),
+        (core.rip != PROBE_LSTAR - SYSCALL_LENGTH,
+         f"RIP after deliver_syscall is {core.rip:#x}, not LSTAR - SYSCALL_LENGTH = "
+         f"{PROBE_LSTAR - SYSCALL_LENGTH:#x}"),
+        (entry.rcx != syscall_at + SYSCALL_LENGTH,
+         f"RCX is {entry.rcx:#x}, not the next instruction {syscall_at + SYSCALL_LENGTH:#x}"),
+        (entry.r11 != flags, f"R11 is {entry.r11:#x}, not RFLAGS as it was, {flags:#x}"),
+        (entry.rflags != flags & ~PROBE_FMASK,
+         f"RFLAGS is {entry.rflags:#x}, expected RFLAGS & ~FMASK = {flags & ~PROBE_FMASK:#x}"
+         f" (clear what FMASK says, not a fixed set of flags)"),
+    ]
+    for wrong, problem in problems:
+        if wrong:
+            fail(f"{what}: {problem}")
 
 
 # --- Cases the CPU driver never makes: delivered by the grader --------------------------
@@ -619,10 +736,17 @@ def user_frame(core, error=None):
     return expected
 
 
-def patch_gate(system, vector, *, ist=None, gate_type=None, dpl=None):
+def patch_gate(system, vector, *, ist=None, gate_type=None, dpl=None, selector=None,
+               handler=None):
     lay = layout()
-    attributes = lay.PERCORE_BASE + lay.PC_IDT + 16 * vector + 4
+    gate = lay.PERCORE_BASE + lay.PC_IDT + 16 * vector
+    attributes = gate + 4
     memory = system.machine.memory
+    if selector is not None:
+        memory.write(gate + 2, struct.pack("<H", selector))
+    if handler is not None:
+        memory.write(gate, struct.pack("<H", handler & 0xFFFF))
+        memory.write(gate + 6, struct.pack("<HI", handler >> 16 & 0xFFFF, handler >> 32))
     if ist is not None:
         memory.write(attributes, bytes([ist]))
     if gate_type is not None:

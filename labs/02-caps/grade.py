@@ -519,6 +519,9 @@ def revoke_is_refused_when_it_would_take_more_than_the_caller_has():
     equal = World(ram_rights=R.READ | R.WRITE)
     twin = copy_into(equal.ram.obj, R.READ | R.WRITE, equal.cspace, caddr(0, 0))
     alone = World(ram_rights=R.READ).ram
+    # Rights are a set, not a number: READ (1) is a right GRANT (8) lacks.
+    granter = World(ram_rights=R.GRANT)
+    copy_into(granter.ram.obj, R.READ, granter.cspace, caddr(0, 0))
     for cap, what in ((full, "the RAM capability with every right, beside a READ|WRITE copy"),
                       (twin, "a READ|WRITE copy whose other copy is READ|WRITE too"),
                       (alone, "a READ-only RAM capability with no other copy")):
@@ -530,7 +533,9 @@ def revoke_is_refused_when_it_would_take_more_than_the_caller_has():
                  f"caller lacks")
     for cap, what, code in (
             (less, "a READ|WRITE copy while another copy has every right", E.NO_RIGHTS),
-            (given, "a copy of memory the kernel holds the original of", E.NO_RIGHTS)):
+            (given, "a copy of memory the kernel holds the original of", E.NO_RIGHTS),
+            (granter.ram, "a GRANT-only copy while another copy has READ (a right it lacks, "
+                          "though a smaller number)", E.NO_RIGHTS)):
         try:
             with answering(f"check_revoke of {what}", f"refused with {code.name}"):
                 rules.check_revoke(cap)
@@ -964,11 +969,16 @@ def guest_retypes_maps_and_revokes_through_system_calls():
                 fail(f"caps_lab.S, invocation {i + 1} ('{what}') was {answer(answers[i])}, "
                      f"expected {answer(expected)}", run)
         expect_only_the_fault(run)
-        if not user_fault_at(run, 0, "touch_revoked"):
-            fail("caps_lab.S touched the pool's frame after REVOKE of the pool without a page "
-                 "fault: the revoke left it mapped", run, stop="touch_revoked core 0")
         service = run.system.machine._hypercall_handler
         cspace, system = service.cspaces[(0, 0)], service.systems[0]
+        if not user_fault_at(run, 0, "touch_revoked"):
+            pt = cspace.slot(root_caddr(3)).cap
+            unmapped = pt is not None and not system.memory.read_u64(pt.obj.base)
+            fail("caps_lab.S touched the pool's frame after REVOKE of the pool without a page "
+                 "fault: " + ("its page-table entry is gone, but the TLB still held it (does "
+                              "revoke return the flushes its deletions produced?)" if unmapped
+                              else "the revoke left it mapped"),
+                 run, stop="touch_revoked core 0")
         ram = CAPS_BASE + RAM_OFFSET
         wanted = {2: (T.VNODE_PD, ram, 0x1000), 3: (T.VNODE_PT, ram + 0x1000, 0x1000),
                   4: (T.FRAME, ram + 0x2000, 0x1000), 5: (T.RAM, ram + 0x4000, 0x4000),

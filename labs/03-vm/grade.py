@@ -16,6 +16,9 @@ The touches that must fault are judged on the program's end: killed for a
 #PF at the touched page (CR2), and never past the touch. The student's
 sys_invoke flush (cpudriver/syscall.S) is what makes those touches fault:
 the kernel clears the entry, the CPU driver must drop the TLB's copy.
+A code hook on sys_invoke records, for each invocation, what the kernel
+said to forget (rdx after its hypercall) and the TLB instructions the flush
+then ran: one page is an invlpg, not a CR3 reload, and nothing is nothing.
 The mechanism runs on one core, alone: the schedule does not change it, so
 the tests do not sweep quanta.
 """
@@ -251,6 +254,29 @@ def an_unmapped_page_faults():
              stop="probe_unmapped_nowhere core 0")
     check_touch_faults(run, probes, "touch_unmapped", "probe_touch_survived", page,
                        f"vspace_unmap({page:#x})", "the one page the kernel names in rdx")
+    check_flushes_as_named(run, probes)
+
+
+def check_flushes_as_named(run, probes):
+    """The flush forgets what the kernel named in rdx, no more: one page by
+    invlpg (a CR3 reload throws away every user translation the TLB holds,
+    and costs every page a walk again), nothing when rdx is 0."""
+    for rdx, ran in probes.flushes:
+        stop = f"sys_invoke_done core 0 if $rdx == {rdx & (1 << 64) - 1:#x}"
+        if rdx == 0 and ran:
+            said = " and ".join(dict.fromkeys(TLB_WORDS[kind] for kind in ran))
+            fail(f"sys_invoke ran {said} after an invocation that left nothing to"
+                 f" forget (rdx = 0): flush only what the kernel names", run, stop=stop)
+        if rdx in (0, -1):
+            continue
+        everything = [kind for kind in ran if kind in FLUSH_ALL]
+        if everything:
+            fail(f"sys_invoke ran {TLB_WORDS[everything[0]]} when the kernel named one page to"
+                 f" forget (rdx = {rdx:#x}): that throws away every user translation; invlpg"
+                 f" that page", run, stop=stop)
+        if ran.count("invlpg") > 1:
+            fail(f"sys_invoke ran invlpg {ran.count('invlpg')} times when the kernel named one"
+                 f" page to forget (rdx = {rdx:#x}): invlpg that page, once", run, stop=stop)
 
 
 @test(points=10)
@@ -313,6 +339,7 @@ class Probe:
 class Probes:
     def __init__(self):
         self.hits = []
+        self.flushes = []       # per invocation: [rdx after the hypercall, TLB instructions run]
 
     def all(self, label):
         return [hit for hit in self.hits if hit.label == label]
@@ -370,6 +397,47 @@ def watch(system, probes):
                                      records, past_end))
         core.uc.hook_add(UC_HOOK_CODE, on_probe, begin=address, end=address)
         core.uc.ctl_remove_cache(address, address + 1)
+    watch_flushes(system, core, probes)
+
+
+OUT_IMM8 = 0xE6             # `out imm8, al`: sys_invoke's hypercall
+TLB_WORDS = {"mov_cr3": "a CR3 reload (mov cr3)", "invlpg": "invlpg",
+             "mov_cr4": "a CR4 write (toggling PGE flushes every entry)"}
+FLUSH_ALL = ("mov_cr3", "mov_cr4")
+
+
+def tlb_kind(code):
+    """mov_cr3, mov_cr4 or invlpg, if `code` begins with one of them, else None."""
+    from emulator.instcost import classify, opcode_at
+    kind = classify(code)
+    at = opcode_at(code)
+    if code[at:at + 2] == b"\x0f\x22" and len(code) > at + 2 and (code[at + 2] >> 3) & 7 == 4:
+        return "mov_cr4"
+    return kind if kind in ("mov_cr3", "invlpg") else None
+
+
+def watch_flushes(system, core, probes):
+    """Record each sys_invoke's flush: rdx as the kernel answered, then every
+    mov cr3, mov cr4 and invlpg up to sys_invoke_done."""
+    from unicorn import UC_HOOK_CODE
+    from unicorn import x86_const as x86
+
+    kernel = system.kernel.symbols
+    begin, end = kernel["sys_invoke"], kernel["sys_invoke_done"]
+    after_out = [False]
+
+    def on_instruction(uc, at, size, _):
+        code = core.read_virtual(at, size)
+        if after_out[0]:
+            after_out[0] = False
+            probes.flushes.append([_signed(core.regs.read(x86.UC_X86_REG_RDX)), []])
+        if code[:1] == bytes([OUT_IMM8]):
+            after_out[0] = True
+        kind = tlb_kind(code)
+        if kind and probes.flushes:
+            probes.flushes[-1][1].append(kind)
+    core.uc.hook_add(UC_HOOK_CODE, on_instruction, begin=begin, end=end)
+    core.uc.ctl_remove_cache(begin, end + 1)
 
 
 def bytes_at(core, address, length):

@@ -50,6 +50,14 @@ ACK_READS_PER_MESSAGE = 4
 # 8 to 16 times (at short quanta the other cores' turns hide the spinning).
 CONTROL_READS_PER_MESSAGE = 4
 SENDER_INSTRUCTIONS_BOUND = 2      # student / reference, the sender's instructions in paced.lst
+# A receiver's own instructions are few beside its program's (~65,000 in
+# waiting.lst, most of them before the first message), so it is judged by
+# what it runs beyond the reference: a parked receiver runs none while it
+# waits, and a path written another way a few dozen more per message. One
+# that waits in a delay loop runs all the while the sender is slow (waiting.lst:
+# ~200 more per message, at any length of loop that reads the control word
+# seldom enough to pass the count above).
+RECEIVER_EXTRA_INSTRUCTIONS_PER_MESSAGE = 50
 TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
                "urpc_received": "just after the payload is copied out"}
 
@@ -261,6 +269,7 @@ def check_channel(run, channel, count):
     check_only_the_sender_writes_slots(run, channel, where)
     if run.options["quantum"] in (None, max(QUANTA)):
         check_receiver_parks(run, channel, count, where)
+        check_receiver_rests(run, channel, count, where)
     check_each_message_in_its_slot(run, channel, count, where)
 
 
@@ -349,6 +358,23 @@ def check_receiver_parks(run, channel, count, where):
     if reads > CONTROL_READS_PER_MESSAGE * count:
         fail(f"{where}: core {receiver}, the receiver, read control words {reads:,} times for"
              f" {count} messages: {spins('sender')}", run, stop=f"urpc_received core {receiver}")
+
+
+def check_receiver_rests(run, channel, count, where):
+    """A receiver that waits for a message is parked, not running: a delay
+    loop between reads of the control word reads it seldom, but runs all the
+    while the sender is slow."""
+    receiver = ends(run, channel)["recv"]
+    reference = reference_run(run.lab_image, run.options["topology"])
+    mine = run.system.machine.cores[receiver].stats.instructions
+    theirs = reference.system.machine.cores[receiver].stats.instructions
+    if mine - theirs > RECEIVER_EXTRA_INSTRUCTIONS_PER_MESSAGE * count:
+        fail(f"{where}: core {receiver}, the receiver, ran {mine:,} instructions in"
+             f" {run.lab_image}, the reference {theirs:,}: {(mine - theirs) // count:,} more per"
+             f" message, more than {RECEIVER_EXTRA_INSTRUCTIONS_PER_MESSAGE}; while no message"
+             f" has come it keeps running (a delay loop?) where it should wait with `pause`,"
+             f" parked until the sender writes the control word", run,
+             stop=f"urpc_received core {receiver}")
 
 
 def spins(other):

@@ -17,7 +17,8 @@ them:
                             asker's copy free again)
   monitor 0's PREPARE       its own vote cast: its copy locked
   monitor 0 takes a reply   signed by the core it came from
-  monitor 0's decision      every vote in; COMMIT only if every vote was yes
+  monitor 0's decision      every vote in; COMMIT only if every vote was yes;
+                            no other replica changed yet, every yes still locked
   monitor 0's answer        every acknowledgement in; every monitor's
                             replica (kernel/replica.py) and every core's copy
                             of every region as the answers so far say
@@ -281,6 +282,29 @@ class Watcher:
         if op == OP_ABORT and not refusals and not missing:
             self.note("decision", f"monitor 0 aborted transaction {txn} though every core voted "
                       f"yes: all yes commits", stop, txn)
+        self.check_undecided(t, stop)
+
+    def check_undecided(self, t, stop) -> None:
+        """As monitor 0 sends its decision, no other monitor can know it yet: each
+        one's record of the region is as before the transaction, and a copy that
+        voted yes is still locked. (A monitor that applied a commit once it had
+        voted yes, and undid it on ABORT, looks right at its every reply.)"""
+        for core in self.others():
+            record = self.record(core, t.region)
+            if record is not None and record[:3] != t.before[:3]:
+                self.note("vote", f"core {core}'s replica says region {t.region} is "
+                          f"{self.said(record[:3] + (0,))} as monitor 0 sends its decision on "
+                          f"transaction {t.number}, which no other monitor knows yet (it was "
+                          f"{self.said(t.before)}): a replica changes on COMMIT, not once its "
+                          f"monitor has voted yes", stop, t.number)
+                return
+            state = self.copy_state(core, t.region)
+            if t.votes.get(core) == 0 and state != "locked":
+                self.note("vote", f"core {core} voted yes on transaction {t.number}, but its "
+                          f"copy of region {t.region} is {state}, not locked, as monitor 0 "
+                          f"sends its decision: a yes holds the lock until COMMIT or ABORT",
+                          stop, t.number)
+                return
 
     def answered(self, txn, verdict, refuser) -> None:
         stop = "root_retype_answer core 0"
