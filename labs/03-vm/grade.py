@@ -62,8 +62,8 @@ FOLLOWS = {"probe_mapped": "the next page's vspace_map",
            "probe_outside": f"vspace_map of {GIB:#x} (in the kernel's PML4 entry)",
            "probe_below": f"vspace_map of {USER_BASE + 9 * GIB:#x} (its PDPT entry taken)",
            "probe_taken": f"vspace_map of {USER_BASE + GIB + 2 * MIB2:#x} (a new PT)"}
-# struct vspace (userland/lib/vspace.S): VS_COUNT, and the records' layout
-VS_COUNT, VS_TABLES, VT_SIZE, VSPACE_MAX_TABLES = 24, 32, 32, 16
+# struct vspace (userland/lib/vspace.S): its header, and the records' layout
+VS_USED, VS_SLOT, VS_COUNT, VS_TABLES, VT_SIZE, VSPACE_MAX_TABLES = 8, 16, 24, 32, 32, 16
 VSPACE_SIZE = VS_TABLES + VSPACE_MAX_TABLES * VT_SIZE
 # programs/vm_check.S's MODE 4 (images/full.lst): what lies past struct vspace's end;
 # the pages that fill its records (a new PT each, PD entries 2..11 of GiB 1); a page in
@@ -191,6 +191,12 @@ def a_full_vspace_refuses_a_new_table_with_enomem():
              f" map changes nothing", run, stop=stop)
     if full.records != before.records:
         fail(f"{what} returned -ENOMEM, but struct vspace's records changed", run, stop=stop)
+    if full.header != before.header:
+        (used, slot), (used_after, slot_after) = before.header, full.header
+        fail(f"{what} returned -ENOMEM, but struct vspace's VS_USED went from {used:#x} to"
+             f" {used_after:#x} and VS_SLOT from {slot} to {slot_after}: the slot and RAM of a"
+             f" table never made are lost; look for a free record before you take them",
+             run, stop=stop)
 
 
 def check_refused_table_given_back(run, probes, before):
@@ -301,8 +307,9 @@ class Probe:
     """What the machine held when the program passed a probe_* label."""
 
     def __init__(self, label, rax, r12, pages, tables, retyped, kept=None, routine=None,
-                 records=None, past_end=None):
+                 records=None, past_end=None, header=None):
         self.label, self.rax, self.r12 = label, rax, r12
+        self.header = header        # struct vspace's (VS_USED, VS_SLOT)
         self.records = records      # struct vspace's records: [(base, level, cap, what cap holds)]
         self.past_end = past_end    # the PAST_END bytes after struct vspace
         self.kept, self.routine = kept, routine   # probe_kept: rbx rbp r12-r15, whose call
@@ -356,10 +363,11 @@ def watch(system, probes):
             rax, r12 = _signed(regs.read(x86.UC_X86_REG_RAX)), regs.read(x86.UC_X86_REG_R12)
             pages = user_pages(system.machine.memory, regs.read(x86.UC_X86_REG_CR3))
             tables, retyped = capability_view(system)
-            kept, routine, records, past_end = None, None, None, None
+            kept, routine, records, past_end, header = None, None, None, None, None
             if label != "probe_kept":           # rbx is the program's struct vspace
                 vs = regs.read(x86.UC_X86_REG_RBX)
                 records = vspace_records(system, core, vs)
+                header = vspace_header(core, vs)
                 past_end = bytes_at(core, vs + VSPACE_SIZE, PAST_END)
             if label == "probe_kept":
                 kept = {name: regs.read(getattr(x86, f"UC_X86_REG_{name.upper()}"))
@@ -368,7 +376,7 @@ def watch(system, probes):
                                         "little")
                 routine = names.get(called, f"the routine at {called:#x}")
             probes.hits.append(Probe(label, rax, r12, pages, tables, retyped, kept, routine,
-                                     records, past_end))
+                                     records, past_end, header))
         core.uc.hook_add(UC_HOOK_CODE, on_probe, begin=address, end=address)
         core.uc.ctl_remove_cache(address, address + 1)
 
@@ -434,6 +442,14 @@ def capability_view(system):
     except Exception:                  # the program deleted what we look for: nothing to show
         return tables, []
     return tables, retyped
+
+
+def vspace_header(core, vs):
+    """struct vspace's (VS_USED, VS_SLOT) at `vs`: the next table's RAM and slot."""
+    raw = bytes_at(core, vs + VS_USED, 16)
+    if raw is None:
+        return None
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
 
 
 def vspace_records(system, core, vs):
