@@ -148,6 +148,7 @@ def refusals_come_back_and_change_nothing():
                  run, stop=f"{label} core 0")
     check_refused_table_given_back(run, probes, end)
     check_records(run, probes.one(run, "probe_after_taken"))
+    check_records_kept(run, end, probes.one(run, "probe_taken"))
 
 
 @test(points=10)
@@ -484,6 +485,19 @@ def check_records(run, probe):
                  f" {base:#x} under capability {cap:#x}, which holds"
                  f" {held or 'nothing'}: remember a table (vspace_remember) only once its map"
                  f" worked", run, stop=f"{probe.label} core 0")
+
+
+def check_records_kept(run, before, after):
+    """A refused map forgets no table that is there: every record struct
+    vspace held before it still names its table after it."""
+    lost = [record for record in before.records or [] if record not in (after.records or [])]
+    if lost:
+        base, level, cap, _ = lost[0]
+        fail(f"vspace_map of {USER_BASE + 9 * GIB:#x} was refused, and struct vspace no longer"
+             f" remembers the {LEVEL_NAMES.get(level, f'level-{level}')} for {base:#x}"
+             f" (capability {cap:#x}), which is still there: the next map in its range would"
+             f" make a second one; forget only what you remembered (a table whose map is"
+             f" refused was never remembered)", run, stop=f"{after.label} core 0")
 
 
 def expect_clean(run, probes):
