@@ -329,13 +329,15 @@ broken:                               # our own setup failed: not the lab's code
     mov edi, 2
     call exit
 
-# vaddr, frame, rights, the word a writable page gets (32 bytes each)
+# vaddr, frame, rights, the word a writable page gets (32 bytes each). The
+# last two sit past entry 255 at every level (PDPT 261, PD 263, PT 265 and
+# 266): an index that keeps 8 bits of the address, not 9, misses them.
 pages:
     .quad PAGE_0, CADDR_ROOT | FIRST_FRAME + 0, RW, 0xA0
     .quad PAGE_1, CADDR_ROOT | FIRST_FRAME + 1, R, 0
     .quad USER_BASE + GIB + 0x200000 + 0x5000, CADDR_ROOT | FIRST_FRAME + 2, RW, 0xA2
-    .quad USER_BASE + 5 * GIB + 7 * 0x200000 + 9 * 0x1000, CADDR_ROOT | FIRST_FRAME + 3, RX, 0
-    .quad USER_BASE + 5 * GIB + 7 * 0x200000 + 10 * 0x1000, CADDR_ROOT | FIRST_FRAME + 4, RW, 0xA4
+    .quad USER_BASE + 261 * GIB + 263 * 0x200000 + 265 * 0x1000, CADDR_ROOT | FIRST_FRAME + 3, RX, 0
+    .quad USER_BASE + 261 * GIB + 263 * 0x200000 + 266 * 0x1000, CADDR_ROOT | FIRST_FRAME + 4, RW, 0xA4
 
 .include "../../../userland/lib/vspace.S"
 .include "../../../userland/lib/sprat.S"
