@@ -45,12 +45,14 @@ LEVEL_NAMES = {1: "PT", 2: "PD", 3: "PDPT"}
 # programs/vm_check.S's refusals: an unaligned address in a GiB with no tables yet, so that
 # tables made before the check are seen; unmapping where no PT is
 UNALIGNED = USER_BASE + 3 * GIB + 0x3008
+BEYOND = (1 << 48) + USER_BASE + GIB + 2 * PAGE   # PML4 index 1 in bits 39..47, and bit 48
 NO_TABLE = USER_BASE + 7 * GIB
 REFUSALS = (("probe_twice", "a page mapped already"),
             ("probe_rights", "a read-only frame as writable"),
             ("probe_unaligned", f"{UNALIGNED:#x} (not a page's address)"),
             ("probe_outside", "an address outside the user's 512 GiB"),
-            ("probe_below", f"{GIB:#x} (the kernel's PML4 entry)"))
+            ("probe_below", f"{GIB:#x} (the kernel's PML4 entry)"),
+            ("probe_beyond", f"{BEYOND:#x} (bit 48 set)"))
 # what vm_check.S calls after each probe of layout.lst: where a program stopped after it died
 FOLLOWS = {"probe_mapped": "the next page's vspace_map",
            "probe_layout": "the writes into the pages",
@@ -60,7 +62,8 @@ FOLLOWS = {"probe_mapped": "the next page's vspace_map",
            "probe_unaligned": f"vspace_map of {USER_BASE + 512 * GIB:#x} (outside the user's"
                               f" 512 GiB)",
            "probe_outside": f"vspace_map of {GIB:#x} (in the kernel's PML4 entry)",
-           "probe_below": f"vspace_map of {USER_BASE + 9 * GIB:#x} (its PDPT entry taken)",
+           "probe_below": f"vspace_map of {BEYOND:#x} (bit 48 set: outside the user's 512 GiB)",
+           "probe_beyond": f"vspace_map of {USER_BASE + 9 * GIB:#x} (its PDPT entry taken)",
            "probe_taken": f"vspace_map of {USER_BASE + GIB + 2 * MIB2:#x} (a new PT)"}
 # struct vspace (userland/lib/vspace.S): its header, and the records' layout
 VS_USED, VS_SLOT, VS_COUNT, VS_TABLES, VT_SIZE, VSPACE_MAX_TABLES = 8, 16, 24, 32, 32, 16
@@ -131,12 +134,14 @@ def refusals_come_back_and_change_nothing():
             ("probe_unaligned", f"{UNALIGNED:#x}, not a page's address", E.MISALIGNED),
             ("probe_outside", "an address in PML4 entry 2, outside the user's 512 GiB",
              E.INVALID_ENTRY),
-            ("probe_below", f"{GIB:#x}, in PML4 entry 0 (the kernel's)", E.INVALID_ENTRY)):
+            ("probe_below", f"{GIB:#x}, in PML4 entry 0 (the kernel's)", E.INVALID_ENTRY),
+            ("probe_beyond", f"{BEYOND:#x}, whose bits 39..47 say PML4 entry 1 but whose bit"
+                             f" 48 is set: above the user's 512 GiB", E.INVALID_ENTRY)):
         got = probes.one(run, label).rax
         if got != -int(code):
             fail(f"vspace_map of {what} returned {error_name(got)}; expected -{int(code)}"
                  f" ({code.name})", run, stop=f"{label} core 0")
-    end = probes.one(run, "probe_below")
+    end = probes.one(run, "probe_beyond")
     check_layout(run, end, PAGES)
     before = probes.one(run, "probe_layout")
     for label, what in REFUSALS:

@@ -1,10 +1,11 @@
 # vm_check.S: lab 3's test program. It maps five pages with your
 # vspace_map, uses them, and then, as MODE (the image's mode=N) says:
 #
-#   MODE 1  asks for five mappings the kernel or the library must refuse:
+#   MODE 1  asks for six mappings the kernel or the library must refuse:
 #           a page mapped twice, a read-only frame mapped writable, an
 #           unaligned address (in a GiB with no tables yet), addresses
-#           above and below the user's 512 GiB; then
+#           above and below the user's 512 GiB, and one whose bits 39..47
+#           say PML4 entry 1 but with bit 48 set; then
 #           fills PDPT entry 9 with a PD of its own and asks for a page
 #           there (vspace_map's new PD cannot be mapped: it must give it
 #           back), and then for a page that needs a new table
@@ -48,6 +49,7 @@ RW = CAPRIGHT_READ | CAPRIGHT_WRITE
 RX = CAPRIGHT_READ | CAPRIGHT_EXECUTE
 PAGE_0 = USER_BASE + GIB              # PDPT entry 1, PD entry 0, PT entry 0
 PAGE_1 = USER_BASE + GIB + 0x1000     # the same PT, entry 1
+BEYOND = (1 << 48) + PAGE_0 + 0x2000  # bits 39..47 say PML4 entry 1; not canonical
 CANARY = 0x5AFE000000000000           # + the register's number: rbx 3, rbp 5, r12..r15
 PAST_END = 32
 PAST_CANARY = 0x0E0D0E0D0E0D0E0D
@@ -169,6 +171,14 @@ probe_outside:
     lea rax, [rip + vspace_map]
     call call_kept
 probe_below:
+    nop
+    mov rdi, rbx                      # PML4 index 1, but bit 48 set: no address at all
+    mov rsi, BEYOND
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_beyond:
     nop
     mov rdi, TABLE_RAM                # PDPT entry 9 taken behind vspace's back
     mov esi, OWN_PD_OFFSET
