@@ -62,7 +62,8 @@ FOLLOWS = {"probe_mapped": "the next page's vspace_map",
            "probe_unaligned": f"vspace_map of {USER_BASE + 512 * GIB:#x} (outside the user's"
                               f" 512 GiB)",
            "probe_outside": f"vspace_map of {GIB:#x} (in the kernel's PML4 entry)",
-           "probe_below": f"vspace_map of {BEYOND:#x} (bit 48 set: outside the user's 512 GiB)",
+           "probe_below": f"vspace_map of {BEYOND:#x} (bits 39..47 say PML4 entry 1, but bit 48"
+                          f" is set: outside the user's 512 GiB, to refuse before any walk)",
            "probe_beyond": f"vspace_map of {USER_BASE + 9 * GIB:#x} (its PDPT entry taken)",
            "probe_taken": f"vspace_map of {USER_BASE + GIB + 2 * MIB2:#x} (a new PT)"}
 # struct vspace (userland/lib/vspace.S): its header, and the records' layout
@@ -198,11 +199,11 @@ def a_full_vspace_refuses_a_new_table_with_enomem():
     if full.records != before.records:
         fail(f"{what} returned -ENOMEM, but struct vspace's records changed", run, stop=stop)
     if full.header != before.header:
-        (used, slot), (used_after, slot_after) = before.header, full.header
-        fail(f"{what} returned -ENOMEM, but struct vspace's VS_USED went from {used:#x} to"
-             f" {used_after:#x} and VS_SLOT from {slot} to {slot_after}: the slot and RAM of a"
-             f" table never made are lost; look for a free record before you take them",
-             run, stop=stop)
+        changed = [f"{name} went from {was:#x} to {now:#x}" for name, was, now
+                   in zip(("VS_USED", "VS_SLOT"), before.header, full.header) if was != now]
+        fail(f"{what} returned -ENOMEM, but struct vspace's {' and '.join(changed)}: the slot"
+             f" and RAM of a table never made are lost; look for a free record before you take"
+             f" them", run, stop=stop)
 
 
 def check_refused_table_given_back(run, probes, before):
@@ -301,8 +302,8 @@ def vspace_map_keeps_the_callers_registers():
             changed = [name for name, canary in KEPT.items() if hit.kept[name] != canary]
             if changed:
                 first = changed[0]
-                fail(f"{hit.routine} changed {', '.join(changed)} ({first} went in as"
-                     f" {KEPT[first]:#x}, came back {hit.kept[first]:#x}): System V says a routine"
+                fail(f"{hit.routine} changed {', '.join(changed)} in {image} ({first} went in"
+                     f" as {KEPT[first]:#x}, came back {hit.kept[first]:#x}): System V says a routine"
                      f" keeps rbx, rbp and r12-r15 for its caller: push the ones you use on"
                      f" entry and pop them before every ret", run,
                      stop=f"probe_kept core 0 if ${first} != {KEPT[first]:#x}")
