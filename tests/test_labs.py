@@ -200,6 +200,8 @@ LAB_3_FAULTS_NAMED = [
     ("index_keeps_eight_bits.diff", "pages_map_where_asked_with_their_rights",
      ["0xc160f09000 (READ|EXECUTE) is not mapped; its frame is mapped at 0x8140e09000",
       "its own 9 bits"]),
+    ("unmap_index_keeps_eight_bits.diff", "an_unmapped_page_faults",
+     ["vspace_unmap(0xc160f0a000) returned -116 (ENTRY_EMPTY)", "entry 266 of its PT"]),
     ("range_checks_nine_bits.diff", "refusals_come_back_and_change_nothing",
      ["in vspace_map of 0x1008040002000", "bit 48 is set", "to refuse before any walk"]),
 ]

@@ -240,17 +240,18 @@ def an_unmapped_page_faults():
     run, probes = start("images/unmap.lst")
     check_maps_succeeded(run, probes)
     unmapped = probes.one(run, "probe_unmapped")
-    page, neighbour = PAGES[0][0], PAGES[1][0]
+    page, neighbour = PAGES[4][0], PAGES[3][0]      # PT entries 266 and 265
     if unmapped.rax != 0:
         fail(f"vspace_unmap({page:#x}) returned {error_name(unmapped.rax)}; a mapped page"
-             f" unmaps with 0{rax_kept(unmapped.rax)}", run, stop="probe_unmapped core 0")
+             f" unmaps with 0{rax_kept(unmapped.rax)}{unmap_hint(unmapped.rax)}", run,
+             stop="probe_unmapped core 0")
     if page in unmapped.pages:
         fail(f"after vspace_unmap({page:#x}) the page tables still map it (entry"
              f" {unmapped.pages[page]:#x}): clear its PT entry", run, stop="probe_unmapped core 0")
     if neighbour not in unmapped.pages:
-        fail(f"vspace_unmap({page:#x}) also took {neighbour:#x}, the next page of the same PT:"
+        fail(f"vspace_unmap({page:#x}) also took {neighbour:#x}, its neighbour in the same PT:"
              f" unmap the PT entry, not the PD's", run, stop="probe_unmapped core 0")
-    check_layout(run, unmapped, PAGES[1:])
+    check_layout(run, unmapped, PAGES[:4])
     again = probes.one(run, "probe_unmapped_again").rax
     if again != -int(E.ENTRY_EMPTY):
         fail(f"vspace_unmap of {page:#x} a second time returned {error_name(again)}; nothing is"
@@ -636,6 +637,15 @@ def rax_kept(rax):
     return (": the kernel answers 0 or -error; does sys_invoke's flush (cpudriver/syscall.S)"
             " keep rax, the program's result, and rbx, the trap frame syscall_result writes it"
             " into, when it reloads CR3 or invlpgs?")
+
+
+def unmap_hint(rax):
+    """A mapped page's unmap found its entry empty: the wrong entry was asked for."""
+    from kernel.caps import ErrorCode as E
+    if rax != -int(E.ENTRY_EMPTY):
+        return ""
+    return (f": the page is mapped at entry {(PAGES[4][0] >> 12) & 511} of its PT; is the entry"
+            f" taken from the address's 9 bits 12..20?")
 
 
 def rights_name(rights):
