@@ -187,7 +187,8 @@ def a_full_vspace_refuses_a_new_table_with_enomem():
              run, stop=stop)
     if full.rax != -ENOMEM:
         fail(f"{what} returned {error_name(full.rax)}; expected -{ENOMEM} (ENOMEM): look for a"
-             f" free record before you make the table", run, stop=stop)
+             f" free record before you make the table (none is free once VS_COUNT is"
+             f" VSPACE_MAX_TABLES)", run, stop=stop)
     if full.retyped != before.retyped or full.tables != before.tables:
         fail(f"{what} returned -ENOMEM, but left a table behind: the RAM given to vspace_init"
              f" held {describe(before.retyped)} and now holds {describe(full.retyped)}; look"
