@@ -104,7 +104,9 @@ def test_a_handouts_commands_run_in_order_as_a_student_would(handout, tmp_path):
         expected = int(match.group(1)) if match else 0
         plain = _EXIT.sub("", command)
         feed = _quote("\n".join(follow + ["quit"]) + "\n")
-        script.append(f"{plain} < <(printf %s {feed}) > $out 2>&1; status=$?")
+        # in a group, ended on its own line: a `# ...` note after the command
+        # ends there too, and cannot swallow the redirections and the check
+        script.append(f"{{ {plain}\n}} < <(printf %s {feed}) > $out 2>&1; status=$?")
         script.append(f"if [ $status -ne {expected} ] || grep -q -e Traceback -e '[*][*][*] "
                       f"unknown' -e '[*][*][*] internal' $out; then "
                       f"echo {_quote(plain)} exited $status; tail -5 $out; exit 1; fi")

@@ -189,6 +189,21 @@ LAB_3_FAULTS_NAMED = [
      ["returned -ENOMEM, but left a table behind", "13 PT and now holds 2 PD, 14 PT"]),
     ("record_written_without_a_bound.diff", "a_full_vspace_refuses_a_new_table_with_enomem",
      ["wrote past the end of struct vspace (at +0x220"]),
+    ("full_check_clobbers_r15.diff", "vspace_map_keeps_the_callers_registers",
+     ["vspace_map changed r15 in images/full.lst"]),
+    ("slot_taken_before_the_record_check.diff", "a_full_vspace_refuses_a_new_table_with_enomem",
+     ["returned -ENOMEM, but struct vspace's VS_USED went from 0xf000 to 0x10000",
+      "look for a free record before you take them"]),
+    ("refused_table_forgets_the_last_record.diff", "refusals_come_back_and_change_nothing",
+     ["struct vspace no longer remembers the PT for 0xc160e00000",
+      "forget only what you remembered"]),
+    ("index_keeps_eight_bits.diff", "pages_map_where_asked_with_their_rights",
+     ["0xc160f09000 (READ|EXECUTE) is not mapped; its frame is mapped at 0x8140e09000",
+      "its own 9 bits"]),
+    ("unmap_index_keeps_eight_bits.diff", "an_unmapped_page_faults",
+     ["vspace_unmap(0xc160f0a000) returned -116 (ENTRY_EMPTY)", "entry 266 of its PT"]),
+    ("range_checks_nine_bits.diff", "refusals_come_back_and_change_nothing",
+     ["in vspace_map of 0x1008040002000", "bit 48 is set", "to refuse before any walk"]),
 ]
 
 

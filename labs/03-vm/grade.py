@@ -37,9 +37,9 @@ MAX_CYCLES = 2_000_000               # the images end by ~50,000 cycles
 PAGES = [(USER_BASE + GIB, 0, READ | WRITE, 0xA0),
          (USER_BASE + GIB + PAGE, 1, READ, 0),
          (USER_BASE + GIB + MIB2 + 5 * PAGE, 2, READ | WRITE, 0xA2),
-         (USER_BASE + 5 * GIB + 7 * MIB2 + 9 * PAGE, 3, READ | EXECUTE, 0),
-         (USER_BASE + 5 * GIB + 7 * MIB2 + 10 * PAGE, 4, READ | WRITE, 0xA4)]
-TABLES = {"PD": 2, "PT": 3}          # what the five pages need: PDs for GiB 1 and 5, 3 PTs
+         (USER_BASE + 261 * GIB + 263 * MIB2 + 265 * PAGE, 3, READ | EXECUTE, 0),
+         (USER_BASE + 261 * GIB + 263 * MIB2 + 266 * PAGE, 4, READ | WRITE, 0xA4)]
+TABLES = {"PD": 2, "PT": 3}          # what the five pages need: PDs for GiB 1 and 261, 3 PTs
 # programs/vm_check.S's call_kept: the canary each kept register holds across a call
 CANARY = 0x5AFE_0000_0000_0000
 KEPT = {"rbx": CANARY + 3, "rbp": CANARY + 5, "r12": CANARY + 12, "r13": CANARY + 13,
@@ -48,12 +48,14 @@ LEVEL_NAMES = {1: "PT", 2: "PD", 3: "PDPT"}
 # programs/vm_check.S's refusals: an unaligned address in a GiB with no tables yet, so that
 # tables made before the check are seen; unmapping where no PT is
 UNALIGNED = USER_BASE + 3 * GIB + 0x3008
+BEYOND = (1 << 48) + USER_BASE + GIB + 2 * PAGE   # PML4 index 1 in bits 39..47, and bit 48
 NO_TABLE = USER_BASE + 7 * GIB
 REFUSALS = (("probe_twice", "a page mapped already"),
             ("probe_rights", "a read-only frame as writable"),
             ("probe_unaligned", f"{UNALIGNED:#x} (not a page's address)"),
             ("probe_outside", "an address outside the user's 512 GiB"),
-            ("probe_below", f"{GIB:#x} (the kernel's PML4 entry)"))
+            ("probe_below", f"{GIB:#x} (the kernel's PML4 entry)"),
+            ("probe_beyond", f"{BEYOND:#x} (bit 48 set)"))
 # what vm_check.S calls after each probe of layout.lst: where a program stopped after it died
 FOLLOWS = {"probe_mapped": "the next page's vspace_map",
            "probe_layout": "the writes into the pages",
@@ -63,10 +65,12 @@ FOLLOWS = {"probe_mapped": "the next page's vspace_map",
            "probe_unaligned": f"vspace_map of {USER_BASE + 512 * GIB:#x} (outside the user's"
                               f" 512 GiB)",
            "probe_outside": f"vspace_map of {GIB:#x} (in the kernel's PML4 entry)",
-           "probe_below": f"vspace_map of {USER_BASE + 9 * GIB:#x} (its PDPT entry taken)",
+           "probe_below": f"vspace_map of {BEYOND:#x} (bits 39..47 say PML4 entry 1, but bit 48"
+                          f" is set: outside the user's 512 GiB, to refuse before any walk)",
+           "probe_beyond": f"vspace_map of {USER_BASE + 9 * GIB:#x} (its PDPT entry taken)",
            "probe_taken": f"vspace_map of {USER_BASE + GIB + 2 * MIB2:#x} (a new PT)"}
-# struct vspace (userland/lib/vspace.S): VS_COUNT, and the records' layout
-VS_COUNT, VS_TABLES, VT_SIZE, VSPACE_MAX_TABLES = 24, 32, 32, 16
+# struct vspace (userland/lib/vspace.S): its header, and the records' layout
+VS_USED, VS_SLOT, VS_COUNT, VS_TABLES, VT_SIZE, VSPACE_MAX_TABLES = 8, 16, 24, 32, 32, 16
 VSPACE_SIZE = VS_TABLES + VSPACE_MAX_TABLES * VT_SIZE
 # programs/vm_check.S's MODE 4 (images/full.lst): what lies past struct vspace's end;
 # the pages that fill its records (a new PT each, PD entries 2..11 of GiB 1); a page in
@@ -90,9 +94,9 @@ def pages_map_where_asked_with_their_rights():
     """Each page maps its frame at its address, writable and executable exactly as asked; nothing else."""
     run, probes = start("images/layout.lst")
     check_maps_succeeded(run, probes)
-    reached(run, probes, "probe_used")    # what comes after is the refusals' test
     layout = probes.one(run, "probe_layout")
-    check_layout(run, layout, PAGES)
+    check_layout(run, layout, PAGES)      # first: a page mapped astray faults in the writes
+    reached(run, probes, "probe_used")    # what comes after is the refusals' test
     memory = run.system.machine.memory
     for vaddr, frame, rights, word in PAGES:
         if rights & WRITE and memory.read_u64(frame_base(run, frame)) != word:
@@ -134,12 +138,14 @@ def refusals_come_back_and_change_nothing():
             ("probe_unaligned", f"{UNALIGNED:#x}, not a page's address", E.MISALIGNED),
             ("probe_outside", "an address in PML4 entry 2, outside the user's 512 GiB",
              E.INVALID_ENTRY),
-            ("probe_below", f"{GIB:#x}, in PML4 entry 0 (the kernel's)", E.INVALID_ENTRY)):
+            ("probe_below", f"{GIB:#x}, in PML4 entry 0 (the kernel's)", E.INVALID_ENTRY),
+            ("probe_beyond", f"{BEYOND:#x}, whose bits 39..47 say PML4 entry 1 but whose bit"
+                             f" 48 is set: above the user's 512 GiB", E.INVALID_ENTRY)):
         got = probes.one(run, label).rax
         if got != -int(code):
             fail(f"vspace_map of {what} returned {error_name(got)}; expected -{int(code)}"
                  f" ({code.name})", run, stop=f"{label} core 0")
-    end = probes.one(run, "probe_below")
+    end = probes.one(run, "probe_beyond")
     check_layout(run, end, PAGES)
     before = probes.one(run, "probe_layout")
     for label, what in REFUSALS:
@@ -151,6 +157,7 @@ def refusals_come_back_and_change_nothing():
                  run, stop=f"{label} core 0")
     check_refused_table_given_back(run, probes, end)
     check_records(run, probes.one(run, "probe_after_taken"))
+    check_records_kept(run, end, probes.one(run, "probe_taken"))
 
 
 @test(points=10)
@@ -183,7 +190,8 @@ def a_full_vspace_refuses_a_new_table_with_enomem():
              run, stop=stop)
     if full.rax != -ENOMEM:
         fail(f"{what} returned {error_name(full.rax)}; expected -{ENOMEM} (ENOMEM): look for a"
-             f" free record before you make the table", run, stop=stop)
+             f" free record before you make the table (none is free once VS_COUNT is"
+             f" VSPACE_MAX_TABLES)", run, stop=stop)
     if full.retyped != before.retyped or full.tables != before.tables:
         fail(f"{what} returned -ENOMEM, but left a table behind: the RAM given to vspace_init"
              f" held {describe(before.retyped)} and now holds {describe(full.retyped)}; look"
@@ -194,6 +202,12 @@ def a_full_vspace_refuses_a_new_table_with_enomem():
              f" map changes nothing", run, stop=stop)
     if full.records != before.records:
         fail(f"{what} returned -ENOMEM, but struct vspace's records changed", run, stop=stop)
+    if full.header != before.header:
+        changed = [f"{name} went from {was:#x} to {now:#x}" for name, was, now
+                   in zip(("VS_USED", "VS_SLOT"), before.header, full.header) if was != now]
+        fail(f"{what} returned -ENOMEM, but struct vspace's {' and '.join(changed)}: the slot"
+             f" and RAM of a table never made are lost; look for a free record before you take"
+             f" them", run, stop=stop)
 
 
 def check_refused_table_given_back(run, probes, before):
@@ -230,17 +244,18 @@ def an_unmapped_page_faults():
     run, probes = start("images/unmap.lst")
     check_maps_succeeded(run, probes)
     unmapped = probes.one(run, "probe_unmapped")
-    page, neighbour = PAGES[0][0], PAGES[1][0]
+    page, neighbour = PAGES[4][0], PAGES[3][0]      # PT entries 266 and 265
     if unmapped.rax != 0:
         fail(f"vspace_unmap({page:#x}) returned {error_name(unmapped.rax)}; a mapped page"
-             f" unmaps with 0{rax_kept(unmapped.rax)}", run, stop="probe_unmapped core 0")
+             f" unmaps with 0{rax_kept(unmapped.rax)}{unmap_hint(unmapped.rax)}", run,
+             stop="probe_unmapped core 0")
     if page in unmapped.pages:
         fail(f"after vspace_unmap({page:#x}) the page tables still map it (entry"
              f" {unmapped.pages[page]:#x}): clear its PT entry", run, stop="probe_unmapped core 0")
     if neighbour not in unmapped.pages:
-        fail(f"vspace_unmap({page:#x}) also took {neighbour:#x}, the next page of the same PT:"
+        fail(f"vspace_unmap({page:#x}) also took {neighbour:#x}, its neighbour in the same PT:"
              f" unmap the PT entry, not the PD's", run, stop="probe_unmapped core 0")
-    check_layout(run, unmapped, PAGES[1:])
+    check_layout(run, unmapped, PAGES[:4])
     again = probes.one(run, "probe_unmapped_again").rax
     if again != -int(E.ENTRY_EMPTY):
         fail(f"vspace_unmap of {page:#x} a second time returned {error_name(again)}; nothing is"
@@ -304,7 +319,8 @@ def a_deleted_table_takes_its_pages_along():
 @test(points=10)
 def vspace_map_keeps_the_callers_registers():
     """vspace_map and vspace_unmap give rbx, rbp and r12-r15 back as they found them (System V)."""
-    for image in ("images/layout.lst", "images/unmap.lst"):
+    # full.lst too: a path only a full struct vspace takes must keep them as well
+    for image in ("images/layout.lst", "images/unmap.lst", "images/full.lst"):
         run, probes = start(image)
         calls = probes.all("probe_kept")
         if not calls:
@@ -314,8 +330,8 @@ def vspace_map_keeps_the_callers_registers():
             changed = [name for name, canary in KEPT.items() if hit.kept[name] != canary]
             if changed:
                 first = changed[0]
-                fail(f"{hit.routine} changed {', '.join(changed)} ({first} went in as"
-                     f" {KEPT[first]:#x}, came back {hit.kept[first]:#x}): System V says a routine"
+                fail(f"{hit.routine} changed {', '.join(changed)} in {image} ({first} went in"
+                     f" as {KEPT[first]:#x}, came back {hit.kept[first]:#x}): System V says a routine"
                      f" keeps rbx, rbp and r12-r15 for its caller: push the ones you use on"
                      f" entry and pop them before every ret", run,
                      stop=f"probe_kept core 0 if ${first} != {KEPT[first]:#x}")
@@ -326,8 +342,9 @@ class Probe:
     """What the machine held when the program passed a probe_* label."""
 
     def __init__(self, label, rax, r12, pages, tables, retyped, kept=None, routine=None,
-                 records=None, past_end=None):
+                 records=None, past_end=None, header=None):
         self.label, self.rax, self.r12 = label, rax, r12
+        self.header = header        # struct vspace's (VS_USED, VS_SLOT)
         self.records = records      # struct vspace's records: [(base, level, cap, what cap holds)]
         self.past_end = past_end    # the PAST_END bytes after struct vspace
         self.kept, self.routine = kept, routine   # probe_kept: rbx rbp r12-r15, whose call
@@ -382,10 +399,11 @@ def watch(system, probes):
             rax, r12 = _signed(regs.read(x86.UC_X86_REG_RAX)), regs.read(x86.UC_X86_REG_R12)
             pages = user_pages(system.machine.memory, regs.read(x86.UC_X86_REG_CR3))
             tables, retyped = capability_view(system)
-            kept, routine, records, past_end = None, None, None, None
+            kept, routine, records, past_end, header = None, None, None, None, None
             if label != "probe_kept":           # rbx is the program's struct vspace
                 vs = regs.read(x86.UC_X86_REG_RBX)
                 records = vspace_records(system, core, vs)
+                header = vspace_header(core, vs)
                 past_end = bytes_at(core, vs + VSPACE_SIZE, PAST_END)
             if label == "probe_kept":
                 kept = {name: regs.read(getattr(x86, f"UC_X86_REG_{name.upper()}"))
@@ -394,7 +412,7 @@ def watch(system, probes):
                                         "little")
                 routine = names.get(called, f"the routine at {called:#x}")
             probes.hits.append(Probe(label, rax, r12, pages, tables, retyped, kept, routine,
-                                     records, past_end))
+                                     records, past_end, header))
         core.uc.hook_add(UC_HOOK_CODE, on_probe, begin=address, end=address)
         core.uc.ctl_remove_cache(address, address + 1)
     watch_flushes(system, core, probes)
@@ -503,6 +521,14 @@ def capability_view(system):
     return tables, retyped
 
 
+def vspace_header(core, vs):
+    """struct vspace's (VS_USED, VS_SLOT) at `vs`: the next table's RAM and slot."""
+    raw = bytes_at(core, vs + VS_USED, 16)
+    if raw is None:
+        return None
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
 def vspace_records(system, core, vs):
     """The tables struct vspace at `vs` remembers, each with the type of what its
     capability names now (None: an empty slot)."""
@@ -535,6 +561,19 @@ def check_records(run, probe):
                  f" {base:#x} under capability {cap:#x}, which holds"
                  f" {held or 'nothing'}: remember a table (vspace_remember) only once its map"
                  f" worked", run, stop=f"{probe.label} core 0")
+
+
+def check_records_kept(run, before, after):
+    """A refused map forgets no table that is there: every record struct
+    vspace held before it still names its table after it."""
+    lost = [record for record in before.records or [] if record not in (after.records or [])]
+    if lost:
+        base, level, cap, _ = lost[0]
+        fail(f"vspace_map of {USER_BASE + 9 * GIB:#x} was refused, and struct vspace no longer"
+             f" remembers the {LEVEL_NAMES.get(level, f'level-{level}')} for {base:#x}"
+             f" (capability {cap:#x}), which is still there: the next map in its range would"
+             f" make a second one; forget only what you remembered (a table whose map is"
+             f" refused was never remembered)", run, stop=f"{after.label} core 0")
 
 
 def expect_clean(run, probes):
@@ -667,6 +706,15 @@ def rax_kept(rax):
     return (": the kernel answers 0 or -error; does sys_invoke's flush (cpudriver/syscall.S)"
             " keep rax, the program's result, and rbx, the trap frame syscall_result writes it"
             " into, when it reloads CR3 or invlpgs?")
+
+
+def unmap_hint(rax):
+    """A mapped page's unmap found its entry empty: the wrong entry was asked for."""
+    from kernel.caps import ErrorCode as E
+    if rax != -int(E.ENTRY_EMPTY):
+        return ""
+    return (f": the page is mapped at entry {(PAGES[4][0] >> 12) & 511} of its PT; is the entry"
+            f" taken from the address's 9 bits 12..20?")
 
 
 def rights_name(rights):

@@ -1,16 +1,18 @@
 # vm_check.S: lab 3's test program. It maps five pages with your
 # vspace_map, uses them, and then, as MODE (the image's mode=N) says:
 #
-#   MODE 1  asks for five mappings the kernel or the library must refuse:
+#   MODE 1  asks for six mappings the kernel or the library must refuse:
 #           a page mapped twice, a read-only frame mapped writable, an
 #           unaligned address (in a GiB with no tables yet), addresses
-#           above and below the user's 512 GiB; then
+#           above and below the user's 512 GiB, and one whose bits 39..47
+#           say PML4 entry 1 but with bit 48 set; then
 #           fills PDPT entry 9 with a PD of its own and asks for a page
 #           there (vspace_map's new PD cannot be mapped: it must give it
 #           back), and then for a page that needs a new table
-#   MODE 2  unmaps page 0 with vspace_unmap (after reading it, so the TLB
-#           holds it), reads page 1 (same PT), unmaps page 0 again (nothing
-#           is there), unmaps a page no PT covers, and touches page 0,
+#   MODE 2  unmaps page 4 (PT entry 266) with vspace_unmap (after reading
+#           it, so the TLB holds it), reads page 3 (same PT), unmaps page 4
+#           again (nothing is there), unmaps a page no PT covers, and touches
+#           page 4,
 #           which must fault
 #   MODE 3  deletes the capability of page 0's PT (the kernel unmaps the
 #           whole table: the CPU driver must forget every entry) and touches
@@ -48,6 +50,9 @@ RW = CAPRIGHT_READ | CAPRIGHT_WRITE
 RX = CAPRIGHT_READ | CAPRIGHT_EXECUTE
 PAGE_0 = USER_BASE + GIB              # PDPT entry 1, PD entry 0, PT entry 0
 PAGE_1 = USER_BASE + GIB + 0x1000     # the same PT, entry 1
+BEYOND = (1 << 48) + PAGE_0 + 0x2000  # bits 39..47 say PML4 entry 1; not canonical
+PAGE_3 = USER_BASE + 261 * GIB + 263 * 0x200000 + 265 * 0x1000   # past entry 255 at every
+PAGE_4 = PAGE_3 + 0x1000              # level (PDPT 261, PD 263, PT 265 and 266)
 CANARY = 0x5AFE000000000000           # + the register's number: rbx 3, rbp 5, r12..r15
 PAST_END = 32
 PAST_CANARY = 0x0E0D0E0D0E0D0E0D
@@ -170,6 +175,14 @@ probe_outside:
     call call_kept
 probe_below:
     nop
+    mov rdi, rbx                      # PML4 index 1, but bit 48 set: no address at all
+    mov rsi, BEYOND
+    mov rdx, CADDR_ROOT | FIRST_FRAME + 7
+    mov ecx, RW
+    lea rax, [rip + vspace_map]
+    call call_kept
+probe_beyond:
+    nop
     mov rdi, TABLE_RAM                # PDPT entry 9 taken behind vspace's back
     mov esi, OWN_PD_OFFSET
     mov edx, CAPTYPE_VNODE_PD
@@ -207,20 +220,20 @@ probe_after_taken:
     call exit
 
 unmap_and_touch:
-    mov rax, PAGE_0                   # both pages in the TLB
+    mov rax, PAGE_4                   # both pages in the TLB
     mov rax, qword ptr [rax]
-    mov rax, PAGE_1
+    mov rax, PAGE_3
     mov rax, qword ptr [rax]
     mov rdi, rbx
-    mov rsi, PAGE_0
+    mov rsi, PAGE_4
     lea rax, [rip + vspace_unmap]
     call call_kept
 probe_unmapped:
     nop
-    mov rax, PAGE_1                   # the neighbour stays
+    mov rax, PAGE_3                   # the neighbour stays
     mov rax, qword ptr [rax]
     mov rdi, rbx
-    mov rsi, PAGE_0
+    mov rsi, PAGE_4
     lea rax, [rip + vspace_unmap]
     call call_kept
 probe_unmapped_again:
@@ -231,7 +244,7 @@ probe_unmapped_again:
     call call_kept
 probe_unmapped_nowhere:
     nop
-    mov rax, PAGE_0
+    mov rax, PAGE_4
 touch_unmapped:
     mov rax, qword ptr [rax]          # must fault: the program ends here
 probe_touch_survived:
@@ -329,13 +342,15 @@ broken:                               # our own setup failed: not the lab's code
     mov edi, 2
     call exit
 
-# vaddr, frame, rights, the word a writable page gets (32 bytes each)
+# vaddr, frame, rights, the word a writable page gets (32 bytes each). The
+# last two sit past entry 255 at every level: an index that keeps 8 bits of
+# the address, not 9, misses them.
 pages:
     .quad PAGE_0, CADDR_ROOT | FIRST_FRAME + 0, RW, 0xA0
     .quad PAGE_1, CADDR_ROOT | FIRST_FRAME + 1, R, 0
     .quad USER_BASE + GIB + 0x200000 + 0x5000, CADDR_ROOT | FIRST_FRAME + 2, RW, 0xA2
-    .quad USER_BASE + 5 * GIB + 7 * 0x200000 + 9 * 0x1000, CADDR_ROOT | FIRST_FRAME + 3, RX, 0
-    .quad USER_BASE + 5 * GIB + 7 * 0x200000 + 10 * 0x1000, CADDR_ROOT | FIRST_FRAME + 4, RW, 0xA4
+    .quad PAGE_3, CADDR_ROOT | FIRST_FRAME + 3, RX, 0
+    .quad PAGE_4, CADDR_ROOT | FIRST_FRAME + 4, RW, 0xA4
 
 .include "../../../userland/lib/vspace.S"
 .include "../../../userland/lib/sprat.S"
