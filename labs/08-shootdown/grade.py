@@ -124,7 +124,7 @@ def latency_tables(topology) -> dict[str, dict]:
 def tree_uses_the_measured_latencies():
     """Each package's aggregator is the core the initiator reaches fastest; its own package is handed off."""
     from emulator.interconnect import load_topology
-    from kernel.skb import SystemKnowledgeBase
+    from kernel.skb import SystemKnowledgeBase, covered
     topology = load_topology("amd-8x4")
     n = topology.n_cores()
     last = n - 1
@@ -158,25 +158,57 @@ def tree_uses_the_measured_latencies():
                        for a in range(n) for b in range(n) if a != b}
         skb = SystemKnowledgeBase(topology, round_trips)
         here = f"amd-8x4, 32 cores, {scenario}"
-        check_aggregators(skb, topology, numa_tree(skb, n, root, here), here, root)
-    # One package only: nobody to hand it to, so one message per mate.
-    skb = SystemKnowledgeBase(topology, latency_tables(topology)["modeled"])
-    routes = numa_tree(skb, 4, 0, "amd-8x4, cores 0 to 3 (one package)")
-    if sorted(route.child for route in routes) != [1, 2, 3] or any(r.forwards for r in routes):
-        fail(f"amd-8x4, cores 0 to 3 (one package): the tree is {routes}; with no other "
-             f"package there is nothing to gain by handing the package off: one route per mate")
+        check_shape(skb, numa_tree(skb, n, root, here), here, range(n), root)
+    # Every machine and size, from either end and the middle: a tree that is
+    # NUMA-aware only where the scenarios above look (32 cores of amd-8x4)
+    # and plain multicast elsewhere must not pass.
+    from emulator.interconnect import list_presets
+    for name in list_presets():
+        topology = load_topology(name)
+        skb = SystemKnowledgeBase(topology, latency_tables(topology)["measured"])
+        for n in range(2, min(32, topology.n_cores()) + 1):
+            for root in sorted({0, n // 2, n - 1}):
+                here = f"{name}, {n} cores, from core {root} (measured latencies)"
+                routes = numa_tree(skb, n, root, here)
+                check_covers(here, covered(routes), n, root)
+                check_shape(skb, routes, here, range(n), root)
 
 
-def check_aggregators(skb, topology, routes, here, root=0) -> None:
-    """One message per package, to the core the initiator reaches fastest (ties: lower number)."""
+def check_shape(skb, routes, here, cores, root) -> None:
+    """The tree the handout asks for over `cores`: each route forwards only
+    within its child's package; with other packages, one message per package
+    (its own too), to the core the initiator reaches fastest; with none,
+    one route per mate."""
+    topology = skb.topology
+    for route in routes:
+        strays = [core for core in route.forwards
+                  if topology.package_of(core) != topology.package_of(route.child)]
+        if strays:
+            fail(f"{here}: core {route.child} forwards to core {strays[0]}, of another package: "
+                 f"an aggregator serves the rest of its own package")
+    own = topology.package_of(root)
+    if all(topology.package_of(core) == own for core in cores):
+        if any(route.forwards for route in routes):
+            fail(f"{here}: the tree is {routes}; with no other package there is nothing to "
+                 f"gain by handing the package off: one route per mate")
+        return
+    check_aggregators(skb, topology, routes, here, root, cores)
+
+
+def check_aggregators(skb, topology, routes, here, root=0, cores=None) -> None:
+    """One message per package of `cores` (default: every core), to the core
+    the initiator reaches fastest (ties: lower number)."""
     by_package = defaultdict(list)
     for route in routes:
         by_package[topology.package_of(route.child)].append(route.child)
     own = topology.package_of(root)
+    taking_part = set(range(topology.n_cores()) if cores is None else cores)
     for package, members in enumerate(topology.packages):
+        members = [core for core in members if core in taking_part and core != root]
+        if not members:
+            continue
         children = by_package.get(package, [])
-        fastest = min((core for core in members if core != root),
-                      key=lambda core: (skb.latency(root, core), core))
+        fastest = min(members, key=lambda core: (skb.latency(root, core), core))
         if package == own and len(children) != 1:
             fail(f"{here}: core {root} sends to {len(children)} cores of its own package itself: "
                  f"hand the package to the nearest one (core {fastest}), which serves the others")
@@ -334,9 +366,14 @@ def requests_follow_the_tree():
 @test(points=15)
 def acknowledgements_come_up_the_tree():
     """Each core acknowledges once, to its parent, after its subtree did; monitor 0 answers after all."""
-    for (image, topology, n), quantum in [(SIX, 13), (SIX, QUANTA[-1]), (SIXTEEN, QUANTA[-1])]:
-        run = multicast_run(image, topology, quantum)
-        here = f"{topology}, {n} cores, quantum {quantum}"
+    # With each package's last core its aggregator too: a monitor that waits
+    # only for the cores numbered above it acknowledges before its subtree.
+    runs = [(SIX, 13, False), (SIX, QUANTA[-1], False), (SIX, 100, True),
+            (SIXTEEN, QUANTA[-1], False)]
+    for (image, topology, n), quantum, last in runs:
+        run = multicast_run(image, topology, quantum, last_aggregators=last)
+        here = f"{topology}, {n} cores, quantum {quantum}" + \
+            (", each package's last core its aggregator" if last else "")
         tree = run.system.skb.route("multicast", range(n))
         shootdown_steps(run, n, MULTICAST, here, lambda step: check_acks(run, step, tree, here))
         expect_touches_done(run, n)
