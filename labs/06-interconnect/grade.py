@@ -298,6 +298,10 @@ def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
     if not run.system.machine.cost.hit_path.startswith("pure Python"):
         fail(f"the machine did not charge accesses through your directory "
              f"({run.system.machine.cost.hit_path})")
+    try:                  # yours before the reference's run exists (nothing to copy yet)
+        got = outcome(run)
+    except Exception as error:                 # noqa: BLE001 -- said below, in its turn
+        got = error
     with reference_directory():
         expected = boot(image, topology=topology, quantum=quantum, seed=seed)
     schedule = f"quantum {quantum}" if seed is None else f"seed {seed}"
@@ -308,10 +312,11 @@ def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
         if core.failure and "cost model" in core.failure:      # your directory raised
             fail(f"{what}: core {core.id}: {core.failure}", run)
     run.expect_clean(failed=failed)
-    try:
-        got, want = outcome(run), outcome(expected)
-    except replay.WrongType as error:
-        fail(f"{what}: {error}", run)
+    if isinstance(got, replay.WrongType):
+        fail(f"{what}: {got}", run)
+    if isinstance(got, Exception):
+        raise got
+    want = outcome(expected)
     for core, (have, should) in enumerate(zip(got["cycles"], want["cycles"])):
         if have != should:
             first = next(((g, w) for g, w in zip(got["messages"], want["messages"]) if g != w),
