@@ -324,3 +324,96 @@ def test_an_amd_path_that_raises_is_one_line_naming_the_students_line(tmp_path):
         assert "path (emulator/interconnect/protocol.py) raised KeyError: 'ht_hopp'" \
             in done.stderr, done.stderr
         assert "protocol.py:" in done.stderr.splitlines()[-1], done.stderr
+
+
+# --- reading the grader, or changing what the grader runs --------------------------------
+
+def test_an_answer_read_off_the_graders_stack_scores_nothing(tmp_path):
+    """Lab 6, amd_probe_broadcast returning the `want` of the grader's frame:
+    the grader computed the reference's cost before it called the student's
+    path, and the path found it on the stack (15 points, no line of the path)."""
+    folder = workspace_with(tmp_path, 6, "emulator/interconnect/protocol.py", "amd_path", """
+        import sys
+        frame = sys._getframe(1)
+        while frame is not None:
+            if "want" in frame.f_locals:
+                return frame.f_locals["want"]
+            frame = frame.f_back
+        return 1
+    """)
+    result = grade_one(folder, "the_amd_path_adds_up_its_legs")
+    assert not result["passed"], "an answer read off the grader's stack was believed"
+    assert "yours 1" in result["reason"], result["reason"]
+
+
+UNICAST_MULTICAST = """
+        return [Route(core) for core in cores if core != root]
+"""
+
+
+def test_given_code_changed_outside_the_regions_fails_every_test(tmp_path):
+    """Lab 8, `_multicast` (given code) rewritten as unicast and a monitor that
+    never forwards: the monitor's tests run "plain multicast" from the
+    student's own skb.py, so they asked for no forwarding, and
+    every_core_invalidates scored its 25 points."""
+    folder = workspace_with(tmp_path, 8, "userland/monitor_shootdown.S", "node", """
+        shootdown_node:
+            mov rdi, qword ptr [r15 + MSG + MSG_PAGE]
+            cmp qword ptr [r15 + MSG + MSG_OP], OP_PREPARE
+            jne 1f
+            call local_map
+            jmp 2f
+        1:  call unmap_page
+            mov r8, rax
+            mov eax, SYS_INVLPG
+            syscall
+            mov rax, r8
+        2:  mov qword ptr [r15 + ACK + ACK_STALE], rax
+            mov qword ptr [r15 + ACK + ACK_COUNT], 1
+            mov rdi, qword ptr [r15 + MSG + MSG_PARENT]
+            call send_end
+            mov rdi, rax
+            lea rsi, [r15 + ACK]
+            call urpc_send
+            ret
+    """)
+    skb = folder / "kernel" / "skb.py"
+    given = """        mates, others = self.packages(cores, root)
+        return [Route(core) for core in mates] + \\
+               [Route(members[0], tuple(members[1:])) for members in others]
+"""
+    text = skb.read_text()
+    assert given in text, "the given _multicast is not where this test looks"
+    skb.write_text(text.replace(given, UNICAST_MULTICAST.lstrip("\n")))
+    result = grade_one(folder, "every_core_invalidates")
+    assert not result["passed"], "a monitor that never forwards passed under a unicast _multicast"
+    assert "kernel/skb.py:" in result["reason"] and "is not the given code" in result["reason"], \
+        result["reason"]
+
+
+def test_a_monitor_that_dawdles_under_plain_multicast_does_not_make_a_tree_fast(tmp_path):
+    """Lab 8, a monitor that does its own part before forwarding (too slow for
+    the NUMA-aware tree to gain 10%) and spins in the image's first two
+    shootdowns, which are plain multicast's: the multicast it was compared
+    with became as slow, and the test passed."""
+    folder = workspace_with(tmp_path, 8, "userland/monitor_shootdown.S", "node",
+                            (ROOT / "userland" / "monitor_shootdown.S").read_text()
+                            .split("# LAB shootdown BEGIN node\n")[1]
+                            .split("# LAB shootdown END node")[0]
+                            .replace("""    call forward                      # first, so the subtree starts while we work
+    call local_part
+    mov qword ptr [r15 + ACK + ACK_STALE], rax
+""", """    mov rax, FIRST_VALUE + 2          # the image's first two runs: plain multicast
+    cmp qword ptr [r15 + MSG + MSG_EXPECTED], rax
+    ja 1f
+    mov ecx, 3000
+2:  dec ecx
+    jnz 2b
+1:  call local_part
+    mov r9, rax
+    call forward
+    mov qword ptr [r15 + ACK + ACK_STALE], r9
+"""))
+    result = grade_one(folder, "numa_multicast_beats_multicast")
+    assert not result["passed"], "a monitor that dawdles under plain multicast made the tree pass"
+    assert "unmapped the page before it had forwarded" in result["reason"], result["reason"]

@@ -213,6 +213,23 @@ def test_regions_blank_to_their_stub_with_python_indentation():
         "def f():\n    # LAB x BEGIN body\n    raise NotImplementedError('f')\n    # LAB x END body\n"
 
 
+GIVEN = "def f():\n    x = 1\n    # LAB x BEGIN body\n    return x\n    # LAB x END body\n"
+
+
+@pytest.mark.parametrize("student, said", [
+    (GIVEN.replace("return x", "import os\n    return os.getpid()"), None),   # inside: theirs
+    ("# my notes\n\n" + GIVEN.replace("    x = 1\n", "    x = 1\n\n    # one\n"), None),
+    (GIVEN.replace("x = 1", "x = 2"), "f.py:2: `x = 2` is not the given code"),
+    (GIVEN + "f = print\n", "f.py:6: `f = print` is added to the given code"),
+    (GIVEN.replace("    x = 1\n", ""), "the tree's there is `x = 1`"),
+    (GIVEN.replace("    # LAB x END body\n", ""), "the given code `# LAB x END body` is missing"),
+])
+def test_a_change_outside_the_regions_is_named_by_its_line(student, said):
+    from sprat.lab.regions import changed_outside
+    change = changed_outside(GIVEN, student, "x", "f.py")
+    assert (change is None) if said is None else (change and said in change), change
+
+
 @pytest.mark.parametrize("text, message", [
     ("# LAB x BEGIN a\n", "region a has no END line"),
     ("# LAB x END a\n", "END a without its BEGIN"),

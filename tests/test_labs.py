@@ -324,7 +324,8 @@ LAB_8_FAULTS_NAMED = [
     ("forwards-only-above-us.diff", "requests_follow_the_tree",
      ["core 4 never got the map request", "cores numbered below its aggregator"]),
     ("own-part-before-forwarding.diff", "numa_multicast_beats_multicast",
-     ["an aggregator, unmapped the page before it forwarded the request", "forward first"]),
+     ["an aggregator, unmapped the page before it had forwarded the request to all of its",
+      "forward first"]),
 ]
 
 

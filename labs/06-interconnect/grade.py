@@ -35,7 +35,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from sprat.lab.grading import QUANTA, SEEDS, Failure, boot, context, fail, test, where
+from sprat.lab.grading import (QUANTA, SEEDS, Failure, boot, context, expect_given_code, fail,
+                                test, where)
 
 LAB = Path(context.lab_folder or Path(__file__).parent)
 sys.path.insert(0, str(LAB / "images"))
@@ -140,6 +141,7 @@ WRITES = [
 @test(points=10)
 def reads_move_lines_and_downgrade_owners():
     """Each read transition alone (I->E from memory, E->S, M->O, the nearest S copy): states, cycles, counters."""
+    expect_given_code()
     for what, topology, accesses in READS:
         check_script(what, topology, accesses)
 
@@ -147,6 +149,7 @@ def reads_move_lines_and_downgrade_owners():
 @test(points=15)
 def writes_invalidate_every_other_copy():
     """Each write transition alone (E->M, S and O with sharers, misses on M and E lines): states, cycles, counters."""
+    expect_given_code()
     for what, topology, accesses in WRITES:
         check_script(what, topology, accesses)
 
@@ -209,6 +212,7 @@ def amd_machines():
 @test(points=15)
 def the_amd_path_adds_up_its_legs():
     """amd_probe_broadcast on every AMD preset, `sprat boot`'s one-package machine and the handout's: every requester, home and source costs what the reference's path does."""
+    expect_given_code()
     from emulator.errors import SpratError
     from emulator.interconnect import protocol
     reference = replay.reference_protocol()
@@ -218,7 +222,7 @@ def the_amd_path_adds_up_its_legs():
             for me in cores:
                 # Every other core: in the requester's package (no link) and beyond.
                 for source in (*(core for core in cores if core != me), "memory", "invalidate"):
-                    want = reference.amd_probe_broadcast(topology, me, home, source)
+                    # Yours first: the answer is not on the stack while your code runs.
                     try:
                         got = replay.plain(protocol.amd_probe_broadcast(topology, me, home,
                                                                         source), "the cost")
@@ -230,6 +234,7 @@ def the_amd_path_adds_up_its_legs():
                         fail(f"{describe_transaction(topology, me, home, source)}: your "
                              f"amd_probe_broadcast raised {type(error).__name__}: {error} "
                              f"(at {where(error)})")
+                    want = reference.amd_probe_broadcast(topology, me, home, source)
                     if got != want:
                         fail(f"{describe_transaction(topology, me, home, source)}: should cost "
                              f"{want} cycles ({amd_legs(topology, me, home, source)}), yours "
@@ -241,6 +246,7 @@ def the_amd_path_adds_up_its_legs():
 @test(points=10)
 def urpc_streams_replay_as_the_reference():
     """Every access of two URPC ping-pongs (intel-2x4, amd-4x4): the same states, cycles and counters."""
+    expect_given_code()
     for name in ("pingpong-intel-2x4", "pingpong-amd-4x4"):
         check_stream(name)
 
@@ -248,6 +254,7 @@ def urpc_streams_replay_as_the_reference():
 @test(points=10)
 def contended_and_shootdown_streams_replay_as_the_reference():
     """Every access of four cores fighting over two lines (amd-2x2, intel-2x4) and of a TLB shootdown."""
+    expect_given_code()
     for name in ("contended-amd-2x2", "contended-intel-2x4", "shootdown-amd-2x2"):
         check_stream(name)
 
@@ -291,6 +298,10 @@ def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
     if not run.system.machine.cost.hit_path.startswith("pure Python"):
         fail(f"the machine did not charge accesses through your directory "
              f"({run.system.machine.cost.hit_path})")
+    try:                  # yours before the reference's run exists (nothing to copy yet)
+        got = outcome(run)
+    except Exception as error:                 # noqa: BLE001 -- said below, in its turn
+        got = error
     with reference_directory():
         expected = boot(image, topology=topology, quantum=quantum, seed=seed)
     schedule = f"quantum {quantum}" if seed is None else f"seed {seed}"
@@ -301,10 +312,11 @@ def check_machine(image, topology, *, quantum=None, seed=None, failed=0):
         if core.failure and "cost model" in core.failure:      # your directory raised
             fail(f"{what}: core {core.id}: {core.failure}", run)
     run.expect_clean(failed=failed)
-    try:
-        got, want = outcome(run), outcome(expected)
-    except replay.WrongType as error:
-        fail(f"{what}: {error}", run)
+    if isinstance(got, replay.WrongType):
+        fail(f"{what}: {got}", run)
+    if isinstance(got, Exception):
+        raise got
+    want = outcome(expected)
     for core, (have, should) in enumerate(zip(got["cycles"], want["cycles"])):
         if have != should:
             first = next(((g, w) for g, w in zip(got["messages"], want["messages"]) if g != w),
@@ -337,6 +349,7 @@ def first_difference(key, got: list, want: list) -> str:
 @test(points=15)
 def whole_machines_run_as_with_the_reference():
     """URPC and contended images booted with your directory and path: every core's cycles and every message as the reference's, at every quantum and seed."""
+    expect_given_code()
     for seed in SEEDS[:3]:
         check_machine("images/contended.lst", "intel-2x4", seed=seed)
     for quantum in (7, 10_000):
@@ -375,6 +388,7 @@ NAMED_ELSEWHERE = {"name", "description"}
 @test(points=10)
 def the_topology_file_describes_the_handouts_machine():
     """machine.toml loads, and its cores, caches, links and latencies are the handout's machine's."""
+    expect_given_code()
     import dataclasses
     topology, want = students_machine(), handouts_machine()
     if topology.n_cores() != want.n_cores():
@@ -457,6 +471,7 @@ LEG_WORDS = {
 @test(points=15)
 def the_prediction_is_within_ten_percent_of_the_measurement():
     """answers.toml: a prediction per pair within 10% of `sprat bench urpc`, the legs of a message named, and what the bench printed."""
+    expect_given_code()
     topology = students_machine()
     answers = read_answers()
     legs = answers.get("legs")

@@ -87,6 +87,25 @@ def fail(reason: str, run: "Run | None" = None, stop: str | None = None):
     raise Failure(" ".join(str(reason).split()), run.replay_command(stop) if run else None)
 
 
+def expect_given_code() -> None:
+    """Fail unless each of the lab's files is the tree's outside its regions
+    (sprat/lab/regions.py, changed_outside): for a grader that runs the
+    given code around the student's, or tests the student's through it."""
+    from emulator import sources
+    from emulator.files import read_text
+    from sprat.lab.manifest import load_lab
+    from sprat.lab.regions import changed_outside
+    lab = load_lab(context.lab_folder)
+    for name in lab.files:
+        theirs = sources.locate(sources.TREE / name)
+        if theirs == sources.TREE / name:
+            continue
+        change = changed_outside(read_text(sources.TREE / name, "lab file"),
+                                 read_text(theirs, "lab file"), lab.slug, name)
+        if change:
+            fail(change)
+
+
 def raised(error: BaseException) -> str:
     """An exception on one line, as a failed test shows it: `ValueError: 11 is
     not a valid CapType (at kernel/caps/rules.py:153 in check_retype)`. For a

@@ -70,6 +70,41 @@ def blank(text: str, slug: str, stubs: dict[str, str], where: str) -> str:
     return "".join(lines)
 
 
+def changed_outside(reference: str, student: str, slug: str, where: str) -> str | None:
+    """Where `student` first differs from `reference` outside the regions, on
+    one line, or None. Blank lines and comment lines do not count; the marker
+    lines do. A lab's given code is the tree's: a grader that runs it, or
+    tests the student's code through it, checks that it still is."""
+    theirs, ours = _given_lines(student, slug), _given_lines(reference, slug)
+    for (number, line), (_, should) in zip(theirs, ours):
+        if line != should:
+            return (f"{where}:{number}: `{line.strip()}` is not the given code (the tree's "
+                    f"there is `{should.strip()}`): outside your regions the file must stay "
+                    f"as it came; write what you add inside a region")
+    if len(theirs) > len(ours):
+        number, line = theirs[len(ours)]
+        return (f"{where}:{number}: `{line.strip()}` is added to the given code: outside your "
+                f"regions the file must stay as it came; write what you add inside a region")
+    if len(theirs) < len(ours):
+        return (f"{where}: the given code `{ours[len(theirs)][1].strip()}` is missing: outside "
+                f"your regions the file must stay as it came")
+    return None
+
+
+def _given_lines(text: str, slug: str) -> list[tuple[int, str]]:
+    """(line number, line) of everything outside the regions' bodies but
+    blank lines and comments; the marker lines included."""
+    kept, inside = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _MARKER.match(line)
+        if match and match["slug"] == slug:
+            inside = match["end"] == "BEGIN"
+            kept.append((number, line.strip()))
+        elif not inside and line.strip() and not line.lstrip().startswith("#"):
+            kept.append((number, line.rstrip()))
+    return kept
+
+
 # --- Recorded wrong solutions -----------------------------------------------------
 
 @dataclass(frozen=True)

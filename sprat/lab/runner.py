@@ -17,7 +17,18 @@ out to patch the runner or the grader in their own process (their frames,
 their functions, json) can still forge a pass: nothing in one process stops
 that, and such code says what it does plainly to whoever reads it. Graders
 of Python labs take the student's values as Python's own types only (lab
-6's replay.plain), so that a value cannot lie to a comparison.
+6's replay.plain), so that a value cannot lie to a comparison; they call
+the student's code before the reference's, so that the answer is not on
+the stack; and they check that the given code around the student's regions
+is the tree's (grading.expect_given_code). What stays open in one process:
+code inside a region may call the reference (it is the tree, on disk and
+often already imported, as lab 6's replay loads it), or change what the
+reference computes with (a class of sprat's, a builtin such as `round`)
+so that both sides agree on nonsense. Closing that takes the reference's
+answers computed, and compared with the student's plain values, in a
+process the student's code never ran in (the parent, say), and the tree's
+reference regions unreadable to the student's code (another user, or a
+copy of the tree without them).
 
     results = run_tests(lab, workspace, tests, jobs=2)
 

@@ -195,17 +195,22 @@ def replay(stream: Stream, student, reference, until: int | None = None):
         core, write, address, size, now = access
         touched = range(address >> LINE_SHIFT, ((address + size - 1) >> LINE_SHIFT) + 1)
         before = "; ".join(states(reference, line, n) for line in touched)
-        expected_cycles = apply(reference, core, write, address, size, now)
+        # The student's access first: the reference's answer is not yet on the
+        # stack (in this frame) for code that reads its callers' frames.
         try:
             got_cycles = apply(student, core, write, address, size, now)
         except (NotImplementedError, WrongType) as error:
-            yield Step(index, access, before, "", "", f"{error}", (expected_cycles, None))
-            return
+            failed = f"{error}"
         except Exception as error:                  # a bug in the student's directory
-            yield Step(index, access, before, "", "", raised(error), (expected_cycles, None))
+            failed = raised(error)
+        else:
+            failed = None
+        expected_cycles = apply(reference, core, write, address, size, now)
+        if failed is not None:
+            yield Step(index, access, before, "", "", failed, (expected_cycles, None))
             return
-        expected = "; ".join(states(reference, line, n) for line in touched)
         got = "; ".join(states(student, line, n) for line in touched)
+        expected = "; ".join(states(reference, line, n) for line in touched)
         difference = None
         if got != expected:
             difference = f"the line's states after it should be [{expected}], yours are [{got}]"
@@ -253,7 +258,8 @@ def raised(error: Exception) -> str:
 
 def _counters(student, reference, n, touched) -> str | None:
     for core in range(n):
-        want, have = reference.core_stats(core), plain(student.core_stats(core), "core_stats")
+        have = plain(student.core_stats(core), "core_stats")      # yours first, as in replay()
+        want = reference.core_stats(core)
         source = _wrong_source(core, want, have)
         if source:
             return source
@@ -262,8 +268,8 @@ def _counters(student, reference, n, touched) -> str | None:
                 return (f"core {core}'s {name} ({COUNTS.get(name, name)}) should be {value}, "
                         f"yours is {have.get(name)}")
     for line in touched:
-        want = reference.line_stats(line << LINE_SHIFT)
         have = plain(student.line_stats(line << LINE_SHIFT), "line_stats")
+        want = reference.line_stats(line << LINE_SHIFT)
         for name, value in want.items():
             if have.get(name) != value:
                 return (f"line {line << LINE_SHIFT:#x}'s {name} should be {value}, yours is "
@@ -285,7 +291,8 @@ def _wrong_source(core, want, have) -> str | None:
 
 
 def _every_line(student, reference) -> str | None:
-    want, have = snapshot(reference), plain(snapshot(student), "the directory's state")
+    have = plain(snapshot(student), "the directory's state")
+    want = snapshot(reference)
     for address, (expected, _, _) in want["lines"].items():
         got = have["lines"].get(address, ("no copies",))[0]
         if got != expected:
