@@ -212,6 +212,16 @@ LAB_4_FAULTS_NAMED = [
     ("cr3_always_written.diff", "cr3_is_written_only_when_it_changes",
      ["CR3 writes loaded the page tables loaded already (the first at cpudriver/dispatch.S:",
       "write it only when it changes"]),
+    ("call_waits_before_its_send.diff", "a_dispatcher_not_waiting_gets_nothing",
+     ["lmp_call to itself returned 0, not -EAGAIN", "a call to itself finds itself waiting"]),
+    ("bound_checked_in_32_bits.diff", "a_dispatcher_not_waiting_gets_nothing",
+     ["KERNEL PANIC", "lmp_send to 0x100000001, a dispatcher that does not exist",
+      "compare all 64 bits"]),
+    ("words_written_before_the_check.diff", "messages_arrive_whole_and_in_order",
+     ["dispatcher 2 first ran with rdi = 0x1000000000000", "lmp_send to 2, which was refused",
+      "check DCB_STATE before writing the words"]),
+    ("delivers_to_an_exited_dispatcher.diff", "a_dispatcher_not_waiting_gets_nothing",
+     ["lmp_send to 1 had to be refused (it had exited", "as if it had been delivered"]),
 ]
 
 

@@ -41,7 +41,7 @@ MAX_CYCLES = 12_000_000          # the images end by ~3.4 million cycles
 # as one instruction however many words it copies, so a switch that copies
 # the frame word by word in a loop (correct, and plain) costs more than the
 # reference's, within the bound; a receiver that waits for the round robin
-# waits out the bystander's time slice: ~200x in pingpong.lst.
+# waits out the bystander's time slice: ~90x in pingpong.lst.
 COST_BOUND = 3.0
 FRAME_FIELDS = ("r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "rbp", "rdi", "rsi",
                 "rdx", "rcx", "rbx", "rax", "vector", "error", "rip", "cs", "rflags", "rsp",
@@ -247,9 +247,12 @@ class Model:
     pending: dict = field(default_factory=dict)    # d -> what it entered the kernel for
     deliveries: dict = field(default_factory=dict)  # d -> (sender, words, call) owed to it
     next_up: tuple | None = None                   # (who must leave next, why)
-    refusal: tuple | None = None                   # (sender, its refused call): it goes on
+    refusal: tuple | None = None                   # (sender, its refused call, its target,
+                                                   #  stop): the sender goes on
+    refused_words: dict = field(default_factory=dict)  # d -> {word: (sender, call, j, stop)}
+                                                   #  of every send to d that was refused
     timer: tuple | None = None                     # (d, others that could run)
-    last_send: tuple | None = None                 # (sender, call, target) just entered
+    last_send: tuple | None = None                 # (sender, call, target, stop) just entered
     problems: list = field(default_factory=list)
     delivered: int = 0
     handed_over: int = 0
@@ -322,7 +325,7 @@ class Model:
         self.last_send = (s, call, target, stop)
         if target >= self.n:
             info["result"] = -lay.EINVAL
-            self.refusal = (s, f"{call} to {signed(target)}", stop)
+            self.refusal = (s, f"{call} to {signed(target)}", None, stop)
         elif delivered:
             self.deliveries[target] = (s, words, call, stop)
             self.state[target] = "ready"
@@ -334,7 +337,10 @@ class Model:
         else:
             info["result"] = -lay.EAGAIN
             info["busy"] = self.state.get(target)
-            self.refusal = (s, f"{call} to {'itself' if target == s else target}", stop)
+            self.refusal = (s, f"{call} to {'itself' if target == s else target}", target, stop)
+            carried = self.refused_words.setdefault(target, {})
+            for j, word in enumerate(words):
+                carried.setdefault(word, (s, call, j, stop))
 
     # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`;
     # `next_up`: whom PCV_NEXT names, which must be nobody by then).
@@ -373,12 +379,18 @@ class Model:
             else:
                 self.handed_over += 1
         elif self.refusal is not None:
-            sender, what, stop = self.refusal
+            sender, what, target, stop = self.refusal
             if next_up is not None:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet PCV_NEXT"
                              f" names dispatcher {next_up} as {d} goes back to user mode: set"
                              f" PCV_NEXT only for a delivered message (a stale PCV_NEXT wins the"
                              f" next switch, whoever the round robin's turn is)", stop=stop)
+            elif d != sender and d == target:
+                busy = "it had exited" if self.state.get(d) == "exited" else "it was busy"
+                self.problem("refusal", f"dispatcher {sender}'s {what} had to be refused ({busy},"
+                             f" not waiting in lmp_recv), yet {d} ran next,"
+                             f" as if it had been delivered: deliver only to a dispatcher whose"
+                             f" DCB_STATE is DISPATCHER_WAITING", stop=stop)
             elif d != sender:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet dispatcher"
                              f" {d} ran next: a refused send returns to its sender at once, no"
@@ -443,8 +455,18 @@ class Model:
         self.problem("switch", text, stop=stop)
 
     def check_first_run(self, d, frame):
-        """A dispatcher's first run starts at its program's first instruction."""
+        """A dispatcher's first run starts at its program's first instruction,
+        with the registers make_dispatcher gave it (rdi = core id, rdx = its
+        number; rsi, the number of cores, is the machine's, not judged here)."""
         lay = layout()
+        for register, want, what in (("rdi", self.core, "its core's id"),
+                                     ("rdx", d, "its number")):
+            carried = self.carried_by_a_refusal(d, frame[register])
+            if frame[register] != want and carried:
+                self.problem("switch", f"dispatcher {d} first ran with {register} ="
+                             f" {frame[register]:#x}, not {want} ({what}) as make_dispatcher set"
+                             f" it: {carried[0]}", stop=carried[1])
+                return
         # Each program is entered at its own base, its stack at the top of its
         # window (cpudriver/layout.py): the program is the one RIP is in.
         program = lay.program_index(frame["rip"])
@@ -503,6 +525,10 @@ class Model:
             whom = "itself" if target == d else f"{target}, which was not waiting in lmp_recv" \
                 f" ({info.get('busy')})"
             why = "only a waiting dispatcher may be sent to"
+            if call == "lmp_call" and target == d:
+                why += (" (does lmp_call mark its caller waiting before its send looks at the"
+                        " receiver? Then a call to itself finds itself waiting: send first, and"
+                        " wait only once the message is delivered)")
             if call == "lmp_send_ep" and have == -lay.EINVAL:
                 why = ("the hypercall refused it, and lmp_send_ep returns the hypercall's error as"
                        " it is (is a negative rax taken for the receiver's number?)")
@@ -514,12 +540,30 @@ class Model:
         for register in FRAME_FIELDS:
             if register in lost or register in ("vector", "error"):
                 continue
+            carried = self.carried_by_a_refusal(d, frame[register])
+            if frame[register] != before[register] and carried:
+                self.problem("registers", f"dispatcher {d}'s {register} was"
+                             f" {before[register]:#x} when it entered the kernel ({info['call']})"
+                             f" and {frame[register]:#x} when it came back: {carried[0]}",
+                             stop=carried[1])
+                return
             if frame[register] != before[register]:
                 self.problem("registers", f"dispatcher {d}'s {register} was {before[register]:#x}"
                              f" when it entered the kernel ({info['call']}) and"
                              f" {frame[register]:#x} when it came back"
                              f"{register_hint(register, info)}")
                 return
+
+    def carried_by_a_refusal(self, d, value):
+        """(why, stop) if `value` is a word some refused send to `d` carried: the
+        words were written into d's saved frame before the check that d waits."""
+        found = self.refused_words.get(d, {}).get(value)
+        if found is None or value < 1 << 48:       # the programs' words all have bit 48+ set
+            return None
+        sender, call, j, stop = found
+        return (f"that is word {j} of dispatcher {sender}'s {call} to {d}, which was refused"
+                f" ({d} was not waiting): a refused send writes nothing; check DCB_STATE before"
+                f" writing the words into the receiver's frame", stop)
 
     def finish(self):
         for d, (sender, words, call, stop) in self.deliveries.items():
@@ -538,6 +582,9 @@ def bound_hint(target, n):
                 f" 0 to {n - 1})")
     if target < 0:
         return " (a negative number: the bound check must compare unsigned, jae, not jge)"
+    if target >= 1 << 32 and target & 0xFFFF_FFFF < n:
+        return (f" (its low 32 bits name dispatcher {target & 0xFFFF_FFFF}: the bound check must"
+                f" compare all 64 bits, rdi, not edi)")
     return ""
 
 
@@ -616,20 +663,34 @@ def judge(checked, kinds, programs=True):
         first = problems[0]
         more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
         fail(first.text + more, checked.run, stop=first.stop)
-    expect_finished(checked.run, programs)
+    expect_finished(checked.run, programs, checked.models)
 
 
-def expect_finished(run, programs=True):
+def expect_finished(run, programs=True, models=None):
     """Every core finished (and, with `programs`, every program ended well, as it says)."""
     for core, line in run.console:
         if "KERNEL PANIC" in line:
-            fail(f"core {core}: {line.strip()}{where_in_kernel(run, core)}", run)
+            fail(f"core {core}: {line.strip()}{where_in_kernel(run, core)}"
+                 f"{panicked_in_a_send((models or {}).get(core))}", run)
         if programs and line.startswith("lmp_check:"):
             fail(f"core {core}: {line.strip()}", run)
     if not run.result.clean:
         fail(f"the run did not end cleanly: {run.why_unfinished()}{stuck_hint(run)}", run)
     if programs:
         run.expect_clean()
+
+
+def panicked_in_a_send(model):
+    """', inside dispatcher D's CALL to T ...' if the kernel panicked while a send
+    was in it (entered, never left): which send, and what its target suggests."""
+    if model is None or model.last_send is None:
+        return ""
+    sender, call, target, stop = model.last_send
+    if 0 <= target < model.n:
+        return f", inside dispatcher {sender}'s {call} to {target}"
+    return (f", inside dispatcher {sender}'s {call} to {signed(target):#x}, a dispatcher that does"
+            f" not exist: it must return -EINVAL before anything is looked up"
+            f"{bound_hint(signed(target), model.n)}")
 
 
 def stuck_hint(run):
@@ -705,8 +766,8 @@ def a_dispatcher_not_waiting_gets_nothing():
     checked = run_checked("images/busy.lst")
     judge(checked, {"switch", "refusal", "delivery"})
     expect_lines(checked.run, BUSY_LINES)
-    if checked.total("refused") < 40:
-        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 44 that"
+    if checked.total("refused") < 46:
+        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 46 that"
              f" must be", checked.run)
 
 
