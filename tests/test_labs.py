@@ -222,6 +222,14 @@ LAB_4_FAULTS_NAMED = [
       "check DCB_STATE before writing the words"]),
     ("delivers_to_an_exited_dispatcher.diff", "a_dispatcher_not_waiting_gets_nothing",
      ["lmp_send to 1 had to be refused (it had exited", "as if it had been delivered"]),
+    ("send_never_asks_for_a_switch.diff", "the_receiver_runs_next",
+     ["0 itself went back to user mode with PCV_NEXT naming 2", "no switch happened",
+      "request_reschedule"]),
+    ("refused_send_yields.diff", "a_dispatcher_not_waiting_gets_nothing",
+     ["lmp_send to itself was refused, yet dispatcher 1 ran next",
+      "does the refusal ask for one, request_reschedule?"]),
+    ("capability_flag_read_after_the_pops.diff", "a_capability_goes_along",
+     ["the receiver got rdx = 0x0, expected 1", "the hypercall's rdx"]),
 ]
 
 

@@ -246,7 +246,9 @@ class Model:
     state: dict = field(default_factory=dict)      # d -> "ready" | "waiting" | "exited"
     pending: dict = field(default_factory=dict)    # d -> what it entered the kernel for
     deliveries: dict = field(default_factory=dict)  # d -> (sender, words, call) owed to it
-    next_up: tuple | None = None                   # (who must leave next, why)
+    next_up: tuple | None = None                   # (who must leave next, why, stop, sender)
+    unswitched: tuple | None = None                # (receiver, why): a delivery whose sender
+                                                   #  went back itself, PCV_NEXT left set
     refusal: tuple | None = None                   # (sender, its refused call, its target,
                                                    #  stop): the sender goes on
     refused_words: dict = field(default_factory=dict)  # d -> {word: (sender, call, j, stop)}
@@ -329,7 +331,7 @@ class Model:
         elif delivered:
             self.deliveries[target] = (s, words, call, stop)
             self.state[target] = "ready"
-            self.next_up = (target, f"dispatcher {s}'s {call} to {target}", stop)
+            self.next_up = (target, f"dispatcher {s}'s {call} to {target}", stop, s)
             if number == lay.SYS_LMP_CALL:
                 self.state[s] = "waiting"          # until the answer comes
             else:
@@ -365,13 +367,26 @@ class Model:
                          f" {lay.USER_CS:#x}, {lay.USER_SS:#x}): a switch must save and load the"
                          f" whole trap frame, r15 to ss", "load_dispatcher")
             return
-        if next_up is not None and self.refusal is None:
+        # A delivery whose sender goes back itself, PCV_NEXT still naming the
+        # receiver, had no switch at all: said as such below, and once.
+        delivery = self.next_up
+        left_set = delivery is not None and d == delivery[3] and next_up == delivery[0]
+        if next_up is None:
+            self.unswitched = None
+        stale = self.unswitched is not None and next_up == self.unswitched[0]
+        if next_up is not None and self.refusal is None and not left_set and not stale:
             self.problem("handover", f"dispatcher {d} goes back to user mode with PCV_NEXT still"
                          f" naming dispatcher {next_up}: pick_next clears PCV_NEXT whether or not"
                          f" it uses it, and only a delivered message sets it", "pick_next")
         if self.next_up is not None:
-            due, why, stop = self.next_up
-            if d != due:
+            due, why, stop, sender = self.next_up
+            if left_set:
+                self.unswitched = (due, why)
+                self.problem("handover", f"after {why}, {d} itself went back to user mode with"
+                             f" PCV_NEXT naming {due}: no switch happened, so pick_next never took"
+                             f" PCV_NEXT; a delivered send also asks for a switch"
+                             f" (request_reschedule)", stop=stop)
+            elif d != due:
                 self.problem("handover", f"after {why}, dispatcher {d} ran next, not {due}: the"
                              f" receiver runs next (the sender hands it the core through"
                              f" PCV_NEXT, which holds the receiver's slot as dispatcher_slot"
@@ -380,7 +395,13 @@ class Model:
                 self.handed_over += 1
         elif self.refusal is not None:
             sender, what, target, stop = self.refusal
-            if next_up is not None:
+            if stale:
+                self.problem("refusal", f"dispatcher {sender}'s {what} was refused, and PCV_NEXT"
+                             f" still names dispatcher {next_up}, left there by an earlier"
+                             f" delivery ({self.unswitched[1]}) whose sender went back to user"
+                             f" mode with no switch: a delivered send also asks for a switch"
+                             f" (request_reschedule)", stop=stop)
+            elif next_up is not None:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet PCV_NEXT"
                              f" names dispatcher {next_up} as {d} goes back to user mode: set"
                              f" PCV_NEXT only for a delivered message (a stale PCV_NEXT wins the"
@@ -394,8 +415,9 @@ class Model:
             elif d != sender:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet dispatcher"
                              f" {d} ran next: a refused send returns to its sender at once, no"
-                             f" switch (does schedule clear PCV_RESCHEDULE? is PCV_NEXT set only"
-                             f" for a delivery?)", stop=stop)
+                             f" switch (does the refusal ask for one, request_reschedule? does"
+                             f" schedule clear PCV_RESCHEDULE? is PCV_NEXT set only for a"
+                             f" delivery?)", stop=stop)
         elif self.timer is not None:
             ended, others = self.timer
             if d == ended and others:
@@ -493,6 +515,11 @@ class Model:
             elif call == "lmp_send_ep" and register == "rdx":
                 shown = (f"{have:#x}, expected {want} "
                          f"({'a capability came along' if want else 'no capability was given'})")
+                shown += (" (the third word is the hypercall's rdx, 1 if it copied the"
+                          " capability, else 0: is it lost or overwritten on the way?)")
+                self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
+                             f" {register} = {shown}", stop=stop)
+                return
             else:
                 shown = f"{have:#x}, expected word {place - 1} = {want:#x}"
             self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
