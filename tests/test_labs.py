@@ -230,6 +230,12 @@ LAB_4_FAULTS_NAMED = [
       "does the refusal ask for one, request_reschedule?"]),
     ("capability_flag_read_after_the_pops.diff", "a_capability_goes_along",
      ["the receiver got rdx = 0x0, expected 1", "the hypercall's rdx"]),
+    ("save_skipped_unless_runnable.diff", "messages_arrive_whole_and_in_order",
+     ["came back from its lmp_recv at its program's first instruction",
+      "its registers were never saved", "whatever its state"]),
+    ("sender_number_before_the_check.diff", "registers_survive_calls_and_time_slices",
+     ["rax was", "that is dispatcher 0's number, and its lmp_send to", "was refused meanwhile",
+      "check DCB_STATE before writing the sender's number"]),
 ]
 
 

@@ -251,8 +251,10 @@ class Model:
                                                    #  went back itself, PCV_NEXT left set
     refusal: tuple | None = None                   # (sender, its refused call, its target,
                                                    #  stop): the sender goes on
-    refused_words: dict = field(default_factory=dict)  # d -> {word: (sender, call, j, stop)}
-                                                   #  of every send to d that was refused
+    refused_words: dict = field(default_factory=dict)  # d -> {word: (sender, call, j, stop,
+                                                   #  seq)} of every send to d that was refused
+    refused_from: dict = field(default_factory=dict)   # d -> {sender: (call, stop, seq)}, alike
+    sends: int = 0                                 # refused sends so far: `seq` above
     timer: tuple | None = None                     # (d, others that could run)
     last_send: tuple | None = None                 # (sender, call, target, stop) just entered
     problems: list = field(default_factory=list)
@@ -287,7 +289,7 @@ class Model:
         lay = layout()
         names = call_names()
         vector = frame["vector"]
-        info = {"frame": frame, "call": None, "result": None}
+        info = {"frame": frame, "call": None, "result": None, "seq": self.sends}
         if vector == lay.SYSCALL_VECTOR:
             number = frame["rax"]
             info["call"] = names.get(number, f"system call {number}")
@@ -340,9 +342,11 @@ class Model:
             info["result"] = -lay.EAGAIN
             info["busy"] = self.state.get(target)
             self.refusal = (s, f"{call} to {'itself' if target == s else target}", target, stop)
+            self.sends += 1
             carried = self.refused_words.setdefault(target, {})
             for j, word in enumerate(words):
-                carried.setdefault(word, (s, call, j, stop))
+                carried[word] = (s, call, j, stop, self.sends)
+            self.refused_from.setdefault(target, {})[s] = (call, stop, self.sends)
 
     # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`;
     # `next_up`: whom PCV_NEXT names, which must be nobody by then).
@@ -483,7 +487,7 @@ class Model:
         lay = layout()
         for register, want, what in (("rdi", self.core, "its core's id"),
                                      ("rdx", d, "its number")):
-            carried = self.carried_by_a_refusal(d, frame[register])
+            carried = self.carried_by_a_refusal(d, register, frame[register], -1)
             if frame[register] != want and carried:
                 self.problem("switch", f"dispatcher {d} first ran with {register} ="
                              f" {frame[register]:#x}, not {want} ({what}) as make_dispatcher set"
@@ -564,10 +568,21 @@ class Model:
 
     def check_kept(self, d, info, frame, lost):
         before = info["frame"]
+        lay = layout()
+        program = lay.program_index(frame["rip"])
+        if (frame["rip"] != before["rip"] and program is not None
+                and frame["rip"] == lay.program_base(program)):
+            self.problem("switch", f"dispatcher {d} came back from its {info['call']} at its"
+                         f" program's first instruction (rip {frame['rip']:#x}), not where it"
+                         f" entered the kernel ({before['rip']:#x}): it resumed from the frame it"
+                         f" started with, so its registers were never saved as it was switched"
+                         f" out (schedule saves the running dispatcher's frame whatever its"
+                         f" state: one waiting in lmp_recv is resumed from it)", "schedule")
+            return
         for register in FRAME_FIELDS:
             if register in lost or register in ("vector", "error"):
                 continue
-            carried = self.carried_by_a_refusal(d, frame[register])
+            carried = self.carried_by_a_refusal(d, register, frame[register], info["seq"])
             if frame[register] != before[register] and carried:
                 self.problem("registers", f"dispatcher {d}'s {register} was"
                              f" {before[register]:#x} when it entered the kernel ({info['call']})"
@@ -581,13 +596,22 @@ class Model:
                              f"{register_hint(register, info)}")
                 return
 
-    def carried_by_a_refusal(self, d, value):
-        """(why, stop) if `value` is a word some refused send to `d` carried: the
-        words were written into d's saved frame before the check that d waits."""
+    def carried_by_a_refusal(self, d, register, value, since):
+        """(why, stop) if `value`, found in `d`'s `register`, is what a send to `d`
+        refused after send number `since` would have written there: a word, or
+        (in rax) its sender's number. Then the send wrote into d's saved frame
+        before its check that d waits."""
+        if register == "rax" and value in self.refused_from.get(d, {}):
+            call, stop, seq = self.refused_from[d][value]
+            if seq > since:
+                return (f"that is dispatcher {value}'s number, and its {call} to {d} was refused"
+                        f" meanwhile ({d} was not waiting): a refused send writes nothing; check"
+                        f" DCB_STATE before writing the sender's number into the receiver's"
+                        f" frame", stop)
         found = self.refused_words.get(d, {}).get(value)
-        if found is None or value < 1 << 48:       # the programs' words all have bit 48+ set
+        if found is None or value < 1 << 48 or found[4] <= since:   # (words have bit 48+ set)
             return None
-        sender, call, j, stop = found
+        sender, call, j, stop, _ = found
         return (f"that is word {j} of dispatcher {sender}'s {call} to {d}, which was refused"
                 f" ({d} was not waiting): a refused send writes nothing; check DCB_STATE before"
                 f" writing the words into the receiver's frame", stop)
