@@ -527,7 +527,8 @@ class Model:
             else:
                 shown = f"{have:#x}, expected word {place - 1} = {want:#x}"
             self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
-                         f" {register} = {shown}{word_hint(have, wanted, register, before)}",
+                         f" {register} = {shown}"
+                         f"{word_hint(have, wanted, register, before, self.core)}",
                          stop=stop)
             return
 
@@ -639,9 +640,13 @@ def bound_hint(target, n):
     return ""
 
 
-def word_hint(have, wanted, register, before):
+def word_hint(have, wanted, register, before, core):
     """What a wrong register in a delivered message suggests, as a parenthesis."""
-    if register == "rax" and signed(have) == -layout().EAGAIN:
+    lay = layout()
+    if register != "rax" and have == lay.PERCORE_BASE + core * lay.PERCORE_SIZE:
+        return (" (that is the core's own area, PCV_SELF, which current_index leaves in rcx:"
+                " is a word written from rcx after a call that clobbers it?)")
+    if register == "rax" and signed(have) == -lay.EAGAIN:
         return " (rax is still lmp_recv's -EAGAIN: write the sender's number into its saved rax)"
     if register != "rax" and have == before[register]:
         return (f" (that is what the receiver's {register} held when it called: the words never"
