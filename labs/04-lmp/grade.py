@@ -41,7 +41,7 @@ MAX_CYCLES = 12_000_000          # the images end by ~3.4 million cycles
 # as one instruction however many words it copies, so a switch that copies
 # the frame word by word in a loop (correct, and plain) costs more than the
 # reference's, within the bound; a receiver that waits for the round robin
-# waits out the bystander's time slice: ~200x in pingpong.lst.
+# waits out the bystander's time slice: ~90x in pingpong.lst.
 COST_BOUND = 3.0
 FRAME_FIELDS = ("r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "rbp", "rdi", "rsi",
                 "rdx", "rcx", "rbx", "rax", "vector", "error", "rip", "cs", "rflags", "rsp",
@@ -246,10 +246,17 @@ class Model:
     state: dict = field(default_factory=dict)      # d -> "ready" | "waiting" | "exited"
     pending: dict = field(default_factory=dict)    # d -> what it entered the kernel for
     deliveries: dict = field(default_factory=dict)  # d -> (sender, words, call) owed to it
-    next_up: tuple | None = None                   # (who must leave next, why)
-    refusal: tuple | None = None                   # (sender, its refused call): it goes on
+    next_up: tuple | None = None                   # (who must leave next, why, stop, sender)
+    unswitched: tuple | None = None                # (receiver, why): a delivery whose sender
+                                                   #  went back itself, PCV_NEXT left set
+    refusal: tuple | None = None                   # (sender, its refused call, its target,
+                                                   #  stop): the sender goes on
+    refused_words: dict = field(default_factory=dict)  # d -> {word: (sender, call, j, stop,
+                                                   #  seq)} of every send to d that was refused
+    refused_from: dict = field(default_factory=dict)   # d -> {sender: (call, stop, seq)}, alike
+    sends: int = 0                                 # refused sends so far: `seq` above
     timer: tuple | None = None                     # (d, others that could run)
-    last_send: tuple | None = None                 # (sender, call, target) just entered
+    last_send: tuple | None = None                 # (sender, call, target, stop) just entered
     problems: list = field(default_factory=list)
     delivered: int = 0
     handed_over: int = 0
@@ -282,7 +289,7 @@ class Model:
         lay = layout()
         names = call_names()
         vector = frame["vector"]
-        info = {"frame": frame, "call": None, "result": None}
+        info = {"frame": frame, "call": None, "result": None, "seq": self.sends}
         if vector == lay.SYSCALL_VECTOR:
             number = frame["rax"]
             info["call"] = names.get(number, f"system call {number}")
@@ -322,11 +329,11 @@ class Model:
         self.last_send = (s, call, target, stop)
         if target >= self.n:
             info["result"] = -lay.EINVAL
-            self.refusal = (s, f"{call} to {signed(target)}", stop)
+            self.refusal = (s, f"{call} to {signed(target)}", None, stop)
         elif delivered:
             self.deliveries[target] = (s, words, call, stop)
             self.state[target] = "ready"
-            self.next_up = (target, f"dispatcher {s}'s {call} to {target}", stop)
+            self.next_up = (target, f"dispatcher {s}'s {call} to {target}", stop, s)
             if number == lay.SYS_LMP_CALL:
                 self.state[s] = "waiting"          # until the answer comes
             else:
@@ -334,7 +341,12 @@ class Model:
         else:
             info["result"] = -lay.EAGAIN
             info["busy"] = self.state.get(target)
-            self.refusal = (s, f"{call} to {'itself' if target == s else target}", stop)
+            self.refusal = (s, f"{call} to {'itself' if target == s else target}", target, stop)
+            self.sends += 1
+            carried = self.refused_words.setdefault(target, {})
+            for j, word in enumerate(words):
+                carried[word] = (s, call, j, stop, self.sends)
+            self.refused_from.setdefault(target, {})[s] = (call, stop, self.sends)
 
     # A dispatcher leaves the kernel (by CR3: `d`; by PCV_CURRENT: `current`;
     # `next_up`: whom PCV_NEXT names, which must be nobody by then).
@@ -359,13 +371,26 @@ class Model:
                          f" {lay.USER_CS:#x}, {lay.USER_SS:#x}): a switch must save and load the"
                          f" whole trap frame, r15 to ss", "load_dispatcher")
             return
-        if next_up is not None and self.refusal is None:
+        # A delivery whose sender goes back itself, PCV_NEXT still naming the
+        # receiver, had no switch at all: said as such below, and once.
+        delivery = self.next_up
+        left_set = delivery is not None and d == delivery[3] and next_up == delivery[0]
+        if next_up is None:
+            self.unswitched = None
+        stale = self.unswitched is not None and next_up == self.unswitched[0]
+        if next_up is not None and self.refusal is None and not left_set and not stale:
             self.problem("handover", f"dispatcher {d} goes back to user mode with PCV_NEXT still"
                          f" naming dispatcher {next_up}: pick_next clears PCV_NEXT whether or not"
                          f" it uses it, and only a delivered message sets it", "pick_next")
         if self.next_up is not None:
-            due, why, stop = self.next_up
-            if d != due:
+            due, why, stop, sender = self.next_up
+            if left_set:
+                self.unswitched = (due, why)
+                self.problem("handover", f"after {why}, {d} itself went back to user mode with"
+                             f" PCV_NEXT naming {due}: no switch happened, so pick_next never took"
+                             f" PCV_NEXT; a delivered send also asks for a switch"
+                             f" (request_reschedule)", stop=stop)
+            elif d != due:
                 self.problem("handover", f"after {why}, dispatcher {d} ran next, not {due}: the"
                              f" receiver runs next (the sender hands it the core through"
                              f" PCV_NEXT, which holds the receiver's slot as dispatcher_slot"
@@ -373,17 +398,30 @@ class Model:
             else:
                 self.handed_over += 1
         elif self.refusal is not None:
-            sender, what, stop = self.refusal
-            if next_up is not None:
+            sender, what, target, stop = self.refusal
+            if stale:
+                self.problem("refusal", f"dispatcher {sender}'s {what} was refused, and PCV_NEXT"
+                             f" still names dispatcher {next_up}, left there by an earlier"
+                             f" delivery ({self.unswitched[1]}) whose sender went back to user"
+                             f" mode with no switch: a delivered send also asks for a switch"
+                             f" (request_reschedule)", stop=stop)
+            elif next_up is not None:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet PCV_NEXT"
                              f" names dispatcher {next_up} as {d} goes back to user mode: set"
                              f" PCV_NEXT only for a delivered message (a stale PCV_NEXT wins the"
                              f" next switch, whoever the round robin's turn is)", stop=stop)
+            elif d != sender and d == target:
+                busy = "it had exited" if self.state.get(d) == "exited" else "it was busy"
+                self.problem("refusal", f"dispatcher {sender}'s {what} had to be refused ({busy},"
+                             f" not waiting in lmp_recv), yet {d} ran next,"
+                             f" as if it had been delivered: deliver only to a dispatcher whose"
+                             f" DCB_STATE is DISPATCHER_WAITING", stop=stop)
             elif d != sender:
                 self.problem("refusal", f"dispatcher {sender}'s {what} was refused, yet dispatcher"
                              f" {d} ran next: a refused send returns to its sender at once, no"
-                             f" switch (does schedule clear PCV_RESCHEDULE? is PCV_NEXT set only"
-                             f" for a delivery?)", stop=stop)
+                             f" switch (does the refusal ask for one, request_reschedule? does"
+                             f" schedule clear PCV_RESCHEDULE? is PCV_NEXT set only for a"
+                             f" delivery?)", stop=stop)
         elif self.timer is not None:
             ended, others = self.timer
             if d == ended and others:
@@ -443,8 +481,18 @@ class Model:
         self.problem("switch", text, stop=stop)
 
     def check_first_run(self, d, frame):
-        """A dispatcher's first run starts at its program's first instruction."""
+        """A dispatcher's first run starts at its program's first instruction,
+        with the registers make_dispatcher gave it (rdi = core id, rdx = its
+        number; rsi, the number of cores, is the machine's, not judged here)."""
         lay = layout()
+        for register, want, what in (("rdi", self.core, "its core's id"),
+                                     ("rdx", d, "its number")):
+            carried = self.carried_by_a_refusal(d, register, frame[register], -1)
+            if frame[register] != want and carried:
+                self.problem("switch", f"dispatcher {d} first ran with {register} ="
+                             f" {frame[register]:#x}, not {want} ({what}) as make_dispatcher set"
+                             f" it: {carried[0]}", stop=carried[1])
+                return
         # Each program is entered at its own base, its stack at the top of its
         # window (cpudriver/layout.py): the program is the one RIP is in.
         program = lay.program_index(frame["rip"])
@@ -471,10 +519,16 @@ class Model:
             elif call == "lmp_send_ep" and register == "rdx":
                 shown = (f"{have:#x}, expected {want} "
                          f"({'a capability came along' if want else 'no capability was given'})")
+                shown += (" (the third word is the hypercall's rdx, 1 if it copied the"
+                          " capability, else 0: is it lost or overwritten on the way?)")
+                self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
+                             f" {register} = {shown}", stop=stop)
+                return
             else:
                 shown = f"{have:#x}, expected word {place - 1} = {want:#x}"
             self.problem("delivery", f"dispatcher {sender}'s {call} to {d}: the receiver got"
-                         f" {register} = {shown}{word_hint(have, wanted, register, before)}",
+                         f" {register} = {shown}"
+                         f"{word_hint(have, wanted, register, before, self.core)}",
                          stop=stop)
             return
 
@@ -503,6 +557,10 @@ class Model:
             whom = "itself" if target == d else f"{target}, which was not waiting in lmp_recv" \
                 f" ({info.get('busy')})"
             why = "only a waiting dispatcher may be sent to"
+            if call == "lmp_call" and target == d:
+                why += (" (does lmp_call mark its caller waiting before its send looks at the"
+                        " receiver? Then a call to itself finds itself waiting: send first, and"
+                        " wait only once the message is delivered)")
             if call == "lmp_send_ep" and have == -lay.EINVAL:
                 why = ("the hypercall refused it, and lmp_send_ep returns the hypercall's error as"
                        " it is (is a negative rax taken for the receiver's number?)")
@@ -511,15 +569,53 @@ class Model:
 
     def check_kept(self, d, info, frame, lost):
         before = info["frame"]
+        lay = layout()
+        program = lay.program_index(frame["rip"])
+        if (frame["rip"] != before["rip"] and program is not None
+                and frame["rip"] == lay.program_base(program)):
+            self.problem("switch", f"dispatcher {d} came back from its {info['call']} at its"
+                         f" program's first instruction (rip {frame['rip']:#x}), not where it"
+                         f" entered the kernel ({before['rip']:#x}): it resumed from the frame it"
+                         f" started with, so its registers were never saved as it was switched"
+                         f" out (schedule saves the running dispatcher's frame whatever its"
+                         f" state: one waiting in lmp_recv is resumed from it)", "schedule")
+            return
         for register in FRAME_FIELDS:
             if register in lost or register in ("vector", "error"):
                 continue
+            carried = self.carried_by_a_refusal(d, register, frame[register], info["seq"])
+            if frame[register] != before[register] and carried:
+                self.problem("registers", f"dispatcher {d}'s {register} was"
+                             f" {before[register]:#x} when it entered the kernel ({info['call']})"
+                             f" and {frame[register]:#x} when it came back: {carried[0]}",
+                             stop=carried[1])
+                return
             if frame[register] != before[register]:
                 self.problem("registers", f"dispatcher {d}'s {register} was {before[register]:#x}"
                              f" when it entered the kernel ({info['call']}) and"
                              f" {frame[register]:#x} when it came back"
                              f"{register_hint(register, info)}")
                 return
+
+    def carried_by_a_refusal(self, d, register, value, since):
+        """(why, stop) if `value`, found in `d`'s `register`, is what a send to `d`
+        refused after send number `since` would have written there: a word, or
+        (in rax) its sender's number. Then the send wrote into d's saved frame
+        before its check that d waits."""
+        if register == "rax" and value in self.refused_from.get(d, {}):
+            call, stop, seq = self.refused_from[d][value]
+            if seq > since:
+                return (f"that is dispatcher {value}'s number, and its {call} to {d} was refused"
+                        f" meanwhile ({d} was not waiting): a refused send writes nothing; check"
+                        f" DCB_STATE before writing the sender's number into the receiver's"
+                        f" frame", stop)
+        found = self.refused_words.get(d, {}).get(value)
+        if found is None or value < 1 << 48 or found[4] <= since:   # (words have bit 48+ set)
+            return None
+        sender, call, j, stop, _ = found
+        return (f"that is word {j} of dispatcher {sender}'s {call} to {d}, which was refused"
+                f" ({d} was not waiting): a refused send writes nothing; check DCB_STATE before"
+                f" writing the words into the receiver's frame", stop)
 
     def finish(self):
         for d, (sender, words, call, stop) in self.deliveries.items():
@@ -538,12 +634,19 @@ def bound_hint(target, n):
                 f" 0 to {n - 1})")
     if target < 0:
         return " (a negative number: the bound check must compare unsigned, jae, not jge)"
+    if target >= 1 << 32 and target & 0xFFFF_FFFF < n:
+        return (f" (its low 32 bits name dispatcher {target & 0xFFFF_FFFF}: the bound check must"
+                f" compare all 64 bits, rdi, not edi)")
     return ""
 
 
-def word_hint(have, wanted, register, before):
+def word_hint(have, wanted, register, before, core):
     """What a wrong register in a delivered message suggests, as a parenthesis."""
-    if register == "rax" and signed(have) == -layout().EAGAIN:
+    lay = layout()
+    if register != "rax" and have == lay.PERCORE_BASE + core * lay.PERCORE_SIZE:
+        return (" (that is the core's own area, PCV_SELF, which current_index leaves in rcx:"
+                " is a word written from rcx after a call that clobbers it?)")
+    if register == "rax" and signed(have) == -lay.EAGAIN:
         return " (rax is still lmp_recv's -EAGAIN: write the sender's number into its saved rax)"
     if register != "rax" and have == before[register]:
         return (f" (that is what the receiver's {register} held when it called: the words never"
@@ -616,20 +719,34 @@ def judge(checked, kinds, programs=True):
         first = problems[0]
         more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
         fail(first.text + more, checked.run, stop=first.stop)
-    expect_finished(checked.run, programs)
+    expect_finished(checked.run, programs, checked.models)
 
 
-def expect_finished(run, programs=True):
+def expect_finished(run, programs=True, models=None):
     """Every core finished (and, with `programs`, every program ended well, as it says)."""
     for core, line in run.console:
         if "KERNEL PANIC" in line:
-            fail(f"core {core}: {line.strip()}{where_in_kernel(run, core)}", run)
+            fail(f"core {core}: {line.strip()}{where_in_kernel(run, core)}"
+                 f"{panicked_in_a_send((models or {}).get(core))}", run)
         if programs and line.startswith("lmp_check:"):
             fail(f"core {core}: {line.strip()}", run)
     if not run.result.clean:
         fail(f"the run did not end cleanly: {run.why_unfinished()}{stuck_hint(run)}", run)
     if programs:
         run.expect_clean()
+
+
+def panicked_in_a_send(model):
+    """', inside dispatcher D's CALL to T ...' if the kernel panicked while a send
+    was in it (entered, never left): which send, and what its target suggests."""
+    if model is None or model.last_send is None:
+        return ""
+    sender, call, target, stop = model.last_send
+    if 0 <= target < model.n:
+        return f", inside dispatcher {sender}'s {call} to {target}"
+    return (f", inside dispatcher {sender}'s {call} to {signed(target):#x}, a dispatcher that does"
+            f" not exist: it must return -EINVAL before anything is looked up"
+            f"{bound_hint(signed(target), model.n)}")
 
 
 def stuck_hint(run):
@@ -705,8 +822,8 @@ def a_dispatcher_not_waiting_gets_nothing():
     checked = run_checked("images/busy.lst")
     judge(checked, {"switch", "refusal", "delivery"})
     expect_lines(checked.run, BUSY_LINES)
-    if checked.total("refused") < 40:
-        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 44 that"
+    if checked.total("refused") < 46:
+        fail(f"only {checked.total('refused')} sends were refused; the prober alone makes 46 that"
              f" must be", checked.run)
 
 

@@ -16,9 +16,9 @@
 #   4 server     answers COUNT calls, from whoever calls, with SYS_LMP_SEND.
 #                Prints "answered N".
 #   5 prober     sends where nothing may be delivered: to a dispatcher
-#                number that does not exist (-EINVAL), to itself and to
-#                dispatcher PEER, which never receives (-EAGAIN). Prints
-#                "probed N" (N sends to PEER).
+#                number that does not exist (-EINVAL), to itself (a send
+#                and a call) and to dispatcher PEER, which never receives
+#                (-EAGAIN). Prints "probed N" (N sends to PEER).
 #
 # Word j (0, 1, 2) of message k from dispatcher d is
 #   d << 56 | (j + 1) << 48 | k
@@ -239,6 +239,16 @@ prober:
     mov eax, SYS_LMP_SEND
     syscall
     cmp rax, -EAGAIN
+    jne wrong_result
+    mov rdi, r15                      # a call to ourselves: refused as the send is,
+    mov eax, SYS_LMP_CALL             # though a call that marks its caller waiting
+    syscall                           # before it sends finds us waiting
+    cmp rax, -EAGAIN
+    jne wrong_result
+    mov rdi, 0x100000000 + PEER       # no such dispatcher, though its low 32 bits
+    mov eax, SYS_LMP_SEND             # name one: a bound checked in 32 bits takes it
+    syscall
+    cmp rax, -EINVAL
     jne wrong_result
     mov r12, COUNT
 prober_peer:
