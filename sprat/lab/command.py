@@ -145,6 +145,9 @@ def _workspace_from_words(words: list[str]):
     # name too long for the system, where Path's raise OSError.
     number = words[0] if words and not os.path.isdir(words[0]) else None
     folder = words[-1] if words and (len(words) == 2 or number is None) else None
+    if number is not None and folder is None and not _names_a_lab(number):
+        raise SpratError(f"{number}: no such folder, and no lab of that name (the labs: "
+                         f"`sprat lab list`)")
     if folder is None:
         found = workspaces.find_workspace()
         if found is None:
@@ -158,6 +161,14 @@ def _workspace_from_words(words: list[str]):
         raise SpratError(f"{folder} is a workspace of lab {space.lab.number} "
                          f"({space.lab.slug}), not of lab {number}")
     return space, _shown(Path(folder))
+
+
+def _names_a_lab(word: str) -> bool:
+    try:
+        manifest.find_lab(word)
+    except SpratError:
+        return False
+    return True
 
 
 def _shown(folder: Path) -> str:
