@@ -114,6 +114,10 @@ def test_bad_workspaces_are_one_line_errors(workspace, tmp_path):
                                                          cwd=tmp_path))
     assert "not of lab 98" in one_line_error(sprat("lab", "grade", "98", str(workspace),
                                                    cwd=tmp_path))
+    # inside a workspace, one word that is neither a folder nor a lab: a
+    # mistyped folder, most likely (it said only "no lab 'wokr'")
+    assert "wokr: no such folder, and no lab of that name" in one_line_error(
+        sprat("lab", "grade", "wokr", cwd=workspace))
     (workspace / GREET).unlink()
     assert "missing" in one_line_error(sprat("lab", "grade", cwd=workspace))
     (workspace / ".sprat-lab").write_bytes(b"\xff\xfe garbage")
@@ -187,6 +191,39 @@ def test_check_fails_when_a_recorded_mistake_is_not_caught(tmp_path):
     assert done.returncode == 1
     assert "NOT CAUGHT" in done.stdout
     assert "Changes only a comment.: passes every test" in done.stderr
+
+
+def test_given_code_changed_outside_the_region_fails_every_test(workspace):
+    """Every lab's tests run the given code around the student's: the
+    runner checks it is the tree's before each test, and says which line
+    is not."""
+    greet = workspace / GREET
+    greet.write_text(greet.read_text().replace('of:       .asciz " of "', 'of: .asciz " / "'))
+    done = sprat("lab", "grade", "--json", cwd=workspace)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    tests = json.loads(done.stdout)["tests"]
+    assert tests and not any(test["passed"] for test in tests), tests
+    for test in tests:
+        assert f"{GREET}:" in test["reason"] and '`of: .asciz " / "` is not the given code' \
+            in test["reason"], test["reason"]
+
+
+def test_check_refuses_a_recorded_mistake_outside_the_regions(tmp_path):
+    """A recorded mistake in the given code would be caught by that check
+    alone, whatever the test it names looks at: check says so."""
+    labs = tmp_path / "labs"
+    shutil.copytree(FIXTURE_LABS / "97-hello", labs / "97-hello")
+    (labs / "97-hello" / "wrong" / "exits-1.diff").write_text(
+        "Exits with status 1.\n"
+        f"--- a/{GREET}\n+++ b/{GREET}\n@@ -18,3 +18,3 @@\n"
+        " # LAB hello END greeting\n"
+        "-    xor edi, edi\n"
+        "+    mov edi, 1\n"
+        "     call exit\n")
+    done = sprat("lab", "check", cwd=tmp_path, labs=labs)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"exits-1.diff: changes {GREET}:19, outside the regions" in done.stdout + done.stderr, \
+        done.stdout + done.stderr
 
 
 def test_a_workspace_shadows_a_python_module_in_its_process_and_children(tmp_path):

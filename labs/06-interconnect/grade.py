@@ -35,7 +35,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from sprat.lab.grading import (QUANTA, SEEDS, Failure, boot, context, expect_given_code, fail,
+from sprat.lab.grading import (QUANTA, SEEDS, Failure, boot, context, fail,
                                 test, where)
 
 LAB = Path(context.lab_folder or Path(__file__).parent)
@@ -141,7 +141,6 @@ WRITES = [
 @test(points=10)
 def reads_move_lines_and_downgrade_owners():
     """Each read transition alone (I->E from memory, E->S, M->O, the nearest S copy): states, cycles, counters."""
-    expect_given_code()
     for what, topology, accesses in READS:
         check_script(what, topology, accesses)
 
@@ -149,7 +148,6 @@ def reads_move_lines_and_downgrade_owners():
 @test(points=15)
 def writes_invalidate_every_other_copy():
     """Each write transition alone (E->M, S and O with sharers, misses on M and E lines): states, cycles, counters."""
-    expect_given_code()
     for what, topology, accesses in WRITES:
         check_script(what, topology, accesses)
 
@@ -212,7 +210,6 @@ def amd_machines():
 @test(points=15)
 def the_amd_path_adds_up_its_legs():
     """amd_probe_broadcast on every AMD preset, `sprat boot`'s one-package machine and the handout's: every requester, home and source costs what the reference's path does."""
-    expect_given_code()
     from emulator.errors import SpratError
     from emulator.interconnect import protocol
     reference = replay.reference_protocol()
@@ -246,7 +243,6 @@ def the_amd_path_adds_up_its_legs():
 @test(points=10)
 def urpc_streams_replay_as_the_reference():
     """Every access of two URPC ping-pongs (intel-2x4, amd-4x4): the same states, cycles and counters."""
-    expect_given_code()
     for name in ("pingpong-intel-2x4", "pingpong-amd-4x4"):
         check_stream(name)
 
@@ -254,7 +250,6 @@ def urpc_streams_replay_as_the_reference():
 @test(points=10)
 def contended_and_shootdown_streams_replay_as_the_reference():
     """Every access of four cores fighting over two lines (amd-2x2, intel-2x4) and of a TLB shootdown."""
-    expect_given_code()
     for name in ("contended-amd-2x2", "contended-intel-2x4", "shootdown-amd-2x2"):
         check_stream(name)
 
@@ -349,7 +344,6 @@ def first_difference(key, got: list, want: list) -> str:
 @test(points=15)
 def whole_machines_run_as_with_the_reference():
     """URPC and contended images booted with your directory and path: every core's cycles and every message as the reference's, at every quantum and seed."""
-    expect_given_code()
     for seed in SEEDS[:3]:
         check_machine("images/contended.lst", "intel-2x4", seed=seed)
     for quantum in (7, 10_000):
@@ -388,7 +382,6 @@ NAMED_ELSEWHERE = {"name", "description"}
 @test(points=10)
 def the_topology_file_describes_the_handouts_machine():
     """machine.toml loads, and its cores, caches, links and latencies are the handout's machine's."""
-    expect_given_code()
     import dataclasses
     topology, want = students_machine(), handouts_machine()
     if topology.n_cores() != want.n_cores():
@@ -471,7 +464,6 @@ LEG_WORDS = {
 @test(points=15)
 def the_prediction_is_within_ten_percent_of_the_measurement():
     """answers.toml: a prediction per pair within 10% of `sprat bench urpc`, the legs of a message named, and what the bench printed."""
-    expect_given_code()
     topology = students_machine()
     answers = read_answers()
     legs = answers.get("legs")

@@ -29,7 +29,7 @@ for `multicast-4-probe`, whose monitors count the stale reads they saw.
 
 from collections import Counter, defaultdict
 
-from sprat.lab.grading import QUANTA, boot, expect_given_code, fail, test
+from sprat.lab.grading import QUANTA, boot, fail, test
 
 # userland/lib/monitor_client.S, userland/monitor.S, userland/shootdown.S
 PAGE = 1536                       # MONITOR_FIRST_PAGE: the page shootdown.S shoots down
@@ -62,7 +62,6 @@ CALL_NAMES = {"map": "local_map", "unmap": "unmap_page", "invlpg": "SYS_INVLPG"}
 @test(points=20)
 def tree_covers_every_core_once():
     """The NUMA-aware tree reaches every core exactly once: every preset machine, 2 to 32 cores."""
-    expect_given_code()
     from emulator.interconnect import list_presets, load_topology
     from kernel.skb import SystemKnowledgeBase, covered
     for name in list_presets():
@@ -127,7 +126,6 @@ def latency_tables(topology) -> dict[str, dict]:
 @test(points=10)
 def tree_uses_the_measured_latencies():
     """Each package's aggregator is the core the initiator reaches fastest; its own package is handed off."""
-    expect_given_code()
     from emulator.interconnect import load_topology
     from kernel.skb import SystemKnowledgeBase, covered
     topology = load_topology("amd-8x4")
@@ -247,7 +245,6 @@ def why_chosen(skb, root, chosen, fastest) -> str:
 @test(points=25)
 def every_core_invalidates():
     """After the shootdown no core translates the page: its PTE is gone and a touch faults."""
-    expect_given_code()
     from unicorn.x86_const import UC_X86_REG_CR2
     runs = [(FOUR, quantum) for quantum in FAST_FIRST] + [(SIXTEEN, QUANTA[-1])]
     for (image, topology, n), quantum in runs:
@@ -359,7 +356,6 @@ def check_stale_reads_counted() -> None:
 @test(points=15)
 def requests_follow_the_tree():
     """Each core gets each request once, from its parent in the SKB's tree, at several quanta."""
-    expect_given_code()
     runs = [(SIX, 7, False), (SIX, 100, False), (SIX, 100, True), (SIXTEEN, QUANTA[-1], False)]
     for (image, topology, n), quantum, last in runs:
         run = multicast_run(image, topology, quantum, last_aggregators=last)
@@ -373,7 +369,6 @@ def requests_follow_the_tree():
 @test(points=15)
 def acknowledgements_come_up_the_tree():
     """Each core acknowledges once, to its parent, after its subtree did; monitor 0 answers after all."""
-    expect_given_code()
     # With each package's last core its aggregator too: a monitor that waits
     # only for the cores numbered above it acknowledges before its subtree.
     runs = [(SIX, 13, False), (SIX, QUANTA[-1], False), (SIX, 100, True),
@@ -400,7 +395,6 @@ def expect_touches_done(run, n) -> None:
 @test(points=15)
 def numa_multicast_beats_multicast():
     """At 32 cores on amd-8x4 the NUMA-aware tree's shootdown is 10% faster than plain multicast's."""
-    expect_given_code()
     calls = defaultdict(list)
     run = boot("images/cost-32.lst", topology="amd-8x4", max_cycles=MAX_CYCLES,
                setup=lambda system: watch_own_calls(system, calls))

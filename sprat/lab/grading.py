@@ -89,8 +89,9 @@ def fail(reason: str, run: "Run | None" = None, stop: str | None = None):
 
 def expect_given_code() -> None:
     """Fail unless each of the lab's files is the tree's outside its regions
-    (sprat/lab/regions.py, changed_outside): for a grader that runs the
-    given code around the student's, or tests the student's through it."""
+    (sprat/lab/regions.py, changed_outside). The runner calls it before
+    every test: each runs the given code around the student's, or tests
+    the student's through it."""
     from emulator import sources
     from emulator.files import read_text
     from sprat.lab.manifest import load_lab

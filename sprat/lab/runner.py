@@ -19,8 +19,8 @@ that, and such code says what it does plainly to whoever reads it. Graders
 of Python labs take the student's values as Python's own types only (lab
 6's replay.plain), so that a value cannot lie to a comparison; they call
 the student's code before the reference's, so that the answer is not on
-the stack; and they check that the given code around the student's regions
-is the tree's (grading.expect_given_code). What stays open in one process:
+the stack; and before every test of every lab, the runner checks that the given
+code around the student's regions is the tree's (grading.expect_given_code). What stays open in one process:
 code inside a region may call the reference (it is the tree, on disk and
 often already imported, as lab 6's replay loads it), or change what the
 reference computes with (a class of sprat's, a builtin such as `round`)
@@ -285,6 +285,10 @@ def _verdict(args) -> dict:
         test = next((t for t in grading.context.tests if t.name == args.test), None)
         if test is None:
             return {"passed": False, "reason": f"no test {args.test} in the grader"}
+        # Every test runs the given code around the student's (the machine,
+        # the rest of the monitor, access()), so every test first checks
+        # that it is the tree's: a change there could make any check pass.
+        grading.expect_given_code()
         test.function()
         return {"passed": True}
     except grading.Failure as failure:

@@ -32,7 +32,7 @@ from emulator import sources
 from emulator.errors import OutputError, SpratError
 from emulator.files import read_text
 from sprat.lab.manifest import MANIFEST, Lab, find_lab, load_lab
-from sprat.lab.regions import apply_patches, blank, read_wrong_solution
+from sprat.lab.regions import apply_patches, blank, changed_outside, read_wrong_solution
 
 MARKER = ".sprat-lab"
 LAST_SCORE = ".sprat-lab-score.json"
@@ -79,11 +79,19 @@ def skeleton_files(lab: Lab) -> dict[str, str]:
 def wrong_files(lab: Lab, diff: Path):
     """(the recorded mistake, the reference with the mistake's diff applied)."""
     wrong = read_wrong_solution(diff.stem, read_text(diff, "wrong solution"), str(diff))
-    files = reference_files(lab)
+    reference = reference_files(lab)
+    files = dict(reference)
     for name, hunks in wrong.patches.items():
         if name not in files:
             raise SpratError(f"{diff}: patches {name}, which is not one of the lab's files")
         files[name] = apply_patches(files[name], hunks, str(diff))
+        # A mistake recorded outside the regions would be caught by the
+        # given-code check alone, whatever the test it names looks at.
+        change = changed_outside(reference[name], files[name], lab.slug, name)
+        if change:
+            where = change.split(": ", 1)[0]
+            raise SpratError(f"{diff}: changes {where}, outside the regions (a recorded "
+                             f"mistake changes only what a student writes)")
     return wrong, files
 
 
