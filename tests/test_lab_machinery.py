@@ -178,10 +178,16 @@ def test_check_without_scores_stops_at_the_catch_and_shows_no_score(tmp_path):
     assert rows["reference"]["score"] == "8/8", rows["reference"]
 
 
-def test_check_fails_when_a_recorded_mistake_is_not_caught(tmp_path):
+def fixture_labs_with_mistake(tmp_path, name: str, diff: str) -> Path:
+    """A copy of the fixture labs whose lab 97 records one more mistake."""
     labs = tmp_path / "labs"
     shutil.copytree(FIXTURE_LABS / "97-hello", labs / "97-hello")
-    (labs / "97-hello" / "wrong" / "harmless.diff").write_text(
+    (labs / "97-hello" / "wrong" / name).write_text(diff)
+    return labs
+
+
+def test_check_fails_when_a_recorded_mistake_is_not_caught(tmp_path):
+    labs = fixture_labs_with_mistake(tmp_path, "harmless.diff",
         "Changes only a comment.\n"
         f"--- a/{GREET}\n+++ b/{GREET}\n@@ -1,2 +1,2 @@\n"
         "-# greet.S: the fixture lab's program (tests/test_lab_machinery.py).\n"
@@ -211,9 +217,7 @@ def test_given_code_changed_outside_the_region_fails_every_test(workspace):
 def test_check_refuses_a_recorded_mistake_outside_the_regions(tmp_path):
     """A recorded mistake in the given code would be caught by that check
     alone, whatever the test it names looks at: check says so."""
-    labs = tmp_path / "labs"
-    shutil.copytree(FIXTURE_LABS / "97-hello", labs / "97-hello")
-    (labs / "97-hello" / "wrong" / "exits-1.diff").write_text(
+    labs = fixture_labs_with_mistake(tmp_path, "exits-1.diff",
         "Exits with status 1.\n"
         f"--- a/{GREET}\n+++ b/{GREET}\n@@ -18,3 +18,3 @@\n"
         " # LAB hello END greeting\n"
