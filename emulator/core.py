@@ -151,8 +151,8 @@ class Core:
         self.delivery_cycles = 0       # their instructions (emulator/instcost.py)
         self._storm = (-1, 0)          # (instructions retired, events since): FAULT_STORM
         self.user_faults = []          # (vector, rip, error code, cr2) of each exception
-        self.delivered = None          # the last event's traps.Delivery (the debugger reads it)
                                        # taken in ring 3, for the run's report
+        self.delivered = None          # the last event's traps.Delivery (the debugger reads it)
         self._charged_ahead = []       # (unicorn's count, cycles, privileged) of instructions charged
                                        # before they ran (emulator/instcost.py)
         self._undo = []                # (physical address, bytes) of stores deferred this quantum
