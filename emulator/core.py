@@ -271,10 +271,27 @@ class Core:
     def _deliver(self, vector, error_code, software, return_rip=None):
         self.delivered = None
         self._entering_kernel(cut_short=not software)
-        if vector < traps.FIRST_INTERRUPT_VECTOR and self.privilege == 3:
-            rip = self.rip if return_rip is None else return_rip
-            self.user_faults.append((vector, rip, error_code or 0,
-                                     self.regs.read(x86.UC_X86_REG_CR2)))
+        # A program's exception, or its `int n` (which may become a #GP), is
+        # a user fault; an interrupt that finds the core in ring 3 is not.
+        fault = None
+        if self.privilege == 3 and (vector < traps.FIRST_INTERRUPT_VECTOR or software):
+            fault = (self.rip if return_rip is None else return_rip,
+                     self.regs.read(x86.UC_X86_REG_CR2))
+        try:
+            self._vector(vector, error_code, software, return_rip)
+        finally:
+            if fault is not None:
+                self._record_user_fault(vector, error_code, *fault)
+
+    def _record_user_fault(self, vector, error_code, rip, cr2):
+        """Note what the program's event became: what was delivered (`int
+        14` through a kernel-only gate is a #GP), else what was raised."""
+        if self.delivered is not None:
+            vector, error_code = self.delivered.vector, self.delivered.error_code
+        if vector < traps.FIRST_INTERRUPT_VECTOR:
+            self.user_faults.append((vector, rip, error_code or 0, cr2))
+
+    def _vector(self, vector, error_code, software, return_rip):
         if self.delivery_cycles:
             self.charge(self.delivery_cycles)
         if self._no_progress():

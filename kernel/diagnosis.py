@@ -125,6 +125,8 @@ def _user_fault(fault, symbols) -> str:
     what = f"{exception_name(vector)}{_named(rip, symbols) or f' at {rip:#x}'}"
     if vector == PAGE_FAULT:
         what += f" touching {cr2:#x}: {page_fault_cause(error)} (error {error:#x})"
+    elif vector == GENERAL_PROTECTION and error & 2:      # bit 1: the index is an IDT gate's
+        what += f" (error {error:#x}: IDT gate {error >> 3:#x})"
     elif vector == GENERAL_PROTECTION and error:
         what += f" (error {error:#x}: selector {error & ~7:#x})"
     return what

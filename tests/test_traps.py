@@ -8,6 +8,8 @@ has not begun.
 
 import struct
 
+import pytest
+
 from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as x86
 
@@ -93,6 +95,20 @@ def test_int_through_a_kernel_only_gate_is_a_gp_naming_the_vector(run_programs):
     vector, error, rip, *_ = seen[0]["stack"]
     # error code: the IDT bit (2) and the vector, as the SDM specifies
     assert (vector, error, rip) == (13, 0x40 * 8 + 2, user_address(run, "software"))
+
+
+@pytest.mark.parametrize("instruction", ["int 14", "int 0x40"])
+def test_a_programs_int_n_that_became_a_gp_is_reported_as_the_gp(run_programs, instruction):
+    """The run's report of a killed program names what was delivered: `int
+    14` through the CPU driver's DPL 0 gate is a #GP (it said #PF, reading
+    CR2 as the address touched), and `int 0x40` one too (it said nothing)."""
+    from kernel.diagnosis import user_faults
+    run = run_programs({"intn": f"start:\nsoftware:\n    {instruction}\n    call exit\n"})
+    vector = int(instruction.split()[1], 0)
+    reported = user_faults(run.system)
+    assert len(reported) == 1 and reported[0].startswith("core 0: #GP general protection"), \
+        reported
+    assert f"(error {vector * 8 + 2:#x}: IDT gate {vector:#x})" in reported[0], reported
 
 
 def test_int_13_pushes_no_error_code_though_the_gp_exception_does(run_programs):
