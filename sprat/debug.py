@@ -185,25 +185,22 @@ def drive(args, debuggee) -> int:
     if args.gdb is not None:
         from sprat import gdb
         ended = gdb.serve(debuggee, args.gdb, sys.stdout, args.gdb_files)
-        if ended in ("detach", "kill", "exited"):
-            failure = run_failure(debuggee.engine)
-            if failure is not None:          # as gdb was told (SIGABRT, code 01)
-                print(f"sprat: the run failed: {failure}", file=sys.stderr)
-                return EXIT_MACHINE_FAILURE
-            return EXIT_OK
-        print(f"sprat: the gdb connection was lost ({ended}) before gdb detached",
-              file=sys.stderr)
-        return EXIT_MACHINE_FAILURE
-    shell = DebugShell(debuggee, stdout=sys.stdout)
-    if args.breaks:
-        shell.run_to_breakpoints(args.breaks)
-    if args.script is not None:
-        shell.run_script(args.script)
+        if ended not in ("detach", "kill", "exited"):
+            print(f"sprat: the gdb connection was lost ({ended}) before gdb detached",
+                  file=sys.stderr)
+            return EXIT_MACHINE_FAILURE
     else:
-        shell.interactive()
-    # Left by the script's end, `quit` or Ctrl-D alike: the run's outcome,
-    # not the last command's (a mistake costs its `***` line, no more).
-    failure = shell.failure()
+        shell = DebugShell(debuggee, stdout=sys.stdout)
+        if args.breaks:
+            shell.run_to_breakpoints(args.breaks)
+        if args.script is not None:
+            shell.run_script(args.script)
+        else:
+            shell.interactive()
+    # Left by gdb, the script's end, `quit` or Ctrl-D alike: the run's
+    # outcome (as gdb was told: SIGABRT, code 01), not the last command's
+    # (a mistake costs its `***` line, no more).
+    failure = run_failure(debuggee.engine)
     if failure is not None:
         print(f"sprat: the run failed: {failure}", file=sys.stderr)
         return EXIT_MACHINE_FAILURE
@@ -212,7 +209,10 @@ def drive(args, debuggee) -> int:
 
 def run_failure(engine) -> str | None:
     """Why the run failed, if it has ended and failed as `sprat boot` counts
-    it, or None (also while it has not ended)."""
+    it (a program killed or that exited non-zero, a broken channel
+    protocol, a panic, a deadlock, the cycle budget spent), or None. A run
+    the commands left before its end has no outcome yet: a replay that
+    stops where a mistake shows is not a failure of its own."""
     return engine.end_reason if engine.end_reason is not None and engine.exit_code else None
 
 
@@ -331,7 +331,7 @@ class DebugShell(cmd.Cmd):
     # -- running the loop ------------------------------------------------------
     def interactive(self) -> None:
         """The terminal session, until `quit` or Ctrl-D: readline history,
-        Ctrl-C stops a `continue` (`failure()` then says whether the run
+        Ctrl-C stops a `continue` (`run_failure` then says whether the run
         failed)."""
         try:
             import readline  # noqa: F401 -- cmd uses it for history and editing
@@ -359,7 +359,7 @@ class DebugShell(cmd.Cmd):
 
     def run_script(self, path) -> None:
         """Run the commands of a file, echoing each after the prompt
-        (`failure()` then says whether the run they drove failed)."""
+        (`run_failure` then says whether the run they drove failed)."""
         lines = read_text(path, "debugger script").splitlines()
         self.greet()
         for line in lines:
@@ -369,14 +369,6 @@ class DebugShell(cmd.Cmd):
             self.out(f"{self.prompt}{line}")
             if self.onecmd(line):
                 break
-
-    def failure(self) -> str | None:
-        """Why the run failed, if it has ended and failed as `sprat boot` counts
-        it (a program killed or that exited non-zero, a broken channel
-        protocol, a panic, a deadlock, the cycle budget spent), or None. A run
-        the commands left before its end has no outcome yet: a replay that
-        stops where a mistake shows is not a failure of its own."""
-        return run_failure(self.engine)
 
     def greet(self) -> None:
         text = self.banner()
