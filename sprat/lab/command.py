@@ -236,17 +236,18 @@ def run_check(args) -> int:
     rows, problems, started = [], [], time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sprat-lab-check-") as scratch:
         for lab in labs:
-            for row, problem in _check_lab(lab, Path(scratch), args.scores):
-                rows.append(row)
+            for row, problem, reasons in _check_lab(lab, Path(scratch), args.scores):
+                rows.append((row, reasons))
                 if problem:
                     problems.append(f"lab {lab.number} {row[1]}: {problem}")
     seconds = time.monotonic() - started
     if args.json:
-        print(json.dumps({"rows": [dict(zip(["lab", "solution", "score", "verdict"], row))
-                                   for row in rows], "problems": problems,
+        print(json.dumps({"rows": [dict(zip(["lab", "solution", "score", "verdict"], row),
+                                        reasons=reasons)
+                                   for row, reasons in rows], "problems": problems,
                           "seconds": round(seconds, 1)}, indent=2))
     else:
-        print(format_table(["lab", "solution", "score", "verdict"], rows))
+        print(format_table(["lab", "solution", "score", "verdict"], [row for row, _ in rows]))
         for problem in problems:
             print(f"sprat: {problem}", file=sys.stderr)
         if not args.scores:
@@ -258,10 +259,11 @@ def run_check(args) -> int:
 
 
 def _check_lab(lab, scratch: Path, scores: bool):
-    """Rows (lab, solution, score, verdict) and for each the problem, if any.
-    Without `scores`, the skeleton and each wrong solution run only until
-    they are caught (the tests a mistake names, else until one fails), and
-    their score is shown as -."""
+    """Rows (lab, solution, score, verdict), each with its problem, if any,
+    and the reasons of the tests it failed ({test: reason}: what a student
+    with that solution would read). Without `scores`, the skeleton and each
+    wrong solution run only until they are caught (the tests a mistake
+    names, else until one fails), and their score is shown as -."""
     tests = runner.load_tests([lab.grader])
     progress = _progress_line(f"checking lab {lab.number}")
 
@@ -273,14 +275,16 @@ def _check_lab(lab, scratch: Path, scores: bool):
                                 stop_at_first_failure=stop, progress=progress)
 
     results = grade("reference", workspaces.reference_files(lab))
-    failing = [r for r in results if not r.passed and r.reason != runner.NOT_RUN]
-    yield ([lab.number, "reference", _score(results, tests), "full" if not failing else "NOT FULL"],
-           f"the reference fails {failing[0].name}: {failing[0].reason}" if failing else None)
+    failing = _reasons(results)
+    first = next(iter(failing), None)
+    yield ([lab.number, "reference", _score(results, tests), "NOT FULL" if first else "full"],
+           f"the reference fails {first}: {failing[first]}" if first else None, failing)
 
     results = grade("skeleton", workspaces.skeleton_files(lab))
-    caught = [r.name for r in results if not r.passed and r.reason != runner.NOT_RUN]
-    yield ([lab.number, "skeleton", _score(results, tests), "fails " + caught[0] if caught
-            else "PASSES"], None if caught else "the skeleton passes every test")
+    caught = _reasons(results)
+    yield ([lab.number, "skeleton", _score(results, tests),
+            "fails " + next(iter(caught)) if caught else "PASSES"],
+           None if caught else "the skeleton passes every test", caught)
 
     for diff in lab.wrong_solutions():
         wrong, files = workspaces.wrong_files(lab, diff)
@@ -290,7 +294,7 @@ def _check_lab(lab, scratch: Path, scores: bool):
         # with this mistake would get.
         named = [t for t in tests if t.name in wrong.expect]
         results = grade(diff.stem, files, order=tests if scores or not named else named)
-        caught = [r.name for r in results if not r.passed and r.reason != runner.NOT_RUN]
+        caught = _reasons(results)
         missed = [name for name in wrong.expect if name not in caught]
         problem = None
         if unknown:
@@ -299,9 +303,14 @@ def _check_lab(lab, scratch: Path, scores: bool):
             problem = f"{wrong.summary}: not caught by {', '.join(missed)}"
         elif not caught:
             problem = f"{wrong.summary}: passes every test"
-        shown = [name for name in wrong.expect if name in caught] or caught
+        shown = [name for name in wrong.expect if name in caught] or list(caught)
         verdict = f"caught by {', '.join(shown[:2])}" if caught else "NOT CAUGHT"
-        yield [lab.number, f"wrong/{diff.stem}", _score(results, tests), verdict], problem
+        yield [lab.number, f"wrong/{diff.stem}", _score(results, tests), verdict], problem, caught
+
+
+def _reasons(results) -> dict[str, str]:
+    """{test: reason} of the tests that ran and failed, in the order they ran."""
+    return {r.name: r.reason for r in results if not r.passed and r.reason != runner.NOT_RUN}
 
 
 def _score(results, tests) -> str:
