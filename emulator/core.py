@@ -422,14 +422,15 @@ class Core:
 
     def next_event(self) -> int | None:
         """The modeled time of the earliest pending interrupt or timer expiry."""
-        times = []
-        if self._pending:
-            times.append(self._pending[0][0])
-        if self.apic.timer_deadline is not None:
-            times.append(self.apic.timer_deadline)
-        if self.stop_at is not None:
-            times.append(self.stop_at)
-        return min(times) if times else None
+        # No list and no min(): the scheduler asks this of every waiting
+        # core before every quantum.
+        event = self._pending[0][0] if self._pending else None
+        deadline = self.apic.timer_deadline
+        if deadline is not None and (event is None or deadline < event):
+            event = deadline
+        if self.stop_at is not None and (event is None or self.stop_at < event):
+            event = self.stop_at
+        return event
 
     def interrupts_enabled(self) -> bool:
         return bool(self.regs.read(x86.UC_X86_REG_RFLAGS) & RFLAGS_IF)

@@ -84,10 +84,12 @@ class Scheduler:
         # A core halted, or parked polling (emulator/cost.py), is ready at
         # its next interrupt: for a parked core, say, a time slice's end lets
         # the core's other dispatchers run, as it would on a spinning core.
-        if core.state is CoreState.WAITING or \
-                (core.state is CoreState.HALTED and core.interrupts_enabled()):
+        if core.state is CoreState.WAITING or core.state is CoreState.HALTED:
             event = core.next_event()
-            return None if event is None else max(event, core.cycles)
+            if event is None or (core.state is CoreState.HALTED and
+                                 not core.interrupts_enabled()):
+                return None      # (the event first: IF is a register read)
+            return event if event > core.cycles else core.cycles
         return None
 
     def next_core(self, skip=()):
