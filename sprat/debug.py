@@ -51,6 +51,7 @@ from emulator.core import CoreState
 from emulator.debug import expression
 from emulator.debug.engine import DebugEngine
 from emulator.debug.expression import ExpressionError
+from emulator.debug.frames import RETURN_ADDRESS, Outermost, frame_rules
 from emulator.debug.symbols import Location, SymbolError, SymbolTable
 from emulator.debug.target import TargetError
 from emulator.debug.timetravel import TimeTravel
@@ -63,6 +64,7 @@ from emulator.errors import SpratError
 from emulator.files import OutputFile, read_text
 from sprat.boot import (DEFAULT_MAX_CYCLES, VIOLATIONS_SHOWN, add_machine_options, end_early,
                         machine_shape, positive_argument)
+from sprat.gdb import KERNEL_ENTRY, USER_ENTRY
 from sprat.lab.watchdog import on_stop
 from sprat.output import input_name, output_name
 from sprat.table import format_table
@@ -319,6 +321,7 @@ class DebugShell(cmd.Cmd):
         self.debuggee = debuggee
         self.engine = debuggee.engine
         self.symbols = debuggee.symbols
+        self._frame_rules = {}                # id(program) -> its frame rules (bt)
         self.machine = debuggee.machine
         self.selected = 0
         self.disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
@@ -959,16 +962,55 @@ class DebugShell(cmd.Cmd):
 
     def do_bt(self, arg):
         """bt
-        The selected core's call stack, as far as it can be told: rip, then
-        every word on the stack that is the address just after a `call` (or a
-        `syscall`) in known code. The CPU driver keeps no frame pointers, so
-        this is a scan: an old return address left on the stack shows too."""
+        The selected core's call stack: rip, then its callers. Where the code
+        tells how far its routine has moved rsp (pushes, pops, sub/add rsp,
+        counted from the routine's entry: emulator/debug/frames.py, the rules
+        gdb gets too) each caller is exact, and the stack ends at a program's
+        start or the CPU driver's entry. From code no routine's entry reaches
+        (a trap handler) on, it is a scan: every word on the stack that is
+        the address just after a `call` (or a `syscall`) in known code, where
+        an old return address left on the stack may show too (`scanned`)."""
         self._no_arguments("bt", arg)
         core = self.machine.cores[self.selected]
         self.out(f"#0  {self._describe(core.rip)}")
-        for frame, (offset, value, how) in enumerate(self._return_addresses(core.id), 1):
+        for frame, (offset, value, how) in enumerate(self._callers(core.id), 1):
             self.out(f"#{frame}  {self._describe(value)}   "
                      f"(after a {how}; at rsp+{offset:#x})")
+
+    def _callers(self, core_id: int):
+        """(offset from rsp, return address, how it was found) of each caller,
+        nearest first: unwound by the frame rules while the code has them,
+        then scanned."""
+        core = self.machine.cores[core_id]
+        rsp = core.regs.read(x86.UC_X86_REG_RSP)
+        rip, frame_rsp = core.rip, 0          # frame_rsp: the frame's rsp, from rsp
+        while True:
+            rule = self._frame_rule(rip)
+            if isinstance(rule, Outermost):
+                return                        # nothing called this code
+            if rule is None:
+                break                         # no rule here: scan from this frame on
+            at = frame_rsp + rule - RETURN_ADDRESS
+            word = self._read_mapped(rsp + at, 8, core_id)
+            value = int.from_bytes(word, "little")
+            if len(word) < 8 or self._return_kind(value, core_id) != "call":
+                break                         # not what the rule says: scan
+            yield at, value, "call"
+            rip, frame_rsp = value, frame_rsp + rule
+        for offset, value, how in self._return_addresses(core_id):
+            if offset >= frame_rsp:
+                yield offset, value, f"{how}, scanned"
+
+    def _frame_rule(self, address: int):
+        """The frame rule at `address` (emulator/debug/frames.py): how far the
+        caller's frame is above rsp, Outermost, or None where no rule is sure."""
+        program = self.symbols.program_at(address)
+        if program is None:
+            return None
+        if id(program) not in self._frame_rules:
+            outermost = KERNEL_ENTRY if program in self.symbols.shared else USER_ENTRY
+            self._frame_rules[id(program)] = frame_rules(program, outermost)
+        return self._frame_rules[id(program)].get(address)
 
     def _return_addresses(self, core_id: int):
         """(offset from rsp, value, 'call' or 'syscall') of each stack word that

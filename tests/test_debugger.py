@@ -320,6 +320,50 @@ def test_backtrace_lists_the_user_frame_of_a_syscall_once():
     assert len(frames) == 1, frames
 
 
+# `leaf` returns and leaves its return address on the stack, under the
+# local slot `start` then makes: a scan of the stack would take it for a frame.
+STALE_RETURN_ADDRESS = """start:
+    call leaf
+after_leaf:
+    sub rsp, 8
+    call inner
+after_inner:
+    add rsp, 8
+    call exit
+leaf:
+    ret
+inner:
+    push rbx
+    call innermost
+    pop rbx
+    ret
+innermost:
+    nop
+    ret
+"""
+
+
+def test_backtrace_follows_the_code_not_old_words_on_the_stack(tmp_path):
+    """Each routine's frame is read from the code (its pushes and sub rsp):
+    bt lists the real callers and ends at start, not at an old return
+    address left in a local slot."""
+    session = Session(write_image(tmp_path, {"stale": STALE_RETURN_ADDRESS}), cores=1)
+    session.run("break innermost core 0", "continue")
+    frames = [line.split()[2] for line in session.run("bt").splitlines()]
+    assert frames == ["<innermost>", "<inner+6>", "<after_inner>"], frames
+
+
+def test_backtrace_goes_through_a_system_call_table(tmp_path):
+    """A system call's handler is called through the CPU driver's table
+    (`call r8`): bt still knows its frame and the dispatcher's."""
+    session = Session(ROOT / "images" / "shootdown.lst", cores=4)
+    session.run("break sys_invlpg core 0", "continue")
+    lines = session.run("bt").splitlines()
+    assert "<syscall_result>" in lines[1] and "scanned" not in lines[1], lines
+    assert "<trap_syscall+8>" in lines[2] and "scanned" not in lines[2], lines
+    assert "(after a syscall, scanned" in lines[-1], lines
+
+
 def test_cores_table_marks_the_selected_core():
     session = Session()
     output = session.run("core 3", "cores")

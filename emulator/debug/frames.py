@@ -14,7 +14,7 @@ The stack moves only by instructions that say by how much: `push` and
 `pop`, `sub rsp, N` and `add rsp, N`, `lea rsp, [rsp + N]`; a `call`
 comes back to where it was. So, from each routine's entry (a label some
 `call` names, or whose address the code takes, `lea rax, [rip + label]`,
-for a `call rax`), where the return address is at [rsp] and the frame's
+for a `call rax`, or a table holds, `.quad label`), where the return address is at [rsp] and the frame's
 CFA is rsp + 8, the code is followed along every path (both ways at a
 conditional jump, over calls, to the end at `ret` or a jump nobody can
 follow) adding up how far rsp has moved: the rule at each instruction is
@@ -58,7 +58,7 @@ def frame_rules(program, outermost=()) -> dict[int, object]:
     code = _instructions(program)
     entries = {program.symbols[name]: Outermost(program.symbols[name])
                for name in outermost if program.symbols.get(name) in code}
-    for address in _called(code):
+    for address in _called(code) + _tabled(program, code):
         entries.setdefault(address, RETURN_ADDRESS)
     rules, unsure = {}, set()
     for entry, rule in entries.items():
@@ -92,6 +92,22 @@ def _called(code) -> list[int]:
         if target in code:
             entries.append(target)
     return entries
+
+
+def _tabled(program, code) -> list[int]:
+    """Routines a table of addresses holds (`.quad label`, the CPU driver's
+    system call table), called through a register loaded from it. Only a
+    label's address counts, where that label begins an instruction."""
+    labels = set(program.symbols.values())
+    found = []
+    for address, statement in program.statements():
+        if address in code or len(statement) % 8:
+            continue
+        for word in range(0, len(statement), 8):
+            target = int.from_bytes(statement[word:word + 8], "little")
+            if target in labels and target in code:
+                found.append(target)
+    return found
 
 
 def _follow(code, entries, entry: int, rule, rules: dict, unsure: set) -> None:
