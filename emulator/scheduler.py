@@ -106,9 +106,15 @@ class Scheduler:
         for core in self.cores:
             if core.id in skip:
                 continue
-            if core.state is CoreState.RUNNING:      # ready_time's first case, inline
+            state = core.state
+            if state is CoreState.RUNNING:           # ready_time's cases, inline
                 time = core.cycles if core.cycles >= core.not_before else core.not_before
-            elif (time := self.ready_time(core)) is None:
+            elif state is CoreState.WAITING:
+                if (time := core.next_event()) is None:
+                    continue
+                if time < core.cycles:
+                    time = core.cycles
+            elif state is not CoreState.HALTED or (time := self.ready_time(core)) is None:
                 continue
             if best is None:
                 best, best_time = core, time
