@@ -136,6 +136,9 @@ class Watcher:
             self.check_vote(core, result, region, txn, before, record, state, hit)
             if core == initiator and copy_before == "free":
                 self.check_retype_error(core, result, region, txn, request[4], hit)
+            if core == initiator and result == 0:
+                self.check_frame_given(core, request[5], request[6], region, txn,
+                                       f"prepare_retype core {core}", hit)
         elif op == OP_COMMIT and self.voted.get((core, txn), 0) != 0:
             return          # told to commit after its no: decision_waits_for_every_vote says so
         else:
@@ -198,6 +201,19 @@ class Watcher:
                           f"retype's own error (check CAP_RETYPE's rax before the give)",
                           f"prepare_retype core {core}", hit)
 
+    def check_frame_given(self, core, dispatcher, dest, region, txn, stop, hit) -> None:
+        """The asker's core votes yes only once the asking program holds the frame:
+        its retype and its give are its vote, so a give that would fail is its no,
+        not a failure after the decision that no one could roll back."""
+        slot = self.holds(core, dispatcher, dest)
+        if slot == self.whole(region):
+            return
+        self.note("vote", f"core {core}, the asker's, voted yes on transaction {txn}, but "
+                  f"the asking program holds {slot or 'nothing'} where the new frame goes: "
+                  f"the asker's monitor retypes its locked copy and gives the frame "
+                  f"(cap_give) before it votes yes, so that a retype or a give that fails "
+                  f"is its no", stop, hit)
+
     def left_in_use(self, core, region) -> list[str]:
         """After an abort, on a core that voted yes: its copy is free again. (Only on the
         asker's core: elsewhere a program may take the copy the moment it is unlocked.)"""
@@ -218,6 +234,9 @@ class Watcher:
         t.before = self.expected(t.region)
         self.current = t
         self.check_own_vote(t)
+        if t.initiator == 0:
+            self.check_frame_given(0, t.dispatcher, t.dest, t.region, t.number,
+                                   "two_phase_commit core 0", t.number)
 
     def check_own_vote(self, t) -> None:
         """Monitor 0 votes before it asks: its copy is locked when PREPARE goes out."""
