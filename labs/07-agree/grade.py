@@ -334,6 +334,11 @@ class Watcher:
             if verdict == 0:
                 self.note("decision", f"monitor 0 answered that transaction {txn} committed "
                           f"without asking the other monitors", stop, txn)
+            elif refuser != 0:
+                self.note("decision", f"monitor 0 answered that transaction {txn} was refused "
+                          f"(error {verdict}) by core {signed(refuser)}, but it asked no one: "
+                          f"its own no refused it, and the answer names core 0 (REFUSER)",
+                          stop, txn)
             self.check_state(f"after the answer to transaction {txn}", stop, txn)
             return
         if t.decision is None:
@@ -351,7 +356,16 @@ class Watcher:
             self.note("decision", f"monitor 0 answered transaction {txn} with {verdict} but "
                       f"sent {DECISION[t.decision]}: the answer is 0 for a commit, else the "
                       f"first refusal's error", stop, txn)
-        elif verdict != 0 and refuser in t.votes and t.votes[refuser] != verdict:
+        elif verdict != 0 and not t.votes.get(refuser):
+            refused = sorted(core for core, vote in t.votes.items() if vote)
+            self.note("decision", f"monitor 0 answered transaction {txn}: refused by core "
+                      f"{signed(refuser)} with error {verdict}, but "
+                      + (f"core {signed(refuser)} voted yes" if refuser in t.votes
+                         else f"core {signed(refuser)} did not vote")
+                      + (f"; core {cores(refused)} said no" if refused else "")
+                      + ": REFUSER is the first core that said no (gather_votes keeps it)",
+                      stop, txn)
+        elif verdict != 0 and t.votes[refuser] != verdict:
             self.note("decision", f"monitor 0 answered transaction {txn}: refused by core "
                       f"{refuser} with error {verdict}, but core {refuser} voted "
                       f"{t.votes[refuser]}", stop, txn)
@@ -536,6 +550,11 @@ class Watcher:
 
 def cores(numbers) -> str:
     return ", ".join(map(str, numbers))
+
+
+def signed(word: int) -> int:
+    """A 64-bit word as the signed number it holds (-1 for 2**64 - 1)."""
+    return word - (1 << 64) if word >= 1 << 63 else word
 
 
 def ordinal(n: int) -> str:
