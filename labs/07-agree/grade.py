@@ -114,7 +114,7 @@ class Watcher:
             elif event == "recv" and self.current is not None and not self.current.answered \
                     and fields["peer"] is not None:
                 self.request_taken(fields["peer"])
-            elif event == "send" and op in DECISION and self.current is not None:
+            elif event == "send" and op in DECISION:
                 self.decision_sent(op, words[2])
             elif event == "send" and op in (OP_ANSWER, MONITOR_ANSWER) and words[3] >= 1:
                 self.answered(words[3], words[1], words[2])
@@ -141,6 +141,8 @@ class Watcher:
                                        f"prepare_retype core {core}", hit)
         elif op == OP_COMMIT and self.voted.get((core, txn), 0) != 0:
             return          # told to commit after its no: decision_waits_for_every_vote says so
+        elif txn not in self.transactions or not self.transactions[txn].asked:
+            return          # told a decision on what it never voted on: decided_unasked says so
         else:
             # as the region was when monitor 0 asked: after COMMIT one version
             # more and the initiator's; after ABORT as it was
@@ -283,6 +285,10 @@ class Watcher:
         return said
 
     def decision_sent(self, op, txn) -> None:
+        asked = self.transactions.get(txn)
+        if asked is None or not asked.asked:
+            self.decided_unasked(op, txn)
+            return
         t = self.current
         if t.number != txn or t.decision is not None:
             return                                  # the same decision to the next core
@@ -302,6 +308,18 @@ class Watcher:
             self.note("decision", f"monitor 0 aborted transaction {txn} though every core voted "
                       f"yes: all yes commits", stop, txn)
         self.check_undecided(t, stop)
+
+    def decided_unasked(self, op, txn) -> None:
+        """Monitor 0 sent a decision on a transaction it never sent PREPARE for: its
+        own vote was no, which ends the transaction before anyone else is asked."""
+        t = self.transactions.setdefault(txn, Transaction(txn))
+        if t.decision is not None:
+            return                                  # the same decision to the next core
+        t.decision = op
+        self.note("decision", f"monitor 0 sent {DECISION[op]} for transaction {txn}, for "
+                  f"which it sent no PREPARE: its own vote was no, which ends the transaction "
+                  f"(VERDICT, REFUSER and return): nobody else voted, so nobody has anything "
+                  f"to apply or roll back", "two_phase_commit core 0", txn)
 
     def check_undecided(self, t, stop) -> None:
         """As monitor 0 sends its decision, no other monitor can know it yet: each
