@@ -168,9 +168,12 @@ class Watcher:
     def check_vote(self, core, vote, region, txn, before, record, state, hit) -> None:
         stop = f"prepare_retype core {core}"
         if vote >= 1 << 32:
+            why = (f"positive (CAP_LOCK returns -error: this is {signed(vote)})"
+                   if -4096 < signed(vote) < 0 else
+                   "and this is no error code at all: was the register that held the error "
+                   "one that a call after it clobbers? (cap_* clobber rcx, r10 and r11)")
             self.note("vote", f"core {core} voted {vote:#x} on transaction {txn}: a vote is 0 "
-                      f"(yes) or the refusal's error code, positive (CAP_LOCK returns "
-                      f"-error)", stop, hit)
+                      f"(yes) or the refusal's error code, {why}", stop, hit)
         if record is not None and before is not None and record[:3] != before[:3]:
             self.note("vote", f"core {core}'s monitor changed its replica when it voted on "
                       f"transaction {txn} (region {region} was {self.said(before)}, is "
@@ -181,6 +184,11 @@ class Watcher:
                    if state == "in use" else "")
             self.note("vote", f"core {core} voted yes on transaction {txn} but its copy of "
                       f"region {region} is {state}, not locked{why}", stop, hit)
+        if vote != 0 and record is not None and record[3] == txn:
+            self.note("vote", f"core {core} voted no on transaction {txn} but recorded it in "
+                      f"its replica as pending on region {region}: REGION_PENDING says we "
+                      f"voted yes (an abort undoes what it finds there), so it is written only "
+                      f"once the lock is granted", stop, hit)
         if vote != 0 and state == "locked":
             self.note("vote", f"core {core} voted no on transaction {txn} but left its copy of "
                       f"region {region} locked: a no holds nothing", stop, hit)
@@ -352,6 +360,11 @@ class Watcher:
             if verdict == 0:
                 self.note("decision", f"monitor 0 answered that transaction {txn} committed "
                           f"without asking the other monitors", stop, txn)
+            elif self.pending_anywhere(0, txn) is not None:
+                self.note("vote", f"monitor 0 voted no on transaction {txn} (error {verdict}) "
+                          f"but recorded it in its replica as pending on region "
+                          f"{self.pending_anywhere(0, txn)}: REGION_PENDING says we voted yes, "
+                          f"so it is written only once the lock is granted", stop, txn)
             elif refuser != 0:
                 self.note("decision", f"monitor 0 answered that transaction {txn} was refused "
                           f"(error {verdict}) by core {signed(refuser)}, but it asked no one: "
@@ -456,7 +469,8 @@ class Watcher:
             found.append(f"its replica says region {region} is {shown}, not {self.said(want)}")
         elif got[3] != 0:
             found.append(f"its replica still has transaction {got[3]} pending on region "
-                         f"{region}")
+                         f"{region} (a yes vote sets REGION_PENDING; COMMIT, ABORT or the "
+                         f"vote's own undo clears it)")
         return found
 
     def stuck(self) -> tuple[str, str] | None:
@@ -526,6 +540,15 @@ class Watcher:
             return None
         r = replica.regions[region]
         return (r.state, r.owner, r.version, r.pending)
+
+    def pending_anywhere(self, core, txn):
+        """The region whose record in core's replica has `txn` pending, or None."""
+        from kernel.capservice import N_SHARED_REGIONS
+        for region in range(N_SHARED_REGIONS):
+            record = self.record(core, region)
+            if record is not None and record[3] == txn:
+                return region
+        return None
 
     def whole(self, region) -> str:
         """The frame a commit of `region` gives, as holds() describes it."""
