@@ -121,16 +121,20 @@ class Watcher:
         elif event == "recv" and op in (OP_PREPARE, OP_COMMIT, OP_ABORT):
             self.hits[op, core] = self.hits.get((op, core), 0) + 1
             self.taken[core] = (op, words, self.record(core, words[1]),
-                                self.copy_state(core, words[1]))
+                                self.copy_state(core, words[1]),
+                                self.holds(core, words[5], words[6]))
         elif event == "send" and op == OP_REPLY and core in self.taken:
             self.participant_replied(core, words[1], *self.taken.pop(core))
 
     # --- a participant -----------------------------------------------------------------
-    def participant_replied(self, core, result, op, request, before, copy_before) -> None:
+    def participant_replied(self, core, result, op, request, before, copy_before,
+                            held_before) -> None:
         region, txn, initiator = request[1], request[2], request[3]
         hit = self.hits[op, core]
         record = self.record(core, region)
         state = self.copy_state(core, region)
+        if core != initiator:
+            self.check_bystander(core, op, request, held_before, hit)
         if op == OP_PREPARE:
             self.voted[core, txn] = result
             self.check_vote(core, result, region, txn, before, record, state, hit)
@@ -210,6 +214,24 @@ class Watcher:
                           f"with {refused.code.value} ({refused.code.name}): the vote is the "
                           f"retype's own error (check CAP_RETYPE's rax before the give)",
                           f"prepare_retype core {core}", hit)
+
+    def check_bystander(self, core, op, request, held_before, hit) -> None:
+        """On a core that is not the asker's, MSG_DISPATCHER and MSG_DEST name some
+        other program's slot, or none: the transaction's step leaves it alone."""
+        held = self.holds(core, request[5], request[6])
+        if held == held_before:
+            return
+        name, step = {OP_PREPARE: ("vote", "prepare_retype"),
+                      OP_COMMIT: ("commit", "commit_retype"),
+                      OP_ABORT: ("abort", "abort_retype")}[op]
+        self.note("ack" if op != OP_PREPARE else "vote",
+                  f"core {core}'s {name} of transaction {request[2]} changed what dispatcher "
+                  f"{request[5]} of core {core} holds at {request[6]:#x} (it held "
+                  f"{held_before or 'nothing'}, now {held or 'nothing'}): only on the asker's "
+                  f"core (MSG_INITIATOR, here core {request[3]}) do MSG_DISPATCHER and "
+                  f"MSG_DEST name the asking program; elsewhere they name some other "
+                  f"program's capability, which the transaction leaves alone",
+                  f"{step} core {core}", hit)
 
     def check_frame_given(self, core, dispatcher, dest, region, txn, stop, hit) -> None:
         """The asker's core votes yes only once the asking program holds the frame:
