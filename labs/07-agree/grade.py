@@ -10,18 +10,26 @@ them:
 
   a participant's reply     its vote: its replica unchanged, its copy of
                             the region locked if and only if it said yes,
-                            on the asker's core the retype's own error if
-                            the retype is refused; its acknowledgement: the
-                            decision applied in its replica and its
-                            capabilities, the lock gone (after an abort the
-                            asker's copy free again)
-  monitor 0's PREPARE       its own vote cast: its copy locked
+                            nothing pending after a no; on the asker's core
+                            the retype's own error if the retype is
+                            refused, the frame in the program's hands at a
+                            yes, its copy as it was after a no; its
+                            acknowledgement: the decision applied in its
+                            replica and its capabilities, the lock gone
+                            (after an abort the asker's copy free again);
+                            on any other core, the slot MSG_DEST names
+                            left alone
+  monitor 0's PREPARE       its own vote cast: its copy locked (and if it
+                            is the asker, the frame given)
   monitor 0 takes a reply   signed by the core it came from
-  monitor 0's decision      every vote in; COMMIT only if every vote was yes;
-                            no other replica changed yet, every yes still locked
-  monitor 0's answer        every acknowledgement in; every monitor's
-                            replica (kernel/replica.py) and every core's copy
-                            of every region as the answers so far say
+  monitor 0's decision      on a transaction it asked about (its own no ends
+                            one); every vote in; COMMIT only if every vote
+                            was yes; no other replica changed yet, every
+                            yes still locked
+  monitor 0's answer        every acknowledgement in; a refusal names a core
+                            that said no; every monitor's replica
+                            (kernel/replica.py) and every core's copy of
+                            every region as the answers so far say
 
 and after the run every replica agrees with every other, and each asking
 program holds the whole region as a frame exactly when a commit gave it.
@@ -44,6 +52,7 @@ FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a lar
 
 DEMO = ("images/demo.lst", "amd-2x2")              # commit, refusals, failure on the asker
 ASKER_0 = ("images/asker-0.lst", "intel-2x4")      # monitor 0's own program asks
+SLOT_TAKEN = ("images/slot-taken.lst", "amd-2x2")  # the asker's give refused
 CONTENDED = ("images/contended.lst", "intel-2x4")  # two askers, three users
 CONTENDED_16 = ("images/contended-16.lst", "amd-4x4")  # ... racing with the votes
 
@@ -140,6 +149,13 @@ class Watcher:
             self.check_vote(core, result, region, txn, before, record, state, hit)
             if core == initiator and copy_before == "free":
                 self.check_retype_error(core, result, region, txn, request[4], hit)
+            if core == initiator and result != 0 and copy_before == "free" \
+                    and state != "free":
+                self.note("vote", f"core {core}, the asker's, voted no (error {result}) on "
+                          f"transaction {txn}, but its copy of region {region}, free when "
+                          f"PREPARE came, is {state} now: a no undoes what the vote did "
+                          f"(the new object deleted if the give failed, the lock released)",
+                          f"prepare_retype core {core}", hit)
             if core == initiator and result == 0:
                 self.check_frame_given(core, request[5], request[6], region, txn,
                                        f"prepare_retype core {core}", hit)
@@ -679,7 +695,7 @@ def replicas_agree_after_every_answer():
 @test(points=15)
 def votes_lock_and_change_nothing():
     """A yes vote holds the copy's lock, a no vote holds nothing; no replica changes on a vote."""
-    judge(at(DEMO, (10_000, 13)) + at(ASKER_0), {"vote"})
+    judge(at(DEMO, (10_000, 13)) + at(ASKER_0) + at(SLOT_TAKEN), {"vote"})
 
 
 @test(points=15)
