@@ -355,6 +355,23 @@ LAB_7_FAULTS_NAMED = [
      ["#PF", "in vote+", "userland/monitor_agree.S:"]),
     ("own-gather-takes-requests.diff", "agreement_under_random_schedules",
      ["took a request that core 3 forwarded for the acknowledgement", "gather_votes"]),
+    ("give-at-commit.diff", "votes_lock_and_change_nothing",
+     ["core 3, the asker's, voted yes on transaction 1",
+      "holds nothing where the new frame goes", "before it votes yes"]),
+    ("own-no-names-no-core.diff", "decision_waits_for_every_vote",
+     ["transaction 3 was refused (error 121) by core -1", "names core 0"]),
+    ("own-no-aborts-everyone.diff", "decision_waits_for_every_vote",
+     ["monitor 0 sent ABORT for transaction 3, for which it sent no PREPARE",
+      "its own vote was no"]),
+    ("pending-before-lock-answer.diff", "votes_lock_and_change_nothing",
+     ["core 2 voted no on transaction 2 but recorded it", "REGION_PENDING"]),
+    ("undo-error-kept-in-rcx.diff", "votes_lock_and_change_nothing",
+     ["core 3 voted 0x", "no error code at all", "clobbers"]),
+    ("abort-takes-back-everywhere.diff", "acknowledged_only_once_applied",
+     ["core 2's abort of transaction 4 changed what dispatcher 1 of core 2 holds at 0x10016",
+      "only on the asker's core"]),
+    ("give-refused-keeps-object.diff", "votes_lock_and_change_nothing",
+     ["core 3, the asker's, voted no (error 105) on transaction 1", "is in use now"]),
 ]
 
 
