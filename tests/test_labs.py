@@ -370,6 +370,10 @@ LAB_7_FAULTS_NAMED = [
     ("abort-takes-back-everywhere.diff", "acknowledged_only_once_applied",
      ["core 2's abort of transaction 4 changed what dispatcher 1 of core 2 holds at 0x10016",
       "only on the asker's core"]),
+    ("every-core-retypes.diff", "decision_waits_for_every_vote",
+     ["answered transaction 1: refused by core 0 with error 101", "has it committed"]),
+    ("every-core-retypes.diff", "votes_lock_and_change_nothing",
+     ["core 4 voted no (error 101) on transaction 2 though its copy of region 0 is free"]),
     ("give-refused-keeps-object.diff", "votes_lock_and_change_nothing",
      ["core 3, the asker's, voted no (error 105) on transaction 1", "is in use now"]),
 ]

@@ -33,6 +33,8 @@ them:
 
 and after the run every replica agrees with every other, and each asking
 program holds the whole region as a frame exactly when a commit gave it.
+Where one program asks (STORIES), each answer is the one its image's
+comment tells: a solution that refuses what it should commit agrees too.
 Each finding has a kind; each test fails on the first finding of its
 kinds (or of kind "protocol", which every test reports), in runs under the
 schedules it names (QUANTA, SEEDS). A program killed for a fault is named
@@ -53,6 +55,15 @@ FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a lar
 DEMO = ("images/demo.lst", "amd-2x2")              # commit, refusals, failure on the asker
 ASKER_0 = ("images/asker-0.lst", "intel-2x4")      # monitor 0's own program asks
 SLOT_TAKEN = ("images/slot-taken.lst", "amd-2x2")  # the asker's give refused
+
+# What monitor 0 answers, transaction by transaction, where one program asks
+# and the schedule cannot change it (the images' comments tell it):
+# (error, the core that refused), (0, -1) for a commit.
+STORIES = {
+    "images/demo.lst": [(0, -1), (120, 2), (121, 0), (107, 3), (0, -1), (120, 2)],
+    "images/asker-0.lst": [(107, 0), (0, -1), (120, 5), (0, -1), (120, 0)],
+    "images/slot-taken.lst": [(105, 3), (0, -1), (105, 3)],
+}
 CONTENDED = ("images/contended.lst", "intel-2x4")  # two askers, three users
 CONTENDED_16 = ("images/contended-16.lst", "amd-4x4")  # ... racing with the votes
 
@@ -87,7 +98,8 @@ class Transaction:
 class Watcher:
     """Looks at the machine whenever a tracepoint reports a step of the protocol."""
 
-    def __init__(self):
+    def __init__(self, story=None):
+        self.story = story or []                   # STORIES' answers for this image
         self.system = None
         self.findings: list[Finding] = []
         self.transactions: dict[int, Transaction] = {}
@@ -147,6 +159,12 @@ class Watcher:
         if op == OP_PREPARE:
             self.voted[core, txn] = result
             self.check_vote(core, result, region, txn, before, record, state, hit)
+            if core != initiator and result != 0 and state == "free":
+                self.note("vote", f"core {core} voted no (error {result}) on transaction "
+                          f"{txn} though its copy of region {region} is free: CAP_LOCK grants "
+                          f"that lock, and a core not the asker's says no only when its lock "
+                          f"is refused (only the asker's core, MSG_INITIATOR, retypes and "
+                          f"gives)", f"prepare_retype core {core}", hit)
             if core == initiator and copy_before == "free":
                 self.check_retype_error(core, result, region, txn, request[4], hit)
             if core == initiator and result != 0 and copy_before == "free" \
@@ -391,6 +409,7 @@ class Watcher:
 
     def answered(self, txn, verdict, refuser) -> None:
         stop = "root_retype_answer core 0"
+        self.check_story(txn, verdict, refuser, stop)
         t = self.transactions.get(txn)
         if t is not None:
             t.answered = True
@@ -461,6 +480,21 @@ class Watcher:
                 self.note("state", f"transaction {txn} was rolled back, but on core "
                           f"{t.initiator}, the asker's, {problem}", stop, txn)
         self.check_state(f"after the answer to transaction {txn}", stop, txn)
+
+    def check_story(self, txn, verdict, refuser, stop) -> None:
+        """Where the image tells what each answer is (STORIES), the answer is that."""
+        if not 1 <= txn <= len(self.story):
+            return
+        want = self.story[txn - 1]
+        if (verdict, signed(refuser)) == want:
+            return
+        why = ("a no is a lock refused, or on the asker's core its retype or give refused"
+               if want[0] == 0 else
+               "the first core that says no names its own error" if verdict != 0 else
+               f"core {want[1]} cannot lock (or retype) it, so its vote is no")
+        self.note("decision", f"monitor 0 answered transaction {txn}: {answer(verdict, refuser)}"
+                  f", where the image's story (its comment) has it {answer(*want)}: {why}",
+                  stop, txn)
 
     # --- the state ---------------------------------------------------------------------------
     def check_state(self, when, stop, hit=1) -> None:
@@ -631,6 +665,15 @@ def cores(numbers) -> str:
     return ", ".join(map(str, numbers))
 
 
+def answer(verdict, refuser) -> str:
+    """'committed', or 'refused by core 2 with error 120'."""
+    from kernel.caps.errors import ErrorCode
+    if verdict == 0:
+        return "committed"
+    name = f" ({ErrorCode(verdict).name})" if verdict in set(ErrorCode) else ""
+    return f"refused by core {signed(refuser)} with error {verdict}{name}"
+
+
 def signed(word: int) -> int:
     """A 64-bit word as the signed number it holds (-1 for 2**64 - 1)."""
     return word - (1 << 64) if word >= 1 << 63 else word
@@ -645,7 +688,7 @@ def ordinal(n: int) -> str:
 
 def watched(image, topology, quantum=None, seed=None):
     """Boot with the watcher; (run, watcher)."""
-    watcher = Watcher()
+    watcher = Watcher(STORIES.get(image))
     run = boot(image, topology=topology, quantum=quantum, seed=seed, max_cycles=MAX_CYCLES,
                setup=watcher.install)
     return run, watcher
@@ -707,7 +750,7 @@ def acknowledged_only_once_applied():
 @test(points=15)
 def decision_waits_for_every_vote():
     """Monitor 0 decides once every vote is in: COMMIT only if all said yes, ABORT otherwise."""
-    judge(at(DEMO, (10_000, 7)) + at(ASKER_0), {"decision"})
+    judge(at(DEMO, (10_000, 7)) + at(ASKER_0) + at(SLOT_TAKEN), {"decision"})
 
 
 @test(points=10)
