@@ -139,6 +139,7 @@ class Watcher:
                 self.decision_sent(op, words[2])
             elif event == "send" and op in (OP_ANSWER, MONITOR_ANSWER) and words[3] >= 1:
                 self.answered(words[3], words[1], words[2])
+                self.check_story(words[3], words[1], words[2], "root_retype_answer core 0")
         elif event == "recv" and op in (OP_PREPARE, OP_COMMIT, OP_ABORT):
             self.hits[op, core] = self.hits.get((op, core), 0) + 1
             self.taken[core] = (op, words, self.record(core, words[1]),
@@ -409,7 +410,6 @@ class Watcher:
 
     def answered(self, txn, verdict, refuser) -> None:
         stop = "root_retype_answer core 0"
-        self.check_story(txn, verdict, refuser, stop)
         t = self.transactions.get(txn)
         if t is not None:
             t.answered = True
@@ -488,10 +488,14 @@ class Watcher:
         want = self.story[txn - 1]
         if (verdict, signed(refuser)) == want:
             return
-        why = ("a no is a lock refused, or on the asker's core its retype or give refused"
-               if want[0] == 0 else
-               "the first core that says no names its own error" if verdict != 0 else
-               f"core {want[1]} cannot lock (or retype) it, so its vote is no")
+        if want[0] == 0:
+            why = "a no is a lock refused, or on the asker's core its retype or give refused"
+        elif verdict == 0:
+            why = f"core {want[1]} cannot lock (or retype) it, so its vote is no"
+        elif verdict != want[0]:
+            why = "a no vote is the error of the call that refused"
+        else:
+            why = "REFUSER is the core whose no came first, core 0 for monitor 0's own"
         self.note("decision", f"monitor 0 answered transaction {txn}: {answer(verdict, refuser)}"
                   f", where the image's story (its comment) has it {answer(*want)}: {why}",
                   stop, txn)
