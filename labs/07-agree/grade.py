@@ -55,6 +55,8 @@ FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a lar
 DEMO = ("images/demo.lst", "amd-2x2")              # commit, refusals, failure on the asker
 ASKER_0 = ("images/asker-0.lst", "intel-2x4")      # monitor 0's own program asks
 SLOT_TAKEN = ("images/slot-taken.lst", "amd-2x2")  # the asker's give refused
+CONTENDED = ("images/contended.lst", "intel-2x4")  # two askers, three users
+CONTENDED_16 = ("images/contended-16.lst", "amd-4x4")  # ... racing with the votes
 
 # What monitor 0 answers, transaction by transaction, where one program asks
 # and the schedule cannot change it (the images' comments tell it):
@@ -64,8 +66,6 @@ STORIES = {
     "images/asker-0.lst": [(107, 0), (0, -1), (120, 5), (0, -1), (120, 0)],
     "images/slot-taken.lst": [(105, 3), (0, -1), (105, 3)],
 }
-CONTENDED = ("images/contended.lst", "intel-2x4")  # two askers, three users
-CONTENDED_16 = ("images/contended-16.lst", "amd-4x4")  # ... racing with the votes
 
 
 @dataclass
