@@ -10,21 +10,31 @@ them:
 
   a participant's reply     its vote: its replica unchanged, its copy of
                             the region locked if and only if it said yes,
-                            on the asker's core the retype's own error if
-                            the retype is refused; its acknowledgement: the
-                            decision applied in its replica and its
-                            capabilities, the lock gone (after an abort the
-                            asker's copy free again)
-  monitor 0's PREPARE       its own vote cast: its copy locked
+                            nothing pending after a no; on the asker's core
+                            the retype's own error if the retype is
+                            refused, the frame in the program's hands at a
+                            yes, its copy as it was after a no; its
+                            acknowledgement: the decision applied in its
+                            replica and its capabilities, the lock gone
+                            (after an abort the asker's copy free again);
+                            on any other core, the slot MSG_DEST names
+                            left alone
+  monitor 0's PREPARE       its own vote cast: its copy locked (and if it
+                            is the asker, the frame given)
   monitor 0 takes a reply   signed by the core it came from
-  monitor 0's decision      every vote in; COMMIT only if every vote was yes;
-                            no other replica changed yet, every yes still locked
-  monitor 0's answer        every acknowledgement in; every monitor's
-                            replica (kernel/replica.py) and every core's copy
-                            of every region as the answers so far say
+  monitor 0's decision      on a transaction it asked about (its own no ends
+                            one); every vote in; COMMIT only if every vote
+                            was yes; no other replica changed yet, every
+                            yes still locked
+  monitor 0's answer        every acknowledgement in; a refusal names a core
+                            that said no; every monitor's replica
+                            (kernel/replica.py) and every core's copy of
+                            every region as the answers so far say
 
 and after the run every replica agrees with every other, and each asking
 program holds the whole region as a frame exactly when a commit gave it.
+Where one program asks (STORIES), each answer is the one its image's
+comment tells: a solution that refuses what it should commit agrees too.
 Each finding has a kind; each test fails on the first finding of its
 kinds (or of kind "protocol", which every test reports), in runs under the
 schedules it names (QUANTA, SEEDS). A program killed for a fault is named
@@ -44,8 +54,18 @@ FAST_FIRST = tuple(sorted(QUANTA, reverse=True))   # a hang costs least at a lar
 
 DEMO = ("images/demo.lst", "amd-2x2")              # commit, refusals, failure on the asker
 ASKER_0 = ("images/asker-0.lst", "intel-2x4")      # monitor 0's own program asks
+SLOT_TAKEN = ("images/slot-taken.lst", "amd-2x2")  # the asker's give refused
 CONTENDED = ("images/contended.lst", "intel-2x4")  # two askers, three users
 CONTENDED_16 = ("images/contended-16.lst", "amd-4x4")  # ... racing with the votes
+
+# What monitor 0 answers, transaction by transaction, where one program asks
+# and the schedule cannot change it (the images' comments tell it):
+# (error, the core that refused), (0, -1) for a commit.
+STORIES = {
+    "images/demo.lst": [(0, -1), (120, 2), (121, 0), (107, 3), (0, -1), (120, 2)],
+    "images/asker-0.lst": [(107, 0), (0, -1), (120, 5), (0, -1), (120, 0)],
+    "images/slot-taken.lst": [(105, 3), (0, -1), (105, 3)],
+}
 
 
 @dataclass
@@ -78,7 +98,8 @@ class Transaction:
 class Watcher:
     """Looks at the machine whenever a tracepoint reports a step of the protocol."""
 
-    def __init__(self):
+    def __init__(self, story=None):
+        self.story = story or []                   # STORIES' answers for this image
         self.system = None
         self.findings: list[Finding] = []
         self.transactions: dict[int, Transaction] = {}
@@ -114,30 +135,53 @@ class Watcher:
             elif event == "recv" and self.current is not None and not self.current.answered \
                     and fields["peer"] is not None:
                 self.request_taken(fields["peer"])
-            elif event == "send" and op in DECISION and self.current is not None:
+            elif event == "send" and op in DECISION:
                 self.decision_sent(op, words[2])
             elif event == "send" and op in (OP_ANSWER, MONITOR_ANSWER) and words[3] >= 1:
                 self.answered(words[3], words[1], words[2])
+                self.check_story(words[3], words[1], words[2], "root_retype_answer core 0")
         elif event == "recv" and op in (OP_PREPARE, OP_COMMIT, OP_ABORT):
             self.hits[op, core] = self.hits.get((op, core), 0) + 1
             self.taken[core] = (op, words, self.record(core, words[1]),
-                                self.copy_state(core, words[1]))
+                                self.copy_state(core, words[1]),
+                                self.holds(core, words[5], words[6]))
         elif event == "send" and op == OP_REPLY and core in self.taken:
             self.participant_replied(core, words[1], *self.taken.pop(core))
 
     # --- a participant -----------------------------------------------------------------
-    def participant_replied(self, core, result, op, request, before, copy_before) -> None:
+    def participant_replied(self, core, result, op, request, before, copy_before,
+                            held_before) -> None:
         region, txn, initiator = request[1], request[2], request[3]
         hit = self.hits[op, core]
         record = self.record(core, region)
         state = self.copy_state(core, region)
+        if core != initiator:
+            self.check_bystander(core, op, request, held_before, hit)
         if op == OP_PREPARE:
             self.voted[core, txn] = result
             self.check_vote(core, result, region, txn, before, record, state, hit)
+            if core != initiator and result != 0 and state == "free":
+                self.note("vote", f"core {core} voted no (error {result}) on transaction "
+                          f"{txn} though its copy of region {region} is free: CAP_LOCK grants "
+                          f"that lock, and a core not the asker's says no only when its lock "
+                          f"is refused (only the asker's core, MSG_INITIATOR, retypes and "
+                          f"gives)", f"prepare_retype core {core}", hit)
             if core == initiator and copy_before == "free":
                 self.check_retype_error(core, result, region, txn, request[4], hit)
+            if core == initiator and result != 0 and copy_before == "free" \
+                    and state != "free":
+                self.note("vote", f"core {core}, the asker's, voted no (error {result}) on "
+                          f"transaction {txn}, but its copy of region {region}, free when "
+                          f"PREPARE came, is {state} now: a no undoes what the vote did "
+                          f"(the new object deleted if the give failed, the lock released)",
+                          f"prepare_retype core {core}", hit)
+            if core == initiator and result == 0:
+                self.check_frame_given(core, request[5], request[6], region, txn,
+                                       f"prepare_retype core {core}", hit)
         elif op == OP_COMMIT and self.voted.get((core, txn), 0) != 0:
             return          # told to commit after its no: decision_waits_for_every_vote says so
+        elif txn not in self.transactions or not self.transactions[txn].asked:
+            return          # told a decision on what it never voted on: decided_unasked says so
         else:
             # as the region was when monitor 0 asked: after COMMIT one version
             # more and the initiator's; after ABORT as it was
@@ -163,9 +207,12 @@ class Watcher:
     def check_vote(self, core, vote, region, txn, before, record, state, hit) -> None:
         stop = f"prepare_retype core {core}"
         if vote >= 1 << 32:
+            why = (f"positive (CAP_LOCK returns -error: this is {signed(vote)})"
+                   if -4096 < signed(vote) < 0 else
+                   "and this is no error code at all: was the register that held the error "
+                   "one that a call after it clobbers? (cap_* clobber rcx, r10 and r11)")
             self.note("vote", f"core {core} voted {vote:#x} on transaction {txn}: a vote is 0 "
-                      f"(yes) or the refusal's error code, positive (CAP_LOCK returns "
-                      f"-error)", stop, hit)
+                      f"(yes) or the refusal's error code, {why}", stop, hit)
         if record is not None and before is not None and record[:3] != before[:3]:
             self.note("vote", f"core {core}'s monitor changed its replica when it voted on "
                       f"transaction {txn} (region {region} was {self.said(before)}, is "
@@ -176,6 +223,11 @@ class Watcher:
                    if state == "in use" else "")
             self.note("vote", f"core {core} voted yes on transaction {txn} but its copy of "
                       f"region {region} is {state}, not locked{why}", stop, hit)
+        if vote != 0 and record is not None and record[3] == txn:
+            self.note("vote", f"core {core} voted no on transaction {txn} but recorded it in "
+                      f"its replica as pending on region {region}: REGION_PENDING says we "
+                      f"voted yes (an abort undoes what it finds there), so it is written only "
+                      f"once the lock is granted", stop, hit)
         if vote != 0 and state == "locked":
             self.note("vote", f"core {core} voted no on transaction {txn} but left its copy of "
                       f"region {region} locked: a no holds nothing", stop, hit)
@@ -198,6 +250,37 @@ class Watcher:
                           f"retype's own error (check CAP_RETYPE's rax before the give)",
                           f"prepare_retype core {core}", hit)
 
+    def check_bystander(self, core, op, request, held_before, hit) -> None:
+        """On a core that is not the asker's, MSG_DISPATCHER and MSG_DEST name some
+        other program's slot, or none: the transaction's step leaves it alone."""
+        held = self.holds(core, request[5], request[6])
+        if held == held_before:
+            return
+        name, step = {OP_PREPARE: ("vote", "prepare_retype"),
+                      OP_COMMIT: ("commit", "commit_retype"),
+                      OP_ABORT: ("abort", "abort_retype")}[op]
+        self.note("ack" if op != OP_PREPARE else "vote",
+                  f"core {core}'s {name} of transaction {request[2]} changed what dispatcher "
+                  f"{request[5]} of core {core} holds at {request[6]:#x} (it held "
+                  f"{held_before or 'nothing'}, now {held or 'nothing'}): only on the asker's "
+                  f"core (MSG_INITIATOR, here core {request[3]}) do MSG_DISPATCHER and "
+                  f"MSG_DEST name the asking program; elsewhere they name some other "
+                  f"program's capability, which the transaction leaves alone",
+                  f"{step} core {core}", hit)
+
+    def check_frame_given(self, core, dispatcher, dest, region, txn, stop, hit) -> None:
+        """The asker's core votes yes only once the asking program holds the frame:
+        its retype and its give are its vote, so a give that would fail is its no,
+        not a failure after the decision that no one could roll back."""
+        slot = self.holds(core, dispatcher, dest)
+        if slot == self.whole(region):
+            return
+        self.note("vote", f"core {core}, the asker's, voted yes on transaction {txn}, but "
+                  f"the asking program holds {slot or 'nothing'} where the new frame goes: "
+                  f"the asker's monitor retypes its locked copy and gives the frame "
+                  f"(cap_give) before it votes yes, so that a retype or a give that fails "
+                  f"is its no", stop, hit)
+
     def left_in_use(self, core, region) -> list[str]:
         """After an abort, on a core that voted yes: its copy is free again. (Only on the
         asker's core: elsewhere a program may take the copy the moment it is unlocked.)"""
@@ -218,6 +301,9 @@ class Watcher:
         t.before = self.expected(t.region)
         self.current = t
         self.check_own_vote(t)
+        if t.initiator == 0:
+            self.check_frame_given(0, t.dispatcher, t.dest, t.region, t.number,
+                                   "two_phase_commit core 0", t.number)
 
     def check_own_vote(self, t) -> None:
         """Monitor 0 votes before it asks: its copy is locked when PREPARE goes out."""
@@ -264,6 +350,10 @@ class Watcher:
         return said
 
     def decision_sent(self, op, txn) -> None:
+        asked = self.transactions.get(txn)
+        if asked is None or not asked.asked:
+            self.decided_unasked(op, txn)
+            return
         t = self.current
         if t.number != txn or t.decision is not None:
             return                                  # the same decision to the next core
@@ -283,6 +373,18 @@ class Watcher:
             self.note("decision", f"monitor 0 aborted transaction {txn} though every core voted "
                       f"yes: all yes commits", stop, txn)
         self.check_undecided(t, stop)
+
+    def decided_unasked(self, op, txn) -> None:
+        """Monitor 0 sent a decision on a transaction it never sent PREPARE for: its
+        own vote was no, which ends the transaction before anyone else is asked."""
+        t = self.transactions.setdefault(txn, Transaction(txn))
+        if t.decision is not None:
+            return                                  # the same decision to the next core
+        t.decision = op
+        self.note("decision", f"monitor 0 sent {DECISION[op]} for transaction {txn}, for "
+                  f"which it sent no PREPARE: its own vote was no, which ends the transaction "
+                  f"(VERDICT, REFUSER and return): nobody else voted, so nobody has anything "
+                  f"to apply or roll back", "two_phase_commit core 0", txn)
 
     def check_undecided(self, t, stop) -> None:
         """As monitor 0 sends its decision, no other monitor can know it yet: each
@@ -315,6 +417,16 @@ class Watcher:
             if verdict == 0:
                 self.note("decision", f"monitor 0 answered that transaction {txn} committed "
                           f"without asking the other monitors", stop, txn)
+            elif self.pending_anywhere(0, txn) is not None:
+                self.note("vote", f"monitor 0 voted no on transaction {txn} (error {verdict}) "
+                          f"but recorded it in its replica as pending on region "
+                          f"{self.pending_anywhere(0, txn)}: REGION_PENDING says we voted yes, "
+                          f"so it is written only once the lock is granted", stop, txn)
+            elif refuser != 0:
+                self.note("decision", f"monitor 0 answered that transaction {txn} was refused "
+                          f"(error {verdict}) by core {signed(refuser)}, but it asked no one: "
+                          f"its own no refused it, and the answer names core 0 (REFUSER)",
+                          stop, txn)
             self.check_state(f"after the answer to transaction {txn}", stop, txn)
             return
         if t.decision is None:
@@ -332,7 +444,16 @@ class Watcher:
             self.note("decision", f"monitor 0 answered transaction {txn} with {verdict} but "
                       f"sent {DECISION[t.decision]}: the answer is 0 for a commit, else the "
                       f"first refusal's error", stop, txn)
-        elif verdict != 0 and refuser in t.votes and t.votes[refuser] != verdict:
+        elif verdict != 0 and not t.votes.get(refuser):
+            refused = sorted(core for core, vote in t.votes.items() if vote)
+            self.note("decision", f"monitor 0 answered transaction {txn}: refused by core "
+                      f"{signed(refuser)} with error {verdict}, but "
+                      + (f"core {signed(refuser)} voted yes" if refuser in t.votes
+                         else f"core {signed(refuser)} did not vote")
+                      + (f"; core {cores(refused)} said no" if refused else "")
+                      + ": REFUSER is the first core that said no (gather_votes keeps it)",
+                      stop, txn)
+        elif verdict != 0 and t.votes[refuser] != verdict:
             self.note("decision", f"monitor 0 answered transaction {txn}: refused by core "
                       f"{refuser} with error {verdict}, but core {refuser} voted "
                       f"{t.votes[refuser]}", stop, txn)
@@ -359,6 +480,25 @@ class Watcher:
                 self.note("state", f"transaction {txn} was rolled back, but on core "
                           f"{t.initiator}, the asker's, {problem}", stop, txn)
         self.check_state(f"after the answer to transaction {txn}", stop, txn)
+
+    def check_story(self, txn, verdict, refuser, stop) -> None:
+        """Where the image tells what each answer is (STORIES), the answer is that."""
+        if not 1 <= txn <= len(self.story):
+            return
+        want = self.story[txn - 1]
+        if (verdict, signed(refuser)) == want:
+            return
+        if want[0] == 0:
+            why = "a no is a lock refused, or on the asker's core its retype or give refused"
+        elif verdict == 0:
+            why = f"core {want[1]} cannot lock (or retype) it, so its vote is no"
+        elif verdict != want[0]:
+            why = "a no vote is the error of the call that refused"
+        else:
+            why = "REFUSER is the core whose no came first, core 0 for monitor 0's own"
+        self.note("decision", f"monitor 0 answered transaction {txn}: {answer(verdict, refuser)}"
+                  f", where the image's story (its comment) has it {answer(*want)}: {why}",
+                  stop, txn)
 
     # --- the state ---------------------------------------------------------------------------
     def check_state(self, when, stop, hit=1) -> None:
@@ -405,7 +545,8 @@ class Watcher:
             found.append(f"its replica says region {region} is {shown}, not {self.said(want)}")
         elif got[3] != 0:
             found.append(f"its replica still has transaction {got[3]} pending on region "
-                         f"{region}")
+                         f"{region} (a yes vote sets REGION_PENDING; COMMIT, ABORT or the "
+                         f"vote's own undo clears it)")
         return found
 
     def stuck(self) -> tuple[str, str] | None:
@@ -476,6 +617,15 @@ class Watcher:
         r = replica.regions[region]
         return (r.state, r.owner, r.version, r.pending)
 
+    def pending_anywhere(self, core, txn):
+        """The region whose record in core's replica has `txn` pending, or None."""
+        from kernel.capservice import N_SHARED_REGIONS
+        for region in range(N_SHARED_REGIONS):
+            record = self.record(core, region)
+            if record is not None and record[3] == txn:
+                return region
+        return None
+
     def whole(self, region) -> str:
         """The frame a commit of `region` gives, as holds() describes it."""
         service = self.system.machine._hypercall_handler
@@ -519,6 +669,20 @@ def cores(numbers) -> str:
     return ", ".join(map(str, numbers))
 
 
+def answer(verdict, refuser) -> str:
+    """'committed', or 'refused by core 2 with error 120'."""
+    from kernel.caps.errors import ErrorCode
+    if verdict == 0:
+        return "committed"
+    name = f" ({ErrorCode(verdict).name})" if verdict in set(ErrorCode) else ""
+    return f"refused by core {signed(refuser)} with error {verdict}{name}"
+
+
+def signed(word: int) -> int:
+    """A 64-bit word as the signed number it holds (-1 for 2**64 - 1)."""
+    return word - (1 << 64) if word >= 1 << 63 else word
+
+
 def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -528,7 +692,7 @@ def ordinal(n: int) -> str:
 
 def watched(image, topology, quantum=None, seed=None):
     """Boot with the watcher; (run, watcher)."""
-    watcher = Watcher()
+    watcher = Watcher(STORIES.get(image))
     run = boot(image, topology=topology, quantum=quantum, seed=seed, max_cycles=MAX_CYCLES,
                setup=watcher.install)
     return run, watcher
@@ -578,7 +742,7 @@ def replicas_agree_after_every_answer():
 @test(points=15)
 def votes_lock_and_change_nothing():
     """A yes vote holds the copy's lock, a no vote holds nothing; no replica changes on a vote."""
-    judge(at(DEMO, (10_000, 13)) + at(ASKER_0), {"vote"})
+    judge(at(DEMO, (10_000, 13)) + at(ASKER_0) + at(SLOT_TAKEN), {"vote"})
 
 
 @test(points=15)
@@ -590,7 +754,7 @@ def acknowledged_only_once_applied():
 @test(points=15)
 def decision_waits_for_every_vote():
     """Monitor 0 decides once every vote is in: COMMIT only if all said yes, ABORT otherwise."""
-    judge(at(DEMO, (10_000, 7)) + at(ASKER_0), {"decision"})
+    judge(at(DEMO, (10_000, 7)) + at(ASKER_0) + at(SLOT_TAKEN), {"decision"})
 
 
 @test(points=10)
