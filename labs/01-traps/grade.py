@@ -522,14 +522,17 @@ def check_gate_into_ring_3():
     lay = layout()
     system, core = stopped_in_ring_3()
     handler = system.modules[0].program.symbols["start"]
-    patch_gate(system, TIMER_VECTOR, selector=lay.USER_CS, handler=handler)
+    # The gate names the user's code segment with RPL 0: the processor ignores
+    # a gate selector's RPL and gives CS the new CPL, so CS must be USER_CS.
+    gate_selector = lay.USER_CS & ~3
+    patch_gate(system, TIMER_VECTOR, selector=gate_selector, handler=handler)
     # Room above the frame for the grader's look at 8 words: the stack's top is its page's end.
     from unicorn import x86_const as x86
     core.regs.write(x86.UC_X86_REG_RSP, core.regs.read(x86.UC_X86_REG_RSP) - 64)
     expected = user_frame(core)
     rsp = expected["RSP"]
-    what = (f"the timer interrupt from ring 3 through a gate whose selector is the user's code"
-            f" segment {lay.USER_CS:#x} (DPL 3)")
+    what = (f"the timer interrupt from ring 3 through a gate whose selector is {gate_selector:#x},"
+            f" the user's code segment (DPL 3) with RPL 0")
     entry = deliver(core, TIMER_VECTOR)
     if core.rip == system.kernel.symbols[f"vector{DOUBLE_FAULT}"]:
         fail(f"{what}: it became a #DF, so its frame could not be pushed: with no privilege "
@@ -540,6 +543,10 @@ def check_gate_into_ring_3():
              f"of the gate's code segment (the descriptor's flags), not always 0")
     if core.rip != handler:
         fail(f"{what}: the core is at {core.rip:#x}, not the gate's handler {handler:#x}")
+    if entry.cs == gate_selector:
+        fail(f"{what}: CS in the handler is {entry.cs:#x}, the gate's selector as it is: CS's "
+             f"RPL (its low 2 bits) must be the new CPL, 3, whatever the gate's selector says, "
+             f"so CS is {lay.USER_CS:#x}")
     if entry.cs != lay.USER_CS or entry.ss != lay.USER_SS:
         fail(f"{what}: CS:SS in the handler are {entry.cs:#x}:{entry.ss:#x}, expected "
              f"{lay.USER_CS:#x}:{lay.USER_SS:#x} (the gate's CS; SS kept, no privilege change)")
