@@ -706,6 +706,29 @@ def check_syscall_reads_the_msrs():
     for wrong, problem in problems:
         if wrong:
             fail(f"{what}: {problem}")
+    check_syscall_forces_ring_0()
+
+
+def check_syscall_forces_ring_0():
+    """STAR[47:32] with RPL bits set: SYSCALL still enters ring 0 with CS's
+    RPL 0 (SDM vol. 2: CS.Selector := STAR[47:32] AND FFFCH; CPL := 0). The
+    CPU driver's STAR has RPL 0, where taking CS, or the CPL, from STAR as
+    it is looks right."""
+    from unicorn import x86_const as x86
+
+    from emulator import traps
+    system, core = stopped_in_ring_3()
+    star_cs = PROBE_KERNEL_CS | 3
+    core.uc.reg_write(x86.UC_X86_REG_MSR, (MSR_STAR, star_cs << 32))
+    traps.deliver_syscall(core)
+    entry = snapshot(core, SYSCALL)
+    what = f"a system call with STAR[47:32] = {star_cs:#x} (RPL 3)"
+    if entry.cpl != 0:
+        fail(f"{what}: the handler runs in ring {entry.cpl}, not ring 0: SYSCALL always enters "
+             f"ring 0, whatever STAR's RPL bits say")
+    if entry.cs != PROBE_KERNEL_CS:
+        fail(f"{what}: CS is {entry.cs:#x}, not STAR[47:32] with its RPL cleared, "
+             f"{PROBE_KERNEL_CS:#x}: CS's RPL is the new CPL, 0")
 
 
 # --- Cases the CPU driver never makes: delivered by the grader --------------------------
