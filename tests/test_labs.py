@@ -175,6 +175,8 @@ LAB_1_FAULTS_NAMED = [
      ["system call 1 on core 0: RDX is", "not calls.S's 0x2222", "no other register"]),
     ("int_n_pushes_an_error_code.diff", "software_interrupts_obey_the_gate_privilege",
      ["`int 13` from ring 3", "6 words were pushed", "`int n` pushes no error code"]),
+    ("ist_slot_one_off.diff", "ist_gates_switch_to_their_own_stack",
+     ["the frame is on TSS.IST2's stack", "TSS_IST1 + 8 * (n - 1)"]),
 ]
 
 

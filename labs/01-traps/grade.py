@@ -37,6 +37,8 @@ SELECTOR = 0xFFFF       # a selector is 16 bits; the frame's CS and SS slots are
 # Free RAM (past every core's private area), mapped in the kernel half:
 # the stack the IST test hands the processor.
 IST_STACK_TOP = 0x0300_1000
+# TSS.IST2, in the same page: a frame found there names a slot read one off.
+IST2_STACK_TOP = IST_STACK_TOP - 0x800
 DOUBLE_FAULT = 8
 GENERAL_PROTECTION = 13
 
@@ -792,15 +794,32 @@ def tss(offset):
     return lay.PERCORE_BASE + lay.PC_TSS + offset
 
 
+def give_ist_stacks(system, ist1):
+    """TSS.IST1 = `ist1`, TSS.IST2 a stack of its own, gate 2 (NMI) naming IST 1."""
+    system.machine.memory.write_u64(tss(TSS_IST1), ist1)
+    system.machine.memory.write_u64(tss(TSS_IST1 + 8), IST2_STACK_TOP)
+    patch_gate(system, 2, ist=1)
+
+
+def expect_the_nmis_handler(system, core, entry, what):
+    """The NMI reached its own handler, and not through IST2's stack."""
+    if core.rip == system.kernel.symbols[f"vector{DOUBLE_FAULT}"]:
+        fail(f"{what}: it became a #DF, so its frame could not be pushed on the stack the TSS "
+             f"gave for it (IST n is the 8 bytes at TSS_IST1 + 8 * (n - 1))")
+    if IST2_STACK_TOP - 48 <= entry.rsp < IST2_STACK_TOP:
+        fail(f"{what}: the frame is on TSS.IST2's stack ({IST2_STACK_TOP:#x}), not IST1's: IST n "
+             f"is the 8 bytes at TSS_IST1 + 8 * (n - 1)")
+
+
 @test(points=8)
 def ist_gates_switch_to_their_own_stack():
     """A gate naming IST 1 puts the frame on TSS.IST1's stack, from ring 3 and from ring 0 alike."""
     system, core = stopped_in_ring_3()
-    system.machine.memory.write_u64(tss(TSS_IST1), IST_STACK_TOP)
-    patch_gate(system, 2, ist=1)
+    give_ist_stacks(system, IST_STACK_TOP)
     expected = user_frame(core)
     what = "an NMI through a gate naming IST 1, from ring 3"
     entry = deliver(core, 2)
+    expect_the_nmis_handler(system, core, entry, what)
     expect_frame(what, entry, expected, IST_STACK_TOP, "TSS.IST1")
     # Again, now from the handler (ring 0): the IST switch happens all the same.
     what = "an NMI through a gate naming IST 1, from ring 0"
@@ -838,12 +857,12 @@ def the_new_stack_is_aligned_to_16_bytes():
                  unaligned_top=odd)
     # An IST stack is aligned like any other.
     ist_top = IST_STACK_TOP - 8
-    system.machine.memory.write_u64(tss(TSS_IST1), ist_top)
-    patch_gate(system, 2, ist=1)
+    give_ist_stacks(system, ist_top)
     expected = {"RIP": core.rip, "CS": lay.KERNEL_CS, "RFLAGS": entry.rflags, "RSP": entry.rsp,
                 "SS": entry.ss}
     what = f"an NMI through a gate naming IST 1, with TSS.IST1 = {ist_top:#x}"
     entry = deliver(core, 2)
+    expect_the_nmis_handler(system, core, entry, what)
     expect_frame(what, entry, expected, ist_top & ~0xF, "TSS.IST1 aligned down to 16,",
                  unaligned_top=ist_top)
 
