@@ -177,6 +177,11 @@ LAB_1_FAULTS_NAMED = [
      ["`int 13` from ring 3", "6 words were pushed", "`int n` pushes no error code"]),
     ("ist_slot_one_off.diff", "ist_gates_switch_to_their_own_stack",
      ["the frame is on TSS.IST2's stack", "TSS_IST1 + 8 * (n - 1)"]),
+    ("rflags_cleared_before_the_push.diff", "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
+     ["the frame's RFLAGS", "changed RFLAGS before its push faulted"]),
+    ("privilege_switched_before_the_push.diff",
+     "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
+     ["the frame's CS", "changed CS before its push faulted"]),
 ]
 
 

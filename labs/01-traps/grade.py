@@ -922,7 +922,32 @@ def a_frame_that_cannot_be_pushed_becomes_a_double_fault():
     if core.rip != handler:
         fail(f"{what}: the core is at {core.rip:#x}, not #DF's handler vector8 ({handler:#x})")
     problem = (handler_problem(what, entry, from_ring=3)
+               or changed_before_the_push(what, entry, expected)
                or frame_problem(what, entry, expected, IST_STACK_TOP, "TSS.IST1"))
     if problem:
         fail(f"{problem} (the delivery that could not push its frame must have changed nothing: "
              f"the #DF frames the program as it was)")
+
+
+def changed_before_the_push(what, entry, expected):
+    """The #DF's frame, where it belongs, holds a register of the program
+    other than it was, though a timer interrupt that can push its frame
+    frames that register right: the failed delivery changed it before the
+    push (and then "push it as it was" would be the wrong advice)."""
+    if entry.rsp != IST_STACK_TOP - 8 * len(expected) or entry.words is None:
+        return None
+    got = entry.frame(True)
+    offsets = {field: 8 * i for i, field in enumerate(got)}
+    wrong = [field for field in FRAME_FIELDS if got[field] != expected[field]]
+    if not wrong:
+        return None
+    _, core = stopped_in_ring_3()
+    plain = user_frame(core)
+    framed = deliver(core, TIMER_VECTOR).frame(False)
+    field = next((field for field in wrong if framed[field] == plain[field]), None)
+    if field is None:
+        return None
+    return (f"{what}: the frame's {field} (at RSP+{offsets[field]}) is {got[field]:#x}, but the "
+            f"program had {expected[field]:#x}, as a timer interrupt that can push its frame "
+            f"says: the failed delivery changed {field} before its push faulted; change no "
+            f"register until the frame is on the stack")
