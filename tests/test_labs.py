@@ -182,6 +182,17 @@ LAB_1_FAULTS_NAMED = [
     ("privilege_switched_before_the_push.diff",
      "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
      ["the frame's CS", "changed CS before its push faulted"]),
+    ("syscall_fmask_toggles.diff", "timer_interrupts_preempt_and_resume_programs",
+     ["none reached syscall_entry: after deliver_syscall RFLAGS is", "expected R11 & ~FMASK",
+      "TF set"]),
+    ("entry_flags_toggled.diff", "exceptions_from_user_mode_arrive_with_the_right_frame",
+     ["the handler of #DB (the single-step trap: TF was set)"]),
+    ("alignment_mask_typo.diff", "the_new_stack_is_aligned_to_16_bytes",
+     ["aligned down to a multiple of 16 is", "& ~0xF"]),
+    ("rsp0_kept_for_every_core.diff", "exceptions_from_user_mode_arrive_with_the_right_frame",
+     ["the frame is on core 0's kernel stack", "not core 1's"]),
+    ("rsp0_read_once_per_core.diff", "the_new_stack_is_aligned_to_16_bytes",
+     ["RSP0 as an earlier delivery found it", "reads the TSS at every event"]),
 ]
 
 

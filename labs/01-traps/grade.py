@@ -29,7 +29,7 @@ RFLAGS_DF, RFLAGS_AC = 1 << 10, 1 << 18
 MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC000_0081, 0xC000_0082, 0xC000_0084
 TSS_RSP0, TSS_IST1 = 0x04, 0x24
 GATE_TRAP = 0xF
-NAMES = {0: "#DE", 2: "the NMI", 3: "#BP", 6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF",
+NAMES = {0: "#DE", 1: "#DB (the single-step trap: TF was set)", 2: "the NMI", 3: "#BP", 6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF",
          32: "the timer interrupt"}
 FRAME_FIELDS = ("RIP", "CS", "RFLAGS", "RSP", "SS")
 SELECTOR = 0xFFFF       # a selector is 16 bits; the frame's CS and SS slots are compared so
@@ -200,6 +200,16 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
             and list(entry.words[:2]) == first):
         return (f"{what}: the frame was pushed from RSP {unaligned_top:#x} as it was; the "
                 f"processor first aligns RSP down to a multiple of 16 ({top:#x})")
+    if unaligned_top is not None and entry.words and list(entry.words[:2]) == first:
+        return (f"{what}: the frame was pushed from {got + 8 * size:#x}, but "
+                f"{unaligned_top:#x} aligned down to a multiple of 16 is {top:#x} (clear the "
+                f"low 4 bits: & ~0xF)")
+    others = [core for core in range(lay.MAX_CORES) if core != entry.core
+              and got == rsp0_of(core) - 8 * size]
+    if others:
+        return (f"{what}: the frame is on core {others[0]}'s kernel stack (its RSP0 "
+                f"{rsp0_of(others[0]):#x}), not core {entry.core}'s: each core has its own TSS, "
+                f"read at every event")
     pushed, extra = divmod(top - got, 8)
     if not extra and 0 < pushed <= 8 and pushed != size:
         hint = ""
@@ -352,10 +362,12 @@ def system_call_problem(run, watch):
         calls = watch.on(core.id, {SYSCALL})
         if core.stats.syscalls and not calls:
             count = core.stats.syscalls
+            why = syscall_on_a_probe() or (
+                "does deliver_syscall leave RIP at LSTAR - SYSCALL_LENGTH, since unicorn adds "
+                "SYSCALL_LENGTH after the hook?")
             return (f"core {core.id} executed {count} syscall instruction{'s' * (count != 1)} "
-                    f"and none reached syscall_entry: does deliver_syscall leave RIP at LSTAR - "
-                    f"SYSCALL_LENGTH, since unicorn adds SYSCALL_LENGTH after the hook? (the "
-                    f"run ended: {run.result.reason})"), None
+                    f"and none reached syscall_entry: {why} (the run ended: "
+                    f"{run.result.reason})"), None
         fmask = core.read_msr(MSR_FMASK)
         for number, entry in enumerate(calls, 1):
             found = syscall_entry_problem(entry, fmask)
@@ -363,6 +375,31 @@ def system_call_problem(run, watch):
                 return (f"system call {number} on core {core.id}: {found}",
                         f"syscall_entry core {core.id}")
     return None, None
+
+
+def syscall_on_a_probe():
+    """What deliver_syscall leaves on a probe core with the CPU driver's MSRs,
+    from ring 3 with IF set: a reason, or None. (A system call that never
+    reached syscall_entry may have got there with a flag FMASK should have
+    cleared, TF, and trapped on its first instruction.)"""
+    from emulator import traps
+    system, core = stopped_in_ring_3()
+    lstar, fmask = core.read_msr(MSR_LSTAR), core.read_msr(MSR_FMASK)
+    syscall_at = core.rip
+    try:
+        traps.deliver_syscall(core)
+    except Exception:           # the boot's own failure says more
+        return None
+    entry = snapshot(core, SYSCALL)
+    if core.rip != lstar - SYSCALL_LENGTH:
+        return (f"after deliver_syscall RIP is {core.rip:#x}, not LSTAR - SYSCALL_LENGTH = "
+                f"{lstar - SYSCALL_LENGTH:#x} (unicorn adds SYSCALL_LENGTH after the hook)")
+    if entry.rcx == syscall_at + SYSCALL_LENGTH:
+        entry.before_rcx = SYSCALL_INSTRUCTION          # the probe has no syscall there
+    problem = syscall_entry_problem(entry, fmask)
+    if problem and entry.rflags & RFLAGS_TF and fmask & RFLAGS_TF:
+        problem += " (TF set: the kernel's first instruction traps, #DB)"
+    return f"after deliver_syscall {problem}" if problem else None
 
 
 # --- Exceptions from user mode (images/faults.lst) -----------------------------------
@@ -580,6 +617,9 @@ def timer_interrupts_preempt_and_resume_programs():
             what = f"timer interrupt {number}"
             stop = f"vector{entry.vector} core 0"
             if entry.vector != 32:
+                problem, _ = system_call_problem(run, watch)     # the programs' syscalls
+                if problem:
+                    fail(problem, run)
                 fail(f"the programs took {name(entry.vector)} (handler entry {number}), not only "
                      f"timer interrupts: an earlier frame must have been wrong", run, stop)
             # Where the timer lands in the loop depends on the schedule: any RIP
@@ -654,9 +694,10 @@ def system_calls_enter_at_lstar_and_return_intact():
                     if wrong:
                         fail(f"{what}: {problem}", run, stop)
             if len(calls) != CALLS + 1:
-                never = ("" if calls else " (no system call reached syscall_entry: does "
-                         "deliver_syscall leave RIP at LSTAR - SYSCALL_LENGTH, since unicorn "
-                         "adds SYSCALL_LENGTH after the hook?)")
+                never = "" if calls else (
+                    " (no system call reached syscall_entry: " + (syscall_on_a_probe() or (
+                        "does deliver_syscall leave RIP at LSTAR - SYSCALL_LENGTH, since "
+                        "unicorn adds SYSCALL_LENGTH after the hook?")) + ")")
                 fail(f"core {core_id} made {len(calls)} system calls, expected {CALLS + 1}"
                      f"{never}: {run.result.reason}", run)
         expect_exits(run, watch, 2, {3: "a register, RSP or IF was different after a system "
@@ -809,6 +850,10 @@ def expect_the_nmis_handler(system, core, entry, what):
     if IST2_STACK_TOP - 48 <= entry.rsp < IST2_STACK_TOP:
         fail(f"{what}: the frame is on TSS.IST2's stack ({IST2_STACK_TOP:#x}), not IST1's: IST n "
              f"is the 8 bytes at TSS_IST1 + 8 * (n - 1)")
+    if not IST_STACK_TOP - 0x100 <= entry.rsp < IST_STACK_TOP:
+        fail(f"{what}: the frame is not on TSS.IST1's stack (RSP in the handler is "
+             f"{entry.rsp:#x}): a gate that names an IST uses that stack, whether or not the "
+             f"privilege changes")
 
 
 @test(points=8)
