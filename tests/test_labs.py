@@ -182,7 +182,7 @@ LAB_1_FAULTS_NAMED = [
     ("privilege_switched_before_the_push.diff",
      "a_frame_that_cannot_be_pushed_becomes_a_double_fault",
      ["the frame's CS", "changed CS before its push faulted"]),
-    ("syscall_fmask_toggles.diff", "timer_interrupts_preempt_and_resume_programs",
+    ("syscall_fmask_toggles.diff", "kernel_page_faults_stay_on_the_kernel_stack",
      ["none reached syscall_entry: after deliver_syscall RFLAGS is", "expected R11 & ~FMASK",
       "TF set"]),
     ("entry_flags_toggled.diff", "exceptions_from_user_mode_arrive_with_the_right_frame",
