@@ -193,6 +193,8 @@ LAB_1_FAULTS_NAMED = [
      ["the frame is on core 0's kernel stack", "not core 1's"]),
     ("rsp0_read_once_per_core.diff", "the_new_stack_is_aligned_to_16_bytes",
      ["RSP0 as an earlier delivery found it", "reads the TSS at every event"]),
+    ("frame_written_to_physical_memory.diff", "kernel_page_faults_stay_on_the_kernel_stack",
+     ["no frame was written with core.write_virtual"]),
 ]
 
 

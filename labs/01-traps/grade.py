@@ -572,8 +572,19 @@ def check_gate_into_ring_3():
     rsp = expected["RSP"]
     what = (f"the timer interrupt from ring 3 through a gate whose selector is {gate_selector:#x},"
             f" the user's code segment (DPL 3) with RPL 0")
-    entry = deliver(core, TIMER_VECTOR)
+    pushes = []                 # where the delivery wrote through the page tables
+    write_virtual = core.write_virtual
+    core.write_virtual = lambda address, data: (pushes.append(address),
+                                                write_virtual(address, data))[1]
+    try:
+        entry = deliver(core, TIMER_VECTOR)
+    finally:
+        del core.write_virtual
     if core.rip == system.kernel.symbols[f"vector{DOUBLE_FAULT}"]:
+        if not pushes:
+            fail(f"{what}: it became a #DF, and no frame was written with core.write_virtual: "
+                 f"the current stack ({rsp:#x}) is mapped, through the core's page tables, "
+                 f"not at that physical address")
         fail(f"{what}: it became a #DF, so its frame could not be pushed: with no privilege "
              f"change the frame goes on the current stack (RSP0 is only for a change to ring 0;"
              f" the TSS's slot for ring 3 is empty)")
