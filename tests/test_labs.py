@@ -195,6 +195,8 @@ LAB_1_FAULTS_NAMED = [
      ["RSP0 as an earlier delivery found it", "reads the TSS at every event"]),
     ("frame_written_to_physical_memory.diff", "kernel_page_faults_stay_on_the_kernel_stack",
      ["no frame was written with core.write_virtual"]),
+    ("cpl_from_the_selectors_rpl.diff", "kernel_page_faults_stay_on_the_kernel_stack",
+     ["the handler runs in ring 0, not ring 3", "nor the RPL of the gate's selector"]),
 ]
 
 

@@ -590,7 +590,8 @@ def check_gate_into_ring_3():
              f" the TSS's slot for ring 3 is empty)")
     if entry.cpl != 3:
         fail(f"{what}: the handler runs in ring {entry.cpl}, not ring 3: the new CPL is the DPL "
-             f"of the gate's code segment (the descriptor's flags), not always 0")
+             f"of the gate's code segment (the descriptor's flags), not always 0 nor the RPL "
+             f"of the gate's selector")
     if core.rip != handler:
         fail(f"{what}: the core is at {core.rip:#x}, not the gate's handler {handler:#x}")
     if entry.cs == gate_selector:
