@@ -651,6 +651,11 @@ def timer_interrupts_preempt_and_resume_programs():
         if len(from_user) < 2:
             fail(f"only {len(from_user)} timer interrupts came from the programs; the two "
                  f"programs should be interrupted at least twice", run)
+        counted = run.system.machine.cores[0].stats.interrupts
+        if counted != len(timers):
+            fail(f"core 0's count of interrupts (core.stats.interrupts, the `interrupts` column "
+                 f"of sprat boot) is {counted}, for {len(timers)} delivered: the given code "
+                 f"after your region counts each delivery once; count none yourself", run)
         expect_exits(run, watch, 2, {2: "a register, its stack or IF was different after a "
                                         "timer interrupt"})
 
