@@ -717,6 +717,11 @@ def system_calls_enter_at_lstar_and_return_intact():
                         "unicorn adds SYSCALL_LENGTH after the hook?")) + ")")
                 fail(f"core {core_id} made {len(calls)} system calls, expected {CALLS + 1}"
                      f"{never}: {run.result.reason}", run)
+            if core.stats.syscalls != len(calls):
+                fail(f"core {core_id}'s count of system calls (core.stats.syscalls, the "
+                     f"`syscalls` column of sprat boot) is {core.stats.syscalls}, for "
+                     f"{len(calls)} made: the machine counts each before it calls "
+                     f"deliver_syscall; count none yourself", run)
         expect_exits(run, watch, 2, {3: "a register, RSP or IF was different after a system "
                                         "call"})
     check_syscall_reads_the_msrs()
