@@ -197,6 +197,11 @@ LAB_1_FAULTS_NAMED = [
      ["no frame was written with core.write_virtual"]),
     ("cpl_from_the_selectors_rpl.diff", "kernel_page_faults_stay_on_the_kernel_stack",
      ["the handler runs in ring 0, not ring 3", "nor the RPL of the gate's selector"]),
+    ("ss_and_rsp_pushed_only_on_a_privilege_change.diff",
+     "kernel_page_faults_stay_on_the_kernel_stack",
+     ["4 words were pushed", "SS and RSP are pushed always"]),
+    ("current_stack_aligned_in_place.diff", "kernel_page_faults_stay_on_the_kernel_stack",
+     ["the frame's RSP", "keeps RSP as it was, before the alignment"]),
 ]
 
 

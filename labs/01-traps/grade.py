@@ -200,8 +200,10 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
             and list(entry.words[:2]) == first):
         return (f"{what}: the frame was pushed from RSP {unaligned_top:#x} as it was; the "
                 f"processor first aligns RSP down to a multiple of 16 ({top:#x})")
-    if unaligned_top is not None and entry.words and list(entry.words[:2]) == first:
-        return (f"{what}: the frame was pushed from {got + 8 * size:#x}, but "
+    pushed_from = got + 8 * size
+    if (unaligned_top is not None and unaligned_top - 16 <= pushed_from <= unaligned_top
+            and _holds(entry, expected)):
+        return (f"{what}: the frame was pushed from {pushed_from:#x}, but "
                 f"{unaligned_top:#x} aligned down to a multiple of 16 is {top:#x} (clear the "
                 f"low 4 bits: & ~0xF)")
     others = [core for core in range(lay.MAX_CORES) if core != entry.core
@@ -213,7 +215,9 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
     pushed, extra = divmod(top - got, 8)
     if not extra and 0 < pushed <= 8 and pushed != size:
         hint = ""
-        if pushed == size + 1 and "error" not in expected:
+        if pushed == size - 2:
+            hint = ": in 64-bit mode SS and RSP are pushed always, privilege change or not"
+        elif pushed == size + 1 and "error" not in expected:
             hint = (": this vector has no error code, yet one was pushed (or RSP was moved "
                     "down before it was aligned: align the old RSP first, then push)")
         elif pushed == size - 1 and "error" in expected:
@@ -221,6 +225,14 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
         return f"{what}: {pushed} words were pushed below {where} {top:#x}, expected {size}{hint}"
     return (f"{what}: RSP in the handler is {got:#x}, expected {want:#x} ({where} {top:#x} "
             f"less a {size}-word frame)")
+
+
+def _holds(entry, expected):
+    """Is every value the grader knows in its place in the frame at RSP?"""
+    words = entry.words or ()
+    return len(words) >= len(expected) and all(
+        (word & SELECTOR if field in ("CS", "SS") else word) == value
+        for (field, value), word in zip(expected.items(), words) if field != "RFLAGS")
 
 
 def _misordered(entry, expected):
@@ -265,8 +277,11 @@ def frame_problem(what, entry, expected, top, where, unaligned_top=None):
             continue
         if got[field] != want:
             label = "error code" if field == "error" else field
+            hint = ""
+            if field == "RSP" and got[field] == want & ~0xF != want:
+                hint = ": the frame keeps RSP as it was, before the alignment"
             return (f"{what}: the frame's {label} (at RSP+{offsets[field]}) is {got[field]:#x}, "
-                    f"expected {want:#x}")
+                    f"expected {want:#x}{hint}")
     flags_want = expected["RFLAGS"]
     if (got["RFLAGS"] & RFLAGS_IF) != (flags_want & RFLAGS_IF):
         was = "set" if flags_want & RFLAGS_IF else "clear"
