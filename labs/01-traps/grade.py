@@ -11,9 +11,11 @@ the silicon leaves there, for events whose cause the grader knows
 exactly (the faulting instruction, the user's RSP).
 
 A few cases the CPU driver never produces (an IST stack, a trap gate, an
-unaligned RSP0, a fault at an odd kernel RSP) are set up by the grader on
-a core stopped in ring 3 (programs/probe.S), where it calls the student's
-deliver_interrupt itself and looks at the core afterwards.
+unaligned or changed RSP0, a fault at an odd kernel RSP, a gate selector
+whose RPL is not its segment's DPL, a STAR with RPL bits) are set up by
+the grader on a core stopped in ring 3 (programs/probe.S), where it calls
+the student's deliver_interrupt (or deliver_syscall) itself and looks at
+the core afterwards.
 """
 
 import struct
@@ -29,8 +31,8 @@ RFLAGS_DF, RFLAGS_AC = 1 << 10, 1 << 18
 MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC000_0081, 0xC000_0082, 0xC000_0084
 TSS_RSP0, TSS_IST1 = 0x04, 0x24
 GATE_TRAP = 0xF
-NAMES = {0: "#DE", 1: "#DB (the single-step trap: TF was set)", 2: "the NMI", 3: "#BP", 6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF",
-         32: "the timer interrupt"}
+NAMES = {0: "#DE", 1: "#DB (the single-step trap: TF was set)", 2: "the NMI", 3: "#BP",
+         6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF", 32: "the timer interrupt"}
 FRAME_FIELDS = ("RIP", "CS", "RFLAGS", "RSP", "SS")
 SELECTOR = 0xFFFF       # a selector is 16 bits; the frame's CS and SS slots are compared so
 
@@ -589,8 +591,11 @@ def check_gate_into_ring_3():
             f" the user's code segment (DPL 3) with RPL 0")
     pushes = []                 # where the delivery wrote through the page tables
     write_virtual = core.write_virtual
-    core.write_virtual = lambda address, data: (pushes.append(address),
-                                                write_virtual(address, data))[1]
+
+    def noting_write_virtual(address, data):
+        pushes.append(address)
+        write_virtual(address, data)
+    core.write_virtual = noting_write_virtual
     try:
         entry = deliver(core, TIMER_VECTOR)
     finally:
