@@ -11,9 +11,11 @@ the silicon leaves there, for events whose cause the grader knows
 exactly (the faulting instruction, the user's RSP).
 
 A few cases the CPU driver never produces (an IST stack, a trap gate, an
-unaligned RSP0, a fault at an odd kernel RSP) are set up by the grader on
-a core stopped in ring 3 (programs/probe.S), where it calls the student's
-deliver_interrupt itself and looks at the core afterwards.
+unaligned or changed RSP0, a fault at an odd kernel RSP, a gate selector
+whose RPL is not its segment's DPL, a STAR with RPL bits) are set up by
+the grader on a core stopped in ring 3 (programs/probe.S), where it calls
+the student's deliver_interrupt (or deliver_syscall) itself and looks at
+the core afterwards.
 """
 
 import struct
@@ -29,14 +31,16 @@ RFLAGS_DF, RFLAGS_AC = 1 << 10, 1 << 18
 MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC000_0081, 0xC000_0082, 0xC000_0084
 TSS_RSP0, TSS_IST1 = 0x04, 0x24
 GATE_TRAP = 0xF
-NAMES = {0: "#DE", 2: "the NMI", 3: "#BP", 6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF",
-         32: "the timer interrupt"}
+NAMES = {0: "#DE", 1: "#DB (the single-step trap: TF was set)", 2: "the NMI", 3: "#BP",
+         6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF", 32: "the timer interrupt"}
 FRAME_FIELDS = ("RIP", "CS", "RFLAGS", "RSP", "SS")
 SELECTOR = 0xFFFF       # a selector is 16 bits; the frame's CS and SS slots are compared so
 
 # Free RAM (past every core's private area), mapped in the kernel half:
 # the stack the IST test hands the processor.
 IST_STACK_TOP = 0x0300_1000
+# TSS.IST2, in the same page: a frame found there names a slot read one off.
+IST2_STACK_TOP = IST_STACK_TOP - 0x800
 DOUBLE_FAULT = 8
 GENERAL_PROTECTION = 13
 
@@ -198,10 +202,24 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
             and list(entry.words[:2]) == first):
         return (f"{what}: the frame was pushed from RSP {unaligned_top:#x} as it was; the "
                 f"processor first aligns RSP down to a multiple of 16 ({top:#x})")
+    pushed_from = got + 8 * size
+    if (unaligned_top is not None and unaligned_top - 16 <= pushed_from <= unaligned_top
+            and _holds(entry, expected)):
+        return (f"{what}: the frame was pushed from {pushed_from:#x}, but "
+                f"{unaligned_top:#x} aligned down to a multiple of 16 is {top:#x} (clear the "
+                f"low 4 bits: & ~0xF)")
+    others = [core for core in range(lay.MAX_CORES) if core != entry.core
+              and got == rsp0_of(core) - 8 * size]
+    if others:
+        return (f"{what}: the frame is on core {others[0]}'s kernel stack (its RSP0 "
+                f"{rsp0_of(others[0]):#x}), not core {entry.core}'s: each core has its own TSS, "
+                f"read at every event")
     pushed, extra = divmod(top - got, 8)
     if not extra and 0 < pushed <= 8 and pushed != size:
         hint = ""
-        if pushed == size + 1 and "error" not in expected:
+        if pushed == size - 2:
+            hint = ": in 64-bit mode SS and RSP are pushed always, privilege change or not"
+        elif pushed == size + 1 and "error" not in expected:
             hint = (": this vector has no error code, yet one was pushed (or RSP was moved "
                     "down before it was aligned: align the old RSP first, then push)")
         elif pushed == size - 1 and "error" in expected:
@@ -209,6 +227,14 @@ def stack_problem(what, entry, expected, top, where, unaligned_top):
         return f"{what}: {pushed} words were pushed below {where} {top:#x}, expected {size}{hint}"
     return (f"{what}: RSP in the handler is {got:#x}, expected {want:#x} ({where} {top:#x} "
             f"less a {size}-word frame)")
+
+
+def _holds(entry, expected):
+    """Is every value the grader knows in its place in the frame at RSP?"""
+    words = entry.words or ()
+    return len(words) >= len(expected) and all(
+        (word & SELECTOR if field in ("CS", "SS") else word) == value
+        for (field, value), word in zip(expected.items(), words) if field != "RFLAGS")
 
 
 def _misordered(entry, expected):
@@ -253,8 +279,11 @@ def frame_problem(what, entry, expected, top, where, unaligned_top=None):
             continue
         if got[field] != want:
             label = "error code" if field == "error" else field
+            hint = ""
+            if field == "RSP" and got[field] == want & ~0xF != want:
+                hint = ": the frame keeps RSP as it was, before the alignment"
             return (f"{what}: the frame's {label} (at RSP+{offsets[field]}) is {got[field]:#x}, "
-                    f"expected {want:#x}")
+                    f"expected {want:#x}{hint}")
     flags_want = expected["RFLAGS"]
     if (got["RFLAGS"] & RFLAGS_IF) != (flags_want & RFLAGS_IF):
         was = "set" if flags_want & RFLAGS_IF else "clear"
@@ -350,10 +379,12 @@ def system_call_problem(run, watch):
         calls = watch.on(core.id, {SYSCALL})
         if core.stats.syscalls and not calls:
             count = core.stats.syscalls
+            why = syscall_on_a_probe() or (
+                "does deliver_syscall leave RIP at LSTAR - SYSCALL_LENGTH, since unicorn adds "
+                "SYSCALL_LENGTH after the hook?")
             return (f"core {core.id} executed {count} syscall instruction{'s' * (count != 1)} "
-                    f"and none reached syscall_entry: does deliver_syscall leave RIP at LSTAR - "
-                    f"SYSCALL_LENGTH, since unicorn adds SYSCALL_LENGTH after the hook? (the "
-                    f"run ended: {run.result.reason})"), None
+                    f"and none reached syscall_entry: {why} (the run ended: "
+                    f"{run.result.reason})"), None
         fmask = core.read_msr(MSR_FMASK)
         for number, entry in enumerate(calls, 1):
             found = syscall_entry_problem(entry, fmask)
@@ -361,6 +392,31 @@ def system_call_problem(run, watch):
                 return (f"system call {number} on core {core.id}: {found}",
                         f"syscall_entry core {core.id}")
     return None, None
+
+
+def syscall_on_a_probe():
+    """What deliver_syscall leaves on a probe core with the CPU driver's MSRs,
+    from ring 3 with IF set: a reason, or None. (A system call that never
+    reached syscall_entry may have got there with a flag FMASK should have
+    cleared, TF, and trapped on its first instruction.)"""
+    from emulator import traps
+    system, core = stopped_in_ring_3()
+    lstar, fmask = core.read_msr(MSR_LSTAR), core.read_msr(MSR_FMASK)
+    syscall_at = core.rip
+    try:
+        traps.deliver_syscall(core)
+    except Exception:           # the boot's own failure says more
+        return None
+    entry = snapshot(core, SYSCALL)
+    if core.rip != lstar - SYSCALL_LENGTH:
+        return (f"after deliver_syscall RIP is {core.rip:#x}, not LSTAR - SYSCALL_LENGTH = "
+                f"{lstar - SYSCALL_LENGTH:#x} (unicorn adds SYSCALL_LENGTH after the hook)")
+    if entry.rcx == syscall_at + SYSCALL_LENGTH:
+        entry.before_rcx = SYSCALL_INSTRUCTION          # the probe has no syscall there
+    problem = syscall_entry_problem(entry, fmask)
+    if problem and entry.rflags & RFLAGS_TF and fmask & RFLAGS_TF:
+        problem += " (TF set: the kernel's first instruction traps, #DB)"
+    return f"after deliver_syscall {problem}" if problem else None
 
 
 # --- Exceptions from user mode (images/faults.lst) -----------------------------------
@@ -522,24 +578,46 @@ def check_gate_into_ring_3():
     lay = layout()
     system, core = stopped_in_ring_3()
     handler = system.modules[0].program.symbols["start"]
-    patch_gate(system, TIMER_VECTOR, selector=lay.USER_CS, handler=handler)
+    # The gate names the user's code segment with RPL 0: the processor ignores
+    # a gate selector's RPL and gives CS the new CPL, so CS must be USER_CS.
+    gate_selector = lay.USER_CS & ~3
+    patch_gate(system, TIMER_VECTOR, selector=gate_selector, handler=handler)
     # Room above the frame for the grader's look at 8 words: the stack's top is its page's end.
     from unicorn import x86_const as x86
     core.regs.write(x86.UC_X86_REG_RSP, core.regs.read(x86.UC_X86_REG_RSP) - 64)
     expected = user_frame(core)
     rsp = expected["RSP"]
-    what = (f"the timer interrupt from ring 3 through a gate whose selector is the user's code"
-            f" segment {lay.USER_CS:#x} (DPL 3)")
-    entry = deliver(core, TIMER_VECTOR)
+    what = (f"the timer interrupt from ring 3 through a gate whose selector is {gate_selector:#x},"
+            f" the user's code segment (DPL 3) with RPL 0")
+    pushes = []                 # where the delivery wrote through the page tables
+    write_virtual = core.write_virtual
+
+    def noting_write_virtual(address, data):
+        pushes.append(address)
+        write_virtual(address, data)
+    core.write_virtual = noting_write_virtual
+    try:
+        entry = deliver(core, TIMER_VECTOR)
+    finally:
+        del core.write_virtual
     if core.rip == system.kernel.symbols[f"vector{DOUBLE_FAULT}"]:
+        if not pushes:
+            fail(f"{what}: it became a #DF, and no frame was written with core.write_virtual: "
+                 f"the current stack ({rsp:#x}) is mapped, through the core's page tables, "
+                 f"not at that physical address")
         fail(f"{what}: it became a #DF, so its frame could not be pushed: with no privilege "
              f"change the frame goes on the current stack (RSP0 is only for a change to ring 0;"
              f" the TSS's slot for ring 3 is empty)")
     if entry.cpl != 3:
         fail(f"{what}: the handler runs in ring {entry.cpl}, not ring 3: the new CPL is the DPL "
-             f"of the gate's code segment (the descriptor's flags), not always 0")
+             f"of the gate's code segment (the descriptor's flags), not always 0 nor the RPL "
+             f"of the gate's selector")
     if core.rip != handler:
         fail(f"{what}: the core is at {core.rip:#x}, not the gate's handler {handler:#x}")
+    if entry.cs == gate_selector:
+        fail(f"{what}: CS in the handler is {entry.cs:#x}, the gate's selector as it is: CS's "
+             f"RPL (its low 2 bits) must be the new CPL, 3, whatever the gate's selector says, "
+             f"so CS is {lay.USER_CS:#x}")
     if entry.cs != lay.USER_CS or entry.ss != lay.USER_SS:
         fail(f"{what}: CS:SS in the handler are {entry.cs:#x}:{entry.ss:#x}, expected "
              f"{lay.USER_CS:#x}:{lay.USER_SS:#x} (the gate's CS; SS kept, no privilege change)")
@@ -571,6 +649,9 @@ def timer_interrupts_preempt_and_resume_programs():
             what = f"timer interrupt {number}"
             stop = f"vector{entry.vector} core 0"
             if entry.vector != 32:
+                problem, _ = system_call_problem(run, watch)     # the programs' syscalls
+                if problem:
+                    fail(problem, run)
                 fail(f"the programs took {name(entry.vector)} (handler entry {number}), not only "
                      f"timer interrupts: an earlier frame must have been wrong", run, stop)
             # Where the timer lands in the loop depends on the schedule: any RIP
@@ -590,6 +671,11 @@ def timer_interrupts_preempt_and_resume_programs():
         if len(from_user) < 2:
             fail(f"only {len(from_user)} timer interrupts came from the programs; the two "
                  f"programs should be interrupted at least twice", run)
+        counted = run.system.machine.cores[0].stats.interrupts
+        if counted != len(timers):
+            fail(f"core 0's count of interrupts (core.stats.interrupts, the `interrupts` column "
+                 f"of sprat boot) is {counted}, for {len(timers)} delivered: the given code "
+                 f"after your region counts each delivery once; count none yourself", run)
         expect_exits(run, watch, 2, {2: "a register, its stack or IF was different after a "
                                         "timer interrupt"})
 
@@ -645,11 +731,17 @@ def system_calls_enter_at_lstar_and_return_intact():
                     if wrong:
                         fail(f"{what}: {problem}", run, stop)
             if len(calls) != CALLS + 1:
-                never = ("" if calls else " (no system call reached syscall_entry: does "
-                         "deliver_syscall leave RIP at LSTAR - SYSCALL_LENGTH, since unicorn "
-                         "adds SYSCALL_LENGTH after the hook?)")
+                never = "" if calls else (
+                    " (no system call reached syscall_entry: " + (syscall_on_a_probe() or (
+                        "does deliver_syscall leave RIP at LSTAR - SYSCALL_LENGTH, since "
+                        "unicorn adds SYSCALL_LENGTH after the hook?")) + ")")
                 fail(f"core {core_id} made {len(calls)} system calls, expected {CALLS + 1}"
                      f"{never}: {run.result.reason}", run)
+            if core.stats.syscalls != len(calls):
+                fail(f"core {core_id}'s count of system calls (core.stats.syscalls, the "
+                     f"`syscalls` column of sprat boot) is {core.stats.syscalls}, for "
+                     f"{len(calls)} made: the machine counts each before it calls "
+                     f"deliver_syscall; count none yourself", run)
         expect_exits(run, watch, 2, {3: "a register, RSP or IF was different after a system "
                                         "call"})
     check_syscall_reads_the_msrs()
@@ -699,6 +791,29 @@ def check_syscall_reads_the_msrs():
     for wrong, problem in problems:
         if wrong:
             fail(f"{what}: {problem}")
+    check_syscall_forces_ring_0()
+
+
+def check_syscall_forces_ring_0():
+    """STAR[47:32] with RPL bits set: SYSCALL still enters ring 0 with CS's
+    RPL 0 (SDM vol. 2: CS.Selector := STAR[47:32] AND FFFCH; CPL := 0). The
+    CPU driver's STAR has RPL 0, where taking CS, or the CPL, from STAR as
+    it is looks right."""
+    from unicorn import x86_const as x86
+
+    from emulator import traps
+    system, core = stopped_in_ring_3()
+    star_cs = PROBE_KERNEL_CS | 3
+    core.uc.reg_write(x86.UC_X86_REG_MSR, (MSR_STAR, star_cs << 32))
+    traps.deliver_syscall(core)
+    entry = snapshot(core, SYSCALL)
+    what = f"a system call with STAR[47:32] = {star_cs:#x} (RPL 3)"
+    if entry.cpl != 0:
+        fail(f"{what}: the handler runs in ring {entry.cpl}, not ring 0: SYSCALL always enters "
+             f"ring 0, whatever STAR's RPL bits say")
+    if entry.cs != PROBE_KERNEL_CS:
+        fail(f"{what}: CS is {entry.cs:#x}, not STAR[47:32] with its RPL cleared, "
+             f"{PROBE_KERNEL_CS:#x}: CS's RPL is the new CPL, 0")
 
 
 # --- Cases the CPU driver never makes: delivered by the grader --------------------------
@@ -762,15 +877,36 @@ def tss(offset):
     return lay.PERCORE_BASE + lay.PC_TSS + offset
 
 
+def give_ist_stacks(system, ist1):
+    """TSS.IST1 = `ist1`, TSS.IST2 a stack of its own, gate 2 (NMI) naming IST 1."""
+    system.machine.memory.write_u64(tss(TSS_IST1), ist1)
+    system.machine.memory.write_u64(tss(TSS_IST1 + 8), IST2_STACK_TOP)
+    patch_gate(system, 2, ist=1)
+
+
+def expect_the_nmis_handler(system, core, entry, what):
+    """The NMI reached its own handler, and not through IST2's stack."""
+    if core.rip == system.kernel.symbols[f"vector{DOUBLE_FAULT}"]:
+        fail(f"{what}: it became a #DF, so its frame could not be pushed on the stack the TSS "
+             f"gave for it (IST n is the 8 bytes at TSS_IST1 + 8 * (n - 1))")
+    if IST2_STACK_TOP - 48 <= entry.rsp < IST2_STACK_TOP:
+        fail(f"{what}: the frame is on TSS.IST2's stack ({IST2_STACK_TOP:#x}), not IST1's: IST n "
+             f"is the 8 bytes at TSS_IST1 + 8 * (n - 1)")
+    if not IST_STACK_TOP - 0x100 <= entry.rsp < IST_STACK_TOP:
+        fail(f"{what}: the frame is not on TSS.IST1's stack (RSP in the handler is "
+             f"{entry.rsp:#x}): a gate that names an IST uses that stack, whether or not the "
+             f"privilege changes")
+
+
 @test(points=8)
 def ist_gates_switch_to_their_own_stack():
     """A gate naming IST 1 puts the frame on TSS.IST1's stack, from ring 3 and from ring 0 alike."""
     system, core = stopped_in_ring_3()
-    system.machine.memory.write_u64(tss(TSS_IST1), IST_STACK_TOP)
-    patch_gate(system, 2, ist=1)
+    give_ist_stacks(system, IST_STACK_TOP)
     expected = user_frame(core)
     what = "an NMI through a gate naming IST 1, from ring 3"
     entry = deliver(core, 2)
+    expect_the_nmis_handler(system, core, entry, what)
     expect_frame(what, entry, expected, IST_STACK_TOP, "TSS.IST1")
     # Again, now from the handler (ring 0): the IST switch happens all the same.
     what = "an NMI through a gate naming IST 1, from ring 0"
@@ -788,11 +924,20 @@ def ist_gates_switch_to_their_own_stack():
 def the_new_stack_is_aligned_to_16_bytes():
     """RSP is aligned down to 16 before the push: odd RSP0, ring-0 RSP and IST stacks."""
     system, core = stopped_in_ring_3()
+    # One delivery with the CPU driver's RSP0 first, then back to ring 3: the
+    # processor reads the TSS at every event, so RSP0's new value is the one used.
+    before = core.uc.context_save()
+    deliver(core, 32)
+    core.uc.context_restore(before)
     rsp0 = rsp0_of(0) - 8
     system.machine.memory.write_u64(tss(TSS_RSP0), rsp0)
     expected = user_frame(core)
-    what = f"the timer interrupt from ring 3 with TSS.RSP0 = {rsp0:#x}"
+    what = (f"the timer interrupt from ring 3 with TSS.RSP0 = {rsp0:#x} (changed after an "
+            f"earlier delivery)")
     entry = deliver(core, 32)
+    if entry.rsp == rsp0_of(0) - 40:
+        fail(f"{what}: the frame went below {rsp0_of(0):#x}, RSP0 as an earlier delivery found "
+             f"it: the processor reads the TSS at every event, and a kernel may change RSP0")
     expect_frame(what, entry, expected, rsp0 & ~0xF, "RSP0 aligned down to 16,",
                  unaligned_top=rsp0)
     # From ring 0 with an RSP that is not even word-aligned.
@@ -808,12 +953,12 @@ def the_new_stack_is_aligned_to_16_bytes():
                  unaligned_top=odd)
     # An IST stack is aligned like any other.
     ist_top = IST_STACK_TOP - 8
-    system.machine.memory.write_u64(tss(TSS_IST1), ist_top)
-    patch_gate(system, 2, ist=1)
+    give_ist_stacks(system, ist_top)
     expected = {"RIP": core.rip, "CS": lay.KERNEL_CS, "RFLAGS": entry.rflags, "RSP": entry.rsp,
                 "SS": entry.ss}
     what = f"an NMI through a gate naming IST 1, with TSS.IST1 = {ist_top:#x}"
     entry = deliver(core, 2)
+    expect_the_nmis_handler(system, core, entry, what)
     expect_frame(what, entry, expected, ist_top & ~0xF, "TSS.IST1 aligned down to 16,",
                  unaligned_top=ist_top)
 
@@ -873,7 +1018,32 @@ def a_frame_that_cannot_be_pushed_becomes_a_double_fault():
     if core.rip != handler:
         fail(f"{what}: the core is at {core.rip:#x}, not #DF's handler vector8 ({handler:#x})")
     problem = (handler_problem(what, entry, from_ring=3)
+               or changed_before_the_push(what, entry, expected)
                or frame_problem(what, entry, expected, IST_STACK_TOP, "TSS.IST1"))
     if problem:
         fail(f"{problem} (the delivery that could not push its frame must have changed nothing: "
              f"the #DF frames the program as it was)")
+
+
+def changed_before_the_push(what, entry, expected):
+    """The #DF's frame, where it belongs, holds a register of the program
+    other than it was, though a timer interrupt that can push its frame
+    frames that register right: the failed delivery changed it before the
+    push (and then "push it as it was" would be the wrong advice)."""
+    if entry.rsp != IST_STACK_TOP - 8 * len(expected) or entry.words is None:
+        return None
+    got = entry.frame(True)
+    offsets = {field: 8 * i for i, field in enumerate(got)}
+    wrong = [field for field in FRAME_FIELDS if got[field] != expected[field]]
+    if not wrong:
+        return None
+    _, core = stopped_in_ring_3()
+    plain = user_frame(core)
+    framed = deliver(core, TIMER_VECTOR).frame(False)
+    field = next((field for field in wrong if framed[field] == plain[field]), None)
+    if field is None:
+        return None
+    return (f"{what}: the frame's {field} (at RSP+{offsets[field]}) is {got[field]:#x}, but the "
+            f"program had {expected[field]:#x}, as a timer interrupt that can push its frame "
+            f"says: the failed delivery changed {field} before its push faulted; change no "
+            f"register until the frame is on the stack")
