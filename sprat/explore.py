@@ -150,8 +150,11 @@ def explore(options: Options, seeds, jobs: int, progress=None) -> list[Outcome]:
                     progress(done, len(seeds))
         except BrokenProcessPool:
             # A worker ended without an outcome: stopped by the lab watchdog,
-            # which said why on its own line, or killed from outside.
-            pool.shutdown(wait=False, cancel_futures=True)
+            # which said why on its own line, or killed from outside. The
+            # pool has ended its workers; wait for its manager thread too,
+            # else it may close its wake-up pipe while the interpreter's exit
+            # writes to it, and Python prints a traceback (EBADF) at exit.
+            pool.shutdown(wait=True, cancel_futures=True)
             raise MachineFailure("a worker process ended before its seed's outcome "
                                  f"({len(done)} of {len(seeds)} seeds done)") from None
         except BaseException:
