@@ -14,11 +14,11 @@ The stack moves only by instructions that say by how much: `push` and
 `pop`, `sub rsp, N` and `add rsp, N`, `lea rsp, [rsp + N]`; a `call`
 comes back to where it was. So, from each routine's entry (a label some
 `call` names, or whose address the code takes, `lea rax, [rip + label]`,
-for a `call rax`, or a table holds, `.quad label`), where the return address is at [rsp] and the frame's
-CFA is rsp + 8, the code is followed along every path (both ways at a
-conditional jump, over calls, to the end at `ret` or a jump nobody can
-follow) adding up how far rsp has moved: the rule at each instruction is
-"the CFA is rsp + depth". From a label nothing called (`outermost`: a
+for a `call rax`, or a table holds, `.quad label`), where the return
+address is at [rsp] and the frame's CFA is rsp + 8, the code is followed
+along every path (both ways at a conditional jump, over calls, to the end
+at `ret` or a jump nobody can follow) adding up how far rsp has moved: the
+rule at each instruction is "the CFA is rsp + depth". From a label nothing called (`outermost`: a
 program's `start`, the CPU driver's entry points) the code it reaches is
 one outermost frame: its rule is that there is no caller.
 
