@@ -324,6 +324,7 @@ def size_cases():
         ("a 64 KiB RAM at offset 0 (all of it)", "RAM", 0, T.RAM, 16, 1, None),
         ("sixteen 4 KiB FRAMEs at offset 0 (all of it)", "RAM", 0, T.FRAME, 12, 16, None),
         ("four 1 KiB DISPATCHERs at offset 0x400", "RAM", 0x400, T.DISPATCHER, 10, 4, None),
+        ("256 CNODEs of 2**7 bytes (count 256: the most)", "RAM", 0, T.CNODE, 7, 256, None),
         ("a 16-slot CNODE at offset 0x8400", "RAM", 0x8400, T.CNODE, 10, 1, None),
         ("three ENDPOINTs of a DISPATCHER", "DISPATCHER", 0, T.ENDPOINT, 0, 3, None),
     ]
