@@ -520,12 +520,19 @@ def revoke_is_refused_when_it_would_take_more_than_the_caller_has():
     equal = World(ram_rights=R.READ | R.WRITE)
     twin = copy_into(equal.ram.obj, R.READ | R.WRITE, equal.cspace, caddr(0, 0))
     alone = World(ram_rights=R.READ).ram
+    # Only the object's own copies count, not its descendants': the FRAME was
+    # made through a stronger copy, since deleted.
+    last = World(ram_rights=R.READ | R.WRITE)
+    derived(last.ram.obj, T.FRAME, 0, 0x1000, R.ALL, caddr(0, 0), cspace_of=last.cspace)
     # Rights are a set, not a number: READ (1) is a right GRANT (8) lacks.
     granter = World(ram_rights=R.GRANT)
     copy_into(granter.ram.obj, R.READ, granter.cspace, caddr(0, 0))
     for cap, what in ((full, "the RAM capability with every right, beside a READ|WRITE copy"),
                       (twin, "a READ|WRITE copy whose other copy is READ|WRITE too"),
-                      (alone, "a READ-only RAM capability with no other copy")):
+                      (alone, "a READ-only RAM capability with no other copy"),
+                      (last.ram, "the last READ|WRITE copy of a RAM whose FRAME has every "
+                                 "right (only the RAM's own copies count, not its "
+                                 "descendants')")):
         try:
             with answering(f"check_revoke of {what}", "allowed"):
                 rules.check_revoke(cap)
