@@ -683,20 +683,34 @@ def revoke_deletes_every_copy_and_every_descendant():
 
 @test(points=5)
 def a_refused_revoke_changes_nothing():
-    """REVOKE that would delete the copy holding a lock is refused with LOCKED before anything is deleted."""
-    from kernel.caps import ErrorCode as E, Op, caddr, root_caddr
+    """REVOKE that would delete the copy holding a lock is refused with LOCKED before anything is deleted: a descendant's copy, or a copy of other memory inside a CNode the revoke deletes."""
+    from kernel.caps import CapType as T, Op, Rights as R, caddr, mdb
     tree = Tree()
-    world = tree.world
-    if world.invoke(Op.LOCK, caddr(0, 10)) != 0:
+    if tree.world.invoke(Op.LOCK, caddr(0, 10)) != 0:
         fail("LOCK of a RAM without descendants was refused (the tree's rule): cannot test")
+    refused_over_a_lock(tree, "the 4 KiB RAM at 0x9000, a descendant",
+                        "every copy of every descendant")
+    inside = Tree()
+    other = inside.world.create(4, T.RAM, OTHER_BASE + 0x1_0000, 16).obj
+    holder = mdb.place_cap(other, R.ALL, 0, inside.k, 2)
+    other.locked_by = holder            # what LOCK through it does (system.lock)
+    refused_over_a_lock(inside, "a copy of other RAM in slot 2 of the CNODE made from the "
+                        "16 KiB RAM", "what goes with a CNode it deletes too: "
+                        "mdb.doomed(every capability you will delete)")
+
+
+def refused_over_a_lock(tree, holder, must_see):
+    """REVOKE of the tree's RAM over a copy that holds a lock: LOCKED, table unchanged."""
+    from kernel.caps import ErrorCode as E, root_caddr
+    world = tree.world
     before = world.table()
-    result = revoke_in(tree, root_caddr(1), "the RAM, over a copy that holds a lock",
+    result = revoke_in(tree, root_caddr(1), f"the RAM, over a lock holder ({holder})",
                        "refused with LOCKED")
     if result >= 0:
-        fail("REVOKE deleted the copy that holds a lock (the 4 KiB RAM at 0x9000): it must "
-             "be refused with LOCKED (rules.check_lock_holders_stay)")
+        fail(f"REVOKE deleted a copy that holds a lock ({holder}): it must be refused with "
+             f"LOCKED (rules.check_lock_holders_stay, which must see {must_see})")
     if result != -E.LOCKED:
-        fail(f"REVOKE over a lock holder was {answer(result)}, not LOCKED")
+        fail(f"REVOKE over a lock holder ({holder}) was {answer(result)}, not LOCKED")
     if world.table() != before:
         fail("REVOKE was refused with LOCKED, yet the capability table changed: check every "
              "capability it would delete before deleting any")
