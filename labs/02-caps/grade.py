@@ -220,7 +220,7 @@ def expected_retype(src, new_type, size_bits, offset, count) -> set:
 @test(points=10)
 def retype_follows_the_type_table():
     """Every type into every type: only RAM -> RAM/FRAME/CNODE/VNODEs/DISPATCHER, FRAME -> FRAME, DISPATCHER -> ENDPOINT."""
-    from kernel.caps import CapType as T, ErrorCode as E, Op, caddr, root_caddr
+    from kernel.caps import CapType as T, ErrorCode as E, Op, caddr, root_caddr, rules
     world = World()
     sources = {1: world.ram,
                2: world.create(2, T.FRAME, OTHER_BASE, 16),
@@ -254,6 +254,11 @@ def retype_follows_the_type_table():
                 dest += 1
             elif result >= 0:
                 fail(f"retyping {what} was accepted: {why_not(src.type, new_type)}")
+            elif result != -E.RETYPE_NOT_ALLOWED and students_table_allows(rules, src.type, new_type):
+                fail(f"retyping {what} was {answer(result)}, not refused with "
+                     f"RETYPE_NOT_ALLOWED: your RETYPE table lets {a_or_an(src.type.name)} "
+                     f"become {a_or_an(type_name(new_type))}, and the handout's does not "
+                     f"({why_not(src.type, new_type)})")
             elif result != -E.RETYPE_NOT_ALLOWED:
                 fail(f"retyping {what} was {answer(result)}, not refused with "
                      f"RETYPE_NOT_ALLOWED (the type table is checked before the size, count "
@@ -277,6 +282,12 @@ def check_new_objects(world, src, new_type, offset, size_bits, count, first, wha
                  f"{where:#x} (what check_retype returns places them)")
         if obj.parent is not src.obj:
             fail(f"retyping {what}: the new object's parent is not the source")
+
+
+def students_table_allows(rules, src_type, new_type) -> bool:
+    """Whether the student's RETYPE table lets `src_type` become `new_type`."""
+    table = getattr(rules, "RETYPE", None)
+    return isinstance(table, dict) and new_type in table.get(src_type, ())
 
 
 # -- 2. sizes, counts, alignment and the source's end -----------------------------------
