@@ -218,6 +218,10 @@ LAB_2_FAULTS_NAMED = [
      ["made a copy with READ and badge 0, not READ and badge 7"]),
     ("endpoint_of_one_byte.diff", "retype_follows_the_type_table",
      ["retyping a DISPATCHER into an ENDPOINT made an ENDPOINT of 0x1 bytes"]),
+    ("frame_into_a_cnode.diff", "retype_follows_the_type_table",
+     ["your RETYPE table lets a FRAME become a CNODE"]),
+    ("revoke_skips_the_dry_run.diff", "a_refused_revoke_changes_nothing",
+     ["a copy of other RAM in slot 2 of the CNODE", "mdb.doomed"]),
 ]
 
 
