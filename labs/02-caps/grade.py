@@ -437,23 +437,35 @@ def retype_never_overlaps_a_live_descendant():
 
 @test(points=5)
 def retyped_objects_carry_the_source_rights():
-    """New objects get the source capability's rights, never more."""
-    from kernel.caps import CapType as T, Field, Op, Rights as R, caddr, root_caddr
+    """New objects get the source capability's rights, never more: not those of another copy."""
+    from kernel.caps import CapType as T, Rights as R, caddr, root_caddr
     for rights in (R.ALL, R.READ | R.WRITE | R.GRANT, R.READ | R.WRITE):
         world = World(ram_rights=rights)
         for dest, (offset, new_type, size_bits, count) in enumerate(
                 ((0, T.FRAME, 12, 4), (0x8000, T.CNODE, 10, 1), (0x9000, T.VNODE_PT, 12, 1))):
-            with answering(f"a retype into {count} x {new_type.name}", "accepted"):
-                result = world.invoke(Op.RETYPE, root_caddr(1), offset, new_type, size_bits,
-                                      count, caddr(0, 4 * dest))
-            if result < 0:
-                fail(f"a retype into {count} x {new_type.name} was {answer(result)}")
-            for i in range(count):
-                got = world.invoke(Op.IDENTIFY, caddr(0, 4 * dest + i), Field.RIGHTS)
-                if got != rights:
-                    fail(f"a {new_type.name} retyped from RAM with rights {int(rights):#x} has "
-                         f"rights {got:#x}: a retype gives exactly the source's rights "
-                         f"(never more)")
+            retyped_with(world, root_caddr(1), "RAM", rights, offset, new_type, size_bits,
+                         count, 4 * dest)
+    # A weaker copy beside the original: its own rights, not the original's.
+    world = World()
+    copy_into(world.ram.obj, R.READ | R.WRITE, world.cspace, root_caddr(2))
+    retyped_with(world, root_caddr(2), "a copy of RAM (the original has every right)",
+                 R.READ | R.WRITE, 0, T.FRAME, 12, 2, 0)
+
+
+def retyped_with(world, src, what, rights, offset, new_type, size_bits, count, first):
+    """Retype through `src` (`what`, holding `rights`); every new capability has `rights`."""
+    from kernel.caps import Field, Op, caddr
+    with answering(f"a retype into {count} x {new_type.name}", "accepted"):
+        result = world.invoke(Op.RETYPE, src, offset, new_type, size_bits, count,
+                              caddr(0, first))
+    if result < 0:
+        fail(f"a retype into {count} x {new_type.name} was {answer(result)}")
+    for i in range(count):
+        got = world.invoke(Op.IDENTIFY, caddr(0, first + i), Field.RIGHTS)
+        if got != rights:
+            fail(f"a {new_type.name} retyped from {what} with rights {rights_text(rights)} "
+                 f"has rights {rights_text(got) if got >= 0 else answer(got)}: a retype gives "
+                 f"exactly the rights of the capability it goes through (never more)")
 
 
 # -- 5. mint -----------------------------------------------------------------------------
