@@ -702,6 +702,37 @@ def revoke_deletes_every_copy_and_every_descendant():
             fail("REVOKE of the 16 KiB RAM deleted something above or beside it")
     if not middle.pt.entries:
         fail("REVOKE of the 16 KiB RAM unmapped a frame that is not below it")
+    revoke_flushes_what_another_copy_mapped()
+
+
+def revoke_flushes_what_another_copy_mapped():
+    """REVOKE through a FRAME whose other copy is mapped in an address space: the
+    flush of that page comes back (else the TLB keeps the revoked page)."""
+    from kernel.caps import CapType as T, Op, Rights as R, caddr, root_caddr, rules
+    world = World()
+    tables = [world.create(2 + level, vnode, OTHER_BASE + level * 0x1000, 12)
+              for level, vnode in enumerate((T.VNODE_PML4, T.VNODE_PDPT, T.VNODE_PD, T.VNODE_PT))]
+    frame = derived(world.ram.obj, T.FRAME, 0, 0x1000, R.ALL, caddr(0, 0), caddr(0, 1),
+                    cspace_of=world.cspace)
+    rw = R.READ | R.WRITE
+    for level, entry, src in ((0, 1, root_caddr(3)), (1, 0, root_caddr(4)),
+                              (2, 0, root_caddr(5)), (3, 5, caddr(0, 1))):
+        if world.invoke(Op.MAP, root_caddr(2 + level), entry, src, rw, 0) != 0:
+            fail("MAP into a page table was refused (the tree's rule): cannot test")
+    page = (1 << 39) | (5 << 12)
+    rules.check_revoke = lambda cap: None           # test 6 judges the student's
+    with answering("REVOKE through a FRAME whose other copy is mapped", "accepted"):
+        result, flushes = world.system.invoke(world.cspace, Op.REVOKE, [caddr(0, 0)])
+    if result != 0:
+        fail(f"REVOKE through a FRAME whose other copy is mapped was {answer(result)}")
+    if frame.caps[1:] or tables[3].obj.entries:
+        fail("after REVOKE through a FRAME, its other copy or that copy's mapping is still there")
+    pml4 = tables[0].obj.base
+    if not any(flush.address_space == pml4 and flush.address in (page, None)
+               for flush in flushes):
+        fail(f"REVOKE through a FRAME unmapped its other copy at {page:#x}, but returned no "
+             f"TLB flush of it ({len(flushes)} flushes): return the flushes of every deletion, "
+             f"the other copies' too, or the TLB keeps the revoked page")
 
 
 @test(points=5)
