@@ -222,6 +222,11 @@ LAB_2_FAULTS_NAMED = [
      ["your RETYPE table lets a FRAME become a CNODE"]),
     ("revoke_skips_the_dry_run.diff", "a_refused_revoke_changes_nothing",
      ["a copy of other RAM in slot 2 of the CNODE", "mdb.doomed"]),
+    ("retyped_rights_of_the_first_copy.diff", "retyped_objects_carry_the_source_rights",
+     ["from a copy of RAM (the original has every right) with rights READ|WRITE",
+      "has rights READ|WRITE|EXECUTE|GRANT"]),
+    ("revoke_drops_the_copies_flushes.diff", "revoke_deletes_every_copy_and_every_descendant",
+     ["unmapped its other copy at 0x8000005000, but returned no TLB flush of it"]),
 ]
 
 
