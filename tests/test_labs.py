@@ -227,6 +227,8 @@ LAB_2_FAULTS_NAMED = [
       "has rights READ|WRITE|EXECUTE|GRANT"]),
     ("revoke_drops_the_copies_flushes.diff", "revoke_deletes_every_copy_and_every_descendant",
      ["unmapped its other copy at 0x8000005000, but returned no TLB flush of it"]),
+    ("revoke_others_after_the_first.diff", "revoke_deletes_every_copy_and_every_descendant",
+     ["REVOKE through the RAM's second copy (root slot 2) deleted that copy"]),
 ]
 
 

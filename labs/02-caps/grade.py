@@ -702,6 +702,17 @@ def revoke_deletes_every_copy_and_every_descendant():
             fail("REVOKE of the 16 KiB RAM deleted something above or beside it")
     if not middle.pt.entries:
         fail("REVOKE of the 16 KiB RAM unmapped a frame that is not below it")
+    second = Tree()
+    invoked = second.copies[0]
+    result = revoke_in(second, root_caddr(2), "the RAM's second copy (root slot 2)")
+    if result != 0:
+        fail(f"REVOKE through the RAM's second copy (root slot 2) was {answer(result)}")
+    if not invoked.live:
+        fail("REVOKE through the RAM's second copy (root slot 2) deleted that copy: the "
+             "invoked copy stays, wherever it is among the object's copies")
+    if second.world.ram.live:
+        fail("after REVOKE through the RAM's second copy (root slot 2), its first copy (root "
+             "slot 1) is still there: revoke deletes every other copy, the first one too")
     revoke_flushes_what_another_copy_mapped()
 
 
