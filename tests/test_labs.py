@@ -229,6 +229,10 @@ LAB_2_FAULTS_NAMED = [
      ["unmapped its other copy at 0x8000005000, but returned no TLB flush of it"]),
     ("revoke_others_after_the_first.diff", "revoke_deletes_every_copy_and_every_descendant",
      ["REVOKE through the RAM's second copy (root slot 2) deleted that copy"]),
+    ("overlap_touching_neighbours.diff", "retype_follows_the_type_table",
+     ["only touches it, end exclusive", "check_no_overlap refused it, not the table"]),
+    ("overlap_counts_an_endpoint_as_a_byte.diff", "retype_follows_the_type_table",
+     ["an ENDPOINT owns no memory", "check_no_overlap refused it, not the table"]),
 ]
 
 

@@ -248,6 +248,11 @@ def retype_follows_the_type_table():
                 result = world.invoke(Op.RETYPE, root_caddr(slot), offset, new_type, size_bits,
                                       1, caddr(0, dest))
             if allowed:
+                if result == -E.OVERLAP:
+                    where = overlap_hint(src, new_type, offset, size_bits)
+                    fail(f"retyping {what} was refused with OVERLAP, but nothing that owns "
+                         f"memory lies in its range ({where}): check_no_overlap refused it, "
+                         f"not the table")
                 if result < 0:
                     fail(f"retyping {what} was {answer(result)}, but the table allows it")
                 check_new_objects(world, src, new_type, offset, size_bits, 1, dest, what)
@@ -282,6 +287,20 @@ def check_new_objects(world, src, new_type, offset, size_bits, count, first, wha
                  f"{where:#x} (what check_retype returns places them)")
         if obj.parent is not src.obj:
             fail(f"retyping {what}: the new object's parent is not the source")
+
+
+def overlap_hint(src, new_type, offset, size_bits) -> str:
+    """Where a retype the test made goes, and what lies next to it, in words."""
+    if not size_bits:
+        return f"{a_or_an(type_name(new_type))} owns no memory"
+    start = src.base + offset
+    end = start + (1 << size_bits)
+    touching = [child for child in src.obj.children
+                if child.owns_memory and (child.end == start or child.base == end)]
+    if touching:
+        return (f"{start:#x}..{end:#x}; the {touching[0].type.name} at "
+                f"{touching[0].base:#x}..{touching[0].end:#x} only touches it, end exclusive")
+    return f"{start:#x}..{end:#x}"
 
 
 def students_table_allows(rules, src_type, new_type) -> bool:
