@@ -325,6 +325,8 @@ def size_cases():
         ("no frame at all (count 0)", "RAM", 0, T.FRAME, 12, 0, E.INVALID_SIZE),
         ("257 CNODEs of 2**7 bytes (count over 256)", "RAM", 0, T.CNODE, 7, 257,
          E.INVALID_SIZE),
+        ("300 4 KiB FRAMEs (count over 256, and past the RAM's end: the count is checked "
+         "first)", "RAM", 0, T.FRAME, 12, 300, E.INVALID_SIZE),
         ("a 4 KiB FRAME at offset 0x800", "RAM", 0x800, T.FRAME, 12, 1, E.MISALIGNED),
         ("an 8 KiB FRAME at offset 0x1000 (aligned to a page, not to its size)", "RAM",
          0x1000, T.FRAME, 13, 1, E.MISALIGNED),
