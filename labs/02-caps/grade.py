@@ -281,7 +281,7 @@ def check_new_objects(world, src, new_type, offset, size_bits, count, first, wha
                  f"CNode is empty")
         obj = cap.obj
         where = src.base + offset + i * size
-        if obj.type != new_type or obj.size != size or (size and obj.base != where):
+        if obj.type != new_type or obj.size != size or obj.base != where:
             fail(f"retyping {what} made {a_or_an(obj.type.name)} of {obj.size:#x} bytes at "
                  f"{obj.base:#x}, not {a_or_an(type_name(new_type))} of {size:#x} bytes at "
                  f"{where:#x} (what check_retype returns places them)")
