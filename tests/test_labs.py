@@ -218,6 +218,21 @@ LAB_2_FAULTS_NAMED = [
      ["made a copy with READ and badge 0, not READ and badge 7"]),
     ("endpoint_of_one_byte.diff", "retype_follows_the_type_table",
      ["retyping a DISPATCHER into an ENDPOINT made an ENDPOINT of 0x1 bytes"]),
+    ("frame_into_a_cnode.diff", "retype_follows_the_type_table",
+     ["your RETYPE table lets a FRAME become a CNODE"]),
+    ("revoke_skips_the_dry_run.diff", "a_refused_revoke_changes_nothing",
+     ["a copy of other RAM in slot 2 of the CNODE", "mdb.doomed"]),
+    ("retyped_rights_of_the_first_copy.diff", "retyped_objects_carry_the_source_rights",
+     ["from a copy of RAM (the original has every right) with rights READ|WRITE",
+      "has rights READ|WRITE|EXECUTE|GRANT"]),
+    ("revoke_drops_the_copies_flushes.diff", "revoke_deletes_every_copy_and_every_descendant",
+     ["unmapped its other copy at 0x8000005000, but returned no TLB flush of it"]),
+    ("revoke_others_after_the_first.diff", "revoke_deletes_every_copy_and_every_descendant",
+     ["REVOKE through the RAM's second copy (root slot 2) deleted that copy"]),
+    ("overlap_touching_neighbours.diff", "retype_follows_the_type_table",
+     ["only touches it, end exclusive", "check_no_overlap refused it, not the table"]),
+    ("overlap_counts_an_endpoint_as_a_byte.diff", "retype_follows_the_type_table",
+     ["an ENDPOINT owns no memory", "check_no_overlap refused it, not the table"]),
 ]
 
 

@@ -220,7 +220,7 @@ def expected_retype(src, new_type, size_bits, offset, count) -> set:
 @test(points=10)
 def retype_follows_the_type_table():
     """Every type into every type: only RAM -> RAM/FRAME/CNODE/VNODEs/DISPATCHER, FRAME -> FRAME, DISPATCHER -> ENDPOINT."""
-    from kernel.caps import CapType as T, ErrorCode as E, Op, caddr, root_caddr
+    from kernel.caps import CapType as T, ErrorCode as E, Op, caddr, root_caddr, rules
     world = World()
     sources = {1: world.ram,
                2: world.create(2, T.FRAME, OTHER_BASE, 16),
@@ -248,12 +248,22 @@ def retype_follows_the_type_table():
                 result = world.invoke(Op.RETYPE, root_caddr(slot), offset, new_type, size_bits,
                                       1, caddr(0, dest))
             if allowed:
+                if result == -E.OVERLAP:
+                    where = overlap_hint(src, new_type, offset, size_bits)
+                    fail(f"retyping {what} was refused with OVERLAP, but nothing that owns "
+                         f"memory lies in its range ({where}): check_no_overlap refused it, "
+                         f"not the table")
                 if result < 0:
                     fail(f"retyping {what} was {answer(result)}, but the table allows it")
                 check_new_objects(world, src, new_type, offset, size_bits, 1, dest, what)
                 dest += 1
             elif result >= 0:
                 fail(f"retyping {what} was accepted: {why_not(src.type, new_type)}")
+            elif result != -E.RETYPE_NOT_ALLOWED and students_table_allows(rules, src.type, new_type):
+                fail(f"retyping {what} was {answer(result)}, not refused with "
+                     f"RETYPE_NOT_ALLOWED: your RETYPE table lets {a_or_an(src.type.name)} "
+                     f"become {a_or_an(type_name(new_type))}, and the handout's does not "
+                     f"({why_not(src.type, new_type)})")
             elif result != -E.RETYPE_NOT_ALLOWED:
                 fail(f"retyping {what} was {answer(result)}, not refused with "
                      f"RETYPE_NOT_ALLOWED (the type table is checked before the size, count "
@@ -271,12 +281,32 @@ def check_new_objects(world, src, new_type, offset, size_bits, count, first, wha
                  f"CNode is empty")
         obj = cap.obj
         where = src.base + offset + i * size
-        if obj.type != new_type or obj.size != size or (size and obj.base != where):
+        if obj.type != new_type or obj.size != size or obj.base != where:
             fail(f"retyping {what} made {a_or_an(obj.type.name)} of {obj.size:#x} bytes at "
                  f"{obj.base:#x}, not {a_or_an(type_name(new_type))} of {size:#x} bytes at "
                  f"{where:#x} (what check_retype returns places them)")
         if obj.parent is not src.obj:
             fail(f"retyping {what}: the new object's parent is not the source")
+
+
+def overlap_hint(src, new_type, offset, size_bits) -> str:
+    """Where a retype the test made goes, and what lies next to it, in words."""
+    if not size_bits:
+        return f"{a_or_an(type_name(new_type))} owns no memory"
+    start = src.base + offset
+    end = start + (1 << size_bits)
+    touching = [child for child in src.obj.children
+                if child.owns_memory and (child.end == start or child.base == end)]
+    if touching:
+        return (f"{start:#x}..{end:#x}; the {touching[0].type.name} at "
+                f"{touching[0].base:#x}..{touching[0].end:#x} only touches it, end exclusive")
+    return f"{start:#x}..{end:#x}"
+
+
+def students_table_allows(rules, src_type, new_type) -> bool:
+    """Whether the student's RETYPE table lets `src_type` become `new_type`."""
+    table = getattr(rules, "RETYPE", None)
+    return isinstance(table, dict) and new_type in table.get(src_type, ())
 
 
 # -- 2. sizes, counts, alignment and the source's end -----------------------------------
@@ -295,6 +325,8 @@ def size_cases():
         ("no frame at all (count 0)", "RAM", 0, T.FRAME, 12, 0, E.INVALID_SIZE),
         ("257 CNODEs of 2**7 bytes (count over 256)", "RAM", 0, T.CNODE, 7, 257,
          E.INVALID_SIZE),
+        ("300 4 KiB FRAMEs (count over 256, and past the RAM's end: the count is checked "
+         "first)", "RAM", 0, T.FRAME, 12, 300, E.INVALID_SIZE),
         ("a 4 KiB FRAME at offset 0x800", "RAM", 0x800, T.FRAME, 12, 1, E.MISALIGNED),
         ("an 8 KiB FRAME at offset 0x1000 (aligned to a page, not to its size)", "RAM",
          0x1000, T.FRAME, 13, 1, E.MISALIGNED),
@@ -324,6 +356,7 @@ def size_cases():
         ("a 64 KiB RAM at offset 0 (all of it)", "RAM", 0, T.RAM, 16, 1, None),
         ("sixteen 4 KiB FRAMEs at offset 0 (all of it)", "RAM", 0, T.FRAME, 12, 16, None),
         ("four 1 KiB DISPATCHERs at offset 0x400", "RAM", 0x400, T.DISPATCHER, 10, 4, None),
+        ("256 CNODEs of 2**7 bytes (count 256: the most)", "RAM", 0, T.CNODE, 7, 256, None),
         ("a 16-slot CNODE at offset 0x8400", "RAM", 0x8400, T.CNODE, 10, 1, None),
         ("three ENDPOINTs of a DISPATCHER", "DISPATCHER", 0, T.ENDPOINT, 0, 3, None),
     ]
@@ -425,23 +458,35 @@ def retype_never_overlaps_a_live_descendant():
 
 @test(points=5)
 def retyped_objects_carry_the_source_rights():
-    """New objects get the source capability's rights, never more."""
-    from kernel.caps import CapType as T, Field, Op, Rights as R, caddr, root_caddr
+    """New objects get the source capability's rights, never more: not those of another copy."""
+    from kernel.caps import CapType as T, Rights as R, caddr, root_caddr
     for rights in (R.ALL, R.READ | R.WRITE | R.GRANT, R.READ | R.WRITE):
         world = World(ram_rights=rights)
         for dest, (offset, new_type, size_bits, count) in enumerate(
                 ((0, T.FRAME, 12, 4), (0x8000, T.CNODE, 10, 1), (0x9000, T.VNODE_PT, 12, 1))):
-            with answering(f"a retype into {count} x {new_type.name}", "accepted"):
-                result = world.invoke(Op.RETYPE, root_caddr(1), offset, new_type, size_bits,
-                                      count, caddr(0, 4 * dest))
-            if result < 0:
-                fail(f"a retype into {count} x {new_type.name} was {answer(result)}")
-            for i in range(count):
-                got = world.invoke(Op.IDENTIFY, caddr(0, 4 * dest + i), Field.RIGHTS)
-                if got != rights:
-                    fail(f"a {new_type.name} retyped from RAM with rights {int(rights):#x} has "
-                         f"rights {got:#x}: a retype gives exactly the source's rights "
-                         f"(never more)")
+            retyped_with(world, root_caddr(1), "RAM", rights, offset, new_type, size_bits,
+                         count, 4 * dest)
+    # A weaker copy beside the original: its own rights, not the original's.
+    world = World()
+    copy_into(world.ram.obj, R.READ | R.WRITE, world.cspace, root_caddr(2))
+    retyped_with(world, root_caddr(2), "a copy of RAM (the original has every right)",
+                 R.READ | R.WRITE, 0, T.FRAME, 12, 2, 0)
+
+
+def retyped_with(world, src, what, rights, offset, new_type, size_bits, count, first):
+    """Retype through `src` (`what`, holding `rights`); every new capability has `rights`."""
+    from kernel.caps import Field, Op, caddr
+    with answering(f"a retype into {count} x {new_type.name}", "accepted"):
+        result = world.invoke(Op.RETYPE, src, offset, new_type, size_bits, count,
+                              caddr(0, first))
+    if result < 0:
+        fail(f"a retype into {count} x {new_type.name} was {answer(result)}")
+    for i in range(count):
+        got = world.invoke(Op.IDENTIFY, caddr(0, first + i), Field.RIGHTS)
+        if got != rights:
+            fail(f"a {new_type.name} retyped from {what} with rights {rights_text(rights)} "
+                 f"has rights {rights_text(got) if got >= 0 else answer(got)}: a retype gives "
+                 f"exactly the rights of the capability it goes through (never more)")
 
 
 # -- 5. mint -----------------------------------------------------------------------------
@@ -519,12 +564,19 @@ def revoke_is_refused_when_it_would_take_more_than_the_caller_has():
     equal = World(ram_rights=R.READ | R.WRITE)
     twin = copy_into(equal.ram.obj, R.READ | R.WRITE, equal.cspace, caddr(0, 0))
     alone = World(ram_rights=R.READ).ram
+    # Only the object's own copies count, not its descendants': the FRAME was
+    # made through a stronger copy, since deleted.
+    last = World(ram_rights=R.READ | R.WRITE)
+    derived(last.ram.obj, T.FRAME, 0, 0x1000, R.ALL, caddr(0, 0), cspace_of=last.cspace)
     # Rights are a set, not a number: READ (1) is a right GRANT (8) lacks.
     granter = World(ram_rights=R.GRANT)
     copy_into(granter.ram.obj, R.READ, granter.cspace, caddr(0, 0))
     for cap, what in ((full, "the RAM capability with every right, beside a READ|WRITE copy"),
                       (twin, "a READ|WRITE copy whose other copy is READ|WRITE too"),
-                      (alone, "a READ-only RAM capability with no other copy")):
+                      (alone, "a READ-only RAM capability with no other copy"),
+                      (last.ram, "the last READ|WRITE copy of a RAM whose FRAME has every "
+                                 "right (only the RAM's own copies count, not its "
+                                 "descendants')")):
         try:
             with answering(f"check_revoke of {what}", "allowed"):
                 rules.check_revoke(cap)
@@ -671,24 +723,80 @@ def revoke_deletes_every_copy_and_every_descendant():
             fail("REVOKE of the 16 KiB RAM deleted something above or beside it")
     if not middle.pt.entries:
         fail("REVOKE of the 16 KiB RAM unmapped a frame that is not below it")
+    second = Tree()
+    invoked = second.copies[0]
+    result = revoke_in(second, root_caddr(2), "the RAM's second copy (root slot 2)")
+    if result != 0:
+        fail(f"REVOKE through the RAM's second copy (root slot 2) was {answer(result)}")
+    if not invoked.live:
+        fail("REVOKE through the RAM's second copy (root slot 2) deleted that copy: the "
+             "invoked copy stays, wherever it is among the object's copies")
+    if second.world.ram.live:
+        fail("after REVOKE through the RAM's second copy (root slot 2), its first copy (root "
+             "slot 1) is still there: revoke deletes every other copy, the first one too")
+    revoke_flushes_what_another_copy_mapped()
+
+
+def revoke_flushes_what_another_copy_mapped():
+    """REVOKE through a FRAME whose other copy is mapped in an address space: the
+    flush of that page comes back (else the TLB keeps the revoked page)."""
+    from kernel.caps import CapType as T, Op, Rights as R, caddr, root_caddr, rules
+    world = World()
+    tables = [world.create(2 + level, vnode, OTHER_BASE + level * 0x1000, 12)
+              for level, vnode in enumerate((T.VNODE_PML4, T.VNODE_PDPT, T.VNODE_PD, T.VNODE_PT))]
+    frame = derived(world.ram.obj, T.FRAME, 0, 0x1000, R.ALL, caddr(0, 0), caddr(0, 1),
+                    cspace_of=world.cspace)
+    rw = R.READ | R.WRITE
+    for level, entry, src in ((0, 1, root_caddr(3)), (1, 0, root_caddr(4)),
+                              (2, 0, root_caddr(5)), (3, 5, caddr(0, 1))):
+        if world.invoke(Op.MAP, root_caddr(2 + level), entry, src, rw, 0) != 0:
+            fail("MAP into a page table was refused (the tree's rule): cannot test")
+    page = (1 << 39) | (5 << 12)
+    rules.check_revoke = lambda cap: None           # test 6 judges the student's
+    with answering("REVOKE through a FRAME whose other copy is mapped", "accepted"):
+        result, flushes = world.system.invoke(world.cspace, Op.REVOKE, [caddr(0, 0)])
+    if result != 0:
+        fail(f"REVOKE through a FRAME whose other copy is mapped was {answer(result)}")
+    if frame.caps[1:] or tables[3].obj.entries:
+        fail("after REVOKE through a FRAME, its other copy or that copy's mapping is still there")
+    pml4 = tables[0].obj.base
+    if not any(flush.address_space == pml4 and flush.address in (page, None)
+               for flush in flushes):
+        fail(f"REVOKE through a FRAME unmapped its other copy at {page:#x}, but returned no "
+             f"TLB flush of it ({len(flushes)} flushes): return the flushes of every deletion, "
+             f"the other copies' too, or the TLB keeps the revoked page")
 
 
 @test(points=5)
 def a_refused_revoke_changes_nothing():
-    """REVOKE that would delete the copy holding a lock is refused with LOCKED before anything is deleted."""
-    from kernel.caps import ErrorCode as E, Op, caddr, root_caddr
+    """REVOKE that would delete the copy holding a lock is refused with LOCKED before anything is deleted: a descendant's copy, or a copy of other memory inside a CNode the revoke deletes."""
+    from kernel.caps import CapType as T, Op, Rights as R, caddr, mdb
     tree = Tree()
-    world = tree.world
-    if world.invoke(Op.LOCK, caddr(0, 10)) != 0:
+    if tree.world.invoke(Op.LOCK, caddr(0, 10)) != 0:
         fail("LOCK of a RAM without descendants was refused (the tree's rule): cannot test")
+    refused_over_a_lock(tree, "the 4 KiB RAM at 0x9000, a descendant",
+                        "every copy of every descendant")
+    inside = Tree()
+    other = inside.world.create(4, T.RAM, OTHER_BASE + 0x1_0000, 16).obj
+    holder = mdb.place_cap(other, R.ALL, 0, inside.k, 2)
+    other.locked_by = holder            # what LOCK through it does (system.lock)
+    refused_over_a_lock(inside, "a copy of other RAM in slot 2 of the CNODE made from the "
+                        "16 KiB RAM", "what goes with a CNode it deletes too: "
+                        "mdb.doomed(every capability you will delete)")
+
+
+def refused_over_a_lock(tree, holder, must_see):
+    """REVOKE of the tree's RAM over a copy that holds a lock: LOCKED, table unchanged."""
+    from kernel.caps import ErrorCode as E, root_caddr
+    world = tree.world
     before = world.table()
-    result = revoke_in(tree, root_caddr(1), "the RAM, over a copy that holds a lock",
+    result = revoke_in(tree, root_caddr(1), f"the RAM, over a lock holder ({holder})",
                        "refused with LOCKED")
     if result >= 0:
-        fail("REVOKE deleted the copy that holds a lock (the 4 KiB RAM at 0x9000): it must "
-             "be refused with LOCKED (rules.check_lock_holders_stay)")
+        fail(f"REVOKE deleted a copy that holds a lock ({holder}): it must be refused with "
+             f"LOCKED (rules.check_lock_holders_stay, which must see {must_see})")
     if result != -E.LOCKED:
-        fail(f"REVOKE over a lock holder was {answer(result)}, not LOCKED")
+        fail(f"REVOKE over a lock holder ({holder}) was {answer(result)}, not LOCKED")
     if world.table() != before:
         fail("REVOKE was refused with LOCKED, yet the capability table changed: check every "
              "capability it would delete before deleting any")
