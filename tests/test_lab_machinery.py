@@ -308,10 +308,16 @@ def test_every_link_of_every_handout_leads_somewhere_inside_its_workspace(tmp_pa
     import re
 
     from sprat.lab.manifest import all_labs
-    from sprat.lab.workspace import workspace_handout
+    from sprat.lab.workspace import skeleton_files, workspace_handout
     for lab in all_labs():
-        handout = workspace_handout((lab.folder / "README.md").read_text(), lab.folder)
-        assert str(ROOT) in handout.splitlines()[2], f"lab {lab.number}: no note on the tree"
+        files = skeleton_files(lab)
+        handout = workspace_handout((lab.folder / "README.md").read_text(), lab.folder, files)
+        note = handout.splitlines()[2]
+        assert str(ROOT) in note, f"lab {lab.number}: no note on the tree"
+        # The folders it names as the tree's are not ones the workspace has.
+        own = [f"`{Path(name).parts[0]}/`" for name in files if Path(name).parts[0] in note]
+        assert not any(folder in note for folder in own), \
+            f"lab {lab.number}: the note sends the student to the tree for {own}: {note}"
         for target in re.findall(r"\]\s?\(([^)\s]+)\)", handout):
             if "://" in target:
                 continue

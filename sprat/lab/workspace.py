@@ -114,7 +114,7 @@ def create(lab: Lab, folder: Path, files: dict[str, str]) -> Workspace:
             shutil.copytree(lab.folder / "images", folder / "images")
         if (lab.folder / "README.md").is_file():
             handout = read_text(lab.folder / "README.md", "lab handout")
-            (folder / "README.md").write_text(workspace_handout(handout, lab.folder),
+            (folder / "README.md").write_text(workspace_handout(handout, lab.folder, files),
                                               encoding="utf-8")
         (folder / MARKER).write_text(
             f"# a sprat lab workspace: `sprat lab grade` grades it\n"
@@ -125,10 +125,15 @@ def create(lab: Lab, folder: Path, files: dict[str, str]) -> Workspace:
     return Workspace(folder.resolve(), lab)
 
 
-def workspace_handout(text: str, lab_folder: Path) -> str:
+TREE_FOLDERS = ("docs", "userland", "kernel", "cpudriver", "emulator")
+
+
+def workspace_handout(text: str, lab_folder: Path, files=()) -> str:
     """The handout as the workspace shows it: its relative links (other labs,
     docs) point into the tree, where they lead, and a note after the title
-    says where the tree is, for the paths the handout names in prose."""
+    says where the tree is, for the paths the handout names in prose (the
+    folders it gives as examples are the tree's that the workspace's
+    `files` do not start: lab 2's workspace has a `kernel/` of its own)."""
     def absolute(match):
         target = match.group(2)
         if "://" in target or target.startswith(("#", "/")):
@@ -137,8 +142,10 @@ def workspace_handout(text: str, lab_folder: Path) -> str:
         where = (lab_folder / path).resolve()
         return f"{match.group(1)}({where}{'#' + anchor if anchor else ''})"
     text = re.sub(r"(\]\s?)\(([^)\s]+)\)", absolute, text)
-    note = (f"\n> Paths this handout names that are not in this folder (`docs/`, "
-            f"`userland/`, `kernel/`, ...) are sprat's own tree: {sources.TREE}/\n")
+    own = {Path(name).parts[0] for name in files}
+    examples = ", ".join(f"`{name}/`" for name in TREE_FOLDERS if name not in own)
+    note = (f"\n> Paths this handout names that are not in this folder ({examples}, "
+            f"...) are sprat's own tree: {sources.TREE}/\n")
     title, newline, rest = text.partition("\n")
     return title + newline + note + rest
 
