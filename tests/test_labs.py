@@ -431,6 +431,15 @@ LAB_8_FAULTS_NAMED = [
     ("own-part-before-forwarding.diff", "numa_multicast_beats_multicast",
      ["an aggregator, unmapped the page before it had forwarded the request to all of its",
       "forward first"]),
+    ("forward-mask-in-r8.diff", "requests_follow_the_tree",
+     ["each ring fills and urpc_send waits for room (and clobbers rax rcx rdx r8)",
+      "core 6 never got the map request"]),
+    ("stale-kept-in-rdi.diff", "every_core_invalidates",
+     ["its SYS_INVLPG was of 0x0, not of page 1536",
+      "something between unmap_page (which keeps rdi) and the syscall changed it"]),
+    ("stale-kept-in-r11.diff", "every_core_invalidates",
+     ["core 1 acknowledged the unmap step with 582 stale read(s)",
+      "a register's leftover: the syscall clobbers rcx, r11 and rax"]),
 ]
 
 
