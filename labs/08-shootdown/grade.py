@@ -36,6 +36,7 @@ PAGE = 1536                       # MONITOR_FIRST_PAGE: the page shootdown.S sho
 OP_PREPARE, OP_INVALIDATE, OP_TOUCH, OP_STOP, OP_REPLY = 1, 2, 3, 4, 13
 STEP_NAMES = {OP_PREPARE: "map", OP_INVALIDATE: "unmap"}
 RUNS = 2                          # shootdown.S maps and shoots the page down twice
+MSG_PARTICIPANTS = 3              # a request's word: the cores taking part
 ANSWER = 0x414E53                 # MONITOR_ANSWER: word 0 of an answer to a program
 MULTICAST, NUMA_MULTICAST = 2, 3  # kernel/skb.py's PROTOCOLS, by number
 PAIR_STRIDE, RINGS_PER_PAGE, BROADCAST_PAGE = 64, 3, 1366   # the monitors' pair rings
@@ -624,6 +625,14 @@ def who_is_missing(run, step) -> tuple[str, str]:
     silent = [core for core in range(1, step.cores) if core not in acked]
     asked = {m.receiver for m in step.messages if m.words[0] == step.op}
     stuck = [core for core in silent if core in asked]
+    left_out = [m for m in step.messages if m.words[0] == step.op and m.receiver in silent
+                and not m.words[MSG_PARTICIPANTS] >> m.receiver & 1]
+    if left_out:
+        m = left_out[0]
+        return (f"core {m.receiver} got the {STEP_NAMES[step.op]} request from core {m.sender}, "
+                f"but its MSG_PARTICIPANTS ({m.words[MSG_PARTICIPANTS]:#x}) leaves core "
+                f"{m.receiver} out, so shootdown_step ignored it: a forwarded request keeps "
+                f"MSG's MSG_PARTICIPANTS", f"shootdown_node core {m.sender}")
     return (f"core(s) {', '.join(map(str, silent))} never acknowledged"
             f"{last_words(run, silent[0]) if silent else ''} (a monitor that waits forever, "
             f"or one whose rbx, rbp or r15 changed: the interface says to keep them)",
