@@ -443,6 +443,9 @@ LAB_8_FAULTS_NAMED = [
     ("collect-from-out-subtree.diff", "every_core_invalidates",
      ["monitor 0 answered the unmap step counting 7 of the 16 cores",
       "goes up only after take_ack has collected the subtree's"]),
+    ("forward-and-wait-each.diff", "numa_multicast_beats_multicast",
+     ["an aggregator, took an acknowledgement before it had forwarded the request to all of "
+      "its subtree", "send to every core of the subtree first, then collect"]),
     ("stale-kept-in-r11.diff", "every_core_invalidates",
      ["core 1 acknowledged the unmap step with 582 stale read(s)",
       "a register's leftover: the syscall clobbers rcx, r11 and rax"]),

@@ -16,7 +16,8 @@ Two parts, graded apart, so that one scores while the other is unwritten:
                 unmap, then invlpg) against its acknowledgement.
 
 The last test runs both together on the 32 cores of amd-8x4: both
-shootdowns must be correct, each aggregator forwarding before its own part;
+shootdowns must be correct, each aggregator forwarding to all of its subtree
+before its own part and before it waits for any acknowledgement;
 then the student's NUMA-aware tree must beat plain multicast, both measured
 with the tree's own monitor (a monitor that knows which protocol it serves
 could dawdle under plain multicast).
@@ -446,6 +447,13 @@ def numa_multicast_beats_multicast():
                  f"unmapped the page before it had forwarded the request to all of its subtree: "
                  f"forward first, so that its subtree works while it does",
                  run, stop=f"shootdown_node core {slow}")
+        waited = first_to_wait_before_forwarding(run, step, trees_of(run)[protocol])
+        if waited is not None:
+            fail(f"amd-8x4, 32 cores, {PROTOCOL_NAMES[protocol]}: core {waited}, an aggregator, "
+                 f"took an acknowledgement before it had forwarded the request to all of its "
+                 f"subtree: send to every core of the subtree first, then collect, so that "
+                 f"they all work at once rather than one after another",
+                 run, stop=f"shootdown_node core {waited}")
     # The speed is the tree's: measured with the tree's own monitor, so that a
     # monitor that dawdles under plain multicast (it can tell the protocols
     # apart by the subtrees it is given, or by the order the image runs
@@ -497,6 +505,19 @@ def first_to_work_before_forwarding(run, calls, step, tree) -> int | None:
         own = [time for time, call, page in calls[route.child]
                if call == "unmap" and page == PAGE and time >= step.begin]
         if route.forwards and sent and own and own[0] < sent[-1]:
+            return route.child
+    return None
+
+
+def first_to_wait_before_forwarding(run, step, tree) -> int | None:
+    """The first aggregator of `tree` that took an acknowledgement in `step`
+    before it had sent the request on to every core of its subtree, or None."""
+    for route in tree:
+        sent = [e["time"] for e in run.sends() if e["core"] == route.child
+                and e["words"][0] == step.op and step.begin <= e["time"] <= step.answered]
+        taken = [m.time for m in step.messages
+                 if m.receiver == route.child and m.words[0] == OP_REPLY]
+        if route.forwards and sent and taken and taken[0] < sent[-1]:
             return route.child
     return None
 
