@@ -446,6 +446,8 @@ LAB_8_FAULTS_NAMED = [
     ("forward-and-wait-each.diff", "numa_multicast_beats_multicast",
      ["an aggregator, took an acknowledgement before it had forwarded the request to all of "
       "its subtree", "send to every core of the subtree first, then collect"]),
+    ("prepare-falls-through.diff", "every_core_invalidates",
+     ["core 1 unmapped page 1536 in the map step", "a prepare only maps it (local_map)"]),
     ("stale-kept-in-r11.diff", "every_core_invalidates",
      ["core 1 acknowledged the unmap step with 582 stale read(s)",
       "a register's leftover: the syscall clobbers rcx, r11 and rax"]),

@@ -323,6 +323,10 @@ def check_own_part(run, step, here) -> None:
                 why = (f"acknowledged the {name} request without its own part: it never ran "
                        f"{what} of page {PAGE}")
             fail(f"{here}: core {core} {why}", run, stop=stop)
+        if step.op == OP_PREPARE and ("unmap" in before or "invlpg" in before):
+            fail(f"{here}: core {core} unmapped page {PAGE} in the map step: a prepare only "
+                 f"maps it (local_map); the unmap and invlpg are the invalidation's (does the "
+                 f"prepare's path fall through into the invalidation's?)", run, stop=stop)
         if "invlpg" in needed and "invlpg" not in before[before.index("unmap"):]:
             fail(f"{here}: core {core} ran SYS_INVLPG before unmap_page removed the PTE: "
                  f"until the PTE is gone any read (the probe's, a prefetch) puts the entry "
