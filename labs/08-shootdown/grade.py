@@ -28,6 +28,7 @@ beside a monitor on every core, built without the stale-entry probe but
 for `multicast-4-probe`, whose monitors count the stale reads they saw.
 """
 
+import re
 from collections import Counter, defaultdict
 
 from sprat.lab.grading import QUANTA, boot, fail, test
@@ -673,16 +674,36 @@ def who_is_missing(run, step) -> tuple[str, str]:
                 f"but its MSG_PARTICIPANTS ({m.words[MSG_PARTICIPANTS]:#x}) leaves core "
                 f"{m.receiver} out, so shootdown_step ignored it: a forwarded request keeps "
                 f"MSG's MSG_PARTICIPANTS", f"shootdown_node core {m.sender}")
-    return (f"core(s) {', '.join(map(str, silent))} never acknowledged"
-            f"{last_words(run, silent[0]) if silent else ''} (a monitor that waits forever, "
-            f"or one whose rbx, rbp or r15 changed: the interface says to keep them)",
+    words = last_words(run, silent[0]) if silent else ""
+    if "(in local_map" in words:
+        why = ("the monitor died of that fault in local_map, the helper after your region: "
+               "code that runs on past the region's end, without its ret?")
+    elif "user fault" in words:
+        why = ("the monitor died of that fault: what did the helper it faulted in get in "
+               "its registers? A register the interface says a call clobbers is gone after it")
+    else:
+        why = ("a monitor that waits forever, or one whose rbx, rbp or r15 changed: the "
+               "interface says to keep them")
+    return (f"core(s) {', '.join(map(str, silent))} never acknowledged{words} ({why})",
             f"shootdown_node core {stuck[0]}" if stuck else "take_ack core 0")
 
 
 def last_words(run, core) -> str:
-    """What a core printed last, if anything (a monitor prints only when it gives up)."""
+    """What a core printed last, if anything (a monitor prints only when it gives
+    up, or the CPU driver when the monitor faulted: then where, by label)."""
     lines = [line.strip() for printer, line in run.console if printer == core]
-    return f" (core {core} printed: {'; '.join(lines[-2:])})" if lines else ""
+    return f" (core {core} printed: {named_rips(run, '; '.join(lines[-2:]))})" if lines else ""
+
+
+def named_rips(run, text) -> str:
+    """`text` with each "rip 0x..." followed by the label it is in, if any."""
+    from kernel.diagnosis import symbols_of
+    symbols = symbols_of(run.system)
+
+    def name(match):
+        label = symbols.describe(int(match.group(1), 16))
+        return match.group(0) + (f" (in {label})" if label else "")
+    return re.sub(r"rip (0x[0-9a-f]+)", name, text)
 
 
 def steps(run, n, protocol) -> list[Step]:
