@@ -338,6 +338,13 @@ LAB_5_FAULTS_NAMED = [
     ("payload_before_the_wait.diff", "the_sender_waits_while_the_ring_is_full",
      ["message 16's payload went into slot 0 while message 0", "had not been taken",
       "wait for room before writing any word of the slot"]),
+    ("payload_stored_non_temporally.diff", "messages_arrive_once_in_order_and_whole",
+     ["with a non-temporal store at urpc_send_room", "no sfence between",
+      "store the payload with mov, or put an sfence before the control word"]),
+    ("control_word_wraps_with_the_slot.diff", "messages_arrive_once_in_order_and_whole",
+     ["message 15's control word was stored as 0, not 16", "counted on past the ring's end"]),
+    ("ack_in_the_ack_lines_second_word.diff", "acks_every_half_ring",
+     ["wrote 0x8 at ring + 1032", "the ack line's first word, ring + 1024"]),
 ]
 
 

@@ -26,8 +26,12 @@ cost test measures the reference in the same grader run.
 import re
 from collections import Counter
 
+from unicorn import UC_HOOK_CODE
+
 from sprat.lab.grading import QUANTA, SEEDS, boot, fail, test
 
+from emulator.interconnect.storebuffer import find_fence_sites
+from kernel.diagnosis import short_source, symbols_of
 from kernel.urpc import URPC_ACK, URPC_CONTROL, URPC_SLOT_SIZE, URPC_SLOTS, channel_address
 
 MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins no longer
@@ -167,11 +171,30 @@ class Watch:
         self.ack_reads = Counter()      # (channel, core) -> loads of the ack line
         self.control_reads = Counter()  # (channel, core) -> loads of control words
         self.slot_writes = {}           # (channel, core) -> its first store into a slot
+        self.stray_acks = {}            # channel -> (core, offset, value): a store to the ack
+                                        # line's other 56 bytes
+        self.unfenced = {}              # core -> (channel, rip) of its first non-temporal
+                                        # store into a slot since its last fence
+        self.published_unfenced = {}    # channel -> (core, rip, slot): a control word stored
+                                        # while such a store could still be in flight
+        self.controls = Counter()       # (channel, core) -> control words it stored
+        self.wrong_control = {}         # (channel, core) -> (n, value): the first control
+                                        # word it stored that was not n + 1
 
     def install(self, system):
         self.memory = system.machine.memory
         system.machine.observers.append(self.on_event)
         system.machine.cost.observe(self.on_access)
+        # Fast timing has no store buffer, so it keeps every store in order;
+        # a fence ends what a non-temporal store may reorder on a real x86.
+        for module in system.modules:
+            on = system.machine.cores if module.core is None else [system.machine.cores[module.core]]
+            for address in find_fence_sites(module.program):
+                for core in on:
+                    core.uc.hook_add(UC_HOOK_CODE, self.on_fence, core.id, address, address)
+
+    def on_fence(self, _uc, _address, _size, core_id):
+        self.unfenced.pop(core_id, None)
 
     def on_event(self, event, **fields):
         if event == "recv":
@@ -189,12 +212,32 @@ class Watch:
                 self.acks.setdefault(channel, []).append((core.id, count, self.taken[channel]))
             else:
                 self.ack_reads[channel, core.id] += 1
+        elif write and URPC_ACK + 8 <= start < URPC_ACK + URPC_SLOT_SIZE:
+            self.stray_acks.setdefault(channel, (core.id, start, value))
         if start < URPC_ACK:
             if write:
                 self.slot_writes.setdefault((channel, core.id), (start, value))
+                self.on_slot_store(core, channel, start, size, value)
             elif any(start < control + 8 and end > control
                      for control in controls_between(start, end)):
                 self.control_reads[channel, core.id] += 1
+
+    def on_slot_store(self, core, channel, start, size, value):
+        """Note what a store into a slot says about the sender: a control word
+        that is not its number + 1, a non-temporal store, and a control word
+        stored after one with no fence between (x86 may make it visible first)."""
+        if non_temporal(core.read_virtual(core.rip, 15)):
+            self.unfenced.setdefault(core.id, (channel, core.rip))
+            return
+        if start % URPC_SLOT_SIZE != URPC_CONTROL or size != 8:
+            return
+        n = self.controls[channel, core.id]
+        self.controls[channel, core.id] += 1
+        if value != n + 1:
+            self.wrong_control.setdefault((channel, core.id), (n, value))
+        if core.id in self.unfenced:
+            _, rip = self.unfenced[core.id]
+            self.published_unfenced.setdefault(channel, (core.id, rip, start // URPC_SLOT_SIZE))
 
     def ack_after(self, channel, start, size, value):
         """The ack word as it will read once a store of `size` bytes at ring +
@@ -205,6 +248,26 @@ class Watch:
             if 0 <= start + i - URPC_ACK < 8:
                 word[start + i - URPC_ACK] = byte
         return int.from_bytes(word, "little")
+
+
+def non_temporal(code):
+    """Is the instruction at the start of `code` a non-temporal store (movnti,
+    movntps/pd, movntq/dq, or their VEX forms)? x86 orders those neither
+    with each other nor with the ordinary stores after them."""
+    at = 0
+    while at < len(code) and code[at] in b"\x66\x67\xf2\xf3\x2e\x36\x3e\x26\x64\x65\xf0":
+        at += 1
+    if at < len(code) and 0x40 <= code[at] <= 0x4F:      # REX
+        at += 1
+    if code[at:at + 1] == b"\xc5":                      # two-byte VEX: map 0F
+        opcode = code[at + 2:at + 3]
+    elif code[at:at + 1] == b"\xc4" and len(code) > at + 3 and code[at + 1] & 0x1F == 1:
+        opcode = code[at + 3:at + 4]
+    elif code[at:at + 1] == b"\x0f":
+        opcode = code[at + 1:at + 2]
+    else:
+        return False
+    return opcode in (b"\xc3", b"\x2b", b"\xe7")
 
 
 def controls_between(start, end):
@@ -245,6 +308,8 @@ def check_channel(run, channel, count):
         fail(f"{where}: the first message was sent with control word {sends[0]['seq'] + 1}:"
              f" message n's control word is n + 1 (0 is what an empty slot holds)", run,
              stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+    check_control_words(run, channel, where)
+    check_payload_stored_in_order(run, channel, where)
     check_flow_control(run, channel, where)
     received = run.receives(channel)
     for index, message in enumerate(received):
@@ -277,12 +342,52 @@ def check_ring_lines(run, channel, where):
     """Only the slots and the ack line of a channel's page may be touched."""
     ring = channel_address(channel)
     end = ring + URPC_ACK + URPC_SLOT_SIZE
+    stray = run.watch.stray_acks.get(channel)
+    if stray is not None:
+        core, offset, value = stray
+        fail(f"{where}: core {core} wrote {value:#x} at ring + {offset}, in the ack line but"
+             f" past its count: the receiver's count goes in the ack line's first word, ring +"
+             f" {URPC_ACK} (URPC_ACK), where the sender and every other end of a channel read it",
+             run, stop=f"urpc_received core {core}")
     for line in run.system.machine.cost.directory.tracked_lines():
         if end <= line < ring + 4096:
             fail(f"{where}: something was written at ring + {line - ring}, past the last slot"
                  f" (ring + {URPC_ACK - URPC_SLOT_SIZE}) and the ack line (ring + {URPC_ACK}):"
                  f" message n goes to slot n mod URPC_SLOTS", run,
                  stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+
+
+def check_control_words(run, channel, where):
+    """The sender's control words count on past the ring's end: message n's is n + 1."""
+    sender = ends(run, channel).get("send")
+    wrong = run.watch.wrong_control.get((channel, sender))
+    if wrong is None:
+        return
+    n, value = wrong
+    fail(f"{where}: message {n}'s control word was stored as {value}, not {n + 1}: message"
+         f" n's control word is n + 1, counted on past the ring's end (a slot holds 0 before"
+         f" its first message and n + 1 - {URPC_SLOTS} from the previous lap: only n + 1 tells"
+         f" a new message from an old one)", run,
+         stop=f"urpc_send_commit core {sender} if $rcx == {n + 1}")
+
+
+def check_payload_stored_in_order(run, channel, where):
+    """No payload word is stored with a non-temporal store that x86 may make
+    visible after the control word: the machine keeps every store in order,
+    a real x86 does so only for ordinary stores (or after an sfence)."""
+    found = run.watch.published_unfenced.get(channel)
+    if found is None:
+        return
+    core, rip, slot = found
+    symbols = symbols_of(run.system)
+    source = symbols.source(rip)
+    place = symbols.describe(rip) + (f" ({short_source(source)})" if source else "")
+    fail(f"{where}: core {core} stored a payload word into slot {slot} with a non-temporal"
+         f" store at {place}, then the control word with no sfence between: x86 keeps"
+         f" ordinary stores in order but not non-temporal ones, so on a real machine the"
+         f" receiver may see the control word before the payload (store the payload with"
+         f" mov, or put an sfence before the control word)", run,
+         stop=f"urpc_send_commit core {core}")
 
 
 def check_flow_control(run, channel, where):
