@@ -345,6 +345,9 @@ LAB_5_FAULTS_NAMED = [
      ["message 15's control word was stored as 0, not 16", "counted on past the ring's end"]),
     ("ack_in_the_ack_lines_second_word.diff", "acks_every_half_ring",
      ["wrote 0x8 at ring + 1032", "the ack line's first word, ring + 1024"]),
+    ("receiver_takes_any_nonzero_control_word.diff", "messages_arrive_once_in_order_and_whole",
+     ["the receiver took message 24 when the slot's control word said 9 (message 8's)",
+      "copy only once it says exactly 25"]),
 ]
 
 

@@ -177,6 +177,9 @@ class Watch:
                                         # store into a slot since its last fence
         self.published_unfenced = {}    # channel -> (core, rip, slot): a control word stored
                                         # while such a store could still be in flight
+        self.last_control = {}          # (channel, core) -> the control word it read last
+        self.taken_when = {}            # (channel, seq) -> the control word its receiver
+                                        # read last before it took the message
         self.controls = Counter()       # (channel, core) -> control words it stored
         self.wrong_control = {}         # (channel, core) -> (n, value): the first control
                                         # word it stored that was not n + 1
@@ -199,6 +202,8 @@ class Watch:
     def on_event(self, event, **fields):
         if event == "recv":
             self.taken[fields["channel"]] += 1
+            said = self.last_control.get((fields["channel"], fields["core"]))
+            self.taken_when.setdefault((fields["channel"], fields["seq"]), said)
 
     def on_access(self, core, write, address, size, value):
         # An access is judged by the bytes it touches, not where it starts: a
@@ -221,6 +226,8 @@ class Watch:
             elif any(start < control + 8 and end > control
                      for control in controls_between(start, end)):
                 self.control_reads[channel, core.id] += 1
+                if start % URPC_SLOT_SIZE == URPC_CONTROL and size == 8:
+                    self.last_control[channel, core.id] = value
 
     def on_slot_store(self, core, channel, start, size, value):
         """Note what a store into a slot says about the sender: a control word
@@ -579,6 +586,12 @@ def diagnose(run, channel, n, k, word):
                     f" {n + 1})")
         return (": the slot was empty; was the message taken before its control word said so,"
                 " or was the control word stored before the payload?")
+    said = run.watch.taken_when.get((channel, n))
+    if owner == n - URPC_SLOTS and word & 0xFFFF == k and said not in (None, n + 1):
+        whose = f"message {said - 1}'s" if said else "an empty slot's"
+        return (f": that is message {owner}'s, the slot's previous message; the receiver took"
+                f" message {n} when the slot's control word said {said} ({whose}): copy only"
+                f" once it says exactly {n + 1}; any other value is an old or empty slot")
     if owner == n - URPC_SLOTS and word & 0xFFFF == k:
         if not late:
             return (f": that is message {owner}'s, the slot's previous message; the sender stored"
