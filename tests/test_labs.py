@@ -334,7 +334,7 @@ LAB_5_FAULTS_NAMED = [
     ("control_word_first.diff", "messages_arrive_once_in_order_and_whole",
      ["store the control word last", "stored after the slot's control word published"]),
     ("poll_returns_only_al.diff", "messages_arrive_once_in_order_and_whole",
-     ["core 1: urpc_poll took a message and returned rax = 0x10001, not 1"]),
+     ["core 1: urpc_poll took a message and returned rax = 0x1000600010001, not 1"]),
     ("payload_before_the_wait.diff", "the_sender_waits_while_the_ring_is_full",
      ["message 16's payload went into slot 0 while message 0", "had not been taken",
       "wait for room before writing any word of the slot"]),
@@ -348,6 +348,13 @@ LAB_5_FAULTS_NAMED = [
     ("receiver_takes_any_nonzero_control_word.diff", "messages_arrive_once_in_order_and_whole",
      ["the receiver took message 24 when the slot's control word said 9 (message 8's)",
       "copy only once it says exactly 25"]),
+    ("payload_sent_as_dwords.diff", "messages_arrive_once_in_order_and_whole",
+     ["message 0 arrived with word 0 = 0x10000 (sent as 0x1000000010000)",
+      "its high half lost", "a routine that moves 4 of them loses the rest"]),
+    ("payload_taken_as_dwords.diff", "messages_arrive_once_in_order_and_whole",
+     ["its high half lost", "a payload word is 8 bytes"]),
+    ("receiver_copies_the_control_word_too.diff", "messages_arrive_once_in_order_and_whole",
+     ["core 2: urpc_recv wrote past the 7 words at rsi (rsi + 56)"]),
 ]
 
 

@@ -67,8 +67,9 @@ TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
 
 
 def sent_word(message, k):
-    """Word k of message `message`, as checked_stream.S fills it."""
-    return (message + 1) * 0x10000 + k
+    """Word k of message `message`, as checked_stream.S fills it: the same
+    number in both halves, so a word moved 4 bytes at a time shows."""
+    return ((message + 1) * 0x10000 + k) * 0x1_0000_0001
 
 
 # --- the tests -----------------------------------------------------------------------------
@@ -576,9 +577,16 @@ def program_complaint(run):
 
 def diagnose(run, channel, n, k, word):
     """What a wrong word tells about the mistake, as a parenthesis."""
-    owner = (word >> 16) - 1
+    owner = (word & 0xFFFF_FFFF) // 0x10000 - 1
+    if owner >= 0 and word == sent_word(owner, k) & 0xFFFF_FFFF:
+        return (f": the low half of message {owner}'s word {k}, its high half lost: a payload"
+                f" word is 8 bytes, and a routine that moves 4 of them loses the rest")
     late = stored_after_control(run, channel)
+    said = run.watch.taken_when.get((channel, n))
     if word == 0:
+        if late and said == n + 1:
+            return (f": the slot was empty; the receiver saw the control word say {n + 1} before"
+                    f" the payload was complete (store the control word last: {late})")
         if not late:
             return (": the slot was empty; the sender stored every payload word before the"
                     f" control word, so the receiver took message {n} before the control word"
@@ -586,13 +594,12 @@ def diagnose(run, channel, n, k, word):
                     f" {n + 1})")
         return (": the slot was empty; was the message taken before its control word said so,"
                 " or was the control word stored before the payload?")
-    said = run.watch.taken_when.get((channel, n))
-    if owner == n - URPC_SLOTS and word & 0xFFFF == k and said not in (None, n + 1):
+    if word == sent_word(owner, k) and owner == n - URPC_SLOTS and said not in (None, n + 1):
         whose = f"message {said - 1}'s" if said else "an empty slot's"
         return (f": that is message {owner}'s, the slot's previous message; the receiver took"
                 f" message {n} when the slot's control word said {said} ({whose}): copy only"
                 f" once it says exactly {n + 1}; any other value is an old or empty slot")
-    if owner == n - URPC_SLOTS and word & 0xFFFF == k:
+    if word == sent_word(owner, k) and owner == n - URPC_SLOTS:
         if not late:
             return (f": that is message {owner}'s, the slot's previous message; the sender stored"
                     f" every payload word before the control word, so the receiver read word {k}"
@@ -601,10 +608,10 @@ def diagnose(run, channel, n, k, word):
         return (f": that is message {owner}'s, the slot's previous message; the receiver saw the"
                 f" control word before the payload was complete (store the control word last:"
                 f" {late})")
-    if owner == n + URPC_SLOTS and word & 0xFFFF == k:
+    if word == sent_word(owner, k) and owner == n + URPC_SLOTS:
         return (f": that is message {owner}'s, the slot's next message: the sender wrote into"
                 f" slot {n % URPC_SLOTS} before message {n} was taken")
-    if owner == n - 1 and word & 0xFFFF == k:
+    if word == sent_word(owner, k) and owner == n - 1:
         return f": that is message {owner}'s, still in the buffer; was word {k} copied out?"
     return ""
 
