@@ -355,6 +355,9 @@ LAB_5_FAULTS_NAMED = [
      ["its high half lost", "a payload word is 8 bytes"]),
     ("receiver_copies_the_control_word_too.diff", "messages_arrive_once_in_order_and_whole",
      ["core 2: urpc_recv wrote past the 7 words at rsi (rsi + 56)"]),
+    ("sender_copies_eight_words.diff", "messages_arrive_once_in_order_and_whole",
+     ["core 0 stored 0x6472617567 into slot 0's control word at urpc_send_room+",
+      "before urpc_send_commit stored 1 there", "the payload is 7 words"]),
 ]
 
 

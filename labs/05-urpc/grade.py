@@ -242,7 +242,7 @@ class Watch:
         n = self.controls[channel, core.id]
         self.controls[channel, core.id] += 1
         if value != n + 1:
-            self.wrong_control.setdefault((channel, core.id), (n, value))
+            self.wrong_control.setdefault((channel, core.id), (n, value, core.rip))
         if core.id in self.unfenced:
             _, rip = self.unfenced[core.id]
             self.published_unfenced.setdefault(channel, (core.id, rip, start // URPC_SLOT_SIZE))
@@ -371,7 +371,13 @@ def check_control_words(run, channel, where):
     wrong = run.watch.wrong_control.get((channel, sender))
     if wrong is None:
         return
-    n, value = wrong
+    n, value, rip = wrong
+    place = describe_place(run, rip)
+    if not place.startswith("urpc_send_commit"):
+        fail(f"{where}: core {sender} stored {value:#x} into slot {n % URPC_SLOTS}'s control word"
+             f" at {place}, before urpc_send_commit stored {n + 1} there: the payload is 7 words"
+             f" (56 bytes), and the control word is stored once, last", run,
+             stop=f"urpc_send core {sender} if [$rdi + 8] == {n}")
     fail(f"{where}: message {n}'s control word was stored as {value}, not {n + 1}: message"
          f" n's control word is n + 1, counted on past the ring's end (a slot holds 0 before"
          f" its first message and n + 1 - {URPC_SLOTS} from the previous lap: only n + 1 tells"
@@ -387,15 +393,20 @@ def check_payload_stored_in_order(run, channel, where):
     if found is None:
         return
     core, rip, slot = found
-    symbols = symbols_of(run.system)
-    source = symbols.source(rip)
-    place = symbols.describe(rip) + (f" ({short_source(source)})" if source else "")
+    place = describe_place(run, rip)
     fail(f"{where}: core {core} stored a payload word into slot {slot} with a non-temporal"
          f" store at {place}, then the control word with no sfence between: x86 keeps"
          f" ordinary stores in order but not non-temporal ones, so on a real machine the"
          f" receiver may see the control word before the payload (store the payload with"
          f" mov, or put an sfence before the control word)", run,
          stop=f"urpc_send_commit core {core}")
+
+
+def describe_place(run, rip):
+    """`label+offset (file:line)` of an instruction of the run's programs."""
+    symbols = symbols_of(run.system)
+    source = symbols.source(rip)
+    return (symbols.describe(rip) or f"{rip:#x}") + (f" ({short_source(source)})" if source else "")
 
 
 def check_flow_control(run, channel, where):
