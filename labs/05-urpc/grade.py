@@ -12,7 +12,10 @@ Every test boots images of programs/checked_stream.S (word k of message n is
   * what each core did to a channel's ack line and slots, in the order the
     cores did it (`Watch`, by the bytes each access touches): when the ack
     line was written, and how many messages had been taken by then; who
-    read it, who wrote the slots;
+    read it, who wrote the slots, which control words were stored and
+    where, the control word a receiver read before it took a message, and
+    payload words stored non-temporally with no fence before the control
+    word (the machine keeps those in order, a real x86 does not);
   * the protocol violations the machine's channel observer reports
     (kernel/channel_observer.py): a payload word stored after its control
     word, a slot written before its message was acknowledged;
@@ -182,8 +185,8 @@ class Watch:
         self.taken_when = {}            # (channel, seq) -> the control word its receiver
                                         # read last before it took the message
         self.controls = Counter()       # (channel, core) -> control words it stored
-        self.wrong_control = {}         # (channel, core) -> (n, value): the first control
-                                        # word it stored that was not n + 1
+        self.wrong_control = {}         # (channel, core) -> (n, value, rip): the first
+                                        # control word it stored that was not n + 1
 
     def install(self, system):
         self.memory = system.machine.memory
