@@ -194,8 +194,9 @@ class Watch:
         system.machine.cost.observe(self.on_access)
         # Fast timing has no store buffer, so it keeps every store in order;
         # a fence ends what a non-temporal store may reorder on a real x86.
+        cores = system.machine.cores
         for module in system.modules:
-            on = system.machine.cores if module.core is None else [system.machine.cores[module.core]]
+            on = cores if module.core is None else [cores[module.core]]
             for address in find_fence_sites(module.program):
                 for core in on:
                     core.uc.hook_add(UC_HOOK_CODE, self.on_fence, core.id, address, address)
