@@ -359,7 +359,7 @@ LAB_5_FAULTS_NAMED = [
      ["core 0 stored 0x6472617567 into slot 0's control word at urpc_send_room+",
       "before urpc_send_commit stored 1 there", "the payload is 7 words"]),
     ("last_payload_word_after_the_control_word.diff", "messages_arrive_once_in_order_and_whole",
-     ["the receiver may copy a half-written message", "store the control word last",
+     ["message 0 may be copied half-written", "store the control word last",
       "payload word 6 stored after the slot's control word published the message"]),
 ]
 

@@ -323,13 +323,14 @@ def check_channel(run, channel, count):
     check_control_words(run, channel, where)
     check_payload_stored_in_order(run, channel, where)
     check_flow_control(run, channel, where)
-    late = stored_after_control(run, channel)
+    late = late_payload(run, channel)
     if late:
         # Whether a receiver copies the half-written message depends on the
         # schedule; the order of the sender's stores does not.
-        fail(f"{where}: the receiver may copy a half-written message under some schedule"
-             f" (store the control word last: {late})", run,
-             stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+        n = late["seq"]
+        fail(f"{where}: message {n} may be copied half-written under some schedule (store the"
+             f" control word last: {late['text']})", run,
+             stop=f"urpc_send_commit {cores(run, channel, 'send')} if $rcx == {n + 1}")
     received = run.receives(channel)
     for index, message in enumerate(received):
         if message["seq"] != index:
@@ -639,12 +640,18 @@ def diagnose(run, channel, n, k, word):
 
 
 def stored_after_control(run, channel):
-    """Where the sender stored a payload word after the control word (the
-    channel observer's report, kernel/channel_observer.py), or None."""
+    """Where the sender stored a payload word after the control word, or None."""
+    late = late_payload(run, channel)
+    return late and late["text"]
+
+
+def late_payload(run, channel):
+    """The channel observer's first report (kernel/channel_observer.py) of a
+    payload word stored after its control word, or None."""
     for event in run.events:
         if (event["event"] == "violation" and event["kind"] == "payload_after_control"
                 and event["channel"] == channel):
-            return event["text"]
+            return event
     return None
 
 
