@@ -12,7 +12,10 @@ Every test boots images of programs/checked_stream.S (word k of message n is
   * what each core did to a channel's ack line and slots, in the order the
     cores did it (`Watch`, by the bytes each access touches): when the ack
     line was written, and how many messages had been taken by then; who
-    read it, who wrote the slots;
+    read it, who wrote the slots, which control words were stored and
+    where, the control word a receiver read before it took a message, and
+    payload words stored non-temporally with no fence before the control
+    word (the machine keeps those in order, a real x86 does not);
   * the protocol violations the machine's channel observer reports
     (kernel/channel_observer.py): a payload word stored after its control
     word, a slot written before its message was acknowledged;
@@ -26,8 +29,12 @@ cost test measures the reference in the same grader run.
 import re
 from collections import Counter
 
+from unicorn import UC_HOOK_CODE
+
 from sprat.lab.grading import QUANTA, SEEDS, boot, fail, test
 
+from emulator.interconnect.storebuffer import find_fence_sites
+from kernel.diagnosis import short_source, symbols_of
 from kernel.urpc import URPC_ACK, URPC_CONTROL, URPC_SLOT_SIZE, URPC_SLOTS, channel_address
 
 MAX_CYCLES = 600_000          # the images end by ~140,000; a stuck sender spins no longer
@@ -63,8 +70,9 @@ TRACEPOINTS = {"urpc_send_commit": "on the store of the control word",
 
 
 def sent_word(message, k):
-    """Word k of message `message`, as checked_stream.S fills it."""
-    return (message + 1) * 0x10000 + k
+    """Word k of message `message`, as checked_stream.S fills it: the same
+    number in both halves, so a word moved 4 bytes at a time shows."""
+    return ((message + 1) * 0x10000 + k) * 0x1_0000_0001
 
 
 # --- the tests -----------------------------------------------------------------------------
@@ -167,15 +175,40 @@ class Watch:
         self.ack_reads = Counter()      # (channel, core) -> loads of the ack line
         self.control_reads = Counter()  # (channel, core) -> loads of control words
         self.slot_writes = {}           # (channel, core) -> its first store into a slot
+        self.stray_acks = {}            # channel -> (core, offset, value): a store to the ack
+                                        # line's other 56 bytes
+        self.unfenced = {}              # core -> (channel, rip) of its first non-temporal
+                                        # store into a slot since its last fence
+        self.published_unfenced = {}    # channel -> (core, rip, slot): a control word stored
+                                        # while such a store could still be in flight
+        self.last_control = {}          # (channel, core) -> the control word it read last
+        self.taken_when = {}            # (channel, seq) -> the control word its receiver
+                                        # read last before it took the message
+        self.controls = Counter()       # (channel, core) -> control words it stored
+        self.wrong_control = {}         # (channel, core) -> (n, value, rip): the first
+                                        # control word it stored that was not n + 1
 
     def install(self, system):
         self.memory = system.machine.memory
         system.machine.observers.append(self.on_event)
         system.machine.cost.observe(self.on_access)
+        # Fast timing has no store buffer, so it keeps every store in order;
+        # a fence ends what a non-temporal store may reorder on a real x86.
+        cores = system.machine.cores
+        for module in system.modules:
+            on = cores if module.core is None else [cores[module.core]]
+            for address in find_fence_sites(module.program):
+                for core in on:
+                    core.uc.hook_add(UC_HOOK_CODE, self.on_fence, core.id, address, address)
+
+    def on_fence(self, _uc, _address, _size, core_id):
+        self.unfenced.pop(core_id, None)
 
     def on_event(self, event, **fields):
         if event == "recv":
             self.taken[fields["channel"]] += 1
+            said = self.last_control.get((fields["channel"], fields["core"]))
+            self.taken_when.setdefault((fields["channel"], fields["seq"]), said)
 
     def on_access(self, core, write, address, size, value):
         # An access is judged by the bytes it touches, not where it starts: a
@@ -189,12 +222,34 @@ class Watch:
                 self.acks.setdefault(channel, []).append((core.id, count, self.taken[channel]))
             else:
                 self.ack_reads[channel, core.id] += 1
+        elif write and URPC_ACK + 8 <= start < URPC_ACK + URPC_SLOT_SIZE:
+            self.stray_acks.setdefault(channel, (core.id, start, value))
         if start < URPC_ACK:
             if write:
                 self.slot_writes.setdefault((channel, core.id), (start, value))
+                self.on_slot_store(core, channel, start, size, value)
             elif any(start < control + 8 and end > control
                      for control in controls_between(start, end)):
                 self.control_reads[channel, core.id] += 1
+                if start % URPC_SLOT_SIZE == URPC_CONTROL and size == 8:
+                    self.last_control[channel, core.id] = value
+
+    def on_slot_store(self, core, channel, start, size, value):
+        """Note what a store into a slot says about the sender: a control word
+        that is not its number + 1, a non-temporal store, and a control word
+        stored after one with no fence between (x86 may make it visible first)."""
+        if non_temporal(core.read_virtual(core.rip, 15)):
+            self.unfenced.setdefault(core.id, (channel, core.rip))
+            return
+        if start % URPC_SLOT_SIZE != URPC_CONTROL or size != 8:
+            return
+        n = self.controls[channel, core.id]
+        self.controls[channel, core.id] += 1
+        if value != n + 1:
+            self.wrong_control.setdefault((channel, core.id), (n, value, core.rip))
+        if core.id in self.unfenced:
+            _, rip = self.unfenced[core.id]
+            self.published_unfenced.setdefault(channel, (core.id, rip, start // URPC_SLOT_SIZE))
 
     def ack_after(self, channel, start, size, value):
         """The ack word as it will read once a store of `size` bytes at ring +
@@ -205,6 +260,26 @@ class Watch:
             if 0 <= start + i - URPC_ACK < 8:
                 word[start + i - URPC_ACK] = byte
         return int.from_bytes(word, "little")
+
+
+def non_temporal(code):
+    """Is the instruction at the start of `code` a non-temporal store (movnti,
+    movntps/pd, movntq/dq, or their VEX forms)? x86 orders those neither
+    with each other nor with the ordinary stores after them."""
+    at = 0
+    while at < len(code) and code[at] in b"\x66\x67\xf2\xf3\x2e\x36\x3e\x26\x64\x65\xf0":
+        at += 1
+    if at < len(code) and 0x40 <= code[at] <= 0x4F:      # REX
+        at += 1
+    if code[at:at + 1] == b"\xc5":                      # two-byte VEX: map 0F
+        opcode = code[at + 2:at + 3]
+    elif code[at:at + 1] == b"\xc4" and len(code) > at + 3 and code[at + 1] & 0x1F == 1:
+        opcode = code[at + 3:at + 4]
+    elif code[at:at + 1] == b"\x0f":
+        opcode = code[at + 1:at + 2]
+    else:
+        return False
+    return opcode in (b"\xc3", b"\x2b", b"\xe7")
 
 
 def controls_between(start, end):
@@ -245,7 +320,17 @@ def check_channel(run, channel, count):
         fail(f"{where}: the first message was sent with control word {sends[0]['seq'] + 1}:"
              f" message n's control word is n + 1 (0 is what an empty slot holds)", run,
              stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+    check_control_words(run, channel, where)
+    check_payload_stored_in_order(run, channel, where)
     check_flow_control(run, channel, where)
+    late = late_payload(run, channel)
+    if late:
+        # Whether a receiver copies the half-written message depends on the
+        # schedule; the order of the sender's stores does not.
+        n = late["seq"]
+        fail(f"{where}: message {n} may be copied half-written under some schedule (store the"
+             f" control word last: {late['text']})", run,
+             stop=f"urpc_send_commit {cores(run, channel, 'send')} if $rcx == {n + 1}")
     received = run.receives(channel)
     for index, message in enumerate(received):
         if message["seq"] != index:
@@ -277,12 +362,63 @@ def check_ring_lines(run, channel, where):
     """Only the slots and the ack line of a channel's page may be touched."""
     ring = channel_address(channel)
     end = ring + URPC_ACK + URPC_SLOT_SIZE
+    stray = run.watch.stray_acks.get(channel)
+    if stray is not None:
+        core, offset, value = stray
+        fail(f"{where}: core {core} wrote {value:#x} at ring + {offset}, in the ack line but"
+             f" past its count: the receiver's count goes in the ack line's first word, ring +"
+             f" {URPC_ACK} (URPC_ACK), where the sender and every other end of a channel read it",
+             run, stop=f"urpc_received core {core}")
     for line in run.system.machine.cost.directory.tracked_lines():
         if end <= line < ring + 4096:
             fail(f"{where}: something was written at ring + {line - ring}, past the last slot"
                  f" (ring + {URPC_ACK - URPC_SLOT_SIZE}) and the ack line (ring + {URPC_ACK}):"
                  f" message n goes to slot n mod URPC_SLOTS", run,
                  stop=f"urpc_send_commit {cores(run, channel, 'send')}")
+
+
+def check_control_words(run, channel, where):
+    """The sender's control words count on past the ring's end: message n's is n + 1."""
+    sender = ends(run, channel).get("send")
+    wrong = run.watch.wrong_control.get((channel, sender))
+    if wrong is None:
+        return
+    n, value, rip = wrong
+    place = describe_place(run, rip)
+    if not place.startswith("urpc_send_commit"):
+        fail(f"{where}: core {sender} stored {value:#x} into slot {n % URPC_SLOTS}'s control word"
+             f" at {place}, before urpc_send_commit stored {n + 1} there: the payload is 7 words"
+             f" (56 bytes), and the control word is stored once, last", run,
+             stop=f"urpc_send core {sender} if [$rdi + 8] == {n}")
+    fail(f"{where}: message {n}'s control word was stored as {value}, not {n + 1}: message"
+         f" n's control word is n + 1, counted on past the ring's end (a slot holds 0 before"
+         f" its first message and n + 1 - {URPC_SLOTS} from the previous lap: only n + 1 tells"
+         f" a new message from an old one)", run,
+         stop=f"urpc_send_commit core {sender} if $rcx == {n + 1}")
+
+
+def check_payload_stored_in_order(run, channel, where):
+    """No payload word is stored with a non-temporal store that x86 may make
+    visible after the control word: the machine keeps every store in order,
+    a real x86 does so only for ordinary stores (or after an sfence)."""
+    found = run.watch.published_unfenced.get(channel)
+    if found is None:
+        return
+    core, rip, slot = found
+    place = describe_place(run, rip)
+    fail(f"{where}: core {core} stored a payload word into slot {slot} with a non-temporal"
+         f" store at {place}, then the control word with no sfence between: x86 keeps"
+         f" ordinary stores in order but not non-temporal ones, so on a real machine the"
+         f" receiver may see the control word before the payload (store the payload with"
+         f" mov, or put an sfence before the control word)", run,
+         stop=f"urpc_send_commit core {core}")
+
+
+def describe_place(run, rip):
+    """`label+offset (file:line)` of an instruction of the run's programs."""
+    symbols = symbols_of(run.system)
+    source = symbols.source(rip)
+    return (symbols.describe(rip) or f"{rip:#x}") + (f" ({short_source(source)})" if source else "")
 
 
 def check_flow_control(run, channel, where):
@@ -464,9 +600,16 @@ def program_complaint(run):
 
 def diagnose(run, channel, n, k, word):
     """What a wrong word tells about the mistake, as a parenthesis."""
-    owner = (word >> 16) - 1
+    owner = (word & 0xFFFF_FFFF) // 0x10000 - 1
+    if owner >= 0 and word == sent_word(owner, k) & 0xFFFF_FFFF:
+        return (f": the low half of message {owner}'s word {k}, its high half lost: a payload"
+                f" word is 8 bytes, and a routine that moves 4 of them loses the rest")
     late = stored_after_control(run, channel)
+    said = run.watch.taken_when.get((channel, n))
     if word == 0:
+        if late and said == n + 1:
+            return (f": the slot was empty; the receiver saw the control word say {n + 1} before"
+                    f" the payload was complete (store the control word last: {late})")
         if not late:
             return (": the slot was empty; the sender stored every payload word before the"
                     f" control word, so the receiver took message {n} before the control word"
@@ -474,7 +617,12 @@ def diagnose(run, channel, n, k, word):
                     f" {n + 1})")
         return (": the slot was empty; was the message taken before its control word said so,"
                 " or was the control word stored before the payload?")
-    if owner == n - URPC_SLOTS and word & 0xFFFF == k:
+    if word == sent_word(owner, k) and owner == n - URPC_SLOTS and said not in (None, n + 1):
+        whose = f"message {said - 1}'s" if said else "an empty slot's"
+        return (f": that is message {owner}'s, the slot's previous message; the receiver took"
+                f" message {n} when the slot's control word said {said} ({whose}): copy only"
+                f" once it says exactly {n + 1}; any other value is an old or empty slot")
+    if word == sent_word(owner, k) and owner == n - URPC_SLOTS:
         if not late:
             return (f": that is message {owner}'s, the slot's previous message; the sender stored"
                     f" every payload word before the control word, so the receiver read word {k}"
@@ -483,21 +631,27 @@ def diagnose(run, channel, n, k, word):
         return (f": that is message {owner}'s, the slot's previous message; the receiver saw the"
                 f" control word before the payload was complete (store the control word last:"
                 f" {late})")
-    if owner == n + URPC_SLOTS and word & 0xFFFF == k:
+    if word == sent_word(owner, k) and owner == n + URPC_SLOTS:
         return (f": that is message {owner}'s, the slot's next message: the sender wrote into"
                 f" slot {n % URPC_SLOTS} before message {n} was taken")
-    if owner == n - 1 and word & 0xFFFF == k:
+    if word == sent_word(owner, k) and owner == n - 1:
         return f": that is message {owner}'s, still in the buffer; was word {k} copied out?"
     return ""
 
 
 def stored_after_control(run, channel):
-    """Where the sender stored a payload word after the control word (the
-    channel observer's report, kernel/channel_observer.py), or None."""
+    """Where the sender stored a payload word after the control word, or None."""
+    late = late_payload(run, channel)
+    return late and late["text"]
+
+
+def late_payload(run, channel):
+    """The channel observer's first report (kernel/channel_observer.py) of a
+    payload word stored after its control word, or None."""
     for event in run.events:
         if (event["event"] == "violation" and event["kind"] == "payload_after_control"
                 and event["channel"] == channel):
-            return event["text"]
+            return event
     return None
 
 

@@ -1,9 +1,10 @@
 # checked_stream.S: lab 5's test program. One core sends COUNT messages,
 # another receives them and checks every word.
 #
-# Word k of message i is (i + 1) * 0x10000 + k: every word says which
-# message it belongs to and where in it, so a lost, repeated, torn or
-# shifted message cannot pass for a good one (message 5, word 3 = 0x60003).
+# Word k of message i is (i + 1) * 0x10000 + k, in both halves of the word:
+# every word says which message it belongs to and where in it, so a lost,
+# repeated, torn or shifted message cannot pass for a good one, nor a word
+# moved 4 bytes at a time (message 5, word 3 = 0x6000300060003).
 #
 # The sender (ROLE=0) waits SLOW rounds of a loop before each send: with
 # slow=, the receiver is always waiting when a message comes, the case
@@ -15,8 +16,8 @@
 # The receiver prints   checked messages N   when all were right, or
 #     checked: message N word K is X (sent as Y)
 # at the first wrong word (or the first register a routine did not keep,
-# or an urpc_poll that took a message and said so with another rax than
-# 1), and exits with status 1.
+# a routine that wrote past the 7 words at rsi, or an urpc_poll that took
+# a message and said so with another rax than 1), and exits with status 1.
 #
 # Image arguments: role=0|1 channel=K count=N [slow=LOOPS] [pace=LOOPS] [poll=1]
 
@@ -26,6 +27,8 @@ COUNT = 40
 SLOW = 0
 PACE = 0
 POLL = 0
+WORD_STEP = 0x100000001               # the next word: one more in each half
+GUARD = 0x6472617567              # "guard": the word after the 7 at rsi
 
 start:
     sub rsp, 96                       # [rsp]: our end, [rsp+32]: message
@@ -45,11 +48,15 @@ send_next:
     call spin
     lea rsi, [rsp + 32]
     lea rax, [r12 + 1]
-    shl rax, 16                       # word k of message i = (i + 1) * 0x10000 + k
+    shl rax, 16                       # word k of message i = (i + 1) * 0x10000 + k,
+    mov rdx, rax
+    shl rdx, 32
+    or rax, rdx                       # in both halves
+    mov rdx, WORD_STEP
     xor ecx, ecx
 send_fill:
     mov qword ptr [rsi + rcx * 8], rax
-    inc rax
+    add rax, rdx
     inc ecx
     cmp ecx, URPC_PAYLOAD_WORDS
     jb send_fill
@@ -68,12 +75,16 @@ receive:
 receive_next:
     call take_one
     lea rdx, [r12 + 1]
-    shl rdx, 16                       # what word 0 must be
+    shl rdx, 16                       # what word 0 must be, in both halves
+    mov rax, rdx
+    shl rax, 32
+    or rdx, rax
+    mov rax, WORD_STEP
     xor ecx, ecx
 receive_word:
     cmp qword ptr [rsp + 32 + rcx * 8], rdx
     jne receive_wrong
-    inc rdx
+    add rdx, rax
     inc ecx
     cmp ecx, URPC_PAYLOAD_WORDS
     jb receive_word
@@ -177,6 +188,8 @@ kept_call:
     mov r13, KEPT + 13
     mov r14, KEPT + 14
     mov r15, KEPT + 15
+    mov rcx, GUARD
+    mov qword ptr [rsi + 56], rcx
     call rax
     lea rcx, [rip + name_send]        # urpc_send may change r8, the others not
     cmp qword ptr [rsp + 16], rcx
@@ -192,6 +205,9 @@ kept_r8_free:
     lea r8, [rip + name_rdi]
     cmp rdi, qword ptr [rsp + 8]
     jne kept_broken
+    mov rcx, GUARD
+    cmp qword ptr [rsi + 56], rcx
+    jne kept_overrun
     lea r8, [rip + name_rbx]
     mov rcx, KEPT + 1
     cmp rbx, rcx
@@ -236,6 +252,15 @@ kept_r8_free:
     pop rbp
     pop rbx
     ret
+kept_overrun:
+    lea rdi, [rip + text_checked_colon]
+    call print_cstr
+    mov rdi, qword ptr [rsp + 16]
+    call print_cstr
+    lea rdi, [rip + text_overrun]
+    call print_cstr
+    mov edi, 1
+    call exit
 kept_broken:                          # r8 = the register's name
     lea rdi, [rip + text_checked_colon]
     call print_cstr
@@ -289,6 +314,7 @@ text_checked:  .asciz "checked messages "
 text_checked_colon: .asciz "checked: "
 text_changed:  .asciz " changed "
 text_must_keep: .asciz ", which it must keep\n"
+text_overrun:  .asciz " wrote past the 7 words at rsi (rsi + 56), which it must not touch\n"
 text_poll_said: .asciz "checked: urpc_poll took a message and returned rax = "
 text_poll_not_one: .asciz ", not 1\n"
 name_send:     .asciz "urpc_send"
