@@ -30,6 +30,7 @@ States:
 
 import ctypes
 import enum
+import functools
 import heapq
 from dataclasses import dataclass
 
@@ -54,15 +55,16 @@ TRANSLATION_BUFFER_BYTES = 16 << 20
 PR_SET_THP_DISABLE = 41                   # prctl(2), Linux
 
 
+@functools.cache
 def no_huge_pages() -> None:
-    """Ask Linux for no transparent huge pages in this process. QEMU advises
-    them for each unicorn's translation buffer, and the kernel then zeroes
-    2 MiB pages as a new core first touches it: 64 unicorns took 0.6 to
+    """Ask Linux, once, for no transparent huge pages in this process. QEMU
+    advises them for each unicorn's translation buffer, and the kernel then
+    zeroes 2 MiB pages as a new core first touches it: 64 unicorns took 0.6 to
     3.3 s to map memory that way, 0.13 to 0.15 s without (where THP is
     `madvise`, the usual setting); sprat's code is small, and huge pages
     bought its runs nothing. Elsewhere, or if refused, nothing changes."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
+        ctypes.CDLL(None).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass                               # not Linux (no prctl): nothing to do
 
@@ -135,8 +137,7 @@ class Core:
         self.id = core_id
         self.memory = memory
         self.bus = bus
-        if core_id == 0:
-            no_huge_pages()
+        no_huge_pages()
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.uc.ctl_set_tcg_buffer_size(TRANSLATION_BUFFER_BYTES)
         memory.map_into(self.uc)
